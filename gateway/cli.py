@@ -1,0 +1,38 @@
+"""The `xgate` command: one entry point, one sub-group per audience (pki, gateway, federation, ...)."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# Sub-groups live beside the code they drive; each module exposes a click group named `cli`.
+# They are imported lazily so that `xgate --help` stays fast and one broken extra does not
+# take the whole command down.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "pki": ("gateway.trust.pki_cli", "Development PKI: CA, gateway and member certificates, TSA, OCSP."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-groups are imported only when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *SUBCOMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in SUBCOMMANDS:
+            module = importlib.import_module(SUBCOMMANDS[cmd_name][0])
+            command: click.Command = module.cli
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="xgate")
+def main() -> None:
+    """xgate: an X-Road-style interoperability gateway.
+
+    Agency systems call their own gateway on its internal interface (SOAP 4.0 or REST r1);
+    gateways call each other over mutual TLS, sign every message and log it.
+    """
