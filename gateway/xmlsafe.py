@@ -77,7 +77,7 @@ def parse_xml(data: bytes, *, charset: str | None = None, max_bytes: int = MAX_X
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
         message = str(exc)
-        if "Excessive depth" in message or "depth" in message.lower() and "exceed" in message.lower():
+        if "Excessive depth" in message or ("depth" in message.lower() and "exceed" in message.lower()):
             raise UnsafeXml(f"document nested deeper than {MAX_XML_DEPTH} levels") from exc
         raise XmlSyntaxError(message) from exc
     except (ValueError, LookupError) as exc:
@@ -85,7 +85,9 @@ def parse_xml(data: bytes, *, charset: str | None = None, max_bytes: int = MAX_X
     if root is None:
         raise XmlSyntaxError("empty document")
     docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+    # lxml-stubs lack DocInfo.doctype; it is the whole "<!DOCTYPE ...>" text, or "".
+    doctype: str = getattr(docinfo, "doctype", "")
+    if doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise UnsafeXml("document type declarations are not allowed")
     if _has_entity_reference(root):
         raise UnsafeXml("entity references are not allowed")

@@ -24,6 +24,7 @@ INCONSISTENT_HEADERS: Final = "Client.InconsistentHeaders"
 INVALID_XML: Final = "Client.InvalidXml"
 INVALID_CLIENT_IDENTIFIER: Final = "Client.InvalidClientIdentifier"
 INVALID_SERVICE_IDENTIFIER: Final = "Client.InvalidServiceIdentifier"
+INVALID_SECURITY_SERVER: Final = "Client.InvalidSecurityServer"
 INVALID_CONTENT_TYPE: Final = "Client.InvalidContentType"
 INVALID_HTTP_METHOD: Final = "Client.InvalidHttpMethod"
 INVALID_REQUEST: Final = "Client.InvalidRequest"
@@ -89,12 +90,19 @@ class XRoadFault(Exception):
 
 
 def snake_case(code: str) -> str:
-    """The lower snake-case spelling newer X-Road peers use (`Client.MissingHeader` → `client.missing_header`)."""
+    """The lower snake-case spelling newer X-Road peers use.
+
+    `Client.MissingHeader` becomes `client.missing_header`; clients may match either form.
+    """
     out: list[str] = []
     for part in code.split("."):
         chars: list[str] = []
         for i, ch in enumerate(part):
-            if ch.isupper() and i > 0 and (part[i - 1].islower() or (i + 1 < len(part) and part[i + 1].islower())):
+            if (
+                ch.isupper()
+                and i > 0
+                and (part[i - 1].islower() or (i + 1 < len(part) and part[i + 1].islower()))
+            ):
                 chars.append("_")
             chars.append(ch.lower())
         out.append("".join(chars))

@@ -1,0 +1,188 @@
+"""A gateway node's static settings, read from one TOML file (DESIGN.md "Configuration").
+
+Everything that changes at run time (subsystems, services, access rights) lives in the
+server-configuration database instead; this file says where things are and how the
+node listens.  Relative paths are resolved against the file's own directory so a node's
+directory can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from gateway.ids import ClientId, SecurityServerId
+
+# X-Road's own default limit for a message on the internal interface.
+DEFAULT_MAX_MESSAGE_BYTES: Final = 10 * 1024 * 1024
+# What a backend gets by default before ServiceFailed.Timeout; X-Road uses 30 s as well.
+DEFAULT_BACKEND_TIMEOUT_SECONDS: Final = 30.0
+# Connecting to a peer gateway: fail over quickly to the next registered gateway.
+DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 5.0
+# Batch window of the signer: long enough to gather concurrent messages, short enough to
+# add little latency at concurrency 1 (DESIGN.md "One signer").
+DEFAULT_SIGN_WINDOW_SECONDS: Final = 0.002
+# Graceful shutdown: in-flight requests get this long to finish.
+DEFAULT_SHUTDOWN_GRACE_SECONDS: Final = 10.0
+
+
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class ConfigError(ValueError):
+    """The node's TOML file is missing something or holds a wrong value."""
+
+
+@dataclass(frozen=True)
+class Listener:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    passphrase_env: str | None = None
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A member's signing key hosted on this node."""
+
+    member: ClientId
+    cert: Path
+    key: Path
+    passphrase_env: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    server_id: SecurityServerId
+    data_dir: Path
+    database_url: str
+    globalconf_location: str
+    globalconf_anchor: Path
+    internal_http: Listener | None
+    internal_https: Listener | None
+    internal_tls: TlsFiles | None
+    external: Listener
+    auth_tls: TlsFiles
+    admin: Listener
+    signing_keys: tuple[SigningKey, ...]
+    bootstrap_api_key_env: str | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    backend_timeout_seconds: float = DEFAULT_BACKEND_TIMEOUT_SECONDS
+    connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    sign_window_seconds: float = DEFAULT_SIGN_WINDOW_SECONDS
+    shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    globalconf_refresh_seconds: float = 60.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def globalconf_cache(self) -> Path:
+        return self.data_dir / "globalconf.cache.json"
+
+
+def _section(doc: dict[str, Any], name: str, *, required: bool = True) -> dict[str, Any]:
+    value = doc.get(name)
+    if value is None:
+        if required:
+            raise ConfigError(f"missing [{name}] section")
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return value
+
+
+def _get(table: dict[str, Any], key: str, where: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"missing {where}.{key}")
+    return table[key]
+
+
+def _path(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def _listener(table: dict[str, Any], where: str, *, default_host: str = "127.0.0.1") -> Listener:
+    port = _get(table, "port", where)
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"{where}.port must be a port number")
+    return Listener(host=str(table.get("host", default_host)), port=port)
+
+
+def _tls(table: dict[str, Any], base: Path, where: str) -> TlsFiles:
+    return TlsFiles(
+        cert=_path(base, _get(table, "cert", where)),
+        key=_path(base, _get(table, "key", where)),
+        passphrase_env=table.get("passphrase_env"),
+    )
+
+
+def _admin_listener(table: dict[str, Any]) -> Listener:
+    # DESIGN.md: the admin interface (management API, health, metrics) is localhost only.
+    listener = _listener(table, "admin")
+    if listener.host not in LOOPBACK_HOSTS:
+        raise ConfigError(f"admin.host must be a loopback address, not {listener.host!r}")
+    return listener
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read and check a node's TOML file; raise ConfigError with the offending key."""
+    base = path.resolve().parent
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    return parse_config(doc, base)
+
+
+def parse_config(doc: dict[str, Any], base: Path) -> NodeConfig:
+    node = _section(doc, "node")
+    globalconf = _section(doc, "globalconf")
+    internal = _section(doc, "internal")
+    external = _section(doc, "external")
+    admin = _section(doc, "admin")
+    limits = _section(doc, "limits", required=False)
+    signer = _section(doc, "signer", required=False)
+
+    data_dir = _path(base, node.get("data_dir", "."))
+    database_url = str(node.get("database_url", f"sqlite:///{data_dir / 'serverconf.sqlite'}"))
+    http = internal.get("http")
+    https = internal.get("https")
+    if http is None and https is None:
+        raise ConfigError("[internal] needs an http or an https listener")
+    keys = tuple(
+        SigningKey(
+            member=ClientId.from_text(_get(entry, "member", "signing_keys")),
+            cert=_path(base, _get(entry, "cert", "signing_keys")),
+            key=_path(base, _get(entry, "key", "signing_keys")),
+            passphrase_env=entry.get("passphrase_env"),
+        )
+        for entry in doc.get("signing_keys", [])
+    )
+    return NodeConfig(
+        server_id=SecurityServerId.from_text(_get(node, "server_id", "node")),
+        data_dir=data_dir,
+        database_url=database_url,
+        globalconf_location=str(_get(globalconf, "location", "globalconf")),
+        globalconf_anchor=_path(base, _get(globalconf, "anchor", "globalconf")),
+        globalconf_refresh_seconds=float(globalconf.get("refresh_seconds", 60.0)),
+        internal_http=_listener(http, "internal.http") if http is not None else None,
+        internal_https=_listener(https, "internal.https") if https is not None else None,
+        internal_tls=_tls(https, base, "internal.https") if https is not None else None,
+        external=_listener(external, "external"),
+        auth_tls=_tls(external, base, "external"),
+        admin=_admin_listener(admin),
+        signing_keys=keys,
+        bootstrap_api_key_env=admin.get("bootstrap_api_key_env"),
+        max_message_bytes=int(limits.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)),
+        backend_timeout_seconds=float(limits.get("backend_timeout_seconds", DEFAULT_BACKEND_TIMEOUT_SECONDS)),
+        connect_timeout_seconds=float(limits.get("connect_timeout_seconds", DEFAULT_CONNECT_TIMEOUT_SECONDS)),
+        shutdown_grace_seconds=float(limits.get("shutdown_grace_seconds", DEFAULT_SHUTDOWN_GRACE_SECONDS)),
+        sign_window_seconds=float(signer.get("window_seconds", DEFAULT_SIGN_WINDOW_SECONDS)),
+    )

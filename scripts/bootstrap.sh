@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Sourced by the README's commands: makes .venv with xgate (editable, dev extras) and the
+# command-line tools the tests compare against (xmlsec1, openssl, wrk). Idempotent and quick
+# when nothing changed: the install is redone only when pyproject.toml changes.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+need_tools=()
+command -v xmlsec1 >/dev/null 2>&1 || need_tools+=(xmlsec1)
+command -v openssl >/dev/null 2>&1 || need_tools+=(openssl)
+command -v wrk >/dev/null 2>&1 || need_tools+=(wrk)
+if [ ${#need_tools[@]} -gt 0 ]; then
+    echo "bootstrap: installing ${need_tools[*]} (Debian packages)"
+    if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_tools[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv"
+    "$python" -m venv .venv
+fi
+stamp=".venv/.xgate-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "bootstrap: installing xgate and its dependencies into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    echo "$want" > "$stamp"
+fi
