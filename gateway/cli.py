@@ -11,6 +11,9 @@ import click
 # take the whole command down.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pki": ("gateway.trust.pki_cli", "Development PKI: CA, gateway and member certificates, TSA, OCSP."),
+    "gateway": ("gateway.node_cli", "Run a gateway node and manage its database."),
+    "federation": ("gateway.federation_cli", "A development federation on this machine."),
+    "admin": ("gateway.admin.cli", "The management API of a running gateway."),
 }
 
 
@@ -36,3 +39,7 @@ def main() -> None:
     Agency systems call their own gateway on its internal interface (SOAP 4.0 or REST r1);
     gateways call each other over mutual TLS, sign every message and log it.
     """
+
+
+if __name__ == "__main__":
+    main()

@@ -72,7 +72,6 @@ class NodeConfig:
     auth_tls: TlsFiles
     admin: Listener
     signing_keys: tuple[SigningKey, ...]
-    bootstrap_api_key_env: str | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     backend_timeout_seconds: float = DEFAULT_BACKEND_TIMEOUT_SECONDS
     connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
@@ -179,7 +178,6 @@ def parse_config(doc: dict[str, Any], base: Path) -> NodeConfig:
         auth_tls=_tls(external, base, "external"),
         admin=_admin_listener(admin),
         signing_keys=keys,
-        bootstrap_api_key_env=admin.get("bootstrap_api_key_env"),
         max_message_bytes=int(limits.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)),
         backend_timeout_seconds=float(limits.get("backend_timeout_seconds", DEFAULT_BACKEND_TIMEOUT_SECONDS)),
         connect_timeout_seconds=float(limits.get("connect_timeout_seconds", DEFAULT_CONNECT_TIMEOUT_SECONDS)),

@@ -22,25 +22,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.verification import (
-    Criticality,
-    ExtensionPolicy,
-    Policy,
-    PolicyBuilder,
-    Store,
-    VerificationError,
-)
 from lxml import etree
 
+from gateway.crypto.certs import CertificateError, verify_chain
 from gateway.crypto.hashtree import DIGEST_SIZE, Proof, root_from_proof
 from gateway.crypto.keys import PrivateKey
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
+
+if TYPE_CHECKING:  # the stubs name the transform type but do not export it
+    from xmlsec.constants import __Transform as XmlSecTransform
 
 XG_NS: Final = "urn:xgate:signature:1"
 DS_NS: Final = "http://www.w3.org/2000/09/xmldsig#"
@@ -125,7 +121,7 @@ class RootSigner:
         return etree.tostring(element)
 
 
-def _signature_transform(key: PrivateKey) -> xmlsec.Transform:
+def _signature_transform(key: PrivateKey) -> XmlSecTransform:
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return xmlsec.constants.TransformEcdsaSha256
     if isinstance(key, rsa.RSAPrivateKey):
@@ -133,7 +129,7 @@ def _signature_transform(key: PrivateKey) -> xmlsec.Transform:
     raise TypeError(f"unsupported signing key type {type(key).__name__}")
 
 
-def _signature_template(element: etree._Element, sign_method: xmlsec.Transform) -> etree._Element:
+def _signature_template(element: etree._Element, sign_method: XmlSecTransform) -> etree._Element:
     """An enveloped ds:Signature over `#root`: exclusive C14N, SHA-256, signer's certificate in KeyInfo."""
     signature = xmlsec.template.create(element, xmlsec.constants.TransformExclC14N, sign_method, ns="ds")
     element.append(signature)
@@ -222,9 +218,12 @@ def _verify_uncached(xml: bytes, trusted_cas: tuple[x509.Certificate, ...]) -> V
     except (UnsafeXml, XmlSyntaxError) as exc:
         raise SignatureVerificationError(f"signed root is not acceptable XML: {exc}") from exc
     parsed = _parse_signed_root(element)
+    try:
+        signer_cert = x509.load_der_x509_certificate(parsed.cert_der)
+    except ValueError as exc:
+        raise SignatureVerificationError("X509Certificate is not a certificate") from exc
     _check_xml_signature(element, parsed.signature, parsed.cert_der, parsed.sign_method)
-    signer_cert = x509.load_der_x509_certificate(parsed.cert_der)
-    _check_chain(signer_cert, trusted_cas, parsed.signing_time)
+    _check_signer_certificate(signer_cert, trusted_cas, parsed.signing_time)
     return VerifiedRoot(parsed.root, signer_cert, parsed.signing_time)
 
 
@@ -367,43 +366,20 @@ def _public_key(cert_der: bytes) -> xmlsec.Key:
         raise SignatureVerificationError("X509Certificate is not a usable certificate") from exc
 
 
-def _check_chain(
-    signer_cert: x509.Certificate, trusted_cas: tuple[x509.Certificate, ...], signing_time: datetime
+def _check_signer_certificate(
+    signer_cert: x509.Certificate, trusted_cas: Sequence[x509.Certificate], at: datetime
 ) -> None:
-    """RFC 5280 path validation to one of `trusted_cas`, at the signing time, with cryptography.
-
-    The end-entity policy asks only for a KeyUsage allowing signatures: member signing
-    certificates carry no EKU, and the web-PKI defaults (SAN, serverAuth) are for TLS.
-    """
-    if not trusted_cas:
-        raise SignatureVerificationError("no trusted CAs given")
-    verifier = (
-        PolicyBuilder()
-        .store(_store(trusted_cas))
-        .time(signing_time)
-        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_SIGNER_POLICY)
-        .build_client_verifier()
-    )
+    """Chains to a trusted CA at the signing time, and its key may sign (RFC 5280 §4.2.1.3)."""
     try:
-        verifier.verify(signer_cert, [])
-    except VerificationError as exc:
+        verify_chain(signer_cert, [], trusted_cas, at)
+    except CertificateError as exc:
         raise SignatureVerificationError(f"signer certificate is not trusted: {exc}") from exc
-
-
-def _allows_signing(policy: Policy, cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
-    del policy, cert
-    if usage is None or not (usage.digital_signature or usage.content_commitment):
-        raise ValueError("KeyUsage allows neither digitalSignature nor nonRepudiation")
-
-
-_SIGNER_POLICY: Final = ExtensionPolicy.permit_all().require_present(
-    x509.KeyUsage, Criticality.AGNOSTIC, _allows_signing
-)
-
-
-@lru_cache(maxsize=16)
-def _store(trusted_cas: tuple[x509.Certificate, ...]) -> Store:
-    return Store(list(trusted_cas))
+    try:
+        usage = signer_cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return  # RFC 5280 §4.2.1.3: without the extension the key may be used for anything
+    if not (usage.digital_signature or usage.content_commitment):
+        raise SignatureVerificationError("signer certificate's keyUsage allows no signatures")
 
 
 # --- a message's signature -----------------------------------------------------------------

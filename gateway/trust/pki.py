@@ -62,6 +62,7 @@ from gateway.ids import ClientId, SecurityServerId
 DEFAULT_CA_NAME = "xgate development CA"
 DEFAULT_TSA_NAME = "xgate development TSA"
 DEFAULT_OCSP_NAME = "xgate development OCSP responder"
+DEFAULT_CONFIGURATION_SIGNER_NAME = "xgate development configuration signer"
 
 DEFAULT_CA_VALIDITY = dt.timedelta(days=3650)
 """Ten years: a development CA should outlive every checkout that uses it."""
@@ -268,7 +269,31 @@ class OcspResponderProfile:
         return "ocsp-" + _file_safe(self.name)
 
 
-CertificateProfile = GatewayProfile | MemberSigningProfile | TsaProfile | OcspResponderProfile
+@dataclass(frozen=True)
+class ConfigurationSignerProfile:
+    """The federation's global-configuration signing certificate.
+
+    Gateways pin this certificate itself in their anchor (not the CA that issued it), so no
+    other certificate of the CA can sign a configuration; a rotation lists old and new.
+    """
+
+    name: str = DEFAULT_CONFIGURATION_SIGNER_NAME
+    kind: ClassVar[str] = "configuration-signer"
+
+    def subject(self) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
+
+    def extensions(self, public_key: PublicKey) -> list[Extension]:
+        del public_key
+        return [(_key_usage(digital_signature=True, content_commitment=True), True)]
+
+    def file_stem(self) -> str:
+        return "confsign-" + _file_safe(self.name)
+
+
+CertificateProfile = (
+    GatewayProfile | MemberSigningProfile | TsaProfile | OcspResponderProfile | ConfigurationSignerProfile
+)
 
 
 def _key_usage(

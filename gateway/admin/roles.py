@@ -1,0 +1,93 @@
+"""Who may do what through the management API: the roles an API key carries and their permissions.
+
+Sans-IO: a role and a permission in, yes or no out. The API's handlers each name one
+permission; the one decision lives here so the matrix can be read, reviewed and tested in
+one place. The roles are X-Road's own (security server user roles), so that an operator who
+knows X-Road knows who does what here.
+
+The matrix (rows: permissions; ✓: granted)::
+
+    permission                 observer  service_  registration_  security_  system_
+                                         admin     officer        officer    admin
+    read_configuration            ✓         ✓          ✓             ✓          ✓
+    manage_subsystems                                  ✓                        ✓
+    manage_client_auth                                 ✓                        ✓
+    manage_services                         ✓                                   ✓
+    manage_access_rights                    ✓                                   ✓
+    manage_local_groups                     ✓                                   ✓
+    manage_keys                                                      ✓          ✓
+    read_audit_log                                                   ✓          ✓
+    read_message_log                                                 ✓          ✓
+    manage_api_keys                                                             ✓
+
+- `read_configuration` covers subsystems, services, access rights, local groups, keys and
+  certificates: everything but the API keys and the logs. Every role has it (the observer has
+  nothing else), because one cannot manage what one cannot see.
+- `manage_api_keys` covers reading the list of keys too: names and roles tell an attacker
+  whose key to steal.
+- The audit and message logs are read only by those who answer for security; nobody writes
+  them through the API.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Final
+
+
+class Role(enum.StrEnum):
+    """A role an API key carries (X-Road's security server user roles)."""
+
+    OBSERVER = "observer"
+    SERVICE_ADMINISTRATOR = "service_administrator"
+    REGISTRATION_OFFICER = "registration_officer"
+    SECURITY_OFFICER = "security_officer"
+    SYSTEM_ADMINISTRATOR = "system_administrator"
+
+
+class Permission(enum.StrEnum):
+    """One kind of operation of the management API; each endpoint requires exactly one."""
+
+    READ_CONFIGURATION = "read_configuration"
+    MANAGE_SUBSYSTEMS = "manage_subsystems"  # client registration: add and remove subsystems
+    MANAGE_CLIENT_AUTH = "manage_client_auth"  # auth mode and pinned client certificates
+    MANAGE_SERVICES = "manage_services"
+    MANAGE_ACCESS_RIGHTS = "manage_access_rights"
+    MANAGE_LOCAL_GROUPS = "manage_local_groups"
+    MANAGE_KEYS = "manage_keys"  # keys, CSRs, certificates
+    READ_AUDIT_LOG = "read_audit_log"
+    READ_MESSAGE_LOG = "read_message_log"
+    MANAGE_API_KEYS = "manage_api_keys"  # list, create, revoke
+
+
+_P = Permission
+
+PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
+    Role.OBSERVER: frozenset({_P.READ_CONFIGURATION}),
+    Role.SERVICE_ADMINISTRATOR: frozenset(
+        {_P.READ_CONFIGURATION, _P.MANAGE_SERVICES, _P.MANAGE_ACCESS_RIGHTS, _P.MANAGE_LOCAL_GROUPS}
+    ),
+    Role.REGISTRATION_OFFICER: frozenset(
+        {_P.READ_CONFIGURATION, _P.MANAGE_SUBSYSTEMS, _P.MANAGE_CLIENT_AUTH}
+    ),
+    Role.SECURITY_OFFICER: frozenset(
+        {_P.READ_CONFIGURATION, _P.MANAGE_KEYS, _P.READ_AUDIT_LOG, _P.READ_MESSAGE_LOG}
+    ),
+    Role.SYSTEM_ADMINISTRATOR: frozenset(Permission),
+}
+"""The matrix of the module docstring; a role not listed has no permission at all."""
+
+
+def is_permitted(role: Role, permission: Permission) -> bool:
+    """Whether a key with `role` may perform operations requiring `permission`."""
+    return permission in PERMISSIONS.get(role, frozenset())
+
+
+def parse_role(text: str) -> Role:
+    """The role named `text`, or ValueError listing the roles there are."""
+    try:
+        return Role(text)
+    except ValueError:
+        names = ", ".join(role.value for role in Role)
+        raise ValueError(f"unknown role {text!r}: one of {names}") from None

@@ -1,0 +1,102 @@
+"""One gateway node process: the internal, external and admin interfaces (DESIGN.md).
+
+Starts from a TOML file, serves until SIGTERM/SIGINT, then stops accepting and lets
+in-flight requests finish within the configured grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.config import NodeConfig, load_config
+from gateway.crypto.tls import external_server_context, internal_server_context
+from gateway.proxy.consumer import make_internal_app
+from gateway.proxy.provider import make_external_app
+from gateway.proxy.runtime import GatewayRuntime
+from gateway.serverconf.db import migrate
+
+log = logging.getLogger(__name__)
+
+
+def _admin_app(runtime: GatewayRuntime) -> web.Application:
+    from gateway.admin.api import AdminContext, make_admin_app
+
+    context = AdminContext(
+        repository=runtime.repository,
+        data_dir=runtime.config.data_dir,
+        health=runtime.health,
+        server_id=runtime.config.server_id,
+        on_change=runtime.reload_snapshot,
+    )
+    return make_admin_app(context)
+
+
+async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    migrate(config.database_url)
+    runtime = GatewayRuntime.create(config)
+    await runtime.start()
+    conf = runtime.globalconf_source.current
+    cas = conf.trusted_ca_certs() if conf else []
+    grace = config.shutdown_grace_seconds
+    runners: list[web.AppRunner] = []
+
+    internal = web.AppRunner(make_internal_app(runtime), shutdown_timeout=grace, access_log=None)
+    await internal.setup()
+    runners.append(internal)
+    if config.internal_http is not None:
+        await web.TCPSite(internal, config.internal_http.host, config.internal_http.port, reuse_address=True).start()
+    if config.internal_https is not None and config.internal_tls is not None:
+        pins = [pin.pem for sub in runtime.snapshot.subsystems.values() for pin in sub.certificates]
+        context = internal_server_context(config.internal_tls, [*pins, *(_pem(c) for c in cas)])
+        await web.TCPSite(
+            internal, config.internal_https.host, config.internal_https.port, ssl_context=context, reuse_address=True
+        ).start()
+
+    external = web.AppRunner(make_external_app(runtime), shutdown_timeout=grace, access_log=None)
+    await external.setup()
+    runners.append(external)
+    await web.TCPSite(
+        external,
+        config.external.host,
+        config.external.port,
+        ssl_context=external_server_context(config.auth_tls, cas),
+        reuse_address=True,
+    ).start()
+
+    admin = web.AppRunner(_admin_app(runtime), shutdown_timeout=grace, access_log=None)
+    await admin.setup()
+    runners.append(admin)
+    await web.TCPSite(admin, config.admin.host, config.admin.port, reuse_address=True).start()
+
+    log.info("gateway %s serving", config.server_id)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("gateway %s stopping: finishing in-flight requests", config.server_id)
+    for runner in runners:
+        await runner.cleanup()
+    await runtime.close()
+
+
+def _pem(cert: object) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return cert.public_bytes(Encoding.PEM).decode("ascii")  # type: ignore[attr-defined]
+
+
+def run(config_path: Path) -> None:
+    logging.basicConfig(level=os.environ.get("XGATE_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(load_config(config_path)))

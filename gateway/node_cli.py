@@ -1,0 +1,72 @@
+"""`xgate gateway ...`: run a gateway node and look after its database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from gateway.config import ConfigError, load_config
+
+
+@click.group("gateway")
+def cli() -> None:
+    """Run a gateway node (security server) and manage its local database."""
+
+
+@cli.command("serve")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The node's TOML file (see config/gateway.example.toml).",
+)
+def serve(config_path: Path) -> None:
+    """Serve the internal (HTTP/HTTPS), external (mutual TLS) and admin interfaces until SIGTERM.
+
+    On SIGTERM or SIGINT the node stops accepting connections and lets in-flight requests
+    finish within limits.shutdown_grace_seconds.
+    """
+    from gateway.node import run
+
+    try:
+        run(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command("migrate")
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def migrate_command(config_path: Path) -> None:
+    """Create or upgrade the node's server-configuration database to the newest schema."""
+    from gateway.serverconf.db import migrate
+
+    migrate(load_config(config_path).database_url)
+    click.echo("database is at the newest schema")
+
+
+@cli.command("create-api-key")
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Who the key is for (shown in the audit log).")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(
+        ["system_administrator", "service_administrator", "security_officer", "registration_officer", "observer"]
+    ),
+)
+def create_api_key(config_path: Path, name: str, role: str) -> None:
+    """Create a management-API key directly in the database (for the first administrator).
+
+    The key is printed once and stored only as a digest.
+    """
+    from gateway.serverconf.db import migrate
+    from gateway.serverconf.repository import ServerConfRepository
+
+    url = load_config(config_path).database_url
+    migrate(url)
+    repository = ServerConfRepository.from_url(url)
+    repository.audit("cli", "create_api_key", name, {"role": role}, "ok")
+    _, key = repository.create_api_key(name, role)
+    click.echo(key)

@@ -1,0 +1,144 @@
+"""The consumer gateway's half of the gateway-to-gateway hop (DESIGN.md steps 3-4 and 8).
+
+Sign the client's message, send it over mutual TLS to one of the provider's gateways
+(fastest first, failing over on connection errors), check the peer is the gateway the
+global configuration registers, and verify the signed answer.  A peer's own error (a SOAP
+fault or a REST error body, unsigned) comes back as :class:`PeerError` for the handler to
+pass on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from gateway.crypto.batchsigner import BatchSigner
+from gateway.crypto.certs import member_of
+from gateway.crypto.rootsig import SignatureVerificationError, verify_message_signature
+from gateway.globalconf import GlobalConf, SecurityServerInfo
+from gateway.ids import ClientId, SecurityServerId
+from gateway.protocol import faults
+from gateway.protocol.faults import XRoadFault
+from gateway.protocol.transport import (
+    TRANSPORT_MEDIA_TYPE,
+    Direction,
+    Payload,
+    TransportMessage,
+    decode_transport,
+    encode_transport,
+    manifest_digest,
+    signed_parts,
+)
+from gateway.proxy.backend import read_limited
+from gateway.proxy.peers import PeerNotRegistered
+from gateway.proxy.runtime import GatewayRuntime
+
+
+@dataclass(frozen=True)
+class PeerError(Exception):
+    """The provider's gateway answered with its own fault instead of a signed message."""
+
+    status: int
+    content_type: str
+    body: bytes
+    xroad_error: str | None
+
+
+@dataclass(frozen=True)
+class SignedAnswer:
+    payload: Payload
+    server: SecurityServerId
+
+
+async def sign_payload(signer: BatchSigner, payload: Payload) -> TransportMessage:
+    """One batch signature share for this message (DESIGN.md "One signer")."""
+    signature = await signer.sign(manifest_digest(signed_parts(payload)))
+    return TransportMessage(payload, signature)
+
+
+def verify_signed(message: TransportMessage, conf: GlobalConf, expected_member: ClientId, fault_code: str) -> None:
+    """The signature is valid, chains to a federation CA, and speaks for `expected_member`."""
+    try:
+        verified = verify_message_signature(message.signature.leaf, message.signature, conf.trusted_ca_certs())
+    except SignatureVerificationError as exc:
+        raise XRoadFault(fault_code, f"invalid signature: {exc}") from exc
+    signer = member_of(verified.signer_cert)
+    if signer != expected_member:
+        raise XRoadFault(fault_code, f"the message is signed by {signer}, not by {expected_member}")
+
+
+def candidate_servers(
+    conf: GlobalConf, provider: ClientId, requested: SecurityServerId | None
+) -> list[SecurityServerInfo]:
+    servers = conf.servers_for(provider)
+    if requested is not None:
+        servers = [server for server in servers if server.id == requested]
+    if not servers:
+        where = f" on {requested}" if requested is not None else ""
+        raise XRoadFault(faults.UNKNOWN_MEMBER, f"no gateway in the global configuration hosts {provider}{where}")
+    return servers
+
+
+async def exchange(
+    runtime: GatewayRuntime,
+    conf: GlobalConf,
+    provider: ClientId,
+    requested_server: SecurityServerId | None,
+    message: TransportMessage,
+    *,
+    timeout_seconds: float,
+) -> SignedAnswer:
+    """Send to the provider's gateways in turn until one answers; raise NetworkError if none can."""
+    content_type, body = encode_transport(message)
+    servers = {server.address: server for server in candidate_servers(conf, provider, requested_server)}
+    session = runtime.peer_session
+    assert session is not None, "runtime.start() was not called"
+    problems: list[str] = []
+    for address in runtime.peer_selector.order(list(servers)):
+        server = servers[address]
+        started = time.perf_counter()
+        try:
+            async with session.post(
+                f"https://{address}/",
+                data=body,
+                headers={"Content-Type": content_type},
+                timeout=aiohttp.ClientTimeout(
+                    total=timeout_seconds, sock_connect=runtime.config.connect_timeout_seconds
+                ),
+                allow_redirects=False,
+            ) as response:
+                runtime.peer_selector.record_connect(address, time.perf_counter() - started)
+                answer = await read_limited(response, runtime.config.max_message_bytes)
+                return _answer(response, answer, server, conf, provider, runtime.config.max_message_bytes)
+        except PeerNotRegistered as exc:
+            runtime.peer_selector.record_failure(address)
+            raise XRoadFault(faults.SSL_AUTHENTICATION_FAILED, f"{server.id}: {exc}") from exc
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
+            runtime.peer_selector.record_failure(address)
+            problems.append(f"{server.id}: {type(exc).__name__}")
+        except TimeoutError as exc:
+            raise XRoadFault(
+                faults.NETWORK_ERROR, f"{server.id} did not answer within {timeout_seconds:g} s"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            runtime.peer_selector.record_failure(address)
+            problems.append(f"{server.id}: {type(exc).__name__}")
+    raise XRoadFault(faults.NETWORK_ERROR, "cannot reach the provider's gateway: " + "; ".join(problems))
+
+
+def _answer(
+    response: aiohttp.ClientResponse,
+    body: bytes,
+    server: SecurityServerInfo,
+    conf: GlobalConf,
+    provider: ClientId,
+    max_bytes: int,
+) -> SignedAnswer:
+    content_type = response.headers.get("Content-Type", "")
+    if not content_type.lower().startswith(TRANSPORT_MEDIA_TYPE):
+        raise PeerError(response.status, content_type, body, response.headers.get("X-Road-Error"))
+    message = decode_transport(content_type, body, max_bytes=max_bytes, direction=Direction.RESPONSE)
+    verify_signed(message, conf, provider.member, faults.CLIENT_PROXY_INVALID_SIGNATURE)
+    return SignedAnswer(message.payload, server.id)

@@ -1,0 +1,170 @@
+"""What one gateway node holds while it runs, shared by its consumer and provider handlers.
+
+The global configuration, a snapshot of the server configuration, the signers of the
+members it hosts and the HTTP sessions toward peers and backends. Nothing here is the
+only copy of anything that must survive: the database and the cached configuration are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+from cryptography import x509
+
+from gateway.config import NodeConfig
+from gateway.crypto.batchsigner import BatchSigner
+from gateway.crypto.certs import load_certificate_file
+from gateway.crypto.keys import load_private_key
+from gateway.crypto.tls import external_client_context
+from gateway.globalconf import GlobalConf, GlobalConfError, GlobalConfSource, load_anchor
+from gateway.ids import ClientId
+from gateway.protocol import faults
+from gateway.protocol.faults import XRoadFault
+from gateway.proxy.peers import PeerSelector, PinningConnector
+from gateway.serverconf.repository import ServerConfRepository, ServerConfSnapshot
+
+log = logging.getLogger(__name__)
+
+# How often the node looks for changes other nodes (or the admin API) made to the database.
+SNAPSHOT_POLL_SECONDS = 1.0
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class GatewayRuntime:
+    config: NodeConfig
+    repository: ServerConfRepository
+    globalconf_source: GlobalConfSource
+    signers: dict[ClientId, BatchSigner]
+    snapshot: ServerConfSnapshot
+    peer_selector: PeerSelector = field(default_factory=PeerSelector)
+    peer_session: aiohttp.ClientSession | None = None
+    backend_session: aiohttp.ClientSession | None = None
+    _peer_context_cas: tuple[x509.Certificate, ...] = ()
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, config: NodeConfig) -> GatewayRuntime:
+        """Reads keys, the anchor, the cached configuration and the database; no network yet."""
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        repository = ServerConfRepository.from_url(config.database_url)
+        source = GlobalConfSource(config.globalconf_location, load_anchor(config.globalconf_anchor), config.globalconf_cache)
+        try:
+            source.load_cached()
+        except GlobalConfError as exc:
+            log.warning("cached global configuration not usable: %s", exc)
+        signers = {}
+        for entry in config.signing_keys:
+            passphrase = os.environ.get(entry.passphrase_env, "").encode() if entry.passphrase_env else None
+            key = load_private_key(entry.key, passphrase or None)
+            cert = load_certificate_file(entry.cert)
+            signers[entry.member] = BatchSigner(key, cert, window_seconds=config.sign_window_seconds)
+        return cls(config, repository, source, signers, repository.snapshot())
+
+    async def start(self) -> None:
+        try:
+            await self.globalconf_source.refresh()
+        except GlobalConfError as exc:
+            log.warning("global configuration not refreshed at start: %s", exc)
+        self.backend_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, enable_cleanup_closed=True),
+            auto_decompress=False,
+        )
+        self._reset_peer_session()
+        self._tasks.append(asyncio.create_task(self._poll_snapshot()))
+        self._tasks.append(asyncio.create_task(self._poll_globalconf()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for signer in self.signers.values():
+            await signer.aclose()
+        for session in (self.peer_session, self.backend_session):
+            if session is not None:
+                await session.close()
+
+    def _reset_peer_session(self) -> None:
+        """A session whose TLS context trusts the federation's current CAs."""
+        conf = self.globalconf_source.current
+        cas = tuple(conf.trusted_ca_certs()) if conf else ()
+        if self.peer_session is not None and cas == self._peer_context_cas:
+            return
+        old = self.peer_session
+        context = external_client_context(self.config.auth_tls, cas)
+        self.peer_session = aiohttp.ClientSession(
+            connector=PinningConnector(self._registered_fingerprints, ssl=context, limit=256, enable_cleanup_closed=True),
+            auto_decompress=False,
+        )
+        self._peer_context_cas = cas
+        if old is not None:
+            asyncio.get_running_loop().create_task(old.close())
+
+    async def _poll_snapshot(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SNAPSHOT_POLL_SECONDS)
+            try:
+                self.snapshot = await loop.run_in_executor(None, self.repository.snapshot)
+            except Exception:  # a database hiccup must not stop the loop; the old snapshot stays
+                log.exception("server configuration reload failed")
+
+    async def _poll_globalconf(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.globalconf_refresh_seconds)
+            try:
+                await self.globalconf_source.refresh()
+                self._reset_peer_session()
+            except GlobalConfError as exc:
+                log.warning("global configuration refresh failed: %s", exc)
+
+    def _registered_fingerprints(self, address: str) -> frozenset[str] | None:
+        conf = self.globalconf_source.current
+        if conf is None:
+            return None
+        pins = {fp for server in conf.security_servers if server.address == address for fp in server.auth_cert_sha256}
+        return frozenset(pins) if pins else None
+
+    def reload_snapshot(self) -> None:
+        """Called by the admin API after a change so this node sees it at once."""
+        self.snapshot = self.repository.snapshot()
+
+    def valid_globalconf(self, fault_code: str = faults.OUTDATED_GLOBALCONF) -> GlobalConf:
+        """The current configuration, or the OutdatedGlobalConf fault (PROTOCOL.md)."""
+        conf = self.globalconf_source.current
+        if conf is None:
+            raise XRoadFault(fault_code, "no valid global configuration is available")
+        if conf.is_expired(utc_now()):
+            raise XRoadFault(fault_code, f"the global configuration expired at {conf.expires_at.isoformat()}")
+        return conf
+
+    def signer_for(self, member: ClientId, fault_code: str) -> BatchSigner:
+        signer = self.signers.get(member)
+        if signer is None:
+            raise XRoadFault(fault_code, f"this gateway holds no signing key for {member}")
+        return signer
+
+    def health(self) -> dict[str, object]:
+        conf = self.globalconf_source.current
+        now = utc_now()
+        return {
+            "server": self.config.server_id.to_text(),
+            "globalconf": {
+                "valid": bool(conf and not conf.is_expired(now)),
+                "version": conf.version if conf else None,
+                "expires_at": conf.expires_at.isoformat() if conf else None,
+                "last_error": str(self.globalconf_source.last_error) if self.globalconf_source.last_error else None,
+            },
+            "serverconf_version": self.snapshot.version,
+            "signers": sorted(member.to_text() for member in self.signers),
+            "time": time.time(),
+        }

@@ -1,0 +1,262 @@
+"""The server configuration's tables (SQLAlchemy Core), the schema the migrations build.
+
+Identifiers are stored in their text form (`gateway.ids` `to_text()`), with separate columns
+where queries need the parts. Every table holding registrations is read whole into a
+:class:`~gateway.serverconf.repository.ServerConfSnapshot`; `config_version` tells the nodes
+sharing one database when to read again.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+
+class ClientAuthMode(enum.StrEnum):
+    """How a client system must connect to the internal interface (DESIGN.md, step 1)."""
+
+    HTTP = "http"  # plain HTTP allowed
+    HTTPS = "https"  # HTTPS, no client certificate asked
+    HTTPS_CERT = "https_cert"  # HTTPS with one of the subsystem's pinned client certificates
+
+
+class ServiceKind(enum.StrEnum):
+    SOAP = "soap"
+    REST = "rest"
+
+
+class SubjectType(enum.StrEnum):
+    """Who an access right is for: the identifiers.xsd objectType of the subject."""
+
+    MEMBER = "MEMBER"
+    SUBSYSTEM = "SUBSYSTEM"
+    GLOBALGROUP = "GLOBALGROUP"
+    LOCALGROUP = "LOCALGROUP"
+
+
+class KeyUsage(enum.StrEnum):
+    AUTH = "auth"  # TLS authentication between gateways; belongs to the gateway
+    SIGN = "sign"  # message signatures; belongs to one member
+
+
+class AuditResult(enum.StrEnum):
+    OK = "ok"
+    REFUSED = "refused"  # the caller lacked the role, or the change broke a rule
+    ERROR = "error"  # the change failed for another reason
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend: SQLite keeps no zone, so one is put back on read."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: give times in UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _one_of(column: str, values: type[enum.StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+# Deterministic constraint names, so later migrations can name what they alter.
+metadata: Final = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite aliases only INTEGER PRIMARY KEY to its rowid; BIGINT there would not autoincrement.
+_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+config_version: Final = sa.Table(
+    "config_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("changed_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("id = 1", name="single_row"),
+)
+"""One row, bumped in the same transaction as every change: other nodes poll it to reload."""
+
+subsystems: Final = sa.Table(
+    "subsystems",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("client_id", sa.Text, nullable=False, unique=True),
+    sa.Column("instance", sa.Text, nullable=False),
+    sa.Column("member_class", sa.Text, nullable=False),
+    sa.Column("member_code", sa.Text, nullable=False),
+    sa.Column("subsystem_code", sa.Text, nullable=True),
+    sa.Column("auth_mode", sa.String(16), nullable=False),
+    sa.CheckConstraint(_one_of("auth_mode", ClientAuthMode), name="auth_mode"),
+)
+"""The clients this gateway hosts (usually subsystems; X-Road also lets a member itself be one)."""
+
+client_certificates: Final = sa.Table(
+    "client_certificates",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("subsystem_id", sa.Integer, sa.ForeignKey("subsystems.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),  # lower-case hex of the DER certificate
+    sa.Column("cert_pem", sa.Text, nullable=False),
+    sa.UniqueConstraint("subsystem_id", "sha256"),
+)
+"""Client TLS certificates pinned for subsystems in `https_cert` mode."""
+
+services: Final = sa.Table(
+    "services",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("subsystem_id", sa.Integer, sa.ForeignKey("subsystems.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("service_code", sa.Text, nullable=False),
+    sa.Column("service_version", sa.Text, nullable=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("description_document", sa.Text, nullable=True),  # the WSDL or OpenAPI text
+    sa.Column("description_source", sa.Text, nullable=True),  # the URL or file it came from
+    sa.Column("backend_url", sa.Text, nullable=False),
+    sa.Column("timeout_seconds", sa.Float, nullable=False),
+    sa.Column("tls_verify", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("tls_ca_bundle_pem", sa.Text, nullable=True),
+    sa.Column("tls_client_cert_path", sa.Text, nullable=True),
+    sa.Column("tls_client_key_path", sa.Text, nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("disabled_notice", sa.Text, nullable=True),
+    sa.CheckConstraint(_one_of("kind", ServiceKind), name="kind"),
+    sa.CheckConstraint("timeout_seconds > 0", name="timeout_positive"),
+)
+"""Services of hosted subsystems. The provider is the subsystem row; code and version complete
+the ServiceId (a text ServiceId alone is ambiguous: it cannot say whether a subsystem is in it)."""
+
+# NULLs are distinct in UNIQUE on both backends; coalescing makes "no version" one value.
+# Codes are never empty (ids.validate_code), so '' cannot clash with a real version.
+sa.Index(
+    "uq_services_code_version",
+    services.c.subsystem_id,
+    services.c.service_code,
+    sa.func.coalesce(services.c.service_version, ""),
+    unique=True,
+)
+
+rest_endpoints: Final = sa.Table(
+    "rest_endpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("service_id", sa.Integer, sa.ForeignKey("services.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("method", sa.String(16), nullable=False),  # upper case, or "*"
+    sa.Column("path_pattern", sa.Text, nullable=False),  # normalised (access.Endpoint)
+    sa.UniqueConstraint("service_id", "method", "path_pattern"),
+)
+
+access_rights: Final = sa.Table(
+    "access_rights",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("subsystem_id", sa.Integer, sa.ForeignKey("subsystems.id", ondelete="CASCADE"), nullable=False),
+    # X-Road grants per service code of the provider, whatever the version.
+    sa.Column("service_code", sa.Text, nullable=False),
+    sa.Column("subject_type", sa.String(16), nullable=False),
+    sa.Column("subject_id", sa.Text, nullable=False),
+    sa.Column("endpoint_method", sa.String(16), nullable=True),
+    sa.Column("endpoint_path", sa.Text, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint(_one_of("subject_type", SubjectType), name="subject_type"),
+    sa.CheckConstraint("(endpoint_method IS NULL) = (endpoint_path IS NULL)", name="endpoint_whole"),
+    sa.Index("ix_access_rights_subject", "subject_type", "subject_id"),
+)
+"""Rights of subjects to a provider's service code; no endpoint means every endpoint (and SOAP)."""
+
+sa.Index(
+    "uq_access_rights_grant",
+    access_rights.c.subsystem_id,
+    access_rights.c.service_code,
+    access_rights.c.subject_type,
+    access_rights.c.subject_id,
+    sa.func.coalesce(access_rights.c.endpoint_method, ""),
+    sa.func.coalesce(access_rights.c.endpoint_path, ""),
+    unique=True,
+)
+
+local_groups: Final = sa.Table(
+    "local_groups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # X-Road: a local group belongs to one hosted client and is visible only in its rights.
+    sa.Column("subsystem_id", sa.Integer, sa.ForeignKey("subsystems.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("group_code", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.UniqueConstraint("subsystem_id", "group_code"),
+)
+
+local_group_members: Final = sa.Table(
+    "local_group_members",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("group_id", sa.Integer, sa.ForeignKey("local_groups.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("added_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("group_id", "client_id"),
+)
+
+api_keys: Final = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    # SHA-256 of the key, never the key: a leaked database must not open the management API.
+    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+audit_log: Final = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True),
+    sa.Column("at", UtcDateTime, nullable=False, index=True),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("target", sa.Text, nullable=False, server_default=""),
+    sa.Column("details", _Json, nullable=True),
+    sa.Column("result", sa.String(8), nullable=False),
+    sa.CheckConstraint(_one_of("result", AuditResult), name="result"),
+)
+"""Every administrative change and refusal (DESIGN.md, security rules)."""
+
+keys: Final = sa.Table(
+    "keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("usage", sa.String(8), nullable=False),
+    sa.Column("member_id", sa.Text, nullable=True),  # ClientId text of the member a signing key is for
+    sa.Column("key_path", sa.Text, nullable=False),
+    sa.Column("cert_pem", sa.Text, nullable=True),
+    sa.Column("csr_pem", sa.Text, nullable=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint(_one_of("usage", KeyUsage), name="usage"),
+    sa.CheckConstraint("usage = 'auth' OR member_id IS NOT NULL", name="sign_key_member"),
+)
+"""The gateway's own keys and certificates; the private keys stay in files (crypto/keys.py)."""
