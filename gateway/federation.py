@@ -8,6 +8,7 @@ The registry issue replaces the locally signed configuration with the central re
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -89,8 +90,13 @@ def _subsystem(plan: GatewayPlan) -> ClientId:
 def _spawn(args: list[str], log_path: Path) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO
+        process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=REPO,
         )
     return process.pid
 
@@ -161,7 +167,12 @@ def build(fed: Path) -> dict[str, Any]:
         server = _server_id(plan)
         auth = issue(pki_dir, ca, GatewayProfile(server), out_prefix=fed / plan.name / "auth")
         tls = issue(pki_dir, ca, GatewayProfile(server), out_prefix=fed / plan.name / "internal")
-        sign = issue(pki_dir, ca, MemberSigningProfile(plan.member, plan.member_name), out_prefix=fed / plan.name / "sign")
+        sign = issue(
+            pki_dir,
+            ca,
+            MemberSigningProfile(plan.member, plan.member_name),
+            out_prefix=fed / plan.name / "sign",
+        )
         ports = {k: free_port() for k in ("internal_http", "internal_https", "external", "admin")}
         gateways.append(
             {
@@ -191,7 +202,9 @@ def build(fed: Path) -> dict[str, Any]:
         version=1,
         generated_at=now,
         expires_at=now + GLOBALCONF_VALIDITY,
-        members=tuple(Member(p.member.member_class, p.member.member_code, p.member_name, (p.subsystem,)) for p in PLAN),
+        members=tuple(
+            Member(p.member.member_class, p.member.member_code, p.member_name, (p.subsystem,)) for p in PLAN
+        ),
         security_servers=tuple(
             SecurityServerInfo(
                 SecurityServerId.from_text(gw["server_id"]),
@@ -201,7 +214,9 @@ def build(fed: Path) -> dict[str, Any]:
             )
             for gw in gateways
         ),
-        trusted_cas=(TrustedCa("xgate development CA", certificate_to_pem(ca.certificate).decode("ascii"), ()),),
+        trusted_cas=(
+            TrustedCa("xgate development CA", certificate_to_pem(ca.certificate).decode("ascii"), ()),
+        ),
         timestamping_authorities=(),
         global_groups=(),
         settings=GlobalConfSettings(),
@@ -249,32 +264,59 @@ def _register(fed: Path, gateways: list[dict[str, Any]], services: dict[str, Any
             backend = f"http://127.0.0.1:{services['population_register']['port']}/population-register"
             for operation in parse_wsdl(wsdl_bytes).operations:
                 service = ServiceId(
-                    INSTANCE, subsystem.member_class, subsystem.member_code, subsystem.subsystem_code,
-                    operation.service_code, operation.service_version,
+                    INSTANCE,
+                    subsystem.member_class,
+                    subsystem.member_code,
+                    subsystem.subsystem_code,
+                    operation.service_code,
+                    operation.service_version,
                 )
                 repository.add_service(
                     ServiceConf(
-                        service, ServiceKind.SOAP, backend, timeout_seconds=3.0,
-                        description=ServiceDescription(wsdl_bytes.decode("utf-8"), "wsdl/population-register.wsdl"),
+                        service,
+                        ServiceKind.SOAP,
+                        backend,
+                        timeout_seconds=3.0,
+                        description=ServiceDescription(
+                            wsdl_bytes.decode("utf-8"), "wsdl/population-register.wsdl"
+                        ),
                     )
                 )
                 for consumer in (consumer_a, consumer_c):
                     repository.grant(subsystem, AccessRight(consumer, operation.service_code, None))
-                registered.append({"gateway": "gw-b", "kind": "soap", "service": service.to_text(), "wsdl": str(REPO / "wsdl" / "population-register.wsdl")})
+                registered.append(
+                    {
+                        "gateway": "gw-b",
+                        "kind": "soap",
+                        "service": service.to_text(),
+                        "wsdl": str(REPO / "wsdl" / "population-register.wsdl"),
+                    }
+                )
         if gw["name"] == "gw-c":
             spec = (REPO / "wsdl" / "benefits-api.yaml").read_bytes()
             description = parse_openapi(spec)
-            service = ServiceId(INSTANCE, subsystem.member_class, subsystem.member_code, subsystem.subsystem_code, "benefits")
+            service = ServiceId(
+                INSTANCE, subsystem.member_class, subsystem.member_code, subsystem.subsystem_code, "benefits"
+            )
             repository.add_service(
                 ServiceConf(
-                    service, ServiceKind.REST, f"http://127.0.0.1:{services['benefits_api']['port']}",
+                    service,
+                    ServiceKind.REST,
+                    f"http://127.0.0.1:{services['benefits_api']['port']}",
                     timeout_seconds=3.0,
                     description=ServiceDescription(spec.decode("utf-8"), "wsdl/benefits-api.yaml"),
                     endpoints=tuple(Endpoint(e.method, e.path_pattern) for e in description.endpoints),
                 )
             )
             repository.grant(subsystem, AccessRight(consumer_a, "benefits", None))
-            registered.append({"gateway": "gw-c", "kind": "rest", "service": service.to_text(), "openapi": str(REPO / "wsdl" / "benefits-api.yaml")})
+            registered.append(
+                {
+                    "gateway": "gw-c",
+                    "kind": "rest",
+                    "service": service.to_text(),
+                    "openapi": str(REPO / "wsdl" / "benefits-api.yaml"),
+                }
+            )
         repository.engine.dispose()
     return registered
 
@@ -282,7 +324,9 @@ def _register(fed: Path, gateways: list[dict[str, Any]], services: dict[str, Any
 def up(fed: Path) -> dict[str, Any]:
     """Build the federation in `fed` and start its processes; returns federation.json's content."""
     if (fed / "federation.json").exists():
-        raise RuntimeError(f"a federation already exists in {fed}; run `xgate federation down --dir {fed}` first")
+        raise RuntimeError(
+            f"a federation already exists in {fed}; run `xgate federation down --dir {fed}` first"
+        )
     description = build(fed)
     services = description.pop("_service_processes")
     pids: dict[str, int] = {}
@@ -290,7 +334,8 @@ def up(fed: Path) -> dict[str, Any]:
     try:
         for name, service in services.items():
             pids[name] = _spawn(
-                [sys.executable, "-m", service["module"], "--port", str(service["port"])], fed / "logs" / f"{name}.log"
+                [sys.executable, "-m", service["module"], "--port", str(service["port"])],
+                fed / "logs" / f"{name}.log",
             )
         for gw in description["gateways"]:
             pids[gw["name"]] = _spawn(
@@ -316,19 +361,15 @@ def _write_pids(fed: Path, pids: dict[str, int]) -> None:
 
 def stop_pids(pids: dict[str, int], grace_seconds: float = 15.0) -> None:
     for pid in pids.values():
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + grace_seconds
     for pid in pids.values():
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.05)
         if _alive(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _alive(pid: int) -> bool:

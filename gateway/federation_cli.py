@@ -17,7 +17,13 @@ def cli() -> None:
 
 
 @cli.command("up")
-@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, path_type=Path), help="Where everything is generated.")
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where everything is generated.",
+)
 def up(directory: Path) -> None:
     """Generate and start the federation; writes DIR/federation.json describing it."""
     try:
@@ -26,7 +32,9 @@ def up(directory: Path) -> None:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"federation up in {directory}; description in {directory / 'federation.json'}")
     for gw in description["gateways"]:
-        click.echo(f"  {gw['name']}: {gw['server_id']} internal {gw['internal_http_url']} admin {gw['admin_url']}")
+        click.echo(
+            f"  {gw['name']}: {gw['server_id']} internal {gw['internal_http_url']} admin {gw['admin_url']}"
+        )
     for service in description["services"]:
         click.echo(f"  service {service['service']} ({service['kind']}) on {service['gateway']}")
 

@@ -7,6 +7,7 @@ in-flight requests finish within the configured grace period.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -37,7 +38,9 @@ def _admin_app(runtime: GatewayRuntime) -> web.Application:
     return make_admin_app(context)
 
 
-async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    config: NodeConfig, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
+) -> None:
     migrate(config.database_url)
     runtime = GatewayRuntime.create(config)
     await runtime.start()
@@ -50,12 +53,18 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None, stop:
     await internal.setup()
     runners.append(internal)
     if config.internal_http is not None:
-        await web.TCPSite(internal, config.internal_http.host, config.internal_http.port, reuse_address=True).start()
+        await web.TCPSite(
+            internal, config.internal_http.host, config.internal_http.port, reuse_address=True
+        ).start()
     if config.internal_https is not None and config.internal_tls is not None:
         pins = [pin.pem for sub in runtime.snapshot.subsystems.values() for pin in sub.certificates]
         context = internal_server_context(config.internal_tls, [*pins, *(_pem(c) for c in cas)])
         await web.TCPSite(
-            internal, config.internal_https.host, config.internal_https.port, ssl_context=context, reuse_address=True
+            internal,
+            config.internal_https.host,
+            config.internal_https.port,
+            ssl_context=context,
+            reuse_address=True,
         ).start()
 
     external = web.AppRunner(make_external_app(runtime), shutdown_timeout=grace, access_log=None)
@@ -78,10 +87,9 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None, stop:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
+        # Outside the main thread (tests run nodes in threads) there are no signal handlers.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            pass
     if ready is not None:
         ready.set()
     await stop.wait()
@@ -98,5 +106,8 @@ def _pem(cert: object) -> str:
 
 
 def run(config_path: Path) -> None:
-    logging.basicConfig(level=os.environ.get("XGATE_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("XGATE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     asyncio.run(serve(load_config(config_path)))

@@ -37,7 +37,9 @@ def serve(config_path: Path) -> None:
 
 
 @cli.command("migrate")
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 def migrate_command(config_path: Path) -> None:
     """Create or upgrade the node's server-configuration database to the newest schema."""
     from gateway.serverconf.db import migrate
@@ -47,13 +49,21 @@ def migrate_command(config_path: Path) -> None:
 
 
 @cli.command("create-api-key")
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option("--name", required=True, help="Who the key is for (shown in the audit log).")
 @click.option(
     "--role",
     required=True,
     type=click.Choice(
-        ["system_administrator", "service_administrator", "security_officer", "registration_officer", "observer"]
+        [
+            "system_administrator",
+            "service_administrator",
+            "security_officer",
+            "registration_officer",
+            "observer",
+        ]
     ),
 )
 def create_api_key(config_path: Path, name: str, role: str) -> None:
@@ -63,10 +73,11 @@ def create_api_key(config_path: Path, name: str, role: str) -> None:
     """
     from gateway.serverconf.db import migrate
     from gateway.serverconf.repository import ServerConfRepository
+    from gateway.serverconf.tables import AuditResult
 
     url = load_config(config_path).database_url
     migrate(url)
     repository = ServerConfRepository.from_url(url)
-    repository.audit("cli", "create_api_key", name, {"role": role}, "ok")
+    repository.audit("cli", "create_api_key", name, {"role": role}, AuditResult.OK)
     _, key = repository.create_api_key(name, role)
     click.echo(key)

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import subprocess
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import xmlschema
@@ -332,7 +333,9 @@ def test_soap12_is_named_in_the_fault() -> None:
 
 @pytest.fixture(scope="module")
 def reference_schema() -> xmlschema.XMLSchema10:
-    files = [str(XSD_DIR / name) for name in ("xroad.xsd", "xroad-securityserver.xsd", "representation.xsd")]
+    files: list[Any] = [
+        str(XSD_DIR / name) for name in ("xroad.xsd", "xroad-securityserver.xsd", "representation.xsd")
+    ]
     return xmlschema.XMLSchema10(
         files,
         uri_mapper={
@@ -541,7 +544,7 @@ def test_response_built_for_a_request_is_consistent_with_it() -> None:
     assert response.body.findtext(f"{{{PRODUCER_NS}}}name") == "Mari"
 
 
-ECHOED_CHANGES: dict[str, object] = {
+ECHOED_CHANGES: dict[str, Any] = {
     "client": ClientId("EE", "GOV", "70000310", "other"),
     "service": ServiceId("EE", "GOV", "70008440", "registry", "getPerson", "v2"),
     "id": "another-id",
@@ -690,7 +693,10 @@ def test_build_request_round_trips() -> None:
 
 
 def test_build_response_keeps_foreign_header_blocks_and_their_namespaces() -> None:
-    extra = '<c:trace xmlns:c="urn:custom" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="c:T">1</c:trace>'
+    extra = (
+        '<c:trace xmlns:c="urn:custom" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+        ' xsi:type="c:T">1</c:trace>'
+    )
     req = parse_request(request(extra=extra), XML)
     raw = build_response(req, etree.fromstring(RESPONSE_BODY))
     doc = etree.fromstring(raw)

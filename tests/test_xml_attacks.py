@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-
 from lxml import etree
 
 from gateway.ids import ClientId, ServiceId

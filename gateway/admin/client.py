@@ -94,9 +94,7 @@ class AdminClient:
             ) from None
         if response.status_code >= 400:
             if isinstance(body, dict):
-                raise AdminApiError(
-                    response.status_code, str(body.get("error")), str(body.get("message"))
-                )
+                raise AdminApiError(response.status_code, str(body.get("error")), str(body.get("message")))
             raise AdminApiError(response.status_code, "error", str(body))
         return body
 
@@ -155,7 +153,9 @@ class AdminClient:
         ]
         return result
 
-    def add_wsdl(self, client_id: str, *, wsdl: str | None = None, url: str | None = None) -> list[dict[str, Any]]:
+    def add_wsdl(
+        self, client_id: str, *, wsdl: str | None = None, url: str | None = None
+    ) -> list[dict[str, Any]]:
         """Register every operation of a WSDL given as text or by URL (the gateway fetches it)."""
         body = {"wsdl": wsdl} if wsdl is not None else {"url": url}
         path = f"/subsystems/{client_path(client_id)}/service-descriptions/wsdl"
@@ -287,7 +287,9 @@ class AdminClient:
         result: list[dict[str, Any]] = self._api("GET", "/keys")["keys"]
         return result
 
-    def generate_key(self, usage: str, member_id: str | None = None, algorithm: str | None = None) -> dict[str, Any]:
+    def generate_key(
+        self, usage: str, member_id: str | None = None, algorithm: str | None = None
+    ) -> dict[str, Any]:
         body = {"usage": usage}
         if member_id is not None:
             body["member_id"] = member_id

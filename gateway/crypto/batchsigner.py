@@ -109,6 +109,10 @@ class BatchSigner:
             signed = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._sign_batch, leaves
             )
+        except asyncio.CancelledError:  # shutting down: nobody may wait forever for this batch
+            for _, future in batch:
+                future.cancel()
+            raise
         except Exception as exc:
             _fail(batch, exc)
             return

@@ -38,9 +38,9 @@ MAX_BOUNDARY_LENGTH: Final = 70
 
 # RFC 9110 §5.6.2 token; parameter values may also be quoted strings (§5.6.4). Values that
 # are neither (e.g. an unquoted `start=<root@x>`) are common enough in the wild to accept.
-_TOKEN: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_MEDIA_TYPE_RE: Final = re.compile(rf"[ \t]*({_TOKEN})/({_TOKEN})[ \t]*")
-_PARAM_RE: Final = re.compile(rf';[ \t]*(?:({_TOKEN})[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^;"\s]+)[ \t]*)?')
+_TCHARS: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE_RE: Final = re.compile(rf"[ \t]*({_TCHARS})/({_TCHARS})[ \t]*")
+_PARAM_RE: Final = re.compile(rf';[ \t]*(?:({_TCHARS})[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^;"\s]+)[ \t]*)?')
 _QUOTED_PAIR_RE: Final = re.compile(r"\\(.)")
 
 
@@ -235,10 +235,7 @@ def _next_delimiter(body: bytes, dash: bytes, pos: int, *, first: bool) -> tuple
     Returns (where the part before it ends, i.e. before the CRLF that belongs to the
     delimiter; where the next part starts; whether it is the close delimiter).
     """
-    if first and body.startswith(dash):
-        found = 0
-    else:
-        found = _find_line_start(body, dash, pos)
+    found = 0 if first and body.startswith(dash) else _find_line_start(body, dash, pos)
     while found >= 0:
         end_of_dash = found + len(dash)
         part_end = found

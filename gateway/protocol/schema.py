@@ -69,7 +69,10 @@ _HEADER_SCHEMA: Final = f"""\
 class _LocalXsdResolver(etree.Resolver):
     """Serves every schema location from `XSD_DIR`; anything else fails rather than going online."""
 
-    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> object:
+    # lxml-stubs omit the context argument and resolve_filename; lxml passes and has both.
+    def resolve(  # type: ignore[override]
+        self, system_url: str | None, public_id: str | None, context: object
+    ) -> object:
         if system_url is None:
             return None
         if system_url.endswith("xroad-wrapper.xsd"):
@@ -80,7 +83,7 @@ class _LocalXsdResolver(etree.Resolver):
             if candidate.parent != XSD_DIR:
                 raise OSError(f"schema location {system_url!r} is not one of the local X-Road XSDs")
             name = candidate.name
-        return self.resolve_filename(str(XSD_DIR / name), context)
+        return self.resolve_filename(str(XSD_DIR / name), context)  # type: ignore[attr-defined]
 
 
 @lru_cache(maxsize=1)

@@ -18,6 +18,7 @@ import base64
 import copy
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, TypeVar, cast
 
@@ -326,7 +327,7 @@ def _text(el: etree._Element) -> str:
     # The schema allows no child elements here, but comments may split the text.
     if len(el) == 0:
         return el.text or ""
-    return "".join(el.itertext())
+    return "".join(cast("Iterator[str]", el.itertext()))
 
 
 def _optional_text(el: etree._Element | None) -> str | None:
@@ -517,7 +518,9 @@ def set_request_hash(
     declared = (
         encoding.upper() != "UTF-8" or response_soap_bytes.lstrip(b"\xef\xbb\xbf \t\r\n")[:5] == b"<?xml"
     )
-    return etree.tostring(tree, encoding=encoding, xml_declaration=declared)
+    result = etree.tostring(tree, encoding=encoding, xml_declaration=declared)
+    assert isinstance(result, bytes)  # an encoding was given
+    return result
 
 
 def check_response_consistency(request: SoapMessage, response: SoapMessage) -> None:

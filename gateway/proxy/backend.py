@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from ssl import SSLContext
 
 import aiohttp
 from multidict import CIMultiDict
@@ -56,7 +57,7 @@ async def call_backend(
     *,
     timeout_seconds: float,
     max_bytes: int,
-    ssl: object = None,
+    ssl: SSLContext | None = None,
 ) -> BackendResponse:
     """One HTTP exchange with the service; redirects are not followed (PROTOCOL.md REST r1)."""
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)

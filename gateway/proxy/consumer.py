@@ -33,7 +33,9 @@ HOP_MARGIN_SECONDS: Final = 5.0
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
     """The request body, refused as soon as it passes the limit (never buffered beyond it)."""
     if request.content_length is not None and request.content_length > max_bytes:
-        raise XRoadFault(faults.REQUEST_TOO_LARGE, f"message of {request.content_length} bytes exceeds {max_bytes}")
+        raise XRoadFault(
+            faults.REQUEST_TOO_LARGE, f"message of {request.content_length} bytes exceeds {max_bytes}"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):
@@ -70,9 +72,7 @@ def _client_certificate(ssl_object: ssl.SSLObject) -> bytes | None:
 def soap_fault_response(fault: XRoadFault) -> web.Response:
     if not fault.is_client_error:
         log.warning("fault %s [%s]: %s", fault.code, fault.detail, fault.message)
-    return web.Response(
-        status=500, body=soap.fault_response(fault), content_type="text/xml", charset="utf-8"
-    )
+    return web.Response(status=500, body=soap.fault_response(fault), content_type="text/xml", charset="utf-8")
 
 
 def rest_fault_response(fault: XRoadFault, accept: str | None) -> web.Response:
@@ -97,14 +97,18 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     try:
         if request.method != "POST":
-            raise XRoadFault(faults.INVALID_HTTP_METHOD, f"SOAP requests must be POSTed, not {request.method}")
+            raise XRoadFault(
+                faults.INVALID_HTTP_METHOD, f"SOAP requests must be POSTed, not {request.method}"
+            )
         body = await read_body(request, runtime.config.max_message_bytes)
         content_type = request.headers.get("Content-Type")
         message = soap.parse_request(body, content_type)
         authenticate_client(runtime, message.client, request)
         conf = runtime.valid_globalconf()
         if not conf.is_known(message.service.provider):
-            raise XRoadFault(faults.UNKNOWN_MEMBER, f"provider {message.service.provider} is not in the federation")
+            raise XRoadFault(
+                faults.UNKNOWN_MEMBER, f"provider {message.service.provider} is not in the federation"
+            )
         signer = runtime.signer_for(message.client.member, faults.CLIENT_PROXY_INTERNAL_ERROR)
         signed = await sign_payload(signer, SoapPayload(content_type or "text/xml", body))
         answer = await exchange(
@@ -152,7 +156,9 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
         authenticate_client(runtime, call.client, request)
         conf = runtime.valid_globalconf()
         if not conf.is_known(call.service.provider):
-            raise XRoadFault(faults.UNKNOWN_MEMBER, f"provider {call.service.provider} is not in the federation")
+            raise XRoadFault(
+                faults.UNKNOWN_MEMBER, f"provider {call.service.provider} is not in the federation"
+            )
         signer = runtime.signer_for(call.client.member, faults.CLIENT_PROXY_INTERNAL_ERROR)
         payload = RestRequestPayload(
             method=request.method,

@@ -58,10 +58,14 @@ async def sign_payload(signer: BatchSigner, payload: Payload) -> TransportMessag
     return TransportMessage(payload, signature)
 
 
-def verify_signed(message: TransportMessage, conf: GlobalConf, expected_member: ClientId, fault_code: str) -> None:
+def verify_signed(
+    message: TransportMessage, conf: GlobalConf, expected_member: ClientId, fault_code: str
+) -> None:
     """The signature is valid, chains to a federation CA, and speaks for `expected_member`."""
     try:
-        verified = verify_message_signature(message.signature.leaf, message.signature, conf.trusted_ca_certs())
+        verified = verify_message_signature(
+            message.signature.leaf, message.signature, conf.trusted_ca_certs()
+        )
     except SignatureVerificationError as exc:
         raise XRoadFault(fault_code, f"invalid signature: {exc}") from exc
     signer = member_of(verified.signer_cert)
@@ -77,7 +81,9 @@ def candidate_servers(
         servers = [server for server in servers if server.id == requested]
     if not servers:
         where = f" on {requested}" if requested is not None else ""
-        raise XRoadFault(faults.UNKNOWN_MEMBER, f"no gateway in the global configuration hosts {provider}{where}")
+        raise XRoadFault(
+            faults.UNKNOWN_MEMBER, f"no gateway in the global configuration hosts {provider}{where}"
+        )
     return servers
 
 

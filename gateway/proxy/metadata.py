@@ -61,7 +61,9 @@ def list_clients_json(clients: Sequence[tuple[ClientId, str | None]]) -> dict[st
 # --- SOAP: listMethods, allowedMethods, getWsdl ---------------------------------------------
 
 
-def _soap_services(snapshot: ServerConfSnapshot, conf: GlobalConf, request: soap.SoapMessage) -> list[ServiceConf]:
+def _soap_services(
+    snapshot: ServerConfSnapshot, conf: GlobalConf, request: soap.SoapMessage
+) -> list[ServiceConf]:
     provider = request.service.provider
     if request.service.service_code == LIST_METHODS:
         services = snapshot.services_of(provider)
@@ -91,7 +93,12 @@ def _get_wsdl(snapshot: ServerConfSnapshot, request: soap.SoapMessage) -> tuple[
         raise XRoadFault(faults.INVALID_BODY, "getWsdl needs a serviceCode")
     provider = request.service.provider
     wanted = ServiceId(
-        provider.instance, provider.member_class, provider.member_code, provider.subsystem_code, code, version or None
+        provider.instance,
+        provider.member_class,
+        provider.member_code,
+        provider.subsystem_code,
+        code,
+        version or None,
     )
     service = snapshot.service(wanted)
     if service is None or service.kind is not ServiceKind.SOAP or service.description is None:
@@ -136,15 +143,17 @@ def answer_rest_metadata(
     if request.name == rest.ALLOWED_METHODS:
         allowed = []
         for service in rest_services:
-            endpoints = snapshot.allowed_endpoints(call.client, service.service, global_group_member=conf.is_member_of)
+            endpoints = snapshot.allowed_endpoints(
+                call.client, service.service, global_group_member=conf.is_member_of
+            )
             granted = snapshot.allowed(call.client, service.service, global_group_member=conf.is_member_of)
             if endpoints or granted:
                 allowed.append(_rest_service_json(service, endpoints))
         return 200, "application/json", json.dumps({"service": allowed}).encode()
     described = request.described_service
-    service = snapshot.service(described) if described is not None else None
-    if service is None or service.kind is not ServiceKind.REST or service.description is None:
+    subject = snapshot.service(described) if described is not None else None
+    if subject is None or subject.kind is not ServiceKind.REST or subject.description is None:
         raise XRoadFault(faults.UNKNOWN_SERVICE, f"no OpenAPI description for {described}")
-    document = hide_openapi_servers(service.description.document.encode("utf-8"))
+    document = hide_openapi_servers(subject.description.document.encode("utf-8"))
     content_type = "application/json" if document.lstrip().startswith(b"{") else "application/yaml"
     return 200, content_type, document

@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway.crypto.certs import fingerprint_sha256
 from gateway.crypto.tls import peer_certificate
 from gateway.globalconf import GlobalConf
+from gateway.ids import ClientId, ServiceId
 from gateway.protocol import faults, mime, rest, soap
 from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import (
@@ -63,8 +64,8 @@ async def handle_transport(request: web.Request) -> web.StreamResponse:
         return rest_fault_response(fault, None) if is_rest else soap_fault_response(fault)
     except Exception:
         log.exception("unexpected error on the provider path")
-        fault = XRoadFault(faults.SERVER_PROXY_INTERNAL_ERROR, "internal error")
-        return rest_fault_response(fault, None) if is_rest else soap_fault_response(fault)
+        internal = XRoadFault(faults.SERVER_PROXY_INTERNAL_ERROR, "internal error")
+        return rest_fault_response(internal, None) if is_rest else soap_fault_response(internal)
 
 
 def _authenticate_peer(request: web.Request, conf: GlobalConf) -> str:
@@ -80,14 +81,20 @@ def _authenticate_peer(request: web.Request, conf: GlobalConf) -> str:
     return server.id.to_text()
 
 
-async def _serve(runtime: GatewayRuntime, conf: GlobalConf, caller: str, message: TransportMessage) -> TransportMessage:
+async def _serve(
+    runtime: GatewayRuntime, conf: GlobalConf, caller: str, message: TransportMessage
+) -> TransportMessage:
     payload = message.payload
     if isinstance(payload, SoapPayload):
         request = soap.parse_request(payload.body, payload.content_type)
         client, service = request.client, request.service
     elif isinstance(payload, RestRequestPayload):
         parsed = rest.parse_rest_request(
-            payload.method, payload.path, payload.query, list(payload.headers), payload.body,
+            payload.method,
+            payload.path,
+            payload.query,
+            list(payload.headers),
+            payload.body,
             max_body_bytes=runtime.config.max_message_bytes,
         )
         call = parsed.request if isinstance(parsed, rest.RestMetadataRequest) else parsed
@@ -104,11 +111,8 @@ async def _serve(runtime: GatewayRuntime, conf: GlobalConf, caller: str, message
     return await sign_payload(signer, answer)
 
 
-def _check_caller_hosts_client(conf: GlobalConf, caller: str, client: object) -> None:
+def _check_caller_hosts_client(conf: GlobalConf, caller: str, client: ClientId) -> None:
     """The calling gateway must be one the configuration lists for the client (no impersonation)."""
-    from gateway.ids import ClientId
-
-    assert isinstance(client, ClientId)
     if not conf.is_known(client):
         raise XRoadFault(faults.SERVER_PROXY_UNKNOWN_MEMBER, f"client {client} is not in the federation")
     if all(server.id.to_text() != caller for server in conf.servers_for(client)):
@@ -117,20 +121,13 @@ def _check_caller_hosts_client(conf: GlobalConf, caller: str, client: object) ->
         )
 
 
-def _registered_service(runtime: GatewayRuntime, service: object) -> ServiceConf:
-    from gateway.ids import ServiceId
-
-    assert isinstance(service, ServiceId)
+def _registered_service(runtime: GatewayRuntime, service: ServiceId) -> ServiceConf:
     conf = runtime.snapshot.service(service)
     if conf is None:
         raise XRoadFault(faults.UNKNOWN_SERVICE, f"service {service} is not registered at this gateway")
     if not conf.enabled:
         raise XRoadFault(faults.SERVICE_DISABLED, conf.disabled_notice or f"service {service} is disabled")
     return conf
-
-
-def _membership(conf: GlobalConf):  # type: ignore[no-untyped-def]
-    return conf.is_member_of
 
 
 async def _serve_soap(runtime: GatewayRuntime, conf: GlobalConf, request: soap.SoapMessage) -> SoapPayload:
@@ -172,7 +169,9 @@ def _checked_soap_answer(request: soap.SoapMessage, answer: BackendResponse) -> 
         return answer.content_type, answer.body  # the service's own fault, passed on
     except XRoadFault as fault:
         if answer.status >= 400:
-            raise XRoadFault(faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}") from fault
+            raise XRoadFault(
+                faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}"
+            ) from fault
         raise XRoadFault(f"{faults.SERVICE_FAILED}.{fault.code.split('.')[-1]}", fault.message) from fault
     if answer.status != 200:
         raise XRoadFault(faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}")
@@ -188,7 +187,10 @@ async def _serve_rest(
 ) -> RestResponsePayload:
     if isinstance(parsed, rest.RestMetadataRequest):
         status, content_type, body = metadata.answer_rest_metadata(runtime.snapshot, conf, parsed)
-        headers = [("Content-Type", content_type), *rest.response_headers(parsed.request, rest.rest_request_hash(parsed.request))]
+        headers = [
+            ("Content-Type", content_type),
+            *rest.response_headers(parsed.request, rest.rest_request_hash(parsed.request)),
+        ]
         return RestResponsePayload(status, tuple(headers), body)
     call = parsed
     service = _registered_service(runtime, call.service)
@@ -197,7 +199,10 @@ async def _serve_rest(
     if not runtime.snapshot.allowed(
         call.client, call.service, call.method, call.endpoint_path, global_group_member=conf.is_member_of
     ):
-        raise XRoadFault(faults.ACCESS_DENIED, f"{call.client} may not call {call.method} {call.endpoint_path} of {call.service}")
+        raise XRoadFault(
+            faults.ACCESS_DENIED,
+            f"{call.client} may not call {call.method} {call.endpoint_path} of {call.service}",
+        )
     url = service.backend_url.rstrip("/") + call.path + (f"?{call.query}" if call.query else "")
     answer = await call_backend(
         runtime.backend_session,  # type: ignore[arg-type]
@@ -209,7 +214,10 @@ async def _serve_rest(
         max_bytes=runtime.config.max_message_bytes,
     )
     _check_rest_answer(answer)
-    headers = [*rest.passable_headers(list(answer.headers)), *rest.response_headers(call, rest.rest_request_hash(call))]
+    headers = [
+        *rest.passable_headers(list(answer.headers)),
+        *rest.response_headers(call, rest.rest_request_hash(call)),
+    ]
     return RestResponsePayload(answer.status, tuple(headers), answer.body)
 
 
@@ -220,7 +228,9 @@ def _check_rest_answer(answer: BackendResponse) -> None:
         try:
             json.loads(answer.body)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise XRoadFault(faults.SERVICE_FAILED_INVALID_CONTENT_TYPE, "the service's JSON answer is not JSON") from exc
+            raise XRoadFault(
+                faults.SERVICE_FAILED_INVALID_CONTENT_TYPE, "the service's JSON answer is not JSON"
+            ) from exc
 
 
 def make_external_app(runtime: GatewayRuntime) -> web.Application:

@@ -57,7 +57,9 @@ class GatewayRuntime:
         """Reads keys, the anchor, the cached configuration and the database; no network yet."""
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         repository = ServerConfRepository.from_url(config.database_url)
-        source = GlobalConfSource(config.globalconf_location, load_anchor(config.globalconf_anchor), config.globalconf_cache)
+        source = GlobalConfSource(
+            config.globalconf_location, load_anchor(config.globalconf_anchor), config.globalconf_cache
+        )
         try:
             source.load_cached()
         except GlobalConfError as exc:
@@ -102,7 +104,9 @@ class GatewayRuntime:
         old = self.peer_session
         context = external_client_context(self.config.auth_tls, cas)
         self.peer_session = aiohttp.ClientSession(
-            connector=PinningConnector(self._registered_fingerprints, ssl=context, limit=256, enable_cleanup_closed=True),
+            connector=PinningConnector(
+                self._registered_fingerprints, ssl=context, limit=256, enable_cleanup_closed=True
+            ),
             auto_decompress=False,
         )
         self._peer_context_cas = cas
@@ -131,7 +135,12 @@ class GatewayRuntime:
         conf = self.globalconf_source.current
         if conf is None:
             return None
-        pins = {fp for server in conf.security_servers if server.address == address for fp in server.auth_cert_sha256}
+        pins = {
+            fp
+            for server in conf.security_servers
+            if server.address == address
+            for fp in server.auth_cert_sha256
+        }
         return frozenset(pins) if pins else None
 
     def reload_snapshot(self) -> None:
@@ -162,7 +171,9 @@ class GatewayRuntime:
                 "valid": bool(conf and not conf.is_expired(now)),
                 "version": conf.version if conf else None,
                 "expires_at": conf.expires_at.isoformat() if conf else None,
-                "last_error": str(self.globalconf_source.last_error) if self.globalconf_source.last_error else None,
+                "last_error": str(self.globalconf_source.last_error)
+                if self.globalconf_source.last_error
+                else None,
             },
             "serverconf_version": self.snapshot.version,
             "signers": sorted(member.to_text() for member in self.signers),

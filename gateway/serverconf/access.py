@@ -28,6 +28,7 @@ import re
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Final
 
 from gateway.ids import ClientId, GlobalGroupId, LocalGroupId, ServiceId
@@ -190,6 +191,33 @@ class AccessRight:
     subject: AccessSubject
     service_code: str
     endpoint: Endpoint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRights:
+    """The rights to one service code of one provider, arranged for the request path.
+
+    Rights naming a client are found by that client, so a service open to thousands of
+    clients costs a dictionary lookup, not a scan; group rights are few and asked in turn.
+    """
+
+    by_client: Mapping[ClientId, tuple[AccessRight, ...]]
+    for_groups: tuple[AccessRight, ...]
+
+    @classmethod
+    def arrange(cls, rights: Iterable[AccessRight]) -> ServiceRights:
+        by_client: dict[ClientId, list[AccessRight]] = {}
+        for_groups: list[AccessRight] = []
+        for right in rights:
+            if isinstance(right.subject, ClientId):
+                by_client.setdefault(right.subject, []).append(right)
+            else:
+                for_groups.append(right)
+        return cls(MappingProxyType({k: tuple(v) for k, v in by_client.items()}), tuple(for_groups))
+
+    def candidates(self, client: ClientId) -> tuple[AccessRight, ...]:
+        """The only rights that can cover `client`; is_allowed decides among them."""
+        return self.by_client.get(client, ()) + self.for_groups
 
 
 def subject_includes(

@@ -36,6 +36,7 @@ from gateway.serverconf.access import (
     Endpoint,
     GlobalGroupMembership,
     LocalGroups,
+    ServiceRights,
     is_allowed,
     rights_of,
 )
@@ -355,6 +356,18 @@ def _pinned_certificate(cert_pem: str | bytes) -> PinnedCertificate:
 RightsKey = tuple[ClientId, str]
 """(provider, service code): how rights are indexed for the decision."""
 
+_ProviderKey = tuple[str, str, str, str | None]
+"""A provider as its plain codes: built from a ServiceId without making (and validating) a
+ClientId, which would cost more than the decision itself."""
+
+
+def _provider_key(client: ClientId) -> _ProviderKey:
+    return (client.instance, client.member_class, client.member_code, client.subsystem_code)
+
+
+def _service_provider_key(service: ServiceId) -> _ProviderKey:
+    return (service.instance, service.member_class, service.member_code, service.subsystem_code)
+
 
 @dataclass(frozen=True, eq=False)
 class ServerConfSnapshot:
@@ -368,20 +381,24 @@ class ServerConfSnapshot:
     services: Mapping[ServiceId, ServiceConf]
     access_rights: Mapping[RightsKey, tuple[AccessRight, ...]]
     local_groups: Mapping[ClientId, Mapping[LocalGroupId, LocalGroup]]
-    _by_provider: Mapping[ClientId, tuple[ServiceConf, ...]] = field(init=False, repr=False, compare=False)
-    _group_members: Mapping[ClientId, LocalGroups] = field(init=False, repr=False, compare=False)
+    _by_provider: Mapping[ClientId, tuple[ServiceConf, ...]] = field(init=False, repr=False)
+    _decision: Mapping[tuple[_ProviderKey, str], ServiceRights] = field(init=False, repr=False)
+    _group_members: Mapping[_ProviderKey, LocalGroups] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         by_provider: dict[ClientId, list[ServiceConf]] = defaultdict(list)
         for service_id in sorted(self.services):
             by_provider[service_id.provider].append(self.services[service_id])
+        decision = {
+            (_provider_key(provider), code): ServiceRights.arrange(rights)
+            for (provider, code), rights in self.access_rights.items()
+        }
         members = {
-            owner: MappingProxyType({code: group.members for code, group in groups.items()})
+            _provider_key(owner): MappingProxyType({code: group.members for code, group in groups.items()})
             for owner, groups in self.local_groups.items()
         }
-        object.__setattr__(
-            self, "_by_provider", MappingProxyType({k: tuple(v) for k, v in by_provider.items()})
-        )
+        object.__setattr__(self, "_by_provider", MappingProxyType({k: tuple(v) for k, v in by_provider.items()}))
+        object.__setattr__(self, "_decision", MappingProxyType(decision))
         object.__setattr__(self, "_group_members", MappingProxyType(members))
 
     @classmethod
@@ -485,11 +502,14 @@ class ServerConfSnapshot:
         global_group_member: GlobalGroupMembership,
     ) -> bool:
         """The access decision for one request (access.is_allowed); method and path for REST only."""
-        provider = service.provider
+        provider = _service_provider_key(service)
+        rights = self._decision.get((provider, service.service_code))
+        if rights is None:
+            return False  # default deny: nobody holds a right to this service
         return is_allowed(
             client,
             service,
-            self.access_rights.get((provider, service.service_code), ()),
+            rights.candidates(client),
             method=method,
             path=path,
             global_group_member=global_group_member,
@@ -507,7 +527,7 @@ class ServerConfSnapshot:
             client,
             self.access_rights.get((provider, service_code), ()),
             global_group_member=global_group_member,
-            local_groups=self._group_members.get(provider, {}),
+            local_groups=self._group_members.get(_provider_key(provider), {}),
         )
 
     def allowed_services(

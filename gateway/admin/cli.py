@@ -1,0 +1,755 @@
+"""`xgate admin`: the management API from the command line, one subcommand per operation.
+
+Talks to a running node's admin listener through :class:`gateway.admin.client.AdminClient`.
+The API key is never a command-line argument (arguments end up in shell history and in `ps`):
+it is read from an environment variable, XGATE_API_KEY unless --api-key-env names another,
+or asked for without echo. Output is a table for people, or the API's JSON with --json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import click
+import requests
+
+from gateway.admin.client import DEFAULT_URL, AdminApiError, AdminClient
+from gateway.admin.roles import Role
+from gateway.ids import IdentifierError
+
+URL_ENV: Final = "XGATE_ADMIN_URL"
+DEFAULT_KEY_ENV: Final = "XGATE_API_KEY"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+Columns = Sequence[tuple[str, str]]
+"""(field of the API's answer, column title)."""
+
+
+@dataclass
+class AdminSettings:
+    """Where the API is and where its key comes from; the client is made on first use."""
+
+    url: str
+    key_env: str
+    _client: AdminClient | None = None
+
+    def client(self) -> AdminClient:
+        if self._client is None:
+            key = os.environ.get(self.key_env) or click.prompt(
+                f"API key ({self.key_env} is not set)", hide_input=True
+            )
+            self._client = AdminClient(self.url, key)
+        return self._client
+
+
+pass_settings = click.make_pass_decorator(AdminSettings)
+
+
+class AdminGroup(click.Group):
+    """Turns the API's errors and connection failures into one line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AdminApiError as error:
+            raise click.ClickException(f"{error.status} {error.code}: {error.message}") from None
+        except requests.ConnectionError:
+            settings = ctx.find_object(AdminSettings)
+            where = settings.url if settings else "the management API"
+            raise click.ClickException(f"cannot connect to {where}: is the node running?") from None
+        except requests.RequestException as error:
+            raise click.ClickException(f"request failed: {error}") from None
+        except IdentifierError as error:
+            raise click.ClickException(error.message) from None
+
+
+@click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--url",
+    envvar=URL_ENV,
+    default=DEFAULT_URL,
+    show_default=True,
+    help=f"The node's admin listener (or set {URL_ENV}).",
+)
+@click.option(
+    "--api-key-env",
+    "key_env",
+    default=DEFAULT_KEY_ENV,
+    show_default=True,
+    metavar="VAR",
+    help="Environment variable holding the API key; asked for when it is unset. Keys are never arguments.",
+)
+@click.pass_context
+def cli(ctx: click.Context, url: str, key_env: str) -> None:
+    """Manage a gateway: subsystems, services, access rights, groups, keys, API keys, audit log.
+
+    Clients are written INSTANCE/CLASS/MEMBER[/SUBSYSTEM]. Every change is audited under the
+    API key's name; what a key may do depends on its role.
+    """
+    ctx.obj = AdminSettings(url, key_env)
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def json_option(function: _F) -> _F:
+    decorated: _F = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")(
+        function
+    )
+    return decorated
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(_cell(item) for item in value) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Columns) -> str:
+    """Rows as left-aligned columns under a header line."""
+    table = [[title.upper() for _, title in columns]]
+    table += [[_cell(row.get(field)) for field, _ in columns] for row in rows]
+    widths = [max(len(line[index]) for line in table) for index in range(len(columns))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    )
+
+
+def _emit(result: Any, as_json: bool, columns: Columns | None = None, message: str | None = None) -> None:
+    """Print `result`: JSON, a table (lists), field: value lines (objects), or `message`."""
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    elif message is not None:
+        click.echo(message)
+    elif isinstance(result, list):
+        click.echo(format_table(result, columns or ()) if result else "(none)")
+    elif isinstance(result, dict):
+        fields = [field for field, _ in columns] if columns else list(result)
+        for field in fields:
+            click.echo(f"{field}: {_cell(result.get(field))}")
+
+
+def _done(as_json: bool, message: str) -> None:
+    """For operations answering nothing (204)."""
+    _emit({"status": "ok", "message": message}, as_json, message=message)
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_SUBSYSTEM_COLUMNS: Final = (("client_id", "client"), ("auth_mode", "auth mode"), ("certificates", "pinned"))
+_SERVICE_COLUMNS: Final = (
+    ("service_code", "code"),
+    ("service_version", "version"),
+    ("kind", "kind"),
+    ("enabled", "enabled"),
+    ("backend_url", "backend"),
+    ("disabled_notice", "notice"),
+)
+_RIGHT_COLUMNS: Final = (
+    ("subject_type", "type"),
+    ("subject", "subject"),
+    ("service_code", "service"),
+    ("method", "method"),
+    ("path", "path"),
+)
+_KEY_COLUMNS: Final = (
+    ("id", "id"),
+    ("usage", "usage"),
+    ("member_id", "member"),
+    ("status", "status"),
+    ("certificate_subject", "certificate"),
+    ("certificate_not_after", "expires"),
+    ("key_path", "file"),
+)
+_API_KEY_COLUMNS: Final = (
+    ("id", "id"),
+    ("name", "name"),
+    ("role", "role"),
+    ("revoked", "revoked"),
+    ("created_at", "created"),
+)
+_AUDIT_COLUMNS: Final = (
+    ("id", "id"),
+    ("at", "at"),
+    ("actor", "actor"),
+    ("action", "action"),
+    ("target", "target"),
+    ("result", "result"),
+)
+
+
+def _version_option(function: _F) -> _F:
+    decorated: _F = click.option("--version", "version", help="The service version, if it has one.")(function)
+    return decorated
+
+
+# --- subsystems ----------------------------------------------------------------------------
+
+
+@cli.group()
+def subsystems() -> None:
+    """Hosted subsystems and how their client systems connect (registration officer)."""
+
+
+@subsystems.command("list")
+@json_option
+@pass_settings
+def subsystems_list(settings: AdminSettings, as_json: bool) -> None:
+    """List the subsystems this gateway hosts."""
+    result = settings.client().list_subsystems()
+    rows = result if as_json else [{**row, "certificates": len(row["certificates"])} for row in result]
+    _emit(rows, as_json, _SUBSYSTEM_COLUMNS)
+
+
+@subsystems.command("add")
+@click.argument("client_id")
+@click.option(
+    "--auth-mode",
+    type=click.Choice(["http", "https", "https_cert"]),
+    default="https",
+    show_default=True,
+    help="How its client systems must connect: plain HTTP, HTTPS, or HTTPS with a pinned certificate.",
+)
+@json_option
+@pass_settings
+def subsystems_add(settings: AdminSettings, client_id: str, auth_mode: str, as_json: bool) -> None:
+    """Register CLIENT_ID (INSTANCE/CLASS/MEMBER/SUBSYSTEM) on this gateway."""
+    _emit(settings.client().add_subsystem(client_id, auth_mode), as_json, _SUBSYSTEM_COLUMNS)
+
+
+@subsystems.command("remove")
+@click.argument("client_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_settings
+def subsystems_remove(settings: AdminSettings, client_id: str, yes: bool, as_json: bool) -> None:
+    """Unregister CLIENT_ID with all its services, access rights and local groups."""
+    if not yes:
+        click.confirm(f"Remove {client_id} with its services, rights and groups?", abort=True)
+    settings.client().remove_subsystem(client_id)
+    _done(as_json, f"removed {client_id}")
+
+
+@subsystems.command("auth")
+@click.argument("client_id")
+@click.argument("mode", type=click.Choice(["http", "https", "https_cert"]))
+@json_option
+@pass_settings
+def subsystems_auth(settings: AdminSettings, client_id: str, mode: str, as_json: bool) -> None:
+    """Set how CLIENT_ID's systems connect: http, https, or https_cert (pinned certificates)."""
+    _emit(settings.client().set_auth_mode(client_id, mode), as_json, _SUBSYSTEM_COLUMNS)
+
+
+@subsystems.command("pin-cert")
+@click.argument("client_id")
+@click.argument("pem_file", type=_FILE)
+@json_option
+@pass_settings
+def subsystems_pin_cert(settings: AdminSettings, client_id: str, pem_file: Path, as_json: bool) -> None:
+    """Pin the client TLS certificate in PEM_FILE for CLIENT_ID (used in https_cert mode)."""
+    _emit(settings.client().pin_certificate(client_id, _read_text(pem_file)), as_json)
+
+
+@subsystems.command("unpin-cert")
+@click.argument("client_id")
+@click.argument("sha256")
+@json_option
+@pass_settings
+def subsystems_unpin_cert(settings: AdminSettings, client_id: str, sha256: str, as_json: bool) -> None:
+    """Unpin the certificate with fingerprint SHA256 (hex) from CLIENT_ID."""
+    settings.client().unpin_certificate(client_id, sha256)
+    _done(as_json, f"unpinned {sha256} from {client_id}")
+
+
+# --- services ------------------------------------------------------------------------------
+
+
+@cli.group()
+def services() -> None:
+    """Services of hosted subsystems: register, configure, enable, disable (service administrator)."""
+
+
+@services.command("list")
+@click.argument("client_id")
+@json_option
+@pass_settings
+def services_list(settings: AdminSettings, client_id: str, as_json: bool) -> None:
+    """List CLIENT_ID's services."""
+    _emit(settings.client().list_services(client_id), as_json, _SERVICE_COLUMNS)
+
+
+def _document_source(file: Path | None, url: str | None) -> tuple[str | None, str | None]:
+    if (file is None) == (url is None):
+        raise click.UsageError("give either --file or --url")
+    return (_read_text(file) if file is not None else None), url
+
+
+@services.command("add-wsdl")
+@click.argument("client_id")
+@click.option("--file", "file", type=_FILE, help="The WSDL document.")
+@click.option("--url", "url", help="Let the gateway fetch the WSDL from this http(s) URL.")
+@json_option
+@pass_settings
+def services_add_wsdl(
+    settings: AdminSettings, client_id: str, file: Path | None, url: str | None, as_json: bool
+) -> None:
+    """Register one SOAP service per operation of a WSDL, called at the WSDL's address."""
+    wsdl, url = _document_source(file, url)
+    _emit(settings.client().add_wsdl(client_id, wsdl=wsdl, url=url), as_json, _SERVICE_COLUMNS)
+
+
+@services.command("add-openapi")
+@click.argument("client_id")
+@click.argument("service_code")
+@click.option("--file", "file", type=_FILE, help="The OpenAPI 3 document (YAML or JSON).")
+@click.option("--url", "url", help="Let the gateway fetch the document from this http(s) URL.")
+@click.option("--service-version", help="A version for the service, if it has one.")
+@click.option("--backend-url", help="Where the service runs, if not the document's first server.")
+@json_option
+@pass_settings
+def services_add_openapi(
+    settings: AdminSettings,
+    client_id: str,
+    service_code: str,
+    file: Path | None,
+    url: str | None,
+    service_version: str | None,
+    backend_url: str | None,
+    as_json: bool,
+) -> None:
+    """Register SERVICE_CODE, a REST service, with an endpoint per operation of an OpenAPI document."""
+    document, url = _document_source(file, url)
+    result = settings.client().add_openapi(
+        client_id,
+        service_code,
+        document=document,
+        url=url,
+        service_version=service_version,
+        backend_url=backend_url,
+    )
+    _emit(result, as_json, (*_SERVICE_COLUMNS, ("endpoints", "endpoints")))
+
+
+@services.command("set-backend")
+@click.argument("client_id")
+@click.argument("service_code")
+@_version_option
+@click.option("--backend-url", help="The service's new address.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to wait for the service."
+)
+@click.option("--tls-verify/--no-tls-verify", default=None, help="Check the service's TLS certificate.")
+@click.option("--ca-file", type=_FILE, help="PEM CA certificates to trust for the service.")
+@click.option("--clear-ca", is_flag=True, help="Trust the system's CAs again.")
+@json_option
+@pass_settings
+def services_set_backend(
+    settings: AdminSettings,
+    client_id: str,
+    service_code: str,
+    version: str | None,
+    backend_url: str | None,
+    timeout: float | None,
+    tls_verify: bool | None,
+    ca_file: Path | None,
+    clear_ca: bool,
+    as_json: bool,
+) -> None:
+    """Change where and how the gateway calls SERVICE_CODE; what is not given stays."""
+    if ca_file is not None and clear_ca:
+        raise click.UsageError("give --ca-file or --clear-ca, not both")
+    changes: dict[str, Any] = {}
+    if backend_url is not None:
+        changes["backend_url"] = backend_url
+    if timeout is not None:
+        changes["timeout_seconds"] = timeout
+    if tls_verify is not None:
+        changes["tls_verify"] = tls_verify
+    if ca_file is not None:
+        changes["tls_ca_pem"] = _read_text(ca_file)
+    if clear_ca:
+        changes["tls_ca_pem"] = None
+    if not changes:
+        raise click.UsageError(
+            "nothing to change: give --backend-url, --timeout, --tls-verify or a CA option"
+        )
+    result = settings.client().set_backend(client_id, service_code, version, **changes)
+    _emit(result, as_json, (*_SERVICE_COLUMNS, ("timeout_seconds", "timeout"), ("tls_verify", "tls verify")))
+
+
+@services.command("enable")
+@click.argument("client_id")
+@click.argument("service_code")
+@_version_option
+@json_option
+@pass_settings
+def services_enable(
+    settings: AdminSettings, client_id: str, service_code: str, version: str | None, as_json: bool
+) -> None:
+    """Enable SERVICE_CODE of CLIENT_ID."""
+    _emit(settings.client().enable_service(client_id, service_code, version), as_json, _SERVICE_COLUMNS)
+
+
+@services.command("disable")
+@click.argument("client_id")
+@click.argument("service_code")
+@_version_option
+@click.option("--notice", help="What callers are told (the ServiceDisabled fault's text).")
+@json_option
+@pass_settings
+def services_disable(
+    settings: AdminSettings,
+    client_id: str,
+    service_code: str,
+    version: str | None,
+    notice: str | None,
+    as_json: bool,
+) -> None:
+    """Disable SERVICE_CODE of CLIENT_ID; callers get ServiceDisabled with the notice."""
+    result = settings.client().disable_service(client_id, service_code, version, notice)
+    _emit(result, as_json, _SERVICE_COLUMNS)
+
+
+@services.command("remove")
+@click.argument("client_id")
+@click.argument("service_code")
+@_version_option
+@json_option
+@pass_settings
+def services_remove(
+    settings: AdminSettings, client_id: str, service_code: str, version: str | None, as_json: bool
+) -> None:
+    """Unregister SERVICE_CODE (its access rights go with the code's last version)."""
+    settings.client().remove_service(client_id, service_code, version)
+    _done(as_json, f"removed {service_code} of {client_id}")
+
+
+# --- access rights -------------------------------------------------------------------------
+
+
+@cli.group()
+def access() -> None:
+    """Access rights to services (service administrator). Default deny: no right, no access."""
+
+
+def _right_options(function: _F) -> _F:
+    options = [
+        click.argument("client_id"),
+        click.argument("service_code"),
+        click.argument("subject"),
+        click.option(
+            "--type",
+            "subject_type",
+            type=click.Choice(["member", "subsystem", "globalgroup", "localgroup"]),
+            required=True,
+            help="What SUBJECT is: a client (INSTANCE/CLASS/MEMBER[/SUB]), INSTANCE/GROUP, or a local GROUP.",
+        ),
+        click.option("--method", help="For one REST endpoint only: its HTTP method, or *."),
+        click.option("--path", help="For one REST endpoint only: its path pattern (* wildcards)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@access.command("list")
+@click.argument("client_id")
+@click.argument("service_code")
+@json_option
+@pass_settings
+def access_list(settings: AdminSettings, client_id: str, service_code: str, as_json: bool) -> None:
+    """List the rights to CLIENT_ID's SERVICE_CODE."""
+    _emit(settings.client().list_access_rights(client_id, service_code), as_json, _RIGHT_COLUMNS)
+
+
+@access.command("grant")
+@_right_options
+@json_option
+@pass_settings
+def access_grant(
+    settings: AdminSettings,
+    client_id: str,
+    service_code: str,
+    subject: str,
+    subject_type: str,
+    method: str | None,
+    path: str | None,
+    as_json: bool,
+) -> None:
+    """Let SUBJECT call CLIENT_ID's SERVICE_CODE (or one endpoint of it)."""
+    result = settings.client().grant(client_id, service_code, subject, subject_type, method, path)
+    _emit(result, as_json, _RIGHT_COLUMNS)
+
+
+@access.command("revoke")
+@_right_options
+@json_option
+@pass_settings
+def access_revoke(
+    settings: AdminSettings,
+    client_id: str,
+    service_code: str,
+    subject: str,
+    subject_type: str,
+    method: str | None,
+    path: str | None,
+    as_json: bool,
+) -> None:
+    """Take back the right SUBJECT holds to CLIENT_ID's SERVICE_CODE (same arguments as grant)."""
+    settings.client().revoke(client_id, service_code, subject, subject_type, method, path)
+    _done(as_json, f"revoked {subject}'s right to {service_code}")
+
+
+# --- local groups --------------------------------------------------------------------------
+
+
+@cli.group()
+def groups() -> None:
+    """Local groups: a subsystem's own lists of clients, for its access rights."""
+
+
+@groups.command("list")
+@click.argument("client_id")
+@json_option
+@pass_settings
+def groups_list(settings: AdminSettings, client_id: str, as_json: bool) -> None:
+    """List CLIENT_ID's local groups and their members."""
+    columns = (("code", "code"), ("description", "description"), ("members", "members"))
+    _emit(settings.client().list_local_groups(client_id), as_json, columns)
+
+
+@groups.command("add")
+@click.argument("client_id")
+@click.argument("code")
+@click.option("--description", default="", help="What the group is for.")
+@json_option
+@pass_settings
+def groups_add(settings: AdminSettings, client_id: str, code: str, description: str, as_json: bool) -> None:
+    """Create local group CODE for CLIENT_ID."""
+    _emit(settings.client().add_local_group(client_id, code, description), as_json)
+
+
+@groups.command("remove")
+@click.argument("client_id")
+@click.argument("code")
+@json_option
+@pass_settings
+def groups_remove(settings: AdminSettings, client_id: str, code: str, as_json: bool) -> None:
+    """Delete local group CODE, its members and the rights granted to it."""
+    settings.client().remove_local_group(client_id, code)
+    _done(as_json, f"removed group {code} of {client_id}")
+
+
+@groups.command("add-member")
+@click.argument("client_id")
+@click.argument("code")
+@click.argument("member_id")
+@json_option
+@pass_settings
+def groups_add_member(
+    settings: AdminSettings, client_id: str, code: str, member_id: str, as_json: bool
+) -> None:
+    """Add client MEMBER_ID to CLIENT_ID's local group CODE."""
+    _emit(settings.client().add_group_member(client_id, code, member_id), as_json)
+
+
+@groups.command("remove-member")
+@click.argument("client_id")
+@click.argument("code")
+@click.argument("member_id")
+@json_option
+@pass_settings
+def groups_remove_member(
+    settings: AdminSettings, client_id: str, code: str, member_id: str, as_json: bool
+) -> None:
+    """Remove client MEMBER_ID from CLIENT_ID's local group CODE."""
+    settings.client().remove_group_member(client_id, code, member_id)
+    _done(as_json, f"removed {member_id} from {code}")
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """The gateway's keys, CSRs and certificates (security officer)."""
+
+
+def _key_row(key: Mapping[str, Any]) -> dict[str, Any]:
+    certificate = key.get("certificate") or {}
+    return {
+        **key,
+        "certificate_subject": certificate.get("subject"),
+        "certificate_not_after": certificate.get("not_after"),
+    }
+
+
+@keys.command("list")
+@json_option
+@pass_settings
+def keys_list(settings: AdminSettings, as_json: bool) -> None:
+    """List the keys, their status and certificates."""
+    result = settings.client().list_keys()
+    _emit(result if as_json else [_key_row(key) for key in result], as_json, _KEY_COLUMNS)
+
+
+@keys.command("generate")
+@click.option(
+    "--usage",
+    type=click.Choice(["auth", "sign"]),
+    required=True,
+    help="auth: the gateway's TLS key; sign: a member's message-signing key.",
+)
+@click.option("--member", "member_id", help="The member a signing key signs for (INSTANCE/CLASS/MEMBER).")
+@click.option("--algorithm", type=click.Choice(["ec", "rsa2048", "rsa3072"]), default="ec", show_default=True)
+@json_option
+@pass_settings
+def keys_generate(
+    settings: AdminSettings, usage: str, member_id: str | None, algorithm: str, as_json: bool
+) -> None:
+    """Generate a key on the node (written under its data directory, mode 0600)."""
+    result = settings.client().generate_key(usage, member_id, algorithm)
+    _emit(_key_row(result) if not as_json else result, as_json, _KEY_COLUMNS)
+
+
+@keys.command("csr")
+@click.argument("key_id", type=int)
+@click.option("--cn", "common_name", help="Subject CN (default: server code, or member code).")
+@click.option("--o", "organization", help="Subject O (default: member code).")
+@click.option("--ou", "organizational_unit", help="Subject OU.")
+@click.option("--c", "country", help="Subject C, two letters.")
+@click.option("--serial", "serial_number", help="Subject serialNumber (default: INSTANCE/CLASS/MEMBER).")
+@click.option(
+    "--dns", "dns_names", multiple=True, help="A DNS name for an auth key's certificate; repeatable."
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the CSR here, not to stdout."
+)
+@json_option
+@pass_settings
+def keys_csr(
+    settings: AdminSettings,
+    key_id: int,
+    common_name: str | None,
+    organization: str | None,
+    organizational_unit: str | None,
+    country: str | None,
+    serial_number: str | None,
+    dns_names: tuple[str, ...],
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Make a certificate signing request (PEM) for key KEY_ID, for the federation's CA."""
+    subject = {
+        name: value
+        for name, value in (
+            ("common_name", common_name),
+            ("organization", organization),
+            ("organizational_unit", organizational_unit),
+            ("country", country),
+            ("serial_number", serial_number),
+        )
+        if value is not None
+    }
+    pem = settings.client().make_csr(key_id, subject, list(dns_names))
+    if out is not None:
+        out.write_text(pem, encoding="utf-8")
+        _emit({"key_id": key_id, "csr_file": str(out)}, as_json, message=f"wrote {out}")
+    else:
+        _emit({"key_id": key_id, "csr_pem": pem}, as_json, message=pem.rstrip("\n"))
+
+
+@keys.command("import-cert")
+@click.argument("pem_file", type=_FILE)
+@json_option
+@pass_settings
+def keys_import_cert(settings: AdminSettings, pem_file: Path, as_json: bool) -> None:
+    """Import the certificate in PEM_FILE; it is matched to its key by public key."""
+    result = settings.client().import_certificate(_read_text(pem_file))
+    _emit(_key_row(result) if not as_json else result, as_json, _KEY_COLUMNS)
+
+
+# --- API keys and the audit log --------------------------------------------------------------
+
+
+@cli.group()
+def apikeys() -> None:
+    """Management API keys and their roles (system administrator)."""
+
+
+@apikeys.command("list")
+@json_option
+@pass_settings
+def apikeys_list(settings: AdminSettings, as_json: bool) -> None:
+    """List the API keys (names and roles; never the keys)."""
+    _emit(settings.client().list_api_keys(), as_json, _API_KEY_COLUMNS)
+
+
+@apikeys.command("create")
+@click.argument("name")
+@click.argument("role", type=click.Choice([role.value for role in Role]))
+@json_option
+@pass_settings
+def apikeys_create(settings: AdminSettings, name: str, role: str, as_json: bool) -> None:
+    """Create an API key NAME with ROLE; the key is printed this once."""
+    result = settings.client().create_api_key(name, role)
+    if as_json:
+        _emit(result, True)
+        return
+    _emit(result, False, (*_API_KEY_COLUMNS, ("key", "key")))
+    click.echo("Store the key now: it is not shown again.", err=True)
+
+
+@apikeys.command("revoke")
+@click.argument("key_id", type=int)
+@json_option
+@pass_settings
+def apikeys_revoke(settings: AdminSettings, key_id: int, as_json: bool) -> None:
+    """Revoke API key KEY_ID (see `apikeys list`)."""
+    settings.client().revoke_api_key(key_id)
+    _done(as_json, f"revoked API key {key_id}")
+
+
+@cli.command("audit")
+@click.option("--limit", type=click.IntRange(1, 1000), help="Entries per page (default 100).")
+@click.option("--before-id", type=int, help="Older than this entry: the id `next page` printed.")
+@click.option("--actor", help="Only this actor (NAME#ID, or anonymous).")
+@click.option("--action", help="Only this action, e.g. subsystem.add.")
+@click.option("--since", help="Only entries at or after this ISO 8601 time.")
+@json_option
+@pass_settings
+def audit(
+    settings: AdminSettings,
+    limit: int | None,
+    before_id: int | None,
+    actor: str | None,
+    action: str | None,
+    since: str | None,
+    as_json: bool,
+) -> None:
+    """Read the audit log, newest first (security officer, system administrator)."""
+    page = settings.client().audit_log(
+        limit=limit, before_id=before_id, actor=actor, action=action, since=since
+    )
+    if as_json:
+        _emit(page, True)
+        return
+    _emit(page["entries"], False, _AUDIT_COLUMNS)
+    if page.get("next_before_id") is not None:
+        click.echo(f"next page: --before-id {page['next_before_id']}", err=True)
