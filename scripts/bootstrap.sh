@@ -10,6 +10,7 @@ need_tools=()
 command -v xmlsec1 >/dev/null 2>&1 || need_tools+=(xmlsec1)
 command -v openssl >/dev/null 2>&1 || need_tools+=(openssl)
 command -v wrk >/dev/null 2>&1 || need_tools+=(wrk)
+command -v jq >/dev/null 2>&1 || need_tools+=(jq)
 if [ ${#need_tools[@]} -gt 0 ]; then
     echo "bootstrap: installing ${need_tools[*]} (Debian packages)"
     if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi

@@ -5,8 +5,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/bootstrap.sh"
 cd "$root"
 echo "== ruff"
-.venv/bin/ruff check gateway services tests bench
-.venv/bin/ruff format --check gateway services tests bench
+.venv/bin/ruff check gateway services tests bench scripts
+.venv/bin/ruff format --check gateway services tests bench scripts
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

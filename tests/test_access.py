@@ -18,6 +18,7 @@ from gateway.ids import ClientId, GlobalGroupId, LocalGroupId, ServiceId
 from gateway.serverconf.access import (
     AccessRight,
     Endpoint,
+    ServiceRights,
     is_allowed,
     normalise_path,
     rights_of,
@@ -275,6 +276,47 @@ def test_the_decision_is_any_single_right_allowing(
     assert whole == any(allowed(client, [right], method, as_path(path)) for right in rights)
     # Adding rights never takes access away.
     assert not whole or allowed(client, [*rights, AccessRight(client, "other")], method, as_path(path))
+
+
+subjects = clients | st.builds(LocalGroupId, codes) | st.builds(GlobalGroupId, codes, codes)
+
+
+@EXAMPLES
+@given(
+    clients,
+    st.lists(
+        st.tuples(subjects, st.sampled_from([SERVICE.service_code, "other"]), st.booleans()), max_size=8
+    ),
+    st.sets(clients, max_size=3),
+)
+def test_arranging_rights_by_client_never_changes_a_decision(
+    client: ClientId,
+    grants: list[tuple[ClientId | LocalGroupId | GlobalGroupId, str, bool]],
+    group: set[ClientId],
+) -> None:
+    rights = [
+        AccessRight(subject, code, Endpoint("GET", "/a/*") if narrow else None)
+        for subject, code, narrow in grants
+    ]
+    in_global = lambda c, g: c in group  # noqa: E731
+    local = {LocalGroupId(c.member_code): frozenset(group) for c in group}
+
+    def decide(
+        candidates: list[AccessRight] | tuple[AccessRight, ...], method: str | None, path: str | None
+    ) -> bool:
+        return is_allowed(
+            client,
+            SERVICE,
+            candidates,
+            method=method,
+            path=path,
+            global_group_member=in_global,
+            local_groups=local,
+        )
+
+    arranged = ServiceRights.arrange(rights).candidates(client)
+    for method, path in ((None, None), ("GET", "/a/b"), ("POST", "/a/b")):
+        assert decide(arranged, method, path) == decide(rights, method, path)
 
 
 def test_endpoint_rights_cover_only_their_rest_requests_and_never_soap() -> None:

@@ -315,6 +315,7 @@ def encoded_soap(pki: Pki) -> tuple[str, bytes]:
         (None, lambda b: b"preamble\r\n" + b),
         (None, lambda b: b[: b.rindex(b"\r\n--")]),
         (None, lambda b: b + b"epilogue"),
+        (None, lambda b: b[:-2]),
         (None, lambda b: b.replace(b"\r\n", b"\n")),
         (None, lambda b: b.replace(b"Content-ID: <message>", b"Content-ID: <message>\r\nX-Extra: 1", 1)),
         (None, lambda b: b.replace(b"Content-Type: text/xml", b"content-type: text/xml", 1)),

@@ -5,15 +5,15 @@ or status and headers when there are any, and the signature over all of it, so t
 gateway can forward the message untouched and prove later who sent what. docs/transport.md is
 the specification; this module and that page must agree.
 
-Framing is MIME multipart (RFC 2046 §5.1) written and read by hand: the `email` package is far
-too slow for the per-message budget, and a fixed layout lets the reader be strict:
+Framing is MIME multipart (RFC 2046 §5.1), written and read by hand in one fixed layout so the
+reader can be strict and fast (the `email` package is slow, and would open a SOAP message's own
+multipart instead of keeping its bytes):
 
     Content-Type: multipart/mixed; boundary=xgate-<32 hex>; xgate-version=1
 
-    --B CRLF  Content-Type / Content-ID: <rest-request|rest-response> / ...  CRLF CRLF  JSON   (REST only)
-    --B CRLF  headers for <message>    CRLF CRLF  the message bytes
-    --B CRLF  headers for <signature>  CRLF CRLF  xg:MessageSignature XML
-    --B-- CRLF
+    part `rest-request` or `rest-response`: canonical JSON            (REST only)
+    part `message`: the message bytes, with the message's content type
+    part `signature`: the `xg:MessageSignature` XML
 
 Each message's leaf digest (what the batch signer signs) is SHA-256 over a text manifest of the
 signed parts; :func:`manifest` documents it.
@@ -398,7 +398,7 @@ def _split_parts(body: bytes, boundary: str, faults: _FaultCodes) -> list[Part]:
         after = end + len(delimiter)
         if body.startswith(_CRLF, after):
             start = after + 2
-        elif body.startswith(b"--", after) and body[after + 2 :] in (b"", _CRLF):
+        elif len(body) == after + 4 and body.endswith(b"--\r\n"):  # the close delimiter ends the body
             return parts
         else:
             raise XRoadFault(faults.malformed, "malformed delimiter line in the transport body")

@@ -2,8 +2,8 @@
 
 Sans-IO: identifiers, rights and group memberships in, a yes or no out (DESIGN.md step 6,
 "check access rights (default deny)"). The provider's gateway asks for every request, so
-the caller hands in only the provider's rights for the service code (the snapshot indexes
-them) and the check is a short loop.
+the caller hands in only the rights that could apply (the snapshot indexes them by provider,
+service code and client: :class:`ServiceRights`) and the check is a short loop.
 
 Decisions held here, as X-Road holds them:
 

@@ -397,7 +397,9 @@ class ServerConfSnapshot:
             _provider_key(owner): MappingProxyType({code: group.members for code, group in groups.items()})
             for owner, groups in self.local_groups.items()
         }
-        object.__setattr__(self, "_by_provider", MappingProxyType({k: tuple(v) for k, v in by_provider.items()}))
+        object.__setattr__(
+            self, "_by_provider", MappingProxyType({k: tuple(v) for k, v in by_provider.items()})
+        )
         object.__setattr__(self, "_decision", MappingProxyType(decision))
         object.__setattr__(self, "_group_members", MappingProxyType(members))
 
