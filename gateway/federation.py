@@ -44,6 +44,7 @@ from gateway.serverconf.tables import ClientAuthMode, ServiceKind
 from gateway.serverconf.wsdl import parse_wsdl
 from gateway.trust.pki import (
     CaSettings,
+    CertificateAuthority,
     ConfigurationSignerProfile,
     GatewayProfile,
     MemberSigningProfile,
@@ -150,8 +151,12 @@ backend_timeout_seconds = 3
 """
 
 
-def build(fed: Path) -> dict[str, Any]:
-    """Generate keys, certificates, configurations and databases; start nothing."""
+def build(fed: Path, *, unreachable_standby: bool = False) -> dict[str, Any]:
+    """Generate keys, certificates, configurations and databases; start nothing.
+
+    `unreachable_standby` registers a second gateway for gw-b's subsystem, listed before gw-b,
+    at an address where nothing listens: what consumer failover (DESIGN.md step 3) is tested with.
+    """
     fed.mkdir(parents=True, exist_ok=True, mode=0o700)
     pki_dir = fed / "pki"
     ca = init_pki(pki_dir, settings=CaSettings(common_name="xgate development CA"))
@@ -197,6 +202,7 @@ def build(fed: Path) -> dict[str, Any]:
             }
         )
 
+    standby = _standby_server(fed, pki_dir, ca, gateways) if unreachable_standby else None
     conf = GlobalConf(
         instance=INSTANCE,
         version=1,
@@ -205,15 +211,7 @@ def build(fed: Path) -> dict[str, Any]:
         members=tuple(
             Member(p.member.member_class, p.member.member_code, p.member_name, (p.subsystem,)) for p in PLAN
         ),
-        security_servers=tuple(
-            SecurityServerInfo(
-                SecurityServerId.from_text(gw["server_id"]),
-                gw["external_address"],
-                (gw["auth_cert_pem"],),
-                (ClientId.from_text(gw["subsystem"]),),
-            )
-            for gw in gateways
-        ),
+        security_servers=(*([standby] if standby else []), *(_server_info(gw) for gw in gateways)),
         trusted_cas=(
             TrustedCa("xgate development CA", certificate_to_pem(ca.certificate).decode("ascii"), ()),
         ),
@@ -235,6 +233,9 @@ def build(fed: Path) -> dict[str, Any]:
     return {
         "instance": INSTANCE,
         "dir": str(fed),
+        "standby": {"server_id": standby.id.to_text(), "external_address": standby.address}
+        if standby
+        else None,
         "ca_cert": str(pki_dir / "ca" / "ca.pem"),
         "globalconf": str(fed / "globalconf.signed.json"),
         "anchor": str(fed / "anchor.json"),
@@ -243,6 +244,31 @@ def build(fed: Path) -> dict[str, Any]:
         "backends": {name: f"http://127.0.0.1:{s['port']}" for name, s in services.items()},
         "_service_processes": services,
     }
+
+
+def _server_info(gw: dict[str, Any]) -> SecurityServerInfo:
+    return SecurityServerInfo(
+        SecurityServerId.from_text(gw["server_id"]),
+        gw["external_address"],
+        (gw["auth_cert_pem"],),
+        (ClientId.from_text(gw["subsystem"]),),
+    )
+
+
+def _standby_server(
+    fed: Path, pki_dir: Path, ca: CertificateAuthority, gateways: list[dict[str, Any]]
+) -> SecurityServerInfo:
+    """A registered gateway that never runs, hosting gw-b's subsystem: a dead node to fail over from."""
+    gw_b = next(gw for gw in gateways if gw["name"] == "gw-b")
+    owner = ClientId.from_text(gw_b["member"])
+    server = SecurityServerId(INSTANCE, owner.member_class, owner.member_code, "gw-b-standby")
+    auth = issue(pki_dir, ca, GatewayProfile(server), out_prefix=fed / "gw-b-standby" / "auth")
+    return SecurityServerInfo(
+        server,
+        f"127.0.0.1:{free_port()}",  # free now, and nothing of ours will listen there
+        (certificate_to_pem(auth.certificate).decode("ascii"),),
+        (ClientId.from_text(gw_b["subsystem"]),),
+    )
 
 
 def _register(fed: Path, gateways: list[dict[str, Any]], services: dict[str, Any]) -> list[dict[str, Any]]:
@@ -321,13 +347,13 @@ def _register(fed: Path, gateways: list[dict[str, Any]], services: dict[str, Any
     return registered
 
 
-def up(fed: Path) -> dict[str, Any]:
+def up(fed: Path, *, unreachable_standby: bool = False) -> dict[str, Any]:
     """Build the federation in `fed` and start its processes; returns federation.json's content."""
     if (fed / "federation.json").exists():
         raise RuntimeError(
             f"a federation already exists in {fed}; run `xgate federation down --dir {fed}` first"
         )
-    description = build(fed)
+    description = build(fed, unreachable_standby=unreachable_standby)
     services = description.pop("_service_processes")
     pids: dict[str, int] = {}
     deadline = time.monotonic() + START_TIMEOUT_SECONDS

@@ -112,8 +112,8 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, list):
         return ", ".join(_cell(item) for item in value) or "-"
-    if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):  # e.g. an endpoint: "GET /pets/*"
+        return " ".join(_cell(item) for item in value.values())
     return str(value)
 
 

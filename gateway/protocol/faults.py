@@ -41,6 +41,8 @@ TIMESTAMPER_FAILED: Final = "Server.ClientProxy.LoggingFailed.TimestamperFailed"
 LOGGING_FAILED: Final = "Server.ClientProxy.LoggingFailed"
 CLIENT_PROXY_INTERNAL_ERROR: Final = "Server.ClientProxy.InternalError"
 CLIENT_PROXY_INVALID_SIGNATURE: Final = "Server.ClientProxy.InvalidSignatureValue"
+CLIENT_PROXY_INVALID_CONTENT_TYPE: Final = "Server.ClientProxy.InvalidContentType"
+CLIENT_PROXY_RESPONSE_TOO_LARGE: Final = "Server.ClientProxy.ResponseTooLarge"
 
 # Server.ServerProxy.* : the provider's gateway failed.
 ACCESS_DENIED: Final = "Server.ServerProxy.AccessDenied"

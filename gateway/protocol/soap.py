@@ -106,7 +106,12 @@ class RequestHash(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class SoapMessage:
-    """One X-Road SOAP message, checked against protocol 4.0, with its bytes as received."""
+    """One X-Road SOAP message, checked against protocol 4.0, with its bytes as received.
+
+    `envelope` is the parsed tree, for reading: the bytes fields, not the tree, are the
+    message (they are what is hashed, signed and logged). `attachments` are the other
+    MIME parts, in order, bytes untouched; `xop` says the SOAP part is an XOP package.
+    """
 
     client: ClientId
     service: ServiceId

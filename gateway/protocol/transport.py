@@ -37,7 +37,9 @@ from lxml import etree
 from gateway.crypto.hashtree import DIGEST_SIZE, ProofStep, Side
 from gateway.crypto.rootsig import XG_NS, MessageSignature
 from gateway.protocol.faults import (
+    CLIENT_PROXY_INVALID_CONTENT_TYPE,
     CLIENT_PROXY_INVALID_SIGNATURE,
+    CLIENT_PROXY_RESPONSE_TOO_LARGE,
     INVALID_CONTENT_TYPE,
     MISSING_SIGNATURE,
     REQUEST_TOO_LARGE,
@@ -166,10 +168,9 @@ _FAULTS: Final = {
         INVALID_CONTENT_TYPE, REQUEST_TOO_LARGE, MISSING_SIGNATURE, SERVER_PROXY_INVALID_SIGNATURE
     ),
     # The consumer gateway reads the provider gateway's response: its own Server.ClientProxy.* codes.
-    # faults.py has no constants for the first two yet; these follow the documented form.
     Direction.RESPONSE: _FaultCodes(
-        "Server.ClientProxy.InvalidContentType",
-        "Server.ClientProxy.ResponseTooLarge",
+        CLIENT_PROXY_INVALID_CONTENT_TYPE,
+        CLIENT_PROXY_RESPONSE_TOO_LARGE,
         CLIENT_PROXY_INVALID_SIGNATURE,
         CLIENT_PROXY_INVALID_SIGNATURE,
     ),

@@ -1,0 +1,137 @@
+"""Round-trip throughput and latency: a client calling the service directly, and through two
+gateways (mutual TLS, batch signing, verification, message log), in the same run.
+
+Usage: .venv/bin/python bench/roundtrip.py [--seconds 8] [--dir DIR]
+
+Starts a development federation (gateway.federation), then drives SOAP getPerson with wrk
+(a C load generator, so the client is not the bottleneck) at concurrency 1 and 32, against
+(a) the population-register service itself and (b) gw-a's internal interface, which passes
+through gw-b to the same service.  Prints requests/s, p50 and p99 for each, and the ratios
+b/a; these machines are noisy, so only ratios from one run mean much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gateway import federation  # noqa: E402
+
+SOAP_REQUEST = """<?xml version="1.0" encoding="UTF-8"?>
+<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"
+    xmlns:xrd="http://x-road.eu/xsd/xroad.xsd" xmlns:id="http://x-road.eu/xsd/identifiers"
+    xmlns:pr="http://xgate.example/population-register">
+  <SOAP-ENV:Header>
+    <xrd:client id:objectType="SUBSYSTEM"><id:xRoadInstance>DEV</id:xRoadInstance><id:memberClass>GOV</id:memberClass><id:memberCode>1001</id:memberCode><id:subsystemCode>benefits-office</id:subsystemCode></xrd:client>
+    <xrd:service id:objectType="SERVICE"><id:xRoadInstance>DEV</id:xRoadInstance><id:memberClass>GOV</id:memberClass><id:memberCode>1002</id:memberCode><id:subsystemCode>population</id:subsystemCode><id:serviceCode>getPerson</id:serviceCode><id:serviceVersion>v1</id:serviceVersion></xrd:service>
+    <xrd:id>bench-0001</xrd:id>
+    <xrd:userId>EE38001085718</xrd:userId>
+    <xrd:protocolVersion>4.0</xrd:protocolVersion>
+  </SOAP-ENV:Header>
+  <SOAP-ENV:Body><pr:getPerson><pr:personalCode>38001085718</pr:personalCode></pr:getPerson></SOAP-ENV:Body>
+</SOAP-ENV:Envelope>
+"""
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "text/xml; charset=UTF-8"
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*all")
+f:close()
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str
+    concurrency: int
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, script: Path, concurrency: int, seconds: int, label: str) -> Run:
+    threads = 1 if concurrency == 1 else 2
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return Run(
+        label,
+        concurrency,
+        rps,
+        _ms(*p50.groups()) if p50 else float("nan"),
+        _ms(*p99.groups()) if p99 else float("nan"),
+        int(errors.group(1)) if errors else 0,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--dir", type=Path, default=None, help="federation directory (default: a temp dir)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+
+    work = args.dir or Path(tempfile.mkdtemp(prefix="xgate-bench-"))
+    body = work / "request.xml"
+    fed = work / "federation"
+    description = federation.up(fed)
+    try:
+        body.write_text(SOAP_REQUEST)
+        script = work / "post.lua"
+        script.write_text(WRK_SCRIPT.format(body=body))
+        direct = description["backends"]["population_register"] + "/population-register"
+        gateway_a = next(gw for gw in description["gateways"] if gw["name"] == "gw-a")["internal_http_url"] + "/"
+        # Warm both paths (connections, caches) before measuring.
+        wrk(direct, script, 4, 2, "warm")
+        wrk(gateway_a, script, 4, 2, "warm")
+        runs = []
+        for concurrency in (1, 32):
+            runs.append(wrk(direct, script, concurrency, args.seconds, "direct"))
+            runs.append(wrk(gateway_a, script, concurrency, args.seconds, "two gateways"))
+    finally:
+        federation.down(fed)
+
+    print(f"{'path':<14} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for run in runs:
+        print(
+            f"{run.label:<14} {run.concurrency:>4} {run.requests_per_second:>9.0f} "
+            f"{run.p50_ms:>8.2f} {run.p99_ms:>8.2f} {run.errors:>8}"
+        )
+    result = {}
+    for concurrency in (1, 32):
+        a = next(r for r in runs if r.label == "direct" and r.concurrency == concurrency)
+        b = next(r for r in runs if r.label == "two gateways" and r.concurrency == concurrency)
+        ratio = b.requests_per_second / a.requests_per_second
+        added = b.p50_ms - a.p50_ms
+        result[concurrency] = {"ratio": ratio, "added_p50_ms": added}
+        print(f"concurrency {concurrency}: throughput ratio b/a = {ratio:.3f}; added p50 = {added:.2f} ms")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""Shared end-to-end fixtures: running federations on 127.0.0.1, and the client side of the protocol.
+
+One federation (`xgate federation up`: three gateways, two example services) serves the whole
+run; tests that change its server configuration put it back. Tests that must break the global
+configuration get a second, small-scoped one. Every federation is stopped, whatever happened.
+
+The SOAP requests here are written out as text, not built by the code under test, so a test
+states the exact bytes an agency system would send.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import requests
+from lxml import etree
+
+from gateway import federation
+from gateway.ids import ClientId, ServiceId
+from gateway.serverconf.repository import ServerConfRepository
+from gateway.xmlsafe import parse_xml
+
+REPO: Final = Path(__file__).resolve().parents[1]
+POPULATION_WSDL: Final = REPO / "wsdl" / "population-register.wsdl"
+POPULATION_BINDING: Final = "{http://xgate.example/population-register}populationRegisterBinding"
+POPULATION_NS: Final = "http://xgate.example/population-register"
+SOAP_ENV_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
+XROAD_NS: Final = "http://x-road.eu/xsd/xroad.xsd"
+ID_NS: Final = "http://x-road.eu/xsd/identifiers"
+
+# A person services.population_register and services.benefits_api both know.
+KNOWN_PERSON: Final = "38001085718"
+
+CONSUMER: Final = ClientId("DEV", "GOV", "1001", "benefits-office")  # hosted on gw-a
+POPULATION: Final = ClientId("DEV", "GOV", "1002", "population")  # hosted on gw-b
+BENEFITS: Final = ClientId("DEV", "GOV", "1003", "benefits")  # hosted on gw-c
+GET_PERSON: Final = ServiceId("DEV", "GOV", "1002", "population", "getPerson", "v1")
+LIST_PERSONS: Final = ServiceId("DEV", "GOV", "1002", "population", "listPersons", "v1")
+BENEFITS_API: Final = ServiceId("DEV", "GOV", "1003", "benefits", "benefits")
+
+# A node sees database changes within a second (proxy.runtime.SNAPSHOT_POLL_SECONDS) and a new
+# global configuration within refresh_seconds = 5 (federation.py); these leave room for a busy CI.
+SERVERCONF_WAIT_SECONDS: Final = 10.0
+GLOBALCONF_WAIT_SECONDS: Final = 20.0
+# Every HTTP call a test makes gets a timeout: a hung gateway fails the test instead of the run.
+HTTP_TIMEOUT_SECONDS: Final = 20.0
+
+
+@dataclass(frozen=True)
+class Federation:
+    """A running development federation, as federation.json describes it."""
+
+    dir: Path
+    description: dict[str, Any]
+
+    def gateway(self, name: str) -> dict[str, Any]:
+        return next(gw for gw in self.description["gateways"] if gw["name"] == name)
+
+    def internal_url(self, name: str) -> str:
+        return str(self.gateway(name)["internal_http_url"])
+
+    @property
+    def ca_cert(self) -> str:
+        return str(self.description["ca_cert"])
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.dir / "pki"
+
+    def health(self, name: str) -> dict[str, Any]:
+        response = requests.get(self.gateway(name)["admin_url"] + "/health", timeout=HTTP_TIMEOUT_SECONDS)
+        response.raise_for_status()
+        health: dict[str, Any] = response.json()
+        return health
+
+    @contextlib.contextmanager
+    def serverconf(self, name: str) -> Iterator[ServerConfRepository]:
+        """The gateway's server-configuration database; on leaving, waits until the node runs on it."""
+        repository = ServerConfRepository.from_url(f"sqlite:///{self.dir / name / 'serverconf.sqlite'}")
+        try:
+            yield repository
+            version = repository.current_version()
+        finally:
+            repository.engine.dispose()
+        wait_until(
+            lambda: self.health(name)["serverconf_version"] >= version,
+            SERVERCONF_WAIT_SECONDS,
+            f"{name} to load server configuration version {version}",
+        )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def running_federation(directory: Path, **options: Any) -> Iterator[Federation]:
+    """`federation.up` in `directory`, and `federation.down` however the block ends."""
+    try:
+        description = federation.up(directory, **options)
+        yield Federation(directory, description)
+    finally:
+        federation.down(directory)
+
+
+@pytest.fixture(scope="session")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """The federation the end-to-end tests share; tests that change it restore it."""
+    with running_federation(tmp_path_factory.mktemp("federation")) as running:
+        yield running
+
+
+# --- the client side of the protocol --------------------------------------------------------
+
+
+def _identifier(element: str, object_type: str, parts: list[tuple[str, str | None]]) -> str:
+    fields = "".join(f"<id:{name}>{value}</id:{name}>" for name, value in parts if value is not None)
+    return f'<xrd:{element} id:objectType="{object_type}">{fields}</xrd:{element}>'
+
+
+def client_xml(client: ClientId) -> str:
+    return _identifier(
+        "client",
+        "SUBSYSTEM" if client.subsystem_code else "MEMBER",
+        [
+            ("xRoadInstance", client.instance),
+            ("memberClass", client.member_class),
+            ("memberCode", client.member_code),
+            ("subsystemCode", client.subsystem_code),
+        ],
+    )
+
+
+def service_xml(service: ServiceId) -> str:
+    return _identifier(
+        "service",
+        "SERVICE",
+        [
+            ("xRoadInstance", service.instance),
+            ("memberClass", service.member_class),
+            ("memberCode", service.member_code),
+            ("subsystemCode", service.subsystem_code),
+            ("serviceCode", service.service_code),
+            ("serviceVersion", service.service_version),
+        ],
+    )
+
+
+def soap_request(
+    service: ServiceId,
+    body: str,
+    *,
+    client: ClientId = CONSUMER,
+    message_id: str | None = None,
+    extra_header: str = "",
+) -> bytes:
+    """A SOAP 4.0 request as an agency system writes one; `body` is the Body's one element."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<soapenv:Envelope xmlns:soapenv="{SOAP_ENV_NS}" xmlns:xrd="{XROAD_NS}" xmlns:id="{ID_NS}">'
+        "<soapenv:Header>"
+        f"{client_xml(client)}{service_xml(service)}"
+        f"<xrd:id>{message_id or uuid.uuid4()}</xrd:id>"
+        "<xrd:protocolVersion>4.0</xrd:protocolVersion>"
+        f"{extra_header}"
+        "</soapenv:Header>"
+        f"<soapenv:Body>{body}</soapenv:Body>"
+        "</soapenv:Envelope>"
+    ).encode()
+
+
+def get_person_body(personal_code: str) -> str:
+    return (
+        f'<pr:getPerson xmlns:pr="{POPULATION_NS}"><pr:personalCode>{personal_code}</pr:personalCode>'
+        "</pr:getPerson>"
+    )
+
+
+def get_person_request(personal_code: str, *, client: ClientId = CONSUMER) -> bytes:
+    return soap_request(GET_PERSON, get_person_body(personal_code), client=client)
+
+
+def post_soap(url: str, body: bytes, **kwargs: Any) -> requests.Response:
+    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+    return requests.post(url, data=body, headers=headers, timeout=HTTP_TIMEOUT_SECONDS, **kwargs)
+
+
+@dataclass(frozen=True)
+class Fault:
+    code: str
+    string: str
+    detail: str | None
+
+
+def soap_fault(response: requests.Response) -> Fault:
+    """The SOAP 1.1 Fault of a response (SOAP 1.1 §4.4); fails the test when there is none."""
+    assert response.status_code == 500, response.text[:500]
+    assert response.headers["Content-Type"].startswith("text/xml"), response.headers["Content-Type"]
+    envelope = parse_xml(response.content)
+    fault = envelope.find(f"{{{SOAP_ENV_NS}}}Body/{{{SOAP_ENV_NS}}}Fault")
+    assert fault is not None, response.text[:500]
+    return Fault(
+        fault.findtext("faultcode") or "",
+        fault.findtext("faultstring") or "",
+        fault.findtext("detail/faultDetail"),
+    )
+
+
+def assert_soap_fault(response: requests.Response, code: str) -> Fault:
+    fault = soap_fault(response)
+    assert fault.code == code, f"{fault.code}: {fault.string}"
+    assert fault.detail, "a gateway fault carries the id of its log entry"
+    return fault
+
+
+def soap_body(response: requests.Response) -> etree._Element:
+    """The one element of a successful response's Body."""
+    assert response.status_code == 200, response.text[:1000]
+    envelope = parse_xml(response.content)
+    (element,) = envelope.find(f"{{{SOAP_ENV_NS}}}Body") or []
+    return element
+
+
+def assert_rest_error(response: requests.Response, code: str, status: int) -> dict[str, Any]:
+    """A gateway's REST error (PROTOCOL.md "REST protocol r1"): JSON type, X-Road-Error, status."""
+    assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
+    assert response.headers.get("X-Road-Error") == code, response.headers
+    assert response.headers["Content-Type"].startswith("application/json")
+    error: dict[str, Any] = response.json()
+    assert error["type"] == code, error
+    assert error["message"] and error["detail"], error
+    return error
+
+
+def rest_url(fed: Federation, gateway: str, service: ServiceId, path: str = "") -> str:
+    return f"{fed.internal_url(gateway)}/r1/{service.to_text()}{path}"
+
+
+def rest_headers(client: ClientId = CONSUMER, **extra: str) -> dict[str, str]:
+    return {"X-Road-Client": client.to_text(), **extra}
+
+
+@contextlib.contextmanager
+def changed_service(fed: Federation, gateway: str, service: ServiceId, **changes: Any) -> Iterator[None]:
+    """The service registered with `changes` (ServiceConf fields) while the block runs, then as before."""
+    with fed.serverconf(gateway) as repository:
+        before = repository.snapshot().service(service)
+        assert before is not None, f"{service} is not registered at {gateway}"
+        repository.update_service(dataclasses.replace(before, **changes))
+    try:
+        yield
+    finally:
+        with fed.serverconf(gateway) as repository:
+            repository.update_service(before)
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """An http URL on 127.0.0.1 where nothing listens: a service that is down."""
+    return f"http://127.0.0.1:{federation.free_port()}/"
