@@ -77,8 +77,12 @@ def parse_xml(data: bytes, *, charset: str | None = None, max_bytes: int = MAX_X
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
         message = str(exc)
-        if "Excessive depth" in message or ("depth" in message.lower() and "exceed" in message.lower()):
+        lowered = message.lower()
+        if "excessive depth" in lowered or ("depth" in lowered and "exceed" in lowered):
             raise UnsafeXml(f"document nested deeper than {MAX_XML_DEPTH} levels") from exc
+        if "amplification" in lowered or "entity" in lowered:
+            # libxml2's own guard against entity expansion (billion laughs) fired first.
+            raise UnsafeXml(f"entity expansion refused: {message}") from exc
         raise XmlSyntaxError(message) from exc
     except (ValueError, LookupError) as exc:
         raise XmlSyntaxError(str(exc)) from exc

@@ -228,8 +228,9 @@ def assert_soap_fault(response: requests.Response, code: str) -> Fault:
 def soap_body(response: requests.Response) -> etree._Element:
     """The one element of a successful response's Body."""
     assert response.status_code == 200, response.text[:1000]
-    envelope = parse_xml(response.content)
-    (element,) = envelope.find(f"{{{SOAP_ENV_NS}}}Body") or []
+    body = parse_xml(response.content).find(f"{{{SOAP_ENV_NS}}}Body")
+    assert body is not None, response.text[:1000]
+    (element,) = body
     return element
 
 

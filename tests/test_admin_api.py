@@ -485,8 +485,10 @@ async def description_server() -> AsyncIterator[str]:
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound("/samples/valid.wsdl")
 
+    released = asyncio.Event()
+
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(5)
+        await released.wait()  # answers only when the test is over
         return web.Response(text="too late")
 
     app = web.Application()
@@ -497,6 +499,7 @@ async def description_server() -> AsyncIterator[str]:
     try:
         yield base
     finally:
+        released.set()
         await runner.cleanup()
 
 

@@ -245,7 +245,8 @@ def _guarded(ctx: AdminContext, operation: Operation) -> Callable[[web.Request],
             error = _as_api_error(exc)
             if operation.changes or error.status in (401, 403):
                 details = {"status": error.status, "error": error.code, "message": error.message}
-                await _audit(ctx, actor, operation, request.path, details, AuditResult.REFUSED)
+                result = AuditResult.REFUSED if error.status < 500 else AuditResult.ERROR
+                await _audit(ctx, actor, operation, request.path, details, result)
             return _error_response(error)
         except Exception:
             log.exception("management API operation %s failed", operation.action)

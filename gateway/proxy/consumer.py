@@ -93,6 +93,16 @@ def _peer_error_response(error: PeerError) -> web.Response:
     return response
 
 
+def _peer_rest_error_response(error: PeerError, accept: str | None) -> web.Response:
+    """A provider gateway's REST error, in the form this client's Accept asks for.
+
+    The client's Accept never reaches the provider's gateway, which answers in JSON; the
+    fault (code, message, detail id) is passed on unchanged, only its form follows the client.
+    """
+    fault = rest.parse_rest_error(error.body, error.content_type)
+    return _peer_error_response(error) if fault is None else rest_fault_response(fault, accept)
+
+
 async def handle_soap(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     try:
@@ -185,7 +195,7 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
                 reply.headers.add(name, value)
         return reply
     except PeerError as error:
-        return _peer_error_response(error)
+        return _peer_rest_error_response(error, accept)
     except XRoadFault as fault:
         return rest_fault_response(fault, accept)
     except Exception:

@@ -1,0 +1,129 @@
+"""The message log's tables (SQLAlchemy Core), the schema its migrations build.
+
+Every name starts with `messagelog_` so the log can share a database with the server
+configuration, or live in a file of its own. A chain is per (gateway, node): several nodes of
+one gateway sharing one PostgreSQL each append to their own chain, so no node ever waits for
+another's lock and a chain never depends on how two nodes' commits interleaved. The
+`messagelog_chains` row of a chain holds its head (serialising writers of that chain), how far
+it is timestamped, and where purging left its start.
+
+Signed roots and OCSP responses are shared by many records (a batch, an hour of traffic), so
+they are stored once, content-addressed, in `messagelog_blobs`; records name them by SHA-256,
+which is also what the record hash covers.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+import sqlalchemy as sa
+
+from gateway.messagelog.record import Direction, MessageKind, Side
+from gateway.serverconf.tables import UtcDateTime
+from gateway.serverconf.tables import metadata as _serverconf_metadata
+
+# The server configuration's naming convention: constraint names stay predictable for migrations.
+metadata: Final = sa.MetaData(naming_convention=dict(_serverconf_metadata.naming_convention))
+
+# SQLite aliases only INTEGER PRIMARY KEY to its rowid; BIGINT there would not autoincrement.
+_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_Digest = sa.LargeBinary(32)
+
+
+def _one_of(column: str, values: type[enum.StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+chains: Final = sa.Table(
+    "messagelog_chains",
+    metadata,
+    sa.Column("gateway", sa.Text, primary_key=True),
+    sa.Column("node", sa.Text, primary_key=True),
+    sa.Column("head_seq", sa.BigInteger, nullable=False),  # 0: nothing logged yet
+    sa.Column("head_hash", _Digest, nullable=False),
+    sa.Column("stamped_seq", sa.BigInteger, nullable=False),  # records up to here are timestamped
+    sa.Column("purged_seq", sa.BigInteger, nullable=False),  # records up to here were purged
+    sa.Column("purged_hash", _Digest, nullable=False),  # the last purged record's hash
+    sa.CheckConstraint("0 <= purged_seq AND purged_seq <= stamped_seq AND stamped_seq <= head_seq", "order"),
+)
+"""One row per chain: its head, timestamping watermark and purge anchor."""
+
+blobs: Final = sa.Table(
+    "messagelog_blobs",
+    metadata,
+    sa.Column("sha256", _Digest, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+"""Signed roots and OCSP responses, once each, by their SHA-256."""
+
+timestamps: Final = sa.Table(
+    "messagelog_timestamps",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True),
+    sa.Column("gateway", sa.Text, nullable=False),
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("root", _Digest, nullable=False),  # the hash-tree root over the records' hashes
+    sa.Column("token", sa.LargeBinary, nullable=False),  # RFC 3161 TimeStampToken, DER
+    sa.Column("stamped_at", UtcDateTime, nullable=False),  # our clock when stored
+    sa.CheckConstraint("first_seq <= last_seq", "range"),
+    sa.Index("ix_messagelog_timestamps_chain", "gateway", "node", "last_seq"),
+)
+"""One RFC 3161 token per batch of records (DESIGN.md "One signer": the same idea timestamps)."""
+
+records: Final = sa.Table(
+    "messagelog_records",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True),
+    sa.Column("gateway", sa.Text, nullable=False),
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # 1, 2, 3... within the chain
+    sa.Column("prev_hash", _Digest, nullable=False),
+    sa.Column("record_hash", _Digest, nullable=False),
+    sa.Column("exchange_id", sa.Text, nullable=False),
+    sa.Column("side", sa.String(8), nullable=False),
+    sa.Column("direction", sa.String(8), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("logged_at", UtcDateTime, nullable=False),
+    sa.Column("message_id", sa.Text, nullable=False),
+    sa.Column("client", sa.Text, nullable=False),
+    sa.Column("service", sa.Text, nullable=False),
+    sa.Column("user_id", sa.Text, nullable=True),
+    sa.Column("issue", sa.Text, nullable=True),
+    sa.Column("represented_party", sa.Text, nullable=True),
+    sa.Column("content_type", sa.Text, nullable=False),
+    sa.Column("message", sa.LargeBinary, nullable=True),  # plaintext, or ciphertext when body_key_id
+    sa.Column("body_key_id", sa.String(64), nullable=True),
+    sa.Column("body_nonce", sa.LargeBinary, nullable=True),
+    sa.Column("message_sha256", sa.String(64), nullable=True),  # of the plaintext
+    sa.Column("manifest", sa.LargeBinary, nullable=False),
+    sa.Column("signed_root_sha256", _Digest, sa.ForeignKey("messagelog_blobs.sha256"), nullable=True),
+    sa.Column("proof_json", sa.Text, nullable=True),
+    sa.Column("ocsp_sha256", _Digest, sa.ForeignKey("messagelog_blobs.sha256"), nullable=True),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("fault_detail", sa.Text, nullable=True),
+    sa.Column("timestamp_id", sa.BigInteger, sa.ForeignKey("messagelog_timestamps.id"), nullable=True),
+    sa.Column("timestamp_proof", sa.Text, nullable=True),
+    sa.Column("archived_at", UtcDateTime, nullable=True),
+    sa.Column("archive_id", sa.Text, nullable=True),
+    sa.UniqueConstraint("gateway", "node", "seq"),
+    sa.CheckConstraint(_one_of("side", Side), "side"),
+    sa.CheckConstraint(_one_of("direction", Direction), "direction"),
+    sa.CheckConstraint(_one_of("kind", MessageKind), "kind"),
+    sa.CheckConstraint("(body_key_id IS NULL) = (body_nonce IS NULL)", "body_key_whole"),
+    sa.CheckConstraint("(timestamp_id IS NULL) = (timestamp_proof IS NULL)", "timestamp_whole"),
+    sa.CheckConstraint("(archived_at IS NULL) = (archive_id IS NULL)", "archive_whole"),
+    # The security officer's searches (store.search) and the purge's reference checks.
+    sa.Index("ix_messagelog_records_message_id", "message_id"),
+    sa.Index("ix_messagelog_records_exchange_id", "exchange_id"),
+    sa.Index("ix_messagelog_records_client", "client", "logged_at"),
+    sa.Index("ix_messagelog_records_service", "service", "logged_at"),
+    sa.Index("ix_messagelog_records_user_id", "user_id", "logged_at"),
+    sa.Index("ix_messagelog_records_logged_at", "logged_at"),
+    sa.Index("ix_messagelog_records_signed_root", "signed_root_sha256"),
+    sa.Index("ix_messagelog_records_ocsp", "ocsp_sha256"),
+    sa.Index("ix_messagelog_records_timestamp", "timestamp_id"),
+)
+"""One row per logged message, in its chain's order."""
