@@ -9,11 +9,14 @@ directory can be moved as a whole.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from gateway.ids import ClientId, SecurityServerId
+from gateway.ids import ClientId, IdentifierError, SecurityServerId
+
+_Id = TypeVar("_Id", ClientId, SecurityServerId)
 
 # X-Road's own default limit for a message on the internal interface.
 DEFAULT_MAX_MESSAGE_BYTES: Final = 10 * 1024 * 1024
@@ -102,6 +105,22 @@ def _get(table: dict[str, Any], key: str, where: str) -> Any:
     return table[key]
 
 
+def _number(table: dict[str, Any], key: str, where: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{where}.{key} must be a positive number, not {value!r}")
+    return float(value)
+
+
+def _identifier(parse: Callable[[str], _Id], value: Any, where: str) -> _Id:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string")
+    try:
+        return parse(value)
+    except IdentifierError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from exc
+
+
 def _path(base: Path, value: str) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else (base / path)
@@ -157,7 +176,9 @@ def parse_config(doc: dict[str, Any], base: Path) -> NodeConfig:
         raise ConfigError("[internal] needs an http or an https listener")
     keys = tuple(
         SigningKey(
-            member=ClientId.from_text(_get(entry, "member", "signing_keys")),
+            member=_identifier(
+                ClientId.from_text, _get(entry, "member", "signing_keys"), "signing_keys.member"
+            ),
             cert=_path(base, _get(entry, "cert", "signing_keys")),
             key=_path(base, _get(entry, "key", "signing_keys")),
             passphrase_env=entry.get("passphrase_env"),
@@ -165,12 +186,12 @@ def parse_config(doc: dict[str, Any], base: Path) -> NodeConfig:
         for entry in doc.get("signing_keys", [])
     )
     return NodeConfig(
-        server_id=SecurityServerId.from_text(_get(node, "server_id", "node")),
+        server_id=_identifier(SecurityServerId.from_text, _get(node, "server_id", "node"), "node.server_id"),
         data_dir=data_dir,
         database_url=database_url,
         globalconf_location=str(_get(globalconf, "location", "globalconf")),
         globalconf_anchor=_path(base, _get(globalconf, "anchor", "globalconf")),
-        globalconf_refresh_seconds=float(globalconf.get("refresh_seconds", 60.0)),
+        globalconf_refresh_seconds=_number(globalconf, "refresh_seconds", "globalconf", 60.0),
         internal_http=_listener(http, "internal.http") if http is not None else None,
         internal_https=_listener(https, "internal.https") if https is not None else None,
         internal_tls=_tls(https, base, "internal.https") if https is not None else None,
@@ -178,9 +199,15 @@ def parse_config(doc: dict[str, Any], base: Path) -> NodeConfig:
         auth_tls=_tls(external, base, "external"),
         admin=_admin_listener(admin),
         signing_keys=keys,
-        max_message_bytes=int(limits.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)),
-        backend_timeout_seconds=float(limits.get("backend_timeout_seconds", DEFAULT_BACKEND_TIMEOUT_SECONDS)),
-        connect_timeout_seconds=float(limits.get("connect_timeout_seconds", DEFAULT_CONNECT_TIMEOUT_SECONDS)),
-        shutdown_grace_seconds=float(limits.get("shutdown_grace_seconds", DEFAULT_SHUTDOWN_GRACE_SECONDS)),
+        max_message_bytes=int(_number(limits, "max_message_bytes", "limits", DEFAULT_MAX_MESSAGE_BYTES)),
+        backend_timeout_seconds=_number(
+            limits, "backend_timeout_seconds", "limits", DEFAULT_BACKEND_TIMEOUT_SECONDS
+        ),
+        connect_timeout_seconds=_number(
+            limits, "connect_timeout_seconds", "limits", DEFAULT_CONNECT_TIMEOUT_SECONDS
+        ),
+        shutdown_grace_seconds=_number(
+            limits, "shutdown_grace_seconds", "limits", DEFAULT_SHUTDOWN_GRACE_SECONDS
+        ),
         sign_window_seconds=float(signer.get("window_seconds", DEFAULT_SIGN_WINDOW_SECONDS)),
     )

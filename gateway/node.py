@@ -15,8 +15,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.config import NodeConfig, load_config
+from gateway.config import ConfigError, NodeConfig, load_config
+from gateway.crypto.keys import KeyFileError
 from gateway.crypto.tls import external_server_context, internal_server_context
+from gateway.globalconf import GlobalConfError
 from gateway.proxy.consumer import make_internal_app
 from gateway.proxy.provider import make_external_app
 from gateway.proxy.runtime import GatewayRuntime
@@ -44,10 +46,34 @@ async def serve(
     migrate(config.database_url)
     runtime = GatewayRuntime.create(config)
     await runtime.start()
+    runners: list[web.AppRunner] = []
+    try:
+        # A node that cannot open every interface stops cleanly rather than serve half.
+        await _start_interfaces(config, runtime, runners)
+        log.info("gateway %s serving", config.server_id)
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # Outside the main thread (tests run nodes in threads) there are no signal handlers.
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("gateway %s stopping: finishing in-flight requests", config.server_id)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        await runtime.close()
+
+
+async def _start_interfaces(
+    config: NodeConfig, runtime: GatewayRuntime, runners: list[web.AppRunner]
+) -> None:
+    """Internal, external and admin interfaces; each runner goes into `runners` once set up."""
     conf = runtime.globalconf_source.current
     cas = conf.trusted_ca_certs() if conf else []
     grace = config.shutdown_grace_seconds
-    runners: list[web.AppRunner] = []
 
     internal = web.AppRunner(make_internal_app(runtime), shutdown_timeout=grace, access_log=None)
     await internal.setup()
@@ -57,8 +83,9 @@ async def serve(
             internal, config.internal_http.host, config.internal_http.port, reuse_address=True
         ).start()
     if config.internal_https is not None and config.internal_tls is not None:
-        pins = [pin.pem for sub in runtime.snapshot.subsystems.values() for pin in sub.certificates]
-        context = internal_server_context(config.internal_tls, [*pins, *(_pem(c) for c in cas)])
+        context = internal_server_context(config.internal_tls, [_pem(c) for c in cas])
+        runtime.internal_tls_context = context
+        runtime.trust_pinned_certificates()
         await web.TCPSite(
             internal,
             config.internal_https.host,
@@ -83,21 +110,6 @@ async def serve(
     runners.append(admin)
     await web.TCPSite(admin, config.admin.host, config.admin.port, reuse_address=True).start()
 
-    log.info("gateway %s serving", config.server_id)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        # Outside the main thread (tests run nodes in threads) there are no signal handlers.
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
-    if ready is not None:
-        ready.set()
-    await stop.wait()
-    log.info("gateway %s stopping: finishing in-flight requests", config.server_id)
-    for runner in runners:
-        await runner.cleanup()
-    await runtime.close()
-
 
 def _pem(cert: object) -> str:
     from cryptography.hazmat.primitives.serialization import Encoding
@@ -110,4 +122,9 @@ def run(config_path: Path) -> None:
         level=os.environ.get("XGATE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve(load_config(config_path)))
+    config = load_config(config_path)
+    try:
+        asyncio.run(serve(config))
+    except (OSError, KeyFileError, GlobalConfError) as exc:
+        # A port in use, a key or anchor that cannot be read: say which, without a traceback.
+        raise ConfigError(f"gateway {config.server_id} cannot start: {exc}") from exc

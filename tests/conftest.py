@@ -122,6 +122,17 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def spare_fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """A second federation for tests that break its global configuration (they restore it).
+
+    Its configuration lists a dead standby gateway for gw-b's subsystem before gw-b itself:
+    what failover is tested with.
+    """
+    with running_federation(tmp_path_factory.mktemp("spare"), unreachable_standby=True) as running:
+        yield running
+
+
 # --- the client side of the protocol --------------------------------------------------------
 
 
@@ -249,8 +260,8 @@ def rest_url(fed: Federation, gateway: str, service: ServiceId, path: str = "") 
     return f"{fed.internal_url(gateway)}/r1/{service.to_text()}{path}"
 
 
-def rest_headers(client: ClientId = CONSUMER, **extra: str) -> dict[str, str]:
-    return {"X-Road-Client": client.to_text(), **extra}
+def rest_headers(client: ClientId = CONSUMER, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {"X-Road-Client": client.to_text(), **(extra or {})}
 
 
 @contextlib.contextmanager

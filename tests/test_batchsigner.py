@@ -149,6 +149,36 @@ def xmlsec1_verify(tmp_path: Path, document: bytes, ca_pem: bytes) -> subprocess
     )
 
 
+def xmlsec1_sign(tmp_path: Path, template: bytes, pki: Pki) -> bytes:
+    """The same template signed by `xmlsec1` itself, without the XML declaration it adds."""
+    (tmp_path / "template.xml").write_bytes(template)
+    (tmp_path / "key.pem").write_bytes(
+        pki.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    (tmp_path / "cert.pem").write_bytes(pki.cert.public_bytes(serialization.Encoding.PEM))
+    subprocess.run(
+        ["xmlsec1", "--sign", *XMLSEC1_ID_ATTR, "--privkey-pem", "key.pem,cert.pem"]
+        + ["--output", "signed-by-xmlsec1.xml", "template.xml"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    signed = (tmp_path / "signed-by-xmlsec1.xml").read_bytes()
+    return signed.removeprefix(b'<?xml version="1.0"?>\n').removesuffix(b"\n")
+
+
+def blank(document: bytes, *elements: str) -> bytes:
+    """`document` with the content of each named ds: element emptied."""
+    for name in elements:
+        document = re.sub(
+            rf"<ds:{name}>[^<]*</ds:{name}>".encode(), f"<ds:{name}></ds:{name}>".encode(), document
+        )
+    return document
+
+
 # --- the signed root -----------------------------------------------------------------------
 
 
@@ -189,6 +219,72 @@ def test_xmlsec1_refuses_a_signer_from_another_ca(ec_pki: Pki, tmp_path: Path) -
     stranger = make_ca(new_key("ec"), "some other CA")
     result = xmlsec1_verify(tmp_path, document, stranger.public_bytes(serialization.Encoding.PEM))
     assert result.returncode != 0
+
+
+def test_xmlsec1_writes_the_same_document_and_we_accept_its_signature(pki: Pki, tmp_path: Path) -> None:
+    """Signing and verifying without xmlsec's engine must still be XML-DSig exactly as xmlsec does it."""
+    root = digest("root xmlsec1 signs too")
+    ours = sign_root(root, pki.key, pki.cert, NOW)
+    template = blank(ours, "DigestValue", "SignatureValue").replace(
+        re.search(rb"<ds:X509Certificate>[^<]*</ds:X509Certificate>", ours).group(0),  # type: ignore[union-attr]
+        b"<ds:X509Certificate/>",
+    )
+    theirs = xmlsec1_sign(tmp_path, template, pki)
+    assert verify_root_signature(theirs, [pki.ca]).root == root
+    if isinstance(pki.key, rsa.RSAPrivateKey):
+        assert theirs == ours  # PKCS#1 v1.5 is deterministic: every byte must agree
+    else:
+        assert blank(theirs, "SignatureValue") == blank(ours, "SignatureValue")  # ECDSA is randomised
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"</ds:Signature></xg:SignedRoot>", b"</ds:Signature>\n</xg:SignedRoot>"),
+        (b"</xg:Root><xg:SigningTime>", b"</xg:Root> <xg:SigningTime>"),
+        (b"<xg:Root>", b'<xg:Root Id="root">'),
+        (b"<ds:SignatureValue>", b"<ds:SignatureValue>\n  "),
+        (b"<ds:KeyInfo>\n", b"<ds:KeyInfo>\n    "),
+        (b"<xg:SignedRoot ", b'<xg:SignedRoot xmlns:unused="urn:unused" '),
+        (b"<xg:SignedRoot ", b'<xg:SignedRoot xmlns="urn:default" '),
+        (b'xmlns:xg="urn:xgate:signature:1" Id="root"', b"Id='root' xmlns:xg=\"urn:xgate:signature:1\""),
+        (b"<xg:SigningTime>", b"<xg:SigningTime><![CDATA[]]>"),
+        (b"<xg:HashAlgorithm>h", b"<xg:HashAlgorithm>&#104;"),
+        (b'#ecdsa-sha256"/>', b'#ecdsa-sha256"></ds:SignatureMethod>'),
+        (b"<ds:DigestValue>", b"<ds:DigestValue> "),
+        (b"#ecdsa-sha256", b"#rsa-sha256"),
+        (b"<ds:SignedInfo>\n", b"<ds:SignedInfo>"),
+    ],
+)
+def test_the_verifier_agrees_with_xmlsec1_on_altered_documents(
+    ec_pki: Pki, tmp_path: Path, old: bytes, new: bytes
+) -> None:
+    """Whatever `xmlsec1` refuses we refuse; what it accepts we accept unless its shape is not ours."""
+    document = sign_root(digest("altered"), ec_pki.key, ec_pki.cert, NOW)
+    assert document.count(old) >= 1
+    altered = document.replace(old, new, 1)
+    xmlsec1_accepts = xmlsec1_verify(tmp_path, altered, ec_pki.ca_pem()).returncode == 0
+    try:
+        verify_root_signature(altered, [ec_pki.ca])
+    except SignatureVerificationError:
+        we_accept = False
+    else:
+        we_accept = True
+    assert we_accept == xmlsec1_accepts
+
+
+def test_a_signature_value_of_the_wrong_size_or_from_another_document_fails(ec_pki: Pki) -> None:
+    document = sign_root(digest("one"), ec_pki.key, ec_pki.cert, NOW)
+    other = sign_root(digest("two"), ec_pki.key, ec_pki.cert, NOW)
+    value = re.compile(rb"<ds:SignatureValue>[^<]*</ds:SignatureValue>")
+    transplanted = value.sub(value.search(other).group(0), document)  # type: ignore[union-attr]
+    with pytest.raises(SignatureVerificationError, match="does not verify"):
+        verify_root_signature(transplanted, [ec_pki.ca])
+    short = value.sub(
+        b"<ds:SignatureValue>" + base64.b64encode(b"\x01" * 63) + b"</ds:SignatureValue>", document
+    )
+    with pytest.raises(SignatureVerificationError, match="does not verify"):
+        verify_root_signature(short, [ec_pki.ca])
 
 
 def test_untrusted_signer_is_refused_and_the_cache_keeps_trust_sets_apart(ec_pki: Pki) -> None:
@@ -360,11 +456,64 @@ async def test_a_cancelled_waiter_does_not_disturb_its_batch(ec_pki: Pki) -> Non
 
 async def test_aclose_signs_what_is_waiting(ec_pki: Pki) -> None:
     signer = BatchSigner(ec_pki.key, ec_pki.cert, window_seconds=60)
+    await asyncio.gather(signer.sign(digest("busy 1")), signer.sign(digest("busy 2")))  # now it waits
     waiting = asyncio.create_task(signer.sign(digest("waiting")))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
     await signer.aclose()
     signature = await asyncio.wait_for(waiting, 1)
     verify_message_signature(digest("waiting"), signature, [ec_pki.ca])
+
+
+async def test_a_lone_message_does_not_wait_for_the_window(ec_pki: Pki) -> None:
+    """At concurrency 1 every batch holds one message: waiting would only add latency."""
+    signer = BatchSigner(ec_pki.key, ec_pki.cert, window_seconds=30)
+    for i in range(3):
+        signature = await asyncio.wait_for(signer.sign(digest(f"lone {i}")), 5)
+        verify_message_signature(digest(f"lone {i}"), signature, [ec_pki.ca])
+    assert signer.signatures_made == 3
+
+
+async def test_once_batches_have_company_the_next_message_waits_the_window(ec_pki: Pki) -> None:
+    window = 0.3
+    signer = BatchSigner(ec_pki.key, ec_pki.cert, window_seconds=window)
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(signer.sign(digest("a")), signer.sign(digest("b")))
+    started = loop.time()
+    await signer.sign(digest("after a shared batch"))
+    assert loop.time() - started >= window * 0.9
+    # That batch held one message: the signer is idle again and the next one goes at once.
+    started = loop.time()
+    await signer.sign(digest("idle again"))
+    assert loop.time() - started < window * 0.9
+    assert signer.signatures_made == 3
+
+
+async def test_senders_that_keep_sending_keep_sharing_signatures(ec_pki: Pki) -> None:
+    """Under sustained load (here 32 senders, 10 messages each) batching holds up."""
+    signer = BatchSigner(ec_pki.key, ec_pki.cert)
+
+    async def sender(name: int) -> None:
+        for i in range(10):
+            await signer.sign(digest(f"sender {name} message {i}"))
+
+    await asyncio.gather(*(sender(n) for n in range(32)))
+    assert signer.signatures_made <= 20
+
+
+async def test_while_a_slow_key_signs_new_messages_gather(ec_pki: Pki) -> None:
+    """With an executor, messages that arrive during a signature wait for the next batch together."""
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        signer = BatchSigner(ec_pki.key, ec_pki.cert, executor=executor, window_seconds=0.05)
+        first = asyncio.create_task(signer.sign(digest("first")))
+        await asyncio.sleep(0)  # its batch is now with the executor
+        later = [asyncio.create_task(signer.sign(digest(f"later {i}"))) for i in range(5)]
+        for i in range(5):
+            later.append(asyncio.create_task(signer.sign(digest(f"later still {i}"))))
+            await asyncio.sleep(0)
+        await asyncio.gather(first, *later)
+        await signer.aclose()
+    assert signer.signatures_made == 2
 
 
 async def test_sign_rejects_what_is_not_a_digest(ec_pki: Pki) -> None:

@@ -33,8 +33,8 @@ from tests.conftest import (
 NOT_PASSED = ("connection", "keep-alive", "te", "upgrade", "proxy-authorization", "x-drop-me")
 
 
-def get(url: str, **kwargs: object) -> requests.Response:
-    return requests.get(url, timeout=HTTP_TIMEOUT_SECONDS, **kwargs)  # type: ignore[arg-type]
+def get(url: str, headers: dict[str, str] | None = None) -> requests.Response:
+    return requests.get(url, headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
 
 
 def expected_request_hash(prepared: requests.PreparedRequest, target: str, message_id: str) -> str:
@@ -77,7 +77,7 @@ def test_post_with_a_json_body_creates_an_application(fed: Federation) -> None:
     created = requests.post(
         rest_url(fed, "gw-a", BENEFITS_API, "/applications"),
         json=application,
-        headers=rest_headers(**{"X-Road-Id": "application-1"}),
+        headers=rest_headers(extra={"X-Road-Id": "application-1"}),
         timeout=HTTP_TIMEOUT_SECONDS,
     )
 
@@ -102,7 +102,7 @@ def test_post_with_a_json_body_creates_an_application(fed: Federation) -> None:
 
 def test_which_headers_reach_the_service(fed: Federation) -> None:
     sent = rest_headers(
-        **{
+        extra={
             "X-Road-Id": "echo-1",
             "X-Road-UserId": "EE38001085718",
             "X-Road-Issue": "case-2026/117",
@@ -153,6 +153,21 @@ def test_which_headers_reach_the_service(fed: Federation) -> None:
     assert headers["x-road-issue"] == ["case-2026/117"]
     assert len(headers["x-road-request-id"]) == 1
     assert "x-road-request-hash" not in headers
+
+
+def test_a_large_body_travels_unchanged(fed: Federation) -> None:
+    body = bytes(range(256)) * 3500  # ~900 KB of every byte value, under the service's 1 MB limit
+
+    response = requests.post(
+        rest_url(fed, "gw-a", BENEFITS_API, "/echo"),
+        data=body,
+        headers=rest_headers(extra={"Content-Type": "application/octet-stream"}),
+        timeout=HTTP_TIMEOUT_SECONDS,
+    )
+
+    assert response.status_code == 200, response.text[:500]
+    # The service decodes what it received with errors="replace": the same bytes give the same text.
+    assert response.json()["body"] == body.decode("utf-8", errors="replace")
 
 
 def test_the_services_own_errors_are_passed_on(fed: Federation) -> None:
@@ -271,7 +286,7 @@ def test_missing_client_header(fed: Federation) -> None:
 def test_error_as_xml_when_the_client_prefers_it(fed: Federation) -> None:
     response = get(
         rest_url(fed, "gw-a", dataclasses.replace(BENEFITS_API, service_code="pensions"), "/x"),
-        headers=rest_headers(Accept="application/xml"),
+        headers=rest_headers(extra={"Accept": "application/xml"}),
     )
 
     assert response.status_code == 404

@@ -11,10 +11,9 @@ import dataclasses
 import hashlib
 import time
 import uuid
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
 import requests
 import zeep
 from zeep.plugins import HistoryPlugin
@@ -22,7 +21,9 @@ from zeep.transports import Transport
 
 from gateway.protocol import faults
 from gateway.serverconf.access import AccessRight
+from gateway.xmlsafe import parse_xml
 from tests.conftest import (
+    BENEFITS,
     CONSUMER,
     GET_PERSON,
     KNOWN_PERSON,
@@ -31,6 +32,7 @@ from tests.conftest import (
     POPULATION_BINDING,
     POPULATION_NS,
     POPULATION_WSDL,
+    SOAP_ENV_NS,
     XROAD_NS,
     Federation,
     assert_soap_fault,
@@ -38,7 +40,6 @@ from tests.conftest import (
     get_person_body,
     get_person_request,
     post_soap,
-    running_federation,
     soap_body,
     soap_fault,
     soap_request,
@@ -106,6 +107,7 @@ def test_zeep_calls_get_person_through_two_gateways(fed: Federation) -> None:
     assert (echoed.service.serviceCode, echoed.service.serviceVersion) == ("getPerson", "v1")
     assert (echoed.representedParty.partyClass, echoed.representedParty.partyCode) == ("COM", "12345678")
     # PROTOCOL.md: gw-b sets requestHash, the SHA-512 of the request exactly as zeep sent it.
+    assert history.last_received is not None
     received = history.last_received["envelope"]
     request_hash = received.find(f".//{{{XROAD_NS}}}requestHash")
     assert request_hash is not None
@@ -125,6 +127,43 @@ def test_zeep_list_persons_with_a_filter(fed: Federation) -> None:
     answer = service.listPersons(nameContains="kas", _soapheaders=headers)
 
     assert [(p.personalCode, p.name) for p in answer.body.person] == [("49002124277", "Liis Kask")]
+
+
+def test_concurrent_calls_each_get_their_own_answer(fed: Federation) -> None:
+    """Signatures are batched across concurrent messages (DESIGN.md "One signer"): no answer may mix."""
+    codes = ["38001085718", "49002124277", "37605030299", "48512245710", "50304150023", "46108090036"] * 5
+
+    def call(code: str) -> tuple[str, str | None, bytes, str | None]:
+        request = get_person_request(code)
+        response = post_soap(fed.internal_url("gw-a"), request)
+        envelope = parse_xml(response.content)
+        request_hash = envelope.findtext(f"{{{SOAP_ENV_NS}}}Header/{{{XROAD_NS}}}requestHash")
+        personal_code = soap_body(response).findtext(
+            f"{{{POPULATION_NS}}}person/{{{POPULATION_NS}}}personalCode"
+        )
+        return code, personal_code, request, request_hash
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(call, codes))
+
+    for code, personal_code, request, request_hash in results:
+        assert personal_code == code
+        assert base64.b64decode(request_hash or "") == hashlib.sha512(request).digest()
+
+
+def test_provider_not_in_the_global_configuration(fed: Federation) -> None:
+    service = dataclasses.replace(GET_PERSON, member_code="9999")
+
+    response = post_soap(fed.internal_url("gw-a"), soap_request(service, get_person_body(KNOWN_PERSON)))
+
+    assert_soap_fault(response, faults.UNKNOWN_MEMBER)
+
+
+def test_client_not_registered_at_this_gateway(fed: Federation) -> None:
+    """gw-c's subsystem is a member of the federation, but gw-a does not host it."""
+    response = post_soap(fed.internal_url("gw-a"), get_person_request(KNOWN_PERSON, client=BENEFITS))
+
+    assert_soap_fault(response, faults.UNKNOWN_MEMBER)
 
 
 def test_the_services_own_fault_is_passed_on_unchanged(fed: Federation) -> None:
@@ -235,28 +274,21 @@ def test_access_is_denied_once_revoked_and_allowed_once_granted_again(fed: Feder
 # --- failover ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def standby_fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    """A federation whose global configuration lists a dead gateway for gw-b's subsystem, first."""
-    with running_federation(tmp_path_factory.mktemp("standby"), unreachable_standby=True) as running:
-        yield running
-
-
-def test_failover_to_the_providers_second_gateway(standby_fed: Federation) -> None:
+def test_failover_to_the_providers_second_gateway(spare_fed: Federation) -> None:
     # Neither gateway was tried yet, so gw-a tries them in the configuration's order: the dead one first.
     for _ in range(3):
-        response = post_soap(standby_fed.internal_url("gw-a"), get_person_request(KNOWN_PERSON))
+        response = post_soap(spare_fed.internal_url("gw-a"), get_person_request(KNOWN_PERSON))
         person = soap_body(response).find(f"{{{POPULATION_NS}}}person")
         assert person is not None and person.findtext(f"{{{POPULATION_NS}}}name") == "Mart Tamm"
 
     # The standby is registered for the provider and really dead: asked for by name, it is unreachable.
-    standby = standby_fed.description["standby"]
+    standby = spare_fed.description["standby"]
     pinned_to_standby = soap_request(
         GET_PERSON,
         get_person_body(KNOWN_PERSON),
         extra_header=_security_server_xml(standby["server_id"]),
     )
-    assert_soap_fault(post_soap(standby_fed.internal_url("gw-a"), pinned_to_standby), faults.NETWORK_ERROR)
+    assert_soap_fault(post_soap(spare_fed.internal_url("gw-a"), pinned_to_standby), faults.NETWORK_ERROR)
 
 
 def _security_server_xml(server_id: str) -> str:

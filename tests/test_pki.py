@@ -501,6 +501,45 @@ def test_verify_chain_through_an_intermediate(ca: pki.CertificateAuthority) -> N
         verify_chain(leaf, [], [ca.certificate], NOW)  # the intermediate is needed
 
 
+def test_a_remembered_chain_is_held_to_each_new_time() -> None:
+    """verify_chain remembers chains it built; a later call must still check every validity period."""
+    start = NOW - dt.timedelta(days=20)
+    ca_key = generate_key()
+    ca_cert = pki.build_ca_certificate(ca_key, "short-lived CA", start, validity=dt.timedelta(days=10))
+    leaf = (  # outlives its CA, which the development PKI would not issue
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "long-lived leaf")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(generate_key().public_key())
+        .serial_number(pki.random_serial())
+        .not_valid_before(start)
+        .not_valid_after(NOW + dt.timedelta(days=10))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    while_valid = start + dt.timedelta(days=1)
+    assert verify_chain(leaf, [], [ca_cert], while_valid) == [leaf, ca_cert]
+    assert verify_chain(leaf, [], [ca_cert], while_valid + dt.timedelta(hours=1)) == [leaf, ca_cert]
+    with pytest.raises(CertificateError) as caught:
+        verify_chain(leaf, [], [ca_cert], NOW)  # the leaf still is valid; its CA no longer is
+    assert caught.value.problem is CertificateProblem.UNTRUSTED
+    with pytest.raises(CertificateError) as caught:
+        verify_chain(leaf, [], [ca_cert], start - dt.timedelta(days=1))
+    assert caught.value.problem is CertificateProblem.NOT_YET_VALID
+
+
+def test_a_remembered_chain_counts_only_for_its_own_anchors(
+    issued: dict[str, pki.IssuedFiles], ca: pki.CertificateAuthority, tmp_path: Path
+) -> None:
+    leaf = issued["member"].certificate
+    assert verify_chain(leaf, [], [ca.certificate], NOW)[0] == leaf
+    stranger = pki.init_pki(tmp_path, settings=pki.CaSettings(common_name=pki.DEFAULT_CA_NAME))
+    with pytest.raises(CertificateError) as caught:
+        verify_chain(leaf, [], [stranger.certificate], NOW)
+    assert caught.value.problem is CertificateProblem.UNTRUSTED
+    assert verify_chain(leaf, [], [stranger.certificate, ca.certificate], NOW)[-1] == ca.certificate
+
+
 # --- the PKI directory and revocation -------------------------------------------------------
 
 

@@ -2,8 +2,13 @@
 
 Each message's leaf digest waits at most one short window; the digests that arrived in it go
 into a hash tree whose root is signed once, and each message gets the signed root with its own
-path to it. With EC keys the private-key operation is cheap and runs on the event loop; a slow
-key (large RSA, an HSM) is given an executor so the loop keeps serving while it signs.
+path to it. The window is adaptive: an idle signer (its last batch held one message, or it
+signed nothing for a window) signs on the event loop's next iteration, which still gathers
+every message that arrived in the current one, so a lone request pays no window; once batches
+hold several messages, or a slow key is still signing the last one, it waits the window.
+
+With EC keys the private-key operation is cheap and runs on the event loop; a slow key (large
+RSA, an HSM) is given an executor so the loop keeps serving while it signs.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from gateway.crypto.rootsig import (
 __all__ = ["BatchSigner", "MessageSignature", "VerifiedRoot", "verify_message_signature"]
 
 DEFAULT_WINDOW_SECONDS: Final = 0.002
-"""Long enough to gather the requests of a busy second (~500/s per core, STACK.md), short
-against the ~1 ms a request spends in the gateway anyway."""
+"""Under load: long enough to gather the requests of a busy second (~500/s per core, STACK.md),
+short against the tens of ms a queued request waits anyway. An idle signer does not wait it."""
 
 DEFAULT_MAX_BATCH: Final = 512
 """A full batch is signed at once: proofs stay at 9 steps and no message waits behind a flood."""
@@ -42,7 +47,11 @@ def _utc_now() -> datetime:
 
 
 class BatchSigner:
-    """Collects leaf digests for `window_seconds` (or until `max_batch`) and signs their tree's root once."""
+    """Collects leaf digests and signs their tree's root once per batch.
+
+    A batch closes after one loop iteration when the signer is idle, after `window_seconds`
+    when it is busy, and at once when it reaches `max_batch`.
+    """
 
     def __init__(
         self,
@@ -62,7 +71,9 @@ class BatchSigner:
         self._executor = executor
         self._clock = clock
         self._pending: list[_Waiter] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._last_batch_size = 0
+        self._last_flush_at = float("-inf")
         self._in_flight: set[asyncio.Task[None]] = set()
         self.signatures_made = 0
         """Roots signed so far (one per batch): for metrics, and for tests that count batching."""
@@ -80,8 +91,21 @@ class BatchSigner:
         if len(self._pending) >= self._max_batch:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self._window, self._flush)
+            if self._busy(loop.time()):
+                self._timer = loop.call_later(self._window, self._flush)
+            else:  # still gathers every message that arrives in this loop iteration
+                self._timer = loop.call_soon(self._flush)
         return await future
+
+    def _busy(self, now: float) -> bool:
+        """Whether to wait the window: only when messages overlap, so waiting gathers some.
+
+        They do while a slow key still signs the last batch, or when the last batch had
+        company and was signed less than a window ago.
+        """
+        if self._in_flight:
+            return True
+        return self._last_batch_size > 1 and now - self._last_flush_at < self._window
 
     async def aclose(self) -> None:
         """Sign what is waiting and let in-flight batches finish, e.g. at shutdown."""
@@ -96,6 +120,8 @@ class BatchSigner:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        self._last_batch_size = len(batch)
+        self._last_flush_at = asyncio.get_running_loop().time()
         if self._executor is None:
             self._sign_now(batch)
             return

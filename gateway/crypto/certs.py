@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,6 +50,13 @@ CERTIFICATE_FILE_MODE = 0o644
 
 MAX_CHAIN_DEPTH = 4
 """Root, at most two intermediates, leaf: deeper chains are a misconfiguration, not a federation."""
+
+IDENTITY_CACHE_SIZE = 1024
+"""Certificates whose identifiers are remembered: the federation's signing and TLS certificates."""
+
+CHAIN_CACHE_SIZE = 1024
+"""Chains remembered as built: one per signer, TSA or peer certificate and trust set in use,
+which a federation counts in hundreds; each entry is a few certificates' references."""
 
 _PEM_MARKER = b"-----BEGIN CERTIFICATE-----"
 
@@ -131,11 +141,14 @@ def server_uri(server: SecurityServerId) -> str:
     return SERVER_URI_PREFIX + server.to_text()
 
 
+@lru_cache(maxsize=IDENTITY_CACHE_SIZE)
 def identifiers_of(certificate: x509.Certificate) -> tuple[ClientId | None, SecurityServerId | None]:
     """The member and the gateway a certificate speaks for, read from its SAN URIs.
 
     Either may be None (a TSA or OCSP certificate names neither). A URI of our kind that does
     not parse, a subsystem in a member URI, or two URIs of one kind raise CertificateError.
+    Answers are remembered per certificate (the proxy asks for every signed message); refusals
+    are not, they are raised again each time.
     """
     uris = _san_uris(certificate)
     member_texts = [uri[len(MEMBER_URI_PREFIX) :] for uri in uris if uri.startswith(MEMBER_URI_PREFIX)]
@@ -205,6 +218,21 @@ def verify_chain(
     _check_end_entity(certificate)
     if purpose is not None:
         _check_purpose(certificate, purpose)
+    key = (certificate, tuple(intermediates), tuple(trust_anchors))
+    cached = _built_chains.get(key)
+    if cached is not None and all(_valid_at(member, at) for member in cached):
+        return list(cached)
+    chain = _build_chain(certificate, key[1], key[2], at)
+    _built_chains.put(key, tuple(chain))
+    return chain
+
+
+def _build_chain(
+    certificate: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    trust_anchors: Sequence[x509.Certificate],
+    at: dt.datetime,
+) -> list[x509.Certificate]:
     verifier = (
         PolicyBuilder()
         .store(Store(list(trust_anchors)))
@@ -219,6 +247,51 @@ def verify_chain(
         return verifier.verify(certificate, list(intermediates)).chain
     except VerificationError as exc:
         raise CertificateError(CertificateProblem.UNTRUSTED, f"chain not trusted: {exc}") from exc
+
+
+_ChainKey = tuple[x509.Certificate, tuple[x509.Certificate, ...], tuple[x509.Certificate, ...]]
+
+
+class _BuiltChains:
+    """Chains that path validation accepted, by (leaf, intermediates, anchors): a bounded LRU.
+
+    Building a chain (a policy, a store, signature checks) costs ~150 µs, and a gateway checks
+    the same few signers on every message. Without revocation, the only input that changes
+    between calls is the time, and it enters path validation solely through each certificate's
+    validity period (RFC 5280 §6.1.3 (a)(2)): so a cached chain whose every certificate is valid
+    at the new time is a valid path at that time. Any other case rebuilds from scratch, and
+    only successes are stored.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[_ChainKey, tuple[x509.Certificate, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: _ChainKey) -> tuple[x509.Certificate, ...] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: _ChainKey, chain: tuple[x509.Certificate, ...]) -> None:
+        with self._lock:
+            self._entries[key] = chain
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_built_chains = _BuiltChains(CHAIN_CACHE_SIZE)
+
+
+def _valid_at(certificate: x509.Certificate, at: dt.datetime) -> bool:
+    return certificate.not_valid_before_utc <= at <= certificate.not_valid_after_utc
 
 
 def _check_validity_period(certificate: x509.Certificate, at: dt.datetime) -> None:

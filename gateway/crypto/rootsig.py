@@ -5,8 +5,13 @@ The batch signer signs one root per batch; this module turns that root into an
 are standard"; docs/transport.md has the exact layout and command line). It also defines
 :class:`MessageSignature`, what each message carries: the signed root plus its path to it.
 
-Sans-IO: bytes and values in, bytes and values out. The private-key operation happens inside
-python-xmlsec, which releases the GIL, so a slow key can be driven from an executor thread.
+The document has one fixed shape, so both directions do XML-DSig core generation and
+validation (XML-DSig 1.1 §3.1, §3.2) for that shape alone, with `cryptography` for the key
+operation and libxml2's exclusive C14N (through lxml) for reading: a general engine's
+per-document set-up cost several times the signature itself on the hot path. `xmlsec1` stays
+the independent check in the tests, both ways.
+
+Sans-IO: bytes and values in, bytes and values out.
 """
 
 from __future__ import annotations
@@ -22,21 +27,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-import xmlsec
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from lxml import etree
 
 from gateway.crypto.certs import CertificateError, verify_chain
 from gateway.crypto.hashtree import DIGEST_SIZE, Proof, root_from_proof
 from gateway.crypto.keys import PrivateKey
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
-
-if TYPE_CHECKING:  # the stubs name the transform type but do not export it
-    from xmlsec.constants import __Transform as XmlSecTransform
 
 XG_NS: Final = "urn:xgate:signature:1"
 DS_NS: Final = "http://www.w3.org/2000/09/xmldsig#"
@@ -55,6 +58,13 @@ MAX_SIGNED_ROOT_BYTES: Final = 64 * 1024
 VERIFIED_CACHE_SIZE: Final = 4096
 """Distinct signed roots remembered as verified: a batch's messages share one, and a busy peer
 sends a few hundred batches a second, so this covers the last seconds of traffic in ~10 MB."""
+
+SIGNER_KEY_CACHE_SIZE: Final = 256
+"""Signer certificates whose parsed public key is kept: one per member signing key in the
+federation, and members are far fewer than messages."""
+
+BASE64_LINE_LENGTH: Final = 64
+"""xmlsec's line length for base64 element content; kept so our documents look like its own."""
 
 _SIGNING_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 """xs:dateTime in UTC, the only form we write and accept (no offsets, no missing zone)."""
@@ -86,61 +96,103 @@ class MessageSignature:
 
 
 class RootSigner:
-    """Signs roots with one key and certificate; holds the key in python-xmlsec form for reuse.
+    """Signs roots with one key and certificate, writing the document xmlsec writes for the template.
 
-    Loading a key into xmlsec costs more than the signature itself, so the signer keeps it
-    (STACK.md "XML signatures": reuse, don't rebuild per message).
+    Everything but the root, the time and the two values derived from them is fixed per key,
+    so it is built once here; a signature then costs two SHA-256 and one private-key operation.
     """
 
     def __init__(self, key: PrivateKey, cert: x509.Certificate) -> None:
         if cert.public_key() != key.public_key():
             raise ValueError("the certificate is not for this private key")
-        self._sign_method = _signature_transform(key)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise TypeError(f"unsupported signing key type {type(key).__name__}")
+        self._key = key
+        self._sign_method = (
+            ECDSA_SHA256_URI if isinstance(key, ec.EllipticCurvePrivateKey) else RSA_SHA256_URI
         )
-        self._key = xmlsec.Key.from_memory(pem, xmlsec.constants.KeyDataFormatPem)
-        self._key.load_cert_from_memory(
-            cert.public_bytes(serialization.Encoding.DER), xmlsec.constants.KeyDataFormatCertDer
+        cert_b64 = _base64_lines(cert.public_bytes(serialization.Encoding.DER))
+        self._key_info = (
+            f"<ds:KeyInfo>\n<ds:X509Data>\n<ds:X509Certificate>{cert_b64}\n</ds:X509Certificate>\n"
+            "</ds:X509Data>\n</ds:KeyInfo>"
         )
 
     def sign(self, root: bytes, signing_time: datetime) -> bytes:
         """The serialised `xg:SignedRoot` document for `root`, signed now by this key."""
         if len(root) != DIGEST_SIZE:
             raise ValueError(f"a root is a {DIGEST_SIZE}-byte SHA-256 digest")
-        element = etree.Element(f"{{{XG_NS}}}SignedRoot", nsmap={"xg": XG_NS})
-        element.set("Id", SIGNED_ROOT_ID)
-        etree.SubElement(element, f"{{{XG_NS}}}HashAlgorithm").text = SHA256_URI
-        etree.SubElement(element, f"{{{XG_NS}}}Root").text = base64.b64encode(root).decode("ascii")
-        etree.SubElement(element, f"{{{XG_NS}}}SigningTime").text = format_signing_time(signing_time)
-        signature = _signature_template(element, self._sign_method)
-        context = xmlsec.SignatureContext()
-        context.key = self._key
-        context.register_id(element, "Id")
-        context.sign(signature)
-        return etree.tostring(element)
+        content = _signed_root_content(
+            base64.b64encode(root).decode("ascii"), format_signing_time(signing_time)
+        )
+        # Enveloped-signature then exclusive C14N of the document element (XML-DSig 1.1 §6.6.4,
+        # Exc-C14N §3) is the element without its ds:Signature: our serialisation is already canonical.
+        reference_digest = hashlib.sha256(f"{content}</xg:SignedRoot>".encode("ascii")).digest()
+        digest_value = base64.b64encode(reference_digest).decode("ascii")
+        signed_info = _signed_info(self._sign_method, digest_value, canonical=True).encode("ascii")
+        signature_value = _base64_lines(_sign(self._key, signed_info))
+        return (
+            f'{content}<ds:Signature xmlns:ds="{DS_NS}">\n'
+            f"{_signed_info(self._sign_method, digest_value, canonical=False)}\n"
+            f"<ds:SignatureValue>{signature_value}</ds:SignatureValue>\n"
+            f"{self._key_info}\n</ds:Signature></xg:SignedRoot>"
+        ).encode("ascii")
 
 
-def _signature_transform(key: PrivateKey) -> XmlSecTransform:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return xmlsec.constants.TransformEcdsaSha256
-    if isinstance(key, rsa.RSAPrivateKey):
-        return xmlsec.constants.TransformRsaSha256
-    raise TypeError(f"unsupported signing key type {type(key).__name__}")
-
-
-def _signature_template(element: etree._Element, sign_method: XmlSecTransform) -> etree._Element:
-    """An enveloped ds:Signature over `#root`: exclusive C14N, SHA-256, signer's certificate in KeyInfo."""
-    signature = xmlsec.template.create(element, xmlsec.constants.TransformExclC14N, sign_method, ns="ds")
-    element.append(signature)
-    reference = xmlsec.template.add_reference(
-        signature, xmlsec.constants.TransformSha256, uri=f"#{SIGNED_ROOT_ID}"
+def _signed_root_content(root_b64: str, signing_time: str) -> str:
+    """The document up to its ds:Signature; every value is base64 or digits, so nothing needs escaping."""
+    return (
+        f'<xg:SignedRoot xmlns:xg="{XG_NS}" Id="{SIGNED_ROOT_ID}">'
+        f"<xg:HashAlgorithm>{SHA256_URI}</xg:HashAlgorithm>"
+        f"<xg:Root>{root_b64}</xg:Root>"
+        f"<xg:SigningTime>{signing_time}</xg:SigningTime>"
     )
-    xmlsec.template.add_transform(reference, xmlsec.constants.TransformEnveloped)
-    xmlsec.template.add_transform(reference, xmlsec.constants.TransformExclC14N)
-    key_info = xmlsec.template.ensure_key_info(signature)
-    xmlsec.template.x509_data_add_certificate(xmlsec.template.add_x509_data(key_info))
-    return signature
+
+
+def _signed_info(sign_method: str, digest_value: str, *, canonical: bool) -> str:
+    """ds:SignedInfo as xmlsec lays out the template, or its exclusive C14N form.
+
+    The canonical form declares the `ds` prefix on SignedInfo itself and writes empty elements
+    as start-end pairs (Exc-C14N §3, C14N 1.0 §2.3); the tests check it against libxml2's.
+    """
+
+    def empty(tag: str, algorithm: str) -> str:
+        end = f"></ds:{tag}>" if canonical else "/>"
+        return f'<ds:{tag} Algorithm="{algorithm}"{end}'
+
+    return "\n".join(
+        (
+            f'<ds:SignedInfo xmlns:ds="{DS_NS}">' if canonical else "<ds:SignedInfo>",
+            empty("CanonicalizationMethod", EXC_C14N_URI),
+            empty("SignatureMethod", sign_method),
+            f'<ds:Reference URI="#{SIGNED_ROOT_ID}">',
+            "<ds:Transforms>",
+            empty("Transform", ENVELOPED_URI),
+            empty("Transform", EXC_C14N_URI),
+            "</ds:Transforms>",
+            empty("DigestMethod", SHA256_URI),
+            f"<ds:DigestValue>{digest_value}</ds:DigestValue>",
+            "</ds:Reference>",
+            "</ds:SignedInfo>",
+        )
+    )
+
+
+def _sign(key: PrivateKey, data: bytes) -> bytes:
+    """The SignatureValue octets: PKCS#1 v1.5 for RSA, r || s for ECDSA (RFC 6931 §2.3.6, RFC 4050 §3.3)."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    size = _ecdsa_half_length(key.curve)
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+def _ecdsa_half_length(curve: ec.EllipticCurve) -> int:
+    return (curve.key_size + 7) // 8
+
+
+def _base64_lines(data: bytes) -> str:
+    text = base64.b64encode(data).decode("ascii")
+    return "\n".join(text[i : i + BASE64_LINE_LENGTH] for i in range(0, len(text), BASE64_LINE_LENGTH))
 
 
 @lru_cache(maxsize=8)
@@ -149,7 +201,7 @@ def _root_signer(key: PrivateKey, cert: x509.Certificate) -> RootSigner:
 
 
 def sign_root(root: bytes, key: PrivateKey, cert: x509.Certificate, signing_time: datetime) -> bytes:
-    """Sign one hash-tree root; the xmlsec form of (key, cert) is cached across calls."""
+    """Sign one hash-tree root; the per-key part of the document is cached across calls."""
     return _root_signer(key, cert).sign(root, signing_time)
 
 
@@ -218,11 +270,8 @@ def _verify_uncached(xml: bytes, trusted_cas: tuple[x509.Certificate, ...]) -> V
     except (UnsafeXml, XmlSyntaxError) as exc:
         raise SignatureVerificationError(f"signed root is not acceptable XML: {exc}") from exc
     parsed = _parse_signed_root(element)
-    try:
-        signer_cert = x509.load_der_x509_certificate(parsed.cert_der)
-    except ValueError as exc:
-        raise SignatureVerificationError("X509Certificate is not a certificate") from exc
-    _check_xml_signature(element, parsed.signature, parsed.cert_der, parsed.sign_method)
+    signer_cert, public_key = _signer_key(parsed.cert_der)
+    _check_xml_signature(element, parsed, public_key)
     _check_signer_certificate(signer_cert, trusted_cas, parsed.signing_time)
     return VerifiedRoot(parsed.root, signer_cert, parsed.signing_time)
 
@@ -232,7 +281,10 @@ class _ParsedSignedRoot:
     root: bytes
     signing_time: datetime
     signature: etree._Element
+    signed_info: etree._Element
     sign_method: str
+    digest_value: bytes
+    signature_value: bytes
     cert_der: bytes
 
 
@@ -260,7 +312,7 @@ def _parse_signed_root(element: etree._Element) -> _ParsedSignedRoot:
         raise SignatureVerificationError("Root is not a SHA-256 digest")
     signing_time = parse_signing_time(_text(time_el))
 
-    signed_info, _value, key_info = _children(
+    signed_info, value, key_info = _children(
         signature, f"{{{DS_NS}}}SignedInfo", f"{{{DS_NS}}}SignatureValue", f"{{{DS_NS}}}KeyInfo"
     )
     c14n, method, reference = _children(
@@ -275,7 +327,7 @@ def _parse_signed_root(element: etree._Element) -> _ParsedSignedRoot:
         raise SignatureVerificationError(f"unsupported signature method {sign_method!r}")
     if reference.get("URI") != f"#{SIGNED_ROOT_ID}":
         raise SignatureVerificationError("the reference must point at the signed root")
-    transforms, digest_method, _digest = _children(
+    transforms, digest_method, digest_value = _children(
         reference, f"{{{DS_NS}}}Transforms", f"{{{DS_NS}}}DigestMethod", f"{{{DS_NS}}}DigestValue"
     )
     enveloped, exclusive = _children(transforms, f"{{{DS_NS}}}Transform", f"{{{DS_NS}}}Transform")
@@ -284,8 +336,16 @@ def _parse_signed_root(element: etree._Element) -> _ParsedSignedRoot:
     _expect_algorithm(digest_method, SHA256_URI)
     (x509_data,) = _children(key_info, f"{{{DS_NS}}}X509Data")
     (cert_el,) = _children(x509_data, f"{{{DS_NS}}}X509Certificate")
-    cert_der = _base64(_text(cert_el), "X509Certificate")
-    return _ParsedSignedRoot(root, signing_time, signature, sign_method, cert_der)
+    return _ParsedSignedRoot(
+        root=root,
+        signing_time=signing_time,
+        signature=signature,
+        signed_info=signed_info,
+        sign_method=sign_method,
+        digest_value=_base64(_leaf_text(digest_value), "DigestValue"),
+        signature_value=_base64(_leaf_text(value), "SignatureValue"),
+        cert_der=_base64(_leaf_text(cert_el), "X509Certificate"),
+    )
 
 
 def _children(element: etree._Element, *tags: str) -> list[etree._Element]:
@@ -300,6 +360,13 @@ def _children(element: etree._Element, *tags: str) -> list[etree._Element]:
 
 def _text(element: etree._Element) -> str:
     return (element.text or "").strip()
+
+
+def _leaf_text(element: etree._Element) -> str:
+    """The text of an element that holds only a value (XML-DSig's base64 content)."""
+    if len(element):
+        raise SignatureVerificationError(f"{etree.QName(element).localname} must hold only text")
+    return _text(element)
 
 
 def _expect_algorithm(element: etree._Element, algorithm: str) -> None:
@@ -326,44 +393,67 @@ def parse_signing_time(text: str) -> datetime:
         raise SignatureVerificationError(f"SigningTime {text!r} is not a valid time") from exc
 
 
-def _check_xml_signature(
-    element: etree._Element, signature: etree._Element, cert_der: bytes, sign_method: str
-) -> None:
-    """python-xmlsec verifies with the embedded certificate's key, pinned so KeyInfo is not reinterpreted."""
-    context = xmlsec.SignatureContext()
-    context.key = _public_key(cert_der)
-    for transform in (
-        xmlsec.constants.TransformEnveloped,
-        xmlsec.constants.TransformExclC14N,
-        xmlsec.constants.TransformSha256,
-    ):
-        context.enable_reference_transform(transform)
-    for transform in (
-        xmlsec.constants.TransformExclC14N,
-        xmlsec.constants.TransformSha256,
-        _SIGN_METHODS[sign_method],
-    ):
-        context.enable_signature_transform(transform)
+_SignerKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+
+@lru_cache(maxsize=SIGNER_KEY_CACHE_SIZE)
+def _signer_key(cert_der: bytes) -> tuple[x509.Certificate, _SignerKey]:
+    """The embedded certificate and its public key, parsed once per certificate."""
     try:
-        context.register_id(element, "Id")
-        context.verify(signature)
-    except xmlsec.Error as exc:
-        raise SignatureVerificationError(f"XML signature does not verify: {exc}") from exc
-
-
-_SIGN_METHODS: Final = {
-    ECDSA_SHA256_URI: xmlsec.constants.TransformEcdsaSha256,
-    RSA_SHA256_URI: xmlsec.constants.TransformRsaSha256,
-}
-
-
-@lru_cache(maxsize=256)
-def _public_key(cert_der: bytes) -> xmlsec.Key:
-    """The signer's public key in xmlsec form, one per certificate (signers are few, messages many)."""
-    try:
-        return xmlsec.Key.from_memory(cert_der, xmlsec.constants.KeyDataFormatCertDer)
-    except xmlsec.Error as exc:
+        cert = x509.load_der_x509_certificate(cert_der)
+        public_key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise SignatureVerificationError("X509Certificate is not a usable certificate") from exc
+    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise SignatureVerificationError(f"unsupported signer key type {type(public_key).__name__}")
+    return cert, public_key
+
+
+def _check_xml_signature(element: etree._Element, parsed: _ParsedSignedRoot, public_key: _SignerKey) -> None:
+    """XML-DSig core validation (XML-DSig 1.1 §3.2) of the one shape `_parse_signed_root` admits.
+
+    The key is the embedded certificate's, pinned, so KeyInfo is never reinterpreted. Reference
+    validation first: the enveloped-signature transform (§6.6.4) and exclusive C14N of the
+    document element; then the SignatureValue over the exclusive C14N of SignedInfo. `element`
+    loses its ds:Signature on the way (it is the caller's private parse).
+    """
+    signed_info = etree.tostring(parsed.signed_info, method="c14n", exclusive=True)
+    _remove_keeping_tail(parsed.signature)
+    digest = hashlib.sha256(etree.tostring(element, method="c14n", exclusive=True)).digest()
+    if not hmac.compare_digest(digest, parsed.digest_value):
+        raise SignatureVerificationError("XML signature does not verify: the reference digest differs")
+    if not _signature_matches(public_key, parsed.sign_method, parsed.signature_value, signed_info):
+        raise SignatureVerificationError("XML signature does not verify: bad SignatureValue")
+
+
+def _remove_keeping_tail(node: etree._Element) -> None:
+    """Drop `node` alone: lxml takes an element's tail text with it, the enveloped transform does not."""
+    parent = node.getparent()
+    assert parent is not None, "ds:Signature is inside the signed root"
+    tail, previous = node.tail, node.getprevious()
+    parent.remove(node)
+    if tail:
+        if previous is None:
+            parent.text = (parent.text or "") + tail
+        else:
+            previous.tail = (previous.tail or "") + tail
+
+
+def _signature_matches(public_key: _SignerKey, sign_method: str, value: bytes, data: bytes) -> bool:
+    try:
+        if sign_method == RSA_SHA256_URI and isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(value, data, padding.PKCS1v15(), hashes.SHA256())
+            return True
+        if sign_method == ECDSA_SHA256_URI and isinstance(public_key, ec.EllipticCurvePublicKey):
+            size = _ecdsa_half_length(public_key.curve)
+            if len(value) != 2 * size:  # r || s, each padded to the curve's size (RFC 4050 §3.3)
+                return False
+            r, s = int.from_bytes(value[:size], "big"), int.from_bytes(value[size:], "big")
+            public_key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+            return True
+    except InvalidSignature:
+        return False
+    return False  # the method does not fit the certificate's key
 
 
 def _check_signer_certificate(

@@ -19,10 +19,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from gateway.crypto.hashtree import DIGEST_SIZE, Proof, ProofStep
-from gateway.crypto.hashtree import Side as TreeSide
-from gateway.crypto.rootsig import MessageSignature
-
 RECORD_FORMAT: Final = "xgate-logrecord/1"
 """Names the serialisation below; a change of fields means a new format name."""
 
@@ -67,8 +63,8 @@ class LogRecord:
     leaf is: it lists the digest of every part, so it proves the body later even when
     `message` is None. `message` is therefore exactly the bytes of the manifest's `message`
     part (log verification checks the two digests agree). `signed_root_xml` and `proof_json`
-    are the batch signature and this message's path to its root (:func:`signature_proof_json`
-    writes it); both are None for an unsigned gateway fault.
+    are the batch signature and this message's path to its root (in the form
+    `gateway.messagelog.asice.encode_proof` writes); both are None for an unsigned gateway fault.
     """
 
     gateway: str  # SecurityServerId text: whose chain this record belongs to
@@ -98,7 +94,7 @@ class LogRecord:
             object.__setattr__(self, "message_sha256", _sha256_hex(self.message))
 
     def without_body(self) -> LogRecord:
-        """The same record with only the digest of its body: body logging off (issue "Body logging policy")."""
+        """The same record with only its body's digest: body logging off (issue "Body logging policy")."""
         from dataclasses import replace
 
         return replace(self, message=None, message_sha256=self.message_sha256)
@@ -146,66 +142,3 @@ def link_hash(prev_hash: bytes, content_digest: bytes) -> bytes:
     if len(prev_hash) != 32 or len(content_digest) != 32:
         raise ValueError("a chain hash is 32 bytes of SHA-256")
     return hashlib.sha256(prev_hash + content_digest).digest()
-
-
-# --- hash-tree proofs as stored text ----------------------------------------------------------
-#
-# A proof is stored as canonical JSON so it can be rechecked with any JSON tool and sha256sum:
-#   steps:       [["left"|"right", "<sibling hex>"], ...]  leaf upwards (gateway.crypto.hashtree)
-#   proof_json:  {"leaf": "<leaf hex>", "steps": <steps>}   a message's path to its SignedRoot
-
-
-def proof_steps_json(proof: Proof) -> str:
-    """The stored form of a hash-tree proof (a record's path to its timestamped root, for one)."""
-    return _canonical([[str(step.side), step.sibling.hex()] for step in proof])
-
-
-def parse_proof_steps(text: str) -> Proof:
-    """Read :func:`proof_steps_json`; raises ValueError on anything else."""
-    return _steps(json.loads(text))
-
-
-def signature_proof_json(signature: MessageSignature) -> str:
-    """`LogRecord.proof_json` for a message signed by the batch signer: its leaf and path."""
-    steps = [[str(step.side), step.sibling.hex()] for step in signature.proof]
-    return _canonical({"leaf": signature.leaf.hex(), "steps": steps})
-
-
-def message_signature(record: LogRecord) -> MessageSignature | None:
-    """The record's batch signature rebuilt from its stored parts; None for an unsigned record.
-
-    Raises ValueError when only one of `signed_root_xml` and `proof_json` is there, or the
-    proof is not in the form :func:`signature_proof_json` writes.
-    """
-    if record.signed_root_xml is None and record.proof_json is None:
-        return None
-    if record.signed_root_xml is None or record.proof_json is None:
-        raise ValueError("a signed record needs both its signed root and its proof")
-    value = json.loads(record.proof_json)
-    if not isinstance(value, dict) or set(value) != {"leaf", "steps"} or not isinstance(value["leaf"], str):
-        raise ValueError('proof_json must be {"leaf": hex, "steps": [...]}')
-    leaf = _digest(value["leaf"])
-    return MessageSignature(record.signed_root_xml, _steps(value["steps"]), leaf)
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _steps(value: Any) -> Proof:
-    if not isinstance(value, list):
-        raise ValueError("a proof is a list of [side, sibling hex] steps")
-    steps: list[ProofStep] = []
-    for step in value:
-        if not (isinstance(step, list) and len(step) == 2 and all(isinstance(x, str) for x in step)):
-            raise ValueError("a proof step is [side, sibling hex]")
-        side, sibling = step
-        steps.append(ProofStep(TreeSide(side), _digest(sibling)))
-    return tuple(steps)
-
-
-def _digest(text: str) -> bytes:
-    value = bytes.fromhex(text)
-    if len(value) != DIGEST_SIZE or text != value.hex():
-        raise ValueError("a digest is 64 lower-case hex digits")
-    return value

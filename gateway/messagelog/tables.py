@@ -24,7 +24,7 @@ from gateway.serverconf.tables import UtcDateTime
 from gateway.serverconf.tables import metadata as _serverconf_metadata
 
 # The server configuration's naming convention: constraint names stay predictable for migrations.
-metadata: Final = sa.MetaData(naming_convention=dict(_serverconf_metadata.naming_convention))
+metadata: Final = sa.MetaData(naming_convention=_serverconf_metadata.naming_convention)
 
 # SQLite aliases only INTEGER PRIMARY KEY to its rowid; BIGINT there would not autoincrement.
 _BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

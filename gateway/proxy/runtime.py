@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from gateway.config import NodeConfig
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import load_certificate_file
 from gateway.crypto.keys import load_private_key
-from gateway.crypto.tls import external_client_context
+from gateway.crypto.tls import add_client_trust, external_client_context
 from gateway.globalconf import GlobalConf, GlobalConfError, GlobalConfSource, load_anchor
 from gateway.ids import ClientId
 from gateway.protocol import faults
@@ -49,6 +50,8 @@ class GatewayRuntime:
     peer_selector: PeerSelector = field(default_factory=PeerSelector)
     peer_session: aiohttp.ClientSession | None = None
     backend_session: aiohttp.ClientSession | None = None
+    internal_tls_context: ssl.SSLContext | None = None
+    _trusted_pins: set[str] = field(default_factory=set)
     _peer_context_cas: tuple[x509.Certificate, ...] = ()
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -119,8 +122,29 @@ class GatewayRuntime:
             await asyncio.sleep(SNAPSHOT_POLL_SECONDS)
             try:
                 self.snapshot = await loop.run_in_executor(None, self.repository.snapshot)
+                self.trust_pinned_certificates()
             except Exception:  # a database hiccup must not stop the loop; the old snapshot stays
                 log.exception("server configuration reload failed")
+
+    def trust_pinned_certificates(self) -> None:
+        """Make every pinned client certificate a trust anchor of the internal HTTPS context.
+
+        Agency systems present self-signed certificates, which the handshake accepts only when
+        trusted (crypto.tls.internal_server_context); one pinned while the node runs must work
+        from the next handshake on. An unpinned one stays trusted by TLS until a restart, but
+        the handler's fingerprint check (consumer.authenticate_client) refuses it at once.
+        """
+        if self.internal_tls_context is None:
+            return
+        new = {
+            pin.sha256: pin.pem
+            for subsystem in self.snapshot.subsystems.values()
+            for pin in subsystem.certificates
+            if pin.sha256 not in self._trusted_pins
+        }
+        if new:
+            add_client_trust(self.internal_tls_context, new.values())
+            self._trusted_pins.update(new)
 
     async def _poll_globalconf(self) -> None:
         while True:
@@ -146,6 +170,7 @@ class GatewayRuntime:
     def reload_snapshot(self) -> None:
         """Called by the admin API after a change so this node sees it at once."""
         self.snapshot = self.repository.snapshot()
+        self.trust_pinned_certificates()
 
     def valid_globalconf(self, fault_code: str = faults.OUTDATED_GLOBALCONF) -> GlobalConf:
         """The current configuration, or the OutdatedGlobalConf fault (PROTOCOL.md)."""

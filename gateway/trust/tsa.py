@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.crypto.keys import PrivateKey
+from gateway.crypto.timestamp import TimeStampResp
 from gateway.trust.pki import random_serial
 
 DEFAULT_POLICY_OID: Final = "2.25.105991907046362012133602385694977673364"
@@ -44,7 +45,7 @@ MAX_REQUEST_BYTES: Final = 8 * 1024
 ACCURACY_SECONDS: Final = 1
 """genTime is given to the whole second (below), so it is accurate to within one second."""
 
-TOKEN_DIGEST: Final = "sha256"
+SIGNING_DIGEST: Final = "sha256"
 """Digest of the signed attributes and of the ESS certificate hash (RFC 5816 default)."""
 
 
@@ -86,10 +87,9 @@ class TimestampAuthority:
         check_tsa_certificate(certificate)
         if key.public_key() != certificate.public_key():
             raise TsaConfigurationError("the TSA key does not belong to the TSA certificate")
-        self.key = key
         self.certificate = certificate
-        self.chain = tuple(chain)
         self.policy_oid = policy_oid
+        self._signer = TokenSigner(key, certificate, (certificate, *chain))
 
     def respond(self, request_der: bytes, now: dt.datetime) -> bytes:
         """The TimeStampResp for `request_der`: a granted token, or a rejection with its failInfo."""
@@ -97,10 +97,10 @@ class TimestampAuthority:
             request = self._accept(request_der)
         except _Rejected as rejected:
             return rejection_response(rejected.rejection)
-        tst_info = self._tst_info(request, now)
-        certificates = (self.certificate, *self.chain) if request.cert_req else ()
-        token = sign_token(tst_info, self.key, self.certificate, certificates)
-        response = tsp.TimeStampResp({"status": {"status": "granted"}, "time_stamp_token": token})
+        token = self._signer.sign(self._tst_info(request, now), with_certificates=request.cert_req)
+        response = TimeStampResp(
+            {"status": {"status": "granted"}, "time_stamp_token": cms.ContentInfo.load(token)}
+        )
         return bytes(response.dump())
 
     def _accept(self, request_der: bytes) -> _AcceptedRequest:
@@ -118,7 +118,8 @@ class TimestampAuthority:
             nonce = request["nonce"].native
             cert_req = bool(request["cert_req"].native)
             has_extensions = request["extensions"].native is not None
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            # What asn1crypto raises on bad input (AttributeError: its REAL type has no .native).
             raise _Rejected("bad_data_format", f"not a TimeStampReq: {exc}") from exc
         if version != "v1":  # RFC 3161 §2.4.1: version v1(1)
             raise _Rejected("bad_data_format", f"unsupported request version {version}")
@@ -165,54 +166,67 @@ def check_tsa_certificate(certificate: x509.Certificate) -> None:
         raise TsaConfigurationError("the TSA certificate needs exactly one critical EKU, timeStamping")
 
 
-def sign_token(
-    tst_info: tsp.TSTInfo,
-    key: PrivateKey,
-    signer: x509.Certificate,
-    certificates: Sequence[x509.Certificate] = (),
-) -> cms.ContentInfo:
-    """A TimeStampToken: `tst_info` in a CMS SignedData signed by `key` (RFC 3161 §2.4.2).
+class TokenSigner:
+    """Makes TimeStampTokens (RFC 3161 §2.4.2) with one key: a CMS SignedData over the TSTInfo.
 
-    Separate from the TSA so tests can make tokens a correct TSA would refuse to make.
+    The parts fixed by the certificate (signer identifier, ESS attribute, certificates) are
+    encoded once here: asn1crypto re-encodes names slowly, and a TSA signs the same ones
+    every time. Separate from the TSA so tests can make tokens a correct TSA would refuse to.
     """
-    tst_der = tst_info.dump()
-    signer_asn1 = _asn1_certificate(signer)
-    signed_attrs = cms.CMSAttributes(
-        [
-            {"type": "content_type", "values": ["tst_info"]},
-            {"type": "message_digest", "values": [hashlib.sha256(tst_der).digest()]},
-            {"type": "signing_certificate_v2", "values": [_signing_certificate_v2(signer_asn1)]},
-        ]
-    )
-    # RFC 5652 §5.4: the signature covers the DER of the attributes with the SET OF tag.
-    signature, signature_algorithm = _sign(key, signed_attrs.dump())
-    signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier(
-                {
-                    "issuer_and_serial_number": {
-                        "issuer": signer_asn1.issuer,
-                        "serial_number": signer_asn1.serial_number,
-                    }
+
+    def __init__(
+        self, key: PrivateKey, signer: x509.Certificate, certificates: Sequence[x509.Certificate] = ()
+    ) -> None:
+        self._key = key
+        signer_asn1 = _asn1_certificate(signer)
+        self._sid_der = cms.SignerIdentifier(
+            {
+                "issuer_and_serial_number": {
+                    "issuer": signer_asn1.issuer,
+                    "serial_number": signer_asn1.serial_number,
                 }
-            ),
-            "digest_algorithm": {"algorithm": TOKEN_DIGEST},
-            "signed_attrs": signed_attrs,
-            "signature_algorithm": {"algorithm": signature_algorithm},
-            "signature": signature,
+            }
+        ).dump()
+        self._ess_attribute_der = cms.CMSAttribute(
+            {"type": "signing_certificate_v2", "values": [_signing_certificate_v2(signer_asn1)]}
+        ).dump()
+        self._certificate_ders = tuple(c.public_bytes(serialization.Encoding.DER) for c in certificates)
+
+    def sign(self, tst_info: tsp.TSTInfo, *, with_certificates: bool) -> bytes:
+        """The token's DER: a ContentInfo holding the SignedData."""
+        tst_der = tst_info.dump()
+        signed_attrs = cms.CMSAttributes(
+            [
+                cms.CMSAttribute({"type": "content_type", "values": ["tst_info"]}),
+                cms.CMSAttribute({"type": "message_digest", "values": [hashlib.sha256(tst_der).digest()]}),
+                cms.CMSAttribute.load(self._ess_attribute_der),
+            ]
+        )
+        # RFC 5652 §5.4: the signature covers the DER of the attributes with the SET OF tag.
+        signature, signature_algorithm = _sign(self._key, signed_attrs.dump())
+        signer_info = cms.SignerInfo(
+            {
+                "version": "v1",
+                "sid": cms.SignerIdentifier.load(self._sid_der),
+                "digest_algorithm": {"algorithm": SIGNING_DIGEST},
+                "signed_attrs": signed_attrs,
+                "signature_algorithm": {"algorithm": signature_algorithm},
+                "signature": signature,
+            }
+        )
+        signed_data: dict[str, object] = {
+            "version": "v3",  # RFC 5652 §5.1: v3 because the content is not id-data
+            "digest_algorithms": [{"algorithm": SIGNING_DIGEST}],
+            "encap_content_info": {"content_type": "tst_info", "content": cms.ParsableOctetString(tst_der)},
+            "signer_infos": [signer_info],
         }
-    )
-    signed_data: dict[str, object] = {
-        "version": "v3",  # RFC 5652 §5.1: v3 because the content is not id-data
-        "digest_algorithms": [{"algorithm": TOKEN_DIGEST}],
-        "encap_content_info": {"content_type": "tst_info", "content": tst_info},
-        "signer_infos": [signer_info],
-    }
-    if certificates:
-        # asn1crypto encodes SET OF sorted: strict DER, whatever order the chain came in.
-        signed_data["certificates"] = [_asn1_certificate(c) for c in certificates]
-    return cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData(signed_data)})
+        if with_certificates and self._certificate_ders:
+            # asn1crypto encodes SET OF sorted: strict DER, whatever order the chain came in.
+            signed_data["certificates"] = [asn1_x509.Certificate.load(der) for der in self._certificate_ders]
+        content_info = cms.ContentInfo(
+            {"content_type": "signed_data", "content": cms.SignedData(signed_data)}
+        )
+        return bytes(content_info.dump())
 
 
 def rejection_response(rejection: Rejection) -> bytes:
@@ -220,13 +234,13 @@ def rejection_response(rejection: Rejection) -> bytes:
     status = tsp.PKIStatusInfo(
         {"status": "rejection", "status_string": [rejection.text], "fail_info": {rejection.failure}}
     )
-    return bytes(tsp.TimeStampResp({"status": status}).dump())
+    return bytes(TimeStampResp({"status": status}).dump())
 
 
 def _signing_certificate_v2(signer: asn1_x509.Certificate) -> tsp.SigningCertificateV2:
-    """ESS signingCertificateV2 (RFC 5035 §3, required for SHA-2 by RFC 5816 §2.2.1)."""
+    """ESS signingCertificateV2 (RFC 5035 §3, required for SHA-2 by RFC 5816)."""
     cert_id = {
-        "hash_algorithm": {"algorithm": TOKEN_DIGEST},  # the DEFAULT, so omitted in DER
+        "hash_algorithm": {"algorithm": SIGNING_DIGEST},  # the DEFAULT, so omitted in DER
         "cert_hash": hashlib.sha256(signer.dump()).digest(),
         "issuer_serial": {
             "issuer": [asn1_x509.GeneralName({"directory_name": signer.issuer})],
@@ -247,4 +261,3 @@ def _sign(key: PrivateKey, data: bytes) -> tuple[bytes, str]:
 
 def _asn1_certificate(certificate: x509.Certificate) -> asn1_x509.Certificate:
     return asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
-

@@ -1,0 +1,860 @@
+"""`xgate central`: run the central registry, set one up, and manage it through its API.
+
+`serve`, `init`, `new-signing-key` and `create-api-key` work on the registry's files; every
+other command is a twin of one management API operation, through
+:class:`gateway.central.api_client.RegistryClient`. As with `xgate admin`, the API key is
+never an argument: it is read from an environment variable (XGATE_CENTRAL_API_KEY unless
+--api-key-env names another) or asked for without echo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import click
+
+from gateway.admin.cli import AdminGroup, format_table, json_option
+from gateway.central.api_client import DEFAULT_URL, RegistryClient, client_path, segment, server_path
+from gateway.central.roles import Role
+
+URL_ENV: Final = "XGATE_CENTRAL_URL"
+DEFAULT_KEY_ENV: Final = "XGATE_CENTRAL_API_KEY"
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+Columns = Sequence[tuple[str, str]]
+
+
+@dataclass
+class RegistrySettings:
+    url: str
+    key_env: str
+    _client: RegistryClient | None = None
+
+    def client(self) -> RegistryClient:
+        if self._client is None:
+            key = os.environ.get(self.key_env) or click.prompt(
+                f"API key ({self.key_env} is not set)", hide_input=True
+            )
+            self._client = RegistryClient(self.url, key)
+        return self._client
+
+
+pass_registry = click.make_pass_decorator(RegistrySettings)
+
+
+@click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--url",
+    envvar=URL_ENV,
+    default=DEFAULT_URL,
+    show_default=True,
+    help=f"The management API (or set {URL_ENV}).",
+)
+@click.option(
+    "--api-key-env",
+    "key_env",
+    default=DEFAULT_KEY_ENV,
+    show_default=True,
+    metavar="VAR",
+    help="Environment variable holding the API key; asked for when unset. Keys are never arguments.",
+)
+@click.pass_context
+def cli(ctx: click.Context, url: str, key_env: str) -> None:
+    """The central registry: members, gateways, trust services, requests, the signed configuration.
+
+    Members and subsystems are written INSTANCE/CLASS/MEMBER[/SUBSYSTEM], gateways
+    INSTANCE/CLASS/MEMBER/SERVER. Every change is audited under the API key's name.
+    """
+    ctx.obj = RegistrySettings(url, key_env)
+
+
+def _emit(result: Any, as_json: bool, columns: Columns = (), message: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    elif message is not None:
+        click.echo(message)
+    elif isinstance(result, list):
+        click.echo(format_table(result, columns) if result else "(none)")
+    elif isinstance(result, dict):
+        for field in [name for name, _ in columns] or list(result):
+            value = result.get(field)
+            shown = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
+            click.echo(f"{field}: {shown}")
+
+
+def _done(as_json: bool, message: str) -> None:
+    _emit({"status": "ok", "message": message}, as_json, message=message)
+
+
+def _pem(path: Path) -> str:
+    return path.read_text(encoding="ascii")
+
+
+def _env_passphrase(variable: str | None) -> bytes | None:
+    """A passphrase from the named environment variable; None when no variable is named."""
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if value is None:
+        raise click.ClickException(f"{variable} is not set")
+    return value.encode()
+
+
+# --- running and setting up -----------------------------------------------------------------
+
+
+@cli.command("serve")
+@click.option("--config", "config_path", required=True, type=_FILE, help="The registry's TOML file.")
+def serve(config_path: Path) -> None:
+    """Serve the management API and the distribution endpoints until SIGTERM."""
+    from gateway.central.server import run
+    from gateway.config import ConfigError
+
+    try:
+        run(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command("init")
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--instance", required=True, help="The federation instance code, e.g. DEV.")
+@click.option(
+    "--pki-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Issue the signing certificate from this PKI's CA (and trust that CA); default: a CA of its own.",
+)
+@click.option("--ca-passphrase-env", metavar="VAR", help="Variable holding the CA key's passphrase.")
+@click.option("--management-port", default=4400, show_default=True, type=int)
+@click.option("--distribution-port", default=4401, show_default=True, type=int)
+def init(
+    directory: Path,
+    instance: str,
+    pki_dir: Path | None,
+    ca_passphrase_env: str | None,
+    management_port: int,
+    distribution_port: int,
+) -> None:
+    """Create a registry in DIR: config, signing key and certificate, database, anchor, first API key."""
+    from gateway.central.bootstrap import RegistrySetupError, init_registry
+    from gateway.config import ConfigError
+    from gateway.trust.pki import PkiError
+
+    try:
+        created = init_registry(
+            directory,
+            instance,
+            pki_dir=pki_dir,
+            ca_passphrase=_env_passphrase(ca_passphrase_env),
+            management_port=management_port,
+            distribution_port=distribution_port,
+        )
+    except (RegistrySetupError, PkiError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"configuration:   {created.config_path}")
+    click.echo(f"signing key:     {created.signing_key_path}")
+    click.echo(f"anchor:          {created.anchor_path}")
+    click.echo(f"anchor cert:     sha256 {created.anchor_sha256}  (give gateways the anchor; check this)")
+    click.echo(f"start it with:   xgate central serve --config {created.config_path}")
+    click.echo(f"API key ({Role.REGISTRY_ADMINISTRATOR.value}, shown once): {created.api_key}")
+
+
+@cli.command("new-signing-key")
+@click.option("--pki-dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--out", "out_prefix", required=True, type=click.Path(path_type=Path), help="Writes OUT.key, OUT.pem."
+)
+@click.option("--name", help="The certificate's CN [default: derived from OUT].")
+@click.option("--ca-passphrase-env", metavar="VAR", help="Variable holding the CA key's passphrase.")
+def new_signing_key(pki_dir: Path, out_prefix: Path, name: str | None, ca_passphrase_env: str | None) -> None:
+    """Issue a configuration-signing key and certificate (then `signing-keys add` them)."""
+    from gateway.trust import pki
+
+    ca = pki.load_ca(pki_dir, _env_passphrase(ca_passphrase_env))
+    profile = pki.ConfigurationSignerProfile(name=name or f"configuration signer {out_prefix.name}")
+    issued = pki.issue(pki_dir, ca, profile, out_prefix=out_prefix)
+    click.echo(f"certificate: {issued.certificate_path}")
+    click.echo(f"private key: {issued.key_path}")
+
+
+@cli.command("create-api-key")
+@click.option("--config", "config_path", required=True, type=_FILE)
+@click.option("--name", required=True, help="Who the key is for (shown in the audit log).")
+@click.option("--role", required=True, type=click.Choice([role.value for role in Role]))
+def create_api_key_offline(config_path: Path, name: str, role: str) -> None:
+    """Create an API key straight in the database (for when no key is left); printed once."""
+    from gateway.central.config import load_config
+    from gateway.central.db import migrate
+    from gateway.central.repository import CentralRepository
+
+    config = load_config(config_path)
+    migrate(config.database_url)
+    repository = CentralRepository.from_url(config.database_url, config.instance)
+    try:
+        record, key = repository.admin.create_api_key(name, role)
+        repository.admin.audit("cli", "api_key.create", f"api key {record.id}", {"name": name, "role": role})
+    finally:
+        repository.engine.dispose()
+    click.echo(key)
+
+
+# --- member classes, members, subsystems ----------------------------------------------------
+
+
+@cli.group("member-classes")
+def member_classes() -> None:
+    """Member classes (GOV, COM, ...)."""
+
+
+_CLASS_COLUMNS: Final = (("code", "code"), ("description", "description"))
+
+
+@member_classes.command("list")
+@json_option
+@pass_registry
+def member_classes_list(settings: RegistrySettings, as_json: bool) -> None:
+    _emit(settings.client().get("/member-classes")["member_classes"], as_json, _CLASS_COLUMNS)
+
+
+@member_classes.command("add")
+@click.argument("code")
+@click.option("--description", default="")
+@json_option
+@pass_registry
+def member_classes_add(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
+    _emit(settings.client().post("/member-classes", {"code": code, "description": description}), as_json)
+
+
+@member_classes.command("describe")
+@click.argument("code")
+@click.argument("description")
+@json_option
+@pass_registry
+def member_classes_describe(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
+    _emit(settings.client().put(f"/member-classes/{segment(code)}", {"description": description}), as_json)
+
+
+@member_classes.command("remove")
+@click.argument("code")
+@json_option
+@pass_registry
+def member_classes_remove(settings: RegistrySettings, code: str, as_json: bool) -> None:
+    settings.client().delete(f"/member-classes/{segment(code)}")
+    _done(as_json, f"removed member class {code}")
+
+
+@cli.group()
+def members() -> None:
+    """Member institutions."""
+
+
+_MEMBER_COLUMNS: Final = (("member_id", "member"), ("name", "name"), ("subsystems", "subsystems"))
+
+
+@members.command("list")
+@json_option
+@pass_registry
+def members_list(settings: RegistrySettings, as_json: bool) -> None:
+    _emit(settings.client().get("/members")["members"], as_json, _MEMBER_COLUMNS)
+
+
+@members.command("add")
+@click.argument("member_class")
+@click.argument("member_code")
+@click.argument("name")
+@json_option
+@pass_registry
+def members_add(
+    settings: RegistrySettings, member_class: str, member_code: str, name: str, as_json: bool
+) -> None:
+    body = {"member_class": member_class, "member_code": member_code, "name": name}
+    _emit(settings.client().post("/members", body), as_json, _MEMBER_COLUMNS)
+
+
+@members.command("show")
+@click.argument("member_id")
+@json_option
+@pass_registry
+def members_show(settings: RegistrySettings, member_id: str, as_json: bool) -> None:
+    _emit(settings.client().get(f"/members/{client_path(member_id)}"), as_json)
+
+
+@members.command("rename")
+@click.argument("member_id")
+@click.argument("name")
+@json_option
+@pass_registry
+def members_rename(settings: RegistrySettings, member_id: str, name: str, as_json: bool) -> None:
+    _emit(
+        settings.client().put(f"/members/{client_path(member_id)}", {"name": name}), as_json, _MEMBER_COLUMNS
+    )
+
+
+@members.command("remove")
+@click.argument("member_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_registry
+def members_remove(settings: RegistrySettings, member_id: str, yes: bool, as_json: bool) -> None:
+    """Delete MEMBER_ID with its subsystems and security servers."""
+    if not yes:
+        click.confirm(f"Delete {member_id} with its subsystems and security servers?", abort=True)
+    settings.client().delete(f"/members/{client_path(member_id)}")
+    _done(as_json, f"removed {member_id}")
+
+
+@cli.group()
+def subsystems() -> None:
+    """Subsystems of members."""
+
+
+@subsystems.command("list")
+@json_option
+@pass_registry
+def subsystems_list(settings: RegistrySettings, as_json: bool) -> None:
+    rows = settings.client().get("/subsystems")["subsystems"]
+    _emit(rows, as_json, (("client_id", "subsystem"), ("servers", "hosted by")))
+
+
+@subsystems.command("add")
+@click.argument("client_id")
+@json_option
+@pass_registry
+def subsystems_add(settings: RegistrySettings, client_id: str, as_json: bool) -> None:
+    _emit(settings.client().post("/subsystems", {"client_id": client_id}), as_json)
+
+
+@subsystems.command("remove")
+@click.argument("client_id")
+@json_option
+@pass_registry
+def subsystems_remove(settings: RegistrySettings, client_id: str, as_json: bool) -> None:
+    settings.client().delete(f"/subsystems/{client_path(client_id)}")
+    _done(as_json, f"removed {client_id}")
+
+
+# --- security servers -----------------------------------------------------------------------
+
+
+@cli.group()
+def servers() -> None:
+    """Security servers (gateways): addresses, certificates, hosted subsystems."""
+
+
+_SERVER_COLUMNS: Final = (("server_id", "server"), ("address", "address"), ("clients", "hosts"))
+
+
+def _server_row(server: dict[str, Any]) -> dict[str, Any]:
+    return {**server, "auth_certificates": [c["sha256"] for c in server["auth_certificates"]]}
+
+
+@servers.command("list")
+@json_option
+@pass_registry
+def servers_list(settings: RegistrySettings, as_json: bool) -> None:
+    _emit(settings.client().get("/security-servers")["security_servers"], as_json, _SERVER_COLUMNS)
+
+
+@servers.command("show")
+@click.argument("server_id")
+@json_option
+@pass_registry
+def servers_show(settings: RegistrySettings, server_id: str, as_json: bool) -> None:
+    server = settings.client().get(f"/security-servers/{server_path(server_id)}")
+    _emit(server if as_json else _server_row(server), as_json)
+
+
+@servers.command("add")
+@click.argument("server_id")
+@click.argument("address")
+@click.option("--auth-cert", "certs", type=_FILE, multiple=True, required=True, help="Repeat for several.")
+@json_option
+@pass_registry
+def servers_add(
+    settings: RegistrySettings, server_id: str, address: str, certs: tuple[Path, ...], as_json: bool
+) -> None:
+    """Register SERVER_ID at ADDRESS directly (without a request from the gateway)."""
+    body = {"server_id": server_id, "address": address, "auth_certificates": [_pem(path) for path in certs]}
+    _emit(settings.client().post("/security-servers", body), as_json, _SERVER_COLUMNS)
+
+
+@servers.command("address")
+@click.argument("server_id")
+@click.argument("address")
+@json_option
+@pass_registry
+def servers_address(settings: RegistrySettings, server_id: str, address: str, as_json: bool) -> None:
+    path = f"/security-servers/{server_path(server_id)}/address"
+    _emit(settings.client().put(path, {"address": address}), as_json, _SERVER_COLUMNS)
+
+
+@servers.command("add-cert")
+@click.argument("server_id")
+@click.argument("cert", type=_FILE)
+@json_option
+@pass_registry
+def servers_add_cert(settings: RegistrySettings, server_id: str, cert: Path, as_json: bool) -> None:
+    path = f"/security-servers/{server_path(server_id)}/auth-certificates"
+    _emit(settings.client().post(path, {"certificate": _pem(cert)}), as_json, _SERVER_COLUMNS)
+
+
+@servers.command("remove-cert")
+@click.argument("server_id")
+@click.argument("sha256")
+@json_option
+@pass_registry
+def servers_remove_cert(settings: RegistrySettings, server_id: str, sha256: str, as_json: bool) -> None:
+    settings.client().delete(
+        f"/security-servers/{server_path(server_id)}/auth-certificates/{segment(sha256)}"
+    )
+    _done(as_json, f"removed certificate {sha256} from {server_id}")
+
+
+@servers.command("add-client")
+@click.argument("server_id")
+@click.argument("client_id")
+@json_option
+@pass_registry
+def servers_add_client(settings: RegistrySettings, server_id: str, client_id: str, as_json: bool) -> None:
+    path = f"/security-servers/{server_path(server_id)}/clients"
+    _emit(settings.client().post(path, {"client_id": client_id}), as_json, _SERVER_COLUMNS)
+
+
+@servers.command("remove-client")
+@click.argument("server_id")
+@click.argument("client_id")
+@json_option
+@pass_registry
+def servers_remove_client(settings: RegistrySettings, server_id: str, client_id: str, as_json: bool) -> None:
+    settings.client().delete(f"/security-servers/{server_path(server_id)}/clients/{client_path(client_id)}")
+    _done(as_json, f"{server_id} no longer hosts {client_id}")
+
+
+@servers.command("remove")
+@click.argument("server_id")
+@json_option
+@pass_registry
+def servers_remove(settings: RegistrySettings, server_id: str, as_json: bool) -> None:
+    settings.client().delete(f"/security-servers/{server_path(server_id)}")
+    _done(as_json, f"removed {server_id}")
+
+
+# --- trust services -------------------------------------------------------------------------
+
+
+def _responders(urls: Sequence[str], certs: Sequence[Path]) -> list[dict[str, Any]]:
+    """--ocsp URL, with --ocsp-cert FILE for the first ones that delegate."""
+    if len(certs) > len(urls):
+        raise click.UsageError("more --ocsp-cert than --ocsp")
+    return [
+        {"url": url, "certificate": _pem(certs[i]) if i < len(certs) else None} for i, url in enumerate(urls)
+    ]
+
+
+@cli.group()
+def cas() -> None:
+    """Trusted certification authorities and their OCSP responders."""
+
+
+_CA_COLUMNS: Final = (("name", "name"), ("certificate", "certificate"), ("ocsp_responders", "ocsp"))
+
+
+@cas.command("list")
+@json_option
+@pass_registry
+def cas_list(settings: RegistrySettings, as_json: bool) -> None:
+    rows = settings.client().get("/trusted-cas")["trusted_cas"]
+    if not as_json:
+        rows = [
+            {
+                **r,
+                "certificate": r["certificate"]["subject"],
+                "ocsp_responders": [o["url"] for o in r["ocsp_responders"]],
+            }
+            for r in rows
+        ]
+    _emit(rows, as_json, _CA_COLUMNS)
+
+
+@cas.command("add")
+@click.argument("name")
+@click.argument("cert", type=_FILE)
+@click.option("--ocsp", "urls", multiple=True, help="An OCSP responder URL; repeat for several.")
+@click.option("--ocsp-cert", "certs", type=_FILE, multiple=True, help="A delegated responder's certificate.")
+@json_option
+@pass_registry
+def cas_add(
+    settings: RegistrySettings,
+    name: str,
+    cert: Path,
+    urls: tuple[str, ...],
+    certs: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    body = {"name": name, "certificate": _pem(cert), "ocsp_responders": _responders(urls, certs)}
+    _emit(settings.client().post("/trusted-cas", body), as_json)
+
+
+@cas.command("ocsp")
+@click.argument("name")
+@click.option("--ocsp", "urls", multiple=True, help="An OCSP responder URL; repeat; none removes all.")
+@click.option("--ocsp-cert", "certs", type=_FILE, multiple=True, help="A delegated responder's certificate.")
+@json_option
+@pass_registry
+def cas_ocsp(
+    settings: RegistrySettings, name: str, urls: tuple[str, ...], certs: tuple[Path, ...], as_json: bool
+) -> None:
+    """Replace NAME's OCSP responders."""
+    path = f"/trusted-cas/{segment(name)}/ocsp-responders"
+    _emit(settings.client().put(path, {"ocsp_responders": _responders(urls, certs)}), as_json)
+
+
+@cas.command("remove")
+@click.argument("name")
+@json_option
+@pass_registry
+def cas_remove(settings: RegistrySettings, name: str, as_json: bool) -> None:
+    settings.client().delete(f"/trusted-cas/{segment(name)}")
+    _done(as_json, f"removed trusted CA {name}")
+
+
+@cli.group()
+def tsas() -> None:
+    """RFC 3161 timestamping authorities."""
+
+
+@tsas.command("list")
+@json_option
+@pass_registry
+def tsas_list(settings: RegistrySettings, as_json: bool) -> None:
+    rows = settings.client().get("/timestamping-authorities")["timestamping_authorities"]
+    _emit(rows, as_json, (("name", "name"), ("url", "url")))
+
+
+@tsas.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.argument("cert", type=_FILE)
+@json_option
+@pass_registry
+def tsas_add(settings: RegistrySettings, name: str, url: str, cert: Path, as_json: bool) -> None:
+    body = {"name": name, "url": url, "certificate": _pem(cert)}
+    _emit(settings.client().post("/timestamping-authorities", body), as_json)
+
+
+@tsas.command("update")
+@click.argument("name")
+@click.argument("url")
+@click.argument("cert", type=_FILE)
+@json_option
+@pass_registry
+def tsas_update(settings: RegistrySettings, name: str, url: str, cert: Path, as_json: bool) -> None:
+    body = {"url": url, "certificate": _pem(cert)}
+    _emit(settings.client().put(f"/timestamping-authorities/{segment(name)}", body), as_json)
+
+
+@tsas.command("remove")
+@click.argument("name")
+@json_option
+@pass_registry
+def tsas_remove(settings: RegistrySettings, name: str, as_json: bool) -> None:
+    settings.client().delete(f"/timestamping-authorities/{segment(name)}")
+    _done(as_json, f"removed timestamping authority {name}")
+
+
+# --- global groups --------------------------------------------------------------------------
+
+
+@cli.group()
+def groups() -> None:
+    """Global groups: sets of members and subsystems usable in access rights everywhere."""
+
+
+_GROUP_COLUMNS: Final = (("code", "code"), ("description", "description"), ("members", "members"))
+
+
+@groups.command("list")
+@json_option
+@pass_registry
+def groups_list(settings: RegistrySettings, as_json: bool) -> None:
+    _emit(settings.client().get("/global-groups")["global_groups"], as_json, _GROUP_COLUMNS)
+
+
+@groups.command("add")
+@click.argument("code")
+@click.option("--description", default="")
+@json_option
+@pass_registry
+def groups_add(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
+    _emit(settings.client().post("/global-groups", {"code": code, "description": description}), as_json)
+
+
+@groups.command("describe")
+@click.argument("code")
+@click.argument("description")
+@json_option
+@pass_registry
+def groups_describe(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
+    _emit(settings.client().put(f"/global-groups/{segment(code)}", {"description": description}), as_json)
+
+
+@groups.command("remove")
+@click.argument("code")
+@json_option
+@pass_registry
+def groups_remove(settings: RegistrySettings, code: str, as_json: bool) -> None:
+    settings.client().delete(f"/global-groups/{segment(code)}")
+    _done(as_json, f"removed global group {code}")
+
+
+@groups.command("add-member")
+@click.argument("code")
+@click.argument("client_id")
+@json_option
+@pass_registry
+def groups_add_member(settings: RegistrySettings, code: str, client_id: str, as_json: bool) -> None:
+    _emit(
+        settings.client().post(f"/global-groups/{segment(code)}/members", {"client_id": client_id}), as_json
+    )
+
+
+@groups.command("remove-member")
+@click.argument("code")
+@click.argument("client_id")
+@json_option
+@pass_registry
+def groups_remove_member(settings: RegistrySettings, code: str, client_id: str, as_json: bool) -> None:
+    settings.client().delete(f"/global-groups/{segment(code)}/members/{client_path(client_id)}")
+    _done(as_json, f"removed {client_id} from {code}")
+
+
+# --- settings, requests, signing keys, the configuration ------------------------------------
+
+
+@cli.group("settings")
+def settings_group() -> None:
+    """Federation-wide settings published in the configuration."""
+
+
+@settings_group.command("show")
+@json_option
+@pass_registry
+def settings_show(settings: RegistrySettings, as_json: bool) -> None:
+    _emit(settings.client().get("/settings"), as_json)
+
+
+@settings_group.command("set")
+@click.option("--validity", "validity_seconds", type=int, help="Seconds each configuration stays valid.")
+@click.option(
+    "--refresh-interval", "refresh_interval_seconds", type=int, help="Seconds between gateway fetches."
+)
+@click.option(
+    "--ocsp-freshness", "ocsp_freshness_seconds", type=int, help="Oldest OCSP response that counts."
+)
+@click.option(
+    "--timestamping-interval", "timestamping_interval_seconds", type=int, help="Seconds between stamps."
+)
+@json_option
+@pass_registry
+def settings_set(settings: RegistrySettings, as_json: bool, **values: int | None) -> None:
+    changes = {name: value for name, value in values.items() if value is not None}
+    if not changes:
+        raise click.UsageError("give at least one setting")
+    _emit(settings.client().put("/settings", changes), as_json)
+
+
+@cli.group("requests")
+def requests_group() -> None:
+    """Registration requests from gateways: list, show, approve, reject."""
+
+
+_REQUEST_COLUMNS: Final = (
+    ("id", "id"),
+    ("type", "type"),
+    ("state", "state"),
+    ("server", "server"),
+    ("client", "client"),
+    ("submitted_at", "submitted"),
+)
+
+
+@requests_group.command("list")
+@click.option("--state", type=click.Choice(["pending", "approved", "rejected"]))
+@json_option
+@pass_registry
+def requests_list(settings: RegistrySettings, state: str | None, as_json: bool) -> None:
+    params = {"state": state} if state else None
+    _emit(settings.client().get("/requests", params)["requests"], as_json, _REQUEST_COLUMNS)
+
+
+@requests_group.command("show")
+@click.argument("request_id")
+@json_option
+@pass_registry
+def requests_show(settings: RegistrySettings, request_id: str, as_json: bool) -> None:
+    _emit(settings.client().get(f"/requests/{segment(request_id)}"), as_json)
+
+
+@requests_group.command("approve")
+@click.argument("request_id")
+@click.option("--reason", help="Why, for the record.")
+@json_option
+@pass_registry
+def requests_approve(settings: RegistrySettings, request_id: str, reason: str | None, as_json: bool) -> None:
+    body = {"reason": reason} if reason else {}
+    _emit(settings.client().post(f"/requests/{segment(request_id)}/approve", body), as_json, _REQUEST_COLUMNS)
+
+
+@requests_group.command("reject")
+@click.argument("request_id")
+@click.option("--reason", required=True, help="Why; the gateway sees it.")
+@json_option
+@pass_registry
+def requests_reject(settings: RegistrySettings, request_id: str, reason: str, as_json: bool) -> None:
+    path = f"/requests/{segment(request_id)}/reject"
+    _emit(settings.client().post(path, {"reason": reason}), as_json, _REQUEST_COLUMNS)
+
+
+@cli.group("signing-keys")
+def signing_keys() -> None:
+    """Configuration-signing keys: add (standby, in the anchor), activate, retire."""
+
+
+def _key_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**r, "sha256": r["certificate"]["sha256"], "expires": r["certificate"]["not_after"]} for r in rows
+    ]
+
+
+_KEY_COLUMNS: Final = (("id", "id"), ("status", "status"), ("sha256", "certificate"), ("expires", "expires"))
+
+
+@signing_keys.command("list")
+@json_option
+@pass_registry
+def signing_keys_list(settings: RegistrySettings, as_json: bool) -> None:
+    rows = settings.client().get("/signing-keys")["signing_keys"]
+    _emit(rows if as_json else _key_rows(rows), as_json, _KEY_COLUMNS)
+
+
+@signing_keys.command("add")
+@click.option(
+    "--key", "key_path", required=True, type=_FILE, help="The private key file (on the registry's host)."
+)
+@click.option("--cert", "cert_path", required=True, type=_FILE, help="Its certificate.")
+@click.option(
+    "--passphrase-env", metavar="VAR", help="Variable holding the key's passphrase (in the registry)."
+)
+@json_option
+@pass_registry
+def signing_keys_add(
+    settings: RegistrySettings, key_path: Path, cert_path: Path, passphrase_env: str | None, as_json: bool
+) -> None:
+    body = {
+        "key_path": str(key_path.resolve()),
+        "cert_path": str(cert_path.resolve()),
+        "passphrase_env": passphrase_env,
+    }
+    _emit(_key_rows([settings.client().post("/signing-keys", body)]), as_json, _KEY_COLUMNS)
+
+
+@signing_keys.command("activate")
+@click.argument("key_id", type=int)
+@json_option
+@pass_registry
+def signing_keys_activate(settings: RegistrySettings, key_id: int, as_json: bool) -> None:
+    _emit(_key_rows([settings.client().post(f"/signing-keys/{key_id}/activate")]), as_json, _KEY_COLUMNS)
+
+
+@signing_keys.command("retire")
+@click.argument("key_id", type=int)
+@json_option
+@pass_registry
+def signing_keys_retire(settings: RegistrySettings, key_id: int, as_json: bool) -> None:
+    _emit(_key_rows([settings.client().post(f"/signing-keys/{key_id}/retire")]), as_json, _KEY_COLUMNS)
+
+
+@cli.group()
+def globalconf() -> None:
+    """The published configuration."""
+
+
+@globalconf.command("status")
+@json_option
+@pass_registry
+def globalconf_status(settings: RegistrySettings, as_json: bool) -> None:
+    _emit(settings.client().get("/globalconf"), as_json)
+
+
+@globalconf.command("publish")
+@json_option
+@pass_registry
+def globalconf_publish(settings: RegistrySettings, as_json: bool) -> None:
+    """Publish a new version now."""
+    settings.client().post("/globalconf/publish")
+    _emit(settings.client().get("/globalconf"), as_json)
+
+
+# --- API keys and the audit log -------------------------------------------------------------
+
+
+@cli.group("api-keys")
+def api_keys() -> None:
+    """Management API keys."""
+
+
+_API_KEY_COLUMNS: Final = (("id", "id"), ("name", "name"), ("role", "role"), ("revoked", "revoked"))
+
+
+@api_keys.command("list")
+@json_option
+@pass_registry
+def api_keys_list(settings: RegistrySettings, as_json: bool) -> None:
+    _emit(settings.client().get("/api-keys")["api_keys"], as_json, _API_KEY_COLUMNS)
+
+
+@api_keys.command("create")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice([role.value for role in Role]))
+@json_option
+@pass_registry
+def api_keys_create(settings: RegistrySettings, name: str, role: str, as_json: bool) -> None:
+    """Create a key; it is printed once."""
+    created = settings.client().post("/api-keys", {"name": name, "role": role})
+    _emit(created, as_json, message=f"key {created['id']} ({role}): {created['key']}")
+
+
+@api_keys.command("revoke")
+@click.argument("key_id", type=int)
+@json_option
+@pass_registry
+def api_keys_revoke(settings: RegistrySettings, key_id: int, as_json: bool) -> None:
+    settings.client().delete(f"/api-keys/{key_id}")
+    _done(as_json, f"revoked API key {key_id}")
+
+
+@cli.command("audit")
+@click.option("--actor")
+@click.option("--action")
+@click.option("--limit", type=int, default=50, show_default=True)
+@json_option
+@pass_registry
+def audit(
+    settings: RegistrySettings, actor: str | None, action: str | None, limit: int, as_json: bool
+) -> None:
+    """Read the audit log, newest first."""
+    params = {k: v for k, v in (("actor", actor), ("action", action), ("limit", str(limit))) if v}
+    columns = (
+        ("at", "at"),
+        ("actor", "actor"),
+        ("action", "action"),
+        ("target", "target"),
+        ("result", "result"),
+    )
+    _emit(settings.client().get("/audit-log", params)["entries"], as_json, columns)

@@ -1,0 +1,478 @@
+"""OCSP from the gateway's side: ask about a certificate, check the answer, keep answers fresh.
+
+A gateway attaches the latest OCSP response for its own certificates to what it signs, and
+its peers check those responses (DESIGN.md step 5): so responses are fetched ahead of need by
+`OcspCache`, and verified wherever they are used by `verify_ocsp_response`. cryptography builds
+and parses OCSP but verifies nothing (STACK.md "OCSP"); every check RFC 6960 §3.2 asks of a
+client is made here: the responder is the CA itself or a certificate the CA issued for OCSP
+signing (§4.2.2.2), the signature covers tbsResponseData, the CertID is the one asked about,
+the response is neither from the future nor too old, and a nonce sent is echoed (RFC 8954).
+
+Sans-IO except `fetch_ocsp` and `OcspCache`, the HTTP edge (RFC 6960 Appendix A).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import enum
+import hmac
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.ocsp import OCSPCertStatus, OCSPResponseStatus
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+OCSP_REQUEST_TYPE: Final = "application/ocsp-request"
+OCSP_RESPONSE_TYPE: Final = "application/ocsp-response"
+"""RFC 6960 Appendix A.1: the media types of a request and a response over HTTP."""
+
+CERT_ID_HASH: Final = hashes.SHA1()  # noqa: S303  (names the issuer, signs nothing)
+"""RFC 5019 §2.1.1: the CertID hash every responder understands. It only names the issuer
+here (collisions do not help an attacker: the responder signs the answer), so SHA-1 is fine."""
+
+CLOCK_SKEW: Final = dt.timedelta(minutes=1)
+"""How far a responder's clock may run ahead of ours before its thisUpdate counts as future."""
+
+MAX_RESPONSE_BYTES: Final = 64 * 1024
+"""A response with a delegated responder certificate is ~1.5 KB; more is not an OCSP answer."""
+
+DEFAULT_REFRESH_FRACTION: Final = 0.5
+"""Refresh once half a response's usable life is gone: a failed fetch leaves the other half."""
+
+DEFAULT_FETCH_TIMEOUT: Final = 10.0
+"""Seconds to wait for a responder: a background refresh can afford patience, not a hang."""
+
+_RSA_PKCS1_OIDS: Final = frozenset(
+    {
+        x509.SignatureAlgorithmOID.RSA_WITH_SHA256,
+        x509.SignatureAlgorithmOID.RSA_WITH_SHA384,
+        x509.SignatureAlgorithmOID.RSA_WITH_SHA512,
+    }
+)
+"""RSA signatures we accept on responses: PKCS#1 v1.5 with SHA-2 (RFC 6960 §4.3, without SHA-1)."""
+
+logger = logging.getLogger(__name__)
+
+
+class OcspProblem(enum.StrEnum):
+    """Why an OCSP response was not obtained or not accepted; callers branch on this."""
+
+    UNAVAILABLE = "unavailable"  # the responder could not be reached or answered outside the protocol
+    MALFORMED = "malformed"
+    UNSUCCESSFUL = "unsuccessful"  # responseStatus other than successful (RFC 6960 §4.2.1)
+    WRONG_CERT_ID = "wrong_cert_id"
+    UNAUTHORIZED_RESPONDER = "unauthorized_responder"
+    BAD_SIGNATURE = "bad_signature"
+    NOT_YET_VALID = "not_yet_valid"  # thisUpdate in the future
+    STALE = "stale"  # thisUpdate older than allowed, or nextUpdate passed
+    NONCE_MISMATCH = "nonce_mismatch"
+
+
+class OcspError(Exception):
+    """An OCSP response could not be had or used; `problem` says why in a form code can branch on."""
+
+    def __init__(self, problem: OcspProblem, message: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class OcspStatus:
+    """What a verified response says about one certificate (RFC 6960 §4.2.1 SingleResponse)."""
+
+    status: OCSPCertStatus
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    produced_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+    reason: x509.ReasonFlags | None = None
+
+    @property
+    def is_good(self) -> bool:
+        return self.status is OCSPCertStatus.GOOD
+
+    def usable_until(self, max_age: dt.timedelta) -> dt.datetime:
+        """When this answer stops counting: max_age after thisUpdate, or nextUpdate if sooner."""
+        limit = self.this_update + max_age
+        return limit if self.next_update is None else min(limit, self.next_update)
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+def build_ocsp_request(
+    certificate: x509.Certificate, issuer: x509.Certificate, nonce: bytes | None = None
+) -> bytes:
+    """OCSPRequest DER asking about `certificate` (RFC 6960 §4.1), with a nonce if given (RFC 8954).
+
+    Without a nonce the answer may come from a responder's cache (RFC 5019 §2.1), which is
+    what responses attached to messages want: freshness is judged by thisUpdate, not by echo.
+    """
+    builder = ocsp.OCSPRequestBuilder().add_certificate(certificate, issuer, CERT_ID_HASH)
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def issuer_hashes(issuer: x509.Certificate, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:
+    """CertID issuerNameHash and issuerKeyHash of `issuer` under `algorithm` (RFC 6960 §4.1.1).
+
+    Computed by cryptography's own request builder, so both sides of a comparison agree on
+    which bytes are hashed (the subject DER; the subjectPublicKey BIT STRING contents).
+    """
+    request = ocsp.OCSPRequestBuilder().add_certificate(issuer, issuer, algorithm).build()
+    return request.issuer_name_hash, request.issuer_key_hash
+
+
+# --- verification ---------------------------------------------------------------------------
+
+
+def verify_ocsp_response(
+    response_der: bytes,
+    certificate: x509.Certificate,
+    issuer: x509.Certificate,
+    now: dt.datetime,
+    max_age_seconds: float,
+    responder_certs: Sequence[x509.Certificate] = (),
+    nonce: bytes | None = None,
+) -> OcspStatus:
+    """What `response_der` says about `certificate`, once every RFC 6960 §3.2 check has passed.
+
+    `responder_certs` are delegated responder certificates known in advance (the global
+    configuration lists them) for responses that do not carry their signer; they are held
+    to the same rule as embedded ones: issued by `issuer` for OCSPSigning. A revoked or
+    unknown status is returned, not raised: the answer is valid, the certificate is not.
+    """
+    if now.tzinfo is None:
+        raise ValueError("verification time must be timezone-aware")
+    with _malformed_on_parse_error():  # cryptography parses parts of a response lazily
+        response = _load(response_der)
+        single = _matching_single_response(response, certificate, issuer)
+        _check_responder(response, issuer, responder_certs, now)
+        _check_times(single, now, dt.timedelta(seconds=max_age_seconds))
+        if nonce is not None:
+            _check_nonce(response, nonce)
+        return OcspStatus(
+            status=single.certificate_status,
+            this_update=single.this_update_utc,
+            next_update=single.next_update_utc,
+            produced_at=response.produced_at_utc,
+            revoked_at=single.revocation_time_utc,
+            reason=single.revocation_reason,
+        )
+
+
+@contextlib.contextmanager
+def _malformed_on_parse_error() -> Iterator[None]:
+    """What cryptography raises on bad input met late (embedded certificates, extensions)."""
+    try:
+        yield
+    except (
+        ValueError,
+        UnsupportedAlgorithm,
+        x509.InvalidVersion,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ) as exc:
+        raise OcspError(OcspProblem.MALFORMED, f"not a well-formed OCSP response: {exc}") from exc
+
+
+def _load(response_der: bytes) -> ocsp.OCSPResponse:
+    response = ocsp.load_der_ocsp_response(response_der)
+    if response.response_status is not OCSPResponseStatus.SUCCESSFUL:
+        raise OcspError(OcspProblem.UNSUCCESSFUL, f"responder answered {response.response_status.name}")
+    return response
+
+
+def _matching_single_response(
+    response: ocsp.OCSPResponse, certificate: x509.Certificate, issuer: x509.Certificate
+) -> ocsp.OCSPSingleResponse:
+    """The SingleResponse whose CertID names `certificate` under `issuer` (RFC 6960 §3.2 item 1)."""
+    if certificate.issuer != issuer.subject:
+        raise OcspError(OcspProblem.WRONG_CERT_ID, "the certificate was not issued by the given issuer")
+    for single in response.responses:
+        try:
+            name_hash, key_hash = issuer_hashes(issuer, single.hash_algorithm)
+        except (ValueError, UnsupportedAlgorithm):
+            continue  # a CertID hash we cannot compute cannot be ours
+        if (
+            single.serial_number == certificate.serial_number
+            and hmac.compare_digest(single.issuer_name_hash, name_hash)
+            and hmac.compare_digest(single.issuer_key_hash, key_hash)
+        ):
+            return single
+    raise OcspError(OcspProblem.WRONG_CERT_ID, "the response is about another certificate")
+
+
+def _check_responder(
+    response: ocsp.OCSPResponse,
+    issuer: x509.Certificate,
+    responder_certs: Sequence[x509.Certificate],
+    now: dt.datetime,
+) -> None:
+    """RFC 6960 §3.2 items 2-3, §4.2.2.2: an authorized responder signed tbsResponseData."""
+    named = [c for c in (issuer, *responder_certs, *response.certificates) if _is_responder_id(response, c)]
+    if not named:
+        raise OcspError(OcspProblem.UNAUTHORIZED_RESPONDER, "the responder's certificate is not at hand")
+    authorized = [c for c in named if _is_authorized(c, issuer, now)]
+    if not authorized:
+        raise OcspError(
+            OcspProblem.UNAUTHORIZED_RESPONDER, "the responder is neither the CA nor delegated by it"
+        )
+    if not any(_signature_verifies(response, c) for c in authorized):
+        raise OcspError(OcspProblem.BAD_SIGNATURE, "the response's signature does not verify")
+
+
+def _is_responder_id(response: ocsp.OCSPResponse, candidate: x509.Certificate) -> bool:
+    """RFC 6960 §4.2.2.3: ResponderID byName is the subject; byKey the SHA-1 of the public key."""
+    if response.responder_name is not None:
+        return response.responder_name == candidate.subject
+    key_hash = x509.SubjectKeyIdentifier.from_public_key(candidate.public_key()).digest  # RFC 5280 §4.2.1.2
+    return response.responder_key_hash is not None and hmac.compare_digest(
+        response.responder_key_hash, key_hash
+    )
+
+
+def _is_authorized(candidate: x509.Certificate, issuer: x509.Certificate, now: dt.datetime) -> bool:
+    """The CA itself, or a certificate it issued with EKU OCSPSigning, valid now (RFC 6960 §4.2.2.2)."""
+    if candidate == issuer:
+        return True
+    if not candidate.not_valid_before_utc <= now <= candidate.not_valid_after_utc:
+        return False
+    try:
+        usage = candidate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    if ExtendedKeyUsageOID.OCSP_SIGNING not in usage:
+        return False
+    try:
+        candidate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    # id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1) lets us skip the responder's own status.
+    return True
+
+
+def _signature_verifies(response: ocsp.OCSPResponse, signer: x509.Certificate) -> bool:
+    """The signature over tbsResponseData, with the hash and padding its algorithm names."""
+    try:
+        hash_algorithm = response.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return False
+    if hash_algorithm is None or isinstance(hash_algorithm, hashes.SHA1):
+        return False  # RFC 6960 §4.3 still allows SHA-1; chosen-prefix collisions make it forgeable
+    public_key = signer.public_key()
+    try:
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(response.signature, response.tbs_response_bytes, ec.ECDSA(hash_algorithm))
+        elif isinstance(public_key, rsa.RSAPublicKey):
+            # cryptography parses RSASSA-PSS signatures' OIDs but not their parameters; only
+            # PKCS#1 v1.5 (what responders use) is accepted.
+            if response.signature_algorithm_oid not in _RSA_PKCS1_OIDS:
+                return False
+            public_key.verify(
+                response.signature, response.tbs_response_bytes, padding.PKCS1v15(), hash_algorithm
+            )
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _check_times(single: ocsp.OCSPSingleResponse, now: dt.datetime, max_age: dt.timedelta) -> None:
+    """RFC 6960 §3.2 items 4-5 and §4.2.2.1: thisUpdate recent enough, nextUpdate not passed."""
+    this_update = single.this_update_utc
+    if this_update > now + CLOCK_SKEW:
+        raise OcspError(OcspProblem.NOT_YET_VALID, f"thisUpdate {this_update.isoformat()} is in the future")
+    if this_update < now - max_age:
+        raise OcspError(OcspProblem.STALE, f"thisUpdate {this_update.isoformat()} is older than {max_age}")
+    next_update = single.next_update_utc
+    if next_update is not None and next_update < now - CLOCK_SKEW:
+        raise OcspError(OcspProblem.STALE, f"nextUpdate {next_update.isoformat()} has passed")
+
+
+def _check_nonce(response: ocsp.OCSPResponse, nonce: bytes) -> None:
+    """RFC 8954 §2.1: a nonce we sent must come back unchanged."""
+    try:
+        echoed = response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+    except x509.ExtensionNotFound as exc:
+        raise OcspError(OcspProblem.NONCE_MISMATCH, "the response carries no nonce") from exc
+    if not hmac.compare_digest(echoed, nonce):
+        raise OcspError(OcspProblem.NONCE_MISMATCH, "the response's nonce is not ours")
+
+
+# --- the HTTP edge --------------------------------------------------------------------------
+
+
+async def fetch_ocsp(
+    session: aiohttp.ClientSession,
+    url: str,
+    certificate: x509.Certificate,
+    issuer: x509.Certificate,
+    timeout: float,
+) -> bytes:
+    """POST an OCSP request for `certificate` to `url` (RFC 6960 A.1); the response DER, unverified."""
+    request = build_ocsp_request(certificate, issuer)
+    try:
+        async with session.post(
+            url,
+            data=request,
+            headers={"Content-Type": OCSP_REQUEST_TYPE, "Accept": OCSP_RESPONSE_TYPE},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
+        ) as response:
+            if response.status != 200:
+                raise OcspError(OcspProblem.UNAVAILABLE, f"responder answered HTTP {response.status}")
+            if response.content_type != OCSP_RESPONSE_TYPE:
+                raise OcspError(OcspProblem.UNAVAILABLE, f"responder answered {response.content_type}")
+            return await _read_limited(response, MAX_RESPONSE_BYTES)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise OcspError(OcspProblem.UNAVAILABLE, f"responder at {url} unreachable: {exc!r}") from exc
+
+
+async def _read_limited(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    try:
+        await response.content.readexactly(max_bytes + 1)
+    except asyncio.IncompleteReadError as short:
+        return short.partial
+    raise OcspError(OcspProblem.UNAVAILABLE, f"OCSP response larger than {max_bytes} bytes")
+
+
+@dataclass(frozen=True)
+class _Watched:
+    certificate: x509.Certificate
+    issuer: x509.Certificate
+    url: str
+    responder_certs: tuple[x509.Certificate, ...]
+
+
+@dataclass(frozen=True)
+class _Held:
+    der: bytes
+    status: OcspStatus
+
+
+@dataclass(frozen=True)
+class OcspRefreshFailure:
+    """A certificate whose response could not be renewed this round; the old one is kept."""
+
+    serial: int
+    error: OcspError
+
+
+class OcspCache:
+    """The latest verified OCSP response for each of our certificates, renewed ahead of need.
+
+    A response is replaced only by a newer one that verifies, so a responder outage or a
+    forged answer never costs the response in hand; a verified *revoked* answer does replace
+    a good one (hiding our own revocation from peers is not the cache's job). `get` returns
+    nothing once a response no longer counts, so a stale one is never attached.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        max_age_seconds: float,
+        refresh_fraction: float = DEFAULT_REFRESH_FRACTION,
+        timeout_seconds: float = DEFAULT_FETCH_TIMEOUT,
+    ) -> None:
+        if not 0 < refresh_fraction < 1:
+            raise ValueError("refresh_fraction must be between 0 and 1")
+        self._session = session
+        self.max_age = dt.timedelta(seconds=max_age_seconds)
+        self.refresh_fraction = refresh_fraction
+        self.timeout_seconds = timeout_seconds
+        self._watched: dict[tuple[bytes, int], _Watched] = {}
+        self._held: dict[tuple[bytes, int], _Held] = {}
+
+    def watch(
+        self,
+        certificate: x509.Certificate,
+        issuer: x509.Certificate,
+        url: str,
+        responder_certs: Sequence[x509.Certificate] = (),
+    ) -> None:
+        """Keep a response for `certificate` from the responder at `url` from the next refresh on."""
+        self._watched[_key(certificate)] = _Watched(certificate, issuer, url, tuple(responder_certs))
+
+    def get(self, certificate: x509.Certificate, now: dt.datetime | None = None) -> bytes | None:
+        """The response DER to attach for `certificate`, or None when none counts any more."""
+        held = self._usable(certificate, now or _utc_now())
+        return None if held is None else held.der
+
+    def status(self, certificate: x509.Certificate, now: dt.datetime | None = None) -> OcspStatus | None:
+        """What the response `get` would return says, for deciding whether to sign at all."""
+        held = self._usable(certificate, now or _utc_now())
+        return None if held is None else held.status
+
+    async def refresh(
+        self, now: dt.datetime | None = None, *, force: bool = False
+    ) -> list[OcspRefreshFailure]:
+        """Fetch and verify a new response for every certificate due (or all with `force`)."""
+        now = now or _utc_now()
+        due = [w for key, w in self._watched.items() if force or self._is_due(key, now)]
+        results = await asyncio.gather(*(self._renew(w) for w in due))
+        return [failure for failure in results if failure is not None]
+
+    async def run(self, interval_seconds: float) -> None:
+        """Refresh every `interval_seconds` until cancelled."""
+        while True:
+            for failure in await self.refresh():
+                logger.warning("OCSP response for serial %x not renewed: %s", failure.serial, failure.error)
+            await asyncio.sleep(interval_seconds)
+
+    def _usable(self, certificate: x509.Certificate, now: dt.datetime) -> _Held | None:
+        held = self._held.get(_key(certificate))
+        if held is None or now > held.status.usable_until(self.max_age):
+            return None
+        return held
+
+    def _is_due(self, key: tuple[bytes, int], now: dt.datetime) -> bool:
+        held = self._held.get(key)
+        if held is None:
+            return True
+        this_update = held.status.this_update
+        life = held.status.usable_until(self.max_age) - this_update
+        return now >= this_update + life * self.refresh_fraction
+
+    async def _renew(self, watched: _Watched) -> OcspRefreshFailure | None:
+        try:
+            der = await fetch_ocsp(
+                self._session, watched.url, watched.certificate, watched.issuer, self.timeout_seconds
+            )
+            status = verify_ocsp_response(
+                der,
+                watched.certificate,
+                watched.issuer,
+                _utc_now(),
+                self.max_age.total_seconds(),
+                watched.responder_certs,
+            )
+        except OcspError as exc:
+            return OcspRefreshFailure(watched.certificate.serial_number, exc)
+        key = _key(watched.certificate)
+        current = self._held.get(key)
+        if current is None or status.this_update >= current.status.this_update:
+            self._held[key] = _Held(der, status)
+        return None
+
+
+def _key(certificate: x509.Certificate) -> tuple[bytes, int]:
+    """Serials are unique per issuer (RFC 5280 §4.1.2.2), so the issuer name goes with the serial."""
+    return certificate.issuer.public_bytes(), certificate.serial_number
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -1,0 +1,668 @@
+"""The message log's storage: the group-committing writer, reads, search, archiving and purge.
+
+The gateway answers its client only after the exchange is logged, so the log sits on the
+request path. :class:`MessageLogWriter` keeps it cheap with group commit: records arriving
+within a few milliseconds (or up to a batch's worth) go into one transaction, run in a thread,
+and every `append` of the batch returns once that transaction has committed. The writer links
+each record into its chain (`prev_hash` -> `record_hash`, gateway.messagelog.record) in order,
+under the chain row's lock, inside the same transaction as the records: a failed write leaves
+nothing behind, and the caller gets :class:`LoggingFailed`.
+
+Chains are per (gateway, node) (see gateway.messagelog.tables): nodes sharing one PostgreSQL
+never contend for one chain, and each node's records stay in the order that node logged them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, Row
+
+from gateway.crypto.hashtree import Proof
+from gateway.messagelog.asice import decode_proof
+from gateway.messagelog.crypto_at_rest import BodyCipher, EncryptedBody
+from gateway.messagelog.db import begin_snapshot_read, begin_write, is_sqlite
+from gateway.messagelog.record import (
+    GENESIS_HASH,
+    Direction,
+    LogRecord,
+    MessageKind,
+    Side,
+    link_hash,
+)
+from gateway.messagelog.tables import blobs, chains, records, timestamps
+from gateway.protocol.faults import LOGGING_FAILED
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_SECONDS: Final = 0.003
+"""Gathers a busy moment's records (hundreds per second per core, STACK.md) into one commit,
+and adds less to a request than the commit's own fsync."""
+
+DEFAULT_MAX_BATCH: Final = 256
+"""A full batch commits at once; a transaction of 256 1-KB records stays a few milliseconds."""
+
+MAX_SEARCH_LIMIT: Final = 1000
+"""A search answers a person; more than this is an export, which the archives are for."""
+
+DEFAULT_PURGE_BATCH: Final = 50_000
+"""Records deleted per chain per purge call: keeps one transaction (and its locks) short."""
+
+_IN_CHUNK: Final = 500
+"""Values per IN (...) list: far below SQLite's 32766 bound parameters, still few round trips."""
+
+
+class LoggingFailed(Exception):
+    """The record could not be logged; nothing of its batch was written.
+
+    The caller answers with a fault (`fault_code`, PROTOCOL.md "Fault codes") instead of the
+    message: an exchange the gateway cannot prove later must not happen.
+    """
+
+    fault_code: Final = LOGGING_FAILED
+
+
+# --- what reads return ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """A chain's row: its head, how far it is timestamped, and where purging left its start."""
+
+    gateway: str
+    node: str
+    head_seq: int
+    head_hash: bytes
+    stamped_seq: int
+    purged_seq: int
+    purged_hash: bytes
+
+
+@dataclass(frozen=True)
+class StoredTimestamp:
+    """One batch's RFC 3161 token over the hash-tree root of its records' hashes."""
+
+    id: int
+    first_seq: int
+    last_seq: int
+    root: bytes
+    token: bytes
+    stamped_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as stored: its place in the chain, its timestamp, its archive state.
+
+    `record.message` is the plaintext body when it was stored in clear or decrypted on reading;
+    `encrypted_body` is set whenever the body is stored encrypted.
+    """
+
+    seq: int
+    node: str
+    record: LogRecord
+    prev_hash: bytes
+    record_hash: bytes
+    encrypted_body: EncryptedBody | None = None
+    timestamp: StoredTimestamp | None = None
+    timestamp_proof_json: str | None = None  # record hash -> stamped root (asice.encode_proof)
+    archived_at: datetime | None = None
+    archive_id: str | None = None
+
+    def timestamp_proof(self) -> Proof | None:
+        """The path from `record_hash` to the timestamp's root; raises asice.ContainerError if malformed."""
+        if self.timestamp_proof_json is None:
+            return None
+        return decode_proof(self.timestamp_proof_json).steps
+
+
+# --- the writer ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A record's row without its chain position, hashed before the chain is locked."""
+
+    row: dict[str, Any]
+    content_digest: bytes
+    blobs: dict[bytes, bytes]
+
+
+_Waiter = tuple[LogRecord, "asyncio.Future[int]"]
+
+
+class MessageLogWriter:
+    """The one writer of a (gateway, node) chain: `append` returns the record's sequence number
+    once it is committed; records arriving together share one transaction."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        gateway: str,
+        node: str,
+        cipher: BodyCipher | None = None,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        executor: Executor | None = None,
+    ) -> None:
+        if window_seconds < 0 or max_batch < 1:
+            raise ValueError("window_seconds must be >= 0 and max_batch >= 1")
+        self._engine = engine
+        self.gateway = gateway
+        self.node = node
+        self._cipher = cipher
+        self._window = window_seconds
+        self._max_batch = max_batch
+        self._executor = executor
+        self._pending: list[_Waiter] = []
+        self._wakeup = asyncio.Event()
+        self._full = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.commits = 0
+        """Transactions committed so far: for metrics, and for tests that count batching."""
+
+    async def append(self, record: LogRecord) -> int:
+        """Log `record`; returns its sequence number once durably committed.
+
+        Raises LoggingFailed when the batch's transaction fails (or the writer is closed), and
+        ValueError for a record that is not this chain's or whose digest is not its body's.
+        """
+        if record.gateway != self.gateway:
+            raise ValueError(f"record of gateway {record.gateway!r} given to the writer of {self.gateway!r}")
+        if record.message is not None and hashlib.sha256(record.message).hexdigest() != record.message_sha256:
+            raise ValueError("message_sha256 is not the digest of the message")
+        if self._closing:
+            raise LoggingFailed("the message log writer is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._pending.append((record, future))
+        if len(self._pending) >= self._max_batch:
+            self._full.set()
+        self._wakeup.set()
+        if self._task is None or self._task.done():  # first append, or the loop was cancelled
+            self._task = loop.create_task(self._run(), name=f"messagelog writer {self.node}")
+        return await future
+
+    async def aclose(self) -> None:
+        """Commit what is waiting and stop; later appends raise LoggingFailed."""
+        self._closing = True
+        self._wakeup.set()
+        self._full.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                continue
+            await self._gather()
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            if not self._pending:
+                self._wakeup.clear()
+            await self._commit(batch)
+
+    async def _gather(self) -> None:
+        """Wait out the window unless the batch is full already (or the writer closes)."""
+        if len(self._pending) >= self._max_batch or self._closing or self._window == 0:
+            return
+        self._full.clear()
+        try:
+            async with asyncio.timeout(self._window):
+                await self._full.wait()
+        except TimeoutError:
+            pass
+
+    async def _commit(self, batch: list[_Waiter]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            first = await loop.run_in_executor(self._executor, self._write, [r for r, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:
+            log.error("message log write of %d records failed: %s", len(batch), exc)
+            failure = LoggingFailed(f"writing the message log failed: {exc}")
+            failure.__cause__ = exc
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        self.commits += 1
+        for offset, (_, future) in enumerate(batch):
+            if not future.done():  # the caller may have been cancelled meanwhile
+                future.set_result(first + offset)
+
+    def _write(self, batch: list[LogRecord]) -> int:
+        """One transaction for the batch (runs in a thread); returns the first record's seq."""
+        prepared = [_prepare(record, self.node, self._cipher) for record in batch]
+        with begin_write(self._engine) as connection:
+            chain = lock_chain(connection, self.gateway, self.node)
+            seq, prev = chain.head_seq, chain.head_hash
+            rows = []
+            for item in prepared:
+                seq += 1
+                record_hash = link_hash(prev, item.content_digest)
+                rows.append({**item.row, "seq": seq, "prev_hash": prev, "record_hash": record_hash})
+                prev = record_hash
+            _insert_blobs(connection, {d: data for item in prepared for d, data in item.blobs.items()})
+            connection.execute(records.insert(), rows)
+            connection.execute(
+                sa.update(chains)
+                .where(chains.c.gateway == self.gateway, chains.c.node == self.node)
+                .values(head_seq=seq, head_hash=prev)
+            )
+        return chain.head_seq + 1
+
+
+def _prepare(record: LogRecord, node: str, cipher: BodyCipher | None) -> _Prepared:
+    stored_blobs: dict[bytes, bytes] = {}
+
+    def blob(data: bytes | None) -> bytes | None:
+        if data is None:
+            return None
+        digest = hashlib.sha256(data).digest()
+        stored_blobs[digest] = data
+        return digest
+
+    message, key_id, nonce = record.message, None, None
+    if cipher is not None and message is not None:
+        encrypted = cipher.encrypt(message)
+        message, key_id, nonce = encrypted.ciphertext, encrypted.key_id, encrypted.nonce
+    row = {
+        "gateway": record.gateway,
+        "node": node,
+        "exchange_id": record.exchange_id,
+        "side": record.side.value,
+        "direction": record.direction.value,
+        "kind": record.kind.value,
+        "logged_at": record.logged_at,
+        "message_id": record.message_id,
+        "client": record.client,
+        "service": record.service,
+        "user_id": record.user_id,
+        "issue": record.issue,
+        "represented_party": record.represented_party,
+        "content_type": record.content_type,
+        "message": message,
+        "body_key_id": key_id,
+        "body_nonce": nonce,
+        "message_sha256": record.message_sha256,
+        "manifest": record.manifest,
+        "signed_root_sha256": blob(record.signed_root_xml),
+        "proof_json": record.proof_json,
+        "ocsp_sha256": blob(record.ocsp_response),
+        "outcome": record.outcome,
+        "fault_detail": record.fault_detail,
+    }
+    return _Prepared(row, record.content_digest(), stored_blobs)
+
+
+def _insert_ignoring_conflicts(
+    connection: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: Sequence[str]
+) -> None:
+    if not rows:
+        return
+    insert = sqlite.insert(table) if is_sqlite(connection) else postgresql.insert(table)
+    connection.execute(insert.on_conflict_do_nothing(index_elements=list(keys)), rows)
+
+
+def _insert_blobs(connection: Connection, found: Mapping[bytes, bytes]) -> None:
+    # Sorted, so two nodes inserting the same OCSP response and signed roots lock them in one order.
+    rows = [{"sha256": digest, "data": found[digest]} for digest in sorted(found)]
+    _insert_ignoring_conflicts(connection, blobs, rows, ["sha256"])
+
+
+def lock_chain(connection: Connection, gateway: str, node: str) -> ChainState:
+    """The chain's row, created if new, locked for this transaction (PostgreSQL: FOR UPDATE;
+    SQLite: the write transaction already holds the database's one write lock)."""
+    query = sa.select(chains).where(chains.c.gateway == gateway, chains.c.node == node).with_for_update()
+    row = connection.execute(query).one_or_none()
+    if row is None:
+        fresh = {
+            "gateway": gateway,
+            "node": node,
+            "head_seq": 0,
+            "head_hash": GENESIS_HASH,
+            "stamped_seq": 0,
+            "purged_seq": 0,
+            "purged_hash": GENESIS_HASH,
+        }
+        _insert_ignoring_conflicts(connection, chains, [fresh], ["gateway", "node"])
+        row = connection.execute(query).one()
+    return _chain_state(row)
+
+
+def chain_state(connection: Connection, gateway: str, node: str) -> ChainState | None:
+    """The chain's row as this transaction sees it, without locking; None before its first record."""
+    query = sa.select(chains).where(chains.c.gateway == gateway, chains.c.node == node)
+    row = connection.execute(query).one_or_none()
+    return None if row is None else _chain_state(row)
+
+
+def _chain_state(row: Row[Any]) -> ChainState:
+    return ChainState(
+        row.gateway,
+        row.node,
+        row.head_seq,
+        bytes(row.head_hash),
+        row.stamped_seq,
+        row.purged_seq,
+        bytes(row.purged_hash),
+    )
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def read_chain(
+    connection: Connection,
+    gateway: str,
+    node: str,
+    *,
+    after_seq: int,
+    limit: int,
+    cipher: BodyCipher | None = None,
+) -> list[StoredRecord]:
+    """Up to `limit` records of one chain with seq > `after_seq`, in chain order."""
+    query = (
+        sa.select(records)
+        .where(records.c.gateway == gateway, records.c.node == node, records.c.seq > after_seq)
+        .order_by(records.c.seq)
+        .limit(limit)
+    )
+    return _load(connection, connection.execute(query).all(), cipher)
+
+
+def get_record(
+    engine: Engine, gateway: str, node: str, seq: int, *, cipher: BodyCipher | None = None
+) -> StoredRecord | None:
+    query = sa.select(records).where(
+        records.c.gateway == gateway, records.c.node == node, records.c.seq == seq
+    )
+    with engine.connect() as connection:
+        found = _load(connection, connection.execute(query).all(), cipher)
+    return found[0] if found else None
+
+
+def get_exchange(engine: Engine, exchange_id: str, *, cipher: BodyCipher | None = None) -> list[StoredRecord]:
+    """The records of one exchange (request, response, faults), in the order they were logged."""
+    query = (
+        sa.select(records)
+        .where(records.c.exchange_id == exchange_id)
+        .order_by(records.c.logged_at, records.c.node, records.c.seq)
+    )
+    with engine.connect() as connection:
+        return _load(connection, connection.execute(query).all(), cipher)
+
+
+def search(
+    engine: Engine,
+    *,
+    gateway: str | None = None,
+    message_id: str | None = None,
+    client: str | None = None,
+    service: str | None = None,
+    user_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    outcome: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    cipher: BodyCipher | None = None,
+) -> list[StoredRecord]:
+    """The security officer's search: records matching every given filter, newest first.
+
+    `client` and `service` are identifiers' text forms as logged; `since` is inclusive and
+    `until` exclusive, on `logged_at`.
+    """
+    if not 1 <= limit <= MAX_SEARCH_LIMIT or offset < 0:
+        raise ValueError(f"limit must be 1..{MAX_SEARCH_LIMIT} and offset >= 0")
+    conditions: list[sa.ColumnElement[bool]] = []
+    for column, value in (
+        (records.c.gateway, gateway),
+        (records.c.message_id, message_id),
+        (records.c.client, client),
+        (records.c.service, service),
+        (records.c.user_id, user_id),
+        (records.c.outcome, outcome),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if since is not None:
+        conditions.append(records.c.logged_at >= since)
+    if until is not None:
+        conditions.append(records.c.logged_at < until)
+    query = (
+        sa.select(records)
+        .where(*conditions)
+        .order_by(records.c.logged_at.desc(), records.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    with engine.connect() as connection:
+        return _load(connection, connection.execute(query).all(), cipher)
+
+
+def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher | None) -> list[StoredRecord]:
+    """Rows to records, with their shared blobs and timestamps fetched once per call."""
+    digests = {d for row in rows for d in (row.signed_root_sha256, row.ocsp_sha256) if d is not None}
+    found_blobs = {
+        bytes(r.sha256): bytes(r.data)
+        for chunk in _chunks(digests)
+        for r in connection.execute(sa.select(blobs).where(blobs.c.sha256.in_(chunk)))
+    }
+    ids = {row.timestamp_id for row in rows if row.timestamp_id is not None}
+    found_timestamps = {
+        r.id: StoredTimestamp(r.id, r.first_seq, r.last_seq, bytes(r.root), bytes(r.token), r.stamped_at)
+        for chunk in _chunks(ids)
+        for r in connection.execute(sa.select(timestamps).where(timestamps.c.id.in_(chunk)))
+    }
+    return [_stored(row, found_blobs, found_timestamps, cipher) for row in rows]
+
+
+def _stored(
+    row: Row[Any],
+    found_blobs: Mapping[bytes, bytes],
+    found_timestamps: Mapping[int, StoredTimestamp],
+    cipher: BodyCipher | None,
+) -> StoredRecord:
+    message = None if row.message is None else bytes(row.message)
+    encrypted = None
+    if row.body_key_id is not None and message is not None:
+        encrypted = EncryptedBody(row.body_key_id, bytes(row.body_nonce), message)
+        message = None if cipher is None else cipher.decrypt(encrypted, row.message_sha256)
+    record = LogRecord(
+        gateway=row.gateway,
+        exchange_id=row.exchange_id,
+        side=Side(row.side),
+        direction=Direction(row.direction),
+        kind=MessageKind(row.kind),
+        logged_at=row.logged_at,
+        message_id=row.message_id,
+        client=row.client,
+        service=row.service,
+        user_id=row.user_id,
+        issue=row.issue,
+        represented_party=row.represented_party,
+        content_type=row.content_type,
+        message=message,
+        manifest=bytes(row.manifest),
+        signed_root_xml=_blob(found_blobs, row.signed_root_sha256),
+        proof_json=row.proof_json,
+        ocsp_response=_blob(found_blobs, row.ocsp_sha256),
+        outcome=row.outcome,
+        fault_detail=row.fault_detail,
+        message_sha256=row.message_sha256,
+    )
+    timestamp = None if row.timestamp_id is None else found_timestamps.get(row.timestamp_id)
+    return StoredRecord(
+        seq=row.seq,
+        node=row.node,
+        record=record,
+        prev_hash=bytes(row.prev_hash),
+        record_hash=bytes(row.record_hash),
+        encrypted_body=encrypted,
+        timestamp=timestamp,
+        timestamp_proof_json=row.timestamp_proof,
+        archived_at=row.archived_at,
+        archive_id=row.archive_id,
+    )
+
+
+def _blob(found: Mapping[bytes, bytes], digest: bytes | None) -> bytes | None:
+    """The blob's bytes; a blob gone missing reads as empty, so the record's hash shows it."""
+    if digest is None:
+        return None
+    return found.get(bytes(digest), b"")
+
+
+def _chunks(values: Collection[Any]) -> Iterable[list[Any]]:
+    ordered = sorted(values)
+    for start in range(0, len(ordered), _IN_CHUNK):
+        yield ordered[start : start + _IN_CHUNK]
+
+
+# --- archiving and retention ---------------------------------------------------------------
+
+
+def records_to_archive(
+    engine: Engine, *, gateway: str, node: str, limit: int, cipher: BodyCipher | None = None
+) -> list[StoredRecord]:
+    """The oldest timestamped records not yet archived, in chain order, for the archiver.
+
+    Only timestamped records: an archive must prove when its records existed.
+    """
+    with begin_snapshot_read(engine) as connection:
+        state = chain_state(connection, gateway, node)
+        if state is None:
+            return []
+        query = (
+            sa.select(records)
+            .where(
+                records.c.gateway == gateway,
+                records.c.node == node,
+                records.c.seq > state.purged_seq,
+                records.c.seq <= state.stamped_seq,
+                records.c.archived_at.is_(None),
+            )
+            .order_by(records.c.seq)
+            .limit(limit)
+        )
+        return _load(connection, connection.execute(query).all(), cipher)
+
+
+def mark_archived(
+    engine: Engine,
+    *,
+    gateway: str,
+    node: str,
+    seqs: Iterable[int],
+    archive_name: str,
+    at: datetime | None = None,
+) -> int:
+    """Record that these records are safely in the archive `archive_name`; returns how many.
+
+    Only timestamped, not yet archived records are marked: an archive cannot claim others.
+    """
+    at = at or datetime.now(UTC)
+    marked = 0
+    with begin_write(engine) as connection:
+        for chunk in _chunks(set(seqs)):
+            result = connection.execute(
+                sa.update(records)
+                .where(
+                    records.c.gateway == gateway,
+                    records.c.node == node,
+                    records.c.seq.in_(chunk),
+                    records.c.archived_at.is_(None),
+                    records.c.timestamp_id.is_not(None),
+                )
+                .values(archived_at=at, archive_id=archive_name)
+            )
+            marked += result.rowcount
+    return marked
+
+
+def purge(engine: Engine, older_than: datetime, *, max_records: int = DEFAULT_PURGE_BATCH) -> int:
+    """Delete archived records logged before `older_than`; returns how many were deleted.
+
+    Per chain only a prefix goes: records up to the first one that is not archived or not old
+    enough, so an unarchived record is never deleted and the chain keeps one start. That start
+    (`purged_seq`, `purged_hash`) is kept in the chain's row: verification begins there, and
+    deleting more of the start without updating it shows. Signed roots, OCSP responses and
+    timestamp tokens that no remaining record needs go with them. Call again while it returns
+    `max_records` per chain or more.
+    """
+    with engine.connect() as connection:
+        keys = connection.execute(sa.select(chains.c.gateway, chains.c.node)).all()
+    deleted = 0
+    for gateway, node in keys:
+        with begin_write(engine) as connection:
+            deleted += _purge_chain(connection, gateway, node, older_than, max_records)
+    return deleted
+
+
+def _purge_chain(
+    connection: Connection, gateway: str, node: str, older_than: datetime, max_records: int
+) -> int:
+    chain = lock_chain(connection, gateway, node)
+    in_chain = (records.c.gateway == gateway, records.c.node == node)
+    keep_from = connection.scalar(
+        sa.select(records.c.seq)
+        .where(
+            *in_chain,
+            records.c.seq > chain.purged_seq,
+            sa.or_(records.c.archived_at.is_(None), records.c.logged_at >= older_than),
+        )
+        .order_by(records.c.seq)
+        .limit(1)
+    )
+    upto = chain.head_seq if keep_from is None else keep_from - 1
+    upto = min(upto, chain.stamped_seq, chain.purged_seq + max_records)
+    if upto <= chain.purged_seq:
+        return 0
+    in_range = (*in_chain, records.c.seq > chain.purged_seq, records.c.seq <= upto)
+    last_hash = connection.scalar(sa.select(records.c.record_hash).where(*in_chain, records.c.seq == upto))
+    if last_hash is None:
+        raise RuntimeError(f"record {upto} of chain {gateway}/{node} is missing: verify the log")
+    referenced = connection.execute(
+        sa.select(records.c.signed_root_sha256, records.c.ocsp_sha256).where(*in_range).distinct()
+    ).all()
+    candidates = {bytes(d) for row in referenced for d in row if d is not None}
+    deleted = connection.execute(sa.delete(records).where(*in_range)).rowcount
+    connection.execute(
+        sa.delete(timestamps).where(
+            timestamps.c.gateway == gateway, timestamps.c.node == node, timestamps.c.last_seq <= upto
+        )
+    )
+    for chunk in _chunks(candidates):
+        connection.execute(
+            sa.delete(blobs).where(
+                blobs.c.sha256.in_(chunk),
+                ~sa.exists().where(records.c.signed_root_sha256 == blobs.c.sha256),
+                ~sa.exists().where(records.c.ocsp_sha256 == blobs.c.sha256),
+            )
+        )
+    connection.execute(
+        sa.update(chains)
+        .where(chains.c.gateway == gateway, chains.c.node == node)
+        .values(purged_seq=upto, purged_hash=bytes(last_hash))
+    )
+    return deleted

@@ -1,0 +1,250 @@
+"""Batch timestamping of the message log (DESIGN.md "One signer": the same idea timestamps).
+
+Every `interval_seconds` the timestamper takes the chain's records not yet stamped, in order,
+builds a hash tree over their record hashes (gateway.crypto.hashtree), and asks a TSA for one
+RFC 3161 token over the root. The token is stored once for the batch and each record keeps its
+path to the root, so one TSA round trip proves when a whole batch existed. The batch always
+ends at the chain head as it was read, so every token also covers the head: the chain up to
+it, and hence every earlier record, existed at the token's time.
+
+Stamping goes strictly in chain order, so "how far is it stamped" is one number per chain
+(`stamped_seq`). When the TSA fails the records wait; `failing_since` lets the proxy refuse new
+requests once that lasts too long (PROTOCOL.md: Server.ClientProxy.LoggingFailed.TimestamperFailed),
+and when the TSA answers again the backlog is stamped in bounded batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from gateway.crypto.hashtree import build_tree
+from gateway.messagelog.asice import encode_proof
+from gateway.messagelog.db import begin_snapshot_read, begin_write
+from gateway.messagelog.store import chain_state, lock_chain
+from gateway.messagelog.tables import chains, records, timestamps
+from gateway.protocol.faults import TIMESTAMPER_FAILED
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+DEFAULT_INTERVAL_SECONDS: Final = 5.0
+"""One TSA request per 5 s: a remote TSA is not loaded per message, and a record waits little."""
+
+DEFAULT_MAX_BATCH: Final = 10_000
+"""Records per token when a backlog is stamped: proofs stay at 14 steps, one transaction bounded."""
+
+DEFAULT_STAMP_TIMEOUT_SECONDS: Final = 60.0
+"""A safety net over the caller's own per-TSA timeouts: a hung TSA must count as failing."""
+
+StampFunction = Callable[[bytes], Awaitable[bytes]]
+"""`stamp(root_digest) -> TimeStampToken DER`: the RFC 3161 client, trying the TSAs in order."""
+
+
+class TimestampingFailed(Exception):
+    """The TSA (or storing its token) failed; the records stay unstamped and are retried."""
+
+    fault_code: Final = TIMESTAMPER_FAILED
+
+
+@dataclass(frozen=True)
+class _Unstamped:
+    stamped_seq: int  # the watermark the batch continues from
+    seqs: list[int]
+    hashes: list[bytes]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class BatchTimestamper:
+    """Stamps one (gateway, node) chain's records in batches, periodically or on demand."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        gateway: str,
+        node: str,
+        stamp: StampFunction,
+        interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        stamp_timeout_seconds: float = DEFAULT_STAMP_TIMEOUT_SECONDS,
+        clock: Callable[[], datetime] = _utc_now,
+        executor: Executor | None = None,
+    ) -> None:
+        if interval_seconds <= 0 or max_batch < 1 or stamp_timeout_seconds <= 0:
+            raise ValueError("interval and timeout must be positive, max_batch >= 1")
+        self._engine = engine
+        self.gateway = gateway
+        self.node = node
+        self._stamp = stamp
+        self._interval = interval_seconds
+        self._max_batch = max_batch
+        self._timeout = stamp_timeout_seconds
+        self._clock = clock
+        self._executor = executor
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.failing_since: datetime | None = None
+        """When the first of the current run of failures happened; None while stamping works."""
+        self.last_error: str | None = None
+        self.tokens_stored = 0
+
+    def is_overdue(self, now: datetime, max_failure_seconds: float) -> bool:
+        """True once stamping has failed for longer than allowed: refuse new requests."""
+        return (
+            self.failing_since is not None
+            and (now - self.failing_since).total_seconds() > max_failure_seconds
+        )
+
+    def start(self) -> None:
+        """Run the periodic loop until :meth:`aclose`."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._loop(), name=f"messagelog timestamper {self.node}"
+            )
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run_once(self) -> int:
+        """Stamp the whole backlog, in batches of at most `max_batch`; returns the records stamped."""
+        async with self._lock:
+            stamped = 0
+            while True:
+                count = await self._stamp_batch()
+                stamped += count
+                if count < self._max_batch:
+                    return stamped
+
+    async def stamp_now(self, seq: int) -> None:
+        """Make sure record `seq` (already appended) is stamped before returning: for a
+        subsystem whose policy wants each exchange timestamped before it is answered."""
+        async with self._lock:
+            while True:
+                state = await self._in_thread(self._read_state)
+                if state is not None and state[0] >= seq:
+                    return
+                if state is None or seq > state[1]:
+                    raise ValueError(f"record {seq} is not in the log yet")
+                await self._stamp_batch()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            # A failure is logged and tracked in failing_since; the next round retries.
+            with contextlib.suppress(TimestampingFailed):
+                await self.run_once()
+
+    async def _stamp_batch(self) -> int:
+        """Stamp up to `max_batch` unstamped records; 0 when none are waiting."""
+        try:
+            unstamped = await self._in_thread(self._read_unstamped)
+            if not unstamped.seqs:
+                return 0
+            root, proofs = build_tree(unstamped.hashes)
+            async with asyncio.timeout(self._timeout):
+                token = await self._stamp(root)
+            stored = await self._in_thread(
+                self._store,
+                unstamped,
+                root,
+                token,
+                [encode_proof(h, p) for h, p in zip(unstamped.hashes, proofs, strict=True)],
+            )
+        except Exception as exc:
+            self._fail(exc)
+            raise TimestampingFailed(f"timestamping the message log failed: {exc}") from exc
+        self.failing_since = None
+        self.last_error = None
+        if stored:
+            self.tokens_stored += 1
+        return len(unstamped.seqs)
+
+    def _fail(self, exc: Exception) -> None:
+        if self.failing_since is None:
+            self.failing_since = self._clock()
+        self.last_error = str(exc) or type(exc).__name__
+        log.warning(
+            "timestamping %s/%s failed (since %s): %s", self.gateway, self.node, self.failing_since, exc
+        )
+
+    async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    # --- database work, in a thread ------------------------------------------------------
+
+    def _read_state(self) -> tuple[int, int] | None:
+        with self._engine.connect() as connection:
+            state = chain_state(connection, self.gateway, self.node)
+        return None if state is None else (state.stamped_seq, state.head_seq)
+
+    def _read_unstamped(self) -> _Unstamped:
+        with begin_snapshot_read(self._engine) as connection:
+            state = chain_state(connection, self.gateway, self.node)
+            if state is None:
+                return _Unstamped(0, [], [])
+            rows = connection.execute(
+                sa.select(records.c.seq, records.c.record_hash)
+                .where(
+                    records.c.gateway == self.gateway,
+                    records.c.node == self.node,
+                    records.c.seq > state.stamped_seq,
+                )
+                .order_by(records.c.seq)
+                .limit(self._max_batch)
+            ).all()
+        return _Unstamped(state.stamped_seq, [r.seq for r in rows], [bytes(r.record_hash) for r in rows])
+
+    def _store(self, unstamped: _Unstamped, root: bytes, token: bytes, proofs: list[str]) -> bool:
+        """Store the token and each record's proof; False when another process stamped them first."""
+        with begin_write(self._engine) as connection:
+            chain = lock_chain(connection, self.gateway, self.node)
+            if chain.stamped_seq != unstamped.stamped_seq:
+                return False
+            first, last = unstamped.seqs[0], unstamped.seqs[-1]
+            inserted = connection.execute(
+                sa.insert(timestamps).values(
+                    gateway=self.gateway,
+                    node=self.node,
+                    first_seq=first,
+                    last_seq=last,
+                    root=root,
+                    token=token,
+                    stamped_at=self._clock(),
+                )
+            ).inserted_primary_key
+            assert inserted is not None
+            timestamp_id = inserted[0]
+            connection.execute(
+                sa.update(records)
+                .where(
+                    records.c.gateway == self.gateway,
+                    records.c.node == self.node,
+                    records.c.seq == sa.bindparam("b_seq"),
+                )
+                .values(timestamp_id=timestamp_id, timestamp_proof=sa.bindparam("b_proof")),
+                [{"b_seq": seq, "b_proof": proof} for seq, proof in zip(unstamped.seqs, proofs, strict=True)],
+            )
+            connection.execute(
+                sa.update(chains)
+                .where(chains.c.gateway == self.gateway, chains.c.node == self.node)
+                .values(stamped_seq=last)
+            )
+        return True
