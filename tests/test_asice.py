@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
@@ -175,30 +176,10 @@ def openssl_timestamp(trust: Trust, digest: bytes) -> bytes:
     """A TimeStampToken over `digest` from `openssl ts -reply`: a TSA that is not our code."""
     directory = trust.directory
     query, token = directory / "query.tsq", directory / "token.der"
-    run = dict(cwd=directory, check=True, capture_output=True, timeout=30)
-    subprocess.run(
-        ["openssl", "ts", "-query", "-digest", digest.hex(), "-sha256", "-cert", "-no_nonce", "-out", query],
-        **run,  # type: ignore[call-overload]
-    )
-    subprocess.run(
-        [
-            "openssl",
-            "ts",
-            "-reply",
-            "-config",
-            "tsa.cnf",
-            "-queryfile",
-            query,
-            "-inkey",
-            "tsa.key",
-            "-signer",
-            "tsa.pem",
-            "-token_out",
-            "-out",
-            token,
-        ],  # fmt: skip
-        **run,  # type: ignore[call-overload]
-    )
+    ask = f"openssl ts -query -digest {digest.hex()} -sha256 -cert -no_nonce -out {query}"
+    reply = f"openssl ts -reply -config tsa.cnf -queryfile {query} -inkey tsa.key -signer tsa.pem -token_out -out {token}"
+    for command in (ask, reply):
+        subprocess.run(command.split(), cwd=directory, check=True, capture_output=True, timeout=30)
     return token.read_bytes()
 
 
@@ -383,7 +364,7 @@ def test_manifest_xml_lists_every_file_with_its_media_type_and_digest(container:
     assert xml.startswith("<?xml version='1.0' encoding='UTF-8'?>\n<asic:ASiCManifest")
     listed = asice._read_asic_manifest(files[ASIC_MANIFEST])
     assert set(listed) == set(files) - {"mimetype", ASIC_MANIFEST}
-    for name, (media_type, digest) in listed.items():
+    for name, (_, digest) in listed.items():
         assert digest == hashlib.sha256(files[name]).digest()
     assert listed[MESSAGE_XML][0] == "text/xml; charset=utf-8"
     assert listed[TIMESTAMP][0] == "application/timestamp-reply"
@@ -596,13 +577,41 @@ def test_any_changed_byte_of_any_file_fails_even_with_a_rebuilt_index(
 ) -> None:
     container = build_container(messages[data.draw(st.sampled_from([0, 1]), label="message")])
     files = files_of(container)
-    name = data.draw(st.sampled_from(sorted(set(files) - {ASIC_MANIFEST})), label="file")
+    # manifest.xml is the unsigned index the forger rebuilds; the token has unsigned parts (below).
+    name = data.draw(st.sampled_from(sorted(set(files) - {ASIC_MANIFEST, TIMESTAMP})), label="file")
     position = data.draw(st.integers(0, len(files[name]) - 1), label="position")
     mask = data.draw(st.integers(1, 255), label="mask")
     changed = bytearray(files[name])
     changed[position] ^= mask
     files[name] = bytes(changed)
     assert not trust.verify(rezip(with_manifest_rebuilt(files))).valid
+
+
+def test_every_signed_byte_of_the_token_matters(trust: Trust, container: bytes) -> None:
+    """The TSTInfo, the signed attributes and the signature: a change anywhere there fails.
+
+    CMS leaves some of a token unsigned (the certificates it carries, the digestAlgorithms
+    hint, the spelling of the signer's name); no RFC 3161 verifier, openssl included, notices
+    changes there, and they change nothing the token proves.
+    """
+    files = files_of(container)
+    response = files[TIMESTAMP]
+    token = asice.timestamp_token_of(response)
+    signed_data = cms.ContentInfo.load(token)["content"]
+    signer_info = signed_data["signer_infos"][0]
+    regions = [
+        signed_data["encap_content_info"]["content"].contents,
+        signer_info["signed_attrs"].contents,
+        signer_info["signature"].contents,
+    ]
+    for region in regions:
+        start = response.index(region)
+        for position in range(start, start + len(region)):
+            changed = bytearray(response)
+            changed[position] ^= 0x01
+            files[TIMESTAMP] = bytes(changed)
+            report = trust.verify(rezip(with_manifest_rebuilt(files)))
+            assert set(failed(report)) == {"timestamp"}, position
 
 
 # --- hostile zips -------------------------------------------------------------------------

@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gateway.crypto.hashtree import build_tree
 from gateway.crypto.keys import KeyAlgorithm, generate_key
 from gateway.crypto.timestamp import verify_timestamp_token
 from gateway.messagelog import tables
@@ -25,7 +29,7 @@ from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.record import GENESIS_HASH, chain_hash
 from gateway.messagelog.store import MessageLogWriter
 from gateway.messagelog.timestamping import BatchTimestamper
-from gateway.messagelog.verify import Problem, VerificationReport, verify_log
+from gateway.messagelog.verify import Problem, VerificationReport, _KnownNodes, verify_log
 from gateway.trust.pki import CaSettings, CertificateAuthority, build_ca_certificate
 from tests import test_messagelog_store as store_tests
 from tests.test_messagelog_store import (
@@ -222,6 +226,7 @@ TAMPERINGS = [
     Tampering("two records swapped", _swap, 5, Problem.NOT_LINKED),
     Tampering("timestamp removed", _edit(3, timestamp_id=None, timestamp_proof=None), 3, Problem.NOT_STAMPED),
     Tampering("timestamp proof moved", _move_timestamp_proof, 3, Problem.TIMESTAMP),
+    Tampering("timestamp proof garbled", _edit(3, timestamp_proof='{"steps": []}'), 3, Problem.TIMESTAMP),
     Tampering("token swapped", _swap_tokens, 1, Problem.TIMESTAMP),
 ]  # fmt: skip
 
@@ -314,3 +319,32 @@ async def test_verification_runs_while_the_gateway_keeps_logging(engine: sa.Engi
 def test_a_log_never_written_verifies_empty(engine: sa.Engine, trust: Trust) -> None:
     report = verify(engine, trust)
     assert report.ok and report.checked == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    size=st.integers(min_value=1, max_value=40),
+    order=st.randoms(use_true_random=False),
+    forged=st.integers(min_value=0, max_value=39),
+)
+def test_proven_nodes_accept_every_member_of_a_tree_and_nothing_else(
+    size: int, order: random.Random, forged: int
+) -> None:
+    """The shortcut that keeps verification fast must not let a non-member through."""
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(size)]
+    root, proofs = build_tree(leaves)
+    steps = [[(sibling.hex(), str(side)) for side, sibling in proof] for proof in proofs]
+    known = _KnownNodes(roots_kept=4)
+    members = list(range(size))
+    order.shuffle(members)
+    outsider = hashlib.sha256(b"not in the tree").digest()
+    victim = forged % size
+    for position, index in enumerate(members):
+        assert known.contains(root, leaves[index], steps[index])
+        if position == size // 2:  # however much of the tree is proven, an outsider stays out
+            assert not known.contains(root, outsider, steps[victim])
+            if steps[victim]:
+                sibling_hex, side = steps[victim][-1]
+                flipped = (("1" if sibling_hex[0] == "0" else "0") + sibling_hex[1:], side)
+                assert not known.contains(root, outsider, [*steps[victim][:-1], flipped])
+    assert not known.contains(hashlib.sha256(b"another root").digest(), leaves[0], steps[0])

@@ -707,10 +707,16 @@ class _Verification:
     def check_signature(self, trusted_cas: Sequence[x509.Certificate]) -> str:
         if SIGNATURE not in self.files and PROOF not in self.files:
             return _UNSIGNED
+        signed_root = self._file(SIGNATURE)
         try:
-            self.verified = verify_root_signature(self._file(SIGNATURE), trusted_cas)
+            self.verified = verify_root_signature(signed_root, trusted_cas)
         except SignatureVerificationError as exc:
             raise _Failed(str(exc)) from exc
+        except Exception as exc:
+            # A corrupted certificate can surface cryptography's own parse errors (InvalidVersion,
+            # DuplicateExtension, ValueError) from deep in the check; a container is hostile input,
+            # so whatever the verifier raises is a failed check, never a crash.
+            raise _Failed(f"the signed root does not verify: {type(exc).__name__}: {exc}") from exc
         subject = self.verified.signer_cert.subject.rfc4514_string()
         return f"signed by {subject} at {self.verified.signing_time.isoformat()}"
 
@@ -786,8 +792,10 @@ class _Verification:
             raise _Failed(f"{TIMESTAMP} is not in the one form this format writes")
         try:
             self.timestamped_at = verify_timestamp_token(token, proof.root, trusted_tsa_certs, tsa_cas)
-        except (TimestampError, ValueError) as exc:  # ValueError: asn1crypto's lazy parsing
+        except TimestampError as exc:
             raise _Failed(f"the timestamp token does not verify: {exc}") from exc
+        except Exception as exc:  # lazy ASN.1 and certificate parsing, as above
+            raise _Failed(f"the timestamp token does not verify: {type(exc).__name__}: {exc}") from exc
         return f"stamped at {self.timestamped_at.isoformat()}, {len(proof.steps)} steps to the stamped root"
 
     def _file(self, name: str) -> bytes:

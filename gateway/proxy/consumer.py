@@ -103,6 +103,15 @@ def _peer_rest_error_response(error: PeerError, accept: str | None) -> web.Respo
     return _peer_error_response(error) if fault is None else rest_fault_response(fault, accept)
 
 
+def check_request_hash(request: soap.SoapMessage, response: soap.SoapMessage) -> None:
+    """The provider's gateway must vouch for the request we sent, byte for byte (PROTOCOL.md)."""
+    expected = soap.request_hash(request.soap_bytes)
+    if response.request_hash is None or response.request_hash.value != expected:
+        raise XRoadFault(
+            faults.INCONSISTENT_RESPONSE, "the response's requestHash does not match our request"
+        )
+
+
 async def handle_soap(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     try:
@@ -137,6 +146,7 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
             response = None  # the service's own fault, signed by the provider: passed on as it is
         if response is not None:
             soap.check_response_consistency(message, response)
+            check_request_hash(message, response)
         reply = web.Response(status=200 if response is not None else 500, body=answer.payload.body)
         reply.headers["Content-Type"] = answer.payload.content_type
         return reply
@@ -188,7 +198,9 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
         )
         if not isinstance(answer.payload, RestResponsePayload):
             raise XRoadFault(faults.INCONSISTENT_RESPONSE, "the provider answered a REST request with SOAP")
-        rest.check_rest_response_consistency(call, answer.payload.headers)
+        rest.check_rest_response_consistency(
+            call, answer.payload.headers, request_hash=rest.rest_request_hash(call)
+        )
         reply = web.Response(status=answer.payload.status, body=answer.payload.body)
         for name, value in answer.payload.headers:
             if name.lower() not in ("content-length", "transfer-encoding", "connection"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Final
 
 import aiohttp
 
@@ -33,7 +34,11 @@ from gateway.protocol.transport import (
 )
 from gateway.proxy.backend import read_limited
 from gateway.proxy.peers import PeerNotRegistered
-from gateway.proxy.runtime import GatewayRuntime
+from gateway.proxy.runtime import GatewayRuntime, utc_now
+
+# A signature on the wire is fresh: a leaked key must not backdate messages into a
+# certificate's validity period. Five minutes covers clock drift between gateways.
+MAX_SIGNING_TIME_SKEW_SECONDS: Final = 300.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,9 @@ def verify_signed(
         )
     except SignatureVerificationError as exc:
         raise XRoadFault(fault_code, f"invalid signature: {exc}") from exc
+    skew = abs((utc_now() - verified.signing_time).total_seconds())
+    if skew > MAX_SIGNING_TIME_SKEW_SECONDS:
+        raise XRoadFault(fault_code, f"the signing time is {skew:.0f} s away from this gateway's clock")
     signer = member_of(verified.signer_cert)
     if signer != expected_member:
         raise XRoadFault(fault_code, f"the message is signed by {signer}, not by {expected_member}")

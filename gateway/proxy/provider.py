@@ -133,7 +133,7 @@ def _registered_service(runtime: GatewayRuntime, service: ServiceId) -> ServiceC
 async def _serve_soap(runtime: GatewayRuntime, conf: GlobalConf, request: soap.SoapMessage) -> SoapPayload:
     if request.service.service_code in metadata.SOAP_METADATA_SERVICES:
         body, content_type = metadata.answer_soap_metadata(runtime.snapshot, conf, request)
-        return SoapPayload(content_type, body)
+        return SoapPayload(content_type, with_request_hash(request, body, content_type))
     service = _registered_service(runtime, request.service)
     if service.kind is not ServiceKind.SOAP:
         raise XRoadFault(faults.UNKNOWN_SERVICE, f"{request.service} is a REST service")
@@ -175,11 +175,15 @@ def _checked_soap_answer(request: soap.SoapMessage, answer: BackendResponse) -> 
         raise XRoadFault(f"{faults.SERVICE_FAILED}.{fault.code.split('.')[-1]}", fault.message) from fault
     if answer.status != 200:
         raise XRoadFault(faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}")
+    return answer.content_type, with_request_hash(request, answer.body, answer.content_type)
+
+
+def with_request_hash(request: soap.SoapMessage, body: bytes, content_type: str) -> bytes:
+    """The response with `requestHash` over the request's SOAP part as received (PROTOCOL.md)."""
+    package = mime.unpack(body, content_type)
     digest = soap.request_hash(request.soap_bytes)
-    package = mime.unpack(answer.body, answer.content_type)
     hashed = soap.set_request_hash(package.soap, digest, charset=package.charset)
-    body = mime.replace_soap_part(answer.body, answer.content_type, hashed)
-    return answer.content_type, body
+    return mime.replace_soap_part(body, content_type, hashed)
 
 
 async def _serve_rest(
