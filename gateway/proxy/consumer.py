@@ -108,7 +108,7 @@ def check_request_hash(request: soap.SoapMessage, response: soap.SoapMessage) ->
     expected = soap.request_hash(request.soap_bytes)
     if response.request_hash is None or response.request_hash.value != expected:
         raise XRoadFault(
-            faults.INCONSISTENT_RESPONSE, "the response's requestHash does not match our request"
+            faults.INCONSISTENT_RESPONSE, "the response's requestHash is not our request's"
         )
 
 
