@@ -214,7 +214,7 @@ def test_migration_from_empty_builds_exactly_the_tables_module(empty_database_ur
                 warnings.simplefilter("ignore")  # SQLite cannot reflect the expression indexes
                 assert compare_metadata(context, tables.metadata) == []
             head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-            assert context.get_current_revision() == head == "0001"
+            assert context.get_current_revision() == head == "0002"
             assert connection.execute(sa.select(tables.config_version.c.version)).scalars().all() == [0]
         assert ServerConfRepository(engine).snapshot().version == 0
     finally:
@@ -316,6 +316,24 @@ def test_subsystems_are_registered_changed_and_removed(repo: ServerConfRepositor
     assert repo.snapshot().subsystem(CONSUMER.member) is not None
     with pytest.raises(NotFound):
         repo.remove_subsystem(CONSUMER)
+
+
+def test_the_logging_policy_defaults_to_bodies_and_batched_stamps_and_can_change(
+    repo: ServerConfRepository,
+) -> None:
+    repo.add_subsystem(CONSUMER)
+    conf = repo.snapshot().subsystem(CONSUMER)
+    assert conf is not None and conf.log_bodies and not conf.timestamp_immediately
+    version = repo.current_version()
+    repo.set_logging_policy(CONSUMER, log_bodies=False)
+    conf = repo.snapshot().subsystem(CONSUMER)
+    assert conf is not None and not conf.log_bodies and not conf.timestamp_immediately
+    repo.set_logging_policy(CONSUMER, timestamp_immediately=True)
+    conf = repo.snapshot().subsystem(CONSUMER)
+    assert conf is not None and not conf.log_bodies and conf.timestamp_immediately
+    assert repo.current_version() == version + 2
+    with pytest.raises(NotFound):
+        repo.set_logging_policy(PROVIDER, log_bodies=True)
 
 
 def test_pinned_certificates_are_fingerprinted_as_openssl_does(

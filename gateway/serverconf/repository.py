@@ -140,6 +140,8 @@ class SubsystemConf:
     client: ClientId
     auth_mode: ClientAuthMode
     certificates: tuple[PinnedCertificate, ...] = ()
+    log_bodies: bool = True  # False: the message log keeps headers and digests only
+    timestamp_immediately: bool = False  # True: each record is stamped before the answer
 
     def accepts_certificate(self, der: bytes) -> bool:
         """Whether a client certificate (DER) is one pinned for this subsystem."""
@@ -424,7 +426,11 @@ class ServerConfSnapshot:
             certificates[row.subsystem_id].append(PinnedCertificate(row.sha256, row.cert_pem))
         subsystem_confs = {
             clients[row.id]: SubsystemConf(
-                clients[row.id], ClientAuthMode(row.auth_mode), tuple(certificates[row.id])
+                clients[row.id],
+                ClientAuthMode(row.auth_mode),
+                tuple(certificates[row.id]),
+                log_bodies=bool(row.log_bodies),
+                timestamp_immediately=bool(row.timestamp_immediately),
             )
             for row in subsystem_rows
         }
@@ -664,6 +670,21 @@ class ServerConfRepository:
                 .where(subsystems.c.id == pk)
                 .values(auth_mode=ClientAuthMode(auth_mode).value)
             )
+
+    def set_logging_policy(
+        self, client: ClientId, *, log_bodies: bool | None = None, timestamp_immediately: bool | None = None
+    ) -> None:
+        """The subsystem's message-log policy; None leaves a setting as it is."""
+        values: dict[str, bool] = {}
+        if log_bodies is not None:
+            values["log_bodies"] = log_bodies
+        if timestamp_immediately is not None:
+            values["timestamp_immediately"] = timestamp_immediately
+        if not values:
+            return
+        with self._change() as connection:
+            pk = _subsystem_pk(connection, client)
+            connection.execute(sa.update(subsystems).where(subsystems.c.id == pk).values(**values))
 
     def remove_subsystem(self, client: ClientId) -> None:
         """Unregister a client with its services, rights, groups and certificates."""

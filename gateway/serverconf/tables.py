@@ -110,6 +110,10 @@ subsystems: Final = sa.Table(
     sa.Column("member_code", sa.Text, nullable=False),
     sa.Column("subsystem_code", sa.Text, nullable=True),
     sa.Column("auth_mode", sa.String(16), nullable=False),
+    # Message-log policy (issue "Body logging policy", "Timestamping"): bodies may hold personal
+    # data; headers and digests are logged and signed regardless.
+    sa.Column("log_bodies", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("timestamp_immediately", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint(_one_of("auth_mode", ClientAuthMode), name="auth_mode"),
 )
 """The clients this gateway hosts (usually subsystems; X-Road also lets a member itself be one)."""
