@@ -14,6 +14,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.node_cli", "Run a gateway node and manage its database."),
     "federation": ("gateway.federation_cli", "A development federation on this machine."),
     "admin": ("gateway.admin.cli", "The management API of a running gateway."),
+    "trust": ("gateway.trust.trust_cli", "Development trust services: RFC 3161 TSA and OCSP responder."),
+    "central": ("gateway.central.cli", "The central registry: members, gateways, trust, global configuration."),
 }
 
 
