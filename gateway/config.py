@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -62,6 +62,24 @@ class SigningKey:
 
 
 @dataclass(frozen=True)
+class MessageLogSettings:
+    """The `[messagelog]` section: where and how this node keeps its message log."""
+
+    database_url: str
+    enabled: bool = True
+    window_seconds: float = 0.002  # group commit: records arriving together share a transaction
+    timestamp_interval_seconds: float = 5.0  # one RFC 3161 request per batch, this often
+    # How long timestamping may keep failing before new requests are refused (X-Road allows
+    # hours; a gateway that promises timestamped logs should say so sooner).
+    max_timestamp_failure_seconds: float = 600.0
+    body_key_file: Path | None = None  # AES-GCM keys for bodies at rest (messagelog/service.py)
+    archive_dir: Path | None = None
+    archive_interval_seconds: float = 3600.0
+    retention_days: float | None = None  # purge archived records older than this
+    archive_hook: tuple[str, ...] | None = None  # command run with each finished archive's path
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     server_id: SecurityServerId
     data_dir: Path
@@ -81,7 +99,7 @@ class NodeConfig:
     sign_window_seconds: float = DEFAULT_SIGN_WINDOW_SECONDS
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
     globalconf_refresh_seconds: float = 60.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    messagelog: MessageLogSettings | None = None
 
     @property
     def globalconf_cache(self) -> Path:
@@ -210,4 +228,25 @@ def parse_config(doc: dict[str, Any], base: Path) -> NodeConfig:
             limits, "shutdown_grace_seconds", "limits", DEFAULT_SHUTDOWN_GRACE_SECONDS
         ),
         sign_window_seconds=float(signer.get("window_seconds", DEFAULT_SIGN_WINDOW_SECONDS)),
+        messagelog=_messagelog(_section(doc, "messagelog", required=False), base, data_dir),
+    )
+
+
+def _messagelog(table: dict[str, Any], base: Path, data_dir: Path) -> MessageLogSettings:
+    where = "messagelog"
+    hook = table.get("archive_hook")
+    if hook is not None and (not isinstance(hook, list) or not all(isinstance(p, str) for p in hook)):
+        raise ConfigError("messagelog.archive_hook must be a list of strings (a command and its arguments)")
+    retention = table.get("retention_days")
+    return MessageLogSettings(
+        database_url=str(table.get("database_url", f"sqlite:///{data_dir / 'messagelog.sqlite'}")),
+        enabled=bool(table.get("enabled", True)),
+        window_seconds=float(table.get("window_seconds", 0.002)),
+        timestamp_interval_seconds=_number(table, "timestamp_interval_seconds", where, 5.0),
+        max_timestamp_failure_seconds=_number(table, "max_timestamp_failure_seconds", where, 600.0),
+        body_key_file=_path(base, table["body_key_file"]) if "body_key_file" in table else None,
+        archive_dir=_path(base, table["archive_dir"]) if "archive_dir" in table else None,
+        archive_interval_seconds=_number(table, "archive_interval_seconds", where, 3600.0),
+        retention_days=None if retention is None else _number(table, "retention_days", where, 1.0),
+        archive_hook=tuple(hook) if hook else None,
     )

@@ -177,7 +177,10 @@ def openssl_timestamp(trust: Trust, digest: bytes) -> bytes:
     directory = trust.directory
     query, token = directory / "query.tsq", directory / "token.der"
     ask = f"openssl ts -query -digest {digest.hex()} -sha256 -cert -no_nonce -out {query}"
-    reply = f"openssl ts -reply -config tsa.cnf -queryfile {query} -inkey tsa.key -signer tsa.pem -token_out -out {token}"
+    reply = (
+        f"openssl ts -reply -config tsa.cnf -queryfile {query} -inkey tsa.key -signer tsa.pem"
+        f" -token_out -out {token}"
+    )
     for command in (ask, reply):
         subprocess.run(command.split(), cwd=directory, check=True, capture_output=True, timeout=30)
     return token.read_bytes()
@@ -543,7 +546,7 @@ def test_a_changed_token_fails(trust: Trust, container: bytes) -> None:
     files[TIMESTAMP] = bytes(response)
     problems = failed(trust.verify(rezip(with_manifest_rebuilt(files))))
     assert set(problems) == {"timestamp"}
-    assert "timestamp" in problems["timestamp"] or "token" in problems["timestamp"]
+    assert problems["timestamp"] == "the timestamp token does not verify: the token's signature does not verify"
 
 
 def test_a_token_over_another_root_fails(trust: Trust, container: bytes) -> None:

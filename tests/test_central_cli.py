@@ -30,6 +30,7 @@ from gateway.central.config import load_config
 from gateway.central.gateway_cli import cli as gateway_cli
 from gateway.central.repository import CentralRepository
 from gateway.central.server import RunningRegistry, start_registry
+from gateway.config import ConfigError
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
 from gateway.federation import free_port
 from gateway.globalconf import load_anchor, verify_signed_globalconf
@@ -270,3 +271,24 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=20)[0]
     assert process.returncode == 0, output
+
+
+def test_the_example_configuration_loads_and_mistakes_are_named(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "config" / "central.example.toml"
+    config = load_config(example)
+    assert (config.instance, config.management.port, config.distribution.port) == ("DEV", 4400, 4401)
+    assert config.database_url == f"sqlite:///{example.parent / 'var/central/central.sqlite'}"
+    assert [key.active for key in config.signing_keys] == [True]
+
+    text = example.read_text()
+    mistakes = [
+        (text.replace('host = "127.0.0.1"\nport = 4400', 'host = "0.0.0.0"\nport = 4400'), "loopback"),
+        (text + '\n[[signing_keys]]\nkey = "a.key"\ncert = "a.pem"\nactive = true\n', "at most one"),
+        (text.replace('instance = "DEV"', 'instance = "D/EV"'), "registry.instance"),
+        (text.replace("regenerate_seconds = 60", "regenerate_seconds = 0"), "regenerate_seconds"),
+    ]
+    for broken, message in mistakes:
+        assert broken != text
+        (tmp_path / "central.toml").write_text(broken)
+        with pytest.raises(ConfigError, match=message):
+            load_config(tmp_path / "central.toml")

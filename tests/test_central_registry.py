@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +32,7 @@ from gateway.central import api, tables
 from gateway.central.client import (
     RegistryRequestError,
     register_server,
+    request_address_change,
     request_deletion,
     request_status,
     request_subsystem,
@@ -85,6 +87,7 @@ class Trust:
     dir: Path
     ca: pki.CertificateAuthority
     auth: Pair
+    auth_2: Pair  # SERVER's next TLS certificate
     owner: Pair
     other: Pair
     signer_1: Pair
@@ -110,6 +113,7 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
         dir=directory,
         ca=ca,
         auth=_issue(directory, ca, pki.GatewayProfile(SERVER), "auth"),
+        auth_2=_issue(directory, ca, pki.GatewayProfile(SERVER), "auth-2"),
         owner=_issue(directory, ca, pki.MemberSigningProfile(OWNER), "owner"),
         other=_issue(directory, ca, pki.MemberSigningProfile(OTHER), "other"),
         signer_1=_issue(directory, ca, pki.ConfigurationSignerProfile("signer 1"), "signer-1"),
@@ -395,39 +399,68 @@ async def test_subsystem_request_needs_its_member_and_is_published_on_approval(r
     assert again.value.status == 409
 
 
+async def test_address_change_and_certificate_replacement(registry: Registry) -> None:
+    await registry.registered_server()
+    trust = registry.trust
+    moved = await asyncio.to_thread(
+        request_address_change,
+        registry.url,
+        SERVER,
+        "[2001:db8::5]:5500",
+        trust.owner.certificate,
+        trust.owner.key,
+    )
+    await registry.ok("POST", f"/requests/{moved.id}/approve", {})
+    assert (await registry.globalconf()).server(SERVER).address == "[2001:db8::5]:5500"  # type: ignore[union-attr]
+
+    old = fingerprint_sha256(trust.auth.certificate)
+    renewed = await asyncio.to_thread(
+        register_server,
+        registry.url,
+        SERVER,
+        "[2001:db8::5]:5500",
+        trust.auth_2.certificate,
+        trust.auth_2.key,
+        trust.owner.certificate,
+        trust.owner.key,
+        replaces=old,
+    )
+    assert renewed.details["replaces"] == old
+    assert (await registry.globalconf()).server(SERVER).auth_cert_sha256 == (old,)  # type: ignore[union-attr]
+    await registry.ok("POST", f"/requests/{renewed.id}/approve", {})
+    server = (await registry.globalconf()).server(SERVER)
+    assert server is not None and server.auth_cert_sha256 == (fingerprint_sha256(trust.auth_2.certificate),)
+
+
 async def test_deletion_requests(registry: Registry) -> None:
     await registry.registered_server()
     trust = registry.trust
     await registry.ok("POST", "/subsystems", {"client_id": OWN_SUBSYSTEM.to_text()})
     await registry.ok(
-        "POST", f"/security-servers/{INSTANCE}:GOV:1001:gw1/clients", {"client_id": OWN_SUBSYSTEM.to_text()}
+        "POST", "/security-servers/DEV:GOV:1001:gw1/clients", {"client_id": OWN_SUBSYSTEM.to_text()}
     )
 
-    status = await asyncio.to_thread(
-        request_deletion,
-        registry.url,
-        RequestType.CLIENT_DELETION,
-        OWNER,
-        trust.owner.certificate,
-        trust.owner.key,
-        server_id=SERVER,
-        client=OWN_SUBSYSTEM,
-    )
-    await registry.ok("POST", f"/requests/{status.id}/approve", {})
-    conf = await registry.globalconf()
+    async def delete(request_type: RequestType, **fields: Any) -> GlobalConf:
+        status = await asyncio.to_thread(
+            request_deletion,
+            registry.url,
+            request_type,
+            OWNER,
+            trust.owner.certificate,
+            trust.owner.key,
+            **fields,
+        )
+        await registry.ok("POST", f"/requests/{status.id}/approve", {})
+        return await registry.globalconf()
+
+    conf = await delete(RequestType.CLIENT_DELETION, server_id=SERVER, client=OWN_SUBSYSTEM)
     assert list(conf.servers_for(OWN_SUBSYSTEM)) == [] and conf.is_known(OWN_SUBSYSTEM)
-
-    status = await asyncio.to_thread(
-        request_deletion,
-        registry.url,
-        RequestType.SERVER_DELETION,
-        OWNER,
-        trust.owner.certificate,
-        trust.owner.key,
-        server_id=SERVER,
-    )
-    await registry.ok("POST", f"/requests/{status.id}/approve", {})
-    assert (await registry.globalconf()).server(SERVER) is None
+    conf = await delete(RequestType.SERVER_DELETION, server_id=SERVER)
+    assert conf.server(SERVER) is None and conf.is_known(OWNER)
+    conf = await delete(RequestType.SUBSYSTEM_DELETION, client=OWN_SUBSYSTEM)
+    assert not conf.is_known(OWN_SUBSYSTEM) and conf.is_known(OWNER)
+    conf = await delete(RequestType.MEMBER_DELETION)
+    assert not conf.is_known(OWNER) and conf.members == ()
 
 
 async def test_member_deletion_removes_its_servers_and_subsystems(registry: Registry) -> None:
@@ -558,6 +591,18 @@ async def test_key_rotation_without_a_flag_day(registry: Registry, tmp_path: Pat
 # --- the management API (the same on both backends: SQLite only) ----------------------------
 
 sqlite_only = pytest.mark.parametrize("migrated_url", ["sqlite"], indirect=True)
+
+
+@sqlite_only
+async def test_an_observer_changes_nothing(registry: Registry) -> None:
+    """Every changing operation of the API refuses the observer, before reading anything."""
+    changing = [op for op in api.OPERATIONS if op.changes]
+    for operation in changing:
+        path = re.sub(r"\{\w+\}", "x", operation.path)
+        status, error = await registry.api(operation.method, path, {}, role=Role.OBSERVER)
+        assert (status, error["error"]) == (403, "forbidden"), operation.action
+    refused = (await registry.ok("GET", "/audit-log?limit=1000"))["entries"]
+    assert len([e for e in refused if e["result"] == "refused"]) == len(changing)
 
 
 @sqlite_only

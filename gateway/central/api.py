@@ -13,6 +13,7 @@ served at ``GET /api/openapi.json``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -846,18 +847,14 @@ async def remove_global_group_member(ctx: RegistryContext, request: web.Request,
 # --- settings -------------------------------------------------------------------------------
 
 
-def _settings_json(ctx: RegistryContext) -> Callable[[], dict[str, int]]:
-    def read() -> dict[str, int]:
-        settings = ctx.repository.settings()
-        return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
-
-    return read
+async def _settings_json(ctx: RegistryContext) -> dict[str, int]:
+    return dataclasses.asdict(await _run(ctx.repository.settings))
 
 
 @_operation("GET", "/settings", "settings.read", _P.READ_REGISTRY)
 async def read_settings(ctx: RegistryContext, request: web.Request, caller: Caller) -> Outcome:
     """Show the federation-wide settings."""
-    return Outcome(await _run(_settings_json(ctx)))
+    return Outcome(await _settings_json(ctx))
 
 
 @_operation("PUT", "/settings", "settings.update", _P.MANAGE_FEDERATION)
@@ -868,7 +865,7 @@ async def update_settings(ctx: RegistryContext, request: web.Request, caller: Ca
         if not isinstance(value, int) or isinstance(value, bool):
             raise _invalid(f"{name} must be an integer")
     await _run(ctx.repository.update_settings, **body)
-    return Outcome(await _run(_settings_json(ctx)), 200, "settings", body)
+    return Outcome(await _settings_json(ctx), 200, "settings", body)
 
 
 # --- registration requests ------------------------------------------------------------------

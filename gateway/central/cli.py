@@ -48,7 +48,7 @@ class RegistrySettings:
 pass_registry = click.make_pass_decorator(RegistrySettings)
 
 
-@click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="central", cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--url",
     envvar=URL_ENV,
@@ -113,12 +113,13 @@ def _env_passphrase(variable: str | None) -> bytes | None:
 @click.option("--config", "config_path", required=True, type=_FILE, help="The registry's TOML file.")
 def serve(config_path: Path) -> None:
     """Serve the management API and the distribution endpoints until SIGTERM."""
+    from gateway.central.repository import RegistryError
     from gateway.central.server import run
     from gateway.config import ConfigError
 
     try:
         run(config_path)
-    except ConfigError as exc:
+    except (ConfigError, RegistryError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -219,6 +220,7 @@ _CLASS_COLUMNS: Final = (("code", "code"), ("description", "description"))
 @json_option
 @pass_registry
 def member_classes_list(settings: RegistrySettings, as_json: bool) -> None:
+    """List the member classes."""
     _emit(settings.client().get("/member-classes")["member_classes"], as_json, _CLASS_COLUMNS)
 
 
@@ -228,6 +230,7 @@ def member_classes_list(settings: RegistrySettings, as_json: bool) -> None:
 @json_option
 @pass_registry
 def member_classes_add(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
+    """Add member class CODE."""
     _emit(settings.client().post("/member-classes", {"code": code, "description": description}), as_json)
 
 
@@ -237,6 +240,7 @@ def member_classes_add(settings: RegistrySettings, code: str, description: str, 
 @json_option
 @pass_registry
 def member_classes_describe(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
+    """Change CODE's description."""
     _emit(settings.client().put(f"/member-classes/{segment(code)}", {"description": description}), as_json)
 
 
@@ -245,6 +249,7 @@ def member_classes_describe(settings: RegistrySettings, code: str, description: 
 @json_option
 @pass_registry
 def member_classes_remove(settings: RegistrySettings, code: str, as_json: bool) -> None:
+    """Delete member class CODE (no member may belong to it)."""
     settings.client().delete(f"/member-classes/{segment(code)}")
     _done(as_json, f"removed member class {code}")
 
@@ -261,6 +266,7 @@ _MEMBER_COLUMNS: Final = (("member_id", "member"), ("name", "name"), ("subsystem
 @json_option
 @pass_registry
 def members_list(settings: RegistrySettings, as_json: bool) -> None:
+    """List the members."""
     _emit(settings.client().get("/members")["members"], as_json, _MEMBER_COLUMNS)
 
 
@@ -273,6 +279,7 @@ def members_list(settings: RegistrySettings, as_json: bool) -> None:
 def members_add(
     settings: RegistrySettings, member_class: str, member_code: str, name: str, as_json: bool
 ) -> None:
+    """Register the member MEMBER_CLASS/MEMBER_CODE called NAME."""
     body = {"member_class": member_class, "member_code": member_code, "name": name}
     _emit(settings.client().post("/members", body), as_json, _MEMBER_COLUMNS)
 
@@ -282,6 +289,7 @@ def members_add(
 @json_option
 @pass_registry
 def members_show(settings: RegistrySettings, member_id: str, as_json: bool) -> None:
+    """Show MEMBER_ID (INSTANCE/CLASS/MEMBER)."""
     _emit(settings.client().get(f"/members/{client_path(member_id)}"), as_json)
 
 
@@ -291,6 +299,7 @@ def members_show(settings: RegistrySettings, member_id: str, as_json: bool) -> N
 @json_option
 @pass_registry
 def members_rename(settings: RegistrySettings, member_id: str, name: str, as_json: bool) -> None:
+    """Change MEMBER_ID's name."""
     _emit(
         settings.client().put(f"/members/{client_path(member_id)}", {"name": name}), as_json, _MEMBER_COLUMNS
     )
@@ -318,6 +327,7 @@ def subsystems() -> None:
 @json_option
 @pass_registry
 def subsystems_list(settings: RegistrySettings, as_json: bool) -> None:
+    """List the subsystems and the gateways hosting them."""
     rows = settings.client().get("/subsystems")["subsystems"]
     _emit(rows, as_json, (("client_id", "subsystem"), ("servers", "hosted by")))
 
@@ -327,6 +337,7 @@ def subsystems_list(settings: RegistrySettings, as_json: bool) -> None:
 @json_option
 @pass_registry
 def subsystems_add(settings: RegistrySettings, client_id: str, as_json: bool) -> None:
+    """Register CLIENT_ID (INSTANCE/CLASS/MEMBER/SUBSYSTEM) of a registered member."""
     _emit(settings.client().post("/subsystems", {"client_id": client_id}), as_json)
 
 
@@ -335,6 +346,7 @@ def subsystems_add(settings: RegistrySettings, client_id: str, as_json: bool) ->
 @json_option
 @pass_registry
 def subsystems_remove(settings: RegistrySettings, client_id: str, as_json: bool) -> None:
+    """Delete CLIENT_ID; no gateway hosts it afterwards."""
     settings.client().delete(f"/subsystems/{client_path(client_id)}")
     _done(as_json, f"removed {client_id}")
 
@@ -358,6 +370,7 @@ def _server_row(server: dict[str, Any]) -> dict[str, Any]:
 @json_option
 @pass_registry
 def servers_list(settings: RegistrySettings, as_json: bool) -> None:
+    """List the security servers."""
     _emit(settings.client().get("/security-servers")["security_servers"], as_json, _SERVER_COLUMNS)
 
 
@@ -366,6 +379,7 @@ def servers_list(settings: RegistrySettings, as_json: bool) -> None:
 @json_option
 @pass_registry
 def servers_show(settings: RegistrySettings, server_id: str, as_json: bool) -> None:
+    """Show SERVER_ID with its certificates' fingerprints."""
     server = settings.client().get(f"/security-servers/{server_path(server_id)}")
     _emit(server if as_json else _server_row(server), as_json)
 
@@ -390,6 +404,7 @@ def servers_add(
 @json_option
 @pass_registry
 def servers_address(settings: RegistrySettings, server_id: str, address: str, as_json: bool) -> None:
+    """Set where SERVER_ID's external interface listens (host:port)."""
     path = f"/security-servers/{server_path(server_id)}/address"
     _emit(settings.client().put(path, {"address": address}), as_json, _SERVER_COLUMNS)
 
@@ -400,6 +415,7 @@ def servers_address(settings: RegistrySettings, server_id: str, address: str, as
 @json_option
 @pass_registry
 def servers_add_cert(settings: RegistrySettings, server_id: str, cert: Path, as_json: bool) -> None:
+    """Register one more TLS authentication certificate (PEM file) for SERVER_ID."""
     path = f"/security-servers/{server_path(server_id)}/auth-certificates"
     _emit(settings.client().post(path, {"certificate": _pem(cert)}), as_json, _SERVER_COLUMNS)
 
@@ -410,6 +426,7 @@ def servers_add_cert(settings: RegistrySettings, server_id: str, cert: Path, as_
 @json_option
 @pass_registry
 def servers_remove_cert(settings: RegistrySettings, server_id: str, sha256: str, as_json: bool) -> None:
+    """Remove the certificate with fingerprint SHA256 from SERVER_ID."""
     settings.client().delete(
         f"/security-servers/{server_path(server_id)}/auth-certificates/{segment(sha256)}"
     )
@@ -422,6 +439,7 @@ def servers_remove_cert(settings: RegistrySettings, server_id: str, sha256: str,
 @json_option
 @pass_registry
 def servers_add_client(settings: RegistrySettings, server_id: str, client_id: str, as_json: bool) -> None:
+    """Let SERVER_ID host the subsystem CLIENT_ID."""
     path = f"/security-servers/{server_path(server_id)}/clients"
     _emit(settings.client().post(path, {"client_id": client_id}), as_json, _SERVER_COLUMNS)
 
@@ -432,6 +450,7 @@ def servers_add_client(settings: RegistrySettings, server_id: str, client_id: st
 @json_option
 @pass_registry
 def servers_remove_client(settings: RegistrySettings, server_id: str, client_id: str, as_json: bool) -> None:
+    """Stop SERVER_ID hosting CLIENT_ID."""
     settings.client().delete(f"/security-servers/{server_path(server_id)}/clients/{client_path(client_id)}")
     _done(as_json, f"{server_id} no longer hosts {client_id}")
 
@@ -441,6 +460,7 @@ def servers_remove_client(settings: RegistrySettings, server_id: str, client_id:
 @json_option
 @pass_registry
 def servers_remove(settings: RegistrySettings, server_id: str, as_json: bool) -> None:
+    """Delete SERVER_ID."""
     settings.client().delete(f"/security-servers/{server_path(server_id)}")
     _done(as_json, f"removed {server_id}")
 
@@ -469,6 +489,7 @@ _CA_COLUMNS: Final = (("name", "name"), ("certificate", "certificate"), ("ocsp_r
 @json_option
 @pass_registry
 def cas_list(settings: RegistrySettings, as_json: bool) -> None:
+    """List the trusted CAs."""
     rows = settings.client().get("/trusted-cas")["trusted_cas"]
     if not as_json:
         rows = [
@@ -497,6 +518,7 @@ def cas_add(
     certs: tuple[Path, ...],
     as_json: bool,
 ) -> None:
+    """Trust the CA certificate CERT under NAME, with its OCSP responders."""
     body = {"name": name, "certificate": _pem(cert), "ocsp_responders": _responders(urls, certs)}
     _emit(settings.client().post("/trusted-cas", body), as_json)
 
@@ -520,6 +542,7 @@ def cas_ocsp(
 @json_option
 @pass_registry
 def cas_remove(settings: RegistrySettings, name: str, as_json: bool) -> None:
+    """Stop trusting the CA NAME."""
     settings.client().delete(f"/trusted-cas/{segment(name)}")
     _done(as_json, f"removed trusted CA {name}")
 
@@ -533,6 +556,7 @@ def tsas() -> None:
 @json_option
 @pass_registry
 def tsas_list(settings: RegistrySettings, as_json: bool) -> None:
+    """List the timestamping authorities."""
     rows = settings.client().get("/timestamping-authorities")["timestamping_authorities"]
     _emit(rows, as_json, (("name", "name"), ("url", "url")))
 
@@ -544,6 +568,7 @@ def tsas_list(settings: RegistrySettings, as_json: bool) -> None:
 @json_option
 @pass_registry
 def tsas_add(settings: RegistrySettings, name: str, url: str, cert: Path, as_json: bool) -> None:
+    """Add the TSA NAME at URL with certificate CERT."""
     body = {"name": name, "url": url, "certificate": _pem(cert)}
     _emit(settings.client().post("/timestamping-authorities", body), as_json)
 
@@ -555,6 +580,7 @@ def tsas_add(settings: RegistrySettings, name: str, url: str, cert: Path, as_jso
 @json_option
 @pass_registry
 def tsas_update(settings: RegistrySettings, name: str, url: str, cert: Path, as_json: bool) -> None:
+    """Change TSA NAME's URL and certificate."""
     body = {"url": url, "certificate": _pem(cert)}
     _emit(settings.client().put(f"/timestamping-authorities/{segment(name)}", body), as_json)
 
@@ -564,6 +590,7 @@ def tsas_update(settings: RegistrySettings, name: str, url: str, cert: Path, as_
 @json_option
 @pass_registry
 def tsas_remove(settings: RegistrySettings, name: str, as_json: bool) -> None:
+    """Remove the TSA NAME."""
     settings.client().delete(f"/timestamping-authorities/{segment(name)}")
     _done(as_json, f"removed timestamping authority {name}")
 
@@ -583,6 +610,7 @@ _GROUP_COLUMNS: Final = (("code", "code"), ("description", "description"), ("mem
 @json_option
 @pass_registry
 def groups_list(settings: RegistrySettings, as_json: bool) -> None:
+    """List the global groups."""
     _emit(settings.client().get("/global-groups")["global_groups"], as_json, _GROUP_COLUMNS)
 
 
@@ -592,6 +620,7 @@ def groups_list(settings: RegistrySettings, as_json: bool) -> None:
 @json_option
 @pass_registry
 def groups_add(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
+    """Create the global group CODE."""
     _emit(settings.client().post("/global-groups", {"code": code, "description": description}), as_json)
 
 
@@ -601,6 +630,7 @@ def groups_add(settings: RegistrySettings, code: str, description: str, as_json:
 @json_option
 @pass_registry
 def groups_describe(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
+    """Change CODE's description."""
     _emit(settings.client().put(f"/global-groups/{segment(code)}", {"description": description}), as_json)
 
 
@@ -609,6 +639,7 @@ def groups_describe(settings: RegistrySettings, code: str, description: str, as_
 @json_option
 @pass_registry
 def groups_remove(settings: RegistrySettings, code: str, as_json: bool) -> None:
+    """Delete the global group CODE."""
     settings.client().delete(f"/global-groups/{segment(code)}")
     _done(as_json, f"removed global group {code}")
 
@@ -619,6 +650,7 @@ def groups_remove(settings: RegistrySettings, code: str, as_json: bool) -> None:
 @json_option
 @pass_registry
 def groups_add_member(settings: RegistrySettings, code: str, client_id: str, as_json: bool) -> None:
+    """Add CLIENT_ID (member or subsystem) to the group CODE."""
     _emit(
         settings.client().post(f"/global-groups/{segment(code)}/members", {"client_id": client_id}), as_json
     )
@@ -630,6 +662,7 @@ def groups_add_member(settings: RegistrySettings, code: str, client_id: str, as_
 @json_option
 @pass_registry
 def groups_remove_member(settings: RegistrySettings, code: str, client_id: str, as_json: bool) -> None:
+    """Remove CLIENT_ID from the group CODE."""
     settings.client().delete(f"/global-groups/{segment(code)}/members/{client_path(client_id)}")
     _done(as_json, f"removed {client_id} from {code}")
 
@@ -646,6 +679,7 @@ def settings_group() -> None:
 @json_option
 @pass_registry
 def settings_show(settings: RegistrySettings, as_json: bool) -> None:
+    """Show the federation-wide settings."""
     _emit(settings.client().get("/settings"), as_json)
 
 
@@ -663,6 +697,7 @@ def settings_show(settings: RegistrySettings, as_json: bool) -> None:
 @json_option
 @pass_registry
 def settings_set(settings: RegistrySettings, as_json: bool, **values: int | None) -> None:
+    """Change some federation-wide settings (a new configuration is published)."""
     changes = {name: value for name, value in values.items() if value is not None}
     if not changes:
         raise click.UsageError("give at least one setting")
@@ -689,6 +724,7 @@ _REQUEST_COLUMNS: Final = (
 @json_option
 @pass_registry
 def requests_list(settings: RegistrySettings, state: str | None, as_json: bool) -> None:
+    """List registration requests, newest first."""
     params = {"state": state} if state else None
     _emit(settings.client().get("/requests", params)["requests"], as_json, _REQUEST_COLUMNS)
 
@@ -698,6 +734,7 @@ def requests_list(settings: RegistrySettings, state: str | None, as_json: bool) 
 @json_option
 @pass_registry
 def requests_show(settings: RegistrySettings, request_id: str, as_json: bool) -> None:
+    """Show one request."""
     _emit(settings.client().get(f"/requests/{segment(request_id)}"), as_json)
 
 
@@ -707,6 +744,7 @@ def requests_show(settings: RegistrySettings, request_id: str, as_json: bool) ->
 @json_option
 @pass_registry
 def requests_approve(settings: RegistrySettings, request_id: str, reason: str | None, as_json: bool) -> None:
+    """Approve a pending request: its change is applied and published."""
     body = {"reason": reason} if reason else {}
     _emit(settings.client().post(f"/requests/{segment(request_id)}/approve", body), as_json, _REQUEST_COLUMNS)
 
@@ -717,6 +755,7 @@ def requests_approve(settings: RegistrySettings, request_id: str, reason: str | 
 @json_option
 @pass_registry
 def requests_reject(settings: RegistrySettings, request_id: str, reason: str, as_json: bool) -> None:
+    """Reject a pending request; the gateway sees the reason."""
     path = f"/requests/{segment(request_id)}/reject"
     _emit(settings.client().post(path, {"reason": reason}), as_json, _REQUEST_COLUMNS)
 
@@ -739,6 +778,7 @@ _KEY_COLUMNS: Final = (("id", "id"), ("status", "status"), ("sha256", "certifica
 @json_option
 @pass_registry
 def signing_keys_list(settings: RegistrySettings, as_json: bool) -> None:
+    """List the configuration-signing keys."""
     rows = settings.client().get("/signing-keys")["signing_keys"]
     _emit(rows if as_json else _key_rows(rows), as_json, _KEY_COLUMNS)
 
@@ -756,6 +796,7 @@ def signing_keys_list(settings: RegistrySettings, as_json: bool) -> None:
 def signing_keys_add(
     settings: RegistrySettings, key_path: Path, cert_path: Path, passphrase_env: str | None, as_json: bool
 ) -> None:
+    """Add a signing key; it joins the anchor as standby."""
     body = {
         "key_path": str(key_path.resolve()),
         "cert_path": str(cert_path.resolve()),
@@ -769,6 +810,7 @@ def signing_keys_add(
 @json_option
 @pass_registry
 def signing_keys_activate(settings: RegistrySettings, key_id: int, as_json: bool) -> None:
+    """Sign with KEY_ID from now on (the previous key stays in the anchor)."""
     _emit(_key_rows([settings.client().post(f"/signing-keys/{key_id}/activate")]), as_json, _KEY_COLUMNS)
 
 
@@ -777,6 +819,7 @@ def signing_keys_activate(settings: RegistrySettings, key_id: int, as_json: bool
 @json_option
 @pass_registry
 def signing_keys_retire(settings: RegistrySettings, key_id: int, as_json: bool) -> None:
+    """Take the standby key KEY_ID out of the anchor for good."""
     _emit(_key_rows([settings.client().post(f"/signing-keys/{key_id}/retire")]), as_json, _KEY_COLUMNS)
 
 
@@ -789,6 +832,7 @@ def globalconf() -> None:
 @json_option
 @pass_registry
 def globalconf_status(settings: RegistrySettings, as_json: bool) -> None:
+    """Show the published version, its signer, and the anchor's certificates."""
     _emit(settings.client().get("/globalconf"), as_json)
 
 
@@ -816,6 +860,7 @@ _API_KEY_COLUMNS: Final = (("id", "id"), ("name", "name"), ("role", "role"), ("r
 @json_option
 @pass_registry
 def api_keys_list(settings: RegistrySettings, as_json: bool) -> None:
+    """List the API keys (never the keys themselves)."""
     _emit(settings.client().get("/api-keys")["api_keys"], as_json, _API_KEY_COLUMNS)
 
 
@@ -835,6 +880,7 @@ def api_keys_create(settings: RegistrySettings, name: str, role: str, as_json: b
 @json_option
 @pass_registry
 def api_keys_revoke(settings: RegistrySettings, key_id: int, as_json: bool) -> None:
+    """Revoke API key KEY_ID."""
     settings.client().delete(f"/api-keys/{key_id}")
     _done(as_json, f"revoked API key {key_id}")
 

@@ -49,7 +49,7 @@ class RegistryGroup(click.Group):
             raise click.ClickException(error.message) from None
 
 
-@click.group(cls=RegistryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="gateway", cls=RegistryGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Register this gateway with the central registry and follow its requests."""
 

@@ -94,12 +94,19 @@ class ConfigurationPublisher:
         return published
 
     async def publish_soon(self) -> PublishedConf | None:
-        """Publish from the event loop; a failure is logged and kept in `last_error`, not raised."""
+        """Publish from the event loop; a failure is logged and kept in `last_error`, never raised.
+
+        Whatever fails (no active key, a key file gone, the database away), the last published
+        copy keeps being served and the timer tries again.
+        """
         try:
             return await asyncio.to_thread(self.publish)
         except RegistryError as exc:
             log.error("global configuration not published: %s", exc)
-            return None
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("global configuration not published")
+        return None
 
     def _sign(self, conf: GlobalConf, key: SigningKeyRecord) -> bytes:
         private_key = self._keys.get(key.sha256)

@@ -390,8 +390,7 @@ def _zip(files: Mapping[str, bytes], logged_at: dt.datetime) -> bytes:
 
     Entries carry the log time, so the same record always gives the same bytes.
     """
-    moment = max(logged_at.astimezone(dt.UTC), _EPOCH_OF_ZIP)
-    date_time = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
+    date_time = zip_date_time(logged_at)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.comment = f"mimetype={MEDIA_TYPE}".encode("ascii")  # EN 319 162-1 A.1, optional
@@ -401,6 +400,12 @@ def _zip(files: Mapping[str, bytes], logged_at: dt.datetime) -> bytes:
             info.external_attr = 0o644 << 16
             archive.writestr(info, files[name], zipfile.ZIP_DEFLATED, compresslevel=6)
     return buffer.getvalue()
+
+
+def zip_date_time(moment: dt.datetime) -> tuple[int, int, int, int, int, int]:
+    """A zip entry's time: UTC, since zip has no zone, and nothing before 1980, which it cannot hold."""
+    utc = max(moment.astimezone(dt.UTC), _EPOCH_OF_ZIP)
+    return (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second)
 
 
 # --- RFC 3161 tokens -----------------------------------------------------------------------

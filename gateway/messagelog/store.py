@@ -10,6 +10,8 @@ nothing behind, and the caller gets :class:`LoggingFailed`.
 
 Chains are per (gateway, node) (see gateway.messagelog.tables): nodes sharing one PostgreSQL
 never contend for one chain, and each node's records stay in the order that node logged them.
+Worker processes of one node (SO_REUSEPORT) may share its chain: the chain row's lock, taken in
+every writing transaction, puts their commits in one order.
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ DEFAULT_MAX_BATCH: Final = 256
 MAX_SEARCH_LIMIT: Final = 1000
 """A search answers a person; more than this is an export, which the archives are for."""
 
-DEFAULT_PURGE_BATCH: Final = 50_000
-"""Records deleted per chain per purge call: keeps one transaction (and its locks) short."""
+DEFAULT_PURGE_BATCH: Final = 10_000
+"""Records deleted per transaction: on SQLite the log's writer waits for that lock, so a purge
+holds it for a fraction of a second at a time, not for the whole backlog at once."""
 
 _IN_CHUNK: Final = 500
 """Values per IN (...) list: far below SQLite's 32766 bound parameters, still few round trips."""
@@ -238,10 +241,10 @@ class MessageLogWriter:
             raise
         except Exception as exc:
             log.error("message log write of %d records failed: %s", len(batch), exc)
-            failure = LoggingFailed(f"writing the message log failed: {exc}")
-            failure.__cause__ = exc
             for _, future in batch:
-                if not future.done():
+                if not future.done():  # one exception each: a shared one would pile up tracebacks
+                    failure = LoggingFailed(f"writing the message log failed: {exc}")
+                    failure.__cause__ = exc
                     future.set_exception(failure)
             return
         self.commits += 1
@@ -600,6 +603,26 @@ def mark_archived(
     return marked
 
 
+@dataclass(frozen=True)
+class ChainArchive:
+    """One chain as the archiver sees it (gateway.messagelog.archive.ArchiveSource)."""
+
+    engine: Engine
+    gateway: str
+    node: str
+    cipher: BodyCipher | None = None
+
+    def records_to_archive(self, limit: int) -> list[StoredRecord]:
+        return records_to_archive(
+            self.engine, gateway=self.gateway, node=self.node, limit=limit, cipher=self.cipher
+        )
+
+    def mark_archived(self, seqs: Iterable[int], archive_name: str) -> int:
+        return mark_archived(
+            self.engine, gateway=self.gateway, node=self.node, seqs=seqs, archive_name=archive_name
+        )
+
+
 def purge(engine: Engine, older_than: datetime, *, max_records: int = DEFAULT_PURGE_BATCH) -> int:
     """Delete archived records logged before `older_than`; returns how many were deleted.
 
@@ -607,15 +630,19 @@ def purge(engine: Engine, older_than: datetime, *, max_records: int = DEFAULT_PU
     enough, so an unarchived record is never deleted and the chain keeps one start. That start
     (`purged_seq`, `purged_hash`) is kept in the chain's row: verification begins there, and
     deleting more of the start without updating it shows. Signed roots, OCSP responses and
-    timestamp tokens that no remaining record needs go with them. Call again while it returns
-    `max_records` per chain or more.
+    timestamp tokens that no remaining record needs go with them. Each transaction deletes at
+    most `max_records`, so the writer is never held up for long.
     """
     with engine.connect() as connection:
         keys = connection.execute(sa.select(chains.c.gateway, chains.c.node)).all()
     deleted = 0
     for gateway, node in keys:
-        with begin_write(engine) as connection:
-            deleted += _purge_chain(connection, gateway, node, older_than, max_records)
+        while True:
+            with begin_write(engine) as connection:
+                count = _purge_chain(connection, gateway, node, older_than, max_records)
+            if count == 0:
+                break
+            deleted += count
     return deleted
 
 

@@ -64,6 +64,12 @@ class _Unstamped:
     hashes: list[bytes]
 
 
+def _tree(record_hashes: list[bytes]) -> tuple[bytes, list[str]]:
+    """The root over the records' hashes and each record's proof in its stored form."""
+    root, proofs = build_tree(record_hashes)
+    return root, [encode_proof(leaf, proof) for leaf, proof in zip(record_hashes, proofs, strict=True)]
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -158,16 +164,11 @@ class BatchTimestamper:
             unstamped = await self._in_thread(self._read_unstamped)
             if not unstamped.seqs:
                 return 0
-            root, proofs = build_tree(unstamped.hashes)
+            # Thousands of proofs are milliseconds of hashing: not on the event loop.
+            root, proofs = await self._in_thread(_tree, unstamped.hashes)
             async with asyncio.timeout(self._timeout):
                 token = await self._stamp(root)
-            stored = await self._in_thread(
-                self._store,
-                unstamped,
-                root,
-                token,
-                [encode_proof(h, p) for h, p in zip(unstamped.hashes, proofs, strict=True)],
-            )
+            stored = await self._in_thread(self._store, unstamped, root, token, proofs)
         except Exception as exc:
             self._fail(exc)
             raise TimestampingFailed(f"timestamping the message log failed: {exc}") from exc

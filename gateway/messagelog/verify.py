@@ -19,6 +19,11 @@ is suspect anyway):
   6. a timestamped record's proof leads from its record hash to the stamped root, and the
      token verifies over that root (`verify_token`, once per token); records up to the
      chain's stamped watermark must have one.
+
+What no check here can see, because the chain has no secret: someone able to rewrite the
+database may edit a record not yet timestamped and recompute every hash after it, or cut the
+chain's end together with its row and tokens. The timestamps bound the first to the last few
+seconds; archives taken away, and the other gateway's log of the same exchange, bound both.
 """
 
 from __future__ import annotations

@@ -52,6 +52,8 @@ SERVER_PROXY_SSL_AUTHENTICATION_FAILED: Final = "Server.ServerProxy.SslAuthentic
 SERVER_PROXY_INVALID_SIGNATURE: Final = "Server.ServerProxy.InvalidSignatureValue"
 SERVER_PROXY_INTERNAL_ERROR: Final = "Server.ServerProxy.InternalError"
 SERVER_PROXY_UNKNOWN_MEMBER: Final = "Server.ServerProxy.UnknownMember"
+SERVER_PROXY_LOGGING_FAILED: Final = "Server.ServerProxy.LoggingFailed"
+SERVER_PROXY_TIMESTAMPER_FAILED: Final = "Server.ServerProxy.LoggingFailed.TimestamperFailed"
 
 # Server.ServerProxy.ServiceFailed.* : the provider's own service failed.
 SERVICE_FAILED: Final = "Server.ServerProxy.ServiceFailed"

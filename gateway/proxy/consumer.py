@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 import ssl
+import uuid
 from typing import Final
 
 from aiohttp import web
 
 from gateway.ids import ClientId
+from gateway.messagelog.record import Direction, Side
 from gateway.protocol import faults, rest, soap
 from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import RestRequestPayload, RestResponsePayload, SoapPayload
 from gateway.proxy import metadata
 from gateway.proxy.exchange import PeerError, exchange, sign_payload
+from gateway.proxy.records import ExchangeIds, ExchangeLog
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.serverconf.tables import ClientAuthMode
 
@@ -103,17 +106,33 @@ def _peer_rest_error_response(error: PeerError, accept: str | None) -> web.Respo
     return _peer_error_response(error) if fault is None else rest_fault_response(fault, accept)
 
 
+def new_exchange_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def logged_fault(journal: ExchangeLog, fault: XRoadFault, response: web.Response) -> web.Response:
+    """Logs the fault this gateway answers with, then returns that answer."""
+    body = response.body if isinstance(response.body, bytes) else b""
+    await journal.fault(Direction.RESPONSE, fault, body, response.headers.get("Content-Type", "text/xml"))
+    return response
+
+
+def _peer_fault(error: PeerError) -> XRoadFault:
+    """The provider gateway's unsigned fault, as what the log records of it."""
+    code = error.xroad_error or "Server.ServerProxy.Fault"
+    return XRoadFault(code, f"the provider's gateway answered HTTP {error.status}")
+
+
 def check_request_hash(request: soap.SoapMessage, response: soap.SoapMessage) -> None:
     """The provider's gateway must vouch for the request we sent, byte for byte (PROTOCOL.md)."""
     expected = soap.request_hash(request.soap_bytes)
     if response.request_hash is None or response.request_hash.value != expected:
-        raise XRoadFault(
-            faults.INCONSISTENT_RESPONSE, "the response's requestHash is not our request's"
-        )
+        raise XRoadFault(faults.INCONSISTENT_RESPONSE, "the response's requestHash is not our request's")
 
 
 async def handle_soap(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
+    journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.CONSUMER)
     try:
         if request.method != "POST":
             raise XRoadFault(
@@ -122,14 +141,20 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
         body = await read_body(request, runtime.config.max_message_bytes)
         content_type = request.headers.get("Content-Type")
         message = soap.parse_request(body, content_type)
+        journal.identify(
+            ExchangeIds.of_soap(runtime.gateway_name, new_exchange_id(), Side.CONSUMER, message),
+            message.client,
+        )
         authenticate_client(runtime, message.client, request)
         conf = runtime.valid_globalconf()
+        journal.check_ready()
         if not conf.is_known(message.service.provider):
             raise XRoadFault(
                 faults.UNKNOWN_MEMBER, f"provider {message.service.provider} is not in the federation"
             )
         signer = runtime.signer_for(message.client.member, faults.CLIENT_PROXY_INTERNAL_ERROR)
         signed = await sign_payload(signer, SoapPayload(content_type or "text/xml", body))
+        await journal.signed(Direction.REQUEST, signed)
         answer = await exchange(
             runtime,
             conf,
@@ -147,21 +172,25 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
         if response is not None:
             soap.check_response_consistency(message, response)
             check_request_hash(message, response)
+        await journal.signed(Direction.RESPONSE, answer.message)
         reply = web.Response(status=200 if response is not None else 500, body=answer.payload.body)
         reply.headers["Content-Type"] = answer.payload.content_type
         return reply
     except PeerError as error:
+        await journal.fault(Direction.RESPONSE, _peer_fault(error), error.body, error.content_type)
         return _peer_error_response(error)
     except XRoadFault as fault:
-        return soap_fault_response(fault)
+        return await logged_fault(journal, fault, soap_fault_response(fault))
     except Exception:  # never a stack trace to the caller
         log.exception("unexpected error on the SOAP path")
-        return soap_fault_response(XRoadFault(faults.CLIENT_PROXY_INTERNAL_ERROR, "internal error"))
+        internal = XRoadFault(faults.CLIENT_PROXY_INTERNAL_ERROR, "internal error")
+        return await logged_fault(journal, internal, soap_fault_response(internal))
 
 
 async def handle_rest(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     accept = request.headers.get("Accept")
+    journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.CONSUMER)
     try:
         body = await read_body(request, runtime.config.max_message_bytes)
         parsed = rest.parse_rest_request(
@@ -173,8 +202,12 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
             max_body_bytes=runtime.config.max_message_bytes,
         )
         call = parsed.request if isinstance(parsed, rest.RestMetadataRequest) else parsed
+        journal.identify(
+            ExchangeIds.of_rest(runtime.gateway_name, new_exchange_id(), Side.CONSUMER, call), call.client
+        )
         authenticate_client(runtime, call.client, request)
         conf = runtime.valid_globalconf()
+        journal.check_ready()
         if not conf.is_known(call.service.provider):
             raise XRoadFault(
                 faults.UNKNOWN_MEMBER, f"provider {call.service.provider} is not in the federation"
@@ -188,6 +221,7 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
             body=body,
         )
         signed = await sign_payload(signer, payload)
+        await journal.signed(Direction.REQUEST, signed)
         answer = await exchange(
             runtime,
             conf,
@@ -201,18 +235,21 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
         rest.check_rest_response_consistency(
             call, answer.payload.headers, request_hash=rest.rest_request_hash(call)
         )
+        await journal.signed(Direction.RESPONSE, answer.message)
         reply = web.Response(status=answer.payload.status, body=answer.payload.body)
         for name, value in answer.payload.headers:
             if name.lower() not in ("content-length", "transfer-encoding", "connection"):
                 reply.headers.add(name, value)
         return reply
     except PeerError as error:
+        await journal.fault(Direction.RESPONSE, _peer_fault(error), error.body, error.content_type)
         return _peer_rest_error_response(error, accept)
     except XRoadFault as fault:
-        return rest_fault_response(fault, accept)
+        return await logged_fault(journal, fault, rest_fault_response(fault, accept))
     except Exception:
         log.exception("unexpected error on the REST path")
-        return rest_fault_response(XRoadFault(faults.CLIENT_PROXY_INTERNAL_ERROR, "internal error"), accept)
+        internal = XRoadFault(faults.CLIENT_PROXY_INTERNAL_ERROR, "internal error")
+        return await logged_fault(journal, internal, rest_fault_response(internal, accept))
 
 
 def _forwarded_headers(request: web.Request, call: rest.RestRequest) -> tuple[tuple[str, str], ...]:

@@ -53,8 +53,12 @@ class PeerError(Exception):
 
 @dataclass(frozen=True)
 class SignedAnswer:
-    payload: Payload
+    message: TransportMessage
     server: SecurityServerId
+
+    @property
+    def payload(self) -> Payload:
+        return self.message.payload
 
 
 async def sign_payload(signer: BatchSigner, payload: Payload) -> TransportMessage:
@@ -155,4 +159,4 @@ def _answer(
         raise PeerError(response.status, content_type, body, response.headers.get("X-Road-Error"))
     message = decode_transport(content_type, body, max_bytes=max_bytes, direction=Direction.RESPONSE)
     verify_signed(message, conf, provider.member, faults.CLIENT_PROXY_INVALID_SIGNATURE)
-    return SignedAnswer(message.payload, server.id)
+    return SignedAnswer(message, server.id)

@@ -17,6 +17,8 @@ from gateway.crypto.certs import fingerprint_sha256
 from gateway.crypto.tls import peer_certificate
 from gateway.globalconf import GlobalConf
 from gateway.ids import ClientId, ServiceId
+from gateway.messagelog.record import Direction as LogDirection
+from gateway.messagelog.record import Side
 from gateway.protocol import faults, mime, rest, soap
 from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import (
@@ -31,8 +33,15 @@ from gateway.protocol.transport import (
 )
 from gateway.proxy import metadata
 from gateway.proxy.backend import SOAP_PASSED_HEADERS, BackendResponse, call_backend
-from gateway.proxy.consumer import read_body, rest_fault_response, soap_fault_response
+from gateway.proxy.consumer import (
+    logged_fault,
+    new_exchange_id,
+    read_body,
+    rest_fault_response,
+    soap_fault_response,
+)
 from gateway.proxy.exchange import sign_payload, verify_signed
+from gateway.proxy.records import ExchangeIds, ExchangeLog
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.serverconf.repository import ServiceConf
 from gateway.serverconf.tables import ServiceKind
@@ -46,6 +55,7 @@ SOAP_CONTENT_TYPES: Final = ("text/xml", "multipart/related")
 async def handle_transport(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     is_rest = False
+    journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.PROVIDER)
     try:
         conf = runtime.valid_globalconf("Server.ServerProxy.OutdatedGlobalConf")
         caller = _authenticate_peer(request, conf)
@@ -57,15 +67,18 @@ async def handle_transport(request: web.Request) -> web.StreamResponse:
             direction=Direction.REQUEST,
         )
         is_rest = isinstance(message.payload, RestRequestPayload)
-        answer = await _serve(runtime, conf, caller, message)
+        answer = await _serve(runtime, conf, caller, message, journal)
+        await journal.signed(LogDirection.RESPONSE, answer)
         content_type, out = encode_transport(answer)
         return web.Response(body=out, headers={"Content-Type": content_type})
     except XRoadFault as fault:
-        return rest_fault_response(fault, None) if is_rest else soap_fault_response(fault)
+        response = rest_fault_response(fault, None) if is_rest else soap_fault_response(fault)
+        return await logged_fault(journal, fault, response)
     except Exception:
         log.exception("unexpected error on the provider path")
         internal = XRoadFault(faults.SERVER_PROXY_INTERNAL_ERROR, "internal error")
-        return rest_fault_response(internal, None) if is_rest else soap_fault_response(internal)
+        response = rest_fault_response(internal, None) if is_rest else soap_fault_response(internal)
+        return await logged_fault(journal, internal, response)
 
 
 def _authenticate_peer(request: web.Request, conf: GlobalConf) -> str:
@@ -82,12 +95,18 @@ def _authenticate_peer(request: web.Request, conf: GlobalConf) -> str:
 
 
 async def _serve(
-    runtime: GatewayRuntime, conf: GlobalConf, caller: str, message: TransportMessage
+    runtime: GatewayRuntime,
+    conf: GlobalConf,
+    caller: str,
+    message: TransportMessage,
+    journal: ExchangeLog,
 ) -> TransportMessage:
     payload = message.payload
+    exchange_id = new_exchange_id()
     if isinstance(payload, SoapPayload):
         request = soap.parse_request(payload.body, payload.content_type)
         client, service = request.client, request.service
+        ids = ExchangeIds.of_soap(runtime.gateway_name, exchange_id, Side.PROVIDER, request)
     elif isinstance(payload, RestRequestPayload):
         parsed = rest.parse_rest_request(
             payload.method,
@@ -99,10 +118,14 @@ async def _serve(
         )
         call = parsed.request if isinstance(parsed, rest.RestMetadataRequest) else parsed
         client, service = call.client, call.service
+        ids = ExchangeIds.of_rest(runtime.gateway_name, exchange_id, Side.PROVIDER, call)
     else:
         raise XRoadFault(faults.INVALID_CONTENT_TYPE, "a request must carry a SOAP or REST request")
+    journal.identify(ids, service.provider)
     _check_caller_hosts_client(conf, caller, client)
     verify_signed(message, conf, client.member, faults.SERVER_PROXY_INVALID_SIGNATURE)
+    journal.check_ready()
+    await journal.signed(LogDirection.REQUEST, message)
     signer = runtime.signer_for(service.provider.member, faults.SERVER_PROXY_INTERNAL_ERROR)
     if isinstance(payload, SoapPayload):
         answer: Payload = await _serve_soap(runtime, conf, request)

@@ -25,6 +25,7 @@ from gateway.crypto.keys import load_private_key
 from gateway.crypto.tls import add_client_trust, external_client_context
 from gateway.globalconf import GlobalConf, GlobalConfError, GlobalConfSource, load_anchor
 from gateway.ids import ClientId
+from gateway.messagelog.service import MessageLog, node_name
 from gateway.protocol import faults
 from gateway.protocol.faults import XRoadFault
 from gateway.proxy.peers import PeerSelector, PinningConnector
@@ -51,6 +52,7 @@ class GatewayRuntime:
     peer_session: aiohttp.ClientSession | None = None
     backend_session: aiohttp.ClientSession | None = None
     internal_tls_context: ssl.SSLContext | None = None
+    messagelog: MessageLog | None = None
     _trusted_pins: set[str] = field(default_factory=set)
     _peer_context_cas: tuple[x509.Certificate, ...] = ()
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -73,7 +75,16 @@ class GatewayRuntime:
             key = load_private_key(entry.key, passphrase or None)
             cert = load_certificate_file(entry.cert)
             signers[entry.member] = BatchSigner(key, cert, window_seconds=config.sign_window_seconds)
-        return cls(config, repository, source, signers, repository.snapshot())
+        runtime = cls(config, repository, source, signers, repository.snapshot())
+        settings = config.messagelog
+        if settings is not None and settings.enabled:
+            runtime.messagelog = MessageLog(
+                settings,
+                gateway=config.server_id.to_text(),
+                node=node_name(),
+                globalconf=lambda: source.current,
+            )
+        return runtime
 
     async def start(self) -> None:
         try:
@@ -85,6 +96,8 @@ class GatewayRuntime:
             auto_decompress=False,
         )
         self._reset_peer_session()
+        if self.messagelog is not None:
+            await self.messagelog.start()
         self._tasks.append(asyncio.create_task(self._poll_snapshot()))
         self._tasks.append(asyncio.create_task(self._poll_globalconf()))
 
@@ -94,6 +107,8 @@ class GatewayRuntime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for signer in self.signers.values():
             await signer.aclose()
+        if self.messagelog is not None:
+            await self.messagelog.close()
         for session in (self.peer_session, self.backend_session):
             if session is not None:
                 await session.close()
@@ -167,6 +182,11 @@ class GatewayRuntime:
         }
         return frozenset(pins) if pins else None
 
+    @property
+    def gateway_name(self) -> str:
+        """This gateway's identifier text: whose message-log chain records belong to."""
+        return self.config.server_id.to_text()
+
     def reload_snapshot(self) -> None:
         """Called by the admin API after a change so this node sees it at once."""
         self.snapshot = self.repository.snapshot()
@@ -202,5 +222,6 @@ class GatewayRuntime:
             },
             "serverconf_version": self.snapshot.version,
             "signers": sorted(member.to_text() for member in self.signers),
+            "messagelog": self.messagelog.health() if self.messagelog is not None else None,
             "time": time.time(),
         }

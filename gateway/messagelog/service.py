@@ -1,0 +1,194 @@
+"""The message log as one gateway node uses it: write, timestamp, archive, and refuse traffic
+when the log cannot keep its promises (issue "The message log").
+
+The proxy calls :meth:`MessageLog.log` for every message it signs, receives or answers with a
+fault, and answers its client only after that returns: a record that cannot be written ends
+the exchange with `Server.ClientProxy.LoggingFailed` (or the provider's equivalent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+from cryptography import x509
+
+from gateway.config import MessageLogSettings
+from gateway.crypto.timestamp import TimestampError, request_timestamp, verify_timestamp_token
+from gateway.globalconf import GlobalConf
+from gateway.messagelog.crypto_at_rest import BodyCipher
+from gateway.messagelog.db import create_engine, migrate
+from gateway.messagelog.record import LogRecord
+from gateway.messagelog.store import ChainArchive, LoggingFailed, MessageLogWriter, purge
+from gateway.messagelog.timestamping import BatchTimestamper, TimestampingFailed
+from gateway.protocol import faults
+from gateway.protocol.faults import XRoadFault
+
+log = logging.getLogger(__name__)
+
+# How long timestamping may keep failing before new requests are refused (X-Road's default
+# for "timestamp records within" is 14400 s; a development federation wants it sooner).
+DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS: Final = 600.0
+DEFAULT_ARCHIVE_INTERVAL_SECONDS: Final = 3600.0
+# One TSA round trip; the timestamper tries the next TSA after this.
+TSA_TIMEOUT_SECONDS: Final = 10.0
+
+
+def load_body_keys(path: Path) -> tuple[dict[str, bytes], str]:
+    """A key file: JSON `{"current": ID, "keys": {ID: base64 of 32 bytes}}`, mode 0600.
+
+    Rotation: add a new id, make it current; old ids stay so old bodies stay readable.
+    """
+    if path.stat().st_mode & 0o077:
+        raise ValueError(f"{path} must be readable by its owner only (chmod 600)")
+    document = json.loads(path.read_text(encoding="utf-8"))
+    keys = {key_id: base64.b64decode(value) for key_id, value in document["keys"].items()}
+    return keys, str(document["current"])
+
+
+class MessageLog:
+    """One node's log: a writer, a batch timestamper over the federation's TSAs, an archiver."""
+
+    def __init__(
+        self,
+        settings: MessageLogSettings,
+        *,
+        gateway: str,
+        node: str,
+        globalconf: Callable[[], GlobalConf | None],
+    ) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.node = node
+        self._globalconf = globalconf
+        migrate(settings.database_url)
+        self.engine = create_engine(settings.database_url)
+        cipher = None
+        if settings.body_key_file is not None:
+            cipher = BodyCipher(*load_body_keys(settings.body_key_file))
+        self.cipher = cipher
+        self.writer = MessageLogWriter(
+            self.engine, gateway=gateway, node=node, cipher=cipher, window_seconds=settings.window_seconds
+        )
+        self.timestamper = BatchTimestamper(
+            self.engine,
+            gateway=gateway,
+            node=node,
+            stamp=self._stamp,
+            interval_seconds=settings.timestamp_interval_seconds,
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        self.timestamper.start()
+        if self.settings.archive_dir is not None:
+            self._tasks.append(asyncio.create_task(self._archive_loop()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.writer.aclose()
+        await self.timestamper.aclose()
+        if self._session is not None:
+            await self._session.close()
+        self.engine.dispose()
+
+    def check_timestamping(self, fault_code: str = faults.TIMESTAMPER_FAILED) -> None:
+        """Refuse new exchanges once timestamping has failed for longer than allowed."""
+        now = dt.datetime.now(dt.UTC)
+        if self.timestamper.is_overdue(now, self.settings.max_timestamp_failure_seconds):
+            raise XRoadFault(
+                fault_code,
+                f"timestamping has failed since {self.timestamper.failing_since}: "
+                f"{self.timestamper.last_error}",
+            )
+
+    async def log(
+        self,
+        record: LogRecord,
+        *,
+        log_body: bool = True,
+        stamp_immediately: bool = False,
+        fault_code: str = faults.LOGGING_FAILED,
+    ) -> int:
+        """Write `record` durably (bodies per the subsystem's policy); XRoadFault if it cannot be."""
+        try:
+            seq = await self.writer.append(record if log_body else record.without_body())
+            if stamp_immediately:
+                await self.timestamper.stamp_now(seq)
+        except (LoggingFailed, TimestampingFailed, OSError) as exc:
+            raise XRoadFault(fault_code, f"the message could not be logged: {exc}") from exc
+        return seq
+
+    def health(self) -> dict[str, object]:
+        return {
+            "timestamping_failing_since": (
+                self.timestamper.failing_since.isoformat() if self.timestamper.failing_since else None
+            ),
+            "timestamping_last_error": self.timestamper.last_error,
+            "commits": self.writer.commits,
+        }
+
+    # --- timestamping over the federation's TSAs, in order ----------------------------------
+
+    async def _stamp(self, digest: bytes) -> bytes:
+        conf = self._globalconf()
+        if conf is None or not conf.timestamping_authorities:
+            raise TimestampingFailed("the global configuration lists no timestamping authority")
+        assert self._session is not None
+        problems = []
+        ca_certs = conf.trusted_ca_certs()
+        for tsa in conf.timestamping_authorities:
+            try:
+                token = await request_timestamp(self._session, tsa.url, digest, TSA_TIMEOUT_SECONDS)
+                tsa_cert = x509.load_pem_x509_certificate(tsa.certificate.encode("ascii"))
+                verify_timestamp_token(token, digest, [tsa_cert], ca_certs)
+                return token
+            except (TimestampError, aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                problems.append(f"{tsa.name}: {exc}")
+        raise TimestampingFailed("; ".join(problems))
+
+    # --- archiving and retention ------------------------------------------------------------
+
+    async def _archive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.archive_interval_seconds)
+            try:
+                await self.archive_now()
+            except Exception:  # the loop must survive one bad round; records stay unarchived
+                log.exception("archiving failed")
+
+    async def archive_now(self) -> list[Path]:
+        """Archive what is ready, then purge archived records past retention."""
+        from gateway.messagelog.archive import Archiver
+
+        assert self.settings.archive_dir is not None
+        archiver = Archiver(
+            ChainArchive(self.engine, self.gateway, self.node, self.cipher),
+            self.settings.archive_dir,
+            hook=list(self.settings.archive_hook) if self.settings.archive_hook else None,
+        )
+        written: Sequence[Path] = await asyncio.to_thread(archiver.archive_pending)
+        if self.settings.retention_days is not None:
+            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.settings.retention_days)
+            await asyncio.to_thread(purge, self.engine, cutoff)
+        return list(written)
+
+
+def node_name() -> str:
+    """This node's name in the chain: host name, unless XGATE_NODE_NAME sets one."""
+    return os.environ.get("XGATE_NODE_NAME") or os.uname().nodename

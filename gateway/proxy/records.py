@@ -1,0 +1,215 @@
+"""Message-log records for what the proxy signs, receives and answers (sans-IO).
+
+The record of a signed message keeps the transport manifest and the batch signature with
+this message's proof, so it proves the message later even when its body is not stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+
+from gateway.crypto.rootsig import MessageSignature
+from gateway.ids import ClientId
+from gateway.messagelog.asice import encode_proof
+from gateway.messagelog.record import Direction, LogRecord, MessageKind, Side
+from gateway.messagelog.service import MessageLog
+from gateway.protocol import faults, rest, soap
+from gateway.protocol.faults import XRoadFault
+from gateway.protocol.transport import (
+    Payload,
+    RestRequestPayload,
+    RestResponsePayload,
+    SoapPayload,
+    TransportMessage,
+    manifest,
+    signed_parts,
+)
+from gateway.serverconf.repository import ServerConfSnapshot
+
+log = logging.getLogger(__name__)
+
+# The faults each side answers with when its log fails (PROTOCOL.md "Fault codes").
+_LOGGING_FAILED = {Side.CONSUMER: faults.LOGGING_FAILED, Side.PROVIDER: faults.SERVER_PROXY_LOGGING_FAILED}
+_TIMESTAMPER_FAILED = {
+    Side.CONSUMER: faults.TIMESTAMPER_FAILED,
+    Side.PROVIDER: faults.SERVER_PROXY_TIMESTAMPER_FAILED,
+}
+
+
+@dataclass(frozen=True)
+class ExchangeIds:
+    """What every record of one exchange repeats: who asked whom, under which ids."""
+
+    gateway: str
+    exchange_id: str
+    side: Side
+    kind: MessageKind
+    message_id: str
+    client: str
+    service: str
+    user_id: str | None = None
+    issue: str | None = None
+    represented_party: str | None = None
+
+    @classmethod
+    def of_soap(cls, gateway: str, exchange_id: str, side: Side, message: soap.SoapMessage) -> ExchangeIds:
+        party = message.represented_party
+        return cls(
+            gateway,
+            exchange_id,
+            side,
+            MessageKind.SOAP,
+            message.id,
+            message.client.to_text(),
+            message.service.to_text(),
+            message.user_id,
+            message.issue,
+            None if party is None else "/".join(p for p in (party.party_class, party.party_code) if p),
+        )
+
+    @classmethod
+    def of_rest(cls, gateway: str, exchange_id: str, side: Side, call: rest.RestRequest) -> ExchangeIds:
+        party = call.represented_party
+        return cls(
+            gateway,
+            exchange_id,
+            side,
+            MessageKind.REST,
+            call.message_id,
+            call.client.to_text(),
+            call.service.to_text(),
+            call.user_id,
+            call.issue,
+            None if party is None else "/".join(p for p in party if p),
+        )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _message_bytes(payload: Payload) -> tuple[str, bytes]:
+    """What the record stores as the message: SOAP as received; REST as its head plus body."""
+    if isinstance(payload, SoapPayload):
+        return payload.content_type, payload.body
+    parts = signed_parts(payload)
+    head, body = parts[0], parts[1]
+    kind = "request" if isinstance(payload, RestRequestPayload) else "response"
+    assert isinstance(payload, RestRequestPayload | RestResponsePayload)
+    return f"application/x-xgate-rest-{kind}", head.data + b"\n" + body.data
+
+
+def signed_record(
+    ids: ExchangeIds,
+    direction: Direction,
+    payload: Payload,
+    signature: MessageSignature,
+    *,
+    ocsp_response: bytes | None = None,
+) -> LogRecord:
+    """The record of a message this gateway signed or received with a verified signature."""
+    content_type, message = _message_bytes(payload)
+    return LogRecord(
+        gateway=ids.gateway,
+        exchange_id=ids.exchange_id,
+        side=ids.side,
+        direction=direction,
+        kind=ids.kind,
+        logged_at=_now(),
+        message_id=ids.message_id,
+        client=ids.client,
+        service=ids.service,
+        user_id=ids.user_id,
+        issue=ids.issue,
+        represented_party=ids.represented_party,
+        content_type=content_type,
+        message=message,
+        manifest=manifest(signed_parts(payload)),
+        signed_root_xml=signature.signed_root_xml,
+        proof_json=encode_proof(signature.leaf, signature.proof),
+        ocsp_response=ocsp_response,
+    )
+
+
+def fault_record(
+    ids: ExchangeIds, direction: Direction, fault: XRoadFault, body: bytes, content_type: str
+) -> LogRecord:
+    """The record of a fault a gateway answered with (unsigned: faults travel as they are)."""
+    return LogRecord(
+        gateway=ids.gateway,
+        exchange_id=ids.exchange_id,
+        side=ids.side,
+        direction=direction,
+        kind=ids.kind,
+        logged_at=_now(),
+        message_id=ids.message_id,
+        client=ids.client,
+        service=ids.service,
+        user_id=ids.user_id,
+        issue=ids.issue,
+        represented_party=ids.represented_party,
+        content_type=content_type,
+        message=body,
+        manifest=manifest(signed_parts(SoapPayload(content_type, body))),
+        signed_root_xml=None,
+        proof_json=None,
+        ocsp_response=None,
+        outcome=fault.code,
+        fault_detail=fault.detail,
+    )
+
+
+class ExchangeLog:
+    """The log steps of one exchange on one gateway, in the order the handler meets them.
+
+    Knows the subsystem whose policy applies (the client's on the consumer side, the
+    provider's on the provider side) once the message is parsed; logs nothing when the node
+    runs without a message log.
+    """
+
+    def __init__(self, messagelog: MessageLog | None, snapshot: ServerConfSnapshot, side: Side) -> None:
+        self._messagelog = messagelog
+        self._snapshot = snapshot
+        self._side = side
+        self.ids: ExchangeIds | None = None
+        self._log_bodies = True
+        self._stamp_now = False
+
+    def identify(self, ids: ExchangeIds, policy_owner: ClientId) -> None:
+        self.ids = ids
+        subsystem = self._snapshot.subsystem(policy_owner)
+        if subsystem is not None:
+            self._log_bodies = subsystem.log_bodies
+            self._stamp_now = subsystem.timestamp_immediately
+
+    def check_ready(self) -> None:
+        """Refuse the exchange up front when the log could not keep its promise."""
+        if self._messagelog is not None:
+            self._messagelog.check_timestamping(_TIMESTAMPER_FAILED[self._side])
+
+    async def signed(self, direction: Direction, message: TransportMessage) -> None:
+        if self._messagelog is None or self.ids is None:
+            return
+        record = signed_record(self.ids, direction, message.payload, message.signature)
+        await self._messagelog.log(
+            record,
+            log_body=self._log_bodies,
+            stamp_immediately=self._stamp_now,
+            fault_code=_LOGGING_FAILED[self._side],
+        )
+
+    async def fault(self, direction: Direction, fault: XRoadFault, body: bytes, content_type: str) -> None:
+        """Best effort: the fault goes to the client even if it cannot be logged (it carries no data)."""
+        if self._messagelog is None:
+            return
+        # A fault before the message could be read has no identifiers of its own.
+        ids = self.ids or ExchangeIds(
+            self._messagelog.gateway, str(uuid.uuid4()), self._side, MessageKind.SOAP, "", "", ""
+        )
+        try:
+            await self._messagelog.log(fault_record(ids, direction, fault, body, content_type), log_body=True)
+        except XRoadFault:
+            log.warning("fault %s [%s] could not be logged", fault.code, fault.detail)

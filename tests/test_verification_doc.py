@@ -1,0 +1,184 @@
+"""docs/verification.md's hand check, run exactly as written, on real containers.
+
+The script between the `verify-container` markers is extracted from the page and run with
+bash in a directory holding `container.asice`, `ca.pem` and `tsa.pem`: what passes here is
+what a security officer will see pass, and one changed byte of the message, the signature or
+the token must make it fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gateway.messagelog import asice
+from gateway.messagelog.asice import (
+    MANIFEST_TXT,
+    MESSAGE_XML,
+    RECORD,
+    SIGNATURE,
+    TIMESTAMP,
+    LoggedMessage,
+    build_container,
+)
+from tests.test_asice import (
+    Trust,
+    files_of,
+    make_messages,
+    make_trust,
+    openssl_timestamp,
+    raw_zip,
+    rezip,
+    tampered,
+    with_manifest_rebuilt,
+)
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "verification.md"
+
+
+def doc_script(marker: str) -> str:
+    """The bash block between `<!-- MARKER:begin -->` and `<!-- MARKER:end -->`."""
+    text = DOC.read_text()
+    block = text.split(f"<!-- {marker}:begin -->")[1].split(f"<!-- {marker}:end -->")[0]
+    match = re.fullmatch(r"\s*```bash\n(.*)```\s*", block, re.DOTALL)
+    assert match is not None, f"the {marker} block must be exactly one bash code block"
+    return match.group(1)
+
+
+def run_hand_check(directory: Path, container: bytes, trust: Trust) -> subprocess.CompletedProcess[str]:
+    directory.mkdir(parents=True)
+    (directory / "container.asice").write_bytes(container)
+    (directory / "ca.pem").write_bytes(trust.ca_pem.read_bytes())
+    (directory / "tsa.pem").write_bytes(trust.tsa_pem.read_bytes())
+    return subprocess.run(
+        ["bash", "-c", doc_script("verify-container")],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
+    return make_trust(tmp_path_factory.mktemp("trust"))
+
+
+@pytest.fixture(scope="module")
+def messages(trust: Trust) -> list[LoggedMessage]:
+    return make_messages(trust, ocsp=b"\x30\x03\x0a\x01\x00")
+
+
+@pytest.fixture(scope="module")
+def container(messages: list[LoggedMessage]) -> bytes:
+    return build_container(messages[0])
+
+
+def test_the_documented_steps_pass_on_a_real_container(
+    trust: Trust, container: bytes, messages: list[LoggedMessage], tmp_path: Path
+) -> None:
+    result = run_hand_check(tmp_path / "officer", container, trust)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "message.xml: OK" in output  # step 2 and step 3
+    leaf = hashlib.sha256(messages[0].record.manifest).hexdigest()
+    assert f"the proof leads from the manifest ({leaf})" in output
+    assert re.search(r"^OK$", result.stderr, re.MULTILINE)  # xmlsec1
+    assert "subject=CN = 1001" in output
+    assert f"record hash: {messages[0].record_hash.hex()}" in output
+    assert "Verification: OK" in output  # openssl ts
+    assert "Time stamp:" in output
+    assert output.rstrip().endswith("container verified")
+    # The independent checks agree with the code's.
+    assert trust.verify(container).valid
+
+
+def test_the_steps_check_a_rest_head_and_a_container_without_body(
+    trust: Trust, messages: list[LoggedMessage], tmp_path: Path
+) -> None:
+    rest = run_hand_check(tmp_path / "rest", build_container(messages[1]), trust)
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert "c/rest-request.json: OK" in rest.stdout
+    assert "c/message.bin: OK" in rest.stdout
+    bodiless = run_hand_check(tmp_path / "bodiless", build_container(messages[3]), trust)
+    assert bodiless.returncode == 0, bodiless.stdout + bodiless.stderr
+    assert "message: not in the container (body logging off)" in bodiless.stdout
+
+
+def assert_fails(result: subprocess.CompletedProcess[str], *evidence: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "container verified" not in output
+    for text in evidence:
+        assert text in output, output
+
+
+def test_one_changed_byte_of_the_message_fails(trust: Trust, container: bytes, tmp_path: Path) -> None:
+    def change(data: bytes) -> bytes:
+        assert b"<id>7" in data
+        return data.replace(b"<id>7", b"<id>8")
+
+    naive = tampered(container, MESSAGE_XML, change, rebuild=False)
+    assert_fails(run_hand_check(tmp_path / "naive", naive, trust), "message.xml: FAILED")
+    careful = tampered(container, MESSAGE_XML, change)  # manifest.xml recomputed
+    assert_fails(run_hand_check(tmp_path / "careful", careful, trust), "c/message.xml: FAILED")
+
+
+def test_a_changed_message_with_its_manifest_line_fails_the_proof(
+    trust: Trust, container: bytes, tmp_path: Path
+) -> None:
+    files = files_of(container)
+    old = hashlib.sha256(files[MESSAGE_XML]).hexdigest().encode()
+    files[MESSAGE_XML] = files[MESSAGE_XML].replace(b"<id>7", b"<id>8")
+    files[MANIFEST_TXT] = files[MANIFEST_TXT].replace(old, hashlib.sha256(files[MESSAGE_XML]).hexdigest().encode())
+    result = run_hand_check(tmp_path / "o", rezip(with_manifest_rebuilt(files)), trust)
+    assert_fails(result, "the proof starts at")
+
+
+def test_one_changed_byte_of_the_signature_fails(trust: Trust, container: bytes, tmp_path: Path) -> None:
+    def change(data: bytes) -> bytes:
+        value = re.search(rb"<ds:SignatureValue>([^<]*)<", data)
+        assert value is not None
+        raw = bytearray(base64.b64decode(value[1]))
+        raw[0] ^= 0x01
+        return data.replace(value[1], base64.b64encode(bytes(raw)))
+
+    naive = tampered(container, SIGNATURE, change, rebuild=False)
+    assert_fails(run_hand_check(tmp_path / "naive", naive, trust), "META-INF/signatures0.xml: FAILED")
+    careful = tampered(container, SIGNATURE, change)
+    result = run_hand_check(tmp_path / "careful", careful, trust)
+    assert_fails(result, "FAIL")
+    assert "func=xmlSecOpenSSL" in result.stderr or "signature is invalid" in result.stderr.lower()
+    assert not trust.verify(careful).valid
+
+
+def test_a_changed_record_fails(trust: Trust, container: bytes, tmp_path: Path) -> None:
+    files = files_of(container)
+    document = json.loads(files[RECORD])
+    document["content"]["user_id"] = "EE00000000000"
+    files[RECORD] = asice._record_json(document)
+    result = run_hand_check(tmp_path / "o", rezip(with_manifest_rebuilt(files)), trust)
+    assert_fails(result, "content_digest does NOT match")
+
+
+def test_a_token_over_another_root_fails(trust: Trust, container: bytes, tmp_path: Path) -> None:
+    other = asice.timestamp_response(openssl_timestamp(trust, hashlib.sha256(b"another batch").digest()))
+    result = run_hand_check(tmp_path / "o", tampered(container, TIMESTAMP, lambda _: other), trust)
+    assert_fails(result, "Verification: FAILED")
+
+
+def test_a_zip_slip_container_is_refused_before_anything_is_unpacked(
+    trust: Trust, container: bytes, tmp_path: Path
+) -> None:
+    hostile = raw_zip([*files_of(container).items(), ("../escaped.txt", b"owned")])
+    result = run_hand_check(tmp_path / "officer", hostile, trust)
+    assert_fails(result, "../escaped.txt", "unexpected names above: refuse the container")
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "officer" / "c").exists()
