@@ -402,7 +402,10 @@ def test_accepted_paths_cannot_climb_and_are_fixed_points(raw: str) -> None:
     assert normalise_path(normal) == normal
     # Independent oracles: RFC 3986 §5.2.4 dot removal (urljoin) on the raw form, POSIX
     # resolution on the decoded form; neither may move an accepted path anywhere.
-    assert urljoin("http://h/base/x", normal) == "http://h" + normal
+    # urljoin still splits ";params" off the last segment (RFC 1808); that is the oracle's
+    # quirk, not a climb, so ';' is escaped for this comparison only.
+    escaped = normal.replace(";", "%3B")
+    assert urljoin("http://h/base/x", escaped) == "http://h" + escaped
     decoded = unquote(normal)
     assert "\\" not in decoded and "\x00" not in decoded
     assert posixpath.normpath(decoded) == (decoded.rstrip("/") or "/")
