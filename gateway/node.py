@@ -71,8 +71,6 @@ async def _start_interfaces(
     config: NodeConfig, runtime: GatewayRuntime, runners: list[web.AppRunner]
 ) -> None:
     """Internal, external and admin interfaces; each runner goes into `runners` once set up."""
-    conf = runtime.globalconf_source.current
-    cas = conf.trusted_ca_certs() if conf else []
     grace = config.shutdown_grace_seconds
 
     internal = web.AppRunner(make_internal_app(runtime), shutdown_timeout=grace, access_log=None)
@@ -83,7 +81,7 @@ async def _start_interfaces(
             internal, config.internal_http.host, config.internal_http.port, reuse_address=True
         ).start()
     if config.internal_https is not None and config.internal_tls is not None:
-        context = internal_server_context(config.internal_tls, [_pem(c) for c in cas])
+        context = internal_server_context(config.internal_tls, ())
         runtime.internal_tls_context = context
         runtime.trust_pinned_certificates()
         await web.TCPSite(
@@ -97,11 +95,14 @@ async def _start_interfaces(
     external = web.AppRunner(make_external_app(runtime), shutdown_timeout=grace, access_log=None)
     await external.setup()
     runners.append(external)
+    # The federation's CAs join both interfaces' handshake trust as configurations bring them.
+    runtime.external_tls_context = external_server_context(config.auth_tls, ())
+    runtime.trust_federation_cas()
     await web.TCPSite(
         external,
         config.external.host,
         config.external.port,
-        ssl_context=external_server_context(config.auth_tls, cas),
+        ssl_context=runtime.external_tls_context,
         reuse_address=True,
     ).start()
 
@@ -109,12 +110,6 @@ async def _start_interfaces(
     await admin.setup()
     runners.append(admin)
     await web.TCPSite(admin, config.admin.host, config.admin.port, reuse_address=True).start()
-
-
-def _pem(cert: object) -> str:
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return cert.public_bytes(Encoding.PEM).decode("ascii")  # type: ignore[attr-defined]
 
 
 def run(config_path: Path) -> None:

@@ -239,6 +239,7 @@ def make_messages(trust: Trust, ocsp: bytes | None = None) -> list[LoggedMessage
         for i, ((payload, direction), leaf, proof) in enumerate(zip(payloads, leaves, proofs, strict=True))
     ]
     records[0] = replace(records[0], ocsp_response=ocsp)
+    records[1] = replace(records[1], rest_head=signed_parts(REST_POST)[0].data)
     records[3] = records[3].without_body()
     records.append(_record(FAULT, Direction.RESPONSE, None, None, "m4", outcome="Server.ServerProxy.X"))
     prev_hashes, prev = [], GENESIS_HASH
@@ -248,12 +249,9 @@ def make_messages(trust: Trust, ocsp: bytes | None = None) -> list[LoggedMessage
     record_hashes = [chain_hash(p, r) for p, r in zip(prev_hashes, records, strict=True)]
     stamped_root, stamp_proofs = build_tree(record_hashes)
     token = openssl_timestamp(trust, stamped_root)
-    rest_head = signed_parts(REST_POST)[0].data
     return [
-        LoggedMessage(record, prev_hash, token, stamp_proof, rest_head if i == 1 else None)
-        for i, (record, prev_hash, stamp_proof) in enumerate(
-            zip(records, prev_hashes, stamp_proofs, strict=True)
-        )
+        LoggedMessage(record, prev_hash, token, stamp_proof)
+        for record, prev_hash, stamp_proof in zip(records, prev_hashes, stamp_proofs, strict=True)
     ]
 
 
@@ -546,7 +544,9 @@ def test_a_changed_token_fails(trust: Trust, container: bytes) -> None:
     files[TIMESTAMP] = bytes(response)
     problems = failed(trust.verify(rezip(with_manifest_rebuilt(files))))
     assert set(problems) == {"timestamp"}
-    assert problems["timestamp"] == "the timestamp token does not verify: the token's signature does not verify"
+    assert problems["timestamp"] == (
+        "the timestamp token does not verify: the token's signature does not verify"
+    )
 
 
 def test_a_token_over_another_root_fails(trust: Trust, container: bytes) -> None:
@@ -593,9 +593,9 @@ def test_any_changed_byte_of_any_file_fails_even_with_a_rebuilt_index(
 def test_every_signed_byte_of_the_token_matters(trust: Trust, container: bytes) -> None:
     """The TSTInfo, the signed attributes and the signature: a change anywhere there fails.
 
-    CMS leaves some of a token unsigned (the certificates it carries, the digestAlgorithms
-    hint, the spelling of the signer's name); no RFC 3161 verifier, openssl included, notices
-    changes there, and they change nothing the token proves.
+    CMS leaves some of a token unsigned (the certificates it carries, checked separately below;
+    the digestAlgorithms hint, the spelling of the signer's name); no RFC 3161 verifier,
+    openssl included, notices changes in the latter, and they change nothing the token proves.
     """
     files = files_of(container)
     response = files[TIMESTAMP]
@@ -615,6 +615,20 @@ def test_every_signed_byte_of_the_token_matters(trust: Trust, container: bytes) 
             files[TIMESTAMP] = bytes(changed)
             report = trust.verify(rezip(with_manifest_rebuilt(files)))
             assert set(failed(report)) == {"timestamp"}, position
+
+
+def test_a_corrupted_certificate_carried_in_the_token_fails(trust: Trust, container: bytes) -> None:
+    """openssl builds its chain from the carried certificates, so verify_container checks them too."""
+    files = files_of(container)
+    response = files[TIMESTAMP]
+    signed_data = cms.ContentInfo.load(asice.timestamp_token_of(response))["content"]
+    carried = signed_data["certificates"][0].chosen.dump()
+    assert carried in response
+    changed = bytearray(carried)
+    changed[-1] ^= 0x01  # the last byte of the CA's signature over the TSA certificate
+    files[TIMESTAMP] = response.replace(carried, bytes(changed))
+    problems = failed(trust.verify(rezip(with_manifest_rebuilt(files))))
+    assert problems == {"timestamp": "the timestamp token carries a certificate no trusted CA issued"}
 
 
 # --- hostile zips -------------------------------------------------------------------------
@@ -742,8 +756,11 @@ def test_build_refuses_evidence_that_could_never_verify(messages: list[LoggedMes
     other_body = replace(message, record=replace(message.record, message=b"<other/>"))
     with pytest.raises(ValueError, match="does not have the digest the manifest lists"):
         build_container(other_body)
+    other_head = replace(messages[1].record, rest_head=b"{}")
     with pytest.raises(ValueError, match="does not have the digest"):
-        build_container(replace(messages[1], rest_head=b"{}"))
+        build_container(replace(messages[1], record=other_head, rest_head=None))
+    with pytest.raises(ValueError, match="not the one the record keeps"):
+        replace(messages[1], rest_head=b"{}")
     with pytest.raises(ValueError, match="proof is not for its manifest"):
         build_container(
             replace(message, record=replace(message.record, proof_json=messages[1].record.proof_json))
@@ -752,6 +769,9 @@ def test_build_refuses_evidence_that_could_never_verify(messages: list[LoggedMes
         build_container(replace(message, timestamp_proof=messages[1].timestamp_proof))
     with pytest.raises(ValueError, match="with its proof, or neither"):
         build_container(replace(message, timestamp_proof=None))
+    unsigned_ok = replace(message.record, signed_root_xml=None, proof_json=None)
+    with pytest.raises(ValueError, match="only a fault is logged unsigned"):
+        build_container(replace(message, record=unsigned_ok))
 
 
 def test_proofs_have_one_canonical_form(messages: list[LoggedMessage]) -> None:

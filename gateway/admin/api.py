@@ -8,7 +8,8 @@ One aiohttp application (:func:`make_admin_app`) on the node's localhost admin l
 2. checks the key's role against the operation's permission (:mod:`gateway.admin.roles`);
 3. runs the operation, turning domain errors into JSON errors ``{"error", "message"}``;
 4. writes the audit log (DESIGN.md, security rules): every change, whatever its result, and
-   every refused caller (401, 403), reads included; then tells the node to reload.
+   every refused caller (401, 403), reads included; then tells the node to reload. Reads of
+   the message log (personal data) are audited like changes, each with its query parameters.
 
 The repository is synchronous (SQLAlchemy Core) and the node's event loop also carries
 message traffic, so every database call, key generation and description parse runs in a
@@ -59,6 +60,17 @@ from gateway.crypto.keys import (
     save_private_key,
 )
 from gateway.ids import ClientId, GlobalGroupId, IdentifierError, LocalGroupId, SecurityServerId, ServiceId
+from gateway.messagelog.inspector import LogInspector
+from gateway.messagelog.officer import (
+    DEFAULT_SEARCH_LIMIT,
+    MAX_EXPORT_PER_CALL,
+    QueryError,
+    SearchQuery,
+    TrustUnavailable,
+    export_json,
+    first_problem,
+)
+from gateway.messagelog.store import MAX_SEARCH_LIMIT
 from gateway.serverconf.access import AccessRight, AccessSubject, Endpoint
 from gateway.serverconf.openapi import parse_openapi
 from gateway.serverconf.repository import (
@@ -129,6 +141,7 @@ NOT_FOUND: Final = "not_found"
 CONFLICT: Final = "conflict"
 METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 PAYLOAD_TOO_LARGE: Final = "payload_too_large"
+UNAVAILABLE: Final = "unavailable"
 INTERNAL_ERROR: Final = "internal_error"
 
 _E = TypeVar("_E", bound=enum.Enum)
@@ -147,6 +160,8 @@ class AdminContext:
     health: Callable[[], Mapping[str, Any]] | None = None
     on_change: Callable[[], None] | None = None
     """Called after each successful change, so the node reloads its configuration snapshot."""
+    message_log: LogInspector | None = None
+    """The node's message log, for the security officer; None on a node that keeps none."""
 
 
 class ApiError(Exception):
@@ -195,19 +210,27 @@ class Operation:
     action: str
     permission: Permission
     handler: Handler
+    audit_reads: bool = False
+    """Audit this read like a change: who looked at what (the message log's personal data)."""
 
     @property
     def changes(self) -> bool:
         return self.method != "GET"
+
+    @property
+    def audited(self) -> bool:
+        return self.changes or self.audit_reads
 
 
 OPERATIONS: list[Operation] = []
 """Every operation of /api/v1, filled by :func:`_operation` as this module loads."""
 
 
-def _operation(method: str, path: str, action: str, permission: Permission) -> Callable[[Handler], Handler]:
+def _operation(
+    method: str, path: str, action: str, permission: Permission, *, audit_reads: bool = False
+) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        OPERATIONS.append(Operation(method, path, action, permission, handler))
+        OPERATIONS.append(Operation(method, path, action, permission, handler, audit_reads))
         return handler
 
     return register
@@ -243,25 +266,43 @@ def _guarded(ctx: AdminContext, operation: Operation) -> Callable[[web.Request],
             outcome = await operation.handler(ctx, request)
         except (ApiError, ServerConfError, DescriptionError, IdentifierError, CertificateError) as exc:
             error = _as_api_error(exc)
-            if operation.changes or error.status in (401, 403):
+            if operation.audited or error.status in (401, 403):
                 details = {"status": error.status, "error": error.code, "message": error.message}
                 result = AuditResult.REFUSED if error.status < 500 else AuditResult.ERROR
-                await _audit(ctx, actor, operation, request.path, details, result)
+                await _audit(
+                    ctx, actor, operation, request.path, _with_query(operation, request, details), result
+                )
             return _error_response(error)
         except Exception:
             log.exception("management API operation %s failed", operation.action)
-            if operation.changes:
-                await _audit(ctx, actor, operation, request.path, {"status": 500}, AuditResult.ERROR)
+            if operation.audited:
+                failure = _with_query(operation, request, {"status": 500})
+                await _audit(ctx, actor, operation, request.path, failure, AuditResult.ERROR)
             return _error_response(
                 ApiError(500, INTERNAL_ERROR, "internal error; the gateway's log has details")
             )
-        if operation.changes:
+        if operation.audited:
             target = outcome.target or request.path
-            await _audit(ctx, actor, operation, target, outcome.details, AuditResult.OK)
+            done = _with_query(operation, request, outcome.details)
+            await _audit(ctx, actor, operation, target, done, AuditResult.OK)
+        if operation.changes:
             _notify_change(ctx)
         return _json_response(outcome.body, outcome.status)
 
     return handle
+
+
+def _with_query(
+    operation: Operation, request: web.Request, details: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """An audited read's entry names what was asked for: its query parameters, as given."""
+    if not operation.audit_reads:
+        return details
+    query: dict[str, str | list[str]] = {}
+    for name in dict.fromkeys(request.query.keys()):
+        values = request.query.getall(name)
+        query[name] = values[0] if len(values) == 1 else values
+    return {**(details or {}), "query": query}
 
 
 def _as_api_error(exc: Exception) -> ApiError:
@@ -1281,6 +1322,83 @@ async def read_audit_log(ctx: AdminContext, request: web.Request) -> Outcome:
     )
     next_before = entries[-1].id if len(entries) == limit else None
     return Outcome({"entries": [_audit_json(entry) for entry in entries], "next_before_id": next_before})
+
+
+# --- the message log: the security officer's reads, every one audited ------------------------
+
+
+def _message_log(ctx: AdminContext) -> LogInspector:
+    if ctx.message_log is None:
+        raise ApiError(404, NOT_FOUND, "this node keeps no message log")
+    return ctx.message_log
+
+
+def _log_query(request: web.Request, *, default_limit: int, max_limit: int) -> SearchQuery:
+    try:
+        return SearchQuery.from_params(request.query, default_limit=default_limit, max_limit=max_limit)
+    except QueryError as exc:
+        raise _invalid(str(exc)) from None
+
+
+def _only(request: web.Request, *names: str) -> None:
+    unknown = set(request.query) - set(names)
+    if unknown:
+        raise _invalid(f"unknown parameters {sorted(unknown)}: use {list(names)}")
+
+
+@_operation("GET", "/message-log/records", "message_log.search", _P.READ_MESSAGE_LOG, audit_reads=True)
+async def search_message_log(ctx: AdminContext, request: web.Request) -> Outcome:
+    """Records matching every filter given, newest first, one page."""
+    inspector = _message_log(ctx)
+    query = _log_query(request, default_limit=DEFAULT_SEARCH_LIMIT, max_limit=MAX_SEARCH_LIMIT)
+    answer = await asyncio.to_thread(inspector.search, query)
+    return Outcome(answer, target="message-log", details={"found": len(answer["records"])})
+
+
+@_operation("GET", "/message-log/exchange", "message_log.show", _P.READ_MESSAGE_LOG, audit_reads=True)
+async def show_message_log(ctx: AdminContext, request: web.Request) -> Outcome:
+    """An exchange by its id (or the exchanges of a message id), each record verified."""
+    inspector = _message_log(ctx)
+    _only(request, "id")
+    ident = _text(request.query, "id")
+    answer = await asyncio.to_thread(inspector.show, ident)
+    if not answer["exchanges"]:
+        raise ApiError(404, NOT_FOUND, f"no record of {ident!r} in the message log")
+    return Outcome(answer, target=ident, details={"exchanges": len(answer["exchanges"])})
+
+
+@_operation("GET", "/message-log/containers", "message_log.export", _P.READ_MESSAGE_LOG, audit_reads=True)
+async def export_message_log(ctx: AdminContext, request: web.Request) -> Outcome:
+    """ASiC-E containers, base64, for an exchange or message id, or a page of a search."""
+    inspector = _message_log(ctx)
+    ident = request.query.get("id")
+    if ident is not None:
+        _only(request, "id")
+        containers, failures, next_page = await asyncio.to_thread(inspector.export, ident=ident)
+        if not containers and not failures:
+            raise ApiError(404, NOT_FOUND, f"no record of {ident!r} in the message log")
+    else:
+        query = _log_query(request, default_limit=MAX_EXPORT_PER_CALL, max_limit=MAX_EXPORT_PER_CALL)
+        if not query.has_filters:
+            raise _invalid("name the records to export: give id, or at least one search filter")
+        containers, failures, next_page = await asyncio.to_thread(inspector.export, query=query)
+    details = {"containers": [c.name for c in containers], "failures": len(failures)}
+    return Outcome(
+        export_json(containers, failures, next_page), target=ident or "message-log", details=details
+    )
+
+
+@_operation("GET", "/message-log/verification", "message_log.verify", _P.READ_MESSAGE_LOG, audit_reads=True)
+async def verify_message_log(ctx: AdminContext, request: web.Request) -> Outcome:
+    """verify_log over this gateway's chains with the trust of the current global configuration."""
+    inspector = _message_log(ctx)
+    _only(request, "node")
+    try:
+        answer = await asyncio.to_thread(inspector.verify, request.query.get("node"))
+    except TrustUnavailable as exc:
+        raise ApiError(503, UNAVAILABLE, str(exc)) from None
+    details = {"valid": answer["valid"], "first_problem": first_problem(answer)}
+    return Outcome(answer, target="message-log", details=details)
 
 
 # --- unauthenticated: description and health ---------------------------------------------

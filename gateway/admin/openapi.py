@@ -78,6 +78,7 @@ _ERRORS: Final = {
     "403": "The key's role lacks the operation's permission. Refusals are audited.",
     "404": "The named subsystem, service, group or key does not exist.",
     "409": "The change would register something a second time.",
+    "503": "The node cannot answer yet: it has no global configuration to take trust anchors from.",
 }
 
 
@@ -122,7 +123,8 @@ _SCHEMAS: Final[dict[str, Schema]] = {
         {
             "error": _string(
                 "A stable code: validation_error, invalid_description, fetch_failed, unauthorized, "
-                "forbidden, not_found, conflict, method_not_allowed, payload_too_large, internal_error."
+                "forbidden, not_found, conflict, method_not_allowed, payload_too_large, unavailable, "
+                "internal_error."
             ),
             "message": _string("What went wrong, for people."),
         },
@@ -233,6 +235,254 @@ _SCHEMAS: Final[dict[str, Schema]] = {
         ("id", "at", "actor", "action", "target", "result"),
     ),
 }
+
+_LOG_RECORD_FIELDS: Final[dict[str, Schema]] = {
+    "node": _string("The gateway node whose chain holds the record."),
+    "seq": {"type": "integer", "description": "The record's place in its node's chain."},
+    "exchange_id": _string("Links a request and its response on this gateway."),
+    "message_id": _string(),
+    "gateway": _string("The gateway whose log this is (SecurityServerId text)."),
+    "side": _string(enum=["consumer", "provider"]),
+    "direction": _string(enum=["request", "response"]),
+    "kind": _string(enum=["soap", "rest"]),
+    "logged_at": _string(format="date-time"),
+    "client": _string("INSTANCE/CLASS/MEMBER[/SUBSYSTEM]"),
+    "service": _string("The service identifier's text form."),
+    "user_id": _nullable(_string()),
+    "outcome": _string("`ok`, or the fault code the gateway answered with."),
+    "fault_detail": _nullable(_string()),
+    "body_logged": {"type": "boolean"},
+    "timestamped": {"type": "boolean"},
+    "archive": _nullable(_string("The archive file holding the record, once archived.")),
+}
+
+_LOG_SCHEMAS: Final[dict[str, Schema]] = {
+    "LogRecord": _object(_LOG_RECORD_FIELDS, ("node", "seq", "exchange_id", "message_id", "logged_at")),
+    "LogRecordStatus": _object(
+        {
+            "valid": {"type": "boolean"},
+            "problem": _nullable(_ref("LogProblem")),
+            "chain": _string("The record's place in its chain and its link to the one before."),
+            "content": _string("The record hash against the content, the body against its digest."),
+            "signature": _string("The batch signature and this message's proof to its root."),
+            "timestamp": _string("The RFC 3161 token over the record's batch."),
+        },
+        ("valid", "chain", "content", "signature", "timestamp"),
+    ),
+    "LogProblem": _object(
+        {
+            "seq": {"type": "integer"},
+            "problem": _string(
+                enum=[
+                    "missing",
+                    "beyond-head",
+                    "not-linked",
+                    "modified",
+                    "body",
+                    "manifest",
+                    "signature",
+                    "timestamp",
+                    "not-stamped",
+                ]
+            ),
+            "reason": _string(),
+        },
+        ("seq", "problem", "reason"),
+    ),
+    "LogRecordDetail": {
+        "allOf": [
+            _ref("LogRecord"),
+            _object(
+                {
+                    "issue": _nullable(_string()),
+                    "represented_party": _nullable(_string()),
+                    "content_type": _string(),
+                    "message_sha256": _nullable(_string()),
+                    "manifest_sha256": _string(),
+                    "prev_hash": _string(),
+                    "record_hash": _string(),
+                    "rest_head": _nullable(
+                        {"type": "object", "description": "A REST message's signed head (docs/transport.md)."}
+                    ),
+                    "body": _object(
+                        {
+                            "state": _string(enum=["logged", "not_logged", "encrypted"]),
+                            "size": _nullable({"type": "integer"}),
+                            "preview": _nullable(_string("The body's first bytes as text.")),
+                            "truncated": {"type": "boolean"},
+                        },
+                        ("state", "truncated"),
+                    ),
+                    "verification": _ref("LogRecordStatus"),
+                },
+                ("body", "verification"),
+            ),
+        ]
+    },
+    "LogExchange": _object(
+        {
+            "exchange_id": _string(),
+            "request": _nullable(_ref("LogRecordDetail")),
+            "response": _nullable(_ref("LogRecordDetail")),
+            "other": {"type": "array", "items": _ref("LogRecordDetail")},
+        },
+        ("exchange_id", "other"),
+    ),
+    "LogContainer": _object(
+        {
+            "name": _string("A file name for the container: SEQ-RECORDHASH.asice."),
+            "node": _string(),
+            "seq": {"type": "integer"},
+            "side": _string(enum=["consumer", "provider"]),
+            "gateway": _string(),
+            "message_id": _string(),
+            "exchange_id": _string(),
+            "direction": _string(),
+            "logged_at": _string(),
+            "record_hash": _string(),
+            "sha256": _string("SHA-256 of the container."),
+            "size": {"type": "integer"},
+            "data": _string("The ASiC-E container, base64.", format="byte"),
+        },
+        ("name", "node", "seq", "sha256", "data"),
+    ),
+    "LogChainVerification": _object(
+        {
+            "gateway": _string(),
+            "node": _string(),
+            "valid": {"type": "boolean"},
+            "checked": {"type": "integer", "description": "Records that passed, from the chain's start."},
+            "signatures_verified": {"type": "integer"},
+            "tokens_verified": {"type": "integer"},
+            "unstamped": {"type": "integer"},
+            "first_bad": _nullable(_ref("LogProblem")),
+        },
+        ("gateway", "node", "valid", "checked", "first_bad"),
+    ),
+}
+
+_LOG_FILTERS: Final = (
+    _query_parameter("message_id", "Only this message id."),
+    _query_parameter("client", "Only this client, INSTANCE/CLASS/MEMBER[/SUBSYSTEM]."),
+    _query_parameter("service", "Only this service, its identifier's text form."),
+    _query_parameter("user_id", "Only this user id."),
+    _query_parameter("since", "Logged at or after this time (ISO 8601).", _string(format="date-time")),
+    _query_parameter("until", "Logged before this time (ISO 8601).", _string(format="date-time")),
+    _query_parameter("outcome", "`ok`, or a fault code."),
+)
+_LOG_AUDITED: Final = (
+    "Every call is audited, with its query parameters, whatever its result: the message log "
+    "holds personal data."
+)
+
+
+def _message_log_paths() -> dict[str, dict[str, Any]]:
+    read, tag = "read_message_log", "message log"
+    paging = (
+        _query_parameter("offset", "Records to skip: the last page's next_offset.", {"type": "integer"}),
+    )
+    return {
+        "/api/v1/message-log/records": {
+            "get": _operation(
+                "message_log.search",
+                "Search the message log, newest first",
+                read,
+                tag,
+                parameters=(
+                    *_LOG_FILTERS,
+                    _query_parameter("limit", "Records per page (at most 1000).", {"type": "integer"}),
+                    *paging,
+                ),
+                response=_object(
+                    {
+                        "records": {"type": "array", "items": _ref("LogRecord")},
+                        "limit": {"type": "integer"},
+                        "offset": {"type": "integer"},
+                        "next_offset": _nullable({"type": "integer"}),
+                    },
+                    ("records", "next_offset"),
+                ),
+                errors=("400", "401", "403", "404"),
+                description=_LOG_AUDITED,
+            ),
+        },
+        "/api/v1/message-log/exchange": {
+            "get": _operation(
+                "message_log.show",
+                "An exchange's request and response, each record verified",
+                read,
+                tag,
+                parameters=(
+                    {**_query_parameter("id", "An exchange id, or else a message id."), "required": True},
+                ),
+                response=_object(
+                    {
+                        "id": _string(),
+                        "verified_with_trust": {
+                            "type": "boolean",
+                            "description": "False when the node has no global configuration to verify with.",
+                        },
+                        "exchanges": {"type": "array", "items": _ref("LogExchange")},
+                    },
+                    ("id", "exchanges"),
+                ),
+                description=_LOG_AUDITED,
+            ),
+        },
+        "/api/v1/message-log/containers": {
+            "get": _operation(
+                "message_log.export",
+                "Records as ASiC-E containers, for an id or a page of a search",
+                read,
+                tag,
+                parameters=(
+                    _query_parameter("id", "An exchange id, or else a message id; no filters with it."),
+                    *_LOG_FILTERS,
+                    _query_parameter("limit", "Containers per page (at most 20).", {"type": "integer"}),
+                    *paging,
+                ),
+                response=_object(
+                    {
+                        "containers": {"type": "array", "items": _ref("LogContainer")},
+                        "failures": {
+                            "type": "array",
+                            "items": _object(
+                                {
+                                    "node": _string(),
+                                    "seq": {"type": "integer"},
+                                    "message_id": _string(),
+                                    "error": _string("Why no container could be built."),
+                                },
+                                ("node", "seq", "error"),
+                            ),
+                        },
+                        "next_offset": _nullable({"type": "integer"}),
+                    },
+                    ("containers", "failures", "next_offset"),
+                ),
+                description=_LOG_AUDITED + " Each container verifies offline (docs/verification.md).",
+            ),
+        },
+        "/api/v1/message-log/verification": {
+            "get": _operation(
+                "message_log.verify",
+                "Verify this gateway's log chains with the global configuration's trust anchors",
+                read,
+                tag,
+                parameters=(_query_parameter("node", "Only this node's chain."),),
+                response=_object(
+                    {
+                        "valid": {"type": "boolean"},
+                        "chains": {"type": "array", "items": _ref("LogChainVerification")},
+                    },
+                    ("valid", "chains"),
+                ),
+                errors=("400", "401", "403", "404", "503"),
+                description=_LOG_AUDITED,
+            ),
+        },
+    }
+
 
 _DESCRIPTION_SOURCE: Final = {
     "url": _string("Fetch the document from this http(s) URL instead (no redirects, 30 s, 10 MB at most)."),
@@ -626,6 +876,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 status="204",
             ),
         },
+        **_message_log_paths(),
         "/api/v1/audit-log": {
             "get": _operation(
                 "audit_log.read",
@@ -694,7 +945,8 @@ def _document() -> dict[str, Any]:
             "version": API_VERSION,
             "description": (
                 "Manage one xgate gateway: subsystems, services, access rights, local groups, keys, "
-                "API keys, and the audit log. Every change and every refused call is audited."
+                "API keys, the audit log, and the message log. Every change, every read of the "
+                "message log and every refused call is audited."
             ),
         },
         "servers": [{"url": "/"}],
@@ -710,7 +962,7 @@ def _document() -> dict[str, Any]:
                 },
                 "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **_LOG_SCHEMAS},
         },
     }
 

@@ -7,16 +7,15 @@ files that anyone can check without xgate (docs/verification.md). An archive fil
     000000000042-1a2b3c4d5e6f7a8b.asice one ASiC-E container per record (asice.py), named by
     ...                                 its chain seq and the start of its record hash
 
-`index.json` (canonical-ish JSON, indented; ARCHIVE_FORMAT) lists every container with its
+`index.json` (ARCHIVE_FORMAT; JSON, keys sorted, indented) lists every container with its
 SHA-256, size and identifying fields, and `previous_archive_sha256`: the SHA-256 of the
 previous archive file of this directory (null for the first). Archives therefore chain like
 the records inside them: a deleted, replaced or edited archive breaks the link of the next one
 (:func:`verify_archive_chain`, or `sha256sum` by hand).
 
 The store provides `records_to_archive(limit)` and `mark_archived(seqs, archive_name)`
-(:class:`ArchiveSource`). Records are marked only after their archive
-is durably on disk and the chain head recorded, so a crash can at worst archive a record twice,
-never lose one.
+(:class:`ArchiveSource`). Records are marked only after their archive is durably on disk and
+the chain head recorded, so a crash can at worst archive a record twice, never lose one.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import re
 import subprocess
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -95,8 +94,7 @@ class ArchivableRecord(Protocol):
     """A stored record with its evidence, as `records_to_archive` returns it (store.StoredRecord).
 
     `timestamp_proof_json` is the path from `record_hash` to the batch root `timestamp.token`
-    stamps, in PROOF_FORMAT (asice.encode_proof). A `rest_head` attribute, the signed REST
-    head's bytes, is used when a store keeps it.
+    stamps, in PROOF_FORMAT (asice.encode_proof).
     """
 
     @property
@@ -134,7 +132,6 @@ def logged_message(item: ArchivableRecord) -> LoggedMessage:
         prev_hash=item.prev_hash,
         timestamp_token=None if item.timestamp is None else item.timestamp.token,
         timestamp_proof=None if proof_json is None else decode_proof(proof_json).steps,
-        rest_head=getattr(item, "rest_head", None),  # not every store keeps the REST head
     )
     if message.record_hash != item.record_hash:
         raise ValueError(f"record {item.seq}: its stored hash is not the hash of its content")
@@ -152,6 +149,7 @@ class ContainerEntry:
     seq: int
     sha256: str
     size: int
+    gateway: str
     message_id: str
     exchange_id: str
     direction: str
@@ -159,17 +157,7 @@ class ContainerEntry:
     record_hash: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "seq": self.seq,
-            "sha256": self.sha256,
-            "size": self.size,
-            "message_id": self.message_id,
-            "exchange_id": self.exchange_id,
-            "direction": self.direction,
-            "logged_at": self.logged_at,
-            "record_hash": self.record_hash,
-        }
+        return asdict(self)
 
 
 def container_entry(seq: int, message: LoggedMessage, container: bytes) -> ContainerEntry:
@@ -180,6 +168,7 @@ def container_entry(seq: int, message: LoggedMessage, container: bytes) -> Conta
         seq=seq,
         sha256=hashlib.sha256(container).hexdigest(),
         size=len(container),
+        gateway=message.record.gateway,
         message_id=message.record.message_id,
         exchange_id=message.record.exchange_id,
         direction=fields["direction"],
@@ -268,7 +257,12 @@ class Archiver:
         self._directory.mkdir(parents=True, exist_ok=True)
         created_at = self._clock()
         name = archive_name(created_at, items[0].seq)
-        previous = self._previous_archive_sha256()
+        previous = self._previous_archive()
+        if previous is not None and name <= previous[0]:
+            # Names are the chain order; an archive named before its predecessor would break it.
+            raise ValueError(
+                f"the clock is behind the last archive {previous[0]}: not archiving until it is not"
+            )
         final = self._directory / name
         partial = self._directory / f".{name}.partial"
         entries: list[ContainerEntry] = []
@@ -285,7 +279,7 @@ class Archiver:
                         # Containers are compressed inside already: store them as they are.
                         archive.writestr(_zip_info(entry.name, created_at), container, zipfile.ZIP_STORED)
                         entries.append(entry)
-                    index = build_index(entries, previous, created_at)
+                    index = build_index(entries, None if previous is None else previous[1], created_at)
                     archive.writestr(_zip_info(INDEX_NAME, created_at), index, zipfile.ZIP_DEFLATED)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -298,20 +292,21 @@ class Archiver:
         write_file_atomically(self._directory / CHAIN_HEAD_FILE, json.dumps(head).encode() + b"\n", 0o644)
         return final
 
-    def _previous_archive_sha256(self) -> str | None:
-        """The digest the next archive must name: the newest archive here, or the recorded head.
+    def _previous_archive(self) -> tuple[str, str] | None:
+        """Name and SHA-256 of the archive the next one follows: the newest here, or the recorded head.
 
         The head file is what lets the chain continue after a hook moved archives elsewhere; an
         archive newer than the head (a crash between the rename and the head update) wins.
         """
-        head: dict[str, Any] | None = None
+        head: tuple[str, str] | None = None
         head_path = self._directory / CHAIN_HEAD_FILE
         if head_path.exists():
-            head = json.loads(head_path.read_bytes())
+            recorded = json.loads(head_path.read_bytes())
+            head = (str(recorded["name"]), str(recorded["sha256"]))
         archives = sorted(self._directory.glob(f"{ARCHIVE_PREFIX}-*.zip"))
-        if archives and (head is None or archives[-1].name > head["name"]):
-            return file_sha256(archives[-1])
-        return None if head is None else str(head["sha256"])
+        if archives and (head is None or archives[-1].name > head[0]):
+            return archives[-1].name, file_sha256(archives[-1])
+        return head
 
     def _run_hook(self, path: Path) -> None:
         """Run the hook with the archive's path; a failure is logged, and the archive stays where it is."""

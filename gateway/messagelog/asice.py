@@ -7,7 +7,7 @@ a time a TSA vouches for (record -> chain hash -> timestamp proof -> RFC 3161 to
 docs/verification.md does every step by hand with unzip, sha256sum, openssl and xmlsec1;
 :func:`verify_container` does the same in code.
 
-The zip layout follows ASiC-E (ETSI EN 319 162-1 §4.4, Annex A.1): `mimetype` first, stored,
+The zip layout follows ASiC-E (ETSI EN 319 162-1 §4.4 and Annex A): `mimetype` first, stored,
 no extra field, so `file(1)`-style sniffing finds the media type at byte 38:
 
     mimetype                        application/vnd.etsi.asic-e+zip
@@ -22,8 +22,8 @@ no extra field, so `file(1)`-style sniffing finds the media type at byte 38:
     META-INF/ocsp.der               the signer's OCSP response, when the record has one
     META-INF/manifest.xml           every other file with its media type and SHA-256
 
-`META-INF/manifest.xml` uses the element vocabulary of EN 319 162-1's ASiCManifest (Annex
-A.4: DataObjectReference with URI, MimeType, ds:DigestMethod, ds:DigestValue), because the
+`META-INF/manifest.xml` uses the element vocabulary of EN 319 162-1's ASiCManifest schema
+(DataObjectReference with URI, MimeType, ds:DigestMethod, ds:DigestValue), because the
 OpenDocument manifest has no digests. It is not a signed ASiCManifest (it has no
 SigReference): it is an index, checked entry by entry. What binds the files is the chain
 above, not this list. Generic ASiC validators will not understand `signatures0.xml` (it is
@@ -50,6 +50,7 @@ from typing import Any, Final
 
 from asn1crypto import cms, tsp
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from lxml import etree
 
 from gateway.crypto.hashtree import DIGEST_SIZE, Proof, ProofStep, Side, root_from_proof
@@ -69,7 +70,7 @@ from gateway.messagelog.record import OUTCOME_OK, LogRecord, chain_hash
 from gateway.protocol.transport import MANIFEST_FIRST_LINE, MAX_PROOF_STEPS, PartName
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
 
-MEDIA_TYPE: Final = "application/vnd.etsi.asic-e+zip"  # ETSI EN 319 162-1 §4.4.1
+MEDIA_TYPE: Final = "application/vnd.etsi.asic-e+zip"  # ETSI EN 319 162-1, ASiC-E
 
 MIMETYPE: Final = "mimetype"
 MESSAGE_XML: Final = "message.xml"
@@ -123,7 +124,7 @@ _XML_MEDIA_TYPES: Final = frozenset({"text/xml", "application/soap+xml", "applic
 """A message of one of these types is stored as `message.xml`; anything else (SOAP with
 attachments, a REST body) as `message.bin`."""
 
-ASIC_NS: Final = "http://uri.etsi.org/02918/v1.2.1#"  # ETSI EN 319 162-1 Annex A.4
+ASIC_NS: Final = "http://uri.etsi.org/02918/v1.2.1#"  # ETSI EN 319 162-1 ASiC schema namespace
 DS_NS: Final = "http://www.w3.org/2000/09/xmldsig#"
 
 PROOF_FORMAT: Final = "xgate-proof/1"
@@ -278,7 +279,8 @@ class LoggedMessage:
     `timestamp_token` is the RFC 3161 TimeStampToken (DER; a whole TimeStampResp is accepted
     too) whose message imprint is the root of the log batch that held this record, and
     `timestamp_proof` the path from this record's chain hash to that root. `rest_head` is the
-    signed REST head part, which the record itself does not keep.
+    signed REST head part: by default the record's own (`LogRecord.rest_head`); given here
+    for a record that does not keep it, it must not contradict one the record keeps.
     """
 
     record: LogRecord
@@ -286,6 +288,12 @@ class LoggedMessage:
     timestamp_token: bytes | None = None
     timestamp_proof: Proof | None = None
     rest_head: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.rest_head is None:
+            object.__setattr__(self, "rest_head", self.record.rest_head)
+        elif self.record.rest_head is not None and self.rest_head != self.record.rest_head:
+            raise ValueError("the REST head given is not the one the record keeps")
 
     @property
     def record_hash(self) -> bytes:
@@ -319,7 +327,9 @@ def build_container(message: LoggedMessage) -> bytes:
     files[MANIFEST_TXT] = record.manifest
 
     if (record.signed_root_xml is None) != (record.proof_json is None):
-        raise ValueError("a record has both a signed root and its proof, or neither")
+        raise ValueError("a record must have both a signed root and its proof, or neither")
+    if record.signed_root_xml is None and record.outcome == OUTCOME_OK:
+        raise ValueError("only a fault is logged unsigned (record.py), yet this record's outcome is ok")
     if record.signed_root_xml is not None and record.proof_json is not None:
         proof = decode_proof(record.proof_json)
         if proof.leaf != hashlib.sha256(record.manifest).digest():
@@ -386,14 +396,14 @@ def _asic_manifest(files: Mapping[str, bytes], media_types: Mapping[str, str]) -
 
 
 def _zip(files: Mapping[str, bytes], logged_at: dt.datetime) -> bytes:
-    """The zip: `mimetype` first and stored (EN 319 162-1 A.1), then the files in a fixed order.
+    """The zip: `mimetype` first and stored (EN 319 162-1 Annex A), then the files in a fixed order.
 
     Entries carry the log time, so the same record always gives the same bytes.
     """
     date_time = zip_date_time(logged_at)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.comment = f"mimetype={MEDIA_TYPE}".encode("ascii")  # EN 319 162-1 A.1, optional
+        archive.comment = f"mimetype={MEDIA_TYPE}".encode("ascii")  # EN 319 162-1 Annex A, optional
         archive.writestr(zipfile.ZipInfo(MIMETYPE, date_time), MEDIA_TYPE, zipfile.ZIP_STORED)
         for name in sorted(files, key=lambda n: (n.startswith("META-INF/"), n)):
             info = zipfile.ZipInfo(name, date_time)
@@ -435,7 +445,7 @@ def timestamp_response(token: bytes) -> bytes:
         ).dump()
     )
     if token not in response:  # asn1crypto re-emits a parsed value as read; make sure of it
-        raise ValueError("the token did not survive wrapping unchanged")
+        raise ContainerError("the token did not survive wrapping unchanged")
     return response
 
 
@@ -520,7 +530,7 @@ def read_container(data: bytes, limits: ZipLimits = ZipLimits()) -> dict[str, by
         raise ContainerError(f"not a readable zip: {exc}") from exc
     with archive:
         infos = checked_entries(archive, limits)
-        if infos[0].filename != MIMETYPE or infos[0].header_offset != 0:
+        if not infos or infos[0].filename != MIMETYPE or infos[0].header_offset != 0:
             raise ContainerError("mimetype must be the first entry")
         unknown = sorted(info.filename for info in infos if info.filename not in CONTAINER_NAMES)
         if unknown:
@@ -543,7 +553,7 @@ def _is_message_file(name: str) -> bool:
 
 
 def _check_mimetype_header(data: bytes) -> None:
-    """EN 319 162-1 A.1: the first local header is `mimetype`, stored, without an extra field.
+    """EN 319 162-1 Annex A: the first local header is `mimetype`, stored, without an extra field.
 
     Read from the raw bytes (offset 30 is the name, 38 the content) because that is exactly
     what sniffing tools read, and zipfile would not tell us about the local extra field.
@@ -645,7 +655,7 @@ def verify_container(
 def _run(name: str, step: Callable[[], str]) -> Check:
     try:
         return Check(name, True, step())
-    except (_Failed, ContainerError) as exc:
+    except (_Failed, ValueError) as exc:  # ValueError: ContainerError and malformed values met while parsing
         return Check(name, False, str(exc))
 
 
@@ -774,9 +784,12 @@ class _Verification:
         proof_file = self.files.get(PROOF)
         if content.get("proof_json") != (None if proof_file is None else _utf8(proof_file, PROOF)):
             raise _Failed(f"the record's proof_json is not {PROOF}")
-        message_entry = {e.name: e for e in parse_manifest(self._file(MANIFEST_TXT))}[PartName.MESSAGE]
-        if content.get("message_sha256") not in (None, message_entry.digest.hex()):
+        entries = {e.name: e for e in parse_manifest(self._file(MANIFEST_TXT))}
+        if content.get("message_sha256") not in (None, entries[PartName.MESSAGE].digest.hex()):
             raise _Failed("the record's message_sha256 is not the manifest's message digest")
+        heads = [entries[part].digest.hex() for part in _REST_HEAD_FILES if part in entries]
+        if content.get("rest_head_sha256") not in (None, *heads):
+            raise _Failed("the record's rest_head_sha256 is not the manifest's REST head digest")
         if proof_file is None and content.get("outcome") == OUTCOME_OK:
             raise _Failed("the record is of a signed message, but the container has no signature")
 
@@ -801,6 +814,7 @@ class _Verification:
             raise _Failed(f"the timestamp token does not verify: {exc}") from exc
         except Exception as exc:  # lazy ASN.1 and certificate parsing, as above
             raise _Failed(f"the timestamp token does not verify: {type(exc).__name__}: {exc}") from exc
+        _check_carried_certificates(token, [*trusted_tsa_certs, *tsa_cas])
         return f"stamped at {self.timestamped_at.isoformat()}, {len(proof.steps)} steps to the stamped root"
 
     def _file(self, name: str) -> bytes:
@@ -808,6 +822,36 @@ class _Verification:
             return self.files[name]
         except KeyError:
             raise _Failed(f"{name} is missing") from None
+
+
+def _check_carried_certificates(token: bytes, anchors: Sequence[x509.Certificate]) -> None:
+    """Every certificate the token carries is genuine: an anchor, or issued by one or by another such.
+
+    CMS leaves this SET unsigned (RFC 5652 §5.1) and a verifier may take the signer from our
+    pinned certificates instead, but `openssl ts -verify` builds its chain from these: a
+    corrupted one must fail here as it fails there.
+    """
+    try:
+        choices = cms.ContentInfo.load(token)["content"]["certificates"]
+        carried = [
+            x509.load_der_x509_certificate(c.chosen.dump()) for c in choices or () if c.name == "certificate"
+        ]
+    except ValueError as exc:
+        raise _Failed(f"the timestamp token carries a malformed certificate: {exc}") from exc
+    genuine = list(anchors)
+    while pending := [cert for cert in carried if cert not in genuine]:
+        issued = [cert for cert in pending if any(_issued_by(cert, issuer) for issuer in genuine)]
+        if not issued:
+            raise _Failed("the timestamp token carries a certificate no trusted CA issued")
+        genuine += issued
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 _UNSIGNED: Final = "none: the record is of a fault the gateway logged unsigned (the record check confirms)"

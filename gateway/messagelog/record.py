@@ -19,8 +19,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-RECORD_FORMAT: Final = "xgate-logrecord/1"
-"""Names the serialisation below; a change of fields means a new format name."""
+RECORD_FORMAT: Final = "xgate-logrecord/2"
+"""Names the serialisation below; a change of fields means a new format name.
+
+/2 added `rest_head_sha256` (the signed REST head is logged beside the body). Format /1 was
+never deployed, so there is no reader for it: a /1 record would not verify."""
 
 GENESIS_HASH: Final = bytes(32)
 """The `prev_hash` of a chain's first record."""
@@ -62,7 +65,11 @@ class LogRecord:
     `manifest` is the transport manifest (docs/transport.md) whose SHA-256 the signature's
     leaf is: it lists the digest of every part, so it proves the body later even when
     `message` is None. `message` is therefore exactly the bytes of the manifest's `message`
-    part (log verification checks the two digests agree). `signed_root_xml` and `proof_json`
+    part (log verification checks the two digests agree): for REST, the body alone. A REST
+    message's head (request line and the headers passed on, or status and headers) is the
+    manifest's `rest-request`/`rest-response` part, kept byte for byte in `rest_head`
+    (gateway.protocol.transport.rest_request_head); it stays when body logging is off, as the
+    SOAP header fields do (DESIGN.md "Security rules"). `signed_root_xml` and `proof_json`
     are the batch signature and this message's path to its root (in the form
     `gateway.messagelog.asice.encode_proof` writes); both are None for an unsigned gateway fault.
     """
@@ -88,6 +95,7 @@ class LogRecord:
     outcome: str = OUTCOME_OK
     fault_detail: str | None = None
     message_sha256: str | None = field(default=None, compare=False)
+    rest_head: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.message_sha256 is None and self.message is not None:
@@ -121,6 +129,7 @@ class LogRecord:
             "signed_root_sha256": _sha256_hex(self.signed_root_xml),
             "proof_json": self.proof_json,
             "ocsp_response_sha256": _sha256_hex(self.ocsp_response),
+            "rest_head_sha256": _sha256_hex(self.rest_head),
             "outcome": self.outcome,
             "fault_detail": self.fault_detail,
         }

@@ -307,6 +307,7 @@ def _prepare(record: LogRecord, node: str, cipher: BodyCipher | None) -> _Prepar
         "body_key_id": key_id,
         "body_nonce": nonce,
         "message_sha256": record.message_sha256,
+        "rest_head": record.rest_head,
         "manifest": record.manifest,
         "signed_root_sha256": blob(record.signed_root_xml),
         "proof_json": record.proof_json,
@@ -357,6 +358,26 @@ def chain_state(connection: Connection, gateway: str, node: str) -> ChainState |
     query = sa.select(chains).where(chains.c.gateway == gateway, chains.c.node == node)
     row = connection.execute(query).one_or_none()
     return None if row is None else _chain_state(row)
+
+
+def chain_states(connection: Connection, gateway: str | None = None) -> list[ChainState]:
+    """Every chain in the database (of one gateway, when given), by gateway and node."""
+    query = sa.select(chains).order_by(chains.c.gateway, chains.c.node)
+    if gateway is not None:
+        query = query.where(chains.c.gateway == gateway)
+    return [_chain_state(row) for row in connection.execute(query).all()]
+
+
+def predecessor_hash(connection: Connection, chain: ChainState, seq: int) -> bytes | None:
+    """The hash record `seq`'s prev_hash must equal: its predecessor's record hash, the purge
+    anchor for the first record kept, GENESIS_HASH for the first; None if the predecessor is gone."""
+    if seq - 1 == chain.purged_seq:
+        return chain.purged_hash
+    query = sa.select(records.c.record_hash).where(
+        records.c.gateway == chain.gateway, records.c.node == chain.node, records.c.seq == seq - 1
+    )
+    found = connection.scalar(query)
+    return None if found is None else bytes(found)
 
 
 def _chain_state(row: Row[Any]) -> ChainState:
@@ -513,6 +534,7 @@ def _stored(
         outcome=row.outcome,
         fault_detail=row.fault_detail,
         message_sha256=row.message_sha256,
+        rest_head=None if row.rest_head is None else bytes(row.rest_head),
     )
     timestamp = None if row.timestamp_id is None else found_timestamps.get(row.timestamp_id)
     return StoredRecord(

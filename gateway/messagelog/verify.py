@@ -12,7 +12,8 @@ is suspect anyway):
   3. `record_hash` is recomputed from the content (gateway.messagelog.record.chain_hash):
      any edited field shows;
   4. the stored body's SHA-256 is `message_sha256` (decrypting first, when a cipher is given);
-  5. a signed record's manifest lists that body digest as its `message` part, the manifest's
+  5. a signed record's manifest lists that body digest as its `message` part (and a REST
+     record's head digest as its `rest-request`/`rest-response` part), the manifest's
      SHA-256 is the signature's leaf, the proof leads to the SignedRoot's root, and the
      SignedRoot's XML signature verifies with a certificate chaining to `trusted_cas`
      (checked once per signed root);
@@ -108,7 +109,11 @@ class _Bad(Exception):
 
 
 class ChainVerifier:
-    """Checks one chain's records fed in order, from `start_seq` whose predecessor hashed to `start_hash`."""
+    """Checks one chain's records fed in order, from `start_seq` whose predecessor hashed to `start_hash`.
+
+    With `trusted_cas` None the signed roots' signatures are not checked (everything else is):
+    what a security officer's quick look without the federation's trust anchors can still say.
+    """
 
     def __init__(
         self,
@@ -117,7 +122,7 @@ class ChainVerifier:
         start_hash: bytes,
         head_seq: int,
         stamped_seq: int,
-        trusted_cas: Sequence[x509.Certificate],
+        trusted_cas: Sequence[x509.Certificate] | None,
         verify_token: TokenVerifier | None = None,
         cipher: BodyCipher | None = None,
     ) -> None:
@@ -125,11 +130,11 @@ class ChainVerifier:
         self._prev_hash = start_hash
         self._head_seq = head_seq
         self._stamped_seq = stamped_seq
-        self._trusted_cas = tuple(trusted_cas)
+        self._trusted_cas = None if trusted_cas is None else tuple(trusted_cas)
         self._verify_token = verify_token
         self._cipher = cipher
         self._roots: dict[bytes, VerifiedRoot] = {}
-        self._tokens: set[int] = set()
+        self._tokens: dict[int, datetime] = {}  # timestamp id -> the genTime its token proves
         self._trees = _KnownNodes(KNOWN_TREES)
         self.checked = 0
         self.unstamped = 0
@@ -141,6 +146,14 @@ class ChainVerifier:
     @property
     def tokens_verified(self) -> int:
         return len(self._tokens)
+
+    def verified_root(self, signed_root_xml: bytes) -> VerifiedRoot | None:
+        """What a signed root checked so far proved (signer, signing time); None if not checked."""
+        return self._roots.get(signed_root_xml)
+
+    def stamped_at(self, timestamp_id: int) -> datetime | None:
+        """The time a token checked so far proves; None if its token was not verified."""
+        return self._tokens.get(timestamp_id)
 
     def check(self, stored: StoredRecord) -> BadRecord | None:
         """None if `stored` is good (and it becomes the predecessor of the next), else why not."""
@@ -202,11 +215,17 @@ class ChainVerifier:
             proof = _read_proof(record.proof_json)
         except (ContainerError, ValueError) as exc:
             raise _Bad(Problem.SIGNATURE, f"malformed manifest or proof: {exc}") from exc
-        listed = next((entry.digest.hex() for entry in entries if entry.name == PartName.MESSAGE), None)
-        if record.message_sha256 is not None and listed != record.message_sha256:
+        listed = {entry.name: entry.digest.hex() for entry in entries}
+        if record.message_sha256 is not None and listed.get(PartName.MESSAGE) != record.message_sha256:
             raise _Bad(Problem.MANIFEST, "the signed manifest does not list this message's digest")
+        if record.rest_head is not None:
+            head = listed.get(PartName.REST_REQUEST) or listed.get(PartName.REST_RESPONSE)
+            if head != hashlib.sha256(record.rest_head).hexdigest():
+                raise _Bad(Problem.MANIFEST, "the signed manifest does not list this REST head's digest")
         if not hmac.compare_digest(hashlib.sha256(record.manifest).digest(), proof.leaf):
             raise _Bad(Problem.SIGNATURE, "the proof's leaf is not the manifest's digest")
+        if self._trusted_cas is None:
+            return  # no trust anchors given: a look at the log's structure, not a verification
         verified = self._roots.get(record.signed_root_xml)
         if verified is None:
             try:
@@ -242,10 +261,10 @@ class ChainVerifier:
         if self._verify_token is None or timestamp.id in self._tokens:
             return
         try:
-            self._verify_token(timestamp.token, timestamp.root)
+            gen_time = self._verify_token(timestamp.token, timestamp.root)
         except Exception as exc:  # the verifier's own error types; any failure is a bad token
             raise _Bad(Problem.TIMESTAMP, f"timestamp token does not verify: {exc}") from exc
-        self._tokens.add(timestamp.id)
+        self._tokens[timestamp.id] = gen_time
 
 
 # --- proofs, read and checked fast -----------------------------------------------------------

@@ -20,8 +20,6 @@ from gateway.protocol import faults, rest, soap
 from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import (
     Payload,
-    RestRequestPayload,
-    RestResponsePayload,
     SoapPayload,
     TransportMessage,
     manifest,
@@ -91,17 +89,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _message_bytes(payload: Payload) -> tuple[str, bytes]:
-    """What the record stores as the message: SOAP as received; REST as its head plus body."""
-    if isinstance(payload, SoapPayload):
-        return payload.content_type, payload.body
-    parts = signed_parts(payload)
-    head, body = parts[0], parts[1]
-    kind = "request" if isinstance(payload, RestRequestPayload) else "response"
-    assert isinstance(payload, RestRequestPayload | RestResponsePayload)
-    return f"application/x-xgate-rest-{kind}", head.data + b"\n" + body.data
-
-
 def signed_record(
     ids: ExchangeIds,
     direction: Direction,
@@ -110,8 +97,14 @@ def signed_record(
     *,
     ocsp_response: bytes | None = None,
 ) -> LogRecord:
-    """The record of a message this gateway signed or received with a verified signature."""
-    content_type, message = _message_bytes(payload)
+    """The record of a message this gateway signed or received with a verified signature.
+
+    The record keeps each signed part as the manifest lists it (docs/transport.md): the
+    `message` part as the message (SOAP as received, REST the body alone) and a REST head
+    (request line and headers passed on, or status and headers) as `rest_head`.
+    """
+    parts = signed_parts(payload)
+    *head, message = parts  # (message,) for SOAP, (rest head, message) for REST
     return LogRecord(
         gateway=ids.gateway,
         exchange_id=ids.exchange_id,
@@ -125,12 +118,13 @@ def signed_record(
         user_id=ids.user_id,
         issue=ids.issue,
         represented_party=ids.represented_party,
-        content_type=content_type,
-        message=message,
-        manifest=manifest(signed_parts(payload)),
+        content_type=message.content_type,
+        message=message.data,
+        manifest=manifest(parts),
         signed_root_xml=signature.signed_root_xml,
         proof_json=encode_proof(signature.leaf, signature.proof),
         ocsp_response=ocsp_response,
+        rest_head=head[0].data if head else None,
     )
 
 

@@ -22,12 +22,17 @@ from gateway.config import NodeConfig
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import load_certificate_file
 from gateway.crypto.keys import load_private_key
-from gateway.crypto.tls import add_client_trust, external_client_context
+from gateway.crypto.certs import fingerprint_sha256
+from gateway.crypto.tls import add_client_trust, external_client_context, pem_bundle
 from gateway.globalconf import GlobalConf, GlobalConfError, GlobalConfSource, load_anchor
+from gateway.globalconf.signed import anchor_from_json
 from gateway.ids import ClientId
 from gateway.messagelog.service import MessageLog, node_name
 from gateway.protocol import faults
 from gateway.protocol.faults import XRoadFault
+from gateway.proxy import ownstatus
+from gateway.proxy.certstatus import PeerStatusChecker
+from gateway.proxy.ownstatus import OwnCertificateStatus, OwnStatusUnavailable
 from gateway.proxy.peers import PeerSelector, PinningConnector
 from gateway.serverconf.repository import ServerConfRepository, ServerConfSnapshot
 
@@ -48,13 +53,22 @@ class GatewayRuntime:
     globalconf_source: GlobalConfSource
     signers: dict[ClientId, BatchSigner]
     snapshot: ServerConfSnapshot
+    auth_cert: x509.Certificate
+    signing_certs: dict[ClientId, x509.Certificate]
     peer_selector: PeerSelector = field(default_factory=PeerSelector)
     peer_session: aiohttp.ClientSession | None = None
+    peer_connector: PinningConnector | None = None
     backend_session: aiohttp.ClientSession | None = None
+    ocsp_session: aiohttp.ClientSession | None = None
     internal_tls_context: ssl.SSLContext | None = None
+    external_tls_context: ssl.SSLContext | None = None
     messagelog: MessageLog | None = None
+    own_status: OwnCertificateStatus | None = None
+    peer_status: PeerStatusChecker = field(default_factory=PeerStatusChecker)
     _trusted_pins: set[str] = field(default_factory=set)
+    _federation_cas: set[str] = field(default_factory=set)
     _peer_context_cas: tuple[x509.Certificate, ...] = ()
+    _anchor_bytes: bytes | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -70,12 +84,22 @@ class GatewayRuntime:
         except GlobalConfError as exc:
             log.warning("cached global configuration not usable: %s", exc)
         signers = {}
+        signing_certs = {}
         for entry in config.signing_keys:
             passphrase = os.environ.get(entry.passphrase_env, "").encode() if entry.passphrase_env else None
             key = load_private_key(entry.key, passphrase or None)
             cert = load_certificate_file(entry.cert)
             signers[entry.member] = BatchSigner(key, cert, window_seconds=config.sign_window_seconds)
-        runtime = cls(config, repository, source, signers, repository.snapshot())
+            signing_certs[entry.member] = cert
+        runtime = cls(
+            config,
+            repository,
+            source,
+            signers,
+            repository.snapshot(),
+            auth_cert=load_certificate_file(config.auth_tls.cert),
+            signing_certs=signing_certs,
+        )
         settings = config.messagelog
         if settings is not None and settings.enabled:
             runtime.messagelog = MessageLog(
@@ -96,10 +120,15 @@ class GatewayRuntime:
             auto_decompress=False,
         )
         self._reset_peer_session()
+        self.ocsp_session = aiohttp.ClientSession()
+        self.own_status = OwnCertificateStatus(
+            self.ocsp_session, [self.auth_cert, *self.signing_certs.values()]
+        )
         if self.messagelog is not None:
             await self.messagelog.start()
         self._tasks.append(asyncio.create_task(self._poll_snapshot()))
         self._tasks.append(asyncio.create_task(self._poll_globalconf()))
+        self._tasks.append(asyncio.create_task(self._keep_own_status()))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -109,7 +138,7 @@ class GatewayRuntime:
             await signer.aclose()
         if self.messagelog is not None:
             await self.messagelog.close()
-        for session in (self.peer_session, self.backend_session):
+        for session in (self.peer_session, self.backend_session, self.ocsp_session):
             if session is not None:
                 await session.close()
 
@@ -121,12 +150,10 @@ class GatewayRuntime:
             return
         old = self.peer_session
         context = external_client_context(self.config.auth_tls, cas)
-        self.peer_session = aiohttp.ClientSession(
-            connector=PinningConnector(
-                self._registered_fingerprints, ssl=context, limit=256, enable_cleanup_closed=True
-            ),
-            auto_decompress=False,
+        self.peer_connector = PinningConnector(
+            self._registered_fingerprints, ssl=context, limit=256, enable_cleanup_closed=True
         )
+        self.peer_session = aiohttp.ClientSession(connector=self.peer_connector, auto_decompress=False)
         self._peer_context_cas = cas
         if old is not None:
             asyncio.get_running_loop().create_task(old.close())
@@ -163,12 +190,83 @@ class GatewayRuntime:
 
     async def _poll_globalconf(self) -> None:
         while True:
-            await asyncio.sleep(self.config.globalconf_refresh_seconds)
+            await asyncio.sleep(self.refresh_seconds())
+            self._reload_anchor()
             try:
                 await self.globalconf_source.refresh()
                 self._reset_peer_session()
+                self.trust_federation_cas()
             except GlobalConfError as exc:
                 log.warning("global configuration refresh failed: %s", exc)
+
+    def refresh_seconds(self) -> float:
+        """The node's own interval, or the configuration's `refresh_interval_seconds` if shorter."""
+        conf = self.globalconf_source.current
+        interval = self.config.globalconf_refresh_seconds
+        return min(interval, conf.settings.refresh_interval_seconds) if conf else interval
+
+    def _reload_anchor(self) -> None:
+        """Adopt the anchor file when its operator replaced it (docs/central.md "Rotating the signing key").
+
+        An unreadable or malformed new anchor is logged and the one in use is kept.
+        """
+        path = self.config.globalconf_anchor
+        try:
+            data = path.read_bytes()
+            if data == self._anchor_bytes:
+                return
+            anchor = anchor_from_json(data)
+        except (OSError, GlobalConfError) as exc:
+            log.warning("anchor %s not reloaded: %s", path, exc)
+            return
+        if self._anchor_bytes is not None:
+            log.info("anchor %s changed: %d configuration-signing certificate(s)", path, len(anchor.certificates))
+        self._anchor_bytes = data
+        self.globalconf_source.anchor = anchor
+
+    def trust_federation_cas(self) -> None:
+        """Add the configuration's CAs to the handshake trust of the external and internal interfaces.
+
+        A node may start before it has a configuration, and the registry adds CAs while it
+        runs. A CA that is dropped stays in the TLS contexts until a restart; the handlers'
+        checks against registered and pinned certificates refuse its holders anyway.
+        """
+        conf = self.globalconf_source.current
+        if conf is None:
+            return
+        new = [ca for ca in conf.trusted_ca_certs() if fingerprint_sha256(ca) not in self._federation_cas]
+        if not new:
+            return
+        for context in (self.external_tls_context, self.internal_tls_context):
+            if context is not None:
+                context.load_verify_locations(cadata=pem_bundle(new))
+        self._federation_cas.update(fingerprint_sha256(ca) for ca in new)
+
+    async def _keep_own_status(self) -> None:
+        """Keep OCSP responses for this node's certificates fresh (proxy/ownstatus.py)."""
+        assert self.own_status is not None
+        while True:
+            conf = self.globalconf_source.current
+            if conf is not None:
+                try:
+                    self.own_status.sync(conf)
+                    await self.own_status.refresh()
+                except Exception:  # the loop must survive one bad round; the responses in hand stay
+                    log.exception("OCSP renewal of own certificates failed")
+            await asyncio.sleep(ownstatus.TICK_SECONDS)
+
+    def own_ocsp(self, certificate: x509.Certificate, conf: GlobalConf, fault_code: str) -> bytes | None:
+        """The OCSP response this node attaches for its own `certificate`, or the fault it cannot send with.
+
+        None when the certificate's CA has no responder in the configuration.
+        """
+        if self.own_status is None:
+            raise XRoadFault(fault_code, "the node is not started")
+        try:
+            return self.own_status.response_for(certificate, conf, utc_now())
+        except OwnStatusUnavailable as exc:
+            log.warning("cannot send: %s", exc)
+            raise XRoadFault(fault_code, f"this gateway cannot use its certificate: {exc}") from exc
 
     def _registered_fingerprints(self, address: str) -> frozenset[str] | None:
         conf = self.globalconf_source.current
@@ -219,7 +317,12 @@ class GatewayRuntime:
                 "last_error": str(self.globalconf_source.last_error)
                 if self.globalconf_source.last_error
                 else None,
+                "security_servers": [server.id.to_text() for server in conf.security_servers] if conf else [],
+                "anchor_certificates": [
+                    fingerprint_sha256(cert) for cert in self.globalconf_source.anchor.certificates
+                ],
             },
+            "ocsp": self.own_status.health(now) if self.own_status is not None else None,
             "serverconf_version": self.snapshot.version,
             "signers": sorted(member.to_text() for member in self.signers),
             "messagelog": self.messagelog.health() if self.messagelog is not None else None,

@@ -1,0 +1,669 @@
+"""`xgate log`: the message log for the security officer: search, show, export, verify.
+
+Two ways to a log. Against a running node's management API (`--url`, the API key from an
+environment variable as for `xgate admin`; a security_officer or system_administrator key):
+the node audits every query. Or straight on a log database (`--database URL`): an auditor
+with a copy of the database and no gateway. `verify` of a container, an archive or a
+directory of archives needs no log at all, only the federation's trust anchors: `--ca` and
+`--tsa-cert`, or a global configuration with its anchor (`--globalconf`, `--anchor`).
+Everything is offline; nothing here writes to a log.
+
+The answers come from gateway.messagelog.officer either way (through the API or through
+gateway.messagelog.inspector), so both modes print the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import textwrap
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import click
+import sqlalchemy.exc
+from cryptography import x509
+
+from gateway.admin.cli import DEFAULT_KEY_ENV, URL_ENV, AdminGroup, AdminSettings, format_table
+from gateway.admin.client import DEFAULT_URL
+from gateway.crypto.certs import CertificateError, load_certificates
+from gateway.globalconf import GlobalConfError, load_anchor, verify_signed_globalconf
+from gateway.messagelog.archive import ContainerTrust, verify_archive_chain
+from gateway.messagelog.asice import MAX_CONTAINER_BYTES, ContainerReport, verify_container
+from gateway.messagelog.crypto_at_rest import BodyCipher
+from gateway.messagelog.inspector import LogInspector
+from gateway.messagelog.officer import (
+    DEFAULT_SEARCH_LIMIT,
+    MAX_EXPORT_PER_CALL,
+    STEPS,
+    ExportedContainer,
+    ExportFailure,
+    QueryError,
+    SearchQuery,
+    TrustUnavailable,
+    export_from_json,
+    first_problem,
+    globalconf_trust,
+    parse_time,
+)
+from gateway.messagelog.store import MAX_SEARCH_LIMIT
+
+DATABASE_ENV: Final = "XGATE_LOG_DATABASE"
+ARCHIVE_GLOB: Final = "xgate-archive-*.zip"  # gateway.messagelog.archive.archive_name
+
+COLUMN_WIDTH: Final = 60
+"""Of each side in `show`'s side-by-side table: two fit an ordinary 132-column terminal."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class LogGroup(AdminGroup):
+    """`xgate admin`'s error handling, plus the log's own: bad queries, databases, trust files."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QueryError as error:
+            raise click.UsageError(str(error)) from None
+        except TrustUnavailable as error:
+            raise click.UsageError(
+                f"{error}: give --ca and --tsa-cert, or --globalconf and --anchor"
+            ) from None
+        except (GlobalConfError, CertificateError) as error:
+            raise click.ClickException(f"trust anchors: {error}") from None
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            raise click.ClickException(f"database: {error.__class__.__name__}: {error}") from None
+
+
+@dataclass
+class LogSettings:
+    """Where the log is: a node's management API, or a database of one's own."""
+
+    admin: AdminSettings
+    database: str | None
+    gateway: str | None
+    body_keys: Path | None
+    _engine: sqlalchemy.Engine | None = field(default=None, repr=False)
+
+    def inspector(self, trust: ContainerTrust | None = None) -> LogInspector:
+        from gateway.messagelog.db import create_engine
+
+        assert self.database is not None
+        if self._engine is None:
+            self._engine = create_engine(self.database)
+        cipher = None
+        if self.body_keys is not None:
+            from gateway.messagelog.service import load_body_keys
+
+            cipher = BodyCipher(*load_body_keys(self.body_keys))
+        return LogInspector(self._engine, self.gateway, cipher, lambda: trust)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+pass_settings = click.make_pass_decorator(LogSettings)
+
+
+@click.group(cls=LogGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--url",
+    envvar=URL_ENV,
+    default=DEFAULT_URL,
+    show_default=True,
+    help=f"The node's admin listener (or set {URL_ENV}); used unless --database is given.",
+)
+@click.option(
+    "--api-key-env",
+    "key_env",
+    default=DEFAULT_KEY_ENV,
+    show_default=True,
+    metavar="VAR",
+    help="Environment variable holding the API key; asked for when it is unset. Keys are never arguments.",
+)
+@click.option(
+    "--database",
+    envvar=DATABASE_ENV,
+    metavar="URL",
+    help=f"Read this log database directly (SQLAlchemy URL, or set {DATABASE_ENV}) instead of a node.",
+)
+@click.option(
+    "--gateway",
+    metavar="ID",
+    help="With --database: only this gateway's records (INSTANCE/CLASS/MEMBER/SERVER).",
+)
+@click.option(
+    "--body-keys",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --database: the node's body key file, to read bodies encrypted at rest.",
+)
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    url: str,
+    key_env: str,
+    database: str | None,
+    gateway: str | None,
+    body_keys: Path | None,
+) -> None:
+    """The message log: search, show and export logged messages, and verify logs and evidence.
+
+    Against a node, every query is audited under the API key's name (security officer or
+    system administrator). With --database, the log is read directly and offline.
+    """
+    ctx.obj = LogSettings(AdminSettings(url, key_env), database, gateway, body_keys)
+    ctx.call_on_close(ctx.obj.close)
+
+
+# --- options ---------------------------------------------------------------------------------
+
+
+def _json_option(function: _F) -> _F:
+    decorated: _F = click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")(
+        function
+    )
+    return decorated
+
+
+def _filter_options(function: _F) -> _F:
+    options = [
+        click.option("--message-id", help="Only this message id."),
+        click.option("--client", help="Only this client, INSTANCE/CLASS/MEMBER[/SUBSYSTEM]."),
+        click.option("--service", help="Only this service, as its identifier's text form."),
+        click.option("--user-id", help="Only this user id."),
+        click.option("--since", metavar="TIME", help="Logged at or after (ISO 8601; UTC if no zone)."),
+        click.option("--until", metavar="TIME", help="Logged before (ISO 8601; UTC if no zone)."),
+        click.option("--outcome", help="`ok`, or a fault code such as Server.ServerProxy.AccessDenied."),
+        click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _query(filters: Mapping[str, Any], limit: int) -> SearchQuery:
+    times = {name: parse_time(filters[name], name) if filters[name] else None for name in ("since", "until")}
+    return SearchQuery(
+        message_id=filters["message_id"],
+        client=filters["client"],
+        service=filters["service"],
+        user_id=filters["user_id"],
+        outcome=filters["outcome"],
+        limit=limit,
+        offset=filters["offset"],
+        **times,
+    )
+
+
+_PEM_FILES = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _trust_options(function: _F) -> _F:
+    options = [
+        click.option(
+            "--ca",
+            "ca_files",
+            multiple=True,
+            type=_PEM_FILES,
+            help="A trusted CA's certificate(s), PEM; repeatable.",
+        ),
+        click.option(
+            "--tsa-cert",
+            "tsa_files",
+            multiple=True,
+            type=_PEM_FILES,
+            help="A trusted TSA's certificate, PEM; repeatable.",
+        ),
+        click.option(
+            "--globalconf", type=_PEM_FILES, help="A signed global configuration: take its CAs and TSAs."
+        ),
+        click.option("--anchor", type=_PEM_FILES, help="The anchor that verifies --globalconf."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def load_trust(
+    ca_files: Sequence[Path], tsa_files: Sequence[Path], globalconf: Path | None, anchor: Path | None
+) -> ContainerTrust | None:
+    """The trust anchors the options name; None when they name none."""
+    if (globalconf is None) != (anchor is None):
+        raise click.UsageError("--globalconf and --anchor go together")
+    cas: list[x509.Certificate] = [c for path in ca_files for c in load_certificates(path.read_bytes())]
+    tsas: list[x509.Certificate] = [c for path in tsa_files for c in load_certificates(path.read_bytes())]
+    if globalconf is not None and anchor is not None:
+        trusted_anchor = load_anchor(anchor)
+        conf = verify_signed_globalconf(
+            globalconf.read_bytes(),
+            trusted_anchor.certificates,
+            dt.datetime.now(dt.UTC),
+            instance=trusted_anchor.instance,
+        )
+        from_conf = globalconf_trust(conf)
+        cas += from_conf.trusted_cas
+        tsas += from_conf.trusted_tsa_certs
+    if not cas and not tsas:
+        return None
+    return ContainerTrust(trusted_cas=cas, trusted_tsa_certs=tsas)
+
+
+def _no_trust_over_api(settings: LogSettings, trust: ContainerTrust | None) -> None:
+    if settings.database is None and trust is not None:
+        raise click.UsageError("trust options are for --database and files: a node verifies with its own")
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# --- search ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@_filter_options
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_SEARCH_LIMIT), default=DEFAULT_SEARCH_LIMIT, show_default=True
+)
+@_json_option
+@pass_settings
+def search(settings: LogSettings, limit: int, as_json: bool, **filters: Any) -> None:
+    """Records matching every filter given, newest first, one page (--limit, --offset)."""
+    query = _query(filters, limit)
+    if settings.database is not None:
+        answer = settings.inspector().search(query)
+    else:
+        answer = settings.admin.client().log_search(query.to_params())
+    if as_json:
+        _emit_json(answer)
+    else:
+        click.echo(format_search(answer))
+
+
+# --- show ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("ident", metavar="ID")
+@_trust_options
+@_json_option
+@pass_settings
+def show(
+    settings: LogSettings,
+    ident: str,
+    ca_files: Sequence[Path],
+    tsa_files: Sequence[Path],
+    globalconf: Path | None,
+    anchor: Path | None,
+    as_json: bool,
+) -> None:
+    """An exchange (by exchange id, or by message id): request and response side by side.
+
+    Each record is verified: its place in the chain, its content, its signature and its
+    timestamp. With --database, give trust anchors to check signatures and timestamps.
+    """
+    trust = load_trust(ca_files, tsa_files, globalconf, anchor)
+    _no_trust_over_api(settings, trust)
+    if settings.database is not None:
+        answer = settings.inspector(trust).show(ident)
+        if not answer["exchanges"]:
+            raise click.ClickException(f"no record of {ident!r} in the message log")
+    else:
+        answer = settings.admin.client().log_show(ident)
+    if as_json:
+        _emit_json(answer)
+    else:
+        click.echo(format_exchanges(answer))
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("ident", metavar="[ID]", required=False)
+@_filter_options
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_SEARCH_LIMIT),
+    default=DEFAULT_SEARCH_LIMIT,
+    show_default=True,
+    help="With filters: export at most this many records.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write the containers to (created if missing; files are never overwritten).",
+)
+@_json_option
+@pass_settings
+def export(
+    settings: LogSettings, ident: str | None, limit: int, out_dir: Path, as_json: bool, **filters: Any
+) -> None:
+    """ASiC-E containers, one per record, for an exchange or message ID, or for the records
+    the filters find. Each container verifies offline (`xgate log verify FILE`)."""
+    query = _query(filters, limit)
+    if (ident is None) == (not query.has_filters):
+        raise click.UsageError("name the records to export: an ID, or search filters, not both")
+    if settings.database is not None:
+        if ident is not None:
+            containers, failures, _ = settings.inspector().export(ident=ident)
+        else:
+            containers, failures, _ = settings.inspector().export(query=query)
+    else:
+        containers, failures = _export_over_api(settings, ident, query)
+    if not containers and not failures:
+        raise click.ClickException("no records to export")
+    written = _write_containers(out_dir, containers)
+    rows = [{**c.entry, "file": str(path)} for c, path in zip(containers, written, strict=True)]
+    if as_json:
+        _emit_json({"written": rows, "failures": [dataclasses.asdict(f) for f in failures]})
+    else:
+        columns = (
+            ("file", "file"),
+            ("direction", "dir"),
+            ("message_id", "message id"),
+            ("logged_at", "logged at"),
+        )
+        click.echo(format_table(rows, columns) if rows else "(no containers)")
+    for failure in failures:
+        click.echo(
+            f"record {failure.seq} of node {failure.node} ({failure.message_id}): {failure.error}", err=True
+        )
+    if failures:
+        raise click.ClickException(f"{len(failures)} records could not be exported")
+
+
+def _export_over_api(
+    settings: LogSettings, ident: str | None, query: SearchQuery
+) -> tuple[list[ExportedContainer], list[ExportFailure]]:
+    """The API answers a page at a time (officer.MAX_EXPORT_PER_CALL); each page is audited."""
+    client = settings.admin.client()
+    if ident is not None:
+        return export_from_json(client.log_export({"id": ident}))
+    containers: list[ExportedContainer] = []
+    failures: list[ExportFailure] = []
+    offset, remaining = query.offset, query.limit
+    while remaining > 0:
+        page = SearchQuery(
+            **{**query.store_filters(), "limit": min(remaining, MAX_EXPORT_PER_CALL), "offset": offset}
+        )
+        answer = client.log_export(page.to_params())
+        found, failed = export_from_json(answer)
+        containers += found
+        failures += failed
+        remaining -= len(found) + len(failed)
+        if answer["next_offset"] is None:
+            break
+        offset = answer["next_offset"]
+    return containers, failures
+
+
+def _write_containers(directory: Path, containers: Sequence[ExportedContainer]) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for container in containers:
+        path = directory / Path(container.name).name  # a name from the API must not climb out
+        try:
+            with open(path, "xb") as handle:
+                handle.write(container.data)
+        except FileExistsError:
+            raise click.ClickException(f"{path} exists: export into an empty directory") from None
+        written.append(path)
+    return written
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--node", help="Live log: only this node's chain.")
+@_trust_options
+@pass_settings
+@click.pass_context
+def verify(
+    ctx: click.Context,
+    settings: LogSettings,
+    path: Path | None,
+    node: str | None,
+    ca_files: Sequence[Path],
+    tsa_files: Sequence[Path],
+    globalconf: Path | None,
+    anchor: Path | None,
+) -> None:
+    """Verify a container, an archive, a directory of chained archives, or the live log.
+
+    PATH: an ASiC-E container (.asice), an archive (.zip), or a directory of archives, checked
+    with the trust anchors given. Without PATH: the log with --database (every chain, or
+    --node's), or the node's own log through its API. Exit status 0 when everything is
+    valid, 1 at the first problem found.
+    """
+    trust = load_trust(ca_files, tsa_files, globalconf, anchor)
+    if path is not None:
+        if trust is None:
+            raise TrustUnavailable("no trust anchors to verify the files with")
+        valid = _verify_path(path, trust)
+    elif settings.database is not None:
+        answer = settings.inspector(trust).verify(node)
+        click.echo(format_verification(answer))
+        valid = bool(answer["valid"])
+        if not valid:
+            click.echo(f"first problem: {first_problem(answer)}", err=True)
+    else:
+        _no_trust_over_api(settings, trust)
+        answer = settings.admin.client().log_verify(node)
+        click.echo(format_verification(answer))
+        valid = bool(answer["valid"])
+        if not valid:
+            click.echo(f"first problem: {first_problem(answer)}", err=True)
+    ctx.exit(0 if valid else 1)
+
+
+def _verify_path(path: Path, trust: ContainerTrust) -> bool:
+    if path.is_dir():
+        archives = sorted(path.glob(ARCHIVE_GLOB))
+        if not archives:
+            raise click.ClickException(f"{path} holds no archives ({ARCHIVE_GLOB})")
+        return _verify_archives(archives, trust)
+    if _is_archive(path):
+        return _verify_archives([path], trust)
+    if path.stat().st_size > MAX_CONTAINER_BYTES:
+        click.echo(f"{path.name}: INVALID: larger than a container can be ({MAX_CONTAINER_BYTES} bytes)")
+        return False
+    report = verify_container(
+        path.read_bytes(),
+        trusted_cas=trust.trusted_cas,
+        trusted_tsa_certs=trust.trusted_tsa_certs,
+        tsa_ca_certs=trust.tsa_ca_certs,
+    )
+    click.echo(format_container_report(path.name, report))
+    if not report.valid:
+        click.echo(f"first problem: {report.problems[0]}", err=True)
+    return report.valid
+
+
+def _is_archive(path: Path) -> bool:
+    """An archive holds index.json; a container's first entry is mimetype (asice.py)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "index.json" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _verify_archives(paths: Sequence[Path], trust: ContainerTrust) -> bool:
+    report = verify_archive_chain(paths, trust=trust)
+    for archive in report.archives:
+        state = "valid" if not archive.problems else "INVALID"
+        click.echo(f"{archive.path.name}: {state} ({archive.containers} containers, sha256 {archive.sha256})")
+        for problem in archive.problems:
+            click.echo(f"  {problem}")
+    if not report.valid:
+        click.echo(f"first problem: {report.problems[0]}", err=True)
+    return report.valid
+
+
+# --- text for people -------------------------------------------------------------------------
+
+_SEARCH_COLUMNS: Final = (
+    ("logged_at", "logged at"),
+    ("node", "node"),
+    ("seq", "seq"),
+    ("side", "side"),
+    ("direction", "dir"),
+    ("message_id", "message id"),
+    ("client", "client"),
+    ("service", "service"),
+    ("user_id", "user"),
+    ("outcome", "outcome"),
+)
+
+_SHOWN_FIELDS: Final = (
+    ("message_id", "message id"),
+    ("logged_at", "logged at"),
+    ("node", "node"),
+    ("seq", "seq"),
+    ("kind", "kind"),
+    ("client", "client"),
+    ("service", "service"),
+    ("user_id", "user id"),
+    ("issue", "issue"),
+    ("represented_party", "represented party"),
+    ("outcome", "outcome"),
+    ("fault_detail", "fault detail"),
+    ("content_type", "content type"),
+    ("message_sha256", "message sha256"),
+    ("manifest_sha256", "manifest sha256"),
+    ("record_hash", "record hash"),
+    ("archive", "archive"),
+)
+
+
+def format_search(answer: Mapping[str, Any]) -> str:
+    records = answer["records"]
+    if not records:
+        return "(no records)"
+    text = format_table(records, _SEARCH_COLUMNS)
+    if answer.get("next_offset") is not None:
+        text += f"\n(more: --offset {answer['next_offset']})"
+    return text
+
+
+def format_exchanges(answer: Mapping[str, Any]) -> str:
+    """`show`'s answer: per exchange, request and response side by side, then their bodies."""
+    exchanges = answer["exchanges"]
+    if not exchanges:
+        return f"no record of {answer['id']!r}"
+    text = "\n\n".join(_format_exchange(exchange) for exchange in exchanges)
+    if not answer.get("verified_with_trust", True):
+        text += "\n\n(no trust anchors: signatures and timestamp tokens were not checked)"
+    return text
+
+
+def _format_exchange(exchange: Mapping[str, Any]) -> str:
+    request, response = exchange["request"], exchange["response"]
+    first = request or response or exchange["other"][0]
+    lines = [f"exchange {exchange['exchange_id']} ({first['side']} side of {first['gateway']})"]
+    rows: list[tuple[str, str, str]] = [("", "REQUEST", "RESPONSE")]
+    rows += [(title, _value(request, key), _value(response, key)) for key, title in _SHOWN_FIELDS]
+    rows += [(step, _verdict(request, step), _verdict(response, step)) for step in STEPS]
+    rows.append(("verdict", _overall(request), _overall(response)))
+    label_width = max(len(label) for label, _, _ in rows)
+    for label, left, right in rows:
+        lines += _side_by_side(label, label_width, left, right)
+    for record in (request, response, *exchange["other"]):
+        if record is not None:
+            lines += ["", *_format_body(record)]
+    return "\n".join(lines)
+
+
+def _value(record: Mapping[str, Any] | None, key: str) -> str:
+    if record is None:
+        return "(none)"
+    value = record.get(key)
+    return "-" if value is None else str(value)
+
+
+def _verdict(record: Mapping[str, Any] | None, step: str) -> str:
+    return "" if record is None else str(record["verification"][step])
+
+
+def _overall(record: Mapping[str, Any] | None) -> str:
+    if record is None:
+        return ""
+    return "VALID" if record["verification"]["valid"] else "INVALID"
+
+
+def _side_by_side(label: str, label_width: int, left: str, right: str) -> list[str]:
+    left_lines = textwrap.wrap(left, COLUMN_WIDTH, break_on_hyphens=False) or [""]
+    right_lines = textwrap.wrap(right, COLUMN_WIDTH, break_on_hyphens=False) or [""]
+    return [
+        f"{(label if index == 0 else '').ljust(label_width)}  {a.ljust(COLUMN_WIDTH)}  {b}".rstrip()
+        for index, (a, b) in enumerate(zip_longest(left_lines, right_lines, fillvalue=""))
+    ]
+
+
+def _format_body(record: Mapping[str, Any]) -> list[str]:
+    lines = [f"--- {record['direction']} (node {record['node']}, record {record['seq']})"]
+    head = record.get("rest_head")
+    if isinstance(head, dict):
+        if "method" in head:
+            query = f"?{head['query']}" if head.get("query") else ""
+            lines.append(f"{head['method']} {head['path']}{query}")
+        elif "status" in head:
+            lines.append(f"status {head['status']}")
+        lines += [f"{name}: {value}" for name, value in head.get("headers", [])]
+        lines.append("")
+    elif head is not None:
+        lines.append(str(head))
+    body = record["body"]
+    if body["state"] == "not_logged":
+        lines.append("(body not logged: body logging was off; its digest is above)")
+    elif body["state"] == "encrypted":
+        lines.append("(body encrypted at rest: give --body-keys to read it)")
+    else:
+        lines.append(body["preview"])
+        if body["truncated"]:
+            lines.append(f"... ({body['size']} bytes in all; export the record for the whole body)")
+    return lines
+
+
+def format_verification(answer: Mapping[str, Any]) -> str:
+    """A live verification's answer: one line per chain, and the first problem of a bad one."""
+    if not answer["chains"]:
+        return "no chains to verify"
+    lines = []
+    for chain in answer["chains"]:
+        name = f"{chain['gateway']} node {chain['node']}"
+        bad = chain["first_bad"]
+        if bad is None:
+            counts = (
+                f"{chain['checked']} records, {chain['signatures_verified']} signatures, "
+                f"{chain['tokens_verified']} timestamps, {chain['unstamped']} not yet stamped"
+            )
+            lines.append(f"{name}: valid ({counts})")
+        else:
+            lines.append(f"{name}: INVALID at record {bad['seq']} ({bad['problem']}): {bad['reason']}")
+            lines.append(f"  the {chain['checked']} records before it check out")
+    return "\n".join(lines)
+
+
+def format_container_report(name: str, report: ContainerReport) -> str:
+    """Every step verify_container took, and what a valid container proves."""
+    lines = [f"{name}: {'valid' if report.valid else 'INVALID'}"]
+    lines += [f"  {'ok ' if c.passed else 'BAD'} {c.name}: {c.detail}" for c in report.checks]
+    if report.valid and report.record is not None:
+        record = report.record
+        lines.append(
+            f"  {record.get('direction')} {record.get('message_id')!r} of {record.get('client')} "
+            f"to {record.get('service')}, logged {record.get('logged_at')} by {record.get('gateway')}"
+        )
+    return "\n".join(lines)

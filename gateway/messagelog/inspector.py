@@ -1,0 +1,170 @@
+"""The security officer's reads of a message-log database: search, show, export, verify.
+
+The I/O edge of gateway.messagelog.officer: the management API calls a node's
+:class:`LogInspector` (in a worker thread), and `xgate log --database` makes one over the
+database an auditor was handed. Both get the same answers, built by the officer module.
+Nothing here writes to the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import Engine
+
+from gateway.messagelog.archive import ContainerTrust, container_entry, logged_message
+from gateway.messagelog.asice import build_container
+from gateway.messagelog.crypto_at_rest import BodyCipher
+from gateway.messagelog.db import begin_snapshot_read
+from gateway.messagelog.officer import (
+    MAX_EXCHANGES_SHOWN,
+    ExportedContainer,
+    ExportFailure,
+    SearchQuery,
+    TrustUnavailable,
+    exchange_view,
+    globalconf_trust,
+    next_offset,
+    record_detail,
+    record_status,
+    record_summary,
+    token_verifier,
+    verification_json,
+)
+from gateway.messagelog.store import (
+    MAX_SEARCH_LIMIT,
+    StoredRecord,
+    chain_states,
+    get_exchange,
+    predecessor_hash,
+    search,
+)
+from gateway.messagelog.verify import verify_log
+
+if TYPE_CHECKING:
+    from gateway.globalconf import GlobalConf
+    from gateway.messagelog.service import MessageLog
+
+
+def _no_trust() -> ContainerTrust | None:
+    return None
+
+
+@dataclass(frozen=True)
+class LogInspector:
+    """Reads of one log database, restricted to one gateway's records when `gateway` is set.
+
+    `trust` gives the federation's trust anchors when verification needs them (a node: from its
+    current global configuration; an auditor: from the files named on the command line).
+    """
+
+    engine: Engine
+    gateway: str | None = None
+    cipher: BodyCipher | None = None
+    trust: Callable[[], ContainerTrust | None] = field(default=_no_trust)
+
+    @classmethod
+    def of_node(cls, log: MessageLog, globalconf: Callable[[], GlobalConf | None]) -> LogInspector:
+        """A node's inspector: its log's database and body keys, its current global configuration's trust."""
+
+        def trust() -> ContainerTrust | None:
+            conf = globalconf()
+            return None if conf is None else globalconf_trust(conf)
+
+        return cls(log.engine, log.gateway, log.cipher, trust)
+
+    def search(self, query: SearchQuery) -> dict[str, Any]:
+        """Matching records, newest first, one page: {"records", "limit", "offset", "next_offset"}."""
+        found = search(self.engine, gateway=self.gateway, cipher=self.cipher, **query.store_filters())
+        return {
+            "records": [record_summary(stored) for stored in found],
+            "limit": query.limit,
+            "offset": query.offset,
+            "next_offset": next_offset(query, len(found)),
+        }
+
+    def show(self, ident: str) -> dict[str, Any]:
+        """The exchanges `ident` names (an exchange id, else a message id), each record checked."""
+        trust = self.trust()
+        exchanges = self._exchanges(ident)
+        views = []
+        with begin_snapshot_read(self.engine) as connection:
+            chains = {(c.gateway, c.node): c for c in chain_states(connection, self.gateway)}
+            for exchange_id, stored_records in exchanges:
+                details = []
+                for stored in stored_records:
+                    chain = chains.get((stored.record.gateway, stored.node))
+                    predecessor = None if chain is None else predecessor_hash(connection, chain, stored.seq)
+                    status = record_status(
+                        stored, chain=chain, predecessor=predecessor, trust=trust, cipher=self.cipher
+                    )
+                    details.append(record_detail(stored, status))
+                views.append(exchange_view(exchange_id, details))
+        return {"id": ident, "verified_with_trust": trust is not None, "exchanges": views}
+
+    def export(
+        self, *, ident: str | None = None, query: SearchQuery | None = None
+    ) -> tuple[list[ExportedContainer], list[ExportFailure], int | None]:
+        """ASiC-E containers (asice.build_container) for the records `ident` or `query` names,
+        with the records none could be built for, and the next page's offset (queries only)."""
+        if (ident is None) == (query is None):
+            raise ValueError("export names records by an id or by a query, not both")
+        next_page = None
+        if ident is not None:
+            found = [stored for _, records in self._exchanges(ident) for stored in records]
+        else:
+            assert query is not None
+            found = search(self.engine, gateway=self.gateway, cipher=self.cipher, **query.store_filters())
+            next_page = next_offset(query, len(found))
+        containers, failures = [], []
+        for stored in found:
+            try:
+                message = logged_message(stored)
+                data = build_container(message)
+            except ValueError as exc:  # evidence that does not fit together: no container claims it
+                failures.append(ExportFailure(stored.node, stored.seq, stored.record.message_id, str(exc)))
+                continue
+            entry = container_entry(stored.seq, message, data)
+            fields = {**dataclasses.asdict(entry), "node": stored.node, "side": stored.record.side.value}
+            containers.append(ExportedContainer(entry.name, data, fields))
+        return containers, failures, next_page
+
+    def verify(self, node: str | None = None) -> dict[str, Any]:
+        """verify_log over every chain (of this gateway; of `node` only, when given)."""
+        trust = self.trust()
+        if trust is None:
+            raise TrustUnavailable("no trust anchors to verify the log with")
+        with begin_snapshot_read(self.engine) as connection:
+            chains = [c for c in chain_states(connection, self.gateway) if node is None or c.node == node]
+        reports = [
+            verify_log(
+                self.engine,
+                chain.gateway,
+                chain.node,
+                trusted_cas=trust.trusted_cas,
+                verify_token=token_verifier(trust),
+                cipher=self.cipher,
+            )
+            for chain in chains
+        ]
+        return verification_json(reports)
+
+    def _exchanges(self, ident: str) -> list[tuple[str, Sequence[StoredRecord]]]:
+        """The exchange whose id is `ident`; failing that, those of messages with that id."""
+        exchange = self._exchange(ident)
+        if exchange:
+            return [(ident, exchange)]
+        found = search(
+            self.engine, gateway=self.gateway, message_id=ident, limit=MAX_SEARCH_LIMIT, cipher=self.cipher
+        )
+        exchange_ids = list(dict.fromkeys(stored.record.exchange_id for stored in reversed(found)))
+        return [
+            (exchange_id, self._exchange(exchange_id)) for exchange_id in exchange_ids[:MAX_EXCHANGES_SHOWN]
+        ]
+
+    def _exchange(self, exchange_id: str) -> list[StoredRecord]:
+        found = get_exchange(self.engine, exchange_id, cipher=self.cipher)
+        return [stored for stored in found if self.gateway is None or stored.record.gateway == self.gateway]

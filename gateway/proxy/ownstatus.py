@@ -1,0 +1,124 @@
+"""This gateway's own certificate status: fresh OCSP responses for what it sends (docs/transport.md).
+
+The authentication certificate and every hosted member's signing certificate are watched by
+one `OcspCache` (gateway.crypto.ocsp), at the responder the global configuration names for
+their CA, and renewed ahead of need. A gateway without a fresh, good response for a
+certificate whose CA has a responder cannot use that certificate: its peers would refuse
+the message, so it refuses first and says why in its own log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+from cryptography import x509
+
+from gateway.crypto.certs import serial_hex
+from gateway.crypto.ocsp import OcspCache
+from gateway.globalconf import GlobalConf
+from gateway.proxy.certstatus import IssuerIndex, describe
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS: Final = 1.0
+"""How often due responses are looked for. Renewal itself happens at half a response's usable
+life (OcspCache), so a short freshness limit (tests, demos) is still met with time to spare."""
+
+
+class OwnStatusUnavailable(Exception):
+    """This gateway has no fresh, good OCSP response for one of its own certificates."""
+
+
+@dataclass(frozen=True)
+class _Watch:
+    ca_sha256: str
+    url: str
+
+
+class OwnCertificateStatus:
+    """Keeps OCSP responses for this gateway's certificates as the configuration asks."""
+
+    def __init__(self, session: aiohttp.ClientSession, certificates: Sequence[x509.Certificate]) -> None:
+        self.certificates = tuple(certificates)
+        self._cache = OcspCache(session, max_age_seconds=1.0)  # the configuration's limit comes with sync()
+        self._issuers = IssuerIndex()
+        self._watching: dict[int, _Watch] = {}
+        self._conf: GlobalConf | None = None
+        self.last_errors: dict[int, str] = {}
+        """Why the last renewal of a certificate (by serial) failed; gone after a success."""
+
+    def sync(self, conf: GlobalConf) -> None:
+        """Watch each certificate at its CA's first responder, with the configuration's freshness limit."""
+        if conf is self._conf:
+            return
+        self._conf = conf
+        self._cache.max_age = dt.timedelta(seconds=conf.settings.ocsp_freshness_seconds)
+        for certificate in self.certificates:
+            ca = self._issuers.issuer(conf, certificate)
+            if ca is None or not ca.checks_status:
+                self._watching.pop(certificate.serial_number, None)
+                continue
+            watch = _Watch(ca.sha256, ca.responder_urls[0])
+            if self._watching.get(certificate.serial_number) != watch:
+                self._cache.watch(certificate, ca.certificate, watch.url, ca.responder_certs)
+                self._watching[certificate.serial_number] = watch
+
+    async def refresh(self) -> None:
+        """Renew what is due; failures are kept for health and logged once per new error."""
+        for failure in await self._cache.refresh():
+            message = f"{failure.error.problem}: {failure.error}"
+            if self.last_errors.get(failure.serial) != message:
+                log.warning("OCSP response for own certificate %x not renewed: %s", failure.serial, message)
+            self.last_errors[failure.serial] = message
+        now = dt.datetime.now(dt.UTC)
+        for certificate in self.certificates:
+            if self._cache.get(certificate, now) is not None:
+                self.last_errors.pop(certificate.serial_number, None)
+
+    def response_for(self, certificate: x509.Certificate, conf: GlobalConf, now: dt.datetime) -> bytes | None:
+        """The response to attach for `certificate`; None when its CA has no responder.
+
+        Raises OwnStatusUnavailable when a response is required and none is fresh and good.
+        """
+        ca = self._issuers.issuer(conf, certificate)
+        if ca is None:
+            raise OwnStatusUnavailable(
+                f"own certificate {serial_hex(certificate)} was not issued by a CA the configuration trusts"
+            )
+        if not ca.checks_status:
+            return None
+        status = self._cache.status(certificate, now)
+        der = self._cache.get(certificate, now)
+        if status is None or der is None:
+            why = self.last_errors.get(certificate.serial_number, "not fetched yet")
+            raise OwnStatusUnavailable(
+                f"no fresh OCSP response for own certificate {serial_hex(certificate)} ({why})"
+            )
+        if not status.is_good:
+            raise OwnStatusUnavailable(f"own certificate {serial_hex(certificate)} is {describe(status)}")
+        return der
+
+    def health(self, now: dt.datetime) -> dict[str, object]:
+        """Per certificate: whether a response is needed and what it says; `ready` once all needed are good."""
+        entries = []
+        ready = self._conf is not None
+        for certificate in self.certificates:
+            status = self._cache.status(certificate, now)
+            required = certificate.serial_number in self._watching
+            good = status is not None and status.is_good
+            ready = ready and (good or not required)
+            entries.append(
+                {
+                    "serial": serial_hex(certificate),
+                    "required": required,
+                    "status": describe(status) if status is not None else None,
+                    "this_update": status.this_update.isoformat() if status is not None else None,
+                    "last_error": self.last_errors.get(certificate.serial_number),
+                }
+            )
+        return {"ready": ready, "certificates": entries}
