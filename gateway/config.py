@@ -67,7 +67,9 @@ class MessageLogSettings:
 
     database_url: str
     enabled: bool = True
-    window_seconds: float = 0.002  # group commit: records arriving together share a transaction
+    # Group commit: the writer commits everything that arrived while its previous commit ran,
+    # so no extra wait is needed; a positive window trades latency for fewer transactions.
+    window_seconds: float = 0.0
     timestamp_interval_seconds: float = 5.0  # one RFC 3161 request per batch, this often
     # How long timestamping may keep failing before new requests are refused (X-Road allows
     # hours; a gateway that promises timestamped logs should say so sooner).
@@ -241,7 +243,7 @@ def _messagelog(table: dict[str, Any], base: Path, data_dir: Path) -> MessageLog
     return MessageLogSettings(
         database_url=str(table.get("database_url", f"sqlite:///{data_dir / 'messagelog.sqlite'}")),
         enabled=bool(table.get("enabled", True)),
-        window_seconds=float(table.get("window_seconds", 0.002)),
+        window_seconds=float(table.get("window_seconds", 0.0)),
         timestamp_interval_seconds=_number(table, "timestamp_interval_seconds", where, 5.0),
         max_timestamp_failure_seconds=_number(table, "max_timestamp_failure_seconds", where, 600.0),
         body_key_file=_path(base, table["body_key_file"]) if "body_key_file" in table else None,

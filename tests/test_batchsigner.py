@@ -159,8 +159,16 @@ def xmlsec1_sign(tmp_path: Path, template: bytes, pki: Pki) -> bytes:
     )
     (tmp_path / "cert.pem").write_bytes(pki.cert.public_bytes(serialization.Encoding.PEM))
     subprocess.run(
-        ["xmlsec1", "--sign", *XMLSEC1_ID_ATTR, "--privkey-pem", "key.pem,cert.pem"]
-        + ["--output", "signed-by-xmlsec1.xml", "template.xml"],
+        [
+            "xmlsec1",
+            "--sign",
+            *XMLSEC1_ID_ATTR,
+            "--privkey-pem",
+            "key.pem,cert.pem",
+            "--output",
+            "signed-by-xmlsec1.xml",
+            "template.xml",
+        ],
         cwd=tmp_path,
         capture_output=True,
         timeout=30,

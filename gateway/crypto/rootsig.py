@@ -152,7 +152,7 @@ def _signed_info(sign_method: str, digest_value: str, *, canonical: bool) -> str
     """ds:SignedInfo as xmlsec lays out the template, or its exclusive C14N form.
 
     The canonical form declares the `ds` prefix on SignedInfo itself and writes empty elements
-    as start-end pairs (Exc-C14N §3, C14N 1.0 §2.3); the tests check it against libxml2's.
+    as start-end pairs (Exc-C14N §3, C14N 1.0 §2.3); the tests check it against xmlsec1.
     """
 
     def empty(tag: str, algorithm: str) -> str:
