@@ -9,13 +9,20 @@ import click
 # Sub-groups live beside the code they drive; each module exposes a click group named `cli`.
 # They are imported lazily so that `xgate --help` stays fast and one broken extra does not
 # take the whole command down.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "pki": ("gateway.trust.pki_cli", "Development PKI: CA, gateway and member certificates, TSA, OCSP."),
-    "gateway": ("gateway.node_cli", "Run a gateway node and manage its database."),
-    "federation": ("gateway.federation_cli", "A development federation on this machine."),
-    "admin": ("gateway.admin.cli", "The management API of a running gateway."),
-    "trust": ("gateway.trust.trust_cli", "Development trust services: RFC 3161 TSA and OCSP responder."),
-    "central": ("gateway.central.cli", "The central registry: members, gateways, trust, global configuration."),
+SUBCOMMANDS: dict[str, str] = {
+    "pki": "gateway.trust.pki_cli",
+    "gateway": "gateway.node_cli",
+    "federation": "gateway.federation_cli",
+    "admin": "gateway.admin.cli",
+    "log": (
+        "gateway.messagelog.cli",
+        "The message log: search, show, export, verify (security officer, auditor).",
+    ),
+    "trust": "gateway.trust.trust_cli",
+    "central": (
+        "gateway.central.cli",
+        "The central registry: members, gateways, trust, global configuration.",
+    ),
 }
 
 
@@ -27,7 +34,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in SUBCOMMANDS:
-            module = importlib.import_module(SUBCOMMANDS[cmd_name][0])
+            module = importlib.import_module(SUBCOMMANDS[cmd_name])
             command: click.Command = module.cli
             return command
         return super().get_command(ctx, cmd_name)

@@ -29,13 +29,18 @@ log = logging.getLogger(__name__)
 
 def _admin_app(runtime: GatewayRuntime) -> web.Application:
     from gateway.admin.api import AdminContext, make_admin_app
+    from gateway.messagelog.inspector import LogInspector
 
+    messagelog = runtime.messagelog
     context = AdminContext(
         repository=runtime.repository,
         data_dir=runtime.config.data_dir,
         health=runtime.health,
         server_id=runtime.config.server_id,
         on_change=runtime.reload_snapshot,
+        message_log=None
+        if messagelog is None
+        else LogInspector.of_node(messagelog, lambda: runtime.globalconf_source.current),
     )
     return make_admin_app(context)
 

@@ -340,6 +340,10 @@ _LOG_SCHEMAS: Final[dict[str, Schema]] = {
             "direction": _string(),
             "logged_at": _string(),
             "record_hash": _string(),
+            "timestamped": {
+                "type": "boolean",
+                "description": "False for a record not yet stamped: its container lacks the timestamp.",
+            },
             "sha256": _string("SHA-256 of the container."),
             "size": {"type": "integer"},
             "data": _string("The ASiC-E container, base64.", format="byte"),

@@ -56,8 +56,8 @@ from gateway.messagelog.store import MAX_SEARCH_LIMIT
 DATABASE_ENV: Final = "XGATE_LOG_DATABASE"
 ARCHIVE_GLOB: Final = "xgate-archive-*.zip"  # gateway.messagelog.archive.archive_name
 
-COLUMN_WIDTH: Final = 60
-"""Of each side in `show`'s side-by-side table: two fit an ordinary 132-column terminal."""
+COLUMN_WIDTH: Final = 64
+"""Of each side in `show`'s side-by-side table: a SHA-256 in hex fits on one line."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -373,6 +373,9 @@ def export(
             ("logged_at", "logged at"),
         )
         click.echo(format_table(rows, columns) if rows else "(no containers)")
+    for row in rows:
+        if not row.get("timestamped", True):
+            click.echo(f"note: {row['file']} is not timestamped yet: export it again once it is", err=True)
     for failure in failures:
         click.echo(
             f"record {failure.seq} of node {failure.node} ({failure.message_id}): {failure.error}", err=True
@@ -562,20 +565,21 @@ def format_exchanges(answer: Mapping[str, Any]) -> str:
     exchanges = answer["exchanges"]
     if not exchanges:
         return f"no record of {answer['id']!r}"
-    text = "\n\n".join(_format_exchange(exchange) for exchange in exchanges)
-    if not answer.get("verified_with_trust", True):
+    trusted = bool(answer.get("verified_with_trust", True))
+    text = "\n\n".join(_format_exchange(exchange, trusted) for exchange in exchanges)
+    if not trusted:
         text += "\n\n(no trust anchors: signatures and timestamp tokens were not checked)"
     return text
 
 
-def _format_exchange(exchange: Mapping[str, Any]) -> str:
+def _format_exchange(exchange: Mapping[str, Any], trusted: bool) -> str:
     request, response = exchange["request"], exchange["response"]
     first = request or response or exchange["other"][0]
     lines = [f"exchange {exchange['exchange_id']} ({first['side']} side of {first['gateway']})"]
     rows: list[tuple[str, str, str]] = [("", "REQUEST", "RESPONSE")]
     rows += [(title, _value(request, key), _value(response, key)) for key, title in _SHOWN_FIELDS]
     rows += [(step, _verdict(request, step), _verdict(response, step)) for step in STEPS]
-    rows.append(("verdict", _overall(request), _overall(response)))
+    rows.append(("verdict", _overall(request, trusted), _overall(response, trusted)))
     label_width = max(len(label) for label, _, _ in rows)
     for label, left, right in rows:
         lines += _side_by_side(label, label_width, left, right)
@@ -596,10 +600,12 @@ def _verdict(record: Mapping[str, Any] | None, step: str) -> str:
     return "" if record is None else str(record["verification"][step])
 
 
-def _overall(record: Mapping[str, Any] | None) -> str:
+def _overall(record: Mapping[str, Any] | None, trusted: bool) -> str:
     if record is None:
         return ""
-    return "VALID" if record["verification"]["valid"] else "INVALID"
+    if not record["verification"]["valid"]:
+        return "INVALID"
+    return "VALID" if trusted else "no problem found (signature and token not checked)"
 
 
 def _side_by_side(label: str, label_width: int, left: str, right: str) -> list[str]:

@@ -128,7 +128,12 @@ class LogInspector:
                 failures.append(ExportFailure(stored.node, stored.seq, stored.record.message_id, str(exc)))
                 continue
             entry = container_entry(stored.seq, message, data)
-            fields = {**dataclasses.asdict(entry), "node": stored.node, "side": stored.record.side.value}
+            fields = {
+                **dataclasses.asdict(entry),
+                "node": stored.node,
+                "side": stored.record.side.value,
+                "timestamped": message.timestamp_token is not None,
+            }
             containers.append(ExportedContainer(entry.name, data, fields))
         return containers, failures, next_page
 

@@ -1,4 +1,4 @@
-"""What the security officer sees of the message log: queries, views, verdicts, text (sans-IO).
+"""What the security officer sees of the message log: queries, views, verdicts (sans-IO).
 
 The management API (gateway.admin.api) and `xgate log` (gateway.messagelog.cli) answer the
 same questions, one over HTTP and one straight from a database an auditor was handed: find
@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from cryptography import x509
 
+from gateway.crypto.timestamp import verify_timestamp_token
 from gateway.globalconf import GlobalConf
 from gateway.messagelog.archive import ContainerTrust
 from gateway.messagelog.crypto_at_rest import BodyCipher
@@ -168,8 +169,6 @@ def next_offset(query: SearchQuery, found: int) -> int | None:
 
 def token_verifier(trust: ContainerTrust) -> TokenVerifier:
     """RFC 3161 verification (gateway.crypto.timestamp) with the federation's TSAs and CAs."""
-    from gateway.crypto.timestamp import verify_timestamp_token
-
     cas = trust.trusted_cas if trust.tsa_ca_certs is None else trust.tsa_ca_certs
     return partial(verify_timestamp_token, trusted_tsa_certs=trust.trusted_tsa_certs, ca_certs=cas)
 
