@@ -14,15 +14,9 @@ SUBCOMMANDS: dict[str, str] = {
     "gateway": "gateway.node_cli",
     "federation": "gateway.federation_cli",
     "admin": "gateway.admin.cli",
-    "log": (
-        "gateway.messagelog.cli",
-        "The message log: search, show, export, verify (security officer, auditor).",
-    ),
+    "log": "gateway.messagelog.cli",
     "trust": "gateway.trust.trust_cli",
-    "central": (
-        "gateway.central.cli",
-        "The central registry: members, gateways, trust, global configuration.",
-    ),
+    "central": "gateway.central.cli",
 }
 
 

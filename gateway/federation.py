@@ -1,15 +1,30 @@
-"""A development federation on 127.0.0.1: PKI, signed global configuration, three gateways,
-two example agency services, registrations and access rights (`xgate federation up`).
+"""A development federation on 127.0.0.1, built through the central registry (`xgate federation up`).
+
+`up` makes a PKI whose CA names the development OCSP responder, starts the trust services
+(`xgate trust serve`: RFC 3161 TSA and OCSP responder) and the central registry (`xgate
+central serve`) as processes, and registers through the registry's management API what its
+administrator would: the CA with its OCSP responder, the TSA, the member class, the members
+and their subsystems, the federation's settings. Each gateway then submits its own signed
+registration requests (its TLS certificate, the subsystem it hosts), which the administrator
+approves. Gateways take their anchor from the registry's `/anchor` and fetch its
+`/globalconf` every few seconds; `up` returns once every gateway runs on a configuration that
+lists every server and holds fresh OCSP responses for its own certificates.
+
+`build` makes the same keys, databases and service registrations with a configuration signed
+here instead of by a registry, and no trust services: a federation whose nodes start on their
+own (tests of a single node), and whose configuration a test may re-sign
+(`up(..., registry=False)`).
 
 Everything is generated into one directory; `DIR/federation.json` describes it for tests,
 the demo and anyone evaluating xgate, and `xgate federation down --dir DIR` stops it.
-The registry issue replaces the locally signed configuration with the central registry.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import signal
@@ -17,13 +32,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import requests
 
-from gateway.crypto.certs import certificate_to_pem
+from gateway.central.api_client import RegistryClient, server_path
+from gateway.central.bootstrap import PublishingTimes, init_registry
+from gateway.central.client import register_server, request_subsystem
+from gateway.crypto.certs import certificate_to_pem, load_certificate_file
 from gateway.crypto.keys import load_private_key, write_file_atomically
 from gateway.globalconf import (
     Anchor,
@@ -32,6 +51,7 @@ from gateway.globalconf import (
     Member,
     SecurityServerInfo,
     TrustedCa,
+    anchor_from_json,
     save_anchor,
     sign_globalconf,
 )
@@ -48,15 +68,41 @@ from gateway.trust.pki import (
     ConfigurationSignerProfile,
     GatewayProfile,
     MemberSigningProfile,
+    OcspResponderProfile,
+    TsaProfile,
     init_pki,
     issue,
 )
 
 INSTANCE: Final = "DEV"
 REPO: Final = Path(__file__).resolve().parents[1]
-# Long enough for a demo session; the registry issue brings real refreshing.
+CA_NAME: Final = "xgate development CA"
+TSA_NAME: Final = "xgate development TSA"
+MEMBER_CLASS: Final = "GOV"
+# A locally signed configuration (`build`) has no registry to renew it: valid for a demo session.
 GLOBALCONF_VALIDITY: Final = dt.timedelta(days=2)
 START_TIMEOUT_SECONDS: Final = 60.0
+HEALTH_POLL_SECONDS: Final = 0.1
+APPROVAL_REASON: Final = "development federation: approved by `xgate federation up`"
+
+
+@dataclass(frozen=True)
+class FederationTimes:
+    """How often the registry and the gateways of a development federation renew what they hold."""
+
+    validity_seconds: int = 24 * 3600
+    """Each published configuration: long enough for a demo to outlive a stopped registry."""
+    regenerate_seconds: float = 30.0
+    """The registry re-signs this often even when nothing changed (never over half the validity)."""
+    refresh_interval_seconds: int = 2
+    """Gateways fetch the configuration this often: a registration shows within seconds."""
+    ocsp_freshness_seconds: int = 60
+    """How old an OCSP response may be; revocations take effect within this."""
+    timestamping_interval_seconds: int = 2
+    """Message-log batches are timestamped this often."""
+
+
+DEV_TIMES: Final = FederationTimes()
 
 
 @dataclass(frozen=True)
@@ -68,10 +114,15 @@ class GatewayPlan:
 
 
 PLAN: Final = (
-    GatewayPlan("gw-a", ClientId(INSTANCE, "GOV", "1001"), "Social Security Fund", "benefits-office"),
-    GatewayPlan("gw-b", ClientId(INSTANCE, "GOV", "1002"), "Civil Registry", "population"),
-    GatewayPlan("gw-c", ClientId(INSTANCE, "GOV", "1003"), "Benefits Agency", "benefits"),
+    GatewayPlan("gw-a", ClientId(INSTANCE, MEMBER_CLASS, "1001"), "Social Security Fund", "benefits-office"),
+    GatewayPlan("gw-b", ClientId(INSTANCE, MEMBER_CLASS, "1002"), "Civil Registry", "population"),
+    GatewayPlan("gw-c", ClientId(INSTANCE, MEMBER_CLASS, "1003"), "Benefits Agency", "benefits"),
 )
+
+SERVICES: Final = {
+    "population_register": "services.population_register",
+    "benefits_api": "services.benefits_api",
+}
 
 
 def free_port() -> int:
@@ -88,6 +139,9 @@ def _subsystem(plan: GatewayPlan) -> ClientId:
     return ClientId(INSTANCE, plan.member.member_class, plan.member.member_code, plan.subsystem)
 
 
+# --- processes ------------------------------------------------------------------------------
+
+
 def _spawn(args: list[str], log_path: Path) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -102,6 +156,10 @@ def _spawn(args: list[str], log_path: Path) -> int:
     return process.pid
 
 
+def _xgate(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway.cli", *args]
+
+
 def _wait_http(url: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         try:
@@ -109,11 +167,21 @@ def _wait_http(url: str, deadline: float) -> None:
                 return
         except requests.RequestException:
             pass
-        time.sleep(0.1)
+        time.sleep(HEALTH_POLL_SECONDS)
     raise RuntimeError(f"{url} did not come up in time")
 
 
-def _gateway_toml(gw: dict[str, Any], fed: Path) -> str:
+def _wait_for(condition: Callable[[], bool], deadline: float, what: str) -> None:
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(HEALTH_POLL_SECONDS)
+
+
+# --- files: keys, certificates, databases, node configurations -------------------------------
+
+
+def _gateway_toml(gw: dict[str, Any], fed: Path, location: str, refresh_seconds: float) -> str:
     return f"""# Generated by `xgate federation up`: gateway {gw["server_id"]}.
 [node]
 server_id = "{gw["server_id"]}"
@@ -121,9 +189,9 @@ data_dir = "."
 database_url = "sqlite:///{fed / gw["name"] / "serverconf.sqlite"}"
 
 [globalconf]
-location = "{fed / "globalconf.signed.json"}"
+location = "{location}"
 anchor = "{fed / "anchor.json"}"
-refresh_seconds = 5
+refresh_seconds = {refresh_seconds:g}
 
 [internal.http]
 port = {gw["ports"]["internal_http"]}
@@ -148,109 +216,55 @@ key = "{gw["sign_key"]}"
 
 [limits]
 backend_timeout_seconds = 3
+
+[messagelog]
+timestamp_interval_seconds = {gw.get("timestamp_interval_seconds", 5):g}
 """
 
 
-def build(fed: Path, *, unreachable_standby: bool = False) -> dict[str, Any]:
-    """Generate keys, certificates, configurations and databases; start nothing.
-
-    `unreachable_standby` registers a second gateway for gw-b's subsystem, listed before gw-b,
-    at an address where nothing listens: what consumer failover (DESIGN.md step 3) is tested with.
-    """
-    fed.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pki_dir = fed / "pki"
-    ca = init_pki(pki_dir, settings=CaSettings(common_name="xgate development CA"))
-    now = dt.datetime.now(dt.UTC)
-
-    # The federation's configuration-signing key; its certificate is the gateways' anchor.
-    signer = issue(pki_dir, ca, ConfigurationSignerProfile(), out_prefix=fed / "globalconf-signer")
-    conf_key = load_private_key(signer.key_path)
-    conf_cert = signer.certificate
-
-    gateways: list[dict[str, Any]] = []
-    for plan in PLAN:
-        server = _server_id(plan)
-        auth = issue(pki_dir, ca, GatewayProfile(server), out_prefix=fed / plan.name / "auth")
-        tls = issue(pki_dir, ca, GatewayProfile(server), out_prefix=fed / plan.name / "internal")
-        sign = issue(
-            pki_dir,
-            ca,
-            MemberSigningProfile(plan.member, plan.member_name),
-            out_prefix=fed / plan.name / "sign",
-        )
-        ports = {k: free_port() for k in ("internal_http", "internal_https", "external", "admin")}
-        gateways.append(
-            {
-                "name": plan.name,
-                "server_id": server.to_text(),
-                "member": plan.member.to_text(),
-                "member_name": plan.member_name,
-                "subsystem": _subsystem(plan).to_text(),
-                "ports": ports,
-                "internal_http_url": f"http://127.0.0.1:{ports['internal_http']}",
-                "internal_https_url": f"https://127.0.0.1:{ports['internal_https']}",
-                "external_address": f"127.0.0.1:{ports['external']}",
-                "admin_url": f"http://127.0.0.1:{ports['admin']}",
-                "auth_cert": str(auth.certificate_path),
-                "auth_key": str(auth.key_path),
-                "tls_cert": str(tls.certificate_path),
-                "tls_key": str(tls.key_path),
-                "sign_cert": str(sign.certificate_path),
-                "sign_key": str(sign.key_path),
-                "config": str(fed / plan.name / "gateway.toml"),
-                "auth_cert_pem": certificate_to_pem(auth.certificate).decode("ascii"),
-            }
-        )
-
-    standby = _standby_server(fed, pki_dir, ca, gateways) if unreachable_standby else None
-    conf = GlobalConf(
-        instance=INSTANCE,
-        version=1,
-        generated_at=now,
-        expires_at=now + GLOBALCONF_VALIDITY,
-        members=tuple(
-            Member(p.member.member_class, p.member.member_code, p.member_name, (p.subsystem,)) for p in PLAN
-        ),
-        security_servers=(*([standby] if standby else []), *(_server_info(gw) for gw in gateways)),
-        trusted_cas=(
-            TrustedCa("xgate development CA", certificate_to_pem(ca.certificate).decode("ascii"), ()),
-        ),
-        timestamping_authorities=(),
-        global_groups=(),
-        settings=GlobalConfSettings(),
+def _issue_gateway(fed: Path, pki_dir: Path, ca: CertificateAuthority, plan: GatewayPlan) -> dict[str, Any]:
+    """Keys, certificates and ports of one gateway; its files go to DIR/<name>/."""
+    server = _server_id(plan)
+    auth = issue(pki_dir, ca, GatewayProfile(server), out_prefix=fed / plan.name / "auth")
+    tls = issue(pki_dir, ca, GatewayProfile(server), out_prefix=fed / plan.name / "internal")
+    sign = issue(
+        pki_dir, ca, MemberSigningProfile(plan.member, plan.member_name), out_prefix=fed / plan.name / "sign"
     )
-    write_file_atomically(fed / "globalconf.signed.json", sign_globalconf(conf, conf_key, conf_cert), 0o644)
-    save_anchor(fed / "anchor.json", Anchor(INSTANCE, (str(fed / "globalconf.signed.json"),), (conf_cert,)))
-
-    services = {
-        "population_register": {"port": free_port(), "module": "services.population_register"},
-        "benefits_api": {"port": free_port(), "module": "services.benefits_api"},
-    }
-    for gw in gateways:
-        write_file_atomically(Path(gw["config"]), _gateway_toml(gw, fed).encode(), 0o600)
-        gw.pop("auth_cert_pem")
-    registered = _register(fed, gateways, services)
+    ports = {k: free_port() for k in ("internal_http", "internal_https", "external", "admin")}
     return {
-        "instance": INSTANCE,
-        "dir": str(fed),
-        "standby": {"server_id": standby.id.to_text(), "external_address": standby.address}
-        if standby
-        else None,
-        "ca_cert": str(pki_dir / "ca" / "ca.pem"),
-        "globalconf": str(fed / "globalconf.signed.json"),
-        "anchor": str(fed / "anchor.json"),
-        "gateways": gateways,
-        "services": registered,
-        "backends": {name: f"http://127.0.0.1:{s['port']}" for name, s in services.items()},
-        "_service_processes": services,
+        "name": plan.name,
+        "server_id": server.to_text(),
+        "member": plan.member.to_text(),
+        "member_name": plan.member_name,
+        "subsystem": _subsystem(plan).to_text(),
+        "ports": ports,
+        "internal_http_url": f"http://127.0.0.1:{ports['internal_http']}",
+        "internal_https_url": f"https://127.0.0.1:{ports['internal_https']}",
+        "external_address": f"127.0.0.1:{ports['external']}",
+        "admin_url": f"http://127.0.0.1:{ports['admin']}",
+        "auth_cert": str(auth.certificate_path),
+        "auth_key": str(auth.key_path),
+        "tls_cert": str(tls.certificate_path),
+        "tls_key": str(tls.key_path),
+        "sign_cert": str(sign.certificate_path),
+        "sign_key": str(sign.key_path),
+        "config": str(fed / plan.name / "gateway.toml"),
     }
+
+
+def _auth_pem(gw: dict[str, Any]) -> str:
+    return Path(gw["auth_cert"]).read_text(encoding="ascii")
+
+
+def _service_ports() -> dict[str, dict[str, Any]]:
+    return {name: {"port": free_port(), "module": module} for name, module in SERVICES.items()}
 
 
 def _server_info(gw: dict[str, Any]) -> SecurityServerInfo:
     return SecurityServerInfo(
         SecurityServerId.from_text(gw["server_id"]),
         gw["external_address"],
-        (gw["auth_cert_pem"],),
+        (_auth_pem(gw),),
         (ClientId.from_text(gw["subsystem"]),),
     )
 
@@ -271,6 +285,17 @@ def _standby_server(
     )
 
 
+def _open_database(fed: Path, gw: dict[str, Any]) -> ServerConfRepository:
+    """The gateway's server-configuration database with its own subsystem and an admin API key."""
+    url = f"sqlite:///{fed / gw['name'] / 'serverconf.sqlite'}"
+    migrate(url)
+    repository = ServerConfRepository.from_url(url)
+    repository.add_subsystem(ClientId.from_text(gw["subsystem"]), ClientAuthMode.HTTP)
+    _, api_key = repository.create_api_key("federation-admin", "system_administrator")
+    gw["api_key"] = api_key
+    return repository
+
+
 def _register(fed: Path, gateways: list[dict[str, Any]], services: dict[str, Any]) -> list[dict[str, Any]]:
     """Subsystems, services and access rights, written straight into each gateway's database."""
     by_name = {gw["name"]: gw for gw in gateways}
@@ -278,13 +303,8 @@ def _register(fed: Path, gateways: list[dict[str, Any]], services: dict[str, Any
     consumer_c = ClientId.from_text(by_name["gw-c"]["subsystem"])
     registered: list[dict[str, Any]] = []
     for gw in gateways:
-        url = f"sqlite:///{fed / gw['name'] / 'serverconf.sqlite'}"
-        migrate(url)
-        repository = ServerConfRepository.from_url(url)
+        repository = _open_database(fed, gw)
         subsystem = ClientId.from_text(gw["subsystem"])
-        repository.add_subsystem(subsystem, ClientAuthMode.HTTP)
-        _, api_key = repository.create_api_key("federation-admin", "system_administrator")
-        gw["api_key"] = api_key
         if gw["name"] == "gw-b":
             wsdl_bytes = (REPO / "wsdl" / "population-register.wsdl").read_bytes()
             backend = f"http://127.0.0.1:{services['population_register']['port']}/population-register"
@@ -347,42 +367,424 @@ def _register(fed: Path, gateways: list[dict[str, Any]], services: dict[str, Any
     return registered
 
 
-def up(fed: Path, *, unreachable_standby: bool = False) -> dict[str, Any]:
-    """Build the federation in `fed` and start its processes; returns federation.json's content."""
+# --- a federation with a locally signed configuration ---------------------------------------
+
+
+def build(fed: Path, *, unreachable_standby: bool = False) -> dict[str, Any]:
+    """Generate keys, certificates, a locally signed configuration and databases; start nothing.
+
+    `unreachable_standby` registers a second gateway for gw-b's subsystem, listed before gw-b,
+    at an address where nothing listens: what consumer failover (DESIGN.md step 3) is tested with.
+    """
+    fed.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pki_dir = fed / "pki"
+    ca = init_pki(pki_dir, settings=CaSettings(common_name=CA_NAME))
+    now = dt.datetime.now(dt.UTC)
+
+    # The federation's configuration-signing key; its certificate is the gateways' anchor.
+    signer = issue(pki_dir, ca, ConfigurationSignerProfile(), out_prefix=fed / "globalconf-signer")
+    conf_key = load_private_key(signer.key_path)
+    conf_cert = signer.certificate
+
+    gateways = [_issue_gateway(fed, pki_dir, ca, plan) for plan in PLAN]
+    standby = _standby_server(fed, pki_dir, ca, gateways) if unreachable_standby else None
+    conf = GlobalConf(
+        instance=INSTANCE,
+        version=1,
+        generated_at=now,
+        expires_at=now + GLOBALCONF_VALIDITY,
+        members=tuple(
+            Member(p.member.member_class, p.member.member_code, p.member_name, (p.subsystem,)) for p in PLAN
+        ),
+        security_servers=(*([standby] if standby else []), *(_server_info(gw) for gw in gateways)),
+        trusted_cas=(TrustedCa(CA_NAME, certificate_to_pem(ca.certificate).decode("ascii"), ()),),
+        timestamping_authorities=(),
+        global_groups=(),
+        settings=GlobalConfSettings(),
+    )
+    write_file_atomically(fed / "globalconf.signed.json", sign_globalconf(conf, conf_key, conf_cert), 0o644)
+    save_anchor(fed / "anchor.json", Anchor(INSTANCE, (str(fed / "globalconf.signed.json"),), (conf_cert,)))
+
+    services = _service_ports()
+    for gw in gateways:
+        toml = _gateway_toml(gw, fed, str(fed / "globalconf.signed.json"), 5)
+        write_file_atomically(Path(gw["config"]), toml.encode(), 0o600)
+    registered = _register(fed, gateways, services)
+    return {
+        "instance": INSTANCE,
+        "dir": str(fed),
+        "mode": "local",
+        "standby": {"server_id": standby.id.to_text(), "external_address": standby.address}
+        if standby
+        else None,
+        "ca_cert": str(pki_dir / "ca" / "ca.pem"),
+        "globalconf": str(fed / "globalconf.signed.json"),
+        "anchor": str(fed / "anchor.json"),
+        "gateways": gateways,
+        "services": registered,
+        "backends": {name: f"http://127.0.0.1:{s['port']}" for name, s in services.items()},
+        "_service_processes": services,
+    }
+
+
+def _up_locally(fed: Path, unreachable_standby: bool, pids: dict[str, int]) -> dict[str, Any]:
+    description = build(fed, unreachable_standby=unreachable_standby)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    _start_services(fed, description.pop("_service_processes"), pids)
+    for gw in description["gateways"]:
+        pids[gw["name"]] = _spawn(_xgate("gateway", "serve", "--config", gw["config"]), _log(fed, gw["name"]))
+    _write_pids(fed, pids)
+    for gw in description["gateways"]:
+        _wait_http(gw["admin_url"] + "/health", deadline)
+    for url in description["backends"].values():
+        _wait_http(url + "/", deadline)
+    return description
+
+
+def _start_services(fed: Path, services: dict[str, Any], pids: dict[str, int]) -> None:
+    for name, service in services.items():
+        pids[name] = _spawn(
+            [sys.executable, "-m", service["module"], "--port", str(service["port"])], _log(fed, name)
+        )
+
+
+def _log(fed: Path, name: str) -> Path:
+    return fed / "logs" / f"{name}.log"
+
+
+# --- a federation through the central registry ----------------------------------------------
+
+
+def _up_through_registry(
+    fed: Path, unreachable_standby: bool, times: FederationTimes, pids: dict[str, int]
+) -> dict[str, Any]:
+    fed.mkdir(parents=True, exist_ok=True, mode=0o700)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    trust = _trust_plan(fed)
+    pki_dir = Path(trust["pki"])
+    ca = init_pki(pki_dir, settings=CaSettings(common_name=CA_NAME, ocsp_url=trust["ocsp_url"]))
+    # Issued here, where `xgate trust serve` looks for them, so the TSA is known before it runs.
+    tsa = issue(pki_dir, ca, TsaProfile())
+    ocsp = issue(pki_dir, ca, OcspResponderProfile())
+    trust["tsa_cert"], trust["ocsp_cert"] = str(tsa.certificate_path), str(ocsp.certificate_path)
+
+    registry = _init_registry(fed, times)
+    pids["trust"] = _spawn(_trust_command(trust), _log(fed, "trust"))
+    pids["registry"] = _spawn(
+        _xgate("central", "serve", "--config", registry["config"]), _log(fed, "registry")
+    )
+    services = _service_ports()
+    _start_services(fed, services, pids)
+    _write_pids(fed, pids)
+
+    gateways = []
+    for plan in PLAN:
+        gw = _issue_gateway(fed, pki_dir, ca, plan)
+        gw["timestamp_interval_seconds"] = times.timestamping_interval_seconds
+        gateways.append(gw)
+    registered = _register(fed, gateways, services)
+    standby = _standby_server(fed, pki_dir, ca, gateways) if unreachable_standby else None
+
+    _wait_http(registry["management_url"] + "/health", deadline)
+    admin = RegistryClient(registry["management_url"], registry["api_key"])
+    _administer(admin, ca, trust, times)
+    fetch_anchor(registry["anchor_url"], fed / "anchor.json")
+    for gw in gateways:
+        toml = _gateway_toml(gw, fed, registry["globalconf_url"], times.refresh_interval_seconds)
+        write_file_atomically(Path(gw["config"]), toml.encode(), 0o600)
+        gw.pop("timestamp_interval_seconds")
+        pids[gw["name"]] = _spawn(_xgate("gateway", "serve", "--config", gw["config"]), _log(fed, gw["name"]))
+    _write_pids(fed, pids)
+
+    _wait_http(trust["url"] + "/health", deadline)
+    for gw in gateways:  # each asks for itself, signing with its own keys (docs/central.md)
+        _register_gateway(admin, registry["distribution_url"], gw)
+    if standby is not None:
+        _register_standby(admin, standby)
+    final = int(admin.get("/globalconf")["version"])
+    for gw in gateways:
+        _wait_for(functools.partial(_runs_on, gw, final), deadline, f"{gw['name']} on configuration {final}")
+    for url in (f"http://127.0.0.1:{s['port']}/" for s in services.values()):
+        _wait_http(url, deadline)
+    return {
+        "instance": INSTANCE,
+        "dir": str(fed),
+        "mode": "registry",
+        "standby": {"server_id": standby.id.to_text(), "external_address": standby.address}
+        if standby
+        else None,
+        "ca_cert": str(pki_dir / "ca" / "ca.pem"),
+        "globalconf": registry["globalconf_url"],
+        "anchor": str(fed / "anchor.json"),
+        "gateways": gateways,
+        "services": registered,
+        "backends": {name: f"http://127.0.0.1:{s['port']}" for name, s in services.items()},
+        "registry": registry,
+        "trust": trust,
+        "settings": dataclasses.asdict(times),
+    }
+
+
+def _trust_plan(fed: Path) -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    return {
+        "url": url,
+        "port": port,
+        "tsa_url": url + "/tsa",
+        "ocsp_url": url + "/ocsp",
+        "pki": str(fed / "pki"),
+        "tsa_cert": None,
+        "ocsp_cert": None,
+    }
+
+
+def _trust_command(trust: dict[str, Any]) -> list[str]:
+    return _xgate("trust", "serve", "--pki", trust["pki"], "--port", str(trust["port"]))
+
+
+def _init_registry(fed: Path, times: FederationTimes) -> dict[str, Any]:
+    """`xgate central init` in DIR/registry, with its own configuration-signing CA."""
+    management_port, distribution_port = free_port(), free_port()
+    created = init_registry(
+        fed / "registry",
+        INSTANCE,
+        management_port=management_port,
+        distribution_port=distribution_port,
+        times=PublishingTimes(
+            times.validity_seconds, times.refresh_interval_seconds, times.regenerate_seconds
+        ),
+    )
+    distribution_url = f"http://127.0.0.1:{distribution_port}"
+    return {
+        "dir": str(fed / "registry"),
+        "config": str(created.config_path),
+        "management_url": f"http://127.0.0.1:{management_port}",
+        "distribution_url": distribution_url,
+        "globalconf_url": distribution_url + "/globalconf",
+        "anchor_url": distribution_url + "/anchor",
+        "api_key": created.api_key,
+        "anchor_sha256": created.anchor_sha256,
+    }
+
+
+def _administer(
+    admin: RegistryClient, ca: CertificateAuthority, trust: dict[str, Any], times: FederationTimes
+) -> None:
+    """What the registry's administrator registers before any gateway asks (docs/central.md)."""
+    admin.put(
+        "/settings",
+        {
+            "validity_seconds": times.validity_seconds,
+            "refresh_interval_seconds": times.refresh_interval_seconds,
+            "ocsp_freshness_seconds": times.ocsp_freshness_seconds,
+            "timestamping_interval_seconds": times.timestamping_interval_seconds,
+        },
+    )
+    admin.post(
+        "/trusted-cas",
+        {
+            "name": CA_NAME,
+            "certificate": certificate_to_pem(ca.certificate).decode("ascii"),
+            "ocsp_responders": [{"url": trust["ocsp_url"]}],
+        },
+    )
+    admin.post(
+        "/timestamping-authorities",
+        {"name": TSA_NAME, "url": trust["tsa_url"], "certificate": Path(trust["tsa_cert"]).read_text()},
+    )
+    admin.post("/member-classes", {"code": MEMBER_CLASS, "description": "Government agencies"})
+    for plan in PLAN:
+        admin.post(
+            "/members",
+            {
+                "member_class": plan.member.member_class,
+                "member_code": plan.member.member_code,
+                "name": plan.member_name,
+            },
+        )
+        admin.post("/subsystems", {"client_id": _subsystem(plan).to_text()})
+
+
+def fetch_anchor(anchor_url: str, path: Path) -> None:
+    """The registry's current anchor, checked and saved where gateways read it (out of band in production)."""
+    response = requests.get(anchor_url, timeout=10)
+    response.raise_for_status()
+    save_anchor(path, anchor_from_json(response.content))
+
+
+def _register_gateway(admin: RegistryClient, registry_url: str, gw: dict[str, Any]) -> None:
+    """The gateway's own requests (its TLS certificate, then its subsystem), approved by the administrator."""
+    server = SecurityServerId.from_text(gw["server_id"])
+    sign_cert = load_certificate_file(Path(gw["sign_cert"]))
+    sign_key = load_private_key(Path(gw["sign_key"]))
+    registration = register_server(
+        registry_url,
+        server,
+        gw["external_address"],
+        load_certificate_file(Path(gw["auth_cert"])),
+        load_private_key(Path(gw["auth_key"])),
+        sign_cert,
+        sign_key,
+    )
+    admin.post(f"/requests/{registration.id}/approve", {"reason": APPROVAL_REASON})
+    hosting = request_subsystem(
+        registry_url, server, ClientId.from_text(gw["subsystem"]), sign_cert, sign_key
+    )
+    admin.post(f"/requests/{hosting.id}/approve", {"reason": APPROVAL_REASON})
+    gw["registration_requests"] = [registration.id, hosting.id]
+
+
+def _register_standby(admin: RegistryClient, standby: SecurityServerInfo) -> None:
+    """A gateway that never runs cannot ask: the administrator registers it directly."""
+    admin.post(
+        "/security-servers",
+        {
+            "server_id": standby.id.to_text(),
+            "address": standby.address,
+            "auth_certificates": list(standby.auth_certificates),
+        },
+    )
+    for client in standby.clients:
+        admin.post(
+            f"/security-servers/{server_path(standby.id.to_text())}/clients", {"client_id": client.to_text()}
+        )
+
+
+def gateway_health(gw: dict[str, Any]) -> dict[str, Any] | None:
+    """The node's /health, or None while it does not answer."""
+    try:
+        response = requests.get(gw["admin_url"] + "/health", timeout=2)
+    except requests.RequestException:
+        return None
+    if response.status_code != 200:
+        return None
+    health: dict[str, Any] = response.json()
+    return health
+
+
+def _runs_on(gw: dict[str, Any], version: int) -> bool:
+    """The node has adopted `version` (or later) and holds good OCSP responses for its certificates."""
+    health = gateway_health(gw)
+    if health is None:
+        return False
+    current = health["globalconf"]["version"]
+    return current is not None and current >= version and bool((health.get("ocsp") or {}).get("ready"))
+
+
+# --- up, down, and single processes ---------------------------------------------------------
+
+
+def up(
+    fed: Path,
+    *,
+    unreachable_standby: bool = False,
+    registry: bool = True,
+    times: FederationTimes = DEV_TIMES,
+) -> dict[str, Any]:
+    """Build the federation in `fed` and start its processes; returns federation.json's content.
+
+    `registry=False` is the federation of `build`: a locally signed configuration file, no
+    registry and no trust services (`times` does not apply).
+    """
     if (fed / "federation.json").exists():
         raise RuntimeError(
             f"a federation already exists in {fed}; run `xgate federation down --dir {fed}` first"
         )
-    description = build(fed, unreachable_standby=unreachable_standby)
-    services = description.pop("_service_processes")
     pids: dict[str, int] = {}
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
     try:
-        for name, service in services.items():
-            pids[name] = _spawn(
-                [sys.executable, "-m", service["module"], "--port", str(service["port"])],
-                fed / "logs" / f"{name}.log",
-            )
-        for gw in description["gateways"]:
-            pids[gw["name"]] = _spawn(
-                [sys.executable, "-m", "gateway.cli", "gateway", "serve", "--config", gw["config"]],
-                fed / "logs" / f"{gw['name']}.log",
-            )
-        _write_pids(fed, pids)
-        for gw in description["gateways"]:
-            _wait_http(gw["admin_url"] + "/health", deadline)
-        for url in description["backends"].values():
-            _wait_http(url + "/", deadline)
+        if registry:
+            description = _up_through_registry(fed, unreachable_standby, times, pids)
+        else:
+            description = _up_locally(fed, unreachable_standby, pids)
     except Exception:
         stop_pids(pids)
         (fed / "pids.json").unlink(missing_ok=True)
         raise
-    write_file_atomically(fed / "federation.json", json.dumps(description, indent=2).encode(), 0o600)
+    description["pids"] = pids
+    _write_description(fed, description)
     return description
+
+
+def _write_description(fed: Path, description: dict[str, Any]) -> None:
+    write_file_atomically(fed / "federation.json", json.dumps(description, indent=2).encode(), 0o600)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
 
 
 def _write_pids(fed: Path, pids: dict[str, int]) -> None:
     write_file_atomically(fed / "pids.json", json.dumps(pids).encode(), 0o600)
+
+
+def _command(description: dict[str, Any], name: str) -> tuple[list[str], str]:
+    """How `name` is started, and the URL that answers once it runs."""
+    if name == "trust":
+        return _trust_command(description["trust"]), description["trust"]["url"] + "/health"
+    if name == "registry":
+        registry = description["registry"]
+        return _xgate("central", "serve", "--config", registry["config"]), registry[
+            "management_url"
+        ] + "/health"
+    for gw in (*description["gateways"], *description.get("extra_gateways", [])):
+        if gw["name"] == name:
+            return _xgate("gateway", "serve", "--config", gw["config"]), gw["admin_url"] + "/health"
+    if name in SERVICES:
+        url = description["backends"][name]
+        port = url.rsplit(":", 1)[1]
+        return [sys.executable, "-m", SERVICES[name], "--port", port], url + "/"
+    raise KeyError(f"the federation has no process {name!r}")
+
+
+def stop_process(fed: Path, name: str) -> None:
+    """Stop one process of the running federation (e.g. the registry, to see gateways outlive it)."""
+    pids = _read_json(fed / "pids.json")
+    pid = pids.pop(name, None)
+    if pid is not None:
+        stop_pids({name: pid})
+    _write_pids(fed, pids)
+
+
+def start_process(fed: Path, name: str) -> None:
+    """Start one process of the federation again (after stop_process) and wait until it answers."""
+    description = _read_json(fed / "federation.json")
+    pids = _read_json(fed / "pids.json")
+    if name in pids and _alive(pids[name]):
+        raise RuntimeError(f"{name} is running")
+    command, health_url = _command(description, name)
+    pids[name] = _spawn(command, _log(fed, name))
+    _write_pids(fed, pids)
+    _wait_http(health_url, time.monotonic() + START_TIMEOUT_SECONDS)
+
+
+def add_gateway(fed: Path, name: str, member: ClientId, member_name: str, subsystem: str) -> dict[str, Any]:
+    """A new gateway node for `member`, running but not registered (`xgate gateway register` is next).
+
+    Its certificates come from the federation's CA, its configuration from the registry;
+    its own subsystem is in its database. `federation down` stops it with the rest.
+    """
+    description = _read_json(fed / "federation.json")
+    if description.get("mode") != "registry":
+        raise RuntimeError("gateways join a federation through its registry")
+    from gateway.trust.pki import load_ca
+
+    pki_dir = Path(description["trust"]["pki"])
+    gw = _issue_gateway(fed, pki_dir, load_ca(pki_dir), GatewayPlan(name, member, member_name, subsystem))
+    _open_database(fed, gw).engine.dispose()
+    gw["timestamp_interval_seconds"] = description["settings"]["timestamping_interval_seconds"]
+    toml = _gateway_toml(
+        gw,
+        fed,
+        description["registry"]["globalconf_url"],
+        description["settings"]["refresh_interval_seconds"],
+    )
+    gw.pop("timestamp_interval_seconds")
+    write_file_atomically(Path(gw["config"]), toml.encode(), 0o600)
+    description.setdefault("extra_gateways", []).append(gw)
+    _write_description(fed, description)
+    start_process(fed, name)
+    return gw
 
 
 def stop_pids(pids: dict[str, int], grace_seconds: float = 15.0) -> None:

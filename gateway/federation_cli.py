@@ -12,8 +12,8 @@ from gateway import federation
 
 @click.group("federation")
 def cli() -> None:
-    """Start and stop a development federation on 127.0.0.1 (PKI, global configuration,
-    three gateways, example SOAP and REST services)."""
+    """Start and stop a development federation on 127.0.0.1 (PKI, trust services, central
+    registry, three gateways registered through it, example SOAP and REST services)."""
 
 
 @cli.command("up")
@@ -25,12 +25,20 @@ def cli() -> None:
     help="Where everything is generated.",
 )
 def up(directory: Path) -> None:
-    """Generate and start the federation; writes DIR/federation.json describing it."""
+    """Generate and start the federation through its registry; writes DIR/federation.json describing it.
+
+    The registry's first administrator API key is in federation.json (registry.api_key).
+    """
     try:
         description = federation.up(directory.resolve())
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"federation up in {directory}; description in {directory / 'federation.json'}")
+    registry, trust = description["registry"], description["trust"]
+    click.echo(
+        f"  registry: management {registry['management_url']}, gateways use {registry['globalconf_url']}"
+    )
+    click.echo(f"  trust services: TSA {trust['tsa_url']}, OCSP {trust['ocsp_url']}")
     for gw in description["gateways"]:
         click.echo(
             f"  {gw['name']}: {gw['server_id']} internal {gw['internal_http_url']} admin {gw['admin_url']}"

@@ -1,4 +1,9 @@
-"""`xgate gateway ...`: run a gateway node and look after its database."""
+"""`xgate gateway ...`: run a gateway node, look after its database, register it with the registry.
+
+`register`, `add-subsystem` and `status` are the central registry's gateway-side commands
+(gateway.central.gateway_cli), mounted here so an operator finds everything about a node
+under one word.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,19 @@ from pathlib import Path
 
 import click
 
+from gateway.central import gateway_cli
 from gateway.config import ConfigError, load_config
 
 
-@click.group("gateway")
+@click.group(
+    "gateway", cls=gateway_cli.RegistryGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
 def cli() -> None:
-    """Run a gateway node (security server) and manage its local database."""
+    """Run a gateway node (security server), manage its local database, register it with the registry."""
+
+
+for _command in (gateway_cli.register, gateway_cli.add_subsystem, gateway_cli.status):
+    cli.add_command(_command)
 
 
 @cli.command("serve")

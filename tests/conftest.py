@@ -1,8 +1,11 @@
 """Shared end-to-end fixtures: running federations on 127.0.0.1, and the client side of the protocol.
 
-One federation (`xgate federation up`: three gateways, two example services) serves the whole
-run; tests that change its server configuration put it back. Tests that must break the global
-configuration get a second, small-scoped one. Every federation is stopped, whatever happened.
+One federation (`xgate federation up`: trust services, the central registry, three gateways
+registered through it, two example services) serves the whole run; tests that change its
+server configuration put it back. Tests that must forge the global configuration get a second
+one whose configuration is a locally signed file; tests that stop the registry, revoke
+certificates or wait for expiries get a third, through the registry with short validity and
+OCSP freshness. Every federation is stopped, whatever happened.
 
 The SOAP requests here are written out as text, not built by the code under test, so a test
 states the exact bytes an agency system would send.
@@ -24,7 +27,11 @@ import requests
 from lxml import etree
 
 from gateway import federation
+from gateway.central.api_client import RegistryClient
+from gateway.crypto.certs import load_certificate_file
+from gateway.crypto.ocsp import OCSP_REQUEST_TYPE, build_ocsp_request
 from gateway.ids import ClientId, ServiceId
+from gateway.proxy.certstatus import status_headers
 from gateway.serverconf.repository import ServerConfRepository
 from gateway.xmlsafe import parse_xml
 
@@ -47,7 +54,7 @@ LIST_PERSONS: Final = ServiceId("DEV", "GOV", "1002", "population", "listPersons
 BENEFITS_API: Final = ServiceId("DEV", "GOV", "1003", "benefits", "benefits")
 
 # A node sees database changes within a second (proxy.runtime.SNAPSHOT_POLL_SECONDS) and a new
-# global configuration within refresh_seconds = 5 (federation.py); these leave room for a busy CI.
+# global configuration within 2-5 s (federation.py's refresh intervals); these leave room for a busy CI.
 SERVERCONF_WAIT_SECONDS: Final = 10.0
 GLOBALCONF_WAIT_SECONDS: Final = 20.0
 # Every HTTP call a test makes gets a timeout: a hung gateway fails the test instead of the run.
@@ -75,6 +82,17 @@ class Federation:
     def pki_dir(self) -> Path:
         return self.dir / "pki"
 
+    @property
+    def registry(self) -> RegistryClient:
+        """The registry's management API, as its administrator (federations through the registry)."""
+        registry = self.description["registry"]
+        return RegistryClient(registry["management_url"], registry["api_key"], timeout=HTTP_TIMEOUT_SECONDS)
+
+    @property
+    def registry_url(self) -> str:
+        """Where gateways reach the registry (distribution listener)."""
+        return str(self.description["registry"]["distribution_url"])
+
     def health(self, name: str) -> dict[str, Any]:
         response = requests.get(self.gateway(name)["admin_url"] + "/health", timeout=HTTP_TIMEOUT_SECONDS)
         response.raise_for_status()
@@ -95,6 +113,33 @@ class Federation:
             SERVERCONF_WAIT_SECONDS,
             f"{name} to load server configuration version {version}",
         )
+
+
+def ocsp_response(fed: Federation, certificate_path: str | Path) -> bytes:
+    """The federation's OCSP responder's answer about a certificate its CA issued (RFC 6960 A.1)."""
+    request = build_ocsp_request(
+        load_certificate_file(Path(certificate_path)), load_certificate_file(Path(fed.ca_cert))
+    )
+    response = requests.post(
+        fed.description["trust"]["ocsp_url"],
+        data=request,
+        headers={"Content-Type": OCSP_REQUEST_TYPE},
+        timeout=HTTP_TIMEOUT_SECONDS,
+    )
+    response.raise_for_status()
+    return response.content
+
+
+def peer_status_headers(fed: Federation, auth_cert: str) -> dict[str, str]:
+    """What a gateway attaches to what it sends (docs/transport.md "Certificate status"): fresh OCSP
+    responses for its TLS certificate `auth_cert` and for the signing certificate beside it
+    (DIR/<gateway>/sign.pem), if there is one. None in a federation without trust services."""
+    if "trust" not in fed.description:
+        return {}
+    sign_cert = Path(auth_cert).with_name("sign.pem")
+    return status_headers(
+        ocsp_response(fed, auth_cert), ocsp_response(fed, sign_cert) if sign_cert.exists() else None
+    )
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -126,10 +171,31 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 def spare_fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """A second federation for tests that break its global configuration (they restore it).
 
-    Its configuration lists a dead standby gateway for gw-b's subsystem before gw-b itself:
+    Its configuration is a file signed with DIR/globalconf-signer.key (no registry), so tests
+    can re-sign it. It lists a dead standby gateway for gw-b's subsystem before gw-b itself:
     what failover is tested with.
     """
-    with running_federation(tmp_path_factory.mktemp("spare"), unreachable_standby=True) as running:
+    with running_federation(
+        tmp_path_factory.mktemp("spare"), unreachable_standby=True, registry=False
+    ) as running:
+        yield running
+
+
+SHORT_TIMES: Final = federation.FederationTimes(
+    validity_seconds=10,
+    regenerate_seconds=2.0,
+    refresh_interval_seconds=1,
+    ocsp_freshness_seconds=8,
+    timestamping_interval_seconds=2,
+)
+"""Seconds where the development federation has minutes: expiries and staleness within a test."""
+
+
+@pytest.fixture(scope="session")
+def short_fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """A federation through the registry with SHORT_TIMES, for tests that stop its registry, revoke
+    certificates or stand in for its gateways (each says what it leaves changed)."""
+    with running_federation(tmp_path_factory.mktemp("short"), times=SHORT_TIMES) as running:
         yield running
 
 

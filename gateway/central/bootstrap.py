@@ -45,7 +45,23 @@ class CreatedRegistry:
     api_key: str
 
 
-def config_text(instance: str, management_port: int, distribution_port: int, key: str, cert: str) -> str:
+@dataclass(frozen=True)
+class PublishingTimes:
+    """The `[globalconf]` values a new registry starts with (config/central.example.toml)."""
+
+    validity_seconds: int = 600
+    refresh_interval_seconds: int = 60
+    regenerate_seconds: float = 60.0
+
+
+def config_text(
+    instance: str,
+    management_port: int,
+    distribution_port: int,
+    key: str,
+    cert: str,
+    times: PublishingTimes = PublishingTimes(),
+) -> str:
     return f"""# The central registry of instance {instance} (`xgate central serve --config THIS_FILE`).
 # Written by `xgate central init`; config/central.example.toml explains every key.
 
@@ -63,9 +79,9 @@ host = "127.0.0.1"
 port = {distribution_port}
 
 [globalconf]
-validity_seconds = 600
-refresh_interval_seconds = 60
-regenerate_seconds = 60
+validity_seconds = {times.validity_seconds}
+refresh_interval_seconds = {times.refresh_interval_seconds}
+regenerate_seconds = {times.regenerate_seconds:g}
 
 [[signing_keys]]
 key = "{key}"
@@ -82,6 +98,7 @@ def init_registry(
     ca_passphrase: bytes | None = None,
     management_port: int = 4400,
     distribution_port: int = 4401,
+    times: PublishingTimes = PublishingTimes(),
 ) -> CreatedRegistry:
     validate_code(instance, "instance")
     directory = Path(directory).resolve()
@@ -100,7 +117,7 @@ def init_registry(
     key_rel, cert_rel = (
         str(path.relative_to(directory)) for path in (signer.key_path, signer.certificate_path)
     )
-    text = config_text(instance, management_port, distribution_port, key_rel, cert_rel)
+    text = config_text(instance, management_port, distribution_port, key_rel, cert_rel, times)
     write_file_atomically(config_path, text.encode(), CONFIG_FILE_MODE)
 
     config = load_config(config_path)

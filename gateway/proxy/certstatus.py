@@ -40,7 +40,7 @@ SIGNER_OCSP_HEADER: Final = "XGate-Signer-OCSP"
 
 MAX_HEADER_CHARS: Final = 4 * ((MAX_RESPONSE_BYTES + 2) // 3)
 """Base64 of the largest response gateway.crypto.ocsp accepts; aiohttp's own header limit
-(8190 bytes) is lower, and a response with a delegated responder certificate is ~2 KB of it."""
+(8190 bytes) is lower, and a response with a delegated responder certificate is ~1.1 KB of it."""
 
 VERIFIED_CACHE_SIZE: Final = 4096
 """Verified responses remembered: two per peer gateway and refresh, for a federation's worth of peers."""
@@ -181,7 +181,7 @@ class PeerStatusChecker:
         conf: GlobalConf,
         now: dt.datetime,
     ) -> bytes | None:
-        """The DER of the good, fresh response attached for `certificate`, or None when its CA has no responder.
+        """The DER of the good, fresh response attached for `certificate`; None if its CA has no responder.
 
         Raises CertificateStatusError when the response is missing, malformed, about another
         certificate, from an unauthorised responder, older than the configuration's
@@ -217,13 +217,12 @@ class PeerStatusChecker:
             return known.status
         self.verifications += 1
         try:
-            status = verify_ocsp_response(
-                der, certificate, ca.certificate, now, max_age, ca.responder_certs
-            )
+            status = verify_ocsp_response(der, certificate, ca.certificate, now, max_age, ca.responder_certs)
         except OcspError as exc:
-            raise CertificateStatusError(f"the attached OCSP response is refused ({exc.problem}): {exc}") from exc
+            raise CertificateStatusError(
+                f"the attached OCSP response is refused ({exc.problem}): {exc}"
+            ) from exc
         self._verified[key] = _Verified(status, ca.sha256)
         if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
         return status
-

@@ -21,7 +21,7 @@ from gateway.protocol import faults, rest, soap
 from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import RestRequestPayload, RestResponsePayload, SoapPayload
 from gateway.proxy import metadata
-from gateway.proxy.exchange import PeerError, exchange, sign_payload
+from gateway.proxy.exchange import PeerError, exchange, own_status, sign_payload
 from gateway.proxy.records import ExchangeIds, ExchangeLog
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.serverconf.tables import ClientAuthMode
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 RUNTIME: Final = web.AppKey("runtime", GatewayRuntime)
 # Room for the gateways' own work beyond the backend's timeout before the consumer gives up.
 HOP_MARGIN_SECONDS: Final = 5.0
+# Without a good OCSP response for its TLS certificate the consumer cannot authenticate to the
+# provider; without one for the signing certificate its signature would be refused.
+_OWN_STATUS_FAULTS: Final = (faults.SSL_AUTHENTICATION_FAILED, faults.CLIENT_PROXY_INTERNAL_ERROR)
 
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
@@ -153,8 +156,9 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
                 faults.UNKNOWN_MEMBER, f"provider {message.service.provider} is not in the federation"
             )
         signer = runtime.signer_for(message.client.member, faults.CLIENT_PROXY_INTERNAL_ERROR)
+        status = own_status(runtime, conf, message.client.member, *_OWN_STATUS_FAULTS)
         signed = await sign_payload(signer, SoapPayload(content_type or "text/xml", body))
-        await journal.signed(Direction.REQUEST, signed)
+        await journal.signed(Direction.REQUEST, signed, ocsp_response=status.signer_ocsp)
         answer = await exchange(
             runtime,
             conf,
@@ -162,6 +166,7 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
             message.security_server,
             signed,
             timeout_seconds=runtime.config.backend_timeout_seconds + HOP_MARGIN_SECONDS,
+            status_headers=status.headers,
         )
         if not isinstance(answer.payload, SoapPayload):
             raise XRoadFault(faults.INCONSISTENT_RESPONSE, "the provider answered a SOAP request with REST")
@@ -172,7 +177,7 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
         if response is not None:
             soap.check_response_consistency(message, response)
             check_request_hash(message, response)
-        await journal.signed(Direction.RESPONSE, answer.message)
+        await journal.signed(Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp)
         reply = web.Response(status=200 if response is not None else 500, body=answer.payload.body)
         reply.headers["Content-Type"] = answer.payload.content_type
         return reply
@@ -220,8 +225,9 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
             headers=_forwarded_headers(request, call),
             body=body,
         )
+        status = own_status(runtime, conf, call.client.member, *_OWN_STATUS_FAULTS)
         signed = await sign_payload(signer, payload)
-        await journal.signed(Direction.REQUEST, signed)
+        await journal.signed(Direction.REQUEST, signed, ocsp_response=status.signer_ocsp)
         answer = await exchange(
             runtime,
             conf,
@@ -229,13 +235,14 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
             call.security_server,
             signed,
             timeout_seconds=runtime.config.backend_timeout_seconds + HOP_MARGIN_SECONDS,
+            status_headers=status.headers,
         )
         if not isinstance(answer.payload, RestResponsePayload):
             raise XRoadFault(faults.INCONSISTENT_RESPONSE, "the provider answered a REST request with SOAP")
         rest.check_rest_response_consistency(
             call, answer.payload.headers, request_hash=rest.rest_request_hash(call)
         )
-        await journal.signed(Direction.RESPONSE, answer.message)
+        await journal.signed(Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp)
         reply = web.Response(status=answer.payload.status, body=answer.payload.body)
         for name, value in answer.payload.headers:
             if name.lower() not in ("content-length", "transfer-encoding", "connection"):

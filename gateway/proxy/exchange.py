@@ -10,10 +10,12 @@ pass on.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
+from cryptography import x509
 
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import member_of
@@ -33,6 +35,13 @@ from gateway.protocol.transport import (
     signed_parts,
 )
 from gateway.proxy.backend import read_limited
+from gateway.proxy.certstatus import (
+    AUTH_OCSP_HEADER,
+    SIGNER_OCSP_HEADER,
+    CertificateStatusError,
+    PeerStatusChecker,
+    status_headers,
+)
 from gateway.proxy.peers import PeerNotRegistered
 from gateway.proxy.runtime import GatewayRuntime, utc_now
 
@@ -55,6 +64,8 @@ class PeerError(Exception):
 class SignedAnswer:
     message: TransportMessage
     server: SecurityServerId
+    signer_ocsp: bytes | None = None
+    """The provider's OCSP response for its signing certificate, as checked: for the message log."""
 
     @property
     def payload(self) -> Payload:
@@ -69,8 +80,8 @@ async def sign_payload(signer: BatchSigner, payload: Payload) -> TransportMessag
 
 def verify_signed(
     message: TransportMessage, conf: GlobalConf, expected_member: ClientId, fault_code: str
-) -> None:
-    """The signature is valid, chains to a federation CA, and speaks for `expected_member`."""
+) -> x509.Certificate:
+    """The signature is valid, chains to a federation CA and speaks for `expected_member`: its signer."""
     try:
         verified = verify_message_signature(
             message.signature.leaf, message.signature, conf.trusted_ca_certs()
@@ -83,6 +94,48 @@ def verify_signed(
     signer = member_of(verified.signer_cert)
     if signer != expected_member:
         raise XRoadFault(fault_code, f"the message is signed by {signer}, not by {expected_member}")
+    return verified.signer_cert
+
+
+def check_peer_status(
+    checker: PeerStatusChecker,
+    header: str | None,
+    certificate: x509.Certificate | None,
+    conf: GlobalConf,
+    fault_code: str,
+    what: str,
+) -> bytes | None:
+    """The peer's OCSP response for `certificate`, checked (docs/transport.md "Certificate status")."""
+    if certificate is None:
+        raise XRoadFault(fault_code, f"the {what} is not known")
+    try:
+        return checker.check(header, certificate, conf, utc_now())
+    except CertificateStatusError as exc:
+        raise XRoadFault(fault_code, f"the {what}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class OwnStatus:
+    """What this gateway attaches about its own certificates to one message it sends."""
+
+    headers: dict[str, str]
+    signer_ocsp: bytes | None
+
+
+def own_status(
+    runtime: GatewayRuntime, conf: GlobalConf, member: ClientId, auth_fault: str, signer_fault: str
+) -> OwnStatus:
+    """The OCSP responses for this node's TLS certificate and `member`'s signing certificate.
+
+    Without a fresh, good response where the CA has a responder this gateway cannot send:
+    `auth_fault` or `signer_fault` says which certificate is the problem.
+    """
+    auth = runtime.own_ocsp(runtime.auth_cert, conf, auth_fault)
+    signer_cert = runtime.signing_certs.get(member)
+    if signer_cert is None:
+        raise XRoadFault(signer_fault, f"this gateway holds no signing key for {member}")
+    signer = runtime.own_ocsp(signer_cert, conf, signer_fault)
+    return OwnStatus(status_headers(auth, signer), signer)
 
 
 def candidate_servers(
@@ -107,12 +160,16 @@ async def exchange(
     message: TransportMessage,
     *,
     timeout_seconds: float,
+    status_headers: Mapping[str, str],
 ) -> SignedAnswer:
-    """Send to the provider's gateways in turn until one answers; raise NetworkError if none can."""
+    """Send to the provider's gateways in turn until one answers; raise NetworkError if none can.
+
+    `status_headers` carry this gateway's OCSP responses (certstatus.status_headers).
+    """
     content_type, body = encode_transport(message)
     servers = {server.address: server for server in candidate_servers(conf, provider, requested_server)}
-    session = runtime.peer_session
-    assert session is not None, "runtime.start() was not called"
+    session, connector = runtime.peer_session, runtime.peer_connector
+    assert session is not None and connector is not None, "runtime.start() was not called"
     problems: list[str] = []
     for address in runtime.peer_selector.order(list(servers)):
         server = servers[address]
@@ -121,15 +178,16 @@ async def exchange(
             async with session.post(
                 f"https://{address}/",
                 data=body,
-                headers={"Content-Type": content_type},
+                headers={**status_headers, "Content-Type": content_type},
                 timeout=aiohttp.ClientTimeout(
                     total=timeout_seconds, sock_connect=runtime.config.connect_timeout_seconds
                 ),
                 allow_redirects=False,
             ) as response:
                 runtime.peer_selector.record_connect(address, time.perf_counter() - started)
+                peer_cert = connector.peer_certificate(response)
                 answer = await read_limited(response, runtime.config.max_message_bytes)
-                return _answer(response, answer, server, conf, provider, runtime.config.max_message_bytes)
+                return _answer(runtime, response, answer, server, conf, provider, peer_cert)
         except PeerNotRegistered as exc:
             runtime.peer_selector.record_failure(address)
             raise XRoadFault(faults.SSL_AUTHENTICATION_FAILED, f"{server.id}: {exc}") from exc
@@ -147,16 +205,35 @@ async def exchange(
 
 
 def _answer(
+    runtime: GatewayRuntime,
     response: aiohttp.ClientResponse,
     body: bytes,
     server: SecurityServerInfo,
     conf: GlobalConf,
     provider: ClientId,
-    max_bytes: int,
+    peer_cert: x509.Certificate | None,
 ) -> SignedAnswer:
+    """DESIGN.md step 8: the provider gateway's certificate status, its signature, the signer's status."""
     content_type = response.headers.get("Content-Type", "")
     if not content_type.lower().startswith(TRANSPORT_MEDIA_TYPE):
         raise PeerError(response.status, content_type, body, response.headers.get("X-Road-Error"))
+    check_peer_status(
+        runtime.peer_status,
+        response.headers.get(AUTH_OCSP_HEADER),
+        peer_cert,
+        conf,
+        faults.SSL_AUTHENTICATION_FAILED,
+        "provider gateway's TLS certificate",
+    )
+    max_bytes = runtime.config.max_message_bytes
     message = decode_transport(content_type, body, max_bytes=max_bytes, direction=Direction.RESPONSE)
-    verify_signed(message, conf, provider.member, faults.CLIENT_PROXY_INVALID_SIGNATURE)
-    return SignedAnswer(message, server.id)
+    signer_cert = verify_signed(message, conf, provider.member, faults.CLIENT_PROXY_INVALID_SIGNATURE)
+    signer_ocsp = check_peer_status(
+        runtime.peer_status,
+        response.headers.get(SIGNER_OCSP_HEADER),
+        signer_cert,
+        conf,
+        faults.CLIENT_PROXY_INVALID_SIGNATURE,
+        "provider's signing certificate",
+    )
+    return SignedAnswer(message, server.id, signer_ocsp)

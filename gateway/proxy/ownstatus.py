@@ -104,7 +104,7 @@ class OwnCertificateStatus:
         return der
 
     def health(self, now: dt.datetime) -> dict[str, object]:
-        """Per certificate: whether a response is needed and what it says; `ready` once all needed are good."""
+        """Per certificate: whether a response is needed and what it says; `ready` once all are good."""
         entries = []
         ready = self._conf is not None
         for certificate in self.certificates:

@@ -9,11 +9,13 @@ not cost every request a connect timeout.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
+from cryptography import x509
 
 from gateway.crypto.certs import fingerprint_sha256
 from gateway.crypto.tls import peer_certificate
@@ -80,6 +82,8 @@ class PinningConnector(aiohttp.TCPConnector):
     def __init__(self, pins: PinLookup, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._pins = pins
+        # The certificate each live connection's peer presented, for its certificate status.
+        self._peer_certs: weakref.WeakKeyDictionary[Any, x509.Certificate] = weakref.WeakKeyDictionary()
 
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
         protocol = await super()._create_connection(req, traces, timeout)
@@ -91,4 +95,14 @@ class PinningConnector(aiohttp.TCPConnector):
             if transport is not None:
                 transport.close()
             raise PeerNotRegistered(f"the gateway at {address} did not present its registered certificate")
+        self._peer_certs[protocol] = cert
         return protocol
+
+    def peer_certificate(self, response: aiohttp.ClientResponse) -> x509.Certificate | None:
+        """The certificate presented on the connection `response` came over (checked when it was made).
+
+        aiohttp releases a fully read response's connection at once, so the connection's
+        protocol, which the response keeps, is the key (pinned aiohttp version, as above).
+        """
+        protocol = getattr(response, "_protocol", None)
+        return None if protocol is None else self._peer_certs.get(protocol)

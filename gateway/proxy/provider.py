@@ -12,6 +12,7 @@ import logging
 from typing import Final
 
 from aiohttp import web
+from cryptography import x509
 
 from gateway.crypto.certs import fingerprint_sha256
 from gateway.crypto.tls import peer_certificate
@@ -33,6 +34,7 @@ from gateway.protocol.transport import (
 )
 from gateway.proxy import metadata
 from gateway.proxy.backend import SOAP_PASSED_HEADERS, BackendResponse, call_backend
+from gateway.proxy.certstatus import AUTH_OCSP_HEADER, SIGNER_OCSP_HEADER
 from gateway.proxy.consumer import (
     logged_fault,
     new_exchange_id,
@@ -40,7 +42,7 @@ from gateway.proxy.consumer import (
     rest_fault_response,
     soap_fault_response,
 )
-from gateway.proxy.exchange import sign_payload, verify_signed
+from gateway.proxy.exchange import OwnStatus, check_peer_status, own_status, sign_payload, verify_signed
 from gateway.proxy.records import ExchangeIds, ExchangeLog
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.serverconf.repository import ServiceConf
@@ -58,7 +60,15 @@ async def handle_transport(request: web.Request) -> web.StreamResponse:
     journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.PROVIDER)
     try:
         conf = runtime.valid_globalconf("Server.ServerProxy.OutdatedGlobalConf")
-        caller = _authenticate_peer(request, conf)
+        caller, peer_cert = _authenticate_peer(request, conf)
+        check_peer_status(
+            runtime.peer_status,
+            request.headers.get(AUTH_OCSP_HEADER),
+            peer_cert,
+            conf,
+            faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED,
+            "calling gateway's TLS certificate",
+        )
         body = await read_body(request, runtime.config.max_message_bytes + 256 * 1024)
         message = decode_transport(
             request.headers.get("Content-Type", ""),
@@ -67,10 +77,12 @@ async def handle_transport(request: web.Request) -> web.StreamResponse:
             direction=Direction.REQUEST,
         )
         is_rest = isinstance(message.payload, RestRequestPayload)
-        answer = await _serve(runtime, conf, caller, message, journal)
-        await journal.signed(LogDirection.RESPONSE, answer)
+        answer, status = await _serve(
+            runtime, conf, caller, message, request.headers.get(SIGNER_OCSP_HEADER), journal
+        )
+        await journal.signed(LogDirection.RESPONSE, answer, ocsp_response=status.signer_ocsp)
         content_type, out = encode_transport(answer)
-        return web.Response(body=out, headers={"Content-Type": content_type})
+        return web.Response(body=out, headers={**status.headers, "Content-Type": content_type})
     except XRoadFault as fault:
         response = rest_fault_response(fault, None) if is_rest else soap_fault_response(fault)
         return await logged_fault(journal, fault, response)
@@ -81,17 +93,17 @@ async def handle_transport(request: web.Request) -> web.StreamResponse:
         return await logged_fault(journal, internal, response)
 
 
-def _authenticate_peer(request: web.Request, conf: GlobalConf) -> str:
-    """DESIGN.md step 5: only a certificate the configuration registers for a gateway."""
+def _authenticate_peer(request: web.Request, conf: GlobalConf) -> tuple[str, x509.Certificate]:
+    """DESIGN.md step 5: only a certificate the configuration registers for a gateway; its holder and it."""
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     cert = peer_certificate(ssl_object)
     server = conf.server_by_cert_fingerprint(fingerprint_sha256(cert)) if cert is not None else None
-    if server is None:
+    if cert is None or server is None:
         raise XRoadFault(
             faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED,
             "the calling gateway's certificate is not registered in the global configuration",
         )
-    return server.id.to_text()
+    return server.id.to_text(), cert
 
 
 async def _serve(
@@ -99,8 +111,9 @@ async def _serve(
     conf: GlobalConf,
     caller: str,
     message: TransportMessage,
+    signer_ocsp_header: str | None,
     journal: ExchangeLog,
-) -> TransportMessage:
+) -> tuple[TransportMessage, OwnStatus]:
     payload = message.payload
     exchange_id = new_exchange_id()
     if isinstance(payload, SoapPayload):
@@ -123,15 +136,31 @@ async def _serve(
         raise XRoadFault(faults.INVALID_CONTENT_TYPE, "a request must carry a SOAP or REST request")
     journal.identify(ids, service.provider)
     _check_caller_hosts_client(conf, caller, client)
-    verify_signed(message, conf, client.member, faults.SERVER_PROXY_INVALID_SIGNATURE)
+    signer_cert = verify_signed(message, conf, client.member, faults.SERVER_PROXY_INVALID_SIGNATURE)
+    signer_ocsp = check_peer_status(
+        runtime.peer_status,
+        signer_ocsp_header,
+        signer_cert,
+        conf,
+        faults.SERVER_PROXY_INVALID_SIGNATURE,
+        "consumer's signing certificate",
+    )
     journal.check_ready()
-    await journal.signed(LogDirection.REQUEST, message)
+    await journal.signed(LogDirection.REQUEST, message, ocsp_response=signer_ocsp)
     signer = runtime.signer_for(service.provider.member, faults.SERVER_PROXY_INTERNAL_ERROR)
+    # Before the service is called: an answer this gateway could not vouch for is not worth asking.
+    status = own_status(
+        runtime,
+        conf,
+        service.provider.member,
+        faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED,
+        faults.SERVER_PROXY_INTERNAL_ERROR,
+    )
     if isinstance(payload, SoapPayload):
         answer: Payload = await _serve_soap(runtime, conf, request)
     else:
         answer = await _serve_rest(runtime, conf, parsed)
-    return await sign_payload(signer, answer)
+    return await sign_payload(signer, answer), status
 
 
 def _check_caller_hosts_client(conf: GlobalConf, caller: str, client: ClientId) -> None:

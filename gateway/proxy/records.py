@@ -184,10 +184,15 @@ class ExchangeLog:
         if self._messagelog is not None:
             self._messagelog.check_timestamping(_TIMESTAMPER_FAILED[self._side])
 
-    async def signed(self, direction: Direction, message: TransportMessage) -> None:
+    async def signed(
+        self, direction: Direction, message: TransportMessage, *, ocsp_response: bytes | None = None
+    ) -> None:
+        """Log a signed message; `ocsp_response` is its signer's, as attached (docs/transport.md)."""
         if self._messagelog is None or self.ids is None:
             return
-        record = signed_record(self.ids, direction, message.payload, message.signature)
+        record = signed_record(
+            self.ids, direction, message.payload, message.signature, ocsp_response=ocsp_response
+        )
         await self._messagelog.log(
             record,
             log_body=self._log_bodies,

@@ -20,9 +20,8 @@ from cryptography import x509
 
 from gateway.config import NodeConfig
 from gateway.crypto.batchsigner import BatchSigner
-from gateway.crypto.certs import load_certificate_file
+from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
 from gateway.crypto.keys import load_private_key
-from gateway.crypto.certs import fingerprint_sha256
 from gateway.crypto.tls import add_client_trust, external_client_context, pem_bundle
 from gateway.globalconf import GlobalConf, GlobalConfError, GlobalConfSource, load_anchor
 from gateway.globalconf.signed import anchor_from_json
@@ -220,7 +219,9 @@ class GatewayRuntime:
             log.warning("anchor %s not reloaded: %s", path, exc)
             return
         if self._anchor_bytes is not None:
-            log.info("anchor %s changed: %d configuration-signing certificate(s)", path, len(anchor.certificates))
+            log.info(
+                "anchor %s changed: %d configuration-signing certificate(s)", path, len(anchor.certificates)
+            )
         self._anchor_bytes = data
         self.globalconf_source.anchor = anchor
 
