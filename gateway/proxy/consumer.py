@@ -18,7 +18,7 @@ from aiohttp import web
 from gateway.ids import ClientId
 from gateway.messagelog.record import Direction, Side
 from gateway.protocol import faults, rest, soap
-from gateway.protocol.faults import XRoadFault
+from gateway.protocol.faults import XRoadFault, fault_detail_id
 from gateway.protocol.transport import RestRequestPayload, RestResponsePayload, SoapPayload
 from gateway.proxy import metadata
 from gateway.proxy.exchange import PeerError, exchange, own_status, sign_payload
@@ -121,8 +121,17 @@ async def logged_fault(journal: ExchangeLog, fault: XRoadFault, response: web.Re
 
 
 def _peer_fault(error: PeerError) -> XRoadFault:
-    """The provider gateway's unsigned fault, as what the log records of it."""
-    code = error.xroad_error or "Server.ServerProxy.Fault"
+    """The provider gateway's unsigned fault (SOAP fault or REST error body), as the log records it."""
+    rest_fault = rest.parse_rest_error(error.body, error.content_type)
+    if rest_fault is not None:
+        return rest_fault
+    try:
+        soap_fault = soap.parse_fault(error.body, error.content_type)
+    except XRoadFault:
+        soap_fault = None
+    if soap_fault is not None and soap_fault.code:
+        return XRoadFault(soap_fault.code, soap_fault.string, soap_fault.detail or fault_detail_id())
+    code = error.xroad_error or faults.SERVER_PROXY_INTERNAL_ERROR
     return XRoadFault(code, f"the provider's gateway answered HTTP {error.status}")
 
 
