@@ -6,6 +6,11 @@ EC key from the development CA (gateway.crypto.rootsig), written through Message
 256 concurrent senders, and timestamped every 2,500 records (5 s at 500 records/s) with a
 real RFC 3161 token from the development TSA (gateway.trust.tsa). Then it runs `verify_log`
 (chain, bodies, manifests, signatures, timestamp proofs and tokens) and prints records/s.
+
+First it prints what the log costs the gateway per record, in CPU time of the whole process
+(every thread): appending 10,000 records from 32 concurrent appenders that each wait for their
+commit as a request does (the concurrency of bench/roundtrip.py), then timestamping them. The
+machine is shared, so the least of three runs is the figure; wall-clock rates swing far more.
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ SIGNING_BATCH = 64  # messages per signed root: a 2 ms window at ~30,000 message
 STAMP_EVERY = 2_500  # records per timestamp: 5 s at 500 records/s
 SENDERS = 256
 NOW = dt.datetime.now(dt.UTC)
+COST_RECORDS = 10_000
+COST_APPENDERS = 32  # bench/roundtrip.py's concurrency
+COST_RUNS = 3  # the least CPU time of several runs: other work on the machine only adds to it
 
 
 def soap_body(i: int) -> bytes:
@@ -101,13 +109,10 @@ def signed_batch(signer: RootSigner, start: int, count: int) -> list[LogRecord]:
 async def fill(url: str, total: int, signer: RootSigner, tsa: TimestampAuthority) -> tuple[float, int]:
     """Write `total` records and stamp them; returns the seconds spent appending and the tokens made."""
     engine = create_engine(url)
-
-    async def stamp(digest: bytes) -> bytes:
-        response = tsa.respond(build_timestamp_request(digest, new_nonce()), dt.datetime.now(dt.UTC))
-        return parse_timestamp_response(response).der
-
     writer = MessageLogWriter(engine, gateway=GATEWAY, node=NODE)
-    stamper = BatchTimestamper(engine, gateway=GATEWAY, node=NODE, stamp=stamp, max_batch=STAMP_EVERY)
+    stamper = BatchTimestamper(
+        engine, gateway=GATEWAY, node=NODE, stamp=functools.partial(_stamp, tsa), max_batch=STAMP_EVERY
+    )
     appending = 0.0
     for start in range(0, total, STAMP_EVERY):
         count = min(STAMP_EVERY, total - start)
@@ -126,6 +131,54 @@ async def fill(url: str, total: int, signer: RootSigner, tsa: TimestampAuthority
     return appending, stamper.tokens_stored
 
 
+async def cost(url: str, batch: list[LogRecord], tsa: TimestampAuthority) -> tuple[float, float]:
+    """Process CPU seconds per record: appended by COST_APPENDERS waiting appenders, then timestamped."""
+    engine = create_engine(url)
+    writer = MessageLogWriter(engine, gateway=GATEWAY, node=NODE, window_seconds=0.0)  # the node's default
+    stamper = BatchTimestamper(
+        engine, gateway=GATEWAY, node=NODE, stamp=functools.partial(_stamp, tsa), max_batch=STAMP_EVERY
+    )
+    waiting = iter(batch)
+
+    async def appender() -> None:
+        for record in waiting:
+            await writer.append(record)
+
+    began = time.process_time()
+    await asyncio.gather(*(appender() for _ in range(COST_APPENDERS)))
+    appended = time.process_time()
+    stamped = await stamper.run_once()
+    done = time.process_time()
+    await writer.aclose()
+    engine.dispose()
+    assert stamped == len(batch), stamped
+    return (appended - began) / len(batch), (done - appended) / len(batch)
+
+
+async def _stamp(tsa: TimestampAuthority, digest: bytes) -> bytes:
+    response = tsa.respond(build_timestamp_request(digest, new_nonce()), dt.datetime.now(dt.UTC))
+    return parse_timestamp_response(response).der
+
+
+def print_cost(signer: RootSigner, tsa: TimestampAuthority) -> None:
+    batch = [
+        r
+        for s in range(0, COST_RECORDS, SIGNING_BATCH)
+        for r in signed_batch(signer, s, min(SIGNING_BATCH, COST_RECORDS - s))
+    ]
+    runs = []
+    for _ in range(COST_RUNS):
+        with tempfile.TemporaryDirectory() as directory:
+            url = f"sqlite:///{Path(directory) / 'messagelog.db'}"
+            migrate(url)
+            runs.append(asyncio.run(cost(url, batch, tsa)))
+    append_cpu, stamp_cpu = min(a for a, _ in runs), min(s for _, s in runs)
+    print(
+        f"cost per record: {append_cpu * 1e6:,.0f} µs CPU to append ({COST_APPENDERS} appenders), "
+        f"{stamp_cpu * 1e6:,.0f} µs to timestamp (process CPU, least of {COST_RUNS} runs of {COST_RECORDS:,})"
+    )
+
+
 def main() -> None:
     total = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
     ca_key = generate_key(KeyAlgorithm.EC)
@@ -134,6 +187,7 @@ def main() -> None:
     member = MemberSigningProfile(ClientId("DEV", "GOV", "1001"))
     signer = RootSigner(signer_key, issue_certificate(ca, member, signer_key.public_key(), NOW))
     tsa = TimestampAuthority(tsa_key, issue_certificate(ca, TsaProfile(), tsa_key.public_key(), NOW))
+    print_cost(signer, tsa)
 
     with tempfile.TemporaryDirectory() as directory:
         url = f"sqlite:///{Path(directory) / 'messagelog.db'}"

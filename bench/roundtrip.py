@@ -8,19 +8,29 @@ Starts a development federation (gateway.federation), then drives SOAP getPerson
 (a) the population-register service itself and (b) gw-a's internal interface, which passes
 through gw-b to the same service.  Prints requests/s, p50 and p99 for each, and the ratios
 b/a; these machines are noisy, so only ratios from one run mean much.
+
+Then it restarts gw-a and gw-b with their message log off (`[messagelog] enabled = false`),
+measures (b) again, and once more with the log back on, and prints what logging costs at
+concurrency 32: "logging cost: throughput on/off = X" (the issue's target: X >= 0.85), with
+both runs with the log on averaged against the one between them. Beside each run's requests/s
+it prints the two gateways' CPU time per request (from /proc): on a shared machine that
+figure moves much less than throughput does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -51,6 +61,13 @@ f:close()
 """
 
 
+GATEWAYS = ("gw-a", "gw-b")
+"""The two gateways of the path, whose message log is switched off and on."""
+
+READY_TIMEOUT_SECONDS = 60.0
+"""A restarted gateway fetches the configuration and OCSP responses again within seconds."""
+
+
 @dataclass(frozen=True)
 class Run:
     label: str
@@ -59,14 +76,19 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_ms_per_request: float = float("nan")  # gw-a and gw-b together
 
 
 def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, script: Path, concurrency: int, seconds: int, label: str) -> Run:
+def wrk(
+    url: str, script: Path, concurrency: int, seconds: int, label: str, pids: tuple[int, ...] = ()
+) -> Run:
+    """One wrk run; with `pids`, also those processes' CPU time per request."""
     threads = 1 if concurrency == 1 else 2
+    cpu_before = sum(process_cpu_seconds(pid) for pid in pids)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         check=True,
@@ -78,6 +100,8 @@ def wrk(url: str, script: Path, concurrency: int, seconds: int, label: str) -> R
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    cpu = sum(process_cpu_seconds(pid) for pid in pids) - cpu_before
     return Run(
         label,
         concurrency,
@@ -85,6 +109,49 @@ def wrk(url: str, script: Path, concurrency: int, seconds: int, label: str) -> R
         _ms(*p50.groups()) if p50 else float("nan"),
         _ms(*p99.groups()) if p99 else float("nan"),
         int(errors.group(1)) if errors else 0,
+        cpu * 1000 / int(total.group(1)) if pids and total and int(total.group(1)) else float("nan"),
+    )
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process, all its threads (proc(5): utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def gateway_pids(fed: Path) -> tuple[int, ...]:
+    pids = json.loads((fed / "pids.json").read_text())
+    return tuple(int(pids[name]) for name in GATEWAYS)
+
+
+def switch_message_log(fed: Path, description: dict[str, Any], enabled: bool) -> None:
+    """Restart gw-a and gw-b with `[messagelog] enabled` set, and wait until they serve again."""
+    for gw in description["gateways"]:
+        if gw["name"] not in GATEWAYS:
+            continue
+        config = Path(gw["config"])
+        text = re.sub(r"(?m)^enabled = (true|false)\n", "", config.read_text())
+        switch = f"[messagelog]\nenabled = {'true' if enabled else 'false'}\n"
+        config.write_text(text.replace("[messagelog]\n", switch, 1))
+        federation.stop_process(fed, gw["name"])
+        federation.start_process(fed, gw["name"])
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    for gw in description["gateways"]:
+        if gw["name"] in GATEWAYS:
+            while not _serves(gw, enabled):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{gw['name']} did not come back with its message log switched")
+                time.sleep(0.2)
+
+
+def _serves(gw: dict[str, Any], log_enabled: bool) -> bool:
+    """The gateway runs on a configuration, with fresh OCSP responses, and its log as asked."""
+    health = federation.gateway_health(gw)
+    return (
+        health is not None
+        and health["globalconf"]["version"] is not None
+        and bool((health.get("ocsp") or {}).get("ready"))
+        and (health.get("messagelog") is not None) == log_enabled
     )
 
 
@@ -105,24 +172,33 @@ def main() -> None:
         script = work / "post.lua"
         script.write_text(WRK_SCRIPT.format(body=body))
         direct = description["backends"]["population_register"] + "/population-register"
-        gateway_a = next(gw for gw in description["gateways"] if gw["name"] == "gw-a")["internal_http_url"] + "/"
+        gateway_a = (
+            next(gw for gw in description["gateways"] if gw["name"] == "gw-a")["internal_http_url"] + "/"
+        )
         # Warm both paths (connections, caches) before measuring.
         wrk(direct, script, 4, 2, "warm")
         wrk(gateway_a, script, 4, 2, "warm")
         runs = []
         for concurrency in (1, 32):
             runs.append(wrk(direct, script, concurrency, args.seconds, "direct"))
-            runs.append(wrk(gateway_a, script, concurrency, args.seconds, "two gateways"))
+            runs.append(wrk(gateway_a, script, concurrency, args.seconds, "two gateways", gateway_pids(fed)))
+        # The log's cost: the same path with the log off, between two runs with it on.
+        for enabled, label in ((False, "log off"), (True, "log on again")):
+            switch_message_log(fed, description, enabled)
+            wrk(gateway_a, script, 4, 2, "warm")
+            runs.append(wrk(gateway_a, script, 32, args.seconds, label, gateway_pids(fed)))
     finally:
         federation.down(fed)
 
-    print(f"{'path':<14} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(
+        f"{'path':<14} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'CPU ms/req':>10}"
+    )
     for run in runs:
         print(
             f"{run.label:<14} {run.concurrency:>4} {run.requests_per_second:>9.0f} "
-            f"{run.p50_ms:>8.2f} {run.p99_ms:>8.2f} {run.errors:>8}"
+            f"{run.p50_ms:>8.2f} {run.p99_ms:>8.2f} {run.errors:>8} {run.cpu_ms_per_request:>10.2f}"
         )
-    result = {}
+    result: dict[str, Any] = {}
     for concurrency in (1, 32):
         a = next(r for r in runs if r.label == "direct" and r.concurrency == concurrency)
         b = next(r for r in runs if r.label == "two gateways" and r.concurrency == concurrency)
@@ -130,6 +206,20 @@ def main() -> None:
         added = b.p50_ms - a.p50_ms
         result[concurrency] = {"ratio": ratio, "added_p50_ms": added}
         print(f"concurrency {concurrency}: throughput ratio b/a = {ratio:.3f}; added p50 = {added:.2f} ms")
+    on = [r for r in runs if r.label in ("two gateways", "log on again") and r.concurrency == 32]
+    off = next(r for r in runs if r.label == "log off")
+    on_rps = sum(r.requests_per_second for r in on) / len(on)
+    on_cpu = sum(r.cpu_ms_per_request for r in on) / len(on)
+    cost = on_rps / off.requests_per_second
+    print(
+        f"logging cost: throughput on/off = {cost:.3f} (concurrency 32); "
+        f"gateways' CPU per request on/off = {on_cpu:.2f}/{off.cpu_ms_per_request:.2f} ms"
+    )
+    result["logging_cost"] = {
+        "throughput_on_off": cost,
+        "cpu_ms_per_request_on": on_cpu,
+        "cpu_ms_per_request_off": off.cpu_ms_per_request,
+    }
     print(json.dumps(result))
 
 

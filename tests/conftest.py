@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -98,6 +99,16 @@ class Federation:
         response.raise_for_status()
         health: dict[str, Any] = response.json()
         return health
+
+    def wait_ready(self, timeout: float = GLOBALCONF_WAIT_SECONDS) -> None:
+        """Every gateway on a valid configuration, with good OCSP responses where its CA has a responder."""
+
+        def ready(name: str) -> bool:
+            health = self.health(name)
+            return bool(health["globalconf"]["valid"] and (health["ocsp"] or {}).get("ready"))
+
+        for gw in self.description["gateways"]:
+            wait_until(functools.partial(ready, gw["name"]), timeout, f"{gw['name']} to be ready")
 
     @contextlib.contextmanager
     def serverconf(self, name: str) -> Iterator[ServerConfRepository]:
@@ -187,6 +198,8 @@ SHORT_TIMES: Final = federation.FederationTimes(
     refresh_interval_seconds=1,
     ocsp_freshness_seconds=8,
     timestamping_interval_seconds=2,
+    # Longer than the trust services are ever down in a test that is not about timestamping.
+    max_timestamp_failure_seconds=15.0,
 )
 """Seconds where the development federation has minutes: expiries and staleness within a test."""
 

@@ -13,10 +13,12 @@ import asyncio
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -476,6 +478,60 @@ async def test_two_nodes_keep_separate_chains_in_one_database(engine: sa.Engine)
     for node in ("node-1", "node-2"):
         report = verify_log(engine, GATEWAY, node, trusted_cas=[])
         assert report.ok and report.checked == 20, report
+
+
+async def test_two_writers_of_one_chain_take_turns_without_forking_it(engine: sa.Engine) -> None:
+    """Worker processes of one node share its chain: a writer remembers the head it wrote, and
+    must notice when the other one has moved it since."""
+    first = MessageLogWriter(engine, gateway=GATEWAY, node=NODE, window_seconds=0)
+    second = MessageLogWriter(engine, gateway=GATEWAY, node=NODE, window_seconds=0)
+    try:
+        assert await first.append(make_record(0)) == 1
+        assert await second.append(make_record(1)) == 2
+        assert await first.append(make_record(2)) == 3  # its head (1) is stale
+        writers = itertools.cycle((first, second))
+        seqs = await asyncio.gather(*(next(writers).append(make_record(i)) for i in range(3, 43)))
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert sorted(seqs) == list(range(4, 44))
+    report = verify_log(engine, GATEWAY, NODE, trusted_cas=[])
+    assert report.ok and report.checked == 43, report
+
+
+async def test_the_writer_keeps_one_connection_and_thread_for_its_commits(engine: sa.Engine) -> None:
+    checkouts: list[object] = []
+    sa.event.listen(engine, "checkout", lambda connection, *_: checkouts.append(connection))
+    writer = MessageLogWriter(engine, gateway=GATEWAY, node=NODE, window_seconds=0)
+    assert [await writer.append(make_record(i)) for i in range(20)] == list(range(1, 21))
+    assert writer.commits == 20 and len(checkouts) == 1
+    await writer.aclose()
+    assert f"messagelog writer {NODE}" not in {thread.name for thread in threading.enumerate()}
+    assert verify_log(engine, GATEWAY, NODE, trusted_cas=[]).checked == 20
+
+
+async def test_a_connection_lost_between_commits_is_replaced(engine: sa.Engine, log_url: str) -> None:
+    """A database restart or failover between two commits must not fail the next batch."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("only a database server can drop the writer's connection")
+    name = f"xgate-test-{uuid.uuid4().hex[:8]}"
+    writer_engine = create_engine(log_url, connect_args={"application_name": name})
+    writer = MessageLogWriter(writer_engine, gateway=GATEWAY, node=NODE, window_seconds=0)
+    try:
+        assert await writer.append(make_record(0)) == 1
+        with engine.connect() as connection:
+            terminated = connection.scalar(
+                sa.select(sa.func.count(sa.func.pg_terminate_backend(sa.column("pid"))))
+                .select_from(sa.table("pg_stat_activity"))
+                .where(sa.column("application_name") == name)
+            )
+        assert terminated == 1
+        assert await writer.append(make_record(1)) == 2
+    finally:
+        await writer.aclose()
+        writer_engine.dispose()
+    report = verify_log(engine, GATEWAY, NODE, trusted_cas=[])
+    assert report.ok and report.checked == 2, report
 
 
 # --- body logging policy and encryption at rest -----------------------------------------------

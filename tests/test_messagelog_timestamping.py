@@ -13,16 +13,16 @@ import datetime as dt
 import socket
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from gateway.crypto.hashtree import root_from_proof
+from gateway.crypto.hashtree import Proof, build_tree, root_from_proof
 from gateway.crypto.timestamp import parse_timestamp_token
-from gateway.messagelog import tables
-from gateway.messagelog.timestamping import BatchTimestamper, TimestampingFailed
+from gateway.messagelog import tables, timestamping
+from gateway.messagelog.timestamping import NO_AUTHORITY, BatchTimestamper, TimestampingFailed
 from gateway.messagelog.verify import verify_log
 from gateway.protocol.faults import TIMESTAMPER_FAILED
 from tests import test_messagelog_store as store_tests
@@ -56,9 +56,11 @@ class Tsa:
     trust: Trust
     up: bool = True
     calls: int = 0
+    digests: list[bytes] = field(default_factory=list)
 
     async def stamp(self, digest: bytes) -> bytes:
         self.calls += 1
+        self.digests.append(digest)
         if not self.up:
             _, writer = await asyncio.open_connection("127.0.0.1", closed_port())
             writer.close()
@@ -232,3 +234,82 @@ async def test_two_timestampers_never_stamp_a_record_twice(engine: sa.Engine, tr
     assert first.tokens_stored + second.tokens_stored == count(engine, tables.timestamps) == 1
     report = verify_log(engine, GATEWAY, NODE, trusted_cas=[], verify_token=trust.verify_token())
     assert report.ok and report.checked == 6 and report.unstamped == 0, report
+
+
+# --- a missing or failing TSA costs little -------------------------------------------------------
+
+
+def statements_run(engine: sa.Engine) -> list[str]:
+    """The SQL statements the engine runs from now on."""
+    run: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_: run.append(statement))
+    return run
+
+
+async def test_without_a_tsa_nothing_is_read_or_hashed(engine: sa.Engine, trust: Trust) -> None:
+    tsa, listed = Tsa(trust), False
+    timestamper = stamper(engine, tsa, has_authority=lambda: listed)
+    assert await timestamper.run_once() == 0  # nothing waiting, nothing wrong
+    assert timestamper.failing_since is None
+    await append_all(engine, [make_record(i) for i in range(10)])
+    run = statements_run(engine)
+    with pytest.raises(TimestampingFailed, match=NO_AUTHORITY):
+        await timestamper.run_once()
+    assert timestamper.failing_since is not None and tsa.calls == 0
+    assert run and not any("messagelog_records" in statement for statement in run), run
+    listed = True  # the next configuration lists one
+    assert await timestamper.run_once() == 10
+    assert timestamper.failing_since is None and tsa.calls == 1
+
+
+async def test_a_failing_tsa_costs_one_bounded_tree_and_no_proofs(
+    engine: sa.Engine, trust: Trust, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: list[bytes] = []
+    encode_proof = timestamping.encode_proof
+
+    def counting_encode_proof(leaf: bytes, steps: Proof) -> str:
+        encoded.append(leaf)
+        return encode_proof(leaf, steps)
+
+    monkeypatch.setattr(timestamping, "encode_proof", counting_encode_proof)
+    tsa = Tsa(trust, up=False)
+    timestamper = stamper(engine, tsa, max_batch=4)
+    await append_all(engine, [make_record(i) for i in range(10)])
+    for _ in range(3):
+        with pytest.raises(TimestampingFailed):
+            await timestamper.run_once()
+    # Each attempt asked for the first four records only, and encoded no proof.
+    first_four = [stored.record_hash for stored in stored_chain(engine)[:4]]
+    assert tsa.digests == [build_tree(first_four)[0]] * 3
+    assert encoded == []
+    tsa.up = True
+    assert await timestamper.run_once() == 10
+    assert sorted(encoded) == sorted(stored.record_hash for stored in stored_chain(engine))
+
+
+async def test_the_loop_backs_off_while_stamping_fails_and_resumes_on_success(
+    engine: sa.Engine, trust: Trust
+) -> None:
+    tsa = Tsa(trust, up=False)
+    delays: list[float] = []
+    resumed = asyncio.Event()
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        if len(delays) == 5:
+            tsa.up = True  # the fifth attempt finds the TSA back
+        if len(delays) == 7:
+            resumed.set()
+        await asyncio.sleep(0)
+
+    await append_all(engine, [make_record(i) for i in range(3)])
+    timestamper = stamper(engine, tsa, interval_seconds=1.0, max_retry_delay_seconds=4.0, sleep=sleep)
+    timestamper.start()
+    try:
+        await asyncio.wait_for(resumed.wait(), 30)
+    finally:
+        await timestamper.aclose()
+    assert delays[:7] == [1.0, 2.0, 4.0, 4.0, 4.0, 1.0, 1.0]
+    assert tsa.calls == 5 and timestamper.failing_since is None
+    assert all(stored.timestamp is not None for stored in stored_chain(engine))

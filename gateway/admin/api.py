@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
-import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -59,7 +58,15 @@ from gateway.crypto.keys import (
     load_private_key,
     save_private_key,
 )
-from gateway.ids import ClientId, GlobalGroupId, IdentifierError, LocalGroupId, SecurityServerId, ServiceId
+from gateway.httpfetch import read_at_most
+from gateway.ids import (
+    ClientId,
+    IdentifierError,
+    LocalGroupId,
+    ObjectType,
+    SecurityServerId,
+    ServiceId,
+)
 from gateway.messagelog.inspector import LogInspector
 from gateway.messagelog.officer import (
     DEFAULT_SEARCH_LIMIT,
@@ -71,7 +78,7 @@ from gateway.messagelog.officer import (
     first_problem,
 )
 from gateway.messagelog.store import MAX_SEARCH_LIMIT
-from gateway.serverconf.access import AccessRight, AccessSubject, Endpoint
+from gateway.serverconf.access import AccessRight, AccessSubject, Endpoint, subject_from_text
 from gateway.serverconf.openapi import parse_openapi
 from gateway.serverconf.repository import (
     DEFAULT_AUDIT_PAGE,
@@ -95,18 +102,33 @@ from gateway.serverconf.repository import (
 )
 from gateway.serverconf.tables import SubjectType
 from gateway.serverconf.wsdl import MAX_DESCRIPTION_BYTES, DescriptionError, parse_wsdl
+from gateway.webapi import (
+    ANONYMOUS,
+    CONFLICT,
+    INTERNAL_ERROR,
+    NOT_FOUND,
+    VALIDATION_ERROR,
+    ApiError,
+    Caller,
+    Outcome,
+    api_application,
+    audit_quietly,
+    authenticate,
+    authorize,
+    client_id_from_path,
+    dumps,
+    error_response,
+    invalid,
+    json_body,
+    json_response,
+    optional_text,
+    query_int,
+    refusal_details,
+    required_text,
+)
+from gateway.webapi import presented_key as presented_key
 
 log = logging.getLogger(__name__)
-
-API_PREFIX: Final = "/api/v1"
-OPENAPI_PATH: Final = "/api/openapi.json"
-HEALTH_PATH: Final = "/health"
-
-AUTH_SCHEME: Final = "X-Road-ApiKey"
-"""X-Road's management API scheme: ``Authorization: X-Road-ApiKey token=KEY``."""
-API_KEY_HEADER: Final = "X-API-Key"
-ANONYMOUS: Final = "anonymous"
-"""The audit log's actor for a caller without a valid key."""
 
 MAX_REQUEST_BYTES: Final = 2 * MAX_DESCRIPTION_BYTES + 64 * 1024
 """The largest description we register, JSON-escaped (escaping at most doubles typical XML and
@@ -114,8 +136,6 @@ YAML), plus room for the other fields."""
 
 DESCRIPTION_FETCH_TIMEOUT_SECONDS: Final = 30.0
 """Fetching a WSDL or OpenAPI document by URL: an administrator waits this long at most."""
-
-FETCH_CHUNK_BYTES: Final = 64 * 1024
 
 MAX_NAME_LENGTH: Final = 200
 """API key names and group descriptions are for people; longer ones are mistakes."""
@@ -131,18 +151,12 @@ KEY_STATUS_NEW: Final = "new"  # generated, no CSR yet (the repository's default
 KEY_STATUS_CSR: Final = "csr_created"  # a CSR was made; waiting for the CA's certificate
 KEY_STATUS_CERTIFIED: Final = "certified"  # its certificate was imported
 
-# Error codes of the JSON error body.
-VALIDATION_ERROR: Final = "validation_error"
+# Error codes of the JSON error body beyond the shared ones (gateway.webapi).
 INVALID_DESCRIPTION: Final = "invalid_description"
 FETCH_FAILED: Final = "fetch_failed"
-UNAUTHORIZED: Final = "unauthorized"
-FORBIDDEN: Final = "forbidden"
-NOT_FOUND: Final = "not_found"
-CONFLICT: Final = "conflict"
-METHOD_NOT_ALLOWED: Final = "method_not_allowed"
-PAYLOAD_TOO_LARGE: Final = "payload_too_large"
 UNAVAILABLE: Final = "unavailable"
-INTERNAL_ERROR: Final = "internal_error"
+
+_INTERNAL_ERROR: Final = ApiError(500, INTERNAL_ERROR, "internal error; the gateway's log has details")
 
 _E = TypeVar("_E", bound=enum.Enum)
 
@@ -162,40 +176,6 @@ class AdminContext:
     """Called after each successful change, so the node reloads its configuration snapshot."""
     message_log: LogInspector | None = None
     """The node's message log, for the security officer; None on a node that keeps none."""
-
-
-class ApiError(Exception):
-    """A request the API answers with an error: HTTP status, error code, message for people."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Caller:
-    """The holder of a valid API key."""
-
-    key_id: int
-    name: str
-    role: Role | None  # None: a role this version does not know, which grants nothing
-
-    @property
-    def actor(self) -> str:
-        """How the audit log names the caller: the key's name and id (names need not be unique)."""
-        return f"{self.name}#{self.key_id}"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What an operation answers; `target` and `details` go into the audit log for changes."""
-
-    body: Any = None  # None answers 204 No Content
-    status: int = 200
-    target: str | None = None
-    details: Mapping[str, Any] | None = None
 
 
 Handler = Callable[[AdminContext, web.Request], Awaitable[Outcome]]
@@ -241,12 +221,13 @@ def _operation(
 
 def make_admin_app(ctx: AdminContext) -> web.Application:
     """The management API, its OpenAPI description and the health check, as one application."""
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_errors_as_json])
-    for operation in OPERATIONS:
-        app.router.add_route(operation.method, API_PREFIX + operation.path, _guarded(ctx, operation))
-    app.router.add_get(OPENAPI_PATH, _serve_openapi)
-    app.router.add_get(HEALTH_PATH, _health_handler(ctx))
-    return app
+    return api_application(
+        max_request_bytes=MAX_REQUEST_BYTES,
+        internal_error=_INTERNAL_ERROR,
+        operations=[(op.method, op.path, _guarded(ctx, op)) for op in OPERATIONS],
+        openapi=_serve_openapi,
+        health=_health_handler(ctx),
+    )
 
 
 def _guarded(ctx: AdminContext, operation: Operation) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -255,39 +236,31 @@ def _guarded(ctx: AdminContext, operation: Operation) -> Callable[[web.Request],
     async def handle(request: web.Request) -> web.Response:
         actor = ANONYMOUS
         try:
-            caller = await _authenticate(ctx, request)
+            caller: Caller[Role] = await authenticate(request, ctx.repository.verify_api_key, Role)
             actor = caller.actor
-            if caller.role is None or not is_permitted(caller.role, operation.permission):
-                raise ApiError(
-                    403,
-                    FORBIDDEN,
-                    f"role {caller.role or 'unknown'} lacks permission {operation.permission}",
-                )
+            authorize(caller, operation.permission, is_permitted)
             outcome = await operation.handler(ctx, request)
         except (ApiError, ServerConfError, DescriptionError, IdentifierError, CertificateError) as exc:
             error = _as_api_error(exc)
             if operation.audited or error.status in (401, 403):
-                details = {"status": error.status, "error": error.code, "message": error.message}
-                result = AuditResult.REFUSED if error.status < 500 else AuditResult.ERROR
+                details, result = refusal_details(error)
                 await _audit(
                     ctx, actor, operation, request.path, _with_query(operation, request, details), result
                 )
-            return _error_response(error)
+            return error_response(error)
         except Exception:
             log.exception("management API operation %s failed", operation.action)
             if operation.audited:
                 failure = _with_query(operation, request, {"status": 500})
                 await _audit(ctx, actor, operation, request.path, failure, AuditResult.ERROR)
-            return _error_response(
-                ApiError(500, INTERNAL_ERROR, "internal error; the gateway's log has details")
-            )
+            return error_response(_INTERNAL_ERROR)
         if operation.audited:
             target = outcome.target or request.path
             done = _with_query(operation, request, outcome.details)
             await _audit(ctx, actor, operation, target, done, AuditResult.OK)
         if operation.changes:
             _notify_change(ctx)
-        return _json_response(outcome.body, outcome.status)
+        return json_response(outcome.body, outcome.status)
 
     return handle
 
@@ -319,43 +292,6 @@ def _as_api_error(exc: Exception) -> ApiError:
     return ApiError(400, VALIDATION_ERROR, str(exc))
 
 
-@web.middleware
-async def _errors_as_json(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Errors outside the guard (unknown route, wrong method) as JSON too, never a stack trace."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        codes = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: PAYLOAD_TOO_LARGE}
-        response = _error_response(ApiError(exc.status, codes.get(exc.status, VALIDATION_ERROR), exc.reason))
-        if exc.status == 405 and "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        log.exception("management API request %s %s failed", request.method, request.path)
-        return _error_response(ApiError(500, INTERNAL_ERROR, "internal error; the gateway's log has details"))
-
-
-def _json_response(body: Any, status: int) -> web.Response:
-    if body is None:
-        return web.Response(status=204)
-    return web.json_response(body, status=status, dumps=_dumps)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _error_response(error: ApiError) -> web.Response:
-    response = web.json_response({"error": error.code, "message": error.message}, status=error.status)
-    if error.status == 401:
-        response.headers["WWW-Authenticate"] = AUTH_SCHEME
-    return response
-
-
 async def _audit(
     ctx: AdminContext,
     actor: str,
@@ -364,11 +300,7 @@ async def _audit(
     details: Mapping[str, Any] | None,
     result: AuditResult,
 ) -> None:
-    """Write one audit entry; a failure to write is logged, never hides the answer."""
-    try:
-        await asyncio.to_thread(ctx.repository.audit, actor, operation.action, target, details, result)
-    except Exception:
-        log.exception("could not audit %s %s by %s (%s)", operation.action, target, actor, result)
+    await audit_quietly(ctx.repository.audit, actor, operation.action, target, details, result)
 
 
 def _notify_change(ctx: AdminContext) -> None:
@@ -380,84 +312,17 @@ def _notify_change(ctx: AdminContext) -> None:
         log.exception("on_change callback failed after a management API change")
 
 
-# --- authentication -------------------------------------------------------------------------
-
-
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The API key in the request headers, if one is given in a form we accept."""
-    authorization = headers.get("Authorization")
-    if authorization is not None:
-        scheme, _, credentials = authorization.strip().partition(" ")
-        if scheme.lower() == AUTH_SCHEME.lower():
-            name, equals, token = credentials.strip().partition("=")
-            return token.strip() if equals and name.strip().lower() == "token" and token.strip() else None
-    key = headers.get(API_KEY_HEADER)
-    return key.strip() if key and key.strip() else None
-
-
-async def _authenticate(ctx: AdminContext, request: web.Request) -> Caller:
-    key = presented_key(request.headers)
-    if key is None:
-        raise ApiError(401, UNAUTHORIZED, f"an API key is required: Authorization: {AUTH_SCHEME} token=KEY")
-    record = await asyncio.to_thread(ctx.repository.verify_api_key, key)
-    if record is None:
-        raise ApiError(401, UNAUTHORIZED, "the API key is not valid or has been revoked")
-    role: Role | None
-    try:
-        role = Role(record.role)
-    except ValueError:
-        role = None
-    return Caller(record.id, record.name, role)
-
-
 # --- request reading ------------------------------------------------------------------------
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; an empty body is an empty object."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise ApiError(
-            413, PAYLOAD_TOO_LARGE, f"request bodies are limited to {MAX_REQUEST_BYTES} bytes"
-        ) from None
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, VALIDATION_ERROR, "the request body is not JSON") from None
-    if not isinstance(value, dict):
-        raise ApiError(400, VALIDATION_ERROR, "the request body must be a JSON object")
-    return value
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, VALIDATION_ERROR, message)
-
-
-def _optional_text(body: Mapping[str, Any], name: str, max_length: int | None = None) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _invalid(f"{name} must be a string")
-    if max_length is not None and len(value) > max_length:
-        raise _invalid(f"{name} is longer than {max_length} characters")
-    return value
-
-
-def _text(body: Mapping[str, Any], name: str, max_length: int | None = None) -> str:
-    value = _optional_text(body, name, max_length)
-    if not value:
-        raise _invalid(f"{name} is required")
-    return value
+    return await json_body(request, MAX_REQUEST_BYTES)
 
 
 def _optional_bool(body: Mapping[str, Any], name: str) -> bool | None:
     value = body.get(name)
     if value is not None and not isinstance(value, bool):
-        raise _invalid(f"{name} must be true or false")
+        raise invalid(f"{name} must be true or false")
     return value
 
 
@@ -466,7 +331,7 @@ def _optional_number(body: Mapping[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _invalid(f"{name} must be a number")
+        raise invalid(f"{name} must be a number")
     return float(value)
 
 
@@ -478,29 +343,7 @@ def _choice(body: Mapping[str, Any], name: str, choices: type[_E], default: _E |
         return choices(value)
     except ValueError:
         allowed = ", ".join(str(choice.value) for choice in choices)
-        raise _invalid(f"{name} must be one of {allowed}") from None
-
-
-def _query_int(request: web.Request, name: str) -> int | None:
-    value = request.query.get(name)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise _invalid(f"query parameter {name} must be an integer") from None
-
-
-def client_id_from_path(segment: str) -> ClientId:
-    """A client from its path form ``INSTANCE:CLASS:MEMBER[:SUBSYSTEM]``.
-
-    X-Road's management API writes identifiers in paths with colons: codes never hold one
-    (PROTOCOL.md "Identifiers"), so no escaping is needed beyond URL encoding.
-    """
-    parts = segment.split(":")
-    if len(parts) not in (3, 4):
-        raise _invalid(f"{segment!r} is not a client identifier INSTANCE:CLASS:MEMBER[:SUBSYSTEM]")
-    return ClientId(*parts)
+        raise invalid(f"{name} must be one of {allowed}") from None
 
 
 def _client_param(request: web.Request, name: str = "client_id") -> ClientId:
@@ -522,7 +365,7 @@ def _service_param(request: web.Request) -> ServiceId:
 
 def _client_text(body: Mapping[str, Any], name: str) -> ClientId:
     """A client named in a body by its text form, INSTANCE/CLASS/MEMBER[/SUBSYSTEM]."""
-    return ClientId.from_text(_text(body, name))
+    return ClientId.from_text(required_text(body, name))
 
 
 # --- reading the configuration ------------------------------------------------------------
@@ -675,7 +518,7 @@ async def set_auth_mode(ctx: AdminContext, request: web.Request) -> Outcome:
 )
 async def pin_certificate(ctx: AdminContext, request: web.Request) -> Outcome:
     client = _client_param(request)
-    pem = _text(await _json_body(request), "certificate_pem")
+    pem = required_text(await _json_body(request), "certificate_pem")
     summary = _certificate_summary(pem)
     await asyncio.to_thread(ctx.repository.pin_certificate, client, pem)
     return Outcome(summary, 201, client.to_text(), summary)
@@ -709,7 +552,7 @@ async def _fetch_description(url: str) -> bytes:
     """A description document by URL: http(s) only, no redirects, bounded in time and size."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _invalid(f"a description URL must be http:// or https:// with a host, not {url!r}")
+        raise invalid(f"a description URL must be http:// or https:// with a host, not {url!r}")
     timeout = aiohttp.ClientTimeout(total=DESCRIPTION_FETCH_TIMEOUT_SECONDS)
     try:
         async with (
@@ -723,12 +566,10 @@ async def _fetch_description(url: str) -> bytes:
                     else ""
                 )
                 raise ApiError(400, FETCH_FAILED, f"{url} answered HTTP {response.status}{hint}")
-            data = bytearray()
-            async for chunk in response.content.iter_chunked(FETCH_CHUNK_BYTES):
-                data += chunk
-                if len(data) > MAX_DESCRIPTION_BYTES:
-                    raise ApiError(400, FETCH_FAILED, f"{url} is larger than {MAX_DESCRIPTION_BYTES} bytes")
-            return bytes(data)
+            data = await read_at_most(response, MAX_DESCRIPTION_BYTES)
+            if data is None:
+                raise ApiError(400, FETCH_FAILED, f"{url} is larger than {MAX_DESCRIPTION_BYTES} bytes")
+            return data
     except (aiohttp.ClientError, TimeoutError) as exc:
         reason = str(exc) or type(exc).__name__
         raise ApiError(400, FETCH_FAILED, f"could not fetch {url}: {reason}") from None
@@ -736,10 +577,10 @@ async def _fetch_description(url: str) -> bytes:
 
 async def _description(body: Mapping[str, Any], field: str) -> tuple[bytes, str]:
     """The document given inline (`field`) or by `url`, and where it came from."""
-    inline = _optional_text(body, field)
-    url = _optional_text(body, "url")
+    inline = optional_text(body, field)
+    url = optional_text(body, "url")
     if (inline is None) == (url is None):
-        raise _invalid(f"give either {field} (the document) or url")
+        raise invalid(f"give either {field} (the document) or url")
     if inline is not None:
         data = inline.encode()
         source = "upload"
@@ -748,7 +589,7 @@ async def _description(body: Mapping[str, Any], field: str) -> tuple[bytes, str]
         data = await _fetch_description(url)
         source = url
     if len(data) > MAX_DESCRIPTION_BYTES:
-        raise _invalid(f"the description is larger than {MAX_DESCRIPTION_BYTES} bytes")
+        raise invalid(f"the description is larger than {MAX_DESCRIPTION_BYTES} bytes")
     return data, source
 
 
@@ -777,7 +618,7 @@ def _service_conf(**values: Any) -> ServiceConf:
     try:
         return ServiceConf(**values)
     except ValueError as exc:
-        raise _invalid(str(exc)) from None
+        raise invalid(str(exc)) from None
 
 
 @_operation(
@@ -820,14 +661,14 @@ async def register_openapi(ctx: AdminContext, request: web.Request) -> Outcome:
     """One REST service with an endpoint per operation of the OpenAPI document."""
     provider = _client_param(request)
     body = await _json_body(request)
-    service_code = _text(body, "service_code")
-    service_version = _optional_text(body, "service_version")
+    service_code = required_text(body, "service_code")
+    service_version = optional_text(body, "service_version")
     data, source = await _description(body, "document")
     text = _document_text(data)
     openapi = await asyncio.to_thread(parse_openapi, data)
-    backend_url = _optional_text(body, "backend_url") or openapi.default_url
+    backend_url = optional_text(body, "backend_url") or openapi.default_url
     if backend_url is None:
-        raise _invalid("the document names no server: give backend_url")
+        raise invalid("the document names no server: give backend_url")
     try:
         endpoints = tuple(Endpoint(e.method.upper(), e.path_pattern) for e in openapi.endpoints)
     except ValueError as exc:
@@ -873,7 +714,7 @@ async def set_backend(ctx: AdminContext, request: web.Request) -> Outcome:
     body = await _json_body(request)
     conf = await _service_of(ctx, service)
     changes: dict[str, Any] = {}
-    backend_url = _optional_text(body, "backend_url")
+    backend_url = optional_text(body, "backend_url")
     if backend_url is not None:
         changes["backend_url"] = backend_url
     timeout = _optional_number(body, "timeout_seconds")
@@ -884,16 +725,16 @@ async def set_backend(ctx: AdminContext, request: web.Request) -> Outcome:
     if verify is not None:
         tls = dataclasses.replace(tls, verify=verify)
     if "tls_ca_pem" in body:
-        ca_pem = _optional_text(body, "tls_ca_pem") or None  # null or "" clears it
+        ca_pem = optional_text(body, "tls_ca_pem") or None  # null or "" clears it
         if ca_pem is not None:
             load_certificates(ca_pem.encode())
         tls = dataclasses.replace(tls, ca_bundle_pem=ca_pem)
     if not changes and tls == conf.tls:
-        raise _invalid("give at least one of backend_url, timeout_seconds, tls_verify, tls_ca_pem")
+        raise invalid("give at least one of backend_url, timeout_seconds, tls_verify, tls_ca_pem")
     try:
         updated = dataclasses.replace(conf, tls=tls, **changes)
     except ValueError as exc:
-        raise _invalid(str(exc)) from None
+        raise invalid(str(exc)) from None
     await asyncio.to_thread(ctx.repository.update_service, updated)
     details = {name: value for name, value in body.items() if name != "tls_ca_pem"}
     if "tls_ca_pem" in body:
@@ -916,7 +757,7 @@ async def enable_service(ctx: AdminContext, request: web.Request) -> Outcome:
 async def disable_service(ctx: AdminContext, request: web.Request) -> Outcome:
     """Clients calling a disabled service get ServiceDisabled with the notice (PROTOCOL.md)."""
     service = _service_param(request)
-    notice = _optional_text(await _json_body(request), "notice", MAX_NOTICE_LENGTH)
+    notice = optional_text(await _json_body(request), "notice", MAX_NOTICE_LENGTH)
     await asyncio.to_thread(ctx.repository.set_service_enabled, service, False, notice)
     conf = await _service_of(ctx, service)
     return Outcome(_service_json(conf), 200, service.to_text(), {"notice": notice})
@@ -938,29 +779,22 @@ def access_subject(text: str, subject_type: str) -> AccessSubject:
         kind = SubjectType(subject_type.upper())
     except ValueError:
         allowed = ", ".join(kind.value.lower() for kind in SubjectType)
-        raise _invalid(f"subject_type must be one of {allowed}") from None
-    if kind is SubjectType.GLOBALGROUP:
-        return GlobalGroupId.from_text(text)
-    if kind is SubjectType.LOCALGROUP:
-        return LocalGroupId.from_text(text)
-    client = ClientId.from_text(text)
-    if client.object_type.value != kind.value:
-        raise _invalid(f"{text} is a {client.object_type.value.lower()}, not a {kind.value.lower()}")
-    return client
+        raise invalid(f"subject_type must be one of {allowed}") from None
+    return subject_from_text(ObjectType(kind.value), text)
 
 
 def _access_right(service_code: str, values: Mapping[str, Any]) -> AccessRight:
-    subject = access_subject(_text(values, "subject"), _text(values, "subject_type"))
-    method = _optional_text(values, "method")
-    path = _optional_text(values, "path")
+    subject = access_subject(required_text(values, "subject"), required_text(values, "subject_type"))
+    method = optional_text(values, "method")
+    path = optional_text(values, "path")
     if (method is None) != (path is None):
-        raise _invalid("give both method and path for an endpoint, or neither for the whole service")
+        raise invalid("give both method and path for an endpoint, or neither for the whole service")
     endpoint = None
     if method is not None and path is not None:
         try:
             endpoint = Endpoint(method, path)
         except ValueError as exc:
-            raise _invalid(str(exc)) from None
+            raise invalid(str(exc)) from None
     return AccessRight(subject, service_code, endpoint)
 
 
@@ -1028,8 +862,8 @@ async def list_local_groups(ctx: AdminContext, request: web.Request) -> Outcome:
 async def add_local_group(ctx: AdminContext, request: web.Request) -> Outcome:
     owner = _client_param(request)
     body = await _json_body(request)
-    group = LocalGroupId(_text(body, "code"))
-    description = _optional_text(body, "description", MAX_NAME_LENGTH) or ""
+    group = LocalGroupId(required_text(body, "code"))
+    description = optional_text(body, "description", MAX_NAME_LENGTH) or ""
     await asyncio.to_thread(ctx.repository.add_local_group, owner, group, description)
     result = _group_json(LocalGroup(owner, group, description, frozenset()))
     return Outcome(result, 201, f"{owner}:{group}", {"description": description})
@@ -1113,14 +947,14 @@ async def generate_new_key(ctx: AdminContext, request: web.Request) -> Outcome:
     body = await _json_body(request)
     usage = _choice(body, "usage", KeyUsage)
     algorithm = _choice(body, "algorithm", KeyAlgorithm, default=KeyAlgorithm.EC)
-    member_text = _optional_text(body, "member_id")
+    member_text = optional_text(body, "member_id")
     member = ClientId.from_text(member_text) if member_text else None
     if usage is KeyUsage.SIGN and member is None:
-        raise _invalid("a signing key signs for a member: give member_id")
+        raise invalid("a signing key signs for a member: give member_id")
     if usage is KeyUsage.AUTH and member is not None:
-        raise _invalid("an authentication key belongs to the gateway: give no member_id")
+        raise invalid("an authentication key belongs to the gateway: give no member_id")
     if member is not None and member.is_subsystem:
-        raise _invalid("signing keys belong to members, not subsystems")
+        raise invalid("signing keys belong to members, not subsystems")
     record = await asyncio.to_thread(_generate_and_register, ctx, usage, member, algorithm)
     details = {"usage": usage.value, "algorithm": algorithm.value, "member_id": member_text}
     return Outcome(_key_json(record), 201, f"key {record.id}", details)
@@ -1149,7 +983,7 @@ def csr_subject(record: KeyRecord, server: SecurityServerId, given: Mapping[str,
     }
     unknown = set(given) - set(_SUBJECT_FIELDS)
     if unknown:
-        raise _invalid(f"unknown subject fields {sorted(unknown)}: use {sorted(_SUBJECT_FIELDS)}")
+        raise invalid(f"unknown subject fields {sorted(unknown)}: use {sorted(_SUBJECT_FIELDS)}")
     values = {**derived, **{name: value for name, value in given.items() if value is not None}}
     try:
         return x509.Name(
@@ -1160,7 +994,7 @@ def csr_subject(record: KeyRecord, server: SecurityServerId, given: Mapping[str,
             ]
         )
     except ValueError as exc:
-        raise _invalid(f"bad subject: {exc}") from None
+        raise invalid(f"bad subject: {exc}") from None
 
 
 def csr_alternative_names(
@@ -1190,7 +1024,7 @@ def _make_csr(ctx: AdminContext, key_id: int, given: Mapping[str, Any], dns_name
         names = csr_alternative_names(record, ctx.server_id, dns_names)
         csr = create_csr(_load_key(record), subject, names)
     except ValueError as exc:
-        raise _invalid(str(exc)) from None
+        raise invalid(str(exc)) from None
     pem = csr.public_bytes(serialization.Encoding.PEM).decode()
     status = KEY_STATUS_CSR if record.status == KEY_STATUS_NEW else None
     ctx.repository.update_key(key_id, csr_pem=pem, status=status)
@@ -1208,9 +1042,9 @@ async def make_csr(ctx: AdminContext, request: web.Request) -> Outcome:
     given = body.get("subject") or {}
     dns_names = body.get("dns_names") or []
     if not isinstance(given, dict):
-        raise _invalid("subject must be an object of subject fields")
+        raise invalid("subject must be an object of subject fields")
     if not isinstance(dns_names, list) or not all(isinstance(name, str) for name in dns_names):
-        raise _invalid("dns_names must be a list of host names")
+        raise invalid("dns_names must be a list of host names")
     pem = await asyncio.to_thread(_make_csr, ctx, key_id, given, dns_names)
     details = {"subject": given, "dns_names": dns_names}
     return Outcome({"key_id": key_id, "csr_pem": pem}, 200, f"key {key_id}", details)
@@ -1237,11 +1071,9 @@ def _check_identity(record: KeyRecord, certificate: x509.Certificate, server: Se
     """A certificate naming someone else than its key is for is refused (crypto/certs.py URIs)."""
     member, named_server = identifiers_of(certificate)
     if record.usage is KeyUsage.SIGN and member is not None and member != record.member:
-        raise _invalid(
-            f"the certificate names member {member}, but key {record.id} signs for {record.member}"
-        )
+        raise invalid(f"the certificate names member {member}, but key {record.id} signs for {record.member}")
     if record.usage is KeyUsage.AUTH and named_server is not None and named_server != server:
-        raise _invalid(f"the certificate names gateway {named_server}, not this gateway {server}")
+        raise invalid(f"the certificate names gateway {named_server}, not this gateway {server}")
 
 
 def _import_certificate(ctx: AdminContext, certificate: x509.Certificate) -> KeyRecord:
@@ -1251,13 +1083,13 @@ def _import_certificate(ctx: AdminContext, certificate: x509.Certificate) -> Key
             _check_identity(record, certificate, ctx.server_id)
             pem = certificate_to_pem(certificate).decode()
             return ctx.repository.update_key(record.id, cert_pem=pem, status=KEY_STATUS_CERTIFIED)
-    raise _invalid("no key of this gateway has the certificate's public key")
+    raise invalid("no key of this gateway has the certificate's public key")
 
 
 @_operation("POST", "/certificates", "certificate.import", _P.MANAGE_KEYS)
 async def import_certificate(ctx: AdminContext, request: web.Request) -> Outcome:
     """A certificate the CA issued for one of our keys, found by its public key."""
-    certificate = load_certificate(_text(await _json_body(request), "certificate_pem").encode())
+    certificate = load_certificate(required_text(await _json_body(request), "certificate_pem").encode())
     record = await asyncio.to_thread(_import_certificate, ctx, certificate)
     details = {"sha256": fingerprint_sha256(certificate), "subject": certificate.subject.rfc4514_string()}
     return Outcome(_key_json(record), 200, f"key {record.id}", details)
@@ -1276,11 +1108,11 @@ async def list_api_keys(ctx: AdminContext, request: web.Request) -> Outcome:
 async def create_api_key(ctx: AdminContext, request: web.Request) -> Outcome:
     """A new key; the answer is the only place the key itself ever appears."""
     body = await _json_body(request)
-    name = _text(body, "name", MAX_NAME_LENGTH)
+    name = required_text(body, "name", MAX_NAME_LENGTH)
     try:
-        role = parse_role(_text(body, "role"))
+        role = parse_role(required_text(body, "role"))
     except ValueError as exc:
-        raise _invalid(str(exc)) from None
+        raise invalid(str(exc)) from None
     record, key = await asyncio.to_thread(ctx.repository.create_api_key, name, role.value)
     return Outcome(
         {**_api_key_json(record), "key": key}, 201, f"api key {record.id}", {"name": name, "role": role.value}
@@ -1304,20 +1136,20 @@ def _since(request: web.Request) -> dt.datetime | None:
     try:
         since = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise _invalid("since must be an ISO 8601 time, e.g. 2026-11-27T10:00:00+00:00") from None
+        raise invalid("since must be an ISO 8601 time, e.g. 2026-11-27T10:00:00+00:00") from None
     return since if since.tzinfo is not None else since.replace(tzinfo=dt.UTC)
 
 
 @_operation("GET", "/audit-log", "audit_log.read", _P.READ_AUDIT_LOG)
 async def read_audit_log(ctx: AdminContext, request: web.Request) -> Outcome:
     """Newest first; page back by passing the answer's `next_before_id` as `before_id`."""
-    limit = max(1, min(_query_int(request, "limit") or DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE))
+    limit = max(1, min(query_int(request, "limit") or DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE))
     entries = await asyncio.to_thread(
         ctx.repository.audit_entries,
         actor=request.query.get("actor"),
         action=request.query.get("action"),
         since=_since(request),
-        before_id=_query_int(request, "before_id"),
+        before_id=query_int(request, "before_id"),
         limit=limit,
     )
     next_before = entries[-1].id if len(entries) == limit else None
@@ -1337,13 +1169,13 @@ def _log_query(request: web.Request, *, default_limit: int, max_limit: int) -> S
     try:
         return SearchQuery.from_params(request.query, default_limit=default_limit, max_limit=max_limit)
     except QueryError as exc:
-        raise _invalid(str(exc)) from None
+        raise invalid(str(exc)) from None
 
 
 def _only(request: web.Request, *names: str) -> None:
     unknown = set(request.query) - set(names)
     if unknown:
-        raise _invalid(f"unknown parameters {sorted(unknown)}: use {list(names)}")
+        raise invalid(f"unknown parameters {sorted(unknown)}: use {list(names)}")
 
 
 @_operation("GET", "/message-log/records", "message_log.search", _P.READ_MESSAGE_LOG, audit_reads=True)
@@ -1360,7 +1192,7 @@ async def show_message_log(ctx: AdminContext, request: web.Request) -> Outcome:
     """An exchange by its id (or the exchanges of a message id), each record verified."""
     inspector = _message_log(ctx)
     _only(request, "id")
-    ident = _text(request.query, "id")
+    ident = required_text(request.query, "id")
     answer = await asyncio.to_thread(inspector.show, ident)
     if not answer["exchanges"]:
         raise ApiError(404, NOT_FOUND, f"no record of {ident!r} in the message log")
@@ -1380,7 +1212,7 @@ async def export_message_log(ctx: AdminContext, request: web.Request) -> Outcome
     else:
         query = _log_query(request, default_limit=MAX_EXPORT_PER_CALL, max_limit=MAX_EXPORT_PER_CALL)
         if not query.has_filters:
-            raise _invalid("name the records to export: give id, or at least one search filter")
+            raise invalid("name the records to export: give id, or at least one search filter")
         containers, failures, next_page = await asyncio.to_thread(inspector.export, query=query)
     details = {"containers": [c.name for c in containers], "failures": len(failures)}
     return Outcome(
@@ -1418,6 +1250,6 @@ def _health_handler(ctx: AdminContext) -> Callable[[web.Request], Awaitable[web.
             except Exception:
                 log.exception("health provider failed")
                 payload["status"] = "error"
-        return web.json_response(payload, status=200 if payload.get("status") == "ok" else 503, dumps=_dumps)
+        return web.json_response(payload, status=200 if payload.get("status") == "ok" else 503, dumps=dumps)
 
     return health

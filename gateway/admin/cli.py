@@ -8,10 +8,7 @@ or asked for without echo. Output is a table for people, or the API's JSON with 
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -20,6 +17,8 @@ import requests
 
 from gateway.admin.client import DEFAULT_URL, AdminApiError, AdminClient
 from gateway.admin.roles import Role
+from gateway.apicli import ApiSettings, api_options, done, emit, json_option
+from gateway.apicli import format_table as format_table
 from gateway.ids import IdentifierError
 
 URL_ENV: Final = "XGATE_ADMIN_URL"
@@ -27,25 +26,12 @@ DEFAULT_KEY_ENV: Final = "XGATE_API_KEY"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-Columns = Sequence[tuple[str, str]]
-"""(field of the API's answer, column title)."""
 
+class AdminSettings(ApiSettings[AdminClient]):
+    """Where a gateway's management API is and where its key comes from."""
 
-@dataclass
-class AdminSettings:
-    """Where the API is and where its key comes from; the client is made on first use."""
-
-    url: str
-    key_env: str
-    _client: AdminClient | None = None
-
-    def client(self) -> AdminClient:
-        if self._client is None:
-            key = os.environ.get(self.key_env) or click.prompt(
-                f"API key ({self.key_env} is not set)", hide_input=True
-            )
-            self._client = AdminClient(self.url, key)
-        return self._client
+    def _connect(self, url: str, key: str) -> AdminClient:
+        return AdminClient(url, key)
 
 
 pass_settings = click.make_pass_decorator(AdminSettings)
@@ -70,20 +56,11 @@ class AdminGroup(click.Group):
 
 
 @click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--url",
-    envvar=URL_ENV,
-    default=DEFAULT_URL,
-    show_default=True,
-    help=f"The node's admin listener (or set {URL_ENV}).",
-)
-@click.option(
-    "--api-key-env",
-    "key_env",
-    default=DEFAULT_KEY_ENV,
-    show_default=True,
-    metavar="VAR",
-    help="Environment variable holding the API key; asked for when it is unset. Keys are never arguments.",
+@api_options(
+    url_env=URL_ENV,
+    default_url=DEFAULT_URL,
+    default_key_env=DEFAULT_KEY_ENV,
+    url_help=f"The node's admin listener (or set {URL_ENV}).",
 )
 @click.pass_context
 def cli(ctx: click.Context, url: str, key_env: str) -> None:
@@ -96,55 +73,6 @@ def cli(ctx: click.Context, url: str, key_env: str) -> None:
 
 
 # --- output --------------------------------------------------------------------------------
-
-
-def json_option(function: _F) -> _F:
-    decorated: _F = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")(
-        function
-    )
-    return decorated
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ", ".join(_cell(item) for item in value) or "-"
-    if isinstance(value, dict):  # e.g. an endpoint: "GET /pets/*"
-        return " ".join(_cell(item) for item in value.values())
-    return str(value)
-
-
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Columns) -> str:
-    """Rows as left-aligned columns under a header line."""
-    table = [[title.upper() for _, title in columns]]
-    table += [[_cell(row.get(field)) for field, _ in columns] for row in rows]
-    widths = [max(len(line[index]) for line in table) for index in range(len(columns))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in table
-    )
-
-
-def _emit(result: Any, as_json: bool, columns: Columns | None = None, message: str | None = None) -> None:
-    """Print `result`: JSON, a table (lists), field: value lines (objects), or `message`."""
-    if as_json:
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
-    elif message is not None:
-        click.echo(message)
-    elif isinstance(result, list):
-        click.echo(format_table(result, columns or ()) if result else "(none)")
-    elif isinstance(result, dict):
-        fields = [field for field, _ in columns] if columns else list(result)
-        for field in fields:
-            click.echo(f"{field}: {_cell(result.get(field))}")
-
-
-def _done(as_json: bool, message: str) -> None:
-    """For operations answering nothing (204)."""
-    _emit({"status": "ok", "message": message}, as_json, message=message)
 
 
 def _read_text(path: Path) -> str:
@@ -214,7 +142,7 @@ def subsystems_list(settings: AdminSettings, as_json: bool) -> None:
     """List the subsystems this gateway hosts."""
     result = settings.client().list_subsystems()
     rows = result if as_json else [{**row, "certificates": len(row["certificates"])} for row in result]
-    _emit(rows, as_json, _SUBSYSTEM_COLUMNS)
+    emit(rows, as_json, _SUBSYSTEM_COLUMNS)
 
 
 @subsystems.command("add")
@@ -230,7 +158,7 @@ def subsystems_list(settings: AdminSettings, as_json: bool) -> None:
 @pass_settings
 def subsystems_add(settings: AdminSettings, client_id: str, auth_mode: str, as_json: bool) -> None:
     """Register CLIENT_ID (INSTANCE/CLASS/MEMBER/SUBSYSTEM) on this gateway."""
-    _emit(settings.client().add_subsystem(client_id, auth_mode), as_json, _SUBSYSTEM_COLUMNS)
+    emit(settings.client().add_subsystem(client_id, auth_mode), as_json, _SUBSYSTEM_COLUMNS)
 
 
 @subsystems.command("remove")
@@ -243,7 +171,7 @@ def subsystems_remove(settings: AdminSettings, client_id: str, yes: bool, as_jso
     if not yes:
         click.confirm(f"Remove {client_id} with its services, rights and groups?", abort=True)
     settings.client().remove_subsystem(client_id)
-    _done(as_json, f"removed {client_id}")
+    done(as_json, f"removed {client_id}")
 
 
 @subsystems.command("auth")
@@ -253,7 +181,7 @@ def subsystems_remove(settings: AdminSettings, client_id: str, yes: bool, as_jso
 @pass_settings
 def subsystems_auth(settings: AdminSettings, client_id: str, mode: str, as_json: bool) -> None:
     """Set how CLIENT_ID's systems connect: http, https, or https_cert (pinned certificates)."""
-    _emit(settings.client().set_auth_mode(client_id, mode), as_json, _SUBSYSTEM_COLUMNS)
+    emit(settings.client().set_auth_mode(client_id, mode), as_json, _SUBSYSTEM_COLUMNS)
 
 
 @subsystems.command("pin-cert")
@@ -263,7 +191,7 @@ def subsystems_auth(settings: AdminSettings, client_id: str, mode: str, as_json:
 @pass_settings
 def subsystems_pin_cert(settings: AdminSettings, client_id: str, pem_file: Path, as_json: bool) -> None:
     """Pin the client TLS certificate in PEM_FILE for CLIENT_ID (used in https_cert mode)."""
-    _emit(settings.client().pin_certificate(client_id, _read_text(pem_file)), as_json)
+    emit(settings.client().pin_certificate(client_id, _read_text(pem_file)), as_json)
 
 
 @subsystems.command("unpin-cert")
@@ -274,7 +202,7 @@ def subsystems_pin_cert(settings: AdminSettings, client_id: str, pem_file: Path,
 def subsystems_unpin_cert(settings: AdminSettings, client_id: str, sha256: str, as_json: bool) -> None:
     """Unpin the certificate with fingerprint SHA256 (hex) from CLIENT_ID."""
     settings.client().unpin_certificate(client_id, sha256)
-    _done(as_json, f"unpinned {sha256} from {client_id}")
+    done(as_json, f"unpinned {sha256} from {client_id}")
 
 
 # --- services ------------------------------------------------------------------------------
@@ -291,7 +219,7 @@ def services() -> None:
 @pass_settings
 def services_list(settings: AdminSettings, client_id: str, as_json: bool) -> None:
     """List CLIENT_ID's services."""
-    _emit(settings.client().list_services(client_id), as_json, _SERVICE_COLUMNS)
+    emit(settings.client().list_services(client_id), as_json, _SERVICE_COLUMNS)
 
 
 def _document_source(file: Path | None, url: str | None) -> tuple[str | None, str | None]:
@@ -311,7 +239,7 @@ def services_add_wsdl(
 ) -> None:
     """Register one SOAP service per operation of a WSDL, called at the WSDL's address."""
     wsdl, url = _document_source(file, url)
-    _emit(settings.client().add_wsdl(client_id, wsdl=wsdl, url=url), as_json, _SERVICE_COLUMNS)
+    emit(settings.client().add_wsdl(client_id, wsdl=wsdl, url=url), as_json, _SERVICE_COLUMNS)
 
 
 @services.command("add-openapi")
@@ -343,7 +271,7 @@ def services_add_openapi(
         service_version=service_version,
         backend_url=backend_url,
     )
-    _emit(result, as_json, (*_SERVICE_COLUMNS, ("endpoints", "endpoints")))
+    emit(result, as_json, (*_SERVICE_COLUMNS, ("endpoints", "endpoints")))
 
 
 @services.command("set-backend")
@@ -390,7 +318,7 @@ def services_set_backend(
             "nothing to change: give --backend-url, --timeout, --tls-verify or a CA option"
         )
     result = settings.client().set_backend(client_id, service_code, version, **changes)
-    _emit(result, as_json, (*_SERVICE_COLUMNS, ("timeout_seconds", "timeout"), ("tls_verify", "tls verify")))
+    emit(result, as_json, (*_SERVICE_COLUMNS, ("timeout_seconds", "timeout"), ("tls_verify", "tls verify")))
 
 
 @services.command("enable")
@@ -403,7 +331,7 @@ def services_enable(
     settings: AdminSettings, client_id: str, service_code: str, version: str | None, as_json: bool
 ) -> None:
     """Enable SERVICE_CODE of CLIENT_ID."""
-    _emit(settings.client().enable_service(client_id, service_code, version), as_json, _SERVICE_COLUMNS)
+    emit(settings.client().enable_service(client_id, service_code, version), as_json, _SERVICE_COLUMNS)
 
 
 @services.command("disable")
@@ -423,7 +351,7 @@ def services_disable(
 ) -> None:
     """Disable SERVICE_CODE of CLIENT_ID; callers get ServiceDisabled with the notice."""
     result = settings.client().disable_service(client_id, service_code, version, notice)
-    _emit(result, as_json, _SERVICE_COLUMNS)
+    emit(result, as_json, _SERVICE_COLUMNS)
 
 
 @services.command("remove")
@@ -437,7 +365,7 @@ def services_remove(
 ) -> None:
     """Unregister SERVICE_CODE (its access rights go with the code's last version)."""
     settings.client().remove_service(client_id, service_code, version)
-    _done(as_json, f"removed {service_code} of {client_id}")
+    done(as_json, f"removed {service_code} of {client_id}")
 
 
 # --- access rights -------------------------------------------------------------------------
@@ -475,7 +403,7 @@ def _right_options(function: _F) -> _F:
 @pass_settings
 def access_list(settings: AdminSettings, client_id: str, service_code: str, as_json: bool) -> None:
     """List the rights to CLIENT_ID's SERVICE_CODE."""
-    _emit(settings.client().list_access_rights(client_id, service_code), as_json, _RIGHT_COLUMNS)
+    emit(settings.client().list_access_rights(client_id, service_code), as_json, _RIGHT_COLUMNS)
 
 
 @access.command("grant")
@@ -494,7 +422,7 @@ def access_grant(
 ) -> None:
     """Let SUBJECT call CLIENT_ID's SERVICE_CODE (or one endpoint of it)."""
     result = settings.client().grant(client_id, service_code, subject, subject_type, method, path)
-    _emit(result, as_json, _RIGHT_COLUMNS)
+    emit(result, as_json, _RIGHT_COLUMNS)
 
 
 @access.command("revoke")
@@ -513,7 +441,7 @@ def access_revoke(
 ) -> None:
     """Take back the right SUBJECT holds to CLIENT_ID's SERVICE_CODE (same arguments as grant)."""
     settings.client().revoke(client_id, service_code, subject, subject_type, method, path)
-    _done(as_json, f"revoked {subject}'s right to {service_code}")
+    done(as_json, f"revoked {subject}'s right to {service_code}")
 
 
 # --- local groups --------------------------------------------------------------------------
@@ -531,7 +459,7 @@ def groups() -> None:
 def groups_list(settings: AdminSettings, client_id: str, as_json: bool) -> None:
     """List CLIENT_ID's local groups and their members."""
     columns = (("code", "code"), ("description", "description"), ("members", "members"))
-    _emit(settings.client().list_local_groups(client_id), as_json, columns)
+    emit(settings.client().list_local_groups(client_id), as_json, columns)
 
 
 @groups.command("add")
@@ -542,7 +470,7 @@ def groups_list(settings: AdminSettings, client_id: str, as_json: bool) -> None:
 @pass_settings
 def groups_add(settings: AdminSettings, client_id: str, code: str, description: str, as_json: bool) -> None:
     """Create local group CODE for CLIENT_ID."""
-    _emit(settings.client().add_local_group(client_id, code, description), as_json)
+    emit(settings.client().add_local_group(client_id, code, description), as_json)
 
 
 @groups.command("remove")
@@ -553,7 +481,7 @@ def groups_add(settings: AdminSettings, client_id: str, code: str, description: 
 def groups_remove(settings: AdminSettings, client_id: str, code: str, as_json: bool) -> None:
     """Delete local group CODE, its members and the rights granted to it."""
     settings.client().remove_local_group(client_id, code)
-    _done(as_json, f"removed group {code} of {client_id}")
+    done(as_json, f"removed group {code} of {client_id}")
 
 
 @groups.command("add-member")
@@ -566,7 +494,7 @@ def groups_add_member(
     settings: AdminSettings, client_id: str, code: str, member_id: str, as_json: bool
 ) -> None:
     """Add client MEMBER_ID to CLIENT_ID's local group CODE."""
-    _emit(settings.client().add_group_member(client_id, code, member_id), as_json)
+    emit(settings.client().add_group_member(client_id, code, member_id), as_json)
 
 
 @groups.command("remove-member")
@@ -580,7 +508,7 @@ def groups_remove_member(
 ) -> None:
     """Remove client MEMBER_ID from CLIENT_ID's local group CODE."""
     settings.client().remove_group_member(client_id, code, member_id)
-    _done(as_json, f"removed {member_id} from {code}")
+    done(as_json, f"removed {member_id} from {code}")
 
 
 # --- keys ----------------------------------------------------------------------------------
@@ -606,7 +534,7 @@ def _key_row(key: Mapping[str, Any]) -> dict[str, Any]:
 def keys_list(settings: AdminSettings, as_json: bool) -> None:
     """List the keys, their status and certificates."""
     result = settings.client().list_keys()
-    _emit(result if as_json else [_key_row(key) for key in result], as_json, _KEY_COLUMNS)
+    emit(result if as_json else [_key_row(key) for key in result], as_json, _KEY_COLUMNS)
 
 
 @keys.command("generate")
@@ -625,7 +553,7 @@ def keys_generate(
 ) -> None:
     """Generate a key on the node (written under its data directory, mode 0600)."""
     result = settings.client().generate_key(usage, member_id, algorithm)
-    _emit(_key_row(result) if not as_json else result, as_json, _KEY_COLUMNS)
+    emit(_key_row(result) if not as_json else result, as_json, _KEY_COLUMNS)
 
 
 @keys.command("csr")
@@ -670,9 +598,9 @@ def keys_csr(
     pem = settings.client().make_csr(key_id, subject, list(dns_names))
     if out is not None:
         out.write_text(pem, encoding="utf-8")
-        _emit({"key_id": key_id, "csr_file": str(out)}, as_json, message=f"wrote {out}")
+        emit({"key_id": key_id, "csr_file": str(out)}, as_json, message=f"wrote {out}")
     else:
-        _emit({"key_id": key_id, "csr_pem": pem}, as_json, message=pem.rstrip("\n"))
+        emit({"key_id": key_id, "csr_pem": pem}, as_json, message=pem.rstrip("\n"))
 
 
 @keys.command("import-cert")
@@ -682,7 +610,7 @@ def keys_csr(
 def keys_import_cert(settings: AdminSettings, pem_file: Path, as_json: bool) -> None:
     """Import the certificate in PEM_FILE; it is matched to its key by public key."""
     result = settings.client().import_certificate(_read_text(pem_file))
-    _emit(_key_row(result) if not as_json else result, as_json, _KEY_COLUMNS)
+    emit(_key_row(result) if not as_json else result, as_json, _KEY_COLUMNS)
 
 
 # --- API keys and the audit log --------------------------------------------------------------
@@ -698,7 +626,7 @@ def apikeys() -> None:
 @pass_settings
 def apikeys_list(settings: AdminSettings, as_json: bool) -> None:
     """List the API keys (names and roles; never the keys)."""
-    _emit(settings.client().list_api_keys(), as_json, _API_KEY_COLUMNS)
+    emit(settings.client().list_api_keys(), as_json, _API_KEY_COLUMNS)
 
 
 @apikeys.command("create")
@@ -710,9 +638,9 @@ def apikeys_create(settings: AdminSettings, name: str, role: str, as_json: bool)
     """Create an API key NAME with ROLE; the key is printed this once."""
     result = settings.client().create_api_key(name, role)
     if as_json:
-        _emit(result, True)
+        emit(result, True)
         return
-    _emit(result, False, (*_API_KEY_COLUMNS, ("key", "key")))
+    emit(result, False, (*_API_KEY_COLUMNS, ("key", "key")))
     click.echo("Store the key now: it is not shown again.", err=True)
 
 
@@ -723,7 +651,7 @@ def apikeys_create(settings: AdminSettings, name: str, role: str, as_json: bool)
 def apikeys_revoke(settings: AdminSettings, key_id: int, as_json: bool) -> None:
     """Revoke API key KEY_ID (see `apikeys list`)."""
     settings.client().revoke_api_key(key_id)
-    _done(as_json, f"revoked API key {key_id}")
+    done(as_json, f"revoked API key {key_id}")
 
 
 @cli.command("audit")
@@ -748,8 +676,8 @@ def audit(
         limit=limit, before_id=before_id, actor=actor, action=action, since=since
     )
     if as_json:
-        _emit(page, True)
+        emit(page, True)
         return
-    _emit(page["entries"], False, _AUDIT_COLUMNS)
+    emit(page["entries"], False, _AUDIT_COLUMNS)
     if page.get("next_before_id") is not None:
         click.echo(f"next page: --before-id {page['next_before_id']}", err=True)

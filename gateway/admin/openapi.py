@@ -12,65 +12,33 @@ import copy
 from functools import lru_cache
 from typing import Any, Final
 
-OPENAPI_VERSION: Final = "3.0.3"
+from gateway.apidoc import (
+    Schema,
+    api_document,
+    error_schema,
+    json_content,
+    list_of,
+    nullable,
+    object_of,
+    operation_object,
+    path_parameter,
+    query_parameter,
+    ref,
+    string,
+)
+
 API_VERSION: Final = "1.0.0"
 
-Schema = dict[str, Any]
 
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _string(description: str | None = None, **extra: Any) -> Schema:
-    schema: Schema = {"type": "string", **extra}
-    if description:
-        schema["description"] = description
-    return schema
-
-
-def _nullable(schema: Schema) -> Schema:
-    return {**schema, "nullable": True}
-
-
-def _object(properties: dict[str, Schema], required: tuple[str, ...] = ()) -> Schema:
-    schema: Schema = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
-    return schema
-
-
-def _list_of(key: str, item: str) -> Schema:
-    return _object({key: {"type": "array", "items": _ref(item)}}, (key,))
-
-
-def _json(schema: Schema) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
-def _path_parameter(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": description, "schema": _string()}
-
-
-def _query_parameter(name: str, description: str, schema: Schema | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema or _string(),
-    }
-
-
-_CLIENT_ID: Final = _path_parameter(
+_CLIENT_ID: Final = path_parameter(
     "client_id", "The subsystem (or member) as INSTANCE:CLASS:MEMBER[:SUBSYSTEM], X-Road's path form."
 )
-_SERVICE_CODE: Final = _path_parameter("service_code", "The service code.")
-_VERSION: Final = _query_parameter(
+_SERVICE_CODE: Final = path_parameter("service_code", "The service code.")
+_VERSION: Final = query_parameter(
     "version", "The service version; leave out for a service registered without one."
 )
-_GROUP_CODE: Final = _path_parameter("group_code", "The local group's code.")
-_KEY_ID: Final = _path_parameter("key_id", "The numeric id of the key.")
+_GROUP_CODE: Final = path_parameter("group_code", "The local group's code.")
+_KEY_ID: Final = path_parameter("key_id", "The numeric id of the key.")
 
 _ERRORS: Final = {
     "400": "The request is invalid; `message` says why.",
@@ -88,132 +56,114 @@ def _operation(
     permission: str,
     tag: str,
     *,
-    parameters: tuple[dict[str, Any], ...] = (),
-    body: Schema | None = None,
-    status: str = "200",
-    response: Schema | None = None,
     errors: tuple[str, ...] = ("400", "401", "403", "404"),
-    description: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    responses: dict[str, Any] = {}
-    if response is None:
-        responses[status] = {"description": "Done."}
-    else:
-        responses[status] = {"description": "Done.", "content": _json(response)}
-    for code in errors:
-        responses[code] = {"description": _ERRORS[code], "content": _json(_ref("Error"))}
-    operation: dict[str, Any] = {
-        "operationId": operation_id,
-        "summary": summary,
-        "tags": [tag],
-        "x-permission": permission,
-        "responses": responses,
-    }
-    if description:
-        operation["description"] = description
-    if parameters:
-        operation["parameters"] = list(parameters)
-    if body is not None:
-        operation["requestBody"] = {"required": True, "content": _json(body)}
-    return operation
+    """An operation answering the named error codes (`_ERRORS`) besides its own answer."""
+    described = {code: _ERRORS[code] for code in errors}
+    return operation_object(operation_id, summary, permission, tag, errors=described, **options)
 
 
 _SCHEMAS: Final[dict[str, Schema]] = {
-    "Error": _object(
-        {
-            "error": _string(
-                "A stable code: validation_error, invalid_description, fetch_failed, unauthorized, "
-                "forbidden, not_found, conflict, method_not_allowed, payload_too_large, unavailable, "
-                "internal_error."
-            ),
-            "message": _string("What went wrong, for people."),
-        },
-        ("error", "message"),
+    "Error": error_schema(
+        (
+            "validation_error",
+            "invalid_description",
+            "fetch_failed",
+            "unauthorized",
+            "forbidden",
+            "not_found",
+            "conflict",
+            "method_not_allowed",
+            "payload_too_large",
+            "unavailable",
+            "internal_error",
+        )
     ),
-    "CertificateSummary": _object(
+    "CertificateSummary": object_of(
         {
-            "sha256": _string("Lower-case hex SHA-256 of the DER certificate."),
-            "subject": _string("RFC 4514 subject."),
-            "not_after": _string(format="date-time"),
+            "sha256": string("Lower-case hex SHA-256 of the DER certificate."),
+            "subject": string("RFC 4514 subject."),
+            "not_after": string(format="date-time"),
         },
         ("sha256", "subject", "not_after"),
     ),
-    "Subsystem": _object(
+    "Subsystem": object_of(
         {
-            "client_id": _string("INSTANCE/CLASS/MEMBER[/SUBSYSTEM]"),
-            "auth_mode": _ref("AuthMode"),
-            "certificates": {"type": "array", "items": _ref("CertificateSummary")},
+            "client_id": string("INSTANCE/CLASS/MEMBER[/SUBSYSTEM]"),
+            "auth_mode": ref("AuthMode"),
+            "certificates": {"type": "array", "items": ref("CertificateSummary")},
         },
         ("client_id", "auth_mode", "certificates"),
     ),
-    "AuthMode": _string(
+    "AuthMode": string(
         "How client systems connect to the internal interface.", enum=["http", "https", "https_cert"]
     ),
-    "Endpoint": _object({"method": _string(), "path": _string()}, ("method", "path")),
-    "Service": _object(
+    "Endpoint": object_of({"method": string(), "path": string()}, ("method", "path")),
+    "Service": object_of(
         {
-            "id": _string("The service identifier's text form."),
-            "service_code": _string(),
-            "service_version": _nullable(_string()),
-            "kind": _string(enum=["soap", "rest"]),
-            "backend_url": _string(),
+            "id": string("The service identifier's text form."),
+            "service_code": string(),
+            "service_version": nullable(string()),
+            "kind": string(enum=["soap", "rest"]),
+            "backend_url": string(),
             "timeout_seconds": {"type": "number"},
             "tls_verify": {"type": "boolean"},
-            "tls_ca_pem": _nullable(
-                _string("CA certificates (PEM) trusted for the backend instead of the system's.")
+            "tls_ca_pem": nullable(
+                string("CA certificates (PEM) trusted for the backend instead of the system's.")
             ),
             "enabled": {"type": "boolean"},
-            "disabled_notice": _nullable(_string()),
-            "description_source": _nullable(_string("The URL the description came from, or `upload`.")),
-            "endpoints": {"type": "array", "items": _ref("Endpoint")},
+            "disabled_notice": nullable(string()),
+            "description_source": nullable(string("The URL the description came from, or `upload`.")),
+            "endpoints": {"type": "array", "items": ref("Endpoint")},
         },
         ("id", "service_code", "kind", "backend_url", "timeout_seconds", "enabled", "endpoints"),
     ),
-    "AccessRight": _object(
+    "AccessRight": object_of(
         {
-            "subject": _string(
+            "subject": string(
                 "Client text form, INSTANCE/GROUP for a global group, GROUP for a local group."
             ),
-            "subject_type": _ref("SubjectType"),
-            "service_code": _string(),
-            "method": _nullable(_string("HTTP method or `*`; null for the whole service.")),
-            "path": _nullable(_string("Path pattern with `*` wildcards; null for the whole service.")),
+            "subject_type": ref("SubjectType"),
+            "service_code": string(),
+            "method": nullable(string("HTTP method or `*`; null for the whole service.")),
+            "path": nullable(string("Path pattern with `*` wildcards; null for the whole service.")),
         },
         ("subject", "subject_type", "service_code"),
     ),
-    "SubjectType": _string(enum=["member", "subsystem", "globalgroup", "localgroup"]),
-    "LocalGroup": _object(
+    "SubjectType": string(enum=["member", "subsystem", "globalgroup", "localgroup"]),
+    "LocalGroup": object_of(
         {
-            "code": _string(),
-            "description": _string(),
-            "members": {"type": "array", "items": _string("INSTANCE/CLASS/MEMBER[/SUBSYSTEM]")},
+            "code": string(),
+            "description": string(),
+            "members": {"type": "array", "items": string("INSTANCE/CLASS/MEMBER[/SUBSYSTEM]")},
         },
         ("code", "description", "members"),
     ),
-    "Key": _object(
+    "Key": object_of(
         {
             "id": {"type": "integer"},
-            "usage": _string(enum=["auth", "sign"]),
-            "member_id": _nullable(_string("The member a signing key signs for.")),
-            "key_path": _string("Where the private key file is, mode 0600."),
-            "status": _string(enum=["new", "csr_created", "certified"]),
-            "created_at": _string(format="date-time"),
+            "usage": string(enum=["auth", "sign"]),
+            "member_id": nullable(string("The member a signing key signs for.")),
+            "key_path": string("Where the private key file is, mode 0600."),
+            "status": string(enum=["new", "csr_created", "certified"]),
+            "created_at": string(format="date-time"),
             "has_csr": {"type": "boolean"},
-            "certificate": _nullable(_ref("CertificateSummary")),
+            "certificate": nullable(ref("CertificateSummary")),
         },
         ("id", "usage", "key_path", "status", "created_at", "has_csr"),
     ),
-    "ApiKey": _object(
+    "ApiKey": object_of(
         {
             "id": {"type": "integer"},
-            "name": _string(),
-            "role": _ref("Role"),
-            "created_at": _string(format="date-time"),
+            "name": string(),
+            "role": ref("Role"),
+            "created_at": string(format="date-time"),
             "revoked": {"type": "boolean"},
         },
         ("id", "name", "role", "created_at", "revoked"),
     ),
-    "Role": _string(
+    "Role": string(
         enum=[
             "observer",
             "service_administrator",
@@ -222,57 +172,57 @@ _SCHEMAS: Final[dict[str, Schema]] = {
             "system_administrator",
         ]
     ),
-    "AuditEntry": _object(
+    "AuditEntry": object_of(
         {
             "id": {"type": "integer"},
-            "at": _string(format="date-time"),
-            "actor": _string("NAME#ID of the API key, or `anonymous`."),
-            "action": _string("The operation's operationId, e.g. subsystem.add."),
-            "target": _string(),
-            "details": _nullable({"type": "object"}),
-            "result": _string(enum=["ok", "refused", "error"]),
+            "at": string(format="date-time"),
+            "actor": string("NAME#ID of the API key, or `anonymous`."),
+            "action": string("The operation's operationId, e.g. subsystem.add."),
+            "target": string(),
+            "details": nullable({"type": "object"}),
+            "result": string(enum=["ok", "refused", "error"]),
         },
         ("id", "at", "actor", "action", "target", "result"),
     ),
 }
 
 _LOG_RECORD_FIELDS: Final[dict[str, Schema]] = {
-    "node": _string("The gateway node whose chain holds the record."),
+    "node": string("The gateway node whose chain holds the record."),
     "seq": {"type": "integer", "description": "The record's place in its node's chain."},
-    "exchange_id": _string("Links a request and its response on this gateway."),
-    "message_id": _string(),
-    "gateway": _string("The gateway whose log this is (SecurityServerId text)."),
-    "side": _string(enum=["consumer", "provider"]),
-    "direction": _string(enum=["request", "response"]),
-    "kind": _string(enum=["soap", "rest"]),
-    "logged_at": _string(format="date-time"),
-    "client": _string("INSTANCE/CLASS/MEMBER[/SUBSYSTEM]"),
-    "service": _string("The service identifier's text form."),
-    "user_id": _nullable(_string()),
-    "outcome": _string("`ok`, or the fault code the gateway answered with."),
-    "fault_detail": _nullable(_string()),
+    "exchange_id": string("Links a request and its response on this gateway."),
+    "message_id": string(),
+    "gateway": string("The gateway whose log this is (SecurityServerId text)."),
+    "side": string(enum=["consumer", "provider"]),
+    "direction": string(enum=["request", "response"]),
+    "kind": string(enum=["soap", "rest"]),
+    "logged_at": string(format="date-time"),
+    "client": string("INSTANCE/CLASS/MEMBER[/SUBSYSTEM]"),
+    "service": string("The service identifier's text form."),
+    "user_id": nullable(string()),
+    "outcome": string("`ok`, or the fault code the gateway answered with."),
+    "fault_detail": nullable(string()),
     "body_logged": {"type": "boolean"},
     "timestamped": {"type": "boolean"},
-    "archive": _nullable(_string("The archive file holding the record, once archived.")),
+    "archive": nullable(string("The archive file holding the record, once archived.")),
 }
 
 _LOG_SCHEMAS: Final[dict[str, Schema]] = {
-    "LogRecord": _object(_LOG_RECORD_FIELDS, ("node", "seq", "exchange_id", "message_id", "logged_at")),
-    "LogRecordStatus": _object(
+    "LogRecord": object_of(_LOG_RECORD_FIELDS, ("node", "seq", "exchange_id", "message_id", "logged_at")),
+    "LogRecordStatus": object_of(
         {
             "valid": {"type": "boolean"},
-            "problem": _nullable(_ref("LogProblem")),
-            "chain": _string("The record's place in its chain and its link to the one before."),
-            "content": _string("The record hash against the content, the body against its digest."),
-            "signature": _string("The batch signature and this message's proof to its root."),
-            "timestamp": _string("The RFC 3161 token over the record's batch."),
+            "problem": nullable(ref("LogProblem")),
+            "chain": string("The record's place in its chain and its link to the one before."),
+            "content": string("The record hash against the content, the body against its digest."),
+            "signature": string("The batch signature and this message's proof to its root."),
+            "timestamp": string("The RFC 3161 token over the record's batch."),
         },
         ("valid", "chain", "content", "signature", "timestamp"),
     ),
-    "LogProblem": _object(
+    "LogProblem": object_of(
         {
             "seq": {"type": "integer"},
-            "problem": _string(
+            "problem": string(
                 enum=[
                     "missing",
                     "beyond-head",
@@ -285,94 +235,94 @@ _LOG_SCHEMAS: Final[dict[str, Schema]] = {
                     "not-stamped",
                 ]
             ),
-            "reason": _string(),
+            "reason": string(),
         },
         ("seq", "problem", "reason"),
     ),
     "LogRecordDetail": {
         "allOf": [
-            _ref("LogRecord"),
-            _object(
+            ref("LogRecord"),
+            object_of(
                 {
-                    "issue": _nullable(_string()),
-                    "represented_party": _nullable(_string()),
-                    "content_type": _string(),
-                    "message_sha256": _nullable(_string()),
-                    "manifest_sha256": _string(),
-                    "prev_hash": _string(),
-                    "record_hash": _string(),
-                    "rest_head": _nullable(
+                    "issue": nullable(string()),
+                    "represented_party": nullable(string()),
+                    "content_type": string(),
+                    "message_sha256": nullable(string()),
+                    "manifest_sha256": string(),
+                    "prev_hash": string(),
+                    "record_hash": string(),
+                    "rest_head": nullable(
                         {"type": "object", "description": "A REST message's signed head (docs/transport.md)."}
                     ),
-                    "body": _object(
+                    "body": object_of(
                         {
-                            "state": _string(enum=["logged", "not_logged", "encrypted"]),
-                            "size": _nullable({"type": "integer"}),
-                            "preview": _nullable(_string("The body's first bytes as text.")),
+                            "state": string(enum=["logged", "not_logged", "encrypted"]),
+                            "size": nullable({"type": "integer"}),
+                            "preview": nullable(string("The body's first bytes as text.")),
                             "truncated": {"type": "boolean"},
                         },
                         ("state", "truncated"),
                     ),
-                    "verification": _ref("LogRecordStatus"),
+                    "verification": ref("LogRecordStatus"),
                 },
                 ("body", "verification"),
             ),
         ]
     },
-    "LogExchange": _object(
+    "LogExchange": object_of(
         {
-            "exchange_id": _string(),
-            "request": _nullable(_ref("LogRecordDetail")),
-            "response": _nullable(_ref("LogRecordDetail")),
-            "other": {"type": "array", "items": _ref("LogRecordDetail")},
+            "exchange_id": string(),
+            "request": nullable(ref("LogRecordDetail")),
+            "response": nullable(ref("LogRecordDetail")),
+            "other": {"type": "array", "items": ref("LogRecordDetail")},
         },
         ("exchange_id", "other"),
     ),
-    "LogContainer": _object(
+    "LogContainer": object_of(
         {
-            "name": _string("A file name for the container: SEQ-RECORDHASH.asice."),
-            "node": _string(),
+            "name": string("A file name for the container: SEQ-RECORDHASH.asice."),
+            "node": string(),
             "seq": {"type": "integer"},
-            "side": _string(enum=["consumer", "provider"]),
-            "gateway": _string(),
-            "message_id": _string(),
-            "exchange_id": _string(),
-            "direction": _string(),
-            "logged_at": _string(),
-            "record_hash": _string(),
+            "side": string(enum=["consumer", "provider"]),
+            "gateway": string(),
+            "message_id": string(),
+            "exchange_id": string(),
+            "direction": string(),
+            "logged_at": string(),
+            "record_hash": string(),
             "timestamped": {
                 "type": "boolean",
                 "description": "False for a record not yet stamped: its container lacks the timestamp.",
             },
-            "sha256": _string("SHA-256 of the container."),
+            "sha256": string("SHA-256 of the container."),
             "size": {"type": "integer"},
-            "data": _string("The ASiC-E container, base64.", format="byte"),
+            "data": string("The ASiC-E container, base64.", format="byte"),
         },
         ("name", "node", "seq", "sha256", "data"),
     ),
-    "LogChainVerification": _object(
+    "LogChainVerification": object_of(
         {
-            "gateway": _string(),
-            "node": _string(),
+            "gateway": string(),
+            "node": string(),
             "valid": {"type": "boolean"},
             "checked": {"type": "integer", "description": "Records that passed, from the chain's start."},
             "signatures_verified": {"type": "integer"},
             "tokens_verified": {"type": "integer"},
             "unstamped": {"type": "integer"},
-            "first_bad": _nullable(_ref("LogProblem")),
+            "first_bad": nullable(ref("LogProblem")),
         },
         ("gateway", "node", "valid", "checked", "first_bad"),
     ),
 }
 
 _LOG_FILTERS: Final = (
-    _query_parameter("message_id", "Only this message id."),
-    _query_parameter("client", "Only this client, INSTANCE/CLASS/MEMBER[/SUBSYSTEM]."),
-    _query_parameter("service", "Only this service, its identifier's text form."),
-    _query_parameter("user_id", "Only this user id."),
-    _query_parameter("since", "Logged at or after this time (ISO 8601).", _string(format="date-time")),
-    _query_parameter("until", "Logged before this time (ISO 8601).", _string(format="date-time")),
-    _query_parameter("outcome", "`ok`, or a fault code."),
+    query_parameter("message_id", "Only this message id."),
+    query_parameter("client", "Only this client, INSTANCE/CLASS/MEMBER[/SUBSYSTEM]."),
+    query_parameter("service", "Only this service, its identifier's text form."),
+    query_parameter("user_id", "Only this user id."),
+    query_parameter("since", "Logged at or after this time (ISO 8601).", string(format="date-time")),
+    query_parameter("until", "Logged before this time (ISO 8601).", string(format="date-time")),
+    query_parameter("outcome", "`ok`, or a fault code."),
 )
 _LOG_AUDITED: Final = (
     "Every call is audited, with its query parameters, whatever its result: the message log "
@@ -383,7 +333,7 @@ _LOG_AUDITED: Final = (
 def _message_log_paths() -> dict[str, dict[str, Any]]:
     read, tag = "read_message_log", "message log"
     paging = (
-        _query_parameter("offset", "Records to skip: the last page's next_offset.", {"type": "integer"}),
+        query_parameter("offset", "Records to skip: the last page's next_offset.", {"type": "integer"}),
     )
     return {
         "/api/v1/message-log/records": {
@@ -394,15 +344,15 @@ def _message_log_paths() -> dict[str, dict[str, Any]]:
                 tag,
                 parameters=(
                     *_LOG_FILTERS,
-                    _query_parameter("limit", "Records per page (at most 1000).", {"type": "integer"}),
+                    query_parameter("limit", "Records per page (at most 1000).", {"type": "integer"}),
                     *paging,
                 ),
-                response=_object(
+                response=object_of(
                     {
-                        "records": {"type": "array", "items": _ref("LogRecord")},
+                        "records": {"type": "array", "items": ref("LogRecord")},
                         "limit": {"type": "integer"},
                         "offset": {"type": "integer"},
-                        "next_offset": _nullable({"type": "integer"}),
+                        "next_offset": nullable({"type": "integer"}),
                     },
                     ("records", "next_offset"),
                 ),
@@ -417,16 +367,16 @@ def _message_log_paths() -> dict[str, dict[str, Any]]:
                 read,
                 tag,
                 parameters=(
-                    {**_query_parameter("id", "An exchange id, or else a message id."), "required": True},
+                    {**query_parameter("id", "An exchange id, or else a message id."), "required": True},
                 ),
-                response=_object(
+                response=object_of(
                     {
-                        "id": _string(),
+                        "id": string(),
                         "verified_with_trust": {
                             "type": "boolean",
                             "description": "False when the node has no global configuration to verify with.",
                         },
-                        "exchanges": {"type": "array", "items": _ref("LogExchange")},
+                        "exchanges": {"type": "array", "items": ref("LogExchange")},
                     },
                     ("id", "exchanges"),
                 ),
@@ -440,27 +390,27 @@ def _message_log_paths() -> dict[str, dict[str, Any]]:
                 read,
                 tag,
                 parameters=(
-                    _query_parameter("id", "An exchange id, or else a message id; no filters with it."),
+                    query_parameter("id", "An exchange id, or else a message id; no filters with it."),
                     *_LOG_FILTERS,
-                    _query_parameter("limit", "Containers per page (at most 20).", {"type": "integer"}),
+                    query_parameter("limit", "Containers per page (at most 20).", {"type": "integer"}),
                     *paging,
                 ),
-                response=_object(
+                response=object_of(
                     {
-                        "containers": {"type": "array", "items": _ref("LogContainer")},
+                        "containers": {"type": "array", "items": ref("LogContainer")},
                         "failures": {
                             "type": "array",
-                            "items": _object(
+                            "items": object_of(
                                 {
-                                    "node": _string(),
+                                    "node": string(),
                                     "seq": {"type": "integer"},
-                                    "message_id": _string(),
-                                    "error": _string("Why no container could be built."),
+                                    "message_id": string(),
+                                    "error": string("Why no container could be built."),
                                 },
                                 ("node", "seq", "error"),
                             ),
                         },
-                        "next_offset": _nullable({"type": "integer"}),
+                        "next_offset": nullable({"type": "integer"}),
                     },
                     ("containers", "failures", "next_offset"),
                 ),
@@ -473,11 +423,11 @@ def _message_log_paths() -> dict[str, dict[str, Any]]:
                 "Verify this gateway's log chains with the global configuration's trust anchors",
                 read,
                 tag,
-                parameters=(_query_parameter("node", "Only this node's chain."),),
-                response=_object(
+                parameters=(query_parameter("node", "Only this node's chain."),),
+                response=object_of(
                     {
                         "valid": {"type": "boolean"},
-                        "chains": {"type": "array", "items": _ref("LogChainVerification")},
+                        "chains": {"type": "array", "items": ref("LogChainVerification")},
                     },
                     ("valid", "chains"),
                 ),
@@ -489,7 +439,7 @@ def _message_log_paths() -> dict[str, dict[str, Any]]:
 
 
 _DESCRIPTION_SOURCE: Final = {
-    "url": _string("Fetch the document from this http(s) URL instead (no redirects, 30 s, 10 MB at most)."),
+    "url": string("Fetch the document from this http(s) URL instead (no redirects, 30 s, 10 MB at most)."),
 }
 
 
@@ -500,10 +450,10 @@ def _paths() -> dict[str, dict[str, Any]]:
     read, subsystems, client_auth = "read_configuration", "manage_subsystems", "manage_client_auth"
     services, rights, groups = "manage_services", "manage_access_rights", "manage_local_groups"
     right_query = (
-        _query_parameter("subject", "The right's subject."),
-        _query_parameter("subject_type", "member, subsystem, globalgroup or localgroup."),
-        _query_parameter("method", "The endpoint's method, if the right is for one endpoint."),
-        _query_parameter("path", "The endpoint's path pattern, if the right is for one endpoint."),
+        query_parameter("subject", "The right's subject."),
+        query_parameter("subject_type", "member, subsystem, globalgroup or localgroup."),
+        query_parameter("method", "The endpoint's method, if the right is for one endpoint."),
+        query_parameter("path", "The endpoint's path pattern, if the right is for one endpoint."),
     )
     return {
         "/api/v1/subsystems": {
@@ -512,7 +462,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "List the hosted subsystems",
                 read,
                 "subsystems",
-                response=_list_of("subsystems", "Subsystem"),
+                response=list_of("subsystems", "Subsystem"),
                 errors=("401", "403"),
             ),
             "post": _operation(
@@ -520,12 +470,12 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "Register a subsystem",
                 subsystems,
                 "subsystems",
-                body=_object(
-                    {"client_id": _string("INSTANCE/CLASS/MEMBER/SUBSYSTEM"), "auth_mode": _ref("AuthMode")},
+                body=object_of(
+                    {"client_id": string("INSTANCE/CLASS/MEMBER/SUBSYSTEM"), "auth_mode": ref("AuthMode")},
                     ("client_id",),
                 ),
                 status="201",
-                response=_ref("Subsystem"),
+                response=ref("Subsystem"),
                 errors=("400", "401", "403", "409"),
             ),
         },
@@ -536,7 +486,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 read,
                 "subsystems",
                 parameters=(_CLIENT_ID,),
-                response=_ref("Subsystem"),
+                response=ref("Subsystem"),
             ),
             "delete": _operation(
                 "subsystem.remove",
@@ -554,8 +504,8 @@ def _paths() -> dict[str, dict[str, Any]]:
                 client_auth,
                 "subsystems",
                 parameters=(_CLIENT_ID,),
-                body=_object({"auth_mode": _ref("AuthMode")}, ("auth_mode",)),
-                response=_ref("Subsystem"),
+                body=object_of({"auth_mode": ref("AuthMode")}, ("auth_mode",)),
+                response=ref("Subsystem"),
             ),
         },
         subsystem + "/certificates": {
@@ -565,9 +515,9 @@ def _paths() -> dict[str, dict[str, Any]]:
                 client_auth,
                 "subsystems",
                 parameters=(_CLIENT_ID,),
-                body=_object({"certificate_pem": _string()}, ("certificate_pem",)),
+                body=object_of({"certificate_pem": string()}, ("certificate_pem",)),
                 status="201",
-                response=_ref("CertificateSummary"),
+                response=ref("CertificateSummary"),
                 errors=("400", "401", "403", "404", "409"),
             ),
         },
@@ -577,7 +527,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "Unpin a client TLS certificate",
                 client_auth,
                 "subsystems",
-                parameters=(_CLIENT_ID, _path_parameter("sha256", "The certificate's SHA-256 (hex).")),
+                parameters=(_CLIENT_ID, path_parameter("sha256", "The certificate's SHA-256 (hex).")),
                 status="204",
             ),
         },
@@ -588,7 +538,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 read,
                 "services",
                 parameters=(_CLIENT_ID,),
-                response=_list_of("services", "Service"),
+                response=list_of("services", "Service"),
             ),
         },
         subsystem + "/service-descriptions/wsdl": {
@@ -599,9 +549,9 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "services",
                 description="One service per operation bound over SOAP 1.1/HTTP, called at its soap:address.",
                 parameters=(_CLIENT_ID,),
-                body=_object({"wsdl": _string("The WSDL document."), **_DESCRIPTION_SOURCE}),
+                body=object_of({"wsdl": string("The WSDL document."), **_DESCRIPTION_SOURCE}),
                 status="201",
-                response=_list_of("services", "Service"),
+                response=list_of("services", "Service"),
                 errors=("400", "401", "403", "404", "409"),
             ),
         },
@@ -613,18 +563,18 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "services",
                 description="One service with an endpoint per operation; the backend defaults to servers[0].",
                 parameters=(_CLIENT_ID,),
-                body=_object(
+                body=object_of(
                     {
-                        "service_code": _string(),
-                        "service_version": _string(),
-                        "document": _string("The OpenAPI document, YAML or JSON."),
-                        "backend_url": _string("Where the service runs, if not the document's first server."),
+                        "service_code": string(),
+                        "service_version": string(),
+                        "document": string("The OpenAPI document, YAML or JSON."),
+                        "backend_url": string("Where the service runs, if not the document's first server."),
                         **_DESCRIPTION_SOURCE,
                     },
                     ("service_code",),
                 ),
                 status="201",
-                response=_ref("Service"),
+                response=ref("Service"),
                 errors=("400", "401", "403", "404", "409"),
             ),
         },
@@ -635,7 +585,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 read,
                 "services",
                 parameters=(_CLIENT_ID, _SERVICE_CODE, _VERSION),
-                response=_ref("Service"),
+                response=ref("Service"),
             ),
             "patch": _operation(
                 "service.set_backend",
@@ -643,15 +593,15 @@ def _paths() -> dict[str, dict[str, Any]]:
                 services,
                 "services",
                 parameters=(_CLIENT_ID, _SERVICE_CODE, _VERSION),
-                body=_object(
+                body=object_of(
                     {
-                        "backend_url": _string(),
+                        "backend_url": string(),
                         "timeout_seconds": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
                         "tls_verify": {"type": "boolean"},
-                        "tls_ca_pem": _nullable(_string("PEM CA certificates; null or empty clears.")),
+                        "tls_ca_pem": nullable(string("PEM CA certificates; null or empty clears.")),
                     }
                 ),
-                response=_ref("Service"),
+                response=ref("Service"),
             ),
             "delete": _operation(
                 "service.remove",
@@ -669,7 +619,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 services,
                 "services",
                 parameters=(_CLIENT_ID, _SERVICE_CODE, _VERSION),
-                response=_ref("Service"),
+                response=ref("Service"),
             ),
         },
         service + "/disable": {
@@ -679,8 +629,8 @@ def _paths() -> dict[str, dict[str, Any]]:
                 services,
                 "services",
                 parameters=(_CLIENT_ID, _SERVICE_CODE, _VERSION),
-                body=_object({"notice": _string()}),
-                response=_ref("Service"),
+                body=object_of({"notice": string()}),
+                response=ref("Service"),
             ),
         },
         service + "/access-rights": {
@@ -690,7 +640,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 read,
                 "access rights",
                 parameters=(_CLIENT_ID, _SERVICE_CODE),
-                response=_list_of("access_rights", "AccessRight"),
+                response=list_of("access_rights", "AccessRight"),
             ),
             "post": _operation(
                 "access.grant",
@@ -698,17 +648,17 @@ def _paths() -> dict[str, dict[str, Any]]:
                 rights,
                 "access rights",
                 parameters=(_CLIENT_ID, _SERVICE_CODE),
-                body=_object(
+                body=object_of(
                     {
-                        "subject": _string(),
-                        "subject_type": _ref("SubjectType"),
-                        "method": _string(),
-                        "path": _string(),
+                        "subject": string(),
+                        "subject_type": ref("SubjectType"),
+                        "method": string(),
+                        "path": string(),
                     },
                     ("subject", "subject_type"),
                 ),
                 status="201",
-                response=_ref("AccessRight"),
+                response=ref("AccessRight"),
                 errors=("400", "401", "403", "404", "409"),
             ),
             "delete": _operation(
@@ -727,7 +677,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 read,
                 "local groups",
                 parameters=(_CLIENT_ID,),
-                response=_list_of("local_groups", "LocalGroup"),
+                response=list_of("local_groups", "LocalGroup"),
             ),
             "post": _operation(
                 "local_group.add",
@@ -735,9 +685,9 @@ def _paths() -> dict[str, dict[str, Any]]:
                 groups,
                 "local groups",
                 parameters=(_CLIENT_ID,),
-                body=_object({"code": _string(), "description": _string()}, ("code",)),
+                body=object_of({"code": string(), "description": string()}, ("code",)),
                 status="201",
-                response=_ref("LocalGroup"),
+                response=ref("LocalGroup"),
                 errors=("400", "401", "403", "404", "409"),
             ),
         },
@@ -758,9 +708,9 @@ def _paths() -> dict[str, dict[str, Any]]:
                 groups,
                 "local groups",
                 parameters=(_CLIENT_ID, _GROUP_CODE),
-                body=_object({"client_id": _string("INSTANCE/CLASS/MEMBER[/SUBSYSTEM]")}, ("client_id",)),
+                body=object_of({"client_id": string("INSTANCE/CLASS/MEMBER[/SUBSYSTEM]")}, ("client_id",)),
                 status="201",
-                response=_object({"client_id": _string()}, ("client_id",)),
+                response=object_of({"client_id": string()}, ("client_id",)),
                 errors=("400", "401", "403", "404", "409"),
             ),
         },
@@ -773,7 +723,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 parameters=(
                     _CLIENT_ID,
                     _GROUP_CODE,
-                    _path_parameter("member_id", "The member client as INSTANCE:CLASS:MEMBER[:SUBSYSTEM]."),
+                    path_parameter("member_id", "The member client as INSTANCE:CLASS:MEMBER[:SUBSYSTEM]."),
                 ),
                 status="204",
             ),
@@ -784,7 +734,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "List the gateway's keys and certificates",
                 read,
                 "keys",
-                response=_list_of("keys", "Key"),
+                response=list_of("keys", "Key"),
                 errors=("401", "403"),
             ),
             "post": _operation(
@@ -792,16 +742,16 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "Generate a key under the node's data directory (mode 0600)",
                 "manage_keys",
                 "keys",
-                body=_object(
+                body=object_of(
                     {
-                        "usage": _string(enum=["auth", "sign"]),
-                        "member_id": _string("The member a signing key signs for (sign keys only)."),
-                        "algorithm": _string(enum=["ec", "rsa2048", "rsa3072"], default="ec"),
+                        "usage": string(enum=["auth", "sign"]),
+                        "member_id": string("The member a signing key signs for (sign keys only)."),
+                        "algorithm": string(enum=["ec", "rsa2048", "rsa3072"], default="ec"),
                     },
                     ("usage",),
                 ),
                 status="201",
-                response=_ref("Key"),
+                response=ref("Key"),
                 errors=("400", "401", "403"),
             ),
         },
@@ -816,11 +766,11 @@ def _paths() -> dict[str, dict[str, Any]]:
                     "SAN holds xroad:server:... (auth) or xroad:member:... (sign)."
                 ),
                 parameters=(_KEY_ID,),
-                body=_object(
+                body=object_of(
                     {
-                        "subject": _object(
+                        "subject": object_of(
                             {
-                                name: _string()
+                                name: string()
                                 for name in (
                                     "common_name",
                                     "organization",
@@ -830,11 +780,11 @@ def _paths() -> dict[str, dict[str, Any]]:
                                 )
                             }
                         ),
-                        "dns_names": {"type": "array", "items": _string()},
+                        "dns_names": {"type": "array", "items": string()},
                     }
                 ),
-                response=_object(
-                    {"key_id": {"type": "integer"}, "csr_pem": _string()}, ("key_id", "csr_pem")
+                response=object_of(
+                    {"key_id": {"type": "integer"}, "csr_pem": string()}, ("key_id", "csr_pem")
                 ),
             ),
         },
@@ -845,8 +795,8 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "manage_keys",
                 "keys",
                 description="Matched to its key by public key; a certificate no key matches is refused.",
-                body=_object({"certificate_pem": _string()}, ("certificate_pem",)),
-                response=_ref("Key"),
+                body=object_of({"certificate_pem": string()}, ("certificate_pem",)),
+                response=ref("Key"),
                 errors=("400", "401", "403"),
             ),
         },
@@ -856,7 +806,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "List the management API keys (never the keys themselves)",
                 "manage_api_keys",
                 "api keys",
-                response=_list_of("api_keys", "ApiKey"),
+                response=list_of("api_keys", "ApiKey"),
                 errors=("401", "403"),
             ),
             "post": _operation(
@@ -864,9 +814,9 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "Create an API key; the answer is the only place the key appears",
                 "manage_api_keys",
                 "api keys",
-                body=_object({"name": _string(), "role": _ref("Role")}, ("name", "role")),
+                body=object_of({"name": string(), "role": ref("Role")}, ("name", "role")),
                 status="201",
-                response={"allOf": [_ref("ApiKey"), _object({"key": _string()}, ("key",))]},
+                response={"allOf": [ref("ApiKey"), object_of({"key": string()}, ("key",))]},
                 errors=("400", "401", "403"),
             ),
         },
@@ -888,22 +838,22 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "read_audit_log",
                 "audit log",
                 parameters=(
-                    _query_parameter("limit", "Entries per page (at most 1000).", {"type": "integer"}),
-                    _query_parameter(
+                    query_parameter("limit", "Entries per page (at most 1000).", {"type": "integer"}),
+                    query_parameter(
                         "before_id",
                         "Entries older than this id: the last page's next_before_id.",
                         {"type": "integer"},
                     ),
-                    _query_parameter("actor", "Only this actor."),
-                    _query_parameter("action", "Only this action."),
-                    _query_parameter(
-                        "since", "Only entries at or after this time (ISO 8601).", _string(format="date-time")
+                    query_parameter("actor", "Only this actor."),
+                    query_parameter("action", "Only this action."),
+                    query_parameter(
+                        "since", "Only entries at or after this time (ISO 8601).", string(format="date-time")
                     ),
                 ),
-                response=_object(
+                response=object_of(
                     {
-                        "entries": {"type": "array", "items": _ref("AuditEntry")},
-                        "next_before_id": _nullable({"type": "integer"}),
+                        "entries": {"type": "array", "items": ref("AuditEntry")},
+                        "next_before_id": nullable({"type": "integer"}),
                     },
                     ("entries",),
                 ),
@@ -917,7 +867,10 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "tags": ["meta"],
                 "security": [],
                 "responses": {
-                    "200": {"description": "The OpenAPI document.", "content": _json({"type": "object"})}
+                    "200": {
+                        "description": "The OpenAPI document.",
+                        "content": json_content({"type": "object"}),
+                    }
                 },
             },
         },
@@ -931,7 +884,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "responses": {
                     code: {
                         "description": text,
-                        "content": _json(_object({"status": _string()}, ("status",))),
+                        "content": json_content(object_of({"status": string()}, ("status",))),
                     }
                     for code, text in (("200", "Healthy."), ("503", "Not healthy."))
                 },
@@ -942,33 +895,15 @@ def _paths() -> dict[str, dict[str, Any]]:
 
 @lru_cache(maxsize=1)
 def _document() -> dict[str, Any]:
-    return {
-        "openapi": OPENAPI_VERSION,
-        "info": {
-            "title": "xgate management API",
-            "version": API_VERSION,
-            "description": (
-                "Manage one xgate gateway: subsystems, services, access rights, local groups, keys, "
-                "API keys, the audit log, and the message log. Every change, every read of the "
-                "message log and every refused call is audited."
-            ),
-        },
-        "servers": [{"url": "/"}],
-        "security": [{"XRoadApiKey": []}, {"ApiKeyHeader": []}],
-        "paths": _paths(),
-        "components": {
-            "securitySchemes": {
-                "XRoadApiKey": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "Authorization",
-                    "description": "X-Road's convention: `Authorization: X-Road-ApiKey token=KEY`.",
-                },
-                "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            },
-            "schemas": {**_SCHEMAS, **_LOG_SCHEMAS},
-        },
-    }
+    return api_document(
+        "xgate management API",
+        API_VERSION,
+        "Manage one xgate gateway: subsystems, services, access rights, local groups, keys, "
+        "API keys, the audit log, and the message log. Every change, every read of the "
+        "message log and every refused call is audited.",
+        _paths(),
+        {**_SCHEMAS, **_LOG_SCHEMAS},
+    )
 
 
 def openapi_document() -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,21 +25,8 @@ from typing import Any, Final
 from aiohttp import web
 from cryptography import x509
 
-from gateway.admin.api import (
-    ANONYMOUS,
-    AUTH_SCHEME,
-    CONFLICT,
-    FORBIDDEN,
-    INTERNAL_ERROR,
-    METHOD_NOT_ALLOWED,
-    NOT_FOUND,
-    PAYLOAD_TOO_LARGE,
-    UNAUTHORIZED,
-    VALIDATION_ERROR,
-    ApiError,
-    client_id_from_path,
-    presented_key,
-)
+from gateway import webapi
+from gateway.adminstore import DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE, ApiKey, AuditEntry, AuditResult
 from gateway.central.openapi import openapi_document
 from gateway.central.publisher import ConfigurationPublisher, SigningKeyUnusable, load_signing_key
 from gateway.central.repository import (
@@ -59,19 +45,39 @@ from gateway.crypto.certs import CertificateError, fingerprint_sha256, load_cert
 from gateway.globalconf import GlobalConf, GlobalConfError, OcspResponder, TimestampingAuthority, TrustedCa
 from gateway.globalconf.signed import format_time
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
-from gateway.serverconf.repository import DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE, ApiKey, AuditEntry, AuditResult
+from gateway.webapi import (
+    ANONYMOUS,
+    API_PREFIX,
+    CONFLICT,
+    INTERNAL_ERROR,
+    NOT_FOUND,
+    VALIDATION_ERROR,
+    ApiError,
+    Outcome,
+    api_application,
+    audit_quietly,
+    authenticate,
+    authorize,
+    client_id_from_path,
+    error_response,
+    invalid,
+    json_body,
+    json_response,
+    optional_text,
+    query_int,
+    refusal_details,
+    required_text,
+)
 
 log = logging.getLogger(__name__)
-
-API_PREFIX: Final = "/api/v1"
-OPENAPI_PATH: Final = "/api/openapi.json"
-HEALTH_PATH: Final = "/health"
 
 MAX_REQUEST_BYTES: Final = 1024 * 1024
 """The largest body is a CA certificate with a few OCSP responder certificates: far below this."""
 
 MAX_TEXT_LENGTH: Final = 1000
 """Names, descriptions and reasons are for people; longer ones are mistakes."""
+
+_INTERNAL_ERROR: Final = ApiError(500, INTERNAL_ERROR, "internal error; the registry's log has details")
 
 
 # --- context, callers, operations -----------------------------------------------------------
@@ -87,25 +93,7 @@ class RegistryContext:
     """Where gateways fetch the configuration (the anchor's URLs)."""
 
 
-@dataclass(frozen=True)
-class Caller:
-    key_id: int
-    name: str
-    role: Role | None  # None: a role this version does not know, which grants nothing
-
-    @property
-    def actor(self) -> str:
-        return f"{self.name}#{self.key_id}"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What an operation answers; `target` and `details` go into the audit log for changes."""
-
-    body: Any = None  # None answers 204 No Content
-    status: int = 200
-    target: str | None = None
-    details: Mapping[str, Any] | None = None
+Caller = webapi.Caller[Role]
 
 
 Handler = Callable[[RegistryContext, web.Request, Caller], Awaitable[Outcome]]
@@ -152,32 +140,29 @@ def _operation(
 
 
 def make_management_app(ctx: RegistryContext) -> web.Application:
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[errors_as_json])
-    for operation in OPERATIONS:
-        app.router.add_route(operation.method, API_PREFIX + operation.path, _guarded(ctx, operation))
-    app.router.add_get(OPENAPI_PATH, _serve_openapi)
-    app.router.add_get(HEALTH_PATH, health_handler(ctx))
-    return app
+    return api_application(
+        max_request_bytes=MAX_REQUEST_BYTES,
+        internal_error=_INTERNAL_ERROR,
+        operations=[(op.method, op.path, _guarded(ctx, op)) for op in OPERATIONS],
+        openapi=_serve_openapi,
+        health=health_handler(ctx),
+    )
 
 
 def _guarded(ctx: RegistryContext, operation: Operation) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         actor = ANONYMOUS
         try:
-            caller = await _authenticate(ctx, request)
+            caller = await authenticate(request, ctx.repository.admin.verify_api_key, Role)
             actor = caller.actor
-            if caller.role is None or not is_permitted(caller.role, operation.permission):
-                raise ApiError(
-                    403, FORBIDDEN, f"role {caller.role or 'unknown'} lacks permission {operation.permission}"
-                )
+            authorize(caller, operation.permission, is_permitted)
             outcome = await operation.handler(ctx, request, caller)
         except Exception as exc:
             error = as_api_error(exc)
             if error.status >= 500:
                 log.exception("management API operation %s failed", operation.action)
             if operation.changes or error.status in (401, 403):
-                details = {"status": error.status, "error": error.code, "message": error.message}
-                result = AuditResult.ERROR if error.status >= 500 else AuditResult.REFUSED
+                details, result = refusal_details(error)
                 await audit(ctx, actor, operation.action, request.path, details, result)
             return error_response(error)
         if operation.changes:
@@ -203,40 +188,10 @@ def as_api_error(exc: Exception) -> ApiError:
         return ApiError(400, VALIDATION_ERROR, exc.message)
     if isinstance(exc, RegistryError | GlobalConfError | CertificateError | RequestRefused | ValueError):
         return ApiError(400, VALIDATION_ERROR, str(exc))
-    return ApiError(500, INTERNAL_ERROR, "internal error; the registry's log has details")
+    return _INTERNAL_ERROR
 
 
-@web.middleware
-async def errors_as_json(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Errors outside the guard (unknown route, wrong method, body too large) as JSON too."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        codes = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: PAYLOAD_TOO_LARGE}
-        response = error_response(ApiError(exc.status, codes.get(exc.status, VALIDATION_ERROR), exc.reason))
-        if exc.status == 405 and "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        log.exception("request %s %s failed", request.method, request.path)
-        return error_response(ApiError(500, INTERNAL_ERROR, "internal error; the registry's log has details"))
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    if body is None:
-        return web.Response(status=204)
-    return web.json_response(body, status=status, dumps=lambda value: json.dumps(value, ensure_ascii=False))
-
-
-def error_response(error: ApiError) -> web.Response:
-    response = web.json_response({"error": error.code, "message": error.message}, status=error.status)
-    if error.status == 401:
-        response.headers["WWW-Authenticate"] = AUTH_SCHEME
-    return response
+errors_as_json: Final = webapi.errors_as_json(_INTERNAL_ERROR)
 
 
 async def audit(
@@ -248,98 +203,52 @@ async def audit(
     result: AuditResult,
 ) -> None:
     """Write one audit entry; a failure to write is logged, never hides the answer."""
-    try:
-        await asyncio.to_thread(ctx.repository.admin.audit, actor, action, target, details, result)
-    except Exception:
-        log.exception("could not audit %s %s by %s (%s)", action, target, actor, result)
-
-
-async def _authenticate(ctx: RegistryContext, request: web.Request) -> Caller:
-    key = presented_key(request.headers)
-    if key is None:
-        raise ApiError(401, UNAUTHORIZED, f"an API key is required: Authorization: {AUTH_SCHEME} token=KEY")
-    record = await asyncio.to_thread(ctx.repository.admin.verify_api_key, key)
-    if record is None:
-        raise ApiError(401, UNAUTHORIZED, "the API key is not valid or has been revoked")
-    try:
-        role: Role | None = Role(record.role)
-    except ValueError:
-        role = None
-    return Caller(record.id, record.name, role)
+    await audit_quietly(ctx.repository.admin.audit, actor, action, target, details, result)
 
 
 # --- request reading ------------------------------------------------------------------------
 
 
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, VALIDATION_ERROR, message)
-
-
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; an empty body is an empty object."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise ApiError(
-            413, PAYLOAD_TOO_LARGE, f"request bodies are limited to {MAX_REQUEST_BYTES} bytes"
-        ) from None
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise _invalid("the request body is not JSON") from None
-    if not isinstance(value, dict):
-        raise _invalid("the request body must be a JSON object")
-    return value
+    return await json_body(request, MAX_REQUEST_BYTES)
 
 
 def _optional_text(
     body: Mapping[str, Any], name: str, max_length: int | None = MAX_TEXT_LENGTH
 ) -> str | None:
     """A string field; certificates pass max_length=None (the body's size bounds them)."""
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _invalid(f"{name} must be a string")
-    if max_length is not None and len(value) > max_length:
-        raise _invalid(f"{name} is longer than {max_length} characters")
-    return value
+    return optional_text(body, name, max_length)
 
 
 def _text(body: Mapping[str, Any], name: str, max_length: int | None = MAX_TEXT_LENGTH) -> str:
-    value = _optional_text(body, name, max_length)
-    if not value:
-        raise _invalid(f"{name} is required")
-    return value
+    return required_text(body, name, max_length)
 
 
 def _texts(body: Mapping[str, Any], name: str) -> list[str]:
     value = body.get(name, [])
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise _invalid(f"{name} must be an array of strings")
+        raise invalid(f"{name} must be an array of strings")
     return list(value)
 
 
 def _member_param(request: web.Request) -> ClientId:
     member = client_id_from_path(request.match_info["member_id"])
     if member.subsystem_code is not None:
-        raise _invalid("a member is INSTANCE:CLASS:MEMBER")
+        raise invalid("a member is INSTANCE:CLASS:MEMBER")
     return member
 
 
 def _subsystem_param(request: web.Request, name: str = "client_id") -> ClientId:
     client = client_id_from_path(request.match_info[name])
     if client.subsystem_code is None:
-        raise _invalid("a subsystem is INSTANCE:CLASS:MEMBER:SUBSYSTEM")
+        raise invalid("a subsystem is INSTANCE:CLASS:MEMBER:SUBSYSTEM")
     return client
 
 
 def _server_param(request: web.Request) -> SecurityServerId:
     parts = request.match_info["server_id"].split(":")
     if len(parts) != 4:
-        raise _invalid("a security server is INSTANCE:CLASS:MEMBER:SERVER")
+        raise invalid("a security server is INSTANCE:CLASS:MEMBER:SERVER")
     return SecurityServerId(*parts)
 
 
@@ -350,20 +259,10 @@ def _int_param(request: web.Request, name: str) -> int:
         raise ApiError(404, NOT_FOUND, f"{name} is an integer") from None
 
 
-def _query_int(request: web.Request, name: str) -> int | None:
-    value = request.query.get(name)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise _invalid(f"query parameter {name} must be an integer") from None
-
-
 def _responders(body: Mapping[str, Any]) -> tuple[OcspResponder, ...]:
     raw = body.get("ocsp_responders", [])
     if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
-        raise _invalid("ocsp_responders must be an array of {url, certificate?} objects")
+        raise invalid("ocsp_responders must be an array of {url, certificate?} objects")
     return tuple(OcspResponder(_text(item, "url"), _optional_text(item, "certificate", None)) for item in raw)
 
 
@@ -601,7 +500,7 @@ async def add_subsystem(ctx: RegistryContext, request: web.Request, caller: Call
     """Register a subsystem of a registered member."""
     client = ClientId.from_text(_text(await _json_body(request), "client_id"))
     if client.subsystem_code is None:
-        raise _invalid("client_id must name a subsystem: INSTANCE/CLASS/MEMBER/SUBSYSTEM")
+        raise invalid("client_id must name a subsystem: INSTANCE/CLASS/MEMBER/SUBSYSTEM")
     await _run(ctx.repository.add_subsystem, client)
     return Outcome({"client_id": client.to_text(), "servers": []}, 201, f"subsystem {client}")
 
@@ -863,7 +762,7 @@ async def update_settings(ctx: RegistryContext, request: web.Request, caller: Ca
     body = await _json_body(request)
     for name, value in body.items():
         if not isinstance(value, int) or isinstance(value, bool):
-            raise _invalid(f"{name} must be an integer")
+            raise invalid(f"{name} must be an integer")
     await _run(ctx.repository.update_settings, **body)
     return Outcome(await _settings_json(ctx), 200, "settings", body)
 
@@ -878,8 +777,8 @@ async def list_requests(ctx: RegistryContext, request: web.Request, caller: Call
     try:
         state = RequestState(state_text) if state_text else None
     except ValueError:
-        raise _invalid("state must be pending, approved or rejected") from None
-    limit = _query_int(request, "limit") or DEFAULT_REQUEST_PAGE
+        raise invalid("state must be pending, approved or rejected") from None
+    limit = query_int(request, "limit") or DEFAULT_REQUEST_PAGE
     records = await _run(ctx.repository.requests, state, limit)
     return Outcome({"requests": [request_json(record) for record in records]})
 
@@ -921,11 +820,11 @@ def _check_new_signing_key(key_path: str, cert_path: str, passphrase_env: str | 
     try:
         certificate = load_certificate_file(Path(cert_path))
     except OSError as exc:
-        raise _invalid(f"cannot read {cert_path}: {exc}") from exc
+        raise invalid(f"cannot read {cert_path}: {exc}") from exc
     try:
         load_signing_key(key_path, passphrase_env, certificate, os.environ)
     except SigningKeyUnusable as exc:
-        raise _invalid(str(exc)) from exc
+        raise invalid(str(exc)) from exc
     return certificate
 
 
@@ -1003,7 +902,7 @@ async def create_api_key(ctx: RegistryContext, request: web.Request, caller: Cal
     try:
         role = parse_role(_text(body, "role"))
     except ValueError as exc:
-        raise _invalid(str(exc)) from None
+        raise invalid(str(exc)) from None
     record, key = await _run(ctx.repository.admin.create_api_key, name, role.value)
     return Outcome(
         {**_api_key_json(record), "key": key}, 201, f"api key {record.id}", {"name": name, "role": role.value}
@@ -1022,12 +921,12 @@ async def revoke_api_key(ctx: RegistryContext, request: web.Request, caller: Cal
 @_operation("GET", "/audit-log", "audit_log.read", _P.READ_AUDIT_LOG)
 async def read_audit_log(ctx: RegistryContext, request: web.Request, caller: Caller) -> Outcome:
     """Read the audit log, newest first (page back with `before_id`)."""
-    limit = max(1, min(_query_int(request, "limit") or DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE))
+    limit = max(1, min(query_int(request, "limit") or DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE))
     entries = await _run(
         ctx.repository.admin.audit_entries,
         actor=request.query.get("actor"),
         action=request.query.get("action"),
-        before_id=_query_int(request, "before_id"),
+        before_id=query_int(request, "before_id"),
         limit=limit,
     )
     next_before = entries[-1].id if len(entries) == limit else None

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import click
 
-from gateway.admin.cli import AdminGroup, format_table, json_option
+from gateway.admin.cli import AdminGroup
+from gateway.apicli import ApiSettings, Columns, api_options, done, emit, json_option
 from gateway.central.api_client import DEFAULT_URL, RegistryClient, client_path, segment, server_path
 from gateway.central.roles import Role
 
@@ -27,42 +27,23 @@ DEFAULT_KEY_ENV: Final = "XGATE_CENTRAL_API_KEY"
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
-Columns = Sequence[tuple[str, str]]
 
+class RegistrySettings(ApiSettings[RegistryClient]):
+    """Where the registry's management API is and where its key comes from."""
 
-@dataclass
-class RegistrySettings:
-    url: str
-    key_env: str
-    _client: RegistryClient | None = None
-
-    def client(self) -> RegistryClient:
-        if self._client is None:
-            key = os.environ.get(self.key_env) or click.prompt(
-                f"API key ({self.key_env} is not set)", hide_input=True
-            )
-            self._client = RegistryClient(self.url, key)
-        return self._client
+    def _connect(self, url: str, key: str) -> RegistryClient:
+        return RegistryClient(url, key)
 
 
 pass_registry = click.make_pass_decorator(RegistrySettings)
 
 
 @click.group(name="central", cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--url",
-    envvar=URL_ENV,
-    default=DEFAULT_URL,
-    show_default=True,
-    help=f"The management API (or set {URL_ENV}).",
-)
-@click.option(
-    "--api-key-env",
-    "key_env",
-    default=DEFAULT_KEY_ENV,
-    show_default=True,
-    metavar="VAR",
-    help="Environment variable holding the API key; asked for when unset. Keys are never arguments.",
+@api_options(
+    url_env=URL_ENV,
+    default_url=DEFAULT_URL,
+    default_key_env=DEFAULT_KEY_ENV,
+    url_help=f"The management API (or set {URL_ENV}).",
 )
 @click.pass_context
 def cli(ctx: click.Context, url: str, key_env: str) -> None:
@@ -74,22 +55,13 @@ def cli(ctx: click.Context, url: str, key_env: str) -> None:
     ctx.obj = RegistrySettings(url, key_env)
 
 
+def _shown(value: Any) -> str:
+    """An object's field: nested values as JSON, the rest as they are."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
+
+
 def _emit(result: Any, as_json: bool, columns: Columns = (), message: str | None = None) -> None:
-    if as_json:
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
-    elif message is not None:
-        click.echo(message)
-    elif isinstance(result, list):
-        click.echo(format_table(result, columns) if result else "(none)")
-    elif isinstance(result, dict):
-        for field in [name for name, _ in columns] or list(result):
-            value = result.get(field)
-            shown = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
-            click.echo(f"{field}: {shown}")
-
-
-def _done(as_json: bool, message: str) -> None:
-    _emit({"status": "ok", "message": message}, as_json, message=message)
+    emit(result, as_json, columns, message, show=_shown)
 
 
 def _pem(path: Path) -> str:
@@ -251,7 +223,7 @@ def member_classes_describe(settings: RegistrySettings, code: str, description: 
 def member_classes_remove(settings: RegistrySettings, code: str, as_json: bool) -> None:
     """Delete member class CODE (no member may belong to it)."""
     settings.client().delete(f"/member-classes/{segment(code)}")
-    _done(as_json, f"removed member class {code}")
+    done(as_json, f"removed member class {code}")
 
 
 @cli.group()
@@ -315,7 +287,7 @@ def members_remove(settings: RegistrySettings, member_id: str, yes: bool, as_jso
     if not yes:
         click.confirm(f"Delete {member_id} with its subsystems and security servers?", abort=True)
     settings.client().delete(f"/members/{client_path(member_id)}")
-    _done(as_json, f"removed {member_id}")
+    done(as_json, f"removed {member_id}")
 
 
 @cli.group()
@@ -348,7 +320,7 @@ def subsystems_add(settings: RegistrySettings, client_id: str, as_json: bool) ->
 def subsystems_remove(settings: RegistrySettings, client_id: str, as_json: bool) -> None:
     """Delete CLIENT_ID; no gateway hosts it afterwards."""
     settings.client().delete(f"/subsystems/{client_path(client_id)}")
-    _done(as_json, f"removed {client_id}")
+    done(as_json, f"removed {client_id}")
 
 
 # --- security servers -----------------------------------------------------------------------
@@ -430,7 +402,7 @@ def servers_remove_cert(settings: RegistrySettings, server_id: str, sha256: str,
     settings.client().delete(
         f"/security-servers/{server_path(server_id)}/auth-certificates/{segment(sha256)}"
     )
-    _done(as_json, f"removed certificate {sha256} from {server_id}")
+    done(as_json, f"removed certificate {sha256} from {server_id}")
 
 
 @servers.command("add-client")
@@ -452,7 +424,7 @@ def servers_add_client(settings: RegistrySettings, server_id: str, client_id: st
 def servers_remove_client(settings: RegistrySettings, server_id: str, client_id: str, as_json: bool) -> None:
     """Stop SERVER_ID hosting CLIENT_ID."""
     settings.client().delete(f"/security-servers/{server_path(server_id)}/clients/{client_path(client_id)}")
-    _done(as_json, f"{server_id} no longer hosts {client_id}")
+    done(as_json, f"{server_id} no longer hosts {client_id}")
 
 
 @servers.command("remove")
@@ -462,7 +434,7 @@ def servers_remove_client(settings: RegistrySettings, server_id: str, client_id:
 def servers_remove(settings: RegistrySettings, server_id: str, as_json: bool) -> None:
     """Delete SERVER_ID."""
     settings.client().delete(f"/security-servers/{server_path(server_id)}")
-    _done(as_json, f"removed {server_id}")
+    done(as_json, f"removed {server_id}")
 
 
 # --- trust services -------------------------------------------------------------------------
@@ -544,7 +516,7 @@ def cas_ocsp(
 def cas_remove(settings: RegistrySettings, name: str, as_json: bool) -> None:
     """Stop trusting the CA NAME."""
     settings.client().delete(f"/trusted-cas/{segment(name)}")
-    _done(as_json, f"removed trusted CA {name}")
+    done(as_json, f"removed trusted CA {name}")
 
 
 @cli.group()
@@ -592,7 +564,7 @@ def tsas_update(settings: RegistrySettings, name: str, url: str, cert: Path, as_
 def tsas_remove(settings: RegistrySettings, name: str, as_json: bool) -> None:
     """Remove the TSA NAME."""
     settings.client().delete(f"/timestamping-authorities/{segment(name)}")
-    _done(as_json, f"removed timestamping authority {name}")
+    done(as_json, f"removed timestamping authority {name}")
 
 
 # --- global groups --------------------------------------------------------------------------
@@ -641,7 +613,7 @@ def groups_describe(settings: RegistrySettings, code: str, description: str, as_
 def groups_remove(settings: RegistrySettings, code: str, as_json: bool) -> None:
     """Delete the global group CODE."""
     settings.client().delete(f"/global-groups/{segment(code)}")
-    _done(as_json, f"removed global group {code}")
+    done(as_json, f"removed global group {code}")
 
 
 @groups.command("add-member")
@@ -664,7 +636,7 @@ def groups_add_member(settings: RegistrySettings, code: str, client_id: str, as_
 def groups_remove_member(settings: RegistrySettings, code: str, client_id: str, as_json: bool) -> None:
     """Remove CLIENT_ID from the group CODE."""
     settings.client().delete(f"/global-groups/{segment(code)}/members/{client_path(client_id)}")
-    _done(as_json, f"removed {client_id} from {code}")
+    done(as_json, f"removed {client_id} from {code}")
 
 
 # --- settings, requests, signing keys, the configuration ------------------------------------
@@ -882,7 +854,7 @@ def api_keys_create(settings: RegistrySettings, name: str, role: str, as_json: b
 def api_keys_revoke(settings: RegistrySettings, key_id: int, as_json: bool) -> None:
     """Revoke API key KEY_ID."""
     settings.client().delete(f"/api-keys/{key_id}")
-    _done(as_json, f"revoked API key {key_id}")
+    done(as_json, f"revoked API key {key_id}")
 
 
 @cli.command("audit")

@@ -23,15 +23,13 @@ from typing import Final
 
 from aiohttp import web
 
-from gateway.admin.api import ANONYMOUS, CONFLICT, NOT_FOUND, PAYLOAD_TOO_LARGE, VALIDATION_ERROR, ApiError
+from gateway.adminstore import AuditResult
 from gateway.central.api import (
     RegistryContext,
     as_api_error,
     audit,
-    error_response,
     errors_as_json,
     health_handler,
-    json_response,
     request_json,
 )
 from gateway.central.repository import Conflict, RequestRecord
@@ -43,7 +41,16 @@ from gateway.central.requests import (
     verify_signed_request,
 )
 from gateway.globalconf.signed import anchor_to_json
-from gateway.serverconf.repository import AuditResult
+from gateway.webapi import (
+    ANONYMOUS,
+    CONFLICT,
+    NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
+    VALIDATION_ERROR,
+    ApiError,
+    error_response,
+    json_response,
+)
 
 log = logging.getLogger(__name__)
 

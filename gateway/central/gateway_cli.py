@@ -1,6 +1,6 @@
 """`xgate gateway register | add-subsystem | status`: a gateway's requests to the central registry.
 
-The lead mounts this group's commands under `xgate gateway`. Keys and certificates come
+Mounted under `xgate gateway` (gateway/node_cli.py). Keys and certificates come
 from the node's TOML file (--config: the external interface's certificate and key are the
 authentication pair, the owner member's [[signing_keys]] entry the signing pair) or from
 explicit paths, which win. Passphrases come from the environment variables the file

@@ -13,10 +13,22 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Protocol
 
-OPENAPI_VERSION: Final = "3.0.3"
-API_VERSION: Final = "1.0.0"
+from gateway.apidoc import (
+    Schema,
+    api_document,
+    array,
+    error_schema,
+    list_of,
+    nullable,
+    object_of,
+    operation_object,
+    path_parameter,
+    query_parameter,
+    ref,
+    string,
+)
 
-Schema = dict[str, Any]
+API_VERSION: Final = "1.0.0"
 
 
 class DescribedOperation(Protocol):
@@ -34,42 +46,10 @@ class DescribedOperation(Protocol):
     def summary(self) -> str: ...
 
 
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _string(description: str | None = None, **extra: Any) -> Schema:
-    schema: Schema = {"type": "string", **extra}
-    if description:
-        schema["description"] = description
-    return schema
-
-
-def _nullable(schema: Schema) -> Schema:
-    if "$ref" in schema:
-        return {"allOf": [schema], "nullable": True}
-    return {**schema, "nullable": True}
-
-
-def _object(properties: dict[str, Schema], required: tuple[str, ...] = ()) -> Schema:
-    schema: Schema = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
-    return schema
-
-
-def _array(item: Schema) -> Schema:
-    return {"type": "array", "items": item}
-
-
-def _list_of(key: str, item: str) -> Schema:
-    return _object({key: _array(_ref(item))}, (key,))
-
-
 _INTEGER: Final = {"type": "integer"}
-_TIME: Final = _string(format="date-time")
-_CLIENT: Final = _string("INSTANCE/CLASS/MEMBER[/SUBSYSTEM]")
-_PEM: Final = _string("One PEM certificate.")
+_TIME: Final = string(format="date-time")
+_CLIENT: Final = string("INSTANCE/CLASS/MEMBER[/SUBSYSTEM]")
+_PEM: Final = string("One PEM certificate.")
 
 _SETTINGS_FIELDS: Final = (
     "ocsp_freshness_seconds",
@@ -79,239 +59,241 @@ _SETTINGS_FIELDS: Final = (
 )
 
 SCHEMAS: Final[dict[str, Schema]] = {
-    "Error": _object(
-        {
-            "error": _string(
-                "A stable code: validation_error, unauthorized, forbidden, not_found, conflict, "
-                "method_not_allowed, payload_too_large, internal_error."
-            ),
-            "message": _string("What went wrong, for people."),
-        },
-        ("error", "message"),
+    "Error": error_schema(
+        (
+            "validation_error",
+            "unauthorized",
+            "forbidden",
+            "not_found",
+            "conflict",
+            "method_not_allowed",
+            "payload_too_large",
+            "internal_error",
+        )
     ),
-    "CertificateSummary": _object(
+    "CertificateSummary": object_of(
         {
-            "sha256": _string("Lower-case hex SHA-256 of the DER certificate."),
-            "subject": _string(),
+            "sha256": string("Lower-case hex SHA-256 of the DER certificate."),
+            "subject": string(),
             "not_after": _TIME,
         },
         ("sha256", "subject", "not_after"),
     ),
-    "MemberClass": _object({"code": _string(), "description": _string()}, ("code", "description")),
-    "Member": _object(
+    "MemberClass": object_of({"code": string(), "description": string()}, ("code", "description")),
+    "Member": object_of(
         {
             "member_id": _CLIENT,
-            "member_class": _string(),
-            "member_code": _string(),
-            "name": _string(),
-            "subsystems": _array(_CLIENT),
-            "security_servers": _array(_string("INSTANCE/CLASS/MEMBER/SERVER")),
+            "member_class": string(),
+            "member_code": string(),
+            "name": string(),
+            "subsystems": array(_CLIENT),
+            "security_servers": array(string("INSTANCE/CLASS/MEMBER/SERVER")),
         },
         ("member_id", "member_class", "member_code", "name", "subsystems", "security_servers"),
     ),
-    "Subsystem": _object({"client_id": _CLIENT, "servers": _array(_string())}, ("client_id", "servers")),
-    "SecurityServer": _object(
+    "Subsystem": object_of({"client_id": _CLIENT, "servers": array(string())}, ("client_id", "servers")),
+    "SecurityServer": object_of(
         {
-            "server_id": _string("INSTANCE/CLASS/MEMBER/SERVER"),
+            "server_id": string("INSTANCE/CLASS/MEMBER/SERVER"),
             "owner": _CLIENT,
-            "address": _string("host:port of the external (mutual TLS) interface."),
-            "auth_certificates": _array(_ref("CertificateSummary")),
-            "clients": _array(_CLIENT),
+            "address": string("host:port of the external (mutual TLS) interface."),
+            "auth_certificates": array(ref("CertificateSummary")),
+            "clients": array(_CLIENT),
         },
         ("server_id", "owner", "address", "auth_certificates", "clients"),
     ),
-    "TrustedCa": _object(
+    "TrustedCa": object_of(
         {
-            "name": _string(),
-            "certificate": _ref("CertificateSummary"),
-            "ocsp_responders": _array(
-                _object({"url": _string(), "certificate": _nullable(_ref("CertificateSummary"))}, ("url",))
+            "name": string(),
+            "certificate": ref("CertificateSummary"),
+            "ocsp_responders": array(
+                object_of({"url": string(), "certificate": nullable(ref("CertificateSummary"))}, ("url",))
             ),
         },
         ("name", "certificate", "ocsp_responders"),
     ),
-    "TimestampingAuthority": _object(
-        {"name": _string(), "url": _string(), "certificate": _ref("CertificateSummary")},
+    "TimestampingAuthority": object_of(
+        {"name": string(), "url": string(), "certificate": ref("CertificateSummary")},
         ("name", "url", "certificate"),
     ),
-    "GlobalGroup": _object(
-        {"code": _string(), "group_id": _string(), "description": _string(), "members": _array(_CLIENT)},
+    "GlobalGroup": object_of(
+        {"code": string(), "group_id": string(), "description": string(), "members": array(_CLIENT)},
         ("code", "group_id", "description", "members"),
     ),
-    "Settings": _object({name: _INTEGER for name in _SETTINGS_FIELDS}, _SETTINGS_FIELDS),
-    "Request": _object(
+    "Settings": object_of({name: _INTEGER for name in _SETTINGS_FIELDS}, _SETTINGS_FIELDS),
+    "Request": object_of(
         {
-            "id": _string(),
-            "type": _string(
+            "id": string(),
+            "type": string(
                 "auth_cert_registration, client_registration, address_change, client_deletion, "
                 "server_deletion, subsystem_deletion or member_deletion."
             ),
-            "state": _string(enum=["pending", "approved", "rejected"]),
+            "state": string(enum=["pending", "approved", "rejected"]),
             "member": _CLIENT,
-            "server": _nullable(_string()),
-            "client": _nullable(_CLIENT),
-            "address": _nullable(_string()),
-            "auth_certificate": _nullable(_ref("CertificateSummary")),
-            "replaces": _nullable(_string("SHA-256 of the certificate this one replaces.")),
+            "server": nullable(string()),
+            "client": nullable(_CLIENT),
+            "address": nullable(string()),
+            "auth_certificate": nullable(ref("CertificateSummary")),
+            "replaces": nullable(string("SHA-256 of the certificate this one replaces.")),
             "created_at": _TIME,
             "submitted_at": _TIME,
-            "decided_at": _nullable(_TIME),
-            "decided_by": _nullable(_string("The deciding API key's name#id.")),
-            "reason": _nullable(_string()),
+            "decided_at": nullable(_TIME),
+            "decided_by": nullable(string("The deciding API key's name#id.")),
+            "reason": nullable(string()),
         },
         ("id", "type", "state", "member", "created_at", "submitted_at"),
     ),
-    "SigningKey": _object(
+    "SigningKey": object_of(
         {
             "id": _INTEGER,
-            "status": _string(enum=["standby", "active", "retired"]),
-            "key_path": _string(),
-            "passphrase_env": _nullable(_string()),
-            "certificate": _ref("CertificateSummary"),
+            "status": string(enum=["standby", "active", "retired"]),
+            "key_path": string(),
+            "passphrase_env": nullable(string()),
+            "certificate": ref("CertificateSummary"),
             "created_at": _TIME,
-            "activated_at": _nullable(_TIME),
-            "retired_at": _nullable(_TIME),
+            "activated_at": nullable(_TIME),
+            "retired_at": nullable(_TIME),
         },
         ("id", "status", "key_path", "certificate", "created_at"),
     ),
-    "GlobalconfStatus": _object(
+    "GlobalconfStatus": object_of(
         {
-            "instance": _string(),
-            "version": _nullable(_INTEGER),
-            "generated_at": _nullable(_TIME),
-            "expires_at": _nullable(_TIME),
-            "signer_sha256": _nullable(_string()),
-            "anchor_certificates": _array(_string("SHA-256 of a verification certificate.")),
-            "configuration_urls": _array(_string()),
-            "last_error": _nullable(_string()),
+            "instance": string(),
+            "version": nullable(_INTEGER),
+            "generated_at": nullable(_TIME),
+            "expires_at": nullable(_TIME),
+            "signer_sha256": nullable(string()),
+            "anchor_certificates": array(string("SHA-256 of a verification certificate.")),
+            "configuration_urls": array(string()),
+            "last_error": nullable(string()),
         },
         ("instance", "anchor_certificates", "configuration_urls"),
     ),
-    "ApiKey": _object(
+    "ApiKey": object_of(
         {
             "id": _INTEGER,
-            "name": _string(),
-            "role": _string(enum=["observer", "registration_officer", "registry_administrator"]),
+            "name": string(),
+            "role": string(enum=["observer", "registration_officer", "registry_administrator"]),
             "created_at": _TIME,
             "revoked": {"type": "boolean"},
-            "key": _string("Only in the answer to the creation: the key itself."),
+            "key": string("Only in the answer to the creation: the key itself."),
         },
         ("id", "name", "role", "created_at", "revoked"),
     ),
-    "AuditEntry": _object(
+    "AuditEntry": object_of(
         {
             "id": _INTEGER,
             "at": _TIME,
-            "actor": _string(),
-            "action": _string(),
-            "target": _string(),
-            "details": _nullable({"type": "object"}),
-            "result": _string(enum=["ok", "refused", "error"]),
+            "actor": string(),
+            "action": string(),
+            "target": string(),
+            "details": nullable({"type": "object"}),
+            "result": string(enum=["ok", "refused", "error"]),
         },
         ("id", "at", "actor", "action", "target", "result"),
     ),
 }
 
-_RESPONDERS: Final = _array(_object({"url": _string(), "certificate": _nullable(_PEM)}, ("url",)))
+_RESPONDERS: Final = array(object_of({"url": string(), "certificate": nullable(_PEM)}, ("url",)))
 
 BODIES: Final[Mapping[str, Schema]] = {
-    "member_class.add": _object({"code": _string(), "description": _string()}, ("code",)),
-    "member_class.update": _object({"description": _string()}, ("description",)),
-    "member.add": _object(
-        {"member_class": _string(), "member_code": _string(), "name": _string()},
+    "member_class.add": object_of({"code": string(), "description": string()}, ("code",)),
+    "member_class.update": object_of({"description": string()}, ("description",)),
+    "member.add": object_of(
+        {"member_class": string(), "member_code": string(), "name": string()},
         ("member_class", "member_code", "name"),
     ),
-    "member.rename": _object({"name": _string()}, ("name",)),
-    "subsystem.add": _object({"client_id": _CLIENT}, ("client_id",)),
-    "server.add": _object(
-        {"server_id": _string(), "address": _string(), "auth_certificates": _array(_PEM)},
+    "member.rename": object_of({"name": string()}, ("name",)),
+    "subsystem.add": object_of({"client_id": _CLIENT}, ("client_id",)),
+    "server.add": object_of(
+        {"server_id": string(), "address": string(), "auth_certificates": array(_PEM)},
         ("server_id", "address", "auth_certificates"),
     ),
-    "server.set_address": _object({"address": _string()}, ("address",)),
-    "server.add_auth_cert": _object({"certificate": _PEM}, ("certificate",)),
-    "server.add_client": _object({"client_id": _CLIENT}, ("client_id",)),
-    "trusted_ca.add": _object(
-        {"name": _string(), "certificate": _PEM, "ocsp_responders": _RESPONDERS}, ("name", "certificate")
+    "server.set_address": object_of({"address": string()}, ("address",)),
+    "server.add_auth_cert": object_of({"certificate": _PEM}, ("certificate",)),
+    "server.add_client": object_of({"client_id": _CLIENT}, ("client_id",)),
+    "trusted_ca.add": object_of(
+        {"name": string(), "certificate": _PEM, "ocsp_responders": _RESPONDERS}, ("name", "certificate")
     ),
-    "trusted_ca.set_ocsp": _object({"ocsp_responders": _RESPONDERS}, ("ocsp_responders",)),
-    "tsa.add": _object(
-        {"name": _string(), "url": _string(), "certificate": _PEM}, ("name", "url", "certificate")
+    "trusted_ca.set_ocsp": object_of({"ocsp_responders": _RESPONDERS}, ("ocsp_responders",)),
+    "tsa.add": object_of(
+        {"name": string(), "url": string(), "certificate": _PEM}, ("name", "url", "certificate")
     ),
-    "tsa.update": _object({"url": _string(), "certificate": _PEM}, ("url", "certificate")),
-    "global_group.add": _object({"code": _string(), "description": _string()}, ("code",)),
-    "global_group.update": _object({"description": _string()}, ("description",)),
-    "global_group.add_member": _object({"client_id": _CLIENT}, ("client_id",)),
-    "settings.update": _object({name: _INTEGER for name in _SETTINGS_FIELDS}),
-    "request.approve": _object({"reason": _string()}),
-    "request.reject": _object({"reason": _string()}, ("reason",)),
-    "signing_key.add": _object(
+    "tsa.update": object_of({"url": string(), "certificate": _PEM}, ("url", "certificate")),
+    "global_group.add": object_of({"code": string(), "description": string()}, ("code",)),
+    "global_group.update": object_of({"description": string()}, ("description",)),
+    "global_group.add_member": object_of({"client_id": _CLIENT}, ("client_id",)),
+    "settings.update": object_of({name: _INTEGER for name in _SETTINGS_FIELDS}),
+    "request.approve": object_of({"reason": string()}),
+    "request.reject": object_of({"reason": string()}, ("reason",)),
+    "signing_key.add": object_of(
         {
-            "key_path": _string("The private key file on the registry's host."),
-            "cert_path": _string("Its certificate file on the registry's host."),
-            "passphrase_env": _string("Environment variable holding the key's passphrase, if encrypted."),
+            "key_path": string("The private key file on the registry's host."),
+            "cert_path": string("Its certificate file on the registry's host."),
+            "passphrase_env": string("Environment variable holding the key's passphrase, if encrypted."),
         },
         ("key_path", "cert_path"),
     ),
-    "api_key.create": _object({"name": _string(), "role": _string()}, ("name", "role")),
+    "api_key.create": object_of({"name": string(), "role": string()}, ("name", "role")),
 }
 """Request bodies by action; an operation not listed takes none."""
 
 _NO_CONTENT: Final = ("204", None)
 
 RESPONSES: Final[Mapping[str, tuple[str, Schema | None]]] = {
-    "member_class.list": ("200", _list_of("member_classes", "MemberClass")),
-    "member_class.add": ("201", _ref("MemberClass")),
-    "member_class.update": ("200", _ref("MemberClass")),
+    "member_class.list": ("200", list_of("member_classes", "MemberClass")),
+    "member_class.add": ("201", ref("MemberClass")),
+    "member_class.update": ("200", ref("MemberClass")),
     "member_class.remove": _NO_CONTENT,
-    "member.list": ("200", _list_of("members", "Member")),
-    "member.add": ("201", _ref("Member")),
-    "member.read": ("200", _ref("Member")),
-    "member.rename": ("200", _ref("Member")),
+    "member.list": ("200", list_of("members", "Member")),
+    "member.add": ("201", ref("Member")),
+    "member.read": ("200", ref("Member")),
+    "member.rename": ("200", ref("Member")),
     "member.remove": _NO_CONTENT,
-    "subsystem.list": ("200", _list_of("subsystems", "Subsystem")),
-    "subsystem.add": ("201", _ref("Subsystem")),
+    "subsystem.list": ("200", list_of("subsystems", "Subsystem")),
+    "subsystem.add": ("201", ref("Subsystem")),
     "subsystem.remove": _NO_CONTENT,
-    "server.list": ("200", _list_of("security_servers", "SecurityServer")),
-    "server.add": ("201", _ref("SecurityServer")),
-    "server.read": ("200", _ref("SecurityServer")),
+    "server.list": ("200", list_of("security_servers", "SecurityServer")),
+    "server.add": ("201", ref("SecurityServer")),
+    "server.read": ("200", ref("SecurityServer")),
     "server.remove": _NO_CONTENT,
-    "server.set_address": ("200", _ref("SecurityServer")),
-    "server.add_auth_cert": ("201", _ref("SecurityServer")),
+    "server.set_address": ("200", ref("SecurityServer")),
+    "server.add_auth_cert": ("201", ref("SecurityServer")),
     "server.remove_auth_cert": _NO_CONTENT,
-    "server.add_client": ("201", _ref("SecurityServer")),
+    "server.add_client": ("201", ref("SecurityServer")),
     "server.remove_client": _NO_CONTENT,
-    "trusted_ca.list": ("200", _list_of("trusted_cas", "TrustedCa")),
-    "trusted_ca.add": ("201", _ref("TrustedCa")),
-    "trusted_ca.set_ocsp": ("200", _ref("TrustedCa")),
+    "trusted_ca.list": ("200", list_of("trusted_cas", "TrustedCa")),
+    "trusted_ca.add": ("201", ref("TrustedCa")),
+    "trusted_ca.set_ocsp": ("200", ref("TrustedCa")),
     "trusted_ca.remove": _NO_CONTENT,
-    "tsa.list": ("200", _list_of("timestamping_authorities", "TimestampingAuthority")),
-    "tsa.add": ("201", _ref("TimestampingAuthority")),
-    "tsa.update": ("200", _ref("TimestampingAuthority")),
+    "tsa.list": ("200", list_of("timestamping_authorities", "TimestampingAuthority")),
+    "tsa.add": ("201", ref("TimestampingAuthority")),
+    "tsa.update": ("200", ref("TimestampingAuthority")),
     "tsa.remove": _NO_CONTENT,
-    "global_group.list": ("200", _list_of("global_groups", "GlobalGroup")),
-    "global_group.add": ("201", _ref("GlobalGroup")),
-    "global_group.update": ("200", _ref("GlobalGroup")),
+    "global_group.list": ("200", list_of("global_groups", "GlobalGroup")),
+    "global_group.add": ("201", ref("GlobalGroup")),
+    "global_group.update": ("200", ref("GlobalGroup")),
     "global_group.remove": _NO_CONTENT,
-    "global_group.add_member": ("201", _ref("GlobalGroup")),
+    "global_group.add_member": ("201", ref("GlobalGroup")),
     "global_group.remove_member": _NO_CONTENT,
-    "settings.read": ("200", _ref("Settings")),
-    "settings.update": ("200", _ref("Settings")),
-    "request.list": ("200", _list_of("requests", "Request")),
-    "request.read": ("200", _ref("Request")),
-    "request.approve": ("200", _ref("Request")),
-    "request.reject": ("200", _ref("Request")),
-    "signing_key.list": ("200", _list_of("signing_keys", "SigningKey")),
-    "signing_key.add": ("201", _ref("SigningKey")),
-    "signing_key.activate": ("200", _ref("SigningKey")),
-    "signing_key.retire": ("200", _ref("SigningKey")),
-    "globalconf.status": ("200", _ref("GlobalconfStatus")),
-    "globalconf.publish": ("202", _object({"requested": {"type": "boolean"}})),
-    "api_key.list": ("200", _list_of("api_keys", "ApiKey")),
-    "api_key.create": ("201", _ref("ApiKey")),
+    "settings.read": ("200", ref("Settings")),
+    "settings.update": ("200", ref("Settings")),
+    "request.list": ("200", list_of("requests", "Request")),
+    "request.read": ("200", ref("Request")),
+    "request.approve": ("200", ref("Request")),
+    "request.reject": ("200", ref("Request")),
+    "signing_key.list": ("200", list_of("signing_keys", "SigningKey")),
+    "signing_key.add": ("201", ref("SigningKey")),
+    "signing_key.activate": ("200", ref("SigningKey")),
+    "signing_key.retire": ("200", ref("SigningKey")),
+    "globalconf.status": ("200", ref("GlobalconfStatus")),
+    "globalconf.publish": ("202", object_of({"requested": {"type": "boolean"}})),
+    "api_key.list": ("200", list_of("api_keys", "ApiKey")),
+    "api_key.create": ("201", ref("ApiKey")),
     "api_key.revoke": _NO_CONTENT,
     "audit_log.read": (
         "200",
-        _object({"entries": _array(_ref("AuditEntry")), "next_before_id": _nullable(_INTEGER)}, ("entries",)),
+        object_of({"entries": array(ref("AuditEntry")), "next_before_id": nullable(_INTEGER)}, ("entries",)),
     ),
 }
 
@@ -350,43 +332,23 @@ _ERRORS: Final = {
 _PATH_PARAMETER = re.compile(r"\{(\w+)\}")
 
 
-def _json(schema: Schema) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
 def _describe(operation: DescribedOperation) -> dict[str, Any]:
     status, answer = RESPONSES[operation.action]
-    responses: dict[str, Any] = {status: {"description": "Done."}}
-    if answer is not None:
-        responses[status]["content"] = _json(answer)
-    for code, text in _ERRORS.items():
-        responses[code] = {"description": text, "content": _json(_ref("Error"))}
     parameters = [
-        {
-            "name": name,
-            "in": "path",
-            "required": True,
-            "description": PATH_PARAMETERS[name],
-            "schema": _string(),
-        }
-        for name in _PATH_PARAMETER.findall(operation.path)
+        path_parameter(name, PATH_PARAMETERS[name]) for name in _PATH_PARAMETER.findall(operation.path)
     ]
-    parameters += [
-        {"name": name, "in": "query", "required": False, "description": text, "schema": _string()}
-        for name, text in QUERY_PARAMETERS.get(operation.action, ())
-    ]
-    described: dict[str, Any] = {
-        "operationId": operation.action.replace(".", "_"),
-        "summary": operation.summary,
-        "tags": [operation.action.split(".")[0]],
-        "x-permission": str(operation.permission),
-        "responses": responses,
-    }
-    if parameters:
-        described["parameters"] = parameters
-    if operation.action in BODIES:
-        described["requestBody"] = {"required": True, "content": _json(BODIES[operation.action])}
-    return described
+    parameters += [query_parameter(name, text) for name, text in QUERY_PARAMETERS.get(operation.action, ())]
+    return operation_object(
+        operation.action.replace(".", "_"),
+        operation.summary,
+        str(operation.permission),
+        operation.action.split(".")[0],
+        errors=_ERRORS,
+        parameters=parameters,
+        body=BODIES.get(operation.action),
+        status=status,
+        response=answer,
+    )
 
 
 def openapi_document(operations: Iterable[DescribedOperation], prefix: str) -> dict[str, Any]:
@@ -412,30 +374,12 @@ def openapi_document(operations: Iterable[DescribedOperation], prefix: str) -> d
             "responses": {"200": {"description": "The OpenAPI document."}},
         }
     }
-    return {
-        "openapi": OPENAPI_VERSION,
-        "info": {
-            "title": "xgate central registry management API",
-            "version": API_VERSION,
-            "description": (
-                "Manage the federation's registry: member classes, members, subsystems, security servers, "
-                "trusted CAs, TSAs, global groups, settings, registration requests, configuration-signing "
-                "keys, API keys and the audit log. Every change and every refused call is audited."
-            ),
-        },
-        "servers": [{"url": "/"}],
-        "security": [{"XRoadApiKey": []}, {"ApiKeyHeader": []}],
-        "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "XRoadApiKey": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "Authorization",
-                    "description": "X-Road's convention: `Authorization: X-Road-ApiKey token=KEY`.",
-                },
-                "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            },
-            "schemas": SCHEMAS,
-        },
-    }
+    return api_document(
+        "xgate central registry management API",
+        API_VERSION,
+        "Manage the federation's registry: member classes, members, subsystems, security servers, "
+        "trusted CAs, TSAs, global groups, settings, registration requests, configuration-signing "
+        "keys, API keys and the audit log. Every change and every refused call is audited.",
+        paths,
+        SCHEMAS,
+    )

@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from cryptography import x509
 from sqlalchemy.engine import Connection, Engine, Row
 
+from gateway.adminstore import AdminStore
 from gateway.central import tables as t
-from gateway.central.adminstore import AdminStore
 from gateway.central.requests import (
     RegistrationRequest,
     RequestRefused,
@@ -35,6 +35,7 @@ from gateway.central.requests import (
 )
 from gateway.central.tables import RequestState, SigningKeyStatus
 from gateway.crypto.certs import certificate_to_pem, fingerprint_sha256
+from gateway.db import begin_snapshot_read, begin_write, create_engine
 from gateway.globalconf.model import (
     GlobalConf,
     GlobalConfError,
@@ -47,7 +48,6 @@ from gateway.globalconf.model import (
     TrustedCa,
 )
 from gateway.ids import ClientId, GlobalGroupId, IdentifierError, SecurityServerId, validate_code
-from gateway.serverconf.db import begin_snapshot_read, begin_write, create_engine
 
 REQUEST_ID_BYTES: Final = 16
 """128 random bits: a request's id is its public handle, so it must not be guessable."""

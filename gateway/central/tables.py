@@ -14,9 +14,9 @@ import enum
 from typing import Final
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
-from gateway.serverconf.tables import AuditResult, UtcDateTime
+from gateway.adminstore import api_keys_table, audit_log_table
+from gateway.db import NAMING_CONVENTION, UtcDateTime, one_of
 
 
 class RequestState(enum.StrEnum):
@@ -33,23 +33,7 @@ class SigningKeyStatus(enum.StrEnum):
     RETIRED = "retired"  # gone from the anchor; kept for the record
 
 
-def _one_of(column: str, values: type[enum.StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
-
-
-metadata: Final = sa.MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
-
-# SQLite aliases only INTEGER PRIMARY KEY to its rowid; BIGINT there would not autoincrement.
-_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-_Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+metadata: Final = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 
 def _cascade(column: str) -> sa.ForeignKey:
@@ -203,7 +187,7 @@ registration_requests: Final = sa.Table(
     sa.Column("decided_at", UtcDateTime, nullable=True),
     sa.Column("decided_by", sa.Text, nullable=True),
     sa.Column("reason", sa.Text, nullable=True),
-    sa.CheckConstraint(_one_of("state", RequestState), name="state"),
+    sa.CheckConstraint(one_of("state", RequestState), name="state"),
     sa.CheckConstraint("(state = 'pending') = (decided_at IS NULL)", name="decided"),
     sa.Index("ix_central_requests_state", "state", "submitted_at"),
 )
@@ -220,7 +204,7 @@ signing_keys: Final = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("activated_at", UtcDateTime, nullable=True),
     sa.Column("retired_at", UtcDateTime, nullable=True),
-    sa.CheckConstraint(_one_of("status", SigningKeyStatus), name="status"),
+    sa.CheckConstraint(one_of("status", SigningKeyStatus), name="status"),
 )
 
 # At most one active key, whatever the code does (both backends support partial indexes).
@@ -245,28 +229,7 @@ published: Final = sa.Table(
 )
 """The last published configuration: its version only ever grows, across restarts."""
 
-api_keys: Final = sa.Table(
-    "central_api_keys",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("name", sa.Text, nullable=False),
-    # SHA-256 of the key, never the key: a leaked database must not open the management API.
-    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),
-    sa.Column("role", sa.String(64), nullable=False),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
-)
+api_keys: Final = api_keys_table("central_api_keys", metadata)
 
-audit_log: Final = sa.Table(
-    "central_audit_log",
-    metadata,
-    sa.Column("id", _BigId, primary_key=True),
-    sa.Column("at", UtcDateTime, nullable=False, index=True),
-    sa.Column("actor", sa.Text, nullable=False),
-    sa.Column("action", sa.Text, nullable=False),
-    sa.Column("target", sa.Text, nullable=False, server_default=""),
-    sa.Column("details", _Json, nullable=True),
-    sa.Column("result", sa.String(8), nullable=False),
-    sa.CheckConstraint(_one_of("result", AuditResult), name="result"),
-)
+audit_log: Final = audit_log_table("central_audit_log", metadata)
 """Every administrative change and refusal, and every registration request received."""

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +36,7 @@ from cryptography.x509.verification import (
 
 from gateway.crypto.keys import write_file_atomically
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
+from gateway.lru import BoundedLru
 
 MEMBER_URI_PREFIX = "xroad:member:"
 """SAN URI scheme and kind for a member's signing certificate (module docstring)."""
@@ -252,42 +251,13 @@ def _build_chain(
 _ChainKey = tuple[x509.Certificate, tuple[x509.Certificate, ...], tuple[x509.Certificate, ...]]
 
 
-class _BuiltChains:
-    """Chains that path validation accepted, by (leaf, intermediates, anchors): a bounded LRU.
-
-    Building a chain (a policy, a store, signature checks) costs ~150 µs, and a gateway checks
-    the same few signers on every message. Without revocation, the only input that changes
-    between calls is the time, and it enters path validation solely through each certificate's
-    validity period (RFC 5280 §6.1.3 (a)(2)): so a cached chain whose every certificate is valid
-    at the new time is a valid path at that time. Any other case rebuilds from scratch, and
-    only successes are stored.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: OrderedDict[_ChainKey, tuple[x509.Certificate, ...]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: _ChainKey) -> tuple[x509.Certificate, ...] | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
-
-    def put(self, key: _ChainKey, chain: tuple[x509.Certificate, ...]) -> None:
-        with self._lock:
-            self._entries[key] = chain
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-_built_chains = _BuiltChains(CHAIN_CACHE_SIZE)
+# Chains that path validation accepted, by (leaf, intermediates, anchors). Building a chain (a
+# policy, a store, signature checks) costs ~150 µs, and a gateway checks the same few signers on
+# every message. Without revocation, the only input that changes between calls is the time, and
+# it enters path validation solely through each certificate's validity period (RFC 5280 §6.1.3
+# (a)(2)): so a cached chain whose every certificate is valid at the new time is a valid path at
+# that time. Any other case rebuilds from scratch, and only successes are stored.
+_built_chains: BoundedLru[_ChainKey, tuple[x509.Certificate, ...]] = BoundedLru(CHAIN_CACHE_SIZE)
 
 
 def _valid_at(certificate: x509.Certificate, at: dt.datetime) -> bool:

@@ -32,6 +32,8 @@ from cryptography.x509 import ocsp
 from cryptography.x509.ocsp import OCSPCertStatus, OCSPResponseStatus
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from gateway.httpfetch import ExchangeFailed, post_for
+
 OCSP_REQUEST_TYPE: Final = "application/ocsp-request"
 OCSP_RESPONSE_TYPE: Final = "application/ocsp-response"
 """RFC 6960 Appendix A.1: the media types of a request and a response over HTTP."""
@@ -325,28 +327,17 @@ async def fetch_ocsp(
     """POST an OCSP request for `certificate` to `url` (RFC 6960 A.1); the response DER, unverified."""
     request = build_ocsp_request(certificate, issuer)
     try:
-        async with session.post(
+        return await post_for(
+            session,
             url,
-            data=request,
-            headers={"Content-Type": OCSP_REQUEST_TYPE, "Accept": OCSP_RESPONSE_TYPE},
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            allow_redirects=False,
-        ) as response:
-            if response.status != 200:
-                raise OcspError(OcspProblem.UNAVAILABLE, f"responder answered HTTP {response.status}")
-            if response.content_type != OCSP_RESPONSE_TYPE:
-                raise OcspError(OcspProblem.UNAVAILABLE, f"responder answered {response.content_type}")
-            return await _read_limited(response, MAX_RESPONSE_BYTES)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise OcspError(OcspProblem.UNAVAILABLE, f"responder at {url} unreachable: {exc!r}") from exc
-
-
-async def _read_limited(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    try:
-        await response.content.readexactly(max_bytes + 1)
-    except asyncio.IncompleteReadError as short:
-        return short.partial
-    raise OcspError(OcspProblem.UNAVAILABLE, f"OCSP response larger than {max_bytes} bytes")
+            request,
+            content_type=OCSP_REQUEST_TYPE,
+            answer_type=OCSP_RESPONSE_TYPE,
+            timeout=timeout,
+            max_bytes=MAX_RESPONSE_BYTES,
+        )
+    except ExchangeFailed as exc:
+        raise OcspError(OcspProblem.UNAVAILABLE, f"responder {exc}") from exc
 
 
 @dataclass(frozen=True)

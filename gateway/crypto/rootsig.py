@@ -21,8 +21,6 @@ import binascii
 import hashlib
 import hmac
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +37,7 @@ from lxml import etree
 from gateway.crypto.certs import CertificateError, verify_chain
 from gateway.crypto.hashtree import DIGEST_SIZE, Proof, root_from_proof
 from gateway.crypto.keys import PrivateKey
+from gateway.lru import BoundedLru
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
 
 XG_NS: Final = "urn:xgate:signature:1"
@@ -215,37 +214,11 @@ def format_signing_time(moment: datetime) -> str:
 # --- verifying -----------------------------------------------------------------------------
 
 
-class _VerifiedRoots:
-    """A bounded LRU of roots already verified, keyed by the document's digest and the trust set.
-
-    Only successes are kept: a failure is re-checked each time rather than remembered wrongly.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: OrderedDict[tuple[bytes, tuple[x509.Certificate, ...]], VerifiedRoot] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[bytes, tuple[x509.Certificate, ...]]) -> VerifiedRoot | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[bytes, tuple[x509.Certificate, ...]], value: VerifiedRoot) -> None:
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-_verified_roots = _VerifiedRoots(VERIFIED_CACHE_SIZE)
+# Roots already verified, by the document's digest and the trust set. Only successes are kept:
+# a failure is re-checked each time rather than remembered wrongly.
+_verified_roots: BoundedLru[tuple[bytes, tuple[x509.Certificate, ...]], VerifiedRoot] = BoundedLru(
+    VERIFIED_CACHE_SIZE
+)
 
 
 def verify_root_signature(xml: bytes, trusted_cas: Sequence[x509.Certificate]) -> VerifiedRoot:

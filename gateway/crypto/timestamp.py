@@ -13,7 +13,6 @@ Sans-IO except `request_timestamp`, the one function that talks HTTP (RFC 3161 Â
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import enum
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.crypto.certs import CertificateError, verify_chain
+from gateway.httpfetch import ExchangeFailed, post_for
 
 TIMESTAMP_QUERY_TYPE: Final = "application/timestamp-query"
 TIMESTAMP_REPLY_TYPE: Final = "application/timestamp-reply"
@@ -424,38 +424,21 @@ async def request_timestamp(session: aiohttp.ClientSession, url: str, digest: by
     """
     nonce = new_nonce()
     request = build_timestamp_request(digest, nonce)
-    body = await _post(session, url, request, timeout)
+    try:
+        body = await post_for(
+            session,
+            url,
+            request,
+            content_type=TIMESTAMP_QUERY_TYPE,
+            answer_type=TIMESTAMP_REPLY_TYPE,
+            timeout=timeout,
+            max_bytes=MAX_RESPONSE_BYTES,
+        )
+    except ExchangeFailed as exc:
+        raise TimestampError(TimestampProblem.UNAVAILABLE, f"TSA {exc}") from exc
     token = parse_timestamp_response(body)
     if token.nonce != nonce:
         raise TimestampError(TimestampProblem.MISMATCH, "the TSA did not echo our nonce")
     if token.hash_algorithm != "sha256" or not hmac.compare_digest(token.hashed_message, digest):
         raise TimestampError(TimestampProblem.MISMATCH, "the TSA stamped another digest")
     return token.der
-
-
-async def _post(session: aiohttp.ClientSession, url: str, request: bytes, timeout: float) -> bytes:
-    try:
-        async with session.post(
-            url,
-            data=request,
-            headers={"Content-Type": TIMESTAMP_QUERY_TYPE, "Accept": TIMESTAMP_REPLY_TYPE},
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            allow_redirects=False,
-        ) as response:
-            if response.status != 200:
-                raise TimestampError(TimestampProblem.UNAVAILABLE, f"TSA answered HTTP {response.status}")
-            if response.content_type != TIMESTAMP_REPLY_TYPE:
-                raise TimestampError(
-                    TimestampProblem.UNAVAILABLE, f"TSA answered {response.content_type}, not a reply"
-                )
-            return await _read_limited(response, MAX_RESPONSE_BYTES)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise TimestampError(TimestampProblem.UNAVAILABLE, f"TSA at {url} unreachable: {exc!r}") from exc
-
-
-async def _read_limited(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    try:
-        await response.content.readexactly(max_bytes + 1)
-    except asyncio.IncompleteReadError as short:
-        return short.partial
-    raise TimestampError(TimestampProblem.UNAVAILABLE, f"TSA response larger than {max_bytes} bytes")

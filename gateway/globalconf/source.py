@@ -29,6 +29,7 @@ from gateway.globalconf.signed import (
     anchor_to_json,
     verify_signed_globalconf,
 )
+from gateway.httpfetch import read_at_most
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ CACHE_FILE_MODE: Final = 0o644
 
 ANCHOR_FILE_MODE: Final = 0o644
 
-_CHUNK_BYTES: Final = 64 * 1024
 _HTTP_SCHEMES: Final = ("http://", "https://")
 
 
@@ -187,12 +187,10 @@ class GlobalConfSource:
                     raise GlobalConfUnavailable(f"{self.location} answered HTTP {response.status}")
                 if response.content_length is not None and response.content_length > self.max_bytes:
                     raise GlobalConfUnavailable(f"{self.location} announces more than {self.max_bytes} bytes")
-                body = bytearray()
-                async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
-                    body += chunk
-                    if len(body) > self.max_bytes:
-                        raise GlobalConfUnavailable(f"{self.location} sent more than {self.max_bytes} bytes")
-                return bytes(body)
+                body = await read_at_most(response, self.max_bytes)
+                if body is None:
+                    raise GlobalConfUnavailable(f"{self.location} sent more than {self.max_bytes} bytes")
+                return body
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise GlobalConfUnavailable(
                 f"cannot download {self.location}: {type(exc).__name__}: {exc}"

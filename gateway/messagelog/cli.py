@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import textwrap
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -29,8 +28,9 @@ import click
 import sqlalchemy.exc
 from cryptography import x509
 
-from gateway.admin.cli import DEFAULT_KEY_ENV, URL_ENV, AdminGroup, AdminSettings, format_table
+from gateway.admin.cli import DEFAULT_KEY_ENV, URL_ENV, AdminGroup, AdminSettings
 from gateway.admin.client import DEFAULT_URL
+from gateway.apicli import api_options, echo_json, format_table
 from gateway.crypto.certs import CertificateError, load_certificates
 from gateway.globalconf import GlobalConfError, load_anchor, verify_signed_globalconf
 from gateway.messagelog.archive import ContainerTrust, verify_archive_chain
@@ -112,20 +112,11 @@ pass_settings = click.make_pass_decorator(LogSettings)
 
 
 @click.group(cls=LogGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--url",
-    envvar=URL_ENV,
-    default=DEFAULT_URL,
-    show_default=True,
-    help=f"The node's admin listener (or set {URL_ENV}); used unless --database is given.",
-)
-@click.option(
-    "--api-key-env",
-    "key_env",
-    default=DEFAULT_KEY_ENV,
-    show_default=True,
-    metavar="VAR",
-    help="Environment variable holding the API key; asked for when it is unset. Keys are never arguments.",
+@api_options(
+    url_env=URL_ENV,
+    default_url=DEFAULT_URL,
+    default_key_env=DEFAULT_KEY_ENV,
+    url_help=f"The node's admin listener (or set {URL_ENV}); used unless --database is given.",
 )
 @click.option(
     "--database",
@@ -259,10 +250,6 @@ def _no_trust_over_api(settings: LogSettings, trust: ContainerTrust | None) -> N
         raise click.UsageError("trust options are for --database and files: a node verifies with its own")
 
 
-def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
-
-
 # --- search ----------------------------------------------------------------------------------
 
 
@@ -281,7 +268,7 @@ def search(settings: LogSettings, limit: int, as_json: bool, **filters: Any) -> 
     else:
         answer = settings.admin.client().log_search(query.to_params())
     if as_json:
-        _emit_json(answer)
+        echo_json(answer)
     else:
         click.echo(format_search(answer))
 
@@ -317,7 +304,7 @@ def show(
     else:
         answer = settings.admin.client().log_show(ident)
     if as_json:
-        _emit_json(answer)
+        echo_json(answer)
     else:
         click.echo(format_exchanges(answer))
 
@@ -364,7 +351,7 @@ def export(
     written = _write_containers(out_dir, containers)
     rows = [{**c.entry, "file": str(path)} for c, path in zip(containers, written, strict=True)]
     if as_json:
-        _emit_json({"written": rows, "failures": [dataclasses.asdict(f) for f in failures]})
+        echo_json({"written": rows, "failures": [dataclasses.asdict(f) for f in failures]})
     else:
         columns = (
             ("file", "file"),

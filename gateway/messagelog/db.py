@@ -1,6 +1,6 @@
 """The message log's database: engines and migrations.
 
-Engines are the server configuration's (`gateway.serverconf.db`: SQLite in WAL mode by
+Engines are xgate's shared ones (`gateway.db`: SQLite in WAL mode by
 default, PostgreSQL through psycopg 3 for several nodes), with SQLite's fsync on every commit
 made explicit: the gateway answers its client only once the record is committed, so a commit
 must survive a crash of the machine, not only of the process. The migrations are the log's
@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import sqlalchemy as sa
-from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from gateway.serverconf import db as serverconf_db
-from gateway.serverconf.db import begin_snapshot_read, begin_write, is_sqlite
+from gateway import db
+from gateway.db import Migrations, begin_snapshot_read, begin_write, is_sqlite
 
 __all__ = [
     "ALEMBIC_VERSION_TABLE",
@@ -36,18 +35,19 @@ __all__ = [
 DEFAULT_URL: Final = "sqlite:///messagelog.db"
 """Relative to the working directory; the node's TOML file names the real place."""
 
-MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
-
 ALEMBIC_VERSION_TABLE: Final = "alembic_version_messagelog"
 """Our own name, so the server configuration's migrations may share the database."""
 
-MIGRATION_LOCK_KEY: Final = 0x78676174_6D736C67  # "xgatmslg": one PostgreSQL advisory lock id
-"""Nodes starting together migrate one after the other; not the server configuration's key."""
+MIGRATIONS: Final = Migrations(
+    directory=Path(__file__).with_name("migrations"),
+    version_table=ALEMBIC_VERSION_TABLE,
+    lock_key=0x78676174_6D736C67,  # "xgatmslg": not the server configuration's key
+)
 
 
 def create_engine(url: str = DEFAULT_URL, **kwargs: Any) -> Engine:
     """An engine for the log at `url`; on SQLite every commit is fsynced (synchronous=FULL)."""
-    engine = serverconf_db.create_engine(url, **kwargs)
+    engine = db.create_engine(url, **kwargs)
     if is_sqlite(engine):
         sa.event.listen(engine, "connect", _on_sqlite_connect)
     return engine
@@ -65,23 +65,9 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic configuration built in code, pointing at the log's migrations."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("version_table", ALEMBIC_VERSION_TABLE)
-    if url is not None:
-        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # configparser interpolation
-    return config
+    return MIGRATIONS.alembic_config(url)
 
 
 def migrate(engine_url: str, revision: str = "head") -> None:
     """Bring the log's tables at `engine_url` to `revision` (default: the newest)."""
-    engine = create_engine(engine_url)
-    try:
-        with begin_write(engine) as connection:
-            if not is_sqlite(engine):
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
-            config = alembic_config(engine_url)
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-    finally:
-        engine.dispose()
+    MIGRATIONS.upgrade(engine_url, revision, engine_factory=create_engine)

@@ -29,7 +29,12 @@ from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import create_engine, migrate
 from gateway.messagelog.record import LogRecord
 from gateway.messagelog.store import ChainArchive, LoggingFailed, MessageLogWriter, purge
-from gateway.messagelog.timestamping import BatchTimestamper, TimestampingFailed
+from gateway.messagelog.timestamping import (
+    MAX_RETRY_DELAY_SECONDS,
+    NO_AUTHORITY,
+    BatchTimestamper,
+    TimestampingFailed,
+)
 from gateway.protocol import faults
 from gateway.protocol.faults import XRoadFault
 
@@ -41,6 +46,9 @@ DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS: Final = 600.0
 DEFAULT_ARCHIVE_INTERVAL_SECONDS: Final = 3600.0
 # One TSA round trip; the timestamper tries the next TSA after this.
 TSA_TIMEOUT_SECONDS: Final = 10.0
+# While stamping fails the timestamper backs off, but never beyond this share of the failure
+# allowance: once traffic is refused, every second a returned TSA goes unasked is refused traffic.
+RETRY_SHARE_OF_FAILURE_ALLOWANCE: Final = 0.1
 
 
 def load_body_keys(path: Path) -> tuple[dict[str, bytes], str]:
@@ -85,6 +93,11 @@ class MessageLog:
             node=node,
             stamp=self._stamp,
             interval_seconds=settings.timestamp_interval_seconds,
+            has_authority=self._has_authority,
+            max_retry_delay_seconds=min(
+                MAX_RETRY_DELAY_SECONDS,
+                settings.max_timestamp_failure_seconds * RETRY_SHARE_OF_FAILURE_ALLOWANCE,
+            ),
         )
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -145,10 +158,14 @@ class MessageLog:
 
     # --- timestamping over the federation's TSAs, in order ----------------------------------
 
+    def _has_authority(self) -> bool:
+        conf = self._globalconf()
+        return conf is not None and bool(conf.timestamping_authorities)
+
     async def _stamp(self, digest: bytes) -> bytes:
         conf = self._globalconf()
         if conf is None or not conf.timestamping_authorities:
-            raise TimestampingFailed("the global configuration lists no timestamping authority")
+            raise TimestampingFailed(NO_AUTHORITY)
         assert self._session is not None
         problems = []
         ca_certs = conf.trusted_ca_certs()

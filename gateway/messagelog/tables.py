@@ -14,25 +14,17 @@ which is also what the record hash covers.
 
 from __future__ import annotations
 
-import enum
 from typing import Final
 
 import sqlalchemy as sa
 
+from gateway.db import NAMING_CONVENTION, BigId, UtcDateTime, one_of
 from gateway.messagelog.record import Direction, MessageKind, Side
-from gateway.serverconf.tables import UtcDateTime
-from gateway.serverconf.tables import metadata as _serverconf_metadata
 
-# The server configuration's naming convention: constraint names stay predictable for migrations.
-metadata: Final = sa.MetaData(naming_convention=_serverconf_metadata.naming_convention)
+# xgate's naming convention: constraint names stay predictable for migrations.
+metadata: Final = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
-# SQLite aliases only INTEGER PRIMARY KEY to its rowid; BIGINT there would not autoincrement.
-_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _Digest = sa.LargeBinary(32)
-
-
-def _one_of(column: str, values: type[enum.StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
 
 chains: Final = sa.Table(
@@ -60,7 +52,7 @@ blobs: Final = sa.Table(
 timestamps: Final = sa.Table(
     "messagelog_timestamps",
     metadata,
-    sa.Column("id", _BigId, primary_key=True),
+    sa.Column("id", BigId, primary_key=True),
     sa.Column("gateway", sa.Text, nullable=False),
     sa.Column("node", sa.Text, nullable=False),
     sa.Column("first_seq", sa.BigInteger, nullable=False),
@@ -76,7 +68,7 @@ timestamps: Final = sa.Table(
 records: Final = sa.Table(
     "messagelog_records",
     metadata,
-    sa.Column("id", _BigId, primary_key=True),
+    sa.Column("id", BigId, primary_key=True),
     sa.Column("gateway", sa.Text, nullable=False),
     sa.Column("node", sa.Text, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),  # 1, 2, 3... within the chain
@@ -110,9 +102,9 @@ records: Final = sa.Table(
     sa.Column("archived_at", UtcDateTime, nullable=True),
     sa.Column("archive_id", sa.Text, nullable=True),
     sa.UniqueConstraint("gateway", "node", "seq"),
-    sa.CheckConstraint(_one_of("side", Side), "side"),
-    sa.CheckConstraint(_one_of("direction", Direction), "direction"),
-    sa.CheckConstraint(_one_of("kind", MessageKind), "kind"),
+    sa.CheckConstraint(one_of("side", Side), "side"),
+    sa.CheckConstraint(one_of("direction", Direction), "direction"),
+    sa.CheckConstraint(one_of("kind", MessageKind), "kind"),
     sa.CheckConstraint("(body_key_id IS NULL) = (body_nonce IS NULL)", "body_key_whole"),
     sa.CheckConstraint("(timestamp_id IS NULL) = (timestamp_proof IS NULL)", "timestamp_whole"),
     sa.CheckConstraint("(archived_at IS NULL) = (archive_id IS NULL)", "archive_whole"),

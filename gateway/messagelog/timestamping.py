@@ -11,6 +11,12 @@ Stamping goes strictly in chain order, so "how far is it stamped" is one number 
 (`stamped_seq`). When the TSA fails the records wait; `failing_since` lets the proxy refuse new
 requests once that lasts too long (PROTOCOL.md: Server.ClientProxy.LoggingFailed.TimestamperFailed),
 and when the TSA answers again the backlog is stamped in bounded batches.
+
+A failing or missing TSA must not cost the gateway more as the backlog grows. With no TSA in the
+global configuration nothing is read or hashed; an attempt reads at most `max_batch` records and
+builds only their tree, and encodes the records' proofs (the costly part) only once a token has
+arrived; after a failure the periodic loop waits twice as long each time, up to
+MAX_RETRY_DELAY_SECONDS, and returns to `interval_seconds` at the first success.
 """
 
 from __future__ import annotations
@@ -27,10 +33,10 @@ from typing import Final, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.crypto.hashtree import build_tree
+from gateway.crypto.hashtree import Proof, build_tree
 from gateway.messagelog.asice import encode_proof
 from gateway.messagelog.db import begin_snapshot_read, begin_write
-from gateway.messagelog.store import chain_state, lock_chain
+from gateway.messagelog.store import DriverStatement, chain_state, lock_chain
 from gateway.messagelog.tables import chains, records, timestamps
 from gateway.protocol.faults import TIMESTAMPER_FAILED
 
@@ -47,8 +53,20 @@ DEFAULT_MAX_BATCH: Final = 10_000
 DEFAULT_STAMP_TIMEOUT_SECONDS: Final = 60.0
 """A safety net over the caller's own per-TSA timeouts: a hung TSA must count as failing."""
 
+MAX_RETRY_DELAY_SECONDS: Final = 60.0
+"""The longest wait between attempts while timestamping fails: a TSA that is back is used within
+a minute, and X-Road's own batch timestamper never runs more often than that (its
+TimestamperJob's minimum interval), well inside the time the proxy lets failures last."""
+
+NO_AUTHORITY: Final = "the global configuration lists no timestamping authority"
+
 StampFunction = Callable[[bytes], Awaitable[bytes]]
 """`stamp(root_digest) -> TimeStampToken DER`: the RFC 3161 client, trying the TSAs in order."""
+
+AuthorityCheck = Callable[[], bool]
+"""Whether there is a TSA to ask at all (the global configuration lists one)."""
+
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class TimestampingFailed(Exception):
@@ -64,10 +82,17 @@ class _Unstamped:
     hashes: list[bytes]
 
 
-def _tree(record_hashes: list[bytes]) -> tuple[bytes, list[str]]:
-    """The root over the records' hashes and each record's proof in its stored form."""
+@dataclass(frozen=True)
+class _Tree:
+    """The hash tree over a batch of records: its root for the TSA, each record's path to it."""
+
+    root: bytes
+    proofs: list[Proof]
+
+
+def _build_tree(record_hashes: list[bytes]) -> _Tree:
     root, proofs = build_tree(record_hashes)
-    return root, [encode_proof(leaf, proof) for leaf, proof in zip(record_hashes, proofs, strict=True)]
+    return _Tree(root, proofs)
 
 
 def _utc_now() -> datetime:
@@ -89,6 +114,9 @@ class BatchTimestamper:
         stamp_timeout_seconds: float = DEFAULT_STAMP_TIMEOUT_SECONDS,
         clock: Callable[[], datetime] = _utc_now,
         executor: Executor | None = None,
+        has_authority: AuthorityCheck | None = None,
+        max_retry_delay_seconds: float = MAX_RETRY_DELAY_SECONDS,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         if interval_seconds <= 0 or max_batch < 1 or stamp_timeout_seconds <= 0:
             raise ValueError("interval and timeout must be positive, max_batch >= 1")
@@ -101,6 +129,19 @@ class BatchTimestamper:
         self._timeout = stamp_timeout_seconds
         self._clock = clock
         self._executor = executor
+        self._has_authority = has_authority
+        self._max_retry_delay = max(interval_seconds, max_retry_delay_seconds)
+        self._sleep = sleep
+        self._set_proofs = DriverStatement(
+            sa.update(records)
+            .where(
+                records.c.gateway == sa.bindparam("b_gateway"),
+                records.c.node == sa.bindparam("b_node"),
+                records.c.seq == sa.bindparam("b_seq"),
+            )
+            .values(timestamp_id=sa.bindparam("b_timestamp"), timestamp_proof=sa.bindparam("b_proof")),
+            engine.dialect,
+        )
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.failing_since: datetime | None = None
@@ -152,23 +193,32 @@ class BatchTimestamper:
                 await self._stamp_batch()
 
     async def _loop(self) -> None:
+        delay = self._interval
         while True:
-            await asyncio.sleep(self._interval)
-            # A failure is logged and tracked in failing_since; the next round retries.
-            with contextlib.suppress(TimestampingFailed):
+            await self._sleep(delay)
+            try:
                 await self.run_once()
+            except TimestampingFailed:  # logged and tracked in failing_since; retried later
+                delay = min(delay * 2, self._max_retry_delay)
+            else:
+                delay = self._interval
 
     async def _stamp_batch(self) -> int:
         """Stamp up to `max_batch` unstamped records; 0 when none are waiting."""
         try:
+            state = await self._in_thread(self._read_state)
+            if state is None or state[0] == state[1]:
+                return 0
+            if self._has_authority is not None and not self._has_authority():
+                raise TimestampingFailed(NO_AUTHORITY)  # before reading or hashing anything
             unstamped = await self._in_thread(self._read_unstamped)
             if not unstamped.seqs:
                 return 0
-            # Thousands of proofs are milliseconds of hashing: not on the event loop.
-            root, proofs = await self._in_thread(_tree, unstamped.hashes)
+            # Thousands of leaves are milliseconds of hashing: not on the event loop.
+            tree = await self._in_thread(_build_tree, unstamped.hashes)
             async with asyncio.timeout(self._timeout):
-                token = await self._stamp(root)
-            stored = await self._in_thread(self._store, unstamped, root, token, proofs)
+                token = await self._stamp(tree.root)
+            stored = await self._in_thread(self._store, unstamped, tree, token)
         except Exception as exc:
             self._fail(exc)
             raise TimestampingFailed(f"timestamping the message log failed: {exc}") from exc
@@ -213,8 +263,13 @@ class BatchTimestamper:
             ).all()
         return _Unstamped(state.stamped_seq, [r.seq for r in rows], [bytes(r.record_hash) for r in rows])
 
-    def _store(self, unstamped: _Unstamped, root: bytes, token: bytes, proofs: list[str]) -> bool:
+    def _store(self, unstamped: _Unstamped, tree: _Tree, token: bytes) -> bool:
         """Store the token and each record's proof; False when another process stamped them first."""
+        # Encoded before the transaction: on SQLite it holds the log writer's lock.
+        proofs = [
+            encode_proof(leaf, proof) for leaf, proof in zip(unstamped.hashes, tree.proofs, strict=True)
+        ]
+        root = tree.root
         with begin_write(self._engine) as connection:
             chain = lock_chain(connection, self.gateway, self.node)
             if chain.stamped_seq != unstamped.stamped_seq:
@@ -233,15 +288,13 @@ class BatchTimestamper:
             ).inserted_primary_key
             assert inserted is not None
             timestamp_id = inserted[0]
-            connection.execute(
-                sa.update(records)
-                .where(
-                    records.c.gateway == self.gateway,
-                    records.c.node == self.node,
-                    records.c.seq == sa.bindparam("b_seq"),
-                )
-                .values(timestamp_id=timestamp_id, timestamp_proof=sa.bindparam("b_proof")),
-                [{"b_seq": seq, "b_proof": proof} for seq, proof in zip(unstamped.seqs, proofs, strict=True)],
+            key = {"b_gateway": self.gateway, "b_node": self.node, "b_timestamp": timestamp_id}
+            connection.exec_driver_sql(
+                self._set_proofs.sql,
+                [
+                    self._set_proofs.parameters({**key, "b_seq": seq, "b_proof": proof})
+                    for seq, proof in zip(unstamped.seqs, proofs, strict=True)
+                ],
             )
             connection.execute(
                 sa.update(chains)

@@ -31,10 +31,26 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from gateway.ids import ClientId, GlobalGroupId, LocalGroupId, ServiceId
+from gateway.ids import ClientId, GlobalGroupId, IdentifierError, LocalGroupId, ObjectType, ServiceId
+from gateway.protocol.faults import INVALID_REQUEST
 
 AccessSubject = ClientId | GlobalGroupId | LocalGroupId
 """Who a right is for."""
+
+
+def subject_from_text(object_type: ObjectType, text: str) -> AccessSubject:
+    """A right's subject from its identifiers.xsd objectType and text form; IdentifierError when
+    the text names another kind of subject (a member where a subsystem was said, say)."""
+    if object_type is ObjectType.GLOBALGROUP:
+        return GlobalGroupId.from_text(text)
+    if object_type is ObjectType.LOCALGROUP:
+        return LocalGroupId.from_text(text)
+    client = ClientId.from_text(text)
+    if client.object_type is not object_type:
+        shown = f"{client.object_type.value.lower()}, not a {object_type.value.lower()}"
+        raise IdentifierError(INVALID_REQUEST, f"{text} is a {shown}")
+    return client
+
 
 GlobalGroupMembership = Callable[[ClientId, GlobalGroupId], bool]
 """Whether a client is in a global group: answered from the global configuration."""

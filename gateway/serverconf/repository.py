@@ -10,9 +10,7 @@ nodes sharing one PostgreSQL see each other's changes without asking the databas
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
-import secrets
 import threading
 import time
 from collections import defaultdict
@@ -29,7 +27,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy.engine import Connection, Engine, Row
 
-from gateway.ids import ClientId, GlobalGroupId, LocalGroupId, ServiceId
+from gateway.adminstore import (
+    API_KEY_BYTES,
+    DEFAULT_AUDIT_PAGE,
+    MAX_API_KEY_LENGTH,
+    MAX_AUDIT_PAGE,
+    AdminStore,
+    ApiKey,
+    AuditEntry,
+    AuditResult,
+)
+from gateway.ids import ClientId, LocalGroupId, ObjectType, ServiceId
 from gateway.serverconf.access import (
     AccessRight,
     AccessSubject,
@@ -39,10 +47,10 @@ from gateway.serverconf.access import (
     ServiceRights,
     is_allowed,
     rights_of,
+    subject_from_text,
 )
 from gateway.serverconf.db import begin_snapshot_read, begin_write, create_engine
 from gateway.serverconf.tables import (
-    AuditResult,
     ClientAuthMode,
     KeyUsage,
     ServiceKind,
@@ -61,6 +69,10 @@ from gateway.serverconf.tables import (
 )
 
 __all__ = [
+    "API_KEY_BYTES",
+    "DEFAULT_AUDIT_PAGE",
+    "MAX_API_KEY_LENGTH",
+    "MAX_AUDIT_PAGE",
     "AlreadyExists",
     "ApiKey",
     "AuditEntry",
@@ -89,16 +101,6 @@ RESERVED_SERVICE_CODES: Final = frozenset(
 )
 """The metadata services' names; no agency may register a service under them (PROTOCOL.md
 "Service metadata")."""
-
-API_KEY_BYTES: Final = 32
-"""256 random bits: beyond guessing, so a plain SHA-256 (no salt, no slow KDF) protects them."""
-
-MAX_API_KEY_LENGTH: Final = 256
-"""Longer than any key we issue (43 characters); longer input is refused before hashing."""
-
-DEFAULT_AUDIT_PAGE: Final = 100
-MAX_AUDIT_PAGE: Final = 1000
-"""One read of the audit log at most; bounds memory and the management API's answer."""
 
 _CONFIG_ROW: Final = 1
 
@@ -213,28 +215,6 @@ class LocalGroup:
 
 
 @dataclass(frozen=True, slots=True)
-class ApiKey:
-    """A management API key as stored: never the key itself."""
-
-    id: int
-    name: str
-    role: str
-    created_at: datetime
-    revoked: bool
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    target: str
-    details: Mapping[str, Any] | None
-    result: AuditResult
-
-
-@dataclass(frozen=True, slots=True)
 class KeyRecord:
     """One of the gateway's keys: the private key's file, and its CSR and certificate as issued."""
 
@@ -260,15 +240,7 @@ def _subject_to_row(subject: AccessSubject) -> tuple[str, str]:
 
 
 def _subject_from_row(subject_type: str, text: str) -> AccessSubject:
-    kind = SubjectType(subject_type)
-    if kind is SubjectType.GLOBALGROUP:
-        return GlobalGroupId.from_text(text)
-    if kind is SubjectType.LOCALGROUP:
-        return LocalGroupId.from_text(text)
-    client = ClientId.from_text(text)
-    if client.object_type.value != kind.value:
-        raise ValueError(f"access right subject {text!r} stored as {kind}")
-    return client
+    return subject_from_text(ObjectType(SubjectType(subject_type).value), text)
 
 
 def _endpoint_from_row(method: str | None, path: str | None) -> Endpoint | None:
@@ -321,10 +293,6 @@ def _service_from_row(row: Row[Any], provider: ClientId, endpoints: Sequence[End
     )
 
 
-def _api_key_from_row(row: Row[Any]) -> ApiKey:
-    return ApiKey(row.id, row.name, row.role, row.created_at, row.revoked)
-
-
 def _key_from_row(row: Row[Any]) -> KeyRecord:
     member = ClientId.from_text(row.member_id) if row.member_id is not None else None
     return KeyRecord(
@@ -337,10 +305,6 @@ def _key_from_row(row: Row[Any]) -> KeyRecord:
         row.status,
         row.created_at,
     )
-
-
-def _key_digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _pinned_certificate(cert_pem: str | bytes) -> PinnedCertificate:
@@ -585,6 +549,7 @@ class ServerConfRepository:
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = _utc_now) -> None:
         self._engine = engine
         self._clock = clock
+        self._admin = AdminStore(engine, api_keys, audit_log, clock, key_change=self._change)
         self._lock = threading.Lock()
         self._snapshot: ServerConfSnapshot | None = None
         self._confirmed_at = -math.inf
@@ -881,51 +846,22 @@ class ServerConfRepository:
                 raise NotFound(f"{member} is not in {group}")
             connection.execute(sa.delete(local_group_members).where(local_group_members.c.id == member_pk))
 
-    # --- management API keys
+    # --- management API keys and the audit log (gateway.adminstore, on this gateway's tables)
 
     def create_api_key(self, name: str, role: str) -> tuple[ApiKey, str]:
         """A new key for the management API: its record, and the key itself, shown this once."""
-        key = secrets.token_urlsafe(API_KEY_BYTES)
-        created_at = self._clock()
-        with self._change() as connection:
-            result = connection.execute(
-                sa.insert(api_keys).values(
-                    name=name, key_sha256=_key_digest(key), role=role, created_at=created_at
-                )
-            )
-        return ApiKey(_new_id(result), name, role, created_at, False), key
+        return self._admin.create_api_key(name, role)
 
     def verify_api_key(self, key: str) -> ApiKey | None:
-        """The live (not revoked) key record for a presented key, or None.
-
-        The lookup is by the key's SHA-256, so timing reveals at most something about a
-        digest, never about the key; the final comparison is constant-time all the same.
-        """
-        if not key or len(key) > MAX_API_KEY_LENGTH:
-            return None
-        digest = _key_digest(key)
-        with self._engine.connect() as connection:
-            row = connection.execute(sa.select(api_keys).where(api_keys.c.key_sha256 == digest)).first()
-        if row is None or row.revoked or not hmac.compare_digest(row.key_sha256, digest):
-            return None
-        return _api_key_from_row(row)
+        """The live (not revoked) key record for a presented key, or None."""
+        return self._admin.verify_api_key(key)
 
     def list_api_keys(self) -> list[ApiKey]:
-        with self._engine.connect() as connection:
-            rows = connection.execute(sa.select(api_keys).order_by(api_keys.c.id))
-            return [_api_key_from_row(row) for row in rows]
+        return self._admin.list_api_keys()
 
     def revoke_api_key(self, key_id: int) -> None:
-        with self._change() as connection:
-            updated = connection.execute(
-                sa.update(api_keys)
-                .where(api_keys.c.id == key_id, sa.not_(api_keys.c.revoked))
-                .values(revoked=True)
-            )
-            if updated.rowcount == 0:
-                raise NotFound(f"no live API key {key_id}")
-
-    # --- audit log
+        if not self._admin.revoke_api_key(key_id):
+            raise NotFound(f"no live API key {key_id}")
 
     def audit(
         self,
@@ -936,18 +872,7 @@ class ServerConfRepository:
         result: AuditResult = AuditResult.OK,
     ) -> int:
         """Record one administrative act (DESIGN.md: every change is audited); returns its id."""
-        with begin_write(self._engine) as connection:
-            inserted = connection.execute(
-                sa.insert(audit_log).values(
-                    at=self._clock(),
-                    actor=actor,
-                    action=action,
-                    target=target,
-                    details=dict(details) if details is not None else None,
-                    result=AuditResult(result).value,
-                )
-            )
-        return _new_id(inserted)
+        return self._admin.audit(actor, action, target, details, result)
 
     def audit_entries(
         self,
@@ -959,22 +884,9 @@ class ServerConfRepository:
         limit: int = DEFAULT_AUDIT_PAGE,
     ) -> list[AuditEntry]:
         """Audit entries, newest first; page back with `before_id` (the last id seen)."""
-        query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(max(1, min(limit, MAX_AUDIT_PAGE)))
-        if actor is not None:
-            query = query.where(audit_log.c.actor == actor)
-        if action is not None:
-            query = query.where(audit_log.c.action == action)
-        if since is not None:
-            query = query.where(audit_log.c.at >= since)
-        if before_id is not None:
-            query = query.where(audit_log.c.id < before_id)
-        with self._engine.connect() as connection:
-            return [
-                AuditEntry(
-                    row.id, row.at, row.actor, row.action, row.target, row.details, AuditResult(row.result)
-                )
-                for row in connection.execute(query)
-            ]
+        return self._admin.audit_entries(
+            actor=actor, action=action, since=since, before_id=before_id, limit=limit
+        )
 
     # --- the gateway's keys
 

@@ -9,12 +9,33 @@ sharing one database when to read again.
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
 from typing import Final
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
+
+from gateway.adminstore import AuditResult, api_keys_table, audit_log_table
+from gateway.db import NAMING_CONVENTION, UtcDateTime, one_of
+
+__all__ = [
+    "AuditResult",
+    "ClientAuthMode",
+    "KeyUsage",
+    "ServiceKind",
+    "SubjectType",
+    "UtcDateTime",
+    "access_rights",
+    "api_keys",
+    "audit_log",
+    "client_certificates",
+    "config_version",
+    "keys",
+    "local_group_members",
+    "local_groups",
+    "metadata",
+    "rest_endpoints",
+    "services",
+    "subsystems",
+]
 
 
 class ClientAuthMode(enum.StrEnum):
@@ -44,51 +65,7 @@ class KeyUsage(enum.StrEnum):
     SIGN = "sign"  # message signatures; belongs to one member
 
 
-class AuditResult(enum.StrEnum):
-    OK = "ok"
-    REFUSED = "refused"  # the caller lacked the role, or the change broke a rule
-    ERROR = "error"  # the change failed for another reason
-
-
-class UtcDateTime(sa.TypeDecorator[datetime]):
-    """An aware UTC datetime on every backend: SQLite keeps no zone, so one is put back on read."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: give times in UTC")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-
-def _one_of(column: str, values: type[enum.StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
-
-
-# Deterministic constraint names, so later migrations can name what they alter.
-metadata: Final = sa.MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
-
-# SQLite aliases only INTEGER PRIMARY KEY to its rowid; BIGINT there would not autoincrement.
-_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-_Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+metadata: Final = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 config_version: Final = sa.Table(
     "config_version",
@@ -114,7 +91,7 @@ subsystems: Final = sa.Table(
     # data; headers and digests are logged and signed regardless.
     sa.Column("log_bodies", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("timestamp_immediately", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.CheckConstraint(_one_of("auth_mode", ClientAuthMode), name="auth_mode"),
+    sa.CheckConstraint(one_of("auth_mode", ClientAuthMode), name="auth_mode"),
 )
 """The clients this gateway hosts (usually subsystems; X-Road also lets a member itself be one)."""
 
@@ -147,7 +124,7 @@ services: Final = sa.Table(
     sa.Column("tls_client_key_path", sa.Text, nullable=True),
     sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("disabled_notice", sa.Text, nullable=True),
-    sa.CheckConstraint(_one_of("kind", ServiceKind), name="kind"),
+    sa.CheckConstraint(one_of("kind", ServiceKind), name="kind"),
     sa.CheckConstraint("timeout_seconds > 0", name="timeout_positive"),
 )
 """Services of hosted subsystems. The provider is the subsystem row; code and version complete
@@ -185,7 +162,7 @@ access_rights: Final = sa.Table(
     sa.Column("endpoint_method", sa.String(16), nullable=True),
     sa.Column("endpoint_path", sa.Text, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.CheckConstraint(_one_of("subject_type", SubjectType), name="subject_type"),
+    sa.CheckConstraint(one_of("subject_type", SubjectType), name="subject_type"),
     sa.CheckConstraint("(endpoint_method IS NULL) = (endpoint_path IS NULL)", name="endpoint_whole"),
     sa.Index("ix_access_rights_subject", "subject_type", "subject_id"),
 )
@@ -223,30 +200,9 @@ local_group_members: Final = sa.Table(
     sa.UniqueConstraint("group_id", "client_id"),
 )
 
-api_keys: Final = sa.Table(
-    "api_keys",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("name", sa.Text, nullable=False),
-    # SHA-256 of the key, never the key: a leaked database must not open the management API.
-    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),
-    sa.Column("role", sa.String(64), nullable=False),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
-)
+api_keys: Final = api_keys_table("api_keys", metadata)
 
-audit_log: Final = sa.Table(
-    "audit_log",
-    metadata,
-    sa.Column("id", _BigId, primary_key=True),
-    sa.Column("at", UtcDateTime, nullable=False, index=True),
-    sa.Column("actor", sa.Text, nullable=False),
-    sa.Column("action", sa.Text, nullable=False),
-    sa.Column("target", sa.Text, nullable=False, server_default=""),
-    sa.Column("details", _Json, nullable=True),
-    sa.Column("result", sa.String(8), nullable=False),
-    sa.CheckConstraint(_one_of("result", AuditResult), name="result"),
-)
+audit_log: Final = audit_log_table("audit_log", metadata)
 """Every administrative change and refusal (DESIGN.md, security rules)."""
 
 keys: Final = sa.Table(
@@ -260,7 +216,7 @@ keys: Final = sa.Table(
     sa.Column("csr_pem", sa.Text, nullable=True),
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.CheckConstraint(_one_of("usage", KeyUsage), name="usage"),
+    sa.CheckConstraint(one_of("usage", KeyUsage), name="usage"),
     sa.CheckConstraint("usage = 'auth' OR member_id IS NOT NULL", name="sign_key_member"),
 )
 """The gateway's own keys and certificates; the private keys stay in files (crypto/keys.py)."""
