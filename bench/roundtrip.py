@@ -37,13 +37,24 @@ sys.path.insert(0, str(REPO))
 
 from gateway import federation  # noqa: E402
 
-SOAP_REQUEST = """<?xml version="1.0" encoding="UTF-8"?>
+_CLIENT = (
+    '<xrd:client id:objectType="SUBSYSTEM"><id:xRoadInstance>DEV</id:xRoadInstance>'
+    "<id:memberClass>GOV</id:memberClass><id:memberCode>1001</id:memberCode>"
+    "<id:subsystemCode>benefits-office</id:subsystemCode></xrd:client>"
+)
+_SERVICE = (
+    '<xrd:service id:objectType="SERVICE"><id:xRoadInstance>DEV</id:xRoadInstance>'
+    "<id:memberClass>GOV</id:memberClass><id:memberCode>1002</id:memberCode>"
+    "<id:subsystemCode>population</id:subsystemCode><id:serviceCode>getPerson</id:serviceCode>"
+    "<id:serviceVersion>v1</id:serviceVersion></xrd:service>"
+)
+SOAP_REQUEST = f"""<?xml version="1.0" encoding="UTF-8"?>
 <SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"
     xmlns:xrd="http://x-road.eu/xsd/xroad.xsd" xmlns:id="http://x-road.eu/xsd/identifiers"
     xmlns:pr="http://xgate.example/population-register">
   <SOAP-ENV:Header>
-    <xrd:client id:objectType="SUBSYSTEM"><id:xRoadInstance>DEV</id:xRoadInstance><id:memberClass>GOV</id:memberClass><id:memberCode>1001</id:memberCode><id:subsystemCode>benefits-office</id:subsystemCode></xrd:client>
-    <xrd:service id:objectType="SERVICE"><id:xRoadInstance>DEV</id:xRoadInstance><id:memberClass>GOV</id:memberClass><id:memberCode>1002</id:memberCode><id:subsystemCode>population</id:subsystemCode><id:serviceCode>getPerson</id:serviceCode><id:serviceVersion>v1</id:serviceVersion></xrd:service>
+    {_CLIENT}
+    {_SERVICE}
     <xrd:id>bench-0001</xrd:id>
     <xrd:userId>EE38001085718</xrd:userId>
     <xrd:protocolVersion>4.0</xrd:protocolVersion>
@@ -204,7 +215,7 @@ def main() -> None:
         b = next(r for r in runs if r.label == "two gateways" and r.concurrency == concurrency)
         ratio = b.requests_per_second / a.requests_per_second
         added = b.p50_ms - a.p50_ms
-        result[concurrency] = {"ratio": ratio, "added_p50_ms": added}
+        result[str(concurrency)] = {"ratio": ratio, "added_p50_ms": added}
         print(f"concurrency {concurrency}: throughput ratio b/a = {ratio:.3f}; added p50 = {added:.2f} ms")
     on = [r for r in runs if r.label in ("two gateways", "log on again") and r.concurrency == 32]
     off = next(r for r in runs if r.label == "log off")

@@ -48,6 +48,7 @@ from tests.conftest import (
     assert_rest_error,
     assert_soap_fault,
     get_person_request,
+    peer_status_headers,
     post_soap,
     rest_headers,
     rest_url,
@@ -122,10 +123,11 @@ def post_external(
 ) -> requests.Response:
     """POST to a gateway's external (mutual TLS) interface, as a peer gateway."""
     content_type, body = message
+    status = peer_status_headers(fed, cert[0]) if cert is not None else {}
     return requests.post(
         f"https://{fed.gateway(provider)['external_address']}/",
         data=body,
-        headers={"Content-Type": content_type},
+        headers={**status, "Content-Type": content_type},
         cert=cert,
         verify=fed.ca_cert,
         timeout=HTTP_TIMEOUT_SECONDS,

@@ -485,10 +485,10 @@ class _ChainAppender:
                 connection.rollback()
                 self._head = None
                 return None
-            # Sorted, so two nodes inserting the same OCSP response and signed root lock them in one order.
-            self._insert_blobs.executemany(
-                cursor, ({"sha256": d, "data": found_blobs[d]} for d in sorted(found_blobs))
-            )
+            if found_blobs:  # sorted: two nodes inserting the same blobs lock them in one order
+                self._insert_blobs.executemany(
+                    cursor, ({"sha256": d, "data": found_blobs[d]} for d in sorted(found_blobs))
+                )
             self._insert_records.executemany(cursor, rows)
             connection.commit()
         finally:

@@ -20,7 +20,6 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
@@ -31,6 +30,7 @@ from cryptography.x509.ocsp import OCSPCertStatus
 from gateway.crypto.certs import fingerprint_sha256
 from gateway.crypto.ocsp import MAX_RESPONSE_BYTES, OcspError, OcspStatus, verify_ocsp_response
 from gateway.globalconf import GlobalConf
+from gateway.lru import BoundedLru
 
 AUTH_OCSP_HEADER: Final = "XGate-Auth-OCSP"
 """The sender's OCSP response for the TLS authentication certificate of this connection."""
@@ -110,21 +110,19 @@ class IssuerIndex:
     def __init__(self) -> None:
         self._conf: GlobalConf | None = None
         self._cas: list[IssuingCa] = []
-        self._issuers: OrderedDict[str, IssuingCa | None] = OrderedDict()
+        # A tuple around the answer, so "no trusted issuer" is remembered too.
+        self._issuers: BoundedLru[str, tuple[IssuingCa | None]] = BoundedLru(ISSUER_CACHE_SIZE)
 
     def issuer(self, conf: GlobalConf, certificate: x509.Certificate) -> IssuingCa | None:
         if conf is not self._conf:
             self._conf, self._cas = conf, issuing_cas(conf)
             self._issuers.clear()
         key = fingerprint_sha256(certificate)
-        if key in self._issuers:
-            self._issuers.move_to_end(key)
-            return self._issuers[key]
-        found = find_issuer(self._cas, certificate)
-        self._issuers[key] = found
-        if len(self._issuers) > ISSUER_CACHE_SIZE:
-            self._issuers.popitem(last=False)
-        return found
+        known = self._issuers.get(key)
+        if known is None:
+            known = (find_issuer(self._cas, certificate),)
+            self._issuers.put(key, known)
+        return known[0]
 
 
 def encode_response(der: bytes) -> str:
@@ -170,7 +168,7 @@ class PeerStatusChecker:
 
     def __init__(self) -> None:
         self.issuers = IssuerIndex()
-        self._verified: OrderedDict[tuple[bytes, str], _Verified] = OrderedDict()
+        self._verified: BoundedLru[tuple[bytes, str], _Verified] = BoundedLru(VERIFIED_CACHE_SIZE)
         self.verifications = 0
         """Full verifications made (cache misses): for tests that check the cache works."""
 
@@ -207,7 +205,6 @@ class PeerStatusChecker:
         key = (hashlib.sha256(der).digest(), fingerprint_sha256(certificate))
         known = self._verified.get(key)
         if known is not None and known.ca_sha256 == ca.sha256:
-            self._verified.move_to_end(key)
             # Verified before: only time can have changed its answer (RFC 6960 §3.2 items 4-5).
             if now > known.status.usable_until(dt.timedelta(seconds=max_age)):
                 raise CertificateStatusError(
@@ -222,7 +219,5 @@ class PeerStatusChecker:
             raise CertificateStatusError(
                 f"the attached OCSP response is refused ({exc.problem}): {exc}"
             ) from exc
-        self._verified[key] = _Verified(status, ca.sha256)
-        if len(self._verified) > VERIFIED_CACHE_SIZE:
-            self._verified.popitem(last=False)
+        self._verified.put(key, _Verified(status, ca.sha256))
         return status
