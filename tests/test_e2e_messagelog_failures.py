@@ -89,8 +89,18 @@ def test_a_gateway_killed_under_load_lost_no_record_of_an_answered_exchange(fed:
 
 def _spare_tsa(fed: Federation, port: int) -> subprocess.Popen[bytes]:
     """A second `xgate trust serve` over the federation's PKI: the same TSA certificate, its own port."""
-    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "gateway.cli", "trust", "serve", "--pki", str(fed.pki_dir), "--port", str(port)],
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "trust",
+            "serve",
+            "--pki",
+            str(fed.pki_dir),
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -110,7 +120,9 @@ def _wait_tsa(url: str) -> None:
 def _point_tsa_at(fed: Federation, url: str) -> None:
     """Registers `url` as the federation's TSA and waits until every gateway runs on it."""
     trust = fed.description["trust"]
-    versions = {gw["name"]: fed.health(gw["name"])["globalconf"]["version"] for gw in fed.description["gateways"]}
+    versions = {
+        gw["name"]: fed.health(gw["name"])["globalconf"]["version"] for gw in fed.description["gateways"]
+    }
     fed.registry.put(
         f"/timestamping-authorities/{federation.TSA_NAME}",
         {"url": url, "certificate": Path(trust["tsa_cert"]).read_text()},
