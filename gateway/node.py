@@ -13,6 +13,7 @@ import os
 import signal
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from gateway.config import ConfigError, NodeConfig, load_config
@@ -124,7 +125,11 @@ def run(config_path: Path) -> None:
     )
     config = load_config(config_path)
     try:
-        asyncio.run(serve(config))
+        # uvloop's event loop saves ~18 µs of CPU per hop here (STACK.md); plain asyncio otherwise.
+        if os.environ.get("XGATE_EVENT_LOOP", "uvloop") == "uvloop":
+            uvloop.run(serve(config))
+        else:
+            asyncio.run(serve(config))
     except (OSError, KeyFileError, GlobalConfError) as exc:
         # A port in use, a key or anchor that cannot be read: say which, without a traceback.
         raise ConfigError(f"gateway {config.server_id} cannot start: {exc}") from exc

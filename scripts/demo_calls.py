@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -58,11 +59,24 @@ def rest_call(gateway_url: str) -> None:
     print("  " + output.replace("\n", "\n  "))
 
 
+def message_log(gateway: dict[str, str]) -> None:
+    """What gw-a's message log kept, as a security officer asks for it (the query is audited)."""
+    print("gw-a's message log (xgate log search):")
+    env = {**os.environ, "XGATE_DEMO_API_KEY": gateway["api_key"]}
+    xgate = str(Path(sys.executable).with_name("xgate"))
+    command = [xgate, "log", "--url", gateway["admin_url"], "--api-key-env", "XGATE_DEMO_API_KEY"]
+    output = subprocess.run(
+        [*command, "search", "--limit", "4"], check=True, capture_output=True, text=True, env=env, timeout=60
+    ).stdout
+    print("  " + output.replace("\n", "\n  "))
+
+
 def main() -> None:
     federation = json.loads(Path(sys.argv[1]).read_text())
     gateway_a = next(gw for gw in federation["gateways"] if gw["name"] == "gw-a")
     soap_call(gateway_a["internal_http_url"])
     rest_call(gateway_a["internal_http_url"])
+    message_log(gateway_a)
 
 
 if __name__ == "__main__":
