@@ -68,7 +68,8 @@ class MessageLogSettings:
     database_url: str
     enabled: bool = True
     # Group commit: the writer commits everything that arrived while its previous commit ran,
-    # so no extra wait is needed; a positive window trades latency for fewer transactions.
+    # so no extra wait is needed; a positive window trades latency for fewer transactions, and
+    # is waited only while appends overlap (store.DEFAULT_WINDOW_SECONDS says what was measured).
     window_seconds: float = 0.0
     timestamp_interval_seconds: float = 5.0  # one RFC 3161 request per batch, this often
     # How long timestamping may keep failing before new requests are refused (X-Road allows

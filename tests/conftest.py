@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,6 +61,12 @@ SERVERCONF_WAIT_SECONDS: Final = 10.0
 GLOBALCONF_WAIT_SECONDS: Final = 20.0
 # Every HTTP call a test makes gets a timeout: a hung gateway fails the test instead of the run.
 HTTP_TIMEOUT_SECONDS: Final = 20.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI the PostgreSQL variants must run: a missing DSN is an error there, not a skip."""
+    if os.environ.get("CI") and not os.environ.get("XGATE_TEST_PG_DSN"):
+        raise pytest.UsageError("CI is set but XGATE_TEST_PG_DSN is not: the PostgreSQL tests would skip")
 
 
 @dataclass(frozen=True)

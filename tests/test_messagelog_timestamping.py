@@ -276,16 +276,21 @@ async def test_a_failing_tsa_costs_one_bounded_tree_and_no_proofs(
     tsa = Tsa(trust, up=False)
     timestamper = stamper(engine, tsa, max_batch=4)
     await append_all(engine, [make_record(i) for i in range(10)])
+    run = statements_run(engine)
     for _ in range(3):
         with pytest.raises(TimestampingFailed):
             await timestamper.run_once()
-    # Each attempt asked for the first four records only, and encoded no proof.
+    # Each attempt asked for the first four records only, over one tree read once; no proof encoded.
+    assert len([statement for statement in run if "FROM messagelog_records" in statement]) == 1, run
     first_four = [stored.record_hash for stored in stored_chain(engine)[:4]]
     assert tsa.digests == [build_tree(first_four)[0]] * 3
     assert encoded == []
+    await append_all(engine, [make_record(i) for i in range(10, 12)])  # the backlog grows behind
     tsa.up = True
-    assert await timestamper.run_once() == 10
+    assert await timestamper.run_once() == 12
     assert sorted(encoded) == sorted(stored.record_hash for stored in stored_chain(engine))
+    report = verify_log(engine, GATEWAY, NODE, trusted_cas=[], verify_token=trust.verify_token())
+    assert report.ok and report.tokens_verified == 3 and report.unstamped == 0, report
 
 
 async def test_the_loop_backs_off_while_stamping_fails_and_resumes_on_success(

@@ -13,10 +13,11 @@ requests once that lasts too long (PROTOCOL.md: Server.ClientProxy.LoggingFailed
 and when the TSA answers again the backlog is stamped in bounded batches.
 
 A failing or missing TSA must not cost the gateway more as the backlog grows. With no TSA in the
-global configuration nothing is read or hashed; an attempt reads at most `max_batch` records and
-builds only their tree, and encodes the records' proofs (the costly part) only once a token has
-arrived; after a failure the periodic loop waits twice as long each time, up to
-MAX_RETRY_DELAY_SECONDS, and returns to `interval_seconds` at the first success.
+global configuration nothing is read or hashed. An attempt reads at most `max_batch` records and
+builds only their tree (a full batch's tree is kept for the next attempts, which read nothing),
+and encodes the records' proofs, the costly part, only once a token has arrived. After a
+failure the periodic loop waits twice as long each time, up to MAX_RETRY_DELAY_SECONDS, and
+returns to `interval_seconds` at the first success.
 """
 
 from __future__ import annotations
@@ -90,6 +91,19 @@ class _Tree:
     proofs: list[Proof]
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """A full batch whose token did not come: the next attempt asks again over the same tree."""
+
+    unstamped: _Unstamped
+    tree: _Tree
+
+    def still_first(self, stamped_seq: int) -> bool:
+        """Whether it is still the batch to stamp next: nothing was stamped since (a full
+        batch's records are the same however long the backlog behind it grows)."""
+        return self.unstamped.stamped_seq == stamped_seq
+
+
 def _build_tree(record_hashes: list[bytes]) -> _Tree:
     root, proofs = build_tree(record_hashes)
     return _Tree(root, proofs)
@@ -142,6 +156,7 @@ class BatchTimestamper:
             .values(timestamp_id=sa.bindparam("b_timestamp"), timestamp_proof=sa.bindparam("b_proof")),
             engine.dialect,
         )
+        self._retry: _Attempt | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.failing_since: datetime | None = None
@@ -211,22 +226,26 @@ class BatchTimestamper:
                 return 0
             if self._has_authority is not None and not self._has_authority():
                 raise TimestampingFailed(NO_AUTHORITY)  # before reading or hashing anything
-            unstamped = await self._in_thread(self._read_unstamped)
-            if not unstamped.seqs:
-                return 0
-            # Thousands of leaves are milliseconds of hashing: not on the event loop.
-            tree = await self._in_thread(_build_tree, unstamped.hashes)
+            attempt = self._retry if self._retry is not None and self._retry.still_first(state[0]) else None
+            if attempt is None:
+                unstamped = await self._in_thread(self._read_unstamped)
+                if not unstamped.seqs:
+                    return 0
+                # Thousands of leaves are milliseconds of hashing: not on the event loop.
+                attempt = _Attempt(unstamped, await self._in_thread(_build_tree, unstamped.hashes))
+            self._retry = attempt if len(attempt.unstamped.seqs) == self._max_batch else None
             async with asyncio.timeout(self._timeout):
-                token = await self._stamp(tree.root)
-            stored = await self._in_thread(self._store, unstamped, tree, token)
+                token = await self._stamp(attempt.tree.root)
+            stored = await self._in_thread(self._store, attempt.unstamped, attempt.tree, token)
         except Exception as exc:
             self._fail(exc)
             raise TimestampingFailed(f"timestamping the message log failed: {exc}") from exc
+        self._retry = None
         self.failing_since = None
         self.last_error = None
         if stored:
             self.tokens_stored += 1
-        return len(unstamped.seqs)
+        return len(attempt.unstamped.seqs)
 
     def _fail(self, exc: Exception) -> None:
         if self.failing_since is None:
