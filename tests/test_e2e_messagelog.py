@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,11 @@ import requests
 from cryptography import x509
 
 from gateway.admin.client import AdminClient
+from gateway.config import MessageLogSettings
 from gateway.crypto.certs import load_certificate_file
+from gateway.messagelog.archive import ContainerTrust, verify_archive_chain
 from gateway.messagelog.asice import verify_container
+from gateway.messagelog.service import MessageLog, node_name
 from tests.conftest import (
     BENEFITS_API,
     CONSUMER,
@@ -171,3 +175,40 @@ def test_faults_the_gateways_answer_with_are_logged(fed: Federation) -> None:
     }
     consumer = records_of(fed, "gw-a", message_id)
     assert any(r["outcome"] == "Server.ServerProxy.UnknownService" for r in consumer)
+
+
+async def test_a_nodes_log_archives_into_chained_verified_archives_and_purges_only_archived(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """The node's archiving step (MessageLog.archive_now) run over gw-a's live log database."""
+    message_id = f"log-{uuid.uuid4()}"
+    call_get_person(fed, message_id)
+    wait_until(
+        lambda: all(r["timestamped"] for r in records_of(fed, "gw-a", message_id)),
+        GLOBALCONF_WAIT_SECONDS,
+        "gw-a to timestamp the exchange's records",
+    )
+    late_id = f"log-{uuid.uuid4()}"
+    call_get_person(fed, late_id)  # likely not yet timestamped, so not archivable
+    settings = MessageLogSettings(
+        database_url=f"sqlite:///{fed.dir / 'gw-a' / 'messagelog.sqlite'}",
+        archive_dir=tmp_path / "archives",
+        retention_days=0,
+    )
+    gateway = fed.gateway("gw-a")["server_id"]
+    log = MessageLog(settings, gateway=gateway, node=node_name(), globalconf=lambda: None)
+    try:
+        written = await log.archive_now()
+    finally:
+        log.engine.dispose()
+    assert written, "timestamped records were waiting to be archived"
+    cas, tsas = trust_of(fed)
+    report = verify_archive_chain(sorted(written), trust=ContainerTrust(cas, tsas))
+    assert report.valid, report.problems
+    archived_text = b"".join(zipfile.ZipFile(path).read("index.json") for path in written)
+    assert message_id.encode() in archived_text
+    # Retention (0 days) purged what was archived, and nothing else.
+    assert records_of(fed, "gw-a", message_id) == []
+    if late_id.encode() not in archived_text:
+        assert len(records_of(fed, "gw-a", late_id)) == 2, "an unarchived record was purged"
+    assert officer(fed, "gw-a").log_verify()["valid"], "the chain still verifies from its purge point"
