@@ -8,6 +8,7 @@ variable, or asked for without echo. Answers print as a table for people, or as 
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ def api_key_from_env(variable: str) -> str:
 
 
 @dataclass
-class ApiSettings(Generic[_C]):
+class ApiSettings(abc.ABC, Generic[_C]):
     """Where the API is and where its key comes from; the client is made on first use, so commands
     that need no API never ask for a key."""
 
@@ -45,8 +46,9 @@ class ApiSettings(Generic[_C]):
             self._client = self._connect(self.url, api_key_from_env(self.key_env))
         return self._client
 
+    @abc.abstractmethod
     def _connect(self, url: str, key: str) -> _C:
-        raise NotImplementedError
+        """The API client for this CLI (admin or registry)."""
 
 
 def api_options(*, url_env: str, default_url: str, default_key_env: str, url_help: str) -> Callable[[_F], _F]:

@@ -11,6 +11,7 @@ gives for that mistake.
 
 from __future__ import annotations
 
+import abc
 import enum
 import re
 from collections.abc import Iterable, Mapping
@@ -223,16 +224,16 @@ def _build_xml(
 # --- the identifiers -------------------------------------------------------------------
 
 
-class _Identifier:
+class _Identifier(abc.ABC):
     """Shared behaviour: text form as str(), and ordering that tolerates absent codes."""
 
     __slots__ = ()
 
-    def _sort_key(self) -> tuple[str, ...]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _sort_key(self) -> tuple[str, ...]: ...
 
-    def to_text(self) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def to_text(self) -> str: ...
 
     def __str__(self) -> str:
         return self.to_text()
