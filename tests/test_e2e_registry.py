@@ -444,8 +444,11 @@ def test_a_tampered_or_foreign_configuration_is_refused_and_the_last_good_kept(
                     f"the gateways to refuse a configuration where {why}",
                 )
                 refusals[why] = [fed.health(name)["globalconf"]["last_error"] for name in versions]
-                served = get_person_through_gw_a(fed)
-                assert soap_body(served).tag.endswith("getPersonResponse")
+                if len(refusals) == 1:
+                    # Traffic goes on on the last good copy; checked once, while that copy (valid
+                    # for seconds only in this federation) cannot have expired yet.
+                    served = get_person_through_gw_a(fed)
+                    assert soap_body(served).tag.endswith("getPersonResponse")
         kept = {name: fed.health(name)["globalconf"]["version"] for name in versions}
     finally:
         federation.start_process(fed.dir, "registry")
