@@ -14,6 +14,7 @@ from ssl import SSLContext
 import aiohttp
 from multidict import CIMultiDict
 
+from gateway.httpfetch import read_at_most
 from gateway.protocol import faults
 from gateway.protocol.faults import XRoadFault
 
@@ -29,23 +30,19 @@ class BackendResponse:
     body: bytes
 
 
-async def read_limited(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    """The body, or ServiceFailed.ResponseTooLarge as soon as it passes `max_bytes`."""
+async def read_limited(
+    response: aiohttp.ClientResponse,
+    max_bytes: int,
+    fault_code: str = faults.SERVICE_FAILED_RESPONSE_TOO_LARGE,
+    what: str = "the service's response",
+) -> bytes:
+    """The body, or the `fault_code` fault as soon as it passes `max_bytes` (never buffered beyond)."""
     if response.content_length is not None and response.content_length > max_bytes:
-        raise XRoadFault(
-            faults.SERVICE_FAILED_RESPONSE_TOO_LARGE,
-            f"the service's response of {response.content_length} bytes exceeds {max_bytes}",
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > max_bytes:
-            raise XRoadFault(
-                faults.SERVICE_FAILED_RESPONSE_TOO_LARGE, f"the service's response exceeds {max_bytes} bytes"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raise XRoadFault(fault_code, f"{what} of {response.content_length} bytes exceeds {max_bytes}")
+    body = await read_at_most(response, max_bytes)
+    if body is None:
+        raise XRoadFault(fault_code, f"{what} exceeds {max_bytes} bytes")
+    return body
 
 
 async def call_backend(

@@ -186,7 +186,12 @@ async def exchange(
             ) as response:
                 runtime.peer_selector.record_connect(address, time.perf_counter() - started)
                 peer_cert = connector.peer_certificate(response)
-                answer = await read_limited(response, runtime.config.max_message_bytes)
+                answer = await read_limited(
+                    response,
+                    runtime.config.max_message_bytes,
+                    faults.CLIENT_PROXY_RESPONSE_TOO_LARGE,
+                    "the provider gateway's answer",
+                )
                 return _answer(runtime, response, answer, server, conf, provider, peer_cert)
         except PeerNotRegistered as exc:
             runtime.peer_selector.record_failure(address)
