@@ -4,44 +4,79 @@ Everything that changes at run time (subsystems, services, access rights) lives 
 server-configuration database instead; this file says where things are and how the
 node listens.  Relative paths are resolved against the file's own directory so a node's
 directory can be moved as a whole.
+
+The file is checked by the models below (`NodeFile`, one model per table, no unknown keys;
+config/gateway.example.toml explains every key) and becomes a `NodeConfig`, the value the
+node's code reads.
 """
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Callable
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Annotated, Final
 
-from gateway.ids import ClientId, IdentifierError, SecurityServerId
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
-_Id = TypeVar("_Id", ClientId, SecurityServerId)
+from gateway.configfile import (
+    LOOPBACK_HOSTS,
+    ConfigError,
+    DatabaseUrl,
+    FileModel,
+    FilePath,
+    Listener,
+    LoopbackHost,
+    NonNegativeSeconds,
+    Port,
+    Positive,
+    Seconds,
+    identifier,
+    in_file,
+    read_toml,
+    validate,
+)
+from gateway.crypto.batchsigner import DEFAULT_WINDOW_SECONDS
+from gateway.crypto.tls import TlsIdentity
+from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS
+from gateway.ids import ClientId, SecurityServerId
+from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 
-# X-Road's own default limit for a message on the internal interface.
-DEFAULT_MAX_MESSAGE_BYTES: Final = 10 * 1024 * 1024
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "LOOPBACK_HOSTS",
+    "ConfigError",
+    "Listener",
+    "MessageLogSettings",
+    "NodeConfig",
+    "NodeFile",
+    "SigningKey",
+    "TlsFiles",
+    "load_config",
+    "parse_config",
+]
+
 # What a backend gets by default before ServiceFailed.Timeout; X-Road uses 30 s as well.
 DEFAULT_BACKEND_TIMEOUT_SECONDS: Final = 30.0
 # Connecting to a peer gateway: fail over quickly to the next registered gateway.
 DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 5.0
-# Batch window of the signer: long enough to gather concurrent messages, short enough to
-# add little latency at concurrency 1 (DESIGN.md "One signer").
-DEFAULT_SIGN_WINDOW_SECONDS: Final = 0.002
 # Graceful shutdown: in-flight requests get this long to finish.
 DEFAULT_SHUTDOWN_GRACE_SECONDS: Final = 10.0
+# Until the global configuration says otherwise, fetch it as often as X-Road's gateways do.
+DEFAULT_GLOBALCONF_REFRESH_SECONDS: Final = float(DEFAULT_REFRESH_INTERVAL_SECONDS)
+
+# [messagelog] defaults; messagelog/service.py and store.py say what each trades.
+DEFAULT_LOG_WINDOW_SECONDS: Final = 0.0
+DEFAULT_TIMESTAMP_INTERVAL_SECONDS: Final = 5.0
+DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS: Final = 600.0
+DEFAULT_ARCHIVE_INTERVAL_SECONDS: Final = 3600.0
+
+SERVERCONF_DATABASE_FILE: Final = "serverconf.sqlite"
+MESSAGELOG_DATABASE_FILE: Final = "messagelog.sqlite"
 
 
-LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
-
-
-class ConfigError(ValueError):
-    """The node's TOML file is missing something or holds a wrong value."""
-
-
-@dataclass(frozen=True)
-class Listener:
-    host: str
-    port: int
+# --- what the node's code reads ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -49,6 +84,11 @@ class TlsFiles:
     cert: Path
     key: Path
     passphrase_env: str | None = None
+
+    def identity(self) -> TlsIdentity:
+        """The certificate and key for a TLS context, with the passphrase read from its variable now."""
+        passphrase = os.environ.get(self.passphrase_env) if self.passphrase_env else None
+        return TlsIdentity(self.cert, self.key, passphrase)
 
 
 @dataclass(frozen=True)
@@ -70,14 +110,14 @@ class MessageLogSettings:
     # Group commit: the writer commits everything that arrived while its previous commit ran,
     # so no extra wait is needed; a positive window trades latency for fewer transactions, and
     # is waited only while appends overlap (store.DEFAULT_WINDOW_SECONDS says what was measured).
-    window_seconds: float = 0.0
-    timestamp_interval_seconds: float = 5.0  # one RFC 3161 request per batch, this often
+    window_seconds: float = DEFAULT_LOG_WINDOW_SECONDS
+    timestamp_interval_seconds: float = DEFAULT_TIMESTAMP_INTERVAL_SECONDS  # one RFC 3161 request per batch
     # How long timestamping may keep failing before new requests are refused (X-Road allows
     # hours; a gateway that promises timestamped logs should say so sooner).
-    max_timestamp_failure_seconds: float = 600.0
+    max_timestamp_failure_seconds: float = DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS
     body_key_file: Path | None = None  # AES-GCM keys for bodies at rest (messagelog/service.py)
     archive_dir: Path | None = None
-    archive_interval_seconds: float = 3600.0
+    archive_interval_seconds: float = DEFAULT_ARCHIVE_INTERVAL_SECONDS
     retention_days: float | None = None  # purge archived records older than this
     archive_hook: tuple[str, ...] | None = None  # command run with each finished archive's path
 
@@ -99,9 +139,9 @@ class NodeConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     backend_timeout_seconds: float = DEFAULT_BACKEND_TIMEOUT_SECONDS
     connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
-    sign_window_seconds: float = DEFAULT_SIGN_WINDOW_SECONDS
+    sign_window_seconds: float = DEFAULT_WINDOW_SECONDS
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
-    globalconf_refresh_seconds: float = 60.0
+    globalconf_refresh_seconds: float = DEFAULT_GLOBALCONF_REFRESH_SECONDS
     messagelog: MessageLogSettings | None = None
 
     @property
@@ -109,147 +149,154 @@ class NodeConfig:
         return self.data_dir / "globalconf.cache.json"
 
 
-def _section(doc: dict[str, Any], name: str, *, required: bool = True) -> dict[str, Any]:
-    value = doc.get(name)
-    if value is None:
-        if required:
-            raise ConfigError(f"missing [{name}] section")
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"[{name}] must be a table")
-    return value
+# --- the file, table by table -----------------------------------------------------------------
 
 
-def _get(table: dict[str, Any], key: str, where: str) -> Any:
-    if key not in table:
-        raise ConfigError(f"missing {where}.{key}")
-    return table[key]
+class NodeSection(FileModel):
+    server_id: Annotated[SecurityServerId, identifier(SecurityServerId.from_text)]
+    data_dir: FilePath | None = None
+    """Default: the file's own directory."""
+    database_url: DatabaseUrl | None = None
+    """Default: SQLite in data_dir."""
 
 
-def _number(table: dict[str, Any], key: str, where: str, default: float) -> float:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{where}.{key} must be a positive number, not {value!r}")
-    return float(value)
+class GlobalconfSection(FileModel):
+    location: str
+    anchor: FilePath
+    refresh_seconds: Seconds = DEFAULT_GLOBALCONF_REFRESH_SECONDS
 
 
-def _identifier(parse: Callable[[str], _Id], value: Any, where: str) -> _Id:
-    if not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string")
-    try:
-        return parse(value)
-    except IdentifierError as exc:
-        raise ConfigError(f"{where}: {exc.message}") from exc
+class ListenerSection(FileModel):
+    host: str = "127.0.0.1"
+    port: Port
+
+    def listener(self) -> Listener:
+        return Listener(self.host, self.port)
 
 
-def _path(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path)
+class TlsListenerSection(ListenerSection):
+    cert: FilePath
+    key: FilePath
+    passphrase_env: str | None = None
+
+    def files(self) -> TlsFiles:
+        return TlsFiles(self.cert, self.key, self.passphrase_env)
 
 
-def _listener(table: dict[str, Any], where: str, *, default_host: str = "127.0.0.1") -> Listener:
-    port = _get(table, "port", where)
-    if not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"{where}.port must be a port number")
-    return Listener(host=str(table.get("host", default_host)), port=port)
+class InternalSection(FileModel):
+    http: ListenerSection | None = None
+    https: TlsListenerSection | None = None
+
+    @model_validator(mode="after")
+    def _some_listener(self) -> InternalSection:
+        if self.http is None and self.https is None:
+            raise PydanticCustomError("listener", "needs an http or an https listener ([internal.http])")
+        return self
 
 
-def _tls(table: dict[str, Any], base: Path, where: str) -> TlsFiles:
-    return TlsFiles(
-        cert=_path(base, _get(table, "cert", where)),
-        key=_path(base, _get(table, "key", where)),
-        passphrase_env=table.get("passphrase_env"),
-    )
-
-
-def _admin_listener(table: dict[str, Any]) -> Listener:
+class AdminSection(ListenerSection):
     # DESIGN.md: the admin interface (management API, health, metrics) is localhost only.
-    listener = _listener(table, "admin")
-    if listener.host not in LOOPBACK_HOSTS:
-        raise ConfigError(f"admin.host must be a loopback address, not {listener.host!r}")
-    return listener
+    host: LoopbackHost = "127.0.0.1"
+
+
+class SigningKeySection(FileModel):
+    member: Annotated[ClientId, identifier(ClientId.from_text)]
+    cert: FilePath
+    key: FilePath
+    passphrase_env: str | None = None
+
+
+class SignerSection(FileModel):
+    window_seconds: NonNegativeSeconds = DEFAULT_WINDOW_SECONDS
+
+
+class LimitsSection(FileModel):
+    max_message_bytes: Positive = DEFAULT_MAX_MESSAGE_BYTES
+    backend_timeout_seconds: Seconds = DEFAULT_BACKEND_TIMEOUT_SECONDS
+    connect_timeout_seconds: Seconds = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    shutdown_grace_seconds: Seconds = DEFAULT_SHUTDOWN_GRACE_SECONDS
+
+
+class MessageLogSection(FileModel):
+    database_url: DatabaseUrl | None = None
+    """Default: SQLite in node.data_dir."""
+    enabled: bool = True
+    window_seconds: NonNegativeSeconds = DEFAULT_LOG_WINDOW_SECONDS
+    timestamp_interval_seconds: Seconds = DEFAULT_TIMESTAMP_INTERVAL_SECONDS
+    max_timestamp_failure_seconds: Seconds = DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS
+    body_key_file: FilePath | None = None
+    archive_dir: FilePath | None = None
+    archive_interval_seconds: Seconds = DEFAULT_ARCHIVE_INTERVAL_SECONDS
+    retention_days: Seconds | None = None
+    archive_hook: list[str] | None = None
+    """A command and its arguments, run with each finished archive's path."""
+
+    def settings(self, data_dir: Path) -> MessageLogSettings:
+        return MessageLogSettings(
+            database_url=self.database_url or f"sqlite:///{data_dir / MESSAGELOG_DATABASE_FILE}",
+            enabled=self.enabled,
+            window_seconds=self.window_seconds,
+            timestamp_interval_seconds=self.timestamp_interval_seconds,
+            max_timestamp_failure_seconds=self.max_timestamp_failure_seconds,
+            body_key_file=self.body_key_file,
+            archive_dir=self.archive_dir,
+            archive_interval_seconds=self.archive_interval_seconds,
+            retention_days=self.retention_days,
+            archive_hook=tuple(self.archive_hook) if self.archive_hook else None,
+        )
+
+
+class NodeFile(FileModel):
+    """The whole file, as written (config/gateway.example.toml)."""
+
+    node: NodeSection
+    globalconf: GlobalconfSection
+    internal: InternalSection
+    external: TlsListenerSection
+    admin: AdminSection
+    signing_keys: list[SigningKeySection] = Field(default_factory=list)
+    signer: SignerSection = SignerSection()
+    limits: LimitsSection = LimitsSection()
+    messagelog: MessageLogSection = MessageLogSection()
+
+    def node_config(self, base: Path) -> NodeConfig:
+        data_dir = self.node.data_dir or base
+        internal = self.internal
+        return NodeConfig(
+            server_id=self.node.server_id,
+            data_dir=data_dir,
+            database_url=self.node.database_url or f"sqlite:///{data_dir / SERVERCONF_DATABASE_FILE}",
+            globalconf_location=self.globalconf.location,
+            globalconf_anchor=self.globalconf.anchor,
+            globalconf_refresh_seconds=self.globalconf.refresh_seconds,
+            internal_http=internal.http.listener() if internal.http else None,
+            internal_https=internal.https.listener() if internal.https else None,
+            internal_tls=internal.https.files() if internal.https else None,
+            external=self.external.listener(),
+            auth_tls=self.external.files(),
+            admin=self.admin.listener(),
+            signing_keys=tuple(
+                SigningKey(entry.member, entry.cert, entry.key, entry.passphrase_env)
+                for entry in self.signing_keys
+            ),
+            max_message_bytes=self.limits.max_message_bytes,
+            backend_timeout_seconds=self.limits.backend_timeout_seconds,
+            connect_timeout_seconds=self.limits.connect_timeout_seconds,
+            shutdown_grace_seconds=self.limits.shutdown_grace_seconds,
+            sign_window_seconds=self.signer.window_seconds,
+            messagelog=self.messagelog.settings(data_dir),
+        )
+
+
+def parse_config(doc: dict[str, object], base: Path) -> NodeConfig:
+    """The file's tables checked; relative paths taken from `base`. ConfigError names the key."""
+    return validate(NodeFile, doc, base).node_config(base)
 
 
 def load_config(path: Path) -> NodeConfig:
-    """Read and check a node's TOML file; raise ConfigError with the offending key."""
-    base = path.resolve().parent
+    """Read and check a node's TOML file; ConfigError is one line naming the file and the key."""
+    doc, base = read_toml(path)
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    return parse_config(doc, base)
-
-
-def parse_config(doc: dict[str, Any], base: Path) -> NodeConfig:
-    node = _section(doc, "node")
-    globalconf = _section(doc, "globalconf")
-    internal = _section(doc, "internal")
-    external = _section(doc, "external")
-    admin = _section(doc, "admin")
-    limits = _section(doc, "limits", required=False)
-    signer = _section(doc, "signer", required=False)
-
-    data_dir = _path(base, node.get("data_dir", "."))
-    database_url = str(node.get("database_url", f"sqlite:///{data_dir / 'serverconf.sqlite'}"))
-    http = internal.get("http")
-    https = internal.get("https")
-    if http is None and https is None:
-        raise ConfigError("[internal] needs an http or an https listener")
-    keys = tuple(
-        SigningKey(
-            member=_identifier(
-                ClientId.from_text, _get(entry, "member", "signing_keys"), "signing_keys.member"
-            ),
-            cert=_path(base, _get(entry, "cert", "signing_keys")),
-            key=_path(base, _get(entry, "key", "signing_keys")),
-            passphrase_env=entry.get("passphrase_env"),
-        )
-        for entry in doc.get("signing_keys", [])
-    )
-    return NodeConfig(
-        server_id=_identifier(SecurityServerId.from_text, _get(node, "server_id", "node"), "node.server_id"),
-        data_dir=data_dir,
-        database_url=database_url,
-        globalconf_location=str(_get(globalconf, "location", "globalconf")),
-        globalconf_anchor=_path(base, _get(globalconf, "anchor", "globalconf")),
-        globalconf_refresh_seconds=_number(globalconf, "refresh_seconds", "globalconf", 60.0),
-        internal_http=_listener(http, "internal.http") if http is not None else None,
-        internal_https=_listener(https, "internal.https") if https is not None else None,
-        internal_tls=_tls(https, base, "internal.https") if https is not None else None,
-        external=_listener(external, "external"),
-        auth_tls=_tls(external, base, "external"),
-        admin=_admin_listener(admin),
-        signing_keys=keys,
-        max_message_bytes=int(_number(limits, "max_message_bytes", "limits", DEFAULT_MAX_MESSAGE_BYTES)),
-        backend_timeout_seconds=_number(
-            limits, "backend_timeout_seconds", "limits", DEFAULT_BACKEND_TIMEOUT_SECONDS
-        ),
-        connect_timeout_seconds=_number(
-            limits, "connect_timeout_seconds", "limits", DEFAULT_CONNECT_TIMEOUT_SECONDS
-        ),
-        shutdown_grace_seconds=_number(
-            limits, "shutdown_grace_seconds", "limits", DEFAULT_SHUTDOWN_GRACE_SECONDS
-        ),
-        sign_window_seconds=float(signer.get("window_seconds", DEFAULT_SIGN_WINDOW_SECONDS)),
-        messagelog=_messagelog(_section(doc, "messagelog", required=False), base, data_dir),
-    )
-
-
-def _messagelog(table: dict[str, Any], base: Path, data_dir: Path) -> MessageLogSettings:
-    where = "messagelog"
-    hook = table.get("archive_hook")
-    if hook is not None and (not isinstance(hook, list) or not all(isinstance(p, str) for p in hook)):
-        raise ConfigError("messagelog.archive_hook must be a list of strings (a command and its arguments)")
-    retention = table.get("retention_days")
-    return MessageLogSettings(
-        database_url=str(table.get("database_url", f"sqlite:///{data_dir / 'messagelog.sqlite'}")),
-        enabled=bool(table.get("enabled", True)),
-        window_seconds=float(table.get("window_seconds", 0.0)),
-        timestamp_interval_seconds=_number(table, "timestamp_interval_seconds", where, 5.0),
-        max_timestamp_failure_seconds=_number(table, "max_timestamp_failure_seconds", where, 600.0),
-        body_key_file=_path(base, table["body_key_file"]) if "body_key_file" in table else None,
-        archive_dir=_path(base, table["archive_dir"]) if "archive_dir" in table else None,
-        archive_interval_seconds=_number(table, "archive_interval_seconds", where, 3600.0),
-        retention_days=None if retention is None else _number(table, "retention_days", where, 1.0),
-        archive_hook=tuple(hook) if hook else None,
-    )
+        return parse_config(doc, base)
+    except ConfigError as exc:
+        raise in_file(path, exc) from None

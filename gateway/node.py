@@ -15,8 +15,10 @@ from pathlib import Path
 
 import uvloop
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.config import ConfigError, NodeConfig, load_config
+from gateway.configfile import check_database_directory, ensure_data_dir
 from gateway.crypto.keys import KeyFileError
 from gateway.crypto.tls import external_server_context, internal_server_context
 from gateway.globalconf import GlobalConfError
@@ -87,7 +89,7 @@ async def _start_interfaces(
             internal, config.internal_http.host, config.internal_http.port, reuse_address=True
         ).start()
     if config.internal_https is not None and config.internal_tls is not None:
-        context = internal_server_context(config.internal_tls, ())
+        context = internal_server_context(config.internal_tls.identity(), ())
         runtime.internal_tls_context = context
         runtime.trust_pinned_certificates()
         await web.TCPSite(
@@ -102,7 +104,7 @@ async def _start_interfaces(
     await external.setup()
     runners.append(external)
     # The federation's CAs join both interfaces' handshake trust as configurations bring them.
-    runtime.external_tls_context = external_server_context(config.auth_tls, ())
+    runtime.external_tls_context = external_server_context(config.auth_tls.identity(), ())
     runtime.trust_federation_cas()
     await web.TCPSite(
         external,
@@ -118,12 +120,27 @@ async def _start_interfaces(
     await web.TCPSite(admin, config.admin.host, config.admin.port, reuse_address=True).start()
 
 
+INIT_HINT = "set up a node with `xgate gateway init DIR`"
+
+
+def prepare_directories(config: NodeConfig) -> None:
+    """The data directory (created when only it is missing) and the SQLite databases' directories."""
+    ensure_data_dir(config.data_dir, "node.data_dir", INIT_HINT)
+    check_database_directory(config.database_url, "node.database_url")
+    if config.messagelog is not None and config.messagelog.enabled:
+        check_database_directory(config.messagelog.database_url, "messagelog.database_url")
+
+
 def run(config_path: Path) -> None:
     logging.basicConfig(
         level=os.environ.get("XGATE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = load_config(config_path)
+    try:
+        prepare_directories(config)
+    except ConfigError as exc:
+        raise ConfigError(f"gateway {config.server_id} cannot start: {exc}") from None
     try:
         # uvloop's event loop saves ~18 µs of CPU per hop here (STACK.md); plain asyncio otherwise.
         if os.environ.get("XGATE_EVENT_LOOP", "uvloop") == "uvloop":
@@ -133,3 +150,7 @@ def run(config_path: Path) -> None:
     except (OSError, KeyFileError, GlobalConfError) as exc:
         # A port in use, a key or anchor that cannot be read: say which, without a traceback.
         raise ConfigError(f"gateway {config.server_id} cannot start: {exc}") from exc
+    except SQLAlchemyError as exc:
+        # SQLAlchemy's own message runs over several lines; the driver's says what went wrong.
+        reason = getattr(exc, "orig", None) or exc
+        raise ConfigError(f"gateway {config.server_id} cannot open its databases: {reason}") from exc

@@ -7,12 +7,16 @@ under one word.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import click
 
+from gateway import node_setup
 from gateway.central import gateway_cli
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError, NodeConfig, load_config
+from gateway.ids import ClientId, IdentifierError, SecurityServerId
 
 
 @click.group(
@@ -24,6 +28,116 @@ def cli() -> None:
 
 for _command in (gateway_cli.register, gateway_cli.add_subsystem, gateway_cli.status):
     cli.add_command(_command)
+
+
+def _load(config_path: Path) -> NodeConfig:
+    """The node's file, or the one-line reason it is refused."""
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _identifier(parse: type[ClientId] | type[SecurityServerId], text: str, option: str) -> Any:
+    try:
+        return parse.from_text(text)
+    except IdentifierError as exc:
+        raise click.BadParameter(exc.message, param_hint=option) from None
+
+
+_PORTS = node_setup.NodePorts()
+_PORT = click.IntRange(0, 65535)
+
+
+@cli.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--server-id",
+    required=True,
+    metavar="INSTANCE/CLASS/MEMBER/SERVER",
+    help="The security server this node runs.",
+)
+@click.option(
+    "--member",
+    "members",
+    multiple=True,
+    metavar="INSTANCE/CLASS/MEMBER",
+    help="A member whose messages the node signs; repeat for several [default: the server's owner].",
+)
+@click.option(
+    "--pki-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Issue the TLS and signing keys from this development PKI (`xgate pki init`).",
+)
+@click.option("--ca-passphrase-env", metavar="VAR", help="Variable holding the PKI's CA key passphrase.")
+@click.option(
+    "--anchor",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The federation's anchor file (e.g. from `xgate central init`); copied to DIR/anchor.json.",
+)
+@click.option(
+    "--globalconf",
+    "globalconf_location",
+    default=node_setup.DEFAULT_GLOBALCONF_LOCATION,
+    show_default=True,
+    help="Where the signed global configuration comes from (the registry's URL, or a file).",
+)
+@click.option("--internal-http-port", default=_PORTS.internal_http, show_default=True, type=_PORT)
+@click.option("--internal-https-port", default=_PORTS.internal_https, show_default=True, type=_PORT)
+@click.option("--external-port", default=_PORTS.external, show_default=True, type=_PORT)
+@click.option("--admin-port", default=_PORTS.admin, show_default=True, type=_PORT)
+@click.option("--force", is_flag=True, help="Overwrite DIR/gateway.toml (and the issued keys) if they exist.")
+def init(
+    directory: Path,
+    server_id: str,
+    members: tuple[str, ...],
+    pki_dir: Path | None,
+    ca_passphrase_env: str | None,
+    anchor: Path | None,
+    globalconf_location: str,
+    internal_http_port: int,
+    internal_https_port: int,
+    external_port: int,
+    admin_port: int,
+    force: bool,
+) -> None:
+    """Make a node in DIR: DIR/gateway.toml (commented), DIR/data and DIR/keys (owner only).
+
+    With --pki-dir the node's TLS and signing keys are issued at once; with --anchor the
+    federation's anchor is copied in. Whatever is still missing is listed with how to make it.
+    """
+    from gateway.trust.pki import PkiError
+
+    server = _identifier(SecurityServerId, server_id, "--server-id")
+    passphrase = os.environ.get(ca_passphrase_env, "").encode() if ca_passphrase_env else None
+    ports = node_setup.NodePorts(internal_http_port, internal_https_port, external_port, admin_port)
+    try:
+        created = node_setup.init_node(
+            directory,
+            server,
+            members=tuple(_identifier(ClientId, member, "--member") for member in members),
+            pki_dir=pki_dir,
+            ca_passphrase=passphrase or None,
+            anchor=anchor,
+            globalconf_location=globalconf_location,
+            ports=ports,
+            force=force,
+        )
+    except (node_setup.NodeSetupError, PkiError, ConfigError, OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"configuration:   {created.config_path}")
+    click.echo(f"data directory:  {created.config.data_dir}")
+    for path in created.missing:
+        click.echo(f"still missing:   {path}")
+    if created.missing:
+        keys = created.config_path.parent / node_setup.KEYS_DIR
+        click.echo(
+            f"make the keys with `xgate pki issue PKI_DIR gateway --server {server.to_text()} "
+            f"--out {keys}/auth` (and internal, and `member` for each sign-* file), "
+            "or run init again with --pki-dir and --force;"
+        )
+        click.echo(f"put the federation's anchor in {created.config.globalconf_anchor}")
+    click.echo(f"start it with:   xgate gateway serve --config {created.config_path}")
 
 
 @cli.command("serve")
@@ -56,7 +170,7 @@ def migrate_command(config_path: Path) -> None:
     """Create or upgrade the node's server-configuration database to the newest schema."""
     from gateway.serverconf.db import migrate
 
-    migrate(load_config(config_path).database_url)
+    migrate(_load(config_path).database_url)
     click.echo("database is at the newest schema")
 
 
@@ -87,7 +201,7 @@ def create_api_key(config_path: Path, name: str, role: str) -> None:
     from gateway.serverconf.repository import ServerConfRepository
     from gateway.serverconf.tables import AuditResult
 
-    url = load_config(config_path).database_url
+    url = _load(config_path).database_url
     migrate(url)
     repository = ServerConfRepository.from_url(url)
     repository.audit("cli", "create_api_key", name, {"role": role}, AuditResult.OK)

@@ -209,13 +209,16 @@ def test_a_valid_file_resolves_paths_beside_itself(tmp_path: Path) -> None:
             edited(VALID_TOML, '"DEV/GOV/1001/gw-x"', '"gw-x"'),
             "node.server_id: .*INSTANCE/CLASS/MEMBER/SERVER",
         ),
-        (edited(VALID_TOML, 'member = "DEV/GOV/1001"', 'member = "1001"'), "signing_keys.member"),
+        (edited(VALID_TOML, 'member = "DEV/GOV/1001"', 'member = "1001"'), r"signing_keys\[0\]\.member"),
         (
             edited(VALID_TOML, "[internal.http]\nport = 8080", "[internal]"),
             "needs an http or an https listener",
         ),
-        (edited(VALID_TOML, "port = 8080", "port = 70000"), "internal.http.port must be a port number"),
-        (edited(VALID_TOML, "port = 9000", 'port = 9000\nhost = "0.0.0.0"'), "admin.host must be a loopback"),
+        (edited(VALID_TOML, "port = 8080", "port = 70000"), "internal.http.port: must be a port number"),
+        (
+            edited(VALID_TOML, "port = 9000", 'port = 9000\nhost = "0.0.0.0"'),
+            "admin.host: must be a loopback",
+        ),
         (edited(VALID_TOML, 'key = "auth.key"', ""), "missing external.key"),
         (VALID_TOML + '[limits]\nbackend_timeout_seconds = "fast"\n', "limits.backend_timeout_seconds"),
         (VALID_TOML + "[limits]\nshutdown_grace_seconds = -1\n", "limits.shutdown_grace_seconds"),
@@ -254,7 +257,7 @@ def test_serve_refuses_a_bad_file_with_a_message_not_a_traceback(tmp_path: Path)
     result = run_serve(path)
 
     assert result.returncode == 1
-    assert "Error: admin.host must be a loopback address" in result.stderr
+    assert "admin.host: must be a loopback address" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -85,11 +85,15 @@ def _env_passphrase(variable: str | None) -> bytes | None:
 @click.option("--config", "config_path", required=True, type=_FILE, help="The registry's TOML file.")
 def serve(config_path: Path) -> None:
     """Serve the management API and the distribution endpoints until SIGTERM."""
+    from gateway.central.config import load_config
     from gateway.central.repository import RegistryError
     from gateway.central.server import run
-    from gateway.config import ConfigError
+    from gateway.configfile import ConfigError, check_database_directory, ensure_data_dir
 
     try:
+        config = load_config(config_path)
+        ensure_data_dir(config.data_dir, "registry.data_dir", "set up a registry with `xgate central init`")
+        check_database_directory(config.database_url, "registry.database_url")
         run(config_path)
     except (ConfigError, RegistryError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -116,7 +120,7 @@ def init(
 ) -> None:
     """Create a registry in DIR: config, signing key and certificate, database, anchor, first API key."""
     from gateway.central.bootstrap import RegistrySetupError, init_registry
-    from gateway.config import ConfigError
+    from gateway.configfile import ConfigError
     from gateway.trust.pki import PkiError
 
     try:
@@ -165,8 +169,12 @@ def create_api_key_offline(config_path: Path, name: str, role: str) -> None:
     from gateway.central.config import load_config
     from gateway.central.db import migrate
     from gateway.central.repository import CentralRepository
+    from gateway.configfile import ConfigError
 
-    config = load_config(config_path)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     migrate(config.database_url)
     repository = CentralRepository.from_url(config.database_url, config.instance)
     try:

@@ -3,18 +3,34 @@
 What the registry registers lives in its database; this file says which instance it
 serves, where it listens, where its database and signing keys are, and the values the
 federation settings start from. Relative paths are resolved against the file's directory.
+
+The file is checked by `CentralFile` (one model per table, no unknown keys) and becomes a
+`CentralConfig`, the value the registry's code reads.
 """
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Final
 
-from sqlalchemy.engine import make_url
+from pydantic import AfterValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 
-from gateway.config import LOOPBACK_HOSTS, ConfigError, Listener
+from gateway.configfile import (
+    ConfigError,
+    DatabaseUrl,
+    FileModel,
+    FilePath,
+    Listener,
+    LoopbackHost,
+    Port,
+    Positive,
+    Seconds,
+    in_file,
+    read_toml,
+    validate,
+)
 from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS, DEFAULT_VALIDITY_SECONDS
 from gateway.ids import IdentifierError, validate_code
 
@@ -52,122 +68,100 @@ class CentralConfig:
     regenerate_seconds: float = DEFAULT_REGENERATE_SECONDS
 
 
-def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
-    value = doc.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"[{name}] must be a table")
-    return value
+# --- the file, table by table -----------------------------------------------------------------
 
 
-def _path(base: Path, value: object, where: str) -> Path:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where} must be a path")
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
-
-
-def _listener(table: dict[str, Any], where: str, default_port: int) -> Listener:
-    port = table.get("port", default_port)
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise ConfigError(f"{where}.port must be a port number")
-    return Listener(host=str(table.get("host", "127.0.0.1")), port=port)
-
-
-def _positive(table: dict[str, Any], key: str, default: float, where: str) -> float:
-    value = table.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{where}.{key} must be a positive number")
-    return float(value)
-
-
-def _database_url(value: object, base: Path, data_dir: Path) -> str:
-    """The URL, with a relative SQLite path taken relative to the file, like every other path here."""
-    if value is None:
-        return f"sqlite:///{data_dir / DATABASE_FILE}"
-    if not isinstance(value, str):
-        raise ConfigError("registry.database_url must be a string")
+def _instance_code(value: str) -> str:
     try:
-        url = make_url(value)
-    except Exception as exc:  # SQLAlchemy raises ArgumentError, and ValueError for bad ports
-        raise ConfigError(f"registry.database_url: {exc}") from exc
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        database = Path(url.database)
-        if not database.is_absolute():
-            return url.set(database=str(base / database)).render_as_string(hide_password=False)
+        validate_code(value, "instance")
+    except IdentifierError as exc:
+        raise PydanticCustomError("identifier", "{message}", {"message": exc.message}) from None
     return value
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise PydanticCustomError("url", "must be an http(s) URL, not {value!r}", {"value": value})
+    return value.rstrip("/")
+
+
+class RegistrySection(FileModel):
+    instance: Annotated[str, AfterValidator(_instance_code)]
+    data_dir: FilePath | None = None
+    """Default: the file's own directory."""
+    database_url: DatabaseUrl | None = None
+    """Default: SQLite in data_dir."""
+
+
+class ManagementSection(FileModel):
+    # DESIGN.md: management interfaces are localhost only; the distribution one may be public.
+    host: LoopbackHost = "127.0.0.1"
+    port: Port = DEFAULT_MANAGEMENT_PORT
+
+
+class DistributionSection(FileModel):
+    host: str = "127.0.0.1"
+    port: Port = DEFAULT_DISTRIBUTION_PORT
+    public_url: Annotated[str, AfterValidator(_http_url)] | None = None
+
+
+class GlobalconfSection(FileModel):
+    validity_seconds: Positive = DEFAULT_VALIDITY_SECONDS
+    refresh_interval_seconds: Positive = DEFAULT_REFRESH_INTERVAL_SECONDS
+    regenerate_seconds: Seconds = DEFAULT_REGENERATE_SECONDS
+
+
+class SigningKeySection(FileModel):
+    key: FilePath
+    cert: FilePath
+    active: bool = False
+    passphrase_env: str | None = None
+
+
+class CentralFile(FileModel):
+    """The whole file, as written (config/central.example.toml)."""
+
+    registry: RegistrySection
+    management: ManagementSection = ManagementSection()
+    distribution: DistributionSection = DistributionSection()
+    globalconf: GlobalconfSection = GlobalconfSection()
+    signing_keys: list[SigningKeySection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_active_key(self) -> CentralFile:
+        if sum(key.active for key in self.signing_keys) > 1:
+            raise PydanticCustomError("signing_keys", "at most one of signing_keys may be active")
+        return self
+
+    def central_config(self, base: Path) -> CentralConfig:
+        data_dir = self.registry.data_dir or base
+        distribution = self.distribution
+        return CentralConfig(
+            instance=self.registry.instance,
+            data_dir=data_dir,
+            database_url=self.registry.database_url or f"sqlite:///{data_dir / DATABASE_FILE}",
+            management=Listener(self.management.host, self.management.port),
+            distribution=Listener(distribution.host, distribution.port),
+            public_url=distribution.public_url,
+            signing_keys=tuple(
+                SigningKeyFiles(entry.key, entry.cert, entry.active, entry.passphrase_env)
+                for entry in self.signing_keys
+            ),
+            validity_seconds=self.globalconf.validity_seconds,
+            refresh_interval_seconds=self.globalconf.refresh_interval_seconds,
+            regenerate_seconds=self.globalconf.regenerate_seconds,
+        )
+
+
+def parse_config(doc: dict[str, object], base: Path) -> CentralConfig:
+    """The file's tables checked; relative paths taken from `base`. ConfigError names the key."""
+    return validate(CentralFile, doc, base).central_config(base)
 
 
 def load_config(path: Path) -> CentralConfig:
-    """Read and check the registry's TOML file; ConfigError names the offending key."""
+    """Read and check the registry's TOML file; ConfigError is one line naming the file and the key."""
+    doc, base = read_toml(path)
     try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    return parse_config(doc, Path(path).resolve().parent)
-
-
-def parse_config(doc: dict[str, Any], base: Path) -> CentralConfig:
-    registry = _table(doc, "registry")
-    instance = registry.get("instance")
-    if not isinstance(instance, str):
-        raise ConfigError("missing registry.instance")
-    try:
-        validate_code(instance, "registry.instance")
-    except IdentifierError as exc:
-        raise ConfigError(exc.message) from exc
-    data_dir = _path(base, registry.get("data_dir", "."), "registry.data_dir")
-
-    management = _listener(_table(doc, "management"), "management", DEFAULT_MANAGEMENT_PORT)
-    # DESIGN.md: management interfaces are localhost only; the distribution one may be public.
-    if management.host not in LOOPBACK_HOSTS:
-        raise ConfigError(f"management.host must be a loopback address, not {management.host!r}")
-    distribution_table = _table(doc, "distribution")
-    public_url = distribution_table.get("public_url")
-    if public_url is not None and (
-        not isinstance(public_url, str) or not public_url.startswith(("http://", "https://"))
-    ):
-        raise ConfigError("distribution.public_url must be an http(s) URL")
-
-    keys = []
-    entries = doc.get("signing_keys", [])
-    if not isinstance(entries, list):
-        raise ConfigError("signing_keys must be an array of tables ([[signing_keys]])")
-    for index, entry in enumerate(entries):
-        where = f"signing_keys[{index}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where} must be a table")
-        active = entry.get("active", False)
-        if not isinstance(active, bool):
-            raise ConfigError(f"{where}.active must be true or false")
-        keys.append(
-            SigningKeyFiles(
-                key=_path(base, entry.get("key"), f"{where}.key"),
-                cert=_path(base, entry.get("cert"), f"{where}.cert"),
-                active=active,
-                passphrase_env=entry.get("passphrase_env"),
-            )
-        )
-    if sum(key.active for key in keys) > 1:
-        raise ConfigError("at most one of signing_keys may be active")
-
-    globalconf = _table(doc, "globalconf")
-    validity = _positive(globalconf, "validity_seconds", DEFAULT_VALIDITY_SECONDS, "globalconf")
-    refresh = _positive(
-        globalconf, "refresh_interval_seconds", DEFAULT_REFRESH_INTERVAL_SECONDS, "globalconf"
-    )
-    if validity != int(validity) or refresh != int(refresh):
-        raise ConfigError("globalconf.validity_seconds and refresh_interval_seconds are whole seconds")
-    return CentralConfig(
-        instance=instance,
-        data_dir=data_dir,
-        database_url=_database_url(registry.get("database_url"), base, data_dir),
-        management=management,
-        distribution=_listener(distribution_table, "distribution", DEFAULT_DISTRIBUTION_PORT),
-        public_url=public_url.rstrip("/") if public_url else None,
-        signing_keys=tuple(keys),
-        validity_seconds=int(validity),
-        refresh_interval_seconds=int(refresh),
-        regenerate_seconds=_positive(
-            globalconf, "regenerate_seconds", DEFAULT_REGENERATE_SECONDS, "globalconf"
-        ),
-    )
+        return parse_config(doc, base)
+    except ConfigError as exc:
+        raise in_file(path, exc) from None

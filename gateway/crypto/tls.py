@@ -8,15 +8,22 @@ what the global configuration or the server configuration registers.
 
 from __future__ import annotations
 
-import os
 import ssl
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from gateway.config import TlsFiles
+
+@dataclass(frozen=True)
+class TlsIdentity:
+    """The certificate chain and private key a context presents; the caller reads its passphrase."""
+
+    cert: Path
+    key: Path
+    passphrase: str | None = None
 
 
 def _base_context(purpose: ssl.Purpose) -> ssl.SSLContext:
@@ -26,19 +33,18 @@ def _base_context(purpose: ssl.Purpose) -> ssl.SSLContext:
     return context
 
 
-def _load_identity(context: ssl.SSLContext, files: TlsFiles) -> None:
-    passphrase = os.environ.get(files.passphrase_env) if files.passphrase_env else None
-    context.load_cert_chain(str(files.cert), str(files.key), password=passphrase)
+def _load_identity(context: ssl.SSLContext, identity: TlsIdentity) -> None:
+    context.load_cert_chain(str(identity.cert), str(identity.key), password=identity.passphrase)
 
 
 def pem_bundle(certificates: Iterable[x509.Certificate]) -> str:
     return "".join(cert.public_bytes(Encoding.PEM).decode("ascii") for cert in certificates)
 
 
-def external_server_context(files: TlsFiles, trusted_cas: Iterable[x509.Certificate]) -> ssl.SSLContext:
+def external_server_context(identity: TlsIdentity, trusted_cas: Iterable[x509.Certificate]) -> ssl.SSLContext:
     """Accepts only peers presenting a certificate chained to a federation CA; pinning comes after."""
     context = _base_context(ssl.Purpose.CLIENT_AUTH)
-    _load_identity(context, files)
+    _load_identity(context, identity)
     context.verify_mode = ssl.CERT_REQUIRED
     bundle = pem_bundle(trusted_cas)
     if bundle:
@@ -46,7 +52,7 @@ def external_server_context(files: TlsFiles, trusted_cas: Iterable[x509.Certific
     return context
 
 
-def external_client_context(files: TlsFiles, trusted_cas: Iterable[x509.Certificate]) -> ssl.SSLContext:
+def external_client_context(identity: TlsIdentity, trusted_cas: Iterable[x509.Certificate]) -> ssl.SSLContext:
     """Calls a provider gateway with our authentication certificate.
 
     Host names are not checked: gateways are identified by the certificate the global
@@ -55,14 +61,14 @@ def external_client_context(files: TlsFiles, trusted_cas: Iterable[x509.Certific
     context = _base_context(ssl.Purpose.SERVER_AUTH)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
-    _load_identity(context, files)
+    _load_identity(context, identity)
     bundle = pem_bundle(trusted_cas)
     if bundle:
         context.load_verify_locations(cadata=bundle)
     return context
 
 
-def internal_server_context(files: TlsFiles, client_trust_pems: Iterable[str]) -> ssl.SSLContext:
+def internal_server_context(identity: TlsIdentity, client_trust_pems: Iterable[str]) -> ssl.SSLContext:
     """HTTPS for agency systems: a client certificate is optional here and pinned per subsystem.
 
     Agency systems often present self-signed certificates; loading every pinned certificate
@@ -70,7 +76,7 @@ def internal_server_context(files: TlsFiles, client_trust_pems: Iterable[str]) -
     the fingerprint against the subsystem the request names.
     """
     context = _base_context(ssl.Purpose.CLIENT_AUTH)
-    _load_identity(context, files)
+    _load_identity(context, identity)
     context.verify_mode = ssl.CERT_OPTIONAL
     add_client_trust(context, client_trust_pems)
     return context

@@ -43,6 +43,7 @@ from gateway.protocol.faults import (
     REQUEST_TOO_LARGE,
     XRoadFault,
 )
+from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
 
 # HTTP header fields as the edge hands them over: aiohttp's CIMultiDictProxy (a Mapping whose
@@ -56,8 +57,6 @@ HeaderList = list[tuple[str, str]]
 MAX_TARGET_LENGTH: Final = 8190
 # Tomcat's default maxHeaderCount; real clients send fewer than 30.
 MAX_HEADER_COUNT: Final = 100
-# The whole body is held in memory, hashed, signed and logged; same ceiling as a SOAP message.
-MAX_REST_BODY_BYTES: Final = 10 * 1024 * 1024
 # X-Road's message log keeps the message id in a varchar(255) column.
 MAX_MESSAGE_ID_LENGTH: Final = 255
 # userId and issue are echoed in every log record; a kilobyte holds any real one.
@@ -230,7 +229,7 @@ def parse_rest_request(
     headers: Headers,
     body: bytes,
     *,
-    max_body_bytes: int = MAX_REST_BODY_BYTES,
+    max_body_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     new_id: Callable[[], str] = _new_id,
 ) -> RestRequest | RestMetadataRequest:
     """Read a REST r1 request as received on the internal interface, or raise XRoadFault.

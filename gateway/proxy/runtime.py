@@ -148,7 +148,7 @@ class GatewayRuntime:
         if self.peer_session is not None and cas == self._peer_context_cas:
             return
         old = self.peer_session
-        context = external_client_context(self.config.auth_tls, cas)
+        context = external_client_context(self.config.auth_tls.identity(), cas)
         self.peer_connector = PinningConnector(
             self._registered_fingerprints, ssl=context, limit=256, enable_cleanup_closed=True
         )

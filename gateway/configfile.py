@@ -1,0 +1,251 @@
+"""What the gateway's and the registry's TOML files share: strict typed models, loading, one-line errors.
+
+Each file is read into pydantic models shaped like the file itself (one model per table),
+which refuse unknown keys and wrong types; gateway.config and gateway.central.config then
+build the values the rest of the code uses.  Every mistake becomes one ConfigError whose
+message names the key's full path (`limits.max_mesage_bytes: unknown key`), so a command
+that reads a file can print it as one line and exit.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+)
+from pydantic_core import PydanticCustomError
+from sqlalchemy.engine import make_url
+
+from gateway.ids import IdentifierError
+
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+"""DESIGN.md: management interfaces listen on the machine itself only."""
+
+_BASE: Final = "base"
+"""Validation-context key: the directory relative paths are resolved against."""
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing something or holds a wrong value; the message is one line."""
+
+
+class FileModel(BaseModel):
+    """One table of a TOML file: no unknown keys, no silent type coercion ("30" is not 30)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+@dataclass(frozen=True)
+class Listener:
+    host: str
+    port: int
+
+
+# --- field types ----------------------------------------------------------------------------
+
+
+def _resolve_path(value: object, info: ValidationInfo) -> Path:
+    if not isinstance(value, str) or not value:
+        raise PydanticCustomError("path", "must be a path (a non-empty string)")
+    path = Path(value).expanduser()
+    base = info.context.get(_BASE) if isinstance(info.context, dict) else None
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+FilePath = Annotated[Path, BeforeValidator(_resolve_path)]
+"""A path in the file: relative ones are taken relative to the file's own directory."""
+
+
+def _port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise PydanticCustomError("port", "must be a port number (0..65535), not {value}", {"value": value})
+    return value
+
+
+Port = Annotated[int, AfterValidator(_port)]
+
+
+def _positive(value: float) -> float:
+    if not value > 0:
+        raise PydanticCustomError("positive", "must be greater than 0, not {value}", {"value": value})
+    return value
+
+
+def _not_negative(value: float) -> float:
+    if value < 0:
+        raise PydanticCustomError("not_negative", "must be 0 or more, not {value}", {"value": value})
+    return value
+
+
+Seconds = Annotated[float, AfterValidator(_positive)]
+"""A duration, timeout or interval: more than zero."""
+Positive = Annotated[int, AfterValidator(_positive)]
+"""A size or a count: a whole number more than zero."""
+NonNegativeSeconds = Annotated[float, AfterValidator(_not_negative)]
+"""A window that may be switched off with 0."""
+
+
+def _loopback(value: str) -> str:
+    if value not in LOOPBACK_HOSTS:
+        raise PydanticCustomError(
+            "loopback",
+            "must be a loopback address (127.0.0.1, ::1, localhost), not {value}",
+            {"value": value},
+        )
+    return value
+
+
+LoopbackHost = Annotated[str, AfterValidator(_loopback)]
+
+
+def _database_url(value: str, info: ValidationInfo) -> str:
+    """The URL, with a relative SQLite path taken relative to the file, like every other path here."""
+    try:
+        url = make_url(value)
+    except Exception as exc:  # SQLAlchemy raises ArgumentError, and ValueError for bad ports
+        raise PydanticCustomError("database_url", "{error}", {"error": str(exc)}) from None
+    base = info.context.get(_BASE) if isinstance(info.context, dict) else None
+    if base is not None and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = Path(str(url.database)).expanduser()
+        if not database.is_absolute():
+            return url.set(database=str(Path(base) / database)).render_as_string(hide_password=False)
+    return value
+
+
+DatabaseUrl = Annotated[str, AfterValidator(_database_url)]
+"""An SQLAlchemy URL; a relative SQLite file is relative to the file's directory."""
+
+_Parsed = TypeVar("_Parsed")
+
+
+def identifier(parse: Callable[[str], _Parsed]) -> BeforeValidator:
+    """A field holding an identifier in text form, parsed with `parse` (ids.ClientId.from_text ...)."""
+
+    def validate(value: object) -> _Parsed:
+        if not isinstance(value, str):
+            raise PydanticCustomError("identifier", "must be a string")
+        try:
+            return parse(value)
+        except IdentifierError as exc:
+            raise PydanticCustomError("identifier", "{message}", {"message": exc.message}) from None
+
+    return BeforeValidator(validate)
+
+
+# --- loading and errors ---------------------------------------------------------------------
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+_TYPE_NAMES: Final = {
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "list_type": "an array",
+    "tuple_type": "an array",
+    "model_type": "a table",
+    "dict_type": "a table",
+    "model_attributes_type": "a table",
+}
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _is_table(model: type[BaseModel], loc: tuple[int | str, ...]) -> bool:
+    """Whether the key at `loc` holds a table (a section) rather than a value."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return False
+        field = current.model_fields.get(part)
+        if field is None:
+            return False
+        current = field.annotation
+    return isinstance(current, type) and issubclass(current, BaseModel)
+
+
+def error_line(exc: ValidationError, model: type[BaseModel]) -> str:
+    """The first of pydantic's errors as one line that names the key's full path."""
+    error = exc.errors(include_url=False)[0]
+    loc = tuple(error["loc"])
+    where = _location(loc)
+    kind = error["type"]
+    if kind == "missing":
+        return f"missing [{where}] section" if _is_table(model, loc) else f"missing {where}"
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key"
+    if kind in _TYPE_NAMES:
+        return f"{where}: must be {_TYPE_NAMES[kind]}, not {error['input']!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def validate(model: type[_Model], doc: Mapping[str, Any], base: Path) -> _Model:
+    """`doc` checked against `model`, relative paths taken from `base`; ConfigError on the first mistake."""
+    try:
+        return model.model_validate(doc, context={_BASE: base})
+    except ValidationError as exc:
+        raise ConfigError(error_line(exc, model)) from None
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], Path]:
+    """The file's tables and the directory its relative paths are relative to."""
+    try:
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    return doc, Path(path).resolve().parent
+
+
+def in_file(path: Path, error: ConfigError) -> ConfigError:
+    """The same error, saying which file it is in."""
+    return ConfigError(f"{path}: {error}")
+
+
+# --- directories a file names ---------------------------------------------------------------
+
+DATA_DIR_MODE: Final = 0o700
+"""Databases, cached configurations and logs: nothing for others on the machine."""
+
+
+def ensure_data_dir(data_dir: Path, key: str, hint: str) -> None:
+    """Create the working directory when only it is missing; otherwise say in one line what to do.
+
+    Only the last level is created (mode 0700): a missing parent usually means a mistyped path
+    or a file run from somewhere unexpected, which a quiet `mkdir -p` would hide.
+    """
+    if data_dir.is_dir():
+        return
+    if data_dir.exists():
+        raise ConfigError(f"{key} {data_dir} is not a directory")
+    if not data_dir.parent.is_dir():
+        raise ConfigError(
+            f"{key} {data_dir} does not exist, nor does its parent: create it "
+            f"(mkdir -p -m 700 {data_dir}) or {hint}"
+        )
+    data_dir.mkdir(mode=DATA_DIR_MODE)
+
+
+def check_database_directory(database_url: str, key: str) -> None:
+    """An SQLite database's directory must exist: SQLite creates the file, not the directories."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    directory = Path(str(url.database)).parent
+    if not directory.is_dir():
+        raise ConfigError(f"{key}: directory {directory} does not exist (mkdir -p -m 700 {directory})")
