@@ -9,6 +9,7 @@ that reads a file can print it as one line and exit.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -112,7 +113,8 @@ def _database_url(value: str, info: ValidationInfo) -> str:
     """The URL, with a relative SQLite path taken relative to the file, like every other path here."""
     try:
         url = make_url(value)
-    except Exception as exc:  # SQLAlchemy raises ArgumentError, and ValueError for bad ports
+        url.get_dialect()  # an unknown database kind is a mistake in the file, not at first use
+    except Exception as exc:  # ArgumentError, NoSuchModuleError, and ValueError for bad ports
         raise PydanticCustomError("database_url", "{error}", {"error": str(exc)}) from None
     base = info.context.get(_BASE) if isinstance(info.context, dict) else None
     if base is not None and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
@@ -166,29 +168,55 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return text
 
 
-def _is_table(model: type[BaseModel], loc: tuple[int | str, ...]) -> bool:
-    """Whether the key at `loc` holds a table (a section) rather than a value."""
+def _table_model(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model of the table at `loc` (list items and optional tables looked through), if any."""
     current: Any = model
     for part in loc:
-        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return False
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
         field = current.model_fields.get(part)
         if field is None:
-            return False
-        current = field.annotation
-    return isinstance(current, type) and issubclass(current, BaseModel)
+            return None
+        current = _table_in(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _table_in(annotation: Any) -> Any:
+    """`X`, `X | None` and `list[X]` all hold tables of X."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in getattr(annotation, "__args__", ()):
+        if isinstance(argument, type) and issubclass(argument, BaseModel):
+            return argument
+    return annotation
+
+
+def _suggestion(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    table = _table_model(model, loc[:-1])
+    if table is None or not isinstance(loc[-1], str):
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(table.model_fields), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def error_line(exc: ValidationError, model: type[BaseModel]) -> str:
-    """The first of pydantic's errors as one line that names the key's full path."""
-    error = exc.errors(include_url=False)[0]
+    """One of pydantic's errors as one line that names the key's full path.
+
+    An unknown key comes first: a misspelt key is also a missing one, and the misspelling is
+    what the reader has to fix.
+    """
+    errors = exc.errors(include_url=False)
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(error["loc"])
     where = _location(loc)
     kind = error["type"]
     if kind == "missing":
-        return f"missing [{where}] section" if _is_table(model, loc) else f"missing {where}"
+        table = _table_model(model, loc) is not None and not any(isinstance(part, int) for part in loc)
+        return f"missing [{where}] section" if table else f"missing {where}"
     if kind == "extra_forbidden":
-        return f"{where}: unknown key"
+        return f"{where}: unknown key{_suggestion(model, loc)}"
     if kind in _TYPE_NAMES:
         return f"{where}: must be {_TYPE_NAMES[kind]}, not {error['input']!r}"
     message = error["msg"].removeprefix("Value error, ")

@@ -203,7 +203,7 @@ def test_a_valid_file_resolves_paths_beside_itself(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        (edited(VALID_TOML, "[node]", "[nodes]"), r"missing \[node\] section"),
+        (edited(VALID_TOML, "[node]", "[nodes]"), r"nodes: unknown key \(did you mean node\?\)"),
         (edited(VALID_TOML, 'server_id = "DEV/GOV/1001/gw-x"', ""), "missing node.server_id"),
         (
             edited(VALID_TOML, '"DEV/GOV/1001/gw-x"', '"gw-x"'),

@@ -13,13 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from gateway.central.config import load_config
+from gateway.central.config import (
+    DEFAULT_DISTRIBUTION_PORT,
+    DEFAULT_MANAGEMENT_PORT,
+    DEFAULT_REGENERATE_SECONDS,
+    load_config,
+)
 from gateway.central.repository import CentralRepository
 from gateway.central.roles import Role
 from gateway.central.server import prepare
 from gateway.crypto.certs import certificate_to_pem, fingerprint_sha256
 from gateway.crypto.keys import write_file_atomically
 from gateway.globalconf import Anchor, TrustedCa, save_anchor
+from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS, DEFAULT_VALIDITY_SECONDS
 from gateway.ids import validate_code
 from gateway.trust import pki
 
@@ -49,9 +55,9 @@ class CreatedRegistry:
 class PublishingTimes:
     """The `[globalconf]` values a new registry starts with (config/central.example.toml)."""
 
-    validity_seconds: int = 600
-    refresh_interval_seconds: int = 60
-    regenerate_seconds: float = 60.0
+    validity_seconds: int = DEFAULT_VALIDITY_SECONDS
+    refresh_interval_seconds: int = DEFAULT_REFRESH_INTERVAL_SECONDS
+    regenerate_seconds: float = DEFAULT_REGENERATE_SECONDS
 
 
 def config_text(
@@ -96,8 +102,8 @@ def init_registry(
     *,
     pki_dir: Path | None = None,
     ca_passphrase: bytes | None = None,
-    management_port: int = 4400,
-    distribution_port: int = 4401,
+    management_port: int = DEFAULT_MANAGEMENT_PORT,
+    distribution_port: int = DEFAULT_DISTRIBUTION_PORT,
     times: PublishingTimes = PublishingTimes(),
 ) -> CreatedRegistry:
     validate_code(instance, "instance")

@@ -1,0 +1,415 @@
+"""The gateway's and the registry's TOML files: the models, `xgate gateway init`, the examples in config/."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from gateway import config as node_config
+from gateway.central import config as central_config
+from gateway.central.server import start_registry
+from gateway.cli import main as xgate
+from gateway.config import ConfigError, Listener, NodeConfig
+from gateway.crypto.batchsigner import DEFAULT_WINDOW_SECONDS
+from gateway.ids import ClientId, SecurityServerId
+from gateway.node import serve
+from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
+from gateway.trust import pki
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "config"
+
+LOADERS: dict[str, Callable[[Path], Any]] = {
+    "gateway": node_config.load_config,
+    "central": central_config.load_config,
+}
+
+
+def loader_of(path: Path) -> Callable[[Path], Any]:
+    """config/KIND*.toml is read by KIND's model; a file of another kind needs a model here first."""
+    kind = path.name.split(".")[0]
+    assert kind in LOADERS, f"{path.name}: no model known for this example; add it to LOADERS"
+    return LOADERS[kind]
+
+
+# --- every example goes through its model ---------------------------------------------------------
+
+
+def test_there_are_examples_of_both_files() -> None:
+    assert {path.name for path in EXAMPLES.glob("*.toml")} >= {"gateway.example.toml", "central.example.toml"}
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.toml")), ids=lambda path: path.name)
+def test_every_example_loads_through_its_model(example: Path) -> None:
+    loaded = loader_of(example)(example)
+    assert loaded.data_dir.is_relative_to(EXAMPLES), "relative paths are relative to the file"
+
+
+def test_the_gateway_example_holds_the_defaults_it_documents() -> None:
+    config = node_config.load_config(EXAMPLES / "gateway.example.toml")
+    assert config.max_message_bytes == DEFAULT_MAX_MESSAGE_BYTES
+    assert config.sign_window_seconds == DEFAULT_WINDOW_SECONDS
+    assert config.database_url == f"sqlite:///{EXAMPLES / 'var/gw-a/data/serverconf.sqlite'}"
+    assert config.messagelog is not None
+    assert config.messagelog.database_url == f"sqlite:///{EXAMPLES / 'var/gw-a/data/messagelog.sqlite'}"
+
+
+# --- mistakes are refused with the key's path, in one line ----------------------------------------
+
+GATEWAY_EXAMPLE = (EXAMPLES / "gateway.example.toml").read_text()
+CENTRAL_EXAMPLE = (EXAMPLES / "central.example.toml").read_text()
+
+
+def edited(text: str, old: str, new: str) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+GATEWAY_MISTAKES = [
+    (
+        edited(GATEWAY_EXAMPLE, "max_message_bytes =", "max_mesage_bytes ="),
+        "limits.max_mesage_bytes: unknown key",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "window_seconds = 0.002", "window_seconds = -5"),
+        "signer.window_seconds: must be 0 or more, not -5",
+    ),
+    (GATEWAY_EXAMPLE + "\n[limit]\nmax_message_bytes = 1\n", "limit: unknown key"),
+    (
+        edited(GATEWAY_EXAMPLE, "max_message_bytes = 10485760", 'max_message_bytes = "10 MB"'),
+        "limits.max_message_bytes: must be a whole number, not '10 MB'",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "max_message_bytes = 10485760", "max_message_bytes = 0"),
+        "limits.max_message_bytes: must be greater than 0, not 0",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "backend_timeout_seconds = 30", "backend_timeout_seconds = true"),
+        "limits.backend_timeout_seconds: must be a number, not True",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "connect_timeout_seconds = 5", "connect_timeout_seconds = 0"),
+        "limits.connect_timeout_seconds: must be greater than 0, not 0",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "port = 5500", "port = 65536"),
+        "external.port: must be a port number (0..65535), not 65536",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "port = 8443", "prot = 8443"),
+        "internal.https.prot: unknown key",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, 'member = "DEV/GOV/1001"', 'member = "DEV/GOV/1001"\nactive = true'),
+        r"signing_keys[0].active: unknown key",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "archive_interval_seconds = 3600", "archive_interval_seconds = -1"),
+        "messagelog.archive_interval_seconds: must be greater than 0, not -1",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "enabled = true", 'enabled = "yes"'),
+        "messagelog.enabled: must be true or false, not 'yes'",
+    ),
+    (
+        "signer = 0.002\n"
+        + edited(edited(GATEWAY_EXAMPLE, "[signer]\n", ""), "window_seconds = 0.002\n", ""),
+        "signer: must be a table, not 0.002",
+    ),
+]
+
+CENTRAL_MISTAKES = [
+    (edited(CENTRAL_EXAMPLE, 'instance = "DEV"', 'instanse = "DEV"'), "registry.instanse: unknown key"),
+    (edited(CENTRAL_EXAMPLE, "port = 4400", "port = -1"), "management.port: must be a port number"),
+    (
+        edited(CENTRAL_EXAMPLE, "validity_seconds = 600", "validity_seconds = 0"),
+        "globalconf.validity_seconds: must be greater than 0, not 0",
+    ),
+    (
+        edited(CENTRAL_EXAMPLE, "validity_seconds = 600", "validity_seconds = 600.5"),
+        "globalconf.validity_seconds: must be a whole number, not 600.5",
+    ),
+    (edited(CENTRAL_EXAMPLE, "\nactive = true", "\nactve = true"), "signing_keys[0].actve: unknown key"),
+    (
+        edited(CENTRAL_EXAMPLE, "port = 4401", 'port = 4401\npublic_url = "ftp://registry"'),
+        "distribution.public_url: must be an http(s) URL",
+    ),
+    (CENTRAL_EXAMPLE.replace("[registry]", "[registri]"), "registri: unknown key"),
+    (
+        edited(CENTRAL_EXAMPLE, 'database_url = "sqlite', 'database_url = "nosuchdb'),
+        "registry.database_url: ",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "message"),
+    [("gateway", text, message) for text, message in GATEWAY_MISTAKES]
+    + [("central", text, message) for text, message in CENTRAL_MISTAKES],
+    ids=[message.split(":")[0] for _, message in GATEWAY_MISTAKES + CENTRAL_MISTAKES],
+)
+def test_a_mistake_is_one_line_naming_the_key(tmp_path: Path, kind: str, text: str, message: str) -> None:
+    path = tmp_path / f"{kind}.toml"
+    path.write_text(text)
+
+    with pytest.raises(ConfigError) as raised:
+        LOADERS[kind](path)
+
+    line = str(raised.value)
+    assert line.startswith(f"{path}: ")
+    assert message in line
+    assert "\n" not in line and "pydantic" not in line and "Value error" not in line
+
+
+def test_a_missing_table_and_a_missing_key_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    start, end = GATEWAY_EXAMPLE.index("[external]"), GATEWAY_EXAMPLE.index("[admin]")
+    path.write_text(GATEWAY_EXAMPLE[:start] + GATEWAY_EXAMPLE[end:])
+    with pytest.raises(ConfigError, match=r"missing \[external\] section$"):
+        node_config.load_config(path)
+
+    path.write_text(edited(GATEWAY_EXAMPLE, "[external]", "[externel]"))
+    with pytest.raises(ConfigError, match=r"externel: unknown key \(did you mean external\?\)$"):
+        node_config.load_config(path)
+
+    path.write_text(edited(CENTRAL_EXAMPLE, 'instance = "DEV"', ""))
+    with pytest.raises(ConfigError, match=r"missing registry\.instance$"):
+        central_config.load_config(path)
+
+
+def test_a_relative_sqlite_url_is_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "node").mkdir()
+    path = tmp_path / "node" / "gateway.toml"
+    path.write_text(
+        edited(GATEWAY_EXAMPLE, '"sqlite:///var/gw-a/data/serverconf.sqlite"', '"sqlite:///db.sqlite"')
+    )
+    config = node_config.load_config(path)
+    assert config.database_url == f"sqlite:///{tmp_path / 'node' / 'db.sqlite'}"
+
+
+# --- the command line prints the line, without a traceback ----------------------------------------
+
+
+def xgate_process(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "gateway.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+@pytest.mark.parametrize("kind", ["gateway", "central"])
+def test_serve_prints_the_mistake_and_exits(tmp_path: Path, kind: str) -> None:
+    text = GATEWAY_EXAMPLE if kind == "gateway" else CENTRAL_EXAMPLE
+    path = tmp_path / f"{kind}.toml"
+    path.write_text(edited(text, "port = ", "port = 1\nport_ = "))
+
+    result = xgate_process(kind, "serve", "--config", str(path))
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: ") and "port_: unknown key" in line
+
+
+def test_gateway_commands_that_read_the_file_print_the_mistake(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(edited(GATEWAY_EXAMPLE, "window_seconds = 0.002", "window_seconds = -5"))
+    for args in (("migrate",), ("create-api-key", "--name", "x", "--role", "observer")):
+        result = CliRunner().invoke(xgate, ["gateway", *args, "--config", str(path)])
+        assert result.exit_code == 1, result.output
+        assert "signer.window_seconds: must be 0 or more" in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    ("kind", "hint"),
+    [("gateway", "xgate gateway init"), ("central", "xgate central init")],
+)
+def test_the_examples_without_their_directories_say_what_to_create(
+    tmp_path: Path, kind: str, hint: str
+) -> None:
+    example = tmp_path / "config" / f"{kind}.example.toml"
+    example.parent.mkdir()
+    shutil.copy(EXAMPLES / example.name, example)
+
+    result = xgate_process(kind, "serve", "--config", str(example), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"data_dir {tmp_path / 'config' / 'var'}" in line and "does not exist" in line
+    assert hint in line
+    assert not (tmp_path / "config" / "var").exists(), "nothing is made below a missing parent"
+
+
+def test_a_missing_data_directory_is_created_when_its_parent_exists(tmp_path: Path) -> None:
+    from gateway.node import prepare_directories
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(GATEWAY_EXAMPLE.replace("var/gw-a/data", "data"))
+    config = node_config.load_config(path)
+
+    prepare_directories(config)
+
+    assert (tmp_path / "data").is_dir()
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+
+
+# --- xgate gateway init ---------------------------------------------------------------------------
+
+SERVER = "DEV/GOV/1001/gw-x"
+
+
+def init(*args: str) -> Any:
+    return CliRunner().invoke(xgate, ["gateway", "init", *args])
+
+
+def test_init_without_a_pki_writes_a_loadable_file_and_lists_what_is_missing(tmp_path: Path) -> None:
+    directory = tmp_path / "node"
+
+    result = init(str(directory), "--server-id", SERVER, "--member", "DEV/GOV/1001", "--member", "DEV/COM/7")
+
+    assert result.exit_code == 0, result.output
+    config = node_config.load_config(directory / "gateway.toml")
+    assert config.server_id == SecurityServerId.from_text(SERVER)
+    assert [key.member for key in config.signing_keys] == [
+        ClientId.from_text("DEV/GOV/1001"),
+        ClientId.from_text("DEV/COM/7"),
+    ]
+    assert config.data_dir == directory.resolve() / "data" and config.data_dir.is_dir()
+    for path, mode in ((directory, 0o700), (directory / "data", 0o700), (directory / "keys", 0o700)):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+    assert stat.S_IMODE((directory / "gateway.toml").stat().st_mode) == 0o600
+    assert f"still missing:   {directory.resolve() / 'keys' / 'auth.pem'}" in result.output
+    assert f"still missing:   {directory.resolve() / 'anchor.json'}" in result.output
+    assert "#" in (directory / "gateway.toml").read_text(), "the file explains itself"
+
+
+def test_init_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
+    directory = tmp_path / "node"
+    assert init(str(directory), "--server-id", SERVER).exit_code == 0
+    (directory / "gateway.toml").write_text("# edited by hand\n")
+
+    again = init(str(directory), "--server-id", SERVER)
+    assert again.exit_code == 1 and "exists" in again.output and "--force" in again.output
+    assert (directory / "gateway.toml").read_text() == "# edited by hand\n"
+
+    forced = init(str(directory), "--server-id", "DEV/GOV/1001/gw-y", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert node_config.load_config(directory / "gateway.toml").server_id.server_code == "gw-y"
+
+
+def test_init_refuses_a_bad_identifier(tmp_path: Path) -> None:
+    result = init(str(tmp_path / "node"), "--server-id", "gw-x")
+    assert result.exit_code == 2 and "--server-id" in result.output
+    assert not (tmp_path / "node").exists()
+
+
+async def _serve_briefly(config: NodeConfig) -> None:
+    ready, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(config, ready=ready, stop=stop))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+def _any_port(config: NodeConfig) -> NodeConfig:
+    """The same node on ports the system picks, so that tests do not collide."""
+    any_port = {"internal_http": config.internal_http, "internal_https": config.internal_https}
+    return dataclasses.replace(
+        config,
+        **{name: Listener(listener.host, 0) for name, listener in any_port.items() if listener},
+        external=Listener(config.external.host, 0),
+        admin=Listener(config.admin.host, 0),
+    )
+
+
+async def test_a_node_made_by_init_with_a_pki_starts(tmp_path: Path) -> None:
+    pki.init_pki(tmp_path / "pki")
+    registry = CliRunner().invoke(
+        xgate, ["central", "init", "--dir", str(tmp_path / "central"), "--instance", "DEV"]
+    )
+    assert registry.exit_code == 0, registry.output
+    directory = tmp_path / "node"
+
+    result = init(
+        str(directory),
+        *("--server-id", SERVER, "--pki-dir", str(tmp_path / "pki")),
+        *("--anchor", str(tmp_path / "central" / "anchor.json"), "--globalconf", "globalconf.json"),
+        *("--internal-http-port", "0", "--internal-https-port", "0", "--external-port", "0"),
+        *("--admin-port", "0"),
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "still missing" not in result.output
+    for key in (directory / "keys").glob("*.key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    config = node_config.load_config(directory / "gateway.toml")
+    await _serve_briefly(config)
+    assert (directory / "data" / "serverconf.sqlite").is_file()
+
+
+# --- the examples run as their header says --------------------------------------------------------
+
+
+def _documented_commands(example: Path) -> list[list[str]]:
+    """The `xgate ...` lines of an example's header, continuation lines joined, `serve` left out."""
+    lines: list[str] = []
+    for raw in example.read_text().splitlines():
+        if not raw.startswith("#"):
+            break
+        text = raw.lstrip("#").strip()
+        if lines and lines[-1].endswith("\\"):
+            lines[-1] = lines[-1][:-1] + " " + text
+        elif text.startswith("xgate "):
+            lines.append(text)
+    return [line.split()[1:] for line in lines if " serve " not in line]
+
+
+async def test_the_examples_run_as_their_headers_say(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(EXAMPLES, tmp_path / "config", ignore=shutil.ignore_patterns("var"))
+    monkeypatch.chdir(tmp_path)
+    commands = _documented_commands(tmp_path / "config" / "gateway.example.toml")
+    assert [command[:2] for command in commands] == [
+        ["pki", "init"],
+        ["central", "init"],
+        ["gateway", "init"],
+    ]
+    for command in commands:
+        result = CliRunner().invoke(xgate, command)
+        assert result.exit_code == 0, (command, result.output)
+
+    central = central_config.load_config(tmp_path / "config" / "central.example.toml")
+    node = node_config.load_config(tmp_path / "config" / "gateway.example.toml")
+    named = [node.globalconf_anchor, node.auth_tls.cert, node.auth_tls.key]
+    named += [path for key in node.signing_keys for path in (key.cert, key.key)]
+    named += [path for key in central.signing_keys for path in (key.cert, key.key)]
+    assert all(path.is_file() for path in named), [path for path in named if not path.is_file()]
+
+    running = await start_registry(
+        dataclasses.replace(
+            central,
+            management=Listener(central.management.host, 0),
+            distribution=Listener(central.distribution.host, 0),
+        )
+    )
+    try:
+        node = dataclasses.replace(
+            _any_port(node), globalconf_location=running.distribution_url + "/globalconf"
+        )
+        await _serve_briefly(node)
+    finally:
+        await running.stop()
+    assert (node.data_dir / "globalconf.cache.json").is_file(), (
+        "the node adopted the registry's configuration"
+    )
