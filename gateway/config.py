@@ -41,6 +41,13 @@ from gateway.crypto.batchsigner import DEFAULT_WINDOW_SECONDS
 from gateway.crypto.tls import TlsIdentity
 from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS
 from gateway.ids import ClientId, SecurityServerId
+from gateway.messagelog.settings import (
+    DEFAULT_ARCHIVE_INTERVAL_SECONDS,
+    DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS,
+    MessageLogSettings,
+)
+from gateway.messagelog.store import DEFAULT_WINDOW_SECONDS as DEFAULT_LOG_WINDOW_SECONDS
+from gateway.messagelog.timestamping import DEFAULT_INTERVAL_SECONDS as DEFAULT_TIMESTAMP_INTERVAL_SECONDS
 from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -65,12 +72,6 @@ DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 5.0
 DEFAULT_SHUTDOWN_GRACE_SECONDS: Final = 10.0
 # Until the global configuration says otherwise, fetch it as often as X-Road's gateways do.
 DEFAULT_GLOBALCONF_REFRESH_SECONDS: Final = float(DEFAULT_REFRESH_INTERVAL_SECONDS)
-
-# [messagelog] defaults; messagelog/service.py and store.py say what each trades.
-DEFAULT_LOG_WINDOW_SECONDS: Final = 0.0
-DEFAULT_TIMESTAMP_INTERVAL_SECONDS: Final = 5.0
-DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS: Final = 600.0
-DEFAULT_ARCHIVE_INTERVAL_SECONDS: Final = 3600.0
 
 SERVERCONF_DATABASE_FILE: Final = "serverconf.sqlite"
 MESSAGELOG_DATABASE_FILE: Final = "messagelog.sqlite"
@@ -99,27 +100,6 @@ class SigningKey:
     cert: Path
     key: Path
     passphrase_env: str | None = None
-
-
-@dataclass(frozen=True)
-class MessageLogSettings:
-    """The `[messagelog]` section: where and how this node keeps its message log."""
-
-    database_url: str
-    enabled: bool = True
-    # Group commit: the writer commits everything that arrived while its previous commit ran,
-    # so no extra wait is needed; a positive window trades latency for fewer transactions, and
-    # is waited only while appends overlap (store.DEFAULT_WINDOW_SECONDS says what was measured).
-    window_seconds: float = DEFAULT_LOG_WINDOW_SECONDS
-    timestamp_interval_seconds: float = DEFAULT_TIMESTAMP_INTERVAL_SECONDS  # one RFC 3161 request per batch
-    # How long timestamping may keep failing before new requests are refused (X-Road allows
-    # hours; a gateway that promises timestamped logs should say so sooner).
-    max_timestamp_failure_seconds: float = DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS
-    body_key_file: Path | None = None  # AES-GCM keys for bodies at rest (messagelog/service.py)
-    archive_dir: Path | None = None
-    archive_interval_seconds: float = DEFAULT_ARCHIVE_INTERVAL_SECONDS
-    retention_days: float | None = None  # purge archived records older than this
-    archive_hook: tuple[str, ...] | None = None  # command run with each finished archive's path
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,12 @@ from typing import Final
 import aiohttp
 from cryptography import x509
 
-from gateway.config import MessageLogSettings
 from gateway.crypto.timestamp import TimestampError, request_timestamp, verify_timestamp_token
 from gateway.globalconf import GlobalConf
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import create_engine, migrate
 from gateway.messagelog.record import LogRecord
+from gateway.messagelog.settings import MessageLogSettings
 from gateway.messagelog.store import ChainArchive, LoggingFailed, MessageLogWriter, purge
 from gateway.messagelog.timestamping import (
     MAX_RETRY_DELAY_SECONDS,
@@ -40,10 +40,6 @@ from gateway.protocol.faults import XRoadFault
 
 log = logging.getLogger(__name__)
 
-# How long timestamping may keep failing before new requests are refused (X-Road's default
-# for "timestamp records within" is 14400 s; a development federation wants it sooner).
-DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS: Final = 600.0
-DEFAULT_ARCHIVE_INTERVAL_SECONDS: Final = 3600.0
 # One TSA round trip; the timestamper tries the next TSA after this.
 TSA_TIMEOUT_SECONDS: Final = 10.0
 # While stamping fails the timestamper backs off, but never beyond this share of the failure
