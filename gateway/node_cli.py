@@ -15,7 +15,7 @@ import click
 
 from gateway import node_setup
 from gateway.central import gateway_cli
-from gateway.config import ConfigError, NodeConfig, load_config
+from gateway.config import ConfigError, load_config
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
 
 
@@ -28,14 +28,6 @@ def cli() -> None:
 
 for _command in (gateway_cli.register, gateway_cli.add_subsystem, gateway_cli.status):
     cli.add_command(_command)
-
-
-def _load(config_path: Path) -> NodeConfig:
-    """The node's file, or the one-line reason it is refused."""
-    try:
-        return load_config(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _identifier(parse: type[ClientId] | type[SecurityServerId], text: str, option: str) -> Any:
@@ -170,7 +162,7 @@ def migrate_command(config_path: Path) -> None:
     """Create or upgrade the node's server-configuration database to the newest schema."""
     from gateway.serverconf.db import migrate
 
-    migrate(_load(config_path).database_url)
+    migrate(load_config(config_path).database_url)
     click.echo("database is at the newest schema")
 
 
@@ -201,7 +193,7 @@ def create_api_key(config_path: Path, name: str, role: str) -> None:
     from gateway.serverconf.repository import ServerConfRepository
     from gateway.serverconf.tables import AuditResult
 
-    url = _load(config_path).database_url
+    url = load_config(config_path).database_url
     migrate(url)
     repository = ServerConfRepository.from_url(url)
     repository.audit("cli", "create_api_key", name, {"role": role}, AuditResult.OK)

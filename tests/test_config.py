@@ -229,6 +229,25 @@ def test_gateway_commands_that_read_the_file_print_the_mistake(tmp_path: Path) -
         assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def test_the_registry_commands_that_read_the_file_print_the_mistake(tmp_path: Path) -> None:
+    path = tmp_path / "central.toml"
+    path.write_text(edited(CENTRAL_EXAMPLE, "regenerate_seconds = 60", "regenerate_seconds = -1"))
+    args = [
+        "central",
+        "create-api-key",
+        "--config",
+        str(path),
+        "--name",
+        "x",
+        "--role",
+        "registry_administrator",
+    ]
+    result = CliRunner().invoke(xgate, args)
+    assert result.exit_code == 1, result.output
+    assert "globalconf.regenerate_seconds: must be greater than 0, not -1" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 @pytest.mark.parametrize(
     ("kind", "hint"),
     [("gateway", "xgate gateway init"), ("central", "xgate central init")],
