@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import shutil
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +101,28 @@ class InProcessFederation:
         return self.gateways[name]
 
 
+@dataclass(frozen=True)
+class Built:
+    """A federation's files, generated once, for tests that each want a fresh copy."""
+
+    directory: Path
+    description: dict[str, Any]
+
+    def copy_to(self, directory: Path) -> dict[str, Any]:
+        """The files copied to `directory`, with the paths inside them pointing there; its description."""
+        shutil.copytree(self.directory, directory)
+        old, new = str(self.directory), str(directory)
+        for path in [*directory.glob("*/gateway.toml"), directory / "anchor.json"]:
+            path.write_text(path.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
+        copied: dict[str, Any] = json.loads(json.dumps(self.description).replace(old, new))
+        return copied
+
+
+def build_template(directory: Path) -> Built:
+    """Keys, certificates, configuration and databases (about a second of work) to copy per test."""
+    return Built(directory, federation.build(directory))
+
+
 def app_handler(apps: Mapping[str, web.Application]) -> Any:
     """A transport handler that runs the aiohttp application serving the request's host:port."""
 
@@ -158,9 +182,19 @@ async def _no_trust_services(request: OutboundRequest) -> OutboundResponse:
 
 
 @contextlib.asynccontextmanager
-async def inprocess_federation(directory: Path) -> AsyncIterator[InProcessFederation]:
-    """The federation of `federation.build` in `directory`, its gateways running in this event loop."""
-    description = federation.build(directory)
+async def inprocess_federation(
+    directory: Path, *, template: Built | None = None, unreachable_standby: bool = False
+) -> AsyncIterator[InProcessFederation]:
+    """The federation of `federation.build` in `directory`, its gateways running in this event loop.
+
+    With `template` (see `build_template`) its files are copied instead of generated again.
+    `unreachable_standby`: as in `federation.build`, a registered gateway for gw-b's subsystem,
+    listed first, at an address where nothing answers.
+    """
+    if template is not None:
+        description = template.copy_to(directory)
+    else:
+        description = federation.build(directory, unreachable_standby=unreachable_standby)
     apps = {
         f"127.0.0.1:{service['port']}": (
             population_register.make_app() if name == "population_register" else benefits_api.make_app()

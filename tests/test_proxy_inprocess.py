@@ -16,6 +16,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -45,14 +46,20 @@ from tests.conftest import (
     soap_fault,
     soap_request,
 )
-from tests.inprocess import Gateway, InProcessFederation, inprocess_federation
+from tests.inprocess import Built, Gateway, InProcessFederation, build_template, inprocess_federation
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return build_template(tmp_path_factory.mktemp("template") / "federation")
+
+
 @pytest.fixture
-async def local(tmp_path: Path) -> AsyncIterator[InProcessFederation]:
-    async with inprocess_federation(tmp_path / "federation") as running:
+async def local(tmp_path: Path, template: Built) -> AsyncIterator[InProcessFederation]:
+    """A fresh copy for each test: tests change access rights, services and certificates freely."""
+    async with inprocess_federation(tmp_path / "federation", template=template) as running:
         yield running
 
 
@@ -359,3 +366,34 @@ async def test_the_provider_refuses_a_gateway_that_does_not_host_the_client(
 
     assert_soap_fault(response, faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED)
     assert local["gw-b"].backends.requests == []
+
+
+# --- failover -----------------------------------------------------------------------------------
+
+
+async def test_failover_to_the_providers_second_gateway(tmp_path: Path) -> None:
+    """DESIGN.md step 3: the dead standby is listed first; gw-a fails over, then tries gw-b first."""
+    async with inprocess_federation(tmp_path / "spare", unreachable_standby=True) as spare:
+        gw_a, standby = spare["gw-a"], spare.description["standby"]
+        for _ in range(3):
+            response = await post_soap(gw_a, get_person_request(KNOWN_PERSON))
+            person = soap_body(response).find(f"{{{POPULATION_NS}}}person")
+            assert person is not None and person.findtext(f"{{{POPULATION_NS}}}name") == "Mart Tamm"
+        tried = [urlsplit(request.url).netloc for request in gw_a.peers.requests]
+        assert tried == [standby["external_address"], *[spare["gw-b"].address] * 3]
+
+        # Asked for by name, the standby is unreachable: the NetworkError fault.
+        pinned_to_standby = soap_request(
+            GET_PERSON, get_person_body(KNOWN_PERSON), extra_header=_security_server_xml(standby["server_id"])
+        )
+        assert_soap_fault(await post_soap(gw_a, pinned_to_standby), faults.NETWORK_ERROR)
+
+
+def _security_server_xml(server_id: str) -> str:
+    instance, member_class, member_code, server_code = server_id.split("/")
+    return (
+        '<xrd:securityServer id:objectType="SERVER">'
+        f"<id:xRoadInstance>{instance}</id:xRoadInstance><id:memberClass>{member_class}</id:memberClass>"
+        f"<id:memberCode>{member_code}</id:memberCode><id:serverCode>{server_code}</id:serverCode>"
+        "</xrd:securityServer>"
+    )
