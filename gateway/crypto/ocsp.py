@@ -1,12 +1,13 @@
-"""OCSP from the gateway's side: ask about a certificate, check the answer, keep answers fresh.
+"""OCSP from the gateway's side: build a request, check an answer (sans-IO).
 
 A gateway attaches the latest OCSP response for its own certificates to what it signs, and
-its peers check those responses (DESIGN.md step 5): so responses are fetched ahead of need by
-`OcspCache`, and verified wherever they are used by `verify_ocsp_response`. cryptography builds
-and parses OCSP but verifies nothing (STACK.md "OCSP"); every check RFC 6960 §3.2 asks of a
-client is made here: the responder is the CA itself or a certificate the CA issued for OCSP
-signing (§4.2.2.2), the signature covers tbsResponseData, the CertID is the one asked about,
-the response is neither from the future nor too old, and a nonce sent is echoed (RFC 8954).
+its peers check those responses (DESIGN.md step 5): so responses are fetched ahead of need
+(gateway.outbound.ocsp), and verified wherever they are used by `verify_ocsp_response`.
+cryptography builds and parses OCSP but verifies nothing (STACK.md "OCSP"); every check
+RFC 6960 §3.2 asks of a client is made here: the responder is the CA itself or a certificate
+the CA issued for OCSP signing (§4.2.2.2), the signature covers tbsResponseData, the CertID
+is the one asked about, the response is neither from the future nor too old, and a nonce
+sent is echoed (RFC 8954).
 
 Sans-IO: fetching and keeping responses fresh is the edge's, `gateway.outbound.ocsp`.
 """

@@ -1,4 +1,4 @@
-"""RFC 3161 time-stamps from the gateway's side: ask for one, and check one offline.
+"""RFC 3161 time-stamps from the gateway's side: build a request, check a token offline.
 
 The message log stamps each batch's hash-tree root with one request (DESIGN.md "One signer");
 anyone holding the log later proves *when* a record existed by verifying the token against
