@@ -52,9 +52,9 @@ from gateway.globalconf import (
     SecurityServerInfo,
     TrustedCa,
     anchor_from_json,
-    save_anchor,
     sign_globalconf,
 )
+from gateway.globalconf.source import save_anchor
 from gateway.ids import ClientId, SecurityServerId, ServiceId
 from gateway.serverconf.access import AccessRight, Endpoint
 from gateway.serverconf.db import migrate

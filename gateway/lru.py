@@ -1,8 +1,13 @@
-"""A bounded, thread-safe least-recently-used map: the caches of verification results.
+"""The one bounded cache: a thread-safe least-recently-used map.
 
-Verifying a chain or a signed root costs far more than looking it up, and the same few signers
-recur on every message; a bound keeps memory fixed whatever the traffic. Worker threads share
-these caches, hence the lock.
+Verifying a chain or a signed root, or parsing an identifier, costs far more than looking it
+up, and the same few signers and services recur on every message; a bound keeps memory fixed
+whatever the traffic. Worker threads share these caches, hence the lock.
+
+Where the cached thing is a pure function of hashable arguments, `functools.lru_cache` is the
+same bounded LRU, keyed by the arguments, and is used as it is; this map is for caches whose
+key is built by the caller (a digest, an element's content) or that must be cleared or
+filled from outside.
 """
 
 from __future__ import annotations

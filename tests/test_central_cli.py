@@ -33,7 +33,8 @@ from gateway.central.server import RunningRegistry, start_registry
 from gateway.config import ConfigError
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
 from gateway.federation import free_port
-from gateway.globalconf import load_anchor, verify_signed_globalconf
+from gateway.globalconf import verify_signed_globalconf
+from gateway.globalconf.source import load_anchor
 from gateway.ids import ClientId, SecurityServerId
 from gateway.trust import pki
 

@@ -50,13 +50,13 @@ from gateway.crypto.keys import PrivateKey, load_private_key
 from gateway.globalconf import (
     Anchor,
     GlobalConf,
-    GlobalConfSource,
     TrustedCa,
     UntrustedGlobalConf,
     anchor_from_json,
     verify_signed_globalconf,
 )
 from gateway.globalconf.signed import canonical_json
+from gateway.globalconf.source import GlobalConfSource
 from gateway.ids import ClientId, SecurityServerId
 from gateway.serverconf.db import create_engine
 from gateway.trust import pki

@@ -56,7 +56,7 @@ from gateway.proxy.certstatus import (
     PeerStatusChecker,
     encode_response,
 )
-from gateway.proxy.exchange import sign_payload
+from gateway.proxy.steps import sign_payload
 from gateway.trust import ocsp_responder
 from gateway.trust.pki import CaSettings, GatewayProfile, RevocationStatus, init_pki, issue, load_ca
 from tests.conftest import (

@@ -40,7 +40,7 @@ from gateway.globalconf import globalconf_from_json, sign_globalconf
 from gateway.ids import ClientId, SecurityServerId
 from gateway.protocol import faults
 from gateway.protocol.transport import SoapPayload, encode_transport
-from gateway.proxy.exchange import sign_payload
+from gateway.proxy.steps import sign_payload
 from gateway.serverconf.access import AccessRight
 from gateway.trust.pki import CaSettings, ConfigurationSignerProfile, init_pki, issue, load_ca
 from tests.conftest import (

@@ -34,7 +34,7 @@ from gateway.globalconf import globalconf_from_json, sign_globalconf
 from gateway.ids import ClientId, SecurityServerId
 from gateway.protocol import faults
 from gateway.protocol.transport import TRANSPORT_MEDIA_TYPE, Payload, SoapPayload, encode_transport
-from gateway.proxy.exchange import sign_payload
+from gateway.proxy.steps import sign_payload
 from gateway.serverconf.tables import ClientAuthMode
 from gateway.trust.pki import GatewayProfile, issue, load_ca
 from tests.conftest import (

@@ -1,15 +1,15 @@
 """SOAP 4.0 end to end: an agency system → gw-a → (mutual TLS, signed) → gw-b → the population register.
 
 zeep, an independent SOAP client, reads the service's own WSDL and talks to gw-a as it would
-to the service; the fault cases post hand-written envelopes and read the exact fault code.
+to the service, over real sockets and mutual TLS between the gateways. The gateways' faults,
+access decisions, the services' failures and failover are tested in-process
+(test_proxy_inprocess.py).
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,30 +19,18 @@ import zeep
 from zeep.plugins import HistoryPlugin
 from zeep.transports import Transport
 
-from gateway.protocol import faults
-from gateway.serverconf.access import AccessRight
 from gateway.xmlsafe import parse_xml
 from tests.conftest import (
-    BENEFITS,
-    CONSUMER,
-    GET_PERSON,
     KNOWN_PERSON,
-    LIST_PERSONS,
-    POPULATION,
     POPULATION_BINDING,
     POPULATION_NS,
     POPULATION_WSDL,
     SOAP_ENV_NS,
     XROAD_NS,
     Federation,
-    assert_soap_fault,
-    changed_service,
-    get_person_body,
     get_person_request,
     post_soap,
     soap_body,
-    soap_fault,
-    soap_request,
 )
 
 SENT_HEADERS: dict[str, Any] = {
@@ -149,153 +137,3 @@ def test_concurrent_calls_each_get_their_own_answer(fed: Federation) -> None:
     for code, personal_code, request, request_hash in results:
         assert personal_code == code
         assert base64.b64decode(request_hash or "") == hashlib.sha512(request).digest()
-
-
-def test_provider_not_in_the_global_configuration(fed: Federation) -> None:
-    service = dataclasses.replace(GET_PERSON, member_code="9999")
-
-    response = post_soap(fed.internal_url("gw-a"), soap_request(service, get_person_body(KNOWN_PERSON)))
-
-    assert_soap_fault(response, faults.UNKNOWN_MEMBER)
-
-
-def test_client_not_registered_at_this_gateway(fed: Federation) -> None:
-    """gw-c's subsystem is a member of the federation, but gw-a does not host it."""
-    response = post_soap(fed.internal_url("gw-a"), get_person_request(KNOWN_PERSON, client=BENEFITS))
-
-    assert_soap_fault(response, faults.UNKNOWN_MEMBER)
-
-
-def test_the_services_own_fault_is_passed_on_unchanged(fed: Federation) -> None:
-    """A SOAP Fault the service itself sends is its answer: the gateways sign it and pass it on."""
-    response = post_soap(fed.internal_url("gw-a"), get_person_request("00000000000"))
-
-    fault = soap_fault(response)
-    assert fault.code == "SOAP-ENV:Server"
-    assert "no person with personal code" in fault.string
-
-
-def test_http_500_with_a_fault_reaches_the_client_as_the_services_fault(fed: Federation) -> None:
-    response = post_soap(fed.internal_url("gw-a"), get_person_request("HTTP500"))
-
-    fault = soap_fault(response)
-    assert (fault.code, fault.string) == (
-        "SOAP-ENV:Server",
-        "the population register failed (test-only HTTP500)",
-    )
-
-
-def test_unknown_service(fed: Federation) -> None:
-    service = dataclasses.replace(GET_PERSON, service_code="getPet")
-
-    response = post_soap(
-        fed.internal_url("gw-a"), soap_request(service, f'<pr:getPet xmlns:pr="{POPULATION_NS}"/>')
-    )
-
-    assert_soap_fault(response, faults.UNKNOWN_SERVICE)
-
-
-def test_unknown_service_version(fed: Federation) -> None:
-    service = dataclasses.replace(GET_PERSON, service_version="v2")
-
-    response = post_soap(fed.internal_url("gw-a"), soap_request(service, get_person_body(KNOWN_PERSON)))
-
-    assert_soap_fault(response, faults.UNKNOWN_SERVICE)
-
-
-def test_garbage_from_the_service_is_service_failed_invalid_soap(fed: Federation) -> None:
-    response = post_soap(fed.internal_url("gw-a"), get_person_request("GARBAGE"))
-
-    assert_soap_fault(response, faults.SERVICE_FAILED_INVALID_SOAP)
-
-
-def test_a_response_that_does_not_echo_the_request_is_inconsistent(fed: Federation) -> None:
-    response = post_soap(fed.internal_url("gw-a"), get_person_request("BADECHO"))
-
-    fault = assert_soap_fault(response, faults.INCONSISTENT_RESPONSE)
-    assert "id" in fault.string
-
-
-def test_slow_service_times_out(fed: Federation) -> None:
-    with changed_service(fed, "gw-b", GET_PERSON, timeout_seconds=1.0):
-        started = time.monotonic()
-        response = post_soap(fed.internal_url("gw-a"), get_person_request("SLOW"))
-        elapsed = time.monotonic() - started
-
-    assert_soap_fault(response, faults.SERVICE_FAILED_TIMEOUT)
-    assert 1.0 <= elapsed < 3.0, elapsed  # the service's own timeout, not the node's 3 s default
-
-
-def test_service_that_is_down_is_a_network_error(fed: Federation, closed_port_url: str) -> None:
-    with changed_service(fed, "gw-b", GET_PERSON, backend_url=closed_port_url):
-        response = post_soap(fed.internal_url("gw-a"), get_person_request(KNOWN_PERSON))
-
-    assert_soap_fault(response, faults.SERVICE_FAILED_NETWORK_ERROR)
-
-
-def test_disabled_service_answers_with_the_administrators_notice(fed: Federation) -> None:
-    notice = "getPerson is down for maintenance until 14:00"
-    with fed.serverconf("gw-b") as repository:
-        repository.set_service_enabled(GET_PERSON, False, notice)
-    try:
-        response = post_soap(fed.internal_url("gw-a"), get_person_request(KNOWN_PERSON))
-    finally:
-        with fed.serverconf("gw-b") as repository:
-            repository.set_service_enabled(GET_PERSON, True)
-
-    fault = assert_soap_fault(response, faults.SERVICE_DISABLED)
-    assert fault.string == notice
-    assert soap_body(post_soap(fed.internal_url("gw-a"), get_person_request(KNOWN_PERSON))) is not None
-
-
-def test_access_is_denied_once_revoked_and_allowed_once_granted_again(fed: Federation) -> None:
-    right = AccessRight(CONSUMER, "listPersons", None)
-    request = soap_request(LIST_PERSONS, f'<pr:listPersons xmlns:pr="{POPULATION_NS}"/>')
-    assert (
-        soap_body(post_soap(fed.internal_url("gw-a"), request)).tag
-        == f"{{{POPULATION_NS}}}listPersonsResponse"
-    )
-
-    with fed.serverconf("gw-b") as repository:
-        repository.revoke(POPULATION, right)
-    try:
-        denied = post_soap(fed.internal_url("gw-a"), request)
-    finally:
-        with fed.serverconf("gw-b") as repository:
-            repository.grant(POPULATION, right)
-
-    assert_soap_fault(denied, faults.ACCESS_DENIED)
-    assert (
-        soap_body(post_soap(fed.internal_url("gw-a"), request)).tag
-        == f"{{{POPULATION_NS}}}listPersonsResponse"
-    )
-
-
-# --- failover ----------------------------------------------------------------------------------
-
-
-def test_failover_to_the_providers_second_gateway(spare_fed: Federation) -> None:
-    # Neither gateway was tried yet, so gw-a tries them in the configuration's order: the dead one first.
-    for _ in range(3):
-        response = post_soap(spare_fed.internal_url("gw-a"), get_person_request(KNOWN_PERSON))
-        person = soap_body(response).find(f"{{{POPULATION_NS}}}person")
-        assert person is not None and person.findtext(f"{{{POPULATION_NS}}}name") == "Mart Tamm"
-
-    # The standby is registered for the provider and really dead: asked for by name, it is unreachable.
-    standby = spare_fed.description["standby"]
-    pinned_to_standby = soap_request(
-        GET_PERSON,
-        get_person_body(KNOWN_PERSON),
-        extra_header=_security_server_xml(standby["server_id"]),
-    )
-    assert_soap_fault(post_soap(spare_fed.internal_url("gw-a"), pinned_to_standby), faults.NETWORK_ERROR)
-
-
-def _security_server_xml(server_id: str) -> str:
-    instance, member_class, member_code, server_code = server_id.split("/")
-    return (
-        '<xrd:securityServer id:objectType="SERVER">'
-        f"<id:xRoadInstance>{instance}</id:xRoadInstance><id:memberClass>{member_class}</id:memberClass>"
-        f"<id:memberCode>{member_code}</id:memberCode><id:serverCode>{server_code}</id:serverCode>"
-        "</xrd:securityServer>"
-    )

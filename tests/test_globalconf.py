@@ -30,10 +30,7 @@ from hypothesis import strategies as st
 from gateway.globalconf import (
     Anchor,
     GlobalConf,
-    GlobalConfRollback,
     GlobalConfSettings,
-    GlobalConfSource,
-    GlobalConfUnavailable,
     GlobalGroup,
     MalformedGlobalConf,
     Member,
@@ -46,12 +43,17 @@ from gateway.globalconf import (
     anchor_to_json,
     globalconf_from_json,
     globalconf_to_json,
-    load_anchor,
-    save_anchor,
     sign_globalconf,
     verify_signed_globalconf,
 )
 from gateway.globalconf.signed import canonical_json
+from gateway.globalconf.source import (
+    GlobalConfRollback,
+    GlobalConfSource,
+    GlobalConfUnavailable,
+    load_anchor,
+    save_anchor,
+)
 from gateway.ids import ClientId, GlobalGroupId, SecurityServerId
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)

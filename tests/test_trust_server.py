@@ -26,21 +26,21 @@ from cryptography.x509.ocsp import OCSPCertStatus
 from gateway.crypto.certs import fingerprint_sha256
 from gateway.crypto.keys import load_private_key
 from gateway.crypto.ocsp import (
-    OcspCache,
     OcspError,
     OcspProblem,
     build_ocsp_request,
-    fetch_ocsp,
     verify_ocsp_response,
 )
 from gateway.crypto.timestamp import (
     TimestampError,
     TimestampProblem,
     parse_timestamp_response,
-    request_timestamp,
     verify_timestamp_token,
 )
 from gateway.ids import ClientId
+from gateway.outbound.network import AiohttpTransport
+from gateway.outbound.ocsp import OcspCache, fetch_ocsp
+from gateway.outbound.tsa import request_timestamp
 from gateway.trust import pki
 from gateway.trust.ocsp_responder import OcspResponder
 from gateway.trust.server import MAX_BODY_BYTES, build_app, index_status_lookup
@@ -75,6 +75,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Federation:
 class Served:
     base: str
     session: aiohttp.ClientSession
+    transport: AiohttpTransport
 
 
 @pytest.fixture
@@ -95,7 +96,7 @@ async def served(federation: Federation) -> AsyncIterator[Served]:
     host, port = runner.addresses[0][:2]
     assert host == "127.0.0.1"
     async with aiohttp.ClientSession() as session:
-        yield Served(f"http://127.0.0.1:{port}", session)
+        yield Served(f"http://127.0.0.1:{port}", session, AiohttpTransport(session))
     await runner.cleanup()
 
 
@@ -115,7 +116,7 @@ def openssl(*args: str) -> subprocess.CompletedProcess[str]:
 
 async def test_our_client_gets_a_verifiable_timestamp(served: Served, federation: Federation) -> None:
     before = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    token = await request_timestamp(served.session, served.base + "/tsa", DIGEST, timeout=5)
+    token = await request_timestamp(served.transport, served.base + "/tsa", DIGEST, timeout=5)
     gen_time = verify_timestamp_token(token, DIGEST, [], [federation.ca.certificate])
     assert before <= gen_time <= dt.datetime.now(dt.UTC)
     pinned_only = verify_timestamp_token(token, DIGEST, [federation.tsa.certificate], [])
@@ -150,7 +151,7 @@ async def test_openssl_query_answered_over_http(
 async def test_timestamp_client_failures_are_typed(served: Served) -> None:
     for url in (closed_port_url("/tsa"), served.base + "/health", served.base + "/ocsp"):
         with pytest.raises(TimestampError) as caught:
-            await request_timestamp(served.session, url, DIGEST, timeout=5)
+            await request_timestamp(served.transport, url, DIGEST, timeout=5)
         assert caught.value.problem is TimestampProblem.UNAVAILABLE
 
 
@@ -189,10 +190,10 @@ async def test_revocation_shows_on_the_next_answer(served: Served, federation: F
     url = served.base + "/ocsp"
     ca = federation.ca.certificate
     now = dt.datetime.now(dt.UTC)
-    good = await fetch_ocsp(served.session, url, issued.certificate, ca, timeout=5)
+    good = await fetch_ocsp(served.transport, url, issued.certificate, ca, timeout=5)
     assert verify_ocsp_response(good, issued.certificate, ca, now, HOUR).status is OCSPCertStatus.GOOD
     pki.revoke(federation.directory, issued.certificate.serial_number, x509.ReasonFlags.superseded)
-    revoked = await fetch_ocsp(served.session, url, issued.certificate, ca, timeout=5)
+    revoked = await fetch_ocsp(served.transport, url, issued.certificate, ca, timeout=5)
     status = verify_ocsp_response(revoked, issued.certificate, ca, dt.datetime.now(dt.UTC), HOUR)
     assert (status.status, status.reason) == (OCSPCertStatus.REVOKED, x509.ReasonFlags.superseded)
 
@@ -245,7 +246,7 @@ async def test_ocsp_cache_keeps_fresh_verified_responses(served: Served, federat
         federation.directory, federation.ca, pki.MemberSigningProfile(ClientId("DEV", "GOV", "c"))
     )
     certificate, ca = issued.certificate, federation.ca.certificate
-    cache = OcspCache(served.session, max_age_seconds=HOUR, timeout_seconds=5)
+    cache = OcspCache(served.transport, max_age_seconds=HOUR, timeout_seconds=5)
     assert cache.get(certificate) is None
     cache.watch(certificate, ca, served.base + "/ocsp")
     assert await cache.refresh() == []
@@ -284,7 +285,7 @@ async def test_ocsp_cache_refuses_responses_that_do_not_verify(
     stranger_dir = federation.directory.parent / "stranger"
     stranger_ca = pki.init_pki(stranger_dir)
     stranger = pki.issue(stranger_dir, stranger_ca, pki.MemberSigningProfile(ClientId("DEV", "GOV", "s")))
-    cache = OcspCache(served.session, max_age_seconds=HOUR, timeout_seconds=5)
+    cache = OcspCache(served.transport, max_age_seconds=HOUR, timeout_seconds=5)
     cache.watch(stranger.certificate, stranger_ca.certificate, served.base + "/ocsp")
     failures = await cache.refresh()
     assert [f.error.problem for f in failures] == [OcspProblem.UNSUCCESSFUL]  # unauthorized for that CA
@@ -294,7 +295,9 @@ async def test_ocsp_cache_refuses_responses_that_do_not_verify(
 async def test_fetch_failures_are_typed(served: Served, federation: Federation) -> None:
     for url in (closed_port_url("/ocsp"), served.base + "/health", served.base + "/tsa"):
         with pytest.raises(OcspError) as caught:
-            await fetch_ocsp(served.session, url, federation.member.certificate, federation.ca.certificate, 5)
+            await fetch_ocsp(
+                served.transport, url, federation.member.certificate, federation.ca.certificate, 5
+            )
         assert caught.value.problem is OcspProblem.UNAVAILABLE
 
 
@@ -334,7 +337,7 @@ async def test_cli_serves_and_issues_what_is_missing(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as session:
             async with session.get(base + "/health") as response:
                 health = await response.json()
-            token = await request_timestamp(session, base + "/tsa", DIGEST, timeout=5)
+            token = await request_timestamp(AiohttpTransport(session), base + "/tsa", DIGEST, timeout=5)
         assert health["tsa"]["fingerprint_sha256"] == fingerprint_sha256(tsa.certificate)
         verify_timestamp_token(token, DIGEST, [], [ca.certificate])
         kinds = sorted(entry.kind for entry in pki.read_index(directory).values())

@@ -58,7 +58,6 @@ from gateway.crypto.keys import (
     load_private_key,
     save_private_key,
 )
-from gateway.httpfetch import read_at_most
 from gateway.ids import (
     ClientId,
     IdentifierError,
@@ -78,6 +77,7 @@ from gateway.messagelog.officer import (
     first_problem,
 )
 from gateway.messagelog.store import MAX_SEARCH_LIMIT
+from gateway.outbound.network import read_at_most
 from gateway.serverconf.access import AccessRight, AccessSubject, Endpoint, subject_from_text
 from gateway.serverconf.openapi import parse_openapi
 from gateway.serverconf.repository import (
@@ -566,7 +566,7 @@ async def _fetch_description(url: str) -> bytes:
                     else ""
                 )
                 raise ApiError(400, FETCH_FAILED, f"{url} answered HTTP {response.status}{hint}")
-            data = await read_at_most(response, MAX_DESCRIPTION_BYTES)
+            data = await read_at_most(response.content, MAX_DESCRIPTION_BYTES)
             if data is None:
                 raise ApiError(400, FETCH_FAILED, f"{url} is larger than {MAX_DESCRIPTION_BYTES} bytes")
             return data

@@ -24,8 +24,9 @@ from gateway.central.roles import Role
 from gateway.central.server import prepare
 from gateway.crypto.certs import certificate_to_pem, fingerprint_sha256
 from gateway.crypto.keys import write_file_atomically
-from gateway.globalconf import Anchor, TrustedCa, save_anchor
+from gateway.globalconf import Anchor, TrustedCa
 from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS, DEFAULT_VALIDITY_SECONDS
+from gateway.globalconf.source import save_anchor
 from gateway.ids import validate_code
 from gateway.trust import pki
 

@@ -1,29 +1,27 @@
-"""OCSP from the gateway's side: ask about a certificate, check the answer, keep answers fresh.
+"""OCSP from the gateway's side: build a request, check an answer (sans-IO).
 
 A gateway attaches the latest OCSP response for its own certificates to what it signs, and
-its peers check those responses (DESIGN.md step 5): so responses are fetched ahead of need by
-`OcspCache`, and verified wherever they are used by `verify_ocsp_response`. cryptography builds
-and parses OCSP but verifies nothing (STACK.md "OCSP"); every check RFC 6960 §3.2 asks of a
-client is made here: the responder is the CA itself or a certificate the CA issued for OCSP
-signing (§4.2.2.2), the signature covers tbsResponseData, the CertID is the one asked about,
-the response is neither from the future nor too old, and a nonce sent is echoed (RFC 8954).
+its peers check those responses (DESIGN.md step 5): so responses are fetched ahead of need
+(gateway.outbound.ocsp), and verified wherever they are used by `verify_ocsp_response`.
+cryptography builds and parses OCSP but verifies nothing (STACK.md "OCSP"); every check
+RFC 6960 §3.2 asks of a client is made here: the responder is the CA itself or a certificate
+the CA issued for OCSP signing (§4.2.2.2), the signature covers tbsResponseData, the CertID
+is the one asked about, the response is neither from the future nor too old, and a nonce
+sent is echoed (RFC 8954).
 
-Sans-IO except `fetch_ocsp` and `OcspCache`, the HTTP edge (RFC 6960 Appendix A).
+Sans-IO: fetching and keeping responses fresh is the edge's, `gateway.outbound.ocsp`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import enum
 import hmac
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,8 +29,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.ocsp import OCSPCertStatus, OCSPResponseStatus
 from cryptography.x509.oid import ExtendedKeyUsageOID
-
-from gateway.httpfetch import ExchangeFailed, post_for
 
 OCSP_REQUEST_TYPE: Final = "application/ocsp-request"
 OCSP_RESPONSE_TYPE: Final = "application/ocsp-response"
@@ -48,12 +44,6 @@ CLOCK_SKEW: Final = dt.timedelta(minutes=1)
 MAX_RESPONSE_BYTES: Final = 64 * 1024
 """A response with a delegated responder certificate is ~1.5 KB; more is not an OCSP answer."""
 
-DEFAULT_REFRESH_FRACTION: Final = 0.5
-"""Refresh once half a response's usable life is gone: a failed fetch leaves the other half."""
-
-DEFAULT_FETCH_TIMEOUT: Final = 10.0
-"""Seconds to wait for a responder: a background refresh can afford patience, not a hang."""
-
 _RSA_PKCS1_OIDS: Final = frozenset(
     {
         x509.SignatureAlgorithmOID.RSA_WITH_SHA256,
@@ -62,8 +52,6 @@ _RSA_PKCS1_OIDS: Final = frozenset(
     }
 )
 """RSA signatures we accept on responses: PKCS#1 v1.5 with SHA-2 (RFC 6960 §4.3, without SHA-1)."""
-
-logger = logging.getLogger(__name__)
 
 
 class OcspProblem(enum.StrEnum):
@@ -312,158 +300,3 @@ def _check_nonce(response: ocsp.OCSPResponse, nonce: bytes) -> None:
         raise OcspError(OcspProblem.NONCE_MISMATCH, "the response carries no nonce") from exc
     if not hmac.compare_digest(echoed, nonce):
         raise OcspError(OcspProblem.NONCE_MISMATCH, "the response's nonce is not ours")
-
-
-# --- the HTTP edge --------------------------------------------------------------------------
-
-
-async def fetch_ocsp(
-    session: aiohttp.ClientSession,
-    url: str,
-    certificate: x509.Certificate,
-    issuer: x509.Certificate,
-    timeout: float,
-) -> bytes:
-    """POST an OCSP request for `certificate` to `url` (RFC 6960 A.1); the response DER, unverified."""
-    request = build_ocsp_request(certificate, issuer)
-    try:
-        return await post_for(
-            session,
-            url,
-            request,
-            content_type=OCSP_REQUEST_TYPE,
-            answer_type=OCSP_RESPONSE_TYPE,
-            timeout=timeout,
-            max_bytes=MAX_RESPONSE_BYTES,
-        )
-    except ExchangeFailed as exc:
-        raise OcspError(OcspProblem.UNAVAILABLE, f"responder {exc}") from exc
-
-
-@dataclass(frozen=True)
-class _Watched:
-    certificate: x509.Certificate
-    issuer: x509.Certificate
-    url: str
-    responder_certs: tuple[x509.Certificate, ...]
-
-
-@dataclass(frozen=True)
-class _Held:
-    der: bytes
-    status: OcspStatus
-
-
-@dataclass(frozen=True)
-class OcspRefreshFailure:
-    """A certificate whose response could not be renewed this round; the old one is kept."""
-
-    serial: int
-    error: OcspError
-
-
-class OcspCache:
-    """The latest verified OCSP response for each of our certificates, renewed ahead of need.
-
-    A response is replaced only by a newer one that verifies, so a responder outage or a
-    forged answer never costs the response in hand; a verified *revoked* answer does replace
-    a good one (hiding our own revocation from peers is not the cache's job). `get` returns
-    nothing once a response no longer counts, so a stale one is never attached.
-    """
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        *,
-        max_age_seconds: float,
-        refresh_fraction: float = DEFAULT_REFRESH_FRACTION,
-        timeout_seconds: float = DEFAULT_FETCH_TIMEOUT,
-    ) -> None:
-        if not 0 < refresh_fraction < 1:
-            raise ValueError("refresh_fraction must be between 0 and 1")
-        self._session = session
-        self.max_age = dt.timedelta(seconds=max_age_seconds)
-        self.refresh_fraction = refresh_fraction
-        self.timeout_seconds = timeout_seconds
-        self._watched: dict[tuple[bytes, int], _Watched] = {}
-        self._held: dict[tuple[bytes, int], _Held] = {}
-
-    def watch(
-        self,
-        certificate: x509.Certificate,
-        issuer: x509.Certificate,
-        url: str,
-        responder_certs: Sequence[x509.Certificate] = (),
-    ) -> None:
-        """Keep a response for `certificate` from the responder at `url` from the next refresh on."""
-        self._watched[_key(certificate)] = _Watched(certificate, issuer, url, tuple(responder_certs))
-
-    def get(self, certificate: x509.Certificate, now: dt.datetime | None = None) -> bytes | None:
-        """The response DER to attach for `certificate`, or None when none counts any more."""
-        held = self._usable(certificate, now or _utc_now())
-        return None if held is None else held.der
-
-    def status(self, certificate: x509.Certificate, now: dt.datetime | None = None) -> OcspStatus | None:
-        """What the response `get` would return says, for deciding whether to sign at all."""
-        held = self._usable(certificate, now or _utc_now())
-        return None if held is None else held.status
-
-    async def refresh(
-        self, now: dt.datetime | None = None, *, force: bool = False
-    ) -> list[OcspRefreshFailure]:
-        """Fetch and verify a new response for every certificate due (or all with `force`)."""
-        now = now or _utc_now()
-        due = [w for key, w in self._watched.items() if force or self._is_due(key, now)]
-        results = await asyncio.gather(*(self._renew(w) for w in due))
-        return [failure for failure in results if failure is not None]
-
-    async def run(self, interval_seconds: float) -> None:
-        """Refresh every `interval_seconds` until cancelled."""
-        while True:
-            for failure in await self.refresh():
-                logger.warning("OCSP response for serial %x not renewed: %s", failure.serial, failure.error)
-            await asyncio.sleep(interval_seconds)
-
-    def _usable(self, certificate: x509.Certificate, now: dt.datetime) -> _Held | None:
-        held = self._held.get(_key(certificate))
-        if held is None or now > held.status.usable_until(self.max_age):
-            return None
-        return held
-
-    def _is_due(self, key: tuple[bytes, int], now: dt.datetime) -> bool:
-        held = self._held.get(key)
-        if held is None:
-            return True
-        this_update = held.status.this_update
-        life = held.status.usable_until(self.max_age) - this_update
-        return now >= this_update + life * self.refresh_fraction
-
-    async def _renew(self, watched: _Watched) -> OcspRefreshFailure | None:
-        try:
-            der = await fetch_ocsp(
-                self._session, watched.url, watched.certificate, watched.issuer, self.timeout_seconds
-            )
-            status = verify_ocsp_response(
-                der,
-                watched.certificate,
-                watched.issuer,
-                _utc_now(),
-                self.max_age.total_seconds(),
-                watched.responder_certs,
-            )
-        except OcspError as exc:
-            return OcspRefreshFailure(watched.certificate.serial_number, exc)
-        key = _key(watched.certificate)
-        current = self._held.get(key)
-        if current is None or status.this_update >= current.status.this_update:
-            self._held[key] = _Held(der, status)
-        return None
-
-
-def _key(certificate: x509.Certificate) -> tuple[bytes, int]:
-    """Serials are unique per issuer (RFC 5280 §4.1.2.2), so the issuer name goes with the serial."""
-    return certificate.issuer.public_bytes(), certificate.serial_number
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

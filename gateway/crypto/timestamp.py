@@ -1,4 +1,4 @@
-"""RFC 3161 time-stamps from the gateway's side: ask for one, and check one offline.
+"""RFC 3161 time-stamps from the gateway's side: build a request, check a token offline.
 
 The message log stamps each batch's hash-tree root with one request (DESIGN.md "One signer");
 anyone holding the log later proves *when* a record existed by verifying the token against
@@ -8,7 +8,7 @@ the signed attributes checks, the messageDigest attribute matches the encapsulat
 the ESS signingCertificate attribute names the signer's certificate, and that certificate is
 a trusted TSA's (RFC 3161 §2.3, §2.4.2; RFC 5652 §5.4, §11; RFC 5816).
 
-Sans-IO except `request_timestamp`, the one function that talks HTTP (RFC 3161 §3.4).
+Sans-IO: asking a TSA over HTTP (RFC 3161 §3.4) is the edge's, `gateway.outbound.tsa`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
-import aiohttp
 from asn1crypto import cms, core, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -33,7 +32,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.crypto.certs import CertificateError, verify_chain
-from gateway.httpfetch import ExchangeFailed, post_for
 
 TIMESTAMP_QUERY_TYPE: Final = "application/timestamp-query"
 TIMESTAMP_REPLY_TYPE: Final = "application/timestamp-reply"
@@ -411,34 +409,3 @@ def _check_signer_trusted(
         verify_chain(signer, intermediates, ca_certs, gen_time, purpose=ExtendedKeyUsageOID.TIME_STAMPING)
     except CertificateError as exc:
         raise TimestampError(TimestampProblem.UNTRUSTED, f"TSA certificate not trusted: {exc}") from exc
-
-
-# --- the HTTP edge --------------------------------------------------------------------------
-
-
-async def request_timestamp(session: aiohttp.ClientSession, url: str, digest: bytes, timeout: float) -> bytes:
-    """Ask the TSA at `url` to stamp `digest` (RFC 3161 §3.4); returns the token's DER.
-
-    The answer must echo our nonce and imprint, so a replayed or misrouted response is
-    refused; whether the token's signer is trusted is `verify_timestamp_token`'s to say.
-    """
-    nonce = new_nonce()
-    request = build_timestamp_request(digest, nonce)
-    try:
-        body = await post_for(
-            session,
-            url,
-            request,
-            content_type=TIMESTAMP_QUERY_TYPE,
-            answer_type=TIMESTAMP_REPLY_TYPE,
-            timeout=timeout,
-            max_bytes=MAX_RESPONSE_BYTES,
-        )
-    except ExchangeFailed as exc:
-        raise TimestampError(TimestampProblem.UNAVAILABLE, f"TSA {exc}") from exc
-    token = parse_timestamp_response(body)
-    if token.nonce != nonce:
-        raise TimestampError(TimestampProblem.MISMATCH, "the TSA did not echo our nonce")
-    if token.hash_algorithm != "sha256" or not hmac.compare_digest(token.hashed_message, digest):
-        raise TimestampError(TimestampProblem.MISMATCH, "the TSA stamped another digest")
-    return token.der

@@ -1,4 +1,8 @@
-"""The federation's global configuration: model, signed format, and where a gateway gets it."""
+"""The federation's global configuration: its model and signed format (sans-IO).
+
+Where a gateway gets it — the file or download, the cache, the anchor file — is the edge
+module `gateway.globalconf.source`, imported where it is used.
+"""
 
 from gateway.globalconf.model import (
     GlobalConf,
@@ -22,22 +26,12 @@ from gateway.globalconf.signed import (
     sign_globalconf,
     verify_signed_globalconf,
 )
-from gateway.globalconf.source import (
-    GlobalConfRollback,
-    GlobalConfSource,
-    GlobalConfUnavailable,
-    load_anchor,
-    save_anchor,
-)
 
 __all__ = [
     "Anchor",
     "GlobalConf",
     "GlobalConfError",
-    "GlobalConfRollback",
     "GlobalConfSettings",
-    "GlobalConfSource",
-    "GlobalConfUnavailable",
     "GlobalGroup",
     "MalformedGlobalConf",
     "Member",
@@ -50,8 +44,6 @@ __all__ = [
     "anchor_to_json",
     "globalconf_from_json",
     "globalconf_to_json",
-    "load_anchor",
-    "save_anchor",
     "sign_globalconf",
     "verify_signed_globalconf",
 ]

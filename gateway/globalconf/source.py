@@ -18,8 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-import aiohttp
-
 from gateway.crypto.keys import write_file_atomically
 from gateway.globalconf.model import GlobalConf, GlobalConfError
 from gateway.globalconf.signed import (
@@ -29,7 +27,8 @@ from gateway.globalconf.signed import (
     anchor_to_json,
     verify_signed_globalconf,
 )
-from gateway.httpfetch import read_at_most
+from gateway.outbound import OutboundError, OutboundRequest, ResponseTooLarge, Transport
+from gateway.outbound.network import service_transport
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,9 @@ class GlobalConfSource:
         timeout_seconds: float = DOWNLOAD_TIMEOUT_SECONDS,
         max_bytes: int = MAX_SIGNED_GLOBALCONF_BYTES,
         clock: Callable[[], dt.datetime] = utc_now,
+        transport: Transport | None = None,
     ) -> None:
+        """`transport` asks an http(s) location; without one each download opens its own."""
         if "://" in location and not location.startswith(_HTTP_SCHEMES):
             raise ValueError(f"configuration location must be a file path or an http(s) URL: {location!r}")
         self.location = location
@@ -89,6 +90,7 @@ class GlobalConfSource:
         self.timeout_seconds = timeout_seconds
         self.max_bytes = max_bytes
         self._clock = clock
+        self._transport = transport
         self._current: GlobalConf | None = None
         self._current_data: bytes | None = None
         self._lock = asyncio.Lock()
@@ -177,21 +179,24 @@ class GlobalConfSource:
 
     async def _download(self) -> bytes:
         """GET the location; redirects are not followed (the anchor names the exact URLs)."""
-        timeout = aiohttp.ClientTimeout(total=self.timeout_seconds)
+        request = OutboundRequest(
+            "GET", self.location, timeout_seconds=self.timeout_seconds, max_response_bytes=self.max_bytes
+        )
         try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(self.location, allow_redirects=False) as response,
-            ):
-                if response.status != 200:
-                    raise GlobalConfUnavailable(f"{self.location} answered HTTP {response.status}")
-                if response.content_length is not None and response.content_length > self.max_bytes:
-                    raise GlobalConfUnavailable(f"{self.location} announces more than {self.max_bytes} bytes")
-                body = await read_at_most(response, self.max_bytes)
-                if body is None:
-                    raise GlobalConfUnavailable(f"{self.location} sent more than {self.max_bytes} bytes")
-                return body
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            if self._transport is not None:
+                response = await self._transport.send(request)
+            else:
+                transport = service_transport()
+                try:
+                    response = await transport.send(request)
+                finally:
+                    await transport.aclose()
+        except ResponseTooLarge as exc:
+            raise GlobalConfUnavailable(exc.describe(self.location)) from exc
+        except OutboundError as exc:
             raise GlobalConfUnavailable(
                 f"cannot download {self.location}: {type(exc).__name__}: {exc}"
             ) from exc
+        if response.status != 200:
+            raise GlobalConfUnavailable(f"{self.location} answered HTTP {response.status}")
+        return response.body

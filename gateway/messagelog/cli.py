@@ -32,7 +32,8 @@ from gateway.admin.cli import DEFAULT_KEY_ENV, URL_ENV, AdminGroup, AdminSetting
 from gateway.admin.client import DEFAULT_URL
 from gateway.apicli import api_options, echo_json, format_table
 from gateway.crypto.certs import CertificateError, load_certificates
-from gateway.globalconf import GlobalConfError, load_anchor, verify_signed_globalconf
+from gateway.globalconf import GlobalConfError, verify_signed_globalconf
+from gateway.globalconf.source import load_anchor
 from gateway.messagelog.archive import ContainerTrust, verify_archive_chain
 from gateway.messagelog.asice import MAX_CONTAINER_BYTES, ContainerReport, verify_container
 from gateway.messagelog.crypto_at_rest import BodyCipher

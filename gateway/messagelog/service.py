@@ -19,10 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-import aiohttp
 from cryptography import x509
 
-from gateway.crypto.timestamp import TimestampError, request_timestamp, verify_timestamp_token
+from gateway.crypto.timestamp import TimestampError, verify_timestamp_token
 from gateway.globalconf import GlobalConf
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import create_engine, migrate
@@ -35,6 +34,9 @@ from gateway.messagelog.timestamping import (
     BatchTimestamper,
     TimestampingFailed,
 )
+from gateway.outbound import OutboundError, Transport
+from gateway.outbound.network import service_transport
+from gateway.outbound.tsa import request_timestamp
 from gateway.protocol import faults
 from gateway.protocol.faults import XRoadFault
 
@@ -95,11 +97,13 @@ class MessageLog:
                 settings.max_timestamp_failure_seconds * RETRY_SHARE_OF_FAILURE_ALLOWANCE,
             ),
         )
-        self._session: aiohttp.ClientSession | None = None
+        self._tsa: Transport | None = None
+        self._owns_tsa = False
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
-        self._session = aiohttp.ClientSession()
+    async def start(self, tsa: Transport | None = None) -> None:
+        """`tsa` reaches the timestamping authorities (the node's trust-service transport), else its own."""
+        self._tsa, self._owns_tsa = (tsa, False) if tsa is not None else (service_transport(), True)
         self.timestamper.start()
         if self.settings.archive_dir is not None:
             self._tasks.append(asyncio.create_task(self._archive_loop()))
@@ -112,8 +116,8 @@ class MessageLog:
                 await task
         await self.writer.aclose()
         await self.timestamper.aclose()
-        if self._session is not None:
-            await self._session.close()
+        if self._tsa is not None and self._owns_tsa:
+            await self._tsa.aclose()
         self.engine.dispose()
 
     def check_timestamping(self, fault_code: str = faults.TIMESTAMPER_FAILED) -> None:
@@ -162,16 +166,16 @@ class MessageLog:
         conf = self._globalconf()
         if conf is None or not conf.timestamping_authorities:
             raise TimestampingFailed(NO_AUTHORITY)
-        assert self._session is not None
+        assert self._tsa is not None
         problems = []
         ca_certs = conf.trusted_ca_certs()
         for tsa in conf.timestamping_authorities:
             try:
-                token = await request_timestamp(self._session, tsa.url, digest, TSA_TIMEOUT_SECONDS)
+                token = await request_timestamp(self._tsa, tsa.url, digest, TSA_TIMEOUT_SECONDS)
                 tsa_cert = x509.load_pem_x509_certificate(tsa.certificate.encode("ascii"))
                 verify_timestamp_token(token, digest, [tsa_cert], ca_certs)
                 return token
-            except (TimestampError, aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            except (TimestampError, OutboundError, OSError, ValueError) as exc:
                 problems.append(f"{tsa.name}: {exc}")
         raise TimestampingFailed("; ".join(problems))
 

@@ -52,6 +52,7 @@ SERVER_PROXY_SSL_AUTHENTICATION_FAILED: Final = "Server.ServerProxy.SslAuthentic
 SERVER_PROXY_INVALID_SIGNATURE: Final = "Server.ServerProxy.InvalidSignatureValue"
 SERVER_PROXY_INTERNAL_ERROR: Final = "Server.ServerProxy.InternalError"
 SERVER_PROXY_UNKNOWN_MEMBER: Final = "Server.ServerProxy.UnknownMember"
+SERVER_PROXY_OUTDATED_GLOBALCONF: Final = "Server.ServerProxy.OutdatedGlobalConf"
 SERVER_PROXY_LOGGING_FAILED: Final = "Server.ServerProxy.LoggingFailed"
 SERVER_PROXY_TIMESTAMPER_FAILED: Final = "Server.ServerProxy.LoggingFailed.TimestamperFailed"
 
@@ -65,6 +66,15 @@ SERVICE_FAILED_NETWORK_ERROR: Final = "Server.ServerProxy.ServiceFailed.NetworkE
 SERVICE_FAILED_TIMEOUT: Final = "Server.ServerProxy.ServiceFailed.Timeout"
 SERVICE_FAILED_INCONSISTENT_HEADERS: Final = "Server.ServerProxy.ServiceFailed.InconsistentHeaders"
 SERVICE_FAILED_RESPONSE_TOO_LARGE: Final = "Server.ServerProxy.ServiceFailed.ResponseTooLarge"
+
+
+def service_failed(code: str) -> str:
+    """The ServiceFailed fault for a service answer that fails the check `code` names.
+
+    A service's answer is checked like a client's message: `Client.InvalidSoap` found in it
+    becomes `Server.ServerProxy.ServiceFailed.InvalidSoap`.
+    """
+    return f"{SERVICE_FAILED}.{code.rsplit('.', 1)[-1]}"
 
 
 def fault_detail_id() -> str:

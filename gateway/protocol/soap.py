@@ -25,6 +25,7 @@ from typing import Final, NamedTuple, TypeVar, cast
 from lxml import etree
 
 from gateway.ids import ID_NS, ClientId, SecurityServerId, ServiceId
+from gateway.lru import BoundedLru
 from gateway.protocol.faults import (
     DUPLICATE_HEADER_FIELD,
     INCONSISTENT_HEADERS,
@@ -80,11 +81,11 @@ _MANDATORY: Final = ("client", "service", "id", "protocolVersion")
 _XROAD_NAMESPACE_PREFIXES: Final = tuple(f"{{{ns}}}" for ns in (XROAD_NS, REPR_NS, ID_NS))
 
 # A gateway serves a bounded set of clients and services, so their parsed identifiers are
-# kept; past this many distinct ones the cache starts over, so variety costs time, not memory.
+# kept; past this many distinct ones the least recently used go, so variety costs time, not memory.
 MAX_CACHED_IDENTIFIERS: Final = 4096
 _OBJECT_TYPE: Final = f"{{{ID_NS}}}objectType"
 _IdT = TypeVar("_IdT", ClientId, ServiceId, SecurityServerId)
-_identifier_cache: dict[tuple[object, ...], object] = {}
+_identifier_cache: BoundedLru[tuple[object, ...], object] = BoundedLru(MAX_CACHED_IDENTIFIERS)
 
 # XML 1.0 §2.2: characters a document may hold; anything else in a fault text is replaced.
 _NOT_XML_CHAR_RE: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -304,9 +305,7 @@ def _identifier(cls: type[_IdT], el: etree._Element) -> _IdT:
     found = _identifier_cache.get(key)
     if found is None:
         found = cls.from_xml(el)
-        if len(_identifier_cache) >= MAX_CACHED_IDENTIFIERS:
-            _identifier_cache.clear()
-        _identifier_cache[key] = found
+        _identifier_cache.put(key, found)
     return cast(_IdT, found)
 
 

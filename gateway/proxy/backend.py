@@ -1,52 +1,32 @@
-"""Calling an agency's own service from the provider's gateway (DESIGN.md step 6-7).
+"""Calling an agency's own service from the provider's gateway (DESIGN.md steps 6-7).
 
 Every way a backend can fail maps to one documented `ServiceFailed.*` fault; nothing a
-backend sends is buffered beyond the node's message limit.
+backend sends is held beyond the node's message limit (the transport reads no further).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
-from ssl import SSLContext
+from typing import Final
 
-import aiohttp
-from multidict import CIMultiDict
-
-from gateway.httpfetch import read_at_most
+from gateway.outbound import (
+    InvalidUrl,
+    OutboundError,
+    OutboundRequest,
+    OutboundResponse,
+    OutboundTimeout,
+    ResponseTooLarge,
+    Transport,
+)
 from gateway.protocol import faults
 from gateway.protocol.faults import XRoadFault
 
-# Only these reach a SOAP service (PROTOCOL.md "SOAP message protocol 4.0").
-SOAP_PASSED_HEADERS = ("Content-Type", "SOAPAction")
-
-
-@dataclass(frozen=True)
-class BackendResponse:
-    status: int
-    content_type: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-
-async def read_limited(
-    response: aiohttp.ClientResponse,
-    max_bytes: int,
-    fault_code: str = faults.SERVICE_FAILED_RESPONSE_TOO_LARGE,
-    what: str = "the service's response",
-) -> bytes:
-    """The body, or the `fault_code` fault as soon as it passes `max_bytes` (never buffered beyond)."""
-    if response.content_length is not None and response.content_length > max_bytes:
-        raise XRoadFault(fault_code, f"{what} of {response.content_length} bytes exceeds {max_bytes}")
-    body = await read_at_most(response, max_bytes)
-    if body is None:
-        raise XRoadFault(fault_code, f"{what} exceeds {max_bytes} bytes")
-    return body
+SOAP_PASSED_HEADERS: Final = ("Content-Type", "SOAPAction")
+"""Only these reach a SOAP service (PROTOCOL.md "SOAP message protocol 4.0")."""
 
 
 async def call_backend(
-    session: aiohttp.ClientSession,
+    transport: Transport,
     method: str,
     url: str,
     headers: Sequence[tuple[str, str]],
@@ -54,34 +34,22 @@ async def call_backend(
     *,
     timeout_seconds: float,
     max_bytes: int,
-    ssl: SSLContext | None = None,
-) -> BackendResponse:
+) -> OutboundResponse:
     """One HTTP exchange with the service; redirects are not followed (PROTOCOL.md REST r1)."""
-    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    request = OutboundRequest(
+        method, url, tuple(headers), body, timeout_seconds=timeout_seconds, max_response_bytes=max_bytes
+    )
     try:
-        async with session.request(
-            method,
-            url,
-            headers=CIMultiDict(headers),
-            data=body if body or method not in ("GET", "HEAD") else None,
-            timeout=timeout,
-            allow_redirects=False,
-            ssl=ssl if ssl is not None else True,
-        ) as response:
-            payload = await read_limited(response, max_bytes)
-            return BackendResponse(
-                status=response.status,
-                content_type=response.headers.get("Content-Type", ""),
-                headers=tuple(response.headers.items()),
-                body=payload,
-            )
-    except TimeoutError as exc:
+        return await transport.send(request)
+    except OutboundTimeout as exc:
         raise XRoadFault(
             faults.SERVICE_FAILED_TIMEOUT, f"the service did not answer within {timeout_seconds:g} s"
         ) from exc
-    except aiohttp.InvalidURL as exc:
-        raise XRoadFault(faults.SERVICE_FAILED_NETWORK_ERROR, f"invalid service address: {exc}") from exc
-    except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+    except ResponseTooLarge as exc:
         raise XRoadFault(
-            faults.SERVICE_FAILED_NETWORK_ERROR, f"cannot reach the service: {type(exc).__name__}"
+            faults.SERVICE_FAILED_RESPONSE_TOO_LARGE, exc.describe("the service's response")
         ) from exc
+    except InvalidUrl as exc:
+        raise XRoadFault(faults.SERVICE_FAILED_NETWORK_ERROR, f"invalid service address: {exc}") from exc
+    except OutboundError as exc:
+        raise XRoadFault(faults.SERVICE_FAILED_NETWORK_ERROR, f"cannot reach the service: {exc}") from exc

@@ -1,7 +1,7 @@
 """This gateway's own certificate status: fresh OCSP responses for what it sends (docs/transport.md).
 
 The authentication certificate and every hosted member's signing certificate are watched by
-one `OcspCache` (gateway.crypto.ocsp), at the responder the global configuration names for
+one `OcspCache` (gateway.outbound.ocsp), at the responder the global configuration names for
 their CA, and renewed ahead of need. A gateway without a fresh, good response for a
 certificate whose CA has a responder cannot use that certificate: its peers would refuse
 the message, so it refuses first and says why in its own log.
@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
 from cryptography import x509
 
 from gateway.crypto.certs import serial_hex
-from gateway.crypto.ocsp import OcspCache
-from gateway.globalconf import GlobalConf
+from gateway.globalconf.model import GlobalConf
+from gateway.outbound import Transport
+from gateway.outbound.ocsp import OcspCache
 from gateway.proxy.certstatus import IssuerIndex, describe
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,9 @@ class _Watch:
 class OwnCertificateStatus:
     """Keeps OCSP responses for this gateway's certificates as the configuration asks."""
 
-    def __init__(self, session: aiohttp.ClientSession, certificates: Sequence[x509.Certificate]) -> None:
+    def __init__(self, transport: Transport, certificates: Sequence[x509.Certificate]) -> None:
         self.certificates = tuple(certificates)
-        self._cache = OcspCache(session, max_age_seconds=1.0)  # the configuration's limit comes with sync()
+        self._cache = OcspCache(transport, max_age_seconds=1.0)  # the configuration's limit comes with sync()
         self._issuers = IssuerIndex()
         self._watching: dict[int, _Watch] = {}
         self._conf: GlobalConf | None = None

@@ -9,16 +9,9 @@ not cost every request a connect timeout.
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
-
-import aiohttp
-from cryptography import x509
-
-from gateway.crypto.certs import fingerprint_sha256
-from gateway.crypto.tls import peer_certificate
+from typing import Final
 
 # Weight of the newest sample in the moving average of connect times.
 EWMA_WEIGHT: Final = 0.3
@@ -61,48 +54,3 @@ class PeerSelector:
 
     def record_failure(self, address: str) -> None:
         self._stats.setdefault(address, _PeerStats()).failed_at = self._clock()
-
-
-class PeerNotRegistered(aiohttp.ClientConnectionError):
-    """The peer's TLS certificate chains to a federation CA but is not the one registered for it."""
-
-
-PinLookup = Callable[[str], frozenset[str] | None]
-"""Maps `host:port` to the SHA-256 fingerprints registered for the gateway there."""
-
-
-class PinningConnector(aiohttp.TCPConnector):
-    """A connector that checks every new TLS connection against the registered certificates.
-
-    The check runs once per connection, right after the handshake, so a pooled (kept-alive)
-    connection is never reused unchecked and no response has to be caught before aiohttp
-    releases its connection.  Hooks aiohttp's `_create_connection` (pinned aiohttp version).
-    """
-
-    def __init__(self, pins: PinLookup, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._pins = pins
-        # The certificate each live connection's peer presented, for its certificate status.
-        self._peer_certs: weakref.WeakKeyDictionary[Any, x509.Certificate] = weakref.WeakKeyDictionary()
-
-    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
-        protocol = await super()._create_connection(req, traces, timeout)
-        address = f"{req.url.host}:{req.url.port}"
-        transport = protocol.transport
-        cert = peer_certificate(transport.get_extra_info("ssl_object") if transport is not None else None)
-        allowed = self._pins(address)
-        if cert is None or allowed is None or fingerprint_sha256(cert) not in allowed:
-            if transport is not None:
-                transport.close()
-            raise PeerNotRegistered(f"the gateway at {address} did not present its registered certificate")
-        self._peer_certs[protocol] = cert
-        return protocol
-
-    def peer_certificate(self, response: aiohttp.ClientResponse) -> x509.Certificate | None:
-        """The certificate presented on the connection `response` came over (checked when it was made).
-
-        aiohttp releases a fully read response's connection at once, so the connection's
-        protocol, which the response keeps, is the key (pinned aiohttp version, as above).
-        """
-        protocol = getattr(response, "_protocol", None)
-        return None if protocol is None else self._peer_certs.get(protocol)

@@ -1,30 +1,38 @@
 """The external interface: another gateway's signed request, read top to bottom (DESIGN.md 5-7).
 
-Check the peer is a registered gateway hosting the client, verify the signature, check the
-service and the access rights, call the service, set the request hash, sign the answer.
-Faults go back unsigned (a SOAP fault or a REST error body) for the consumer to pass on.
+`serve` takes what arrived — the peer's TLS certificate, the header fields, the body — and
+returns the answer as a value, so the aiohttp handler is a thin edge and tests can run the
+whole path in-process. The path: check the peer is a registered gateway, decode the
+transport message, then one of two paths, SOAP or REST: parse, check the caller hosts the
+client, verify the signature (`_admit`), check the service and the access rights, call the
+service, set the request hash, sign the answer. Faults go back unsigned (a SOAP fault or a
+REST error body) for the consumer to pass on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
 from cryptography import x509
 
+from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import fingerprint_sha256
 from gateway.crypto.tls import peer_certificate
-from gateway.globalconf import GlobalConf
+from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.record import Direction as LogDirection
 from gateway.messagelog.record import Side
+from gateway.outbound import Headers, OutboundResponse, header
 from gateway.protocol import faults, mime, rest, soap
 from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import (
+    MAX_SIGNATURE_PART_BYTES,
     Direction,
-    Payload,
     RestRequestPayload,
     RestResponsePayload,
     SoapPayload,
@@ -33,113 +41,299 @@ from gateway.protocol.transport import (
     encode_transport,
 )
 from gateway.proxy import metadata
-from gateway.proxy.backend import SOAP_PASSED_HEADERS, BackendResponse, call_backend
+from gateway.proxy.answers import Answer, logged_fault, rest_fault_answer, soap_fault_answer, to_web
+from gateway.proxy.backend import SOAP_PASSED_HEADERS, call_backend
 from gateway.proxy.certstatus import AUTH_OCSP_HEADER, SIGNER_OCSP_HEADER
-from gateway.proxy.consumer import (
-    logged_fault,
-    new_exchange_id,
-    read_body,
-    rest_fault_response,
-    soap_fault_response,
-)
-from gateway.proxy.exchange import OwnStatus, check_peer_status, own_status, sign_payload, verify_signed
 from gateway.proxy.records import ExchangeIds, ExchangeLog
 from gateway.proxy.runtime import GatewayRuntime
+from gateway.proxy.steps import (
+    OwnStatus,
+    check_peer_status,
+    new_exchange_id,
+    own_status,
+    read_body,
+    sign_payload,
+    verify_signed,
+)
 from gateway.serverconf.repository import ServiceConf
 from gateway.serverconf.tables import ServiceKind
 
 log = logging.getLogger(__name__)
 
 RUNTIME: Final = web.AppKey("provider_runtime", GatewayRuntime)
+
 SOAP_CONTENT_TYPES: Final = ("text/xml", "multipart/related")
+"""What a SOAP service may answer with (PROTOCOL.md "SOAP message protocol 4.0": SOAP or SwA)."""
+
+TRANSPORT_ALLOWANCE_BYTES: Final = 2 * MAX_SIGNATURE_PART_BYTES
+"""Room beyond the node's message limit for what the transport format wraps a message in: the
+signature part (at most MAX_SIGNATURE_PART_BYTES), the manifest, the REST head and the framing."""
+
+BodyReader = Callable[[int], Awaitable[bytes]]
+"""Reads the request's body up to the given limit, else raises the RequestTooLarge fault."""
 
 
 async def handle_transport(request: web.Request) -> web.StreamResponse:
+    """The aiohttp edge of `serve`: the TLS peer's certificate, the fields and the body."""
     runtime = request.app[RUNTIME]
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+
+    async def body(max_bytes: int) -> bytes:
+        return await read_body(request, max_bytes)
+
+    answer = await serve(runtime, peer_certificate(ssl_object), tuple(request.headers.items()), body)
+    return to_web(answer)
+
+
+async def serve(
+    runtime: GatewayRuntime, peer_cert: x509.Certificate | None, headers: Headers, body: BodyReader
+) -> Answer:
+    """One peer request, as received, to the answer that goes back (signed, or an unsigned fault)."""
     is_rest = False
     journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.PROVIDER)
     try:
-        conf = runtime.valid_globalconf("Server.ServerProxy.OutdatedGlobalConf")
-        caller, peer_cert = _authenticate_peer(request, conf)
+        conf = runtime.valid_globalconf(faults.SERVER_PROXY_OUTDATED_GLOBALCONF)
+        caller = _authenticate_peer(peer_cert, conf)
         check_peer_status(
             runtime.peer_status,
-            request.headers.get(AUTH_OCSP_HEADER),
+            header(headers, AUTH_OCSP_HEADER),
             peer_cert,
             conf,
             faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED,
             "calling gateway's TLS certificate",
         )
-        body = await read_body(request, runtime.config.max_message_bytes + 256 * 1024)
+        limit = runtime.config.max_message_bytes + TRANSPORT_ALLOWANCE_BYTES
         message = decode_transport(
-            request.headers.get("Content-Type", ""),
-            body,
-            max_bytes=runtime.config.max_message_bytes + 256 * 1024,
+            header(headers, "Content-Type") or "",
+            await body(limit),
+            max_bytes=limit,
             direction=Direction.REQUEST,
         )
-        is_rest = isinstance(message.payload, RestRequestPayload)
-        answer, status = await _serve(
-            runtime, conf, caller, message, request.headers.get(SIGNER_OCSP_HEADER), journal
-        )
+        peer = _Peer(caller, header(headers, SIGNER_OCSP_HEADER))
+        if isinstance(message.payload, SoapPayload):
+            answer, status = await _serve_soap(runtime, conf, peer, message, message.payload, journal)
+        elif isinstance(message.payload, RestRequestPayload):
+            is_rest = True
+            answer, status = await _serve_rest(runtime, conf, peer, message, message.payload, journal)
+        else:
+            raise XRoadFault(faults.INVALID_CONTENT_TYPE, "a request must carry a SOAP or REST request")
         await journal.signed(LogDirection.RESPONSE, answer, ocsp_response=status.signer_ocsp)
         content_type, out = encode_transport(answer)
-        return web.Response(body=out, headers={**status.headers, "Content-Type": content_type})
+        return Answer(200, (*status.headers.items(), ("Content-Type", content_type)), out)
     except XRoadFault as fault:
-        response = rest_fault_response(fault, None) if is_rest else soap_fault_response(fault)
-        return await logged_fault(journal, fault, response)
+        return await logged_fault(journal, fault, _fault_answer(fault, is_rest))
     except Exception:
         log.exception("unexpected error on the provider path")
         internal = XRoadFault(faults.SERVER_PROXY_INTERNAL_ERROR, "internal error")
-        response = rest_fault_response(internal, None) if is_rest else soap_fault_response(internal)
-        return await logged_fault(journal, internal, response)
+        return await logged_fault(journal, internal, _fault_answer(internal, is_rest))
 
 
-def _authenticate_peer(request: web.Request, conf: GlobalConf) -> tuple[str, x509.Certificate]:
-    """DESIGN.md step 5: only a certificate the configuration registers for a gateway; its holder and it."""
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    cert = peer_certificate(ssl_object)
+def _fault_answer(fault: XRoadFault, is_rest: bool) -> Answer:
+    return rest_fault_answer(fault, None) if is_rest else soap_fault_answer(fault)
+
+
+def _authenticate_peer(cert: x509.Certificate | None, conf: GlobalConf) -> str:
+    """DESIGN.md step 5: only a certificate the configuration registers for a gateway; its holder."""
     server = conf.server_by_cert_fingerprint(fingerprint_sha256(cert)) if cert is not None else None
-    if cert is None or server is None:
+    if server is None:
         raise XRoadFault(
             faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED,
             "the calling gateway's certificate is not registered in the global configuration",
         )
-    return server.id.to_text(), cert
+    return server.id.to_text()
 
 
-async def _serve(
+@dataclass(frozen=True)
+class _Peer:
+    """The calling gateway, as authenticated, and the status it sent for its signing certificate."""
+
+    server: str
+    signer_ocsp_header: str | None
+
+
+# --- the SOAP path ---------------------------------------------------------------------------
+
+
+async def _serve_soap(
     runtime: GatewayRuntime,
     conf: GlobalConf,
-    caller: str,
+    peer: _Peer,
     message: TransportMessage,
-    signer_ocsp_header: str | None,
+    payload: SoapPayload,
     journal: ExchangeLog,
 ) -> tuple[TransportMessage, OwnStatus]:
-    payload = message.payload
-    exchange_id = new_exchange_id()
-    if isinstance(payload, SoapPayload):
-        request = soap.parse_request(payload.body, payload.content_type)
-        client, service = request.client, request.service
-        ids = ExchangeIds.of_soap(runtime.gateway_name, exchange_id, Side.PROVIDER, request)
-    elif isinstance(payload, RestRequestPayload):
-        parsed = rest.parse_rest_request(
-            payload.method,
-            payload.path,
-            payload.query,
-            list(payload.headers),
-            payload.body,
-            max_body_bytes=runtime.config.max_message_bytes,
-        )
-        call = parsed.request if isinstance(parsed, rest.RestMetadataRequest) else parsed
-        client, service = call.client, call.service
-        ids = ExchangeIds.of_rest(runtime.gateway_name, exchange_id, Side.PROVIDER, call)
+    request = soap.parse_request(payload.body, payload.content_type)
+    ids = ExchangeIds.of_soap(runtime.gateway_name, new_exchange_id(), Side.PROVIDER, request)
+    signer, status = await _admit(runtime, conf, peer, message, ids, request.client, request.service, journal)
+    if request.service.service_code in metadata.SOAP_METADATA_SERVICES:
+        body, content_type = metadata.answer_soap_metadata(runtime.snapshot, conf, request)
+        answer = SoapPayload(content_type, with_request_hash(request, body, content_type))
     else:
-        raise XRoadFault(faults.INVALID_CONTENT_TYPE, "a request must carry a SOAP or REST request")
+        answer = await _call_soap_service(runtime, conf, request)
+    return await sign_payload(signer, answer), status
+
+
+async def _call_soap_service(
+    runtime: GatewayRuntime, conf: GlobalConf, request: soap.SoapMessage
+) -> SoapPayload:
+    service = _registered_service(runtime, request.service)
+    if service.kind is not ServiceKind.SOAP:
+        raise XRoadFault(faults.UNKNOWN_SERVICE, f"{request.service} is a REST service")
+    if not runtime.snapshot.allowed(request.client, request.service, global_group_member=conf.is_member_of):
+        raise XRoadFault(faults.ACCESS_DENIED, f"{request.client} may not call {request.service}")
+    headers = [("Content-Type", request.content_type), ("SOAPAction", '""')]
+    assert {name for name, _ in headers} <= set(SOAP_PASSED_HEADERS)
+    answer = await call_backend(
+        runtime.backends,
+        "POST",
+        service.backend_url,
+        headers,
+        request.raw,
+        timeout_seconds=service.timeout_seconds,
+        max_bytes=runtime.config.max_message_bytes,
+    )
+    return SoapPayload(*_checked_soap_answer(request, answer))
+
+
+def _checked_soap_answer(request: soap.SoapMessage, answer: OutboundResponse) -> tuple[str, bytes]:
+    """DESIGN.md step 7: validate, then set requestHash over the request as received."""
+    if answer.media_type not in SOAP_CONTENT_TYPES:
+        if answer.status >= 400:
+            raise XRoadFault(faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}")
+        raise XRoadFault(
+            faults.SERVICE_FAILED_INVALID_CONTENT_TYPE,
+            f"the service answered with content type {answer.content_type[:80]!r}",
+        )
+    try:
+        soap.parse_response(answer.body, answer.content_type)
+    except soap.ServiceFault:
+        return answer.content_type, answer.body  # the service's own fault, passed on
+    except XRoadFault as fault:
+        if answer.status >= 400:
+            raise XRoadFault(
+                faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}"
+            ) from fault
+        raise XRoadFault(faults.service_failed(fault.code), fault.message) from fault
+    if answer.status != 200:
+        raise XRoadFault(faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}")
+    return answer.content_type, with_request_hash(request, answer.body, answer.content_type)
+
+
+def with_request_hash(request: soap.SoapMessage, body: bytes, content_type: str) -> bytes:
+    """The response with `requestHash` over the request's SOAP part as received (PROTOCOL.md)."""
+    package = mime.unpack(body, content_type)
+    digest = soap.request_hash(request.soap_bytes)
+    hashed = soap.set_request_hash(package.soap, digest, charset=package.charset)
+    return mime.replace_soap_part(body, content_type, hashed)
+
+
+# --- the REST path ---------------------------------------------------------------------------
+
+
+async def _serve_rest(
+    runtime: GatewayRuntime,
+    conf: GlobalConf,
+    peer: _Peer,
+    message: TransportMessage,
+    payload: RestRequestPayload,
+    journal: ExchangeLog,
+) -> tuple[TransportMessage, OwnStatus]:
+    parsed = rest.parse_rest_request(
+        payload.method,
+        payload.path,
+        payload.query,
+        list(payload.headers),
+        payload.body,
+        max_body_bytes=runtime.config.max_message_bytes,
+    )
+    call = parsed.request if isinstance(parsed, rest.RestMetadataRequest) else parsed
+    ids = ExchangeIds.of_rest(runtime.gateway_name, new_exchange_id(), Side.PROVIDER, call)
+    signer, status = await _admit(runtime, conf, peer, message, ids, call.client, call.service, journal)
+    if isinstance(parsed, rest.RestMetadataRequest):
+        answer = _rest_metadata_answer(runtime, conf, parsed)
+    else:
+        answer = await _call_rest_service(runtime, conf, parsed)
+    return await sign_payload(signer, answer), status
+
+
+def _rest_metadata_answer(
+    runtime: GatewayRuntime, conf: GlobalConf, parsed: rest.RestMetadataRequest
+) -> RestResponsePayload:
+    status, content_type, body = metadata.answer_rest_metadata(runtime.snapshot, conf, parsed)
+    headers = [
+        ("Content-Type", content_type),
+        *rest.response_headers(parsed.request, rest.rest_request_hash(parsed.request)),
+    ]
+    return RestResponsePayload(status, tuple(headers), body)
+
+
+async def _call_rest_service(
+    runtime: GatewayRuntime, conf: GlobalConf, call: rest.RestRequest
+) -> RestResponsePayload:
+    service = _registered_service(runtime, call.service)
+    if service.kind is not ServiceKind.REST:
+        raise XRoadFault(faults.UNKNOWN_SERVICE, f"{call.service} is a SOAP service")
+    if not runtime.snapshot.allowed(
+        call.client, call.service, call.method, call.endpoint_path, global_group_member=conf.is_member_of
+    ):
+        raise XRoadFault(
+            faults.ACCESS_DENIED,
+            f"{call.client} may not call {call.method} {call.endpoint_path} of {call.service}",
+        )
+    url = service.backend_url.rstrip("/") + call.path + (f"?{call.query}" if call.query else "")
+    answer = await call_backend(
+        runtime.backends,
+        call.method,
+        url,
+        rest.service_request_headers(call),
+        call.body,
+        timeout_seconds=service.timeout_seconds,
+        max_bytes=runtime.config.max_message_bytes,
+    )
+    _check_rest_answer(answer)
+    headers = [
+        *rest.passable_headers(list(answer.headers)),
+        *rest.response_headers(call, rest.rest_request_hash(call)),
+    ]
+    return RestResponsePayload(answer.status, tuple(headers), answer.body)
+
+
+def _check_rest_answer(answer: OutboundResponse) -> None:
+    """What a gateway can check of a REST answer: a JSON body that says it is JSON must be JSON."""
+    media_type = answer.media_type
+    if answer.body and (media_type == "application/json" or media_type.endswith("+json")):
+        try:
+            json.loads(answer.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise XRoadFault(
+                faults.SERVICE_FAILED_INVALID_CONTENT_TYPE, "the service's JSON answer is not JSON"
+            ) from exc
+
+
+# --- the steps both paths take ---------------------------------------------------------------
+
+
+async def _admit(
+    runtime: GatewayRuntime,
+    conf: GlobalConf,
+    peer: _Peer,
+    message: TransportMessage,
+    ids: ExchangeIds,
+    client: ClientId,
+    service: ServiceId,
+    journal: ExchangeLog,
+) -> tuple[BatchSigner, OwnStatus]:
+    """DESIGN.md step 5: the caller hosts the client, the client signed, the request is logged.
+
+    Returns the provider's signer and its own certificate status, both settled before the
+    service is called: an answer this gateway could not vouch for is not worth asking for.
+    """
     journal.identify(ids, service.provider)
-    _check_caller_hosts_client(conf, caller, client)
+    _check_caller_hosts_client(conf, peer.server, client)
     signer_cert = verify_signed(message, conf, client.member, faults.SERVER_PROXY_INVALID_SIGNATURE)
     signer_ocsp = check_peer_status(
         runtime.peer_status,
-        signer_ocsp_header,
+        peer.signer_ocsp_header,
         signer_cert,
         conf,
         faults.SERVER_PROXY_INVALID_SIGNATURE,
@@ -148,7 +342,6 @@ async def _serve(
     journal.check_ready()
     await journal.signed(LogDirection.REQUEST, message, ocsp_response=signer_ocsp)
     signer = runtime.signer_for(service.provider.member, faults.SERVER_PROXY_INTERNAL_ERROR)
-    # Before the service is called: an answer this gateway could not vouch for is not worth asking.
     status = own_status(
         runtime,
         conf,
@@ -156,11 +349,7 @@ async def _serve(
         faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED,
         faults.SERVER_PROXY_INTERNAL_ERROR,
     )
-    if isinstance(payload, SoapPayload):
-        answer: Payload = await _serve_soap(runtime, conf, request)
-    else:
-        answer = await _serve_rest(runtime, conf, parsed)
-    return await sign_payload(signer, answer), status
+    return signer, status
 
 
 def _check_caller_hosts_client(conf: GlobalConf, caller: str, client: ClientId) -> None:
@@ -182,115 +371,8 @@ def _registered_service(runtime: GatewayRuntime, service: ServiceId) -> ServiceC
     return conf
 
 
-async def _serve_soap(runtime: GatewayRuntime, conf: GlobalConf, request: soap.SoapMessage) -> SoapPayload:
-    if request.service.service_code in metadata.SOAP_METADATA_SERVICES:
-        body, content_type = metadata.answer_soap_metadata(runtime.snapshot, conf, request)
-        return SoapPayload(content_type, with_request_hash(request, body, content_type))
-    service = _registered_service(runtime, request.service)
-    if service.kind is not ServiceKind.SOAP:
-        raise XRoadFault(faults.UNKNOWN_SERVICE, f"{request.service} is a REST service")
-    if not runtime.snapshot.allowed(request.client, request.service, global_group_member=conf.is_member_of):
-        raise XRoadFault(faults.ACCESS_DENIED, f"{request.client} may not call {request.service}")
-    headers = [("Content-Type", request.content_type), ("SOAPAction", '""')]
-    assert {name for name, _ in headers} <= set(SOAP_PASSED_HEADERS)
-    answer = await call_backend(
-        runtime.backend_session,  # type: ignore[arg-type]
-        "POST",
-        service.backend_url,
-        headers,
-        request.raw,
-        timeout_seconds=service.timeout_seconds,
-        max_bytes=runtime.config.max_message_bytes,
-    )
-    return SoapPayload(*_checked_soap_answer(request, answer))
-
-
-def _checked_soap_answer(request: soap.SoapMessage, answer: BackendResponse) -> tuple[str, bytes]:
-    """DESIGN.md step 7: validate, then set requestHash over the request as received."""
-    media_type = answer.content_type.split(";", 1)[0].strip().lower()
-    if media_type not in SOAP_CONTENT_TYPES:
-        if answer.status >= 400:
-            raise XRoadFault(faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}")
-        raise XRoadFault(
-            faults.SERVICE_FAILED_INVALID_CONTENT_TYPE,
-            f"the service answered with content type {answer.content_type[:80]!r}",
-        )
-    try:
-        soap.parse_response(answer.body, answer.content_type)
-    except soap.ServiceFault:
-        return answer.content_type, answer.body  # the service's own fault, passed on
-    except XRoadFault as fault:
-        if answer.status >= 400:
-            raise XRoadFault(
-                faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}"
-            ) from fault
-        raise XRoadFault(f"{faults.SERVICE_FAILED}.{fault.code.split('.')[-1]}", fault.message) from fault
-    if answer.status != 200:
-        raise XRoadFault(faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}")
-    return answer.content_type, with_request_hash(request, answer.body, answer.content_type)
-
-
-def with_request_hash(request: soap.SoapMessage, body: bytes, content_type: str) -> bytes:
-    """The response with `requestHash` over the request's SOAP part as received (PROTOCOL.md)."""
-    package = mime.unpack(body, content_type)
-    digest = soap.request_hash(request.soap_bytes)
-    hashed = soap.set_request_hash(package.soap, digest, charset=package.charset)
-    return mime.replace_soap_part(body, content_type, hashed)
-
-
-async def _serve_rest(
-    runtime: GatewayRuntime, conf: GlobalConf, parsed: rest.RestRequest | rest.RestMetadataRequest
-) -> RestResponsePayload:
-    if isinstance(parsed, rest.RestMetadataRequest):
-        status, content_type, body = metadata.answer_rest_metadata(runtime.snapshot, conf, parsed)
-        headers = [
-            ("Content-Type", content_type),
-            *rest.response_headers(parsed.request, rest.rest_request_hash(parsed.request)),
-        ]
-        return RestResponsePayload(status, tuple(headers), body)
-    call = parsed
-    service = _registered_service(runtime, call.service)
-    if service.kind is not ServiceKind.REST:
-        raise XRoadFault(faults.UNKNOWN_SERVICE, f"{call.service} is a SOAP service")
-    if not runtime.snapshot.allowed(
-        call.client, call.service, call.method, call.endpoint_path, global_group_member=conf.is_member_of
-    ):
-        raise XRoadFault(
-            faults.ACCESS_DENIED,
-            f"{call.client} may not call {call.method} {call.endpoint_path} of {call.service}",
-        )
-    url = service.backend_url.rstrip("/") + call.path + (f"?{call.query}" if call.query else "")
-    answer = await call_backend(
-        runtime.backend_session,  # type: ignore[arg-type]
-        call.method,
-        url,
-        rest.service_request_headers(call),
-        call.body,
-        timeout_seconds=service.timeout_seconds,
-        max_bytes=runtime.config.max_message_bytes,
-    )
-    _check_rest_answer(answer)
-    headers = [
-        *rest.passable_headers(list(answer.headers)),
-        *rest.response_headers(call, rest.rest_request_hash(call)),
-    ]
-    return RestResponsePayload(answer.status, tuple(headers), answer.body)
-
-
-def _check_rest_answer(answer: BackendResponse) -> None:
-    """What a gateway can check of a REST answer: a JSON body that says it is JSON must be JSON."""
-    media_type = answer.content_type.split(";", 1)[0].strip().lower()
-    if answer.body and (media_type == "application/json" or media_type.endswith("+json")):
-        try:
-            json.loads(answer.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise XRoadFault(
-                faults.SERVICE_FAILED_INVALID_CONTENT_TYPE, "the service's JSON answer is not JSON"
-            ) from exc
-
-
 def make_external_app(runtime: GatewayRuntime) -> web.Application:
-    app = web.Application(client_max_size=runtime.config.max_message_bytes + 256 * 1024)
+    app = web.Application(client_max_size=runtime.config.max_message_bytes + TRANSPORT_ALLOWANCE_BYTES)
     app[RUNTIME] = runtime
     app.router.add_post("/", handle_transport)
     return app

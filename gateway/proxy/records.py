@@ -10,12 +10,12 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.crypto.rootsig import MessageSignature
 from gateway.ids import ClientId
 from gateway.messagelog.asice import encode_proof
 from gateway.messagelog.record import Direction, LogRecord, MessageKind, Side
-from gateway.messagelog.service import MessageLog
 from gateway.protocol import faults, rest, soap
 from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import (
@@ -26,6 +26,9 @@ from gateway.protocol.transport import (
     signed_parts,
 )
 from gateway.serverconf.repository import ServerConfSnapshot
+
+if TYPE_CHECKING:  # the message log's service is the edge this sans-IO module only names
+    from gateway.messagelog.service import MessageLog
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """What one gateway node holds while it runs, shared by its consumer and provider handlers.
 
 The global configuration, a snapshot of the server configuration, the signers of the
-members it hosts and the HTTP sessions toward peers and backends. Nothing here is the
+members it hosts and its outbound transports (gateway.outbound): one toward peer gateways,
+one toward backends, one toward trust services. Nothing here is the
 only copy of anything that must survive: the database and the cached configuration are.
 """
 
@@ -15,7 +16,6 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
-import aiohttp
 from cryptography import x509
 
 from gateway.config import NodeConfig
@@ -23,16 +23,19 @@ from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
 from gateway.crypto.keys import load_private_key
 from gateway.crypto.tls import add_client_trust, external_client_context, pem_bundle
-from gateway.globalconf import GlobalConf, GlobalConfError, GlobalConfSource, load_anchor
+from gateway.globalconf.model import GlobalConf, GlobalConfError
 from gateway.globalconf.signed import anchor_from_json
+from gateway.globalconf.source import GlobalConfSource, load_anchor
 from gateway.ids import ClientId
 from gateway.messagelog.service import MessageLog, node_name
+from gateway.outbound import Transport
+from gateway.outbound.network import backend_transport, peer_transport, service_transport
 from gateway.protocol import faults
 from gateway.protocol.faults import XRoadFault
 from gateway.proxy import ownstatus
 from gateway.proxy.certstatus import PeerStatusChecker
 from gateway.proxy.ownstatus import OwnCertificateStatus, OwnStatusUnavailable
-from gateway.proxy.peers import PeerSelector, PinningConnector
+from gateway.proxy.peers import PeerSelector
 from gateway.serverconf.repository import ServerConfRepository, ServerConfSnapshot
 
 log = logging.getLogger(__name__)
@@ -55,10 +58,10 @@ class GatewayRuntime:
     auth_cert: x509.Certificate
     signing_certs: dict[ClientId, x509.Certificate]
     peer_selector: PeerSelector = field(default_factory=PeerSelector)
-    peer_session: aiohttp.ClientSession | None = None
-    peer_connector: PinningConnector | None = None
-    backend_session: aiohttp.ClientSession | None = None
-    ocsp_session: aiohttp.ClientSession | None = None
+    _peers: Transport | None = None
+    _backends: Transport | None = None
+    _services: Transport | None = None
+    _peers_given: bool = False
     internal_tls_context: ssl.SSLContext | None = None
     external_tls_context: ssl.SSLContext | None = None
     messagelog: MessageLog | None = None
@@ -109,22 +112,29 @@ class GatewayRuntime:
             )
         return runtime
 
-    async def start(self) -> None:
+    async def start(
+        self,
+        *,
+        peers: Transport | None = None,
+        backends: Transport | None = None,
+        services: Transport | None = None,
+    ) -> None:
+        """Fetch the configuration, open the transports, start the background loops.
+
+        A transport given here is used instead of the node's own (tests run the paths in-process
+        that way); the node closes what it was given like what it opened.
+        """
         try:
             await self.globalconf_source.refresh()
         except GlobalConfError as exc:
             log.warning("global configuration not refreshed at start: %s", exc)
-        self.backend_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256, enable_cleanup_closed=True),
-            auto_decompress=False,
-        )
-        self._reset_peer_session()
-        self.ocsp_session = aiohttp.ClientSession()
-        self.own_status = OwnCertificateStatus(
-            self.ocsp_session, [self.auth_cert, *self.signing_certs.values()]
-        )
+        self._backends = backends if backends is not None else backend_transport()
+        self._services = services if services is not None else service_transport()
+        self._peers, self._peers_given = peers, peers is not None
+        self._reset_peer_transport()
+        self.own_status = OwnCertificateStatus(self._services, [self.auth_cert, *self.signing_certs.values()])
         if self.messagelog is not None:
-            await self.messagelog.start()
+            await self.messagelog.start(self._services)
         self._tasks.append(asyncio.create_task(self._poll_snapshot()))
         self._tasks.append(asyncio.create_task(self._poll_globalconf()))
         self._tasks.append(asyncio.create_task(self._keep_own_status()))
@@ -137,25 +147,36 @@ class GatewayRuntime:
             await signer.aclose()
         if self.messagelog is not None:
             await self.messagelog.close()
-        for session in (self.peer_session, self.backend_session, self.ocsp_session):
-            if session is not None:
-                await session.close()
+        for transport in (self._peers, self._backends, self._services):
+            if transport is not None:
+                await transport.aclose()
 
-    def _reset_peer_session(self) -> None:
-        """A session whose TLS context trusts the federation's current CAs."""
+    @property
+    def peers(self) -> Transport:
+        """Toward other gateways: mutual TLS, each connection pinned to a registered certificate."""
+        assert self._peers is not None, "runtime.start() was not called"
+        return self._peers
+
+    @property
+    def backends(self) -> Transport:
+        """Toward the services of the members this gateway hosts."""
+        assert self._backends is not None, "runtime.start() was not called"
+        return self._backends
+
+    def _reset_peer_transport(self) -> None:
+        """A peer transport whose TLS context trusts the federation's current CAs."""
+        if self._peers_given:
+            return
         conf = self.globalconf_source.current
         cas = tuple(conf.trusted_ca_certs()) if conf else ()
-        if self.peer_session is not None and cas == self._peer_context_cas:
+        if self._peers is not None and cas == self._peer_context_cas:
             return
-        old = self.peer_session
+        old = self._peers
         context = external_client_context(self.config.auth_tls.identity(), cas)
-        self.peer_connector = PinningConnector(
-            self._registered_fingerprints, ssl=context, limit=256, enable_cleanup_closed=True
-        )
-        self.peer_session = aiohttp.ClientSession(connector=self.peer_connector, auto_decompress=False)
+        self._peers = peer_transport(context, self.registered_fingerprints)
         self._peer_context_cas = cas
         if old is not None:
-            asyncio.get_running_loop().create_task(old.close())
+            asyncio.get_running_loop().create_task(old.aclose())
 
     async def _poll_snapshot(self) -> None:
         loop = asyncio.get_running_loop()
@@ -193,7 +214,7 @@ class GatewayRuntime:
             self._reload_anchor()
             try:
                 await self.globalconf_source.refresh()
-                self._reset_peer_session()
+                self._reset_peer_transport()
                 self.trust_federation_cas()
             except GlobalConfError as exc:
                 log.warning("global configuration refresh failed: %s", exc)
@@ -269,7 +290,7 @@ class GatewayRuntime:
             log.warning("cannot send: %s", exc)
             raise XRoadFault(fault_code, f"this gateway cannot use its certificate: {exc}") from exc
 
-    def _registered_fingerprints(self, address: str) -> frozenset[str] | None:
+    def registered_fingerprints(self, address: str) -> frozenset[str] | None:
         conf = self.globalconf_source.current
         if conf is None:
             return None

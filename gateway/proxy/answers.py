@@ -1,0 +1,115 @@
+"""What a gateway answers: the value of one HTTP answer, faults in the form each interface speaks.
+
+Handlers build an :class:`Answer` and the aiohttp edge turns it into a response in one place
+(`to_web`), so a path can also be run and checked without a server. A fault is a SOAP fault
+(SOAP 1.1 §4.4, HTTP 500) on the SOAP paths and a REST error body (PROTOCOL.md "REST protocol
+r1") on the REST paths; a provider gateway's unsigned fault reaches the client as it came.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.messagelog.record import Direction
+from gateway.outbound import Headers, header
+from gateway.protocol import faults, rest, soap
+from gateway.protocol.faults import XRoadFault, fault_detail_id
+from gateway.protocol.transport import RestResponsePayload, SoapPayload
+from gateway.proxy.exchange import PeerError
+from gateway.proxy.records import ExchangeLog
+
+log = logging.getLogger(__name__)
+
+SOAP_FAULT_STATUS: Final = 500
+"""SOAP 1.1 §6.2: a fault goes back with HTTP 500."""
+
+HOP_BY_HOP_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "connection"})
+"""Fields of one connection, not of the message (RFC 9110 §7.6.1): set again by this hop."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: Headers
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return header(self.headers, "Content-Type") or ""
+
+
+def to_web(answer: Answer) -> web.Response:
+    return web.Response(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
+
+
+def soap_fault_answer(fault: XRoadFault) -> Answer:
+    _log_fault(fault)
+    content_type = (("Content-Type", "text/xml; charset=utf-8"),)
+    return Answer(SOAP_FAULT_STATUS, content_type, soap.fault_response(fault))
+
+
+def rest_fault_answer(fault: XRoadFault, accept: str | None) -> Answer:
+    _log_fault(fault)
+    body, content_type, status = rest.rest_error_body(fault, accept)
+    return Answer(status, (*rest.error_headers(fault), ("Content-Type", content_type)), body)
+
+
+def _log_fault(fault: XRoadFault) -> None:
+    if not fault.is_client_error:
+        log.warning("fault %s [%s]: %s", fault.code, fault.detail, fault.message)
+
+
+async def logged_fault(journal: ExchangeLog, fault: XRoadFault, answer: Answer) -> Answer:
+    """Logs the fault this gateway answers with, then returns that answer."""
+    await journal.fault(Direction.RESPONSE, fault, answer.body, answer.content_type or "text/xml")
+    return answer
+
+
+def soap_answer(payload: SoapPayload, *, is_fault: bool) -> Answer:
+    """The provider's signed SOAP answer, or the service's own fault it signed (HTTP 500, as sent)."""
+    status = SOAP_FAULT_STATUS if is_fault else 200
+    return Answer(status, (("Content-Type", payload.content_type),), payload.body)
+
+
+def rest_answer(payload: RestResponsePayload) -> Answer:
+    """The provider's signed REST answer with its fields, less those of the provider's connection."""
+    fields = tuple((name, value) for name, value in payload.headers if name.lower() not in HOP_BY_HOP_FIELDS)
+    return Answer(payload.status, fields, payload.body)
+
+
+def peer_error_answer(error: PeerError) -> Answer:
+    """A provider gateway's own fault goes to the client as it came."""
+    fields = [("Content-Type", error.content_type or "application/octet-stream")]
+    if error.xroad_error:
+        fields.append((rest.HEADER_ERROR, error.xroad_error))
+    return Answer(error.status, tuple(fields), error.body)
+
+
+def peer_rest_error_answer(error: PeerError, accept: str | None) -> Answer:
+    """A provider gateway's REST error, in the form this client's Accept asks for.
+
+    The client's Accept never reaches the provider's gateway, which answers in JSON; the
+    fault (code, message, detail id) is passed on unchanged, only its form follows the client.
+    """
+    fault = rest.parse_rest_error(error.body, error.content_type)
+    return peer_error_answer(error) if fault is None else rest_fault_answer(fault, accept)
+
+
+def peer_fault(error: PeerError) -> XRoadFault:
+    """The provider gateway's unsigned fault (SOAP fault or REST error body), as the log records it."""
+    rest_fault = rest.parse_rest_error(error.body, error.content_type)
+    if rest_fault is not None:
+        return rest_fault
+    try:
+        soap_fault = soap.parse_fault(error.body, error.content_type)
+    except XRoadFault:
+        soap_fault = None
+    if soap_fault is not None and soap_fault.code:
+        return XRoadFault(soap_fault.code, soap_fault.string, soap_fault.detail or fault_detail_id())
+    code = error.xroad_error or faults.SERVER_PROXY_INTERNAL_ERROR
+    return XRoadFault(code, f"the provider's gateway answered HTTP {error.status}")

@@ -1,0 +1,115 @@
+"""The steps both sides of an exchange take, in the order DESIGN.md "A request's path" names them.
+
+Read a message within the limit; give the exchange its id; attach this gateway's own
+certificate status and sign (step 4, step 7); verify a peer's signature and the status of its
+certificates (step 5, step 8). The consumer (consumer.py, exchange.py) and the provider
+(provider.py) call these with their own side's fault codes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+from cryptography import x509
+
+from gateway.crypto.batchsigner import BatchSigner
+from gateway.crypto.certs import member_of
+from gateway.crypto.rootsig import SignatureVerificationError, verify_message_signature
+from gateway.globalconf.model import GlobalConf
+from gateway.ids import ClientId
+from gateway.outbound.network import read_at_most
+from gateway.protocol import faults
+from gateway.protocol.faults import XRoadFault
+from gateway.protocol.transport import Payload, TransportMessage, manifest_digest, signed_parts
+from gateway.proxy.certstatus import CertificateStatusError, PeerStatusChecker, status_headers
+from gateway.proxy.runtime import GatewayRuntime, utc_now
+
+MAX_SIGNING_TIME_SKEW_SECONDS: Final = 300.0
+"""A signature on the wire is fresh: a leaked key must not backdate messages into a
+certificate's validity period. Five minutes covers clock drift between gateways."""
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The request body, refused as soon as it passes the limit (never buffered beyond it)."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise XRoadFault(
+            faults.REQUEST_TOO_LARGE, f"message of {request.content_length} bytes exceeds {max_bytes}"
+        )
+    body = await read_at_most(request.content, max_bytes)
+    if body is None:
+        raise XRoadFault(faults.REQUEST_TOO_LARGE, f"message exceeds {max_bytes} bytes")
+    return body
+
+
+def new_exchange_id() -> str:
+    """The id that ties one exchange's log records together on this gateway."""
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class OwnStatus:
+    """What this gateway attaches about its own certificates to one message it sends."""
+
+    headers: dict[str, str]
+    signer_ocsp: bytes | None
+
+
+def own_status(
+    runtime: GatewayRuntime, conf: GlobalConf, member: ClientId, auth_fault: str, signer_fault: str
+) -> OwnStatus:
+    """The OCSP responses for this node's TLS certificate and `member`'s signing certificate.
+
+    Without a fresh, good response where the CA has a responder this gateway cannot send:
+    `auth_fault` or `signer_fault` says which certificate is the problem.
+    """
+    auth = runtime.own_ocsp(runtime.auth_cert, conf, auth_fault)
+    signer_cert = runtime.signing_certs.get(member)
+    if signer_cert is None:
+        raise XRoadFault(signer_fault, f"this gateway holds no signing key for {member}")
+    signer = runtime.own_ocsp(signer_cert, conf, signer_fault)
+    return OwnStatus(status_headers(auth, signer), signer)
+
+
+async def sign_payload(signer: BatchSigner, payload: Payload) -> TransportMessage:
+    """One batch signature share for this message (DESIGN.md "One signer")."""
+    signature = await signer.sign(manifest_digest(signed_parts(payload)))
+    return TransportMessage(payload, signature)
+
+
+def verify_signed(
+    message: TransportMessage, conf: GlobalConf, expected_member: ClientId, fault_code: str
+) -> x509.Certificate:
+    """The signature is valid, chains to a federation CA and speaks for `expected_member`: its signer."""
+    try:
+        verified = verify_message_signature(
+            message.signature.leaf, message.signature, conf.trusted_ca_certs()
+        )
+    except SignatureVerificationError as exc:
+        raise XRoadFault(fault_code, f"invalid signature: {exc}") from exc
+    skew = abs((utc_now() - verified.signing_time).total_seconds())
+    if skew > MAX_SIGNING_TIME_SKEW_SECONDS:
+        raise XRoadFault(fault_code, f"the signing time is {skew:.0f} s away from this gateway's clock")
+    signer = member_of(verified.signer_cert)
+    if signer != expected_member:
+        raise XRoadFault(fault_code, f"the message is signed by {signer}, not by {expected_member}")
+    return verified.signer_cert
+
+
+def check_peer_status(
+    checker: PeerStatusChecker,
+    header: str | None,
+    certificate: x509.Certificate | None,
+    conf: GlobalConf,
+    fault_code: str,
+    what: str,
+) -> bytes | None:
+    """The peer's OCSP response for `certificate`, checked (docs/transport.md "Certificate status")."""
+    if certificate is None:
+        raise XRoadFault(fault_code, f"the {what} is not known")
+    try:
+        return checker.check(header, certificate, conf, utc_now())
+    except CertificateStatusError as exc:
+        raise XRoadFault(fault_code, f"the {what}: {exc}") from exc
