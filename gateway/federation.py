@@ -58,9 +58,9 @@ from gateway.globalconf import (
 from gateway.ids import ClientId, SecurityServerId, ServiceId
 from gateway.serverconf.access import AccessRight, Endpoint
 from gateway.serverconf.db import migrate
+from gateway.serverconf.model import ClientAuthMode, ServiceConf, ServiceDescription, ServiceKind
 from gateway.serverconf.openapi import parse_openapi
-from gateway.serverconf.repository import ServerConfRepository, ServiceConf, ServiceDescription
-from gateway.serverconf.tables import ClientAuthMode, ServiceKind
+from gateway.serverconf.repository import ServerConfRepository
 from gateway.serverconf.wsdl import parse_wsdl
 from gateway.trust.pki import (
     CaSettings,

@@ -24,7 +24,7 @@ from gateway.proxy import metadata
 from gateway.proxy.exchange import PeerError, exchange, own_status, sign_payload
 from gateway.proxy.records import ExchangeIds, ExchangeLog
 from gateway.proxy.runtime import GatewayRuntime
-from gateway.serverconf.tables import ClientAuthMode
+from gateway.serverconf.model import ClientAuthMode
 
 log = logging.getLogger(__name__)
 

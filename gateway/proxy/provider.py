@@ -45,8 +45,7 @@ from gateway.proxy.consumer import (
 from gateway.proxy.exchange import OwnStatus, check_peer_status, own_status, sign_payload, verify_signed
 from gateway.proxy.records import ExchangeIds, ExchangeLog
 from gateway.proxy.runtime import GatewayRuntime
-from gateway.serverconf.repository import ServiceConf
-from gateway.serverconf.tables import ServiceKind
+from gateway.serverconf.model import ServiceConf, ServiceKind
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.crypto.rootsig import MessageSignature
 from gateway.ids import ClientId
 from gateway.messagelog.asice import encode_proof
 from gateway.messagelog.record import Direction, LogRecord, MessageKind, Side
-from gateway.messagelog.service import MessageLog
 from gateway.protocol import faults, rest, soap
 from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import (
@@ -25,7 +25,10 @@ from gateway.protocol.transport import (
     manifest,
     signed_parts,
 )
-from gateway.serverconf.repository import ServerConfSnapshot
+from gateway.serverconf.model import ServerConfSnapshot
+
+if TYPE_CHECKING:  # the log service is an edge (aiohttp, SQLAlchemy); records only name its type
+    from gateway.messagelog.service import MessageLog
 
 log = logging.getLogger(__name__)
 

@@ -2,25 +2,23 @@
 
 Two faces. :class:`ServerConfRepository` makes changes, each in one transaction that also
 bumps `config_version`, and keeps the administrative tables (API keys, audit log, keys).
-:class:`ServerConfSnapshot` is an immutable copy of the registrations for the request path,
-loaded in one consistent read and replaced when `config_version` moves: that is how several
-nodes sharing one PostgreSQL see each other's changes without asking the database per request.
+:func:`load_snapshot` reads a :class:`~gateway.serverconf.model.ServerConfSnapshot`, an
+immutable copy of the registrations for the request path, in one consistent read; the
+repository replaces it when `config_version` moves: that is how several nodes sharing one
+PostgreSQL see each other's changes without asking the database per request.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from cryptography import x509
@@ -38,22 +36,25 @@ from gateway.adminstore import (
     AuditResult,
 )
 from gateway.ids import ClientId, LocalGroupId, ObjectType, ServiceId
-from gateway.serverconf.access import (
-    AccessRight,
-    AccessSubject,
-    Endpoint,
-    GlobalGroupMembership,
-    LocalGroups,
-    ServiceRights,
-    is_allowed,
-    rights_of,
-    subject_from_text,
-)
+from gateway.serverconf.access import AccessRight, AccessSubject, Endpoint, subject_from_text
 from gateway.serverconf.db import begin_snapshot_read, begin_write, create_engine
-from gateway.serverconf.tables import (
+from gateway.serverconf.model import (
+    DEFAULT_SERVICE_TIMEOUT_SECONDS,
+    RESERVED_SERVICE_CODES,
+    BackendTls,
     ClientAuthMode,
+    KeyRecord,
     KeyUsage,
+    LocalGroup,
+    PinnedCertificate,
+    RightsKey,
+    ServerConfSnapshot,
+    ServiceConf,
+    ServiceDescription,
     ServiceKind,
+    SubsystemConf,
+)
+from gateway.serverconf.tables import (
     SubjectType,
     access_rights,
     api_keys,
@@ -71,8 +72,10 @@ from gateway.serverconf.tables import (
 __all__ = [
     "API_KEY_BYTES",
     "DEFAULT_AUDIT_PAGE",
+    "DEFAULT_SERVICE_TIMEOUT_SECONDS",
     "MAX_API_KEY_LENGTH",
     "MAX_AUDIT_PAGE",
+    "RESERVED_SERVICE_CODES",
     "AlreadyExists",
     "ApiKey",
     "AuditEntry",
@@ -91,17 +94,8 @@ __all__ = [
     "ServiceDescription",
     "ServiceKind",
     "SubsystemConf",
+    "load_snapshot",
 ]
-
-DEFAULT_SERVICE_TIMEOUT_SECONDS: Final = 60.0
-"""X-Road's default time to wait for a service's answer."""
-
-RESERVED_SERVICE_CODES: Final = frozenset(
-    {"listClients", "listMethods", "allowedMethods", "getWsdl", "getOpenAPI"}
-)
-"""The metadata services' names; no agency may register a service under them (PROTOCOL.md
-"Service metadata")."""
-
 _CONFIG_ROW: Final = 1
 
 
@@ -122,110 +116,6 @@ class NotFound(ServerConfError):
 
 class AlreadyExists(ServerConfError):
     """The change would register something a second time."""
-
-
-# --- values ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PinnedCertificate:
-    """A client TLS certificate a subsystem in `https_cert` mode may connect with."""
-
-    sha256: str  # lower-case hex of the DER encoding
-    pem: str
-
-
-@dataclass(frozen=True, slots=True)
-class SubsystemConf:
-    """A client this gateway hosts, and how its systems must connect (DESIGN.md step 1)."""
-
-    client: ClientId
-    auth_mode: ClientAuthMode
-    certificates: tuple[PinnedCertificate, ...] = ()
-    log_bodies: bool = True  # False: the message log keeps headers and digests only
-    timestamp_immediately: bool = False  # True: each record is stamped before the answer
-
-    def accepts_certificate(self, der: bytes) -> bool:
-        """Whether a client certificate (DER) is one pinned for this subsystem."""
-        fingerprint = hashlib.sha256(der).hexdigest()
-        return any(pinned.sha256 == fingerprint for pinned in self.certificates)
-
-
-@dataclass(frozen=True, slots=True)
-class BackendTls:
-    """How the gateway connects to a service over HTTPS."""
-
-    verify: bool = True
-    ca_bundle_pem: str | None = None  # trust these instead of the system's CAs
-    client_cert_path: str | None = None  # may hold the key too, as ssl.load_cert_chain allows
-    client_key_path: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.client_key_path is not None and self.client_cert_path is None:
-            raise ValueError("a client key needs its certificate")
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceDescription:
-    """The WSDL or OpenAPI document a service was registered from, and where it came from."""
-
-    document: str
-    source: str  # URL or file path
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceConf:
-    """A service of a hosted subsystem: where it runs and whether it may be called."""
-
-    service: ServiceId
-    kind: ServiceKind
-    backend_url: str
-    timeout_seconds: float = DEFAULT_SERVICE_TIMEOUT_SECONDS
-    tls: BackendTls = BackendTls()
-    enabled: bool = True
-    disabled_notice: str | None = None  # the faultstring of ServiceDisabled (PROTOCOL.md)
-    description: ServiceDescription | None = None
-    endpoints: tuple[Endpoint, ...] = ()  # REST only
-
-    def __post_init__(self) -> None:
-        if self.service.service_code in RESERVED_SERVICE_CODES:
-            raise ValueError(f"{self.service.service_code!r} is reserved for service metadata")
-        if not (math.isfinite(self.timeout_seconds) and self.timeout_seconds > 0):
-            raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout_seconds}")
-        url = urlsplit(self.backend_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"backend URL must be http:// or https:// with a host: {self.backend_url!r}")
-        if self.kind is ServiceKind.SOAP and self.endpoints:
-            raise ValueError("SOAP services have no REST endpoints")
-        object.__setattr__(self, "endpoints", tuple(dict.fromkeys(self.endpoints)))
-
-    @property
-    def provider(self) -> ClientId:
-        return self.service.provider
-
-
-@dataclass(frozen=True, slots=True)
-class LocalGroup:
-    """A group of clients one hosted subsystem defines for its own access rights."""
-
-    owner: ClientId
-    group: LocalGroupId
-    description: str
-    members: frozenset[ClientId]
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    """One of the gateway's keys: the private key's file, and its CSR and certificate as issued."""
-
-    id: int
-    usage: KeyUsage
-    member: ClientId | None  # the member a signing key signs for
-    key_path: str
-    cert_pem: str | None
-    csr_pem: str | None
-    status: str
-    created_at: datetime
 
 
 # --- rows <-> values -------------------------------------------------------------------
@@ -319,219 +209,62 @@ def _pinned_certificate(cert_pem: str | bytes) -> PinnedCertificate:
 
 # --- the snapshot ----------------------------------------------------------------------
 
-RightsKey = tuple[ClientId, str]
-"""(provider, service code): how rights are indexed for the decision."""
 
-_ProviderKey = tuple[str, str, str, str | None]
-"""A provider as its plain codes: built from a ServiceId without making (and validating) a
-ClientId, which would cost more than the decision itself."""
+def load_snapshot(connection: Connection) -> ServerConfSnapshot:
+    """Read every registration; give a connection in one transaction (db.begin_snapshot_read)."""
+    version = connection.scalar(sa.select(config_version.c.version).where(config_version.c.id == _CONFIG_ROW))
+    if version is None:
+        raise ServerConfError("config_version is empty: was the database migrated?")
 
-
-def _provider_key(client: ClientId) -> _ProviderKey:
-    return (client.instance, client.member_class, client.member_code, client.subsystem_code)
-
-
-def _service_provider_key(service: ServiceId) -> _ProviderKey:
-    return (service.instance, service.member_class, service.member_code, service.subsystem_code)
-
-
-@dataclass(frozen=True, eq=False)
-class ServerConfSnapshot:
-    """The registrations at one `config_version`, immutable, for the request path.
-
-    Built by :meth:`load` in one consistent read; nothing here touches the database.
-    """
-
-    version: int
-    subsystems: Mapping[ClientId, SubsystemConf]
-    services: Mapping[ServiceId, ServiceConf]
-    access_rights: Mapping[RightsKey, tuple[AccessRight, ...]]
-    local_groups: Mapping[ClientId, Mapping[LocalGroupId, LocalGroup]]
-    _by_provider: Mapping[ClientId, tuple[ServiceConf, ...]] = field(init=False, repr=False)
-    _decision: Mapping[tuple[_ProviderKey, str], ServiceRights] = field(init=False, repr=False)
-    _group_members: Mapping[_ProviderKey, LocalGroups] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        by_provider: dict[ClientId, list[ServiceConf]] = defaultdict(list)
-        for service_id in sorted(self.services):
-            by_provider[service_id.provider].append(self.services[service_id])
-        decision = {
-            (_provider_key(provider), code): ServiceRights.arrange(rights)
-            for (provider, code), rights in self.access_rights.items()
-        }
-        members = {
-            _provider_key(owner): MappingProxyType({code: group.members for code, group in groups.items()})
-            for owner, groups in self.local_groups.items()
-        }
-        object.__setattr__(
-            self, "_by_provider", MappingProxyType({k: tuple(v) for k, v in by_provider.items()})
+    subsystem_rows = connection.execute(sa.select(subsystems)).all()
+    clients = {row.id: _client_from_row(row) for row in subsystem_rows}
+    certificates: dict[int, list[PinnedCertificate]] = defaultdict(list)
+    for row in connection.execute(sa.select(client_certificates).order_by(client_certificates.c.id)):
+        certificates[row.subsystem_id].append(PinnedCertificate(row.sha256, row.cert_pem))
+    subsystem_confs = {
+        clients[row.id]: SubsystemConf(
+            clients[row.id],
+            ClientAuthMode(row.auth_mode),
+            tuple(certificates[row.id]),
+            log_bodies=bool(row.log_bodies),
+            timestamp_immediately=bool(row.timestamp_immediately),
         )
-        object.__setattr__(self, "_decision", MappingProxyType(decision))
-        object.__setattr__(self, "_group_members", MappingProxyType(members))
+        for row in subsystem_rows
+    }
 
-    @classmethod
-    def empty(cls) -> ServerConfSnapshot:
-        """Nothing registered; version -1, older than any database's (a fresh one starts at 0)."""
-        return cls(-1, MappingProxyType({}), MappingProxyType({}), MappingProxyType({}), MappingProxyType({}))
+    endpoints: dict[int, list[Endpoint]] = defaultdict(list)
+    for row in connection.execute(sa.select(rest_endpoints).order_by(rest_endpoints.c.id)):
+        endpoints[row.service_id].append(Endpoint(row.method, row.path_pattern))
+    service_confs: dict[ServiceId, ServiceConf] = {}
+    for row in connection.execute(sa.select(services)):
+        conf = _service_from_row(row, clients[row.subsystem_id], endpoints[row.id])
+        service_confs[conf.service] = conf
 
-    @classmethod
-    def load(cls, connection: Connection) -> ServerConfSnapshot:
-        """Read every registration; give a connection in one transaction (db.begin_snapshot_read)."""
-        version = connection.scalar(
-            sa.select(config_version.c.version).where(config_version.c.id == _CONFIG_ROW)
+    rights: dict[RightsKey, list[AccessRight]] = defaultdict(list)
+    for row in connection.execute(sa.select(access_rights).order_by(access_rights.c.id)):
+        right = AccessRight(
+            _subject_from_row(row.subject_type, row.subject_id),
+            row.service_code,
+            _endpoint_from_row(row.endpoint_method, row.endpoint_path),
         )
-        if version is None:
-            raise ServerConfError("config_version is empty: was the database migrated?")
+        rights[(clients[row.subsystem_id], row.service_code)].append(right)
 
-        subsystem_rows = connection.execute(sa.select(subsystems)).all()
-        clients = {row.id: _client_from_row(row) for row in subsystem_rows}
-        certificates: dict[int, list[PinnedCertificate]] = defaultdict(list)
-        for row in connection.execute(sa.select(client_certificates).order_by(client_certificates.c.id)):
-            certificates[row.subsystem_id].append(PinnedCertificate(row.sha256, row.cert_pem))
-        subsystem_confs = {
-            clients[row.id]: SubsystemConf(
-                clients[row.id],
-                ClientAuthMode(row.auth_mode),
-                tuple(certificates[row.id]),
-                log_bodies=bool(row.log_bodies),
-                timestamp_immediately=bool(row.timestamp_immediately),
-            )
-            for row in subsystem_rows
-        }
+    members: dict[int, set[ClientId]] = defaultdict(set)
+    for row in connection.execute(sa.select(local_group_members)):
+        members[row.group_id].add(ClientId.from_text(row.client_id))
+    groups: dict[ClientId, dict[LocalGroupId, LocalGroup]] = defaultdict(dict)
+    for row in connection.execute(sa.select(local_groups)):
+        owner = clients[row.subsystem_id]
+        code = LocalGroupId(row.group_code)
+        groups[owner][code] = LocalGroup(owner, code, row.description, frozenset(members[row.id]))
 
-        endpoints: dict[int, list[Endpoint]] = defaultdict(list)
-        for row in connection.execute(sa.select(rest_endpoints).order_by(rest_endpoints.c.id)):
-            endpoints[row.service_id].append(Endpoint(row.method, row.path_pattern))
-        service_confs: dict[ServiceId, ServiceConf] = {}
-        for row in connection.execute(sa.select(services)):
-            conf = _service_from_row(row, clients[row.subsystem_id], endpoints[row.id])
-            service_confs[conf.service] = conf
-
-        rights: dict[RightsKey, list[AccessRight]] = defaultdict(list)
-        for row in connection.execute(sa.select(access_rights).order_by(access_rights.c.id)):
-            right = AccessRight(
-                _subject_from_row(row.subject_type, row.subject_id),
-                row.service_code,
-                _endpoint_from_row(row.endpoint_method, row.endpoint_path),
-            )
-            rights[(clients[row.subsystem_id], row.service_code)].append(right)
-
-        members: dict[int, set[ClientId]] = defaultdict(set)
-        for row in connection.execute(sa.select(local_group_members)):
-            members[row.group_id].add(ClientId.from_text(row.client_id))
-        groups: dict[ClientId, dict[LocalGroupId, LocalGroup]] = defaultdict(dict)
-        for row in connection.execute(sa.select(local_groups)):
-            owner = clients[row.subsystem_id]
-            code = LocalGroupId(row.group_code)
-            groups[owner][code] = LocalGroup(owner, code, row.description, frozenset(members[row.id]))
-
-        return cls(
-            version=version,
-            subsystems=MappingProxyType(subsystem_confs),
-            services=MappingProxyType(service_confs),
-            access_rights=MappingProxyType({key: tuple(value) for key, value in rights.items()}),
-            local_groups=MappingProxyType({k: MappingProxyType(v) for k, v in groups.items()}),
-        )
-
-    def subsystem(self, client: ClientId) -> SubsystemConf | None:
-        return self.subsystems.get(client)
-
-    def service(self, service: ServiceId) -> ServiceConf | None:
-        """The service registered under exactly this identifier.
-
-        No version means "registered without a version", not "any version": X-Road looks
-        services up by code and version alike, and a guess would change meaning silently
-        when a second version is registered.
-        """
-        return self.services.get(service)
-
-    def services_of(self, provider: ClientId) -> list[ServiceConf]:
-        """The provider's services in identifier order (for `listMethods`)."""
-        return list(self._by_provider.get(provider, ()))
-
-    def local_groups_of(self, owner: ClientId) -> list[LocalGroup]:
-        groups = self.local_groups.get(owner, {})
-        return [groups[code] for code in sorted(groups)]
-
-    def rights(self, provider: ClientId, service_code: str | None = None) -> list[AccessRight]:
-        """The provider's access rights, all of them or for one service code."""
-        if service_code is not None:
-            return list(self.access_rights.get((provider, service_code), ()))
-        return [
-            right
-            for (owner, _code), granted in sorted(self.access_rights.items(), key=lambda item: item[0][1])
-            if owner == provider
-            for right in granted
-        ]
-
-    def allowed(
-        self,
-        client: ClientId,
-        service: ServiceId,
-        method: str | None = None,
-        path: str | None = None,
-        *,
-        global_group_member: GlobalGroupMembership,
-    ) -> bool:
-        """The access decision for one request (access.is_allowed); method and path for REST only."""
-        provider = _service_provider_key(service)
-        rights = self._decision.get((provider, service.service_code))
-        if rights is None:
-            return False  # default deny: nobody holds a right to this service
-        return is_allowed(
-            client,
-            service,
-            rights.candidates(client),
-            method=method,
-            path=path,
-            global_group_member=global_group_member,
-            local_groups=self._group_members.get(provider, {}),
-        )
-
-    def _client_rights(
-        self,
-        client: ClientId,
-        provider: ClientId,
-        service_code: str,
-        global_group_member: GlobalGroupMembership,
-    ) -> list[AccessRight]:
-        return rights_of(
-            client,
-            self.access_rights.get((provider, service_code), ()),
-            global_group_member=global_group_member,
-            local_groups=self._group_members.get(_provider_key(provider), {}),
-        )
-
-    def allowed_services(
-        self, client: ClientId, provider: ClientId, *, global_group_member: GlobalGroupMembership
-    ) -> list[ServiceConf]:
-        """The provider's services the client holds any right to, whole or per endpoint
-        (`allowedMethods`)."""
-        return [
-            conf
-            for conf in self.services_of(provider)
-            if self._client_rights(client, provider, conf.service.service_code, global_group_member)
-        ]
-
-    def allowed_endpoints(
-        self, client: ClientId, service: ServiceId, *, global_group_member: GlobalGroupMembership
-    ) -> list[Endpoint]:
-        """The service's registered endpoints some right of the client's covers.
-
-        A right covers an endpoint when its method is `*` or the same, and its pattern
-        matches the endpoint's pattern read as a path (`/pets/*` covers `/pets/{id}`).
-        """
-        conf = self.services.get(service)
-        if conf is None:
-            return []
-        granted = self._client_rights(client, service.provider, service.service_code, global_group_member)
-        if any(right.endpoint is None for right in granted):
-            return list(conf.endpoints)
-        return [
-            endpoint
-            for endpoint in conf.endpoints
-            if any(right.endpoint is not None and right.endpoint.covers(endpoint) for right in granted)
-        ]
+    return ServerConfSnapshot(
+        version=version,
+        subsystems=MappingProxyType(subsystem_confs),
+        services=MappingProxyType(service_confs),
+        access_rights=MappingProxyType({key: tuple(value) for key, value in rights.items()}),
+        local_groups=MappingProxyType({k: MappingProxyType(v) for k, v in groups.items()}),
+    )
 
 
 # --- the repository --------------------------------------------------------------------
@@ -588,7 +321,7 @@ class ServerConfRepository:
                 return cached
             if cached is None or self.current_version() != cached.version:
                 with begin_snapshot_read(self._engine) as connection:
-                    cached = ServerConfSnapshot.load(connection)
+                    cached = load_snapshot(connection)
                 self._snapshot = cached
             self._confirmed_at = now
             return cached
