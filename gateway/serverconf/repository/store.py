@@ -13,49 +13,56 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from types import MappingProxyType
-from typing import Any, Final
+from typing import Any
 
 import sqlalchemy as sa
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Engine
 
 from gateway.adminstore import (
-    API_KEY_BYTES,
     DEFAULT_AUDIT_PAGE,
-    MAX_API_KEY_LENGTH,
-    MAX_AUDIT_PAGE,
     AdminStore,
     ApiKey,
     AuditEntry,
     AuditResult,
 )
-from gateway.ids import ClientId, LocalGroupId, ObjectType, ServiceId
-from gateway.serverconf.access import AccessRight, AccessSubject, Endpoint, subject_from_text
+from gateway.ids import ClientId, LocalGroupId, ServiceId
+from gateway.serverconf.access import AccessRight, Endpoint
 from gateway.serverconf.db import begin_snapshot_read, begin_write, create_engine
 from gateway.serverconf.model import (
-    DEFAULT_SERVICE_TIMEOUT_SECONDS,
-    RESERVED_SERVICE_CODES,
-    BackendTls,
     ClientAuthMode,
     KeyRecord,
     KeyUsage,
-    LocalGroup,
-    PinnedCertificate,
-    RightsKey,
     ServerConfSnapshot,
     ServiceConf,
-    ServiceDescription,
     ServiceKind,
-    SubsystemConf,
 )
+from gateway.serverconf.repository._lookups import (
+    find_endpoint,
+    find_local_group,
+    find_member,
+    find_right,
+    find_service,
+    find_subsystem,
+    insert_endpoints,
+    local_group_pk,
+    new_id,
+    service_code_registered,
+    service_pk,
+    subsystem_pk,
+)
+from gateway.serverconf.repository._rows import (
+    CONFIG_ROW,
+    key_from_row,
+    pinned_certificate,
+    service_values,
+    subject_to_row,
+)
+from gateway.serverconf.repository.errors import AlreadyExists, NotFound, ServerConfError
+from gateway.serverconf.repository.snapshot import load_snapshot
 from gateway.serverconf.tables import (
-    SubjectType,
     access_rights,
     api_keys,
     audit_log,
@@ -69,205 +76,9 @@ from gateway.serverconf.tables import (
     subsystems,
 )
 
-__all__ = [
-    "API_KEY_BYTES",
-    "DEFAULT_AUDIT_PAGE",
-    "DEFAULT_SERVICE_TIMEOUT_SECONDS",
-    "MAX_API_KEY_LENGTH",
-    "MAX_AUDIT_PAGE",
-    "RESERVED_SERVICE_CODES",
-    "AlreadyExists",
-    "ApiKey",
-    "AuditEntry",
-    "AuditResult",
-    "BackendTls",
-    "ClientAuthMode",
-    "KeyRecord",
-    "KeyUsage",
-    "LocalGroup",
-    "NotFound",
-    "PinnedCertificate",
-    "ServerConfError",
-    "ServerConfRepository",
-    "ServerConfSnapshot",
-    "ServiceConf",
-    "ServiceDescription",
-    "ServiceKind",
-    "SubsystemConf",
-    "load_snapshot",
-]
-_CONFIG_ROW: Final = 1
-
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-# --- errors ----------------------------------------------------------------------------
-
-
-class ServerConfError(Exception):
-    """A change the configuration refuses; the message says why, for the administrator."""
-
-
-class NotFound(ServerConfError):
-    """The change names something not registered."""
-
-
-class AlreadyExists(ServerConfError):
-    """The change would register something a second time."""
-
-
-# --- rows <-> values -------------------------------------------------------------------
-
-
-def _client_from_row(row: Row[Any]) -> ClientId:
-    return ClientId(row.instance, row.member_class, row.member_code, row.subsystem_code)
-
-
-def _subject_to_row(subject: AccessSubject) -> tuple[str, str]:
-    return SubjectType(subject.object_type.value).value, subject.to_text()
-
-
-def _subject_from_row(subject_type: str, text: str) -> AccessSubject:
-    return subject_from_text(ObjectType(SubjectType(subject_type).value), text)
-
-
-def _endpoint_from_row(method: str | None, path: str | None) -> Endpoint | None:
-    return None if method is None or path is None else Endpoint(method, path)
-
-
-def _service_values(conf: ServiceConf) -> dict[str, Any]:
-    description = conf.description
-    return {
-        "service_code": conf.service.service_code,
-        "service_version": conf.service.service_version,
-        "kind": conf.kind.value,
-        "description_document": description.document if description else None,
-        "description_source": description.source if description else None,
-        "backend_url": conf.backend_url,
-        "timeout_seconds": conf.timeout_seconds,
-        "tls_verify": conf.tls.verify,
-        "tls_ca_bundle_pem": conf.tls.ca_bundle_pem,
-        "tls_client_cert_path": conf.tls.client_cert_path,
-        "tls_client_key_path": conf.tls.client_key_path,
-        "enabled": conf.enabled,
-        "disabled_notice": conf.disabled_notice,
-    }
-
-
-def _service_from_row(row: Row[Any], provider: ClientId, endpoints: Sequence[Endpoint]) -> ServiceConf:
-    description = None
-    if row.description_document is not None:
-        description = ServiceDescription(row.description_document, row.description_source or "")
-    service = ServiceId(
-        provider.instance,
-        provider.member_class,
-        provider.member_code,
-        provider.subsystem_code,
-        row.service_code,
-        row.service_version,
-    )
-    return ServiceConf(
-        service=service,
-        kind=ServiceKind(row.kind),
-        backend_url=row.backend_url,
-        timeout_seconds=row.timeout_seconds,
-        tls=BackendTls(
-            row.tls_verify, row.tls_ca_bundle_pem, row.tls_client_cert_path, row.tls_client_key_path
-        ),
-        enabled=row.enabled,
-        disabled_notice=row.disabled_notice,
-        description=description,
-        endpoints=tuple(endpoints),
-    )
-
-
-def _key_from_row(row: Row[Any]) -> KeyRecord:
-    member = ClientId.from_text(row.member_id) if row.member_id is not None else None
-    return KeyRecord(
-        row.id,
-        KeyUsage(row.usage),
-        member,
-        row.key_path,
-        row.cert_pem,
-        row.csr_pem,
-        row.status,
-        row.created_at,
-    )
-
-
-def _pinned_certificate(cert_pem: str | bytes) -> PinnedCertificate:
-    data = cert_pem.encode() if isinstance(cert_pem, str) else cert_pem
-    try:
-        certificate = x509.load_pem_x509_certificate(data)
-    except ValueError as error:
-        raise ServerConfError(f"not a PEM certificate: {error}") from error
-    pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-    return PinnedCertificate(certificate.fingerprint(hashes.SHA256()).hex(), pem)
-
-
-# --- the snapshot ----------------------------------------------------------------------
-
-
-def load_snapshot(connection: Connection) -> ServerConfSnapshot:
-    """Read every registration; give a connection in one transaction (db.begin_snapshot_read)."""
-    version = connection.scalar(sa.select(config_version.c.version).where(config_version.c.id == _CONFIG_ROW))
-    if version is None:
-        raise ServerConfError("config_version is empty: was the database migrated?")
-
-    subsystem_rows = connection.execute(sa.select(subsystems)).all()
-    clients = {row.id: _client_from_row(row) for row in subsystem_rows}
-    certificates: dict[int, list[PinnedCertificate]] = defaultdict(list)
-    for row in connection.execute(sa.select(client_certificates).order_by(client_certificates.c.id)):
-        certificates[row.subsystem_id].append(PinnedCertificate(row.sha256, row.cert_pem))
-    subsystem_confs = {
-        clients[row.id]: SubsystemConf(
-            clients[row.id],
-            ClientAuthMode(row.auth_mode),
-            tuple(certificates[row.id]),
-            log_bodies=bool(row.log_bodies),
-            timestamp_immediately=bool(row.timestamp_immediately),
-        )
-        for row in subsystem_rows
-    }
-
-    endpoints: dict[int, list[Endpoint]] = defaultdict(list)
-    for row in connection.execute(sa.select(rest_endpoints).order_by(rest_endpoints.c.id)):
-        endpoints[row.service_id].append(Endpoint(row.method, row.path_pattern))
-    service_confs: dict[ServiceId, ServiceConf] = {}
-    for row in connection.execute(sa.select(services)):
-        conf = _service_from_row(row, clients[row.subsystem_id], endpoints[row.id])
-        service_confs[conf.service] = conf
-
-    rights: dict[RightsKey, list[AccessRight]] = defaultdict(list)
-    for row in connection.execute(sa.select(access_rights).order_by(access_rights.c.id)):
-        right = AccessRight(
-            _subject_from_row(row.subject_type, row.subject_id),
-            row.service_code,
-            _endpoint_from_row(row.endpoint_method, row.endpoint_path),
-        )
-        rights[(clients[row.subsystem_id], row.service_code)].append(right)
-
-    members: dict[int, set[ClientId]] = defaultdict(set)
-    for row in connection.execute(sa.select(local_group_members)):
-        members[row.group_id].add(ClientId.from_text(row.client_id))
-    groups: dict[ClientId, dict[LocalGroupId, LocalGroup]] = defaultdict(dict)
-    for row in connection.execute(sa.select(local_groups)):
-        owner = clients[row.subsystem_id]
-        code = LocalGroupId(row.group_code)
-        groups[owner][code] = LocalGroup(owner, code, row.description, frozenset(members[row.id]))
-
-    return ServerConfSnapshot(
-        version=version,
-        subsystems=MappingProxyType(subsystem_confs),
-        services=MappingProxyType(service_confs),
-        access_rights=MappingProxyType({key: tuple(value) for key, value in rights.items()}),
-        local_groups=MappingProxyType({k: MappingProxyType(v) for k, v in groups.items()}),
-    )
-
-
-# --- the repository --------------------------------------------------------------------
 
 
 class ServerConfRepository:
@@ -301,7 +112,7 @@ class ServerConfRepository:
     def current_version(self) -> int:
         with self._engine.connect() as connection:
             version = connection.scalar(
-                sa.select(config_version.c.version).where(config_version.c.id == _CONFIG_ROW)
+                sa.select(config_version.c.version).where(config_version.c.id == CONFIG_ROW)
             )
         if version is None:
             raise ServerConfError("config_version is empty: was the database migrated?")
@@ -333,7 +144,7 @@ class ServerConfRepository:
             with begin_write(self._engine) as connection:
                 connection.execute(
                     sa.update(config_version)
-                    .where(config_version.c.id == _CONFIG_ROW)
+                    .where(config_version.c.id == CONFIG_ROW)
                     .values(version=config_version.c.version + 1, changed_at=self._clock())
                 )
                 yield connection
@@ -347,7 +158,7 @@ class ServerConfRepository:
 
     def add_subsystem(self, client: ClientId, auth_mode: ClientAuthMode = ClientAuthMode.HTTPS) -> None:
         with self._change() as connection:
-            if _find_subsystem(connection, client) is not None:
+            if find_subsystem(connection, client) is not None:
                 raise AlreadyExists(f"subsystem {client} is registered already")
             connection.execute(
                 sa.insert(subsystems).values(
@@ -362,7 +173,7 @@ class ServerConfRepository:
 
     def set_auth_mode(self, client: ClientId, auth_mode: ClientAuthMode) -> None:
         with self._change() as connection:
-            pk = _subsystem_pk(connection, client)
+            pk = subsystem_pk(connection, client)
             connection.execute(
                 sa.update(subsystems)
                 .where(subsystems.c.id == pk)
@@ -381,20 +192,20 @@ class ServerConfRepository:
         if not values:
             return
         with self._change() as connection:
-            pk = _subsystem_pk(connection, client)
+            pk = subsystem_pk(connection, client)
             connection.execute(sa.update(subsystems).where(subsystems.c.id == pk).values(**values))
 
     def remove_subsystem(self, client: ClientId) -> None:
         """Unregister a client with its services, rights, groups and certificates."""
         with self._change() as connection:
-            pk = _subsystem_pk(connection, client)
+            pk = subsystem_pk(connection, client)
             connection.execute(sa.delete(subsystems).where(subsystems.c.id == pk))
 
     def pin_certificate(self, client: ClientId, cert_pem: str | bytes) -> str:
         """Pin a client TLS certificate for the subsystem; returns its SHA-256 fingerprint (hex)."""
-        pinned = _pinned_certificate(cert_pem)
+        pinned = pinned_certificate(cert_pem)
         with self._change() as connection:
-            pk = _subsystem_pk(connection, client)
+            pk = subsystem_pk(connection, client)
             exists = connection.scalar(
                 sa.select(client_certificates.c.id).where(
                     client_certificates.c.subsystem_id == pk, client_certificates.c.sha256 == pinned.sha256
@@ -411,7 +222,7 @@ class ServerConfRepository:
 
     def unpin_certificate(self, client: ClientId, sha256: str) -> None:
         with self._change() as connection:
-            pk = _subsystem_pk(connection, client)
+            pk = subsystem_pk(connection, client)
             deleted = connection.execute(
                 sa.delete(client_certificates).where(
                     client_certificates.c.subsystem_id == pk, client_certificates.c.sha256 == sha256.lower()
@@ -424,26 +235,26 @@ class ServerConfRepository:
 
     def add_service(self, conf: ServiceConf) -> None:
         with self._change() as connection:
-            provider_pk = _subsystem_pk(connection, conf.provider)
-            if _find_service(connection, conf.service) is not None:
+            provider_pk = subsystem_pk(connection, conf.provider)
+            if find_service(connection, conf.service) is not None:
                 raise AlreadyExists(f"service {conf.service} is registered already")
             result = connection.execute(
-                sa.insert(services).values(subsystem_id=provider_pk, **_service_values(conf))
+                sa.insert(services).values(subsystem_id=provider_pk, **service_values(conf))
             )
-            _insert_endpoints(connection, _new_id(result), conf.endpoints)
+            insert_endpoints(connection, new_id(result), conf.endpoints)
 
     def update_service(self, conf: ServiceConf) -> None:
         """Replace a registered service's settings and endpoints with `conf`'s."""
         with self._change() as connection:
-            pk = _service_pk(connection, conf.service)
-            connection.execute(sa.update(services).where(services.c.id == pk).values(**_service_values(conf)))
+            pk = service_pk(connection, conf.service)
+            connection.execute(sa.update(services).where(services.c.id == pk).values(**service_values(conf)))
             connection.execute(sa.delete(rest_endpoints).where(rest_endpoints.c.service_id == pk))
-            _insert_endpoints(connection, pk, conf.endpoints)
+            insert_endpoints(connection, pk, conf.endpoints)
 
     def set_service_enabled(self, service: ServiceId, enabled: bool, notice: str | None = None) -> None:
         """Enable or disable a service; a disabled one answers ServiceDisabled with `notice`."""
         with self._change() as connection:
-            pk = _service_pk(connection, service)
+            pk = service_pk(connection, service)
             connection.execute(
                 sa.update(services)
                 .where(services.c.id == pk)
@@ -453,10 +264,10 @@ class ServerConfRepository:
     def remove_service(self, service: ServiceId) -> None:
         """Unregister a service; its access rights go with its last version (as in X-Road)."""
         with self._change() as connection:
-            pk = _service_pk(connection, service)
-            provider_pk = _subsystem_pk(connection, service.provider)
+            pk = service_pk(connection, service)
+            provider_pk = subsystem_pk(connection, service.provider)
             connection.execute(sa.delete(services).where(services.c.id == pk))
-            if not _service_code_registered(connection, provider_pk, service.service_code):
+            if not service_code_registered(connection, provider_pk, service.service_code):
                 connection.execute(
                     sa.delete(access_rights).where(
                         access_rights.c.subsystem_id == provider_pk,
@@ -466,18 +277,18 @@ class ServerConfRepository:
 
     def add_endpoint(self, service: ServiceId, endpoint: Endpoint) -> None:
         with self._change() as connection:
-            pk = _service_pk(connection, service)
+            pk = service_pk(connection, service)
             kind = connection.scalar(sa.select(services.c.kind).where(services.c.id == pk))
             if kind != ServiceKind.REST.value:
                 raise ServerConfError(f"{service} is not a REST service")
-            if _find_endpoint(connection, pk, endpoint) is not None:
+            if find_endpoint(connection, pk, endpoint) is not None:
                 raise AlreadyExists(f"endpoint {endpoint.method} {endpoint.path_pattern} exists already")
-            _insert_endpoints(connection, pk, (endpoint,))
+            insert_endpoints(connection, pk, (endpoint,))
 
     def remove_endpoint(self, service: ServiceId, endpoint: Endpoint) -> None:
         with self._change() as connection:
-            pk = _service_pk(connection, service)
-            endpoint_pk = _find_endpoint(connection, pk, endpoint)
+            pk = service_pk(connection, service)
+            endpoint_pk = find_endpoint(connection, pk, endpoint)
             if endpoint_pk is None:
                 raise NotFound(f"no endpoint {endpoint.method} {endpoint.path_pattern} on {service}")
             connection.execute(sa.delete(rest_endpoints).where(rest_endpoints.c.id == endpoint_pk))
@@ -487,7 +298,7 @@ class ServerConfRepository:
     def grant(self, provider: ClientId, right: AccessRight) -> None:
         """Give `right` to its subject on the provider's service (any version of its code)."""
         with self._change() as connection:
-            provider_pk = _subsystem_pk(connection, provider)
+            provider_pk = subsystem_pk(connection, provider)
             kinds = set(
                 connection.scalars(
                     sa.select(services.c.kind).where(
@@ -500,10 +311,10 @@ class ServerConfRepository:
             if right.endpoint is not None and ServiceKind.REST.value not in kinds:
                 raise ServerConfError(f"{right.service_code!r} is a SOAP service: it has no endpoints")
             if isinstance(right.subject, LocalGroupId):
-                _local_group_pk(connection, provider_pk, provider, right.subject)
-            if _find_right(connection, provider_pk, right) is not None:
+                local_group_pk(connection, provider_pk, provider, right.subject)
+            if find_right(connection, provider_pk, right) is not None:
                 raise AlreadyExists(f"{right.subject} holds this right to {right.service_code!r} already")
-            subject_type, subject_id = _subject_to_row(right.subject)
+            subject_type, subject_id = subject_to_row(right.subject)
             endpoint = right.endpoint
             connection.execute(
                 sa.insert(access_rights).values(
@@ -519,8 +330,8 @@ class ServerConfRepository:
 
     def revoke(self, provider: ClientId, right: AccessRight) -> None:
         with self._change() as connection:
-            provider_pk = _subsystem_pk(connection, provider)
-            right_pk = _find_right(connection, provider_pk, right)
+            provider_pk = subsystem_pk(connection, provider)
+            right_pk = find_right(connection, provider_pk, right)
             if right_pk is None:
                 raise NotFound(f"{right.subject} holds no such right to {right.service_code!r}")
             connection.execute(sa.delete(access_rights).where(access_rights.c.id == right_pk))
@@ -529,8 +340,8 @@ class ServerConfRepository:
 
     def add_local_group(self, owner: ClientId, group: LocalGroupId, description: str = "") -> None:
         with self._change() as connection:
-            owner_pk = _subsystem_pk(connection, owner)
-            if _find_local_group(connection, owner_pk, group) is not None:
+            owner_pk = subsystem_pk(connection, owner)
+            if find_local_group(connection, owner_pk, group) is not None:
                 raise AlreadyExists(f"{owner} has a local group {group} already")
             connection.execute(
                 sa.insert(local_groups).values(
@@ -540,7 +351,7 @@ class ServerConfRepository:
 
     def set_local_group_description(self, owner: ClientId, group: LocalGroupId, description: str) -> None:
         with self._change() as connection:
-            pk = _local_group_pk(connection, _subsystem_pk(connection, owner), owner, group)
+            pk = local_group_pk(connection, subsystem_pk(connection, owner), owner, group)
             connection.execute(
                 sa.update(local_groups).where(local_groups.c.id == pk).values(description=description)
             )
@@ -548,9 +359,9 @@ class ServerConfRepository:
     def remove_local_group(self, owner: ClientId, group: LocalGroupId) -> None:
         """Delete a local group, its members and the rights granted to it (as X-Road does)."""
         with self._change() as connection:
-            owner_pk = _subsystem_pk(connection, owner)
-            pk = _local_group_pk(connection, owner_pk, owner, group)
-            subject_type, subject_id = _subject_to_row(group)
+            owner_pk = subsystem_pk(connection, owner)
+            pk = local_group_pk(connection, owner_pk, owner, group)
+            subject_type, subject_id = subject_to_row(group)
             connection.execute(
                 sa.delete(access_rights).where(
                     access_rights.c.subsystem_id == owner_pk,
@@ -562,8 +373,8 @@ class ServerConfRepository:
 
     def add_local_group_member(self, owner: ClientId, group: LocalGroupId, member: ClientId) -> None:
         with self._change() as connection:
-            pk = _local_group_pk(connection, _subsystem_pk(connection, owner), owner, group)
-            if _find_member(connection, pk, member) is not None:
+            pk = local_group_pk(connection, subsystem_pk(connection, owner), owner, group)
+            if find_member(connection, pk, member) is not None:
                 raise AlreadyExists(f"{member} is in {group} already")
             connection.execute(
                 sa.insert(local_group_members).values(
@@ -573,8 +384,8 @@ class ServerConfRepository:
 
     def remove_local_group_member(self, owner: ClientId, group: LocalGroupId, member: ClientId) -> None:
         with self._change() as connection:
-            pk = _local_group_pk(connection, _subsystem_pk(connection, owner), owner, group)
-            member_pk = _find_member(connection, pk, member)
+            pk = local_group_pk(connection, subsystem_pk(connection, owner), owner, group)
+            member_pk = find_member(connection, pk, member)
             if member_pk is None:
                 raise NotFound(f"{member} is not in {group}")
             connection.execute(sa.delete(local_group_members).where(local_group_members.c.id == member_pk))
@@ -649,7 +460,7 @@ class ServerConfRepository:
                     created_at=created_at,
                 )
             )
-        return KeyRecord(_new_id(result), usage, member, key_path, cert_pem, csr_pem, status, created_at)
+        return KeyRecord(new_id(result), usage, member, key_path, cert_pem, csr_pem, status, created_at)
 
     def update_key(
         self,
@@ -671,7 +482,7 @@ class ServerConfRepository:
             row = connection.execute(sa.select(keys).where(keys.c.id == key_id)).first()
             if row is None:
                 raise NotFound(f"no key {key_id}")
-            return _key_from_row(row)
+            return key_from_row(row)
 
     def remove_key(self, key_id: int) -> None:
         with self._change() as connection:
@@ -681,120 +492,11 @@ class ServerConfRepository:
     def get_key(self, key_id: int) -> KeyRecord | None:
         with self._engine.connect() as connection:
             row = connection.execute(sa.select(keys).where(keys.c.id == key_id)).first()
-        return _key_from_row(row) if row is not None else None
+        return key_from_row(row) if row is not None else None
 
     def list_keys(self, usage: KeyUsage | None = None) -> list[KeyRecord]:
         query = sa.select(keys).order_by(keys.c.id)
         if usage is not None:
             query = query.where(keys.c.usage == KeyUsage(usage).value)
         with self._engine.connect() as connection:
-            return [_key_from_row(row) for row in connection.execute(query)]
-
-
-# --- lookups inside a transaction ------------------------------------------------------
-
-
-def _new_id(result: sa.CursorResult[Any]) -> int:
-    key = result.inserted_primary_key
-    if key is None:
-        raise RuntimeError("the database gave no id for the new row")
-    return int(key[0])
-
-
-def _find_subsystem(connection: Connection, client: ClientId) -> int | None:
-    return connection.scalar(sa.select(subsystems.c.id).where(subsystems.c.client_id == client.to_text()))
-
-
-def _subsystem_pk(connection: Connection, client: ClientId) -> int:
-    pk = _find_subsystem(connection, client)
-    if pk is None:
-        raise NotFound(f"no subsystem {client} is registered")
-    return pk
-
-
-def _find_service(connection: Connection, service: ServiceId) -> int | None:
-    return connection.scalar(
-        sa.select(services.c.id)
-        .join(subsystems, services.c.subsystem_id == subsystems.c.id)
-        .where(
-            subsystems.c.client_id == service.provider.to_text(),
-            services.c.service_code == service.service_code,
-            # `== None` renders IS NULL: a service without version is found only as such.
-            services.c.service_version == service.service_version,
-        )
-    )
-
-
-def _service_pk(connection: Connection, service: ServiceId) -> int:
-    pk = _find_service(connection, service)
-    if pk is None:
-        raise NotFound(f"no service {service} is registered")
-    return pk
-
-
-def _service_code_registered(connection: Connection, provider_pk: int, service_code: str) -> bool:
-    found = connection.scalar(
-        sa.select(services.c.id)
-        .where(services.c.subsystem_id == provider_pk, services.c.service_code == service_code)
-        .limit(1)
-    )
-    return found is not None
-
-
-def _find_endpoint(connection: Connection, service_pk: int, endpoint: Endpoint) -> int | None:
-    return connection.scalar(
-        sa.select(rest_endpoints.c.id).where(
-            rest_endpoints.c.service_id == service_pk,
-            rest_endpoints.c.method == endpoint.method,
-            rest_endpoints.c.path_pattern == endpoint.path_pattern,
-        )
-    )
-
-
-def _insert_endpoints(connection: Connection, service_pk: int, endpoints: Sequence[Endpoint]) -> None:
-    if endpoints:
-        connection.execute(
-            sa.insert(rest_endpoints),
-            [
-                {"service_id": service_pk, "method": e.method, "path_pattern": e.path_pattern}
-                for e in endpoints
-            ],
-        )
-
-
-def _find_right(connection: Connection, provider_pk: int, right: AccessRight) -> int | None:
-    subject_type, subject_id = _subject_to_row(right.subject)
-    endpoint = right.endpoint
-    return connection.scalar(
-        sa.select(access_rights.c.id).where(
-            access_rights.c.subsystem_id == provider_pk,
-            access_rights.c.service_code == right.service_code,
-            access_rights.c.subject_type == subject_type,
-            access_rights.c.subject_id == subject_id,
-            access_rights.c.endpoint_method == (endpoint.method if endpoint else None),
-            access_rights.c.endpoint_path == (endpoint.path_pattern if endpoint else None),
-        )
-    )
-
-
-def _find_local_group(connection: Connection, owner_pk: int, group: LocalGroupId) -> int | None:
-    return connection.scalar(
-        sa.select(local_groups.c.id).where(
-            local_groups.c.subsystem_id == owner_pk, local_groups.c.group_code == group.group_code
-        )
-    )
-
-
-def _local_group_pk(connection: Connection, owner_pk: int, owner: ClientId, group: LocalGroupId) -> int:
-    pk = _find_local_group(connection, owner_pk, group)
-    if pk is None:
-        raise NotFound(f"{owner} has no local group {group}")
-    return pk
-
-
-def _find_member(connection: Connection, group_pk: int, member: ClientId) -> int | None:
-    return connection.scalar(
-        sa.select(local_group_members.c.id).where(
-            local_group_members.c.group_id == group_pk, local_group_members.c.client_id == member.to_text()
-        )
-    )
+            return [key_from_row(row) for row in connection.execute(query)]
