@@ -21,13 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.adminstore import (
-    DEFAULT_AUDIT_PAGE,
-    AdminStore,
-    ApiKey,
-    AuditEntry,
-    AuditResult,
-)
+from gateway.adminstore import DEFAULT_AUDIT_PAGE, AdminStore, ApiKey, AuditEntry, AuditResult
 from gateway.ids import ClientId, LocalGroupId, ServiceId
 from gateway.serverconf.access import AccessRight, Endpoint
 from gateway.serverconf.db import begin_snapshot_read, begin_write, create_engine
