@@ -1,31 +1,34 @@
-"""The message log's storage (the package face; split by concept next)."""
+"""The message log's storage: the group-committing writer, reads, search, archiving and purge.
+
+The package's face. Modules: `writer` (group commit on the request path), `chain` (appending
+to a chain under its row's lock; a chain's head), `queries` (reads and search), `retention`
+(archiving and purge), `stored` (what reads return).
+"""
 
 from __future__ import annotations
 
-from gateway.messagelog.store.writer import (
-    DEFAULT_MAX_BATCH,
-    DEFAULT_PURGE_BATCH,
-    DEFAULT_WINDOW_SECONDS,
-    MAX_SEARCH_LIMIT,
-    ChainArchive,
-    ChainState,
+from gateway.messagelog.store.chain import (
     DriverParameters,
     DriverStatement,
-    LoggingFailed,
-    MessageLogWriter,
-    StoredRecord,
-    StoredTimestamp,
     chain_state,
     chain_states,
-    get_exchange,
-    get_record,
     lock_chain,
-    mark_archived,
     predecessor_hash,
+)
+from gateway.messagelog.store.queries import MAX_SEARCH_LIMIT, get_exchange, get_record, read_chain, search
+from gateway.messagelog.store.retention import (
+    DEFAULT_PURGE_BATCH,
+    ChainArchive,
+    mark_archived,
     purge,
-    read_chain,
     records_to_archive,
-    search,
+)
+from gateway.messagelog.store.stored import ChainState, StoredRecord, StoredTimestamp
+from gateway.messagelog.store.writer import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_WINDOW_SECONDS,
+    LoggingFailed,
+    MessageLogWriter,
 )
 
 __all__ = [
