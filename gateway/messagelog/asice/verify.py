@@ -39,538 +39,52 @@ import binascii
 import datetime as dt
 import hashlib
 import hmac
-import io
 import json
-import re
-import zipfile
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from asn1crypto import cms, tsp
+from asn1crypto import cms
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from lxml import etree
 
-from gateway.crypto.hashtree import DIGEST_SIZE, Proof, ProofStep, Side, root_from_proof
-from gateway.crypto.rootsig import (
-    SHA256_URI,
-    SignatureVerificationError,
-    VerifiedRoot,
-    verify_root_signature,
+from gateway.crypto.hashtree import DIGEST_SIZE
+from gateway.crypto.rootsig import SHA256_URI, SignatureVerificationError, VerifiedRoot, verify_root_signature
+from gateway.crypto.timestamp import TimestampError, verify_timestamp_token
+from gateway.messagelog.asice.build import (
+    _asic_manifest,
+    _record_json,
+    timestamp_response,
+    timestamp_token_of,
 )
-from gateway.crypto.timestamp import (
-    TimestampError,
-    parse_timestamp_response,
-    parse_timestamp_token,
-    verify_timestamp_token,
+from gateway.messagelog.asice.layout import (
+    _MEDIA_TYPES,
+    _REST_HEAD_FILES,
+    ASIC_MANIFEST,
+    ASIC_NS,
+    CONTAINER_NAMES,
+    DS_NS,
+    MANIFEST_TXT,
+    MAX_EVIDENCE_FILE_BYTES,
+    MESSAGE_BIN,
+    MESSAGE_XML,
+    MIMETYPE,
+    OCSP,
+    PROOF,
+    RECORD,
+    RECORD_FORMAT,
+    SIGNATURE,
+    TIMESTAMP,
+    TIMESTAMP_PROOF,
+    ContainerError,
+    message_file_name,
+    parse_manifest,
 )
-from gateway.messagelog.record import OUTCOME_OK, LogRecord, chain_hash
-from gateway.protocol.transport import MANIFEST_FIRST_LINE, MAX_PROOF_STEPS, PartName
+from gateway.messagelog.asice.proof import _canonical_json, _digest_from_hex, decode_proof
+from gateway.messagelog.asice.zipread import DEFAULT_ZIP_LIMITS, ZipLimits, read_container
+from gateway.messagelog.record import OUTCOME_OK
+from gateway.protocol.transport import PartName
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
-
-MEDIA_TYPE: Final = "application/vnd.etsi.asic-e+zip"  # ETSI EN 319 162-1, ASiC-E
-
-MIMETYPE: Final = "mimetype"
-MESSAGE_XML: Final = "message.xml"
-MESSAGE_BIN: Final = "message.bin"
-REST_REQUEST: Final = "rest-request.json"
-REST_RESPONSE: Final = "rest-response.json"
-MANIFEST_TXT: Final = "manifest.txt"
-SIGNATURE: Final = "META-INF/signatures0.xml"
-PROOF: Final = "META-INF/proof.json"
-RECORD: Final = "META-INF/record.json"
-TIMESTAMP: Final = "META-INF/timestamp.tsr"
-TIMESTAMP_PROOF: Final = "META-INF/timestamp-proof.json"
-OCSP: Final = "META-INF/ocsp.der"
-ASIC_MANIFEST: Final = "META-INF/manifest.xml"
-
-CONTAINER_NAMES: Final = frozenset(
-    {
-        MIMETYPE,
-        MESSAGE_XML,
-        MESSAGE_BIN,
-        REST_REQUEST,
-        REST_RESPONSE,
-        MANIFEST_TXT,
-        SIGNATURE,
-        PROOF,
-        RECORD,
-        TIMESTAMP,
-        TIMESTAMP_PROOF,
-        OCSP,
-        ASIC_MANIFEST,
-    }
-)
-"""The only names a container may hold: our own layout, so anything else is refused."""
-
-_REST_HEAD_FILES: Final = {PartName.REST_REQUEST: REST_REQUEST, PartName.REST_RESPONSE: REST_RESPONSE}
-
-_MEDIA_TYPES: Final = {
-    REST_REQUEST: "application/json",
-    REST_RESPONSE: "application/json",
-    MANIFEST_TXT: "text/plain; charset=us-ascii",
-    SIGNATURE: "application/xml",
-    PROOF: "application/json",
-    RECORD: "application/json",
-    TIMESTAMP: "application/timestamp-reply",  # RFC 3161 §4
-    TIMESTAMP_PROOF: "application/json",
-    OCSP: "application/ocsp-response",  # RFC 6960 Appendix C.2
-}
-"""Media types of the evidence files; the message's is its own, from the manifest."""
-
-_XML_MEDIA_TYPES: Final = frozenset({"text/xml", "application/soap+xml", "application/xml"})
-"""A message of one of these types is stored as `message.xml`; anything else (SOAP with
-attachments, a REST body) as `message.bin`."""
-
-ASIC_NS: Final = "http://uri.etsi.org/02918/v1.2.1#"  # ETSI EN 319 162-1 ASiC schema namespace
-DS_NS: Final = "http://www.w3.org/2000/09/xmldsig#"
-
-PROOF_FORMAT: Final = "xgate-proof/1"
-RECORD_FORMAT: Final = "xgate-container-record/1"
-
-# --- limits: a container is read from wherever an officer found it, so it is untrusted ----
-
-MAX_CONTAINER_BYTES: Final = 128 * 1024 * 1024
-"""One message (config.DEFAULT_MAX_MESSAGE_BYTES is 10 MB, operators may raise it) plus a few
-KB of evidence; 128 MB is far above any real container and bounds what we read into memory."""
-
-MAX_MESSAGE_FILE_BYTES: Final = 96 * 1024 * 1024
-"""Uncompressed message or REST head: what the gateway could have accepted, with room to spare."""
-
-MAX_EVIDENCE_FILE_BYTES: Final = 1024 * 1024
-"""Any other file: signatures are <64 KB (rootsig.MAX_SIGNED_ROOT_BYTES), proofs and tokens a few KB."""
-
-MAX_UNCOMPRESSED_BYTES: Final = MAX_CONTAINER_BYTES
-"""All files together, uncompressed: the zip-bomb bound, checked on declared and on real sizes."""
-
-MAX_ENTRIES: Final = len(CONTAINER_NAMES)
-"""We write at most every known name once; a central directory with more is not ours."""
-
-_SIDES: Final = (Side.LEFT.value, Side.RIGHT.value)
-_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
-_MANIFEST_LINE = re.compile(rb"(rest-request|rest-response|message) ([0-9a-f]{64}) ([\x20-\x7e]+)\n")
-_MANIFEST_LAYOUTS: Final = (
-    [PartName.MESSAGE],
-    [PartName.REST_REQUEST, PartName.MESSAGE],
-    [PartName.REST_RESPONSE, PartName.MESSAGE],
-)
-"""The signed parts of a SOAP message, a REST request and a REST response (docs/transport.md)."""
-_EPOCH_OF_ZIP: Final = dt.datetime(1980, 1, 1, tzinfo=dt.UTC)  # the earliest time a zip entry can hold
-
-
-class ContainerError(ValueError):
-    """A container (or archive) is unsafe or malformed; the message says which rule it broke."""
-
-
-# --- hash-tree proofs as JSON --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProofDocument:
-    """A proof that `leaf` is in the tree whose root is `root` (RFC 6962 §2.1 hashing, hashtree.py)."""
-
-    leaf: bytes
-    steps: Proof
-    root: bytes
-
-
-def encode_proof(leaf: bytes, steps: Proof) -> str:
-    """The PROOF_FORMAT text for `leaf` and its steps: what `LogRecord.proof_json` and the
-    container's proof files hold.
-
-    Canonical JSON (sorted keys, no spaces), hex digests, steps from the leaf upwards, each
-    naming the side its sibling is on (docs/verification.md shows a 10-line checker):
-    `{"format":"xgate-proof/1","leaf":HEX,"root":HEX,"steps":[{"side":"right","sibling":HEX},...]}`.
-    """
-    root = root_from_proof(leaf, steps)
-    document = {
-        "format": PROOF_FORMAT,
-        "leaf": leaf.hex(),
-        "root": root.hex(),
-        "steps": [{"side": str(side), "sibling": sibling.hex()} for side, sibling in steps],
-    }
-    return _canonical_json(document).decode("ascii")
-
-
-def decode_proof(text: str) -> ProofDocument:
-    """Parse PROOF_FORMAT strictly; the steps must lead from `leaf` to the stated `root`."""
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise ContainerError(f"proof is not JSON: {exc}") from exc
-    if not isinstance(value, dict) or set(value) != {"format", "leaf", "root", "steps"}:
-        raise ContainerError("proof must hold exactly format, leaf, root and steps")
-    if value["format"] != PROOF_FORMAT:
-        raise ContainerError(f"proof format must be {PROOF_FORMAT}, not {value['format']!r}")
-    raw_steps = value["steps"]
-    if not isinstance(raw_steps, list) or len(raw_steps) > MAX_PROOF_STEPS:
-        raise ContainerError(f"proof steps must be a list of at most {MAX_PROOF_STEPS}")
-    steps: list[ProofStep] = []
-    for step in raw_steps:
-        if not isinstance(step, dict) or set(step) != {"side", "sibling"} or step["side"] not in _SIDES:
-            raise ContainerError('each proof step must be {"side": "left"|"right", "sibling": HEX}')
-        steps.append(ProofStep(Side(step["side"]), _digest_from_hex(step["sibling"], "proof sibling")))
-    document = ProofDocument(
-        _digest_from_hex(value["leaf"], "proof leaf"),
-        tuple(steps),
-        _digest_from_hex(value["root"], "proof root"),
-    )
-    if not hmac.compare_digest(root_from_proof(document.leaf, document.steps), document.root):
-        raise ContainerError("the proof's steps do not lead from its leaf to its root")
-    if text != encode_proof(document.leaf, document.steps):
-        raise ContainerError(f"the proof is not in the canonical form of {PROOF_FORMAT}")
-    return document
-
-
-def _digest_from_hex(value: object, what: str) -> bytes:
-    if not isinstance(value, str) or not _HEX_DIGEST.fullmatch(value):
-        raise ContainerError(f"{what} must be {DIGEST_SIZE * 2} lower-case hex digits")
-    return bytes.fromhex(value)
-
-
-# --- the transport manifest ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One line of the transport manifest (docs/transport.md "Manifest and leaf digest")."""
-
-    name: str
-    digest: bytes
-    content_type: str
-
-
-def parse_manifest(text: bytes) -> tuple[ManifestEntry, ...]:
-    """The entries of a transport manifest, which must be exactly in the documented form."""
-    if not text.startswith(MANIFEST_FIRST_LINE):
-        raise ContainerError("manifest.txt does not start with xgate-manifest/1")
-    entries: list[ManifestEntry] = []
-    position = len(MANIFEST_FIRST_LINE)
-    while position < len(text):
-        line = _MANIFEST_LINE.match(text, position)
-        if line is None:
-            raise ContainerError(
-                f"manifest.txt line {len(entries) + 2} is not 'NAME SHA256-HEX CONTENT-TYPE'"
-            )
-        entries.append(ManifestEntry(line[1].decode(), bytes.fromhex(line[2].decode()), line[3].decode()))
-        position = line.end()
-    names = [entry.name for entry in entries]
-    if names not in _MANIFEST_LAYOUTS:
-        raise ContainerError(f"manifest.txt lists parts {names}, not a transport message's")
-    return tuple(entries)
-
-
-def message_file_name(content_type: str) -> str:
-    """`message.xml` for a bare XML message, `message.bin` for anything else."""
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return MESSAGE_XML if media_type in _XML_MEDIA_TYPES else MESSAGE_BIN
-
-
-# --- building ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoggedMessage:
-    """One log record with the evidence around it: everything a container is made of.
-
-    `prev_hash` is the chain hash of the record before it (record.GENESIS_HASH for the first);
-    `timestamp_token` is the RFC 3161 TimeStampToken (DER; a whole TimeStampResp is accepted
-    too) whose message imprint is the root of the log batch that held this record, and
-    `timestamp_proof` the path from this record's chain hash to that root. `rest_head` is the
-    signed REST head part: by default the record's own (`LogRecord.rest_head`); given here
-    for a record that does not keep it, it must not contradict one the record keeps.
-    """
-
-    record: LogRecord
-    prev_hash: bytes
-    timestamp_token: bytes | None = None
-    timestamp_proof: Proof | None = None
-    rest_head: bytes | None = None
-
-    def __post_init__(self) -> None:
-        if self.rest_head is None:
-            object.__setattr__(self, "rest_head", self.record.rest_head)
-        elif self.record.rest_head is not None and self.rest_head != self.record.rest_head:
-            raise ValueError("the REST head given is not the one the record keeps")
-
-    @property
-    def record_hash(self) -> bytes:
-        return chain_hash(self.prev_hash, self.record)
-
-
-def build_container(message: LoggedMessage) -> bytes:
-    """The ASiC-E container for one logged message (module docstring has the layout).
-
-    Refuses (ValueError) evidence that does not fit together, so no container is written that
-    could never verify: a body or REST head whose digest is not the manifest's, a proof for
-    another leaf, a token that stamps something other than the proof's root.
-    """
-    record = message.record
-    entries = {entry.name: entry for entry in parse_manifest(record.manifest)}
-    files: dict[str, bytes] = {}
-    media_types: dict[str, str] = {}
-
-    message_entry = entries[PartName.MESSAGE]
-    if record.message is not None:
-        _expect_digest(record.message, message_entry.digest, "the logged message")
-        name = message_file_name(message_entry.content_type)
-        files[name] = record.message
-        media_types[name] = message_entry.content_type
-    for part, file_name in _REST_HEAD_FILES.items():
-        if part in entries and message.rest_head is not None:
-            _expect_digest(message.rest_head, entries[part].digest, f"the {part} head")
-            files[file_name] = message.rest_head
-    if message.rest_head is not None and not any(part in entries for part in _REST_HEAD_FILES):
-        raise ValueError("a REST head was given but the manifest lists none")
-    files[MANIFEST_TXT] = record.manifest
-
-    if (record.signed_root_xml is None) != (record.proof_json is None):
-        raise ValueError("a record must have both a signed root and its proof, or neither")
-    if record.signed_root_xml is None and record.outcome == OUTCOME_OK:
-        raise ValueError("only a fault is logged unsigned (record.py), yet this record's outcome is ok")
-    if record.signed_root_xml is not None and record.proof_json is not None:
-        proof = decode_proof(record.proof_json)
-        if proof.leaf != hashlib.sha256(record.manifest).digest():
-            raise ValueError("the record's proof is not for its manifest")
-        files[SIGNATURE] = record.signed_root_xml
-        files[PROOF] = record.proof_json.encode("utf-8")
-    if record.ocsp_response is not None:
-        files[OCSP] = record.ocsp_response
-
-    record_hash = message.record_hash
-    files[RECORD] = _record_document(message, record_hash)
-    if (message.timestamp_token is None) != (message.timestamp_proof is None):
-        raise ValueError("a timestamp token comes with its proof, or neither is given")
-    if message.timestamp_token is not None and message.timestamp_proof is not None:
-        token = timestamp_token_of(message.timestamp_token)
-        stamped_root = root_from_proof(record_hash, message.timestamp_proof)
-        if stamped_imprint(token) != stamped_root:
-            raise ValueError("the timestamp token does not stamp the root the record's proof leads to")
-        files[TIMESTAMP] = timestamp_response(token)
-        files[TIMESTAMP_PROOF] = encode_proof(record_hash, message.timestamp_proof).encode("ascii")
-
-    media_types.update((name, _MEDIA_TYPES[name]) for name in files if name not in media_types)
-    files[ASIC_MANIFEST] = _asic_manifest(files, media_types)
-    return _zip(files, record.logged_at)
-
-
-def _expect_digest(data: bytes, digest: bytes, what: str) -> None:
-    if hashlib.sha256(data).digest() != digest:
-        raise ValueError(f"{what} does not have the digest the manifest lists")
-
-
-def _record_document(message: LoggedMessage, record_hash: bytes) -> bytes:
-    """record.json: the chained fields as record.py defines them, and how they chain.
-
-    Indented for reading; the content digest is over the canonical re-encoding of `content`
-    (record.LogRecord.content_digest). The layout is still fixed, and checked, so that every
-    byte of a container is accounted for.
-    """
-    document = {
-        "format": RECORD_FORMAT,
-        "content": message.record.content_fields(),
-        "content_digest": message.record.content_digest().hex(),
-        "prev_hash": message.prev_hash.hex(),
-        "record_hash": record_hash.hex(),
-    }
-    return _record_json(document)
-
-
-def _record_json(document: Mapping[str, Any]) -> bytes:
-    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _asic_manifest(files: Mapping[str, bytes], media_types: Mapping[str, str]) -> bytes:
-    """META-INF/manifest.xml: ASiCManifest-style DataObjectReferences, one per file (module docstring)."""
-    root = etree.Element(f"{{{ASIC_NS}}}ASiCManifest", nsmap={"asic": ASIC_NS, "ds": DS_NS})
-    for name in sorted(files):
-        reference = etree.SubElement(root, f"{{{ASIC_NS}}}DataObjectReference")
-        reference.set("URI", name)
-        reference.set("MimeType", media_types[name])
-        etree.SubElement(reference, f"{{{DS_NS}}}DigestMethod").set("Algorithm", SHA256_URI)
-        digest = base64.b64encode(hashlib.sha256(files[name]).digest()).decode("ascii")
-        etree.SubElement(reference, f"{{{DS_NS}}}DigestValue").text = digest
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8") + b"\n"
-
-
-def _zip(files: Mapping[str, bytes], logged_at: dt.datetime) -> bytes:
-    """The zip: `mimetype` first and stored (EN 319 162-1 Annex A), then the files in a fixed order.
-
-    Entries carry the log time, so the same record always gives the same bytes.
-    """
-    date_time = zip_date_time(logged_at)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.comment = f"mimetype={MEDIA_TYPE}".encode("ascii")  # EN 319 162-1 Annex A, optional
-        archive.writestr(zipfile.ZipInfo(MIMETYPE, date_time), MEDIA_TYPE, zipfile.ZIP_STORED)
-        for name in sorted(files, key=lambda n: (n.startswith("META-INF/"), n)):
-            info = zipfile.ZipInfo(name, date_time)
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, files[name], zipfile.ZIP_DEFLATED, compresslevel=6)
-    return buffer.getvalue()
-
-
-def zip_date_time(moment: dt.datetime) -> tuple[int, int, int, int, int, int]:
-    """A zip entry's time: UTC, since zip has no zone, and nothing before 1980, which it cannot hold."""
-    utc = max(moment.astimezone(dt.UTC), _EPOCH_OF_ZIP)
-    return (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second)
-
-
-# --- RFC 3161 tokens -----------------------------------------------------------------------
-
-
-def timestamp_token_of(der: bytes) -> bytes:
-    """The TimeStampToken (RFC 3161 §2.4.2) in `der`, which is either the token or a granted TimeStampResp."""
-    try:
-        return parse_timestamp_token(der).der
-    except TimestampError:
-        pass
-    try:
-        return parse_timestamp_response(der).der
-    except (TimestampError, ValueError) as exc:  # asn1crypto parses lazily: ValueError can surface late
-        raise ContainerError(f"not an RFC 3161 token or granted response: {exc}") from exc
-
-
-def timestamp_response(token: bytes) -> bytes:
-    """A granted TimeStampResp around `token`, the form `openssl ts -verify -in` reads.
-
-    The status is unsigned in RFC 3161 (§2.4.2); the token inside, which is signed, is kept
-    byte for byte.
-    """
-    response = bytes(
-        tsp.TimeStampResp(
-            {"status": {"status": "granted"}, "time_stamp_token": cms.ContentInfo.load(token)}
-        ).dump()
-    )
-    if token not in response:  # asn1crypto re-emits a parsed value as read; make sure of it
-        raise ContainerError("the token did not survive wrapping unchanged")
-    return response
-
-
-def stamped_imprint(token: bytes) -> bytes:
-    """The SHA-256 digest a token stamps (RFC 3161 §2.4.2 TSTInfo.messageImprint), unverified."""
-    try:
-        parsed = parse_timestamp_token(token)
-    except TimestampError as exc:
-        raise ContainerError(str(exc)) from exc
-    if parsed.hash_algorithm != "sha256":
-        raise ContainerError(f"timestamp token's imprint uses {parsed.hash_algorithm}, not sha256")
-    return parsed.hashed_message
-
-
-# --- reading a zip safely ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ZipLimits:
-    """Bounds on what reading an untrusted zip may cost (zip bombs, huge directories)."""
-
-    max_bytes: int = MAX_CONTAINER_BYTES
-    max_entries: int = MAX_ENTRIES
-    max_entry_bytes: int = MAX_MESSAGE_FILE_BYTES
-    max_total_bytes: int = MAX_UNCOMPRESSED_BYTES
-
-
-def checked_entries(archive: zipfile.ZipFile, limits: ZipLimits) -> list[zipfile.ZipInfo]:
-    """The entries of `archive`, once their names and declared sizes are known to be safe.
-
-    Refuses path traversal and absolute names (zip-slip: an unzip would write outside its
-    directory), duplicate names (two readers could pick different ones), directories,
-    encryption, and declared sizes over the limits. Real sizes are bounded again while
-    reading (:func:`read_entry`): declared sizes are only the attacker's word.
-    """
-    infos = archive.infolist()
-    if len(infos) > limits.max_entries:
-        raise ContainerError(f"zip has {len(infos)} entries, more than {limits.max_entries}")
-    seen: set[str] = set()
-    total = 0
-    for info in infos:
-        name = info.filename
-        if name.startswith("/") or re.match(r"[A-Za-z]:", name) or "\\" in name:
-            raise ContainerError(f"zip entry {name!r} has an absolute or non-portable path")
-        if ".." in name.split("/") or "\x00" in name:
-            raise ContainerError(f"zip entry {name!r} climbs out of its directory")
-        if name in seen:
-            raise ContainerError(f"zip entry {name!r} appears twice")
-        seen.add(name)
-        if info.is_dir():
-            raise ContainerError(f"zip entry {name!r} is a directory")
-        if info.flag_bits & 0x1:
-            raise ContainerError(f"zip entry {name!r} is encrypted")
-        if info.file_size > limits.max_entry_bytes:
-            raise ContainerError(f"zip entry {name!r} declares {info.file_size} bytes, over the limit")
-        total += info.file_size
-        if total > limits.max_total_bytes:
-            raise ContainerError(f"zip entries declare more than {limits.max_total_bytes} bytes in all")
-    return infos
-
-
-def read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> bytes:
-    """An entry's bytes, reading at most `max_bytes` whatever its header says (zip bombs)."""
-    try:
-        with archive.open(info) as stream:
-            data = stream.read(max_bytes + 1)
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
-        raise ContainerError(f"zip entry {info.filename!r} cannot be read: {exc}") from exc
-    if len(data) > max_bytes:
-        raise ContainerError(f"zip entry {info.filename!r} expands beyond {max_bytes} bytes")
-    return data
-
-
-def read_container(data: bytes, limits: ZipLimits = ZipLimits()) -> dict[str, bytes]:
-    """The files of a container, after the zip-level rules of ASiC-E and of safety are checked."""
-    if len(data) > limits.max_bytes:
-        raise ContainerError(f"container of {len(data)} bytes is over the {limits.max_bytes}-byte limit")
-    _check_mimetype_header(data)
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise ContainerError(f"not a readable zip: {exc}") from exc
-    with archive:
-        infos = checked_entries(archive, limits)
-        if not infos or infos[0].filename != MIMETYPE or infos[0].header_offset != 0:
-            raise ContainerError("mimetype must be the first entry")
-        unknown = sorted(info.filename for info in infos if info.filename not in CONTAINER_NAMES)
-        if unknown:
-            raise ContainerError(f"unexpected files in the container: {', '.join(unknown)}")
-        files: dict[str, bytes] = {}
-        total = 0
-        for info in infos:
-            limit = limits.max_entry_bytes if _is_message_file(info.filename) else MAX_EVIDENCE_FILE_BYTES
-            files[info.filename] = read_entry(archive, info, min(limit, limits.max_total_bytes - total))
-            total += len(files[info.filename])
-    if files[MIMETYPE] != MEDIA_TYPE.encode("ascii"):
-        raise ContainerError(f"mimetype must be {MEDIA_TYPE}")
-    if MESSAGE_XML in files and MESSAGE_BIN in files:
-        raise ContainerError("a container holds one message file, not two")
-    return files
-
-
-def _is_message_file(name: str) -> bool:
-    return name in (MESSAGE_XML, MESSAGE_BIN, REST_REQUEST, REST_RESPONSE)
-
-
-def _check_mimetype_header(data: bytes) -> None:
-    """EN 319 162-1 Annex A: the first local header is `mimetype`, stored, without an extra field.
-
-    Read from the raw bytes (offset 30 is the name, 38 the content) because that is exactly
-    what sniffing tools read, and zipfile would not tell us about the local extra field.
-    """
-    media_type = MEDIA_TYPE.encode("ascii")
-    if len(data) < 38 + len(media_type) or data[:4] != b"PK\x03\x04":
-        raise ContainerError("not a zip file (no local file header at the start)")
-    method = int.from_bytes(data[8:10], "little")
-    name_length = int.from_bytes(data[26:28], "little")
-    extra_length = int.from_bytes(data[28:30], "little")
-    if data[30 : 30 + name_length] != MIMETYPE.encode("ascii"):
-        raise ContainerError("mimetype must be the first entry")
-    if method != zipfile.ZIP_STORED or extra_length != 0:
-        raise ContainerError("mimetype must be stored uncompressed and without an extra field")
-    if data[38 : 38 + len(media_type)] != media_type:
-        raise ContainerError(f"mimetype must be {MEDIA_TYPE}")
-
 
 # --- verifying -----------------------------------------------------------------------------
 
@@ -616,7 +130,7 @@ def verify_container(
     trusted_tsa_certs: Sequence[x509.Certificate],
     tsa_ca_certs: Sequence[x509.Certificate] | None = None,
     require_timestamp: bool = True,
-    limits: ZipLimits = ZipLimits(),
+    limits: ZipLimits = DEFAULT_ZIP_LIMITS,
 ) -> ContainerReport:
     """Check a container completely and offline; `report.valid` says whether all steps passed.
 
@@ -907,8 +421,3 @@ def _utf8(data: bytes, what: str) -> str:
 
 def _sha256_hex(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
-
-
-def _canonical_json(value: object) -> bytes:
-    """Sorted keys, no spaces, UTF-8: the form record.LogRecord.content_digest hashes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
