@@ -20,7 +20,16 @@ def loaded_after_import(module: str, candidates: tuple[str, ...]) -> list[str]:
     return result.stdout.split()
 
 
-@pytest.mark.parametrize("module", ["gateway.serverconf.model", "gateway.proxy.records"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "gateway.serverconf.model",
+        "gateway.proxy.records",
+        "gateway.messagelog.verify",
+        "gateway.messagelog.asice",
+        "gateway.central.requests",
+    ],
+)
 def test_sans_io_module_loads_no_storage(module: str) -> None:
     assert loaded_after_import(module, EDGE_LIBRARIES) == []
 

@@ -23,13 +23,13 @@ from gateway.messagelog.store.retention import (
     purge,
     records_to_archive,
 )
-from gateway.messagelog.store.stored import ChainState, StoredRecord, StoredTimestamp
 from gateway.messagelog.store.writer import (
     DEFAULT_MAX_BATCH,
     DEFAULT_WINDOW_SECONDS,
     LoggingFailed,
     MessageLogWriter,
 )
+from gateway.messagelog.stored import ChainState, StoredRecord, StoredTimestamp
 
 __all__ = [
     "DEFAULT_MAX_BATCH",

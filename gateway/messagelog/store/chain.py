@@ -19,7 +19,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import is_sqlite
 from gateway.messagelog.record import GENESIS_HASH, LogRecord, link_hash
-from gateway.messagelog.store.stored import ChainState
+from gateway.messagelog.stored import ChainState
 from gateway.messagelog.tables import blobs, chains, records
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from gateway.messagelog.crypto_at_rest import BodyCipher, EncryptedBody
 from gateway.messagelog.record import Direction, LogRecord, MessageKind, Side
-from gateway.messagelog.store.stored import StoredRecord, StoredTimestamp
+from gateway.messagelog.stored import StoredRecord, StoredTimestamp
 from gateway.messagelog.tables import blobs, records, timestamps
 
 MAX_SEARCH_LIMIT: Final = 1000

@@ -15,7 +15,7 @@ from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import begin_snapshot_read, begin_write
 from gateway.messagelog.store.chain import chain_state, lock_chain
 from gateway.messagelog.store.queries import _chunks, _load
-from gateway.messagelog.store.stored import StoredRecord
+from gateway.messagelog.stored import StoredRecord
 from gateway.messagelog.tables import blobs, chains, records, timestamps
 
 DEFAULT_PURGE_BATCH: Final = 10_000

@@ -1,4 +1,4 @@
-"""What the log's reads return: a chain's head, stored records and their timestamps."""
+"""What the log's reads return: a chain's head, stored records and their timestamps (values)."""
 
 from __future__ import annotations
 
