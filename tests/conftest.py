@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,10 +29,10 @@ import pytest
 import requests
 from lxml import etree
 
-from gateway import federation
 from gateway.central.api_client import RegistryClient
 from gateway.crypto.certs import load_certificate_file
 from gateway.crypto.ocsp import OCSP_REQUEST_TYPE, build_ocsp_request
+from gateway.dev import federation
 from gateway.ids import ClientId, ServiceId
 from gateway.proxy.certstatus import status_headers
 from gateway.serverconf.repository import ServerConfRepository
@@ -365,6 +366,12 @@ def changed_service(fed: Federation, gateway: str, service: ServiceId, **changes
 
 
 @pytest.fixture
-def closed_port_url() -> str:
-    """An http URL on 127.0.0.1 where nothing listens: a service that is down."""
-    return f"http://127.0.0.1:{federation.free_port()}/"
+def closed_port_url() -> Iterator[str]:
+    """An http URL on 127.0.0.1 where nothing listens: a service that is down.
+
+    The port stays bound, not listening, while the test runs: connections to it are refused,
+    and no other process can start listening there meanwhile.
+    """
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{bound.getsockname()[1]}/"
