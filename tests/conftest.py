@@ -57,7 +57,8 @@ LIST_PERSONS: Final = ServiceId("DEV", "GOV", "1002", "population", "listPersons
 BENEFITS_API: Final = ServiceId("DEV", "GOV", "1003", "benefits", "benefits")
 
 # A node sees database changes within a second (proxy.runtime.SNAPSHOT_POLL_SECONDS) and a new
-# global configuration within 2-5 s (federation.py's refresh intervals); these leave room for a busy CI.
+# global configuration within 2-5 s (gateway/dev/federation.py's refresh intervals); these leave
+# room for a busy CI.
 SERVERCONF_WAIT_SECONDS: Final = 10.0
 GLOBALCONF_WAIT_SECONDS: Final = 20.0
 # Every HTTP call a test makes gets a timeout: a hung gateway fails the test instead of the run.
