@@ -28,6 +28,7 @@ from aiohttp import web
 
 from gateway.config import ConfigError, load_config
 from gateway.dev import federation
+from gateway.dev.processes import Child, wait_for
 from gateway.serverconf.access import AccessRight
 from gateway.serverconf.repository import ServerConfRepository
 from tests.conftest import BENEFITS, BENEFITS_API, HTTP_TIMEOUT_SECONDS, REPO, rest_headers, wait_until
@@ -117,7 +118,8 @@ def test_sigterm_lets_the_in_flight_request_finish(built: dict[str, Any], tmp_pa
         repository.engine.dispose()
 
         with node_process(gw_c["config"], tmp_path / "gw-c.log") as node:
-            wait_until(lambda: _healthy(gw_c), NODE_START_SECONDS, "gw-c to start")
+            child = Child("gw-c", node, tmp_path / "gw-c.log")  # a node that dies fails the wait at once
+            wait_for(lambda: _healthy(gw_c), time.monotonic() + NODE_START_SECONDS, "gw-c to start", [child])
             result: dict[str, requests.Response | BaseException] = {}
 
             def call() -> None:
