@@ -98,6 +98,7 @@ def spawn(
     """
     sockets = list(listening)
     env = dict(os.environ if environ is None else environ)
+    env.pop(LISTEN_FDS_ENV, None)  # sockets handed to this process are not the child's
     if sockets:
         env[LISTEN_FDS_ENV] = listen_fds_value(
             {f"{HOST}:{sock.getsockname()[1]}": sock.fileno() for sock in sockets}
