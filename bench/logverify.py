@@ -41,7 +41,7 @@ from gateway.messagelog.db import create_engine, migrate
 from gateway.messagelog.record import Direction, LogRecord, MessageKind, Side
 from gateway.messagelog.store import MessageLogWriter
 from gateway.messagelog.timestamping import BatchTimestamper
-from gateway.messagelog.verify import verify_log
+from gateway.messagelog.verify_db import verify_log
 from gateway.protocol.transport import SoapPayload, manifest, signed_parts
 from gateway.trust.pki import (
     CaSettings,

@@ -3,7 +3,7 @@ gateways (mutual TLS, batch signing, verification, message log), in the same run
 
 Usage: .venv/bin/python bench/roundtrip.py [--seconds 8] [--dir DIR]
 
-Starts a development federation (gateway.federation), then drives SOAP getPerson with wrk
+Starts a development federation (gateway.dev.federation), then drives SOAP getPerson with wrk
 (a C load generator, so the client is not the bottleneck) at concurrency 1 and 32, against
 (a) the population-register service itself and (b) gw-a's internal interface, which passes
 through gw-b to the same service.  Prints requests/s, p50 and p99 for each, and the ratios
@@ -35,7 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gateway import federation  # noqa: E402
+from gateway.dev import federation  # noqa: E402
 
 _CLIENT = (
     '<xrd:client id:objectType="SUBSYSTEM"><id:xRoadInstance>DEV</id:xRoadInstance>'

@@ -12,7 +12,7 @@ import click
 SUBCOMMANDS: dict[str, str] = {
     "pki": "gateway.trust.pki_cli",
     "gateway": "gateway.node_cli",
-    "federation": "gateway.federation_cli",
+    "federation": "gateway.dev.federation_cli",
     "admin": "gateway.admin.cli",
     "log": "gateway.messagelog.cli",
     "trust": "gateway.trust.trust_cli",

@@ -22,6 +22,7 @@ from gateway.configfile import check_database_directory, ensure_data_dir
 from gateway.crypto.keys import KeyFileError
 from gateway.crypto.tls import external_server_context, internal_server_context
 from gateway.globalconf import GlobalConfError
+from gateway.listeners import site
 from gateway.proxy.consumer import make_internal_app
 from gateway.proxy.provider import make_external_app
 from gateway.proxy.runtime import GatewayRuntime
@@ -85,14 +86,12 @@ async def _start_interfaces(
     await internal.setup()
     runners.append(internal)
     if config.internal_http is not None:
-        await web.TCPSite(
-            internal, config.internal_http.host, config.internal_http.port, reuse_address=True
-        ).start()
+        await site(internal, config.internal_http.host, config.internal_http.port, reuse_address=True).start()
     if config.internal_https is not None and config.internal_tls is not None:
         context = internal_server_context(config.internal_tls.identity(), ())
         runtime.internal_tls_context = context
         runtime.trust_pinned_certificates()
-        await web.TCPSite(
+        await site(
             internal,
             config.internal_https.host,
             config.internal_https.port,
@@ -106,7 +105,7 @@ async def _start_interfaces(
     # The federation's CAs join both interfaces' handshake trust as configurations bring them.
     runtime.external_tls_context = external_server_context(config.auth_tls.identity(), ())
     runtime.trust_federation_cas()
-    await web.TCPSite(
+    await site(
         external,
         config.external.host,
         config.external.port,
@@ -117,7 +116,7 @@ async def _start_interfaces(
     admin = web.AppRunner(_admin_app(runtime), shutdown_timeout=grace, access_log=None)
     await admin.setup()
     runners.append(admin)
-    await web.TCPSite(admin, config.admin.host, config.admin.port, reuse_address=True).start()
+    await site(admin, config.admin.host, config.admin.port, reuse_address=True).start()
 
 
 INIT_HINT = "set up a node with `xgate gateway init DIR`"

@@ -35,6 +35,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from gateway.listeners import listening_socket
+
 DEFAULT_PORT: Final = 8082  # the `servers` URL in wsdl/benefits-api.yaml
 OPENAPI_FILE: Final = Path(__file__).resolve().parents[1] / "wsdl" / "benefits-api.yaml"
 
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args(argv)
-    web.run_app(make_app(), host=args.host, port=args.port)
+    # A socket the starting process bound for us (gateway.listeners), or the address itself.
+    web.run_app(make_app(), sock=listening_socket(args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from typing import Final
 from aiohttp import web
 from lxml import etree
 
+from gateway.listeners import listening_socket
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
 
 SOAP_ENV_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -242,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args(argv)
-    web.run_app(make_app(), host=args.host, port=args.port)
+    # A socket the starting process bound for us (gateway.listeners), or the address itself.
+    web.run_app(make_app(), sock=listening_socket(args.host, args.port))
 
 
 if __name__ == "__main__":

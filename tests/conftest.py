@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,10 +29,10 @@ import pytest
 import requests
 from lxml import etree
 
-from gateway import federation
 from gateway.central.api_client import RegistryClient
 from gateway.crypto.certs import load_certificate_file
 from gateway.crypto.ocsp import OCSP_REQUEST_TYPE, build_ocsp_request
+from gateway.dev import federation
 from gateway.ids import ClientId, ServiceId
 from gateway.proxy.certstatus import status_headers
 from gateway.serverconf.repository import ServerConfRepository
@@ -56,7 +57,8 @@ LIST_PERSONS: Final = ServiceId("DEV", "GOV", "1002", "population", "listPersons
 BENEFITS_API: Final = ServiceId("DEV", "GOV", "1003", "benefits", "benefits")
 
 # A node sees database changes within a second (proxy.runtime.SNAPSHOT_POLL_SECONDS) and a new
-# global configuration within 2-5 s (federation.py's refresh intervals); these leave room for a busy CI.
+# global configuration within 2-5 s (gateway/dev/federation.py's refresh intervals); these leave
+# room for a busy CI.
 SERVERCONF_WAIT_SECONDS: Final = 10.0
 GLOBALCONF_WAIT_SECONDS: Final = 20.0
 # Every HTTP call a test makes gets a timeout: a hung gateway fails the test instead of the run.
@@ -365,6 +367,12 @@ def changed_service(fed: Federation, gateway: str, service: ServiceId, **changes
 
 
 @pytest.fixture
-def closed_port_url() -> str:
-    """An http URL on 127.0.0.1 where nothing listens: a service that is down."""
-    return f"http://127.0.0.1:{federation.free_port()}/"
+def closed_port_url() -> Iterator[str]:
+    """An http URL on 127.0.0.1 where nothing listens: a service that is down.
+
+    The port stays bound, not listening, while the test runs: connections to it are refused,
+    and no other process can start listening there meanwhile.
+    """
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{bound.getsockname()[1]}/"

@@ -33,9 +33,9 @@ from cryptography import x509
 from multidict import CIMultiDict
 from requests.structures import CaseInsensitiveDict
 
-from gateway import federation
 from gateway.config import load_config
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
+from gateway.dev import federation
 from gateway.outbound import (
     InProcessTransport,
     OutboundError,

@@ -40,7 +40,7 @@ from tests.test_verification_doc import doc_script
 
 
 class MemoryStore:
-    """The two calls the archiver makes, over a list: what store.py does over its tables."""
+    """The two calls the archiver makes, over a list: what messagelog.store does over its tables."""
 
     def __init__(self, records: Sequence[StoredRecord]) -> None:
         self.pending = list(records)

@@ -52,6 +52,9 @@ from gateway.messagelog.asice import (
     read_container,
     verify_container,
 )
+from gateway.messagelog.asice import build as asice_build
+from gateway.messagelog.asice import proof as asice_proof
+from gateway.messagelog.asice import verify as asice_verify
 from gateway.messagelog.record import GENESIS_HASH, Direction, LogRecord, MessageKind, Side, chain_hash
 from gateway.protocol.transport import (
     Payload,
@@ -290,10 +293,10 @@ def rezip(files: Mapping[str, bytes], *, first: str = "mimetype", compress_first
 
 def with_manifest_rebuilt(files: dict[str, bytes]) -> dict[str, bytes]:
     """What a careful forger does: recompute the unsigned manifest.xml over the changed files."""
-    listed = asice._read_asic_manifest(files[ASIC_MANIFEST])
+    listed = asice_verify._read_asic_manifest(files[ASIC_MANIFEST])
     data = {name: files[name] for name in files if name not in ("mimetype", ASIC_MANIFEST)}
     types = {name: listed.get(name, ("application/octet-stream", b""))[0] for name in data}
-    return {**files, ASIC_MANIFEST: asice._asic_manifest(data, types)}
+    return {**files, ASIC_MANIFEST: asice_build._asic_manifest(data, types)}
 
 
 def tampered(container: bytes, name: str, change: Callable[[bytes], bytes], *, rebuild: bool = True) -> bytes:
@@ -363,7 +366,7 @@ def test_manifest_xml_lists_every_file_with_its_media_type_and_digest(container:
     files = files_of(container)
     xml = files[ASIC_MANIFEST].decode()
     assert xml.startswith("<?xml version='1.0' encoding='UTF-8'?>\n<asic:ASiCManifest")
-    listed = asice._read_asic_manifest(files[ASIC_MANIFEST])
+    listed = asice_verify._read_asic_manifest(files[ASIC_MANIFEST])
     assert set(listed) == set(files) - {"mimetype", ASIC_MANIFEST}
     for name, (_, digest) in listed.items():
         assert digest == hashlib.sha256(files[name]).digest()
@@ -421,15 +424,15 @@ def test_an_unsigned_fault_verifies_by_its_record_and_timestamp(
     # A record rewritten to match is still of a message the gateway answered "ok".
     document = json.loads(files[RECORD])
     document["content"].update(signed_root_sha256=None, proof_json=None)
-    files[RECORD] = asice._record_json(document)
+    files[RECORD] = asice_build._record_json(document)
     problems = failed(trust.verify(rezip(with_manifest_rebuilt(files))))
     assert "content_digest" in problems["record"]
-    content_digest = hashlib.sha256(asice._canonical_json(document["content"])).digest()
+    content_digest = hashlib.sha256(asice_proof._canonical_json(document["content"])).digest()
     document["content_digest"] = content_digest.hex()
     document["record_hash"] = hashlib.sha256(
         bytes.fromhex(document["prev_hash"]) + content_digest
     ).hexdigest()
-    files[RECORD] = asice._record_json(document)
+    files[RECORD] = asice_build._record_json(document)
     problems = failed(trust.verify(rezip(with_manifest_rebuilt(files))))
     assert problems["record"] == "the record is of a signed message, but the container has no signature"
 
@@ -522,16 +525,16 @@ def test_a_changed_record_fails_its_digest_or_its_timestamp(trust: Trust, contai
     files = files_of(container)
     document = json.loads(files[RECORD])
     document["content"]["client"] = "DEV/GOV/9999/evil"
-    files[RECORD] = asice._record_json(document)
+    files[RECORD] = asice_build._record_json(document)
     problems = failed(trust.verify(rezip(with_manifest_rebuilt(files))))
     assert problems["record"] == "content_digest is not the SHA-256 of the record's content"
     # Recomputing the record's hashes moves it off the stamped tree.
-    content_digest = hashlib.sha256(asice._canonical_json(document["content"])).digest()
+    content_digest = hashlib.sha256(asice_proof._canonical_json(document["content"])).digest()
     document["content_digest"] = content_digest.hex()
     document["record_hash"] = hashlib.sha256(
         bytes.fromhex(document["prev_hash"]) + content_digest
     ).hexdigest()
-    files[RECORD] = asice._record_json(document)
+    files[RECORD] = asice_build._record_json(document)
     problems = failed(trust.verify(rezip(with_manifest_rebuilt(files))))
     assert set(problems) == {"timestamp"}
     assert problems["timestamp"] == "the timestamp proof does not start at this record's hash"

@@ -1,7 +1,8 @@
 """`xgate central` and `xgate gateway register|add-subsystem|status` as an operator types them.
 
-`init` is run for real into tmp_path; the registry it sets up is served in-process on free
-ports (and once as a real `serve` process, stopped with SIGTERM). Commands run through
+`init` is run for real into tmp_path; the registry it sets up is served in-process on ports
+the system picks (and once as a real `serve` process on sockets handed to it, stopped with
+SIGTERM). Commands run through
 click's CliRunner in a worker thread, so the registry's event loop keeps answering them.
 """
 
@@ -13,7 +14,6 @@ import os
 import re
 import signal
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -32,7 +32,7 @@ from gateway.central.repository import CentralRepository
 from gateway.central.server import RunningRegistry, start_registry
 from gateway.config import ConfigError
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
-from gateway.federation import free_port
+from gateway.dev.processes import Ports, spawn, wait_http
 from gateway.globalconf import verify_signed_globalconf
 from gateway.globalconf.source import load_anchor
 from gateway.ids import ClientId, SecurityServerId
@@ -101,7 +101,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     pki_dir = tmp_path / "pki"
     pki.init_pki(pki_dir)
     directory = tmp_path / "registry"
-    ports = [str(free_port()), str(free_port())]
+    ports = ["0", "0"]  # start_registry binds port 0 and reports the ports it got
     result = run(
         central_cli,
         "init",
@@ -235,43 +235,34 @@ async def test_key_rotation_from_the_command_line(setup: Setup) -> None:
 
 def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
     directory = tmp_path / "registry"
-    ports = [str(free_port()), str(free_port())]
+    held = Ports()
+    ports = [held.reserve(), held.reserve()]  # bound here, served by the child: no race for them
     init = run(
         central_cli,
         *("init", "--dir", str(directory), "--instance", "DEV"),
-        *("--management-port", ports[0], "--distribution-port", ports[1]),
+        *("--management-port", str(ports[0]), "--distribution-port", str(ports[1])),
     )
     assert init.exit_code == 0
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from gateway.central.cli import cli; cli()",
-            "serve",
-            "--config",
-            str(directory / "central.toml"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    serve = ["serve", "--config", str(directory / "central.toml")]
+    child = spawn(
+        "registry",
+        [sys.executable, "-c", "from gateway.central.cli import cli; cli()", *serve],
+        tmp_path / "registry.log",
+        cwd=tmp_path,
+        listening=held.take(ports),
+        environ={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                health = requests.get(f"http://127.0.0.1:{ports[0]}/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert process.poll() is None, process.communicate()[0]
-                assert time.monotonic() < deadline, "the registry did not start"
-                time.sleep(0.1)
+        wait_http(f"http://127.0.0.1:{ports[0]}/health", time.monotonic() + 30, child)
+        health = requests.get(f"http://127.0.0.1:{ports[0]}/health", timeout=5)
         assert health.json()["globalconf_version"] == 1
         anchor = requests.get(f"http://127.0.0.1:{ports[1]}/anchor", timeout=5).json()
         assert anchor["configuration_urls"] == [f"http://127.0.0.1:{ports[1]}/globalconf"]
     finally:
-        process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=20)[0]
-    assert process.returncode == 0, output
+        child.process.send_signal(signal.SIGTERM)
+        child.process.wait(timeout=20)
+        held.close()
+    assert child.process.returncode == 0, child.log_path.read_text()
 
 
 def test_the_example_configuration_loads_and_mistakes_are_named(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -14,7 +13,8 @@ from pathlib import Path
 
 import requests
 
-from gateway import federation
+from gateway.dev import federation
+from gateway.dev.processes import Child, Ports, spawn, wait_http
 from gateway.messagelog.db import create_engine
 from gateway.messagelog.store import search
 from tests.conftest import (
@@ -87,34 +87,17 @@ def test_a_gateway_killed_under_load_lost_no_record_of_an_answered_exchange(fed:
     assert _call(fed, f"after-{uuid.uuid4()}").status_code == 200, "the restarted gateway serves again"
 
 
-def _spare_tsa(fed: Federation, port: int) -> subprocess.Popen[bytes]:
-    """A second `xgate trust serve` over the federation's PKI: the same TSA certificate, its own port."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "trust",
-            "serve",
-            "--pki",
-            str(fed.pki_dir),
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+def _spare_tsa(fed: Federation, ports: Ports, port: int) -> Child:
+    """A second `xgate trust serve` over the federation's PKI: the same TSA certificate, its own
+    port, whose socket (held in `ports`) it is handed."""
+    command = [sys.executable, "-m", "gateway.cli", "trust", "serve", "--pki", str(fed.pki_dir)]
+    return spawn(
+        "spare-tsa",
+        [*command, "--port", str(port)],
+        fed.dir / "logs" / "spare-tsa.log",
+        cwd=fed.dir,
+        listening=ports.take([port]),
     )
-
-
-def _wait_tsa(url: str) -> None:
-    def up() -> bool:
-        try:
-            return requests.get(url + "/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(up, 30, f"a TSA at {url}")
 
 
 def _point_tsa_at(fed: Federation, url: str) -> None:
@@ -138,11 +121,12 @@ def _point_tsa_at(fed: Federation, url: str) -> None:
 def test_a_lost_tsa_backlogs_stamps_then_refuses_traffic_then_recovers(short_fed: Federation) -> None:
     fed = short_fed
     allowed = fed.description["settings"]["max_timestamp_failure_seconds"]
-    port = federation.free_port()
+    ports = Ports()
+    port = ports.reserve()
     url = f"http://127.0.0.1:{port}"
-    tsa = _spare_tsa(fed, port)
+    tsa = _spare_tsa(fed, ports, port)
     try:
-        _wait_tsa(url)
+        wait_http(url + "/health", time.monotonic() + 30, tsa)
         _point_tsa_at(fed, url + "/tsa")
         first = f"tsa-{uuid.uuid4()}"
         assert _call(fed, first).status_code == 200
@@ -153,7 +137,7 @@ def test_a_lost_tsa_backlogs_stamps_then_refuses_traffic_then_recovers(short_fed
         )
 
         os.killpg(tsa.pid, signal.SIGKILL)
-        tsa.wait(timeout=10)
+        tsa.process.wait(timeout=10)
         lost_at = time.monotonic()
         backlog = f"tsa-{uuid.uuid4()}"
         assert _call(fed, backlog).status_code == 200, "within the allowed period traffic goes on"
@@ -167,8 +151,8 @@ def test_a_lost_tsa_backlogs_stamps_then_refuses_traffic_then_recovers(short_fed
         wait_until(refused, allowed + 20, "requests to be refused once timestamping failed too long")
         assert time.monotonic() - lost_at >= allowed * 0.9, "not refused before the allowed period"
 
-        tsa = _spare_tsa(fed, port)
-        _wait_tsa(url)
+        tsa = _spare_tsa(fed, ports, port)  # binds the port itself: the first one released it
+        wait_http(url + "/health", time.monotonic() + 30, tsa)
         wait_until(
             lambda: _call(fed, f"tsa-{uuid.uuid4()}").status_code == 200,
             allowed + 30,
@@ -181,5 +165,5 @@ def test_a_lost_tsa_backlogs_stamps_then_refuses_traffic_then_recovers(short_fed
         )
     finally:
         os.killpg(tsa.pid, signal.SIGKILL)
-        tsa.wait(timeout=10)
+        tsa.process.wait(timeout=10)
         _point_tsa_at(fed, fed.description["trust"]["tsa_url"])

@@ -33,11 +33,11 @@ from cryptography import x509
 from cryptography.x509 import ocsp
 from cryptography.x509.ocsp import OCSPCertStatus
 
-from gateway import federation
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import certificate_to_pem, load_certificate_file
 from gateway.crypto.keys import load_private_key
 from gateway.crypto.ocsp import build_ocsp_request
+from gateway.dev import federation
 from gateway.globalconf import GlobalConf, GlobalConfSettings, OcspResponder, TrustedCa
 from gateway.ids import SecurityServerId
 from gateway.messagelog.store import search

@@ -29,13 +29,13 @@ import pytest
 import requests
 from aiohttp import web
 
-from gateway import federation
 from gateway.admin.client import AdminApiError
 from gateway.central.api_client import client_path
 from gateway.central.client import register_server, request_subsystem
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import load_certificate_file
 from gateway.crypto.keys import load_private_key
+from gateway.dev import federation
 from gateway.globalconf import globalconf_from_json, sign_globalconf
 from gateway.ids import ClientId, SecurityServerId
 from gateway.protocol import faults

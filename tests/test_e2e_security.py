@@ -35,7 +35,7 @@ from gateway.ids import ClientId, SecurityServerId
 from gateway.protocol import faults
 from gateway.protocol.transport import TRANSPORT_MEDIA_TYPE, Payload, SoapPayload, encode_transport
 from gateway.proxy.steps import sign_payload
-from gateway.serverconf.tables import ClientAuthMode
+from gateway.serverconf.model import ClientAuthMode
 from gateway.trust.pki import GatewayProfile, issue, load_ca
 from tests.conftest import (
     BENEFITS,

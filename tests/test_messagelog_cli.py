@@ -36,7 +36,8 @@ from gateway.messagelog.db import create_engine, migrate
 from gateway.messagelog.inspector import LogInspector
 from gateway.messagelog.record import GENESIS_HASH, Direction, MessageKind
 from gateway.messagelog.store import ChainArchive, MessageLogWriter, get_exchange
-from gateway.messagelog.verify import Problem, verify_log
+from gateway.messagelog.verify import Problem
+from gateway.messagelog.verify_db import verify_log
 from gateway.protocol.transport import REST_BODY_CONTENT_TYPE, rest_request_head, rest_response_head
 from gateway.serverconf.repository import AuditResult
 from gateway.trust.pki import (

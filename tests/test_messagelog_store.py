@@ -62,7 +62,8 @@ from gateway.messagelog.store import (
     search,
 )
 from gateway.messagelog.timestamping import BatchTimestamper
-from gateway.messagelog.verify import Problem, TokenVerifier, verify_log
+from gateway.messagelog.verify import Problem, TokenVerifier
+from gateway.messagelog.verify_db import verify_log
 from gateway.protocol.faults import LOGGING_FAILED
 from gateway.protocol.transport import SoapPayload, manifest, signed_parts
 from gateway.serverconf.db import migrate as migrate_serverconf

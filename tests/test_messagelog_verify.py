@@ -29,7 +29,8 @@ from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.record import GENESIS_HASH, chain_hash
 from gateway.messagelog.store import MessageLogWriter
 from gateway.messagelog.timestamping import BatchTimestamper
-from gateway.messagelog.verify import Problem, VerificationReport, _KnownNodes, verify_log
+from gateway.messagelog.verify import Problem, VerificationReport, _KnownNodes
+from gateway.messagelog.verify_db import verify_log
 from gateway.trust.pki import CaSettings, CertificateAuthority, build_ca_certificate
 from tests import test_messagelog_store as store_tests
 from tests.test_messagelog_store import (

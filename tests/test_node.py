@@ -1,7 +1,7 @@
 """A gateway node as a process: graceful shutdown on SIGTERM, and refusing to start on a bad configuration.
 
 The node runs as `xgate gateway serve` in its own process, from a federation that
-`gateway.federation.build` generated but did not start; the slow service it calls runs in a
+`gateway.dev.federation.build` generated but did not start; the slow service it calls runs in a
 thread of the test, so the test knows the moment the request is in flight.
 """
 
@@ -26,8 +26,9 @@ import pytest
 import requests
 from aiohttp import web
 
-from gateway import federation
 from gateway.config import ConfigError, load_config
+from gateway.dev import federation
+from gateway.dev.processes import Child, wait_for
 from gateway.serverconf.access import AccessRight
 from gateway.serverconf.repository import ServerConfRepository
 from tests.conftest import BENEFITS, BENEFITS_API, HTTP_TIMEOUT_SECONDS, REPO, rest_headers, wait_until
@@ -79,9 +80,9 @@ def slow_service(delay: float) -> Iterator[tuple[str, threading.Event]]:
     app.router.add_get("/{tail:.*}", answer)
     runner = web.AppRunner(app)
     loop = asyncio.new_event_loop()
-    port = federation.free_port()
     loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+    port = runner.addresses[0][1]
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
@@ -117,7 +118,8 @@ def test_sigterm_lets_the_in_flight_request_finish(built: dict[str, Any], tmp_pa
         repository.engine.dispose()
 
         with node_process(gw_c["config"], tmp_path / "gw-c.log") as node:
-            wait_until(lambda: _healthy(gw_c), NODE_START_SECONDS, "gw-c to start")
+            child = Child("gw-c", node, tmp_path / "gw-c.log")  # a node that dies fails the wait at once
+            wait_for(lambda: _healthy(gw_c), time.monotonic() + NODE_START_SECONDS, "gw-c to start", [child])
             result: dict[str, requests.Response | BaseException] = {}
 
             def call() -> None:

@@ -27,6 +27,7 @@ from gateway.messagelog.asice import (
     LoggedMessage,
     build_container,
 )
+from gateway.messagelog.asice import build as asice_build
 from tests.test_asice import (
     Trust,
     files_of,
@@ -164,7 +165,7 @@ def test_a_changed_record_fails(trust: Trust, container: bytes, tmp_path: Path) 
     files = files_of(container)
     document = json.loads(files[RECORD])
     document["content"]["user_id"] = "EE00000000000"
-    files[RECORD] = asice._record_json(document)
+    files[RECORD] = asice_build._record_json(document)
     result = run_hand_check(tmp_path / "o", rezip(with_manifest_rebuilt(files)), trust)
     assert_fails(result, "content_digest does NOT match")
 

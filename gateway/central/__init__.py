@@ -9,48 +9,7 @@ Modules (docs/central.md describes the whole):
 * `api`, `openapi`, `roles`, `distribution` — the management API and the public endpoints;
 * `config`, `server`, `bootstrap`, `cli`, `api_client` — running and operating a registry.
 
-The names below are what a gateway needs; the registry's own parts are imported from their
-modules (they pull in aiohttp and SQLAlchemy, which a gateway's CLI need not load).
+Nothing is re-exported here: import each name from its module. The face stays empty so that
+importing one sans-IO module (`central.requests`) does not load the registry's or a gateway's
+network and storage parts (aiohttp, requests, SQLAlchemy).
 """
-
-from gateway.central.client import (
-    RegistryRequestError,
-    RequestStatus,
-    register_server,
-    request_address_change,
-    request_deletion,
-    request_status,
-    request_subsystem,
-    submit_request,
-)
-from gateway.central.requests import (
-    MalformedRequest,
-    RegistrationRequest,
-    RequestRefused,
-    RequestType,
-    UntrustedRequest,
-    VerifiedRequest,
-    build_signed_request,
-    new_request,
-    verify_signed_request,
-)
-
-__all__ = [
-    "MalformedRequest",
-    "RegistrationRequest",
-    "RegistryRequestError",
-    "RequestRefused",
-    "RequestStatus",
-    "RequestType",
-    "UntrustedRequest",
-    "VerifiedRequest",
-    "build_signed_request",
-    "new_request",
-    "register_server",
-    "request_address_change",
-    "request_deletion",
-    "request_status",
-    "request_subsystem",
-    "submit_request",
-    "verify_signed_request",
-]

@@ -31,6 +31,7 @@ from gateway.central.repository import CentralRepository
 from gateway.config import ConfigError, Listener
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
 from gateway.globalconf import GlobalConfSettings
+from gateway.listeners import listening_socket
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,7 @@ def import_signing_keys(
 
 
 def _bind(listener: Listener) -> socket.socket:
-    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
-    return socket.create_server((listener.host, listener.port), family=family)
+    return listening_socket(listener.host, listener.port)
 
 
 def _url(host: str, port: int) -> str:

@@ -4,7 +4,7 @@ The log's database is for searching recent traffic; evidence is kept for years i
 files that anyone can check without xgate (docs/verification.md). An archive file is a zip:
 
     index.json                          what the archive holds, and the digest of the one before
-    000000000042-1a2b3c4d5e6f7a8b.asice one ASiC-E container per record (asice.py), named by
+    000000000042-1a2b3c4d5e6f7a8b.asice one ASiC-E container per record (gateway.messagelog.asice), named by
     ...                                 its chain seq and the start of its record hash
 
 `index.json` (ARCHIVE_FORMAT; JSON, keys sorted, indented) lists every container with its

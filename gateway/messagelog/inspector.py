@@ -42,7 +42,7 @@ from gateway.messagelog.store import (
     predecessor_hash,
     search,
 )
-from gateway.messagelog.verify import verify_log
+from gateway.messagelog.verify_db import verify_log
 
 if TYPE_CHECKING:
     from gateway.globalconf import GlobalConf

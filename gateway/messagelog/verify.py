@@ -1,8 +1,9 @@
 """Verifying a message log: is every record there, unaltered, signed and timestamped?
 
 :class:`ChainVerifier` is the sans-IO core: it takes a chain's records in order and says which
-is the first bad one and why. :func:`verify_log` reads a chain from the database in one
-consistent snapshot (so it can run while the gateway keeps logging) and feeds the verifier.
+is the first bad one and why. `gateway.messagelog.verify_db.verify_log` reads a chain from the
+database in one consistent snapshot (so it can run while the gateway keeps logging) and feeds
+the verifier.
 
 Per record, in this order (the first failure ends verification; everything after a bad record
 is suspect anyway):
@@ -40,15 +41,13 @@ from datetime import datetime
 from typing import Final
 
 from cryptography import x509
-from sqlalchemy.engine import Connection, Engine
 
 from gateway.crypto.hashtree import leaf_hash, node_hash
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_root_signature
 from gateway.messagelog.asice import PROOF_FORMAT, ContainerError, parse_manifest
 from gateway.messagelog.crypto_at_rest import BodyCipher, BodyDecryptionError
-from gateway.messagelog.db import begin_snapshot_read
-from gateway.messagelog.record import GENESIS_HASH, chain_hash
-from gateway.messagelog.store import StoredRecord, StoredTimestamp, chain_state, read_chain
+from gateway.messagelog.record import chain_hash
+from gateway.messagelog.stored import StoredRecord, StoredTimestamp
 from gateway.protocol.transport import MAX_PROOF_STEPS, PartName
 
 PAGE_SIZE: Final = 2000
@@ -336,66 +335,3 @@ class _KnownNodes:
             return False
         known.update(path)
         return True
-
-
-def verify_log(
-    engine: Engine,
-    gateway: str,
-    node: str,
-    *,
-    trusted_cas: Sequence[x509.Certificate],
-    verify_token: TokenVerifier | None = None,
-    cipher: BodyCipher | None = None,
-    page_size: int = PAGE_SIZE,
-) -> VerificationReport:
-    """Verify the (gateway, node) chain from where purging left it to its head.
-
-    Without `verify_token` the timestamp proofs are still checked against the stored roots, but
-    not the tokens themselves; without `cipher` encrypted bodies are left to their GCM tags and
-    the chain (which covers their digests).
-    """
-    with begin_snapshot_read(engine) as connection:
-        state = chain_state(connection, gateway, node)
-        start_seq, start_hash, head, stamped = 1, GENESIS_HASH, 0, 0
-        if state is not None:
-            start_seq, start_hash = state.purged_seq + 1, state.purged_hash
-            head, stamped = state.head_seq, state.stamped_seq
-        verifier = ChainVerifier(
-            start_seq=start_seq,
-            start_hash=start_hash,
-            head_seq=head,
-            stamped_seq=stamped,
-            trusted_cas=trusted_cas,
-            verify_token=verify_token,
-            cipher=cipher,
-        )
-        bad = _feed(connection, verifier, gateway, node, after_seq=start_seq - 1, page_size=page_size)
-    return VerificationReport(
-        gateway,
-        node,
-        verifier.checked,
-        bad,
-        verifier.signatures_verified,
-        verifier.tokens_verified,
-        verifier.unstamped,
-    )
-
-
-def _feed(
-    connection: Connection,
-    verifier: ChainVerifier,
-    gateway: str,
-    node: str,
-    *,
-    after_seq: int,
-    page_size: int,
-) -> BadRecord | None:
-    while True:
-        page = read_chain(connection, gateway, node, after_seq=after_seq, limit=page_size)
-        for stored in page:
-            bad = verifier.check(stored)
-            if bad is not None:
-                return bad
-        if len(page) < page_size:
-            return verifier.finish()
-        after_seq = page[-1].seq

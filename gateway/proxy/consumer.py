@@ -37,7 +37,7 @@ from gateway.proxy.exchange import PeerError, SignedAnswer, exchange
 from gateway.proxy.records import ExchangeIds, ExchangeLog
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.proxy.steps import new_exchange_id, own_status, read_body, sign_payload
-from gateway.serverconf.tables import ClientAuthMode
+from gateway.serverconf.model import ClientAuthMode
 
 log = logging.getLogger(__name__)
 

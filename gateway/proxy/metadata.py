@@ -16,9 +16,8 @@ from gateway.ids import ID_NS, ClientId, ServiceId
 from gateway.protocol import faults, mime, rest, soap
 from gateway.protocol.faults import XRoadFault
 from gateway.protocol.schema import XROAD_NS
+from gateway.serverconf.model import ServerConfSnapshot, ServiceConf, ServiceKind
 from gateway.serverconf.openapi import hide_openapi_servers
-from gateway.serverconf.repository import ServerConfSnapshot, ServiceConf
-from gateway.serverconf.tables import ServiceKind
 from gateway.serverconf.wsdl import hide_wsdl_address
 
 LIST_METHODS: Final = "listMethods"

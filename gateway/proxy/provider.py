@@ -55,8 +55,7 @@ from gateway.proxy.steps import (
     sign_payload,
     verify_signed,
 )
-from gateway.serverconf.repository import ServiceConf
-from gateway.serverconf.tables import ServiceKind
+from gateway.serverconf.model import ServiceConf, ServiceKind
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,10 @@ from gateway.protocol.transport import (
     manifest,
     signed_parts,
 )
-from gateway.serverconf.repository import ServerConfSnapshot
+from gateway.serverconf.model import ServerConfSnapshot
+
+if TYPE_CHECKING:  # the log service is an edge (aiohttp, SQLAlchemy); records only name its type
+    from gateway.messagelog.service import MessageLog
 
 if TYPE_CHECKING:  # the message log's service is the edge this sans-IO module only names
     from gateway.messagelog.service import MessageLog

@@ -2,7 +2,7 @@
 
 Identifiers are stored in their text form (`gateway.ids` `to_text()`), with separate columns
 where queries need the parts. Every table holding registrations is read whole into a
-:class:`~gateway.serverconf.repository.ServerConfSnapshot`; `config_version` tells the nodes
+:class:`~gateway.serverconf.model.ServerConfSnapshot`; `config_version` tells the nodes
 sharing one database when to read again.
 """
 
@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from gateway.adminstore import AuditResult, api_keys_table, audit_log_table
 from gateway.db import NAMING_CONVENTION, UtcDateTime, one_of
+from gateway.serverconf.model import ClientAuthMode, KeyUsage, ServiceKind
 
 __all__ = [
     "AuditResult",
@@ -38,19 +39,6 @@ __all__ = [
 ]
 
 
-class ClientAuthMode(enum.StrEnum):
-    """How a client system must connect to the internal interface (DESIGN.md, step 1)."""
-
-    HTTP = "http"  # plain HTTP allowed
-    HTTPS = "https"  # HTTPS, no client certificate asked
-    HTTPS_CERT = "https_cert"  # HTTPS with one of the subsystem's pinned client certificates
-
-
-class ServiceKind(enum.StrEnum):
-    SOAP = "soap"
-    REST = "rest"
-
-
 class SubjectType(enum.StrEnum):
     """Who an access right is for: the identifiers.xsd objectType of the subject."""
 
@@ -58,11 +46,6 @@ class SubjectType(enum.StrEnum):
     SUBSYSTEM = "SUBSYSTEM"
     GLOBALGROUP = "GLOBALGROUP"
     LOCALGROUP = "LOCALGROUP"
-
-
-class KeyUsage(enum.StrEnum):
-    AUTH = "auth"  # TLS authentication between gateways; belongs to the gateway
-    SIGN = "sign"  # message signatures; belongs to one member
 
 
 metadata: Final = sa.MetaData(naming_convention=NAMING_CONVENTION)

@@ -21,6 +21,7 @@ import click
 from aiohttp import web
 from cryptography import x509
 
+from gateway import listeners
 from gateway.crypto.certs import CertificateError, load_certificate_file
 from gateway.crypto.keys import KeyFileError, PassphraseRequired, PrivateKey, load_private_key
 from gateway.trust import pki
@@ -178,7 +179,7 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = listeners.site(runner, host, port)
         await site.start()
         for address in runner.addresses:
             bound_host, bound_port = address[0], address[1]

@@ -21,18 +21,13 @@ the demo and anyone evaluating xgate, and `xgate federation down --dir DIR` stop
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -44,6 +39,7 @@ from gateway.central.bootstrap import PublishingTimes, init_registry
 from gateway.central.client import register_server, request_subsystem
 from gateway.crypto.certs import certificate_to_pem, load_certificate_file
 from gateway.crypto.keys import load_private_key, write_file_atomically
+from gateway.dev.processes import Child, Ports, alive, spawn, stop_pids, wait_for, wait_http
 from gateway.globalconf import (
     Anchor,
     GlobalConf,
@@ -58,9 +54,9 @@ from gateway.globalconf.source import save_anchor
 from gateway.ids import ClientId, SecurityServerId, ServiceId
 from gateway.serverconf.access import AccessRight, Endpoint
 from gateway.serverconf.db import migrate
+from gateway.serverconf.model import ClientAuthMode, ServiceConf, ServiceDescription, ServiceKind
 from gateway.serverconf.openapi import parse_openapi
-from gateway.serverconf.repository import ServerConfRepository, ServiceConf, ServiceDescription
-from gateway.serverconf.tables import ClientAuthMode, ServiceKind
+from gateway.serverconf.repository import ServerConfRepository
 from gateway.serverconf.wsdl import parse_wsdl
 from gateway.trust.pki import (
     CaSettings,
@@ -76,14 +72,16 @@ from gateway.trust.pki import (
 )
 
 INSTANCE: Final = "DEV"
-REPO: Final = Path(__file__).resolve().parents[1]
+REPO: Final = Path(__file__).resolve().parents[2]
 CA_NAME: Final = "xgate development CA"
 TSA_NAME: Final = "xgate development TSA"
 MEMBER_CLASS: Final = "GOV"
 # A locally signed configuration (`build`) has no registry to renew it: valid for a demo session.
 GLOBALCONF_VALIDITY: Final = dt.timedelta(days=2)
 START_TIMEOUT_SECONDS: Final = 60.0
-HEALTH_POLL_SECONDS: Final = 0.1
+UNREACHABLE_ADDRESS: Final = "127.0.0.1:1"
+"""Where the standby gateway is registered: tcpmux's port, which nothing on a development machine
+serves and no unprivileged process can bind, so connecting is refused at once, every time."""
 APPROVAL_REASON: Final = "development federation: approved by `xgate federation up`"
 
 
@@ -128,12 +126,6 @@ SERVICES: Final = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _server_id(plan: GatewayPlan) -> SecurityServerId:
     return SecurityServerId(INSTANCE, plan.member.member_class, plan.member.member_code, plan.name)
 
@@ -145,40 +137,16 @@ def _subsystem(plan: GatewayPlan) -> ClientId:
 # --- processes ------------------------------------------------------------------------------
 
 
-def _spawn(args: list[str], log_path: Path) -> int:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=REPO,
-        )
-    return process.pid
+def _start(
+    fed: Path, name: str, command: list[str], ports: Ports | None = None, serving: Iterable[int] = ()
+) -> Child:
+    """Start one process of the federation, handing it the held sockets of the ports it serves."""
+    listening = ports.take(serving) if ports is not None else []
+    return spawn(name, command, _log(fed, name), cwd=REPO, listening=listening)
 
 
 def _xgate(*args: str) -> list[str]:
     return [sys.executable, "-m", "gateway.cli", *args]
-
-
-def _wait_http(url: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(HEALTH_POLL_SECONDS)
-    raise RuntimeError(f"{url} did not come up in time")
-
-
-def _wait_for(condition: Callable[[], bool], deadline: float, what: str) -> None:
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(HEALTH_POLL_SECONDS)
 
 
 # --- files: keys, certificates, databases, node configurations -------------------------------
@@ -233,26 +201,28 @@ max_timestamp_failure_seconds = {max_timestamp_failure_seconds:g}
 """
 
 
-def _issue_gateway(fed: Path, pki_dir: Path, ca: CertificateAuthority, plan: GatewayPlan) -> dict[str, Any]:
-    """Keys, certificates and ports of one gateway; its files go to DIR/<name>/."""
+def _issue_gateway(
+    fed: Path, pki_dir: Path, ca: CertificateAuthority, plan: GatewayPlan, ports: Ports
+) -> dict[str, Any]:
+    """Keys, certificates and (held) ports of one gateway; its files go to DIR/<name>/."""
     server = _server_id(plan)
     auth = issue(pki_dir, ca, GatewayProfile(server), out_prefix=fed / plan.name / "auth")
     tls = issue(pki_dir, ca, GatewayProfile(server), out_prefix=fed / plan.name / "internal")
     sign = issue(
         pki_dir, ca, MemberSigningProfile(plan.member, plan.member_name), out_prefix=fed / plan.name / "sign"
     )
-    ports = {k: free_port() for k in ("internal_http", "internal_https", "external", "admin")}
+    held = {k: ports.reserve() for k in ("internal_http", "internal_https", "external", "admin")}
     return {
         "name": plan.name,
         "server_id": server.to_text(),
         "member": plan.member.to_text(),
         "member_name": plan.member_name,
         "subsystem": _subsystem(plan).to_text(),
-        "ports": ports,
-        "internal_http_url": f"http://127.0.0.1:{ports['internal_http']}",
-        "internal_https_url": f"https://127.0.0.1:{ports['internal_https']}",
-        "external_address": f"127.0.0.1:{ports['external']}",
-        "admin_url": f"http://127.0.0.1:{ports['admin']}",
+        "ports": held,
+        "internal_http_url": f"http://127.0.0.1:{held['internal_http']}",
+        "internal_https_url": f"https://127.0.0.1:{held['internal_https']}",
+        "external_address": f"127.0.0.1:{held['external']}",
+        "admin_url": f"http://127.0.0.1:{held['admin']}",
         "auth_cert": str(auth.certificate_path),
         "auth_key": str(auth.key_path),
         "tls_cert": str(tls.certificate_path),
@@ -267,8 +237,8 @@ def _auth_pem(gw: dict[str, Any]) -> str:
     return Path(gw["auth_cert"]).read_text(encoding="ascii")
 
 
-def _service_ports() -> dict[str, dict[str, Any]]:
-    return {name: {"port": free_port(), "module": module} for name, module in SERVICES.items()}
+def _service_ports(ports: Ports) -> dict[str, dict[str, Any]]:
+    return {name: {"port": ports.reserve(), "module": module} for name, module in SERVICES.items()}
 
 
 def _server_info(gw: dict[str, Any]) -> SecurityServerInfo:
@@ -290,7 +260,7 @@ def _standby_server(
     auth = issue(pki_dir, ca, GatewayProfile(server), out_prefix=fed / "gw-b-standby" / "auth")
     return SecurityServerInfo(
         server,
-        f"127.0.0.1:{free_port()}",  # free now, and nothing of ours will listen there
+        UNREACHABLE_ADDRESS,
         (certificate_to_pem(auth.certificate).decode("ascii"),),
         (ClientId.from_text(gw_b["subsystem"]),),
     )
@@ -386,7 +356,17 @@ def build(fed: Path, *, unreachable_standby: bool = False) -> dict[str, Any]:
 
     `unreachable_standby` registers a second gateway for gw-b's subsystem, listed before gw-b,
     at an address where nothing listens: what consumer failover (DESIGN.md step 3) is tested with.
+    The ports written into the nodes' files were free when chosen; whoever starts the nodes
+    binds them.
     """
+    ports = Ports()
+    try:
+        return _build(fed, unreachable_standby, ports)
+    finally:
+        ports.close()
+
+
+def _build(fed: Path, unreachable_standby: bool, ports: Ports) -> dict[str, Any]:
     fed.mkdir(parents=True, exist_ok=True, mode=0o700)
     pki_dir = fed / "pki"
     ca = init_pki(pki_dir, settings=CaSettings(common_name=CA_NAME))
@@ -397,7 +377,7 @@ def build(fed: Path, *, unreachable_standby: bool = False) -> dict[str, Any]:
     conf_key = load_private_key(signer.key_path)
     conf_cert = signer.certificate
 
-    gateways = [_issue_gateway(fed, pki_dir, ca, plan) for plan in PLAN]
+    gateways = [_issue_gateway(fed, pki_dir, ca, plan, ports) for plan in PLAN]
     standby = _standby_server(fed, pki_dir, ca, gateways) if unreachable_standby else None
     conf = GlobalConf(
         instance=INSTANCE,
@@ -416,7 +396,7 @@ def build(fed: Path, *, unreachable_standby: bool = False) -> dict[str, Any]:
     write_file_atomically(fed / "globalconf.signed.json", sign_globalconf(conf, conf_key, conf_cert), 0o644)
     save_anchor(fed / "anchor.json", Anchor(INSTANCE, (str(fed / "globalconf.signed.json"),), (conf_cert,)))
 
-    services = _service_ports()
+    services = _service_ports(ports)
     for gw in gateways:
         toml = _gateway_toml(gw, fed, str(fed / "globalconf.signed.json"), 5)
         write_file_atomically(Path(gw["config"]), toml.encode(), 0o600)
@@ -438,25 +418,36 @@ def build(fed: Path, *, unreachable_standby: bool = False) -> dict[str, Any]:
     }
 
 
-def _up_locally(fed: Path, unreachable_standby: bool, pids: dict[str, int]) -> dict[str, Any]:
-    description = build(fed, unreachable_standby=unreachable_standby)
+def _up_locally(fed: Path, unreachable_standby: bool, pids: dict[str, int], ports: Ports) -> dict[str, Any]:
+    description = _build(fed, unreachable_standby, ports)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    _start_services(fed, description.pop("_service_processes"), pids)
+    services = description.pop("_service_processes")
+    children = _start_services(fed, services, pids, ports)
     for gw in description["gateways"]:
-        pids[gw["name"]] = _spawn(_xgate("gateway", "serve", "--config", gw["config"]), _log(fed, gw["name"]))
+        children[gw["name"]] = _start_gateway(fed, gw, ports)
+        pids[gw["name"]] = children[gw["name"]].pid
     _write_pids(fed, pids)
     for gw in description["gateways"]:
-        _wait_http(gw["admin_url"] + "/health", deadline)
-    for url in description["backends"].values():
-        _wait_http(url + "/", deadline)
+        wait_http(gw["admin_url"] + "/health", deadline, children[gw["name"]])
+    for name, url in description["backends"].items():
+        wait_http(url + "/", deadline, children[name])
     return description
 
 
-def _start_services(fed: Path, services: dict[str, Any], pids: dict[str, int]) -> None:
+def _start_services(
+    fed: Path, services: dict[str, Any], pids: dict[str, int], ports: Ports
+) -> dict[str, Child]:
+    children = {}
     for name, service in services.items():
-        pids[name] = _spawn(
-            [sys.executable, "-m", service["module"], "--port", str(service["port"])], _log(fed, name)
-        )
+        command = [sys.executable, "-m", service["module"], "--port", str(service["port"])]
+        children[name] = _start(fed, name, command, ports, [service["port"]])
+        pids[name] = children[name].pid
+    return children
+
+
+def _start_gateway(fed: Path, gw: dict[str, Any], ports: Ports | None = None) -> Child:
+    command = _xgate("gateway", "serve", "--config", gw["config"])
+    return _start(fed, gw["name"], command, ports, gw["ports"].values())
 
 
 def _log(fed: Path, name: str) -> Path:
@@ -467,46 +458,53 @@ def _log(fed: Path, name: str) -> Path:
 
 
 def _up_through_registry(
-    fed: Path, unreachable_standby: bool, times: FederationTimes, pids: dict[str, int]
+    fed: Path, unreachable_standby: bool, times: FederationTimes, pids: dict[str, int], ports: Ports
 ) -> dict[str, Any]:
     """docs/central.md "The development federation", steps 1-6; each process starts as soon as
     what it needs exists, so the slow part (Python starting) overlaps the rest."""
     fed.mkdir(parents=True, exist_ok=True, mode=0o700)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    trust, ca = _init_trust(fed)
+    trust, ca = _init_trust(fed, ports)
     pki_dir = Path(trust["pki"])
-    registry = _init_registry(fed, times)
-    pids["trust"] = _spawn(_trust_command(trust), _log(fed, "trust"))
-    pids["registry"] = _spawn(
-        _xgate("central", "serve", "--config", registry["config"]), _log(fed, "registry")
-    )
-    services = _service_ports()
-    _start_services(fed, services, pids)
+    registry = _init_registry(fed, times, ports)
+    children = {
+        "trust": _start(fed, "trust", _trust_command(trust), ports, [trust["port"]]),
+        "registry": _start(fed, "registry", _registry_command(registry), ports, registry["ports"]),
+    }
+    services = _service_ports(ports)
+    children.update(_start_services(fed, services, pids, ports))
+    pids.update({name: children[name].pid for name in ("trust", "registry")})
     _write_pids(fed, pids)
 
-    gateways = [_issue_gateway(fed, pki_dir, ca, plan) for plan in PLAN]
+    gateways = [_issue_gateway(fed, pki_dir, ca, plan, ports) for plan in PLAN]
     registered = _register(fed, gateways, services)
     standby = _standby_server(fed, pki_dir, ca, gateways) if unreachable_standby else None
 
-    _wait_http(registry["management_url"] + "/health", deadline)
+    wait_http(registry["management_url"] + "/health", deadline, children["registry"])
     admin = RegistryClient(registry["management_url"], registry["api_key"])
     _administer(admin, ca, trust, times)
     fetch_anchor(registry["anchor_url"], fed / "anchor.json")
     for gw in gateways:
         _write_registry_toml(gw, fed, registry, times)
-        pids[gw["name"]] = _spawn(_xgate("gateway", "serve", "--config", gw["config"]), _log(fed, gw["name"]))
+        children[gw["name"]] = _start_gateway(fed, gw, ports)
+        pids[gw["name"]] = children[gw["name"]].pid
     _write_pids(fed, pids)
 
-    _wait_http(trust["url"] + "/health", deadline)
+    wait_http(trust["url"] + "/health", deadline, children["trust"])
     for gw in gateways:  # each asks for itself, signing with its own keys (docs/central.md)
         _register_gateway(admin, registry["distribution_url"], gw)
     if standby is not None:
         _register_standby(admin, standby)
     final = int(admin.get("/globalconf")["version"])
     for gw in gateways:
-        _wait_for(functools.partial(_runs_on, gw, final), deadline, f"{gw['name']} on configuration {final}")
-    for url in (f"http://127.0.0.1:{s['port']}/" for s in services.values()):
-        _wait_http(url, deadline)
+        wait_for(
+            functools.partial(_runs_on, gw, final),
+            deadline,
+            f"{gw['name']} on configuration {final}",
+            children.values(),
+        )
+    for name, service in services.items():
+        wait_http(f"http://127.0.0.1:{service['port']}/", deadline, children[name])
     return {
         "instance": INSTANCE,
         "dir": str(fed),
@@ -526,13 +524,13 @@ def _up_through_registry(
     }
 
 
-def _init_trust(fed: Path) -> tuple[dict[str, Any], CertificateAuthority]:
+def _init_trust(fed: Path, ports: Ports) -> tuple[dict[str, Any], CertificateAuthority]:
     """The CA, naming the OCSP responder it will have, and the trust services' certificates.
 
     They are issued where `xgate trust serve` looks for them, so the TSA's certificate is
     known to the registry before the service runs.
     """
-    port = free_port()
+    port = ports.reserve()
     url = f"http://127.0.0.1:{port}"
     pki_dir = fed / "pki"
     ca = init_pki(pki_dir, settings=CaSettings(common_name=CA_NAME, ocsp_url=url + "/ocsp"))
@@ -570,9 +568,13 @@ def _trust_command(trust: dict[str, Any]) -> list[str]:
     return _xgate("trust", "serve", "--pki", trust["pki"], "--port", str(trust["port"]))
 
 
-def _init_registry(fed: Path, times: FederationTimes) -> dict[str, Any]:
+def _registry_command(registry: dict[str, Any]) -> list[str]:
+    return _xgate("central", "serve", "--config", registry["config"])
+
+
+def _init_registry(fed: Path, times: FederationTimes, ports: Ports) -> dict[str, Any]:
     """`xgate central init` in DIR/registry, with its own configuration-signing CA."""
-    management_port, distribution_port = free_port(), free_port()
+    management_port, distribution_port = ports.reserve(), ports.reserve()
     created = init_registry(
         fed / "registry",
         INSTANCE,
@@ -586,6 +588,7 @@ def _init_registry(fed: Path, times: FederationTimes) -> dict[str, Any]:
     return {
         "dir": str(fed / "registry"),
         "config": str(created.config_path),
+        "ports": [management_port, distribution_port],
         "management_url": f"http://127.0.0.1:{management_port}",
         "distribution_url": distribution_url,
         "globalconf_url": distribution_url + "/globalconf",
@@ -719,15 +722,18 @@ def up(
             f"a federation already exists in {fed}; run `xgate federation down --dir {fed}` first"
         )
     pids: dict[str, int] = {}
+    ports = Ports()
     try:
         if registry:
-            description = _up_through_registry(fed, unreachable_standby, times, pids)
+            description = _up_through_registry(fed, unreachable_standby, times, pids, ports)
         else:
-            description = _up_locally(fed, unreachable_standby, pids)
+            description = _up_locally(fed, unreachable_standby, pids, ports)
     except Exception:
         stop_pids(pids)
         (fed / "pids.json").unlink(missing_ok=True)
         raise
+    finally:
+        ports.close()
     description["pids"] = pids
     _write_description(fed, description)
     return description
@@ -757,9 +763,7 @@ def _command(description: dict[str, Any], name: str) -> tuple[list[str], str]:
         return _trust_command(description["trust"]), description["trust"]["url"] + "/health"
     if name == "registry":
         registry = description["registry"]
-        return _xgate("central", "serve", "--config", registry["config"]), registry[
-            "management_url"
-        ] + "/health"
+        return _registry_command(registry), registry["management_url"] + "/health"
     for gw in (*description["gateways"], *description.get("extra_gateways", [])):
         if gw["name"] == name:
             return _xgate("gateway", "serve", "--config", gw["config"]), gw["admin_url"] + "/health"
@@ -779,16 +783,20 @@ def stop_process(fed: Path, name: str) -> None:
     _write_pids(fed, pids)
 
 
-def start_process(fed: Path, name: str) -> None:
-    """Start one process of the federation again (after stop_process) and wait until it answers."""
+def start_process(fed: Path, name: str, ports: Ports | None = None, serving: Iterable[int] = ()) -> None:
+    """Start one process of the federation again (after stop_process) and wait until it answers.
+
+    It binds its ports itself (they were released when it stopped), unless `ports` holds them.
+    """
     description = _read_json(fed / "federation.json")
     pids = read_pids(fed)
-    if name in pids and _alive(pids[name]):
+    if name in pids and alive(pids[name]):
         raise RuntimeError(f"{name} is running")
     command, health_url = _command(description, name)
-    pids[name] = _spawn(command, _log(fed, name))
+    child = _start(fed, name, command, ports, serving)
+    pids[name] = child.pid
     _write_pids(fed, pids)
-    _wait_http(health_url, time.monotonic() + START_TIMEOUT_SECONDS)
+    wait_http(health_url, time.monotonic() + START_TIMEOUT_SECONDS, child)
 
 
 def add_gateway(fed: Path, name: str, member: ClientId, member_name: str, subsystem: str) -> dict[str, Any]:
@@ -801,40 +809,18 @@ def add_gateway(fed: Path, name: str, member: ClientId, member_name: str, subsys
     if description.get("mode") != "registry":
         raise RuntimeError("gateways join a federation through its registry")
     pki_dir = Path(description["trust"]["pki"])
-    gw = _issue_gateway(fed, pki_dir, load_ca(pki_dir), GatewayPlan(name, member, member_name, subsystem))
-    _open_database(fed, gw).engine.dispose()
-    _write_registry_toml(gw, fed, description["registry"], description["settings"])
-    description.setdefault("extra_gateways", []).append(gw)
-    _write_description(fed, description)
-    start_process(fed, name)
+    ports = Ports()
+    try:
+        plan = GatewayPlan(name, member, member_name, subsystem)
+        gw = _issue_gateway(fed, pki_dir, load_ca(pki_dir), plan, ports)
+        _open_database(fed, gw).engine.dispose()
+        _write_registry_toml(gw, fed, description["registry"], description["settings"])
+        description.setdefault("extra_gateways", []).append(gw)
+        _write_description(fed, description)
+        start_process(fed, name, ports, gw["ports"].values())
+    finally:
+        ports.close()
     return gw
-
-
-def stop_pids(pids: dict[str, int], grace_seconds: float = 15.0) -> None:
-    for pid in pids.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds
-    for pid in pids.values():
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.05)
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def down(fed: Path) -> None:

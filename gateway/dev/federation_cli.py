@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gateway import federation
+from gateway.dev import federation
 
 
 @click.group("federation")

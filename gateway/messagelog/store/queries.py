@@ -1,0 +1,191 @@
+"""Reading the log: a chain's records in order, one record, one exchange, and search."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Row
+
+from gateway.messagelog.crypto_at_rest import BodyCipher, EncryptedBody
+from gateway.messagelog.record import Direction, LogRecord, MessageKind, Side
+from gateway.messagelog.stored import StoredRecord, StoredTimestamp
+from gateway.messagelog.tables import blobs, records, timestamps
+
+MAX_SEARCH_LIMIT: Final = 1000
+"""A search answers a person; more than this is an export, which the archives are for."""
+
+
+_IN_CHUNK: Final = 500
+"""Values per IN (...) list: far below SQLite's 32766 bound parameters, still few round trips."""
+
+
+def read_chain(
+    connection: Connection,
+    gateway: str,
+    node: str,
+    *,
+    after_seq: int,
+    limit: int,
+    cipher: BodyCipher | None = None,
+) -> list[StoredRecord]:
+    """Up to `limit` records of one chain with seq > `after_seq`, in chain order."""
+    query = (
+        sa.select(records)
+        .where(records.c.gateway == gateway, records.c.node == node, records.c.seq > after_seq)
+        .order_by(records.c.seq)
+        .limit(limit)
+    )
+    return _load(connection, connection.execute(query).all(), cipher)
+
+
+def get_record(
+    engine: Engine, gateway: str, node: str, seq: int, *, cipher: BodyCipher | None = None
+) -> StoredRecord | None:
+    query = sa.select(records).where(
+        records.c.gateway == gateway, records.c.node == node, records.c.seq == seq
+    )
+    with engine.connect() as connection:
+        found = _load(connection, connection.execute(query).all(), cipher)
+    return found[0] if found else None
+
+
+def get_exchange(engine: Engine, exchange_id: str, *, cipher: BodyCipher | None = None) -> list[StoredRecord]:
+    """The records of one exchange (request, response, faults), in the order they were logged."""
+    query = (
+        sa.select(records)
+        .where(records.c.exchange_id == exchange_id)
+        .order_by(records.c.logged_at, records.c.node, records.c.seq)
+    )
+    with engine.connect() as connection:
+        return _load(connection, connection.execute(query).all(), cipher)
+
+
+def search(
+    engine: Engine,
+    *,
+    gateway: str | None = None,
+    message_id: str | None = None,
+    client: str | None = None,
+    service: str | None = None,
+    user_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    outcome: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    cipher: BodyCipher | None = None,
+) -> list[StoredRecord]:
+    """The security officer's search: records matching every given filter, newest first.
+
+    `client` and `service` are identifiers' text forms as logged; `since` is inclusive and
+    `until` exclusive, on `logged_at`.
+    """
+    if not 1 <= limit <= MAX_SEARCH_LIMIT or offset < 0:
+        raise ValueError(f"limit must be 1..{MAX_SEARCH_LIMIT} and offset >= 0")
+    conditions: list[sa.ColumnElement[bool]] = []
+    for column, value in (
+        (records.c.gateway, gateway),
+        (records.c.message_id, message_id),
+        (records.c.client, client),
+        (records.c.service, service),
+        (records.c.user_id, user_id),
+        (records.c.outcome, outcome),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if since is not None:
+        conditions.append(records.c.logged_at >= since)
+    if until is not None:
+        conditions.append(records.c.logged_at < until)
+    query = (
+        sa.select(records)
+        .where(*conditions)
+        .order_by(records.c.logged_at.desc(), records.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    with engine.connect() as connection:
+        return _load(connection, connection.execute(query).all(), cipher)
+
+
+def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher | None) -> list[StoredRecord]:
+    """Rows to records, with their shared blobs and timestamps fetched once per call."""
+    digests = {d for row in rows for d in (row.signed_root_sha256, row.ocsp_sha256) if d is not None}
+    found_blobs = {
+        bytes(r.sha256): bytes(r.data)
+        for chunk in _chunks(digests)
+        for r in connection.execute(sa.select(blobs).where(blobs.c.sha256.in_(chunk)))
+    }
+    ids = {row.timestamp_id for row in rows if row.timestamp_id is not None}
+    found_timestamps = {
+        r.id: StoredTimestamp(r.id, r.first_seq, r.last_seq, bytes(r.root), bytes(r.token), r.stamped_at)
+        for chunk in _chunks(ids)
+        for r in connection.execute(sa.select(timestamps).where(timestamps.c.id.in_(chunk)))
+    }
+    return [_stored(row, found_blobs, found_timestamps, cipher) for row in rows]
+
+
+def _stored(
+    row: Row[Any],
+    found_blobs: Mapping[bytes, bytes],
+    found_timestamps: Mapping[int, StoredTimestamp],
+    cipher: BodyCipher | None,
+) -> StoredRecord:
+    message = None if row.message is None else bytes(row.message)
+    encrypted = None
+    if row.body_key_id is not None and message is not None:
+        encrypted = EncryptedBody(row.body_key_id, bytes(row.body_nonce), message)
+        message = None if cipher is None else cipher.decrypt(encrypted, row.message_sha256)
+    record = LogRecord(
+        gateway=row.gateway,
+        exchange_id=row.exchange_id,
+        side=Side(row.side),
+        direction=Direction(row.direction),
+        kind=MessageKind(row.kind),
+        logged_at=row.logged_at,
+        message_id=row.message_id,
+        client=row.client,
+        service=row.service,
+        user_id=row.user_id,
+        issue=row.issue,
+        represented_party=row.represented_party,
+        content_type=row.content_type,
+        message=message,
+        manifest=bytes(row.manifest),
+        signed_root_xml=_blob(found_blobs, row.signed_root_sha256),
+        proof_json=row.proof_json,
+        ocsp_response=_blob(found_blobs, row.ocsp_sha256),
+        outcome=row.outcome,
+        fault_detail=row.fault_detail,
+        message_sha256=row.message_sha256,
+        rest_head=None if row.rest_head is None else bytes(row.rest_head),
+    )
+    timestamp = None if row.timestamp_id is None else found_timestamps.get(row.timestamp_id)
+    return StoredRecord(
+        seq=row.seq,
+        node=row.node,
+        record=record,
+        prev_hash=bytes(row.prev_hash),
+        record_hash=bytes(row.record_hash),
+        encrypted_body=encrypted,
+        timestamp=timestamp,
+        timestamp_proof_json=row.timestamp_proof,
+        archived_at=row.archived_at,
+        archive_id=row.archive_id,
+    )
+
+
+def _blob(found: Mapping[bytes, bytes], digest: bytes | None) -> bytes | None:
+    """The blob's bytes; a blob gone missing reads as empty, so the record's hash shows it."""
+    if digest is None:
+        return None
+    return found.get(bytes(digest), b"")
+
+
+def _chunks(values: Collection[Any]) -> Iterable[list[Any]]:
+    ordered = sorted(values)
+    for start in range(0, len(ordered), _IN_CHUNK):
+        yield ordered[start : start + _IN_CHUNK]

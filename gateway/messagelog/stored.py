@@ -1,0 +1,62 @@
+"""What the log's reads return: a chain's head, stored records and their timestamps (values)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.crypto.hashtree import Proof
+from gateway.messagelog.asice import decode_proof
+from gateway.messagelog.crypto_at_rest import EncryptedBody
+from gateway.messagelog.record import LogRecord
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """A chain's row: its head, how far it is timestamped, and where purging left its start."""
+
+    gateway: str
+    node: str
+    head_seq: int
+    head_hash: bytes
+    stamped_seq: int
+    purged_seq: int
+    purged_hash: bytes
+
+
+@dataclass(frozen=True)
+class StoredTimestamp:
+    """One batch's RFC 3161 token over the hash-tree root of its records' hashes."""
+
+    id: int
+    first_seq: int
+    last_seq: int
+    root: bytes
+    token: bytes
+    stamped_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as stored: its place in the chain, its timestamp, its archive state.
+
+    `record.message` is the plaintext body when it was stored in clear or decrypted on reading;
+    `encrypted_body` is set whenever the body is stored encrypted.
+    """
+
+    seq: int
+    node: str
+    record: LogRecord
+    prev_hash: bytes
+    record_hash: bytes
+    encrypted_body: EncryptedBody | None = None
+    timestamp: StoredTimestamp | None = None
+    timestamp_proof_json: str | None = None  # record hash -> stamped root (asice.encode_proof)
+    archived_at: datetime | None = None
+    archive_id: str | None = None
+
+    def timestamp_proof(self) -> Proof | None:
+        """The path from `record_hash` to the timestamp's root; raises asice.ContainerError if malformed."""
+        if self.timestamp_proof_json is None:
+            return None
+        return decode_proof(self.timestamp_proof_json).steps

@@ -1,0 +1,65 @@
+"""This gateway's registrations, stored and read.
+
+The package's face: the names others use. Modules: `store` (the repository: each change in
+one transaction that bumps `config_version`), `snapshot` (every registration read at once for
+the request path), `errors`; `_rows` and `_lookups` are internal. The values themselves live in
+the sans-IO `gateway.serverconf.model` and are re-exported here for the repository's callers.
+"""
+
+from __future__ import annotations
+
+from gateway.adminstore import (
+    API_KEY_BYTES,
+    DEFAULT_AUDIT_PAGE,
+    MAX_API_KEY_LENGTH,
+    MAX_AUDIT_PAGE,
+    ApiKey,
+    AuditEntry,
+    AuditResult,
+)
+from gateway.serverconf.model import (
+    DEFAULT_SERVICE_TIMEOUT_SECONDS,
+    RESERVED_SERVICE_CODES,
+    BackendTls,
+    ClientAuthMode,
+    KeyRecord,
+    KeyUsage,
+    LocalGroup,
+    PinnedCertificate,
+    ServerConfSnapshot,
+    ServiceConf,
+    ServiceDescription,
+    ServiceKind,
+    SubsystemConf,
+)
+from gateway.serverconf.repository.errors import AlreadyExists, NotFound, ServerConfError
+from gateway.serverconf.repository.snapshot import load_snapshot
+from gateway.serverconf.repository.store import ServerConfRepository
+
+__all__ = [
+    "API_KEY_BYTES",
+    "DEFAULT_AUDIT_PAGE",
+    "DEFAULT_SERVICE_TIMEOUT_SECONDS",
+    "MAX_API_KEY_LENGTH",
+    "MAX_AUDIT_PAGE",
+    "RESERVED_SERVICE_CODES",
+    "AlreadyExists",
+    "ApiKey",
+    "AuditEntry",
+    "AuditResult",
+    "BackendTls",
+    "ClientAuthMode",
+    "KeyRecord",
+    "KeyUsage",
+    "LocalGroup",
+    "NotFound",
+    "PinnedCertificate",
+    "ServerConfError",
+    "ServerConfRepository",
+    "ServerConfSnapshot",
+    "ServiceConf",
+    "ServiceDescription",
+    "ServiceKind",
+    "SubsystemConf",
+    "load_snapshot",
+]
