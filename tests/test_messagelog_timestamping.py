@@ -224,7 +224,8 @@ async def test_the_periodic_loop_stamps_what_arrives(engine: sa.Engine, trust: T
             pytest.fail("the periodic loop did not stamp the records")
     finally:
         await timestamper.aclose()
-    assert timestamper.tokens_stored >= 1
+    # The table, not the counter: aclose() may cancel the loop between the commit and the count.
+    assert count(engine, tables.timestamps) >= 1
 
 
 async def test_two_timestampers_never_stamp_a_record_twice(engine: sa.Engine, trust: Trust) -> None:
