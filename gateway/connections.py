@@ -27,6 +27,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -45,6 +46,8 @@ DEFAULT_BODY_TIMEOUT_SECONDS: Final = 60.0
 DEFAULT_IDLE_TIMEOUT_SECONDS: Final = 75.0
 # nginx worker_connections: 512; four listeners' worth stays within a common 1024-file ulimit's reach.
 DEFAULT_MAX_CONNECTIONS: Final = 512
+# A full listener says so at most this often: a flood of refused connections is one line a minute.
+FULL_WARNING_INTERVAL_SECONDS: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ class LimitedSite(web.BaseSite):
         """Connections closed at once because the listener was full."""
         self.timed_out = 0
         """Connections closed because a request head or body was overdue."""
-        self._full = False
+        self._next_full_warning = 0.0
         self._bound_port: int | None = None
 
     @property
@@ -144,19 +147,23 @@ class LimitedSite(web.BaseSite):
         self._bound_port = int(listening.sockets[0].getsockname()[1])
 
     def _admit(self) -> bool:
-        if self.open_connections >= self.limits.max_connections:
-            if not self._full:
-                # Once each time the listener fills up, not once per refused connection.
-                log.warning("%s is full (%d connections): closing new ones", self.name, self.open_connections)
-                self._full = True
-            self.refused += 1
-            return False
-        self.open_connections += 1
-        return True
+        if self.open_connections < self.limits.max_connections:
+            self.open_connections += 1
+            return True
+        self.refused += 1
+        now = time.monotonic()
+        if now >= self._next_full_warning:
+            log.warning(
+                "%s is full (%d connections): closing new ones (%d so far)",
+                self.name,
+                self.open_connections,
+                self.refused,
+            )
+            self._next_full_warning = now + FULL_WARNING_INTERVAL_SECONDS
+        return False
 
     def _release(self) -> None:
         self.open_connections -= 1
-        self._full = False
 
 
 class _HeadWatch:

@@ -233,7 +233,9 @@ def test_idle_kept_connections_close_after_the_idle_timeout(new_loop: NewLoop) -
         assert closed_at - answered >= SHORT_SECONDS * 0.9
 
 
-def test_connections_beyond_the_cap_are_closed_at_once_while_held_ones_are_served(new_loop: NewLoop) -> None:
+def test_connections_beyond_the_cap_are_closed_at_once_while_held_ones_are_served(
+    new_loop: NewLoop, caplog: pytest.LogCaptureFixture
+) -> None:
     cap = 3
     limits = ConnectionLimits(header_timeout_seconds=30.0, idle_timeout_seconds=30.0, max_connections=cap)
     with serving(new_loop, limits) as served:
@@ -248,6 +250,10 @@ def test_connections_beyond_the_cap_are_closed_at_once_while_held_ones_are_serve
                 sock.sendall(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
         wait_closed(extra, tried + SLACK_SECONDS)
         assert served.stat(lambda site: site.refused) == len(extra)
+        # One warning, not one per refused connection.
+        assert [r.getMessage() for r in caplog.records if "is full" in r.getMessage()] == [
+            f"http://127.0.0.1:{served.port} is full (3 connections): closing new ones (1 so far)"
+        ]
 
         for sock in held:
             assert get(sock).startswith(b"HTTP/1.1 200")

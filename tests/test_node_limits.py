@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_until
+from gateway.config import ConfigError, load_config
+from gateway.connections import ConnectionLimits
+from tests.conftest import REPO, wait_until
 from tests.test_connections import read_response
 from tests.test_node import NODE_START_SECONDS, _healthy, built, gateway_of, node_process
 
@@ -128,3 +130,63 @@ def test_tls_listeners_refuse_cbc_suites(built: dict[str, Any], node: dict[str, 
     with connect(port) as raw, _tls_client(built, node, AEAD).wrap_socket(raw) as tls:
         cipher = tls.cipher()
         assert cipher is not None and cipher[0] in AEAD.split(":")
+
+
+# --- the [limits] keys ----------------------------------------------------------------------------
+
+EXAMPLE = REPO / "config" / "gateway.example.toml"
+
+
+def test_the_example_documents_the_default_limits() -> None:
+    assert load_config(EXAMPLE).connections == ConnectionLimits()
+
+
+def test_limits_are_read_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    text = EXAMPLE.read_text()
+    for key, value in [
+        ("header_timeout_seconds = 30", "header_timeout_seconds = 2.5"),
+        ("body_timeout_seconds = 60", "body_timeout_seconds = 5"),
+        ("idle_timeout_seconds = 75", "idle_timeout_seconds = 20"),
+        ("max_connections = 512", "max_connections = 64"),
+    ]:
+        assert key in text
+        text = text.replace(key, value)
+    path.write_text(text)
+
+    assert load_config(path).connections == ConnectionLimits(2.5, 5.0, 20.0, 64)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "max_connections = 512",
+            "max_connections = 0",
+            "limits.max_connections: must be greater than 0, not 0",
+        ),
+        ("max_connections = 512", "max_connections = 1.5", "limits.max_connections: must be a whole number"),
+        (
+            "header_timeout_seconds = 30",
+            "header_timeout_seconds = -1",
+            "limits.header_timeout_seconds: must be",
+        ),
+        ("body_timeout_seconds = 60", "body_timeout_seconds = 0", "limits.body_timeout_seconds: must be"),
+        (
+            "idle_timeout_seconds = 75",
+            'idle_timeout_seconds = "75"',
+            "limits.idle_timeout_seconds: must be a number",
+        ),
+        (
+            "header_timeout_seconds = 30",
+            "header_timout_seconds = 30",
+            r"limits.header_timout_seconds: unknown key \(did you mean header_timeout_seconds\?\)",
+        ),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_key(tmp_path: Path, old: str, new: str, message: str) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(EXAMPLE.read_text().replace(old, new))
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
