@@ -3,8 +3,8 @@
 aiohttp (3.14) closes an idle keep-alive connection (`keepalive_timeout`) but has no deadline
 for the request head on a new connection beyond that idle timer, none for a request body
 that stops arriving, and no cap on connections: a few hundred clients that open a
-connection and send half a request head hold their sockets until the idle timer, and a body
-that stalls holds a handler for ever.  `LimitedSite` is an aiohttp site whose connections
+connection and send half a request head hold their sockets until the idle timer (by default
+an hour), and a body that stalls holds a handler for ever.  `LimitedSite` is an aiohttp site whose connections
 each carry one timer and are counted per listener:
 
 - the **head deadline**: a new connection must deliver a complete request head within

@@ -43,6 +43,8 @@ SHORT_SECONDS = 0.6
 SLACK_SECONDS = 2.0
 # Socket operations in a test never block longer than this.
 SOCKET_TIMEOUT_SECONDS = 10.0
+# Far more than aiohttp buffers (2 x 64 KiB) before it stops reading until the handler reads.
+LARGE_BODY_BYTES = 4 * 1024 * 1024
 NewLoop = Callable[[], asyncio.AbstractEventLoop]
 LOOPS: dict[str, NewLoop] = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
@@ -61,6 +63,12 @@ async def _ok(request: web.Request) -> web.Response:
 
 async def _echo_length(request: web.Request) -> web.Response:
     return web.Response(text=str(len(await request.read())))
+
+
+async def _late_reader(request: web.Request) -> web.Response:
+    """Reads the body only after two body timeouts: the client waits on us, not we on it."""
+    await asyncio.sleep(SHORT_SECONDS * 2)
+    return await _echo_length(request)
 
 
 @dataclass
@@ -84,9 +92,10 @@ def serving(
     limits: ConnectionLimits,
     ssl_context: ssl.SSLContext | None = None,
 ) -> Iterator[Served]:
-    app = web.Application()
+    app = web.Application(client_max_size=LARGE_BODY_BYTES * 2)
     app.router.add_get("/", _ok)
     app.router.add_post("/echo", _echo_length)
+    app.router.add_post("/late", _late_reader)
     loop = new_loop()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, **limits.runner_options())
     loop.run_until_complete(runner.setup())
@@ -219,6 +228,15 @@ def test_a_stalled_body_is_closed_while_a_slow_steady_one_is_served(new_loop: Ne
         assert served.stat(lambda site: site.timed_out) == 1
 
 
+def test_a_body_the_handler_reads_late_is_not_the_clients_delay(new_loop: NewLoop) -> None:
+    limits = ConnectionLimits(body_timeout_seconds=SHORT_SECONDS)
+    body = b"x" * LARGE_BODY_BYTES
+    with serving(new_loop, limits) as served, connect(served.port) as sock:
+        sock.sendall(b"POST /late HTTP/1.1\r\nHost: gateway\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        assert read_response(sock).endswith(b"\r\n\r\n%d" % len(body))
+        assert served.stat(lambda site: site.timed_out) == 0
+
+
 def test_idle_kept_connections_close_after_the_idle_timeout(new_loop: NewLoop) -> None:
     limits = ConnectionLimits(header_timeout_seconds=SHORT_SECONDS * 10, idle_timeout_seconds=SHORT_SECONDS)
     with serving(new_loop, limits) as served, connect(served.port) as sock:
@@ -228,7 +246,15 @@ def test_idle_kept_connections_close_after_the_idle_timeout(new_loop: NewLoop) -
             time.sleep(SHORT_SECONDS / 3)
         assert get(sock).startswith(b"HTTP/1.1 200")
         answered = time.monotonic()
-        # ...and silence closes it, long before the header timeout would.
+        # ...and silence closes it, long before the header timeout would...
+        (closed_at,) = wait_closed([sock], answered + SHORT_SECONDS + SLACK_SECONDS)
+        assert closed_at - answered >= SHORT_SECONDS * 0.9
+
+    with serving(new_loop, limits) as served, connect(served.port) as sock:
+        # ...as does half a next request.
+        assert get(sock).startswith(b"HTTP/1.1 200")
+        answered = time.monotonic()
+        sock.sendall(HALF_HEAD)
         (closed_at,) = wait_closed([sock], answered + SHORT_SECONDS + SLACK_SECONDS)
         assert closed_at - answered >= SHORT_SECONDS * 0.9
 
@@ -433,6 +459,22 @@ def test_the_tls_handshake_counts_toward_the_header_timeout(
         wait_closed(silent, opened + SHORT_SECONDS + SLACK_SECONDS)
         for sock in silent:
             sock.close()
+
+
+def test_a_stalled_body_over_tls_is_closed(new_loop: NewLoop, pki: Pki, listener: Listener) -> None:
+    limits = ConnectionLimits(body_timeout_seconds=SHORT_SECONDS)
+    context = client_context(pki, maximum=ssl.TLSVersion.TLSv1_3)
+    with (
+        serving(new_loop, limits, listener(pki, pki.ec_server)) as served,
+        connect(served.port) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"POST /echo HTTP/1.1\r\nHost: gateway\r\nContent-Length: 10\r\n\r\nxyz")
+        sent = time.monotonic()
+        tls.settimeout(SHORT_SECONDS + SLACK_SECONDS)
+        assert closed_by_server(tls)
+        assert time.monotonic() - sent >= SHORT_SECONDS * 0.9
+        assert served.stat(lambda site: site.timed_out) == 1
 
 
 def test_a_full_tls_listener_closes_new_connections_after_their_handshake(
