@@ -13,7 +13,7 @@ node's code reads.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -36,6 +36,13 @@ from gateway.configfile import (
     in_file,
     read_toml,
     validate,
+)
+from gateway.connections import (
+    DEFAULT_BODY_TIMEOUT_SECONDS,
+    DEFAULT_HEADER_TIMEOUT_SECONDS,
+    DEFAULT_IDLE_TIMEOUT_SECONDS,
+    DEFAULT_MAX_CONNECTIONS,
+    ConnectionLimits,
 )
 from gateway.crypto.batchsigner import DEFAULT_WINDOW_SECONDS
 from gateway.crypto.tls import TlsIdentity
@@ -123,6 +130,7 @@ class NodeConfig:
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
     globalconf_refresh_seconds: float = DEFAULT_GLOBALCONF_REFRESH_SECONDS
     messagelog: MessageLogSettings | None = None
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property
     def globalconf_cache(self) -> Path:
@@ -195,6 +203,19 @@ class LimitsSection(FileModel):
     backend_timeout_seconds: Seconds = DEFAULT_BACKEND_TIMEOUT_SECONDS
     connect_timeout_seconds: Seconds = DEFAULT_CONNECT_TIMEOUT_SECONDS
     shutdown_grace_seconds: Seconds = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    header_timeout_seconds: Seconds = DEFAULT_HEADER_TIMEOUT_SECONDS
+    body_timeout_seconds: Seconds = DEFAULT_BODY_TIMEOUT_SECONDS
+    idle_timeout_seconds: Seconds = DEFAULT_IDLE_TIMEOUT_SECONDS
+    max_connections: Positive = DEFAULT_MAX_CONNECTIONS
+    """Per listener: the internal HTTP and HTTPS, the external and the admin listener each."""
+
+    def connections(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            header_timeout_seconds=self.header_timeout_seconds,
+            body_timeout_seconds=self.body_timeout_seconds,
+            idle_timeout_seconds=self.idle_timeout_seconds,
+            max_connections=self.max_connections,
+        )
 
 
 class MessageLogSection(FileModel):
@@ -263,6 +284,7 @@ class NodeFile(FileModel):
             backend_timeout_seconds=self.limits.backend_timeout_seconds,
             connect_timeout_seconds=self.limits.connect_timeout_seconds,
             shutdown_grace_seconds=self.limits.shutdown_grace_seconds,
+            connections=self.limits.connections(),
             sign_window_seconds=self.signer.window_seconds,
             messagelog=self.messagelog.settings(data_dir),
         )

@@ -19,6 +19,8 @@ from typing import Final
 
 from aiohttp import web
 
+from gateway.connections import ConnectionLimits, LimitedSite
+
 LISTEN_FDS_ENV: Final = "XGATE_LISTEN_FDS"
 """`host:port=fd` items, comma-separated: listening sockets the parent bound for this process."""
 
@@ -76,11 +78,21 @@ def site(
     *,
     ssl_context: ssl.SSLContext | None = None,
     reuse_address: bool | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> web.BaseSite:
-    """An aiohttp site on host:port: on the handed-over socket if there is one, else bound here."""
+    """An aiohttp site on host:port: on the handed-over socket if there is one, else bound here.
+
+    With `limits`, the site holds its connections to them (header, body and idle deadlines, a cap).
+    """
     inherited = inherited_socket(host, port)
     if inherited is None:
+        if limits is not None:
+            return LimitedSite(
+                runner, limits, host=host, port=port, ssl_context=ssl_context, reuse_address=reuse_address
+            )
         return web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=reuse_address)
     with contextlib.suppress(OSError):
         inherited.listen()  # the parent may have bound it only; listening twice is harmless
+    if limits is not None:
+        return LimitedSite(runner, limits, sock=inherited, ssl_context=ssl_context)
     return web.SockSite(runner, inherited, ssl_context=ssl_context)

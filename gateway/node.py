@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 from pathlib import Path
 
 import uvloop
@@ -18,7 +19,8 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.config import ConfigError, NodeConfig, load_config
-from gateway.configfile import check_database_directory, ensure_data_dir
+from gateway.configfile import Listener, check_database_directory, ensure_data_dir
+from gateway.connections import ConnectionLimits
 from gateway.crypto.keys import KeyFileError
 from gateway.crypto.tls import external_server_context, internal_server_context
 from gateway.globalconf import GlobalConfError
@@ -81,42 +83,44 @@ async def _start_interfaces(
 ) -> None:
     """Internal, external and admin interfaces; each runner goes into `runners` once set up."""
     grace = config.shutdown_grace_seconds
+    limits = config.connections
+    options = limits.runner_options()
 
-    internal = web.AppRunner(make_internal_app(runtime), shutdown_timeout=grace, access_log=None)
+    internal = web.AppRunner(make_internal_app(runtime), shutdown_timeout=grace, access_log=None, **options)
     await internal.setup()
     runners.append(internal)
     if config.internal_http is not None:
-        await site(internal, config.internal_http.host, config.internal_http.port, reuse_address=True).start()
+        await _site(internal, config.internal_http, limits).start()
     if config.internal_https is not None and config.internal_tls is not None:
         context = internal_server_context(config.internal_tls.identity(), ())
         runtime.internal_tls_context = context
         runtime.trust_pinned_certificates()
-        await site(
-            internal,
-            config.internal_https.host,
-            config.internal_https.port,
-            ssl_context=context,
-            reuse_address=True,
-        ).start()
+        await _site(internal, config.internal_https, limits, context).start()
 
-    external = web.AppRunner(make_external_app(runtime), shutdown_timeout=grace, access_log=None)
+    external = web.AppRunner(make_external_app(runtime), shutdown_timeout=grace, access_log=None, **options)
     await external.setup()
     runners.append(external)
     # The federation's CAs join both interfaces' handshake trust as configurations bring them.
     runtime.external_tls_context = external_server_context(config.auth_tls.identity(), ())
     runtime.trust_federation_cas()
-    await site(
-        external,
-        config.external.host,
-        config.external.port,
-        ssl_context=runtime.external_tls_context,
-        reuse_address=True,
-    ).start()
+    await _site(external, config.external, limits, runtime.external_tls_context).start()
 
-    admin = web.AppRunner(_admin_app(runtime), shutdown_timeout=grace, access_log=None)
+    admin = web.AppRunner(_admin_app(runtime), shutdown_timeout=grace, access_log=None, **options)
     await admin.setup()
     runners.append(admin)
-    await site(admin, config.admin.host, config.admin.port, reuse_address=True).start()
+    await _site(admin, config.admin, limits).start()
+
+
+def _site(
+    runner: web.AppRunner,
+    listener: Listener,
+    limits: ConnectionLimits,
+    ssl_context: ssl.SSLContext | None = None,
+) -> web.BaseSite:
+    """A listener held to the node's connection limits (header, body and idle deadlines, a cap)."""
+    return site(
+        runner, listener.host, listener.port, ssl_context=ssl_context, reuse_address=True, limits=limits
+    )
 
 
 INIT_HINT = "set up a node with `xgate gateway init DIR`"
