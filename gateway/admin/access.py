@@ -1,0 +1,302 @@
+"""Operations on who may call a subsystem's services: access rights and local groups."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from gateway.admin.context import TABLE, AdminContext, ClientPath, snapshot, subsystem_of
+from gateway.admin.roles import Permission as P
+from gateway.ids import LocalGroupId, ObjectType
+from gateway.serverconf.access import (
+    MAX_PATH_PATTERN_LENGTH,
+    AccessRight,
+    AccessSubject,
+    Endpoint,
+    subject_from_text,
+)
+from gateway.serverconf.repository import LocalGroup
+from gateway.webapi import Call, Outcome, invalid, not_found
+from gateway.webapi.types import Answer, Body, ClientText, Code, Description, client_id
+
+
+class SubjectType(enum.StrEnum):
+    """What an access right is granted to."""
+
+    MEMBER = "member"
+    SUBSYSTEM = "subsystem"
+    GLOBALGROUP = "globalgroup"
+    LOCALGROUP = "localgroup"
+
+
+_METHOD = Field(
+    None,
+    pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}$",
+    description="HTTP method or `*`; none for the whole service.",
+)
+_PATH = Field(
+    None,
+    pattern="^/",
+    max_length=MAX_PATH_PATTERN_LENGTH,
+    description="Path pattern with `*` wildcards; none for the whole service.",
+)
+
+
+class AccessRightView(Answer):
+    subject: str = Field(
+        description="Client text form, INSTANCE/GROUP for a global group, GROUP for a local one."
+    )
+    subject_type: SubjectType
+    service_code: str
+    method: str | None
+    path: str | None
+
+
+class AccessRightList(Answer):
+    access_rights: list[AccessRightView]
+
+
+class ServiceCodePath(ClientPath):
+    service_code: Code
+
+
+def _both_or_neither(method: str | None, path: str | None) -> None:
+    if (method is None) != (path is None):
+        raise ValueError("give both method and path for an endpoint, or neither for the whole service")
+
+
+class NewAccessRight(Body):
+    subject: str = Field(min_length=1, max_length=1100)
+    subject_type: SubjectType
+    method: str | None = _METHOD
+    path: str | None = _PATH
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> NewAccessRight:
+        _both_or_neither(self.method, self.path)
+        return self
+
+
+class RevokedAccessRight(ServiceCodePath):
+    """The right to revoke, named by query parameters."""
+
+    subject: str = Field(min_length=1, max_length=1100)
+    subject_type: SubjectType
+    method: str | None = _METHOD
+    path: str | None = _PATH
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> RevokedAccessRight:
+        _both_or_neither(self.method, self.path)
+        return self
+
+
+def access_subject(text: str, subject_type: str) -> AccessSubject:
+    """The subject of a right from its text form and type (member, subsystem, globalgroup, localgroup)."""
+    return subject_from_text(ObjectType(SubjectType(subject_type.lower()).value.upper()), text)
+
+
+def _access_right(service_code: str, values: NewAccessRight | RevokedAccessRight) -> AccessRight:
+    subject = access_subject(values.subject, values.subject_type)
+    endpoint = None
+    if values.method is not None and values.path is not None:
+        try:
+            endpoint = Endpoint(values.method, values.path)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+    return AccessRight(subject, service_code, endpoint)
+
+
+def right_json(right: AccessRight) -> dict[str, Any]:
+    return {
+        "subject": right.subject.to_text(),
+        "subject_type": right.subject.object_type.value.lower(),
+        "service_code": right.service_code,
+        "method": right.endpoint.method if right.endpoint else None,
+        "path": right.endpoint.path_pattern if right.endpoint else None,
+    }
+
+
+async def _check_service(ctx: AdminContext, params: ServiceCodePath) -> None:
+    """404 unless the provider has a service of this code (whatever its version)."""
+    provider, code = params.client, params.service_code
+    conf = await snapshot(ctx)
+    subsystem_of(conf, provider)
+    if not any(service.service.service_code == code for service in conf.services_of(provider)):
+        raise not_found(f"{provider} has no service {code!r}")
+
+
+@TABLE.operation(
+    "GET",
+    "/subsystems/{client_id}/services/{service_code}/access-rights",
+    "access.list",
+    P.READ_CONFIGURATION,
+    params=ServiceCodePath,
+    response=AccessRightList,
+)
+async def list_access_rights(ctx: AdminContext, call: Call[ServiceCodePath, None]) -> Outcome:
+    """List the rights to a service code, whatever its version (X-Road grants per code)."""
+    await _check_service(ctx, call.params)
+    conf = await snapshot(ctx)
+    rights = conf.rights(call.params.client, call.params.service_code)
+    return Outcome({"access_rights": [right_json(right) for right in rights]})
+
+
+@TABLE.operation(
+    "POST",
+    "/subsystems/{client_id}/services/{service_code}/access-rights",
+    "access.grant",
+    P.MANAGE_ACCESS_RIGHTS,
+    params=ServiceCodePath,
+    body=NewAccessRight,
+    response=AccessRightView,
+    status=201,
+    errors=(400, 401, 403, 404, 409),
+)
+async def grant_access(ctx: AdminContext, call: Call[ServiceCodePath, NewAccessRight]) -> Outcome:
+    """Grant a member, subsystem or group the right to call a service (or one endpoint of it)."""
+    provider = call.params.client
+    right = _access_right(call.params.service_code, call.body)
+    await asyncio.to_thread(ctx.repository.grant, provider, right)
+    body = right_json(right)
+    return Outcome(body, 201, f"{provider}/{right.service_code}", body)
+
+
+@TABLE.operation(
+    "DELETE",
+    "/subsystems/{client_id}/services/{service_code}/access-rights",
+    "access.revoke",
+    P.MANAGE_ACCESS_RIGHTS,
+    params=RevokedAccessRight,
+)
+async def revoke_access(ctx: AdminContext, call: Call[RevokedAccessRight, None]) -> Outcome:
+    """Revoke a right, named by the query parameters subject, subject_type, method, path."""
+    provider = call.params.client
+    right = _access_right(call.params.service_code, call.params)
+    await asyncio.to_thread(ctx.repository.revoke, provider, right)
+    return Outcome(None, 204, f"{provider}/{right.service_code}", right_json(right))
+
+
+# --- local groups --------------------------------------------------------------------------
+
+
+class LocalGroupView(Answer):
+    code: str
+    description: str
+    members: list[str] = Field(description="Clients, INSTANCE/CLASS/MEMBER[/SUBSYSTEM].")
+
+
+class LocalGroupList(Answer):
+    local_groups: list[LocalGroupView]
+
+
+class NewLocalGroup(Body):
+    code: Code
+    description: Description = ""
+
+
+class GroupPath(ClientPath):
+    group_code: Code
+
+
+class NewGroupMember(Body):
+    client_id: ClientText
+
+
+class GroupMemberPath(GroupPath):
+    member_id: ClientText
+
+
+def group_json(group: LocalGroup) -> dict[str, Any]:
+    return {
+        "code": group.group.group_code,
+        "description": group.description,
+        "members": [member.to_text() for member in sorted(group.members)],
+    }
+
+
+@TABLE.operation(
+    "GET",
+    "/subsystems/{client_id}/local-groups",
+    "local_group.list",
+    P.READ_CONFIGURATION,
+    params=ClientPath,
+    response=LocalGroupList,
+)
+async def list_local_groups(ctx: AdminContext, call: Call[ClientPath, None]) -> Outcome:
+    """List a subsystem's local groups."""
+    owner = call.params.client
+    conf = await snapshot(ctx)
+    subsystem_of(conf, owner)
+    return Outcome({"local_groups": [group_json(group) for group in conf.local_groups_of(owner)]})
+
+
+@TABLE.operation(
+    "POST",
+    "/subsystems/{client_id}/local-groups",
+    "local_group.add",
+    P.MANAGE_LOCAL_GROUPS,
+    params=ClientPath,
+    body=NewLocalGroup,
+    response=LocalGroupView,
+    status=201,
+    errors=(400, 401, 403, 404, 409),
+)
+async def add_local_group(ctx: AdminContext, call: Call[ClientPath, NewLocalGroup]) -> Outcome:
+    """Create a local group of a subsystem."""
+    owner, group, description = call.params.client, LocalGroupId(call.body.code), call.body.description
+    await asyncio.to_thread(ctx.repository.add_local_group, owner, group, description)
+    result = group_json(LocalGroup(owner, group, description, frozenset()))
+    return Outcome(result, 201, f"{owner}/{group}", {"description": description})
+
+
+@TABLE.operation(
+    "DELETE",
+    "/subsystems/{client_id}/local-groups/{group_code}",
+    "local_group.remove",
+    P.MANAGE_LOCAL_GROUPS,
+    params=GroupPath,
+)
+async def remove_local_group(ctx: AdminContext, call: Call[GroupPath, None]) -> Outcome:
+    """Delete a local group with its members and the access rights granted to it."""
+    owner, group = call.params.client, LocalGroupId(call.params.group_code)
+    await asyncio.to_thread(ctx.repository.remove_local_group, owner, group)
+    return Outcome(None, 204, f"{owner}/{group}")
+
+
+@TABLE.operation(
+    "POST",
+    "/subsystems/{client_id}/local-groups/{group_code}/members",
+    "local_group.add_member",
+    P.MANAGE_LOCAL_GROUPS,
+    params=GroupPath,
+    body=NewGroupMember,
+    response=NewGroupMember,
+    status=201,
+    errors=(400, 401, 403, 404, 409),
+)
+async def add_group_member(ctx: AdminContext, call: Call[GroupPath, NewGroupMember]) -> Outcome:
+    """Add a client to a local group."""
+    owner, group = call.params.client, LocalGroupId(call.params.group_code)
+    member = client_id(call.body.client_id)
+    await asyncio.to_thread(ctx.repository.add_local_group_member, owner, group, member)
+    body = {"client_id": member.to_text()}
+    return Outcome(body, 201, f"{owner}/{group}", body)
+
+
+@TABLE.operation(
+    "DELETE",
+    "/subsystems/{client_id}/local-groups/{group_code}/members/{member_id}",
+    "local_group.remove_member",
+    P.MANAGE_LOCAL_GROUPS,
+    params=GroupMemberPath,
+)
+async def remove_group_member(ctx: AdminContext, call: Call[GroupMemberPath, None]) -> Outcome:
+    """Remove a client from a local group."""
+    owner, group = call.params.client, LocalGroupId(call.params.group_code)
+    member = client_id(call.params.member_id)
+    await asyncio.to_thread(ctx.repository.remove_local_group_member, owner, group, member)
+    return Outcome(None, 204, f"{owner}/{group}", {"client_id": member.to_text()})

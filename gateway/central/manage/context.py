@@ -1,0 +1,87 @@
+"""What every operation of the registry's management API shares: the registry's context, the
+operation table, domain errors as JSON errors, and the views of what is registered."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, TypeVar
+
+from pydantic import Field
+
+from gateway.central.publisher import ConfigurationPublisher
+from gateway.central.repository import CentralRepository, Conflict, NotFound, RegistryError
+from gateway.central.requests import RequestRefused
+from gateway.crypto.certs import CertificateError, fingerprint_sha256, load_certificate
+from gateway.globalconf import GlobalConf, GlobalConfError
+from gateway.globalconf.signed import format_time
+from gateway.ids import IdentifierError
+from gateway.webapi import CONFLICT, NOT_FOUND, VALIDATION_ERROR, ApiError, OperationTable
+from gateway.webapi.types import MAX_TEXT_LENGTH, Answer, Params, RecordId
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class RegistryContext:
+    """What the management and distribution applications share."""
+
+    repository: CentralRepository
+    publisher: ConfigurationPublisher
+    configuration_urls: tuple[str, ...]
+    """Where gateways fetch the configuration (the anchor's URLs)."""
+
+
+TABLE: Final = OperationTable()
+"""Every operation of /api/v1, filled as the operation modules load (gateway.central.api)."""
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH)]
+"""Names, descriptions and reasons are for people; longer ones are mistakes."""
+OptionalText = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+
+
+def domain_error(exc: Exception) -> ApiError | None:
+    """The JSON error a domain error becomes; None for anything unforeseen (a 500)."""
+    if isinstance(exc, NotFound):
+        return ApiError(404, NOT_FOUND, str(exc))
+    if isinstance(exc, Conflict):
+        return ApiError(409, CONFLICT, str(exc))
+    if isinstance(exc, IdentifierError):
+        return ApiError(400, VALIDATION_ERROR, exc.message)
+    if isinstance(exc, RegistryError | GlobalConfError | CertificateError | RequestRefused | ValueError):
+        return ApiError(400, VALIDATION_ERROR, str(exc))
+    return None
+
+
+class KeyPath(Params):
+    key_id: RecordId
+
+
+class CertificateSummary(Answer):
+    sha256: str = Field(description="Lower-case hex SHA-256 of the DER certificate.")
+    subject: str
+    not_after: str = Field(json_schema_extra={"format": "date-time"})
+
+
+def time_text(value: dt.datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+def certificate_summary(pem: str) -> dict[str, Any]:
+    certificate = load_certificate(pem.encode())
+    return {
+        "sha256": fingerprint_sha256(certificate),
+        "subject": certificate.subject.rfc4514_string(),
+        "not_after": format_time(certificate.not_valid_after_utc),
+    }
+
+
+async def configuration(ctx: RegistryContext) -> GlobalConf:
+    return await asyncio.to_thread(ctx.repository.configuration)
+
+
+async def run(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """`function` in a worker thread: the repository is synchronous, the event loop is not."""
+    return await asyncio.to_thread(function, *args, **kwargs)

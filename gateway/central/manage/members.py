@@ -1,0 +1,377 @@
+"""Operations on who belongs to the federation: member classes, members, subsystems, global groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from gateway.central.manage.context import TABLE, OptionalText, RegistryContext, Text, configuration, run
+from gateway.central.roles import Permission as P
+from gateway.globalconf import GlobalConf
+from gateway.ids import ClientId
+from gateway.webapi import Call, Outcome, not_found
+from gateway.webapi.types import Answer, Body, ClientText, Code, MemberText, Params, SubsystemText, client_id
+
+# --- member classes -------------------------------------------------------------------------
+
+
+class MemberClass(Answer):
+    code: str
+    description: str
+
+
+class MemberClassList(Answer):
+    member_classes: list[MemberClass]
+
+
+class NewMemberClass(Body):
+    code: Code
+    description: OptionalText = ""
+
+
+class DescriptionChange(Body):
+    description: OptionalText
+
+
+class CodePath(Params):
+    code: Code
+
+
+@TABLE.operation("GET", "/member-classes", "member_class.list", P.READ_REGISTRY, response=MemberClassList)
+async def list_member_classes(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
+    """List the member classes."""
+    classes = await run(ctx.repository.member_classes)
+    return Outcome({"member_classes": [{"code": c.code, "description": c.description} for c in classes]})
+
+
+@TABLE.operation(
+    "POST",
+    "/member-classes",
+    "member_class.add",
+    P.MANAGE_FEDERATION,
+    body=NewMemberClass,
+    response=MemberClass,
+    status=201,
+    errors=(400, 401, 403, 409),
+)
+async def add_member_class(ctx: RegistryContext, call: Call[None, NewMemberClass]) -> Outcome:
+    """Add a member class."""
+    code, description = call.body.code, call.body.description
+    await run(ctx.repository.add_member_class, code, description)
+    return Outcome({"code": code, "description": description}, 201, f"member class {code}")
+
+
+@TABLE.operation(
+    "PUT",
+    "/member-classes/{code}",
+    "member_class.update",
+    P.MANAGE_FEDERATION,
+    params=CodePath,
+    body=DescriptionChange,
+    response=MemberClass,
+)
+async def update_member_class(ctx: RegistryContext, call: Call[CodePath, DescriptionChange]) -> Outcome:
+    """Change a member class's description."""
+    code, description = call.params.code, call.body.description
+    await run(ctx.repository.set_member_class_description, code, description)
+    return Outcome({"code": code, "description": description}, 200, f"member class {code}")
+
+
+@TABLE.operation(
+    "DELETE",
+    "/member-classes/{code}",
+    "member_class.remove",
+    P.MANAGE_FEDERATION,
+    params=CodePath,
+    errors=(400, 401, 403, 404, 409),
+)
+async def remove_member_class(ctx: RegistryContext, call: Call[CodePath, None]) -> Outcome:
+    """Delete a member class no member belongs to."""
+    code = call.params.code
+    await run(ctx.repository.remove_member_class, code)
+    return Outcome(None, 204, f"member class {code}")
+
+
+# --- members and subsystems -----------------------------------------------------------------
+
+
+class Member(Answer):
+    member_id: str = Field(description="INSTANCE/CLASS/MEMBER")
+    member_class: str
+    member_code: str
+    name: str
+    subsystems: list[str]
+    security_servers: list[str]
+
+
+class MemberList(Answer):
+    members: list[Member]
+
+
+class NewMember(Body):
+    member_class: Code
+    member_code: Code
+    name: Text
+
+
+class MemberName(Body):
+    name: Text
+
+
+class MemberPath(Params):
+    member_id: MemberText
+
+    @property
+    def member(self) -> ClientId:
+        return client_id(self.member_id)
+
+
+class Subsystem(Answer):
+    client_id: str
+    servers: list[str] = Field(description="The security servers hosting it.")
+
+
+class SubsystemList(Answer):
+    subsystems: list[Subsystem]
+
+
+class NewSubsystem(Body):
+    client_id: SubsystemText
+
+
+class SubsystemPath(Params):
+    client_id: SubsystemText
+
+
+def member_json(conf: GlobalConf, member: ClientId) -> dict[str, Any]:
+    key = (member.member_class, member.member_code)
+    found = next((m for m in conf.members if (m.member_class, m.member_code) == key), None)
+    if found is None:
+        raise not_found(f"no member {member} is registered")
+    return {
+        "member_id": member.to_text(),
+        "member_class": found.member_class,
+        "member_code": found.member_code,
+        "name": found.name,
+        "subsystems": [client.to_text() for client in found.subsystem_ids(conf.instance)],
+        "security_servers": [s.id.to_text() for s in conf.security_servers if s.id.owner == member],
+    }
+
+
+@TABLE.operation("GET", "/members", "member.list", P.READ_REGISTRY, response=MemberList)
+async def list_members(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
+    """List the members with their subsystems and security servers."""
+    conf = await configuration(ctx)
+    return Outcome({"members": [member_json(conf, m.client_id(conf.instance)) for m in conf.members]})
+
+
+@TABLE.operation(
+    "POST",
+    "/members",
+    "member.add",
+    P.MANAGE_MEMBERS,
+    body=NewMember,
+    response=Member,
+    status=201,
+    errors=(400, 401, 403, 404, 409),
+)
+async def add_member(ctx: RegistryContext, call: Call[None, NewMember]) -> Outcome:
+    """Register a member."""
+    body = call.body
+    member = ClientId(ctx.repository.instance, body.member_class, body.member_code)
+    await run(ctx.repository.add_member, member, body.name)
+    return Outcome(
+        member_json(await configuration(ctx), member), 201, f"member {member}", {"name": body.name}
+    )
+
+
+@TABLE.operation(
+    "GET", "/members/{member_id}", "member.read", P.READ_REGISTRY, params=MemberPath, response=Member
+)
+async def read_member(ctx: RegistryContext, call: Call[MemberPath, None]) -> Outcome:
+    """Show one member."""
+    return Outcome(member_json(await configuration(ctx), call.params.member))
+
+
+@TABLE.operation(
+    "PUT",
+    "/members/{member_id}",
+    "member.rename",
+    P.MANAGE_MEMBERS,
+    params=MemberPath,
+    body=MemberName,
+    response=Member,
+)
+async def rename_member(ctx: RegistryContext, call: Call[MemberPath, MemberName]) -> Outcome:
+    """Change a member's name."""
+    member, name = call.params.member, call.body.name
+    await run(ctx.repository.rename_member, member, name)
+    return Outcome(member_json(await configuration(ctx), member), 200, f"member {member}", {"name": name})
+
+
+@TABLE.operation("DELETE", "/members/{member_id}", "member.remove", P.MANAGE_MEMBERS, params=MemberPath)
+async def remove_member(ctx: RegistryContext, call: Call[MemberPath, None]) -> Outcome:
+    """Delete a member with its subsystems and security servers."""
+    member = call.params.member
+    await run(ctx.repository.remove_member, member)
+    return Outcome(None, 204, f"member {member}")
+
+
+@TABLE.operation("GET", "/subsystems", "subsystem.list", P.READ_REGISTRY, response=SubsystemList)
+async def list_subsystems(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
+    """List the subsystems and the security servers hosting each."""
+    conf = await configuration(ctx)
+    subsystems = [client for member in conf.members for client in member.subsystem_ids(conf.instance)]
+    answer = [
+        {"client_id": client.to_text(), "servers": [s.id.to_text() for s in conf.servers_for(client)]}
+        for client in subsystems
+    ]
+    return Outcome({"subsystems": answer})
+
+
+@TABLE.operation(
+    "POST",
+    "/subsystems",
+    "subsystem.add",
+    P.MANAGE_MEMBERS,
+    body=NewSubsystem,
+    response=Subsystem,
+    status=201,
+    errors=(400, 401, 403, 404, 409),
+)
+async def add_subsystem(ctx: RegistryContext, call: Call[None, NewSubsystem]) -> Outcome:
+    """Register a subsystem of a registered member."""
+    client = client_id(call.body.client_id)
+    await run(ctx.repository.add_subsystem, client)
+    return Outcome({"client_id": client.to_text(), "servers": []}, 201, f"subsystem {client}")
+
+
+@TABLE.operation(
+    "DELETE", "/subsystems/{client_id}", "subsystem.remove", P.MANAGE_MEMBERS, params=SubsystemPath
+)
+async def remove_subsystem(ctx: RegistryContext, call: Call[SubsystemPath, None]) -> Outcome:
+    """Delete a subsystem; no gateway hosts it afterwards."""
+    client = client_id(call.params.client_id)
+    await run(ctx.repository.remove_subsystem, client)
+    return Outcome(None, 204, f"subsystem {client}")
+
+
+# --- global groups --------------------------------------------------------------------------
+
+
+class GlobalGroup(Answer):
+    code: str
+    group_id: str = Field(description="INSTANCE/GROUP")
+    description: str
+    members: list[str]
+
+
+class GlobalGroupList(Answer):
+    global_groups: list[GlobalGroup]
+
+
+class NewGlobalGroup(Body):
+    code: Code
+    description: OptionalText = ""
+
+
+class NewGroupMember(Body):
+    client_id: ClientText
+
+
+class GroupMemberPath(CodePath):
+    client_id: ClientText
+
+
+def group_json(conf: GlobalConf, code: str) -> dict[str, Any]:
+    group = next((g for g in conf.global_groups if g.id.group_code == code), None)
+    if group is None:
+        raise not_found(f"no global group {code!r}")
+    return {
+        "code": code,
+        "group_id": group.id.to_text(),
+        "description": group.description,
+        "members": [c.to_text() for c in group.members],
+    }
+
+
+@TABLE.operation("GET", "/global-groups", "global_group.list", P.READ_REGISTRY, response=GlobalGroupList)
+async def list_global_groups(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
+    """List the global groups and their members."""
+    conf = await configuration(ctx)
+    return Outcome({"global_groups": [group_json(conf, g.id.group_code) for g in conf.global_groups]})
+
+
+@TABLE.operation(
+    "POST",
+    "/global-groups",
+    "global_group.add",
+    P.MANAGE_MEMBERS,
+    body=NewGlobalGroup,
+    response=GlobalGroup,
+    status=201,
+    errors=(400, 401, 403, 409),
+)
+async def add_global_group(ctx: RegistryContext, call: Call[None, NewGlobalGroup]) -> Outcome:
+    """Create a global group."""
+    code = call.body.code
+    await run(ctx.repository.add_global_group, code, call.body.description)
+    return Outcome(group_json(await configuration(ctx), code), 201, f"global group {code}")
+
+
+@TABLE.operation(
+    "PUT",
+    "/global-groups/{code}",
+    "global_group.update",
+    P.MANAGE_MEMBERS,
+    params=CodePath,
+    body=DescriptionChange,
+    response=GlobalGroup,
+)
+async def update_global_group(ctx: RegistryContext, call: Call[CodePath, DescriptionChange]) -> Outcome:
+    """Change a global group's description."""
+    code = call.params.code
+    await run(ctx.repository.set_global_group_description, code, call.body.description)
+    return Outcome(group_json(await configuration(ctx), code), 200, f"global group {code}")
+
+
+@TABLE.operation("DELETE", "/global-groups/{code}", "global_group.remove", P.MANAGE_MEMBERS, params=CodePath)
+async def remove_global_group(ctx: RegistryContext, call: Call[CodePath, None]) -> Outcome:
+    """Delete a global group."""
+    code = call.params.code
+    await run(ctx.repository.remove_global_group, code)
+    return Outcome(None, 204, f"global group {code}")
+
+
+@TABLE.operation(
+    "POST",
+    "/global-groups/{code}/members",
+    "global_group.add_member",
+    P.MANAGE_MEMBERS,
+    params=CodePath,
+    body=NewGroupMember,
+    response=GlobalGroup,
+    status=201,
+    errors=(400, 401, 403, 404, 409),
+)
+async def add_global_group_member(ctx: RegistryContext, call: Call[CodePath, NewGroupMember]) -> Outcome:
+    """Add a member or subsystem to a global group."""
+    code, client = call.params.code, client_id(call.body.client_id)
+    await run(ctx.repository.add_global_group_member, code, client)
+    conf = await configuration(ctx)
+    return Outcome(group_json(conf, code), 201, f"global group {code}", {"client": client.to_text()})
+
+
+@TABLE.operation(
+    "DELETE",
+    "/global-groups/{code}/members/{client_id}",
+    "global_group.remove_member",
+    P.MANAGE_MEMBERS,
+    params=GroupMemberPath,
+)
+async def remove_global_group_member(ctx: RegistryContext, call: Call[GroupMemberPath, None]) -> Outcome:
+    """Remove a member or subsystem from a global group."""
+    code, client = call.params.code, client_id(call.params.client_id)
+    await run(ctx.repository.remove_global_group_member, code, client)
+    return Outcome(None, 204, f"global group {code}", {"client": client.to_text()})

@@ -1,0 +1,237 @@
+"""Operations on the federation's security servers: where they listen, their TLS certificates,
+the subsystems they host."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from pydantic import Field
+
+from gateway.central.manage.context import (
+    TABLE,
+    CertificateSummary,
+    RegistryContext,
+    certificate_summary,
+    configuration,
+    run,
+)
+from gateway.central.roles import Permission as P
+from gateway.globalconf import GlobalConf
+from gateway.ids import SecurityServerId
+from gateway.webapi import Call, Outcome, not_found
+from gateway.webapi.types import (
+    Answer,
+    Body,
+    Params,
+    Pem,
+    ServerText,
+    Sha256,
+    SubsystemText,
+    client_id,
+    server_id,
+)
+
+_PORT: Final = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+ADDRESS_PATTERN: Final = rf"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?):{_PORT}$"
+"""host:port of a gateway's external interface (gateway.globalconf.model checks the same)."""
+
+Address = Annotated[
+    str,
+    Field(
+        pattern=ADDRESS_PATTERN,
+        max_length=300,
+        description="host:port of the external (mutual TLS) interface.",
+    ),
+]
+
+
+class SecurityServer(Answer):
+    server_id: str = Field(description="INSTANCE/CLASS/MEMBER/SERVER")
+    owner: str
+    address: str
+    auth_certificates: list[CertificateSummary]
+    clients: list[str]
+
+
+class SecurityServerList(Answer):
+    security_servers: list[SecurityServer]
+
+
+class NewSecurityServer(Body):
+    server_id: ServerText
+    address: Address
+    auth_certificates: list[Pem] = Field(min_length=1, max_length=100)
+
+
+class AddressChange(Body):
+    address: Address
+
+
+class AuthCertificate(Body):
+    certificate: Pem
+
+
+class HostedClient(Body):
+    client_id: SubsystemText
+
+
+class ServerPath(Params):
+    server_id: ServerText
+
+    @property
+    def server(self) -> SecurityServerId:
+        return server_id(self.server_id)
+
+
+class ServerCertificatePath(ServerPath):
+    sha256: Sha256
+
+
+class ServerClientPath(ServerPath):
+    client_id: SubsystemText
+
+
+def server_json(conf: GlobalConf, server: SecurityServerId) -> dict[str, Any]:
+    info = conf.server(server)
+    if info is None:
+        raise not_found(f"no security server {server} is registered")
+    return {
+        "server_id": info.id.to_text(),
+        "owner": info.id.owner.to_text(),
+        "address": info.address,
+        "auth_certificates": [certificate_summary(pem) for pem in info.auth_certificates],
+        "clients": [client.to_text() for client in info.clients],
+    }
+
+
+async def _server(ctx: RegistryContext, server: SecurityServerId) -> dict[str, Any]:
+    return server_json(await configuration(ctx), server)
+
+
+@TABLE.operation("GET", "/security-servers", "server.list", P.READ_REGISTRY, response=SecurityServerList)
+async def list_servers(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
+    """List the security servers."""
+    conf = await configuration(ctx)
+    return Outcome({"security_servers": [server_json(conf, s.id) for s in conf.security_servers]})
+
+
+@TABLE.operation(
+    "POST",
+    "/security-servers",
+    "server.add",
+    P.MANAGE_MEMBERS,
+    body=NewSecurityServer,
+    response=SecurityServer,
+    status=201,
+    errors=(400, 401, 403, 404, 409),
+)
+async def add_server(ctx: RegistryContext, call: Call[None, NewSecurityServer]) -> Outcome:
+    """Register a security server directly, without a request from it."""
+    body = call.body
+    server = server_id(body.server_id)
+    await run(ctx.repository.add_security_server, server, body.address, list(body.auth_certificates))
+    return Outcome(await _server(ctx, server), 201, f"server {server}", {"address": body.address})
+
+
+@TABLE.operation(
+    "GET",
+    "/security-servers/{server_id}",
+    "server.read",
+    P.READ_REGISTRY,
+    params=ServerPath,
+    response=SecurityServer,
+)
+async def read_server(ctx: RegistryContext, call: Call[ServerPath, None]) -> Outcome:
+    """Show one security server."""
+    return Outcome(await _server(ctx, call.params.server))
+
+
+@TABLE.operation(
+    "DELETE", "/security-servers/{server_id}", "server.remove", P.MANAGE_MEMBERS, params=ServerPath
+)
+async def remove_server(ctx: RegistryContext, call: Call[ServerPath, None]) -> Outcome:
+    """Delete a security server."""
+    server = call.params.server
+    await run(ctx.repository.remove_security_server, server)
+    return Outcome(None, 204, f"server {server}")
+
+
+@TABLE.operation(
+    "PUT",
+    "/security-servers/{server_id}/address",
+    "server.set_address",
+    P.MANAGE_MEMBERS,
+    params=ServerPath,
+    body=AddressChange,
+    response=SecurityServer,
+)
+async def set_server_address(ctx: RegistryContext, call: Call[ServerPath, AddressChange]) -> Outcome:
+    """Change where a security server's external interface listens."""
+    server, address = call.params.server, call.body.address
+    await run(ctx.repository.set_server_address, server, address)
+    return Outcome(await _server(ctx, server), 200, f"server {server}", {"address": address})
+
+
+@TABLE.operation(
+    "POST",
+    "/security-servers/{server_id}/auth-certificates",
+    "server.add_auth_cert",
+    P.MANAGE_MEMBERS,
+    params=ServerPath,
+    body=AuthCertificate,
+    response=SecurityServer,
+    status=201,
+    errors=(400, 401, 403, 404, 409),
+)
+async def add_auth_certificate(ctx: RegistryContext, call: Call[ServerPath, AuthCertificate]) -> Outcome:
+    """Register one more TLS authentication certificate for a security server."""
+    server = call.params.server
+    sha256 = await run(ctx.repository.add_auth_certificate, server, call.body.certificate)
+    return Outcome(await _server(ctx, server), 201, f"server {server}", {"sha256": sha256})
+
+
+@TABLE.operation(
+    "DELETE",
+    "/security-servers/{server_id}/auth-certificates/{sha256}",
+    "server.remove_auth_cert",
+    P.MANAGE_MEMBERS,
+    params=ServerCertificatePath,
+    errors=(400, 401, 403, 404, 409),
+)
+async def remove_auth_certificate(ctx: RegistryContext, call: Call[ServerCertificatePath, None]) -> Outcome:
+    """Remove a TLS authentication certificate from a security server (it keeps at least one)."""
+    server, sha256 = call.params.server, call.params.sha256
+    await run(ctx.repository.remove_auth_certificate, server, sha256)
+    return Outcome(None, 204, f"server {server}", {"sha256": sha256})
+
+
+@TABLE.operation(
+    "POST",
+    "/security-servers/{server_id}/clients",
+    "server.add_client",
+    P.MANAGE_MEMBERS,
+    params=ServerPath,
+    body=HostedClient,
+    response=SecurityServer,
+    status=201,
+    errors=(400, 401, 403, 404, 409),
+)
+async def add_server_client(ctx: RegistryContext, call: Call[ServerPath, HostedClient]) -> Outcome:
+    """Let a security server host a registered subsystem."""
+    server, client = call.params.server, client_id(call.body.client_id)
+    await run(ctx.repository.add_server_client, server, client)
+    return Outcome(await _server(ctx, server), 201, f"server {server}", {"client": client.to_text()})
+
+
+@TABLE.operation(
+    "DELETE",
+    "/security-servers/{server_id}/clients/{client_id}",
+    "server.remove_client",
+    P.MANAGE_MEMBERS,
+    params=ServerClientPath,
+)
+async def remove_server_client(ctx: RegistryContext, call: Call[ServerClientPath, None]) -> Outcome:
+    """Stop a security server hosting a subsystem."""
+    server, client = call.params.server, client_id(call.params.client_id)
+    await run(ctx.repository.remove_server_client, server, client)
+    return Outcome(None, 204, f"server {server}", {"client": client.to_text()})

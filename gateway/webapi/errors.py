@@ -1,0 +1,132 @@
+"""The JSON error answer every management API gives: ``{"error", "message"}`` with a stable code.
+
+Errors raised anywhere under an operation, or by aiohttp's router (unknown route, wrong method,
+body too large), end up in this one shape; nothing answers with a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from pydantic import ValidationError
+
+from gateway.webapi.types import PATTERN_MEANINGS
+
+log = logging.getLogger(__name__)
+
+AUTH_SCHEME: Final = "X-Road-ApiKey"
+"""X-Road's management API scheme: ``Authorization: X-Road-ApiKey token=KEY``."""
+
+# Error codes of the JSON error body.
+VALIDATION_ERROR: Final = "validation_error"
+UNAUTHORIZED: Final = "unauthorized"
+FORBIDDEN: Final = "forbidden"
+NOT_FOUND: Final = "not_found"
+CONFLICT: Final = "conflict"
+METHOD_NOT_ALLOWED: Final = "method_not_allowed"
+PAYLOAD_TOO_LARGE: Final = "payload_too_large"
+INTERNAL_ERROR: Final = "internal_error"
+
+COMMON_CODES: Final = (
+    VALIDATION_ERROR,
+    UNAUTHORIZED,
+    FORBIDDEN,
+    NOT_FOUND,
+    CONFLICT,
+    METHOD_NOT_ALLOWED,
+    PAYLOAD_TOO_LARGE,
+    INTERNAL_ERROR,
+)
+
+MAX_REPORTED_PROBLEMS: Final = 5
+"""A validation answer names this many problems at most: enough to fix a request, short to read."""
+
+
+class ApiError(Exception):
+    """A request the API answers with an error: HTTP status, error code, message for people."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(400, VALIDATION_ERROR, message)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, NOT_FOUND, message)
+
+
+def validation_failure(error: ValidationError, where: str) -> ApiError:
+    """A 400 naming each field that failed (``body.client_id: ...``), as pydantic explains it."""
+    problems = []
+    for item in error.errors(include_url=False)[:MAX_REPORTED_PROBLEMS]:
+        location = ".".join(str(part) for part in (where, *item["loc"]))
+        message = item["msg"]
+        pattern = (item.get("ctx") or {}).get("pattern")
+        if item["type"] == "string_pattern_mismatch" and pattern is not None:
+            message = f"must be {PATTERN_MEANINGS.get(pattern, 'of the form ' + repr(pattern))}"
+        elif item["type"] in ("enum", "literal_error"):
+            expected = str((item.get("ctx") or {}).get("expected", "")).replace("'", "").replace(" or ", ", ")
+            message = f"must be one of {expected}"
+        problems.append(f"{location}: {message}")
+    more = len(error.errors()) - MAX_REPORTED_PROBLEMS
+    if more > 0:
+        problems.append(f"and {more} more")
+    return invalid("; ".join(problems))
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    if body is None:
+        return web.Response(status=204)
+    return web.json_response(body, status=status, dumps=dumps)
+
+
+def error_response(error: ApiError) -> web.Response:
+    response = web.json_response({"error": error.code, "message": error.message}, status=error.status)
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = AUTH_SCHEME
+    return response
+
+
+def errors_as_json(internal_error: ApiError) -> Middleware:
+    """A middleware answering errors outside an operation (unknown route, wrong method, body too
+    large) as JSON too, never a stack trace; anything unforeseen becomes `internal_error`."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            codes = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: PAYLOAD_TOO_LARGE}
+            error = ApiError(exc.status, codes.get(exc.status, VALIDATION_ERROR), exc.reason)
+            response = error_response(error)
+            if exc.status == 405 and "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
+        except Exception:
+            log.exception("request %s %s failed", request.method, request.path)
+            return error_response(internal_error)
+
+    return middleware
+
+
+def error_codes(*extra: str) -> Sequence[str]:
+    """The codes an API's error answers carry: the common ones and its own."""
+    return (*COMMON_CODES, *extra)

@@ -1,0 +1,146 @@
+"""The value types of the management APIs' requests: identifiers, pages, certificates.
+
+Each is a pydantic annotated type, so that the constraint the server enforces is also what the
+OpenAPI document says (``pattern``, ``minimum``/``maximum``, ``maxLength``).
+
+Identifiers are written in their text form ``INSTANCE/CLASS/MEMBER[/SUBSYSTEM]`` everywhere
+(X-Road's REST headers, the CLI, the answers, the audit log). In a path they are URL-encoded
+(``DEV%2FGOV%2F1001``); X-Road's management API's colon form ``DEV:GOV:1001`` is accepted
+there and in bodies too, so that nothing written for it breaks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.ids import MAX_CODE_LENGTH, ClientId, SecurityServerId
+
+# X-Road REST protocol §4.8 (gateway.ids): the code alphabet, never "." or "..". The look-ahead
+# needs Python's regular expressions (the models say regex_engine="python-re"); JSON Schema's
+# ECMA-262 patterns have it too.
+_CODE: Final = rf"(?!\.\.?(?:[:/]|$))[A-Za-z0-9'()+,\-.=?]{{1,{MAX_CODE_LENGTH}}}"
+
+
+def _identifier(parts: int, optional: int = 0) -> str:
+    """A pattern for `parts` codes (and up to `optional` more), all "/"- or all ":"-separated."""
+    forms = [rf"{_CODE}(?:{sep}{_CODE}){{{parts - 1},{parts - 1 + optional}}}" for sep in ("/", ":")]
+    return "^(?:" + "|".join(forms) + ")$"
+
+
+CODE_PATTERN: Final = f"^{_CODE}$"
+CLIENT_PATTERN: Final = _identifier(3, 1)
+MEMBER_PATTERN: Final = _identifier(3)
+SUBSYSTEM_PATTERN: Final = _identifier(4)
+SERVER_PATTERN: Final = _identifier(4)
+
+PATTERN_MEANINGS: Final[dict[str, str]] = {
+    CODE_PATTERN: "a code of A-Z a-z 0-9 ' ( ) + , - . = ? (not . or ..)",
+    CLIENT_PATTERN: "a client INSTANCE/CLASS/MEMBER[/SUBSYSTEM]",
+    MEMBER_PATTERN: "a member INSTANCE/CLASS/MEMBER",
+    # A subsystem and a security server are both four codes: one pattern, one meaning.
+    SUBSYSTEM_PATTERN: "four codes: INSTANCE/CLASS/MEMBER/SUBSYSTEM (a server: INSTANCE/CLASS/MEMBER/SERVER)",
+}
+"""What a pattern means, for the error message that names it (gateway.webapi.errors)."""
+
+Code = Annotated[str, Field(pattern=CODE_PATTERN, description="An identifier code (X-Road's alphabet).")]
+ClientText = Annotated[
+    str, Field(pattern=CLIENT_PATTERN, description="A client, INSTANCE/CLASS/MEMBER[/SUBSYSTEM].")
+]
+MemberText = Annotated[str, Field(pattern=MEMBER_PATTERN, description="A member, INSTANCE/CLASS/MEMBER.")]
+SubsystemText = Annotated[
+    str, Field(pattern=SUBSYSTEM_PATTERN, description="A subsystem, INSTANCE/CLASS/MEMBER/SUBSYSTEM.")
+]
+ServerText = Annotated[
+    str, Field(pattern=SERVER_PATTERN, description="A security server, INSTANCE/CLASS/MEMBER/SERVER.")
+]
+
+
+def client_id(text: str) -> ClientId:
+    """A client from its text form, "/"- or ":"-separated (codes hold neither)."""
+    return ClientId.from_text(text.replace(":", "/"))
+
+
+def server_id(text: str) -> SecurityServerId:
+    """A security server from its text form, "/"- or ":"-separated."""
+    return SecurityServerId.from_text(text.replace(":", "/"))
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+MAX_PAGE: Final = 1000
+"""Every listing answers at most this many items per call: a page that large is already more than
+a person reads, and bounds the work one call costs the database."""
+DEFAULT_PAGE: Final = 100
+"""The page when `limit` is left out."""
+
+Limit = Annotated[
+    int, Field(ge=1, le=MAX_PAGE, description=f"Items per page, 1..{MAX_PAGE} (default {DEFAULT_PAGE}).")
+]
+Offset = Annotated[int, Field(ge=0, le=2**31 - 1, description="Items to skip: the last page's next_offset.")]
+BeforeId = Annotated[
+    int,
+    Field(ge=1, le=2**63 - 1, description="Only items older than this id: the last page's next_before_id."),
+]
+RecordId = Annotated[int, Field(ge=1, le=2**63 - 1, description="A numeric id.")]
+
+Time = Annotated[
+    dt.datetime, Field(description="An ISO 8601 time; one without a zone is UTC, e.g. 2026-11-27T10:00:00Z.")
+]
+
+
+def utc(value: dt.datetime | None) -> dt.datetime | None:
+    """`value` with its zone, UTC when it was written without one."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.UTC)
+
+
+# --- texts -------------------------------------------------------------------------------
+
+MAX_NAME_LENGTH: Final = 200
+"""Names and descriptions are for people; longer ones are mistakes."""
+MAX_TEXT_LENGTH: Final = 1000
+"""A reason or a notice: a sentence or two."""
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
+Description = Annotated[str, Field(max_length=MAX_NAME_LENGTH)]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH)]
+Sha256 = Annotated[
+    str,
+    Field(pattern="^[0-9A-Fa-f]{1,64}$", description="A certificate's SHA-256, hex (lower case answered)."),
+]
+HTTP_URL_PATTERN: Final = r"^https?://[A-Za-z0-9._~\-]+(?::[0-9]{1,5})?(?:[/?#][^\s]*)?$"
+PATTERN_MEANINGS[HTTP_URL_PATTERN] = "an http:// or https:// URL with a host"
+HttpUrl = Annotated[
+    str,
+    Field(pattern=HTTP_URL_PATTERN, max_length=2000, description="An http:// or https:// URL with a host."),
+]
+Pem = Annotated[str, Field(min_length=1, description="One or more PEM certificates.")]
+
+
+# --- model bases ----------------------------------------------------------------------------
+
+
+class Body(BaseModel):
+    """A JSON request body: types as written (no "5" for 5), unknown fields refused."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", regex_engine="python-re")
+
+
+class Params(BaseModel):
+    """Path and query parameters: text converted to the declared types, unknown ones refused."""
+
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+
+class Answer(BaseModel):
+    """A JSON answer's shape, for the document."""
+
+
+class Page(Params):
+    """The paging parameters of a listing that pages by count."""
+
+    limit: Limit = DEFAULT_PAGE
