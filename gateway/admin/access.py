@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import Any
+import re
+from typing import Any, Final
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from gateway.admin.context import TABLE, AdminContext, ClientPath, snapshot, subsystem_of
 from gateway.admin.roles import Permission as P
@@ -20,7 +21,19 @@ from gateway.serverconf.access import (
 )
 from gateway.serverconf.repository import LocalGroup
 from gateway.webapi import Call, Outcome, invalid, not_found
-from gateway.webapi.types import Answer, Body, ClientText, Code, Description, client_id
+from gateway.webapi.types import (
+    CODE_PATTERN,
+    GLOBAL_GROUP_PATTERN,
+    MEMBER_PATTERN,
+    PATTERN_MEANINGS,
+    SUBSYSTEM_PATTERN,
+    Answer,
+    Body,
+    ClientText,
+    Code,
+    Description,
+    client_id,
+)
 
 
 class SubjectType(enum.StrEnum):
@@ -65,10 +78,37 @@ class ServiceCodePath(ClientPath):
 
 def _both_or_neither(method: str | None, path: str | None) -> None:
     if (method is None) != (path is None):
-        raise ValueError("give both method and path for an endpoint, or neither for the whole service")
+        raise invalid("give both method and path for an endpoint, or neither for the whole service")
+
+
+_SUBJECT_PATTERNS: Final = {
+    SubjectType.MEMBER: MEMBER_PATTERN,
+    SubjectType.SUBSYSTEM: SUBSYSTEM_PATTERN,
+    SubjectType.GLOBALGROUP: GLOBAL_GROUP_PATTERN,
+    SubjectType.LOCALGROUP: CODE_PATTERN,
+}
+
+
+def _subject_by_type(schema: dict[str, Any]) -> None:
+    """In the document as in the check: the subject's form follows its type; an endpoint is a
+    method and a path, or neither (none may be null)."""
+    for name in ("method", "path"):
+        options = schema["properties"][name].pop("anyOf")
+        schema["properties"][name].update(next(option for option in options if option != {"type": "null"}))
+        schema["properties"][name].pop("default", None)
+    by_type = [
+        {"properties": {"subject_type": {"enum": [kind.value]}, "subject": {"pattern": pattern}}}
+        for kind, pattern in _SUBJECT_PATTERNS.items()
+    ]
+    endpoint = [
+        {"required": ["method", "path"]},
+        {"not": {"anyOf": [{"required": ["method"]}, {"required": ["path"]}]}},
+    ]
+    schema["allOf"] = [{"oneOf": by_type}, {"oneOf": endpoint}]
 
 
 class NewAccessRight(Body):
+    model_config = ConfigDict(json_schema_extra=_subject_by_type)
     subject: str = Field(min_length=1, max_length=1100)
     subject_type: SubjectType
     method: str | None = _METHOD
@@ -76,7 +116,10 @@ class NewAccessRight(Body):
 
     @model_validator(mode="after")
     def _endpoint(self) -> NewAccessRight:
-        _both_or_neither(self.method, self.path)
+        if (self.method is None) != (self.path is None):
+            raise ValueError("give both method and path for an endpoint, or neither for the whole service")
+        if re.fullmatch(_SUBJECT_PATTERNS[self.subject_type], self.subject) is None:
+            raise ValueError(f"subject must be {PATTERN_MEANINGS[_SUBJECT_PATTERNS[self.subject_type]]}")
         return self
 
 
@@ -88,18 +131,15 @@ class RevokedAccessRight(ServiceCodePath):
     method: str | None = _METHOD
     path: str | None = _PATH
 
-    @model_validator(mode="after")
-    def _endpoint(self) -> RevokedAccessRight:
-        _both_or_neither(self.method, self.path)
-        return self
-
 
 def access_subject(text: str, subject_type: str) -> AccessSubject:
     """The subject of a right from its text form and type (member, subsystem, globalgroup, localgroup)."""
-    return subject_from_text(ObjectType(SubjectType(subject_type.lower()).value.upper()), text)
+    kind = ObjectType(SubjectType(subject_type.lower()).value.upper())
+    return subject_from_text(kind, text.replace(":", "/"))  # codes hold neither separator
 
 
 def _access_right(service_code: str, values: NewAccessRight | RevokedAccessRight) -> AccessRight:
+    _both_or_neither(values.method, values.path)
     subject = access_subject(values.subject, values.subject_type)
     endpoint = None
     if values.method is not None and values.path is not None:
@@ -158,6 +198,7 @@ async def list_access_rights(ctx: AdminContext, call: Call[ServiceCodePath, None
 )
 async def grant_access(ctx: AdminContext, call: Call[ServiceCodePath, NewAccessRight]) -> Outcome:
     """Grant a member, subsystem or group the right to call a service (or one endpoint of it)."""
+    await _check_service(ctx, call.params)
     provider = call.params.client
     right = _access_right(call.params.service_code, call.body)
     await asyncio.to_thread(ctx.repository.grant, provider, right)
@@ -174,6 +215,7 @@ async def grant_access(ctx: AdminContext, call: Call[ServiceCodePath, NewAccessR
 )
 async def revoke_access(ctx: AdminContext, call: Call[RevokedAccessRight, None]) -> Outcome:
     """Revoke a right, named by the query parameters subject, subject_type, method, path."""
+    await _check_service(ctx, call.params)
     provider = call.params.client
     right = _access_right(call.params.service_code, call.params)
     await asyncio.to_thread(ctx.repository.revoke, provider, right)

@@ -12,9 +12,10 @@ there and in bodies too, so that nothing written for it breaks.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from gateway.ids import MAX_CODE_LENGTH, ClientId, SecurityServerId
 
@@ -35,11 +36,13 @@ CLIENT_PATTERN: Final = _identifier(3, 1)
 MEMBER_PATTERN: Final = _identifier(3)
 SUBSYSTEM_PATTERN: Final = _identifier(4)
 SERVER_PATTERN: Final = _identifier(4)
+GLOBAL_GROUP_PATTERN: Final = _identifier(2)
 
 PATTERN_MEANINGS: Final[dict[str, str]] = {
     CODE_PATTERN: "a code of A-Z a-z 0-9 ' ( ) + , - . = ? (not . or ..)",
     CLIENT_PATTERN: "a client INSTANCE/CLASS/MEMBER[/SUBSYSTEM]",
     MEMBER_PATTERN: "a member INSTANCE/CLASS/MEMBER",
+    GLOBAL_GROUP_PATTERN: "a global group INSTANCE/GROUP",
     # A subsystem and a security server are both four codes: one pattern, one meaning.
     SUBSYSTEM_PATTERN: "four codes: INSTANCE/CLASS/MEMBER/SUBSYSTEM (a server: INSTANCE/CLASS/MEMBER/SERVER)",
 }
@@ -86,8 +89,34 @@ BeforeId = Annotated[
 ]
 RecordId = Annotated[int, Field(ge=1, le=2**63 - 1, description="A numeric id.")]
 
+RFC3339_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$"
+_RFC3339: Final = re.compile(RFC3339_PATTERN)
+
+
+def _rfc3339(value: object) -> object:
+    """An RFC 3339 time with its zone (JSON Schema's date-time), nothing looser: not a number of
+    seconds, not a date alone, not a time without a zone."""
+    if isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        raise ValueError("must be an RFC 3339 time with its zone, e.g. 2026-11-27T10:00:00Z")
+    text = value.upper().replace("Z", "+00:00")
+    whole, dot, rest = text.partition(".")
+    if dot:  # Python reads at most 6 digits of a fraction
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{whole}.{rest[: min(digits, 6)]}{rest[digits:]}"
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("must be an RFC 3339 time with its zone, e.g. 2026-11-27T10:00:00Z") from None
+
+
 Time = Annotated[
-    dt.datetime, Field(description="An ISO 8601 time; one without a zone is UTC, e.g. 2026-11-27T10:00:00Z.")
+    dt.datetime,
+    BeforeValidator(_rfc3339),
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "description": "An RFC 3339 time with its zone."}
+    ),
 ]
 
 

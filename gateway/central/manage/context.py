@@ -17,8 +17,8 @@ from gateway.central.requests import RequestRefused
 from gateway.crypto.certs import CertificateError, fingerprint_sha256, load_certificate
 from gateway.globalconf import GlobalConf, GlobalConfError
 from gateway.globalconf.signed import format_time
-from gateway.ids import IdentifierError
-from gateway.webapi import CONFLICT, NOT_FOUND, VALIDATION_ERROR, ApiError, OperationTable
+from gateway.ids import ClientId, IdentifierError, SecurityServerId
+from gateway.webapi import CONFLICT, NOT_FOUND, VALIDATION_ERROR, ApiError, OperationTable, not_found
 from gateway.webapi.types import MAX_TEXT_LENGTH, Answer, Params, RecordId
 
 _T = TypeVar("_T")
@@ -76,6 +76,19 @@ def certificate_summary(pem: str) -> dict[str, Any]:
         "subject": certificate.subject.rfc4514_string(),
         "not_after": format_time(certificate.not_valid_after_utc),
     }
+
+
+_Id = TypeVar("_Id", ClientId, SecurityServerId)
+
+
+def here(ctx: RegistryContext, identifier: _Id) -> _Id:
+    """`identifier`, if it is of this registry's instance: one of another is registered nowhere
+    here, so it is not found (404), like any unknown one of ours."""
+    if identifier.instance != ctx.repository.instance:
+        raise not_found(
+            f"{identifier} is not registered: this registry is instance {ctx.repository.instance!r}"
+        )
+    return identifier
 
 
 async def configuration(ctx: RegistryContext) -> GlobalConf:

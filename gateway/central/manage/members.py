@@ -6,7 +6,15 @@ from typing import Any
 
 from pydantic import Field
 
-from gateway.central.manage.context import TABLE, OptionalText, RegistryContext, Text, configuration, run
+from gateway.central.manage.context import (
+    TABLE,
+    OptionalText,
+    RegistryContext,
+    Text,
+    configuration,
+    here,
+    run,
+)
 from gateway.central.roles import Permission as P
 from gateway.globalconf import GlobalConf
 from gateway.ids import ClientId
@@ -205,7 +213,7 @@ async def read_member(ctx: RegistryContext, call: Call[MemberPath, None]) -> Out
 )
 async def rename_member(ctx: RegistryContext, call: Call[MemberPath, MemberName]) -> Outcome:
     """Change a member's name."""
-    member, name = call.params.member, call.body.name
+    member, name = here(ctx, call.params.member), call.body.name
     await run(ctx.repository.rename_member, member, name)
     return Outcome(member_json(await configuration(ctx), member), 200, f"member {member}", {"name": name})
 
@@ -213,7 +221,7 @@ async def rename_member(ctx: RegistryContext, call: Call[MemberPath, MemberName]
 @TABLE.operation("DELETE", "/members/{member_id}", "member.remove", P.MANAGE_MEMBERS, params=MemberPath)
 async def remove_member(ctx: RegistryContext, call: Call[MemberPath, None]) -> Outcome:
     """Delete a member with its subsystems and security servers."""
-    member = call.params.member
+    member = here(ctx, call.params.member)
     await run(ctx.repository.remove_member, member)
     return Outcome(None, 204, f"member {member}")
 
@@ -242,7 +250,7 @@ async def list_subsystems(ctx: RegistryContext, call: Call[None, None]) -> Outco
 )
 async def add_subsystem(ctx: RegistryContext, call: Call[None, NewSubsystem]) -> Outcome:
     """Register a subsystem of a registered member."""
-    client = client_id(call.body.client_id)
+    client = here(ctx, client_id(call.body.client_id))
     await run(ctx.repository.add_subsystem, client)
     return Outcome({"client_id": client.to_text(), "servers": []}, 201, f"subsystem {client}")
 
@@ -252,7 +260,7 @@ async def add_subsystem(ctx: RegistryContext, call: Call[None, NewSubsystem]) ->
 )
 async def remove_subsystem(ctx: RegistryContext, call: Call[SubsystemPath, None]) -> Outcome:
     """Delete a subsystem; no gateway hosts it afterwards."""
-    client = client_id(call.params.client_id)
+    client = here(ctx, client_id(call.params.client_id))
     await run(ctx.repository.remove_subsystem, client)
     return Outcome(None, 204, f"subsystem {client}")
 
@@ -357,7 +365,7 @@ async def remove_global_group(ctx: RegistryContext, call: Call[CodePath, None]) 
 )
 async def add_global_group_member(ctx: RegistryContext, call: Call[CodePath, NewGroupMember]) -> Outcome:
     """Add a member or subsystem to a global group."""
-    code, client = call.params.code, client_id(call.body.client_id)
+    code, client = call.params.code, here(ctx, client_id(call.body.client_id))
     await run(ctx.repository.add_global_group_member, code, client)
     conf = await configuration(ctx)
     return Outcome(group_json(conf, code), 201, f"global group {code}", {"client": client.to_text()})
@@ -372,6 +380,6 @@ async def add_global_group_member(ctx: RegistryContext, call: Call[CodePath, New
 )
 async def remove_global_group_member(ctx: RegistryContext, call: Call[GroupMemberPath, None]) -> Outcome:
     """Remove a member or subsystem from a global group."""
-    code, client = call.params.code, client_id(call.params.client_id)
+    code, client = call.params.code, here(ctx, client_id(call.params.client_id))
     await run(ctx.repository.remove_global_group_member, code, client)
     return Outcome(None, 204, f"global group {code}", {"client": client.to_text()})

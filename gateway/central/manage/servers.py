@@ -13,6 +13,7 @@ from gateway.central.manage.context import (
     RegistryContext,
     certificate_summary,
     configuration,
+    here,
     run,
 )
 from gateway.central.roles import Permission as P
@@ -128,7 +129,7 @@ async def list_servers(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
 async def add_server(ctx: RegistryContext, call: Call[None, NewSecurityServer]) -> Outcome:
     """Register a security server directly, without a request from it."""
     body = call.body
-    server = server_id(body.server_id)
+    server = here(ctx, server_id(body.server_id))
     await run(ctx.repository.add_security_server, server, body.address, list(body.auth_certificates))
     return Outcome(await _server(ctx, server), 201, f"server {server}", {"address": body.address})
 
@@ -143,7 +144,7 @@ async def add_server(ctx: RegistryContext, call: Call[None, NewSecurityServer]) 
 )
 async def read_server(ctx: RegistryContext, call: Call[ServerPath, None]) -> Outcome:
     """Show one security server."""
-    return Outcome(await _server(ctx, call.params.server))
+    return Outcome(await _server(ctx, here(ctx, call.params.server)))
 
 
 @TABLE.operation(
@@ -151,7 +152,7 @@ async def read_server(ctx: RegistryContext, call: Call[ServerPath, None]) -> Out
 )
 async def remove_server(ctx: RegistryContext, call: Call[ServerPath, None]) -> Outcome:
     """Delete a security server."""
-    server = call.params.server
+    server = here(ctx, call.params.server)
     await run(ctx.repository.remove_security_server, server)
     return Outcome(None, 204, f"server {server}")
 
@@ -167,7 +168,7 @@ async def remove_server(ctx: RegistryContext, call: Call[ServerPath, None]) -> O
 )
 async def set_server_address(ctx: RegistryContext, call: Call[ServerPath, AddressChange]) -> Outcome:
     """Change where a security server's external interface listens."""
-    server, address = call.params.server, call.body.address
+    server, address = here(ctx, call.params.server), call.body.address
     await run(ctx.repository.set_server_address, server, address)
     return Outcome(await _server(ctx, server), 200, f"server {server}", {"address": address})
 
@@ -185,7 +186,7 @@ async def set_server_address(ctx: RegistryContext, call: Call[ServerPath, Addres
 )
 async def add_auth_certificate(ctx: RegistryContext, call: Call[ServerPath, AuthCertificate]) -> Outcome:
     """Register one more TLS authentication certificate for a security server."""
-    server = call.params.server
+    server = here(ctx, call.params.server)
     sha256 = await run(ctx.repository.add_auth_certificate, server, call.body.certificate)
     return Outcome(await _server(ctx, server), 201, f"server {server}", {"sha256": sha256})
 
@@ -200,7 +201,7 @@ async def add_auth_certificate(ctx: RegistryContext, call: Call[ServerPath, Auth
 )
 async def remove_auth_certificate(ctx: RegistryContext, call: Call[ServerCertificatePath, None]) -> Outcome:
     """Remove a TLS authentication certificate from a security server (it keeps at least one)."""
-    server, sha256 = call.params.server, call.params.sha256
+    server, sha256 = here(ctx, call.params.server), call.params.sha256
     await run(ctx.repository.remove_auth_certificate, server, sha256)
     return Outcome(None, 204, f"server {server}", {"sha256": sha256})
 
@@ -218,7 +219,7 @@ async def remove_auth_certificate(ctx: RegistryContext, call: Call[ServerCertifi
 )
 async def add_server_client(ctx: RegistryContext, call: Call[ServerPath, HostedClient]) -> Outcome:
     """Let a security server host a registered subsystem."""
-    server, client = call.params.server, client_id(call.body.client_id)
+    server, client = here(ctx, call.params.server), here(ctx, client_id(call.body.client_id))
     await run(ctx.repository.add_server_client, server, client)
     return Outcome(await _server(ctx, server), 201, f"server {server}", {"client": client.to_text()})
 
@@ -232,6 +233,6 @@ async def add_server_client(ctx: RegistryContext, call: Call[ServerPath, HostedC
 )
 async def remove_server_client(ctx: RegistryContext, call: Call[ServerClientPath, None]) -> Outcome:
     """Stop a security server hosting a subsystem."""
-    server, client = call.params.server, client_id(call.params.client_id)
+    server, client = here(ctx, call.params.server), here(ctx, client_id(call.params.client_id))
     await run(ctx.repository.remove_server_client, server, client)
     return Outcome(None, 204, f"server {server}", {"client": client.to_text()})
