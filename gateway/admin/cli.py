@@ -13,16 +13,23 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import click
-import requests
 
-from gateway.admin.client import DEFAULT_URL, AdminApiError, AdminClient
+from gateway.admin.client import DEFAULT_URL, AdminClient
 from gateway.admin.roles import Role
-from gateway.apicli import ApiSettings, api_options, done, emit, json_option
+from gateway.apicli import (
+    GATEWAY_API_KEY_ENV,
+    GATEWAY_API_URL_ENV,
+    ApiGroup,
+    ApiSettings,
+    api_options,
+    done,
+    emit,
+    json_option,
+)
 from gateway.apicli import format_table as format_table
-from gateway.ids import IdentifierError
 
-URL_ENV: Final = "XGATE_ADMIN_URL"
-DEFAULT_KEY_ENV: Final = "XGATE_API_KEY"
+URL_ENV: Final = GATEWAY_API_URL_ENV
+DEFAULT_KEY_ENV: Final = GATEWAY_API_KEY_ENV
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -37,22 +44,8 @@ class AdminSettings(ApiSettings[AdminClient]):
 pass_settings = click.make_pass_decorator(AdminSettings)
 
 
-class AdminGroup(click.Group):
-    """Turns the API's errors and connection failures into one line and exit status 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except AdminApiError as error:
-            raise click.ClickException(f"{error.status} {error.code}: {error.message}") from None
-        except requests.ConnectionError:
-            settings = ctx.find_object(AdminSettings)
-            where = settings.url if settings else "the management API"
-            raise click.ClickException(f"cannot connect to {where}: is the node running?") from None
-        except requests.RequestException as error:
-            raise click.ClickException(f"request failed: {error}") from None
-        except IdentifierError as error:
-            raise click.ClickException(error.message) from None
+AdminGroup = ApiGroup
+"""`xgate admin`'s group: the API's errors as one line (gateway.apicli.ApiGroup)."""
 
 
 @click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
