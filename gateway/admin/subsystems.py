@@ -17,7 +17,7 @@ from gateway.admin.context import (
 from gateway.admin.roles import Permission as P
 from gateway.serverconf.repository import ClientAuthMode, SubsystemConf
 from gateway.webapi import Call, Outcome
-from gateway.webapi.types import Answer, Body, Pem, Sha256, SubsystemText, client_id
+from gateway.webapi.types import Answer, Body, ClientText, Pem, Sha256, client_id
 
 
 class Subsystem(Answer):
@@ -31,7 +31,7 @@ class SubsystemList(Answer):
 
 
 class NewSubsystem(Body):
-    client_id: SubsystemText
+    client_id: ClientText
     auth_mode: ClientAuthMode = ClientAuthMode.HTTPS
 
 

@@ -199,7 +199,7 @@ async def add_member(ctx: RegistryContext, call: Call[None, NewMember]) -> Outco
 )
 async def read_member(ctx: RegistryContext, call: Call[MemberPath, None]) -> Outcome:
     """Show one member."""
-    return Outcome(member_json(await configuration(ctx), call.params.member))
+    return Outcome(member_json(await configuration(ctx), here(ctx, call.params.member)))
 
 
 @TABLE.operation(
