@@ -79,6 +79,7 @@ def _config(api: str) -> str:
         "not_a_server_error.enabled = true\n"
         "positive_data_acceptance.enabled = true\n"
         "negative_data_rejection.enabled = true\n"
+        "response_schema_conformance.enabled = true\n"
         "\n[[operations]]\n"
         f'include-operation-id-regex = "^({content})$"\n'
         "checks.positive_data_acceptance.enabled = false\n"
