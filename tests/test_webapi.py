@@ -18,7 +18,7 @@ from gateway.central import api as central_api
 from gateway.messagelog.officer import MAX_EXPORT_PER_CALL
 from gateway.webapi.openapi import to_openapi30
 from gateway.webapi.roles import RoleMatrix
-from gateway.webapi.types import MAX_PAGE, Body, client_id, server_id
+from gateway.webapi.types import MAX_PAGE, Body, ClientIdField, Params, ServerIdField
 from tests.test_admin_api import PROVIDER, Admin, add_provider, admin  # noqa: F401  (fixture)
 
 DOCUMENTS = {"gateway": admin_api.openapi_document, "registry": central_api.openapi_document}
@@ -67,14 +67,8 @@ def test_documents_hold_no_json_schema_2020_forms(api: str) -> None:
 # --- roles --------------------------------------------------------------------------------------
 
 
-class _Role(enum.StrEnum):
-    READER = "reader"
-    WRITER = "writer"
-
-
-class _Permission(enum.StrEnum):
-    READ = "read"
-    WRITE = "write"
+_Role = enum.StrEnum("_Role", {"READER": "reader", "WRITER": "writer"})
+_Permission = enum.StrEnum("_Permission", {"READ": "read", "WRITE": "write"})
 
 
 def test_role_matrix_decides_lists_and_parses() -> None:
@@ -135,9 +129,19 @@ async def test_a_limit_out_of_range_is_refused_everywhere(admin: Admin, limit: s
 
 
 def test_identifiers_are_read_in_either_form() -> None:
-    assert client_id("DEV:GOV:1001:sub") == client_id("DEV/GOV/1001/sub")
-    assert client_id("DEV:GOV:1001").to_text() == "DEV/GOV/1001"
-    assert server_id("DEV:GOV:1001:gw").to_text() == "DEV/GOV/1001/gw"
+    class Names(Params):
+        client: ClientIdField
+        server: ServerIdField | None = None
+
+    def read(**values: str) -> Names:
+        return Names.model_validate(values)
+
+    assert read(client="DEV:GOV:1001:sub").client == read(client="DEV/GOV/1001/sub").client
+    assert read(client="DEV:GOV:1001").client.to_text() == "DEV/GOV/1001"
+    assert read(client="x/y/z", server="DEV:GOV:1001:gw").server.to_text() == "DEV/GOV/1001/gw"  # type: ignore[union-attr]
+    for bad in ("DEV/GOV", "DEV/GOV:1001", "DEV/GOV/./x", "DEV/GOV/1/2/3"):
+        with pytest.raises(ValueError, match="INSTANCE/CLASS/MEMBER"):
+            read(client=bad)
 
 
 async def test_paths_take_the_text_form_and_the_colon_form(admin: Admin) -> None:  # noqa: F811

@@ -29,10 +29,9 @@ from gateway.webapi.types import (
     SUBSYSTEM_PATTERN,
     Answer,
     Body,
-    ClientText,
+    ClientIdField,
     Code,
     Description,
-    client_id,
 )
 
 
@@ -162,61 +161,50 @@ def right_json(right: AccessRight) -> dict[str, Any]:
 
 async def _check_service(ctx: AdminContext, params: ServiceCodePath) -> None:
     """404 unless the provider has a service of this code (whatever its version)."""
-    provider, code = params.client, params.service_code
+    provider, code = params.client_id, params.service_code
     conf = await snapshot(ctx)
     subsystem_of(conf, provider)
     if not any(service.service.service_code == code for service in conf.services_of(provider)):
         raise not_found(f"{provider} has no service {code!r}")
 
 
-@TABLE.operation(
-    "GET",
+@TABLE.read(
     "/subsystems/{client_id}/services/{service_code}/access-rights",
     "access.list",
     P.READ_CONFIGURATION,
-    params=ServiceCodePath,
-    response=AccessRightList,
+    AccessRightList,
 )
 async def list_access_rights(ctx: AdminContext, call: Call[ServiceCodePath, None]) -> Outcome:
     """List the rights to a service code, whatever its version (X-Road grants per code)."""
     await _check_service(ctx, call.params)
     conf = await snapshot(ctx)
-    rights = conf.rights(call.params.client, call.params.service_code)
+    rights = conf.rights(call.params.client_id, call.params.service_code)
     return Outcome({"access_rights": [right_json(right) for right in rights]})
 
 
-@TABLE.operation(
-    "POST",
+@TABLE.create(
     "/subsystems/{client_id}/services/{service_code}/access-rights",
     "access.grant",
     P.MANAGE_ACCESS_RIGHTS,
-    params=ServiceCodePath,
-    body=NewAccessRight,
-    response=AccessRightView,
-    status=201,
-    errors=(400, 401, 403, 404, 409),
+    AccessRightView,
 )
 async def grant_access(ctx: AdminContext, call: Call[ServiceCodePath, NewAccessRight]) -> Outcome:
     """Grant a member, subsystem or group the right to call a service (or one endpoint of it)."""
     await _check_service(ctx, call.params)
-    provider = call.params.client
+    provider = call.params.client_id
     right = _access_right(call.params.service_code, call.body)
     await asyncio.to_thread(ctx.repository.grant, provider, right)
     body = right_json(right)
     return Outcome(body, 201, f"{provider}/{right.service_code}", body)
 
 
-@TABLE.operation(
-    "DELETE",
-    "/subsystems/{client_id}/services/{service_code}/access-rights",
-    "access.revoke",
-    P.MANAGE_ACCESS_RIGHTS,
-    params=RevokedAccessRight,
+@TABLE.delete(
+    "/subsystems/{client_id}/services/{service_code}/access-rights", "access.revoke", P.MANAGE_ACCESS_RIGHTS
 )
 async def revoke_access(ctx: AdminContext, call: Call[RevokedAccessRight, None]) -> Outcome:
     """Revoke a right, named by the query parameters subject, subject_type, method, path."""
     await _check_service(ctx, call.params)
-    provider = call.params.client
+    provider = call.params.client_id
     right = _access_right(call.params.service_code, call.params)
     await asyncio.to_thread(ctx.repository.revoke, provider, right)
     return Outcome(None, 204, f"{provider}/{right.service_code}", right_json(right))
@@ -245,11 +233,11 @@ class GroupPath(ClientPath):
 
 
 class NewGroupMember(Body):
-    client_id: ClientText
+    client_id: ClientIdField
 
 
 class GroupMemberPath(GroupPath):
-    member_id: ClientText
+    member_id: ClientIdField
 
 
 def group_json(group: LocalGroup) -> dict[str, Any]:
@@ -260,85 +248,59 @@ def group_json(group: LocalGroup) -> dict[str, Any]:
     }
 
 
-@TABLE.operation(
-    "GET",
-    "/subsystems/{client_id}/local-groups",
-    "local_group.list",
-    P.READ_CONFIGURATION,
-    params=ClientPath,
-    response=LocalGroupList,
-)
+@TABLE.read("/subsystems/{client_id}/local-groups", "local_group.list", P.READ_CONFIGURATION, LocalGroupList)
 async def list_local_groups(ctx: AdminContext, call: Call[ClientPath, None]) -> Outcome:
     """List a subsystem's local groups."""
-    owner = call.params.client
+    owner = call.params.client_id
     conf = await snapshot(ctx)
     subsystem_of(conf, owner)
     return Outcome({"local_groups": [group_json(group) for group in conf.local_groups_of(owner)]})
 
 
-@TABLE.operation(
-    "POST",
-    "/subsystems/{client_id}/local-groups",
-    "local_group.add",
-    P.MANAGE_LOCAL_GROUPS,
-    params=ClientPath,
-    body=NewLocalGroup,
-    response=LocalGroupView,
-    status=201,
-    errors=(400, 401, 403, 404, 409),
+@TABLE.create(
+    "/subsystems/{client_id}/local-groups", "local_group.add", P.MANAGE_LOCAL_GROUPS, LocalGroupView
 )
 async def add_local_group(ctx: AdminContext, call: Call[ClientPath, NewLocalGroup]) -> Outcome:
     """Create a local group of a subsystem."""
-    owner, group, description = call.params.client, LocalGroupId(call.body.code), call.body.description
+    owner, group, description = call.params.client_id, LocalGroupId(call.body.code), call.body.description
     await asyncio.to_thread(ctx.repository.add_local_group, owner, group, description)
     result = group_json(LocalGroup(owner, group, description, frozenset()))
     return Outcome(result, 201, f"{owner}/{group}", {"description": description})
 
 
-@TABLE.operation(
-    "DELETE",
-    "/subsystems/{client_id}/local-groups/{group_code}",
-    "local_group.remove",
-    P.MANAGE_LOCAL_GROUPS,
-    params=GroupPath,
+@TABLE.delete(
+    "/subsystems/{client_id}/local-groups/{group_code}", "local_group.remove", P.MANAGE_LOCAL_GROUPS
 )
 async def remove_local_group(ctx: AdminContext, call: Call[GroupPath, None]) -> Outcome:
     """Delete a local group with its members and the access rights granted to it."""
-    owner, group = call.params.client, LocalGroupId(call.params.group_code)
+    owner, group = call.params.client_id, LocalGroupId(call.params.group_code)
     await asyncio.to_thread(ctx.repository.remove_local_group, owner, group)
     return Outcome(None, 204, f"{owner}/{group}")
 
 
-@TABLE.operation(
-    "POST",
+@TABLE.create(
     "/subsystems/{client_id}/local-groups/{group_code}/members",
     "local_group.add_member",
     P.MANAGE_LOCAL_GROUPS,
-    params=GroupPath,
-    body=NewGroupMember,
-    response=NewGroupMember,
-    status=201,
-    errors=(400, 401, 403, 404, 409),
+    NewGroupMember,
 )
 async def add_group_member(ctx: AdminContext, call: Call[GroupPath, NewGroupMember]) -> Outcome:
     """Add a client to a local group."""
-    owner, group = call.params.client, LocalGroupId(call.params.group_code)
-    member = client_id(call.body.client_id)
+    owner, group = call.params.client_id, LocalGroupId(call.params.group_code)
+    member = call.body.client_id
     await asyncio.to_thread(ctx.repository.add_local_group_member, owner, group, member)
     body = {"client_id": member.to_text()}
     return Outcome(body, 201, f"{owner}/{group}", body)
 
 
-@TABLE.operation(
-    "DELETE",
+@TABLE.delete(
     "/subsystems/{client_id}/local-groups/{group_code}/members/{member_id}",
     "local_group.remove_member",
     P.MANAGE_LOCAL_GROUPS,
-    params=GroupMemberPath,
 )
 async def remove_group_member(ctx: AdminContext, call: Call[GroupMemberPath, None]) -> Outcome:
     """Remove a client from a local group."""
-    owner, group = call.params.client, LocalGroupId(call.params.group_code)
-    member = client_id(call.params.member_id)
+    owner, group = call.params.client_id, LocalGroupId(call.params.group_code)
+    member = call.params.member_id
     await asyncio.to_thread(ctx.repository.remove_local_group_member, owner, group, member)
     return Outcome(None, 204, f"{owner}/{group}", {"client_id": member.to_text()})

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from functools import cache
 from typing import Any, Final
 
 from aiohttp import web
@@ -36,13 +35,13 @@ from gateway.admin.context import (
     domain_error,
 )
 from gateway.admin.roles import MATRIX, Permission
+from gateway.serverconf.repository import ServerConfRepository
 from gateway.serverconf.wsdl import MAX_DESCRIPTION_BYTES
-from gateway.webapi import INTERNAL_ERROR, ApiError, Guard, Operation, api_application, dumps
+from gateway.webapi import INTERNAL_ERROR, ApiError, Guard, ManagementApi, Operation, dumps
 from gateway.webapi import presented_key as presented_key
 from gateway.webapi.errors import error_codes
 from gateway.webapi.keys import declare_key_operations
 from gateway.webapi.openapi import ApiInfo
-from gateway.webapi.openapi import openapi_document as build_document
 
 log = logging.getLogger(__name__)
 
@@ -55,39 +54,9 @@ MAX_REQUEST_BYTES: Final = 2 * MAX_DESCRIPTION_BYTES + 64 * 1024
 YAML), plus room for the other fields."""
 
 API_VERSION: Final = "1.0.0"
+ERRORS: Final = error_codes(INVALID_DESCRIPTION, FETCH_FAILED, UNAVAILABLE)
 
 _INTERNAL_ERROR: Final = ApiError(500, INTERNAL_ERROR, "internal error; the gateway's log has details")
-
-declare_key_operations(
-    TABLE,
-    lambda ctx: ctx.repository,
-    roles=MATRIX.roles,
-    manage_keys=Permission.MANAGE_API_KEYS,
-    read_audit_log=Permission.READ_AUDIT_LOG,
-    reconfigures=True,
-)
-
-OPERATIONS: Final[list[Operation]] = TABLE.operations
-"""Every operation of /api/v1."""
-
-INFO: Final = ApiInfo(
-    title="xgate gateway management API",
-    version=API_VERSION,
-    description=(
-        "Manage one gateway: subsystems, services, access rights, local groups, keys and "
-        "certificates, API keys, the audit log and the message log. Identifiers are written "
-        "INSTANCE/CLASS/MEMBER[/SUBSYSTEM] (URL-encoded in paths; X-Road's colon form is accepted "
-        "too). Every change and every refused call is audited."
-    ),
-    error_codes=error_codes(INVALID_DESCRIPTION, FETCH_FAILED, UNAVAILABLE),
-    health="Whether the node is healthy (no API key needed).",
-)
-
-
-@cache
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.0 document of this API, from its operations' declarations."""
-    return build_document(INFO, OPERATIONS, MATRIX)
 
 
 async def _reload(ctx: AdminContext) -> None:
@@ -95,19 +64,33 @@ async def _reload(ctx: AdminContext) -> None:
         ctx.on_change()
 
 
-GUARD: Final[Guard[AdminContext]] = Guard(
-    roles=MATRIX,
-    keys=lambda ctx: ctx.repository,
-    domain_error=domain_error,
-    internal_error=_INTERNAL_ERROR,
-    max_request_bytes=MAX_REQUEST_BYTES,
-    after_change=_reload,
+def _keys(ctx: AdminContext) -> ServerConfRepository:
+    return ctx.repository
+
+
+GUARD: Final = Guard(MATRIX, _keys, domain_error, _INTERNAL_ERROR, MAX_REQUEST_BYTES, _reload)
+P = Permission
+declare_key_operations(TABLE, _keys, MATRIX.roles, P.MANAGE_API_KEYS, P.READ_AUDIT_LOG, reconfigures=True)
+
+API: Final = ManagementApi(
+    ApiInfo(
+        "xgate gateway management API", API_VERSION, __doc__ or "", "Whether the node is healthy.", ERRORS
+    ),
+    TABLE,
+    GUARD,
 )
+OPERATIONS: Final[list[Operation]] = API.operations
+"""Every operation of /api/v1."""
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.0 document of this API, from its operations' declarations."""
+    return API.document
 
 
 def make_admin_app(ctx: AdminContext) -> web.Application:
     """The management API, its OpenAPI description and the health check, as one application."""
-    return api_application(GUARD, ctx, OPERATIONS, document=openapi_document, health=_health_handler(ctx))
+    return API.application(ctx, _health_handler(ctx))
 
 
 def _health_handler(ctx: AdminContext) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -27,8 +27,9 @@ from gateway.serverconf.repository import (
     SubsystemConf,
 )
 from gateway.serverconf.wsdl import DescriptionError
-from gateway.webapi import CONFLICT, NOT_FOUND, VALIDATION_ERROR, ApiError, OperationTable, not_found
-from gateway.webapi.types import Answer, ClientText, Params, client_id
+from gateway.webapi import CONFLICT, NOT_FOUND, VALIDATION_ERROR, OperationTable, not_found
+from gateway.webapi.errors import domain_errors
+from gateway.webapi.types import Answer, ClientIdField, Params
 
 # Error codes of the JSON error body beyond the shared ones (gateway.webapi).
 INVALID_DESCRIPTION: Final = "invalid_description"
@@ -54,30 +55,20 @@ TABLE: Final = OperationTable()
 """Every operation of /api/v1, filled as the operation modules load (gateway.admin.api)."""
 
 
-def domain_error(exc: Exception) -> ApiError | None:
-    """The JSON error a domain error becomes; None for anything unforeseen (a 500)."""
-    if isinstance(exc, NotFound):
-        return ApiError(404, NOT_FOUND, str(exc))
-    if isinstance(exc, AlreadyExists):
-        return ApiError(409, CONFLICT, str(exc))
-    if isinstance(exc, DescriptionError):
-        return ApiError(400, INVALID_DESCRIPTION, exc.message)
-    if isinstance(exc, IdentifierError):
-        return ApiError(400, VALIDATION_ERROR, exc.message)
-    if isinstance(exc, ServerConfError | CertificateError):
-        return ApiError(400, VALIDATION_ERROR, str(exc))
-    return None
+domain_error: Final = domain_errors(
+    (NotFound, 404, NOT_FOUND),
+    (AlreadyExists, 409, CONFLICT),
+    (DescriptionError, 400, INVALID_DESCRIPTION),
+    ((IdentifierError, ServerConfError, CertificateError), 400, VALIDATION_ERROR),
+)
+"""The JSON error a domain error becomes; None for anything unforeseen (a 500)."""
 
 
 # --- shared parameters and answers ------------------------------------------------------------
 
 
 class ClientPath(Params):
-    client_id: ClientText
-
-    @property
-    def client(self) -> ClientId:
-        return client_id(self.client_id)
+    client_id: ClientIdField
 
 
 class CertificateSummary(Answer):

@@ -36,7 +36,7 @@ from gateway.crypto.keys import (
 from gateway.ids import ClientId, SecurityServerId
 from gateway.serverconf.repository import KeyRecord, KeyUsage
 from gateway.webapi import INTERNAL_ERROR, ApiError, Call, Outcome, invalid, not_found
-from gateway.webapi.types import MEMBER_PATTERN, Answer, Body, MemberText, Params, Pem, RecordId, client_id
+from gateway.webapi.types import MEMBER_PATTERN, Answer, Body, MemberIdField, Params, Pem, RecordId
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class NewKey(Body):
     model_config = ConfigDict(json_schema_extra=_sign_needs_a_member)
     usage: KeyUsage
     algorithm: KeyAlgorithm = KeyAlgorithm.EC
-    member_id: MemberText | None = None
+    member_id: MemberIdField | None = None
 
     @model_validator(mode="after")
     def _owner(self) -> NewKey:
@@ -143,7 +143,7 @@ def key_json(record: KeyRecord) -> dict[str, Any]:
     }
 
 
-@TABLE.operation("GET", "/keys", "key.list", P.READ_CONFIGURATION, response=KeyList)
+@TABLE.read("/keys", "key.list", P.READ_CONFIGURATION, KeyList)
 async def list_keys(ctx: AdminContext, call: Call[None, None]) -> Outcome:
     """List this gateway's keys and their certificates."""
     records = await asyncio.to_thread(ctx.repository.list_keys)
@@ -170,20 +170,11 @@ def _generate_and_register(
         raise
 
 
-@TABLE.operation(
-    "POST",
-    "/keys",
-    "key.generate",
-    P.MANAGE_KEYS,
-    body=NewKey,
-    response=KeyView,
-    status=201,
-    errors=(400, 401, 403),
-)
+@TABLE.create("/keys", "key.generate", P.MANAGE_KEYS, KeyView)
 async def generate_new_key(ctx: AdminContext, call: Call[None, NewKey]) -> Outcome:
     """Generate a key: `auth` for the gateway's TLS, `sign` for one member's signatures."""
     body = call.body
-    member = client_id(body.member_id) if body.member_id else None
+    member = body.member_id if body.member_id else None
     record = await asyncio.to_thread(_generate_and_register, ctx, body.usage, member, body.algorithm)
     details = {"usage": body.usage.value, "algorithm": body.algorithm.value, "member_id": body.member_id}
     return Outcome(key_json(record), 201, f"key {record.id}", details)
@@ -260,9 +251,7 @@ def _make_csr(ctx: AdminContext, key_id: int, given: Mapping[str, Any], dns_name
     return pem
 
 
-@TABLE.operation(
-    "POST", "/keys/{key_id}/csr", "key.csr", P.MANAGE_KEYS, params=KeyPath, body=CsrRequest, response=Csr
-)
+@TABLE.change("POST", "/keys/{key_id}/csr", "key.csr", P.MANAGE_KEYS, Csr)
 async def make_csr(ctx: AdminContext, call: Call[KeyPath, CsrRequest]) -> Outcome:
     """Make a PKCS#10 request for the key, to hand to the federation's CA."""
     key_id = call.params.key_id
@@ -309,15 +298,7 @@ def _import_certificate(ctx: AdminContext, certificate: x509.Certificate) -> Key
     raise invalid("no key of this gateway has the certificate's public key")
 
 
-@TABLE.operation(
-    "POST",
-    "/certificates",
-    "certificate.import",
-    P.MANAGE_KEYS,
-    body=CertificateImport,
-    response=KeyView,
-    errors=(400, 401, 403),
-)
+@TABLE.change("POST", "/certificates", "certificate.import", P.MANAGE_KEYS, KeyView)
 async def import_certificate(ctx: AdminContext, call: Call[None, CertificateImport]) -> Outcome:
     """Import a certificate the CA issued for one of our keys, found by its public key."""
     certificate = load_certificate(call.body.certificate_pem.encode())

@@ -225,15 +225,7 @@ def _message_log(ctx: AdminContext) -> LogInspector:
     return ctx.message_log
 
 
-@TABLE.operation(
-    "GET",
-    "/message-log/records",
-    "message_log.search",
-    P.READ_MESSAGE_LOG,
-    params=LogSearch,
-    response=LogPage,
-    audit_reads=True,
-)
+@TABLE.read("/message-log/records", "message_log.search", P.READ_MESSAGE_LOG, LogPage, audit_reads=True)
 async def search_message_log(ctx: AdminContext, call: Call[LogSearch, None]) -> Outcome:
     """Search the message log, newest first, one page."""
     inspector = _message_log(ctx)
@@ -241,15 +233,7 @@ async def search_message_log(ctx: AdminContext, call: Call[LogSearch, None]) -> 
     return Outcome(answer, target="message-log", details={"found": len(answer["records"])})
 
 
-@TABLE.operation(
-    "GET",
-    "/message-log/exchange",
-    "message_log.show",
-    P.READ_MESSAGE_LOG,
-    params=LogShow,
-    response=LogExchanges,
-    audit_reads=True,
-)
+@TABLE.read("/message-log/exchange", "message_log.show", P.READ_MESSAGE_LOG, LogExchanges, audit_reads=True)
 async def show_message_log(ctx: AdminContext, call: Call[LogShow, None]) -> Outcome:
     """Show an exchange's request and response (or the exchanges of a message id), each verified."""
     inspector = _message_log(ctx)
@@ -260,13 +244,11 @@ async def show_message_log(ctx: AdminContext, call: Call[LogShow, None]) -> Outc
     return Outcome(answer, target=ident, details={"exchanges": len(answer["exchanges"])})
 
 
-@TABLE.operation(
-    "GET",
+@TABLE.read(
     "/message-log/containers",
     "message_log.export",
     P.READ_MESSAGE_LOG,
-    params=LogExport,
-    response=LogContainers,
+    LogContainers,
     audit_reads=True,
     description="Each container verifies offline (docs/verification.md).",
 )
@@ -292,13 +274,11 @@ async def export_message_log(ctx: AdminContext, call: Call[LogExport, None]) -> 
     )
 
 
-@TABLE.operation(
-    "GET",
+@TABLE.read(
     "/message-log/verification",
     "message_log.verify",
     P.READ_MESSAGE_LOG,
-    params=LogVerify,
-    response=LogVerification,
+    LogVerification,
     audit_reads=True,
     errors=(400, 401, 403, 404, 503),
 )

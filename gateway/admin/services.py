@@ -75,7 +75,7 @@ class ServicePath(ClientPath):
 
     @property
     def service(self) -> ServiceId:
-        provider = self.client
+        provider = self.client_id
         return ServiceId(
             provider.instance,
             provider.member_class,
@@ -144,17 +144,10 @@ def service_json(conf: ServiceConf) -> dict[str, Any]:
     }
 
 
-@TABLE.operation(
-    "GET",
-    "/subsystems/{client_id}/services",
-    "service.list",
-    P.READ_CONFIGURATION,
-    params=ClientPath,
-    response=ServiceList,
-)
+@TABLE.read("/subsystems/{client_id}/services", "service.list", P.READ_CONFIGURATION, ServiceList)
 async def list_services(ctx: AdminContext, call: Call[ClientPath, None]) -> Outcome:
     """List a subsystem's services."""
-    client = call.params.client
+    client = call.params.client_id
     conf = await snapshot(ctx)
     subsystem_of(conf, client)
     return Outcome({"services": [service_json(service) for service in conf.services_of(client)]})
@@ -229,20 +222,12 @@ def _service_of(provider: ClientId, code: str, version: str | None) -> ServiceId
     )
 
 
-@TABLE.operation(
-    "POST",
-    "/subsystems/{client_id}/service-descriptions/wsdl",
-    "service.add_wsdl",
-    P.MANAGE_SERVICES,
-    params=ClientPath,
-    body=WsdlDescription,
-    response=ServiceList,
-    status=201,
-    errors=(400, 401, 403, 404, 409),
+@TABLE.create(
+    "/subsystems/{client_id}/service-descriptions/wsdl", "service.add_wsdl", P.MANAGE_SERVICES, ServiceList
 )
 async def register_wsdl(ctx: AdminContext, call: Call[ClientPath, WsdlDescription]) -> Outcome:
     """Register one SOAP service per operation the WSDL binds, at the address the WSDL gives."""
-    provider = call.params.client
+    provider = call.params.client_id
     subsystem_of(await snapshot(ctx), provider)
     data, text, source = await _description(call.body.wsdl, call.body.url)
     wsdl = await asyncio.to_thread(parse_wsdl, data)
@@ -261,20 +246,12 @@ async def register_wsdl(ctx: AdminContext, call: Call[ClientPath, WsdlDescriptio
     return Outcome({"services": [service_json(conf) for conf in confs]}, 201, provider.to_text(), details)
 
 
-@TABLE.operation(
-    "POST",
-    "/subsystems/{client_id}/service-descriptions/openapi",
-    "service.add_openapi",
-    P.MANAGE_SERVICES,
-    params=ClientPath,
-    body=OpenApiDescription,
-    response=Service,
-    status=201,
-    errors=(400, 401, 403, 404, 409),
+@TABLE.create(
+    "/subsystems/{client_id}/service-descriptions/openapi", "service.add_openapi", P.MANAGE_SERVICES, Service
 )
 async def register_openapi(ctx: AdminContext, call: Call[ClientPath, OpenApiDescription]) -> Outcome:
     """Register one REST service with an endpoint per operation of the OpenAPI document."""
-    provider, body = call.params.client, call.body
+    provider, body = call.params.client_id, call.body
     subsystem_of(await snapshot(ctx), provider)
     data, text, source = await _description(body.document, body.url)
     openapi = await asyncio.to_thread(parse_openapi, data)
@@ -308,27 +285,18 @@ async def service_of(ctx: AdminContext, service: ServiceId) -> ServiceConf:
     return conf
 
 
-@TABLE.operation(
-    "GET",
-    "/subsystems/{client_id}/services/{service_code}",
-    "service.read",
-    P.READ_CONFIGURATION,
-    params=ServicePath,
-    response=Service,
-)
+@TABLE.read("/subsystems/{client_id}/services/{service_code}", "service.read", P.READ_CONFIGURATION, Service)
 async def read_service(ctx: AdminContext, call: Call[ServicePath, None]) -> Outcome:
     """Show one service."""
     return Outcome(service_json(await service_of(ctx, call.params.service)))
 
 
-@TABLE.operation(
+@TABLE.change(
     "PATCH",
     "/subsystems/{client_id}/services/{service_code}",
     "service.set_backend",
     P.MANAGE_SERVICES,
-    params=ServicePath,
-    body=BackendSettings,
-    response=Service,
+    Service,
 )
 async def set_backend(ctx: AdminContext, call: Call[ServicePath, BackendSettings]) -> Outcome:
     """Change where and how the gateway calls the service; fields left out stay as they are."""
@@ -359,13 +327,12 @@ async def set_backend(ctx: AdminContext, call: Call[ServicePath, BackendSettings
     return Outcome(service_json(updated), 200, service.to_text(), details)
 
 
-@TABLE.operation(
+@TABLE.change(
     "POST",
     "/subsystems/{client_id}/services/{service_code}/enable",
     "service.enable",
     P.MANAGE_SERVICES,
-    params=ServicePath,
-    response=Service,
+    Service,
 )
 async def enable_service(ctx: AdminContext, call: Call[ServicePath, None]) -> Outcome:
     """Enable a service."""
@@ -374,14 +341,12 @@ async def enable_service(ctx: AdminContext, call: Call[ServicePath, None]) -> Ou
     return Outcome(service_json(await service_of(ctx, service)), 200, service.to_text())
 
 
-@TABLE.operation(
+@TABLE.change(
     "POST",
     "/subsystems/{client_id}/services/{service_code}/disable",
     "service.disable",
     P.MANAGE_SERVICES,
-    params=ServicePath,
-    body=DisableNotice,
-    response=Service,
+    Service,
 )
 async def disable_service(ctx: AdminContext, call: Call[ServicePath, DisableNotice]) -> Outcome:
     """Disable a service: its clients get ServiceDisabled with the notice (PROTOCOL.md)."""
@@ -391,13 +356,7 @@ async def disable_service(ctx: AdminContext, call: Call[ServicePath, DisableNoti
     return Outcome(service_json(conf), 200, service.to_text(), {"notice": notice})
 
 
-@TABLE.operation(
-    "DELETE",
-    "/subsystems/{client_id}/services/{service_code}",
-    "service.remove",
-    P.MANAGE_SERVICES,
-    params=ServicePath,
-)
+@TABLE.delete("/subsystems/{client_id}/services/{service_code}", "service.remove", P.MANAGE_SERVICES)
 async def remove_service(ctx: AdminContext, call: Call[ServicePath, None]) -> Outcome:
     """Remove a service with its access rights."""
     service = call.params.service

@@ -17,7 +17,7 @@ from gateway.admin.context import (
 from gateway.admin.roles import Permission as P
 from gateway.serverconf.repository import ClientAuthMode, SubsystemConf
 from gateway.webapi import Call, Outcome
-from gateway.webapi.types import Answer, Body, ClientText, Pem, Sha256, client_id
+from gateway.webapi.types import Answer, Body, ClientIdField, Pem, Sha256
 
 
 class Subsystem(Answer):
@@ -31,7 +31,7 @@ class SubsystemList(Answer):
 
 
 class NewSubsystem(Body):
-    client_id: ClientText
+    client_id: ClientIdField
     auth_mode: ClientAuthMode = ClientAuthMode.HTTPS
 
 
@@ -55,26 +55,17 @@ def subsystem_json(conf: SubsystemConf) -> dict[str, Any]:
     }
 
 
-@TABLE.operation("GET", "/subsystems", "subsystem.list", P.READ_CONFIGURATION, response=SubsystemList)
+@TABLE.read("/subsystems", "subsystem.list", P.READ_CONFIGURATION, SubsystemList)
 async def list_subsystems(ctx: AdminContext, call: Call[None, None]) -> Outcome:
     """List the subsystems this gateway hosts."""
     confs = sorted((await snapshot(ctx)).subsystems.values(), key=lambda conf: conf.client)
     return Outcome({"subsystems": [subsystem_json(conf) for conf in confs]})
 
 
-@TABLE.operation(
-    "POST",
-    "/subsystems",
-    "subsystem.add",
-    P.MANAGE_SUBSYSTEMS,
-    body=NewSubsystem,
-    response=Subsystem,
-    status=201,
-    errors=(400, 401, 403, 409),
-)
+@TABLE.create("/subsystems", "subsystem.add", P.MANAGE_SUBSYSTEMS, Subsystem)
 async def add_subsystem(ctx: AdminContext, call: Call[None, NewSubsystem]) -> Outcome:
     """Register a subsystem on this gateway."""
-    client, auth_mode = client_id(call.body.client_id), call.body.auth_mode
+    client, auth_mode = call.body.client_id, call.body.auth_mode
     await asyncio.to_thread(ctx.repository.add_subsystem, client, auth_mode)
     return Outcome(
         subsystem_json(SubsystemConf(client, auth_mode)),
@@ -84,74 +75,50 @@ async def add_subsystem(ctx: AdminContext, call: Call[None, NewSubsystem]) -> Ou
     )
 
 
-@TABLE.operation(
-    "GET",
-    "/subsystems/{client_id}",
-    "subsystem.read",
-    P.READ_CONFIGURATION,
-    params=ClientPath,
-    response=Subsystem,
-)
+@TABLE.read("/subsystems/{client_id}", "subsystem.read", P.READ_CONFIGURATION, Subsystem)
 async def read_subsystem(ctx: AdminContext, call: Call[ClientPath, None]) -> Outcome:
     """Show one subsystem."""
-    return Outcome(subsystem_json(subsystem_of(await snapshot(ctx), call.params.client)))
+    return Outcome(subsystem_json(subsystem_of(await snapshot(ctx), call.params.client_id)))
 
 
-@TABLE.operation(
-    "DELETE", "/subsystems/{client_id}", "subsystem.remove", P.MANAGE_SUBSYSTEMS, params=ClientPath
-)
+@TABLE.delete("/subsystems/{client_id}", "subsystem.remove", P.MANAGE_SUBSYSTEMS)
 async def remove_subsystem(ctx: AdminContext, call: Call[ClientPath, None]) -> Outcome:
     """Remove a subsystem with its services, access rights and groups."""
-    client = call.params.client
+    client = call.params.client_id
     await asyncio.to_thread(ctx.repository.remove_subsystem, client)
     return Outcome(None, 204, client.to_text())
 
 
-@TABLE.operation(
-    "PUT",
-    "/subsystems/{client_id}/auth-mode",
-    "subsystem.set_auth_mode",
-    P.MANAGE_CLIENT_AUTH,
-    params=ClientPath,
-    body=AuthMode,
-    response=Subsystem,
+@TABLE.change(
+    "PUT", "/subsystems/{client_id}/auth-mode", "subsystem.set_auth_mode", P.MANAGE_CLIENT_AUTH, Subsystem
 )
 async def set_auth_mode(ctx: AdminContext, call: Call[ClientPath, AuthMode]) -> Outcome:
     """Set how the subsystem's client systems connect: http, https or https_cert."""
-    client, auth_mode = call.params.client, call.body.auth_mode
+    client, auth_mode = call.params.client_id, call.body.auth_mode
     await asyncio.to_thread(ctx.repository.set_auth_mode, client, auth_mode)
     conf = subsystem_of(await snapshot(ctx), client)
     return Outcome(subsystem_json(conf), 200, client.to_text(), {"auth_mode": auth_mode.value})
 
 
-@TABLE.operation(
-    "POST",
+@TABLE.create(
     "/subsystems/{client_id}/certificates",
     "subsystem.pin_certificate",
     P.MANAGE_CLIENT_AUTH,
-    params=ClientPath,
-    body=PinnedCertificate,
-    response=CertificateSummary,
-    status=201,
-    errors=(400, 401, 403, 404, 409),
+    CertificateSummary,
 )
 async def pin_certificate(ctx: AdminContext, call: Call[ClientPath, PinnedCertificate]) -> Outcome:
     """Pin a client system's TLS certificate (for auth mode https_cert)."""
-    client, pem = call.params.client, call.body.certificate_pem
+    client, pem = call.params.client_id, call.body.certificate_pem
     summary = certificate_summary(pem)
     await asyncio.to_thread(ctx.repository.pin_certificate, client, pem)
     return Outcome(summary, 201, client.to_text(), summary)
 
 
-@TABLE.operation(
-    "DELETE",
-    "/subsystems/{client_id}/certificates/{sha256}",
-    "subsystem.unpin_certificate",
-    P.MANAGE_CLIENT_AUTH,
-    params=CertificatePath,
+@TABLE.delete(
+    "/subsystems/{client_id}/certificates/{sha256}", "subsystem.unpin_certificate", P.MANAGE_CLIENT_AUTH
 )
 async def unpin_certificate(ctx: AdminContext, call: Call[CertificatePath, None]) -> Outcome:
     """Unpin a client system's certificate."""
-    client, sha256 = call.params.client, call.params.sha256.lower()
+    client, sha256 = call.params.client_id, call.params.sha256.lower()
     await asyncio.to_thread(ctx.repository.unpin_certificate, client, sha256)
     return Outcome(None, 204, client.to_text(), {"sha256": sha256})

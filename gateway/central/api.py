@@ -18,14 +18,13 @@ declarations and served at ``GET /api/openapi.json``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from functools import cache
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
 
 from gateway import webapi
-from gateway.adminstore import AuditResult
+from gateway.adminstore import AdminStore
 from gateway.central.manage import decisions, members, servers, trust
 from gateway.central.manage.context import (
     TABLE,
@@ -41,14 +40,13 @@ from gateway.webapi import (
     INTERNAL_ERROR,
     ApiError,
     Guard,
+    ManagementApi,
     Operation,
-    api_application,
     audit_quietly,
 )
 from gateway.webapi.errors import error_codes
 from gateway.webapi.keys import declare_key_operations
 from gateway.webapi.openapi import ApiInfo
-from gateway.webapi.openapi import openapi_document as build_document
 
 __all__ = [
     "API_PREFIX",
@@ -71,40 +69,35 @@ MAX_REQUEST_BYTES: Final = 1024 * 1024
 """The largest body is a CA certificate with a few OCSP responder certificates: far below this."""
 
 API_VERSION: Final = "1.0.0"
+_HEALTH: Final = "Whether a configuration is published and unexpired."
 
 _INTERNAL_ERROR: Final = ApiError(500, INTERNAL_ERROR, "internal error; the registry's log has details")
 
-declare_key_operations(
-    TABLE,
-    lambda ctx: ctx.repository.admin,
-    roles=MATRIX.roles,
-    manage_keys=Permission.MANAGE_API_KEYS,
-    read_audit_log=Permission.READ_AUDIT_LOG,
-    reconfigures=False,
-)
 
-OPERATIONS: Final[list[Operation]] = TABLE.operations
+async def _publish(ctx: RegistryContext) -> None:
+    await ctx.publisher.publish_soon()
+
+
+def _keys(ctx: RegistryContext) -> AdminStore:
+    return ctx.repository.admin
+
+
+GUARD: Final = Guard(MATRIX, _keys, domain_error, _INTERNAL_ERROR, MAX_REQUEST_BYTES, _publish)
+P = Permission
+declare_key_operations(TABLE, _keys, MATRIX.roles, P.MANAGE_API_KEYS, P.READ_AUDIT_LOG, reconfigures=False)
+
+API: Final = ManagementApi(
+    ApiInfo("xgate central registry management API", API_VERSION, __doc__ or "", _HEALTH, error_codes()),
+    TABLE,
+    GUARD,
+)
+OPERATIONS: Final[list[Operation]] = API.operations
 """Every operation of /api/v1."""
 
-INFO: Final = ApiInfo(
-    title="xgate central registry management API",
-    version=API_VERSION,
-    description=(
-        "Manage the federation's registry: member classes, members, subsystems, security servers, "
-        "trusted CAs, TSAs, global groups, settings, registration requests, configuration-signing "
-        "keys, API keys and the audit log. Identifiers are written INSTANCE/CLASS/MEMBER[/SUBSYSTEM] "
-        "(URL-encoded in paths; X-Road's colon form is accepted too). Every change and every "
-        "refused call is audited."
-    ),
-    error_codes=error_codes(),
-    health="Whether a configuration is published and unexpired (no API key needed).",
-)
 
-
-@cache
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.0 document of this API, from its operations' declarations."""
-    return build_document(INFO, OPERATIONS, MATRIX)
+    return API.document
 
 
 def as_api_error(exc: Exception) -> ApiError:
@@ -117,34 +110,14 @@ def as_api_error(exc: Exception) -> ApiError:
 errors_as_json: Final = webapi.errors_as_json(_INTERNAL_ERROR)
 
 
-async def audit(
-    ctx: RegistryContext,
-    actor: str,
-    action: str,
-    target: str,
-    details: Mapping[str, Any] | None,
-    result: AuditResult,
-) -> None:
-    """Write one audit entry; a failure to write is logged, never hides the answer."""
-    await audit_quietly(ctx.repository.admin.audit, actor, action, target, details, result)
-
-
-async def _publish(ctx: RegistryContext) -> None:
-    await ctx.publisher.publish_soon()
-
-
-GUARD: Final[Guard[RegistryContext]] = Guard(
-    roles=MATRIX,
-    keys=lambda ctx: ctx.repository.admin,
-    domain_error=domain_error,
-    internal_error=_INTERNAL_ERROR,
-    max_request_bytes=MAX_REQUEST_BYTES,
-    after_change=_publish,
-)
+async def audit(ctx: RegistryContext, *entry: Any) -> None:
+    """Write one audit entry (actor, action, target, details, result) for the distribution side;
+    a failure to write is logged, never hides the answer."""
+    await audit_quietly(ctx.repository.admin.audit, *entry)
 
 
 def make_management_app(ctx: RegistryContext) -> web.Application:
-    return api_application(GUARD, ctx, OPERATIONS, document=openapi_document, health=health_handler(ctx))
+    return API.application(ctx, health_handler(ctx))
 
 
 def health_handler(ctx: RegistryContext) -> Callable[[web.Request], Awaitable[web.Response]]:

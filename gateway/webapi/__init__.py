@@ -8,6 +8,7 @@ passes (API key, role, validation, audit), and the OpenAPI document (`openapi`).
 operations both have are declared once (`keys`).
 """
 
+from gateway.webapi.application import HEALTH_PATH, OPENAPI_PATH, ManagementApi, api_application
 from gateway.webapi.callers import (
     ANONYMOUS,
     API_KEY_HEADER,
@@ -36,17 +37,7 @@ from gateway.webapi.errors import (
     json_response,
     not_found,
 )
-from gateway.webapi.operations import (
-    API_PREFIX,
-    HEALTH_PATH,
-    OPENAPI_PATH,
-    Call,
-    Guard,
-    Operation,
-    OperationTable,
-    Outcome,
-    api_application,
-)
+from gateway.webapi.operations import API_PREFIX, Call, Guard, Operation, OperationTable, Outcome
 
 __all__ = [
     "ANONYMOUS",
@@ -67,6 +58,7 @@ __all__ = [
     "Call",
     "Caller",
     "Guard",
+    "ManagementApi",
     "Operation",
     "OperationTable",
     "Outcome",

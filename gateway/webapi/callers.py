@@ -16,7 +16,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 from aiohttp import web
 
-from gateway.adminstore import ApiKey, AuditResult
+from gateway.adminstore import ApiKey, AuditEntry, AuditResult
 from gateway.webapi.errors import AUTH_SCHEME, FORBIDDEN, UNAUTHORIZED, ApiError
 
 log = logging.getLogger(__name__)
@@ -29,20 +29,22 @@ _R = TypeVar("_R", bound=enum.Enum)
 _P = TypeVar("_P")
 
 
+Details = Mapping[str, Any] | None
+
+
 class KeyStore(Protocol):
     """Where an API's keys and audit log live (gateway.adminstore.AdminStore, or a repository
-    that holds one)."""
+    that holds one); the API-key and audit-log operations (gateway.webapi.keys) use the rest."""
 
     def verify_api_key(self, key: str) -> ApiKey | None: ...
-
     def audit(
-        self,
-        actor: str,
-        action: str,
-        target: str = "",
-        details: Mapping[str, Any] | None = None,
-        result: AuditResult = AuditResult.OK,
-    ) -> int: ...
+        self, actor: str, action: str, target: str, details: Details, result: AuditResult
+    ) -> object: ...
+    def list_api_keys(self) -> list[ApiKey]: ...
+    def create_api_key(self, name: str, role: str) -> tuple[ApiKey, str]: ...
+    def revoke_api_key(self, key_id: int) -> bool | None: ...
+    @property
+    def audit_entries(self) -> Callable[..., list[AuditEntry]]: ...
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,24 @@ def validation_failure(error: ValidationError, where: str) -> ApiError:
     return invalid("; ".join(problems))
 
 
+ErrorRule = tuple[type[Exception] | tuple[type[Exception], ...], int, str]
+"""Exceptions of these types answer this HTTP status with this error code."""
+
+
+def domain_errors(*rules: ErrorRule) -> Callable[[Exception], ApiError | None]:
+    """The JSON error a domain exception becomes, by the first rule its type matches (list
+    subclasses first); None for an exception no rule names (a 500). The message is the
+    exception's `message` attribute where it has one, else its text."""
+
+    def convert(exc: Exception) -> ApiError | None:
+        for kinds, status, code in rules:
+            if isinstance(exc, kinds):
+                return ApiError(status, code, getattr(exc, "message", None) or str(exc))
+        return None
+
+    return convert
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 

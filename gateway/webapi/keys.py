@@ -6,15 +6,15 @@ Declared once here and added to each API's table with that API's roles and permi
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import enum
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import Field, create_model
 
 from gateway.adminstore import ApiKey, AuditEntry
 from gateway.globalconf.signed import format_time
+from gateway.webapi.callers import KeyStore
 from gateway.webapi.errors import not_found
 from gateway.webapi.operations import Call, OperationTable, Outcome
 from gateway.webapi.types import (
@@ -29,26 +29,6 @@ from gateway.webapi.types import (
     Time,
     utc,
 )
-
-
-class KeyAdmin(Protocol):
-    """What the operations need of an API's key and audit store (gateway.adminstore.AdminStore)."""
-
-    def list_api_keys(self) -> list[ApiKey]: ...
-
-    def create_api_key(self, name: str, role: str) -> tuple[ApiKey, str]: ...
-
-    def revoke_api_key(self, key_id: int) -> bool | None: ...
-
-    def audit_entries(
-        self,
-        *,
-        actor: str | None = None,
-        action: str | None = None,
-        since: dt.datetime | None = None,
-        before_id: int | None = None,
-        limit: int = DEFAULT_PAGE,
-    ) -> list[AuditEntry]: ...
 
 
 class ApiKeyView(Answer):
@@ -118,11 +98,11 @@ def audit_json(entry: AuditEntry) -> dict[str, Any]:
 
 def declare_key_operations(
     table: OperationTable,
-    store: Callable[[Any], KeyAdmin],
-    *,
+    store: Callable[[Any], KeyStore],
     roles: type[enum.StrEnum],
     manage_keys: enum.StrEnum,
     read_audit_log: enum.StrEnum,
+    *,
     reconfigures: bool,
 ) -> None:
     """Add the API-key and audit-log operations to `table`; `store(ctx)` holds the keys and log;
@@ -130,22 +110,15 @@ def declare_key_operations(
     new_key: Mapping[str, Any] = {"name": (Name, ...), "role": (roles, ...)}
     new_key_body = create_model("NewApiKey", __base__=Body, **new_key)
 
-    @table.operation("GET", "/api-keys", "api_key.list", manage_keys, response=ApiKeyList)
+    @table.read("/api-keys", "api_key.list", manage_keys, ApiKeyList)
     async def list_api_keys(ctx: Any, call: Call[None, None]) -> Outcome:
         """List the API keys (never the keys themselves)."""
         keys = await asyncio.to_thread(store(ctx).list_api_keys)
         return Outcome({"api_keys": [api_key_json(key) for key in keys]})
 
-    @table.operation(
-        "POST",
-        "/api-keys",
-        "api_key.create",
-        manage_keys,
-        body=new_key_body,
-        response=CreatedApiKey,
-        status=201,
-        reconfigures=reconfigures,
-    )
+    changes: dict[str, Any] = {"reconfigures": reconfigures}
+
+    @table.create("/api-keys", "api_key.create", manage_keys, CreatedApiKey, body=new_key_body, **changes)
     async def create_api_key(ctx: Any, call: Call[None, Any]) -> Outcome:
         """Create an API key; the answer is the only place the key ever appears."""
         name, role = call.body.name, call.body.role.value
@@ -153,14 +126,7 @@ def declare_key_operations(
         details = {"name": name, "role": role}
         return Outcome({**api_key_json(record), "key": key}, 201, f"api key {record.id}", details)
 
-    @table.operation(
-        "DELETE",
-        "/api-keys/{key_id}",
-        "api_key.revoke",
-        manage_keys,
-        params=KeyPath,
-        reconfigures=reconfigures,
-    )
+    @table.delete("/api-keys/{key_id}", "api_key.revoke", manage_keys, **changes)
     async def revoke_api_key(ctx: Any, call: Call[KeyPath, None]) -> Outcome:
         """Revoke an API key."""
         key_id = call.params.key_id
@@ -168,9 +134,7 @@ def declare_key_operations(
             raise not_found(f"no live API key {key_id}")
         return Outcome(None, 204, f"api key {key_id}")
 
-    @table.operation(
-        "GET", "/audit-log", "audit_log.read", read_audit_log, params=AuditQuery, response=AuditPage
-    )
+    @table.read("/audit-log", "audit_log.read", read_audit_log, AuditPage)
     async def read_audit(ctx: Any, call: Call[AuditQuery, None]) -> Outcome:
         """Read the audit log, newest first (page back with before_id)."""
         query = call.params

@@ -38,13 +38,26 @@ _ERROR_TEXT: Final = {
 
 @dataclass(frozen=True)
 class ApiInfo:
-    """The document's title, version and description, and the codes its errors carry."""
+    """The document's title and version, what the API is for (`summary`: the first line of its
+    module's docstring), what its health check says, and the codes its errors carry."""
 
     title: str
     version: str
-    description: str
-    error_codes: Sequence[str]
+    summary: str
     health: str
+    error_codes: Sequence[str]
+
+    @property
+    def description(self) -> str:
+        first_line = self.summary.strip().splitlines()[0]
+        return f"{first_line} {CONVENTIONS}"
+
+
+CONVENTIONS: Final = (
+    "Identifiers are written INSTANCE/CLASS/MEMBER[/SUBSYSTEM] (URL-encoded in paths; X-Road's "
+    "colon form is accepted too). Listings take `limit` 1..1000. Every change and every refused "
+    "call is audited."
+)
 
 
 def to_openapi30(node: Any) -> Any:

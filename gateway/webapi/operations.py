@@ -3,7 +3,7 @@
 An :class:`Operation` names its method and path, its audit action, the permission it needs, the
 pydantic models of its parameters, body and answer, and its handler. From that one declaration:
 
-* the aiohttp route (:func:`api_application`);
+* the aiohttp route (`gateway.webapi.application`);
 * the guard every call passes: authentication by API key, the role check, validation of the
   parameters and the body (a 400 naming each bad field), the handler, domain errors as JSON
   errors, the audit log, and the API's "something changed" hook;
@@ -15,7 +15,8 @@ from __future__ import annotations
 import enum
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import typing
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
@@ -36,7 +37,6 @@ from gateway.webapi.errors import (
     PAYLOAD_TOO_LARGE,
     ApiError,
     error_response,
-    errors_as_json,
     invalid,
     json_response,
     validation_failure,
@@ -114,9 +114,26 @@ class Operation:
         return _PATH_PARAMETER.findall(self.path)
 
 
+_READ_ERRORS: Final = (400, 401, 403, 404)
+_CHANGE_ERRORS: Final = (400, 401, 403, 404, 409)
+
+
+def _call_models(handler: Any) -> tuple[type[BaseModel] | None, type[BaseModel] | None]:
+    """The parameter and body models a handler's `call: Call[Params, Body]` annotation names."""
+    hint = typing.get_type_hints(handler).get("call")
+    models = [
+        model if isinstance(model, type) and issubclass(model, BaseModel) else None
+        for model in typing.get_args(hint)
+    ]
+    return (models[0], models[1]) if len(models) == 2 else (None, None)
+
+
 @dataclass
 class OperationTable:
-    """An API's operations, filled by :meth:`operation` as its modules load."""
+    """An API's operations, filled by :meth:`operation` (or its shorthands) as its modules load.
+
+    The parameter and body models are those of the handler's ``call: Call[Params, Body]``
+    annotation, so each is written once."""
 
     operations: list[Operation] = field(default_factory=list)
 
@@ -126,20 +143,21 @@ class OperationTable:
         path: str,
         action: str,
         permission: enum.StrEnum,
-        *,
-        params: type[BaseModel] | None = None,
-        body: type[BaseModel] | None = None,
         response: Any = None,
+        *,
         status: int | None = None,
+        body: type[BaseModel] | None = None,
         summary: str | None = None,
         description: str | None = None,
         audit_reads: bool = False,
         reconfigures: bool = True,
-        errors: Sequence[int] = (400, 401, 403, 404),
-    ) -> Callable[[Callable[[Any, Call[Any, Any]], Awaitable[Outcome]]], Any]:
-        """Declare the decorated handler as operation `action` at `method` `path`."""
+        errors: Sequence[int] | None = None,
+    ) -> Callable[[Any], Any]:
+        """Declare the decorated handler as operation `action` at `method` `path`, answering
+        `response` (a model; None: 204 No Content)."""
 
         def register(handler: Any) -> Any:
+            params, annotated_body = _call_models(handler)
             docstring = (handler.__doc__ or "").strip()
             self.operations.append(
                 Operation(
@@ -151,18 +169,36 @@ class OperationTable:
                     summary=summary or docstring.splitlines()[0].rstrip(".") or action,
                     tag=action.split(".")[0],
                     params=params,
-                    body=body,
+                    body=body or annotated_body,
                     response=response,
                     status=status or (204 if response is None else 200),
                     description=description,
                     audit_reads=audit_reads,
                     reconfigures=reconfigures,
-                    errors=tuple(errors),
+                    errors=tuple(errors or (_READ_ERRORS if method == "GET" else _CHANGE_ERRORS)),
                 )
             )
             return handler
 
         return register
+
+    def read(self, path: str, action: str, permission: enum.StrEnum, response: Any, **options: Any) -> Any:
+        """A GET answering `response`."""
+        return self.operation("GET", path, action, permission, response, **options)
+
+    def create(self, path: str, action: str, permission: enum.StrEnum, response: Any, **options: Any) -> Any:
+        """A POST answering 201 Created with `response`."""
+        return self.operation("POST", path, action, permission, response, status=201, **options)
+
+    def change(
+        self, method: str, path: str, action: str, permission: enum.StrEnum, response: Any, **options: Any
+    ) -> Any:
+        """A POST, PUT or PATCH answering 200 with `response`."""
+        return self.operation(method, path, action, permission, response, **options)
+
+    def delete(self, path: str, action: str, permission: enum.StrEnum, **options: Any) -> Any:
+        """A DELETE answering 204 No Content."""
+        return self.operation("DELETE", path, action, permission, **options)
 
     def __iter__(self) -> Any:
         return iter(self.operations)
@@ -280,30 +316,3 @@ def guarded(
         return json_response(outcome.body, outcome.status)
 
     return handle
-
-
-WebHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def api_application(
-    guard: Guard[Ctx],
-    ctx: Ctx,
-    operations: Iterable[Operation],
-    *,
-    document: Callable[[], Mapping[str, Any]],
-    health: WebHandler,
-) -> web.Application:
-    """An API's application: its operations under API_PREFIX, each behind the guard, its OpenAPI
-    document and health check, every error as JSON."""
-    app = web.Application(
-        client_max_size=guard.max_request_bytes, middlewares=[errors_as_json(guard.internal_error)]
-    )
-    for operation in operations:
-        app.router.add_route(operation.method, API_PREFIX + operation.path, guarded(guard, ctx, operation))
-
-    async def serve_document(request: web.Request) -> web.Response:
-        return web.json_response(document())
-
-    app.router.add_get(OPENAPI_PATH, serve_document)
-    app.router.add_get(HEALTH_PATH, health)
-    return app

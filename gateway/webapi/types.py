@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Final
+from collections.abc import Callable
+from typing import Annotated, Final, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from gateway.ids import MAX_CODE_LENGTH, ClientId, SecurityServerId
+from gateway.ids import MAX_CODE_LENGTH, ClientId, IdentifierError, SecurityServerId
 
 # X-Road REST protocol §4.8 (gateway.ids): the code alphabet, never "." or "..". The look-ahead
 # needs Python's regular expressions (the models say regex_engine="python-re"); JSON Schema's
@@ -44,31 +45,60 @@ PATTERN_MEANINGS: Final[dict[str, str]] = {
     MEMBER_PATTERN: "a member INSTANCE/CLASS/MEMBER",
     GLOBAL_GROUP_PATTERN: "a global group INSTANCE/GROUP",
     # A subsystem and a security server are both four codes: one pattern, one meaning.
-    SUBSYSTEM_PATTERN: "four codes: INSTANCE/CLASS/MEMBER/SUBSYSTEM (a server: INSTANCE/CLASS/MEMBER/SERVER)",
+    SUBSYSTEM_PATTERN: "a subsystem INSTANCE/CLASS/MEMBER/SUBSYSTEM (a server: INSTANCE/CLASS/MEMBER/SERVER)",
 }
 """What a pattern means, for the error message that names it (gateway.webapi.errors)."""
 
 Code = Annotated[str, Field(pattern=CODE_PATTERN, description="An identifier code (X-Road's alphabet).")]
-ClientText = Annotated[
-    str, Field(pattern=CLIENT_PATTERN, description="A client, INSTANCE/CLASS/MEMBER[/SUBSYSTEM].")
+GlobalGroupText = Annotated[str, Field(pattern=GLOBAL_GROUP_PATTERN)]
+
+_Id = TypeVar("_Id", ClientId, SecurityServerId)
+
+
+def _parser(kind: type[_Id], pattern: str, meaning: str) -> Callable[[object], _Id]:
+    """Read an identifier from its text form, "/"- or ":"-separated (codes hold neither)."""
+    compiled = re.compile(pattern)
+
+    def parse(value: object) -> _Id:
+        if isinstance(value, kind):
+            return value
+        if not isinstance(value, str) or compiled.fullmatch(value) is None:
+            raise ValueError(f"must be {meaning}")
+        try:
+            return kind.from_text(value.replace(":", "/"))
+        except IdentifierError as exc:
+            raise ValueError(exc.message) from None
+
+    return parse
+
+
+def _text_form(pattern: str, meaning: str) -> WithJsonSchema:
+    return WithJsonSchema(
+        {"type": "string", "pattern": pattern, "description": f"{meaning[0].upper()}{meaning[1:]}."}
+    )
+
+
+_CLIENT: Final = "a client INSTANCE/CLASS/MEMBER[/SUBSYSTEM]"
+_MEMBER: Final = "a member INSTANCE/CLASS/MEMBER"
+_SUBSYSTEM: Final = "a subsystem INSTANCE/CLASS/MEMBER/SUBSYSTEM"
+_SERVER: Final = "a security server INSTANCE/CLASS/MEMBER/SERVER"
+
+ClientIdField = Annotated[
+    ClientId, PlainValidator(_parser(ClientId, CLIENT_PATTERN, _CLIENT)), _text_form(CLIENT_PATTERN, _CLIENT)
 ]
-MemberText = Annotated[str, Field(pattern=MEMBER_PATTERN, description="A member, INSTANCE/CLASS/MEMBER.")]
-SubsystemText = Annotated[
-    str, Field(pattern=SUBSYSTEM_PATTERN, description="A subsystem, INSTANCE/CLASS/MEMBER/SUBSYSTEM.")
+MemberIdField = Annotated[
+    ClientId, PlainValidator(_parser(ClientId, MEMBER_PATTERN, _MEMBER)), _text_form(MEMBER_PATTERN, _MEMBER)
 ]
-ServerText = Annotated[
-    str, Field(pattern=SERVER_PATTERN, description="A security server, INSTANCE/CLASS/MEMBER/SERVER.")
+SubsystemIdField = Annotated[
+    ClientId,
+    PlainValidator(_parser(ClientId, SUBSYSTEM_PATTERN, _SUBSYSTEM)),
+    _text_form(SUBSYSTEM_PATTERN, _SUBSYSTEM),
 ]
-
-
-def client_id(text: str) -> ClientId:
-    """A client from its text form, "/"- or ":"-separated (codes hold neither)."""
-    return ClientId.from_text(text.replace(":", "/"))
-
-
-def server_id(text: str) -> SecurityServerId:
-    """A security server from its text form, "/"- or ":"-separated."""
-    return SecurityServerId.from_text(text.replace(":", "/"))
+ServerIdField = Annotated[
+    SecurityServerId,
+    PlainValidator(_parser(SecurityServerId, SERVER_PATTERN, _SERVER)),
+    _text_form(SERVER_PATTERN, _SERVER),
+]
 
 
 # --- pages ---------------------------------------------------------------------------------

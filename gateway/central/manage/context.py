@@ -18,7 +18,8 @@ from gateway.crypto.certs import CertificateError, fingerprint_sha256, load_cert
 from gateway.globalconf import GlobalConf, GlobalConfError
 from gateway.globalconf.signed import format_time
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
-from gateway.webapi import CONFLICT, NOT_FOUND, VALIDATION_ERROR, ApiError, OperationTable, not_found
+from gateway.webapi import CONFLICT, NOT_FOUND, VALIDATION_ERROR, OperationTable, not_found
+from gateway.webapi.errors import domain_errors
 from gateway.webapi.types import MAX_TEXT_LENGTH, Answer, Params, RecordId
 
 _T = TypeVar("_T")
@@ -42,17 +43,16 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH)]
 OptionalText = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
 
 
-def domain_error(exc: Exception) -> ApiError | None:
-    """The JSON error a domain error becomes; None for anything unforeseen (a 500)."""
-    if isinstance(exc, NotFound):
-        return ApiError(404, NOT_FOUND, str(exc))
-    if isinstance(exc, Conflict):
-        return ApiError(409, CONFLICT, str(exc))
-    if isinstance(exc, IdentifierError):
-        return ApiError(400, VALIDATION_ERROR, exc.message)
-    if isinstance(exc, RegistryError | GlobalConfError | CertificateError | RequestRefused | ValueError):
-        return ApiError(400, VALIDATION_ERROR, str(exc))
-    return None
+domain_error: Final = domain_errors(
+    (NotFound, 404, NOT_FOUND),
+    (Conflict, 409, CONFLICT),
+    (
+        (IdentifierError, RegistryError, GlobalConfError, CertificateError, RequestRefused, ValueError),
+        400,
+        VALIDATION_ERROR,
+    ),
+)
+"""The JSON error a domain error becomes; None for anything unforeseen (a 500)."""
 
 
 class KeyPath(Params):

@@ -94,33 +94,20 @@ def request_json(record: RequestRecord) -> dict[str, Any]:
     }
 
 
-@TABLE.operation(
-    "GET", "/requests", "request.list", P.READ_REGISTRY, params=RequestQuery, response=RequestList
-)
+@TABLE.read("/requests", "request.list", P.READ_REGISTRY, RequestList)
 async def list_requests(ctx: RegistryContext, call: Call[RequestQuery, None]) -> Outcome:
     """List registration requests, newest first (state filters)."""
     records = await run(ctx.repository.requests, call.params.state, call.params.limit)
     return Outcome({"requests": [request_json(record) for record in records]})
 
 
-@TABLE.operation(
-    "GET", "/requests/{request_id}", "request.read", P.READ_REGISTRY, params=RequestPath, response=Request
-)
+@TABLE.read("/requests/{request_id}", "request.read", P.READ_REGISTRY, Request)
 async def read_request(ctx: RegistryContext, call: Call[RequestPath, None]) -> Outcome:
     """Show one registration request."""
     return Outcome(request_json(await run(ctx.repository.request, call.params.request_id)))
 
 
-@TABLE.operation(
-    "POST",
-    "/requests/{request_id}/approve",
-    "request.approve",
-    P.DECIDE_REQUESTS,
-    params=RequestPath,
-    body=Approval,
-    response=Request,
-    errors=(400, 401, 403, 404, 409),
-)
+@TABLE.change("POST", "/requests/{request_id}/approve", "request.approve", P.DECIDE_REQUESTS, Request)
 async def approve_request(ctx: RegistryContext, call: Call[RequestPath, Approval]) -> Outcome:
     """Approve a pending request: its change is applied and published."""
     request_id = call.params.request_id
@@ -128,16 +115,8 @@ async def approve_request(ctx: RegistryContext, call: Call[RequestPath, Approval
     return Outcome(request_json(record), 200, f"request {request_id}", {"type": record.request.type.value})
 
 
-@TABLE.operation(
-    "POST",
-    "/requests/{request_id}/reject",
-    "request.reject",
-    P.DECIDE_REQUESTS,
-    params=RequestPath,
-    body=Rejection,
-    response=Request,
-    reconfigures=False,
-    errors=(400, 401, 403, 404, 409),
+@TABLE.change(
+    "POST", "/requests/{request_id}/reject", "request.reject", P.DECIDE_REQUESTS, Request, reconfigures=False
 )
 async def reject_request(ctx: RegistryContext, call: Call[RequestPath, Rejection]) -> Outcome:
     """Reject a pending request, saying why."""
@@ -208,7 +187,7 @@ def _signing_key_json(key: SigningKeyRecord) -> dict[str, Any]:
     }
 
 
-@TABLE.operation("GET", "/signing-keys", "signing_key.list", P.READ_REGISTRY, response=SigningKeyList)
+@TABLE.read("/signing-keys", "signing_key.list", P.READ_REGISTRY, SigningKeyList)
 async def list_signing_keys(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
     """List the configuration-signing keys (active, standby, retired)."""
     keys = await run(ctx.repository.signing_keys)
@@ -228,17 +207,7 @@ def _check_new_signing_key(key_path: str, cert_path: str, passphrase_env: str | 
     return certificate
 
 
-@TABLE.operation(
-    "POST",
-    "/signing-keys",
-    "signing_key.add",
-    P.MANAGE_SIGNING_KEYS,
-    body=NewSigningKey,
-    response=SigningKey,
-    status=201,
-    reconfigures=False,
-    errors=(400, 401, 403, 409),
-)
+@TABLE.create("/signing-keys", "signing_key.add", P.MANAGE_SIGNING_KEYS, SigningKey, reconfigures=False)
 async def add_signing_key(ctx: RegistryContext, call: Call[None, NewSigningKey]) -> Outcome:
     """Add a signing key (files on the registry's host); it joins the anchor as standby."""
     body = call.body
@@ -249,14 +218,8 @@ async def add_signing_key(ctx: RegistryContext, call: Call[None, NewSigningKey])
     return Outcome(_signing_key_json(record), 201, f"signing key {record.id}", {"sha256": record.sha256})
 
 
-@TABLE.operation(
-    "POST",
-    "/signing-keys/{key_id}/activate",
-    "signing_key.activate",
-    P.MANAGE_SIGNING_KEYS,
-    params=KeyPath,
-    response=SigningKey,
-    errors=(400, 401, 403, 404, 409),
+@TABLE.change(
+    "POST", "/signing-keys/{key_id}/activate", "signing_key.activate", P.MANAGE_SIGNING_KEYS, SigningKey
 )
 async def activate_signing_key(ctx: RegistryContext, call: Call[KeyPath, None]) -> Outcome:
     """Sign with this key from now on; the previous one stays in the anchor as standby."""
@@ -265,15 +228,13 @@ async def activate_signing_key(ctx: RegistryContext, call: Call[KeyPath, None]) 
     return Outcome(_signing_key_json(record), 200, f"signing key {key_id}", {"sha256": record.sha256})
 
 
-@TABLE.operation(
+@TABLE.change(
     "POST",
     "/signing-keys/{key_id}/retire",
     "signing_key.retire",
     P.MANAGE_SIGNING_KEYS,
-    params=KeyPath,
-    response=SigningKey,
+    SigningKey,
     reconfigures=False,
-    errors=(400, 401, 403, 404, 409),
 )
 async def retire_signing_key(ctx: RegistryContext, call: Call[KeyPath, None]) -> Outcome:
     """Take a standby key out of the anchor for good."""
@@ -296,20 +257,14 @@ def globalconf_state(ctx: RegistryContext) -> dict[str, Any]:
     }
 
 
-@TABLE.operation("GET", "/globalconf", "globalconf.status", P.READ_REGISTRY, response=GlobalconfStatus)
+@TABLE.read("/globalconf", "globalconf.status", P.READ_REGISTRY, GlobalconfStatus)
 async def globalconf_status(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
     """Show the published configuration's version, times and signer."""
     return Outcome(await run(globalconf_state, ctx))
 
 
 @TABLE.operation(
-    "POST",
-    "/globalconf/publish",
-    "globalconf.publish",
-    P.MANAGE_SIGNING_KEYS,
-    response=PublishRequested,
-    status=202,
-    errors=(401, 403),
+    "POST", "/globalconf/publish", "globalconf.publish", P.MANAGE_SIGNING_KEYS, PublishRequested, status=202
 )
 async def publish_now(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
     """Publish a new version now."""

@@ -19,7 +19,7 @@ from gateway.central.roles import Permission as P
 from gateway.globalconf import GlobalConf
 from gateway.ids import ClientId
 from gateway.webapi import Call, Outcome, not_found
-from gateway.webapi.types import Answer, Body, ClientText, Code, MemberText, Params, SubsystemText, client_id
+from gateway.webapi.types import Answer, Body, ClientIdField, Code, MemberIdField, Params, SubsystemIdField
 
 # --- member classes -------------------------------------------------------------------------
 
@@ -46,23 +46,14 @@ class CodePath(Params):
     code: Code
 
 
-@TABLE.operation("GET", "/member-classes", "member_class.list", P.READ_REGISTRY, response=MemberClassList)
+@TABLE.read("/member-classes", "member_class.list", P.READ_REGISTRY, MemberClassList)
 async def list_member_classes(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
     """List the member classes."""
     classes = await run(ctx.repository.member_classes)
     return Outcome({"member_classes": [{"code": c.code, "description": c.description} for c in classes]})
 
 
-@TABLE.operation(
-    "POST",
-    "/member-classes",
-    "member_class.add",
-    P.MANAGE_FEDERATION,
-    body=NewMemberClass,
-    response=MemberClass,
-    status=201,
-    errors=(400, 401, 403, 409),
-)
+@TABLE.create("/member-classes", "member_class.add", P.MANAGE_FEDERATION, MemberClass)
 async def add_member_class(ctx: RegistryContext, call: Call[None, NewMemberClass]) -> Outcome:
     """Add a member class."""
     code, description = call.body.code, call.body.description
@@ -70,15 +61,7 @@ async def add_member_class(ctx: RegistryContext, call: Call[None, NewMemberClass
     return Outcome({"code": code, "description": description}, 201, f"member class {code}")
 
 
-@TABLE.operation(
-    "PUT",
-    "/member-classes/{code}",
-    "member_class.update",
-    P.MANAGE_FEDERATION,
-    params=CodePath,
-    body=DescriptionChange,
-    response=MemberClass,
-)
+@TABLE.change("PUT", "/member-classes/{code}", "member_class.update", P.MANAGE_FEDERATION, MemberClass)
 async def update_member_class(ctx: RegistryContext, call: Call[CodePath, DescriptionChange]) -> Outcome:
     """Change a member class's description."""
     code, description = call.params.code, call.body.description
@@ -86,14 +69,7 @@ async def update_member_class(ctx: RegistryContext, call: Call[CodePath, Descrip
     return Outcome({"code": code, "description": description}, 200, f"member class {code}")
 
 
-@TABLE.operation(
-    "DELETE",
-    "/member-classes/{code}",
-    "member_class.remove",
-    P.MANAGE_FEDERATION,
-    params=CodePath,
-    errors=(400, 401, 403, 404, 409),
-)
+@TABLE.delete("/member-classes/{code}", "member_class.remove", P.MANAGE_FEDERATION)
 async def remove_member_class(ctx: RegistryContext, call: Call[CodePath, None]) -> Outcome:
     """Delete a member class no member belongs to."""
     code = call.params.code
@@ -128,11 +104,7 @@ class MemberName(Body):
 
 
 class MemberPath(Params):
-    member_id: MemberText
-
-    @property
-    def member(self) -> ClientId:
-        return client_id(self.member_id)
+    member_id: MemberIdField
 
 
 class Subsystem(Answer):
@@ -145,11 +117,11 @@ class SubsystemList(Answer):
 
 
 class NewSubsystem(Body):
-    client_id: SubsystemText
+    client_id: SubsystemIdField
 
 
 class SubsystemPath(Params):
-    client_id: SubsystemText
+    client_id: SubsystemIdField
 
 
 def member_json(conf: GlobalConf, member: ClientId) -> dict[str, Any]:
@@ -167,23 +139,14 @@ def member_json(conf: GlobalConf, member: ClientId) -> dict[str, Any]:
     }
 
 
-@TABLE.operation("GET", "/members", "member.list", P.READ_REGISTRY, response=MemberList)
+@TABLE.read("/members", "member.list", P.READ_REGISTRY, MemberList)
 async def list_members(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
     """List the members with their subsystems and security servers."""
     conf = await configuration(ctx)
     return Outcome({"members": [member_json(conf, m.client_id(conf.instance)) for m in conf.members]})
 
 
-@TABLE.operation(
-    "POST",
-    "/members",
-    "member.add",
-    P.MANAGE_MEMBERS,
-    body=NewMember,
-    response=Member,
-    status=201,
-    errors=(400, 401, 403, 404, 409),
-)
+@TABLE.create("/members", "member.add", P.MANAGE_MEMBERS, Member)
 async def add_member(ctx: RegistryContext, call: Call[None, NewMember]) -> Outcome:
     """Register a member."""
     body = call.body
@@ -194,39 +157,29 @@ async def add_member(ctx: RegistryContext, call: Call[None, NewMember]) -> Outco
     )
 
 
-@TABLE.operation(
-    "GET", "/members/{member_id}", "member.read", P.READ_REGISTRY, params=MemberPath, response=Member
-)
+@TABLE.read("/members/{member_id}", "member.read", P.READ_REGISTRY, Member)
 async def read_member(ctx: RegistryContext, call: Call[MemberPath, None]) -> Outcome:
     """Show one member."""
-    return Outcome(member_json(await configuration(ctx), here(ctx, call.params.member)))
+    return Outcome(member_json(await configuration(ctx), here(ctx, call.params.member_id)))
 
 
-@TABLE.operation(
-    "PUT",
-    "/members/{member_id}",
-    "member.rename",
-    P.MANAGE_MEMBERS,
-    params=MemberPath,
-    body=MemberName,
-    response=Member,
-)
+@TABLE.change("PUT", "/members/{member_id}", "member.rename", P.MANAGE_MEMBERS, Member)
 async def rename_member(ctx: RegistryContext, call: Call[MemberPath, MemberName]) -> Outcome:
     """Change a member's name."""
-    member, name = here(ctx, call.params.member), call.body.name
+    member, name = here(ctx, call.params.member_id), call.body.name
     await run(ctx.repository.rename_member, member, name)
     return Outcome(member_json(await configuration(ctx), member), 200, f"member {member}", {"name": name})
 
 
-@TABLE.operation("DELETE", "/members/{member_id}", "member.remove", P.MANAGE_MEMBERS, params=MemberPath)
+@TABLE.delete("/members/{member_id}", "member.remove", P.MANAGE_MEMBERS)
 async def remove_member(ctx: RegistryContext, call: Call[MemberPath, None]) -> Outcome:
     """Delete a member with its subsystems and security servers."""
-    member = here(ctx, call.params.member)
+    member = here(ctx, call.params.member_id)
     await run(ctx.repository.remove_member, member)
     return Outcome(None, 204, f"member {member}")
 
 
-@TABLE.operation("GET", "/subsystems", "subsystem.list", P.READ_REGISTRY, response=SubsystemList)
+@TABLE.read("/subsystems", "subsystem.list", P.READ_REGISTRY, SubsystemList)
 async def list_subsystems(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
     """List the subsystems and the security servers hosting each."""
     conf = await configuration(ctx)
@@ -238,29 +191,18 @@ async def list_subsystems(ctx: RegistryContext, call: Call[None, None]) -> Outco
     return Outcome({"subsystems": answer})
 
 
-@TABLE.operation(
-    "POST",
-    "/subsystems",
-    "subsystem.add",
-    P.MANAGE_MEMBERS,
-    body=NewSubsystem,
-    response=Subsystem,
-    status=201,
-    errors=(400, 401, 403, 404, 409),
-)
+@TABLE.create("/subsystems", "subsystem.add", P.MANAGE_MEMBERS, Subsystem)
 async def add_subsystem(ctx: RegistryContext, call: Call[None, NewSubsystem]) -> Outcome:
     """Register a subsystem of a registered member."""
-    client = here(ctx, client_id(call.body.client_id))
+    client = here(ctx, call.body.client_id)
     await run(ctx.repository.add_subsystem, client)
     return Outcome({"client_id": client.to_text(), "servers": []}, 201, f"subsystem {client}")
 
 
-@TABLE.operation(
-    "DELETE", "/subsystems/{client_id}", "subsystem.remove", P.MANAGE_MEMBERS, params=SubsystemPath
-)
+@TABLE.delete("/subsystems/{client_id}", "subsystem.remove", P.MANAGE_MEMBERS)
 async def remove_subsystem(ctx: RegistryContext, call: Call[SubsystemPath, None]) -> Outcome:
     """Delete a subsystem; no gateway hosts it afterwards."""
-    client = here(ctx, client_id(call.params.client_id))
+    client = here(ctx, call.params.client_id)
     await run(ctx.repository.remove_subsystem, client)
     return Outcome(None, 204, f"subsystem {client}")
 
@@ -285,11 +227,11 @@ class NewGlobalGroup(Body):
 
 
 class NewGroupMember(Body):
-    client_id: ClientText
+    client_id: ClientIdField
 
 
 class GroupMemberPath(CodePath):
-    client_id: ClientText
+    client_id: ClientIdField
 
 
 def group_json(conf: GlobalConf, code: str) -> dict[str, Any]:
@@ -304,23 +246,14 @@ def group_json(conf: GlobalConf, code: str) -> dict[str, Any]:
     }
 
 
-@TABLE.operation("GET", "/global-groups", "global_group.list", P.READ_REGISTRY, response=GlobalGroupList)
+@TABLE.read("/global-groups", "global_group.list", P.READ_REGISTRY, GlobalGroupList)
 async def list_global_groups(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
     """List the global groups and their members."""
     conf = await configuration(ctx)
     return Outcome({"global_groups": [group_json(conf, g.id.group_code) for g in conf.global_groups]})
 
 
-@TABLE.operation(
-    "POST",
-    "/global-groups",
-    "global_group.add",
-    P.MANAGE_MEMBERS,
-    body=NewGlobalGroup,
-    response=GlobalGroup,
-    status=201,
-    errors=(400, 401, 403, 409),
-)
+@TABLE.create("/global-groups", "global_group.add", P.MANAGE_MEMBERS, GlobalGroup)
 async def add_global_group(ctx: RegistryContext, call: Call[None, NewGlobalGroup]) -> Outcome:
     """Create a global group."""
     code = call.body.code
@@ -328,15 +261,7 @@ async def add_global_group(ctx: RegistryContext, call: Call[None, NewGlobalGroup
     return Outcome(group_json(await configuration(ctx), code), 201, f"global group {code}")
 
 
-@TABLE.operation(
-    "PUT",
-    "/global-groups/{code}",
-    "global_group.update",
-    P.MANAGE_MEMBERS,
-    params=CodePath,
-    body=DescriptionChange,
-    response=GlobalGroup,
-)
+@TABLE.change("PUT", "/global-groups/{code}", "global_group.update", P.MANAGE_MEMBERS, GlobalGroup)
 async def update_global_group(ctx: RegistryContext, call: Call[CodePath, DescriptionChange]) -> Outcome:
     """Change a global group's description."""
     code = call.params.code
@@ -344,7 +269,7 @@ async def update_global_group(ctx: RegistryContext, call: Call[CodePath, Descrip
     return Outcome(group_json(await configuration(ctx), code), 200, f"global group {code}")
 
 
-@TABLE.operation("DELETE", "/global-groups/{code}", "global_group.remove", P.MANAGE_MEMBERS, params=CodePath)
+@TABLE.delete("/global-groups/{code}", "global_group.remove", P.MANAGE_MEMBERS)
 async def remove_global_group(ctx: RegistryContext, call: Call[CodePath, None]) -> Outcome:
     """Delete a global group."""
     code = call.params.code
@@ -352,34 +277,18 @@ async def remove_global_group(ctx: RegistryContext, call: Call[CodePath, None]) 
     return Outcome(None, 204, f"global group {code}")
 
 
-@TABLE.operation(
-    "POST",
-    "/global-groups/{code}/members",
-    "global_group.add_member",
-    P.MANAGE_MEMBERS,
-    params=CodePath,
-    body=NewGroupMember,
-    response=GlobalGroup,
-    status=201,
-    errors=(400, 401, 403, 404, 409),
-)
+@TABLE.create("/global-groups/{code}/members", "global_group.add_member", P.MANAGE_MEMBERS, GlobalGroup)
 async def add_global_group_member(ctx: RegistryContext, call: Call[CodePath, NewGroupMember]) -> Outcome:
     """Add a member or subsystem to a global group."""
-    code, client = call.params.code, here(ctx, client_id(call.body.client_id))
+    code, client = call.params.code, here(ctx, call.body.client_id)
     await run(ctx.repository.add_global_group_member, code, client)
     conf = await configuration(ctx)
     return Outcome(group_json(conf, code), 201, f"global group {code}", {"client": client.to_text()})
 
 
-@TABLE.operation(
-    "DELETE",
-    "/global-groups/{code}/members/{client_id}",
-    "global_group.remove_member",
-    P.MANAGE_MEMBERS,
-    params=GroupMemberPath,
-)
+@TABLE.delete("/global-groups/{code}/members/{client_id}", "global_group.remove_member", P.MANAGE_MEMBERS)
 async def remove_global_group_member(ctx: RegistryContext, call: Call[GroupMemberPath, None]) -> Outcome:
     """Remove a member or subsystem from a global group."""
-    code, client = call.params.code, here(ctx, client_id(call.params.client_id))
+    code, client = call.params.code, here(ctx, call.params.client_id)
     await run(ctx.repository.remove_global_group_member, code, client)
     return Outcome(None, 204, f"global group {code}", {"client": client.to_text()})

@@ -25,11 +25,9 @@ from gateway.webapi.types import (
     Body,
     Params,
     Pem,
-    ServerText,
+    ServerIdField,
     Sha256,
-    SubsystemText,
-    client_id,
-    server_id,
+    SubsystemIdField,
 )
 
 _PORT: Final = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
@@ -59,7 +57,7 @@ class SecurityServerList(Answer):
 
 
 class NewSecurityServer(Body):
-    server_id: ServerText
+    server_id: ServerIdField
     address: Address
     auth_certificates: list[Pem] = Field(min_length=1, max_length=100)
 
@@ -73,15 +71,11 @@ class AuthCertificate(Body):
 
 
 class HostedClient(Body):
-    client_id: SubsystemText
+    client_id: SubsystemIdField
 
 
 class ServerPath(Params):
-    server_id: ServerText
-
-    @property
-    def server(self) -> SecurityServerId:
-        return server_id(self.server_id)
+    server_id: ServerIdField
 
 
 class ServerCertificatePath(ServerPath):
@@ -89,7 +83,7 @@ class ServerCertificatePath(ServerPath):
 
 
 class ServerClientPath(ServerPath):
-    client_id: SubsystemText
+    client_id: SubsystemIdField
 
 
 def server_json(conf: GlobalConf, server: SecurityServerId) -> dict[str, Any]:
@@ -109,130 +103,80 @@ async def _server(ctx: RegistryContext, server: SecurityServerId) -> dict[str, A
     return server_json(await configuration(ctx), server)
 
 
-@TABLE.operation("GET", "/security-servers", "server.list", P.READ_REGISTRY, response=SecurityServerList)
+@TABLE.read("/security-servers", "server.list", P.READ_REGISTRY, SecurityServerList)
 async def list_servers(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
     """List the security servers."""
     conf = await configuration(ctx)
     return Outcome({"security_servers": [server_json(conf, s.id) for s in conf.security_servers]})
 
 
-@TABLE.operation(
-    "POST",
-    "/security-servers",
-    "server.add",
-    P.MANAGE_MEMBERS,
-    body=NewSecurityServer,
-    response=SecurityServer,
-    status=201,
-    errors=(400, 401, 403, 404, 409),
-)
+@TABLE.create("/security-servers", "server.add", P.MANAGE_MEMBERS, SecurityServer)
 async def add_server(ctx: RegistryContext, call: Call[None, NewSecurityServer]) -> Outcome:
     """Register a security server directly, without a request from it."""
     body = call.body
-    server = here(ctx, server_id(body.server_id))
+    server = here(ctx, body.server_id)
     await run(ctx.repository.add_security_server, server, body.address, list(body.auth_certificates))
     return Outcome(await _server(ctx, server), 201, f"server {server}", {"address": body.address})
 
 
-@TABLE.operation(
-    "GET",
-    "/security-servers/{server_id}",
-    "server.read",
-    P.READ_REGISTRY,
-    params=ServerPath,
-    response=SecurityServer,
-)
+@TABLE.read("/security-servers/{server_id}", "server.read", P.READ_REGISTRY, SecurityServer)
 async def read_server(ctx: RegistryContext, call: Call[ServerPath, None]) -> Outcome:
     """Show one security server."""
-    return Outcome(await _server(ctx, here(ctx, call.params.server)))
+    return Outcome(await _server(ctx, here(ctx, call.params.server_id)))
 
 
-@TABLE.operation(
-    "DELETE", "/security-servers/{server_id}", "server.remove", P.MANAGE_MEMBERS, params=ServerPath
-)
+@TABLE.delete("/security-servers/{server_id}", "server.remove", P.MANAGE_MEMBERS)
 async def remove_server(ctx: RegistryContext, call: Call[ServerPath, None]) -> Outcome:
     """Delete a security server."""
-    server = here(ctx, call.params.server)
+    server = here(ctx, call.params.server_id)
     await run(ctx.repository.remove_security_server, server)
     return Outcome(None, 204, f"server {server}")
 
 
-@TABLE.operation(
-    "PUT",
-    "/security-servers/{server_id}/address",
-    "server.set_address",
-    P.MANAGE_MEMBERS,
-    params=ServerPath,
-    body=AddressChange,
-    response=SecurityServer,
+@TABLE.change(
+    "PUT", "/security-servers/{server_id}/address", "server.set_address", P.MANAGE_MEMBERS, SecurityServer
 )
 async def set_server_address(ctx: RegistryContext, call: Call[ServerPath, AddressChange]) -> Outcome:
     """Change where a security server's external interface listens."""
-    server, address = here(ctx, call.params.server), call.body.address
+    server, address = here(ctx, call.params.server_id), call.body.address
     await run(ctx.repository.set_server_address, server, address)
     return Outcome(await _server(ctx, server), 200, f"server {server}", {"address": address})
 
 
-@TABLE.operation(
-    "POST",
+@TABLE.create(
     "/security-servers/{server_id}/auth-certificates",
     "server.add_auth_cert",
     P.MANAGE_MEMBERS,
-    params=ServerPath,
-    body=AuthCertificate,
-    response=SecurityServer,
-    status=201,
-    errors=(400, 401, 403, 404, 409),
+    SecurityServer,
 )
 async def add_auth_certificate(ctx: RegistryContext, call: Call[ServerPath, AuthCertificate]) -> Outcome:
     """Register one more TLS authentication certificate for a security server."""
-    server = here(ctx, call.params.server)
+    server = here(ctx, call.params.server_id)
     sha256 = await run(ctx.repository.add_auth_certificate, server, call.body.certificate)
     return Outcome(await _server(ctx, server), 201, f"server {server}", {"sha256": sha256})
 
 
-@TABLE.operation(
-    "DELETE",
-    "/security-servers/{server_id}/auth-certificates/{sha256}",
-    "server.remove_auth_cert",
-    P.MANAGE_MEMBERS,
-    params=ServerCertificatePath,
-    errors=(400, 401, 403, 404, 409),
+@TABLE.delete(
+    "/security-servers/{server_id}/auth-certificates/{sha256}", "server.remove_auth_cert", P.MANAGE_MEMBERS
 )
 async def remove_auth_certificate(ctx: RegistryContext, call: Call[ServerCertificatePath, None]) -> Outcome:
     """Remove a TLS authentication certificate from a security server (it keeps at least one)."""
-    server, sha256 = here(ctx, call.params.server), call.params.sha256
+    server, sha256 = here(ctx, call.params.server_id), call.params.sha256
     await run(ctx.repository.remove_auth_certificate, server, sha256)
     return Outcome(None, 204, f"server {server}", {"sha256": sha256})
 
 
-@TABLE.operation(
-    "POST",
-    "/security-servers/{server_id}/clients",
-    "server.add_client",
-    P.MANAGE_MEMBERS,
-    params=ServerPath,
-    body=HostedClient,
-    response=SecurityServer,
-    status=201,
-    errors=(400, 401, 403, 404, 409),
-)
+@TABLE.create("/security-servers/{server_id}/clients", "server.add_client", P.MANAGE_MEMBERS, SecurityServer)
 async def add_server_client(ctx: RegistryContext, call: Call[ServerPath, HostedClient]) -> Outcome:
     """Let a security server host a registered subsystem."""
-    server, client = here(ctx, call.params.server), here(ctx, client_id(call.body.client_id))
+    server, client = here(ctx, call.params.server_id), here(ctx, call.body.client_id)
     await run(ctx.repository.add_server_client, server, client)
     return Outcome(await _server(ctx, server), 201, f"server {server}", {"client": client.to_text()})
 
 
-@TABLE.operation(
-    "DELETE",
-    "/security-servers/{server_id}/clients/{client_id}",
-    "server.remove_client",
-    P.MANAGE_MEMBERS,
-    params=ServerClientPath,
-)
+@TABLE.delete("/security-servers/{server_id}/clients/{client_id}", "server.remove_client", P.MANAGE_MEMBERS)
 async def remove_server_client(ctx: RegistryContext, call: Call[ServerClientPath, None]) -> Outcome:
     """Stop a security server hosting a subsystem."""
-    server, client = here(ctx, call.params.server), here(ctx, client_id(call.params.client_id))
+    server, client = here(ctx, call.params.server_id), here(ctx, call.params.client_id)
     await run(ctx.repository.remove_server_client, server, client)
     return Outcome(None, 204, f"server {server}", {"client": client.to_text()})

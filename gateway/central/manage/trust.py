@@ -97,23 +97,14 @@ def _tsa_json(tsa: TimestampingAuthority) -> dict[str, object]:
     return {"name": tsa.name, "url": tsa.url, "certificate": certificate_summary(tsa.certificate)}
 
 
-@TABLE.operation("GET", "/trusted-cas", "trusted_ca.list", P.READ_REGISTRY, response=TrustedCaList)
+@TABLE.read("/trusted-cas", "trusted_ca.list", P.READ_REGISTRY, TrustedCaList)
 async def list_trusted_cas(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
     """List the trusted CAs with their OCSP responders."""
     conf = await configuration(ctx)
     return Outcome({"trusted_cas": [_ca_json(ca) for ca in conf.trusted_cas]})
 
 
-@TABLE.operation(
-    "POST",
-    "/trusted-cas",
-    "trusted_ca.add",
-    P.MANAGE_FEDERATION,
-    body=NewTrustedCa,
-    response=TrustedCaView,
-    status=201,
-    errors=(400, 401, 403, 409),
-)
+@TABLE.create("/trusted-cas", "trusted_ca.add", P.MANAGE_FEDERATION, TrustedCaView)
 async def add_trusted_ca(ctx: RegistryContext, call: Call[None, NewTrustedCa]) -> Outcome:
     """Trust a CA for gateways' TLS and members' signing certificates."""
     body = call.body
@@ -123,14 +114,8 @@ async def add_trusted_ca(ctx: RegistryContext, call: Call[None, NewTrustedCa]) -
     return Outcome(_ca_json(ca), 201, f"trusted CA {ca.name}", details)
 
 
-@TABLE.operation(
-    "PUT",
-    "/trusted-cas/{name}/ocsp-responders",
-    "trusted_ca.set_ocsp",
-    P.MANAGE_FEDERATION,
-    params=NamePath,
-    body=Responders,
-    response=TrustedCaView,
+@TABLE.change(
+    "PUT", "/trusted-cas/{name}/ocsp-responders", "trusted_ca.set_ocsp", P.MANAGE_FEDERATION, TrustedCaView
 )
 async def set_ocsp_responders(ctx: RegistryContext, call: Call[NamePath, Responders]) -> Outcome:
     """Replace a CA's OCSP responders."""
@@ -143,7 +128,7 @@ async def set_ocsp_responders(ctx: RegistryContext, call: Call[NamePath, Respond
     return Outcome(_ca_json(ca), 200, f"trusted CA {name}", {"urls": [r.url for r in responders]})
 
 
-@TABLE.operation("DELETE", "/trusted-cas/{name}", "trusted_ca.remove", P.MANAGE_FEDERATION, params=NamePath)
+@TABLE.delete("/trusted-cas/{name}", "trusted_ca.remove", P.MANAGE_FEDERATION)
 async def remove_trusted_ca(ctx: RegistryContext, call: Call[NamePath, None]) -> Outcome:
     """Stop trusting a CA."""
     name = call.params.name
@@ -151,23 +136,14 @@ async def remove_trusted_ca(ctx: RegistryContext, call: Call[NamePath, None]) ->
     return Outcome(None, 204, f"trusted CA {name}")
 
 
-@TABLE.operation("GET", "/timestamping-authorities", "tsa.list", P.READ_REGISTRY, response=TsaList)
+@TABLE.read("/timestamping-authorities", "tsa.list", P.READ_REGISTRY, TsaList)
 async def list_tsas(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
     """List the timestamping authorities."""
     conf = await configuration(ctx)
     return Outcome({"timestamping_authorities": [_tsa_json(tsa) for tsa in conf.timestamping_authorities]})
 
 
-@TABLE.operation(
-    "POST",
-    "/timestamping-authorities",
-    "tsa.add",
-    P.MANAGE_FEDERATION,
-    body=NewTsa,
-    response=Tsa,
-    status=201,
-    errors=(400, 401, 403, 409),
-)
+@TABLE.create("/timestamping-authorities", "tsa.add", P.MANAGE_FEDERATION, Tsa)
 async def add_tsa(ctx: RegistryContext, call: Call[None, NewTsa]) -> Outcome:
     """Add an RFC 3161 timestamping authority."""
     tsa = TimestampingAuthority(call.body.name, call.body.url, call.body.certificate)
@@ -175,15 +151,7 @@ async def add_tsa(ctx: RegistryContext, call: Call[None, NewTsa]) -> Outcome:
     return Outcome(_tsa_json(tsa), 201, f"tsa {tsa.name}", {"url": tsa.url})
 
 
-@TABLE.operation(
-    "PUT",
-    "/timestamping-authorities/{name}",
-    "tsa.update",
-    P.MANAGE_FEDERATION,
-    params=NamePath,
-    body=TsaChange,
-    response=Tsa,
-)
+@TABLE.change("PUT", "/timestamping-authorities/{name}", "tsa.update", P.MANAGE_FEDERATION, Tsa)
 async def update_tsa(ctx: RegistryContext, call: Call[NamePath, TsaChange]) -> Outcome:
     """Change a timestamping authority's URL and certificate."""
     name = call.params.name
@@ -194,9 +162,7 @@ async def update_tsa(ctx: RegistryContext, call: Call[NamePath, TsaChange]) -> O
     return Outcome(_tsa_json(tsa), 200, f"tsa {tsa.name}", {"url": tsa.url})
 
 
-@TABLE.operation(
-    "DELETE", "/timestamping-authorities/{name}", "tsa.remove", P.MANAGE_FEDERATION, params=NamePath
-)
+@TABLE.delete("/timestamping-authorities/{name}", "tsa.remove", P.MANAGE_FEDERATION)
 async def remove_tsa(ctx: RegistryContext, call: Call[NamePath, None]) -> Outcome:
     """Remove a timestamping authority."""
     name = call.params.name
@@ -227,15 +193,13 @@ async def _settings_json(ctx: RegistryContext) -> dict[str, int]:
     return dataclasses.asdict(await run(ctx.repository.settings))
 
 
-@TABLE.operation("GET", "/settings", "settings.read", P.READ_REGISTRY, response=Settings)
+@TABLE.read("/settings", "settings.read", P.READ_REGISTRY, Settings)
 async def read_settings(ctx: RegistryContext, call: Call[None, None]) -> Outcome:
     """Show the federation-wide settings."""
     return Outcome(await _settings_json(ctx))
 
 
-@TABLE.operation(
-    "PUT", "/settings", "settings.update", P.MANAGE_FEDERATION, body=SettingsChange, response=Settings
-)
+@TABLE.change("PUT", "/settings", "settings.update", P.MANAGE_FEDERATION, Settings)
 async def update_settings(ctx: RegistryContext, call: Call[None, SettingsChange]) -> Outcome:
     """Change some federation-wide settings."""
     changes = call.body.model_dump(exclude_none=True)
