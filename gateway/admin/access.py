@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from pydantic import ConfigDict, Field, model_validator
 
-from gateway.admin.context import TABLE, AdminContext, ClientPath, snapshot, subsystem_of
+from gateway.admin.context import TABLE, AdminContext, ClientPath, snapshot, with_subsystem
 from gateway.admin.roles import Permission as P
 from gateway.ids import LocalGroupId, ObjectType
 from gateway.serverconf.access import (
@@ -162,18 +162,15 @@ def right_json(right: AccessRight) -> dict[str, Any]:
 async def _check_service(ctx: AdminContext, params: ServiceCodePath) -> None:
     """404 unless the provider has a service of this code (whatever its version)."""
     provider, code = params.client_id, params.service_code
-    conf = await snapshot(ctx)
-    subsystem_of(conf, provider)
+    conf = await with_subsystem(ctx, provider)
     if not any(service.service.service_code == code for service in conf.services_of(provider)):
         raise not_found(f"{provider} has no service {code!r}")
 
 
-@TABLE.read(
-    "/subsystems/{client_id}/services/{service_code}/access-rights",
-    "access.list",
-    P.READ_CONFIGURATION,
-    AccessRightList,
-)
+_RIGHTS: Final = "/subsystems/{client_id}/services/{service_code}/access-rights"
+
+
+@TABLE.read(_RIGHTS, "access.list", P.READ_CONFIGURATION, AccessRightList)
 async def list_access_rights(ctx: AdminContext, call: Call[ServiceCodePath, None]) -> Outcome:
     """List the rights to a service code, whatever its version (X-Road grants per code)."""
     await _check_service(ctx, call.params)
@@ -182,12 +179,7 @@ async def list_access_rights(ctx: AdminContext, call: Call[ServiceCodePath, None
     return Outcome({"access_rights": [right_json(right) for right in rights]})
 
 
-@TABLE.create(
-    "/subsystems/{client_id}/services/{service_code}/access-rights",
-    "access.grant",
-    P.MANAGE_ACCESS_RIGHTS,
-    AccessRightView,
-)
+@TABLE.create(_RIGHTS, "access.grant", P.MANAGE_ACCESS_RIGHTS, AccessRightView)
 async def grant_access(ctx: AdminContext, call: Call[ServiceCodePath, NewAccessRight]) -> Outcome:
     """Grant a member, subsystem or group the right to call a service (or one endpoint of it)."""
     await _check_service(ctx, call.params)
@@ -251,10 +243,9 @@ def group_json(group: LocalGroup) -> dict[str, Any]:
 @TABLE.read("/subsystems/{client_id}/local-groups", "local_group.list", P.READ_CONFIGURATION, LocalGroupList)
 async def list_local_groups(ctx: AdminContext, call: Call[ClientPath, None]) -> Outcome:
     """List a subsystem's local groups."""
-    owner = call.params.client_id
-    conf = await snapshot(ctx)
-    subsystem_of(conf, owner)
-    return Outcome({"local_groups": [group_json(group) for group in conf.local_groups_of(owner)]})
+    conf = await with_subsystem(ctx, call.params.client_id)
+    groups = conf.local_groups_of(call.params.client_id)
+    return Outcome({"local_groups": [group_json(group) for group in groups]})
 
 
 @TABLE.create(

@@ -31,11 +31,6 @@ from gateway.webapi import CONFLICT, NOT_FOUND, VALIDATION_ERROR, OperationTable
 from gateway.webapi.errors import domain_errors
 from gateway.webapi.types import Answer, ClientIdField, Params
 
-# Error codes of the JSON error body beyond the shared ones (gateway.webapi).
-INVALID_DESCRIPTION: Final = "invalid_description"
-FETCH_FAILED: Final = "fetch_failed"
-UNAVAILABLE: Final = "unavailable"
-
 
 @dataclass(frozen=True)
 class AdminContext:
@@ -49,6 +44,12 @@ class AdminContext:
     """Called after each successful change, so the node reloads its configuration snapshot."""
     message_log: LogInspector | None = None
     """The node's message log, for the security officer; None on a node that keeps none."""
+
+
+# Error codes of the JSON error body beyond the shared ones (gateway.webapi).
+INVALID_DESCRIPTION: Final = "invalid_description"
+FETCH_FAILED: Final = "fetch_failed"
+UNAVAILABLE: Final = "unavailable"
 
 
 TABLE: Final = OperationTable()
@@ -91,6 +92,13 @@ def certificate_summary(pem: str) -> dict[str, Any]:
 
 async def snapshot(ctx: AdminContext) -> ServerConfSnapshot:
     return await asyncio.to_thread(ctx.repository.snapshot)
+
+
+async def with_subsystem(ctx: AdminContext, client: ClientId) -> ServerConfSnapshot:
+    """The configuration, once it has the subsystem `client` (404 if not)."""
+    conf = await snapshot(ctx)
+    subsystem_of(conf, client)
+    return conf
 
 
 def subsystem_of(conf: ServerConfSnapshot, client: ClientId) -> SubsystemConf:

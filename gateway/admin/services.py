@@ -20,7 +20,7 @@ from gateway.admin.context import (
     AdminContext,
     ClientPath,
     snapshot,
-    subsystem_of,
+    with_subsystem,
 )
 from gateway.admin.roles import Permission as P
 from gateway.crypto.certs import load_certificates
@@ -147,10 +147,10 @@ def service_json(conf: ServiceConf) -> dict[str, Any]:
 @TABLE.read("/subsystems/{client_id}/services", "service.list", P.READ_CONFIGURATION, ServiceList)
 async def list_services(ctx: AdminContext, call: Call[ClientPath, None]) -> Outcome:
     """List a subsystem's services."""
-    client = call.params.client_id
-    conf = await snapshot(ctx)
-    subsystem_of(conf, client)
-    return Outcome({"services": [service_json(service) for service in conf.services_of(client)]})
+    conf = await with_subsystem(ctx, call.params.client_id)
+    return Outcome(
+        {"services": [service_json(service) for service in conf.services_of(call.params.client_id)]}
+    )
 
 
 # --- registering from descriptions -------------------------------------------------------------
@@ -228,7 +228,7 @@ def _service_of(provider: ClientId, code: str, version: str | None) -> ServiceId
 async def register_wsdl(ctx: AdminContext, call: Call[ClientPath, WsdlDescription]) -> Outcome:
     """Register one SOAP service per operation the WSDL binds, at the address the WSDL gives."""
     provider = call.params.client_id
-    subsystem_of(await snapshot(ctx), provider)
+    await with_subsystem(ctx, provider)
     data, text, source = await _description(call.body.wsdl, call.body.url)
     wsdl = await asyncio.to_thread(parse_wsdl, data)
     description = ServiceDescription(text, source)
@@ -252,7 +252,7 @@ async def register_wsdl(ctx: AdminContext, call: Call[ClientPath, WsdlDescriptio
 async def register_openapi(ctx: AdminContext, call: Call[ClientPath, OpenApiDescription]) -> Outcome:
     """Register one REST service with an endpoint per operation of the OpenAPI document."""
     provider, body = call.params.client_id, call.body
-    subsystem_of(await snapshot(ctx), provider)
+    await with_subsystem(ctx, provider)
     data, text, source = await _description(body.document, body.url)
     openapi = await asyncio.to_thread(parse_openapi, data)
     backend_url = body.backend_url or openapi.default_url

@@ -22,17 +22,18 @@ log = logging.getLogger(__name__)
 AUTH_SCHEME: Final = "X-Road-ApiKey"
 """X-Road's management API scheme: ``Authorization: X-Road-ApiKey token=KEY``."""
 
-# Error codes of the JSON error body.
-VALIDATION_ERROR: Final = "validation_error"
-UNAUTHORIZED: Final = "unauthorized"
-FORBIDDEN: Final = "forbidden"
-NOT_FOUND: Final = "not_found"
-CONFLICT: Final = "conflict"
-METHOD_NOT_ALLOWED: Final = "method_not_allowed"
-PAYLOAD_TOO_LARGE: Final = "payload_too_large"
-INTERNAL_ERROR: Final = "internal_error"
-
 COMMON_CODES: Final = (
+    "validation_error",  # 400: the request breaks the document's rules; the message names each field
+    "unauthorized",  # 401: no API key, or not a valid one
+    "forbidden",  # 403: the key's role lacks the operation's permission
+    "not_found",  # 404: no such route, or the thing named is not registered
+    "conflict",  # 409: the change clashes with what is registered
+    "method_not_allowed",  # 405: the route takes other methods (the Allow header lists them)
+    "payload_too_large",  # 413: the body is larger than the API takes
+    "internal_error",  # 500: something unforeseen; the server's log has details, the answer none
+)
+"""The error codes of the JSON error body every API answers with (and the status each goes with)."""
+(
     VALIDATION_ERROR,
     UNAUTHORIZED,
     FORBIDDEN,
@@ -41,7 +42,7 @@ COMMON_CODES: Final = (
     METHOD_NOT_ALLOWED,
     PAYLOAD_TOO_LARGE,
     INTERNAL_ERROR,
-)
+) = COMMON_CODES
 
 MAX_REPORTED_PROBLEMS: Final = 5
 """A validation answer names this many problems at most: enough to fix a request, short to read."""

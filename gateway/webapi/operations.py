@@ -43,15 +43,18 @@ from gateway.webapi.errors import (
 )
 from gateway.webapi.roles import RoleMatrix
 
-log = logging.getLogger(__name__)
-
-API_PREFIX: Final = "/api/v1"
-OPENAPI_PATH: Final = "/api/openapi.json"
-HEALTH_PATH: Final = "/health"
-
 Ctx = TypeVar("Ctx")
 _P = TypeVar("_P")
 _B = TypeVar("_B")
+
+log = logging.getLogger(__name__)
+
+API_PREFIX: Final = "/api/v1"
+"""Where every operation's path starts."""
+OPENAPI_PATH: Final = "/api/openapi.json"
+"""Where the API's document is served, without a key."""
+HEALTH_PATH: Final = "/health"
+"""Where monitors ask, without a key."""
 
 _PATH_PARAMETER: Final = re.compile(r"\{(\w+)\}")
 

@@ -72,9 +72,8 @@ async def update_member_class(ctx: RegistryContext, call: Call[CodePath, Descrip
 @TABLE.delete("/member-classes/{code}", "member_class.remove", P.MANAGE_FEDERATION)
 async def remove_member_class(ctx: RegistryContext, call: Call[CodePath, None]) -> Outcome:
     """Delete a member class no member belongs to."""
-    code = call.params.code
-    await run(ctx.repository.remove_member_class, code)
-    return Outcome(None, 204, f"member class {code}")
+    await run(ctx.repository.remove_member_class, call.params.code)
+    return Outcome(None, 204, f"member class {call.params.code}")
 
 
 # --- members and subsystems -----------------------------------------------------------------
@@ -272,9 +271,8 @@ async def update_global_group(ctx: RegistryContext, call: Call[CodePath, Descrip
 @TABLE.delete("/global-groups/{code}", "global_group.remove", P.MANAGE_MEMBERS)
 async def remove_global_group(ctx: RegistryContext, call: Call[CodePath, None]) -> Outcome:
     """Delete a global group."""
-    code = call.params.code
-    await run(ctx.repository.remove_global_group, code)
-    return Outcome(None, 204, f"global group {code}")
+    await run(ctx.repository.remove_global_group, call.params.code)
+    return Outcome(None, 204, f"global group {call.params.code}")
 
 
 @TABLE.create("/global-groups/{code}/members", "global_group.add_member", P.MANAGE_MEMBERS, GlobalGroup)

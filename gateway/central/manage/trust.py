@@ -131,9 +131,8 @@ async def set_ocsp_responders(ctx: RegistryContext, call: Call[NamePath, Respond
 @TABLE.delete("/trusted-cas/{name}", "trusted_ca.remove", P.MANAGE_FEDERATION)
 async def remove_trusted_ca(ctx: RegistryContext, call: Call[NamePath, None]) -> Outcome:
     """Stop trusting a CA."""
-    name = call.params.name
-    await run(ctx.repository.remove_trusted_ca, name)
-    return Outcome(None, 204, f"trusted CA {name}")
+    await run(ctx.repository.remove_trusted_ca, call.params.name)
+    return Outcome(None, 204, f"trusted CA {call.params.name}")
 
 
 @TABLE.read("/timestamping-authorities", "tsa.list", P.READ_REGISTRY, TsaList)
@@ -165,9 +164,8 @@ async def update_tsa(ctx: RegistryContext, call: Call[NamePath, TsaChange]) -> O
 @TABLE.delete("/timestamping-authorities/{name}", "tsa.remove", P.MANAGE_FEDERATION)
 async def remove_tsa(ctx: RegistryContext, call: Call[NamePath, None]) -> Outcome:
     """Remove a timestamping authority."""
-    name = call.params.name
-    await run(ctx.repository.remove_timestamping_authority, name)
-    return Outcome(None, 204, f"tsa {name}")
+    await run(ctx.repository.remove_timestamping_authority, call.params.name)
+    return Outcome(None, 204, f"tsa {call.params.name}")
 
 
 # --- settings -------------------------------------------------------------------------------
