@@ -17,6 +17,7 @@ from gateway.admin.roles import Role
 from gateway.central import api as central_api
 from gateway.messagelog.officer import MAX_EXPORT_PER_CALL
 from gateway.webapi.openapi import to_openapi30
+from gateway.webapi.operations import Call, OperationTable, Outcome
 from gateway.webapi.roles import RoleMatrix
 from gateway.webapi.types import MAX_PAGE, Body, ClientIdField, Params, ServerIdField
 from tests.test_admin_api import PROVIDER, Admin, add_provider, admin  # noqa: F401  (fixture)
@@ -174,6 +175,24 @@ async def test_bodies_are_typed_strictly_and_unknown_fields_are_refused(admin: A
     )
     assert (status, answer["error"]) == (400, "validation_error")
     assert "body.subject.serial_number" in answer["message"]
+
+
+class _KeyPath(Params):
+    key_id: int
+
+
+async def _read_key(ctx: Any, call: Call[_KeyPath, None]) -> Outcome:
+    return Outcome()
+
+
+def test_a_declaration_must_read_its_path_parameters() -> None:
+    """The models come from the handler's annotation; a path parameter no model reads is an error
+    when the module declaring it loads, not a 400 on every call."""
+    table = OperationTable()
+    table.read("/keys/{key_id}", "key.read", _Permission.READ, None)(_read_key)
+    assert (table.operations[0].params, table.operations[0].body) == (_KeyPath, None)
+    with pytest.raises(TypeError, match="key_id"):
+        table.read("/keys/{key_id}", "key.read", _Permission.READ, None)(lambda ctx, call: None)
 
 
 def test_a_body_model_refuses_what_its_schema_refuses() -> None:

@@ -161,6 +161,9 @@ class OperationTable:
 
         def register(handler: Any) -> Any:
             params, annotated_body = _call_models(handler)
+            unread = set(_PATH_PARAMETER.findall(path)) - set(params.model_fields if params else ())
+            if unread:
+                raise TypeError(f"{action}: the parameter model does not read {sorted(unread)} of {path}")
             docstring = (handler.__doc__ or "").strip()
             self.operations.append(
                 Operation(
@@ -169,7 +172,7 @@ class OperationTable:
                     action=action,
                     permission=permission,
                     handler=handler,
-                    summary=summary or docstring.splitlines()[0].rstrip(".") or action,
+                    summary=summary or (docstring.splitlines() or [action])[0].rstrip("."),
                     tag=action.split(".")[0],
                     params=params,
                     body=body or annotated_body,
