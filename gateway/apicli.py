@@ -23,6 +23,7 @@ import click
 import requests
 
 from gateway.ids import IdentifierError
+from gateway.webapi.types import DEFAULT_PAGE, MAX_PAGE
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _C = TypeVar("_C")
@@ -189,6 +190,17 @@ def api_options(*, url_env: str, default_url: str, default_key_env: str, url_hel
 
 
 # --- output ------------------------------------------------------------------------------------------
+
+
+def limit_option(what: str) -> Callable[[_F], _F]:
+    """`--limit`: `what` per page, in the range and with the default every listing of the APIs has."""
+    return click.option(
+        "--limit",
+        type=click.IntRange(1, MAX_PAGE),
+        default=DEFAULT_PAGE,
+        show_default=True,
+        help=f"{what} per page (1..{MAX_PAGE}).",
+    )
 
 
 def json_option(function: _F) -> _F:

@@ -204,3 +204,20 @@ def test_a_body_model_refuses_what_its_schema_refuses() -> None:
     with pytest.raises(ValueError):
         Sample.model_validate_json('{"count": "5"}')
     assert Sample.model_validate_json('{"count": 5}').count == 5
+
+
+@pytest.mark.parametrize("command", [["admin", "audit"], ["central", "audit"], ["log", "search"]])
+def test_the_command_lines_page_by_the_same_limit(command: list[str]) -> None:
+    """`--limit` is 1..1000 in every CLI, refused before anything is asked of an API."""
+    from click.testing import CliRunner
+
+    from gateway.admin.cli import cli as admin_cli
+    from gateway.central.cli import cli as central_cli
+    from gateway.messagelog.cli import cli as log_cli
+
+    group = {"admin": admin_cli, "central": central_cli, "log": log_cli}[command[0]]
+    for limit in ("0", str(MAX_PAGE + 1)):
+        result = CliRunner().invoke(group, [*command[1:], "--limit", limit], env={"XGATE_API_KEY": "k"})
+        assert result.exit_code == 2 and "--limit" in result.output, result.output
+    help_text = CliRunner().invoke(group, [*command[1:], "--help"]).output
+    assert f"1..{MAX_PAGE}" in help_text and "default: 100" in help_text

@@ -25,6 +25,7 @@ from gateway.apicli import (
     done,
     emit,
     json_option,
+    limit_option,
 )
 from gateway.apicli import format_table as format_table
 
@@ -648,7 +649,7 @@ def apikeys_revoke(settings: AdminSettings, key_id: int, as_json: bool) -> None:
 
 
 @cli.command("audit")
-@click.option("--limit", type=click.IntRange(1, 1000), help="Entries per page (default 100).")
+@limit_option("Entries")
 @click.option("--before-id", type=int, help="Older than this entry: the id `next page` printed.")
 @click.option("--actor", help="Only this actor (NAME#ID, or anonymous).")
 @click.option("--action", help="Only this action, e.g. subsystem.add.")
@@ -657,7 +658,7 @@ def apikeys_revoke(settings: AdminSettings, key_id: int, as_json: bool) -> None:
 @pass_settings
 def audit(
     settings: AdminSettings,
-    limit: int | None,
+    limit: int,
     before_id: int | None,
     actor: str | None,
     action: str | None,

@@ -37,6 +37,7 @@ from gateway.apicli import (
     api_options,
     echo_json,
     format_table,
+    limit_option,
 )
 from gateway.crypto.certs import CertificateError, load_certificates
 from gateway.globalconf import GlobalConfError, load_anchor, verify_signed_globalconf
@@ -270,9 +271,7 @@ def _no_trust_over_api(settings: LogSettings, trust: ContainerTrust | None) -> N
 
 @cli.command()
 @_filter_options
-@click.option(
-    "--limit", type=click.IntRange(1, MAX_SEARCH_LIMIT), default=DEFAULT_SEARCH_LIMIT, show_default=True
-)
+@limit_option("Records")
 @_json_option
 @pass_settings
 def search(settings: LogSettings, limit: int, as_json: bool, **filters: Any) -> None:
