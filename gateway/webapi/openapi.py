@@ -125,6 +125,8 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
         if value.get("default", 0) is None:
             del value["default"]
         value.pop("description", None)
+        if list(value) == ["allOf"] and len(value["allOf"]) == 1:  # was a nullable $ref
+            value = value["allOf"][0]
         parameter: dict[str, Any] = {
             "name": name,
             "in": "path" if name in in_path else "query",
@@ -184,6 +186,27 @@ def _operation_object(
     return described
 
 
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"].rsplit("/", 1)[-1]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(item) for item in node))
+    return set()
+
+
+def _referenced(paths: Schema, components: dict[str, Schema]) -> dict[str, Schema]:
+    """The components the paths use, directly or through each other (pydantic also defines the
+    types behind identifier fields, which the document writes as patterned strings instead)."""
+    wanted, todo = set(), _refs(paths)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo |= _refs(components[name])
+    return {name: schema for name, schema in components.items() if name in wanted}
+
+
 def _error_schema(codes: Sequence[str]) -> Schema:
     return {
         "type": "object",
@@ -219,6 +242,7 @@ def openapi_document(info: ApiInfo, operations: Iterable[Operation], roles: Role
     paths[OPENAPI_PATH] = _unauthenticated("openapi", "This document (no API key needed).")
     components = {name: to_openapi30(schema) for name, schema in sorted(definitions.items())}
     components["Error"] = _error_schema(info.error_codes)
+    components = _referenced(paths, components)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": info.title, "version": info.version, "description": info.description},
