@@ -24,6 +24,7 @@ from gateway.webapi import Call, Outcome, invalid, not_found
 from gateway.webapi.types import (
     CODE_PATTERN,
     GLOBAL_GROUP_PATTERN,
+    MAX_IDENTIFIER_LENGTH,
     MEMBER_PATTERN,
     PATTERN_MEANINGS,
     SUBSYSTEM_PATTERN,
@@ -108,7 +109,7 @@ def _subject_by_type(schema: dict[str, Any]) -> None:
 
 class NewAccessRight(Body):
     model_config = ConfigDict(json_schema_extra=_subject_by_type)
-    subject: str = Field(min_length=1, max_length=1100)
+    subject: str = Field(min_length=1, max_length=MAX_IDENTIFIER_LENGTH)
     subject_type: SubjectType
     method: str | None = _METHOD
     path: str | None = _PATH
@@ -125,7 +126,7 @@ class NewAccessRight(Body):
 class RevokedAccessRight(ServiceCodePath):
     """The right to revoke, named by query parameters."""
 
-    subject: str = Field(min_length=1, max_length=1100)
+    subject: str = Field(min_length=1, max_length=MAX_IDENTIFIER_LENGTH)
     subject_type: SubjectType
     method: str | None = _METHOD
     path: str | None = _PATH

@@ -24,10 +24,20 @@ from gateway.messagelog.officer import (
     first_problem,
 )
 from gateway.webapi import ApiError, Call, Outcome, invalid, not_found
-from gateway.webapi.types import DEFAULT_PAGE, Answer, Limit, Offset, Params, Time, utc
+from gateway.webapi.types import (
+    DEFAULT_PAGE,
+    MAX_IDENTIFIER_LENGTH,
+    MAX_TEXT_LENGTH,
+    Answer,
+    Limit,
+    Offset,
+    Params,
+    Time,
+    utc,
+)
 
-_TEXT = Field(None, min_length=1, max_length=1000)
-_IDENT = Field(min_length=1, max_length=1000, description="An exchange id, or else a message id.")
+_TEXT = Field(None, min_length=1, max_length=MAX_TEXT_LENGTH)
+_IDENT = Field(min_length=1, max_length=MAX_TEXT_LENGTH, description="An exchange id, or else a message id.")
 
 Side = Literal["consumer", "provider"]
 ProblemKind = Literal[
@@ -48,13 +58,17 @@ class LogFilters(Params):
 
     message_id: str | None = _TEXT
     client: str | None = Field(
-        None, min_length=1, max_length=1100, description="INSTANCE/CLASS/MEMBER[/SUBSYSTEM]."
+        None, min_length=1, max_length=MAX_IDENTIFIER_LENGTH, description="INSTANCE/CLASS/MEMBER[/SUBSYSTEM]."
     )
-    service: str | None = Field(None, min_length=1, max_length=1600, description="The service's text form.")
+    service: str | None = Field(
+        None, min_length=1, max_length=MAX_IDENTIFIER_LENGTH, description="The service's text form."
+    )
     user_id: str | None = _TEXT
     since: Time | None = None
     until: Time | None = None
-    outcome: str | None = Field(None, min_length=1, max_length=1000, description="`ok`, or a fault code.")
+    outcome: str | None = Field(
+        None, min_length=1, max_length=MAX_TEXT_LENGTH, description="`ok`, or a fault code."
+    )
     offset: Offset = 0
 
     def query(self, limit: int) -> SearchQuery:
@@ -80,7 +94,10 @@ class LogSearch(LogFilters):
 
 class LogExport(LogFilters):
     id: str | None = Field(
-        None, min_length=1, max_length=1000, description="An exchange or message id; no filters with it."
+        None,
+        min_length=1,
+        max_length=MAX_TEXT_LENGTH,
+        description="An exchange or message id; no filters with it.",
     )
     limit: int = Field(
         MAX_EXPORT_PER_CALL,
@@ -95,7 +112,9 @@ class LogShow(Params):
 
 
 class LogVerify(Params):
-    node: str | None = Field(None, min_length=1, max_length=1000, description="Only this node's chain.")
+    node: str | None = Field(
+        None, min_length=1, max_length=MAX_TEXT_LENGTH, description="Only this node's chain."
+    )
 
 
 class LogRecord(Answer):

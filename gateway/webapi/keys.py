@@ -19,6 +19,7 @@ from gateway.webapi.errors import not_found
 from gateway.webapi.operations import Call, OperationTable, Outcome
 from gateway.webapi.types import (
     DEFAULT_PAGE,
+    MAX_TEXT_LENGTH,
     Answer,
     BeforeId,
     Body,
@@ -67,8 +68,10 @@ class AuditPage(Answer):
 
 
 class AuditQuery(Params):
-    actor: str | None = Field(None, max_length=1000, description="Only entries by this actor (NAME#ID).")
-    action: str | None = Field(None, max_length=1000, description="Only entries of this action.")
+    actor: str | None = Field(
+        None, max_length=MAX_TEXT_LENGTH, description="Only entries by this actor (NAME#ID)."
+    )
+    action: str | None = Field(None, max_length=MAX_TEXT_LENGTH, description="Only entries of this action.")
     since: Time | None = None
     before_id: BeforeId | None = None
     limit: Limit = DEFAULT_PAGE

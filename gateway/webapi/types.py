@@ -109,15 +109,24 @@ a person reads, and bounds the work one call costs the database."""
 DEFAULT_PAGE: Final = 100
 """The page when `limit` is left out."""
 
+MAX_SQL_INTEGER: Final = 2**31 - 1
+"""The largest INTEGER in SQLite and PostgreSQL alike: counts and offsets beyond it name nothing."""
+MAX_SQL_BIGINT: Final = 2**63 - 1
+"""The largest row id either database hands out."""
+
 Limit = Annotated[
     int, Field(ge=1, le=MAX_PAGE, description=f"Items per page, 1..{MAX_PAGE} (default {DEFAULT_PAGE}).")
 ]
-Offset = Annotated[int, Field(ge=0, le=2**31 - 1, description="Items to skip: the last page's next_offset.")]
+Offset = Annotated[
+    int, Field(ge=0, le=MAX_SQL_INTEGER, description="Items to skip: the last page's next_offset.")
+]
 BeforeId = Annotated[
     int,
-    Field(ge=1, le=2**63 - 1, description="Only items older than this id: the last page's next_before_id."),
+    Field(
+        ge=1, le=MAX_SQL_BIGINT, description="Only items older than this id: the last page's next_before_id."
+    ),
 ]
-RecordId = Annotated[int, Field(ge=1, le=2**63 - 1, description="A numeric id.")]
+RecordId = Annotated[int, Field(ge=1, le=MAX_SQL_BIGINT, description="A numeric id.")]
 
 RFC3339_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$"
 _RFC3339: Final = re.compile(RFC3339_PATTERN)
@@ -162,7 +171,13 @@ def utc(value: dt.datetime | None) -> dt.datetime | None:
 MAX_NAME_LENGTH: Final = 200
 """Names and descriptions are for people; longer ones are mistakes."""
 MAX_TEXT_LENGTH: Final = 1000
-"""A reason or a notice: a sentence or two."""
+"""A reason, a notice, a name to search for: a sentence or two; longer ones are mistakes."""
+MAX_IDENTIFIER_LENGTH: Final = 6 * (MAX_CODE_LENGTH + 1)
+"""An identifier's text form: six codes at most (a service's), each with its separator."""
+MAX_URL_LENGTH: Final = 2000
+"""What browsers and most servers take in a URL; a longer one would fail on the way anyway."""
+MAX_FILE_PATH_LENGTH: Final = 4096
+"""Linux's PATH_MAX."""
 
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
 Description = Annotated[str, Field(max_length=MAX_NAME_LENGTH)]
@@ -175,7 +190,11 @@ HTTP_URL_PATTERN: Final = r"^https?://[A-Za-z0-9._~\-]+(?::[0-9]{1,5})?(?:[/?#][
 PATTERN_MEANINGS[HTTP_URL_PATTERN] = "an http:// or https:// URL with a host"
 HttpUrl = Annotated[
     str,
-    Field(pattern=HTTP_URL_PATTERN, max_length=2000, description="An http:// or https:// URL with a host."),
+    Field(
+        pattern=HTTP_URL_PATTERN,
+        max_length=MAX_URL_LENGTH,
+        description="An http:// or https:// URL with a host.",
+    ),
 ]
 Pem = Annotated[str, Field(min_length=1, description="One or more PEM certificates.")]
 

@@ -28,7 +28,15 @@ from gateway.central.tables import RequestState, SigningKeyStatus
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
 from gateway.globalconf.signed import format_time
 from gateway.webapi import Call, Outcome, invalid
-from gateway.webapi.types import DEFAULT_PAGE, Answer, Body, Limit, Params
+from gateway.webapi.types import (
+    DEFAULT_PAGE,
+    MAX_FILE_PATH_LENGTH,
+    MAX_TEXT_LENGTH,
+    Answer,
+    Body,
+    Limit,
+    Params,
+)
 
 # --- registration requests ------------------------------------------------------------------
 
@@ -60,11 +68,13 @@ class RequestQuery(Params):
 
 
 class RequestPath(Params):
-    request_id: str = Field(min_length=1, max_length=200, description="The id its submission answered.")
+    request_id: str = Field(
+        min_length=1, max_length=MAX_TEXT_LENGTH, description="The id its submission answered."
+    )
 
 
 class Approval(Body):
-    reason: str | None = Field(None, max_length=1000)
+    reason: str | None = Field(None, max_length=MAX_TEXT_LENGTH)
 
 
 class Rejection(Body):
@@ -145,13 +155,20 @@ class SigningKeyList(Answer):
 
 class NewSigningKey(Body):
     key_path: str = Field(
-        min_length=1, max_length=4096, description="The private key file on the registry's host."
+        min_length=1,
+        max_length=MAX_FILE_PATH_LENGTH,
+        description="The private key file on the registry's host.",
     )
     cert_path: str = Field(
-        min_length=1, max_length=4096, description="Its certificate file on the registry's host."
+        min_length=1,
+        max_length=MAX_FILE_PATH_LENGTH,
+        description="Its certificate file on the registry's host.",
     )
     passphrase_env: str | None = Field(
-        None, min_length=1, max_length=1000, description="Environment variable holding the key's passphrase."
+        None,
+        min_length=1,
+        max_length=MAX_TEXT_LENGTH,
+        description="Environment variable holding the key's passphrase.",
     )
 
 

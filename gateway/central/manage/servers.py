@@ -33,12 +33,16 @@ from gateway.webapi.types import (
 _PORT: Final = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 ADDRESS_PATTERN: Final = rf"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?):{_PORT}$"
 """host:port of a gateway's external interface (gateway.globalconf.model checks the same)."""
+MAX_ADDRESS_LENGTH: Final = 260
+"""A DNS name (253 characters at most, RFC 1035) and a port."""
+MAX_AUTH_CERTIFICATES: Final = 100
+"""A gateway rotates its TLS certificate now and then; a hundred at once is a mistake."""
 
 Address = Annotated[
     str,
     Field(
         pattern=ADDRESS_PATTERN,
-        max_length=300,
+        max_length=MAX_ADDRESS_LENGTH,
         description="host:port of the external (mutual TLS) interface.",
     ),
 ]
@@ -59,7 +63,7 @@ class SecurityServerList(Answer):
 class NewSecurityServer(Body):
     server_id: ServerIdField
     address: Address
-    auth_certificates: list[Pem] = Field(min_length=1, max_length=100)
+    auth_certificates: list[Pem] = Field(min_length=1, max_length=MAX_AUTH_CERTIFICATES)
 
 
 class AddressChange(Body):

@@ -4,7 +4,7 @@ timestamping authorities, federation-wide settings."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import Field
 
@@ -20,7 +20,10 @@ from gateway.central.manage.context import (
 from gateway.central.roles import Permission as P
 from gateway.globalconf import OcspResponder, TimestampingAuthority, TrustedCa
 from gateway.webapi import Call, Outcome, not_found
-from gateway.webapi.types import Answer, Body, HttpUrl, Params, Pem
+from gateway.webapi.types import MAX_SQL_INTEGER, Answer, Body, HttpUrl, Params, Pem
+
+MAX_RESPONDERS: Final = 100
+"""A CA names one OCSP responder or a few; a hundred is a mistake."""
 
 
 class Responder(Answer):
@@ -46,11 +49,11 @@ class NewResponder(Body):
 class NewTrustedCa(Body):
     name: Text
     certificate: Pem
-    ocsp_responders: list[NewResponder] = Field(default_factory=list, max_length=100)
+    ocsp_responders: list[NewResponder] = Field(default_factory=list, max_length=MAX_RESPONDERS)
 
 
 class Responders(Body):
-    ocsp_responders: list[NewResponder] = Field(max_length=100)
+    ocsp_responders: list[NewResponder] = Field(max_length=MAX_RESPONDERS)
 
 
 class NamePath(Params):
@@ -170,7 +173,7 @@ async def remove_tsa(ctx: RegistryContext, call: Call[NamePath, None]) -> Outcom
 
 # --- settings -------------------------------------------------------------------------------
 
-Seconds = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Seconds = Annotated[int, Field(ge=1, le=MAX_SQL_INTEGER)]
 
 
 class Settings(Answer):
