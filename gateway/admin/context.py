@@ -16,6 +16,7 @@ from typing import Any, Final
 from pydantic import Field
 
 from gateway.crypto.certs import CertificateError, fingerprint_sha256, load_certificate
+from gateway.globalconf.signed import format_time
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
 from gateway.messagelog.inspector import LogInspector
 from gateway.serverconf.repository import (
@@ -83,7 +84,7 @@ def certificate_summary(pem: str) -> dict[str, Any]:
     return {
         "sha256": fingerprint_sha256(certificate),
         "subject": certificate.subject.rfc4514_string(),
-        "not_after": certificate.not_valid_after_utc.isoformat(),
+        "not_after": format_time(certificate.not_valid_after_utc),
     }
 
 

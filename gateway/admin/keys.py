@@ -33,6 +33,7 @@ from gateway.crypto.keys import (
     load_private_key,
     save_private_key,
 )
+from gateway.globalconf.signed import format_time
 from gateway.ids import ClientId, SecurityServerId
 from gateway.serverconf.repository import KeyRecord, KeyUsage
 from gateway.webapi import INTERNAL_ERROR, ApiError, Call, Outcome, invalid, not_found
@@ -137,7 +138,7 @@ def key_json(record: KeyRecord) -> dict[str, Any]:
         "member_id": record.member.to_text() if record.member else None,
         "key_path": record.key_path,
         "status": record.status,
-        "created_at": record.created_at.isoformat(),
+        "created_at": format_time(record.created_at),
         "has_csr": record.csr_pem is not None,
         "certificate": certificate_summary(record.cert_pem) if record.cert_pem else None,
     }
