@@ -8,6 +8,7 @@ or asked for without echo. Output is a table for people, or the API's JSON with 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -648,12 +649,27 @@ def apikeys_revoke(settings: AdminSettings, key_id: int, as_json: bool) -> None:
     done(as_json, f"revoked API key {key_id}")
 
 
+def _rfc3339(text: str | None) -> str | None:
+    """An ISO 8601 time as the API takes it: RFC 3339 with its zone, UTC when none is written."""
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time, e.g. 2026-11-27T10:00:00Z") from None
+    return (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)).isoformat()
+
+
 @cli.command("audit")
 @limit_option("Entries")
 @click.option("--before-id", type=int, help="Older than this entry: the id `next page` printed.")
 @click.option("--actor", help="Only this actor (NAME#ID, or anonymous).")
 @click.option("--action", help="Only this action, e.g. subsystem.add.")
-@click.option("--since", help="Only entries at or after this ISO 8601 time.")
+@click.option(
+    "--since",
+    callback=lambda ctx, param, value: _rfc3339(value),
+    help="Only entries at or after this ISO 8601 time (UTC unless it names a zone).",
+)
 @json_option
 @pass_settings
 def audit(
