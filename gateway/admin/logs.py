@@ -8,7 +8,7 @@ ones `xgate log` prints from a database.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field
 
@@ -244,7 +244,17 @@ def _message_log(ctx: AdminContext) -> LogInspector:
     return ctx.message_log
 
 
-@TABLE.read("/message-log/records", "message_log.search", P.READ_MESSAGE_LOG, LogPage, audit_reads=True)
+_RANGE: Final = "`since` must be before `until`."
+
+
+@TABLE.read(
+    "/message-log/records",
+    "message_log.search",
+    P.READ_MESSAGE_LOG,
+    LogPage,
+    audit_reads=True,
+    description=_RANGE,
+)
 async def search_message_log(ctx: AdminContext, call: Call[LogSearch, None]) -> Outcome:
     """Search the message log, newest first, one page."""
     inspector = _message_log(ctx)
@@ -269,7 +279,9 @@ async def show_message_log(ctx: AdminContext, call: Call[LogShow, None]) -> Outc
     P.READ_MESSAGE_LOG,
     LogContainers,
     audit_reads=True,
-    description="Each container verifies offline (docs/verification.md).",
+    description="Give `id` alone, or at least one search filter (the whole log is not one request). "
+    + _RANGE
+    + " Each container verifies offline (docs/verification.md).",
 )
 async def export_message_log(ctx: AdminContext, call: Call[LogExport, None]) -> Outcome:
     """Export records as ASiC-E containers, for an id or a page of a search."""
