@@ -1,9 +1,12 @@
-"""What xgate's management command lines share: where the API is, its key, and how answers print.
+"""What xgate's management command lines share: where the API is, its key, how it is called,
+and how answers print.
 
 `xgate admin` (a gateway's API), `xgate central` (the registry's) and `xgate log` (a gateway's,
-for the security officer) talk to a JSON API with an API key. The key is never a command-line
-argument (arguments end up in shell history and in `ps`): it is read from an environment
-variable, or asked for without echo. Answers print as a table for people, or as JSON.
+for the security officer) talk to a JSON API with an API key, through :class:`JsonApiClient`.
+The key is never a command-line argument (arguments end up in shell history and in `ps`): it
+is read from an environment variable, or asked for without echo. Answers print as a table for
+people, or as JSON. Identifiers are written in their text form INSTANCE/CLASS/MEMBER[/...]
+everywhere, URL-encoded into paths (:func:`path_segment`).
 """
 
 from __future__ import annotations
@@ -13,15 +16,111 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
+from urllib.parse import quote
 
 import click
+import requests
+
+from gateway.ids import IdentifierError
+from gateway.webapi.types import DEFAULT_PAGE, MAX_PAGE
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _C = TypeVar("_C")
 
 Columns = Sequence[tuple[str, str]]
 """(field of the API's answer, column title)."""
+
+
+GATEWAY_API_URL: Final = "http://127.0.0.1:5588"
+"""A gateway's management API: the admin listener of config/gateway.example.toml."""
+GATEWAY_API_URL_ENV: Final = "XGATE_ADMIN_URL"
+GATEWAY_API_KEY_ENV: Final = "XGATE_API_KEY"
+
+API_PREFIX: Final = "/api/v1"
+
+DEFAULT_TIMEOUT_SECONDS: Final = 60.0
+"""Registering a large WSDL fetched by URL takes the gateway up to 30 s to fetch, then parsing."""
+
+
+# --- calling the API ----------------------------------------------------------------------------
+
+
+class ApiCallError(Exception):
+    """The API answered with an error (or something that is not the API answered at all)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def path_segment(value: str) -> str:
+    """`value` (an identifier's text form, a code, a name) as one URL path segment."""
+    return quote(value, safe="")
+
+
+class JsonApiClient:
+    """A JSON management API at `base_url`, called with `api_key` (X-Road's Authorization form)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.session.trust_env = False  # management listeners are local: never through a proxy
+        if api_key is not None:
+            self.session.headers["Authorization"] = f"X-Road-ApiKey token={api_key}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        """Call `path` (absolute, e.g. /api/v1/keys); the decoded answer (None for 204), or ApiCallError."""
+        response = self.session.request(
+            method,
+            self.base_url + path,
+            json=json,
+            params=params,
+            timeout=self.timeout,
+            allow_redirects=False,
+        )
+        if response.status_code == 204:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            raise ApiCallError(
+                response.status_code, "not_json", f"the answer is not JSON: {response.text[:200]!r}"
+            ) from None
+        if response.status_code >= 400:
+            if isinstance(body, dict):
+                raise ApiCallError(response.status_code, str(body.get("error")), str(body.get("message")))
+            raise ApiCallError(response.status_code, "error", str(body))
+        return body
+
+    def _api(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, API_PREFIX + path, **kwargs)
+
+    def health(self) -> dict[str, Any]:
+        response = self.session.get(self.base_url + "/health", timeout=self.timeout)
+        result: dict[str, Any] = response.json()
+        return result
+
+    def openapi(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/api/openapi.json")
+        return result
 
 
 # --- where the API is, and its key ---------------------------------------------------------------
@@ -51,6 +150,24 @@ class ApiSettings(abc.ABC, Generic[_C]):
         """The API client for this CLI (admin or registry)."""
 
 
+class ApiGroup(click.Group):
+    """Turns the API's errors and connection failures into one line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ApiCallError as error:
+            raise click.ClickException(f"{error.status} {error.code}: {error.message}") from None
+        except requests.ConnectionError:
+            settings = ctx.find_object(ApiSettings)  # type: ignore[type-abstract]
+            where = settings.url if settings else "the management API"
+            raise click.ClickException(f"cannot connect to {where}: is the node running?") from None
+        except requests.RequestException as error:
+            raise click.ClickException(f"request failed: {error}") from None
+        except IdentifierError as error:
+            raise click.ClickException(error.message) from None
+
+
 def api_options(*, url_env: str, default_url: str, default_key_env: str, url_help: str) -> Callable[[_F], _F]:
     """The group options `--url` (or `url_env`) and `--api-key-env` naming the key's variable."""
 
@@ -73,6 +190,17 @@ def api_options(*, url_env: str, default_url: str, default_key_env: str, url_hel
 
 
 # --- output ------------------------------------------------------------------------------------------
+
+
+def limit_option(what: str) -> Callable[[_F], _F]:
+    """`--limit`: `what` per page, in the range and with the default every listing of the APIs has."""
+    return click.option(
+        "--limit",
+        type=click.IntRange(1, MAX_PAGE),
+        default=DEFAULT_PAGE,
+        show_default=True,
+        help=f"{what} per page (1..{MAX_PAGE}).",
+    )
 
 
 def json_option(function: _F) -> _F:

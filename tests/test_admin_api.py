@@ -25,16 +25,16 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from gateway.admin import api
-from gateway.admin.api import AdminContext, make_admin_app
-from gateway.admin.openapi import openapi_document
+from gateway.admin import api, services
+from gateway.admin.api import AdminContext, make_admin_app, openapi_document
+from gateway.admin.keys import write_new_key
 from gateway.admin.roles import Role
 from gateway.crypto.certs import certificate_to_pem, fingerprint_sha256
 from gateway.crypto.keys import generate_key
 from gateway.ids import ClientId, SecurityServerId
 from gateway.serverconf.db import migrate
 from gateway.serverconf.openapi import parse_openapi
-from gateway.serverconf.repository import AuditEntry, AuditResult, ServerConfRepository
+from gateway.serverconf.repository import AuditEntry, AuditResult, KeyUsage, ServerConfRepository
 from gateway.trust import pki
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -319,7 +319,7 @@ async def test_allowed_changes_by_each_role_succeed_and_are_audited(admin: Admin
 
     ok = [(e.actor, e.action, e.target) for e in reversed(admin.audit()) if e.result is AuditResult.OK]
     assert ok[0] == (admin.actor(Role.REGISTRATION_OFFICER), "subsystem.add", PROVIDER)
-    assert ok[1] == (admin.actor(Role.SERVICE_ADMINISTRATOR), "local_group.add", f"{PROVIDER}:partners")
+    assert ok[1] == (admin.actor(Role.SERVICE_ADMINISTRATOR), "local_group.add", f"{PROVIDER}/partners")
     assert ok[2][:2] == (admin.actor(Role.SECURITY_OFFICER), "key.generate")
     assert ok[3][:2] == (admin.actor(Role.SYSTEM_ADMINISTRATOR), "api_key.create")
     assert len(ok) == 4  # reads are not audited
@@ -527,11 +527,11 @@ async def test_wsdl_by_url_is_fetched_without_redirects_and_within_limits(
         assert status == 400, bad_url
         assert expected in body["message"], body
 
-    monkeypatch.setattr(api, "DESCRIPTION_FETCH_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(services, "DESCRIPTION_FETCH_TIMEOUT_SECONDS", 0.2)
     status, body = await admin.call("POST", path, json={"url": description_server + "/slow"})
     assert status == 400 and "could not fetch" in body["message"] and "Timeout" in body["message"]
 
-    monkeypatch.setattr(api, "MAX_DESCRIPTION_BYTES", 1000)
+    monkeypatch.setattr(services, "MAX_DESCRIPTION_BYTES", 1000)
     status, body = await admin.call("POST", path, json={"url": url})
     assert status == 400 and "larger than 1000 bytes" in body["message"]
 
@@ -985,7 +985,7 @@ def test_presented_key_forms() -> None:
 def test_key_file_permissions_hold_under_a_permissive_umask(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
-        path = api._write_new_key(tmp_path, api.KeyUsage.AUTH, generate_key())
+        path = write_new_key(tmp_path, KeyUsage.AUTH, generate_key())
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -346,6 +346,16 @@ def test_apikeys_and_audit(live: Live) -> None:
     assert [e.result for e in refused] == [AuditResult.REFUSED]
 
 
+def test_audit_since_takes_a_time_without_a_zone_as_utc(live: Live) -> None:
+    """The API takes RFC 3339 times with their zone; the CLI writes a zone-less one as UTC."""
+    live.ok("apikeys", "create", "backup-bot", "observer")
+    for since, found in (("2000-01-01T00:00:00", True), ("2999-01-01T00:00:00+02:00", False)):
+        page = live.json("audit", "--since", since, "--action", "api_key.create", role=Role.SECURITY_OFFICER)
+        assert bool(page["entries"]) is found, since
+    result = live.run("audit", "--since", "yesterday", role=Role.SECURITY_OFFICER)
+    assert result.exit_code == 2 and "ISO 8601" in result.output
+
+
 def test_key_is_prompted_for_when_the_variable_is_unset(live: Live) -> None:
     result = live.run("subsystems", "list", role=None, input=live.keys[Role.OBSERVER] + "\n")
     assert result.exit_code == 0, result.output

@@ -695,3 +695,20 @@ def test_migration_builds_exactly_the_tables(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     assert differences == []
+
+
+@sqlite_only
+async def test_listings_page_alike_and_identifiers_take_either_form(registry: Registry) -> None:
+    for path in ("/requests", "/audit-log"):
+        for limit in ("0", "1001", "x"):
+            status, error = await registry.api("GET", f"{path}?limit={limit}")
+            assert (status, error["error"]) == (400, "validation_error"), (path, limit)
+        assert (await registry.api("GET", f"{path}?limit=1000"))[0] == 200
+    await registry.register_members((OWNER, "Social Security Fund"))
+    for segment in ("DEV%2FGOV%2F1001", "DEV:GOV:1001"):
+        member = await registry.ok("GET", f"/members/{segment}")
+        assert member["member_id"] == OWNER.to_text()
+    status, error = await registry.api("GET", "/members/OTHER%2FGOV%2F1001")
+    assert (status, error["error"]) == (404, "not_found")
+    status, error = await registry.api("POST", "/subsystems", {"client_id": "OTHER/GOV/1001/x"})
+    assert (status, error["error"]) == (404, "not_found") and "instance 'DEV'" in error["message"]

@@ -8,21 +8,30 @@ or asked for without echo. Output is a table for people, or the API's JSON with 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import click
-import requests
 
-from gateway.admin.client import DEFAULT_URL, AdminApiError, AdminClient
+from gateway.admin.client import DEFAULT_URL, AdminClient
 from gateway.admin.roles import Role
-from gateway.apicli import ApiSettings, api_options, done, emit, json_option
+from gateway.apicli import (
+    GATEWAY_API_KEY_ENV,
+    GATEWAY_API_URL_ENV,
+    ApiGroup,
+    ApiSettings,
+    api_options,
+    done,
+    emit,
+    json_option,
+    limit_option,
+)
 from gateway.apicli import format_table as format_table
-from gateway.ids import IdentifierError
 
-URL_ENV: Final = "XGATE_ADMIN_URL"
-DEFAULT_KEY_ENV: Final = "XGATE_API_KEY"
+URL_ENV: Final = GATEWAY_API_URL_ENV
+DEFAULT_KEY_ENV: Final = GATEWAY_API_KEY_ENV
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -37,22 +46,8 @@ class AdminSettings(ApiSettings[AdminClient]):
 pass_settings = click.make_pass_decorator(AdminSettings)
 
 
-class AdminGroup(click.Group):
-    """Turns the API's errors and connection failures into one line and exit status 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except AdminApiError as error:
-            raise click.ClickException(f"{error.status} {error.code}: {error.message}") from None
-        except requests.ConnectionError:
-            settings = ctx.find_object(AdminSettings)
-            where = settings.url if settings else "the management API"
-            raise click.ClickException(f"cannot connect to {where}: is the node running?") from None
-        except requests.RequestException as error:
-            raise click.ClickException(f"request failed: {error}") from None
-        except IdentifierError as error:
-            raise click.ClickException(error.message) from None
+AdminGroup = ApiGroup
+"""`xgate admin`'s group: the API's errors as one line (gateway.apicli.ApiGroup)."""
 
 
 @click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -654,17 +649,32 @@ def apikeys_revoke(settings: AdminSettings, key_id: int, as_json: bool) -> None:
     done(as_json, f"revoked API key {key_id}")
 
 
+def _rfc3339(text: str | None) -> str | None:
+    """An ISO 8601 time as the API takes it: RFC 3339 with its zone, UTC when none is written."""
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time, e.g. 2026-11-27T10:00:00Z") from None
+    return (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)).isoformat()
+
+
 @cli.command("audit")
-@click.option("--limit", type=click.IntRange(1, 1000), help="Entries per page (default 100).")
+@limit_option("Entries")
 @click.option("--before-id", type=int, help="Older than this entry: the id `next page` printed.")
 @click.option("--actor", help="Only this actor (NAME#ID, or anonymous).")
 @click.option("--action", help="Only this action, e.g. subsystem.add.")
-@click.option("--since", help="Only entries at or after this ISO 8601 time.")
+@click.option(
+    "--since",
+    callback=lambda ctx, param, value: _rfc3339(value),
+    help="Only entries at or after this ISO 8601 time (UTC unless it names a zone).",
+)
 @json_option
 @pass_settings
 def audit(
     settings: AdminSettings,
-    limit: int | None,
+    limit: int,
     before_id: int | None,
     actor: str | None,
     action: str | None,

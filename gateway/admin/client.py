@@ -2,115 +2,40 @@
 
 One method per operation of :mod:`gateway.admin.api`, each returning the decoded JSON answer
 (None for 204). Errors the API reports come back as :class:`AdminApiError` with its status,
-code and message; identifiers are taken in their usual text form (INSTANCE/CLASS/MEMBER[/SUB])
-and written into paths in the API's colon form.
+code and message; identifiers are taken and written in their text form
+(INSTANCE/CLASS/MEMBER[/SUB]), URL-encoded into paths.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
-from urllib.parse import quote
 
-import requests
-
+from gateway.apicli import GATEWAY_API_URL, ApiCallError, path_segment
 from gateway.ids import ClientId
+from gateway.messagelog.apiclient import MessageLogClient
 
-DEFAULT_URL: Final = "http://127.0.0.1:5588"
+DEFAULT_URL: Final = GATEWAY_API_URL
 """The admin listener of config/gateway.example.toml."""
 
-DEFAULT_TIMEOUT_SECONDS: Final = 60.0
-"""Registering a large WSDL fetched by URL takes the gateway up to 30 s to fetch, then parsing."""
+AdminApiError = ApiCallError
+"""The API answered with an error (gateway.apicli.ApiCallError)."""
 
-API_PREFIX: Final = "/api/v1"
-
-
-class AdminApiError(Exception):
-    """The API answered with an error (or something that is not the API answered at all)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
+_segment = path_segment
 
 
 def client_path(client_id: str) -> str:
-    """A client's text form as the API's path segment, INSTANCE:CLASS:MEMBER[:SUBSYSTEM], URL-encoded."""
-    client = ClientId.from_text(client_id)
-    parts = (client.instance, client.member_class, client.member_code, client.subsystem_code)
-    return ":".join(quote(part, safe="") for part in parts if part is not None)
+    """A client's path segment: its text form INSTANCE/CLASS/MEMBER[/SUBSYSTEM], URL-encoded.
 
-
-def _segment(value: str) -> str:
-    return quote(value, safe="")
+    The colon form X-Road's management API uses is accepted in `client_id` too."""
+    return path_segment(ClientId.from_text(client_id.replace(":", "/")).to_text())
 
 
 def _version(version: str | None) -> dict[str, str]:
     return {"version": version} if version is not None else {}
 
 
-class AdminClient:
+class AdminClient(MessageLogClient):
     """The management API at `base_url`, called with `api_key` (sent as X-Road's Authorization form)."""
-
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        api_key: str | None = None,
-        *,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
-        session: requests.Session | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.session = session or requests.Session()
-        self.session.trust_env = False  # the admin listener is local: never through a proxy
-        if api_key is not None:
-            self.session.headers["Authorization"] = f"X-Road-ApiKey token={api_key}"
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: dict[str, Any] | None = None,
-        params: dict[str, str] | None = None,
-    ) -> Any:
-        """Call `path` (absolute, e.g. /api/v1/keys); the decoded answer, or AdminApiError."""
-        response = self.session.request(
-            method,
-            self.base_url + path,
-            json=json,
-            params=params,
-            timeout=self.timeout,
-            allow_redirects=False,
-        )
-        if response.status_code == 204:
-            return None
-        try:
-            body = response.json()
-        except ValueError:
-            raise AdminApiError(
-                response.status_code, "not_json", f"the answer is not JSON: {response.text[:200]!r}"
-            ) from None
-        if response.status_code >= 400:
-            if isinstance(body, dict):
-                raise AdminApiError(response.status_code, str(body.get("error")), str(body.get("message")))
-            raise AdminApiError(response.status_code, "error", str(body))
-        return body
-
-    def _api(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.request(method, API_PREFIX + path, **kwargs)
-
-    # --- meta
-
-    def health(self) -> dict[str, Any]:
-        response = self.session.get(self.base_url + "/health", timeout=self.timeout)
-        result: dict[str, Any] = response.json()
-        return result
-
-    def openapi(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("GET", "/api/openapi.json")
-        return result
 
     # --- subsystems
 
@@ -345,27 +270,4 @@ class AdminClient:
             if value is not None
         }
         result: dict[str, Any] = self._api("GET", "/audit-log", params=params)
-        return result
-
-    # --- the message log (security officer; every call is audited)
-
-    def log_search(self, params: dict[str, str]) -> dict[str, Any]:
-        """One page of records, newest first; `params` as officer.SearchQuery.to_params gives them."""
-        result: dict[str, Any] = self._api("GET", "/message-log/records", params=params)
-        return result
-
-    def log_show(self, ident: str) -> dict[str, Any]:
-        """The exchanges an exchange id (or else a message id) names, each record verified."""
-        result: dict[str, Any] = self._api("GET", "/message-log/exchange", params={"id": ident})
-        return result
-
-    def log_export(self, params: dict[str, str]) -> dict[str, Any]:
-        """Containers (base64) for {"id": ...} or a search's filters, one page at a time."""
-        result: dict[str, Any] = self._api("GET", "/message-log/containers", params=params)
-        return result
-
-    def log_verify(self, node: str | None = None) -> dict[str, Any]:
-        """verify_log over the node's chains, with its global configuration's trust anchors."""
-        params = {"node": node} if node is not None else {}
-        result: dict[str, Any] = self._api("GET", "/message-log/verification", params=params)
         return result

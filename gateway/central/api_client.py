@@ -1,18 +1,17 @@
 """A small synchronous client of the registry's management API, for `xgate central ...` and scripts.
 
-The HTTP side is the gateway's management client (`gateway.admin.client.AdminClient`: the
-API key in X-Road's Authorization form, JSON errors as AdminApiError, no proxies); this adds
-the registry's paths. Identifiers are taken in their text form (INSTANCE/CLASS/MEMBER...)
-and written into paths in the API's colon form.
+The HTTP side is the management CLIs' (`gateway.apicli.JsonApiClient`: the API key in X-Road's
+Authorization form, JSON errors as ApiCallError, no proxies); this adds the registry's paths.
+Identifiers are taken and written in their text form (INSTANCE/CLASS/MEMBER...), URL-encoded
+into paths.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
-from urllib.parse import quote
 
-from gateway.admin.client import AdminClient, client_path
-from gateway.ids import SecurityServerId
+from gateway.apicli import JsonApiClient, path_segment
+from gateway.ids import ClientId, SecurityServerId
 
 DEFAULT_URL: Final = "http://127.0.0.1:4400"
 """The management listener of config/central.example.toml."""
@@ -20,15 +19,18 @@ DEFAULT_URL: Final = "http://127.0.0.1:4400"
 API_PREFIX: Final = "/api/v1"
 
 
+def client_path(client_id: str) -> str:
+    """A client's path segment: its text form INSTANCE/CLASS/MEMBER[/SUBSYSTEM], URL-encoded
+    (the colon form is accepted in `client_id` too)."""
+    return path_segment(ClientId.from_text(client_id.replace(":", "/")).to_text())
+
+
 def server_path(server_id: str) -> str:
-    """A security server's text form as the API's path segment INSTANCE:CLASS:MEMBER:SERVER."""
-    server = SecurityServerId.from_text(server_id)
-    parts = (server.instance, server.member_class, server.member_code, server.server_code)
-    return ":".join(quote(part, safe="") for part in parts)
+    """A security server's path segment: its text form INSTANCE/CLASS/MEMBER/SERVER, URL-encoded."""
+    return path_segment(SecurityServerId.from_text(server_id.replace(":", "/")).to_text())
 
 
-def segment(value: str) -> str:
-    return quote(value, safe="")
+segment = path_segment
 
 
 class RegistryClient:
@@ -37,7 +39,7 @@ class RegistryClient:
     def __init__(
         self, base_url: str = DEFAULT_URL, api_key: str | None = None, *, timeout: float = 30.0
     ) -> None:
-        self.http = AdminClient(base_url, api_key, timeout=timeout)
+        self.http = JsonApiClient(base_url, api_key, timeout=timeout)
 
     def call(
         self,
@@ -46,7 +48,7 @@ class RegistryClient:
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
     ) -> Any:
-        """`method` on API_PREFIX + `path`; the decoded answer (None for 204), or AdminApiError."""
+        """`method` on API_PREFIX + `path`; the decoded answer (None for 204), or ApiCallError."""
         return self.http.request(method, API_PREFIX + path, json=body, params=params)
 
     def get(self, path: str, params: dict[str, str] | None = None) -> Any:

@@ -17,8 +17,7 @@ from typing import Any, Final
 
 import click
 
-from gateway.admin.cli import AdminGroup
-from gateway.apicli import ApiSettings, Columns, api_options, done, emit, json_option
+from gateway.apicli import ApiGroup, ApiSettings, Columns, api_options, done, emit, json_option, limit_option
 from gateway.central.api_client import DEFAULT_URL, RegistryClient, client_path, segment, server_path
 from gateway.central.roles import Role
 
@@ -38,7 +37,7 @@ class RegistrySettings(ApiSettings[RegistryClient]):
 pass_registry = click.make_pass_decorator(RegistrySettings)
 
 
-@click.group(name="central", cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="central", cls=ApiGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @api_options(
     url_env=URL_ENV,
     default_url=DEFAULT_URL,
@@ -868,7 +867,7 @@ def api_keys_revoke(settings: RegistrySettings, key_id: int, as_json: bool) -> N
 @cli.command("audit")
 @click.option("--actor")
 @click.option("--action")
-@click.option("--limit", type=int, default=50, show_default=True)
+@limit_option("Entries")
 @json_option
 @pass_registry
 def audit(

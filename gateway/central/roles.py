@@ -27,6 +27,8 @@ import enum
 from collections.abc import Mapping
 from typing import Final
 
+from gateway.webapi.roles import RoleMatrix
+
 
 class Role(enum.StrEnum):
     OBSERVER = "observer"
@@ -54,14 +56,8 @@ PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
 """The matrix of the module docstring; a role not listed has no permission at all."""
 
 
-def is_permitted(role: Role, permission: Permission) -> bool:
-    return permission in PERMISSIONS.get(role, frozenset())
+MATRIX: Final = RoleMatrix(Role, Permission, PERMISSIONS)
+"""The one roles model (gateway.webapi.roles) with this API's roles and permissions."""
 
-
-def parse_role(text: str) -> Role:
-    """The role named `text`, or ValueError listing the roles there are."""
-    try:
-        return Role(text)
-    except ValueError:
-        names = ", ".join(role.value for role in Role)
-        raise ValueError(f"unknown role {text!r}: one of {names}") from None
+is_permitted: Final = MATRIX.is_permitted
+parse_role: Final = MATRIX.parse

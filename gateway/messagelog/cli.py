@@ -28,12 +28,21 @@ import click
 import sqlalchemy.exc
 from cryptography import x509
 
-from gateway.admin.cli import DEFAULT_KEY_ENV, URL_ENV, AdminGroup, AdminSettings
-from gateway.admin.client import DEFAULT_URL
-from gateway.apicli import api_options, echo_json, format_table
+from gateway.apicli import (
+    GATEWAY_API_KEY_ENV,
+    GATEWAY_API_URL,
+    GATEWAY_API_URL_ENV,
+    ApiGroup,
+    ApiSettings,
+    api_options,
+    echo_json,
+    format_table,
+    limit_option,
+)
 from gateway.crypto.certs import CertificateError, load_certificates
 from gateway.globalconf import GlobalConfError, verify_signed_globalconf
 from gateway.globalconf.source import load_anchor
+from gateway.messagelog.apiclient import MessageLogClient
 from gateway.messagelog.archive import ContainerTrust, verify_archive_chain
 from gateway.messagelog.asice import MAX_CONTAINER_BYTES, ContainerReport, verify_container
 from gateway.messagelog.crypto_at_rest import BodyCipher
@@ -63,8 +72,15 @@ COLUMN_WIDTH: Final = 64
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-class LogGroup(AdminGroup):
-    """`xgate admin`'s error handling, plus the log's own: bad queries, databases, trust files."""
+class LogApiSettings(ApiSettings[MessageLogClient]):
+    """Where a gateway's management API is and where its key comes from (as for `xgate admin`)."""
+
+    def _connect(self, url: str, key: str) -> MessageLogClient:
+        return MessageLogClient(url, key)
+
+
+class LogGroup(ApiGroup):
+    """The management CLIs' error handling, plus the log's own: bad queries, databases, trust files."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -85,7 +101,7 @@ class LogGroup(AdminGroup):
 class LogSettings:
     """Where the log is: a node's management API, or a database of one's own."""
 
-    admin: AdminSettings
+    admin: LogApiSettings
     database: str | None
     gateway: str | None
     body_keys: Path | None
@@ -114,10 +130,10 @@ pass_settings = click.make_pass_decorator(LogSettings)
 
 @click.group(cls=LogGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @api_options(
-    url_env=URL_ENV,
-    default_url=DEFAULT_URL,
-    default_key_env=DEFAULT_KEY_ENV,
-    url_help=f"The node's admin listener (or set {URL_ENV}); used unless --database is given.",
+    url_env=GATEWAY_API_URL_ENV,
+    default_url=GATEWAY_API_URL,
+    default_key_env=GATEWAY_API_KEY_ENV,
+    url_help=f"The node's admin listener (or set {GATEWAY_API_URL_ENV}); used unless --database is given.",
 )
 @click.option(
     "--database",
@@ -149,7 +165,7 @@ def cli(
     Against a node, every query is audited under the API key's name (security officer or
     system administrator). With --database, the log is read directly and offline.
     """
-    ctx.obj = LogSettings(AdminSettings(url, key_env), database, gateway, body_keys)
+    ctx.obj = LogSettings(LogApiSettings(url, key_env), database, gateway, body_keys)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -256,9 +272,7 @@ def _no_trust_over_api(settings: LogSettings, trust: ContainerTrust | None) -> N
 
 @cli.command()
 @_filter_options
-@click.option(
-    "--limit", type=click.IntRange(1, MAX_SEARCH_LIMIT), default=DEFAULT_SEARCH_LIMIT, show_default=True
-)
+@limit_option("Records")
 @_json_option
 @pass_settings
 def search(settings: LogSettings, limit: int, as_json: bool, **filters: Any) -> None:

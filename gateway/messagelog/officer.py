@@ -30,8 +30,9 @@ from gateway.messagelog.record import Direction
 from gateway.messagelog.store import MAX_SEARCH_LIMIT, ChainState, StoredRecord
 from gateway.messagelog.verify import BadRecord, ChainVerifier, Problem, TokenVerifier, VerificationReport
 
-DEFAULT_SEARCH_LIMIT: Final = 50
-"""A screenful; the officer pages on with --offset."""
+DEFAULT_SEARCH_LIMIT: Final = 100
+"""The management APIs' default page (gateway.webapi.types.DEFAULT_PAGE); the officer pages on
+with --offset."""
 
 MAX_PREVIEW_BYTES: Final = 4096
 """Of a body shown by `show`: enough to recognise a message; the whole body is in its export."""

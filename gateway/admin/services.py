@@ -1,0 +1,368 @@
+"""Operations on the services a subsystem offers: registering them from a WSDL or an OpenAPI
+document, their backends, enabling and disabling them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, Final, Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+
+from gateway.admin.context import (
+    FETCH_FAILED,
+    INVALID_DESCRIPTION,
+    TABLE,
+    AdminContext,
+    ClientPath,
+    snapshot,
+    with_subsystem,
+)
+from gateway.admin.roles import Permission as P
+from gateway.crypto.certs import load_certificates
+from gateway.ids import ClientId, ServiceId
+from gateway.outbound import OutboundError, OutboundRequest, ResponseTooLarge
+from gateway.outbound.network import service_transport
+from gateway.serverconf.access import Endpoint
+from gateway.serverconf.openapi import parse_openapi
+from gateway.serverconf.repository import (
+    ServerConfError,
+    ServerConfRepository,
+    ServiceConf,
+    ServiceDescription,
+    ServiceKind,
+)
+from gateway.serverconf.wsdl import MAX_DESCRIPTION_BYTES, parse_wsdl
+from gateway.webapi import ApiError, Call, Outcome, invalid, not_found
+from gateway.webapi.types import MAX_TEXT_LENGTH, Answer, Body, Code, HttpUrl
+
+DESCRIPTION_FETCH_TIMEOUT_SECONDS: Final = 30.0
+"""Fetching a WSDL or OpenAPI document by URL: an administrator waits this long at most."""
+
+Document = Annotated[str, Field(min_length=1, max_length=MAX_DESCRIPTION_BYTES)]
+
+
+class EndpointView(Answer):
+    method: str
+    path: str
+
+
+class Service(Answer):
+    id: str = Field(description="The service identifier's text form.")
+    service_code: str
+    service_version: str | None
+    kind: ServiceKind
+    backend_url: str
+    timeout_seconds: float
+    tls_verify: bool
+    tls_ca_pem: str | None = Field(description="CA certificates (PEM) trusted for the backend.")
+    enabled: bool
+    disabled_notice: str | None
+    description_source: str | None = Field(description="The URL the description came from, or `upload`.")
+    endpoints: list[EndpointView]
+
+
+class ServiceList(Answer):
+    services: list[Service]
+
+
+class ServicePath(ClientPath):
+    service_code: Code
+    version: Code | None = Field(None, description="The service version; leave out for none.")
+
+    @property
+    def service(self) -> ServiceId:
+        provider = self.client_id
+        return ServiceId(
+            provider.instance,
+            provider.member_class,
+            provider.member_code,
+            provider.subsystem_code,
+            self.service_code,
+            self.version,
+        )
+
+
+class _Described(Body):
+    """A description given inline (the field `document_field` names) or by `url`, not both."""
+
+    document_field: ClassVar[str]
+    url: HttpUrl | None = Field(None, description="Fetch the document from here (no redirects, 30 s, 10 MB).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (getattr(self, self.document_field) is None) == (self.url is None):
+            raise ValueError(f"give either {self.document_field} (the document) or url")
+        return self
+
+
+class WsdlDescription(_Described):
+    document_field: ClassVar[str] = "wsdl"
+    wsdl: Document | None = None
+
+
+class OpenApiDescription(_Described):
+    service_code: Code
+    service_version: Code | None = None
+    document: Document | None = None
+    backend_url: HttpUrl | None = Field(
+        None, description="Where the service is; default: the document's server."
+    )
+    document_field: ClassVar[str] = "document"
+
+
+class BackendSettings(Body):
+    backend_url: HttpUrl | None = None
+    timeout_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
+    tls_verify: bool | None = None
+    tls_ca_pem: str | None = Field(
+        None, description="CA certificates (PEM) for the backend; null or '' clears."
+    )
+
+
+class DisableNotice(Body):
+    notice: str | None = Field(None, max_length=MAX_TEXT_LENGTH, description="What clients are told.")
+
+
+def service_json(conf: ServiceConf) -> dict[str, Any]:
+    return {
+        "id": conf.service.to_text(),
+        "service_code": conf.service.service_code,
+        "service_version": conf.service.service_version,
+        "kind": conf.kind.value,
+        "backend_url": conf.backend_url,
+        "timeout_seconds": conf.timeout_seconds,
+        "tls_verify": conf.tls.verify,
+        "tls_ca_pem": conf.tls.ca_bundle_pem,
+        "enabled": conf.enabled,
+        "disabled_notice": conf.disabled_notice,
+        "description_source": conf.description.source if conf.description else None,
+        "endpoints": [{"method": e.method, "path": e.path_pattern} for e in conf.endpoints],
+    }
+
+
+@TABLE.read("/subsystems/{client_id}/services", "service.list", P.READ_CONFIGURATION, ServiceList)
+async def list_services(ctx: AdminContext, call: Call[ClientPath, None]) -> Outcome:
+    """List a subsystem's services."""
+    conf = await with_subsystem(ctx, call.params.client_id)
+    return Outcome(
+        {"services": [service_json(service) for service in conf.services_of(call.params.client_id)]}
+    )
+
+
+# --- registering from descriptions -------------------------------------------------------------
+
+
+async def _fetch_description(url: str) -> bytes:
+    """A description document by URL: http(s) only, no redirects, bounded in time and size."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise invalid(f"a description URL must be http:// or https:// with a host, not {url!r}")
+    request = OutboundRequest(
+        "GET",
+        url,
+        timeout_seconds=DESCRIPTION_FETCH_TIMEOUT_SECONDS,
+        max_response_bytes=MAX_DESCRIPTION_BYTES,
+    )
+    transport = service_transport()
+    try:
+        response = await transport.send(request)
+    except ResponseTooLarge:
+        raise ApiError(400, FETCH_FAILED, f"{url} is larger than {MAX_DESCRIPTION_BYTES} bytes") from None
+    except OutboundError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ApiError(400, FETCH_FAILED, f"could not fetch {url}: {reason}") from None
+    finally:
+        await transport.aclose()
+    if response.status != 200:
+        redirect = 300 <= response.status < 400
+        hint = " (redirects are not followed: give the final URL)" if redirect else ""
+        raise ApiError(400, FETCH_FAILED, f"{url} answered HTTP {response.status}{hint}")
+    return response.body
+
+
+async def _description(inline: str | None, url: str | None) -> tuple[bytes, str, str]:
+    """The document given inline or fetched from `url`: its bytes, text, and where it came from."""
+    if inline is not None:
+        data, source = inline.encode(), "upload"
+    else:
+        assert url is not None  # the body model holds one of them
+        data, source = await _fetch_description(url), url
+    if len(data) > MAX_DESCRIPTION_BYTES:
+        raise invalid(f"the description is larger than {MAX_DESCRIPTION_BYTES} bytes")
+    try:
+        return data, data.decode("utf-8"), source
+    except UnicodeDecodeError:
+        raise ApiError(400, INVALID_DESCRIPTION, "the description must be UTF-8") from None
+
+
+def _add_services(repository: ServerConfRepository, confs: Sequence[ServiceConf]) -> None:
+    """Register all of `confs` or none: the ones added before a failure are removed again."""
+    added: list[ServiceConf] = []
+    try:
+        for conf in confs:
+            repository.add_service(conf)
+            added.append(conf)
+    except BaseException:
+        for conf in added:
+            with contextlib.suppress(ServerConfError):
+                repository.remove_service(conf.service)
+        raise
+
+
+def _service_conf(**values: Any) -> ServiceConf:
+    try:
+        return ServiceConf(**values)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+
+
+def _service_of(provider: ClientId, code: str, version: str | None) -> ServiceId:
+    return ServiceId(
+        provider.instance, provider.member_class, provider.member_code, provider.subsystem_code, code, version
+    )
+
+
+@TABLE.create(
+    "/subsystems/{client_id}/service-descriptions/wsdl", "service.add_wsdl", P.MANAGE_SERVICES, ServiceList
+)
+async def register_wsdl(ctx: AdminContext, call: Call[ClientPath, WsdlDescription]) -> Outcome:
+    """Register one SOAP service per operation the WSDL binds, at the address the WSDL gives."""
+    provider = call.params.client_id
+    await with_subsystem(ctx, provider)
+    data, text, source = await _description(call.body.wsdl, call.body.url)
+    wsdl = await asyncio.to_thread(parse_wsdl, data)
+    description = ServiceDescription(text, source)
+    confs = [
+        _service_conf(
+            service=_service_of(provider, operation.service_code, operation.service_version),
+            kind=ServiceKind.SOAP,
+            backend_url=operation.address,
+            description=description,
+        )
+        for operation in wsdl.operations
+    ]
+    await asyncio.to_thread(_add_services, ctx.repository, confs)
+    details = {"source": source, "services": [conf.service.to_text() for conf in confs]}
+    return Outcome({"services": [service_json(conf) for conf in confs]}, 201, provider.to_text(), details)
+
+
+@TABLE.create(
+    "/subsystems/{client_id}/service-descriptions/openapi", "service.add_openapi", P.MANAGE_SERVICES, Service
+)
+async def register_openapi(ctx: AdminContext, call: Call[ClientPath, OpenApiDescription]) -> Outcome:
+    """Register one REST service with an endpoint per operation of the OpenAPI document."""
+    provider, body = call.params.client_id, call.body
+    await with_subsystem(ctx, provider)
+    data, text, source = await _description(body.document, body.url)
+    openapi = await asyncio.to_thread(parse_openapi, data)
+    backend_url = body.backend_url or openapi.default_url
+    if backend_url is None:
+        raise invalid("the document names no server: give backend_url")
+    try:
+        endpoints = tuple(Endpoint(e.method.upper(), e.path_pattern) for e in openapi.endpoints)
+    except ValueError as exc:
+        raise ApiError(400, INVALID_DESCRIPTION, str(exc)) from None
+    service = _service_of(provider, body.service_code, body.service_version)
+    conf = _service_conf(
+        service=service,
+        kind=ServiceKind.REST,
+        backend_url=backend_url,
+        description=ServiceDescription(text, source),
+        endpoints=endpoints,
+    )
+    await asyncio.to_thread(ctx.repository.add_service, conf)
+    details = {"source": source, "endpoints": len(conf.endpoints)}
+    return Outcome(service_json(conf), 201, service.to_text(), details)
+
+
+# --- one service -----------------------------------------------------------------------------
+
+
+async def service_of(ctx: AdminContext, service: ServiceId) -> ServiceConf:
+    conf = (await snapshot(ctx)).service(service)
+    if conf is None:
+        raise not_found(f"no service {service} is registered")
+    return conf
+
+
+@TABLE.read("/subsystems/{client_id}/services/{service_code}", "service.read", P.READ_CONFIGURATION, Service)
+async def read_service(ctx: AdminContext, call: Call[ServicePath, None]) -> Outcome:
+    """Show one service."""
+    return Outcome(service_json(await service_of(ctx, call.params.service)))
+
+
+@TABLE.change(
+    "PATCH",
+    "/subsystems/{client_id}/services/{service_code}",
+    "service.set_backend",
+    P.MANAGE_SERVICES,
+    Service,
+)
+async def set_backend(ctx: AdminContext, call: Call[ServicePath, BackendSettings]) -> Outcome:
+    """Change where and how the gateway calls the service; fields left out stay as they are."""
+    service, body = call.params.service, call.body
+    conf = await service_of(ctx, service)
+    given = body.model_dump(exclude_unset=True)
+    changes: dict[str, Any] = {
+        name: given[name] for name in ("backend_url", "timeout_seconds") if given.get(name) is not None
+    }
+    tls = conf.tls
+    if body.tls_verify is not None:
+        tls = dataclasses.replace(tls, verify=body.tls_verify)
+    if "tls_ca_pem" in given:
+        ca_pem = body.tls_ca_pem or None  # null or "" clears it
+        if ca_pem is not None:
+            load_certificates(ca_pem.encode())
+        tls = dataclasses.replace(tls, ca_bundle_pem=ca_pem)
+    if not changes and tls == conf.tls:
+        raise invalid("give at least one of backend_url, timeout_seconds, tls_verify, tls_ca_pem")
+    try:
+        updated = dataclasses.replace(conf, tls=tls, **changes)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+    await asyncio.to_thread(ctx.repository.update_service, updated)
+    details = {name: value for name, value in given.items() if name != "tls_ca_pem"}
+    if "tls_ca_pem" in given:
+        details["tls_ca_pem"] = "set" if tls.ca_bundle_pem else "cleared"
+    return Outcome(service_json(updated), 200, service.to_text(), details)
+
+
+@TABLE.change(
+    "POST",
+    "/subsystems/{client_id}/services/{service_code}/enable",
+    "service.enable",
+    P.MANAGE_SERVICES,
+    Service,
+)
+async def enable_service(ctx: AdminContext, call: Call[ServicePath, None]) -> Outcome:
+    """Enable a service."""
+    service = call.params.service
+    await asyncio.to_thread(ctx.repository.set_service_enabled, service, True)
+    return Outcome(service_json(await service_of(ctx, service)), 200, service.to_text())
+
+
+@TABLE.change(
+    "POST",
+    "/subsystems/{client_id}/services/{service_code}/disable",
+    "service.disable",
+    P.MANAGE_SERVICES,
+    Service,
+)
+async def disable_service(ctx: AdminContext, call: Call[ServicePath, DisableNotice]) -> Outcome:
+    """Disable a service: its clients get ServiceDisabled with the notice (PROTOCOL.md)."""
+    service, notice = call.params.service, call.body.notice
+    await asyncio.to_thread(ctx.repository.set_service_enabled, service, False, notice)
+    conf = await service_of(ctx, service)
+    return Outcome(service_json(conf), 200, service.to_text(), {"notice": notice})
+
+
+@TABLE.delete("/subsystems/{client_id}/services/{service_code}", "service.remove", P.MANAGE_SERVICES)
+async def remove_service(ctx: AdminContext, call: Call[ServicePath, None]) -> Outcome:
+    """Remove a service with its access rights."""
+    service = call.params.service
+    await asyncio.to_thread(ctx.repository.remove_service, service)
+    return Outcome(None, 204, service.to_text())
