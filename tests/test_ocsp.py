@@ -38,6 +38,15 @@ HOUR = 3600
 NONCE = b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _now_when_the_module_starts() -> None:
+    """NOW is read when this module's tests start, not when the suite was collected: fixtures issue
+    certificates at the real time (backdated by pki.CLOCK_SKEW_ALLOWANCE), and in a long suite
+    a NOW from collection time would come before them."""
+    global NOW
+    NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
 def openssl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=30, check=False)
 
@@ -92,9 +101,12 @@ def member(ours: Pki) -> pki.IssuedFiles:
 
 
 def ask(
-    responder: OcspResponder, certificate: x509.Certificate, issuer: x509.Certificate, now: dt.datetime = NOW
+    responder: OcspResponder,
+    certificate: x509.Certificate,
+    issuer: x509.Certificate,
+    now: dt.datetime | None = None,
 ) -> bytes:
-    return responder.respond(build_ocsp_request(certificate, issuer, nonce=NONCE), now)
+    return responder.respond(build_ocsp_request(certificate, issuer, nonce=NONCE), now or NOW)
 
 
 def openssl_status(pki_: Pki, response: bytes, certificate_path: Path, tmp_path: Path) -> str:

@@ -60,6 +60,15 @@ def openssl(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _now_when_the_module_starts() -> None:
+    """NOW is read when this module's tests start, not when the suite was collected: fixtures issue
+    certificates at the real time (backdated by pki.CLOCK_SKEW_ALLOWANCE), and in a long suite
+    a NOW from collection time would come before them."""
+    global NOW
+    NOW = dt.datetime.now(dt.UTC)
+
+
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 

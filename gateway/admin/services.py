@@ -24,7 +24,7 @@ from gateway.admin.context import (
 from gateway.admin.roles import Permission as P
 from gateway.crypto.certs import load_certificates
 from gateway.ids import ClientId, ServiceId
-from gateway.outbound import OutboundError, OutboundRequest, ResponseTooLarge
+from gateway.outbound import OutboundError, OutboundRequest, OutboundTimeout, ResponseTooLarge
 from gateway.outbound.network import service_transport
 from gateway.serverconf.access import Endpoint
 from gateway.serverconf.openapi import parse_openapi
@@ -172,6 +172,9 @@ async def _fetch_description(url: str) -> bytes:
         response = await transport.send(request)
     except ResponseTooLarge:
         raise ApiError(400, FETCH_FAILED, f"{url} is larger than {MAX_DESCRIPTION_BYTES} bytes") from None
+    except OutboundTimeout:
+        timeout = DESCRIPTION_FETCH_TIMEOUT_SECONDS
+        raise ApiError(400, FETCH_FAILED, f"could not fetch {url}: Timeout after {timeout} s") from None
     except OutboundError as exc:
         reason = str(exc) or type(exc).__name__
         raise ApiError(400, FETCH_FAILED, f"could not fetch {url}: {reason}") from None
