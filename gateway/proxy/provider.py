@@ -252,6 +252,7 @@ async def _call_soap_service(
         request.raw,
         timeout_seconds=service.timeout_seconds,
         max_bytes=runtime.config.max_message_bytes,
+        tls=service.tls,
     )
     return SoapPayload(*_checked_soap_answer(request, answer))
 
@@ -352,6 +353,7 @@ async def _call_rest_service(
         call.body,
         timeout_seconds=service.timeout_seconds,
         max_bytes=runtime.config.max_message_bytes,
+        tls=service.tls,
     )
     _check_rest_answer(answer)
     headers = [
