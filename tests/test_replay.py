@@ -148,6 +148,9 @@ class CountingStore:
     def purge(self, now: dt.datetime) -> int:
         return 0
 
+    def close(self) -> None:
+        pass
+
 
 async def test_concurrent_requests_share_a_claim_and_a_repeat_within_it_loses() -> None:
     store = CountingStore()

@@ -68,6 +68,8 @@ class SeenStore(Protocol):
 
     def purge(self, now: dt.datetime) -> int: ...
 
+    def close(self) -> None: ...
+
 
 _Waiter = tuple[bytes, dt.datetime, "asyncio.Future[bool]"]
 
@@ -131,4 +133,6 @@ class ReplayGuard:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._store.purge, now())
 
     def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        """Stop claiming; the store's connection is closed in the thread that used it."""
+        self._thread.submit(self._store.close)
+        self._thread.shutdown(wait=False, cancel_futures=False)
