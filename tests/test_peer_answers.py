@@ -19,9 +19,10 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from gateway.crypto.certs import load_certificate_file
 from gateway.ids import ServiceId
 from gateway.outbound import OutboundRequest, OutboundResponse
-from gateway.protocol import faults
+from gateway.protocol import faults, rest
 from gateway.protocol.transport import TRANSPORT_MEDIA_TYPE
 from tests.conftest import (
     BENEFITS_API,
@@ -225,3 +226,20 @@ async def test_a_signed_fault_altered_on_the_way_is_refused(local: InProcessFede
 
     assert_soap_fault(response, faults.CLIENT_PROXY_INVALID_SIGNATURE)
     assert_logged_as_sent(gw_a, response, faults.CLIENT_PROXY_INVALID_SIGNATURE)
+
+
+async def test_a_signed_fault_before_the_provider_could_read_a_rest_request_reaches_the_client(
+    local: InProcessFederation,
+) -> None:
+    """gw-c refuses gw-a's connection before reading the body, so answers a signed SOAP fault:
+    gw-a's REST client gets that fault's code and detail as a REST error, logged as sent."""
+    gw_a = local["gw-a"]
+    gw_a.auth_cert = load_certificate_file(Path(local.description["gateways"][0]["tls_cert"]))
+
+    response = await gw_a.request(
+        "GET", f"/r1/{BENEFITS_API.to_text()}/benefits/{KNOWN_PERSON}", headers=rest_headers()
+    )
+
+    code = faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED
+    assert_rest_error(response, code, rest.rest_error_status(code))
+    assert_logged_as_sent(gw_a, response, code)

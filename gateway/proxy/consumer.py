@@ -85,8 +85,11 @@ async def _serve_soap(runtime: GatewayRuntime, journal: ExchangeLog, request: we
     try:
         response = soap.parse_response(answer.payload.body, answer.payload.content_type)
     except soap.ServiceFault as service_fault:
-        # The service's or the provider gateway's own fault, signed: passed on as it is.
-        response, fault = None, XRoadFault(service_fault.code, service_fault.message, service_fault.detail)
+        # The service's or the provider gateway's own fault, signed: passed on as it is; a
+        # gateway's fault code becomes the log record's outcome.
+        response = None
+        if _is_gateway_code(service_fault.code):
+            fault = XRoadFault(service_fault.code, service_fault.message, service_fault.detail)
     if response is not None:
         answer.require_signer(message.service.provider.member)
         soap.check_response_consistency(message, response)
@@ -137,6 +140,12 @@ async def _serve_rest(runtime: GatewayRuntime, journal: ExchangeLog, request: we
     answer = await _sign_log_send(
         runtime, journal, conf, call.client, call.service.provider, call.security_server, payload
     )
+    if isinstance(answer.payload, SoapPayload):
+        # A provider gateway's fault before it could tell the request was REST comes as a signed
+        # SOAP fault: its code, message and detail go on in this client's form, logged as sent.
+        raise _signed_soap_fault(answer.payload) or XRoadFault(
+            faults.INCONSISTENT_RESPONSE, "the provider answered a REST request with SOAP"
+        )
     if not isinstance(answer.payload, RestResponsePayload):
         raise XRoadFault(faults.INCONSISTENT_RESPONSE, "the provider answered a REST request with SOAP")
     fault = _gateway_fault(answer.payload)
@@ -149,6 +158,26 @@ async def _serve_rest(runtime: GatewayRuntime, journal: ExchangeLog, request: we
         )
     await journal.signed(Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp, fault=fault)
     return rest_answer(answer.payload)
+
+
+def _signed_soap_fault(payload: SoapPayload) -> XRoadFault | None:
+    """A gateway's X-Road fault inside a verified SOAP answer, or None."""
+    try:
+        fault = soap.parse_fault(payload.body, payload.content_type)
+    except XRoadFault:
+        return None
+    if fault is None or not _is_gateway_code(fault.code):
+        return None
+    return (
+        XRoadFault(fault.code, fault.string, fault.detail)
+        if fault.detail
+        else XRoadFault(fault.code, fault.string)
+    )
+
+
+def _is_gateway_code(code: str) -> bool:
+    """An X-Road fault code (a gateway's), not a service's own `SOAP-ENV:Server` and the like."""
+    return code.startswith(("Server.", "Client.", "server.", "client."))
 
 
 def _gateway_fault(payload: RestResponsePayload) -> XRoadFault | None:
