@@ -1,7 +1,7 @@
 """Replay protection at the provider: one signed request is served once (issue 9, hole 7).
 
 A signature is accepted for MAX_SIGNING_TIME_SKEW_SECONDS either side of its signing time
-(steps.verify_signed); within that window a captured request could be sent again by anyone
+(steps.verify_signature); within that window a captured request could be sent again by anyone
 holding the consumer gateway's TLS key. The provider therefore remembers, in the database its
 nodes share, a key of every request it admits until the signature is too old anyway, and
 refuses a second request with the same key (`Server.ServerProxy.DuplicateMessage`).

@@ -79,13 +79,6 @@ async def sign_payload(signer: BatchSigner, payload: Payload) -> TransportMessag
     return TransportMessage(payload, signature)
 
 
-def verify_signed(
-    message: TransportMessage, conf: GlobalConf, expected_member: ClientId, fault_code: str
-) -> x509.Certificate:
-    """The signature is valid, chains to a federation CA and speaks for `expected_member`: its signer."""
-    return verify_signature(message, conf, (expected_member,), fault_code).signer_cert
-
-
 def verify_signature(
     message: TransportMessage, conf: GlobalConf, expected_members: tuple[ClientId, ...], fault_code: str
 ) -> VerifiedRoot:
