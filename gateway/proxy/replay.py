@@ -82,6 +82,7 @@ class ReplayGuard:
         self._pending: list[_Waiter] = []
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None
+        self._closed = False
         # One thread of its own: it keeps its database connection, and claims never overlap.
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay")
 
@@ -133,6 +134,9 @@ class ReplayGuard:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._store.purge, now())
 
     def close(self) -> None:
-        """Stop claiming; the store's connection is closed in the thread that used it."""
+        """Stop claiming; the store's connection is closed in the thread that used it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self._thread.submit(self._store.close)
         self._thread.shutdown(wait=False, cancel_futures=False)
