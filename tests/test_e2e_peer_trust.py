@@ -15,12 +15,14 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import requests
 import sqlalchemy as sa
 
 from gateway.config import load_config
 from gateway.dev import federation
+from gateway.ids import ClientId, ServiceId
 from gateway.protocol import faults
 from tests.conftest import (
     GET_PERSON,
@@ -37,15 +39,19 @@ from tests.conftest import (
     wait_until,
 )
 from tests.hostile_peer import FORGED
+from tests.test_e2e_registry import joining_gateway, refresh_seconds, register_directly, subsystem_of, xgate
 from tests.test_e2e_security import gateway_cert, get_person_payload, post_external, signed_transport
 
 STARTUP_SECONDS = 20.0
+SHADY = ClientId("DEV", "GOV", "1006")
 
 
 @contextlib.contextmanager
-def hostile_provider(fed: Federation, name: str) -> Iterator[None]:
-    """`name` stopped, and a hostile process with its TLS key (not its signing key) on its address."""
-    gw = fed.gateway(name)
+def hostile_provider(fed: Federation, name: str, gw: dict[str, Any] | None = None) -> Iterator[None]:
+    """`name` stopped, and a hostile process with its TLS key (not its signing key) on its address.
+
+    `gw`: the gateway's description, for one added after the federation started."""
+    gw = gw or fed.gateway(name)
     host, port = gw["external_address"].rsplit(":", 1)
     federation.stop_process(fed.dir, name)
     process = subprocess.Popen(
@@ -128,6 +134,41 @@ def test_a_hostile_peer_with_a_registered_tls_key_cannot_answer_a_client(short_f
         STARTUP_SECONDS,
         "gw-b to serve again",
     )
+
+
+def test_a_hostile_peer_with_a_revoked_registered_tls_key_cannot_answer_a_client(
+    short_fed: Federation,
+) -> None:
+    """The same with a gateway whose TLS certificate the CA has revoked: still gw-a's own fault."""
+    fed = short_fed
+    fed.wait_ready()
+    with joining_gateway(fed, "gw-f", SHADY, "Shady Office") as gw:
+        register_directly(fed, gw)
+        office = subsystem_of(gw)
+        service = ServiceId(
+            office.instance, office.member_class, office.member_code, office.subsystem_code, "getPerson", "v1"
+        )
+
+        def call(message_id: str | None = None) -> requests.Response:
+            body = soap_request(service, get_person_body(KNOWN_PERSON), message_id=message_id)
+            return post_soap(fed.internal_url("gw-a"), body)
+
+        wait_until(
+            lambda: faults.UNKNOWN_MEMBER not in call().text, refresh_seconds(fed) + 10, "gw-a to know gw-f"
+        )
+        revoked = xgate(
+            "pki", "revoke", str(fed.pki_dir), "--cert", gw["auth_cert"], "--reason", "keyCompromise"
+        )
+        assert revoked.returncode == 0, revoked.stderr
+        message_id = f"hostile-revoked-{uuid.uuid4()}"
+        with hostile_provider(fed, "gw-f", gw):
+            soap = call(message_id)
+
+    assert_soap_fault(soap, faults.CLIENT_PROXY_INVALID_SIGNATURE)
+    assert FORGED not in soap.text
+    outcome, digest = logged_response(fed, "gw-a", message_id)
+    assert outcome == faults.CLIENT_PROXY_INVALID_SIGNATURE
+    assert digest == hashlib.sha256(soap.content).hexdigest()
 
 
 def test_a_signed_request_captured_on_the_wire_is_served_once(fed: Federation) -> None:
