@@ -34,6 +34,7 @@ from gateway.crypto.certs import load_certificate_file
 from gateway.crypto.ocsp import OCSP_REQUEST_TYPE, build_ocsp_request
 from gateway.dev import federation
 from gateway.ids import ClientId, ServiceId
+from gateway.protocol.transport import TRANSPORT_MEDIA_TYPE, Direction, SoapPayload, decode_transport
 from gateway.proxy.certstatus import status_headers
 from gateway.serverconf.repository import ServerConfRepository
 from gateway.xmlsafe import parse_xml
@@ -303,8 +304,29 @@ class Fault:
     detail: str | None
 
 
+def signed_soap_fault(response: requests.Response) -> requests.Response:
+    """A provider gateway's signed fault (docs/security.md "Answers from peers") as the SOAP
+    fault inside it, the way the consumer passes it on; the transport reader checks its framing
+    and that the signature's manifest covers exactly these parts."""
+    assert response.status_code == 500, response.text[:500]
+    message = decode_transport(
+        response.headers["Content-Type"], response.content, max_bytes=2**24, direction=Direction.RESPONSE
+    )
+    assert isinstance(message.payload, SoapPayload), message.payload
+    inner = requests.Response()
+    inner.status_code = 500
+    inner.headers = requests.structures.CaseInsensitiveDict({"Content-Type": message.payload.content_type})
+    inner._content = message.payload.body
+    return inner
+
+
 def soap_fault(response: requests.Response) -> Fault:
-    """The SOAP 1.1 Fault of a response (SOAP 1.1 §4.4); fails the test when there is none."""
+    """The SOAP 1.1 Fault of a response (SOAP 1.1 §4.4); fails the test when there is none.
+
+    A provider gateway's own answer to a peer is signed: its fault is the one inside.
+    """
+    if response.headers.get("Content-Type", "").startswith(TRANSPORT_MEDIA_TYPE):
+        response = signed_soap_fault(response)
     assert response.status_code == 500, response.text[:500]
     assert response.headers["Content-Type"].startswith("text/xml"), response.headers["Content-Type"]
     envelope = parse_xml(response.content)

@@ -34,6 +34,21 @@ def header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class ServerTls:
+    """How to speak TLS to one server, where it differs from the transport's own default.
+
+    For agencies' services (their registration's settings, docs/security.md "Backend TLS"):
+    whether to check the server's certificate at all, which CAs to trust instead of the
+    system's (PEM), and a client certificate (and key file) for a server that requires one.
+    """
+
+    verify: bool = True
+    ca_pem: str | None = None
+    client_cert_path: str | None = None
+    client_key_path: str | None = None
+
+
+@dataclass(frozen=True)
 class OutboundRequest:
     method: str
     url: str
@@ -46,6 +61,8 @@ class OutboundRequest:
     """The answer is refused (ResponseTooLarge) past this many bytes, and never held beyond it."""
     connect_timeout_seconds: float | None = None
     """Establishing the connection alone; None leaves only the whole deadline."""
+    tls: ServerTls | None = None
+    """For an https URL: the TLS settings to use instead of the transport's default."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +88,11 @@ class OutboundResponse:
 
 
 class OutboundError(Exception):
-    """No usable answer: the server could not be reached or the exchange broke off; the message says how."""
+    """No usable answer: the server could not be reached or the exchange broke off; the message says how.
+
+    The message is plain words naming host:port and the kind of failure, never a library's
+    internals (it ends up in faults that clients read).
+    """
 
 
 class OutboundTimeout(OutboundError):
@@ -144,7 +165,7 @@ async def post_for(
     except ResponseTooLarge as exc:
         raise ExchangeFailed(f"answered more than {max_bytes} bytes") from exc
     except OutboundError as exc:
-        raise ExchangeFailed(f"at {url} unreachable: {exc!r}") from exc
+        raise ExchangeFailed(f"at {url} unreachable: {exc}") from exc
     if response.status != 200:
         raise ExchangeFailed(f"answered HTTP {response.status}")
     if response.media_type != answer_type:

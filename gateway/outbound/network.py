@@ -9,17 +9,23 @@ as bytes, never decompressed, where they are signed or forwarded.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import ssl
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from ssl import SSLContext
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 from cryptography import x509
 from multidict import CIMultiDict
 
 from gateway.crypto.certs import fingerprint_sha256
-from gateway.crypto.tls import peer_certificate
+from gateway.crypto.tls import backend_client_context, peer_certificate
+from gateway.lru import BoundedLru
 from gateway.outbound.interface import (
     BODYLESS_METHODS,
     InvalidUrl,
@@ -29,12 +35,17 @@ from gateway.outbound.interface import (
     OutboundTimeout,
     PeerNotRegistered,
     ResponseTooLarge,
+    ServerTls,
     Transport,
 )
 
 CONNECTIONS_PER_POOL: Final = 256
 """Open connections one pool keeps toward all its servers (aiohttp's default is 100): room for a
 busy node's concurrent exchanges before new ones queue for a connection instead of failing."""
+
+TLS_CONTEXTS_KEPT: Final = 64
+"""Distinct backend TLS settings whose SSL context is kept built: one per service with its own
+CA or client certificate; building one (loading a CA bundle, a key) costs about a millisecond."""
 
 
 async def read_at_most(stream: aiohttp.StreamReader, max_bytes: int) -> bytes | None:
@@ -103,12 +114,42 @@ class AiohttpTransport(Transport):
         self._owns_session = owns_session
         connector = session.connector
         self._pinning = connector if isinstance(connector, PinningConnector) else None
+        self._contexts: BoundedLru[tuple[ServerTls, tuple[int, ...]], SSLContext] = BoundedLru(
+            TLS_CONTEXTS_KEPT
+        )
+
+    def _ssl_for(self, request: OutboundRequest) -> SSLContext | bool:
+        """The request's own TLS settings as an SSL context (built once per settings and key files)."""
+        settings = request.tls
+        if settings is None or not request.url.lower().startswith("https:"):
+            return True  # the session's default
+        files = [path for path in (settings.client_cert_path, settings.client_key_path) if path]
+        try:
+            # A replaced certificate or key file is read again: its modification time is in the key.
+            key = (settings, tuple(os.stat(path).st_mtime_ns for path in files))
+            context = self._contexts.get(key)
+            if context is None:
+                context = backend_client_context(
+                    settings.verify,
+                    settings.ca_pem,
+                    Path(settings.client_cert_path) if settings.client_cert_path else None,
+                    Path(settings.client_key_path or settings.client_cert_path)
+                    if settings.client_cert_path
+                    else None,
+                )
+                self._contexts.put(key, context)
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            raise OutboundError(
+                f"{_address(request.url)}: the TLS settings cannot be used ({_reason(exc)})"
+            ) from exc
+        return context
 
     async def send(self, request: OutboundRequest) -> OutboundResponse:
         timeout = aiohttp.ClientTimeout(
             total=request.timeout_seconds, sock_connect=request.connect_timeout_seconds
         )
         body = request.body if request.body or request.method not in BODYLESS_METHODS else None
+        ssl_setting = self._ssl_for(request)
         try:
             async with self._session.request(
                 request.method,
@@ -117,6 +158,7 @@ class AiohttpTransport(Transport):
                 data=body,
                 timeout=timeout,
                 allow_redirects=False,
+                ssl=ssl_setting,
             ) as response:
                 peer = self._pinning.peer_certificate(response) if self._pinning is not None else None
                 limit = request.max_response_bytes
@@ -131,13 +173,62 @@ class AiohttpTransport(Transport):
         except TimeoutError as exc:
             raise OutboundTimeout(f"no answer within {request.timeout_seconds:g} s") from exc
         except aiohttp.InvalidURL as exc:
-            raise InvalidUrl(f"invalid URL: {exc}") from exc
+            raise InvalidUrl("invalid URL") from exc
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
-            raise OutboundError(f"{type(exc).__name__}: {exc}") from exc
+            raise OutboundError(describe_failure(request.url, exc)) from exc
 
     async def aclose(self) -> None:
         if self._owns_session:
             await self._session.close()
+
+
+def describe_failure(url: str, exc: BaseException) -> str:
+    """What went wrong, in plain words naming host:port: no library types, reprs or objects.
+
+    aiohttp's own messages show its `ConnectionKey(...)`, SSL context objects and argument
+    tuples; they go to faults that clients read, so they are replaced here (issue 9, hole 10).
+    """
+    address = _address(url)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"{address}: the server's TLS certificate was not accepted ({_reason(exc.certificate_error)})"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+        cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+        return f"{address}: the TLS handshake failed ({_reason(cause)})"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"{address}: the host name could not be resolved"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"{address}: cannot connect ({_reason(exc.os_error)})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"{address}: the server closed the connection without answering"
+    if isinstance(exc, aiohttp.ClientPayloadError | asyncio.IncompleteReadError):
+        return f"{address}: the answer broke off"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{address}: the answer is not valid HTTP"
+    if isinstance(exc, ssl.SSLError):
+        return f"{address}: TLS failed ({_reason(exc)})"
+    if isinstance(exc, OSError):
+        return f"{address}: the connection failed ({_reason(exc)})"
+    return f"{address}: the exchange failed"
+
+
+def _address(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return "the server"
+    return f"{parts.hostname}:{port}" if parts.hostname else "the server"
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, fixed-vocabulary reason: the TLS library's reason code or the OS error's name."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return exc.verify_message or "certificate verify failed"
+    if isinstance(exc, ssl.SSLError):
+        return (exc.reason or type(exc).__name__).replace("_", " ").lower()
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
+        return os.strerror(exc.errno).lower()
+    return type(exc).__name__
 
 
 def peer_transport(tls_context: SSLContext, pins: PinLookup) -> AiohttpTransport:

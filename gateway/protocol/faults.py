@@ -55,6 +55,8 @@ SERVER_PROXY_UNKNOWN_MEMBER: Final = "Server.ServerProxy.UnknownMember"
 SERVER_PROXY_OUTDATED_GLOBALCONF: Final = "Server.ServerProxy.OutdatedGlobalConf"
 SERVER_PROXY_LOGGING_FAILED: Final = "Server.ServerProxy.LoggingFailed"
 SERVER_PROXY_TIMESTAMPER_FAILED: Final = "Server.ServerProxy.LoggingFailed.TimestamperFailed"
+SERVER_PROXY_DUPLICATE_MESSAGE: Final = "Server.ServerProxy.DuplicateMessage"
+"""xgate's own (X-Road has none): a signed request already served within its freshness window."""
 
 # Server.ServerProxy.ServiceFailed.* : the provider's own service failed.
 SERVICE_FAILED: Final = "Server.ServerProxy.ServiceFailed"

@@ -3,7 +3,8 @@
 Handlers build an :class:`Answer` and the aiohttp edge turns it into a response in one place
 (`to_web`), so a path can also be run and checked without a server. A fault is a SOAP fault
 (SOAP 1.1 §4.4, HTTP 500) on the SOAP paths and a REST error body (PROTOCOL.md "REST protocol
-r1") on the REST paths; a provider gateway's unsigned fault reaches the client as it came.
+r1") on the REST paths. A provider gateway signs its faults (provider.py), and the consumer
+passes on only what verified (exchange.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from multidict import CIMultiDict
 
 from gateway.messagelog.record import Direction
 from gateway.outbound import Headers, header
-from gateway.protocol import faults, rest, soap
-from gateway.protocol.faults import XRoadFault, fault_detail_id
+from gateway.protocol import rest, soap
+from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import RestResponsePayload, SoapPayload
-from gateway.proxy.exchange import PeerError
 from gateway.proxy.records import ExchangeLog
 
 log = logging.getLogger(__name__)
@@ -80,36 +80,3 @@ def rest_answer(payload: RestResponsePayload) -> Answer:
     """The provider's signed REST answer with its fields, less those of the provider's connection."""
     fields = tuple((name, value) for name, value in payload.headers if name.lower() not in HOP_BY_HOP_FIELDS)
     return Answer(payload.status, fields, payload.body)
-
-
-def peer_error_answer(error: PeerError) -> Answer:
-    """A provider gateway's own fault goes to the client as it came."""
-    fields = [("Content-Type", error.content_type or "application/octet-stream")]
-    if error.xroad_error:
-        fields.append((rest.HEADER_ERROR, error.xroad_error))
-    return Answer(error.status, tuple(fields), error.body)
-
-
-def peer_rest_error_answer(error: PeerError, accept: str | None) -> Answer:
-    """A provider gateway's REST error, in the form this client's Accept asks for.
-
-    The client's Accept never reaches the provider's gateway, which answers in JSON; the
-    fault (code, message, detail id) is passed on unchanged, only its form follows the client.
-    """
-    fault = rest.parse_rest_error(error.body, error.content_type)
-    return peer_error_answer(error) if fault is None else rest_fault_answer(fault, accept)
-
-
-def peer_fault(error: PeerError) -> XRoadFault:
-    """The provider gateway's unsigned fault (SOAP fault or REST error body), as the log records it."""
-    rest_fault = rest.parse_rest_error(error.body, error.content_type)
-    if rest_fault is not None:
-        return rest_fault
-    try:
-        soap_fault = soap.parse_fault(error.body, error.content_type)
-    except XRoadFault:
-        soap_fault = None
-    if soap_fault is not None and soap_fault.code:
-        return XRoadFault(soap_fault.code, soap_fault.string, soap_fault.detail or fault_detail_id())
-    code = error.xroad_error or faults.SERVER_PROXY_INTERNAL_ERROR
-    return XRoadFault(code, f"the provider's gateway answered HTTP {error.status}")

@@ -16,13 +16,22 @@ from gateway.outbound import (
     OutboundResponse,
     OutboundTimeout,
     ResponseTooLarge,
+    ServerTls,
     Transport,
 )
 from gateway.protocol import faults
 from gateway.protocol.faults import XRoadFault
+from gateway.serverconf.model import BackendTls
 
 SOAP_PASSED_HEADERS: Final = ("Content-Type", "SOAPAction")
 """Only these reach a SOAP service (PROTOCOL.md "SOAP message protocol 4.0")."""
+
+
+def server_tls(settings: BackendTls) -> ServerTls:
+    """A service's registered TLS settings as the outbound interface takes them."""
+    return ServerTls(
+        settings.verify, settings.ca_bundle_pem, settings.client_cert_path, settings.client_key_path
+    )
 
 
 async def call_backend(
@@ -34,10 +43,21 @@ async def call_backend(
     *,
     timeout_seconds: float,
     max_bytes: int,
+    tls: BackendTls | None = None,
 ) -> OutboundResponse:
-    """One HTTP exchange with the service; redirects are not followed (PROTOCOL.md REST r1)."""
+    """One HTTP exchange with the service; redirects are not followed (PROTOCOL.md REST r1).
+
+    `tls`: the service's registered TLS settings for an https URL (docs/security.md "Backend
+    TLS"): verification on or off, a pinned CA, a client certificate for mutual TLS.
+    """
     request = OutboundRequest(
-        method, url, tuple(headers), body, timeout_seconds=timeout_seconds, max_response_bytes=max_bytes
+        method,
+        url,
+        tuple(headers),
+        body,
+        timeout_seconds=timeout_seconds,
+        max_response_bytes=max_bytes,
+        tls=server_tls(tls) if tls is not None else None,
     )
     try:
         return await transport.send(request)

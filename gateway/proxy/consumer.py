@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, SecurityServerId
 from gateway.messagelog.record import Direction, Side
+from gateway.outbound import header
 from gateway.protocol import faults, rest, soap
 from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import Payload, RestRequestPayload, RestResponsePayload, SoapPayload
@@ -24,16 +25,13 @@ from gateway.proxy import metadata
 from gateway.proxy.answers import (
     Answer,
     logged_fault,
-    peer_error_answer,
-    peer_fault,
-    peer_rest_error_answer,
     rest_answer,
     rest_fault_answer,
     soap_answer,
     soap_fault_answer,
     to_web,
 )
-from gateway.proxy.exchange import PeerError, SignedAnswer, exchange
+from gateway.proxy.exchange import SignedAnswer, exchange
 from gateway.proxy.records import ExchangeIds, ExchangeLog
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.proxy.steps import new_exchange_id, own_status, read_body, sign_payload
@@ -56,9 +54,6 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
     journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.CONSUMER)
     try:
         answer = await _serve_soap(runtime, journal, request)
-    except PeerError as error:
-        await journal.fault(Direction.RESPONSE, peer_fault(error), error.body, error.content_type)
-        answer = peer_error_answer(error)
     except XRoadFault as fault:
         answer = await logged_fault(journal, fault, soap_fault_answer(fault))
     except Exception:  # never a stack trace to the caller
@@ -86,14 +81,20 @@ async def _serve_soap(runtime: GatewayRuntime, journal: ExchangeLog, request: we
     )
     if not isinstance(answer.payload, SoapPayload):
         raise XRoadFault(faults.INCONSISTENT_RESPONSE, "the provider answered a SOAP request with REST")
+    fault: XRoadFault | None = None
     try:
         response = soap.parse_response(answer.payload.body, answer.payload.content_type)
-    except soap.ServiceFault:
-        response = None  # the service's own fault, signed by the provider: passed on as it is
+    except soap.ServiceFault as service_fault:
+        # The service's or the provider gateway's own fault, signed: passed on as it is; a
+        # gateway's fault code becomes the log record's outcome.
+        response = None
+        if _is_gateway_code(service_fault.code):
+            fault = XRoadFault(service_fault.code, service_fault.message, service_fault.detail)
     if response is not None:
+        answer.require_signer(message.service.provider.member)
         soap.check_response_consistency(message, response)
         check_request_hash(message, response)
-    await journal.signed(Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp)
+    await journal.signed(Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp, fault=fault)
     return soap_answer(answer.payload, is_fault=response is None)
 
 
@@ -103,9 +104,6 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
     journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.CONSUMER)
     try:
         answer = await _serve_rest(runtime, journal, request)
-    except PeerError as error:
-        await journal.fault(Direction.RESPONSE, peer_fault(error), error.body, error.content_type)
-        answer = peer_rest_error_answer(error, accept)
     except XRoadFault as fault:
         answer = await logged_fault(journal, fault, rest_fault_answer(fault, accept))
     except Exception:
@@ -142,13 +140,53 @@ async def _serve_rest(runtime: GatewayRuntime, journal: ExchangeLog, request: we
     answer = await _sign_log_send(
         runtime, journal, conf, call.client, call.service.provider, call.security_server, payload
     )
+    if isinstance(answer.payload, SoapPayload):
+        # A provider gateway's fault before it could tell the request was REST comes as a signed
+        # SOAP fault: its code, message and detail go on in this client's form, logged as sent.
+        raise _signed_soap_fault(answer.payload) or XRoadFault(
+            faults.INCONSISTENT_RESPONSE, "the provider answered a REST request with SOAP"
+        )
     if not isinstance(answer.payload, RestResponsePayload):
         raise XRoadFault(faults.INCONSISTENT_RESPONSE, "the provider answered a REST request with SOAP")
-    rest.check_rest_response_consistency(
-        call, answer.payload.headers, request_hash=rest.rest_request_hash(call)
-    )
-    await journal.signed(Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp)
+    fault = _gateway_fault(answer.payload)
+    if fault is None:
+        answer.require_signer(call.service.provider.member)
+    if fault is None or header(answer.payload.headers, rest.HEADER_ID) is not None:
+        # A gateway's fault before it could read the request has no identifiers to echo.
+        rest.check_rest_response_consistency(
+            call, answer.payload.headers, request_hash=rest.rest_request_hash(call)
+        )
+    await journal.signed(Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp, fault=fault)
     return rest_answer(answer.payload)
+
+
+def _signed_soap_fault(payload: SoapPayload) -> XRoadFault | None:
+    """A gateway's X-Road fault inside a verified SOAP answer, or None."""
+    try:
+        fault = soap.parse_fault(payload.body, payload.content_type)
+    except XRoadFault:
+        return None
+    if fault is None or not _is_gateway_code(fault.code):
+        return None
+    return (
+        XRoadFault(fault.code, fault.string, fault.detail)
+        if fault.detail
+        else XRoadFault(fault.code, fault.string)
+    )
+
+
+def _is_gateway_code(code: str) -> bool:
+    """An X-Road fault code (a gateway's), not a service's own `SOAP-ENV:Server` and the like."""
+    return code.startswith(("Server.", "Client.", "server.", "client."))
+
+
+def _gateway_fault(payload: RestResponsePayload) -> XRoadFault | None:
+    """The provider gateway's signed REST error (marked by `X-Road-Error`), as the log records it."""
+    code = header(payload.headers, rest.HEADER_ERROR)
+    if code is None:
+        return None
+    error = rest.parse_rest_error(payload.body, header(payload.headers, "Content-Type") or "")
+    return error if error is not None else XRoadFault(code[:200], f"HTTP {payload.status}")
 
 
 def authenticate_client(runtime: GatewayRuntime, client: ClientId, request: web.Request) -> None:

@@ -3,16 +3,22 @@
 Send the signed message over the peer transport (mutual TLS, pinned to the certificates the
 global configuration registers) to one of the provider's gateways, fastest first, failing
 over on connection errors; check the peer's certificate status and verify the signed answer.
-A peer's own error (a SOAP fault or a REST error body, unsigned) comes back as
-:class:`PeerError` for the handler to pass on.
+
+Nothing from the peer reaches the client unverified: a provider gateway signs its own faults
+like any answer, so an answer that is not a signed transport message, whatever its status or
+content type, or whose signature does not verify, becomes this gateway's own fault
+(`Server.ClientProxy.InvalidSignatureValue`, or the transport reader's code), worded here:
+the peer's text is never copied into it (docs/security.md "Answers from peers").
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.crypto.certs import member_of
 from gateway.globalconf.model import GlobalConf, SecurityServerInfo
 from gateway.ids import ClientId, SecurityServerId
 from gateway.outbound import (
@@ -23,7 +29,7 @@ from gateway.outbound import (
     PeerNotRegistered,
     ResponseTooLarge,
 )
-from gateway.protocol import faults, rest
+from gateway.protocol import faults
 from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import (
     TRANSPORT_MEDIA_TYPE,
@@ -35,17 +41,9 @@ from gateway.protocol.transport import (
 )
 from gateway.proxy.certstatus import AUTH_OCSP_HEADER, SIGNER_OCSP_HEADER
 from gateway.proxy.runtime import GatewayRuntime
-from gateway.proxy.steps import check_peer_status, verify_signed
+from gateway.proxy.steps import check_peer_status, verify_signature
 
-
-@dataclass(frozen=True)
-class PeerError(Exception):
-    """The provider's gateway answered with its own fault instead of a signed message."""
-
-    status: int
-    content_type: str
-    body: bytes
-    xroad_error: str | None
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,16 @@ class SignedAnswer:
     server: SecurityServerId
     signer_ocsp: bytes | None = None
     """The provider's OCSP response for its signing certificate, as checked: for the message log."""
+    signer: ClientId | None = None
+    """The member whose key signed it: the provider's, or for a gateway's own fault the server owner's."""
+
+    def require_signer(self, member: ClientId) -> None:
+        """An answer that is not a fault must be signed by the provider itself."""
+        if self.signer != member:
+            raise XRoadFault(
+                faults.CLIENT_PROXY_INVALID_SIGNATURE,
+                f"the answer of {self.server} is signed by {self.signer}, not by {member}",
+            )
 
     @property
     def payload(self) -> Payload:
@@ -132,10 +140,20 @@ def _answer(
     conf: GlobalConf,
     provider: ClientId,
 ) -> SignedAnswer:
-    """DESIGN.md step 8: the provider gateway's certificate status, its signature, the signer's status."""
+    """DESIGN.md step 8: the provider gateway's certificate status, its signature, the signer's status.
+
+    Any HTTP status is accepted with a signed message (a REST status travels signed inside it);
+    anything else is refused with a fault of this gateway's own words.
+    """
     content_type = response.content_type
     if not content_type.lower().startswith(TRANSPORT_MEDIA_TYPE):
-        raise PeerError(response.status, content_type, response.body, response.header(rest.HEADER_ERROR))
+        log.warning(
+            "unsigned answer from %s: HTTP %d, Content-Type %r", server.id, response.status, content_type[:80]
+        )
+        raise XRoadFault(
+            faults.CLIENT_PROXY_INVALID_SIGNATURE,
+            f"the answer of {server.id} (HTTP {response.status}) is not a signed message",
+        )
     check_peer_status(
         runtime.peer_status,
         response.header(AUTH_OCSP_HEADER),
@@ -145,14 +163,25 @@ def _answer(
         "provider gateway's TLS certificate",
     )
     max_bytes = runtime.config.max_message_bytes
-    message = decode_transport(content_type, response.body, max_bytes=max_bytes, direction=Direction.RESPONSE)
-    signer_cert = verify_signed(message, conf, provider.member, faults.CLIENT_PROXY_INVALID_SIGNATURE)
+    try:
+        message = decode_transport(
+            content_type, response.body, max_bytes=max_bytes, direction=Direction.RESPONSE
+        )
+    except XRoadFault as exc:  # its message may quote the peer's bytes: logged, not passed on
+        log.warning("malformed answer from %s: %s", server.id, exc.message)
+        raise XRoadFault(exc.code, f"the answer of {server.id} is not a well-formed signed message") from exc
+    # A gateway signs its own faults with the provider's key or, before it knows the provider
+    # (or when it does not host it), with its owner's; the caller requires the provider's key
+    # for anything that is not a fault (SignedAnswer.require_signer).
+    verified = verify_signature(
+        message, conf, (provider.member, server.id.owner), faults.CLIENT_PROXY_INVALID_SIGNATURE
+    )
     signer_ocsp = check_peer_status(
         runtime.peer_status,
         response.header(SIGNER_OCSP_HEADER),
-        signer_cert,
+        verified.signer_cert,
         conf,
         faults.CLIENT_PROXY_INVALID_SIGNATURE,
         "provider's signing certificate",
     )
-    return SignedAnswer(message, server.id, signer_ocsp)
+    return SignedAnswer(message, server.id, signer_ocsp, member_of(verified.signer_cert))

@@ -5,8 +5,10 @@ returns the answer as a value, so the aiohttp handler is a thin edge and tests c
 whole path in-process. The path: check the peer is a registered gateway, decode the
 transport message, then one of two paths, SOAP or REST: parse, check the caller hosts the
 client, verify the signature (`_admit`), check the service and the access rights, call the
-service, set the request hash, sign the answer. Faults go back unsigned (a SOAP fault or a
-REST error body) for the consumer to pass on.
+service, set the request hash, sign the answer. A fault is signed like an answer (a SOAP fault,
+or a REST error with the request's identifiers where they are known) so that the consumer can
+pass on only what verified; it goes unsigned only when this gateway cannot sign at all (no key,
+no status for its certificate), and the consumer then answers with a fault of its own.
 """
 
 from __future__ import annotations
@@ -45,15 +47,17 @@ from gateway.proxy.answers import Answer, logged_fault, rest_fault_answer, soap_
 from gateway.proxy.backend import SOAP_PASSED_HEADERS, call_backend
 from gateway.proxy.certstatus import AUTH_OCSP_HEADER, SIGNER_OCSP_HEADER
 from gateway.proxy.records import ExchangeIds, ExchangeLog
+from gateway.proxy.replay import expiry, replay_key
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.proxy.steps import (
+    MAX_SIGNING_TIME_SKEW_SECONDS,
     OwnStatus,
     check_peer_status,
     new_exchange_id,
     own_status,
     read_body,
     sign_payload,
-    verify_signed,
+    verify_signature,
 )
 from gateway.serverconf.model import ServiceConf, ServiceKind
 
@@ -84,11 +88,21 @@ async def handle_transport(request: web.Request) -> web.StreamResponse:
     return to_web(answer)
 
 
+@dataclass
+class _Known:
+    """What a fault's answer can say about the request, filled in as the path learns it."""
+
+    is_rest: bool = False
+    accept: str | None = None
+    provider: ClientId | None = None
+    call: rest.RestRequest | None = None
+
+
 async def serve(
     runtime: GatewayRuntime, peer_cert: x509.Certificate | None, headers: Headers, body: BodyReader
 ) -> Answer:
-    """One peer request, as received, to the answer that goes back (signed, or an unsigned fault)."""
-    is_rest = False
+    """One peer request, as received, to the answer that goes back: signed, faults included."""
+    known = _Known()
     journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.PROVIDER)
     try:
         conf = runtime.valid_globalconf(faults.SERVER_PROXY_OUTDATED_GLOBALCONF)
@@ -110,25 +124,71 @@ async def serve(
         )
         peer = _Peer(caller, header(headers, SIGNER_OCSP_HEADER))
         if isinstance(message.payload, SoapPayload):
-            answer, status = await _serve_soap(runtime, conf, peer, message, message.payload, journal)
+            answer, status = await _serve_soap(runtime, conf, peer, message, message.payload, journal, known)
         elif isinstance(message.payload, RestRequestPayload):
-            is_rest = True
-            answer, status = await _serve_rest(runtime, conf, peer, message, message.payload, journal)
+            known.is_rest, known.accept = True, header(message.payload.headers, "Accept")
+            answer, status = await _serve_rest(runtime, conf, peer, message, message.payload, journal, known)
         else:
             raise XRoadFault(faults.INVALID_CONTENT_TYPE, "a request must carry a SOAP or REST request")
         await journal.signed(LogDirection.RESPONSE, answer, ocsp_response=status.signer_ocsp)
         content_type, out = encode_transport(answer)
         return Answer(200, (*status.headers.items(), ("Content-Type", content_type)), out)
     except XRoadFault as fault:
-        return await logged_fault(journal, fault, _fault_answer(fault, is_rest))
+        return await _fault(runtime, journal, fault, known)
     except Exception:
         log.exception("unexpected error on the provider path")
         internal = XRoadFault(faults.SERVER_PROXY_INTERNAL_ERROR, "internal error")
-        return await logged_fault(journal, internal, _fault_answer(internal, is_rest))
+        return await _fault(runtime, journal, internal, known)
 
 
-def _fault_answer(fault: XRoadFault, is_rest: bool) -> Answer:
-    return rest_fault_answer(fault, None) if is_rest else soap_fault_answer(fault)
+async def _fault(runtime: GatewayRuntime, journal: ExchangeLog, fault: XRoadFault, known: _Known) -> Answer:
+    """The fault as a signed answer, logged as sent; unsigned only when this gateway cannot sign."""
+    plain = rest_fault_answer(fault, known.accept) if known.is_rest else soap_fault_answer(fault)
+    try:
+        signed, status = await _sign_fault(runtime, plain, known)
+    except XRoadFault as unsignable:
+        log.warning("fault %s [%s] goes unsigned: %s", fault.code, fault.detail, unsignable.message)
+        return await logged_fault(journal, fault, plain)
+    await journal.signed_fault(LogDirection.RESPONSE, signed, fault, status.signer_ocsp)
+    content_type, out = encode_transport(signed)
+    # The HTTP status says what the signed content says (the consumer reads only the content).
+    return Answer(plain.status, (*status.headers.items(), ("Content-Type", content_type)), out)
+
+
+async def _sign_fault(
+    runtime: GatewayRuntime, plain: Answer, known: _Known
+) -> tuple[TransportMessage, OwnStatus]:
+    """Signed with the provider's key where this gateway holds it, else with its owner's.
+
+    The configuration in hand is used even when it has expired: an OutdatedGlobalConf fault is
+    worth signing too, and the certificate status it needs does not depend on its age.
+    """
+    conf = runtime.globalconf_source.current
+    if conf is None:
+        raise XRoadFault(faults.SERVER_PROXY_INTERNAL_ERROR, "no global configuration to sign with")
+    owner = runtime.config.server_id.owner
+    members = [known.provider.member] if known.provider is not None else []
+    member = next((m for m in (*members, owner) if m in runtime.signers), None)
+    if member is None:
+        raise XRoadFault(faults.SERVER_PROXY_INTERNAL_ERROR, f"this gateway holds no signing key for {owner}")
+    status = own_status(
+        runtime,
+        conf,
+        member,
+        faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED,
+        faults.SERVER_PROXY_INTERNAL_ERROR,
+    )
+    payload: SoapPayload | RestResponsePayload
+    if known.is_rest:
+        ids = (
+            ()
+            if known.call is None
+            else rest.response_headers(known.call, rest.rest_request_hash(known.call))
+        )
+        payload = RestResponsePayload(plain.status, (*plain.headers, *ids), plain.body)
+    else:
+        payload = SoapPayload(plain.content_type, plain.body)
+    return await sign_payload(runtime.signers[member], payload), status
 
 
 def _authenticate_peer(cert: x509.Certificate | None, conf: GlobalConf) -> str:
@@ -160,8 +220,10 @@ async def _serve_soap(
     message: TransportMessage,
     payload: SoapPayload,
     journal: ExchangeLog,
+    known: _Known,
 ) -> tuple[TransportMessage, OwnStatus]:
     request = soap.parse_request(payload.body, payload.content_type)
+    known.provider = request.service.provider
     ids = ExchangeIds.of_soap(runtime.gateway_name, new_exchange_id(), Side.PROVIDER, request)
     signer, status = await _admit(runtime, conf, peer, message, ids, request.client, request.service, journal)
     if request.service.service_code in metadata.SOAP_METADATA_SERVICES:
@@ -190,6 +252,7 @@ async def _call_soap_service(
         request.raw,
         timeout_seconds=service.timeout_seconds,
         max_bytes=runtime.config.max_message_bytes,
+        tls=service.tls,
     )
     return SoapPayload(*_checked_soap_answer(request, answer))
 
@@ -236,6 +299,7 @@ async def _serve_rest(
     message: TransportMessage,
     payload: RestRequestPayload,
     journal: ExchangeLog,
+    known: _Known,
 ) -> tuple[TransportMessage, OwnStatus]:
     parsed = rest.parse_rest_request(
         payload.method,
@@ -246,6 +310,7 @@ async def _serve_rest(
         max_body_bytes=runtime.config.max_message_bytes,
     )
     call = parsed.request if isinstance(parsed, rest.RestMetadataRequest) else parsed
+    known.provider, known.call = call.service.provider, call
     ids = ExchangeIds.of_rest(runtime.gateway_name, new_exchange_id(), Side.PROVIDER, call)
     signer, status = await _admit(runtime, conf, peer, message, ids, call.client, call.service, journal)
     if isinstance(parsed, rest.RestMetadataRequest):
@@ -288,6 +353,7 @@ async def _call_rest_service(
         call.body,
         timeout_seconds=service.timeout_seconds,
         max_bytes=runtime.config.max_message_bytes,
+        tls=service.tls,
     )
     _check_rest_answer(answer)
     headers = [
@@ -329,16 +395,20 @@ async def _admit(
     """
     journal.identify(ids, service.provider)
     _check_caller_hosts_client(conf, peer.server, client)
-    signer_cert = verify_signed(message, conf, client.member, faults.SERVER_PROXY_INVALID_SIGNATURE)
+    verified = verify_signature(message, conf, (client.member,), faults.SERVER_PROXY_INVALID_SIGNATURE)
     signer_ocsp = check_peer_status(
         runtime.peer_status,
         peer.signer_ocsp_header,
-        signer_cert,
+        verified.signer_cert,
         conf,
         faults.SERVER_PROXY_INVALID_SIGNATURE,
         "consumer's signing certificate",
     )
     journal.check_ready()
+    if runtime.replay_guard is not None:  # once verified: only a real signature can claim a key
+        await runtime.replay_guard.admit(
+            replay_key(message, verified), expiry(verified, MAX_SIGNING_TIME_SKEW_SECONDS)
+        )
     await journal.signed(LogDirection.REQUEST, message, ocsp_response=signer_ocsp)
     signer = runtime.signer_for(service.provider.member, faults.SERVER_PROXY_INTERNAL_ERROR)
     status = own_status(

@@ -102,8 +102,12 @@ def signed_record(
     signature: MessageSignature,
     *,
     ocsp_response: bytes | None = None,
+    fault: XRoadFault | None = None,
 ) -> LogRecord:
     """The record of a message this gateway signed or received with a verified signature.
+
+    `fault`: the message is a gateway's signed fault (or a service's), whose code and detail
+    id the record's outcome shows.
 
     The record keeps each signed part as the manifest lists it (docs/transport.md): the
     `message` part as the message (SOAP as received, REST the body alone) and a REST head
@@ -131,6 +135,7 @@ def signed_record(
         proof_json=encode_proof(signature.leaf, signature.proof),
         ocsp_response=ocsp_response,
         rest_head=head[0].data if head else None,
+        **({} if fault is None else {"outcome": fault.code, "fault_detail": fault.detail}),
     )
 
 
@@ -191,13 +196,21 @@ class ExchangeLog:
             self._messagelog.check_timestamping(_TIMESTAMPER_FAILED[self._side])
 
     async def signed(
-        self, direction: Direction, message: TransportMessage, *, ocsp_response: bytes | None = None
+        self,
+        direction: Direction,
+        message: TransportMessage,
+        *,
+        ocsp_response: bytes | None = None,
+        fault: XRoadFault | None = None,
     ) -> None:
-        """Log a signed message; `ocsp_response` is its signer's, as attached (docs/transport.md)."""
+        """Log a signed message; `ocsp_response` is its signer's, as attached (docs/transport.md).
+
+        `fault`: the message is a signed fault; its code becomes the record's outcome.
+        """
         if self._messagelog is None or self.ids is None:
             return
         record = signed_record(
-            self.ids, direction, message.payload, message.signature, ocsp_response=ocsp_response
+            self.ids, direction, message.payload, message.signature, ocsp_response=ocsp_response, fault=fault
         )
         await self._messagelog.log(
             record,
@@ -210,11 +223,34 @@ class ExchangeLog:
         """Best effort: the fault goes to the client even if it cannot be logged (it carries no data)."""
         if self._messagelog is None:
             return
-        # A fault before the message could be read has no identifiers of its own.
-        ids = self.ids or ExchangeIds(
-            self._messagelog.gateway, str(uuid.uuid4()), self._side, MessageKind.SOAP, "", "", ""
-        )
+        record = fault_record(self._ids_or_blank(), direction, fault, body, content_type)
         try:
-            await self._messagelog.log(fault_record(ids, direction, fault, body, content_type), log_body=True)
+            await self._messagelog.log(record, log_body=True)
         except XRoadFault:
             log.warning("fault %s [%s] could not be logged", fault.code, fault.detail)
+
+    async def signed_fault(
+        self, direction: Direction, message: TransportMessage, fault: XRoadFault, ocsp_response: bytes | None
+    ) -> None:
+        """A fault this gateway signed, logged as sent; best effort like `fault`."""
+        if self._messagelog is None:
+            return
+        record = signed_record(
+            self._ids_or_blank(),
+            direction,
+            message.payload,
+            message.signature,
+            ocsp_response=ocsp_response,
+            fault=fault,
+        )
+        try:
+            await self._messagelog.log(record, log_body=True)
+        except XRoadFault:
+            log.warning("fault %s [%s] could not be logged", fault.code, fault.detail)
+
+    def _ids_or_blank(self) -> ExchangeIds:
+        """A fault before the message could be read has no identifiers of its own."""
+        assert self._messagelog is not None
+        return self.ids or ExchangeIds(
+            self._messagelog.gateway, str(uuid.uuid4()), self._side, MessageKind.SOAP, "", "", ""
+        )

@@ -36,7 +36,9 @@ from gateway.proxy import ownstatus
 from gateway.proxy.certstatus import PeerStatusChecker
 from gateway.proxy.ownstatus import OwnCertificateStatus, OwnStatusUnavailable
 from gateway.proxy.peers import PeerSelector
+from gateway.proxy.replay import PURGE_INTERVAL_SECONDS, ReplayGuard
 from gateway.serverconf.repository import ServerConfRepository, ServerConfSnapshot
+from gateway.serverconf.seen import SeenRequests
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ class GatewayRuntime:
     messagelog: MessageLog | None = None
     own_status: OwnCertificateStatus | None = None
     peer_status: PeerStatusChecker = field(default_factory=PeerStatusChecker)
+    replay_guard: ReplayGuard | None = None
+    """Refuses a signed request served before (proxy/replay.py), across the nodes sharing the database."""
     _trusted_pins: set[str] = field(default_factory=set)
     _federation_cas: set[str] = field(default_factory=set)
     _peer_context_cas: tuple[x509.Certificate, ...] = ()
@@ -102,6 +106,7 @@ class GatewayRuntime:
             auth_cert=load_certificate_file(config.auth_tls.cert),
             signing_certs=signing_certs,
         )
+        runtime.replay_guard = ReplayGuard(SeenRequests(repository.engine))
         settings = config.messagelog
         if settings is not None and settings.enabled:
             runtime.messagelog = MessageLog(
@@ -138,11 +143,14 @@ class GatewayRuntime:
         self._tasks.append(asyncio.create_task(self._poll_snapshot()))
         self._tasks.append(asyncio.create_task(self._poll_globalconf()))
         self._tasks.append(asyncio.create_task(self._keep_own_status()))
+        self._tasks.append(asyncio.create_task(self._purge_seen_requests()))
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.replay_guard is not None:
+            self.replay_guard.close()
         for signer in self.signers.values():
             await signer.aclose()
         if self.messagelog is not None:
@@ -177,6 +185,17 @@ class GatewayRuntime:
         self._peer_context_cas = cas
         if old is not None:
             asyncio.get_running_loop().create_task(old.aclose())
+
+    async def _purge_seen_requests(self) -> None:
+        """Forget replay keys whose requests are too old to be accepted by any node anyway."""
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+            if self.replay_guard is None:
+                continue
+            try:
+                await self.replay_guard.purge(utc_now)
+            except Exception:  # the table only grows until the next round; the check still holds
+                log.exception("purging expired replay keys failed")
 
     async def _poll_snapshot(self) -> None:
         loop = asyncio.get_running_loop()

@@ -17,7 +17,7 @@ from cryptography import x509
 
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import member_of
-from gateway.crypto.rootsig import SignatureVerificationError, verify_message_signature
+from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_message_signature
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId
 from gateway.outbound.network import read_at_most
@@ -79,10 +79,13 @@ async def sign_payload(signer: BatchSigner, payload: Payload) -> TransportMessag
     return TransportMessage(payload, signature)
 
 
-def verify_signed(
-    message: TransportMessage, conf: GlobalConf, expected_member: ClientId, fault_code: str
-) -> x509.Certificate:
-    """The signature is valid, chains to a federation CA and speaks for `expected_member`: its signer."""
+def verify_signature(
+    message: TransportMessage, conf: GlobalConf, expected_members: tuple[ClientId, ...], fault_code: str
+) -> VerifiedRoot:
+    """The signature is valid, fresh, chains to a federation CA and speaks for one of `expected_members`.
+
+    Returns what the signature vouches for (signer, signing time, root): the replay check's key.
+    """
     try:
         verified = verify_message_signature(
             message.signature.leaf, message.signature, conf.trusted_ca_certs()
@@ -93,9 +96,10 @@ def verify_signed(
     if skew > MAX_SIGNING_TIME_SKEW_SECONDS:
         raise XRoadFault(fault_code, f"the signing time is {skew:.0f} s away from this gateway's clock")
     signer = member_of(verified.signer_cert)
-    if signer != expected_member:
-        raise XRoadFault(fault_code, f"the message is signed by {signer}, not by {expected_member}")
-    return verified.signer_cert
+    if signer not in expected_members:
+        wanted = " or ".join(str(member) for member in dict.fromkeys(expected_members))
+        raise XRoadFault(fault_code, f"the message is signed by {signer}, not by {wanted}")
+    return verified
 
 
 def check_peer_status(

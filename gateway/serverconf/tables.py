@@ -34,6 +34,7 @@ __all__ = [
     "local_groups",
     "metadata",
     "rest_endpoints",
+    "seen_requests",
     "services",
     "subsystems",
 ]
@@ -203,3 +204,14 @@ keys: Final = sa.Table(
     sa.CheckConstraint("usage = 'auth' OR member_id IS NOT NULL", name="sign_key_member"),
 )
 """The gateway's own keys and certificates; the private keys stay in files (crypto/keys.py)."""
+
+seen_requests: Final = sa.Table(
+    "seen_requests",
+    metadata,
+    sa.Column("digest", sa.LargeBinary(32), primary_key=True),  # gateway.proxy.replay.replay_key
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Index("ix_seen_requests_expires_at", "expires_at"),
+)
+"""Signed requests the provider side has admitted, until their signature is too old to be served
+anyway (gateway.proxy.replay): shared by the nodes of one gateway, so a replay is refused by
+every node. Not configuration: rows come and go with traffic and never bump config_version."""
