@@ -30,7 +30,7 @@ from gateway.admin.api import AdminContext, make_admin_app, openapi_document
 from gateway.admin.keys import write_new_key
 from gateway.admin.roles import Role
 from gateway.crypto.certs import certificate_to_pem, fingerprint_sha256
-from gateway.crypto.keys import generate_key
+from gateway.crypto.keys import generate_key, save_private_key
 from gateway.ids import ClientId, SecurityServerId
 from gateway.serverconf.db import migrate
 from gateway.serverconf.openapi import parse_openapi
@@ -619,6 +619,44 @@ async def test_service_backend_enable_disable_and_remove(admin: Admin) -> None:
     status, _ = await admin.call("DELETE", service_path)
     assert status == 204
     assert admin.repository.snapshot().services == {}
+
+
+async def test_a_backend_client_certificate_is_checked_set_and_cleared(admin: Admin, tmp_path: Path) -> None:
+    """For backends that require mutual TLS: the files must load (key matching) before they are kept."""
+    await add_provider(admin)
+    await register_petstore(admin)
+    service_path = f"/api/v1/subsystems/{PROVIDER_PATH}/services/pets"
+    key = generate_key()
+    cert_file, key_file, other_key_file = tmp_path / "client.pem", tmp_path / "client.key", tmp_path / "o.key"
+    cert_file.write_bytes(certificate_to_pem(issue(pki.GatewayProfile(SERVER), key.public_key())))
+    save_private_key(key_file, key)
+    save_private_key(other_key_file, generate_key())
+
+    for bad in (
+        {"tls_client_cert_path": str(tmp_path / "missing.pem")},
+        {"tls_client_cert_path": str(cert_file)},  # no key in that file
+        {"tls_client_cert_path": str(cert_file), "tls_client_key_path": str(other_key_file)},
+        {"tls_client_key_path": str(key_file)},  # a key without its certificate
+    ):
+        status, body = await admin.call("PATCH", service_path, json=bad)
+        assert status == 400, (bad, body)
+        assert "Traceback" not in body["message"]
+    assert (
+        admin.repository.snapshot().services_of(ClientId.from_text(PROVIDER))[0].tls.client_cert_path is None
+    )
+
+    status, body = await admin.call(
+        "PATCH",
+        service_path,
+        json={"tls_client_cert_path": str(cert_file), "tls_client_key_path": str(key_file)},
+    )
+    assert status == 200, body
+    assert (body["tls_client_cert_path"], body["tls_client_key_path"]) == (str(cert_file), str(key_file))
+    tls = admin.repository.snapshot().services_of(ClientId.from_text(PROVIDER))[0].tls
+    assert (tls.client_cert_path, tls.client_key_path) == (str(cert_file), str(key_file))
+
+    status, body = await admin.call("PATCH", service_path, json={"tls_client_cert_path": None})
+    assert status == 200 and body["tls_client_cert_path"] is None and body["tls_client_key_path"] is None
 
 
 async def test_versioned_soap_services_are_addressed_with_the_version_parameter(admin: Admin) -> None:

@@ -280,6 +280,12 @@ def services_add_openapi(
 @click.option("--tls-verify/--no-tls-verify", default=None, help="Check the service's TLS certificate.")
 @click.option("--ca-file", type=_FILE, help="PEM CA certificates to trust for the service.")
 @click.option("--clear-ca", is_flag=True, help="Trust the system's CAs again.")
+@click.option(
+    "--client-cert",
+    help="PEM file on the gateway's host: its client certificate for a backend that requires mutual TLS.",
+)
+@click.option("--client-key", help="PEM file on the gateway's host: that certificate's key, if separate.")
+@click.option("--clear-client-cert", is_flag=True, help="Call the backend without a client certificate.")
 @json_option
 @pass_settings
 def services_set_backend(
@@ -292,11 +298,16 @@ def services_set_backend(
     tls_verify: bool | None,
     ca_file: Path | None,
     clear_ca: bool,
+    client_cert: str | None,
+    client_key: str | None,
+    clear_client_cert: bool,
     as_json: bool,
 ) -> None:
     """Change where and how the gateway calls SERVICE_CODE; what is not given stays."""
     if ca_file is not None and clear_ca:
         raise click.UsageError("give --ca-file or --clear-ca, not both")
+    if clear_client_cert and (client_cert or client_key):
+        raise click.UsageError("give --client-cert (and --client-key) or --clear-client-cert, not both")
     changes: dict[str, Any] = {}
     if backend_url is not None:
         changes["backend_url"] = backend_url
@@ -308,9 +319,15 @@ def services_set_backend(
         changes["tls_ca_pem"] = _read_text(ca_file)
     if clear_ca:
         changes["tls_ca_pem"] = None
+    if client_cert or client_key:
+        changes["tls_client_cert_path"] = client_cert
+        changes["tls_client_key_path"] = client_key
+    if clear_client_cert:
+        changes["tls_client_cert_path"] = None
     if not changes:
         raise click.UsageError(
-            "nothing to change: give --backend-url, --timeout, --tls-verify or a CA option"
+            "nothing to change: give --backend-url, --timeout, --tls-verify,"
+            " a CA or a client-certificate option"
         )
     result = settings.client().set_backend(client_id, service_code, version, **changes)
     emit(result, as_json, (*_SERVICE_COLUMNS, ("timeout_seconds", "timeout"), ("tls_verify", "tls verify")))

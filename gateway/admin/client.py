@@ -118,7 +118,8 @@ class AdminClient(MessageLogClient):
     def set_backend(
         self, client_id: str, service_code: str, version: str | None = None, **settings: Any
     ) -> dict[str, Any]:
-        """Settings: backend_url, timeout_seconds, tls_verify, tls_ca_pem (None clears it)."""
+        """Settings: backend_url, timeout_seconds, tls_verify, tls_ca_pem (None clears it),
+        tls_client_cert_path and tls_client_key_path (None clears both)."""
         path = self._service_path(client_id, service_code)
         result: dict[str, Any] = self._api("PATCH", path, json=settings, params=_version(version))
         return result

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ssl
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Final, Self
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from gateway.ids import ClientId, ServiceId
 from gateway.outbound import OutboundError, OutboundRequest, OutboundTimeout, ResponseTooLarge
 from gateway.outbound.network import service_transport
 from gateway.serverconf.access import Endpoint
+from gateway.serverconf.model import BackendTls
 from gateway.serverconf.openapi import parse_openapi
 from gateway.serverconf.repository import (
     ServerConfError,
@@ -59,6 +61,10 @@ class Service(Answer):
     timeout_seconds: float
     tls_verify: bool
     tls_ca_pem: str | None = Field(description="CA certificates (PEM) trusted for the backend.")
+    tls_client_cert_path: str | None = Field(
+        description="The gateway's client certificate (PEM) for a backend that requires mutual TLS."
+    )
+    tls_client_key_path: str | None = Field(description="Its private key, if not in the certificate's file.")
     enabled: bool
     disabled_notice: str | None
     description_source: str | None = Field(description="The URL the description came from, or `upload`.")
@@ -121,6 +127,15 @@ class BackendSettings(Body):
     tls_ca_pem: str | None = Field(
         None, description="CA certificates (PEM) for the backend; null or '' clears."
     )
+    tls_client_cert_path: str | None = Field(
+        None,
+        max_length=MAX_TEXT_LENGTH,
+        description="A PEM file on the gateway's host with its client certificate for a backend that "
+        "requires mutual TLS (and the key, unless tls_client_key_path is given); null or '' clears both.",
+    )
+    tls_client_key_path: str | None = Field(
+        None, max_length=MAX_TEXT_LENGTH, description="The client certificate's private key (PEM file)."
+    )
 
 
 class DisableNotice(Body):
@@ -137,6 +152,8 @@ def service_json(conf: ServiceConf) -> dict[str, Any]:
         "timeout_seconds": conf.timeout_seconds,
         "tls_verify": conf.tls.verify,
         "tls_ca_pem": conf.tls.ca_bundle_pem,
+        "tls_client_cert_path": conf.tls.client_cert_path,
+        "tls_client_key_path": conf.tls.client_key_path,
         "enabled": conf.enabled,
         "disabled_notice": conf.disabled_notice,
         "description_source": conf.description.source if conf.description else None,
@@ -321,8 +338,12 @@ async def set_backend(ctx: AdminContext, call: Call[ServicePath, BackendSettings
         if ca_pem is not None:
             load_certificates(ca_pem.encode())
         tls = dataclasses.replace(tls, ca_bundle_pem=ca_pem)
+    if "tls_client_cert_path" in given or "tls_client_key_path" in given:
+        tls = await _with_client_certificate(tls, body.tls_client_cert_path, body.tls_client_key_path)
     if not changes and tls == conf.tls:
-        raise invalid("give at least one of backend_url, timeout_seconds, tls_verify, tls_ca_pem")
+        raise invalid(
+            "give at least one of backend_url, timeout_seconds, tls_verify, tls_ca_pem, tls_client_cert_path"
+        )
     try:
         updated = dataclasses.replace(conf, tls=tls, **changes)
     except ValueError as exc:
@@ -332,6 +353,25 @@ async def set_backend(ctx: AdminContext, call: Call[ServicePath, BackendSettings
     if "tls_ca_pem" in given:
         details["tls_ca_pem"] = "set" if tls.ca_bundle_pem else "cleared"
     return Outcome(service_json(updated), 200, service.to_text(), details)
+
+
+async def _with_client_certificate(
+    tls: BackendTls, cert_path: str | None, key_path: str | None
+) -> BackendTls:
+    """`tls` with the client certificate for mutual TLS toward the backend, checked to load; "" clears."""
+    if not cert_path:
+        if key_path:
+            raise invalid("tls_client_key_path needs tls_client_cert_path")
+        return dataclasses.replace(tls, client_cert_path=None, client_key_path=None)
+    try:
+        # The files stay where they are (the gateway reads them when it connects): check now that
+        # they are there and that the key matches, rather than at the first call to the service.
+        await asyncio.to_thread(ssl.create_default_context().load_cert_chain, cert_path, key_path or None)
+    except ssl.SSLError as exc:
+        raise invalid(f"the client certificate does not load: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise invalid(f"the client certificate does not load: {exc.strerror or exc}") from None
+    return dataclasses.replace(tls, client_cert_path=cert_path, client_key_path=key_path or None)
 
 
 @TABLE.change(
