@@ -73,7 +73,7 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
 
 @pytest.fixture(scope="module")
 def messages(trust: Trust) -> list[LoggedMessage]:
-    return make_messages(trust, ocsp=b"\x30\x03\x0a\x01\x00")
+    return make_messages(trust)
 
 
 @pytest.fixture(scope="module")

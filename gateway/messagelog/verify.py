@@ -12,7 +12,9 @@ is suspect anyway):
   2. `prev_hash` is the previous record's hash: an inserted or reordered record breaks it;
   3. `record_hash` is recomputed from the content (gateway.messagelog.record.chain_hash):
      any edited field shows;
-  4. the stored body's SHA-256 is `message_sha256` (decrypting first, when a cipher is given);
+  4. the stored body's SHA-256 is `message_sha256` (decrypting first, when a cipher is given),
+     and every part `logged_parts` names is stored (INCOMPLETE: a body or REST head removed;
+     a record older than the field is counted in `legacy_records`, and only warned about);
   5. a signed record's manifest lists that body digest as its `message` part (and a REST
      record's head digest as its `rest-request`/`rest-response` part), the manifest's
      SHA-256 is the signature's leaf, the proof leads to the SignedRoot's root, and the
@@ -46,7 +48,8 @@ from gateway.crypto.hashtree import leaf_hash, node_hash
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_root_signature
 from gateway.messagelog.asice import PROOF_FORMAT, ContainerError, parse_manifest
 from gateway.messagelog.crypto_at_rest import BodyCipher, BodyDecryptionError
-from gateway.messagelog.record import chain_hash
+from gateway.messagelog.evidence import EvidenceError, check_parts_present
+from gateway.messagelog.record import LoggedPart, chain_hash
 from gateway.messagelog.stored import StoredRecord, StoredTimestamp
 from gateway.protocol.transport import MAX_PROOF_STEPS, PartName
 
@@ -74,6 +77,8 @@ class Problem(enum.StrEnum):
     SIGNATURE = "signature"  # the batch signature does not verify
     TIMESTAMP = "timestamp"  # the timestamp proof or token does not verify
     NOT_STAMPED = "not-stamped"  # the chain says it is stamped, the record has no timestamp
+    INCOMPLETE = "incomplete"  # a part the record says was logged is not stored
+    UNREADABLE = "unreadable"  # the row does not read back as a record (a column of the wrong type)
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class VerificationReport:
     signatures_verified: int  # distinct signed roots whose signature was checked
     tokens_verified: int  # distinct timestamp tokens checked with verify_token
     unstamped: int  # good records not (yet) timestamped
+    legacy_records: int = 0  # good records stored before `logged_parts`: completeness not checkable
 
     @property
     def ok(self) -> bool:
@@ -137,6 +143,7 @@ class ChainVerifier:
         self._trees = _KnownNodes(KNOWN_TREES)
         self.checked = 0
         self.unstamped = 0
+        self.legacy_records = 0
 
     @property
     def signatures_verified(self) -> int:
@@ -202,6 +209,23 @@ class ChainVerifier:
                 raise _Bad(Problem.BODY, str(exc)) from exc
         if body is not None and hashlib.sha256(body).hexdigest() != record.message_sha256:
             raise _Bad(Problem.BODY, "the stored body does not match message_sha256")
+        self._check_parts(stored)
+
+    def _check_parts(self, stored: StoredRecord) -> None:
+        """Every part the record says was logged is stored (issue 9, hole 5)."""
+        record = stored.record
+        if record.logged_parts is None:
+            self.legacy_records += 1
+            return
+        present = set()
+        if record.message is not None or stored.encrypted_body is not None:
+            present.add(LoggedPart.MESSAGE.value)
+        if record.rest_head is not None:
+            present.update(part.value for part in record.parts_present() if part is not LoggedPart.MESSAGE)
+        try:
+            check_parts_present([part.value for part in record.logged_parts], present)
+        except EvidenceError as exc:
+            raise _Bad(Problem.INCOMPLETE, str(exc)) from exc
 
     def _check_signature(self, stored: StoredRecord) -> None:
         record = stored.record

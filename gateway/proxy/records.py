@@ -131,7 +131,7 @@ def signed_record(
         proof_json=encode_proof(signature.leaf, signature.proof),
         ocsp_response=ocsp_response,
         rest_head=head[0].data if head else None,
-    )
+    ).with_parts_logged()
 
 
 def fault_record(
@@ -159,7 +159,7 @@ def fault_record(
         ocsp_response=None,
         outcome=fault.code,
         fault_detail=fault.detail,
-    )
+    ).with_parts_logged()
 
 
 class ExchangeLog:
