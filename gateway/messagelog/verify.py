@@ -193,6 +193,7 @@ class ChainVerifier:
             raise _Bad(Problem.BEYOND_HEAD, f"the chain's head is {self._head_seq}")
         if not hmac.compare_digest(stored.prev_hash, self._prev_hash):
             raise _Bad(Problem.NOT_LINKED, f"prev_hash is not the hash of record {stored.seq - 1}")
+        self._check_parts(stored)  # before the hash: a part removed is named as such, not as an edit
         if not hmac.compare_digest(chain_hash(stored.prev_hash, stored.record), stored.record_hash):
             raise _Bad(Problem.MODIFIED, "the record's content does not match its record_hash")
         self._check_body(stored)
@@ -209,7 +210,6 @@ class ChainVerifier:
                 raise _Bad(Problem.BODY, str(exc)) from exc
         if body is not None and hashlib.sha256(body).hexdigest() != record.message_sha256:
             raise _Bad(Problem.BODY, "the stored body does not match message_sha256")
-        self._check_parts(stored)
 
     def _check_parts(self, stored: StoredRecord) -> None:
         """Every part the record says was logged is stored (issue 9, hole 5)."""

@@ -121,6 +121,7 @@ class ContainerReport:
     body_included: bool = False
     warnings: tuple[str, ...] = ()
     signer_member: str | None = None
+    prev_hash: bytes | None = None
 
     @property
     def valid(self) -> bool:
@@ -192,6 +193,7 @@ def verify_container(
         body_included=MESSAGE_XML in files or MESSAGE_BIN in files,
         warnings=tuple(state.warnings),
         signer_member=state.signer_member,
+        prev_hash=state.prev_hash,
     )
 
 
@@ -200,6 +202,8 @@ def _run(name: str, step: Callable[[], str]) -> Check:
         return Check(name, True, step())
     except (_Failed, ValueError) as exc:  # ValueError: ContainerError and malformed values met while parsing
         return Check(name, False, str(exc))
+    except Exception as exc:  # a container is hostile input: whatever a parser raises is a failed check
+        return Check(name, False, f"{type(exc).__name__}: {exc}")
 
 
 class _Verification:
@@ -214,6 +218,7 @@ class _Verification:
         self.timestamped_at: dt.datetime | None = None
         self.warnings: list[str] = []
         self.signer_member: str | None = None
+        self.prev_hash: bytes | None = None
 
     def check_data_files(self) -> str:
         """Every file but mimetype and the manifest itself is listed, with its SHA-256, and nothing else."""
@@ -313,7 +318,7 @@ class _Verification:
             raise _Failed("record_hash is not SHA-256(prev_hash || content_digest)")
         self.content = content
         self._check_fields_describe_files(content)
-        self.record_hash = record_hash
+        self.record_hash, self.prev_hash = record_hash, prev_hash
         return f"record hash {record_hash.hex()} covers the files"
 
     def _check_fields_describe_files(self, content: Mapping[str, Any]) -> None:
