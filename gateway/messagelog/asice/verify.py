@@ -52,6 +52,7 @@ from gateway.crypto.certs import member_of
 from gateway.crypto.hashtree import DIGEST_SIZE
 from gateway.crypto.rootsig import SHA256_URI, SignatureVerificationError, VerifiedRoot, verify_root_signature
 from gateway.crypto.timestamp import TimestampError, verify_timestamp_token
+from gateway.lru import BoundedLru
 from gateway.messagelog.asice.build import (
     _asic_manifest,
     _record_json,
@@ -437,16 +438,13 @@ class _Verification:
         if not hmac.compare_digest(proof.leaf, self.record_hash):
             raise _Failed("the timestamp proof does not start at this record's hash")
         response = self._file(TIMESTAMP)
-        token = timestamp_token_of(response)
-        if response != timestamp_response(token):
-            raise _Failed(f"{TIMESTAMP} is not in the one form this format writes")
-        try:
-            self.timestamped_at = verify_timestamp_token(token, proof.root, trusted_tsa_certs, tsa_cas)
-        except TimestampError as exc:
-            raise _Failed(f"the timestamp token does not verify: {exc}") from exc
-        except Exception as exc:  # lazy ASN.1 and certificate parsing, as above
-            raise _Failed(f"the timestamp token does not verify: {type(exc).__name__}: {exc}") from exc
-        _check_carried_certificates(token, [*trusted_tsa_certs, *carried_anchors])
+        anchors = (tuple(trusted_tsa_certs), tuple(tsa_cas), tuple(carried_anchors))
+        key = (hashlib.sha256(response).digest(), proof.root, anchors)
+        cached = _stamped_roots.get(key)
+        if cached is None:
+            cached = _verify_timestamp_file(response, proof.root, trusted_tsa_certs, tsa_cas, carried_anchors)
+            _stamped_roots.put(key, cached)
+        self.timestamped_at = cached
         if (
             self.verified is not None
             and self.verified.signing_time > self.timestamped_at + SIGNING_CLOCK_SKEW
@@ -459,6 +457,34 @@ class _Verification:
             return self.files[name]
         except KeyError:
             raise _Failed(f"{name} is missing") from None
+
+
+def _verify_timestamp_file(
+    response: bytes,
+    root: bytes,
+    trusted_tsa_certs: Sequence[x509.Certificate],
+    tsa_cas: Sequence[x509.Certificate],
+    carried_anchors: Sequence[x509.Certificate],
+) -> dt.datetime:
+    """The genTime timestamp.tsr proves `root` at: its form, the token, the certificates it carries."""
+    token = timestamp_token_of(response)
+    if response != timestamp_response(token):
+        raise _Failed(f"{TIMESTAMP} is not in the one form this format writes")
+    try:
+        stamped_at = verify_timestamp_token(token, root, trusted_tsa_certs, tsa_cas)
+    except TimestampError as exc:
+        raise _Failed(f"the timestamp token does not verify: {exc}") from exc
+    except Exception as exc:  # lazy ASN.1 and certificate parsing, as above
+        raise _Failed(f"the timestamp token does not verify: {type(exc).__name__}: {exc}") from exc
+    _check_carried_certificates(token, [*trusted_tsa_certs, *carried_anchors])
+    return stamped_at
+
+
+STAMPED_CACHE_SIZE: Final = 256
+"""Timestamp files remembered as verified, per root and trust: one token covers a whole batch
+of records (hundreds of containers), so verifying a directory checks each token once."""
+
+_stamped_roots: BoundedLru[tuple[bytes, bytes, tuple[Any, ...]], dt.datetime] = BoundedLru(STAMPED_CACHE_SIZE)
 
 
 def _check_carried_certificates(token: bytes, anchors: Sequence[x509.Certificate]) -> None:
