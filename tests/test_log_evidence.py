@@ -478,3 +478,47 @@ def test_the_forged_files_are_also_refused_by_openssl_alone(
 
 
 _ = dt  # the module's times come from tests.test_asice.NOW
+
+
+async def append_forged(log: logsamples.SampleLog, *, by_provider: bool, ocsp_of_provider: bool) -> None:
+    """A request appended to the live log (and chained properly), signed and attested as told."""
+    key, cert = (
+        (log.trust.provider_key, log.trust.provider_cert)
+        if by_provider
+        else (log.trust.signer_key, log.trust.signer_cert)
+    )
+    signer = logsamples.BatchSigner(key, cert)
+    writer = logsamples.MessageLogWriter(log.engine, gateway=logsamples.GATEWAY, node=logsamples.NODE)
+    exchange = logsamples.ids("forged-1", "msg-forged-1")
+    ocsp = log.trust.ocsp(log.trust.provider_cert if ocsp_of_provider else log.trust.signer_cert)
+    try:
+        (record,) = await logsamples.signed(
+            signer, [(exchange, Direction.REQUEST, logsamples.soap_request(exchange))], ocsp
+        )
+        await writer.append(record)
+    finally:
+        await writer.aclose()
+        await signer.aclose()
+
+
+@pytest.mark.parametrize(
+    ("by_provider", "ocsp_of_provider", "problem", "evidence"),
+    [
+        (True, True, Problem.SIGNER, "signed by DEV/COM/2222, but a request must be signed by"),
+        (False, True, Problem.STATUS, "the response is about another certificate"),
+    ],
+)
+async def test_the_live_log_checks_who_signed_and_their_status(
+    tmp_path: Path, by_provider: bool, ocsp_of_provider: bool, problem: Problem, evidence: str
+) -> None:
+    log = await logsamples.build_log(tmp_path / "log")
+    try:
+        await append_forged(log, by_provider=by_provider, ocsp_of_provider=ocsp_of_provider)
+        bad = verify_sample(log).first_bad  # type: ignore[attr-defined]
+        assert (bad.seq, bad.problem) == (10, problem)
+        assert evidence in bad.reason
+        result = run("--database", log.url, "verify", *log.trust_options())
+        assert result.exit_code == 1
+        assert f"INVALID at record 10 ({problem.value})" in result.stdout
+    finally:
+        log.engine.dispose()

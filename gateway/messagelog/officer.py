@@ -26,7 +26,7 @@ from gateway.crypto.timestamp import verify_timestamp_token
 from gateway.globalconf import GlobalConf
 from gateway.messagelog.archive import ContainerTrust
 from gateway.messagelog.crypto_at_rest import BodyCipher
-from gateway.messagelog.evidence import status_policy
+from gateway.messagelog.evidence import DEFAULT_STATUS_POLICY, status_policy
 from gateway.messagelog.record import Direction
 from gateway.messagelog.store import MAX_SEARCH_LIMIT, ChainState, StoredRecord
 from gateway.messagelog.verify import BadRecord, ChainVerifier, Problem, TokenVerifier, VerificationReport
@@ -201,6 +201,9 @@ _STEP_OF: Final = {
     Problem.SIGNATURE: "signature",
     Problem.TIMESTAMP: "timestamp",
     Problem.NOT_STAMPED: "timestamp",
+    Problem.SIGNER: "signature",
+    Problem.IDENTIFIERS: "signature",
+    Problem.STATUS: "signature",
     Problem.INCOMPLETE: "content",
     Problem.UNREADABLE: "content",
 }
@@ -263,6 +266,7 @@ def record_status(
         trusted_cas=None if trust is None else trust.trusted_cas,
         verify_token=None if trust is None else token_verifier(trust),
         cipher=cipher,
+        status_policy=DEFAULT_STATUS_POLICY if trust is None else trust.status,
     )
     bad = verifier.check(stored)  # first: the texts below read what it verified
     found = (

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import begin_snapshot_read
+from gateway.messagelog.evidence import DEFAULT_STATUS_POLICY, StatusPolicy
 from gateway.messagelog.record import GENESIS_HASH
 from gateway.messagelog.store import UnreadableRecord, chain_state, read_chain
 from gateway.messagelog.verify import (
@@ -35,6 +36,7 @@ def verify_log(
     verify_token: TokenVerifier | None = None,
     cipher: BodyCipher | None = None,
     page_size: int = PAGE_SIZE,
+    status_policy: StatusPolicy = DEFAULT_STATUS_POLICY,
 ) -> VerificationReport:
     """Verify the (gateway, node) chain from where purging left it to its head.
 
@@ -56,6 +58,7 @@ def verify_log(
             trusted_cas=trusted_cas,
             verify_token=verify_token,
             cipher=cipher,
+            status_policy=status_policy,
         )
         bad = _feed(connection, verifier, gateway, node, after_seq=start_seq - 1, page_size=page_size)
     return VerificationReport(
