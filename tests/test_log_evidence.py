@@ -522,3 +522,71 @@ async def test_the_live_log_checks_who_signed_and_their_status(
         assert f"INVALID at record 10 ({problem.value})" in result.stdout
     finally:
         log.engine.dispose()
+
+
+def test_whose_signature_a_record_expects() -> None:
+    from gateway.messagelog.evidence import EvidenceError, expected_signer
+
+    service = "DEV/COM/2222/crm/getPerson/v1"
+    assert expected_signer("request", "DEV/GOV/1001/reg", service).to_text() == "DEV/GOV/1001"
+    assert expected_signer("response", "DEV/GOV/1001/reg", service).to_text() == "DEV/COM/2222"
+    for direction, client in (("sideways", "DEV/GOV/1001/reg"), ("request", ""), ("request", "no/such")):
+        with pytest.raises(EvidenceError):
+            expected_signer(direction, client, service)
+
+
+def test_a_responder_the_global_configuration_lists_is_pinned(trust: Trust) -> None:
+    """Listed responder certificates are the only delegates accepted; listed by URL, any the CA made."""
+    from gateway.globalconf import GlobalConf, TrustedCa
+    from gateway.globalconf.model import OcspResponder as ListedResponder
+    from gateway.messagelog.asice import verify_container
+    from gateway.messagelog.evidence import status_policy
+    from gateway.trust.ocsp_responder import OcspResponder
+    from gateway.trust.pki import OcspResponderProfile, RevocationStatus
+
+    def delegate(name: str) -> tuple[object, object]:
+        key = generate_key(KeyAlgorithm.EC)
+        return key, issue_certificate(trust.ca, OcspResponderProfile(name), key.public_key(), NOW)
+
+    (key, cert), (_, other_cert) = delegate("responder"), delegate("another responder")
+    responder = OcspResponder(
+        key,  # type: ignore[arg-type]
+        cert,  # type: ignore[arg-type]
+        trust.ca.certificate,
+        lambda _serial: RevocationStatus(OCSPCertStatus.GOOD),
+    )
+    from gateway.crypto.ocsp import build_ocsp_request
+
+    ocsp = responder.respond(
+        build_ocsp_request(trust.signer_cert, trust.ca.certificate), NOW - dt.timedelta(minutes=1)
+    )
+    container = stamped(trust, soap_request_record(trust, ocsp_response=ocsp))
+
+    def verdict(*listed: ListedResponder) -> list[str]:
+        ca_pem = trust.ca.certificate.public_bytes(serialization.Encoding.PEM).decode()
+        conf = GlobalConf(
+            instance="DEV",
+            version=1,
+            generated_at=NOW,
+            expires_at=NOW + dt.timedelta(days=1),
+            trusted_cas=(TrustedCa("test CA", ca_pem, listed),),
+        )
+        report = verify_container(
+            container,
+            trusted_cas=[trust.ca.certificate],
+            trusted_tsa_certs=[trust.tsa_cert],
+            status_policy=status_policy(conf),
+        )
+        return list(report.problems)
+
+    def pem(certificate: object) -> str:
+        return certificate.public_bytes(serialization.Encoding.PEM).decode()  # type: ignore[attr-defined]
+
+    assert verdict(ListedResponder("http://127.0.0.1:9/ocsp")) == []
+    assert verdict(ListedResponder("http://127.0.0.1:9/ocsp", pem(cert))) == []
+    (problem,) = verdict(ListedResponder("http://127.0.0.1:9/ocsp", pem(other_cert)))
+    assert problem == (
+        "certificate status: the OCSP response is signed by a responder the configuration does not list"
+    )
+    # A CA the configuration lists without any responder needs no status; one that has, does.
+    assert verdict() == []

@@ -34,6 +34,7 @@ from gateway.protocol import rest, soap
 from gateway.protocol.faults import XRoadFault
 
 REQUEST: Final = Direction.REQUEST.value
+RESPONSE: Final = Direction.RESPONSE.value
 MAX_HEAD_BYTES: Final = 1024 * 1024
 """A REST head is a request line and headers: aiohttp refuses more than ~8 KB per field; 1 MB is ample."""
 
@@ -48,15 +49,16 @@ class EvidenceError(ValueError):
 def expected_signer(direction: str, client: str, service: str) -> ClientId:
     """The member whose key must have signed: the client's for a request, the provider's for a
     response (X-Road: signing keys belong to members, certs.py)."""
+    if direction not in (REQUEST, RESPONSE):
+        raise EvidenceError(f"the record's direction {direction!r} is neither request nor response")
+    whose, text = ("client", client) if direction == REQUEST else ("service", service)
     try:
         if direction == REQUEST:
-            return ClientId.from_text(client).member
-        return ServiceId.from_text(service).provider.member
+            return ClientId.from_text(text).member
+        return ServiceId.from_text(text).provider.member
     except (IdentifierError, TypeError, AttributeError) as exc:
-        whose = "client" if direction == REQUEST else "service"
         raise EvidenceError(
-            f"the record's {whose} {str(client if whose == 'client' else service)!r} "
-            "is not an identifier to check the signer against"
+            f"the record's {whose} {text!r} is not an identifier to check the signer against"
         ) from exc
 
 
@@ -178,10 +180,11 @@ class StatusPolicy:
 
     `responders` maps a CA's SHA-256 fingerprint to the responder certificates the global
     configuration lists for it: a response for that CA's certificates must be signed by the CA
-    itself or one of them. For a CA not in `responders` (trust given as bare `--ca` files),
-    any responder RFC 6960 §4.2.2.2 authorises (the CA, or a certificate it issued for OCSP
-    signing) is accepted. A CA in `without_responder` runs no OCSP service (the configuration
-    lists none): its certificates need no status. Every other CA's do.
+    itself or one of them. For a CA not in `responders` (its responders are listed by URL only,
+    or trust was given as bare `--ca` files), any responder RFC 6960 §4.2.2.2 authorises (the
+    CA, or a certificate it issued for OCSP signing) is accepted, as the gateways accept it.
+    A CA in `without_responder` runs no OCSP service (the configuration lists none): its
+    certificates need no status. Every other CA's do.
     """
 
     freshness_seconds: float = DEFAULT_OCSP_FRESHNESS_SECONDS
@@ -197,11 +200,13 @@ def status_policy(conf: GlobalConf) -> StatusPolicy:
         ca_id = fingerprint_sha256(certificate)
         if not ca.ocsp_responders:
             without.add(ca_id)
-        responders[ca_id] = tuple(
+        listed = tuple(
             x509.load_pem_x509_certificate(responder.certificate.encode("ascii"))
             for responder in ca.ocsp_responders
             if responder.certificate is not None
         )
+        if listed:  # pinned; a responder listed by URL alone may be any the CA delegates to
+            responders[ca_id] = listed
     return StatusPolicy(conf.settings.ocsp_freshness_seconds, responders, frozenset(without))
 
 
