@@ -33,7 +33,23 @@ from gateway.ids import ClientId
 from gateway.trust import pki
 from gateway.trust.ocsp_responder import OcspResponder, OcspResponderError
 
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+NOW = _now()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _now_when_the_module_runs() -> None:
+    """The development CA issues certificates at the real time a fixture runs (valid from five
+    minutes before): verify at that time too, not at import, which in a long suite is minutes
+    earlier."""
+    global NOW
+    NOW = _now()
+
+
 HOUR = 3600
 NONCE = b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10"
 
@@ -92,9 +108,12 @@ def member(ours: Pki) -> pki.IssuedFiles:
 
 
 def ask(
-    responder: OcspResponder, certificate: x509.Certificate, issuer: x509.Certificate, now: dt.datetime = NOW
+    responder: OcspResponder,
+    certificate: x509.Certificate,
+    issuer: x509.Certificate,
+    now: dt.datetime | None = None,
 ) -> bytes:
-    return responder.respond(build_ocsp_request(certificate, issuer, nonce=NONCE), now)
+    return responder.respond(build_ocsp_request(certificate, issuer, nonce=NONCE), now or NOW)
 
 
 def openssl_status(pki_: Pki, response: bytes, certificate_path: Path, tmp_path: Path) -> str:
