@@ -835,3 +835,12 @@ def test_proofs_have_one_canonical_form(messages: list[LoggedMessage]) -> None:
         decode_proof(json.dumps(json.loads(text), indent=1))
     with pytest.raises(ValueError, match="do not lead"):
         decode_proof(text.replace(document.root.hex(), bytes(32).hex()))
+
+
+def test_a_local_header_that_disagrees_with_the_directory_is_refused(trust: Trust, container: bytes) -> None:
+    """zipfile reads the central directory, `unzip` may read the local headers: both must agree."""
+    with zipfile.ZipFile(io.BytesIO(container)) as archive:
+        info = archive.getinfo(SIGNATURE)
+    changed = bytearray(container)
+    changed[info.header_offset + 20] ^= 0x01  # the local header's compressed size
+    assert "its local header and the directory disagree" in zip_problem(trust, bytes(changed))
