@@ -17,14 +17,17 @@ from pathlib import Path
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from lxml import etree
 
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.globalconf import GlobalConf, TimestampingAuthority, TrustedCa
+from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.archive import ContainerTrust
 from gateway.messagelog.db import create_engine, migrate
 from gateway.messagelog.record import Direction, LogRecord, MessageKind, Side
 from gateway.messagelog.store import MessageLogWriter
 from gateway.messagelog.timestamping import BatchTimestamper
+from gateway.protocol import soap
 from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import (
     Payload,
@@ -45,24 +48,50 @@ SERVICE = "DEV/COM/2222/crm/getPerson/v1"
 REST_SERVICE = "DEV/COM/2222/crm/persons"
 USER = "EE38001010000"
 
-SOAP_REQUEST = SoapPayload(
-    "text/xml; charset=utf-8",
-    b'<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">'
-    b"<s:Body><getPerson><id>38001010000</id></getPerson></s:Body></s:Envelope>",
-)
-SOAP_RESPONSE = SoapPayload(
-    "text/xml; charset=utf-8",
-    b'<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">'
-    b"<s:Body><getPersonResponse><name>Mari Maasikas</name></getPersonResponse></s:Body></s:Envelope>",
-)
+
+def soap_request(exchange: ExchangeIds) -> SoapPayload:
+    """A SOAP request whose X-Road header names the exchange's client, service and message id."""
+    body = etree.fromstring(b"<getPerson><id>38001010000</id></getPerson>")
+    message = soap.build_request(
+        ClientId.from_text(exchange.client),
+        ServiceId.from_text(exchange.service),
+        body,
+        message_id=exchange.message_id,
+        user_id=exchange.user_id,
+    )
+    return SoapPayload("text/xml; charset=utf-8", message)
+
+
+def soap_response(exchange: ExchangeIds) -> SoapPayload:
+    """The provider's answer to :func:`soap_request`, echoing its header."""
+    request = soap.parse_request(soap_request(exchange).body, "text/xml")
+    body = etree.fromstring(b"<getPersonResponse><name>Mari Maasikas</name></getPersonResponse>")
+    return SoapPayload("text/xml; charset=utf-8", soap.build_response(request, body))
+
+
 REST_REQUEST = RestRequestPayload(
     "POST",
     "/r1/DEV/COM/2222/crm/persons",
     "source=register",
-    (("Content-Type", "application/json"), ("X-Road-UserId", USER), ("Accept", "application/json")),
+    (
+        ("Content-Type", "application/json"),
+        ("X-Road-UserId", USER),
+        ("Accept", "application/json"),
+        ("X-Road-Client", CLIENT),
+        ("X-Road-Id", "msg-rest-1"),
+    ),
     b'{"name": "Mari Maasikas"}',
 )
-REST_RESPONSE = RestResponsePayload(201, (("Content-Type", "application/json"),), b'{"id": 42}')
+REST_RESPONSE = RestResponsePayload(
+    201,
+    (
+        ("Content-Type", "application/json"),
+        ("X-Road-Client", CLIENT),
+        ("X-Road-Service", REST_SERVICE),
+        ("X-Road-Id", "msg-rest-1"),
+    ),
+    b'{"id": 42}',
+)
 FAULT_BODY = b'{"type": "Server.ServerProxy.AccessDenied", "message": "no", "detail": "f-1"}'
 
 
@@ -119,13 +148,17 @@ def ids(
     )
 
 
-async def signed(signer: BatchSigner, items: list[tuple[ExchangeIds, Direction, Payload]]) -> list[LogRecord]:
-    """Records of messages signed together, as concurrent requests are: one batch, one root."""
+async def signed(
+    signer: BatchSigner, items: list[tuple[ExchangeIds, Direction, Payload]], ocsp: bytes | None = None
+) -> list[LogRecord]:
+    """Records of messages signed together, as concurrent requests are: one batch, one root.
+
+    `ocsp` is the signer's OCSP response, attached to each record as the proxy attaches it."""
     signatures = await asyncio.gather(
         *(signer.sign(manifest_digest(signed_parts(payload))) for _, _, payload in items)
     )
     return [
-        signed_record(exchange, direction, payload, signature)
+        signed_record(exchange, direction, payload, signature, ocsp_response=ocsp)
         for (exchange, direction, payload), signature in zip(items, signatures, strict=True)
     ]
 
@@ -143,6 +176,8 @@ async def build_log(directory: Path, trust: Trust | None = None) -> SampleLog:
     migrate(url)
     engine = create_engine(url)
     signer = BatchSigner(trust.signer_key, trust.signer_cert)
+    provider = BatchSigner(trust.provider_key, trust.provider_cert)
+    client_ocsp, provider_ocsp = trust.ocsp(trust.signer_cert), trust.ocsp(trust.provider_cert)
     writer = MessageLogWriter(engine, gateway=GATEWAY, node=NODE)
     try:
         soap = ids("soap-1", "msg-soap-1")
@@ -152,20 +187,22 @@ async def build_log(directory: Path, trust: Trust | None = None) -> SampleLog:
         first = await signed(
             signer,
             [
-                (soap, Direction.REQUEST, SOAP_REQUEST),
+                (soap, Direction.REQUEST, soap_request(soap)),
                 (rest, Direction.REQUEST, REST_REQUEST),
-                (other, Direction.REQUEST, SOAP_REQUEST),
-                (fault, Direction.REQUEST, SOAP_REQUEST),
+                (other, Direction.REQUEST, soap_request(other)),
+                (fault, Direction.REQUEST, soap_request(fault)),
             ],
+            client_ocsp,
         )
         first[2] = first[2].without_body()
         second = await signed(
-            signer,
+            provider,
             [
-                (soap, Direction.RESPONSE, SOAP_RESPONSE),
+                (soap, Direction.RESPONSE, soap_response(soap)),
                 (rest, Direction.RESPONSE, REST_RESPONSE),
-                (other, Direction.RESPONSE, SOAP_RESPONSE),
+                (other, Direction.RESPONSE, soap_response(other)),
             ],
+            provider_ocsp,
         )
         denied = XRoadFault("Server.ServerProxy.AccessDenied", "no access right", "f-1")
         refused = fault_record(fault, Direction.RESPONSE, denied, FAULT_BODY, "application/json")
@@ -175,9 +212,11 @@ async def build_log(directory: Path, trust: Trust | None = None) -> SampleLog:
             engine, gateway=GATEWAY, node=NODE, stamp=functools.partial(openssl_stamp, trust)
         )
         assert await stamper.run_once() == 8
-        (late,) = await signed(signer, [(ids("late-1", "msg-late-1"), Direction.REQUEST, SOAP_REQUEST)])
+        late_ids = ids("late-1", "msg-late-1")
+        (late,) = await signed(signer, [(late_ids, Direction.REQUEST, soap_request(late_ids))], client_ocsp)
         await writer.append(late)
     finally:
         await writer.aclose()
         await signer.aclose()
+        await provider.aclose()
     return SampleLog(url, engine, trust, directory)

@@ -33,7 +33,6 @@ from gateway.messagelog.archive import (
     verify_archive_chain,
 )
 from gateway.messagelog.asice import encode_proof
-from gateway.messagelog.db import create_engine, migrate
 from gateway.messagelog.store import ChainArchive, StoredRecord, StoredTimestamp
 from tests.test_asice import NOW, Trust, make_messages, make_trust
 from tests.test_verification_doc import doc_script
@@ -315,7 +314,7 @@ def test_a_changed_container_is_found(trust: Trust, stored: list[StoredRecord], 
 
     rewrite_archive(paths[0], reindex)
     problems = verify_archive_chain(paths, trust=container_trust(trust)).problems
-    assert any(problem.startswith(f"{paths[0].name}: {name}: ") for problem in problems)
+    assert any(problem.startswith(f"{paths[0].name}: {name}: ") for problem in problems), problems
     assert any(problem.startswith(f"{paths[1].name}: names ") for problem in problems)
 
 
@@ -334,25 +333,20 @@ def test_unsafe_archives_are_refused(stored: list[StoredRecord], tmp_path: Path)
 
 
 async def test_records_from_the_real_store_archive_and_verify(tmp_path: Path) -> None:
-    """SQLite log, records signed in one batch, stamped by `openssl ts`, archived, verified."""
-    store_tests = pytest.importorskip("tests.test_messagelog_store")
-    log_trust = store_tests.make_trust(tmp_path / "trust")
-    url = f"sqlite:///{tmp_path / 'messagelog.db'}"
-    migrate(url)
-    engine = create_engine(url)
+    """SQLite log of the proxy's own records (tests/logsamples.py), stamped by `openssl ts`,
+    archived, and every container verified: signers, identifiers, OCSP status included."""
+    logsamples = pytest.importorskip("tests.logsamples")
+    sample = await logsamples.build_log(tmp_path / "log")
     try:
-        await store_tests.append_all(engine, store_tests.signed_records(log_trust, range(5)))
-        await store_tests.stamp_all(engine, log_trust)
-        source = ChainArchive(engine, store_tests.GATEWAY, store_tests.NODE)
-        paths = Archiver(source, tmp_path / "archives", batch_size=3, clock=ticking_clock()).archive_pending()
+        source = ChainArchive(sample.engine, logsamples.GATEWAY, logsamples.NODE)
+        paths = Archiver(source, tmp_path / "archives", batch_size=5, clock=ticking_clock()).archive_pending()
         assert len(paths) == 2
-        assert source.records_to_archive(10) == []
-        trust = ContainerTrust([log_trust.ca], [log_trust.tsa_cert])
-        report = verify_archive_chain(paths, trust=trust)
+        assert source.records_to_archive(10) == []  # only stamped records: the 9th waits
+        report = verify_archive_chain(paths, trust=sample.container_trust)
         assert report.valid, report.problems
-        assert [check.containers for check in report.archives] == [3, 2]
+        assert [check.containers for check in report.archives] == [5, 3]
     finally:
-        engine.dispose()
+        sample.engine.dispose()
 
 
 # --- the documented hand check -------------------------------------------------------------

@@ -23,13 +23,16 @@ import pytest
 from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.ocsp import OCSPCertStatus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lxml import etree
 
 from gateway.crypto.hashtree import build_tree
 from gateway.crypto.keys import KeyAlgorithm, PrivateKey, generate_key
+from gateway.crypto.ocsp import build_ocsp_request
 from gateway.crypto.rootsig import RootSigner
-from gateway.ids import ClientId
+from gateway.ids import ClientId, ServiceId
 from gateway.messagelog import asice
 from gateway.messagelog.asice import (
     ASIC_MANIFEST,
@@ -56,6 +59,7 @@ from gateway.messagelog.asice import build as asice_build
 from gateway.messagelog.asice import proof as asice_proof
 from gateway.messagelog.asice import verify as asice_verify
 from gateway.messagelog.record import GENESIS_HASH, Direction, LogRecord, MessageKind, Side, chain_hash
+from gateway.protocol import soap
 from gateway.protocol.transport import (
     Payload,
     RestRequestPayload,
@@ -64,10 +68,12 @@ from gateway.protocol.transport import (
     manifest_digest,
     signed_parts,
 )
+from gateway.trust.ocsp_responder import OcspResponder
 from gateway.trust.pki import (
     CaSettings,
     CertificateAuthority,
     MemberSigningProfile,
+    RevocationStatus,
     TsaProfile,
     build_ca_certificate,
     issue_certificate,
@@ -76,21 +82,34 @@ from gateway.trust.pki import (
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=123000)
 GATEWAY = "DEV/GOV/1001/ss1"
 
-SOAP_REQUEST = SoapPayload(
-    "text/xml; charset=utf-8",
-    b'<?xml version="1.0"?><SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/">'
-    b"<SOAP-ENV:Body><getPerson><id>7</id></getPerson></SOAP-ENV:Body></SOAP-ENV:Envelope>",
-)
+CLIENT = "DEV/GOV/1001/reg"
+SERVICE = "DEV/COM/2222/crm/getPerson/v1"
+REST_SERVICE = "DEV/COM/2222/crm/persons"
+
+
+def _soap(body: bytes, message_id: str, *, response: bool = False) -> bytes:
+    """An X-Road SOAP message whose header names CLIENT, SERVICE and `message_id`."""
+    client, service = ClientId.from_text(CLIENT), ServiceId.from_text(SERVICE)
+    request = soap.build_request(
+        client, service, etree.fromstring(b"<getPerson/>"), message_id=message_id, user_id="EE30101010007"
+    )
+    if response:
+        request = soap.build_response(soap.parse_request(request, "text/xml"), etree.fromstring(b"<x/>"))
+    start = b"<x/>" if response else b"<getPerson/>"
+    assert start in request
+    return request.replace(start, body)
+
+
+SOAP_REQUEST = SoapPayload("text/xml; charset=utf-8", _soap(b"<getPerson><id>7</id></getPerson>", "m0"))
 SOAP_RESPONSE = SoapPayload(
     "text/xml; charset=utf-8",
-    b'<?xml version="1.0"?><SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/">'
-    b"<SOAP-ENV:Body><getPersonResponse><name>J\xc3\xbcri</name></getPersonResponse></SOAP-ENV:Body>"
-    b"</SOAP-ENV:Envelope>",
+    _soap("<getPersonResponse><name>Jüri</name></getPersonResponse>".encode(), "m3", response=True),
 )
 SOAP_WITH_ATTACHMENT = SoapPayload(
     'multipart/related; type="text/xml"; boundary="MIME_boundary"; start="<soap@x>"',
-    b"--MIME_boundary\r\nContent-Type: text/xml\r\nContent-ID: <soap@x>\r\n\r\n<Envelope/>\r\n"
-    b"--MIME_boundary\r\nContent-Type: application/octet-stream\r\n\r\n"
+    b"--MIME_boundary\r\nContent-Type: text/xml\r\nContent-ID: <soap@x>\r\n\r\n"
+    + _soap(b"<getPerson><id>9</id></getPerson>", "m2")
+    + b"\r\n--MIME_boundary\r\nContent-Type: application/octet-stream\r\n\r\n"
     + bytes(range(256)) * 4
     + b"\r\n--MIME_boundary--\r\n",
 )
@@ -98,7 +117,12 @@ REST_POST = RestRequestPayload(
     "POST",
     "/r1/DEV/COM/2222/crm/persons",
     "",
-    (("Content-Type", "application/json; charset=utf-8"), ("X-Road-UserId", "Jüri Õun")),
+    (
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("X-Road-Client", CLIENT),
+        ("X-Road-Id", "m1"),
+        ("X-Road-UserId", "Jüri Õun"),
+    ),
     '{"name": "Jüri"}'.encode(),
 )
 FAULT = SoapPayload(
@@ -136,6 +160,16 @@ class Trust:
     tsa_key: PrivateKey
     tsa_cert: x509.Certificate
     directory: Path
+    provider_key: PrivateKey
+    provider_cert: x509.Certificate
+
+    def ocsp(self, certificate: x509.Certificate, status: OCSPCertStatus = OCSPCertStatus.GOOD) -> bytes:
+        """The CA's own OCSP answer about `certificate`, as of a minute before the signing time."""
+        responder = OcspResponder(
+            self.ca.key, self.ca.certificate, self.ca.certificate, lambda _serial: RevocationStatus(status)
+        )
+        request = build_ocsp_request(certificate, self.ca.certificate)
+        return responder.respond(request, NOW - dt.timedelta(minutes=1))
 
     @property
     def ca_pem(self) -> Path:
@@ -162,8 +196,11 @@ def make_trust(directory: Path) -> Trust:
     signer_cert = issue_certificate(ca, MemberSigningProfile(member), signer_key.public_key(), NOW)
     tsa_key = generate_key(KeyAlgorithm.EC)
     tsa_cert = issue_certificate(ca, TsaProfile(), tsa_key.public_key(), NOW)
+    provider_key = generate_key(KeyAlgorithm.EC)
+    provider = ClientId("DEV", "COM", "2222")
+    provider_cert = issue_certificate(ca, MemberSigningProfile(provider), provider_key.public_key(), NOW)
     directory.mkdir(parents=True, exist_ok=True)
-    trust = Trust(ca, signer_key, signer_cert, tsa_key, tsa_cert, directory)
+    trust = Trust(ca, signer_key, signer_cert, tsa_key, tsa_cert, directory, provider_key, provider_cert)
     trust.ca_pem.write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
     trust.tsa_pem.write_bytes(tsa_cert.public_bytes(serialization.Encoding.PEM))
     (directory / "tsa.key").write_bytes(
@@ -206,8 +243,8 @@ def _record(
         kind=MessageKind.REST if isinstance(payload, RestRequestPayload) else MessageKind.SOAP,
         logged_at=NOW,
         message_id=message_id,
-        client="DEV/GOV/1001/reg",
-        service="DEV/COM/2222/crm/getPerson/v1",
+        client=CLIENT,
+        service=REST_SERVICE if isinstance(payload, RestRequestPayload) else SERVICE,
         user_id="EE30101010007",
         issue=None,
         represented_party=None,
@@ -218,32 +255,37 @@ def _record(
         proof_json=proof_json,
         ocsp_response=None,
         outcome=outcome,
-    )
+    ).with_parts_logged()
 
 
-def make_messages(trust: Trust, ocsp: bytes | None = None) -> list[LoggedMessage]:
-    """Five logged messages of one chain, four of them signed in one batch, all stamped in one.
+def make_messages(trust: Trust) -> list[LoggedMessage]:
+    """Five logged messages of one chain, all stamped in one batch.
 
     0: SOAP request (message.xml), 1: REST request with its head (message.bin, rest-request.json),
-    2: SOAP with an attachment (message.bin), 3: SOAP response with body logging off,
-    4: a fault the gateway logged unsigned.
+    2: SOAP with an attachment (message.bin), all three signed in one batch by the client's
+    member; 3: SOAP response with body logging off, signed by the provider's member; 4: a fault
+    the gateway logged unsigned. Each signed record carries its signer's OCSP response.
     """
-    payloads: list[tuple[Payload, Direction]] = [
-        (SOAP_REQUEST, Direction.REQUEST),
-        (REST_POST, Direction.REQUEST),
-        (SOAP_WITH_ATTACHMENT, Direction.REQUEST),
-        (SOAP_RESPONSE, Direction.RESPONSE),
-    ]
-    leaves = [manifest_digest(signed_parts(payload)) for payload, _ in payloads]
+    requests: list[Payload] = [SOAP_REQUEST, REST_POST, SOAP_WITH_ATTACHMENT]
+    leaves = [manifest_digest(signed_parts(payload)) for payload in requests]
     root, proofs = build_tree(leaves)
     signed_root = RootSigner(trust.signer_key, trust.signer_cert).sign(root, NOW)
+    client_ocsp = trust.ocsp(trust.signer_cert)
     records = [
-        _record(payload, direction, signed_root, encode_proof(leaf, proof), f"m{i}")
-        for i, ((payload, direction), leaf, proof) in enumerate(zip(payloads, leaves, proofs, strict=True))
+        replace(
+            _record(payload, Direction.REQUEST, signed_root, encode_proof(leaf, proof), f"m{i}"),
+            ocsp_response=client_ocsp,
+        )
+        for i, (payload, leaf, proof) in enumerate(zip(requests, leaves, proofs, strict=True))
     ]
-    records[0] = replace(records[0], ocsp_response=ocsp)
-    records[1] = replace(records[1], rest_head=signed_parts(REST_POST)[0].data)
-    records[3] = records[3].without_body()
+    records[1] = replace(records[1], rest_head=signed_parts(REST_POST)[0].data).with_parts_logged()
+    response_leaf = manifest_digest(signed_parts(SOAP_RESPONSE))
+    response_root, (response_proof,) = build_tree([response_leaf])
+    provider_root = RootSigner(trust.provider_key, trust.provider_cert).sign(response_root, NOW)
+    response = _record(
+        SOAP_RESPONSE, Direction.RESPONSE, provider_root, encode_proof(response_leaf, response_proof), "m3"
+    )
+    records.append(replace(response, ocsp_response=trust.ocsp(trust.provider_cert)).without_body())
     records.append(_record(FAULT, Direction.RESPONSE, None, None, "m4", outcome="Server.ServerProxy.X"))
     prev_hashes, prev = [], GENESIS_HASH
     for record in records:
@@ -265,7 +307,7 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
 
 @pytest.fixture(scope="module")
 def messages(trust: Trust) -> list[LoggedMessage]:
-    return make_messages(trust, ocsp=b"\x30\x03\x0a\x01\x00")  # a (tiny) OCSPResponse DER
+    return make_messages(trust)
 
 
 @pytest.fixture(scope="module")
@@ -316,8 +358,11 @@ def test_a_container_of_a_signed_soap_message_verifies(trust: Trust, container: 
     report = trust.verify(container)
     assert report.valid, report.problems
     assert [check.name for check in report.checks] == [
-        "zip", "data files", "message", "signature", "proof", "record", "timestamp",
+        "zip", "data files", "message", "signature", "proof", "record", "logged parts", "signer",
+        "identifiers", "certificate status", "timestamp",
     ]  # fmt: skip
+    assert report.signer_member == "DEV/GOV/1001"
+    assert not report.warnings
     assert report.body_included
     assert report.signer is not None and "CN=1001" in report.signer
     assert report.signed_at == NOW.replace(microsecond=123000)
@@ -536,7 +581,10 @@ def test_a_changed_record_fails_its_digest_or_its_timestamp(trust: Trust, contai
     ).hexdigest()
     files[RECORD] = asice_build._record_json(document)
     problems = failed(trust.verify(rezip(with_manifest_rebuilt(files))))
-    assert set(problems) == {"timestamp"}
+    # The signer is not the member the record now names, nor does the signed header name it.
+    assert set(problems) == {"signer", "identifiers", "timestamp"}
+    assert "must be signed by the client's member DEV/GOV/9999" in problems["signer"]
+    assert "client is 'DEV/GOV/1001/reg', the record's 'DEV/GOV/9999/evil'" in problems["identifiers"]
     assert problems["timestamp"] == "the timestamp proof does not start at this record's hash"
 
 
@@ -787,3 +835,12 @@ def test_proofs_have_one_canonical_form(messages: list[LoggedMessage]) -> None:
         decode_proof(json.dumps(json.loads(text), indent=1))
     with pytest.raises(ValueError, match="do not lead"):
         decode_proof(text.replace(document.root.hex(), bytes(32).hex()))
+
+
+def test_a_local_header_that_disagrees_with_the_directory_is_refused(trust: Trust, container: bytes) -> None:
+    """zipfile reads the central directory, `unzip` may read the local headers: both must agree."""
+    with zipfile.ZipFile(io.BytesIO(container)) as archive:
+        info = archive.getinfo(SIGNATURE)
+    changed = bytearray(container)
+    changed[info.header_offset + 20] ^= 0x01  # the local header's compressed size
+    assert "its local header and the directory disagree" in zip_problem(trust, bytes(changed))

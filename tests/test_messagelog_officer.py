@@ -220,10 +220,10 @@ async def test_show_gives_request_and_response_verified(officer: Officer) -> Non
         "preview": REST_REQUEST.body.decode(),
         "truncated": False,
     }
-    for record in (request, response):
+    for record, member in ((request, "CN=1001"), (response, "CN=2222")):  # the client's, the provider's
         verification = record["verification"]
         assert verification["valid"] and verification["problem"] is None
-        assert verification["signature"].startswith("signed by ") and "CN=1001" in verification["signature"]
+        assert verification["signature"].startswith("signed by ") and member in verification["signature"]
         assert verification["timestamp"].startswith("stamped at ")
         assert "linked to record" in verification["chain"]
 

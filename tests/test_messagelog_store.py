@@ -32,9 +32,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.ocsp import OCSPCertStatus
 
 from gateway.crypto.hashtree import build_tree
 from gateway.crypto.keys import KeyAlgorithm, PrivateKey, generate_key
+from gateway.crypto.ocsp import build_ocsp_request
 from gateway.crypto.rootsig import sign_root
 from gateway.crypto.timestamp import verify_timestamp_token
 from gateway.ids import ClientId
@@ -67,10 +69,12 @@ from gateway.messagelog.verify_db import verify_log
 from gateway.protocol.faults import LOGGING_FAILED
 from gateway.protocol.transport import SoapPayload, manifest, signed_parts
 from gateway.serverconf.db import migrate as migrate_serverconf
+from gateway.trust.ocsp_responder import OcspResponder
 from gateway.trust.pki import (
     CaSettings,
     CertificateAuthority,
     MemberSigningProfile,
+    RevocationStatus,
     TsaProfile,
     build_ca_certificate,
     issue_certificate,
@@ -170,6 +174,20 @@ class Trust:
     signer_cert: x509.Certificate
     tsa_cert: x509.Certificate
     directory: Path
+    authority: CertificateAuthority
+    provider_key: PrivateKey
+    provider_cert: x509.Certificate
+
+    def ocsp(self, certificate: x509.Certificate) -> bytes:
+        """The CA's own OCSP answer (good) about `certificate`, as of a minute before NOW."""
+        responder = OcspResponder(
+            self.authority.key,
+            self.ca,
+            self.ca,
+            lambda _serial: RevocationStatus(OCSPCertStatus.GOOD),
+            validity=dt.timedelta(days=1),
+        )
+        return responder.respond(build_ocsp_request(certificate, self.ca), NOW - dt.timedelta(minutes=1))
 
     def verify_token(self) -> TokenVerifier:
         """The gateway's own RFC 3161 verifier, trusting this CA."""
@@ -185,6 +203,10 @@ def make_trust(directory: Path) -> Trust:
     )
     tsa_key = generate_key(KeyAlgorithm.EC)
     tsa_cert = issue_certificate(ca, TsaProfile(), tsa_key.public_key(), NOW)
+    provider_key = generate_key(KeyAlgorithm.EC)
+    provider_cert = issue_certificate(
+        ca, MemberSigningProfile(ClientId("DEV", "COM", "2222")), provider_key.public_key(), NOW
+    )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "ca.pem").write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
     (directory / "tsa.pem").write_bytes(tsa_cert.public_bytes(serialization.Encoding.PEM))
@@ -193,7 +215,9 @@ def make_trust(directory: Path) -> Trust:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    return Trust(ca.certificate, signer_key, signer_cert, tsa_cert, directory)
+    return Trust(
+        ca.certificate, signer_key, signer_cert, tsa_cert, directory, ca, provider_key, provider_cert
+    )
 
 
 @pytest.fixture(scope="session")
@@ -324,7 +348,7 @@ def test_log_migrates_into_the_server_configurations_database_beside_it(tmp_path
         assert {"messagelog_records", "messagelog_chains", "subsystems", ALEMBIC_VERSION_TABLE} <= names
         with engine.connect() as connection:
             version = sa.table(ALEMBIC_VERSION_TABLE, sa.column("version_num"))
-            assert connection.scalar(sa.select(version.c.version_num)) == "0002"
+            assert connection.scalar(sa.select(version.c.version_num)) == "0003_logged_parts"
         command.downgrade(alembic_config(url), "base")
         names = set(sa.inspect(engine).get_table_names())
         assert not any(name.startswith("messagelog_") for name in names)

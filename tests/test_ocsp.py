@@ -33,18 +33,25 @@ from gateway.ids import ClientId
 from gateway.trust import pki
 from gateway.trust.ocsp_responder import OcspResponder, OcspResponderError
 
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
-HOUR = 3600
-NONCE = b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10"
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+NOW = _now()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _now_when_the_module_starts() -> None:
-    """NOW is read when this module's tests start, not when the suite was collected: fixtures issue
-    certificates at the real time (backdated by pki.CLOCK_SKEW_ALLOWANCE), and in a long suite
-    a NOW from collection time would come before them."""
+def _now_when_the_module_runs() -> None:
+    """The development CA issues certificates at the real time a fixture runs (valid from five
+    minutes before): verify at that time too, not at import, which in a long suite is minutes
+    earlier."""
     global NOW
-    NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    NOW = _now()
+
+
+HOUR = 3600
+NONCE = b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10"
 
 
 def openssl(*args: str) -> subprocess.CompletedProcess[str]:

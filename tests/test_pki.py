@@ -54,19 +54,19 @@ OCSP_URL = "http://127.0.0.1:8899/ocsp"
 NOW = dt.datetime.now(dt.UTC)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _now_when_the_module_runs() -> None:
+    """The development CA issues certificates at the real time a fixture runs (valid from five
+    minutes before): verify at that time too, not at import, which in a long suite is minutes
+    earlier."""
+    global NOW
+    NOW = dt.datetime.now(dt.UTC)
+
+
 def openssl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["openssl", *args], capture_output=True, text=True, timeout=30, check=False, env=env
     )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _now_when_the_module_starts() -> None:
-    """NOW is read when this module's tests start, not when the suite was collected: fixtures issue
-    certificates at the real time (backdated by pki.CLOCK_SKEW_ALLOWANCE), and in a long suite
-    a NOW from collection time would come before them."""
-    global NOW
-    NOW = dt.datetime.now(dt.UTC)
 
 
 def mode_of(path: Path) -> int:

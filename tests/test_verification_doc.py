@@ -1,7 +1,7 @@
 """docs/verification.md's hand check, run exactly as written, on real containers.
 
 The script between the `verify-container` markers is extracted from the page and run with
-bash in a directory holding `container.asice` and `ca.pem`: what passes here is
+bash in a directory holding `container.asice`, `ca.pem` and `tsa.pem`: what passes here is
 what a security officer will see pass, and one changed byte of the message, the signature or
 the token must make it fail.
 """
@@ -39,6 +39,7 @@ from tests.test_asice import (
     tampered,
     with_manifest_rebuilt,
 )
+from tests.test_log_evidence import forgeries
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "verification.md"
 
@@ -56,6 +57,7 @@ def run_hand_check(directory: Path, container: bytes, trust: Trust) -> subproces
     directory.mkdir(parents=True)
     (directory / "container.asice").write_bytes(container)
     (directory / "ca.pem").write_bytes(trust.ca_pem.read_bytes())
+    (directory / "tsa.pem").write_bytes(trust.tsa_pem.read_bytes())
     return subprocess.run(
         ["bash", "-c", doc_script("verify-container")],
         cwd=directory,
@@ -73,7 +75,7 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
 
 @pytest.fixture(scope="module")
 def messages(trust: Trust) -> list[LoggedMessage]:
-    return make_messages(trust, ocsp=b"\x30\x03\x0a\x01\x00")
+    return make_messages(trust)
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +98,55 @@ def test_the_documented_steps_pass_on_a_real_container(
     assert "Verification: OK" in output  # openssl ts
     assert "Time stamp:" in output
     assert "subject=CN = xgate development TSA" in output
+    assert "logged parts present: message" in output  # step 8
+    assert "signed by DEV/GOV/1001, the client's member" in output  # step 9
+    assert "the SOAP header's client, service and id are the record's" in output
+    assert "signer's certificate good at" in output  # step 10
     assert result.stdout.rstrip().endswith("container verified")
     # The independent checks agree with the code's.
     assert trust.verify(container).valid
+
+
+def test_the_steps_pass_on_every_kind_of_container(
+    trust: Trust, messages: list[LoggedMessage], tmp_path: Path
+) -> None:
+    for number, message in enumerate(
+        messages[:4]
+    ):  # an unsigned fault skips steps 4-5 by hand (the doc says)
+        result = run_hand_check(tmp_path / str(number), build_container(message), trust)
+        assert result.returncode == 0, (number, result.stdout + result.stderr)
+        assert result.stdout.rstrip().endswith("container verified")
+    response = run_hand_check(tmp_path / "response", build_container(messages[3]), trust).stdout
+    assert "signed by DEV/COM/2222, the provider's member" in response
+
+
+@pytest.fixture(scope="module")
+def forged(
+    trust: Trust, messages: list[LoggedMessage], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[bytes, str, str]]:
+    return forgeries(trust, messages, tmp_path_factory.mktemp("forged"))
+
+
+HAND_CHECK_SAYS = {
+    "resigned": "signed by DEV/COM/2222, but a request must be signed by DEV/GOV/1001",
+    "other-identifiers": "the signed id is 'm0', the record's 'm-other'",
+    "stripped-body": "the record says message was logged, but it is NOT here",
+    "stripped-rest-head": "the record says rest-request was logged, but it is NOT here",
+    "ocsp-of-another-certificate": "is NOT a verified 'good' answer",
+    "ocsp-revoked": "is NOT a verified 'good' answer",
+    "no-ocsp": "no OCSP response for the signer is attached",
+    "token-from-another-tsa": "Verification: FAILED",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HAND_CHECK_SAYS))
+def test_each_forged_container_fails_the_documented_steps(
+    trust: Trust, forged: dict[str, tuple[bytes, str, str]], name: str, tmp_path: Path
+) -> None:
+    """The forgeries tests/test_log_evidence.py shows `xgate log verify` refusing fail by hand too."""
+    container, _, _ = forged[name]
+    assert not trust.verify(container).valid
+    assert_fails(run_hand_check(tmp_path / name, container, trust), HAND_CHECK_SAYS[name])
 
 
 def test_the_steps_check_a_rest_head_and_a_container_without_body(
@@ -184,3 +232,29 @@ def test_a_zip_slip_container_is_refused_before_anything_is_unpacked(
     assert_fails(result, "../escaped.txt", "unexpected names above: refuse the container")
     assert not (tmp_path / "escaped.txt").exists()
     assert not (tmp_path / "officer" / "c").exists()
+
+
+def run_links_check(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", doc_script("verify-chain-links")],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_documented_chain_links_step_finds_a_gap(messages: list[LoggedMessage], tmp_path: Path) -> None:
+    for seq, message in enumerate(messages, start=1):  # names that do not sort in chain order
+        (tmp_path / f"{message.record_hash.hex()[:8]}-{seq}.asice").write_bytes(build_container(message))
+    result = run_links_check(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "run 1: DEV/GOV/1001/ss1: 5 containers" in result.stdout
+    assert "after the chain's first record" in result.stdout
+    assert result.stdout.rstrip().endswith("chain links OK")
+    next(tmp_path.glob(f"{messages[2].record_hash.hex()[:8]}-3.asice")).unlink()
+    gap = run_links_check(tmp_path)
+    assert gap.returncode != 0
+    assert "1 gaps, 0 forks" in gap.stderr
+    assert "run 2:" in gap.stdout

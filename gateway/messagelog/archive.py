@@ -48,6 +48,7 @@ from gateway.messagelog.asice import (
     verify_container,
     zip_date_time,
 )
+from gateway.messagelog.evidence import DEFAULT_STATUS_POLICY, StatusPolicy
 from gateway.messagelog.record import LogRecord
 
 log = logging.getLogger(__name__)
@@ -356,7 +357,8 @@ class ContainerTrust:
 
     trusted_cas: Sequence[x509.Certificate]
     trusted_tsa_certs: Sequence[x509.Certificate]
-    tsa_ca_certs: Sequence[x509.Certificate] | None = None
+    tsa_ca_certs: Sequence[x509.Certificate] | None = None  # CAs whose TSAs count too; None: pinned only
+    status: StatusPolicy = DEFAULT_STATUS_POLICY  # how signers' OCSP status must be shown
 
 
 @dataclass(frozen=True)
@@ -446,6 +448,7 @@ def _check_archive(path: Path, trust: ContainerTrust | None, problems: list[str]
                     trusted_cas=trust.trusted_cas,
                     trusted_tsa_certs=trust.trusted_tsa_certs,
                     tsa_ca_certs=trust.tsa_ca_certs,
+                    status_policy=trust.status,
                 )
                 problems.extend(f"{name}: {problem}" for problem in report.problems)
     return index["previous_archive_sha256"], len(listed)

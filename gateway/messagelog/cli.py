@@ -47,6 +47,7 @@ from gateway.messagelog.archive import ContainerTrust, verify_archive_chain
 from gateway.messagelog.asice import MAX_CONTAINER_BYTES, ContainerReport, verify_container
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.inspector import LogInspector
+from gateway.messagelog.links import ChainMember, describe, link
 from gateway.messagelog.officer import (
     DEFAULT_SEARCH_LIMIT,
     MAX_EXPORT_PER_CALL,
@@ -65,6 +66,7 @@ from gateway.messagelog.store import MAX_SEARCH_LIMIT
 
 DATABASE_ENV: Final = "XGATE_LOG_DATABASE"
 ARCHIVE_GLOB: Final = "xgate-archive-*.zip"  # gateway.messagelog.archive.archive_name
+CONTAINER_GLOB: Final = "*.asice"  # what `xgate log export` writes
 
 COLUMN_WIDTH: Final = 64
 """Of each side in `show`'s side-by-side table: a SHA-256 in hex fits on one line."""
@@ -244,7 +246,15 @@ def load_trust(
     """The trust anchors the options name; None when they name none."""
     if (globalconf is None) != (anchor is None):
         raise click.UsageError("--globalconf and --anchor go together")
-    cas: list[x509.Certificate] = [c for path in ca_files for c in load_certificates(path.read_bytes())]
+    cas: list[x509.Certificate] = []
+    for path in ca_files:
+        for certificate in load_certificates(path.read_bytes()):
+            if not _is_ca(certificate):
+                raise click.UsageError(
+                    f"--ca {path}: {certificate.subject.rfc4514_string()} is not a CA certificate "
+                    "(basicConstraints CA:TRUE): give the CA that issued the signers, not a signer"
+                )
+            cas.append(certificate)
     tsas: list[x509.Certificate] = [c for path in tsa_files for c in load_certificates(path.read_bytes())]
     if globalconf is not None and anchor is not None:
         trusted_anchor = load_anchor(anchor)
@@ -257,9 +267,18 @@ def load_trust(
         from_conf = globalconf_trust(conf)
         cas += from_conf.trusted_cas
         tsas += from_conf.trusted_tsa_certs
+        return ContainerTrust(trusted_cas=cas, trusted_tsa_certs=tsas, status=from_conf.status)
     if not cas and not tsas:
         return None
     return ContainerTrust(trusted_cas=cas, trusted_tsa_certs=tsas)
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    """RFC 5280 §4.2.1.9: only a certificate with basicConstraints CA:TRUE may issue others."""
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
 
 
 def _no_trust_over_api(settings: LogSettings, trust: ContainerTrust | None) -> None:
@@ -429,33 +448,40 @@ def _write_containers(directory: Path, containers: Sequence[ExportedContainer]) 
 
 
 @cli.command()
-@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", metavar="[PATH]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--node", help="Live log: only this node's chain.")
+@click.option(
+    "--allow-gaps",
+    is_flag=True,
+    help="Containers: accept runs that do not link up (a selection, or several nodes' chains).",
+)
 @_trust_options
 @pass_settings
 @click.pass_context
 def verify(
     ctx: click.Context,
     settings: LogSettings,
-    path: Path | None,
+    paths: Sequence[Path],
     node: str | None,
+    allow_gaps: bool,
     ca_files: Sequence[Path],
     tsa_files: Sequence[Path],
     globalconf: Path | None,
     anchor: Path | None,
 ) -> None:
-    """Verify a container, an archive, a directory of chained archives, or the live log.
+    """Verify containers, archives, directories of them, or the live log.
 
-    PATH: an ASiC-E container (.asice), an archive (.zip), or a directory of archives, checked
-    with the trust anchors given. Without PATH: the log with --database (every chain, or
-    --node's), or the node's own log through its API. Exit status 0 when everything is
-    valid, 1 at the first problem found.
+    PATH: ASiC-E containers (.asice), archives (.zip), or directories holding either, checked
+    with the trust anchors given; containers given together must link into their chain by
+    prev_hash (gaps are reported; --allow-gaps accepts them). Without PATH: the log with
+    --database (every chain, or --node's), or the node's own log through its API. Exit status
+    0 when everything is valid, 1 when anything is not (one line per problem on stderr).
     """
     trust = load_trust(ca_files, tsa_files, globalconf, anchor)
-    if path is not None:
+    if paths:
         if trust is None:
             raise TrustUnavailable("no trust anchors to verify the files with")
-        valid = _verify_path(path, trust)
+        valid = _verify_paths(paths, trust, allow_gaps=allow_gaps)
     elif settings.database is not None:
         answer = settings.inspector(trust).verify(node)
         click.echo(format_verification(answer))
@@ -472,27 +498,91 @@ def verify(
     ctx.exit(0 if valid else 1)
 
 
-def _verify_path(path: Path, trust: ContainerTrust) -> bool:
-    if path.is_dir():
-        archives = sorted(path.glob(ARCHIVE_GLOB))
-        if not archives:
-            raise click.ClickException(f"{path} holds no archives ({ARCHIVE_GLOB})")
-        return _verify_archives(archives, trust)
-    if _is_archive(path):
-        return _verify_archives([path], trust)
-    if path.stat().st_size > MAX_CONTAINER_BYTES:
-        click.echo(f"{path.name}: INVALID: larger than a container can be ({MAX_CONTAINER_BYTES} bytes)")
-        return False
-    report = verify_container(
-        path.read_bytes(),
+def _verify_paths(paths: Sequence[Path], trust: ContainerTrust, *, allow_gaps: bool) -> bool:
+    """Archives as chained archives, containers one by one and then as links of their chain."""
+    archives: list[Path] = []
+    containers: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found_archives = sorted(path.glob(ARCHIVE_GLOB))
+            found_containers = sorted(path.glob(CONTAINER_GLOB))
+            if not found_archives and not found_containers:
+                raise click.ClickException(
+                    f"{path} holds no archives ({ARCHIVE_GLOB}) or containers ({CONTAINER_GLOB})"
+                )
+            archives += found_archives
+            containers += found_containers
+        elif _is_archive(path):
+            archives.append(path)
+        else:
+            containers.append(path)
+    valid = True
+    if archives:
+        valid = _verify_archives(archives, trust)
+    if containers:
+        valid = _verify_containers(containers, trust, allow_gaps=allow_gaps) and valid
+    return valid
+
+
+def _verify_containers(paths: Sequence[Path], trust: ContainerTrust, *, allow_gaps: bool) -> bool:
+    single = len(paths) == 1
+    members: list[ChainMember] = []
+    problems: list[str] = []
+    for path in paths:
+        report = _verify_container_file(path, trust)
+        if report is None:
+            problems.append(
+                f"{path.name}: cannot be read as a container of at most {MAX_CONTAINER_BYTES} bytes"
+            )
+            click.echo(f"{path.name}: INVALID: {problems[-1].split(': ', 1)[1]}")
+            continue
+        if single:
+            click.echo(format_container_report(path.name, report))
+        else:
+            click.echo(format_container_line(path.name, report))
+        if not report.valid:
+            problems.append(f"{path.name}: {report.problems[0]}")
+        elif report.record is not None and report.record_hash is not None and report.prev_hash is not None:
+            members.append(
+                ChainMember(
+                    path.name,
+                    str(report.record.get("gateway")),
+                    str(report.record.get("logged_at")),
+                    report.prev_hash,
+                    report.record_hash,
+                )
+            )
+    if not single:
+        links = link(members)
+        click.echo(f"chain links: {len(members)} valid containers in {len(links.runs)} runs")
+        for line in describe(links):
+            click.echo(f"  {line}")
+        problems += [f"fork: {fork}" for fork in links.forks]
+        if not allow_gaps:
+            problems += [f"gap before {gap.before.name} (give --allow-gaps to accept)" for gap in links.gaps]
+    if single and problems:
+        click.echo(f"first problem: {problems[0].split(': ', 1)[1]}", err=True)
+    else:
+        for problem in problems:
+            click.echo(f"problem: {problem}", err=True)
+    return not problems
+
+
+def _verify_container_file(path: Path, trust: ContainerTrust) -> ContainerReport | None:
+    """The report for one file; None when it cannot even be read (too large, unreadable)."""
+    try:
+        if path.stat().st_size > MAX_CONTAINER_BYTES:
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return verify_container(
+        data,
         trusted_cas=trust.trusted_cas,
         trusted_tsa_certs=trust.trusted_tsa_certs,
         tsa_ca_certs=trust.tsa_ca_certs,
+        status_policy=trust.status,
     )
-    click.echo(format_container_report(path.name, report))
-    if not report.valid:
-        click.echo(f"first problem: {report.problems[0]}", err=True)
-    return report.valid
 
 
 def _is_archive(path: Path) -> bool:
@@ -500,7 +590,7 @@ def _is_archive(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             return "index.json" in archive.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, ValueError):
         return False
 
 
@@ -657,6 +747,9 @@ def format_verification(answer: Mapping[str, Any]) -> str:
                 f"{chain['checked']} records, {chain['signatures_verified']} signatures, "
                 f"{chain['tokens_verified']} timestamps, {chain['unstamped']} not yet stamped"
             )
+            if chain.get("legacy_records"):
+                legacy = chain["legacy_records"]
+                counts += f"; warning: {legacy} older than logged_parts, their completeness unknown"
             lines.append(f"{name}: valid ({counts})")
         else:
             lines.append(f"{name}: INVALID at record {bad['seq']} ({bad['problem']}): {bad['reason']}")
@@ -674,4 +767,17 @@ def format_container_report(name: str, report: ContainerReport) -> str:
             f"  {record.get('direction')} {record.get('message_id')!r} of {record.get('client')} "
             f"to {record.get('service')}, logged {record.get('logged_at')} by {record.get('gateway')}"
         )
+    lines += [f"  {warning}" for warning in report.warnings]
     return "\n".join(lines)
+
+
+def format_container_line(name: str, report: ContainerReport) -> str:
+    """One container among many: its verdict, and its first problem or what it proves."""
+    if not report.valid:
+        return f"{name}: INVALID: {report.problems[0]}"
+    record = report.record or {}
+    signer = report.signer_member or "nobody (an unsigned fault)"
+    stamped = report.timestamped_at.isoformat() if report.timestamped_at else "not stamped"
+    warning = f" ({report.warnings[0]})" if report.warnings else ""
+    what = f"{record.get('direction')} {record.get('message_id')!r}"
+    return f"{name}: valid: {what} signed by {signer}, stamped {stamped}{warning}"

@@ -152,6 +152,7 @@ class LogInspector:
                 trusted_cas=trust.trusted_cas,
                 verify_token=token_verifier(trust),
                 cipher=self.cipher,
+                status_policy=trust.status,
             )
             for chain in chains
         ]

@@ -26,6 +26,7 @@ from gateway.crypto.timestamp import verify_timestamp_token
 from gateway.globalconf import GlobalConf
 from gateway.messagelog.archive import ContainerTrust
 from gateway.messagelog.crypto_at_rest import BodyCipher
+from gateway.messagelog.evidence import DEFAULT_STATUS_POLICY, status_policy
 from gateway.messagelog.record import Direction
 from gateway.messagelog.store import MAX_SEARCH_LIMIT, ChainState, StoredRecord
 from gateway.messagelog.verify import BadRecord, ChainVerifier, Problem, TokenVerifier, VerificationReport
@@ -170,7 +171,8 @@ def next_offset(query: SearchQuery, found: int) -> int | None:
 
 def token_verifier(trust: ContainerTrust) -> TokenVerifier:
     """RFC 3161 verification (gateway.crypto.timestamp) with the federation's TSAs and CAs."""
-    cas = trust.trusted_cas if trust.tsa_ca_certs is None else trust.tsa_ca_certs
+    # The federation's TSAs are pinned: a certificate a member CA issued is not a TSA (issue 9).
+    cas = trust.tsa_ca_certs or ()
     return partial(verify_timestamp_token, trusted_tsa_certs=trust.trusted_tsa_certs, ca_certs=cas)
 
 
@@ -179,7 +181,9 @@ def globalconf_trust(conf: GlobalConf) -> ContainerTrust:
     tsas = [
         x509.load_pem_x509_certificate(t.certificate.encode("ascii")) for t in conf.timestamping_authorities
     ]
-    return ContainerTrust(trusted_cas=conf.trusted_ca_certs(), trusted_tsa_certs=tsas)
+    return ContainerTrust(
+        trusted_cas=conf.trusted_ca_certs(), trusted_tsa_certs=tsas, status=status_policy(conf)
+    )
 
 
 # --- one record's verification status --------------------------------------------------------
@@ -198,6 +202,11 @@ _STEP_OF: Final = {
     Problem.SIGNATURE: "signature",
     Problem.TIMESTAMP: "timestamp",
     Problem.NOT_STAMPED: "timestamp",
+    Problem.SIGNER: "signature",
+    Problem.IDENTIFIERS: "signature",
+    Problem.STATUS: "signature",
+    Problem.INCOMPLETE: "content",
+    Problem.UNREADABLE: "content",
 }
 
 
@@ -258,6 +267,7 @@ def record_status(
         trusted_cas=None if trust is None else trust.trusted_cas,
         verify_token=None if trust is None else token_verifier(trust),
         cipher=cipher,
+        status_policy=DEFAULT_STATUS_POLICY if trust is None else trust.status,
     )
     bad = verifier.check(stored)  # first: the texts below read what it verified
     found = (
@@ -418,6 +428,7 @@ def verification_json(reports: Sequence[VerificationReport]) -> dict[str, Any]:
             "signatures_verified": report.signatures_verified,
             "tokens_verified": report.tokens_verified,
             "unstamped": report.unstamped,
+            "legacy_records": report.legacy_records,
             "first_bad": None if report.first_bad is None else bad_record_json(report.first_bad),
         }
         for report in reports

@@ -19,11 +19,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-RECORD_FORMAT: Final = "xgate-logrecord/2"
+RECORD_FORMAT: Final = "xgate-logrecord/3"
 """Names the serialisation below; a change of fields means a new format name.
 
-/2 added `rest_head_sha256` (the signed REST head is logged beside the body). Format /1 was
-never deployed, so there is no reader for it: a /1 record would not verify."""
+/3 added `logged_parts` (which signed parts the log kept, so a part removed later shows).
+/2 added `rest_head_sha256` (the signed REST head is logged beside the body); records
+already stored in /2 keep hashing as /2 (`LogRecord.logged_parts` None) and verify as before,
+with a warning that their completeness cannot be checked. Format /1 was never deployed, so
+there is no reader for it: a /1 record would not verify."""
+
+LEGACY_RECORD_FORMAT: Final = "xgate-logrecord/2"
+"""Records stored before `logged_parts`: read and verified, never written any more."""
 
 GENESIS_HASH: Final = bytes(32)
 """The `prev_hash` of a chain's first record."""
@@ -42,6 +48,16 @@ class Direction(enum.StrEnum):
 class MessageKind(enum.StrEnum):
     SOAP = "soap"
     REST = "rest"
+
+
+class LoggedPart(enum.StrEnum):
+    """A signed part the log keeps byte for byte: the transport manifest's part names
+    (docs/transport.md). SOAP attachments travel inside the `message` part (the multipart
+    body as received), so they are logged, or not, with it."""
+
+    MESSAGE = "message"  # the SOAP message (with its attachments), or a REST body
+    REST_REQUEST = "rest-request"  # a REST request's signed head
+    REST_RESPONSE = "rest-response"  # a REST response's signed head
 
 
 OUTCOME_OK: Final = "ok"
@@ -69,7 +85,9 @@ class LogRecord:
     message's head (request line and the headers passed on, or status and headers) is the
     manifest's `rest-request`/`rest-response` part, kept byte for byte in `rest_head`
     (gateway.protocol.transport.rest_request_head); it stays when body logging is off, as the
-    SOAP header fields do (DESIGN.md "Security rules"). `signed_root_xml` and `proof_json`
+    SOAP header fields do (DESIGN.md "Security rules"). `logged_parts` names the parts whose
+    bytes the log kept (the chain covers it, so a body or head removed later shows); None only
+    for a record stored before the field existed (LEGACY_RECORD_FORMAT). `signed_root_xml` and `proof_json`
     are the batch signature and this message's path to its root (in the form
     `gateway.messagelog.asice.encode_proof` writes); both are None for an unsigned gateway fault.
     """
@@ -96,21 +114,50 @@ class LogRecord:
     fault_detail: str | None = None
     message_sha256: str | None = field(default=None, compare=False)
     rest_head: bytes | None = None
+    logged_parts: tuple[LoggedPart, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.message_sha256 is None and self.message is not None:
             object.__setattr__(self, "message_sha256", _sha256_hex(self.message))
+        if self.logged_parts is not None:
+            object.__setattr__(self, "logged_parts", tuple(LoggedPart(p) for p in self.logged_parts))
 
-    def without_body(self) -> LogRecord:
-        """The same record with only its body's digest: body logging off (issue "Body logging policy")."""
+    def with_parts_logged(self) -> LogRecord:
+        """The same record stating that every part it holds was logged (what a new record says)."""
         from dataclasses import replace
 
-        return replace(self, message=None, message_sha256=self.message_sha256)
+        return replace(self, logged_parts=self.parts_present())
+
+    def parts_present(self) -> tuple[LoggedPart, ...]:
+        """The parts this record holds the bytes of, in manifest order (head first)."""
+        parts: list[LoggedPart] = []
+        if self.rest_head is not None:
+            parts.append(
+                LoggedPart.REST_REQUEST if self.direction is Direction.REQUEST else LoggedPart.REST_RESPONSE
+            )
+        if self.message is not None:
+            parts.append(LoggedPart.MESSAGE)
+        return tuple(parts)
+
+    def without_body(self) -> LogRecord:
+        """The same record with only its body's digest: body logging off (issue "Body logging policy").
+
+        The REST head stays (DESIGN.md "Security rules"), and `logged_parts` says so.
+        """
+        from dataclasses import replace
+
+        parts = None
+        if self.logged_parts is not None:
+            parts = tuple(part for part in self.logged_parts if part is not LoggedPart.MESSAGE)
+        return replace(self, message=None, message_sha256=self.message_sha256, logged_parts=parts)
 
     def content_fields(self) -> dict[str, Any]:
-        """The fields the chain covers, bulky parts as SHA-256 hex; the order is fixed by canonical JSON."""
-        return {
-            "format": RECORD_FORMAT,
+        """The fields the chain covers, bulky parts as SHA-256 hex; the order is fixed by canonical JSON.
+
+        A record without `logged_parts` (stored before it existed) keeps its old form, so its
+        stored hash still verifies."""
+        fields: dict[str, Any] = {
+            "format": RECORD_FORMAT if self.logged_parts is not None else LEGACY_RECORD_FORMAT,
             "gateway": self.gateway,
             "exchange_id": self.exchange_id,
             "side": self.side.value,
@@ -133,6 +180,9 @@ class LogRecord:
             "outcome": self.outcome,
             "fault_detail": self.fault_detail,
         }
+        if self.logged_parts is not None:
+            fields["logged_parts"] = [part.value for part in self.logged_parts]
+        return fields
 
     def content_digest(self) -> bytes:
         """SHA-256 of the canonical JSON of :meth:`content_fields` (sorted keys, compact, UTF-8)."""

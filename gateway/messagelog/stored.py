@@ -11,6 +11,19 @@ from gateway.messagelog.crypto_at_rest import EncryptedBody
 from gateway.messagelog.record import LogRecord
 
 
+class UnreadableRecord(ValueError):
+    """A stored row that does not read back as a record (a column of the wrong type or form).
+
+    Names the row, so verification can say which record it could not read instead of failing
+    with the reader's own error (issue 9, hole 10)."""
+
+    def __init__(self, node: object, seq: object, reason: str) -> None:
+        super().__init__(f"record {seq} of node {node} cannot be read: {reason}")
+        self.node = node
+        self.seq = seq
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class ChainState:
     """A chain's row: its head, how far it is timestamped, and where purging left its start."""

@@ -91,6 +91,8 @@ records: Final = sa.Table(
     sa.Column("body_nonce", sa.LargeBinary, nullable=True),
     sa.Column("message_sha256", sa.String(64), nullable=True),  # of the plaintext
     sa.Column("rest_head", sa.LargeBinary, nullable=True),  # the signed REST head (record.LogRecord)
+    # record.LogRecord.logged_parts, comma-separated ("" none); NULL: stored before the field existed
+    sa.Column("logged_parts", sa.Text, nullable=True),
     sa.Column("manifest", sa.LargeBinary, nullable=False),
     sa.Column("signed_root_sha256", _Digest, sa.ForeignKey("messagelog_blobs.sha256"), nullable=True),
     sa.Column("proof_json", sa.Text, nullable=True),

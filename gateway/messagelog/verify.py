@@ -12,12 +12,18 @@ is suspect anyway):
   2. `prev_hash` is the previous record's hash: an inserted or reordered record breaks it;
   3. `record_hash` is recomputed from the content (gateway.messagelog.record.chain_hash):
      any edited field shows;
-  4. the stored body's SHA-256 is `message_sha256` (decrypting first, when a cipher is given);
+  4. the stored body's SHA-256 is `message_sha256` (decrypting first, when a cipher is given),
+     and every part `logged_parts` names is stored (INCOMPLETE: a body or REST head removed;
+     a record older than the field is counted in `legacy_records`, and only warned about);
   5. a signed record's manifest lists that body digest as its `message` part (and a REST
      record's head digest as its `rest-request`/`rest-response` part), the manifest's
      SHA-256 is the signature's leaf, the proof leads to the SignedRoot's root, and the
      SignedRoot's XML signature verifies with a certificate chaining to `trusted_cas`
-     (checked once per signed root);
+     (checked once per signed root); for a record that states its logged parts, the signer is
+     the member the record names (client's for a request, provider's for a response), the
+     signed message carries the record's identifiers, and the attached OCSP response shows
+     the signer's certificate good when it signed (gateway.messagelog.evidence; SIGNER,
+     IDENTIFIERS, STATUS). Records older than `logged_parts` are verified as before;
   6. a timestamped record's proof leads from its record hash to the stamped root, and the
      token verifies over that root (`verify_token`, once per token); records up to the
      chain's stamped watermark must have one.
@@ -46,7 +52,16 @@ from gateway.crypto.hashtree import leaf_hash, node_hash
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_root_signature
 from gateway.messagelog.asice import PROOF_FORMAT, ContainerError, parse_manifest
 from gateway.messagelog.crypto_at_rest import BodyCipher, BodyDecryptionError
-from gateway.messagelog.record import chain_hash
+from gateway.messagelog.evidence import (
+    DEFAULT_STATUS_POLICY,
+    EvidenceError,
+    StatusPolicy,
+    check_header_ids,
+    check_parts_present,
+    check_signer,
+    check_status,
+)
+from gateway.messagelog.record import LoggedPart, LogRecord, chain_hash
 from gateway.messagelog.stored import StoredRecord, StoredTimestamp
 from gateway.protocol.transport import MAX_PROOF_STEPS, PartName
 
@@ -74,6 +89,11 @@ class Problem(enum.StrEnum):
     SIGNATURE = "signature"  # the batch signature does not verify
     TIMESTAMP = "timestamp"  # the timestamp proof or token does not verify
     NOT_STAMPED = "not-stamped"  # the chain says it is stamped, the record has no timestamp
+    SIGNER = "signer"  # signed by another member than the record's client (request) or provider (response)
+    IDENTIFIERS = "identifiers"  # the signed message names other identifiers than the record
+    STATUS = "status"  # the signer's OCSP status is missing, not good, not fresh, or not its CA's
+    INCOMPLETE = "incomplete"  # a part the record says was logged is not stored
+    UNREADABLE = "unreadable"  # the row does not read back as a record (a column of the wrong type)
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,7 @@ class VerificationReport:
     signatures_verified: int  # distinct signed roots whose signature was checked
     tokens_verified: int  # distinct timestamp tokens checked with verify_token
     unstamped: int  # good records not (yet) timestamped
+    legacy_records: int = 0  # good records stored before `logged_parts`: completeness not checkable
 
     @property
     def ok(self) -> bool:
@@ -124,8 +145,12 @@ class ChainVerifier:
         trusted_cas: Sequence[x509.Certificate] | None,
         verify_token: TokenVerifier | None = None,
         cipher: BodyCipher | None = None,
+        status_policy: StatusPolicy = DEFAULT_STATUS_POLICY,
     ) -> None:
         self._next_seq = start_seq
+        self._status_policy = status_policy
+        self._statuses: dict[tuple[bytes, bytes], str] = {}  # (OCSP digest, signed root) -> verdict
+        self._body: bytes | None = None
         self._prev_hash = start_hash
         self._head_seq = head_seq
         self._stamped_seq = stamped_seq
@@ -137,6 +162,7 @@ class ChainVerifier:
         self._trees = _KnownNodes(KNOWN_TREES)
         self.checked = 0
         self.unstamped = 0
+        self.legacy_records = 0
 
     @property
     def signatures_verified(self) -> int:
@@ -186,6 +212,7 @@ class ChainVerifier:
             raise _Bad(Problem.BEYOND_HEAD, f"the chain's head is {self._head_seq}")
         if not hmac.compare_digest(stored.prev_hash, self._prev_hash):
             raise _Bad(Problem.NOT_LINKED, f"prev_hash is not the hash of record {stored.seq - 1}")
+        self._check_parts(stored)  # before the hash: a part removed is named as such, not as an edit
         if not hmac.compare_digest(chain_hash(stored.prev_hash, stored.record), stored.record_hash):
             raise _Bad(Problem.MODIFIED, "the record's content does not match its record_hash")
         self._check_body(stored)
@@ -202,6 +229,23 @@ class ChainVerifier:
                 raise _Bad(Problem.BODY, str(exc)) from exc
         if body is not None and hashlib.sha256(body).hexdigest() != record.message_sha256:
             raise _Bad(Problem.BODY, "the stored body does not match message_sha256")
+        self._body = body
+
+    def _check_parts(self, stored: StoredRecord) -> None:
+        """Every part the record says was logged is stored (issue 9, hole 5)."""
+        record = stored.record
+        if record.logged_parts is None:
+            self.legacy_records += 1
+            return
+        present = set()
+        if record.message is not None or stored.encrypted_body is not None:
+            present.add(LoggedPart.MESSAGE.value)
+        if record.rest_head is not None:
+            present.update(part.value for part in record.parts_present() if part is not LoggedPart.MESSAGE)
+        try:
+            check_parts_present([part.value for part in record.logged_parts], present)
+        except EvidenceError as exc:
+            raise _Bad(Problem.INCOMPLETE, str(exc)) from exc
 
     def _check_signature(self, stored: StoredRecord) -> None:
         record = stored.record
@@ -234,6 +278,45 @@ class ChainVerifier:
             self._roots[record.signed_root_xml] = verified
         if proof.root != verified.root or not self._trees.contains(verified.root, proof.leaf, proof.steps):
             raise _Bad(Problem.SIGNATURE, "the proof does not lead to the signed root")
+        if record.logged_parts is not None:  # records older than the field verify as before
+            self._check_evidence(record, verified)
+
+    def _check_evidence(self, record: LogRecord, verified: VerifiedRoot) -> None:
+        """Who signed, which identifiers the signed message names, the signer's status then."""
+        assert self._trusted_cas is not None
+        direction = record.direction.value
+        try:
+            check_signer(verified.signer_cert, direction, record.client, record.service)
+        except EvidenceError as exc:
+            raise _Bad(Problem.SIGNER, str(exc)) from exc
+        try:
+            check_header_ids(
+                kind=record.kind.value,
+                direction=direction,
+                outcome=record.outcome,
+                content_type=record.content_type,
+                message=self._body,
+                rest_head=record.rest_head,
+                client=record.client,
+                service=record.service,
+                message_id=record.message_id,
+            )
+        except EvidenceError as exc:
+            raise _Bad(Problem.IDENTIFIERS, str(exc)) from exc
+        ocsp = record.ocsp_response
+        key = (
+            b"" if ocsp is None else hashlib.sha256(ocsp).digest(),
+            hashlib.sha256(record.signed_root_xml or b"").digest(),
+        )
+        if key in self._statuses:
+            return
+        try:
+            verdict = check_status(
+                ocsp, verified.signer_cert, self._trusted_cas, verified.signing_time, self._status_policy
+            )
+        except EvidenceError as exc:
+            raise _Bad(Problem.STATUS, str(exc)) from exc
+        self._statuses[key] = verdict
 
     def _check_timestamp(self, stored: StoredRecord) -> None:
         if stored.timestamp_proof_json is None:

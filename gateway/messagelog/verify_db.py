@@ -14,9 +14,17 @@ from sqlalchemy.engine import Connection, Engine
 
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import begin_snapshot_read
+from gateway.messagelog.evidence import DEFAULT_STATUS_POLICY, StatusPolicy
 from gateway.messagelog.record import GENESIS_HASH
-from gateway.messagelog.store import chain_state, read_chain
-from gateway.messagelog.verify import PAGE_SIZE, BadRecord, ChainVerifier, TokenVerifier, VerificationReport
+from gateway.messagelog.store import UnreadableRecord, chain_state, read_chain
+from gateway.messagelog.verify import (
+    PAGE_SIZE,
+    BadRecord,
+    ChainVerifier,
+    Problem,
+    TokenVerifier,
+    VerificationReport,
+)
 
 
 def verify_log(
@@ -28,6 +36,7 @@ def verify_log(
     verify_token: TokenVerifier | None = None,
     cipher: BodyCipher | None = None,
     page_size: int = PAGE_SIZE,
+    status_policy: StatusPolicy = DEFAULT_STATUS_POLICY,
 ) -> VerificationReport:
     """Verify the (gateway, node) chain from where purging left it to its head.
 
@@ -49,6 +58,7 @@ def verify_log(
             trusted_cas=trusted_cas,
             verify_token=verify_token,
             cipher=cipher,
+            status_policy=status_policy,
         )
         bad = _feed(connection, verifier, gateway, node, after_seq=start_seq - 1, page_size=page_size)
     return VerificationReport(
@@ -59,6 +69,7 @@ def verify_log(
         verifier.signatures_verified,
         verifier.tokens_verified,
         verifier.unstamped,
+        verifier.legacy_records,
     )
 
 
@@ -72,7 +83,11 @@ def _feed(
     page_size: int,
 ) -> BadRecord | None:
     while True:
-        page = read_chain(connection, gateway, node, after_seq=after_seq, limit=page_size)
+        try:
+            page = read_chain(connection, gateway, node, after_seq=after_seq, limit=page_size)
+        except UnreadableRecord as exc:  # a finding about that record, never a traceback (hole 10)
+            seq = exc.seq if isinstance(exc.seq, int) else after_seq + 1
+            return BadRecord(seq, Problem.UNREADABLE, str(exc))
         for stored in page:
             bad = verifier.check(stored)
             if bad is not None:

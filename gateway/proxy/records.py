@@ -6,6 +6,7 @@ this message's proof, so it proves the message later even when its body is not s
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -115,7 +116,7 @@ def signed_record(
     """
     parts = signed_parts(payload)
     *head, message = parts  # (message,) for SOAP, (rest head, message) for REST
-    return LogRecord(
+    record = LogRecord(
         gateway=ids.gateway,
         exchange_id=ids.exchange_id,
         side=ids.side,
@@ -135,8 +136,10 @@ def signed_record(
         proof_json=encode_proof(signature.leaf, signature.proof),
         ocsp_response=ocsp_response,
         rest_head=head[0].data if head else None,
-        **({} if fault is None else {"outcome": fault.code, "fault_detail": fault.detail}),
-    )
+    ).with_parts_logged()
+    if fault is not None:
+        record = dataclasses.replace(record, outcome=fault.code, fault_detail=fault.detail)
+    return record
 
 
 def fault_record(
@@ -164,7 +167,7 @@ def fault_record(
         ocsp_response=None,
         outcome=fault.code,
         fault_detail=fault.detail,
-    )
+    ).with_parts_logged()
 
 
 class ExchangeLog:

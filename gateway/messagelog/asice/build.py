@@ -40,7 +40,7 @@ from gateway.messagelog.asice.layout import (
     parse_manifest,
 )
 from gateway.messagelog.asice.proof import decode_proof, encode_proof
-from gateway.messagelog.record import OUTCOME_OK, LogRecord, chain_hash
+from gateway.messagelog.record import OUTCOME_OK, LoggedPart, LogRecord, chain_hash
 from gateway.protocol.transport import PartName
 
 # --- building ------------------------------------------------------------------------------
@@ -88,6 +88,14 @@ def build_container(message: LoggedMessage) -> bytes:
     media_types: dict[str, str] = {}
 
     message_entry = entries[PartName.MESSAGE]
+    if (
+        record.logged_parts is not None
+        and LoggedPart.MESSAGE in record.logged_parts
+        and record.message is None
+    ):
+        raise ValueError(
+            "the record's body was logged but is not at hand (encrypted at rest: give the body keys)"
+        )
     if record.message is not None:
         _expect_digest(record.message, message_entry.digest, "the logged message")
         name = message_file_name(message_entry.content_type)

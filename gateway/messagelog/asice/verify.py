@@ -48,9 +48,11 @@ from asn1crypto import cms
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from gateway.crypto.certs import member_of
 from gateway.crypto.hashtree import DIGEST_SIZE
 from gateway.crypto.rootsig import SHA256_URI, SignatureVerificationError, VerifiedRoot, verify_root_signature
 from gateway.crypto.timestamp import TimestampError, verify_timestamp_token
+from gateway.lru import BoundedLru
 from gateway.messagelog.asice.build import (
     _asic_manifest,
     _record_json,
@@ -82,6 +84,15 @@ from gateway.messagelog.asice.layout import (
 )
 from gateway.messagelog.asice.proof import _canonical_json, _digest_from_hex, decode_proof
 from gateway.messagelog.asice.zipread import DEFAULT_ZIP_LIMITS, ZipLimits, read_container
+from gateway.messagelog.evidence import (
+    DEFAULT_STATUS_POLICY,
+    EvidenceError,
+    StatusPolicy,
+    check_header_ids,
+    check_parts_present,
+    check_signer,
+    check_status,
+)
 from gateway.messagelog.record import OUTCOME_OK
 from gateway.protocol.transport import PartName
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
@@ -109,6 +120,9 @@ class ContainerReport:
     timestamped_at: dt.datetime | None = None
     record_hash: bytes | None = None
     body_included: bool = False
+    warnings: tuple[str, ...] = ()
+    signer_member: str | None = None
+    prev_hash: bytes | None = None
 
     @property
     def valid(self) -> bool:
@@ -129,6 +143,7 @@ def verify_container(
     trusted_cas: Sequence[x509.Certificate],
     trusted_tsa_certs: Sequence[x509.Certificate],
     tsa_ca_certs: Sequence[x509.Certificate] | None = None,
+    status_policy: StatusPolicy = DEFAULT_STATUS_POLICY,
     require_timestamp: bool = True,
     limits: ZipLimits = DEFAULT_ZIP_LIMITS,
 ) -> ContainerReport:
@@ -137,9 +152,14 @@ def verify_container(
     The steps are those of docs/verification.md: zip safety and layout; every file against
     META-INF/manifest.xml; the message and REST head against manifest.txt; the signed root
     against `trusted_cas` (rootsig.verify_root_signature); the proof from SHA-256(manifest.txt)
-    to that root; the record's fields against the files and its chain hash; and the timestamp
-    proof from the record hash to a root that the token, from one of `trusted_tsa_certs`
-    (issued by `tsa_ca_certs`, by default `trusted_cas`), stamps.
+    to that root; the record's fields against the files and its chain hash; every part the
+    record says was logged is there; the signer is the member the record says must have
+    signed, and the signed message carries the record's identifiers; the signer's OCSP status
+    at the signing time (gateway.messagelog.evidence, `status_policy`); and the timestamp proof
+    from the record hash to a root that the token stamps. The token's signer must be one of
+    `trusted_tsa_certs`, pinned: a certificate merely issued by a trusted CA is not a TSA of
+    the federation. Only `tsa_ca_certs`, when given, are CAs whose TSA certificates count too.
+    A report names its first failed check (`problems[0]`).
     """
     try:
         files = read_container(data, limits)
@@ -152,9 +172,18 @@ def verify_container(
     checks.append(_run("signature", lambda: state.check_signature(trusted_cas)))
     checks.append(_run("proof", state.check_proof))
     checks.append(_run("record", state.check_record))
-    tsa_cas = trusted_cas if tsa_ca_certs is None else tsa_ca_certs
+    if checks[-1].passed:  # the checks below read the record; a bad one is already the finding
+        checks.append(_run("logged parts", state.check_logged_parts))
+        if all(check.passed for check in checks[3:5]):  # and the verified signature
+            checks.append(_run("signer", state.check_signer))
+            checks.append(_run("identifiers", state.check_identifiers))
+            checks.append(_run("certificate status", lambda: state.check_status(trusted_cas, status_policy)))
+    tsa_cas = () if tsa_ca_certs is None else tsa_ca_certs
+    carried_anchors = [*trusted_cas, *tsa_cas]
     if TIMESTAMP in files or TIMESTAMP_PROOF in files or require_timestamp:
-        checks.append(_run("timestamp", lambda: state.check_timestamp(trusted_tsa_certs, tsa_cas)))
+        checks.append(
+            _run("timestamp", lambda: state.check_timestamp(trusted_tsa_certs, tsa_cas, carried_anchors))
+        )
     return ContainerReport(
         tuple(checks),
         record=state.content,
@@ -163,6 +192,9 @@ def verify_container(
         timestamped_at=state.timestamped_at,
         record_hash=state.record_hash,
         body_included=MESSAGE_XML in files or MESSAGE_BIN in files,
+        warnings=tuple(state.warnings),
+        signer_member=state.signer_member,
+        prev_hash=state.prev_hash,
     )
 
 
@@ -171,6 +203,8 @@ def _run(name: str, step: Callable[[], str]) -> Check:
         return Check(name, True, step())
     except (_Failed, ValueError) as exc:  # ValueError: ContainerError and malformed values met while parsing
         return Check(name, False, str(exc))
+    except Exception as exc:  # a container is hostile input: whatever a parser raises is a failed check
+        return Check(name, False, f"{type(exc).__name__}: {exc}")
 
 
 class _Verification:
@@ -183,6 +217,9 @@ class _Verification:
         self.content: Mapping[str, Any] | None = None
         self.record_hash: bytes | None = None
         self.timestamped_at: dt.datetime | None = None
+        self.warnings: list[str] = []
+        self.signer_member: str | None = None
+        self.prev_hash: bytes | None = None
 
     def check_data_files(self) -> str:
         """Every file but mimetype and the manifest itself is listed, with its SHA-256, and nothing else."""
@@ -282,7 +319,7 @@ class _Verification:
             raise _Failed("record_hash is not SHA-256(prev_hash || content_digest)")
         self.content = content
         self._check_fields_describe_files(content)
-        self.record_hash = record_hash
+        self.record_hash, self.prev_hash = record_hash, prev_hash
         return f"record hash {record_hash.hex()} covers the files"
 
     def _check_fields_describe_files(self, content: Mapping[str, Any]) -> None:
@@ -307,8 +344,90 @@ class _Verification:
         if proof_file is None and content.get("outcome") == OUTCOME_OK:
             raise _Failed("the record is of a signed message, but the container has no signature")
 
+    def check_logged_parts(self) -> str:
+        """Every part record.json says was logged is in the container (issue 9, hole 5)."""
+        content = self._content()
+        present = (
+            {PartName.MESSAGE.value} if (MESSAGE_XML in self.files or MESSAGE_BIN in self.files) else set()
+        )
+        present |= {part.value for part, name in _REST_HEAD_FILES.items() if name in self.files}
+        try:
+            found = check_parts_present(content.get("logged_parts", None), present)
+        except EvidenceError as exc:
+            raise _Failed(str(exc)) from exc
+        if "logged_parts" not in content:
+            self.warnings.append(found)
+        return found
+
+    def check_signer(self) -> str:
+        """The signer is the client's member (a request) or the provider's (a response)."""
+        if self.verified is None:
+            if SIGNATURE not in self.files and PROOF not in self.files:
+                return _UNSIGNED
+            raise _Failed("there is no verified signature to name its signer")
+        content = self._content()
+        try:
+            found = check_signer(
+                self.verified.signer_cert,
+                str(content.get("direction")),
+                _text_field(content, "client"),
+                _text_field(content, "service"),
+            )
+        except EvidenceError as exc:
+            raise _Failed(str(exc)) from exc
+        self.signer_member = str(member_of(self.verified.signer_cert))
+        return found
+
+    def check_identifiers(self) -> str:
+        """The signed message's own client, service and id are the record's."""
+        if SIGNATURE not in self.files and PROOF not in self.files:
+            return _UNSIGNED
+        content = self._content()
+        entries = {e.name: e for e in parse_manifest(self._file(MANIFEST_TXT))}
+        message = self.files.get(MESSAGE_XML, self.files.get(MESSAGE_BIN))
+        head = next((self.files[name] for name in _REST_HEAD_FILES.values() if name in self.files), None)
+        try:
+            return check_header_ids(
+                kind=_text_field(content, "kind"),
+                direction=_text_field(content, "direction"),
+                outcome=_text_field(content, "outcome"),
+                content_type=entries[PartName.MESSAGE].content_type,
+                message=message,
+                rest_head=head,
+                client=_text_field(content, "client"),
+                service=_text_field(content, "service"),
+                message_id=_text_field(content, "message_id"),
+            )
+        except EvidenceError as exc:
+            raise _Failed(str(exc)) from exc
+
+    def check_status(self, trusted_cas: Sequence[x509.Certificate], policy: StatusPolicy) -> str:
+        """The OCSP response attached for the signer: its CA's responder, good, fresh when signed."""
+        if self.verified is None:
+            if SIGNATURE not in self.files and PROOF not in self.files:
+                return _UNSIGNED
+            raise _Failed("there is no verified signature whose signer's status to check")
+        try:
+            return check_status(
+                self.files.get(OCSP),
+                self.verified.signer_cert,
+                trusted_cas,
+                self.verified.signing_time,
+                policy,
+            )
+        except EvidenceError as exc:
+            raise _Failed(str(exc)) from exc
+
+    def _content(self) -> Mapping[str, Any]:
+        if self.content is None:
+            raise _Failed("there is no verified record to check against")
+        return self.content
+
     def check_timestamp(
-        self, trusted_tsa_certs: Sequence[x509.Certificate], tsa_cas: Sequence[x509.Certificate]
+        self,
+        trusted_tsa_certs: Sequence[x509.Certificate],
+        tsa_cas: Sequence[x509.Certificate],
+        carried_anchors: Sequence[x509.Certificate],
     ) -> str:
         """The record hash leads to a root, and a trusted TSA's token stamps that root."""
         if TIMESTAMP not in self.files and TIMESTAMP_PROOF not in self.files:
@@ -319,16 +438,18 @@ class _Verification:
         if not hmac.compare_digest(proof.leaf, self.record_hash):
             raise _Failed("the timestamp proof does not start at this record's hash")
         response = self._file(TIMESTAMP)
-        token = timestamp_token_of(response)
-        if response != timestamp_response(token):
-            raise _Failed(f"{TIMESTAMP} is not in the one form this format writes")
-        try:
-            self.timestamped_at = verify_timestamp_token(token, proof.root, trusted_tsa_certs, tsa_cas)
-        except TimestampError as exc:
-            raise _Failed(f"the timestamp token does not verify: {exc}") from exc
-        except Exception as exc:  # lazy ASN.1 and certificate parsing, as above
-            raise _Failed(f"the timestamp token does not verify: {type(exc).__name__}: {exc}") from exc
-        _check_carried_certificates(token, [*trusted_tsa_certs, *tsa_cas])
+        anchors = (tuple(trusted_tsa_certs), tuple(tsa_cas), tuple(carried_anchors))
+        key = (hashlib.sha256(response).digest(), proof.root, anchors)
+        cached = _stamped_roots.get(key)
+        if cached is None:
+            cached = _verify_timestamp_file(response, proof.root, trusted_tsa_certs, tsa_cas, carried_anchors)
+            _stamped_roots.put(key, cached)
+        self.timestamped_at = cached
+        if (
+            self.verified is not None
+            and self.verified.signing_time > self.timestamped_at + SIGNING_CLOCK_SKEW
+        ):
+            raise _Failed("the signing time the signer states is after the TSA stamped the record")
         return f"stamped at {self.timestamped_at.isoformat()}, {len(proof.steps)} steps to the stamped root"
 
     def _file(self, name: str) -> bytes:
@@ -336,6 +457,34 @@ class _Verification:
             return self.files[name]
         except KeyError:
             raise _Failed(f"{name} is missing") from None
+
+
+def _verify_timestamp_file(
+    response: bytes,
+    root: bytes,
+    trusted_tsa_certs: Sequence[x509.Certificate],
+    tsa_cas: Sequence[x509.Certificate],
+    carried_anchors: Sequence[x509.Certificate],
+) -> dt.datetime:
+    """The genTime timestamp.tsr proves `root` at: its form, the token, the certificates it carries."""
+    token = timestamp_token_of(response)
+    if response != timestamp_response(token):
+        raise _Failed(f"{TIMESTAMP} is not in the one form this format writes")
+    try:
+        stamped_at = verify_timestamp_token(token, root, trusted_tsa_certs, tsa_cas)
+    except TimestampError as exc:
+        raise _Failed(f"the timestamp token does not verify: {exc}") from exc
+    except Exception as exc:  # lazy ASN.1 and certificate parsing, as above
+        raise _Failed(f"the timestamp token does not verify: {type(exc).__name__}: {exc}") from exc
+    _check_carried_certificates(token, [*trusted_tsa_certs, *carried_anchors])
+    return stamped_at
+
+
+STAMPED_CACHE_SIZE: Final = 256
+"""Timestamp files remembered as verified, per root and trust: one token covers a whole batch
+of records (hundreds of containers), so verifying a directory checks each token once."""
+
+_stamped_roots: BoundedLru[tuple[bytes, bytes, tuple[Any, ...]], dt.datetime] = BoundedLru(STAMPED_CACHE_SIZE)
 
 
 def _check_carried_certificates(token: bytes, anchors: Sequence[x509.Certificate]) -> None:
@@ -367,6 +516,16 @@ def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
     return True
 
+
+def _text_field(content: Mapping[str, Any], name: str) -> str:
+    value = content.get(name)
+    if not isinstance(value, str):
+        raise _Failed(f"the record's {name} must be text, not {type(value).__name__}")
+    return value
+
+
+SIGNING_CLOCK_SKEW: Final = dt.timedelta(minutes=1)
+"""How far a signer's stated signing time may run ahead of the TSA's clock (as ocsp.CLOCK_SKEW)."""
 
 _UNSIGNED: Final = "none: the record is of a fault the gateway logged unsigned (the record check confirms)"
 _RECORD_KEYS: Final = frozenset({"format", "content", "content_digest", "prev_hash", "record_hash"})

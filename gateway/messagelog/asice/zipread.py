@@ -104,6 +104,8 @@ def read_container(data: bytes, limits: ZipLimits = ZipLimits()) -> dict[str, by
         unknown = sorted(info.filename for info in infos if info.filename not in CONTAINER_NAMES)
         if unknown:
             raise ContainerError(f"unexpected files in the container: {', '.join(unknown)}")
+        for info in infos:
+            _check_local_header(data, info)
         files: dict[str, bytes] = {}
         total = 0
         for info in infos:
@@ -115,6 +117,28 @@ def read_container(data: bytes, limits: ZipLimits = ZipLimits()) -> dict[str, by
     if MESSAGE_XML in files and MESSAGE_BIN in files:
         raise ContainerError("a container holds one message file, not two")
     return files
+
+
+def _check_local_header(data: bytes, info: zipfile.ZipInfo) -> None:
+    """An entry's local header (APPNOTE 4.3.7) says what the central directory says of it.
+
+    zipfile reads sizes from the central directory, `unzip` and other tools may read the local
+    header: where the two disagree, two readers see different files, so such a zip is refused.
+    """
+    start = info.header_offset
+    header = data[start : start + 30]
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        raise ContainerError(f"zip entry {info.filename!r} has no local header where the directory says")
+    flags, method = int.from_bytes(header[6:8], "little"), int.from_bytes(header[8:10], "little")
+    name_length = int.from_bytes(header[26:28], "little")
+    name = data[start + 30 : start + 30 + name_length]
+    if name != info.filename.encode("utf-8") or method != info.compress_type:
+        raise ContainerError(f"zip entry {info.filename!r}: its local header names another file or method")
+    if flags & 0x08:
+        return  # sizes and CRC follow the data (a data descriptor); zipfile checks the CRC on reading
+    crc, compressed, size = (int.from_bytes(header[i : i + 4], "little") for i in (14, 18, 22))
+    if (crc, compressed, size) != (info.CRC, info.compress_size, info.file_size):
+        raise ContainerError(f"zip entry {info.filename!r}: its local header and the directory disagree")
 
 
 def _is_message_file(name: str) -> bool:

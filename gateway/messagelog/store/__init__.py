@@ -29,7 +29,7 @@ from gateway.messagelog.store.writer import (
     LoggingFailed,
     MessageLogWriter,
 )
-from gateway.messagelog.stored import ChainState, StoredRecord, StoredTimestamp
+from gateway.messagelog.stored import ChainState, StoredRecord, StoredTimestamp, UnreadableRecord
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -44,6 +44,7 @@ __all__ = [
     "MessageLogWriter",
     "StoredRecord",
     "StoredTimestamp",
+    "UnreadableRecord",
     "chain_state",
     "chain_states",
     "get_exchange",

@@ -73,6 +73,7 @@ def _prepare(
         "body_nonce": nonce,
         "message_sha256": record.message_sha256,
         "rest_head": record.rest_head,
+        "logged_parts": None if record.logged_parts is None else ",".join(record.logged_parts),
         "manifest": record.manifest,
         "signed_root_sha256": blob(record.signed_root_xml),
         "proof_json": record.proof_json,

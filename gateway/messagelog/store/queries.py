@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 
 from gateway.messagelog.crypto_at_rest import BodyCipher, EncryptedBody
-from gateway.messagelog.record import Direction, LogRecord, MessageKind, Side
-from gateway.messagelog.stored import StoredRecord, StoredTimestamp
+from gateway.messagelog.record import Direction, LoggedPart, LogRecord, MessageKind, Side
+from gateway.messagelog.stored import StoredRecord, StoredTimestamp, UnreadableRecord
 from gateway.messagelog.tables import blobs, records, timestamps
 
 MAX_SEARCH_LIMIT: Final = 1000
@@ -113,19 +113,41 @@ def search(
 
 def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher | None) -> list[StoredRecord]:
     """Rows to records, with their shared blobs and timestamps fetched once per call."""
-    digests = {d for row in rows for d in (row.signed_root_sha256, row.ocsp_sha256) if d is not None}
+    digests = {
+        bytes(d)
+        for row in rows
+        for d in (row.signed_root_sha256, row.ocsp_sha256)
+        if isinstance(d, bytes | bytearray | memoryview)
+    }
     found_blobs = {
         bytes(r.sha256): bytes(r.data)
         for chunk in _chunks(digests)
         for r in connection.execute(sa.select(blobs).where(blobs.c.sha256.in_(chunk)))
     }
-    ids = {row.timestamp_id for row in rows if row.timestamp_id is not None}
+    ids = {row.timestamp_id for row in rows if isinstance(row.timestamp_id, int)}
     found_timestamps = {
         r.id: StoredTimestamp(r.id, r.first_seq, r.last_seq, bytes(r.root), bytes(r.token), r.stamped_at)
         for chunk in _chunks(ids)
         for r in connection.execute(sa.select(timestamps).where(timestamps.c.id.in_(chunk)))
     }
-    return [_stored(row, found_blobs, found_timestamps, cipher) for row in rows]
+    return [_readable(row, found_blobs, found_timestamps, cipher) for row in rows]
+
+
+def _readable(
+    row: Row[Any],
+    found_blobs: Mapping[bytes, bytes],
+    found_timestamps: Mapping[int, StoredTimestamp],
+    cipher: BodyCipher | None,
+) -> StoredRecord:
+    """:func:`_stored`, or UnreadableRecord naming the row when a column is not what it must be.
+
+    SQLite keeps whatever type was written into a column, so a row edited by hand can hold
+    text where bytes belong; that is a finding about the record, not a crash of the reader.
+    """
+    try:
+        return _stored(row, found_blobs, found_timestamps, cipher)
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise UnreadableRecord(row.node, row.seq, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _stored(
@@ -162,6 +184,7 @@ def _stored(
         fault_detail=row.fault_detail,
         message_sha256=row.message_sha256,
         rest_head=None if row.rest_head is None else bytes(row.rest_head),
+        logged_parts=_logged_parts(row.logged_parts),
     )
     timestamp = None if row.timestamp_id is None else found_timestamps.get(row.timestamp_id)
     return StoredRecord(
@@ -176,6 +199,13 @@ def _stored(
         archived_at=row.archived_at,
         archive_id=row.archive_id,
     )
+
+
+def _logged_parts(text: str | None) -> tuple[LoggedPart, ...] | None:
+    """The stored `logged_parts` (chain.py writes them comma-separated); None for an older record."""
+    if text is None:
+        return None
+    return tuple(LoggedPart(name) for name in text.split(",") if name)
 
 
 def _blob(found: Mapping[bytes, bytes], digest: bytes | None) -> bytes | None:
