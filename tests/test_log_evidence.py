@@ -28,6 +28,7 @@ from cryptography.x509.ocsp import OCSPCertStatus
 from gateway.crypto.hashtree import build_tree
 from gateway.crypto.keys import KeyAlgorithm, generate_key
 from gateway.crypto.rootsig import RootSigner
+from gateway.ids import ClientId
 from gateway.messagelog import tables
 from gateway.messagelog.asice import (
     MESSAGE_XML,
@@ -39,12 +40,20 @@ from gateway.messagelog.asice import (
 )
 from gateway.messagelog.asice import build as asice_build
 from gateway.messagelog.cli import cli
+from gateway.messagelog.evidence import EvidenceError, check_signer
 from gateway.messagelog.links import ChainMember, link
 from gateway.messagelog.record import GENESIS_HASH, Direction, LoggedPart, LogRecord, chain_hash
 from gateway.messagelog.verify import Problem
 from gateway.messagelog.verify_db import verify_log
 from gateway.protocol.transport import manifest_digest, signed_parts
-from gateway.trust.pki import TsaProfile, issue_certificate
+from gateway.trust.pki import (
+    CaSettings,
+    CertificateAuthority,
+    MemberSigningProfile,
+    TsaProfile,
+    build_ca_certificate,
+    issue_certificate,
+)
 from tests import logsamples
 from tests.test_asice import (
     NOW,
@@ -590,3 +599,22 @@ def test_a_responder_the_global_configuration_lists_is_pinned(trust: Trust) -> N
     )
     # A CA the configuration lists without any responder needs no status; one that has, does.
     assert verdict() == []
+
+
+def test_a_gateways_own_fault_may_be_signed_by_a_listed_server_owner() -> None:
+    """A provider gateway that holds no key of the provider signs its fault with its owner's."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = generate_key()
+    ca = CertificateAuthority(build_ca_certificate(ca_key, "Owners' CA", now), ca_key, CaSettings())
+    owner = ClientId.from_text("DEV/GOV/1003")
+    owner_cert = issue_certificate(ca, MemberSigningProfile(owner), generate_key().public_key(), now)
+    client, service = "DEV/GOV/1001/consumer", "DEV/COM/2001/provider/getPerson"
+
+    said = check_signer(owner_cert, "response", client, service, fault=True, server_owners=frozenset({owner}))
+    assert "owner of a security server" in said
+    with pytest.raises(EvidenceError, match="must be signed by the provider's member DEV/COM/2001"):
+        check_signer(owner_cert, "response", client, service, fault=True)  # not a listed owner
+    with pytest.raises(EvidenceError, match="must be signed by the provider's member"):
+        check_signer(owner_cert, "response", client, service, server_owners=frozenset({owner}))  # no fault
+    with pytest.raises(EvidenceError, match="must be signed by the client's member"):
+        check_signer(owner_cert, "request", client, service, fault=True, server_owners=frozenset({owner}))

@@ -62,8 +62,21 @@ def expected_signer(direction: str, client: str, service: str) -> ClientId:
         ) from exc
 
 
-def check_signer(certificate: x509.Certificate, direction: str, client: str, service: str) -> str:
-    """The signing certificate's member (SAN URI `xroad:member:...`) is the expected one."""
+def check_signer(
+    certificate: x509.Certificate,
+    direction: str,
+    client: str,
+    service: str,
+    *,
+    fault: bool = False,
+    server_owners: frozenset[ClientId] = frozenset(),
+) -> str:
+    """The signing certificate's member (SAN URI `xroad:member:...`) is the expected one.
+
+    A provider gateway signs its own fault with its owner's key when it holds no key of the
+    provider (gateway.proxy.provider): for a `fault` response the owner of a security server
+    the global configuration lists (`server_owners`) is accepted too, and named as such.
+    """
     expected = expected_signer(direction, client, service)
     try:
         member = member_of(certificate)
@@ -71,6 +84,8 @@ def check_signer(certificate: x509.Certificate, direction: str, client: str, ser
         raise EvidenceError(f"the signer's certificate names no usable member: {exc}") from exc
     if member is None:
         raise EvidenceError("the signer's certificate names no member (no xroad:member: SAN URI)")
+    if member != expected and fault and direction == RESPONSE and member in server_owners:
+        return f"signed by {member}, the owner of a security server (a gateway's own fault)"
     if member != expected:
         whose = "the client's" if direction == REQUEST else "the provider's"
         raise EvidenceError(
@@ -190,6 +205,8 @@ class StatusPolicy:
     freshness_seconds: float = DEFAULT_OCSP_FRESHNESS_SECONDS
     responders: Mapping[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
     without_responder: frozenset[str] = frozenset()
+    server_owners: frozenset[ClientId] = frozenset()
+    """Owners of the configuration's security servers: who may sign a gateway's own fault."""
 
 
 def status_policy(conf: GlobalConf) -> StatusPolicy:
@@ -207,7 +224,8 @@ def status_policy(conf: GlobalConf) -> StatusPolicy:
         )
         if listed:  # pinned; a responder listed by URL alone may be any the CA delegates to
             responders[ca_id] = listed
-    return StatusPolicy(conf.settings.ocsp_freshness_seconds, responders, frozenset(without))
+    owners = frozenset(server.id.owner for server in conf.security_servers)
+    return StatusPolicy(conf.settings.ocsp_freshness_seconds, responders, frozenset(without), owners)
 
 
 DEFAULT_STATUS_POLICY: Final = StatusPolicy()

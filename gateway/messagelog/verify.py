@@ -61,7 +61,7 @@ from gateway.messagelog.evidence import (
     check_signer,
     check_status,
 )
-from gateway.messagelog.record import LoggedPart, LogRecord, chain_hash
+from gateway.messagelog.record import OUTCOME_OK, LoggedPart, LogRecord, chain_hash
 from gateway.messagelog.stored import StoredRecord, StoredTimestamp
 from gateway.protocol.transport import MAX_PROOF_STEPS, PartName
 
@@ -286,7 +286,14 @@ class ChainVerifier:
         assert self._trusted_cas is not None
         direction = record.direction.value
         try:
-            check_signer(verified.signer_cert, direction, record.client, record.service)
+            check_signer(
+                verified.signer_cert,
+                direction,
+                record.client,
+                record.service,
+                fault=record.outcome != OUTCOME_OK,
+                server_owners=self._status_policy.server_owners,
+            )
         except EvidenceError as exc:
             raise _Bad(Problem.SIGNER, str(exc)) from exc
         try:

@@ -52,6 +52,7 @@ from gateway.crypto.certs import member_of
 from gateway.crypto.hashtree import DIGEST_SIZE
 from gateway.crypto.rootsig import SHA256_URI, SignatureVerificationError, VerifiedRoot, verify_root_signature
 from gateway.crypto.timestamp import TimestampError, verify_timestamp_token
+from gateway.ids import ClientId
 from gateway.lru import BoundedLru
 from gateway.messagelog.asice.build import (
     _asic_manifest,
@@ -175,7 +176,7 @@ def verify_container(
     if checks[-1].passed:  # the checks below read the record; a bad one is already the finding
         checks.append(_run("logged parts", state.check_logged_parts))
         if all(check.passed for check in checks[3:5]):  # and the verified signature
-            checks.append(_run("signer", state.check_signer))
+            checks.append(_run("signer", lambda: state.check_signer(status_policy.server_owners)))
             checks.append(_run("identifiers", state.check_identifiers))
             checks.append(_run("certificate status", lambda: state.check_status(trusted_cas, status_policy)))
     tsa_cas = () if tsa_ca_certs is None else tsa_ca_certs
@@ -359,7 +360,7 @@ class _Verification:
             self.warnings.append(found)
         return found
 
-    def check_signer(self) -> str:
+    def check_signer(self, server_owners: frozenset[ClientId]) -> str:
         """The signer is the client's member (a request) or the provider's (a response)."""
         if self.verified is None:
             if SIGNATURE not in self.files and PROOF not in self.files:
@@ -372,6 +373,8 @@ class _Verification:
                 str(content.get("direction")),
                 _text_field(content, "client"),
                 _text_field(content, "service"),
+                fault=content.get("outcome", OUTCOME_OK) != OUTCOME_OK,
+                server_owners=server_owners,
             )
         except EvidenceError as exc:
             raise _Failed(str(exc)) from exc
