@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import pytest
 import requests
+import sqlalchemy as sa
 from lxml import etree
 
 from gateway.central.api_client import RegistryClient
@@ -35,6 +36,7 @@ from gateway.crypto.ocsp import OCSP_REQUEST_TYPE, build_ocsp_request
 from gateway.dev import federation
 from gateway.ids import ClientId, ServiceId
 from gateway.proxy.certstatus import status_headers
+from gateway.serverconf.db import create_engine
 from gateway.serverconf.repository import ServerConfRepository
 from gateway.xmlsafe import parse_xml
 
@@ -65,10 +67,53 @@ GLOBALCONF_WAIT_SECONDS: Final = 20.0
 HTTP_TIMEOUT_SECONDS: Final = 20.0
 
 
+PG_DSN_ENV: Final = "XGATE_TEST_PG_DSN"
+"""Where the PostgreSQL variants of the storage tests connect; they skip when it is unset."""
+
+BACKENDS: Final = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+"""The database backends a storage test runs on (parametrise a fixture with them)."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """In CI the PostgreSQL variants must run: a missing DSN is an error there, not a skip."""
-    if os.environ.get("CI") and not os.environ.get("XGATE_TEST_PG_DSN"):
-        raise pytest.UsageError("CI is set but XGATE_TEST_PG_DSN is not: the PostgreSQL tests would skip")
+    if os.environ.get("CI") and not os.environ.get(PG_DSN_ENV):
+        raise pytest.UsageError(f"CI is set but {PG_DSN_ENV} is not: the PostgreSQL tests would skip")
+
+
+# --- PostgreSQL: a schema per test or module ------------------------------------------------
+
+
+def pg_dsn() -> str:
+    """The test server's DSN; skips the test when none is set."""
+    dsn = os.environ.get(PG_DSN_ENV)
+    if not dsn:
+        pytest.skip(f"{PG_DSN_ENV} is not set")
+    return dsn
+
+
+@contextlib.contextmanager
+def pg_schema_url(prefix: str = "xgate_test") -> Iterator[str]:
+    """A URL whose connections work in a new, empty schema (its search_path), dropped on leaving:
+    tests and modules running at once on one server never see each other's tables."""
+    dsn = pg_dsn()
+    schema = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(dsn)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = sa.make_url(dsn).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture
+def fresh_pg_schema_url() -> Iterator[str]:
+    """A URL whose connections work in a new, empty schema, dropped afterwards."""
+    with pg_schema_url() as url:
+        yield url
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,9 @@ run works in a schema of its own, so parallel runs never meet.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -52,8 +50,7 @@ from gateway.serverconf.repository import (
     ServiceDescription,
     ServiceKind,
 )
-
-PG_DSN_ENV = "XGATE_TEST_PG_DSN"
+from tests.conftest import BACKENDS, pg_schema_url
 
 PROVIDER = ClientId("EE", "GOV", "70000001", "registry")
 CONSUMER = ClientId("EE", "COM", "10000001", "app")
@@ -109,33 +106,6 @@ def self_signed_pem(name: str) -> str:
 # --- databases -------------------------------------------------------------------------
 
 
-def _pg_dsn() -> str:
-    dsn = os.environ.get(PG_DSN_ENV)
-    if not dsn:
-        pytest.skip(f"{PG_DSN_ENV} is not set")
-    return dsn
-
-
-@pytest.fixture
-def fresh_pg_schema_url() -> Iterator[str]:
-    """A URL whose connections work in a new, empty schema, dropped afterwards."""
-    dsn = _pg_dsn()
-    schema = f"xgate_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(dsn)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = sa.make_url(dsn).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
-
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
 @pytest.fixture(params=BACKENDS)
 def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database nothing has been created in yet."""
@@ -153,19 +123,9 @@ def migrated_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         migrate(url)
         yield url
         return
-    dsn = _pg_dsn()
-    schema = f"xgate_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(dsn)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = sa.make_url(dsn).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-    try:
+    with pg_schema_url() as url:
         migrate(url)
         yield url
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 @pytest.fixture
