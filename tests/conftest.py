@@ -274,32 +274,52 @@ def _identifier(element: str, object_type: str, parts: list[tuple[str, str | Non
     return f'<xrd:{element} id:objectType="{object_type}">{fields}</xrd:{element}>'
 
 
+def _client_parts(client: ClientId) -> list[tuple[str, str | None]]:
+    return [
+        ("xRoadInstance", client.instance),
+        ("memberClass", client.member_class),
+        ("memberCode", client.member_code),
+        ("subsystemCode", client.subsystem_code),
+    ]
+
+
+def _client_type(client: ClientId) -> str:
+    return "SUBSYSTEM" if client.subsystem_code else "MEMBER"
+
+
+def _service_parts(service: ServiceId) -> list[tuple[str, str | None]]:
+    return [
+        ("xRoadInstance", service.instance),
+        ("memberClass", service.member_class),
+        ("memberCode", service.member_code),
+        ("subsystemCode", service.subsystem_code),
+        ("serviceCode", service.service_code),
+        ("serviceVersion", service.service_version),
+    ]
+
+
 def client_xml(client: ClientId) -> str:
-    return _identifier(
-        "client",
-        "SUBSYSTEM" if client.subsystem_code else "MEMBER",
-        [
-            ("xRoadInstance", client.instance),
-            ("memberClass", client.member_class),
-            ("memberCode", client.member_code),
-            ("subsystemCode", client.subsystem_code),
-        ],
-    )
+    return _identifier("client", _client_type(client), _client_parts(client))
 
 
 def service_xml(service: ServiceId) -> str:
-    return _identifier(
-        "service",
-        "SERVICE",
-        [
-            ("xRoadInstance", service.instance),
-            ("memberClass", service.member_class),
-            ("memberCode", service.member_code),
-            ("subsystemCode", service.subsystem_code),
-            ("serviceCode", service.service_code),
-            ("serviceVersion", service.service_version),
-        ],
-    )
+    return _identifier("service", "SERVICE", _service_parts(service))
+
+
+def zeep_headers(
+    client: ClientId = CONSUMER, service: ServiceId = GET_PERSON, **fields: Any
+) -> dict[str, Any]:
+    """The X-Road SOAP headers as zeep takes them (`_soapheaders=`): `client` calls `service`,
+    with `fields` (id, protocolVersion, userId, ...) beside them."""
+
+    def identifier(object_type: str, parts: list[tuple[str, str | None]]) -> dict[str, str]:
+        return {"objectType": object_type, **{name: value for name, value in parts if value is not None}}
+
+    return {
+        "client": identifier(_client_type(client), _client_parts(client)),
+        "service": identifier("SERVICE", _service_parts(service)),
+        **fields,
+    }
 
 
 def soap_request(
