@@ -31,6 +31,7 @@ from gateway.crypto.rootsig import (
     sign_root,
     verify_root_signature,
 )
+from gateway.trust.pki import key_usage
 
 NOW = dt.datetime.now(dt.UTC)
 XMLSEC1_ID_ATTR = ("--id-attr:Id", "urn:xgate:signature:1:SignedRoot")
@@ -58,20 +59,6 @@ def new_key(kind: str) -> PrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _usage(*, sign: bool = False, cert_sign: bool = False, encipher: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=sign,
-        content_commitment=sign,
-        key_encipherment=encipher,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def make_ca(key: PrivateKey, name: str = "xgate test CA") -> x509.Certificate:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     return (
@@ -83,7 +70,7 @@ def make_ca(key: PrivateKey, name: str = "xgate test CA") -> x509.Certificate:
         .not_valid_before(NOW - dt.timedelta(days=1))
         .not_valid_after(NOW + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_usage(cert_sign=True), critical=True)
+        .add_extension(key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -107,7 +94,7 @@ def issue(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage or _usage(sign=True), critical=True)
+        .add_extension(usage or key_usage(digital_signature=True, content_commitment=True), critical=True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
@@ -328,7 +315,7 @@ def test_certificate_must_be_valid_at_the_signing_time(ec_pki: Pki) -> None:
 
 def test_certificate_must_allow_signatures(ec_pki: Pki) -> None:
     key = new_key("ec")
-    cert = issue(ec_pki.ca_key, ec_pki.ca, key, usage=_usage(encipher=True))
+    cert = issue(ec_pki.ca_key, ec_pki.ca, key, usage=key_usage(key_encipherment=True))
     with pytest.raises(SignatureVerificationError, match="keyUsage"):
         verify_root_signature(sign_root(digest("x"), key, cert, NOW), [ec_pki.ca])
 

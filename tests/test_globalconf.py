@@ -55,6 +55,7 @@ from gateway.globalconf.source import (
     save_anchor,
 )
 from gateway.ids import ClientId, GlobalGroupId, SecurityServerId
+from gateway.trust.pki import key_usage
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -80,20 +81,6 @@ def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _key_usage(*, signing: bool, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=signing,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def make_ca(common_name: str) -> Signer:
     """A root CA in the shape the development CA (gateway/trust) gives its root."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -106,7 +93,7 @@ def make_ca(common_name: str) -> Signer:
         .not_valid_before(NOW - 30 * DAY)
         .not_valid_after(NOW + 3650 * DAY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(signing=False, ca=True), critical=True)
+        .add_extension(key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -132,7 +119,7 @@ def issue(
         .not_valid_before(NOW - 10 * DAY)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(signing=signing, ca=False), critical=True)
+        .add_extension(key_usage(digital_signature=signing), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.cert.public_key()),  # type: ignore[arg-type]

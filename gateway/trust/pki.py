@@ -180,7 +180,7 @@ class GatewayProfile:
         # RSA key exchange (TLS 1.2 RSA suites) encrypts to the key: keyEncipherment (RFC 5246 §7.4.2).
         is_rsa = isinstance(public_key, rsa.RSAPublicKey)
         return [
-            (_key_usage(digital_signature=True, key_encipherment=is_rsa), True),
+            (key_usage(digital_signature=True, key_encipherment=is_rsa), True),
             (
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                 False,
@@ -216,7 +216,7 @@ class MemberSigningProfile:
     def extensions(self, public_key: PublicKey) -> list[Extension]:
         del public_key
         return [
-            (_key_usage(digital_signature=True, content_commitment=True), True),
+            (key_usage(digital_signature=True, content_commitment=True), True),
             (x509.SubjectAlternativeName([x509.UniformResourceIdentifier(member_uri(self.member))]), False),
         ]
 
@@ -237,7 +237,7 @@ class TsaProfile:
     def extensions(self, public_key: PublicKey) -> list[Extension]:
         del public_key
         return [
-            (_key_usage(digital_signature=True, content_commitment=True), True),
+            (key_usage(digital_signature=True, content_commitment=True), True),
             # RFC 3161 §2.3: the TSA's certificate MUST have exactly this EKU, marked critical.
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
         ]
@@ -259,7 +259,7 @@ class OcspResponderProfile:
     def extensions(self, public_key: PublicKey) -> list[Extension]:
         del public_key
         return [
-            (_key_usage(digital_signature=True), True),
+            (key_usage(digital_signature=True), True),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), False),
             # RFC 6960 §4.2.2.2.1: clients need not ask for the responder's own status.
             (x509.OCSPNoCheck(), False),
@@ -285,7 +285,7 @@ class ConfigurationSignerProfile:
 
     def extensions(self, public_key: PublicKey) -> list[Extension]:
         del public_key
-        return [(_key_usage(digital_signature=True, content_commitment=True), True)]
+        return [(key_usage(digital_signature=True, content_commitment=True), True)]
 
     def file_stem(self) -> str:
         return "confsign-" + _file_safe(self.name)
@@ -296,7 +296,7 @@ CertificateProfile = (
 )
 
 
-def _key_usage(
+def key_usage(
     *,
     digital_signature: bool = False,
     content_commitment: bool = False,
@@ -304,6 +304,7 @@ def _key_usage(
     key_cert_sign: bool = False,
     crl_sign: bool = False,
 ) -> x509.KeyUsage:
+    """An X.509 KeyUsage with the named bits set and every other bit clear."""
     return x509.KeyUsage(
         digital_signature=digital_signature,
         content_commitment=content_commitment,  # nonRepudiation's name since X.509 2005
@@ -358,7 +359,7 @@ def build_ca_certificate(
         .not_valid_before(now - CLOCK_SKEW_ALLOWANCE)
         .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .add_extension(key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False)
     )
