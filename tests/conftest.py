@@ -109,6 +109,22 @@ def pg_schema_url(prefix: str = "xgate_test") -> Iterator[str]:
         admin.dispose()
 
 
+@contextlib.contextmanager
+def migrated_database(
+    backend: str, directory: Path, file_name: str, migrate: Callable[[str], object], schema_prefix: str
+) -> Iterator[str]:
+    """One database on `backend` (of BACKENDS), migrated by `migrate`: the SQLite file `file_name`
+    in `directory`, or a PostgreSQL schema of its own (dropped on leaving)."""
+    if backend == "sqlite":
+        url = f"sqlite:///{directory / file_name}"
+        migrate(url)
+        yield url
+        return
+    with pg_schema_url(schema_prefix) as url:
+        migrate(url)
+        yield url
+
+
 @pytest.fixture
 def fresh_pg_schema_url() -> Iterator[str]:
     """A URL whose connections work in a new, empty schema, dropped afterwards."""
@@ -288,11 +304,9 @@ def _client_type(client: ClientId) -> str:
 
 
 def _service_parts(service: ServiceId) -> list[tuple[str, str | None]]:
+    """The provider's parts, then the service's own (identifiers.xsd XRoadServiceIdentifierType)."""
     return [
-        ("xRoadInstance", service.instance),
-        ("memberClass", service.member_class),
-        ("memberCode", service.member_code),
-        ("subsystemCode", service.subsystem_code),
+        *_client_parts(service.provider),
         ("serviceCode", service.service_code),
         ("serviceVersion", service.service_version),
     ]

@@ -58,7 +58,7 @@ from gateway.globalconf.source import GlobalConfSource
 from gateway.ids import ClientId, SecurityServerId
 from gateway.serverconf.db import create_engine
 from gateway.trust import pki
-from tests.conftest import BACKENDS, pg_schema_url
+from tests.conftest import BACKENDS, migrated_database
 
 INSTANCE = "DEV"
 OWNER = ClientId(INSTANCE, "GOV", "1001")
@@ -125,13 +125,8 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
 @pytest.fixture(scope="module", params=BACKENDS)
 def migrated_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One migrated database per backend for the module (PostgreSQL: a schema of its own)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('central') / 'central.sqlite'}"
-        migrate(url)
-        yield url
-        return
-    with pg_schema_url("xgate_central") as url:
-        migrate(url)
+    directory = tmp_path_factory.mktemp("central")
+    with migrated_database(request.param, directory, "central.sqlite", migrate, "xgate_central") as url:
         yield url
 
 

@@ -50,7 +50,7 @@ from gateway.serverconf.repository import (
     ServiceDescription,
     ServiceKind,
 )
-from tests.conftest import BACKENDS, pg_schema_url
+from tests.conftest import BACKENDS, migrated_database
 
 PROVIDER = ClientId("EE", "GOV", "70000001", "registry")
 CONSUMER = ClientId("EE", "COM", "10000001", "app")
@@ -106,6 +106,14 @@ def self_signed_pem(name: str) -> str:
 # --- databases -------------------------------------------------------------------------
 
 
+def run_together(threads: list[threading.Thread], timeout: float) -> None:
+    """Start `threads` at once, then wait for each (at most `timeout` s apiece)."""
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+
+
 @pytest.fixture(params=BACKENDS)
 def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database nothing has been created in yet."""
@@ -118,13 +126,8 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture(scope="module", params=BACKENDS)
 def migrated_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One migrated database per backend for the module; `engine` empties it for each test."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('serverconf') / 'serverconf.db'}"
-        migrate(url)
-        yield url
-        return
-    with pg_schema_url() as url:
-        migrate(url)
+    directory = tmp_path_factory.mktemp("serverconf")
+    with migrated_database(request.param, directory, "serverconf.db", migrate, "xgate_test") as url:
         yield url
 
 
@@ -236,10 +239,7 @@ def test_sqlite_writers_that_read_first_queue_instead_of_failing(tmp_path: Path)
         threading.Thread(target=writer, args=("second", first_has_read)),
     ]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        run_together(threads, timeout=30)
         assert errors == []
         assert count(engine, tables.keys) == 2
     finally:
@@ -616,10 +616,7 @@ def test_concurrent_writers_on_two_nodes_queue_and_lose_nothing(migrated_url: st
 
     threads = [threading.Thread(target=register, args=(node, p)) for node, p in zip(nodes, "ab", strict=True)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        run_together(threads, timeout=60)
         assert errors == []
         assert nodes[0].current_version() == 30
         assert len(nodes[1].snapshot().subsystems) == 30
