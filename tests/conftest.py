@@ -125,6 +125,23 @@ def migrated_database(
         yield url
 
 
+def migrated_url_fixture(
+    name: str, file_name: str, migrate: Callable[[str], object], schema_prefix: str
+) -> Any:
+    """A module-scoped fixture (assign it to `migrated_url`): one database per backend of BACKENDS
+    for the module, migrated by `migrate`, in a temporary directory `name` or a schema of its own."""
+
+    @pytest.fixture(scope="module", params=BACKENDS)
+    def migrated_url(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[str]:
+        directory = tmp_path_factory.mktemp(name)
+        with migrated_database(request.param, directory, file_name, migrate, schema_prefix) as url:
+            yield url
+
+    return migrated_url
+
+
 @pytest.fixture
 def fresh_pg_schema_url() -> Iterator[str]:
     """A URL whose connections work in a new, empty schema, dropped afterwards."""

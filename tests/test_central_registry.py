@@ -14,7 +14,7 @@ import base64
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ from gateway.globalconf.source import GlobalConfSource
 from gateway.ids import ClientId, SecurityServerId
 from gateway.serverconf.db import create_engine
 from gateway.trust import pki
-from tests.conftest import BACKENDS, migrated_database
+from tests.conftest import migrated_url_fixture
 
 INSTANCE = "DEV"
 OWNER = ClientId(INSTANCE, "GOV", "1001")
@@ -122,12 +122,8 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
 # --- databases ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def migrated_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One migrated database per backend for the module (PostgreSQL: a schema of its own)."""
-    directory = tmp_path_factory.mktemp("central")
-    with migrated_database(request.param, directory, "central.sqlite", migrate, "xgate_central") as url:
-        yield url
+migrated_url = migrated_url_fixture("central", "central.sqlite", migrate, "xgate_central")
+"""One migrated database per backend for the module (PostgreSQL: a schema of its own)."""
 
 
 @pytest.fixture
