@@ -22,7 +22,6 @@ from alembic.script import ScriptDirectory
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gateway.ids import ClientId, GlobalGroupId, LocalGroupId, ServiceId
 from gateway.serverconf import tables
@@ -50,7 +49,8 @@ from gateway.serverconf.repository import (
     ServiceDescription,
     ServiceKind,
 )
-from tests.conftest import BACKENDS, migrated_database
+from tests.certs import certificate_builder, common_name
+from tests.conftest import BACKENDS, migrated_url_fixture
 
 PROVIDER = ClientId("EE", "GOV", "70000001", "registry")
 CONSUMER = ClientId("EE", "COM", "10000001", "app")
@@ -88,18 +88,11 @@ def rest_service(code: str = "persons", provider: ClientId = PROVIDER) -> Servic
 
 def self_signed_pem(name: str) -> str:
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    subject = common_name(name)
     now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    certificate = certificate_builder(
+        subject, subject, key.public_key(), now - timedelta(minutes=1), now + timedelta(days=1)
+    ).sign(key, hashes.SHA256())
     return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -123,12 +116,8 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def migrated_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One migrated database per backend for the module; `engine` empties it for each test."""
-    directory = tmp_path_factory.mktemp("serverconf")
-    with migrated_database(request.param, directory, "serverconf.db", migrate, "xgate_test") as url:
-        yield url
+migrated_url = migrated_url_fixture("serverconf", "serverconf.db", migrate, "xgate_test")
+"""One migrated database per backend for the module; `engine` empties it for each test."""
 
 
 @pytest.fixture
