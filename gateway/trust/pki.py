@@ -29,7 +29,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -225,14 +225,26 @@ class MemberSigningProfile:
 
 
 @dataclass(frozen=True)
-class TsaProfile:
+class _NamedProfile:
+    """A certificate known by its common name alone: a trust service's, the configuration signer's."""
+
+    name: str
+    file_prefix: ClassVar[str]
+
+    def subject(self) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
+
+    def file_stem(self) -> str:
+        return self.file_prefix + _file_safe(self.name)
+
+
+@dataclass(frozen=True)
+class TsaProfile(_NamedProfile):
     """An RFC 3161 time-stamping authority's certificate."""
 
     name: str = DEFAULT_TSA_NAME
     kind: ClassVar[str] = "tsa"
-
-    def subject(self) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
+    file_prefix: ClassVar[str] = "tsa-"
 
     def extensions(self, public_key: PublicKey) -> list[Extension]:
         del public_key
@@ -242,19 +254,14 @@ class TsaProfile:
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
         ]
 
-    def file_stem(self) -> str:
-        return "tsa-" + _file_safe(self.name)
-
 
 @dataclass(frozen=True)
-class OcspResponderProfile:
+class OcspResponderProfile(_NamedProfile):
     """A delegated OCSP responder's certificate (RFC 6960 §4.2.2.2)."""
 
     name: str = DEFAULT_OCSP_NAME
     kind: ClassVar[str] = "ocsp"
-
-    def subject(self) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
+    file_prefix: ClassVar[str] = "ocsp-"
 
     def extensions(self, public_key: PublicKey) -> list[Extension]:
         del public_key
@@ -265,12 +272,9 @@ class OcspResponderProfile:
             (x509.OCSPNoCheck(), False),
         ]
 
-    def file_stem(self) -> str:
-        return "ocsp-" + _file_safe(self.name)
-
 
 @dataclass(frozen=True)
-class ConfigurationSignerProfile:
+class ConfigurationSignerProfile(_NamedProfile):
     """The federation's global-configuration signing certificate.
 
     Gateways pin this certificate itself in their anchor (not the CA that issued it), so no
@@ -279,16 +283,11 @@ class ConfigurationSignerProfile:
 
     name: str = DEFAULT_CONFIGURATION_SIGNER_NAME
     kind: ClassVar[str] = "configuration-signer"
-
-    def subject(self) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
+    file_prefix: ClassVar[str] = "confsign-"
 
     def extensions(self, public_key: PublicKey) -> list[Extension]:
         del public_key
         return [(key_usage(digital_signature=True, content_commitment=True), True)]
-
-    def file_stem(self) -> str:
-        return "confsign-" + _file_safe(self.name)
 
 
 CertificateProfile = (
@@ -494,13 +493,8 @@ def fold_index(lines: Iterable[str]) -> dict[int, IssuedCertificate]:
 
 
 def _revoked(issued: IssuedCertificate, record: dict[str, Any]) -> IssuedCertificate:
-    return IssuedCertificate(
-        serial=issued.serial,
-        kind=issued.kind,
-        subject=issued.subject,
-        not_after=issued.not_after,
-        fingerprint_sha256=issued.fingerprint_sha256,
-        path=issued.path,
+    return replace(
+        issued,
         status=OCSPCertStatus.REVOKED,
         revoked_at=dt.datetime.fromisoformat(record["revoked_at"]),
         reason=x509.ReasonFlags(record["reason"]),
