@@ -84,6 +84,27 @@ def lone_signature(signer: BatchSigner, leaf: bytes) -> Callable[[], MessageSign
     return lambda: loop.run_until_complete(signer.sign(leaf))
 
 
+def sign_and_encode(steps: Steps, hop: str, signer: BatchSigner, payload: SoapPayload) -> tuple[str, bytes]:
+    """What a gateway does to send `payload`, timed: manifest digest, batch signature, encoding."""
+    leaf = manifest_digest(signed_parts(payload))
+    steps.time(hop, "manifest digest", lambda: manifest_digest(signed_parts(payload)))
+    sign = lone_signature(signer, leaf)
+    steps.time(hop, "batch signature, one message", sign)
+    message = TransportMessage(payload, sign())
+    steps.time(hop, "encode transport", lambda: encode_transport(message))
+    return encode_transport(message)
+
+
+def decode(steps: Steps, hop: str, content_type: str, body: bytes, direction: Direction) -> TransportMessage:
+    """What a gateway does first with what it receives, timed: decoding the transport message."""
+
+    def decode_message() -> TransportMessage:
+        return decode_transport(content_type, body, max_bytes=MAX_BYTES, direction=direction)
+
+    steps.time(hop, "decode transport", decode_message)
+    return decode_message()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2000)
@@ -105,21 +126,10 @@ def main() -> None:
     # gw-a, the request: parse, sign, encode.
     parsed_request = soap.parse_request(request, CONTENT_TYPE)
     steps.time("gw-a", "parse the client's SOAP request", lambda: soap.parse_request(request, CONTENT_TYPE))
-    request_payload = SoapPayload(CONTENT_TYPE, request)
-    request_leaf = manifest_digest(signed_parts(request_payload))
-    steps.time("gw-a", "manifest digest", lambda: manifest_digest(signed_parts(request_payload)))
-    sign_request = lone_signature(signer_a, request_leaf)
-    steps.time("gw-a", "batch signature, one message", sign_request)
-    request_message = TransportMessage(request_payload, sign_request())
-    steps.time("gw-a", "encode transport", lambda: encode_transport(request_message))
-    request_type, request_body = encode_transport(request_message)
+    request_type, request_body = sign_and_encode(steps, "gw-a", signer_a, SoapPayload(CONTENT_TYPE, request))
 
     # gw-b: decode, parse, verify, then the service's answer: requestHash, sign, encode.
-    def decode_request() -> TransportMessage:
-        return decode_transport(request_type, request_body, max_bytes=MAX_BYTES, direction=Direction.REQUEST)
-
-    steps.time("gw-b", "decode transport", decode_request)
-    received = decode_request()
+    received = decode(steps, "gw-b", request_type, request_body, Direction.REQUEST)
     steps.time("gw-b", "parse the SOAP request", lambda: soap.parse_request(request, CONTENT_TYPE))
     steps.time("gw-b", "verify signature (uncached)", verify_uncached(received, trusted, CONSUMER))
 
@@ -132,20 +142,10 @@ def main() -> None:
 
     steps.time("gw-b", "check the answer, set requestHash", hashed_answer)
     answer_payload = SoapPayload(CONTENT_TYPE, hashed_answer())
-    answer_leaf = manifest_digest(signed_parts(answer_payload))
-    steps.time("gw-b", "manifest digest", lambda: manifest_digest(signed_parts(answer_payload)))
-    sign_answer = lone_signature(signer_b, answer_leaf)
-    steps.time("gw-b", "batch signature, one message", sign_answer)
-    answer_message = TransportMessage(answer_payload, sign_answer())
-    steps.time("gw-b", "encode transport", lambda: encode_transport(answer_message))
-    answer_type, answer_body = encode_transport(answer_message)
+    answer_type, answer_body = sign_and_encode(steps, "gw-b", signer_b, answer_payload)
 
     # gw-a, the answer: decode, verify, parse, compare with the request.
-    def decode_answer() -> TransportMessage:
-        return decode_transport(answer_type, answer_body, max_bytes=MAX_BYTES, direction=Direction.RESPONSE)
-
-    steps.time("gw-a", "decode transport", decode_answer)
-    answer = decode_answer()
+    answer = decode(steps, "gw-a", answer_type, answer_body, Direction.RESPONSE)
     steps.time("gw-a", "verify signature (uncached)", verify_uncached(answer, trusted, PROVIDER))
 
     def check_answer() -> None:

@@ -56,6 +56,22 @@ class ApiCallError(Exception):
         self.message = message
 
 
+def json_answer(response: requests.Response, error: type[ApiCallError] = ApiCallError) -> Any:
+    """The decoded JSON of an xgate API's answer; `error` for an error answer (its JSON error's
+    code and message when it has one) or for one that is not JSON."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise error(
+            response.status_code, "not_json", f"the answer is not JSON: {response.text[:200]!r}"
+        ) from None
+    if response.status_code >= 400:
+        if isinstance(body, dict):
+            raise error(response.status_code, str(body.get("error")), str(body.get("message")))
+        raise error(response.status_code, "error", str(body))
+    return body
+
+
 def path_segment(value: str) -> str:
     """`value` (an identifier's text form, a code, a name) as one URL path segment."""
     return quote(value, safe="")
@@ -98,17 +114,7 @@ class JsonApiClient:
         )
         if response.status_code == 204:
             return None
-        try:
-            body = response.json()
-        except ValueError:
-            raise ApiCallError(
-                response.status_code, "not_json", f"the answer is not JSON: {response.text[:200]!r}"
-            ) from None
-        if response.status_code >= 400:
-            if isinstance(body, dict):
-                raise ApiCallError(response.status_code, str(body.get("error")), str(body.get("message")))
-            raise ApiCallError(response.status_code, "error", str(body))
-        return body
+        return json_answer(response)
 
     def _api(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, API_PREFIX + path, **kwargs)

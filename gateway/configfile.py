@@ -250,6 +250,13 @@ def in_file(path: Path, error: ConfigError) -> ConfigError:
 DATA_DIR_MODE: Final = 0o700
 """Databases, cached configurations and logs: nothing for others on the machine."""
 
+CONFIG_FILE_MODE: Final = 0o600
+"""A configuration file `init` writes names key paths and passphrase variables: nothing for others
+on the machine."""
+
+ANCHOR_FILE: Final = "anchor.json"
+"""The federation's anchor, in the directory `xgate gateway init` and `xgate central init` make."""
+
 
 def ensure_data_dir(data_dir: Path, key: str, hint: str) -> None:
     """Create the working directory when only it is missing; otherwise say in one line what to do.

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from gateway.config import NodeConfig, load_config
-from gateway.configfile import DATA_DIR_MODE
+from gateway.configfile import ANCHOR_FILE, CONFIG_FILE_MODE, DATA_DIR_MODE
 from gateway.crypto.keys import write_file_atomically
 from gateway.ids import ClientId, SecurityServerId
 from gateway.trust import pki
@@ -28,9 +28,6 @@ from gateway.trust import pki
 CONFIG_FILE: Final = "gateway.toml"
 DATA_DIR: Final = "data"
 KEYS_DIR: Final = "keys"
-ANCHOR_FILE: Final = "anchor.json"
-CONFIG_FILE_MODE: Final = 0o600
-"""The file names key paths and passphrase variables: nothing for others on the machine."""
 
 DEFAULT_GLOBALCONF_LOCATION: Final = "http://127.0.0.1:4401/globalconf"
 """Where `xgate central init`'s registry distributes the configuration by default."""

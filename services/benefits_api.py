@@ -23,7 +23,6 @@ tests of the provider's ``ServiceFailed.*`` paths):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import uuid
@@ -35,7 +34,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.listeners import listening_socket
+from services.serving import serve
 
 DEFAULT_PORT: Final = 8082  # the `servers` URL in wsdl/benefits-api.yaml
 OPENAPI_FILE: Final = Path(__file__).resolve().parents[1] / "wsdl" / "benefits-api.yaml"
@@ -205,14 +204,7 @@ def make_app(*, slow_seconds: float = SLOW_SECONDS) -> web.Application:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: serve the benefits API on 127.0.0.1."""
-    parser = argparse.ArgumentParser(
-        prog="python -m services.benefits_api", description="Example REST service."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    args = parser.parse_args(argv)
-    # A socket the starting process bound for us (gateway.listeners), or the address itself.
-    web.run_app(make_app(), sock=listening_socket(args.host, args.port))
+    serve(make_app, "services.benefits_api", "Example REST service.", DEFAULT_PORT, argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ Run with ``python -m services.population_register --port 8081`` (listens on 127.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import copy
 from collections.abc import Mapping
@@ -37,8 +36,8 @@ from typing import Final
 from aiohttp import web
 from lxml import etree
 
-from gateway.listeners import listening_socket
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
+from services.serving import serve
 
 SOAP_ENV_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 XROAD_NS: Final = "http://x-road.eu/xsd/xroad.xsd"
@@ -237,14 +236,7 @@ def make_app(*, slow_seconds: float = SLOW_SECONDS) -> web.Application:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: serve the population register on 127.0.0.1."""
-    parser = argparse.ArgumentParser(
-        prog="python -m services.population_register", description="Example X-Road SOAP service."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    args = parser.parse_args(argv)
-    # A socket the starting process bound for us (gateway.listeners), or the address itself.
-    web.run_app(make_app(), sock=listening_socket(args.host, args.port))
+    serve(make_app, "services.population_register", "Example X-Road SOAP service.", DEFAULT_PORT, argv)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import pytest
 import requests
+import sqlalchemy as sa
 from lxml import etree
 
 from gateway.central.api_client import RegistryClient
@@ -36,6 +37,7 @@ from gateway.dev import federation
 from gateway.ids import ClientId, ServiceId
 from gateway.protocol.transport import TRANSPORT_MEDIA_TYPE, Direction, SoapPayload, decode_transport
 from gateway.proxy.certstatus import status_headers
+from gateway.serverconf.db import create_engine
 from gateway.serverconf.repository import ServerConfRepository
 from gateway.xmlsafe import parse_xml
 
@@ -66,10 +68,86 @@ GLOBALCONF_WAIT_SECONDS: Final = 20.0
 HTTP_TIMEOUT_SECONDS: Final = 20.0
 
 
+PG_DSN_ENV: Final = "XGATE_TEST_PG_DSN"
+"""Where the PostgreSQL variants of the storage tests connect; they skip when it is unset."""
+
+BACKENDS: Final = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+"""The database backends a storage test runs on (parametrise a fixture with them)."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """In CI the PostgreSQL variants must run: a missing DSN is an error there, not a skip."""
-    if os.environ.get("CI") and not os.environ.get("XGATE_TEST_PG_DSN"):
-        raise pytest.UsageError("CI is set but XGATE_TEST_PG_DSN is not: the PostgreSQL tests would skip")
+    if os.environ.get("CI") and not os.environ.get(PG_DSN_ENV):
+        raise pytest.UsageError(f"CI is set but {PG_DSN_ENV} is not: the PostgreSQL tests would skip")
+
+
+# --- PostgreSQL: a schema per test or module ------------------------------------------------
+
+
+def pg_dsn() -> str:
+    """The test server's DSN; skips the test when none is set."""
+    dsn = os.environ.get(PG_DSN_ENV)
+    if not dsn:
+        pytest.skip(f"{PG_DSN_ENV} is not set")
+    return dsn
+
+
+@contextlib.contextmanager
+def pg_schema_url(prefix: str = "xgate_test") -> Iterator[str]:
+    """A URL whose connections work in a new, empty schema (its search_path), dropped on leaving:
+    tests and modules running at once on one server never see each other's tables."""
+    dsn = pg_dsn()
+    schema = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(dsn)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = sa.make_url(dsn).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def migrated_database(
+    backend: str, directory: Path, file_name: str, migrate: Callable[[str], object], schema_prefix: str
+) -> Iterator[str]:
+    """One database on `backend` (of BACKENDS), migrated by `migrate`: the SQLite file `file_name`
+    in `directory`, or a PostgreSQL schema of its own (dropped on leaving)."""
+    if backend == "sqlite":
+        url = f"sqlite:///{directory / file_name}"
+        migrate(url)
+        yield url
+        return
+    with pg_schema_url(schema_prefix) as url:
+        migrate(url)
+        yield url
+
+
+def migrated_url_fixture(
+    name: str, file_name: str, migrate: Callable[[str], object], schema_prefix: str
+) -> Any:
+    """A module-scoped fixture (assign it to `migrated_url`): one database per backend of BACKENDS
+    for the module, migrated by `migrate`, in a temporary directory `name` or a schema of its own."""
+
+    @pytest.fixture(scope="module", params=BACKENDS)
+    def migrated_url(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[str]:
+        directory = tmp_path_factory.mktemp(name)
+        with migrated_database(request.param, directory, file_name, migrate, schema_prefix) as url:
+            yield url
+
+    return migrated_url
+
+
+@pytest.fixture
+def fresh_pg_schema_url() -> Iterator[str]:
+    """A URL whose connections work in a new, empty schema, dropped afterwards."""
+    with pg_schema_url() as url:
+        yield url
 
 
 @dataclass(frozen=True)
@@ -230,32 +308,50 @@ def _identifier(element: str, object_type: str, parts: list[tuple[str, str | Non
     return f'<xrd:{element} id:objectType="{object_type}">{fields}</xrd:{element}>'
 
 
+def _client_parts(client: ClientId) -> list[tuple[str, str | None]]:
+    return [
+        ("xRoadInstance", client.instance),
+        ("memberClass", client.member_class),
+        ("memberCode", client.member_code),
+        ("subsystemCode", client.subsystem_code),
+    ]
+
+
+def _client_type(client: ClientId) -> str:
+    return "SUBSYSTEM" if client.subsystem_code else "MEMBER"
+
+
+def _service_parts(service: ServiceId) -> list[tuple[str, str | None]]:
+    """The provider's parts, then the service's own (identifiers.xsd XRoadServiceIdentifierType)."""
+    return [
+        *_client_parts(service.provider),
+        ("serviceCode", service.service_code),
+        ("serviceVersion", service.service_version),
+    ]
+
+
 def client_xml(client: ClientId) -> str:
-    return _identifier(
-        "client",
-        "SUBSYSTEM" if client.subsystem_code else "MEMBER",
-        [
-            ("xRoadInstance", client.instance),
-            ("memberClass", client.member_class),
-            ("memberCode", client.member_code),
-            ("subsystemCode", client.subsystem_code),
-        ],
-    )
+    return _identifier("client", _client_type(client), _client_parts(client))
 
 
 def service_xml(service: ServiceId) -> str:
-    return _identifier(
-        "service",
-        "SERVICE",
-        [
-            ("xRoadInstance", service.instance),
-            ("memberClass", service.member_class),
-            ("memberCode", service.member_code),
-            ("subsystemCode", service.subsystem_code),
-            ("serviceCode", service.service_code),
-            ("serviceVersion", service.service_version),
-        ],
-    )
+    return _identifier("service", "SERVICE", _service_parts(service))
+
+
+def zeep_headers(
+    client: ClientId = CONSUMER, service: ServiceId = GET_PERSON, **fields: Any
+) -> dict[str, Any]:
+    """The X-Road SOAP headers as zeep takes them (`_soapheaders=`): `client` calls `service`,
+    with `fields` (id, protocolVersion, userId, ...) beside them."""
+
+    def identifier(object_type: str, parts: list[tuple[str, str | None]]) -> dict[str, str]:
+        return {"objectType": object_type, **{name: value for name, value in parts if value is not None}}
+
+    return {
+        "client": identifier(_client_type(client), _client_parts(client)),
+        "service": identifier("SERVICE", _service_parts(service)),
+        **fields,
+    }
 
 
 def soap_request(

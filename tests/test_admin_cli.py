@@ -230,6 +230,7 @@ def test_services_from_wsdl_and_openapi(live: Live, tmp_path: Path) -> None:
 
 
 def test_access_rights_and_local_groups(live: Live) -> None:
+    member_get_pets = ("DEV/COM/3003", "--type", "member", "--method", "GET", "--path", "/pets")
     live.ok("subsystems", "add", PROVIDER)
     live.ok("services", "add-openapi", PROVIDER, "pets", "--file", str(SAMPLES / "petstore.yaml"))
     live.ok("groups", "add", PROVIDER, "partners", "--description", "Partner agencies")
@@ -241,37 +242,13 @@ def test_access_rights_and_local_groups(live: Live) -> None:
         "access", "grant", PROVIDER, "pets", CONSUMER, "--type", "subsystem", role=Role.SERVICE_ADMINISTRATOR
     )
     live.ok("access", "grant", PROVIDER, "pets", "partners", "--type", "localgroup")
-    live.ok(
-        "access",
-        "grant",
-        PROVIDER,
-        "pets",
-        "DEV/COM/3003",
-        "--type",
-        "member",
-        "--method",
-        "GET",
-        "--path",
-        "/pets",
-    )
+    live.ok("access", "grant", PROVIDER, "pets", *member_get_pets)
     table = live.ok("access", "list", PROVIDER, "pets", role=Role.OBSERVER)
     assert len(table.splitlines()) == 4 and "localgroup" in table and "/pets" in table
 
     result = live.run("access", "grant", PROVIDER, "pets", CONSUMER, "--type", "subsystem")
     assert result.exit_code == 1 and "409 conflict" in result.output
-    live.ok(
-        "access",
-        "revoke",
-        PROVIDER,
-        "pets",
-        "DEV/COM/3003",
-        "--type",
-        "member",
-        "--method",
-        "GET",
-        "--path",
-        "/pets",
-    )
+    live.ok("access", "revoke", PROVIDER, "pets", *member_get_pets)
     live.ok("access", "revoke", PROVIDER, "pets", CONSUMER, "--type", "subsystem")
     assert [r["subject_type"] for r in live.json("access", "list", PROVIDER, "pets")] == ["localgroup"]
 

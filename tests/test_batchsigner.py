@@ -20,7 +20,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from gateway.crypto.batchsigner import BatchSigner, MessageSignature, verify_message_signature
 from gateway.crypto.hashtree import root_from_proof
@@ -31,6 +30,8 @@ from gateway.crypto.rootsig import (
     sign_root,
     verify_root_signature,
 )
+from gateway.trust.pki import key_usage
+from tests.certs import certificate_builder, common_name
 
 NOW = dt.datetime.now(dt.UTC)
 XMLSEC1_ID_ATTR = ("--id-attr:Id", "urn:xgate:signature:1:SignedRoot")
@@ -58,32 +59,14 @@ def new_key(kind: str) -> PrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _usage(*, sign: bool = False, cert_sign: bool = False, encipher: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=sign,
-        content_commitment=sign,
-        key_encipherment=encipher,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def make_ca(key: PrivateKey, name: str = "xgate test CA") -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    subject = common_name(name)
     return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=30))
+        certificate_builder(
+            subject, subject, key.public_key(), NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=30)
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_usage(cert_sign=True), critical=True)
+        .add_extension(key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -99,15 +82,11 @@ def issue(
     usage: x509.KeyUsage | None = None,
 ) -> x509.Certificate:
     return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "member 1001 signing")]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
+        certificate_builder(
+            common_name("member 1001 signing"), ca.subject, key.public_key(), not_before, not_after
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage or _usage(sign=True), critical=True)
+        .add_extension(usage or key_usage(digital_signature=True, content_commitment=True), critical=True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
@@ -328,7 +307,7 @@ def test_certificate_must_be_valid_at_the_signing_time(ec_pki: Pki) -> None:
 
 def test_certificate_must_allow_signatures(ec_pki: Pki) -> None:
     key = new_key("ec")
-    cert = issue(ec_pki.ca_key, ec_pki.ca, key, usage=_usage(encipher=True))
+    cert = issue(ec_pki.ca_key, ec_pki.ca, key, usage=key_usage(key_encipherment=True))
     with pytest.raises(SignatureVerificationError, match="keyUsage"):
         verify_root_signature(sign_root(digest("x"), key, cert, NOW), [ec_pki.ca])
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,8 +58,8 @@ from gateway.globalconf.source import GlobalConfSource
 from gateway.ids import ClientId, SecurityServerId
 from gateway.serverconf.db import create_engine
 from gateway.trust import pki
+from tests.conftest import migrated_url_fixture
 
-PG_DSN_ENV = "XGATE_TEST_PG_DSN"
 INSTANCE = "DEV"
 OWNER = ClientId(INSTANCE, "GOV", "1001")
 OTHER = ClientId(INSTANCE, "COM", "2002")
@@ -124,29 +122,8 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
 # --- databases ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def migrated_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One migrated database per backend for the module (PostgreSQL: a schema of its own)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('central') / 'central.sqlite'}"
-        migrate(url)
-        yield url
-        return
-    dsn = os.environ.get(PG_DSN_ENV)
-    if not dsn:
-        pytest.skip(f"{PG_DSN_ENV} is not set")
-    schema = f"xgate_central_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(dsn)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = sa.make_url(dsn).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+migrated_url = migrated_url_fixture("central", "central.sqlite", migrate, "xgate_central")
+"""One migrated database per backend for the module (PostgreSQL: a schema of its own)."""
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from gateway.connections import ConnectionLimits, LimitedSite
 from gateway.crypto.tls import (
@@ -36,6 +35,7 @@ from gateway.crypto.tls import (
     external_server_context,
     internal_server_context,
 )
+from tests.certs import certificate_builder, common_name
 
 # Deadlines short enough for the suite, long enough for a loaded 2-core machine to meet them.
 SHORT_SECONDS = 0.6
@@ -308,10 +308,6 @@ class Pki:
     client: TlsIdentity
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
 def _issue(
     directory: Path,
     name: str,
@@ -322,16 +318,9 @@ def _issue(
     ca: bool = False,
 ) -> tuple[x509.Certificate, TlsIdentity]:
     now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(name))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
+    builder = certificate_builder(
+        common_name(name), issuer, key.public_key(), now - dt.timedelta(minutes=5), now + dt.timedelta(days=1)
+    ).add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     if not ca:
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
@@ -351,7 +340,7 @@ def _issue(
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     directory = tmp_path_factory.mktemp("pki")
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca, ca_identity = _issue(directory, "ca", ca_key, _name("ca"), ca_key, ca=True)
+    ca, ca_identity = _issue(directory, "ca", ca_key, common_name("ca"), ca_key, ca=True)
     _, ec_server = _issue(directory, "ec-server", ec.generate_private_key(ec.SECP256R1()), ca.subject, ca_key)
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _, rsa_server = _issue(directory, "rsa-server", rsa_key, ca.subject, ca_key)

@@ -45,11 +45,28 @@ def records_of(fed: Federation, gateway: str, message_id: str) -> list[dict[str,
     return list(officer(fed, gateway).log_search({"message_id": message_id})["records"])
 
 
-def call_get_person(fed: Federation, message_id: str) -> requests.Response:
+def post_get_person(fed: Federation, message_id: str) -> requests.Response:
+    """getPerson from gw-a's client system, as message `message_id`."""
     body = soap_request(GET_PERSON, get_person_body(KNOWN_PERSON), message_id=message_id)
-    response = post_soap(fed.internal_url("gw-a"), body)
+    return post_soap(fed.internal_url("gw-a"), body)
+
+
+def call_get_person(fed: Federation, message_id: str) -> requests.Response:
+    response = post_get_person(fed, message_id)
     assert response.status_code == 200, response.text
     return response
+
+
+def timestamped_exchange(fed: Federation) -> str:
+    """The message id of a getPerson exchange gw-a has logged and timestamped."""
+    message_id = f"log-{uuid.uuid4()}"
+    call_get_person(fed, message_id)
+    wait_until(
+        lambda: all(r["timestamped"] for r in records_of(fed, "gw-a", message_id)),
+        GLOBALCONF_WAIT_SECONDS,
+        "gw-a to timestamp the exchange's records",
+    )
+    return message_id
 
 
 def shown_records(shown: dict[str, Any]) -> list[dict[str, Any]]:
@@ -95,13 +112,7 @@ def test_a_soap_exchange_leaves_matching_signed_records_on_both_gateways(fed: Fe
 
 
 def test_every_record_verifies_once_timestamped_and_exports_as_a_valid_container(fed: Federation) -> None:
-    message_id = f"log-{uuid.uuid4()}"
-    call_get_person(fed, message_id)
-    wait_until(
-        lambda: all(r["timestamped"] for r in records_of(fed, "gw-a", message_id)),
-        GLOBALCONF_WAIT_SECONDS,
-        "gw-a to timestamp the exchange's records",
-    )
+    message_id = timestamped_exchange(fed)
     verification = officer(fed, "gw-a").log_verify()
     assert verification["valid"], verification
     assert all(chain["first_bad"] is None for chain in verification["chains"])
@@ -181,13 +192,7 @@ async def test_a_nodes_log_archives_into_chained_verified_archives_and_purges_on
     fed: Federation, tmp_path: Path
 ) -> None:
     """The node's archiving step (MessageLog.archive_now) run over gw-a's live log database."""
-    message_id = f"log-{uuid.uuid4()}"
-    call_get_person(fed, message_id)
-    wait_until(
-        lambda: all(r["timestamped"] for r in records_of(fed, "gw-a", message_id)),
-        GLOBALCONF_WAIT_SECONDS,
-        "gw-a to timestamp the exchange's records",
-    )
+    message_id = timestamped_exchange(fed)
     late_id = f"log-{uuid.uuid4()}"
     call_get_person(fed, late_id)  # likely not yet timestamped, so not archivable
     settings = MessageLogSettings(

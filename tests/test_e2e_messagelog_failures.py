@@ -18,28 +18,18 @@ from gateway.dev.processes import Child, Ports, spawn, wait_http
 from gateway.messagelog.db import create_engine
 from gateway.messagelog.store import search
 from tests.conftest import (
-    GET_PERSON,
     GLOBALCONF_WAIT_SECONDS,
     HTTP_TIMEOUT_SECONDS,
-    KNOWN_PERSON,
     Federation,
-    get_person_body,
-    post_soap,
     soap_fault,
-    soap_request,
     wait_until,
 )
-from tests.test_e2e_messagelog import records_of
+from tests.test_e2e_messagelog import post_get_person, records_of
 
 TIMESTAMPER_FAILED = {
     "Server.ClientProxy.LoggingFailed.TimestamperFailed",
     "Server.ServerProxy.LoggingFailed.TimestamperFailed",
 }
-
-
-def _call(fed: Federation, message_id: str) -> requests.Response:
-    body = soap_request(GET_PERSON, get_person_body(KNOWN_PERSON), message_id=message_id)
-    return post_soap(fed.internal_url("gw-a"), body)
 
 
 def _logged_responses(fed: Federation, gateway: str) -> set[str]:
@@ -63,7 +53,7 @@ def test_a_gateway_killed_under_load_lost_no_record_of_an_answered_exchange(fed:
         while not stop.is_set():
             message_id = f"kill-{uuid.uuid4()}"
             try:
-                if _call(fed, message_id).status_code == 200:
+                if post_get_person(fed, message_id).status_code == 200:
                     answered.append(message_id)
             except requests.RequestException:
                 pass  # the connection died with the gateway: no answer, nothing promised
@@ -84,7 +74,9 @@ def test_a_gateway_killed_under_load_lost_no_record_of_an_answered_exchange(fed:
     logged = _logged_responses(fed, "gw-a")
     missing = [message_id for message_id in answered if message_id not in logged]
     assert answered and not missing, f"{len(missing)} of {len(answered)} answered exchanges not in the log"
-    assert _call(fed, f"after-{uuid.uuid4()}").status_code == 200, "the restarted gateway serves again"
+    assert post_get_person(fed, f"after-{uuid.uuid4()}").status_code == 200, (
+        "the restarted gateway serves again"
+    )
 
 
 def _spare_tsa(fed: Federation, ports: Ports, port: int) -> Child:
@@ -129,7 +121,7 @@ def test_a_lost_tsa_backlogs_stamps_then_refuses_traffic_then_recovers(short_fed
         wait_http(url + "/health", time.monotonic() + 30, tsa)
         _point_tsa_at(fed, url + "/tsa")
         first = f"tsa-{uuid.uuid4()}"
-        assert _call(fed, first).status_code == 200
+        assert post_get_person(fed, first).status_code == 200
         wait_until(
             lambda: all(r["timestamped"] for r in records_of(fed, "gw-a", first)),
             GLOBALCONF_WAIT_SECONDS,
@@ -140,12 +132,12 @@ def test_a_lost_tsa_backlogs_stamps_then_refuses_traffic_then_recovers(short_fed
         tsa.process.wait(timeout=10)
         lost_at = time.monotonic()
         backlog = f"tsa-{uuid.uuid4()}"
-        assert _call(fed, backlog).status_code == 200, "within the allowed period traffic goes on"
+        assert post_get_person(fed, backlog).status_code == 200, "within the allowed period traffic goes on"
         time.sleep(2 * fed.description["settings"]["timestamping_interval_seconds"])
         assert not any(r["timestamped"] for r in records_of(fed, "gw-a", backlog)), "stamps wait for the TSA"
 
         def refused() -> bool:
-            response = _call(fed, f"tsa-{uuid.uuid4()}")
+            response = post_get_person(fed, f"tsa-{uuid.uuid4()}")
             return response.status_code == 500 and soap_fault(response).code in TIMESTAMPER_FAILED
 
         wait_until(refused, allowed + 20, "requests to be refused once timestamping failed too long")
@@ -154,7 +146,7 @@ def test_a_lost_tsa_backlogs_stamps_then_refuses_traffic_then_recovers(short_fed
         tsa = _spare_tsa(fed, ports, port)  # binds the port itself: the first one released it
         wait_http(url + "/health", time.monotonic() + 30, tsa)
         wait_until(
-            lambda: _call(fed, f"tsa-{uuid.uuid4()}").status_code == 200,
+            lambda: post_get_person(fed, f"tsa-{uuid.uuid4()}").status_code == 200,
             allowed + 30,
             "traffic to resume once the TSA is back",
         )

@@ -23,6 +23,7 @@ from gateway.xmlsafe import parse_xml
 from tests.conftest import (
     BENEFITS,
     CONSUMER,
+    GET_PERSON,
     HTTP_TIMEOUT_SECONDS,
     ID_NS,
     KNOWN_PERSON,
@@ -37,6 +38,7 @@ from tests.conftest import (
     rest_headers,
     soap_body,
     soap_request,
+    zeep_headers,
 )
 
 WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
@@ -121,26 +123,7 @@ def test_get_wsdl_returns_the_wsdl_as_an_attachment_without_the_real_address(
     (tmp_path / "service.wsdl").write_bytes(wsdl)
     client = zeep.Client(str(tmp_path / "service.wsdl"))
     service = client.create_service(POPULATION_BINDING, fed.internal_url("gw-a"))
-    headers = {
-        "client": {
-            "objectType": "SUBSYSTEM",
-            "xRoadInstance": "DEV",
-            "memberClass": "GOV",
-            "memberCode": "1001",
-            "subsystemCode": "benefits-office",
-        },
-        "service": {
-            "objectType": "SERVICE",
-            "xRoadInstance": "DEV",
-            "memberClass": "GOV",
-            "memberCode": "1002",
-            "subsystemCode": "population",
-            "serviceCode": "getPerson",
-            "serviceVersion": "v1",
-        },
-        "id": str(uuid.uuid4()),
-        "protocolVersion": "4.0",
-    }
+    headers = zeep_headers(CONSUMER, GET_PERSON, id=str(uuid.uuid4()), protocolVersion="4.0")
     answer = service.getPerson(personalCode=KNOWN_PERSON, _soapheaders=headers)
     assert answer.body.person.name == "Mart Tamm"
 

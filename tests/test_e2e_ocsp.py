@@ -221,23 +221,31 @@ def test_responses_travel_both_ways_are_logged_and_verify_with_openssl(
     assert records["response"].ocsp_response == received[SIGNER_OCSP_HEADER]
 
 
-def _auth_header_cases() -> list[Any]:
+def _bad_status_cases(certificate: str) -> list[Any]:
+    """How a status response about the gateway's `certificate` (auth_cert or sign_cert) is bad
+    whichever certificate it is for: missing, stale, revoked."""
     return [
         pytest.param(lambda fed: None, "no OCSP response", id="missing"),
         pytest.param(
             lambda fed: crafted_response(
-                fed, fed.gateway("gw-a")["auth_cert"], at=utc_now() - freshness(fed) - STALE_MARGIN
+                fed, fed.gateway("gw-a")[certificate], at=utc_now() - freshness(fed) - STALE_MARGIN
             ),
             "older than",
             id="stale",
         ),
         pytest.param(
             lambda fed: crafted_response(
-                fed, fed.gateway("gw-a")["auth_cert"], status=OCSPCertStatus.REVOKED
+                fed, fed.gateway("gw-a")[certificate], status=OCSPCertStatus.REVOKED
             ),
             "revoked",
             id="revoked",
         ),
+    ]
+
+
+def _auth_header_cases() -> list[Any]:
+    return [
+        *_bad_status_cases("auth_cert"),
         pytest.param(
             lambda fed: crafted_response(
                 fed, fed.gateway("gw-a")["auth_cert"], status=OCSPCertStatus.UNKNOWN
@@ -257,19 +265,23 @@ def _auth_header_cases() -> list[Any]:
     ]
 
 
+def _post_with_status(fed: Federation, header: str, make: Any) -> requests.Response:
+    """gw-a's request with good status headers but for `header`: what `make` makes (None: none)."""
+    headers = peer_status_headers(fed, fed.gateway("gw-a")["auth_cert"])
+    status = make(fed)
+    if status is None:
+        del headers[header]
+    else:
+        headers[header] = encode_response(status)
+    return post_as_gw_a(fed, get_person_transport(fed), headers)
+
+
 @pytest.mark.parametrize(("make", "reason"), _auth_header_cases())
 def test_the_calling_gateway_needs_fresh_good_status_for_its_tls_certificate(
     fed: Federation, make: Any, reason: str
 ) -> None:
-    headers = peer_status_headers(fed, fed.gateway("gw-a")["auth_cert"])
-    auth = make(fed)
-    if auth is None:
-        del headers[AUTH_OCSP_HEADER]
-    else:
-        headers[AUTH_OCSP_HEADER] = encode_response(auth)
-
     fault = assert_soap_fault(
-        post_as_gw_a(fed, get_person_transport(fed), headers), faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED
+        _post_with_status(fed, AUTH_OCSP_HEADER, make), faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED
     )
 
     assert reason in fault.string
@@ -278,21 +290,7 @@ def test_the_calling_gateway_needs_fresh_good_status_for_its_tls_certificate(
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
-        pytest.param(lambda fed: None, "no OCSP response", id="missing"),
-        pytest.param(
-            lambda fed: crafted_response(
-                fed, fed.gateway("gw-a")["sign_cert"], at=utc_now() - freshness(fed) - STALE_MARGIN
-            ),
-            "older than",
-            id="stale",
-        ),
-        pytest.param(
-            lambda fed: crafted_response(
-                fed, fed.gateway("gw-a")["sign_cert"], status=OCSPCertStatus.REVOKED
-            ),
-            "revoked",
-            id="revoked",
-        ),
+        *_bad_status_cases("sign_cert"),
         pytest.param(
             lambda fed: ocsp_response(fed, fed.gateway("gw-a")["auth_cert"]),
             "wrong_cert_id",
@@ -301,15 +299,8 @@ def test_the_calling_gateway_needs_fresh_good_status_for_its_tls_certificate(
     ],
 )
 def test_a_signers_bad_status_makes_the_signature_invalid(fed: Federation, make: Any, reason: str) -> None:
-    headers = peer_status_headers(fed, fed.gateway("gw-a")["auth_cert"])
-    signer = make(fed)
-    if signer is None:
-        del headers[SIGNER_OCSP_HEADER]
-    else:
-        headers[SIGNER_OCSP_HEADER] = encode_response(signer)
-
     fault = assert_soap_fault(
-        post_as_gw_a(fed, get_person_transport(fed), headers), faults.SERVER_PROXY_INVALID_SIGNATURE
+        _post_with_status(fed, SIGNER_OCSP_HEADER, make), faults.SERVER_PROXY_INVALID_SIGNATURE
     )
 
     assert reason in fault.string

@@ -21,6 +21,8 @@ from zeep.transports import Transport
 
 from gateway.xmlsafe import parse_xml
 from tests.conftest import (
+    CONSUMER,
+    GET_PERSON,
     KNOWN_PERSON,
     POPULATION_BINDING,
     POPULATION_NS,
@@ -31,30 +33,17 @@ from tests.conftest import (
     get_person_request,
     post_soap,
     soap_body,
+    zeep_headers,
 )
 
-SENT_HEADERS: dict[str, Any] = {
-    "client": {
-        "objectType": "SUBSYSTEM",
-        "xRoadInstance": "DEV",
-        "memberClass": "GOV",
-        "memberCode": "1001",
-        "subsystemCode": "benefits-office",
-    },
-    "service": {
-        "objectType": "SERVICE",
-        "xRoadInstance": "DEV",
-        "memberClass": "GOV",
-        "memberCode": "1002",
-        "subsystemCode": "population",
-        "serviceCode": "getPerson",
-        "serviceVersion": "v1",
-    },
-    "userId": "EE38001085718",
-    "issue": "case-2026/117",
-    "protocolVersion": "4.0",
-    "representedParty": {"partyClass": "COM", "partyCode": "12345678"},
-}
+SENT_HEADERS: dict[str, Any] = zeep_headers(
+    CONSUMER,
+    GET_PERSON,
+    userId="EE38001085718",
+    issue="case-2026/117",
+    protocolVersion="4.0",
+    representedParty={"partyClass": "COM", "partyCode": "12345678"},
+)
 
 
 class RecordingTransport(Transport):

@@ -55,6 +55,8 @@ from gateway.globalconf.source import (
     save_anchor,
 )
 from gateway.ids import ClientId, GlobalGroupId, SecurityServerId
+from gateway.trust.pki import key_usage
+from tests.certs import certificate_builder
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -80,17 +82,12 @@ def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _key_usage(*, signing: bool, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=signing,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
+def _self_issued(
+    common_name: str, key: Key, not_before: dt.datetime, not_after: dt.datetime
+) -> x509.CertificateBuilder:
+    """A certificate of `key` whose subject and issuer are both `common_name`, yet to be signed."""
+    return certificate_builder(
+        _name(common_name), _name(common_name), key.public_key(), not_before, not_after
     )
 
 
@@ -98,15 +95,9 @@ def make_ca(common_name: str) -> Signer:
     """A root CA in the shape the development CA (gateway/trust) gives its root."""
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - 30 * DAY)
-        .not_valid_after(NOW + 3650 * DAY)
+        _self_issued(common_name, key, NOW - 30 * DAY, NOW + 3650 * DAY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(signing=False, ca=True), critical=True)
+        .add_extension(key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -124,15 +115,9 @@ def issue(
     """An end-entity certificate issued by `ca`: a configuration-signing certificate by default."""
     key = key or ec.generate_private_key(ec.SECP256R1())
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - 10 * DAY)
-        .not_valid_after(not_after)
+        certificate_builder(_name(common_name), ca.cert.subject, key.public_key(), NOW - 10 * DAY, not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(signing=signing, ca=False), critical=True)
+        .add_extension(key_usage(digital_signature=signing), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.cert.public_key()),  # type: ignore[arg-type]
@@ -146,16 +131,7 @@ def issue(
 def self_signed(common_name: str, key: Key | None = None) -> Signer:
     """A bare self-signed signing certificate: the simplest anchor a development federation uses."""
     key = key or ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - DAY)
-        .not_valid_after(NOW + 365 * DAY)
-        .sign(key, hashes.SHA256())
-    )
+    cert = _self_issued(common_name, key, NOW - DAY, NOW + 365 * DAY).sign(key, hashes.SHA256())
     return Signer(key, cert)
 
 

@@ -23,6 +23,19 @@ OCSP_REQUEST = "application/ocsp-request"
 OCSP_RESPONSE = "application/ocsp-response"
 
 
+async def post_ocsp_query(transport: InProcessTransport) -> bytes:
+    """post_for with an OCSP query b"q" to http://ocsp/: 1 s, answers of up to 64 bytes."""
+    return await post_for(
+        transport,
+        "http://ocsp/",
+        b"q",
+        content_type=OCSP_REQUEST,
+        answer_type=OCSP_RESPONSE,
+        timeout=1,
+        max_bytes=64,
+    )
+
+
 def test_header_names_compare_without_case_and_the_first_value_wins() -> None:
     fields = (("content-TYPE", "text/xml; charset=UTF-8"), ("X-Road-Id", "1"), ("x-road-id", "2"))
     response = OutboundResponse(200, fields, b"")
@@ -44,15 +57,7 @@ async def test_post_for_sends_the_media_types_and_returns_the_body() -> None:
 
     transport = InProcessTransport(responder)
 
-    body = await post_for(
-        transport,
-        "http://ocsp/",
-        b"q",
-        content_type=OCSP_REQUEST,
-        answer_type=OCSP_RESPONSE,
-        timeout=1,
-        max_bytes=64,
-    )
+    body = await post_ocsp_query(transport)
 
     assert body == b"answer:q"
     (sent,) = transport.requests
@@ -86,12 +91,4 @@ async def test_post_for_refuses_what_is_not_the_answer_asked_for(
         return answer
 
     with pytest.raises(ExchangeFailed, match=reason):
-        await post_for(
-            InProcessTransport(responder),
-            "http://ocsp/",
-            b"q",
-            content_type=OCSP_REQUEST,
-            answer_type=OCSP_RESPONSE,
-            timeout=1,
-            max_bytes=64,
-        )
+        await post_ocsp_query(InProcessTransport(responder))

@@ -6,11 +6,9 @@ run works in a schema of its own, so parallel runs never meet.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,7 +22,6 @@ from alembic.script import ScriptDirectory
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gateway.ids import ClientId, GlobalGroupId, LocalGroupId, ServiceId
 from gateway.serverconf import tables
@@ -52,8 +49,8 @@ from gateway.serverconf.repository import (
     ServiceDescription,
     ServiceKind,
 )
-
-PG_DSN_ENV = "XGATE_TEST_PG_DSN"
+from tests.certs import certificate_builder, common_name
+from tests.conftest import BACKENDS, migrated_url_fixture
 
 PROVIDER = ClientId("EE", "GOV", "70000001", "registry")
 CONSUMER = ClientId("EE", "COM", "10000001", "app")
@@ -91,49 +88,23 @@ def rest_service(code: str = "persons", provider: ClientId = PROVIDER) -> Servic
 
 def self_signed_pem(name: str) -> str:
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    subject = common_name(name)
     now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    certificate = certificate_builder(
+        subject, subject, key.public_key(), now - timedelta(minutes=1), now + timedelta(days=1)
+    ).sign(key, hashes.SHA256())
     return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
 # --- databases -------------------------------------------------------------------------
 
 
-def _pg_dsn() -> str:
-    dsn = os.environ.get(PG_DSN_ENV)
-    if not dsn:
-        pytest.skip(f"{PG_DSN_ENV} is not set")
-    return dsn
-
-
-@pytest.fixture
-def fresh_pg_schema_url() -> Iterator[str]:
-    """A URL whose connections work in a new, empty schema, dropped afterwards."""
-    dsn = _pg_dsn()
-    schema = f"xgate_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(dsn)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = sa.make_url(dsn).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
-
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+def run_together(threads: list[threading.Thread], timeout: float) -> None:
+    """Start `threads` at once, then wait for each (at most `timeout` s apiece)."""
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -145,27 +116,8 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def migrated_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One migrated database per backend for the module; `engine` empties it for each test."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('serverconf') / 'serverconf.db'}"
-        migrate(url)
-        yield url
-        return
-    dsn = _pg_dsn()
-    schema = f"xgate_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(dsn)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = sa.make_url(dsn).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+migrated_url = migrated_url_fixture("serverconf", "serverconf.db", migrate, "xgate_test")
+"""One migrated database per backend for the module; `engine` empties it for each test."""
 
 
 @pytest.fixture
@@ -276,10 +228,7 @@ def test_sqlite_writers_that_read_first_queue_instead_of_failing(tmp_path: Path)
         threading.Thread(target=writer, args=("second", first_has_read)),
     ]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        run_together(threads, timeout=30)
         assert errors == []
         assert count(engine, tables.keys) == 2
     finally:
@@ -656,10 +605,7 @@ def test_concurrent_writers_on_two_nodes_queue_and_lose_nothing(migrated_url: st
 
     threads = [threading.Thread(target=register, args=(node, p)) for node, p in zip(nodes, "ab", strict=True)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        run_together(threads, timeout=60)
         assert errors == []
         assert nodes[0].current_version() == 30
         assert len(nodes[1].snapshot().subsystems) == 30

@@ -13,10 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import Field
-
-from gateway.crypto.certs import CertificateError, fingerprint_sha256, load_certificate
-from gateway.globalconf.signed import format_time
+from gateway.crypto.certs import CertificateError
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
 from gateway.messagelog.inspector import LogInspector
 from gateway.serverconf.repository import (
@@ -29,8 +26,10 @@ from gateway.serverconf.repository import (
 )
 from gateway.serverconf.wsdl import DescriptionError
 from gateway.webapi import CONFLICT, NOT_FOUND, VALIDATION_ERROR, OperationTable, not_found
+from gateway.webapi.certificates import CertificateSummary as CertificateSummary  # the operations' import
+from gateway.webapi.certificates import certificate_summary as certificate_summary
 from gateway.webapi.errors import domain_errors
-from gateway.webapi.types import Answer, ClientIdField, Params
+from gateway.webapi.types import ClientIdField, Params
 
 
 @dataclass(frozen=True)
@@ -71,21 +70,6 @@ domain_error: Final = domain_errors(
 
 class ClientPath(Params):
     client_id: ClientIdField
-
-
-class CertificateSummary(Answer):
-    sha256: str = Field(description="Lower-case hex SHA-256 of the DER certificate.")
-    subject: str = Field(description="RFC 4514 subject.")
-    not_after: str = Field(json_schema_extra={"format": "date-time"})
-
-
-def certificate_summary(pem: str) -> dict[str, Any]:
-    certificate = load_certificate(pem.encode())
-    return {
-        "sha256": fingerprint_sha256(certificate),
-        "subject": certificate.subject.rfc4514_string(),
-        "not_after": format_time(certificate.not_valid_after_utc),
-    }
 
 
 # --- reading the configuration ------------------------------------------------------------

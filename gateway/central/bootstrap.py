@@ -22,6 +22,7 @@ from gateway.central.config import (
 from gateway.central.repository import CentralRepository
 from gateway.central.roles import Role
 from gateway.central.server import prepare
+from gateway.configfile import ANCHOR_FILE, CONFIG_FILE_MODE
 from gateway.crypto.certs import certificate_to_pem, fingerprint_sha256
 from gateway.crypto.keys import write_file_atomically
 from gateway.globalconf import Anchor, TrustedCa
@@ -31,9 +32,6 @@ from gateway.ids import validate_code
 from gateway.trust import pki
 
 CONFIG_FILE: Final = "central.toml"
-ANCHOR_FILE: Final = "anchor.json"
-CONFIG_FILE_MODE: Final = 0o600
-"""The file names key paths and passphrase variables: nothing for others on the machine."""
 
 FIRST_KEY_NAME: Final = "initial administrator"
 

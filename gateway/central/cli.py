@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -195,42 +196,68 @@ def member_classes() -> None:
 _CLASS_COLUMNS: Final = (("code", "code"), ("description", "description"))
 
 
-@member_classes.command("list")
-@json_option
-@pass_registry
-def member_classes_list(settings: RegistrySettings, as_json: bool) -> None:
-    """List the member classes."""
-    _emit(settings.client().get("/member-classes")["member_classes"], as_json, _CLASS_COLUMNS)
+@dataclass(frozen=True)
+class _DescribedCodes:
+    """A collection of codes with descriptions at `path` of the API (member classes, global
+    groups): the same four commands manage each, with these help texts and messages."""
+
+    path: str
+    listed: str
+    """The answer's field holding the list."""
+    noun: str
+    """As in "removed <noun> CODE"."""
+    columns: Columns
+    list_help: str
+    add_help: str
+    remove_help: str
 
 
-@member_classes.command("add")
-@click.argument("code")
-@click.option("--description", default="")
-@json_option
-@pass_registry
-def member_classes_add(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
-    """Add member class CODE."""
-    _emit(settings.client().post("/member-classes", {"code": code, "description": description}), as_json)
+def _described_code_commands(group: click.Group, codes: _DescribedCodes) -> None:
+    """`list`, `add CODE [--description]`, `describe CODE DESCRIPTION`, `remove CODE` in `group`."""
+
+    @group.command("list", help=codes.list_help)
+    @json_option
+    @pass_registry
+    def list_codes(settings: RegistrySettings, as_json: bool) -> None:
+        _emit(settings.client().get(codes.path)[codes.listed], as_json, codes.columns)
+
+    @group.command("add", help=codes.add_help)
+    @click.argument("code")
+    @click.option("--description", default="")
+    @json_option
+    @pass_registry
+    def add_code(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
+        _emit(settings.client().post(codes.path, {"code": code, "description": description}), as_json)
+
+    @group.command("describe", help="Change CODE's description.")
+    @click.argument("code")
+    @click.argument("description")
+    @json_option
+    @pass_registry
+    def describe_code(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
+        _emit(settings.client().put(f"{codes.path}/{segment(code)}", {"description": description}), as_json)
+
+    @group.command("remove", help=codes.remove_help)
+    @click.argument("code")
+    @json_option
+    @pass_registry
+    def remove_code(settings: RegistrySettings, code: str, as_json: bool) -> None:
+        settings.client().delete(f"{codes.path}/{segment(code)}")
+        done(as_json, f"removed {codes.noun} {code}")
 
 
-@member_classes.command("describe")
-@click.argument("code")
-@click.argument("description")
-@json_option
-@pass_registry
-def member_classes_describe(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
-    """Change CODE's description."""
-    _emit(settings.client().put(f"/member-classes/{segment(code)}", {"description": description}), as_json)
-
-
-@member_classes.command("remove")
-@click.argument("code")
-@json_option
-@pass_registry
-def member_classes_remove(settings: RegistrySettings, code: str, as_json: bool) -> None:
-    """Delete member class CODE (no member may belong to it)."""
-    settings.client().delete(f"/member-classes/{segment(code)}")
-    done(as_json, f"removed member class {code}")
+_described_code_commands(
+    member_classes,
+    _DescribedCodes(
+        "/member-classes",
+        "member_classes",
+        "member class",
+        _CLASS_COLUMNS,
+        list_help="List the member classes.",
+        add_help="Add member class CODE.",
+        remove_help="Delete member class CODE (no member may belong to it).",
+    ),
+)
 
 
 @cli.group()
@@ -585,42 +612,18 @@ def groups() -> None:
 _GROUP_COLUMNS: Final = (("code", "code"), ("description", "description"), ("members", "members"))
 
 
-@groups.command("list")
-@json_option
-@pass_registry
-def groups_list(settings: RegistrySettings, as_json: bool) -> None:
-    """List the global groups."""
-    _emit(settings.client().get("/global-groups")["global_groups"], as_json, _GROUP_COLUMNS)
-
-
-@groups.command("add")
-@click.argument("code")
-@click.option("--description", default="")
-@json_option
-@pass_registry
-def groups_add(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
-    """Create the global group CODE."""
-    _emit(settings.client().post("/global-groups", {"code": code, "description": description}), as_json)
-
-
-@groups.command("describe")
-@click.argument("code")
-@click.argument("description")
-@json_option
-@pass_registry
-def groups_describe(settings: RegistrySettings, code: str, description: str, as_json: bool) -> None:
-    """Change CODE's description."""
-    _emit(settings.client().put(f"/global-groups/{segment(code)}", {"description": description}), as_json)
-
-
-@groups.command("remove")
-@click.argument("code")
-@json_option
-@pass_registry
-def groups_remove(settings: RegistrySettings, code: str, as_json: bool) -> None:
-    """Delete the global group CODE."""
-    settings.client().delete(f"/global-groups/{segment(code)}")
-    done(as_json, f"removed global group {code}")
+_described_code_commands(
+    groups,
+    _DescribedCodes(
+        "/global-groups",
+        "global_groups",
+        "global group",
+        _GROUP_COLUMNS,
+        list_help="List the global groups.",
+        add_help="Create the global group CODE.",
+        remove_help="Delete the global group CODE.",
+    ),
+)
 
 
 @groups.command("add-member")

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import requests
 from cryptography import x509
 
+from gateway.apicli import ApiCallError, json_answer
 from gateway.central.requests import RequestType, build_signed_request, new_request
 from gateway.crypto.certs import certificate_to_pem
 from gateway.crypto.keys import PrivateKey
@@ -26,14 +27,8 @@ DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 """Submitting is one signature check and one transaction at the registry; 30 s rides out a busy one."""
 
 
-class RegistryRequestError(Exception):
+class RegistryRequestError(ApiCallError):
     """The registry refused the request (or something that is not the registry answered)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -68,15 +63,8 @@ def _base(registry_url: str) -> str:
 
 
 def _answer(response: requests.Response) -> RequestStatus:
-    try:
-        body = response.json()
-    except ValueError:
-        raise RegistryRequestError(
-            response.status_code, "not_json", f"the answer is not JSON: {response.text[:200]!r}"
-        ) from None
-    if response.status_code >= 400 or not isinstance(body, dict):
-        if isinstance(body, dict):
-            raise RegistryRequestError(response.status_code, str(body.get("error")), str(body.get("message")))
+    body = json_answer(response, RegistryRequestError)
+    if not isinstance(body, dict):
         raise RegistryRequestError(response.status_code, "error", str(body))
     return RequestStatus.from_json(body)
 

@@ -29,7 +29,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -180,7 +180,7 @@ class GatewayProfile:
         # RSA key exchange (TLS 1.2 RSA suites) encrypts to the key: keyEncipherment (RFC 5246 §7.4.2).
         is_rsa = isinstance(public_key, rsa.RSAPublicKey)
         return [
-            (_key_usage(digital_signature=True, key_encipherment=is_rsa), True),
+            (key_usage(digital_signature=True, key_encipherment=is_rsa), True),
             (
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                 False,
@@ -216,7 +216,7 @@ class MemberSigningProfile:
     def extensions(self, public_key: PublicKey) -> list[Extension]:
         del public_key
         return [
-            (_key_usage(digital_signature=True, content_commitment=True), True),
+            (key_usage(digital_signature=True, content_commitment=True), True),
             (x509.SubjectAlternativeName([x509.UniformResourceIdentifier(member_uri(self.member))]), False),
         ]
 
@@ -225,52 +225,56 @@ class MemberSigningProfile:
 
 
 @dataclass(frozen=True)
-class TsaProfile:
+class _NamedProfile:
+    """A certificate known by its common name alone: a trust service's, the configuration signer's."""
+
+    name: str
+    file_prefix: ClassVar[str]
+
+    def subject(self) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
+
+    def file_stem(self) -> str:
+        return self.file_prefix + _file_safe(self.name)
+
+
+@dataclass(frozen=True)
+class TsaProfile(_NamedProfile):
     """An RFC 3161 time-stamping authority's certificate."""
 
     name: str = DEFAULT_TSA_NAME
     kind: ClassVar[str] = "tsa"
-
-    def subject(self) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
+    file_prefix: ClassVar[str] = "tsa-"
 
     def extensions(self, public_key: PublicKey) -> list[Extension]:
         del public_key
         return [
-            (_key_usage(digital_signature=True, content_commitment=True), True),
+            (key_usage(digital_signature=True, content_commitment=True), True),
             # RFC 3161 §2.3: the TSA's certificate MUST have exactly this EKU, marked critical.
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
         ]
 
-    def file_stem(self) -> str:
-        return "tsa-" + _file_safe(self.name)
-
 
 @dataclass(frozen=True)
-class OcspResponderProfile:
+class OcspResponderProfile(_NamedProfile):
     """A delegated OCSP responder's certificate (RFC 6960 §4.2.2.2)."""
 
     name: str = DEFAULT_OCSP_NAME
     kind: ClassVar[str] = "ocsp"
-
-    def subject(self) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
+    file_prefix: ClassVar[str] = "ocsp-"
 
     def extensions(self, public_key: PublicKey) -> list[Extension]:
         del public_key
         return [
-            (_key_usage(digital_signature=True), True),
+            (key_usage(digital_signature=True), True),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), False),
             # RFC 6960 §4.2.2.2.1: clients need not ask for the responder's own status.
             (x509.OCSPNoCheck(), False),
         ]
 
-    def file_stem(self) -> str:
-        return "ocsp-" + _file_safe(self.name)
-
 
 @dataclass(frozen=True)
-class ConfigurationSignerProfile:
+class ConfigurationSignerProfile(_NamedProfile):
     """The federation's global-configuration signing certificate.
 
     Gateways pin this certificate itself in their anchor (not the CA that issued it), so no
@@ -279,16 +283,11 @@ class ConfigurationSignerProfile:
 
     name: str = DEFAULT_CONFIGURATION_SIGNER_NAME
     kind: ClassVar[str] = "configuration-signer"
-
-    def subject(self) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
+    file_prefix: ClassVar[str] = "confsign-"
 
     def extensions(self, public_key: PublicKey) -> list[Extension]:
         del public_key
-        return [(_key_usage(digital_signature=True, content_commitment=True), True)]
-
-    def file_stem(self) -> str:
-        return "confsign-" + _file_safe(self.name)
+        return [(key_usage(digital_signature=True, content_commitment=True), True)]
 
 
 CertificateProfile = (
@@ -296,7 +295,7 @@ CertificateProfile = (
 )
 
 
-def _key_usage(
+def key_usage(
     *,
     digital_signature: bool = False,
     content_commitment: bool = False,
@@ -304,6 +303,7 @@ def _key_usage(
     key_cert_sign: bool = False,
     crl_sign: bool = False,
 ) -> x509.KeyUsage:
+    """An X.509 KeyUsage with the named bits set and every other bit clear."""
     return x509.KeyUsage(
         digital_signature=digital_signature,
         content_commitment=content_commitment,  # nonRepudiation's name since X.509 2005
@@ -358,7 +358,7 @@ def build_ca_certificate(
         .not_valid_before(now - CLOCK_SKEW_ALLOWANCE)
         .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .add_extension(key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False)
     )
@@ -493,13 +493,8 @@ def fold_index(lines: Iterable[str]) -> dict[int, IssuedCertificate]:
 
 
 def _revoked(issued: IssuedCertificate, record: dict[str, Any]) -> IssuedCertificate:
-    return IssuedCertificate(
-        serial=issued.serial,
-        kind=issued.kind,
-        subject=issued.subject,
-        not_after=issued.not_after,
-        fingerprint_sha256=issued.fingerprint_sha256,
-        path=issued.path,
+    return replace(
+        issued,
         status=OCSPCertStatus.REVOKED,
         revoked_at=dt.datetime.fromisoformat(record["revoked_at"]),
         reason=x509.ReasonFlags(record["reason"]),

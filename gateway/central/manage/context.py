@@ -14,13 +14,15 @@ from pydantic import Field
 from gateway.central.publisher import ConfigurationPublisher
 from gateway.central.repository import CentralRepository, Conflict, NotFound, RegistryError
 from gateway.central.requests import RequestRefused
-from gateway.crypto.certs import CertificateError, fingerprint_sha256, load_certificate
+from gateway.crypto.certs import CertificateError
 from gateway.globalconf import GlobalConf, GlobalConfError
 from gateway.globalconf.signed import format_time
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
 from gateway.webapi import CONFLICT, NOT_FOUND, VALIDATION_ERROR, OperationTable, not_found
+from gateway.webapi.certificates import CertificateSummary as CertificateSummary  # the operations' import
+from gateway.webapi.certificates import certificate_summary as certificate_summary
 from gateway.webapi.errors import domain_errors
-from gateway.webapi.types import MAX_TEXT_LENGTH, Answer, Params, RecordId
+from gateway.webapi.types import MAX_TEXT_LENGTH, Params, RecordId
 
 _T = TypeVar("_T")
 
@@ -59,23 +61,8 @@ class KeyPath(Params):
     key_id: RecordId
 
 
-class CertificateSummary(Answer):
-    sha256: str = Field(description="Lower-case hex SHA-256 of the DER certificate.")
-    subject: str
-    not_after: str = Field(json_schema_extra={"format": "date-time"})
-
-
 def time_text(value: dt.datetime | None) -> str | None:
     return format_time(value) if value is not None else None
-
-
-def certificate_summary(pem: str) -> dict[str, Any]:
-    certificate = load_certificate(pem.encode())
-    return {
-        "sha256": fingerprint_sha256(certificate),
-        "subject": certificate.subject.rfc4514_string(),
-        "not_after": format_time(certificate.not_valid_after_utc),
-    }
 
 
 _Id = TypeVar("_Id", ClientId, SecurityServerId)

@@ -91,52 +91,49 @@ class RegistryBase:
     def _member_pk(self, connection: Connection, member: ClientId) -> int:
         if member.subsystem_code is not None:
             raise InvalidChange(f"{member} is a subsystem, not a member")
-        pk = self._find_member(connection, member)
-        if pk is None:
-            raise NotFound(f"no member {member} is registered")
-        return pk
+        return _registered(self._find_member(connection, member), f"member {member}")
 
     def _find_subsystem(self, connection: Connection, client: ClientId) -> int | None:
-        member_pk = self._find_member(connection, client.member)
-        if member_pk is None:
-            return None
-        return connection.scalar(
-            sa.select(t.subsystems.c.id).where(
-                t.subsystems.c.member_id == member_pk, t.subsystems.c.subsystem_code == client.subsystem_code
-            )
+        subsystems = t.subsystems.c
+        return self._find_members_row(
+            connection, client.member, subsystems.member_id, subsystems.subsystem_code, client.subsystem_code
         )
 
     def _subsystem_pk(self, connection: Connection, client: ClientId) -> int:
         if client.subsystem_code is None:
             raise InvalidChange(f"{client} is a member, not a subsystem")
-        pk = self._find_subsystem(connection, client)
-        if pk is None:
-            raise NotFound(f"no subsystem {client} is registered")
-        return pk
+        return _registered(self._find_subsystem(connection, client), f"subsystem {client}")
 
     def _find_server(self, connection: Connection, server: SecurityServerId) -> int | None:
-        owner_pk = self._find_member(connection, server.owner)
-        if owner_pk is None:
-            return None
-        return connection.scalar(
-            sa.select(t.security_servers.c.id).where(
-                t.security_servers.c.owner_id == owner_pk,
-                t.security_servers.c.server_code == server.server_code,
-            )
+        servers = t.security_servers.c
+        return self._find_members_row(
+            connection, server.owner, servers.owner_id, servers.server_code, server.server_code
         )
 
     def _server_pk(self, connection: Connection, server: SecurityServerId) -> int:
-        pk = self._find_server(connection, server)
-        if pk is None:
-            raise NotFound(f"no security server {server} is registered")
-        return pk
+        return _registered(self._find_server(connection, server), f"security server {server}")
+
+    def _find_members_row(
+        self,
+        connection: Connection,
+        member: ClientId,
+        member_column: sa.Column[Any],
+        code_column: sa.Column[Any],
+        code: str | None,
+    ) -> int | None:
+        """The row of one of `member`'s subsystems or gateways: `code` in `code_column` of the
+        table whose `member_column` points at the member's row. None if either is not there."""
+        member_pk = self._find_member(connection, member)
+        if member_pk is None:
+            return None
+        return connection.scalar(
+            sa.select(code_column.table.c.id).where(member_column == member_pk, code_column == code)
+        )
 
     @staticmethod
     def _pk_by(connection: Connection, column: sa.Column[Any], value: str, what: str) -> int:
         pk = connection.scalar(sa.select(column.table.c.id).where(column == value))
-        if pk is None:
-            raise NotFound(f"no {what} {value!r} is registered")
-        return int(pk)
+        return _registered(pk, f"{what} {value!r}")
 
     # --- reading
 
@@ -245,3 +242,10 @@ class RegistryBase:
             global_groups=groups,
             settings=settings,
         )
+
+
+def _registered(pk: int | None, what: str) -> int:
+    """`pk`, the row of `what`; NotFound when there is none."""
+    if pk is None:
+        raise NotFound(f"no {what} is registered")
+    return int(pk)

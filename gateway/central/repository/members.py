@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -15,21 +17,32 @@ from gateway.ids import ClientId
 class MemberChanges(RegistryBase):
     """Member classes, members and their subsystems, global groups."""
 
+    # --- codes with descriptions: member classes, global groups
+
+    def _add_described_code(
+        self, code_column: sa.Column[Any], xml_name: str, code: str, description: str, what: str
+    ) -> None:
+        """A new row of `code_column`'s table; `xml_name` is the code's element in the protocol."""
+        table = code_column.table
+        with self._change() as connection:
+            _code(code, xml_name)
+            if connection.scalar(sa.select(table.c.id).where(code_column == code)):
+                raise AlreadyExists(f"{what} {code!r} exists already")
+            connection.execute(sa.insert(table).values({code_column.name: code, "description": description}))
+
+    def _set_description(self, code_column: sa.Column[Any], code: str, description: str, what: str) -> None:
+        table = code_column.table
+        with self._change() as connection:
+            pk = self._pk_by(connection, code_column, code, what)
+            connection.execute(sa.update(table).where(table.c.id == pk).values(description=description))
+
     # --- member classes
 
     def add_member_class(self, code: str, description: str = "") -> None:
-        with self._change() as connection:
-            _code(code, "memberClass")
-            if connection.scalar(sa.select(t.member_classes.c.id).where(t.member_classes.c.code == code)):
-                raise AlreadyExists(f"member class {code!r} exists already")
-            connection.execute(sa.insert(t.member_classes).values(code=code, description=description))
+        self._add_described_code(t.member_classes.c.code, "memberClass", code, description, "member class")
 
     def set_member_class_description(self, code: str, description: str) -> None:
-        with self._change() as connection:
-            pk = self._pk_by(connection, t.member_classes.c.code, code, "member class")
-            connection.execute(
-                sa.update(t.member_classes).where(t.member_classes.c.id == pk).values(description=description)
-            )
+        self._set_description(t.member_classes.c.code, code, description, "member class")
 
     def remove_member_class(self, code: str) -> None:
         with self._change() as connection:
@@ -102,18 +115,10 @@ class MemberChanges(RegistryBase):
     # --- global groups
 
     def add_global_group(self, code: str, description: str = "") -> None:
-        with self._change() as connection:
-            _code(code, "groupCode")
-            if connection.scalar(sa.select(t.global_groups.c.id).where(t.global_groups.c.group_code == code)):
-                raise AlreadyExists(f"global group {code!r} exists already")
-            connection.execute(sa.insert(t.global_groups).values(group_code=code, description=description))
+        self._add_described_code(t.global_groups.c.group_code, "groupCode", code, description, "global group")
 
     def set_global_group_description(self, code: str, description: str) -> None:
-        with self._change() as connection:
-            pk = self._pk_by(connection, t.global_groups.c.group_code, code, "global group")
-            connection.execute(
-                sa.update(t.global_groups).where(t.global_groups.c.id == pk).values(description=description)
-            )
+        self._set_description(t.global_groups.c.group_code, code, description, "global group")
 
     def remove_global_group(self, code: str) -> None:
         with self._change() as connection:
