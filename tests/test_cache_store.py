@@ -350,3 +350,18 @@ def test_policies_are_validated_kept_listed_and_versioned(repository: ServerConf
     with pytest.raises(NotFound):
         cache_policies.update_policy(repository, second, known)
     assert [p.name for p in cache_policies.policies_of(repository.snapshot())] == ["population"]
+
+
+def test_confirmed_clients_and_revocation(store: CacheStore) -> None:
+    assert not store.is_confirmed(SERVICE, CLIENT)
+    store.confirm_client(SERVICE, CLIENT)
+    store.confirm_client(SERVICE, CLIENT)  # again: one row
+    store.confirm_client(OTHER_SERVICE, CLIENT)
+    assert store.is_confirmed(SERVICE, CLIENT) and not store.is_confirmed(SERVICE, OTHER_CLIENT)
+    store.put(policy(), entry("1" * 64))
+    store.put(policy("addr", service=OTHER_SERVICE), entry("2" * 64, service=OTHER_SERVICE))
+    assert store.clients() == {CLIENT.to_text()}
+    assert store.revoke_client(CLIENT, SERVICE) == 1
+    assert not store.is_confirmed(SERVICE, CLIENT) and store.is_confirmed(OTHER_SERVICE, CLIENT)
+    assert store.revoke_client(CLIENT) == 1
+    assert store.clients() == set()

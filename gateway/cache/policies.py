@@ -10,6 +10,7 @@ node with the next configuration version, like any registration.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Container
 
 from gateway.cache.policy import CachePolicy, PolicyError
@@ -53,16 +54,18 @@ def from_record(record: CachePolicyRecord) -> CachePolicy:
     return CachePolicy.from_document(record.document)
 
 
-_by_version: dict[int, tuple[CachePolicy, ...]] = {}
+_by_snapshot: weakref.WeakKeyDictionary[ServerConfSnapshot, tuple[CachePolicy, ...]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def policies_of(snapshot: ServerConfSnapshot) -> tuple[CachePolicy, ...]:
-    """The snapshot's policies as values, read once per configuration version.
+    """The snapshot's policies as values, read once per snapshot (one per configuration version).
 
     A stored document that no longer reads (written by a newer version, say) is skipped with
     a warning: the cache then does nothing for that service, which is the safe side.
     """
-    cached = _by_version.get(snapshot.version)
+    cached = _by_snapshot.get(snapshot)
     if cached is not None:
         return cached
     policies = []
@@ -72,6 +75,5 @@ def policies_of(snapshot: ServerConfSnapshot) -> tuple[CachePolicy, ...]:
         except PolicyError as error:
             log.warning("cache policy %r is skipped: %s", record.name, error)
     result = tuple(policies)
-    _by_version.clear()  # only the newest version is asked for
-    _by_version[snapshot.version] = result
+    _by_snapshot[snapshot] = result  # forgotten with the snapshot
     return result

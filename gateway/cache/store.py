@@ -36,7 +36,14 @@ from sqlalchemy.engine import Connection, Engine
 from gateway.cache.db import begin_write, create_engine, is_sqlite
 from gateway.cache.key import CacheKey, subject_tokens
 from gateway.cache.policy import CachePolicy
-from gateway.cache.tables import EntryKind, Outcome, cache_entries, cache_entry_subjects, cache_stats
+from gateway.cache.tables import (
+    EntryKind,
+    Outcome,
+    cache_clients,
+    cache_entries,
+    cache_entry_subjects,
+    cache_stats,
+)
 from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.crypto_at_rest import BodyCipher, BodyDecryptionError, EncryptedBody
 
@@ -395,6 +402,46 @@ class CacheStore:
         if key is not None:
             conditions.append(cache_entries.c.key == key)
         return conditions
+
+    # --- the clients the provider answered
+
+    def confirm_client(self, service: ServiceId, client: ClientId) -> None:
+        """The provider answered `client` for `service`: it may be served from the cache."""
+        insert = self._insert(cache_clients).values(
+            service=service.to_text(), client=client.to_text(), confirmed_at=self._clock()
+        )
+        upsert = insert.on_conflict_do_update(
+            index_elements=[cache_clients.c.service, cache_clients.c.client],
+            set_={"confirmed_at": insert.excluded["confirmed_at"]},
+        )
+        with begin_write(self._engine) as connection:
+            connection.execute(upsert)
+
+    def is_confirmed(self, service: ServiceId, client: ClientId) -> bool:
+        with self._engine.connect() as connection:
+            found = connection.execute(
+                sa.select(cache_clients.c.client).where(
+                    cache_clients.c.service == service.to_text(), cache_clients.c.client == client.to_text()
+                )
+            ).first()
+        return found is not None
+
+    def revoke_client(self, client: ClientId, service: ServiceId | None = None) -> int:
+        """The provider refused `client` (or it is no longer registered): forget it and purge its
+        entries, for `service` or every service. How many entries went."""
+        conditions: list[sa.ColumnElement[bool]] = [cache_clients.c.client == client.to_text()]
+        if service is not None:
+            conditions.append(cache_clients.c.service == service.to_text())
+        with begin_write(self._engine) as connection:
+            connection.execute(sa.delete(cache_clients).where(*conditions))
+        return self.purge_clients([client], service)
+
+    def clients(self) -> set[str]:
+        """Every client the cache holds anything for (entries or confirmations)."""
+        with self._engine.connect() as connection:
+            entries = connection.execute(sa.select(cache_entries.c.client).distinct()).scalars().all()
+            confirmed = connection.execute(sa.select(cache_clients.c.client).distinct()).scalars().all()
+        return {client for client in (*entries, *confirmed) if client is not None}
 
     # --- counters
 

@@ -4,7 +4,8 @@
 provider's gateway sent it (so it still verifies), encrypted at rest when the node has a key,
 with what lists and purges it (service, client, policy, original message id, message-log
 record). `cache_entry_subjects` holds the keyed hashes of the person identifiers in each
-entry's request (gateway.cache.key), for erasure requests. `cache_stats` counts hits, misses
+entry's request (gateway.cache.key), for erasure requests. `cache_clients` says which clients the
+provider last answered for each service. `cache_stats` counts hits, misses
 and stale answers per service, summed over every node sharing the database.
 """
 
@@ -68,6 +69,16 @@ cache_entry_subjects: Final = sa.Table(
     sa.Column("token", sa.LargeBinary(32), primary_key=True),
     sa.Index("ix_cache_entry_subjects_token", "token"),
 )
+
+cache_clients: Final = sa.Table(
+    "cache_clients",
+    metadata,
+    sa.Column("service", sa.Text, primary_key=True),
+    sa.Column("client", sa.Text, primary_key=True),
+    sa.Column("confirmed_at", UtcDateTime, nullable=False),
+)
+"""Clients the provider last answered for a service: only they are served from the cache (shared
+entries included). The provider's refusal (AccessDenied) removes the row and the client's entries."""
 
 cache_stats: Final = sa.Table(
     "cache_stats",

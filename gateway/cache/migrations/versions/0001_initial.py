@@ -1,4 +1,4 @@
-"""The interface cache: entries, their subject tokens, counters.
+"""The interface cache: entries, their subject tokens, the clients answered, counters.
 
 Revision ID: 0001
 Revises:
@@ -63,6 +63,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_cache_entry_subjects_token", "cache_entry_subjects", ["token"])
     op.create_table(
+        "cache_clients",
+        sa.Column("service", sa.Text, nullable=False),
+        sa.Column("client", sa.Text, nullable=False),
+        sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("service", "client", name="pk_cache_clients"),
+    )
+    op.create_table(
         "cache_stats",
         sa.Column("service", sa.Text, nullable=False),
         sa.Column("outcome", sa.String(16), nullable=False),
@@ -76,6 +83,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("cache_stats")
+    op.drop_table("cache_clients")
     op.drop_index("ix_cache_entry_subjects_token", table_name="cache_entry_subjects")
     op.drop_table("cache_entry_subjects")
     op.drop_index("ix_cache_entries_client", table_name="cache_entries")
