@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
+from gateway.cache.service import CacheService
 from gateway.config import NodeConfig
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
@@ -71,6 +72,8 @@ class GatewayRuntime:
     peer_status: PeerStatusChecker = field(default_factory=PeerStatusChecker)
     replay_guard: ReplayGuard | None = None
     """Refuses a signed request served before (proxy/replay.py), across the nodes sharing the database."""
+    cache: CacheService | None = None
+    """The interface cache (gateway.cache; proxy/cached.py on the request path), if enabled."""
     _trusted_pins: set[str] = field(default_factory=set)
     _federation_cas: set[str] = field(default_factory=set)
     _peer_context_cas: tuple[x509.Certificate, ...] = ()
@@ -115,6 +118,8 @@ class GatewayRuntime:
                 node=node_name(),
                 globalconf=lambda: source.current,
             )
+        if config.cache is not None and config.cache.enabled:
+            runtime.cache = CacheService.from_settings(config.cache)
         return runtime
 
     async def start(
@@ -144,6 +149,8 @@ class GatewayRuntime:
         self._tasks.append(asyncio.create_task(self._poll_globalconf()))
         self._tasks.append(asyncio.create_task(self._keep_own_status()))
         self._tasks.append(asyncio.create_task(self._purge_seen_requests()))
+        if self.cache is not None:
+            self._tasks.append(asyncio.create_task(self._maintain_cache(self.cache)))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -153,6 +160,8 @@ class GatewayRuntime:
             self.replay_guard.close()
         for signer in self.signers.values():
             await signer.aclose()
+        if self.cache is not None:
+            await self.cache.close()  # revalidations in flight finish first: they log and sign
         if self.messagelog is not None:
             await self.messagelog.close()
         for transport in (self._peers, self._backends, self._services):
@@ -196,6 +205,15 @@ class GatewayRuntime:
                 await self.replay_guard.purge(utc_now)
             except Exception:  # the table only grows until the next round; the check still holds
                 log.exception("purging expired replay keys failed")
+
+    async def _maintain_cache(self, cache: CacheService) -> None:
+        """Evict, purge entries of clients no longer registered, save the counters (gateway.cache)."""
+        while True:
+            await asyncio.sleep(cache.maintenance_interval_seconds)
+            try:
+                await cache.maintain(self.snapshot)
+            except Exception:  # the next round tries again; serving never depends on it
+                log.exception("cache maintenance failed")
 
     async def _poll_snapshot(self) -> None:
         loop = asyncio.get_running_loop()
