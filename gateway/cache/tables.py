@@ -88,3 +88,43 @@ cache_stats: Final = sa.Table(
     sa.Column("count", sa.BigInteger, nullable=False),
     sa.CheckConstraint(one_of("outcome", Outcome), name="outcome"),
 )
+
+
+class RunStatus(enum.StrEnum):
+    """How a replication run ended (gateway.cache.replication)."""
+
+    RUNNING = "running"
+    OK = "ok"  # every call answered and was kept
+    PARTIAL = "partial"  # some calls failed
+    FAILED = "failed"  # no call succeeded, or the run could not start its calls
+
+
+cache_replication_runs: Final = sa.Table(
+    "cache_replication_runs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("policy", sa.Text, nullable=False),
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),  # "schedule" or "manual"
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("fetched", sa.Integer, nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_success_used", sa.Text, nullable=True),  # the `last_success` value sent
+    sa.Column("error", sa.Text, nullable=True),  # the first failure, for the operator
+    sa.CheckConstraint(one_of("status", RunStatus), name="status"),
+    sa.Index("ix_cache_replication_runs_policy_started_at", "policy", "started_at"),
+)
+"""One row per replication run, kept in the cache's database so every node sees every run."""
+
+cache_replication_leases: Final = sa.Table(
+    "cache_replication_leases",
+    metadata,
+    sa.Column("policy", sa.Text, primary_key=True),
+    sa.Column("holder", sa.Text, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+)
+"""Who runs a policy's plan right now: a node takes the row (or one whose lease expired) before a
+run, so two nodes sharing a PostgreSQL cache never run the same plan at the same time."""

@@ -39,6 +39,7 @@ from gateway.cache.policy import (
     CachePolicy,
     code_covers,
 )
+from gateway.cache.replication import REPLICATING
 from gateway.cache.service import CacheService
 from gateway.cache.store import CachedAnswer, CacheStoreError, NewEntry
 from gateway.cache.tables import EntryKind, Outcome
@@ -181,7 +182,8 @@ class _CachedExchange(Generic[Signed]):
         self.service_text = question.service.to_text()
 
     async def run(self) -> Answer:
-        if self.policy.mode in (CacheMode.REFRESH, CacheMode.REPLICATE):
+        replicating = REPLICATING.get()  # a replicated call asks the provider, whatever is kept
+        if self.policy.mode in (CacheMode.REFRESH, CacheMode.REPLICATE) and not replicating:
             entry = await self._servable()
             if entry is not None and self.policy.is_fresh(entry.info.age_seconds(self.cache.clock())):
                 signed = await self.steps.sign_and_log()
@@ -200,7 +202,7 @@ class _CachedExchange(Generic[Signed]):
             checked = await self._call()
         except XRoadFault as fault:
             return await self._fallback(fault.code, fault)
-        if checked.failure is not None and self.policy.applies_to_fault(checked.failure):
+        if checked.failure is not None and self.policy.applies_to_fault(checked.failure) and not replicating:
             entry = await self._servable()
             if entry is not None:
                 return await self._serve(entry, CacheStatus.STALE)
@@ -279,7 +281,7 @@ class _CachedExchange(Generic[Signed]):
 
     async def _fallback(self, code: str, fault: XRoadFault) -> Answer:
         """A copy within max age if the policy covers this failure, else the failure's fault."""
-        if self.policy.applies_to_fault(code):
+        if self.policy.applies_to_fault(code) and not REPLICATING.get():
             entry = await self._servable()
             if entry is not None:
                 return await self._serve(entry, CacheStatus.STALE)

@@ -18,6 +18,7 @@ from typing import Final
 
 from aiohttp import web
 
+from gateway.cache.replication import REPLICATING
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, SecurityServerId
 from gateway.messagelog.record import Direction, Side
@@ -31,7 +32,7 @@ from gateway.protocol.transport import (
     SoapPayload,
     TransportMessage,
 )
-from gateway.proxy import cached, metadata
+from gateway.proxy import cached, metadata, replicating
 from gateway.proxy.answers import (
     Answer,
     logged_fault,
@@ -259,8 +260,8 @@ def authenticate_client(runtime: GatewayRuntime, client: ClientId, request: web.
     subsystem = runtime.snapshot.subsystem(client)
     if subsystem is None:
         raise XRoadFault(faults.UNKNOWN_MEMBER, f"client {client} is not registered at this gateway")
-    if subsystem.auth_mode is ClientAuthMode.HTTP:
-        return
+    if subsystem.auth_mode is ClientAuthMode.HTTP or REPLICATING.get():
+        return  # a replicated call never left the node: no connection to authenticate
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     if ssl_object is None:
         raise XRoadFault(faults.SSL_AUTHENTICATION_FAILED, f"client {client} must connect over HTTPS")
@@ -356,4 +357,10 @@ def make_internal_app(runtime: GatewayRuntime) -> web.Application:
     app.router.add_get("/listClients", handle_list_clients)
     app.router.add_route("*", "/r1/{tail:.*}", handle_rest)
     app.router.add_route("*", "/", handle_soap)
+    app.on_startup.append(_start_replication)
     return app
+
+
+async def _start_replication(app: web.Application) -> None:
+    """Replicated calls go through this interface's handlers (proxy/replicating.py)."""
+    app[RUNTIME].start_replication(replicating.consumer_fetch(app))

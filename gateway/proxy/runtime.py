@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
+from gateway.cache.policies import policies_of
+from gateway.cache.replication import Fetch, Replicator
 from gateway.cache.service import CacheService
 from gateway.config import NodeConfig
 from gateway.crypto.batchsigner import BatchSigner
@@ -74,6 +76,8 @@ class GatewayRuntime:
     """Refuses a signed request served before (proxy/replay.py), across the nodes sharing the database."""
     cache: CacheService | None = None
     """The interface cache (gateway.cache; proxy/cached.py on the request path), if enabled."""
+    replicator: Replicator | None = None
+    """Runs the `replicate` policies' plans (gateway.cache.replication), with the cache."""
     _trusted_pins: set[str] = field(default_factory=set)
     _federation_cas: set[str] = field(default_factory=set)
     _peer_context_cas: tuple[x509.Certificate, ...] = ()
@@ -152,7 +156,22 @@ class GatewayRuntime:
         if self.cache is not None:
             self._tasks.append(asyncio.create_task(self._maintain_cache(self.cache)))
 
+    def start_replication(self, fetch: Fetch) -> None:
+        """Run the `replicate` policies' plans through `fetch` (the internal interface's own
+        request path, proxy/replicating.py, once that interface is up); once per node."""
+        if self.cache is None or self.replicator is not None:
+            return
+        self.replicator = Replicator(
+            self.cache.store.engine,
+            fetch,
+            lambda: policies_of(self.snapshot),
+            f"{self.gateway_name}:{node_name()}",
+        )
+        self.replicator.start()
+
     async def close(self) -> None:
+        if self.replicator is not None:
+            await self.replicator.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
