@@ -47,6 +47,9 @@ def _admin_app(runtime: GatewayRuntime) -> web.Application:
         message_log=None
         if messagelog is None
         else LogInspector.of_node(messagelog, lambda: runtime.globalconf_source.current),
+        cache=runtime.cache,
+        replicator=lambda: runtime.replicator,
+        globalconf=lambda: runtime.globalconf_source.current,
     )
     return make_admin_app(context)
 

@@ -8,6 +8,7 @@ One aiohttp application (:func:`make_admin_app`) on the node's localhost admin l
 * `gateway.admin.access`: access rights and local groups;
 * `gateway.admin.keys`: keys, CSRs and certificates;
 * `gateway.admin.logs`: the security officer's reads of the message log;
+* `gateway.admin.cache`: the interface cache's policies, entries, counters, purges and runs;
 * `gateway.webapi.keys`: API keys and the audit log (the registry's API has the same).
 
 Every call passes the guard of `gateway.webapi.operations`: API key, role
@@ -25,7 +26,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.admin import access, keys, logs, services, subsystems
+from gateway.admin import access, cache, keys, logs, services, subsystems
 from gateway.admin.context import (
     FETCH_FAILED,
     INVALID_DESCRIPTION,
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["OPERATIONS", "AdminContext", "make_admin_app", "openapi_document", "presented_key"]
 
-_MODULES: Final = (subsystems, services, access, keys, logs)  # each declares its operations on TABLE
+_MODULES: Final = (subsystems, services, access, keys, logs, cache)  # each declares its operations on TABLE
 
 MAX_REQUEST_BYTES: Final = 2 * MAX_DESCRIPTION_BYTES + 64 * 1024
 """The largest description we register, JSON-escaped (escaping at most doubles typical XML and

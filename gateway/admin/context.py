@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from gateway.cache.replication import Replicator
+from gateway.cache.service import CacheService
 from gateway.crypto.certs import CertificateError
+from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
 from gateway.messagelog.inspector import LogInspector
 from gateway.serverconf.repository import (
@@ -44,6 +47,12 @@ class AdminContext:
     """Called after each successful change, so the node reloads its configuration snapshot."""
     message_log: LogInspector | None = None
     """The node's message log, for the security officer; None on a node that keeps none."""
+    cache: CacheService | None = None
+    """The node's interface cache; None on a node that keeps none."""
+    replicator: Callable[[], Replicator | None] | None = None
+    """The node's replication scheduler, once its internal interface runs."""
+    globalconf: Callable[[], GlobalConf | None] | None = None
+    """The current global configuration: cache policies name providers it must know."""
 
 
 # Error codes of the JSON error body beyond the shared ones (gateway.webapi).

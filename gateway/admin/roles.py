@@ -18,6 +18,9 @@ The matrix (rows: permissions; ✓: granted)::
     manage_keys                                                      ✓          ✓
     read_audit_log                                                   ✓          ✓
     read_message_log                                                 ✓          ✓
+    manage_cache                            ✓                                   ✓
+    read_cache_entries                      ✓                        ✓          ✓
+    purge_cache_subject                     ✓                        ✓          ✓
     manage_api_keys                                                             ✓
 
 - `read_configuration` covers subsystems, services, access rights, local groups, keys and
@@ -25,6 +28,11 @@ The matrix (rows: permissions; ✓: granted)::
   nothing else), because one cannot manage what one cannot see.
 - `manage_api_keys` covers reading the list of keys too: names and roles tell an attacker
   whose key to steal.
+- `manage_cache` sets and removes the interface cache's policies, purges its entries and starts
+  replication runs: the service administrator decides which partners' answers are kept, as
+  they decide access rights. The entries list (who asked what, when) is personal data's
+  metadata: `read_cache_entries`, also the security officer's, who may purge by data subject
+  (`purge_cache_subject`) for an erasure request.
 - The audit and message logs are read only by those who answer for security; nobody writes
   them through the API.
 """
@@ -60,6 +68,9 @@ class Permission(enum.StrEnum):
     MANAGE_KEYS = "manage_keys"  # keys, CSRs, certificates
     READ_AUDIT_LOG = "read_audit_log"
     READ_MESSAGE_LOG = "read_message_log"
+    MANAGE_CACHE = "manage_cache"  # cache policies, purges, replication runs
+    READ_CACHE_ENTRIES = "read_cache_entries"
+    PURGE_CACHE_SUBJECT = "purge_cache_subject"  # erasure requests
     MANAGE_API_KEYS = "manage_api_keys"  # list, create, revoke
 
 
@@ -68,13 +79,28 @@ _P = Permission
 PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
     Role.OBSERVER: frozenset({_P.READ_CONFIGURATION}),
     Role.SERVICE_ADMINISTRATOR: frozenset(
-        {_P.READ_CONFIGURATION, _P.MANAGE_SERVICES, _P.MANAGE_ACCESS_RIGHTS, _P.MANAGE_LOCAL_GROUPS}
+        {
+            _P.READ_CONFIGURATION,
+            _P.MANAGE_SERVICES,
+            _P.MANAGE_ACCESS_RIGHTS,
+            _P.MANAGE_LOCAL_GROUPS,
+            _P.MANAGE_CACHE,
+            _P.READ_CACHE_ENTRIES,
+            _P.PURGE_CACHE_SUBJECT,
+        }
     ),
     Role.REGISTRATION_OFFICER: frozenset(
         {_P.READ_CONFIGURATION, _P.MANAGE_SUBSYSTEMS, _P.MANAGE_CLIENT_AUTH}
     ),
     Role.SECURITY_OFFICER: frozenset(
-        {_P.READ_CONFIGURATION, _P.MANAGE_KEYS, _P.READ_AUDIT_LOG, _P.READ_MESSAGE_LOG}
+        {
+            _P.READ_CONFIGURATION,
+            _P.MANAGE_KEYS,
+            _P.READ_AUDIT_LOG,
+            _P.READ_MESSAGE_LOG,
+            _P.READ_CACHE_ENTRIES,
+            _P.PURGE_CACHE_SUBJECT,
+        }
     ),
     Role.SYSTEM_ADMINISTRATOR: frozenset(Permission),
 }
