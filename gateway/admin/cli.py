@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import click
+import yaml
 
 from gateway.admin.client import DEFAULT_URL, AdminClient
 from gateway.admin.roles import Role
@@ -708,3 +709,288 @@ def audit(
     emit(page["entries"], False, _AUDIT_COLUMNS)
     if page.get("next_before_id") is not None:
         click.echo(f"next page: --before-id {page['next_before_id']}", err=True)
+
+
+# --- the interface cache -------------------------------------------------------------------------
+
+_POLICY_COLUMNS: Final = (
+    ("name", "name"),
+    ("service", "service"),
+    ("mode", "mode"),
+    ("side", "side"),
+    ("clients", "clients"),
+    ("ttl_seconds", "ttl"),
+    ("max_age_seconds", "max age"),
+)
+_ENTRY_COLUMNS: Final = (
+    ("id", "id"),
+    ("policy", "policy"),
+    ("service", "service"),
+    ("client", "client"),
+    ("stored_at", "stored"),
+    ("age_seconds", "age"),
+    ("original_message_id", "original id"),
+    ("log_record", "log record"),
+    ("size", "bytes"),
+)
+_STATS_COLUMNS: Final = (
+    ("service", "service"),
+    ("hit", "hit"),
+    ("stale", "stale"),
+    ("miss", "miss"),
+    ("stored", "stored"),
+    ("refused", "refused"),
+    ("circuit", "circuit"),
+)
+_RUN_COLUMNS: Final = (
+    ("id", "id"),
+    ("policy", "policy"),
+    ("trigger", "trigger"),
+    ("started_at", "started"),
+    ("status", "status"),
+    ("calls", "calls"),
+    ("fetched", "fetched"),
+    ("failures", "failures"),
+    ("error", "first error"),
+)
+
+
+def policies_from_yaml(text: str) -> dict[str, dict[str, Any]]:
+    """A declarative file's policies, by name: `policies: {NAME: {service: ..., mode: ...}}`."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise click.ClickException(f"not YAML: {error}") from None
+    if not isinstance(document, dict) or set(document) != {"policies"}:
+        raise click.ClickException("the file holds one key, `policies`, mapping names to policies")
+    found = document["policies"] or {}
+    if not isinstance(found, dict) or not all(isinstance(value, dict) for value in found.values()):
+        raise click.ClickException("`policies` maps each policy's name to its settings")
+    return {str(name): {k: v for k, v in value.items() if k != "name"} for name, value in found.items()}
+
+
+def policies_to_yaml(policies: Mapping[str, Mapping[str, Any]]) -> str:
+    """The declarative file of `policies` (name: document), as `export` writes it."""
+    body = {name: {k: v for k, v in document.items() if k != "name"} for name, document in policies.items()}
+    return yaml.safe_dump({"policies": body}, sort_keys=False, allow_unicode=True)
+
+
+@cli.group()
+def cache() -> None:
+    """The interface cache: policies, entries, counters, purges, replication runs (docs/cache.md)."""
+
+
+@cache.group("policies")
+def cache_policies() -> None:
+    """Cache policies per provider service or REST endpoint (service administrator)."""
+
+
+@cache_policies.command("list")
+@json_option
+@pass_settings
+def cache_policies_list(settings: AdminSettings, as_json: bool) -> None:
+    """List the cache policies."""
+    emit(settings.client().list_cache_policies(), as_json, _POLICY_COLUMNS)
+
+
+@cache_policies.command("show")
+@click.argument("name")
+@pass_settings
+def cache_policies_show(settings: AdminSettings, name: str) -> None:
+    """Show policy NAME in full (YAML, as `apply` reads it)."""
+    document = settings.client().get_cache_policy(name)
+    click.echo(policies_to_yaml({name: document}), nl=False)
+
+
+@cache_policies.command("set")
+@click.argument("name")
+@click.option(
+    "--file", "file", type=_FILE, help="The policy's settings (YAML or JSON); other options override."
+)
+@click.option("--service", help="The provider service INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/VERSION].")
+@click.option("--mode", type=click.Choice(["off", "fallback", "refresh", "replicate"]))
+@click.option("--side", type=click.Choice(["consumer", "provider"]))
+@click.option("--endpoint", help="A REST endpoint: 'METHOD /path/template'.")
+@click.option(
+    "--client", "clients", multiple=True, help="Only for this client (repeat); default: every client."
+)
+@click.option("--ttl", type=float, help="refresh/replicate: seconds a copy is fresh.")
+@click.option("--max-age", type=float, help="Seconds beyond which nothing is served.")
+@click.option("--shared/--per-client", default=None, help="Whether answers are the same for every client.")
+@click.option("--idempotent/--not-idempotent", default=None, help="Whether failed calls may be retried.")
+@json_option
+@pass_settings
+def cache_policies_set(
+    settings: AdminSettings,
+    name: str,
+    file: Path | None,
+    service: str | None,
+    mode: str | None,
+    side: str | None,
+    endpoint: str | None,
+    clients: tuple[str, ...],
+    ttl: float | None,
+    max_age: float | None,
+    shared: bool | None,
+    idempotent: bool | None,
+    as_json: bool,
+) -> None:
+    """Create or replace cache policy NAME (validated by the gateway; every problem is named)."""
+    document: dict[str, Any] = {}
+    if file is not None:
+        loaded = yaml.safe_load(_read_text(file))
+        if not isinstance(loaded, dict):
+            raise click.ClickException(f"{file} must hold one policy's settings")
+        document.update(loaded)
+    options = {
+        "service": service,
+        "mode": mode,
+        "side": side,
+        "ttl_seconds": ttl,
+        "max_age_seconds": max_age,
+        "shared": shared,
+        "idempotent": idempotent,
+    }
+    document.update({key: value for key, value in options.items() if value is not None})
+    if clients:
+        document["clients"] = list(clients)
+    if endpoint is not None:
+        method, _, path = endpoint.partition(" ")
+        if not path.strip():
+            raise click.BadParameter("write the endpoint as 'METHOD /path'", param_hint="--endpoint")
+        document["endpoint"] = {"method": method.upper(), "path": path.strip()}
+    if "service" not in document:
+        raise click.UsageError("give --service (or a --file naming it)")
+    emit(settings.client().set_cache_policy(name, document), as_json, message=f"cache policy {name} set")
+
+
+@cache_policies.command("remove")
+@click.argument("name")
+@json_option
+@pass_settings
+def cache_policies_remove(settings: AdminSettings, name: str, as_json: bool) -> None:
+    """Remove cache policy NAME (its entries are evicted at the next maintenance)."""
+    settings.client().remove_cache_policy(name)
+    done(as_json, f"cache policy {name} removed")
+
+
+@cache.command("apply")
+@click.argument("file", type=_FILE)
+@json_option
+@pass_settings
+def cache_apply(settings: AdminSettings, file: Path, as_json: bool) -> None:
+    """Make the gateway's cache policies exactly those of FILE (YAML): all validated, all or nothing."""
+    result = settings.client().apply_cache_policies(policies_from_yaml(_read_text(file)))
+    if as_json:
+        emit(result, True)
+        return
+    for what in ("added", "changed", "removed", "unchanged"):
+        click.echo(f"{what}: {', '.join(result[what]) or '-'}")
+
+
+@cache.command("export")
+@pass_settings
+def cache_export(settings: AdminSettings) -> None:
+    """Print the gateway's cache policies as a file `apply` reads."""
+    found = settings.client().list_cache_policies()
+    click.echo(policies_to_yaml({policy["name"]: policy for policy in found}), nl=False)
+
+
+@cache.command("entries")
+@click.option("--service", help="Only this provider service.")
+@click.option("--client", help="Only this client.")
+@click.option("--policy", help="Only this policy's entries.")
+@limit_option("Entries")
+@click.option("--offset", type=click.IntRange(0), default=0, help="Entries to skip.")
+@json_option
+@pass_settings
+def cache_entries(
+    settings: AdminSettings,
+    service: str | None,
+    client: str | None,
+    policy: str | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """List cached entries, newest first, without their answers (audited)."""
+    page = settings.client().cache_entries(
+        service=service, client=client, policy=policy, limit=limit, offset=offset
+    )
+    if as_json:
+        emit(page, True)
+        return
+    if not page["enabled"]:
+        click.echo("this node keeps no cache", err=True)
+    emit(page["entries"], False, _ENTRY_COLUMNS)
+
+
+@cache.command("stats")
+@json_option
+@pass_settings
+def cache_stats(settings: AdminSettings, as_json: bool) -> None:
+    """Hit, stale and miss counts per service, and this node's circuit states."""
+    stats = settings.client().cache_stats()
+    if as_json:
+        emit(stats, True)
+        return
+    click.echo(f"entries: {stats['entries']}, {stats['total_bytes']} bytes")
+    rows = [{**row, "circuit": (row["circuit"] or {}).get("state", "-")} for row in stats["services"]]
+    emit(rows, False, _STATS_COLUMNS)
+
+
+@cache.command("purge")
+@click.option("--service", help="The entries of this provider service.")
+@click.option("--client", help="The entries of this client.")
+@click.option("--key", help="The entry with this key.")
+@click.option("--policy", help="The entries of this policy.")
+@click.option("--subject", help="Every entry whose request names this person (erasure request).")
+@click.option("--all", "everything", is_flag=True, help="Every entry.")
+@json_option
+@pass_settings
+def cache_purge(
+    settings: AdminSettings,
+    service: str | None,
+    client: str | None,
+    key: str | None,
+    policy: str | None,
+    subject: str | None,
+    everything: bool,
+    as_json: bool,
+) -> None:
+    """Purge cached entries: by filters (all must match), by data subject, or --all."""
+    api = settings.client()
+    if subject is not None:
+        if any((service, client, key, policy, everything)):
+            raise click.UsageError("--subject takes no other filter")
+        count = api.purge_cache_subject(subject)
+    else:
+        count = api.purge_cache(service=service, client=client, key=key, policy=policy, everything=everything)
+    emit({"purged": count}, as_json, message=f"{count} entries purged")
+
+
+@cache.command("runs")
+@click.option("--policy", help="Only this replicate policy.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Runs to show.")
+@json_option
+@pass_settings
+def cache_runs(settings: AdminSettings, policy: str | None, limit: int, as_json: bool) -> None:
+    """Replication plans (last and next run) and their runs, newest first."""
+    result = settings.client().cache_runs(policy, limit)
+    if as_json:
+        emit(result, True)
+        return
+    for plan in result["plans"]:
+        last = plan["last_run"]
+        state = "never ran" if last is None else f"last run {last['started_at']}: {last['status']}"
+        click.echo(f"{plan['policy']}: {state}; next run {plan['next_run'] or '-'}")
+    emit(result["runs"], False, _RUN_COLUMNS)
+
+
+@cache.command("run")
+@click.argument("policy")
+@json_option
+@pass_settings
+def cache_run(settings: AdminSettings, policy: str, as_json: bool) -> None:
+    """Run replicate policy POLICY's plan now and show the run when it has finished."""
+    emit(settings.client().start_cache_run(policy), as_json)

@@ -272,3 +272,73 @@ class AdminClient(MessageLogClient):
         }
         result: dict[str, Any] = self._api("GET", "/audit-log", params=params)
         return result
+
+    # --- the interface cache (gateway.admin.cache)
+
+    def list_cache_policies(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._api("GET", "/cache/policies")["policies"]
+        return result
+
+    def get_cache_policy(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._api("GET", f"/cache/policies/{_segment(name)}")
+        return result
+
+    def set_cache_policy(self, name: str, document: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace policy `name` (its document without the name)."""
+        body = {key: value for key, value in document.items() if key != "name"}
+        result: dict[str, Any] = self._api("PUT", f"/cache/policies/{_segment(name)}", json=body)
+        return result
+
+    def remove_cache_policy(self, name: str) -> None:
+        self._api("DELETE", f"/cache/policies/{_segment(name)}")
+
+    def apply_cache_policies(self, policies: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Replace every policy with `policies` (name: document), all or nothing."""
+        result: dict[str, Any] = self._api("PUT", "/cache/policies", json={"policies": policies})
+        return result
+
+    def cache_entries(
+        self,
+        *,
+        service: str | None = None,
+        client: str | None = None,
+        policy: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> dict[str, Any]:
+        params = {
+            name: str(value)
+            for name, value in (
+                ("service", service),
+                ("client", client),
+                ("policy", policy),
+                ("limit", limit),
+                ("offset", offset),
+            )
+            if value is not None
+        }
+        result: dict[str, Any] = self._api("GET", "/cache/entries", params=params)
+        return result
+
+    def cache_stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._api("GET", "/cache/stats")
+        return result
+
+    def purge_cache(self, **filters: Any) -> int:
+        """Purge by service, client, key or policy (all given must match), or everything=True."""
+        body = {name: value for name, value in filters.items() if value not in (None, False)}
+        return int(self._api("POST", "/cache/purge", json=body)["purged"])
+
+    def purge_cache_subject(self, subject: str) -> int:
+        return int(self._api("POST", "/cache/purge-subject", json={"subject": subject})["purged"])
+
+    def cache_runs(self, policy: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        params = {
+            name: str(value) for name, value in (("policy", policy), ("limit", limit)) if value is not None
+        }
+        result: dict[str, Any] = self._api("GET", "/cache/runs", params=params)
+        return result
+
+    def start_cache_run(self, policy: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._api("POST", f"/cache/policies/{_segment(policy)}/runs")
+        return result
