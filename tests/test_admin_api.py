@@ -83,6 +83,17 @@ EXPECTED_ROLES: dict[str, frozenset[Role]] = {
     "message_log.show": SECURITY,
     "message_log.export": SECURITY,
     "message_log.verify": SECURITY,
+    "cache_policy.list": ALL,
+    "cache_policy.read": ALL,
+    "cache_stats.read": ALL,
+    "cache_run.list": ALL,
+    "cache_policy.set": SERVICES,
+    "cache_policy.apply": SERVICES,
+    "cache_policy.remove": SERVICES,
+    "cache.purge": SERVICES,
+    "cache_run.start": SERVICES,
+    "cache_entry.list": SERVICES | SECURITY,
+    "cache.purge_subject": SERVICES | SECURITY,
     "api_key.list": SYS,
     "api_key.create": SYS,
     "api_key.revoke": SYS,
@@ -95,6 +106,7 @@ DUMMY_PARAMS = {
     "member_id": "DEV:GOV:9999",
     "key_id": "999999",
     "sha256": "00",
+    "name": "no-policy",
 }
 
 

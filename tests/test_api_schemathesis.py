@@ -51,6 +51,13 @@ CONTENT_CHECKED: Final = {
         # before until; for an export, id alone or at least one filter.
         "message_log.search",
         "message_log.export",
+        # A cache policy is valid only for a provider the global configuration knows (state), and
+        # its rules across fields (ttl_seconds within max_age_seconds, a replicate policy with a
+        # plan, the plan's client registered here) are beyond OpenAPI 3.0; likewise a purge names
+        # at least one filter or everything, not both.
+        "cache_policy.set",
+        "cache_policy.apply",
+        "cache.purge",
     ),
     "registry": (
         "server.add",  # PEM certificates that parse, for the server's owner

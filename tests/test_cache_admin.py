@@ -4,6 +4,7 @@ runs, roles; and the CLI's `xgate admin cache ...` with declarative files (apply
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import click
 import pytest
 import yaml
+from click.testing import CliRunner, Result
 
 from gateway.admin.api import AdminContext, make_admin_app
+from gateway.admin.cli import cli, policies_from_yaml, policies_to_yaml
 from gateway.admin.roles import Role
 from gateway.ids import SecurityServerId
 from tests.conftest import BENEFITS_API, CONSUMER, GET_PERSON, KNOWN_PERSON
@@ -115,7 +119,11 @@ async def admin(local: InProcessFederation) -> AsyncIterator[CacheAdmin]:
 async def test_policies_are_set_validated_listed_shown_and_removed_with_an_audit(admin: CacheAdmin) -> None:
     status, body = await admin.call("PUT", "/cache/policies/population", json=FALLBACK)
     assert status == 200, body
-    assert body["name"] == "population" and body["service"] == GET_PERSON.to_text() and body["mode"] == "fallback"
+    assert (
+        body["name"] == "population"
+        and body["service"] == GET_PERSON.to_text()
+        and body["mode"] == "fallback"
+    )
     (entry,) = admin.audit("cache_policy.set")
     assert entry.target == "population" and entry.details["created"] is True
 
@@ -176,9 +184,7 @@ async def test_a_replication_client_must_be_registered_here(admin: CacheAdmin) -
         (Role.SERVICE_ADMINISTRATOR, "POST", "/cache/purge", {"everything": True}, True),
     ],
 )
-async def test_roles(
-    admin: CacheAdmin, role: Role, method: str, path: str, body: Any, allowed: bool
-) -> None:
+async def test_roles(admin: CacheAdmin, role: Role, method: str, path: str, body: Any, allowed: bool) -> None:
     status, _ = await admin.call(method, path, role=role, json=body)
     assert (status < 400) is allowed and (allowed or status == 403)
 
@@ -192,7 +198,7 @@ async def test_entries_counters_and_purges(admin: CacheAdmin) -> None:
     assert "XGate-Cache" in stale.headers
 
     status, listed = await admin.call("GET", "/cache/entries", role=Role.SECURITY_OFFICER)
-    assert status == 200 and listed["enabled"] is True
+    assert status == 200
     (entry,) = listed["entries"]
     assert entry["service"] == GET_PERSON.to_text() and entry["client"] == CONSUMER.to_text()
     assert entry["policy"] == "population" and entry["log_record"] and "body" not in entry
@@ -257,8 +263,63 @@ async def test_the_whole_set_is_applied_all_or_nothing(admin: CacheAdmin) -> Non
     assert again["unchanged"] == ["benefits", "population"] and again["added"] == []
 
 
-def test_yaml_documents_round_trip() -> None:
-    from gateway.admin.cli import policies_from_yaml, policies_to_yaml
+# --- the CLI ---------------------------------------------------------------------------------------
 
+
+async def xgate(admin: CacheAdmin, *args: str, role: Role = Role.SERVICE_ADMINISTRATOR) -> Result:
+    env = {"XGATE_ADMIN_URL": admin.base, "XGATE_API_KEY": admin.keys[role]}
+    return await asyncio.to_thread(CliRunner().invoke, cli, ["cache", *args], env=env, catch_exceptions=False)
+
+
+async def test_the_cli_applies_exports_and_operates_the_cache(admin: CacheAdmin, tmp_path: Path) -> None:
+    file = tmp_path / "cache.yaml"
+    file.write_text(yaml.safe_dump({"policies": {"population": FALLBACK, "benefits": REPLICATE}}))
+    result = await xgate(admin, "apply", str(file))
+    assert result.exit_code == 0, result.output
+    assert "added: benefits, population" in result.output
+
+    exported = (await xgate(admin, "export")).output
+    again = tmp_path / "again.yaml"
+    again.write_text(exported)
+    result = await xgate(admin, "apply", str(again))
+    assert "unchanged: benefits, population" in result.output  # export -> apply changes nothing
+    assert policies_from_yaml(exported)["population"]["service"] == GET_PERSON.to_text()
+
+    # A file with one bad policy changes nothing and says what is wrong.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump({"policies": {"population": {**FALLBACK, "ttl_seconds": 99999}}}))
+    result = await xgate(admin, "apply", str(broken))
+    assert (
+        result.exit_code != 0 and "population: ttl_seconds (99999) exceeds max_age_seconds" in result.output
+    )
+    assert "benefits" in (await xgate(admin, "policies", "list")).output
+
+    result = await xgate(
+        admin, "policies", "set", "person-refresh", "--service", GET_PERSON.to_text(), "--mode", "refresh",
+        "--ttl", "60", "--max-age", "600", "--client", CONSUMER.to_text(),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shown = (await xgate(admin, "policies", "show", "person-refresh")).output
+    assert yaml.safe_load(shown)["policies"]["person-refresh"]["ttl_seconds"] == 60
+
+    run = json.loads((await xgate(admin, "run", "benefits", "--json")).output)
+    assert run["status"] == "ok" and run["fetched"] == 1
+    runs = (await xgate(admin, "runs", role=Role.OBSERVER)).output
+    assert "benefits: last run" in runs and "next run" in runs
+    entries = json.loads((await xgate(admin, "entries", "--json", role=Role.SECURITY_OFFICER)).output)
+    assert [entry["policy"] for entry in entries["entries"]] == ["benefits"]
+    stats = (await xgate(admin, "stats")).output
+    assert BENEFITS_API.to_text() in stats
+    purged = await xgate(admin, "purge", "--subject", KNOWN_PERSON, role=Role.SECURITY_OFFICER)
+    assert "1 entries purged" in purged.output
+    assert "0 entries purged" in (await xgate(admin, "purge", "--all")).output
+    assert (await xgate(admin, "policies", "remove", "person-refresh")).exit_code == 0
+
+
+def test_yaml_files_are_read_strictly() -> None:
+    with pytest.raises(click.ClickException, match="one key, `policies`"):
+        policies_from_yaml("population: {}\n")
+    with pytest.raises(click.ClickException, match="not YAML"):
+        policies_from_yaml("policies: [\n")
     text = yaml.safe_dump({"policies": {"population": FALLBACK, "benefits": REPLICATE}})
     assert policies_from_yaml(policies_to_yaml(policies_from_yaml(text))) == policies_from_yaml(text)

@@ -38,17 +38,20 @@ from gateway.cache.policy import (
     PolicyError,
 )
 from gateway.cache.schedule import MAX_INTERVAL_SECONDS, MIN_INTERVAL_SECONDS
-from gateway.cache.store import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, EntryInfo
+from gateway.cache.store import EntryInfo
 from gateway.ids import ClientId, IdentifierError, ServiceId
 from gateway.serverconf.access import MAX_PATH_PATTERN_LENGTH
 from gateway.serverconf.model import ServerConfSnapshot
 from gateway.webapi import CONFLICT, ApiError, Call, Outcome, invalid, not_found
 from gateway.webapi.types import (
     CLIENT_PATTERN,
+    DEFAULT_PAGE,
     MAX_TEXT_LENGTH,
     SUBSYSTEM_PATTERN,
     Answer,
     Body,
+    Limit,
+    Offset,
     Params,
     _identifier,
 )
@@ -326,8 +329,8 @@ class EntryFilter(Params):
     service: ServiceText | None = None
     client: ClientText | None = None
     policy: PolicyName | None = None
-    limit: int = Field(DEFAULT_LIST_LIMIT, ge=1, le=MAX_LIST_LIMIT)
-    offset: int = Field(0, ge=0, le=2**31 - 1)
+    limit: Limit = DEFAULT_PAGE
+    offset: Offset = 0
 
 
 class EntryView(Answer):
@@ -346,7 +349,6 @@ class EntryView(Answer):
 
 
 class EntryList(Answer):
-    enabled: bool = Field(description="Whether this node keeps a cache at all.")
     entries: list[EntryView]
 
 
@@ -372,7 +374,7 @@ def _ids(service: str | None, client: str | None) -> tuple[ServiceId | None, Cli
 async def list_entries(ctx: AdminContext, call: Call[EntryFilter, None]) -> Outcome:
     """List cached entries, newest first, without their answers."""
     if ctx.cache is None:
-        return Outcome({"enabled": False, "entries": []})
+        raise not_found("this node keeps no cache")
     params = call.params
     service, client = _ids(params.service, params.client)
     found = await asyncio.to_thread(
@@ -384,7 +386,7 @@ async def list_entries(ctx: AdminContext, call: Call[EntryFilter, None]) -> Outc
         offset=params.offset,
     )
     now = ctx.cache.clock()
-    return Outcome({"enabled": True, "entries": [entry_json(info, now) for info in found]})
+    return Outcome({"entries": [entry_json(info, now) for info in found]})
 
 
 class ServiceStats(Answer):
@@ -539,7 +541,7 @@ class RunList(Answer):
 
 class RunFilter(Params):
     policy: PolicyName | None = None
-    limit: int = Field(20, ge=1, le=1000)
+    limit: Limit = DEFAULT_PAGE
 
 
 @TABLE.read("/cache/runs", "cache_run.list", P.READ_CONFIGURATION, RunList)

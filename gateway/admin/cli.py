@@ -920,8 +920,6 @@ def cache_entries(
     if as_json:
         emit(page, True)
         return
-    if not page["enabled"]:
-        click.echo("this node keeps no cache", err=True)
     emit(page["entries"], False, _ENTRY_COLUMNS)
 
 
@@ -971,7 +969,7 @@ def cache_purge(
 
 @cache.command("runs")
 @click.option("--policy", help="Only this replicate policy.")
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Runs to show.")
+@limit_option("Runs")
 @json_option
 @pass_settings
 def cache_runs(settings: AdminSettings, policy: str | None, limit: int, as_json: bool) -> None:
