@@ -10,13 +10,32 @@ import uuid
 from pathlib import Path
 
 import zeep
+from zeep import Plugin
 from zeep.transports import Transport
+
+from gateway.dev import federation as dev_federation
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+class CacheMark(Plugin):  # type: ignore[misc]
+    """Keeps the XGate-Cache and Age fields of the last answer: how a zeep client sees the cache."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+
+    def ingress(
+        self, envelope: object, http_headers: dict[str, str], operation: object
+    ) -> tuple[object, object]:
+        self.fields = {name: http_headers[name] for name in ("XGate-Cache", "Age") if name in http_headers}
+        return envelope, http_headers
+
+
 def soap_call(gateway_url: str) -> None:
-    client = zeep.Client(str(REPO / "wsdl" / "population-register.wsdl"), transport=Transport(timeout=10))
+    mark = CacheMark()
+    client = zeep.Client(
+        str(REPO / "wsdl" / "population-register.wsdl"), transport=Transport(timeout=10), plugins=[mark]
+    )
     binding = next(iter(client.wsdl.bindings))
     service = client.create_service(binding, gateway_url)
     headers = {
@@ -43,6 +62,8 @@ def soap_call(gateway_url: str) -> None:
     result = service.getPerson(personalCode="38001085718", _soapheaders=headers)
     print("SOAP getPerson through gw-a -> gw-b (zeep):")
     print(f"  {result}")
+    for name, value in mark.fields.items():
+        print(f"  {name}: {value}")
 
 
 def rest_call(gateway_url: str) -> None:
@@ -71,12 +92,30 @@ def message_log(gateway: dict[str, str]) -> None:
     print("  " + output.replace("\n", "\n  "))
 
 
+def cache_demo(description_file: Path, gateway_a: dict[str, str]) -> None:
+    """docs/cache.md: gw-b (the civil registry's gateway) stops; both calls are answered from
+    gw-a's interface cache, marked (XGate-Cache, Age); gw-b starts again."""
+    fed = description_file.parent
+    print("Stopping gw-b, the population register's gateway ...")
+    dev_federation.stop_process(fed, "gw-b")
+    try:
+        print("The same calls, answered from gw-a's cache (fallback for getPerson, replica for benefits):")
+        soap_call(gateway_a["internal_http_url"])
+        rest_call(gateway_a["internal_http_url"])
+    finally:
+        print("Starting gw-b again ...")
+        dev_federation.start_process(fed, "gw-b")
+
+
 def main() -> None:
-    federation = json.loads(Path(sys.argv[1]).read_text())
+    description_file = Path(sys.argv[1])
+    federation = json.loads(description_file.read_text())
     gateway_a = next(gw for gw in federation["gateways"] if gw["name"] == "gw-a")
     soap_call(gateway_a["internal_http_url"])
     rest_call(gateway_a["internal_http_url"])
     message_log(gateway_a)
+    print()
+    cache_demo(description_file, gateway_a)
 
 
 if __name__ == "__main__":

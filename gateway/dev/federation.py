@@ -829,3 +829,54 @@ def down(fed: Path) -> None:
         stop_pids(json.loads(pids_file.read_text()))
         pids_file.unlink()
     (fed / "federation.json").unlink(missing_ok=True)
+
+
+# --- the interface cache's demo policies (docs/cache.md) -------------------------------------------
+
+DEMO_PERSON: Final = "38001085718"
+"""The population register's and the benefits API's example person."""
+
+
+def demo_cache_policies(description: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """gw-a's cache policies for the demo, as `xgate admin cache apply` reads them: `fallback` for
+    the population register's getPerson (gw-b), `replicate` for the benefits API's
+    GET /benefits/{personalCode} (gw-c), fetched every five minutes for the demo's person."""
+    by_name = {gw["name"]: gw for gw in description["gateways"]}
+    consumer = by_name["gw-a"]["subsystem"]
+    population, benefits = by_name["gw-b"]["subsystem"], by_name["gw-c"]["subsystem"]
+    return {
+        "population-fallback": {
+            "service": f"{population}/getPerson/v1",
+            "mode": "fallback",
+            "max_age_seconds": 86400,
+        },
+        "benefits-replica": {
+            "service": f"{benefits}/benefits",
+            "mode": "replicate",
+            "endpoint": {"method": "GET", "path": "/benefits/*"},
+            "ttl_seconds": 300,
+            "max_age_seconds": 86400,
+            "replication": {
+                "client": consumer,
+                "schedule": {"interval_seconds": 300},
+                "requests": [
+                    {
+                        "name": "benefits-of-person",
+                        "method": "GET",
+                        "path": "/benefits/${person}",
+                        "parameters": {"person": {"list": [DEMO_PERSON]}},
+                    }
+                ],
+            },
+        },
+    }
+
+
+def set_demo_cache_policies(description: dict[str, Any]) -> dict[str, Any]:
+    """Apply the demo's cache policies on gw-a through its management API (audited, validated)."""
+    from gateway.admin.client import AdminClient
+
+    gw_a = next(gw for gw in description["gateways"] if gw["name"] == "gw-a")
+    client = AdminClient(gw_a["admin_url"], gw_a["api_key"])
+    result: dict[str, Any] = client.apply_cache_policies(demo_cache_policies(description))
+    return result

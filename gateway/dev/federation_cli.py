@@ -31,6 +31,7 @@ def up(directory: Path) -> None:
     """
     try:
         description = federation.up(directory.resolve())
+        federation.set_demo_cache_policies(description)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"federation up in {directory}; description in {directory / 'federation.json'}")
@@ -45,6 +46,7 @@ def up(directory: Path) -> None:
         )
     for service in description["services"]:
         click.echo(f"  service {service['service']} ({service['kind']}) on {service['gateway']}")
+    click.echo("  gw-a cache policies: population-fallback (getPerson), benefits-replica (GET /benefits/*)")
 
 
 @cli.command("down")
