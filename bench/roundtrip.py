@@ -15,6 +15,12 @@ concurrency 32: "logging cost: throughput on/off = X" (the issue's target: X >= 
 both runs with the log on averaged against the one between them. Beside each run's requests/s
 it prints the two gateways' CPU time per request (from /proc): on a shared machine that
 figure moves much less than throughput does.
+
+Last, the interface cache's hit path (docs/cache.md): gw-a gets a `fallback` policy for
+getPerson, one answer is kept, gw-b (the provider's gateway) is stopped, and (c) gw-a is
+measured again at concurrency 1 and 32, every answer now from its cache (the circuit to gw-b
+open, so no connection is tried). It prints "cache hit: throughput c/b = X (concurrency 32);
+added p50 c = Y ms vs b = Z ms (concurrency 1)" (the issue's targets: X >= 2, Y <= Z).
 """
 
 from __future__ import annotations
@@ -166,6 +172,29 @@ def _serves(gw: dict[str, Any], log_enabled: bool) -> bool:
     )
 
 
+CACHE_POLICY = {
+    "bench-population": {
+        "service": "DEV/GOV/1002/population/getPerson/v1",
+        "mode": "fallback",
+        "max_age_seconds": 3600,
+    }
+}
+"""gw-a's policy for the cache-hit path: answer getPerson from the last good answer when gw-b cannot."""
+
+
+def cache_hit_runs(fed: Path, description: dict[str, Any], script: Path, url: str, seconds: int) -> list[Run]:
+    """(c): gw-a answering from its cache with gw-b stopped, at concurrency 1 and 32."""
+    from gateway.admin.client import AdminClient
+
+    gw_a = next(gw for gw in description["gateways"] if gw["name"] == "gw-a")
+    AdminClient(gw_a["admin_url"], gw_a["api_key"]).apply_cache_policies(CACHE_POLICY)
+    wrk(url, script, 1, 1, "warm")  # gw-b up: the answer is kept
+    federation.stop_process(fed, "gw-b")
+    gw_a_pid = (int(json.loads((fed / "pids.json").read_text())["gw-a"]),)
+    wrk(url, script, 4, 2, "warm")  # the circuit to gw-b opens
+    return [wrk(url, script, concurrency, seconds, "cache hit", gw_a_pid) for concurrency in (1, 32)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
@@ -198,6 +227,7 @@ def main() -> None:
             switch_message_log(fed, description, enabled)
             wrk(gateway_a, script, 4, 2, "warm")
             runs.append(wrk(gateway_a, script, 32, args.seconds, label, gateway_pids(fed)))
+        runs.extend(cache_hit_runs(fed, description, script, gateway_a, args.seconds))
     finally:
         federation.down(fed)
 
@@ -230,6 +260,22 @@ def main() -> None:
         "throughput_on_off": cost,
         "cpu_ms_per_request_on": on_cpu,
         "cpu_ms_per_request_off": off.cpu_ms_per_request,
+    }
+    direct_1 = next(r for r in runs if r.label == "direct" and r.concurrency == 1)
+    normal = {r.concurrency: r for r in runs if r.label == "two gateways"}
+    cached = {r.concurrency: r for r in runs if r.label == "cache hit"}
+    speedup = cached[32].requests_per_second / normal[32].requests_per_second
+    cached_added = cached[1].p50_ms - direct_1.p50_ms
+    normal_added = normal[1].p50_ms - direct_1.p50_ms
+    print(
+        f"cache hit: throughput c/b = {speedup:.2f} (concurrency 32); "
+        f"added p50 c = {cached_added:.2f} ms vs b = {normal_added:.2f} ms (concurrency 1)"
+    )
+    result["cache_hit"] = {
+        "throughput_vs_normal_32": speedup,
+        "added_p50_ms_1": cached_added,
+        "normal_added_p50_ms_1": normal_added,
+        "non_2xx": sum(r.errors for r in cached.values()),
     }
     print(json.dumps(result))
 
