@@ -184,7 +184,11 @@ def mark_soap(body: bytes, content_type: str, mark: CacheMark) -> bytes:
 def read_soap_mark(body: bytes, content_type: str) -> CacheMark | None:
     """The cache block of a SOAP answer, or None (for clients and tests)."""
     package = mime.unpack(body, content_type)
-    envelope = parse_xml(package.soap, charset=package.charset)
+    return mark_in(parse_xml(package.soap, charset=package.charset))
+
+
+def mark_in(envelope: etree._Element) -> CacheMark | None:
+    """The cache block of a parsed SOAP envelope, or None."""
     block = envelope.find(f"{_HEADER}/{CACHE_ELEMENT}")
     if block is None:
         return None
