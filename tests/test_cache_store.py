@@ -365,3 +365,13 @@ def test_confirmed_clients_and_revocation(store: CacheStore) -> None:
     assert not store.is_confirmed(SERVICE, CLIENT) and store.is_confirmed(OTHER_SERVICE, CLIENT)
     assert store.revoke_client(CLIENT) == 1
     assert store.clients() == set()
+
+
+def test_known_services_depend_on_the_policys_side(repository: ServerConfRepository) -> None:
+    from gateway.cache.policy import CacheSide
+
+    snapshot = repository.snapshot()
+    consumer = cache_policies.known_services(policy(), snapshot, None)
+    assert SERVICE not in consumer  # no configuration: nothing is known
+    provider = cache_policies.known_services(policy(side=CacheSide.PROVIDER), snapshot, None)
+    assert SERVICE not in provider and "text" not in provider
