@@ -277,6 +277,13 @@ async def test_refresh_serves_a_young_copy_and_revalidates_in_the_background(
     assert len(local["gw-b"].backends.requests) == calls + 1, "revalidated once, in the background"
     assert store_of(gw_a).stats()[GET_PERSON.to_text()]["hit"] == 1
 
+    # Cache-Control: no-cache asks the provider (how the replication scheduler fetches).
+    asked = await gw_a.post(
+        "/", get_person_request(KNOWN_PERSON), {**SOAP_HEADERS, "Cache-Control": "no-cache"}
+    )
+    assert personal_code(asked) == KNOWN_PERSON and "XGate-Cache" not in asked.headers
+    assert len(local["gw-b"].backends.requests) == calls + 2
+
 
 # --- who may be served ----------------------------------------------------------------------------
 

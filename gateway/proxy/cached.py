@@ -95,6 +95,17 @@ class CacheQuestion:
     identifiers: Callable[[], tuple[str, ...]]
     method: str | None = None
     path: str | None = None
+    revalidate: bool = False
+    """The client sent `Cache-Control: no-cache` (RFC 9111 §5.2.1.4): no hit, ask the provider
+    (a failure still falls back). The replication scheduler fetches this way."""
+
+
+def wants_revalidation(cache_control: str | None) -> bool:
+    """Whether a request's Cache-Control field asks for the provider's answer (no-cache, max-age=0)."""
+    if not cache_control:
+        return False
+    directives = {part.strip().lower() for part in cache_control.split(",")}
+    return "no-cache" in directives or "max-age=0" in directives
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,7 @@ class Steps(Generic[Signed]):
     serve: Callable[[CachedAnswer, CacheMark], Awaitable[Answer]]
 
 
-def soap_question(message: soap.SoapMessage) -> CacheQuestion:
+def soap_question(message: soap.SoapMessage, *, revalidate: bool = False) -> CacheQuestion:
     return CacheQuestion(
         message.service,
         message.client,
@@ -115,10 +126,11 @@ def soap_question(message: soap.SoapMessage) -> CacheQuestion:
         EntryKind.SOAP,
         key_of=lambda shared: soap_key(message, shared=shared),
         identifiers=lambda: tuple(soap_identifiers(message)),
+        revalidate=revalidate,
     )
 
 
-def rest_question(call: rest.RestRequest) -> CacheQuestion:
+def rest_question(call: rest.RestRequest, *, revalidate: bool = False) -> CacheQuestion:
     return CacheQuestion(
         call.service,
         call.client,
@@ -128,6 +140,7 @@ def rest_question(call: rest.RestRequest) -> CacheQuestion:
         identifiers=lambda: tuple(rest_identifiers(call)),
         method=call.method,
         path=call.endpoint_path,
+        revalidate=revalidate,
     )
 
 
@@ -182,7 +195,7 @@ class _CachedExchange(Generic[Signed]):
         self.service_text = question.service.to_text()
 
     async def run(self) -> Answer:
-        if self.policy.mode in (CacheMode.REFRESH, CacheMode.REPLICATE):
+        if self.policy.mode in (CacheMode.REFRESH, CacheMode.REPLICATE) and not self.question.revalidate:
             entry = await self._servable()
             if entry is not None and self.policy.is_fresh(entry.info.age_seconds(self.cache.clock())):
                 signed = await self.steps.sign_and_log()

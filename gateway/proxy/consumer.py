@@ -92,7 +92,9 @@ async def _serve_soap(runtime: GatewayRuntime, journal: ExchangeLog, request: we
         runtime.cache,
         runtime.snapshot,
         conf,
-        cached.soap_question(message),
+        cached.soap_question(
+            message, revalidate=cached.wants_revalidation(request.headers.get("Cache-Control"))
+        ),
         cached.Steps(
             sign_and_log=lambda: hop.sign_and_log(payload),
             send=hop.send,
@@ -185,7 +187,9 @@ async def _serve_rest(runtime: GatewayRuntime, journal: ExchangeLog, request: we
         runtime.cache,
         runtime.snapshot,
         conf,
-        cached.rest_question(call) if call is parsed else None,
+        cached.rest_question(call, revalidate=cached.wants_revalidation(request.headers.get("Cache-Control")))
+        if call is parsed
+        else None,
         cached.Steps(
             sign_and_log=lambda: hop.sign_and_log(payload),
             send=hop.send,
