@@ -183,6 +183,9 @@ def test_eviction_by_age_size_and_orphaned_policies(store: CacheStore, clock: Cl
     clock.now += timedelta(seconds=31)
     assert store.evict([short]) == 2  # the old one, and the entry of a policy that no longer exists
     assert [info.key[0] for info in store.list_entries()] == ["3"]
+    store.put(short, entry("4" * 64, client=OTHER_CLIENT))
+    assert store.evict([policy(max_age_seconds=60.0, clients=frozenset({OTHER_CLIENT}))]) == 1
+    assert [info.key[0] for info in store.list_entries()] == ["4"]
 
 
 def test_purge_by_service_client_key_policy_and_everything(store: CacheStore) -> None:
