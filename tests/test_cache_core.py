@@ -7,6 +7,7 @@ shared), service or attachment always does.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -548,3 +549,15 @@ def test_marking_a_multipart_answer_keeps_the_attachments_byte_for_byte() -> Non
     package = mime.unpack(marked, content_type)
     assert package.attachments[0].data == b"\x00\x01"
     assert read_soap_mark(marked, content_type) is not None
+
+
+def test_marking_keeps_a_non_utf8_answer_readable() -> None:
+    request = soap_request("1234")
+    answer = etree.Element("{urn:pop}getPersonResponse")
+    etree.SubElement(answer, "{urn:pop}name").text = "Jüri Õun"
+    raw = soap.build_response(request, answer).decode("utf-8")
+    latin = re.sub(r"^<\?xml[^>]*\?>", "", raw.lstrip()).lstrip().encode("iso-8859-15")
+    assert not latin.startswith(b"<?xml")
+    marked = mark_soap(latin, "text/xml; charset=iso-8859-15", CacheMark(CacheStatus.HIT, 1, "m", STORED_AT))
+    parsed = soap.parse_response(marked, "text/xml; charset=iso-8859-15")
+    assert parsed.body.findtext("{urn:pop}name") == "Jüri Õun"

@@ -19,7 +19,7 @@ from lxml import etree
 
 from gateway.cache import policies, tables
 from gateway.cache.marking import CACHE_NS, CacheMark, CacheStatus
-from gateway.cache.policy import BreakerSettings, CacheMode, CachePolicy, RetrySettings
+from gateway.cache.policy import BreakerSettings, CacheMode, CachePolicy, CacheSide, RetrySettings
 from gateway.cache.store import CacheStore
 from gateway.crypto.rootsig import verify_message_signature
 from gateway.messagelog.store import search
@@ -277,6 +277,13 @@ async def test_refresh_serves_a_young_copy_and_revalidates_in_the_background(
     assert len(local["gw-b"].backends.requests) == calls + 1, "revalidated once, in the background"
     assert store_of(gw_a).stats()[GET_PERSON.to_text()]["hit"] == 1
 
+    # Cache-Control: no-cache asks the provider (how the replication scheduler fetches).
+    asked = await gw_a.post(
+        "/", get_person_request(KNOWN_PERSON), {**SOAP_HEADERS, "Cache-Control": "no-cache"}
+    )
+    assert personal_code(asked) == KNOWN_PERSON and "XGate-Cache" not in asked.headers
+    assert len(local["gw-b"].backends.requests) == calls + 2
+
 
 # --- who may be served ----------------------------------------------------------------------------
 
@@ -405,3 +412,41 @@ async def test_requests_of_other_services_do_not_touch_the_cache(local: InProces
     set_policy(gw_a, benefits_policy())
     await get_person(gw_a)
     assert store_of(gw_a).count_entries() == 0
+
+
+# --- the provider side ----------------------------------------------------------------------------
+
+
+async def test_the_provider_answers_from_its_backends_last_good_answer_signed_afresh(
+    local: InProcessFederation,
+) -> None:
+    gw_a, gw_b, gw_c = local["gw-a"], local["gw-b"], local["gw-c"]
+    set_policy(gw_b, person_policy(side=CacheSide.PROVIDER))
+    set_policy(gw_c, benefits_policy(side=CacheSide.PROVIDER))
+    fresh = await get_person(gw_a)
+    assert (await get_benefits(gw_a)).status_code == 200
+    assert store_of(gw_b).count_entries() == 1 and store_of(gw_c).count_entries() == 1
+    assert store_of(gw_a).count_entries() == 0
+
+    gw_b.backends.handler = refused
+    gw_c.backends.handler = service_500
+    cached = await get_person(gw_a)
+    cached_rest = await get_benefits(gw_a)
+
+    # gw-a verified gw-b's fresh signature and the echo of this request, as for any answer.
+    assert personal_code(cached) == KNOWN_PERSON
+    assert cache_mark(cached).status is CacheStatus.STALE
+    block = parse_xml(cached.content).find(f"{{{SOAP_ENV_NS}}}Header/{{{CACHE_NS}}}cache")
+    assert block is not None and block.get("originalId") == cache_mark(cached).original_id
+    assert cached.content != fresh.content
+    assert cached_rest.status_code == 200 and cache_mark(cached_rest).status is CacheStatus.STALE
+    assert store_of(gw_a).count_entries() == 0, "a provider's cached answer is not cached again"
+    messagelog = gw_b.runtime.messagelog
+    assert messagelog is not None
+    (served,) = search(messagelog.engine, outcome="cache.stale")
+    assert served.record.side.value == "provider"
+
+    # Access is checked before the cache is asked.
+    with gw_b.serverconf() as repository:
+        repository.revoke(POPULATION, AccessRight(CONSUMER, GET_PERSON.service_code))
+    assert_soap_fault(await get_person(gw_a), faults.ACCESS_DENIED)

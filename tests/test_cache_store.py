@@ -127,7 +127,7 @@ def test_the_migration_builds_exactly_the_tables_module(url: str) -> None:
                 },
             )
             assert compare_metadata(context, tables.metadata) == []
-            assert context.get_current_revision() == "0001"
+            assert context.get_current_revision() == "0002"  # 0002: replication runs and leases
     finally:
         engine.dispose()
 
@@ -183,6 +183,9 @@ def test_eviction_by_age_size_and_orphaned_policies(store: CacheStore, clock: Cl
     clock.now += timedelta(seconds=31)
     assert store.evict([short]) == 2  # the old one, and the entry of a policy that no longer exists
     assert [info.key[0] for info in store.list_entries()] == ["3"]
+    store.put(short, entry("4" * 64, client=OTHER_CLIENT))
+    assert store.evict([policy(max_age_seconds=60.0, clients=frozenset({OTHER_CLIENT}))]) == 1
+    assert [info.key[0] for info in store.list_entries()] == ["4"]
 
 
 def test_purge_by_service_client_key_policy_and_everything(store: CacheStore) -> None:
@@ -365,3 +368,13 @@ def test_confirmed_clients_and_revocation(store: CacheStore) -> None:
     assert not store.is_confirmed(SERVICE, CLIENT) and store.is_confirmed(OTHER_SERVICE, CLIENT)
     assert store.revoke_client(CLIENT) == 1
     assert store.clients() == set()
+
+
+def test_known_services_depend_on_the_policys_side(repository: ServerConfRepository) -> None:
+    from gateway.cache.policy import CacheSide
+
+    snapshot = repository.snapshot()
+    consumer = cache_policies.known_services(policy(), snapshot, None)
+    assert SERVICE not in consumer  # no configuration: nothing is known
+    provider = cache_policies.known_services(policy(side=CacheSide.PROVIDER), snapshot, None)
+    assert SERVICE not in provider and "text" not in provider

@@ -231,32 +231,15 @@ def policy_from_body(name: str, body: Mapping[str, Any]) -> CachePolicy:
     return CachePolicy.from_document({**body, "name": name})
 
 
-class KnownServices(Container[ServiceId]):
-    """What `CachePolicy.validate` may cache: on the consumer side a service of a provider the global
-    configuration knows (X-Road's configuration lists members, not their services); on the
-    provider side a service registered at this gateway."""
-
-    def __init__(self, conf: ServerConfSnapshot, known_member: Any, side: CacheSide) -> None:
-        self.conf, self.known_member, self.side = conf, known_member, side
-
-    def __contains__(self, service: object) -> bool:
-        if not isinstance(service, ServiceId):
-            return False
-        if self.side is CacheSide.PROVIDER:
-            return self.conf.service(service) is not None
-        return bool(self.known_member(service.provider))
-
-
-def known_services(ctx: AdminContext, conf: ServerConfSnapshot, side: CacheSide) -> KnownServices:
+def _known(ctx: AdminContext, conf: ServerConfSnapshot, policy: CachePolicy) -> policies.KnownServices:
     globalconf = ctx.globalconf() if ctx.globalconf is not None else None
-    if side is CacheSide.CONSUMER and globalconf is None:
+    if policy.side is CacheSide.CONSUMER and globalconf is None:
         raise invalid("no global configuration is available yet: the service cannot be checked; try again")
-    return KnownServices(conf, globalconf.is_known if globalconf is not None else (lambda _c: False), side)
+    return policies.known_services(policy, conf, globalconf)
 
 
 def _validated(ctx: AdminContext, conf: ServerConfSnapshot, policy: CachePolicy) -> CachePolicy:
-    known = known_services(ctx, conf, policy.side)
-    policy.validate(known)
+    policy.validate(_known(ctx, conf, policy))
     plan = policy.replication
     if plan is not None and conf.subsystem(plan.client) is None:
         raise PolicyError([f"the replication client {plan.client} is not a subsystem registered here"])
@@ -294,7 +277,7 @@ def set_policy_now(ctx: AdminContext, policy: CachePolicy) -> bool:
     """Validate and store `policy` (replacing one of its name); whether it is new."""
     conf = ctx.repository.snapshot()
     _validated(ctx, conf, policy)
-    known = known_services(ctx, conf, policy.side)
+    known = _known(ctx, conf, policy)
     if ctx.repository.get_cache_policy(policy.name) is None:
         policies.add_policy(ctx.repository, policy, known)
         return True

@@ -8,7 +8,10 @@ Modules (sans-IO core first, then edges):
 - `breaker`: the circuit breaker per provider service;
 - `marking`: the `XGate-Cache` and `Age` fields and the SOAP header block of a cached answer;
 - `tables`, `db`, `migrations/`, `store`: the cache's database (:class:`CacheStore`);
-- `policies`: policies kept in the server configuration, read as values.
+- `policies`: policies kept in the server configuration, validated and read as values;
+- `settings`: the node's `[cache]` table; `service`: the cache as a node runs it
+  (:class:`CacheService`: store, breakers, background revalidation, maintenance);
+- `replication`: the scheduler of `replicate` policies.
 
-The request path's use of all this lives in `gateway.proxy` (consumer and provider sides).
+The request path's use of all this lives in `gateway.proxy.cached` (consumer and provider sides).
 """

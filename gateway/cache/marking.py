@@ -174,9 +174,11 @@ def mark_soap(body: bytes, content_type: str, mark: CacheMark) -> bytes:
     block.set("originalId", mark.original_id)
     block.set("storedAt", rfc3339(mark.stored_at))
     declared = package.soap.lstrip().startswith(b"<?xml")
-    encoding = envelope.getroottree().docinfo.encoding or "UTF-8"
-    # The declaration stays if there was one; without one the bytes stay UTF-8 (XML 1.0 §4.3.3).
-    soap = etree.tostring(envelope, xml_declaration=declared, encoding=encoding if declared else "UTF-8")
+    encoding = envelope.getroottree().docinfo.encoding or package.charset or "UTF-8"
+    # The bytes keep their encoding (the Content-Type's charset or the declaration's); a
+    # declaration is written where there was one, or where the encoding is not UTF-8 (XML 1.0 §4.3.3).
+    utf8 = encoding.upper().replace("-", "") in ("UTF8", "USASCII", "ASCII")
+    soap = etree.tostring(envelope, xml_declaration=declared or not utf8, encoding=encoding)
     assert isinstance(soap, bytes)  # an encoding was named
     return mime.replace_soap_part(body, content_type, soap)
 
@@ -184,7 +186,11 @@ def mark_soap(body: bytes, content_type: str, mark: CacheMark) -> bytes:
 def read_soap_mark(body: bytes, content_type: str) -> CacheMark | None:
     """The cache block of a SOAP answer, or None (for clients and tests)."""
     package = mime.unpack(body, content_type)
-    envelope = parse_xml(package.soap, charset=package.charset)
+    return mark_in(parse_xml(package.soap, charset=package.charset))
+
+
+def mark_in(envelope: etree._Element) -> CacheMark | None:
+    """The cache block of a parsed SOAP envelope, or None."""
     block = envelope.find(f"{_HEADER}/{CACHE_ELEMENT}")
     if block is None:
         return None

@@ -12,13 +12,42 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Container
+from dataclasses import dataclass
 
-from gateway.cache.policy import CachePolicy, PolicyError
+from gateway.cache.policy import CachePolicy, CacheSide, PolicyError
+from gateway.globalconf.model import GlobalConf
 from gateway.ids import ServiceId
 from gateway.serverconf.model import CachePolicyRecord, ServerConfSnapshot
 from gateway.serverconf.repository import ServerConfRepository
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KnownServices:
+    """Which services a policy may name: on the consumer side a service of a subsystem the global
+    configuration knows (X-Road's global configuration lists providers, not their services), on
+    the provider side a service registered here. For :meth:`CachePolicy.validate`."""
+
+    snapshot: ServerConfSnapshot
+    conf: GlobalConf | None
+    side: CacheSide = CacheSide.CONSUMER
+
+    def __contains__(self, service: object) -> bool:
+        if not isinstance(service, ServiceId):
+            return False
+        if self.side is CacheSide.PROVIDER:
+            return self.snapshot.service(service) is not None
+        if self.snapshot.service(service) is not None:
+            return True
+        return self.conf is not None and self.conf.is_known(service.provider)
+
+
+def known_services(
+    policy: CachePolicy, snapshot: ServerConfSnapshot, conf: GlobalConf | None
+) -> KnownServices:
+    """The `known_services` to validate `policy` against, for its side."""
+    return KnownServices(snapshot, conf, policy.side)
 
 
 def add_policy(

@@ -342,7 +342,8 @@ class CacheStore:
             return int(connection.execute(sa.delete(cache_entries).where(*conditions)).rowcount)
 
     def evict(self, policies: Iterable[CachePolicy]) -> int:
-        """Delete what no policy may serve any more: past max age, over size, or of no policy."""
+        """Delete what no policy may serve any more: past max age, over size, of a client the
+        policy no longer names, or of no policy."""
         now = self._clock()
         by_name = {policy.name: policy for policy in policies}
         removed = 0
@@ -356,6 +357,14 @@ class CacheStore:
                         cache_entries.c.policy == policy.name, cache_entries.c.stored_at < limit
                     )
                 ).rowcount
+                if policy.clients:  # a client taken off the policy's list loses its entries
+                    removed += connection.execute(
+                        sa.delete(cache_entries).where(
+                            cache_entries.c.policy == policy.name,
+                            cache_entries.c.client.is_not(None),
+                            cache_entries.c.client.not_in(sorted(c.to_text() for c in policy.clients)),
+                        )
+                    ).rowcount
                 removed += self._evict_over_size(connection, policy)
         return removed
 

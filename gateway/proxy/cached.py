@@ -37,6 +37,7 @@ from gateway.cache.policy import (
     HTTP_5XX,
     CacheMode,
     CachePolicy,
+    CacheSide,
     code_covers,
 )
 from gateway.cache.replication import REPLICATING
@@ -95,6 +96,17 @@ class CacheQuestion:
     identifiers: Callable[[], tuple[str, ...]]
     method: str | None = None
     path: str | None = None
+    revalidate: bool = False
+    """The client sent `Cache-Control: no-cache` (RFC 9111 §5.2.1.4): no hit, ask the provider
+    (a failure still falls back). The replication scheduler fetches this way."""
+
+
+def wants_revalidation(cache_control: str | None) -> bool:
+    """Whether a request's Cache-Control field asks for the provider's answer (no-cache, max-age=0)."""
+    if not cache_control:
+        return False
+    directives = {part.strip().lower() for part in cache_control.split(",")}
+    return "no-cache" in directives or "max-age=0" in directives
 
 
 @dataclass(frozen=True)
@@ -107,7 +119,7 @@ class Steps(Generic[Signed]):
     serve: Callable[[CachedAnswer, CacheMark], Awaitable[Answer]]
 
 
-def soap_question(message: soap.SoapMessage) -> CacheQuestion:
+def soap_question(message: soap.SoapMessage, *, revalidate: bool = False) -> CacheQuestion:
     return CacheQuestion(
         message.service,
         message.client,
@@ -115,10 +127,11 @@ def soap_question(message: soap.SoapMessage) -> CacheQuestion:
         EntryKind.SOAP,
         key_of=lambda shared: soap_key(message, shared=shared),
         identifiers=lambda: tuple(soap_identifiers(message)),
+        revalidate=revalidate,
     )
 
 
-def rest_question(call: rest.RestRequest) -> CacheQuestion:
+def rest_question(call: rest.RestRequest, *, revalidate: bool = False) -> CacheQuestion:
     return CacheQuestion(
         call.service,
         call.client,
@@ -128,6 +141,7 @@ def rest_question(call: rest.RestRequest) -> CacheQuestion:
         identifiers=lambda: tuple(rest_identifiers(call)),
         method=call.method,
         path=call.endpoint_path,
+        revalidate=revalidate,
     )
 
 
@@ -182,8 +196,8 @@ class _CachedExchange(Generic[Signed]):
         self.service_text = question.service.to_text()
 
     async def run(self) -> Answer:
-        replicating = REPLICATING.get()  # a replicated call asks the provider, whatever is kept
-        if self.policy.mode in (CacheMode.REFRESH, CacheMode.REPLICATE) and not replicating:
+        replicating = REPLICATING.get()  # a replicated call reports what the provider did
+        if self.policy.mode in (CacheMode.REFRESH, CacheMode.REPLICATE) and not self.question.revalidate:
             entry = await self._servable()
             if entry is not None and self.policy.is_fresh(entry.info.age_seconds(self.cache.clock())):
                 signed = await self.steps.sign_and_log()
@@ -356,3 +370,122 @@ async def serve_rest(journal: ExchangeLog, entry: CachedAnswer, mark: CacheMark,
     await _log_served(journal, entry, mark, message)
     answer = rest_answer(message.payload)
     return Answer(answer.status, marked_fields(answer.headers, mark), answer.body)
+
+
+# --- the provider side: its own backend's last good answer ----------------------------------------
+
+Payload = TypeVar("Payload", SoapPayload, RestResponsePayload)
+
+
+@dataclass
+class BackendAnswer(Generic[Payload]):
+    """The backend's answer (or the stored one) and what the provider path does once it is logged."""
+
+    payload: Payload
+    served_from_cache: tuple[str, str] | None = None
+    """(`stale`, the original record) when the answer is the stored one, signed afresh."""
+    keep: Callable[[TransportMessage, str | None], Awaitable[None]] | None = None
+    """Keeps the signed answer with its record, once logged (a good answer under a policy)."""
+
+
+async def backend_answer(
+    cache: CacheService | None,
+    snapshot: ServerConfSnapshot,
+    question: CacheQuestion | None,
+    call: Callable[[], Awaitable[Payload]],
+    *,
+    failure: Callable[[Payload], str | None],
+    keepable: Callable[[Payload], bool],
+    reuse: Callable[[TransportMessage, CacheMark], Payload],
+) -> BackendAnswer[Payload]:
+    """The provider side (policy side `provider`): the backend's answer, or when the backend
+    cannot answer, its last good answer within max age, to be signed afresh and marked.
+
+    Access rights were checked before the backend is called (`call` raises AccessDenied
+    before it calls anything): a refused client never reaches the stored answer.
+    """
+    policy = None
+    if cache is not None and question is not None:
+        policy = cache.policy_for(
+            snapshot,
+            question.service,
+            question.client,
+            question.method,
+            question.path,
+            side=CacheSide.PROVIDER,
+        )
+    if cache is None or policy is None or question is None:
+        return BackendAnswer(await call())
+    key = question.key_of(policy.shared)
+    service_text = question.service.to_text()
+    breaker = cache.breaker(policy)
+
+    async def stored_or(
+        code: str, fault: XRoadFault | None, payload: Payload | None
+    ) -> BackendAnswer[Payload]:
+        if policy.applies_to_fault(code):
+            try:
+                entry = await asyncio.to_thread(cache.store.get, key.digest)
+            except CacheStoreError as error:
+                log.warning("cache: entry for %s not served: %s", question.service, error)
+                entry = None
+            if entry is not None and policy.may_serve(entry.info.age_seconds(cache.clock())):
+                mark = CacheMark.of(
+                    CacheStatus.STALE, entry.info.original_message_id, entry.info.stored_at, cache.clock()
+                )
+                cache.store.count(service_text, Outcome.STALE)
+                original = entry.info.log_record or f"message {entry.info.original_message_id}"
+                message = decode_transport(
+                    entry.transport_content_type,
+                    entry.transport,
+                    max_bytes=len(entry.transport) + 1,
+                    direction=Direction.RESPONSE,
+                )
+                return BackendAnswer(
+                    reuse(message, mark), served_from_cache=(CacheStatus.STALE.value, original)
+                )
+        cache.store.count(service_text, Outcome.MISS)
+        if fault is not None:
+            raise fault
+        assert payload is not None
+        return BackendAnswer(payload)
+
+    if breaker is not None and not breaker.allow():
+        code = breaker.last_fault or faults.SERVICE_FAILED_NETWORK_ERROR
+        return await stored_or(
+            CIRCUIT_OPEN, XRoadFault(code, f"{question.service} is not called: circuit open"), None
+        )
+    try:
+        payload = await call()
+    except XRoadFault as fault:
+        failed = is_provider_failure(fault.code)
+        if breaker is not None:
+            breaker.record_failure(fault.code) if failed else breaker.record_success()
+        if failed:
+            return await stored_or(fault.code, fault, None)
+        raise
+    failed_as = failure(payload)
+    if breaker is not None:
+        breaker.record_failure(failed_as) if failed_as is not None else breaker.record_success()
+    if failed_as is not None:
+        return await stored_or(failed_as, None, payload)
+    if not keepable(payload):
+        return BackendAnswer(payload)
+
+    async def keep(message: TransportMessage, record: str | None) -> None:
+        content_type, transport = encode_transport(message)
+        entry = NewEntry(
+            key,
+            question.kind,
+            question.message_id,
+            record,
+            content_type,
+            transport,
+            identifiers=question.identifiers(),
+        )
+        try:
+            await asyncio.to_thread(cache.store.put, policy, entry)
+        except Exception:  # the client has its answer; the cache only misses later
+            log.exception("cache: keeping the backend's answer for %s failed", question.service)
+
+    return BackendAnswer(payload, keep=keep)

@@ -18,6 +18,7 @@ from typing import Final
 
 from aiohttp import web
 
+from gateway.cache.marking import HEADER_CACHE, mark_in
 from gateway.cache.replication import REPLICATING
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, SecurityServerId
@@ -92,7 +93,9 @@ async def _serve_soap(runtime: GatewayRuntime, journal: ExchangeLog, request: we
         runtime.cache,
         runtime.snapshot,
         conf,
-        cached.soap_question(message),
+        cached.soap_question(
+            message, revalidate=cached.wants_revalidation(request.headers.get("Cache-Control"))
+        ),
         cached.Steps(
             sign_and_log=lambda: hop.sign_and_log(payload),
             send=hop.send,
@@ -126,12 +129,17 @@ async def _checked_soap_answer(
     record = await journal.signed(
         Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp, fault=fault
     )
+    given = soap_answer(answer.payload, is_fault=response is None)
+    # The provider's own cache marks an answer in its Header; the client sees the fields too.
+    provider_mark = None if response is None else mark_in(response.envelope)
+    if provider_mark is not None:
+        given = Answer(given.status, (*given.headers, *provider_mark.http_fields()), given.body)
     return cached.Checked(
-        soap_answer(answer.payload, is_fault=response is None),
+        given,
         answer,
         record,
         failure=cached.provider_failure(fault),
-        keep=response is not None,
+        keep=response is not None and provider_mark is None,
         fault=None if fault is None else fault.code,
     )
 
@@ -180,7 +188,9 @@ async def _serve_rest(runtime: GatewayRuntime, journal: ExchangeLog, request: we
         runtime.cache,
         runtime.snapshot,
         conf,
-        cached.rest_question(call) if call is parsed else None,
+        cached.rest_question(call, revalidate=cached.wants_revalidation(request.headers.get("Cache-Control")))
+        if call is parsed
+        else None,
         cached.Steps(
             sign_and_log=lambda: hop.sign_and_log(payload),
             send=hop.send,
@@ -221,7 +231,7 @@ async def _checked_rest_answer(
         answer,
         record,
         failure=cached.provider_failure(fault, status),
-        keep=fault is None and 200 <= status < 300,
+        keep=fault is None and 200 <= status < 300 and header(answer.payload.headers, HEADER_CACHE) is None,
         fault=None if fault is None else fault.code,
     )
 

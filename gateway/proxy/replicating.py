@@ -32,6 +32,9 @@ REPLICATION_ACCEPT: Final = "*/*"
 """The Accept field of replicated REST calls: part of the cache key (gateway.cache.key), and what
 curl, requests and aiohttp send when told nothing, so their questions find the copies."""
 
+ASK_PROVIDER: Final = {"Cache-Control": "no-cache"}
+"""A fresh copy does not answer a replicated call (proxy/cached.py): the point is to ask."""
+
 _READ_CHUNK_LIMIT: Final = 2**16
 
 
@@ -48,7 +51,7 @@ def consumer_fetch(app: web.Application) -> Fetch:
                 client, policy.service, element, message_id=message_id, user_id=REPLICATION_USER_ID
             )
             method, target = "POST", "/"
-            headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+            headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""', **ASK_PROVIDER}
         else:
             assert call.method is not None and call.path is not None
             method, body = call.method, call.body
@@ -58,6 +61,7 @@ def consumer_fetch(app: web.Application) -> Fetch:
                 rest.HEADER_ID: message_id,
                 rest.HEADER_USER_ID: REPLICATION_USER_ID,
                 "Accept": REPLICATION_ACCEPT,
+                **ASK_PROVIDER,
             }
             if body:
                 headers["Content-Type"] = "application/json"
