@@ -171,3 +171,37 @@ async def test_two_nodes_sharing_one_database_do_not_run_one_plan_twice(cache_ur
     finally:
         for engine in engines:
             engine.dispose()
+
+
+async def test_a_run_cut_short_by_a_stop_is_recorded_and_old_runs_are_forgotten(
+    cache_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = asyncio.Event()
+
+    async def hanging(policy: CachePolicy, call: ReplicatedCall) -> Fetched:
+        started.set()
+        await asyncio.sleep(3600)
+        return Fetched(True)
+
+    policy = benefits_plan()
+    engine = create_engine(cache_url)
+    try:
+        replicator = Replicator(engine, hanging, lambda: [policy], "a", tick_seconds=0.01)
+        replicator.start()
+        await asyncio.wait_for(started.wait(), 10)
+        await replicator.stop()
+        (run,) = replicator.runs.runs()
+        assert run.status is RunStatus.FAILED and run.error == "the node stopped during the run"
+        assert run.finished_at is not None
+
+        # The lease went with the run: another node may run the plan by hand at once.
+        async def quick(policy: CachePolicy, call: ReplicatedCall) -> Fetched:
+            return Fetched(True)
+
+        other = Replicator(engine, quick, lambda: [policy], "b")
+        monkeypatch.setattr("gateway.cache.replication.MAX_KEPT_RUNS", 2)
+        for _ in range(3):
+            assert await other.run(policy, "manual") is not None
+        assert [r.node for r in other.runs.runs()] == ["b", "b"]
+    finally:
+        engine.dispose()

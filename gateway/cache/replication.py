@@ -51,6 +51,12 @@ LEASE_SECONDS: Final = 15 * 60.0
 CALL_CONCURRENCY: Final = 4
 """Calls of one run in flight at once: a partner's service sees a steady trickle, not a burst."""
 
+MAX_KEPT_RUNS: Final = 1000
+"""Runs kept per policy: at one run every ten seconds that is almost three hours, at the usual
+nightly or hourly schedules months; older ones are deleted when a run finishes."""
+
+STOPPED: Final = "the node stopped during the run"
+
 DEFAULT_RUN_LIST: Final = 20
 MAX_RUN_LIST: Final = 1000
 
@@ -170,6 +176,22 @@ class RunLog:
                     error=error,
                 )
             )
+            self._forget_old_runs(connection, run)
+
+    @staticmethod
+    def _forget_old_runs(connection: sa.Connection, run: int) -> None:
+        """Keep the newest MAX_KEPT_RUNS runs of the run's policy."""
+        runs = cache_replication_runs
+        policy = connection.execute(sa.select(runs.c.policy).where(runs.c.id == run)).scalar_one()
+        oldest_kept = connection.execute(
+            sa.select(runs.c.id)
+            .where(runs.c.policy == policy)
+            .order_by(runs.c.id.desc())
+            .offset(MAX_KEPT_RUNS - 1)
+            .limit(1)
+        ).scalar_one_or_none()
+        if oldest_kept is not None:
+            connection.execute(sa.delete(runs).where(runs.c.policy == policy, runs.c.id < oldest_kept))
 
     def runs(self, policy: str | None = None, limit: int = DEFAULT_RUN_LIST) -> list[RunInfo]:
         """Runs newest first."""
@@ -337,7 +359,11 @@ class Replicator:
             run_id = await asyncio.to_thread(
                 self.runs.start, policy.name, self.node, trigger, started, len(calls), since_text
             )
-            fetched, failures, first_error = await self._fetch_all(policy, calls)
+            try:
+                fetched, failures, first_error = await self._fetch_all(policy, calls)
+            except asyncio.CancelledError:  # the node stops: the run must not stay "running"
+                self.runs.finish(run_id, self.clock(), RunStatus.FAILED, 0, len(calls), STOPPED)
+                raise
             if failures == 0:
                 status = RunStatus.OK
             elif fetched == 0:
