@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The demo: a development federation on 127.0.0.1 and calls through it.
+# The demo: a development federation on 127.0.0.1 and calls through it; then gw-b, the
+# population register's gateway, is stopped and both calls are answered from gw-a's interface
+# cache, marked (docs/cache.md), and gw-b is started again.
 #   ./scripts/demo.sh        start (or restart) the federation in var/demo and call through it
 #   ./scripts/demo.sh down   stop it
 set -euo pipefail
