@@ -1,14 +1,17 @@
 """The demo's cache (issue 10, Build 9) with real processes: gw-a gets the policies `xgate federation
 up` sets (fallback for getPerson, a replica of the benefits API's GET /benefits/{code}); with gw-b,
 the population register's gateway, killed with SIGKILL, both demo calls are answered from gw-a's
-cache, marked. gw-b is started again and the policies removed afterwards (the federation is shared).
+cache, marked. It runs its own federation: records served from the cache stay in that
+federation's message logs, not in the one the other end-to-end tests verify.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 
+import pytest
 import requests
 
 from gateway.admin.client import AdminClient
@@ -24,6 +27,7 @@ from tests.conftest import (
     get_person_body,
     post_soap,
     rest_headers,
+    running_federation,
     soap_body,
     soap_request,
 )
@@ -36,6 +40,12 @@ def _get_person(fed: Federation) -> requests.Response:
 def _get_benefits(fed: Federation) -> requests.Response:
     url = f"{fed.internal_url('gw-a')}/r1/{BENEFITS_API.to_text()}/benefits/{KNOWN_PERSON}"
     return requests.get(url, headers=rest_headers(CONSUMER), timeout=30)
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    with running_federation(tmp_path_factory.mktemp("cache-demo")) as running:
+        yield running
 
 
 def test_the_demo_calls_are_answered_from_the_cache_with_gw_b_killed(fed: Federation) -> None:
