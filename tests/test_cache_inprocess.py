@@ -368,6 +368,8 @@ async def test_the_breaker_opens_sends_nothing_while_open_and_closes_after_probe
     assert cache_mark(while_open).status is CacheStatus.STALE
     assert len(gw_a.peers.requests) == sent, "nothing goes out while the circuit is open"
     assert cache.breaker_states()[GET_PERSON.to_text()].state.value == "open"
+    circuits = gw_a.runtime.health()["cache"]["circuits"]  # type: ignore[index]
+    assert circuits[GET_PERSON.to_text()] == {"state": "open", "last_fault": faults.NETWORK_ERROR}
     # Open and nothing stored for this request: the fault that opened the circuit, at once.
     store_of(gw_a).purge(everything=True)
     assert_soap_fault(await get_person(gw_a), faults.NETWORK_ERROR)
