@@ -319,6 +319,18 @@ async def test_a_client_the_provider_never_answered_gets_nothing_even_from_share
     assert store.count_entries() == 1
 
 
+async def test_a_data_subjects_entries_are_purged_by_their_identifier(local: InProcessFederation) -> None:
+    gw_a = local["gw-a"]
+    set_policy(gw_a, person_policy())
+    set_policy(gw_a, benefits_policy())
+    await get_person(gw_a)
+    await get_benefits(gw_a)
+    store = store_of(gw_a)
+    assert store.purge(subject="000000000000") == 0
+    assert store.purge(subject=KNOWN_PERSON) == 2  # the SOAP body's leaf and the REST path segment
+    assert store.count_entries() == 0
+
+
 async def test_entries_are_per_client_unless_shared(local: InProcessFederation) -> None:
     gw_a = local["gw-a"]
     set_policy(gw_a, person_policy())
@@ -368,6 +380,8 @@ async def test_the_breaker_opens_sends_nothing_while_open_and_closes_after_probe
     assert cache_mark(while_open).status is CacheStatus.STALE
     assert len(gw_a.peers.requests) == sent, "nothing goes out while the circuit is open"
     assert cache.breaker_states()[GET_PERSON.to_text()].state.value == "open"
+    circuits = gw_a.runtime.health()["cache"]["circuits"]  # type: ignore[index]
+    assert circuits[GET_PERSON.to_text()] == {"state": "open", "last_fault": faults.NETWORK_ERROR}
     # Open and nothing stored for this request: the fault that opened the circuit, at once.
     store_of(gw_a).purge(everything=True)
     assert_soap_fault(await get_person(gw_a), faults.NETWORK_ERROR)

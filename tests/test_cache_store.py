@@ -378,3 +378,29 @@ def test_known_services_depend_on_the_policys_side(repository: ServerConfReposit
     assert SERVICE not in consumer  # no configuration: nothing is known
     provider = cache_policies.known_services(policy(side=CacheSide.PROVIDER), snapshot, None)
     assert SERVICE not in provider and "text" not in provider
+
+
+async def test_a_node_cache_from_settings_encrypts_with_the_logs_key_file(tmp_path: Path) -> None:
+    import base64
+    import json
+
+    from gateway.cache.service import CacheService
+    from gateway.cache.settings import CacheSettings
+
+    key_file = tmp_path / "body.keys"
+    key_file.write_text(
+        json.dumps({"current": "k1", "keys": {"k1": base64.b64encode(KEYS["2026-12"]).decode()}})
+    )
+    key_file.chmod(0o600)
+    url = f"sqlite:///{tmp_path / 'node-cache.db'}"
+    service = CacheService.from_settings(CacheSettings(url, body_key_file=key_file))
+    try:
+        info = service.store.put(policy(), entry(body=SECRET_TEXT, identifiers=("38001085718",)))
+        assert info is not None and info.encrypted
+        found = service.store.get("a" * 64)
+        assert found is not None and found.transport == SECRET_TEXT
+        assert service.store.purge(subject="38001085718") == 1
+    finally:
+        await service.close()
+    raw = b"".join(path.read_bytes() for path in tmp_path.iterdir() if path.name.startswith("node-cache.db"))
+    assert b"Mari Maasikas" not in raw

@@ -2,7 +2,8 @@
 
 gw-a gets a fallback policy for gw-b's getPerson; one answer with gw-b up is kept; then gw-b is
 killed with SIGKILL (no goodbye on its connections) and the same question still gets the
-answer, from gw-a's cache, marked. gw-b is started again and the policy removed afterwards.
+answer, from gw-a's cache, marked, also after gw-a itself restarts. gw-b is started again and
+the policy removed afterwards.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gateway.dev import federation
 from gateway.xmlsafe import parse_xml
 from tests.conftest import (
     GET_PERSON,
+    GLOBALCONF_WAIT_SECONDS,
     KNOWN_PERSON,
     POPULATION_NS,
     SOAP_ENV_NS,
@@ -28,6 +30,7 @@ from tests.conftest import (
     post_soap,
     soap_body,
     soap_request,
+    wait_until,
 )
 
 POLICY = CachePolicy("e2e-population", GET_PERSON, CacheMode.FALLBACK)
@@ -37,6 +40,14 @@ def _get_person(fed: Federation) -> tuple[str, requests.Response]:
     message_id = f"cache-{uuid.uuid4()}"
     body = soap_request(GET_PERSON, get_person_body(KNOWN_PERSON), message_id=message_id)
     return message_id, post_soap(fed.internal_url("gw-a"), body)
+
+
+def _ready(fed: Federation, name: str) -> bool:
+    try:
+        health = fed.health(name)
+    except requests.RequestException:
+        return False
+    return bool(health["globalconf"]["valid"] and (health["ocsp"] or {}).get("ready"))
 
 
 def test_a_killed_provider_gateway_is_answered_from_the_cache_marked(fed: Federation) -> None:
@@ -55,6 +66,13 @@ def test_a_killed_provider_gateway_is_answered_from_the_cache_marked(fed: Federa
             assert cached.headers["Age"] == str(mark.age_seconds)
             block = parse_xml(cached.content).find(f"{{{SOAP_ENV_NS}}}Header/{{{CACHE_NS}}}cache")
             assert block is not None and block.get("status") == "stale"
+
+            # gw-a restarted: its cache is still there (the database, not the process, holds it).
+            federation.stop_process(fed.dir, "gw-a")
+            federation.start_process(fed.dir, "gw-a")
+            wait_until(lambda: _ready(fed, "gw-a"), GLOBALCONF_WAIT_SECONDS, "gw-a to be ready again")
+            _, after_restart = _get_person(fed)
+            assert CacheMark.parse(after_restart.headers["XGate-Cache"]).original_id == original_id
         finally:
             federation.stop_process(fed.dir, "gw-b")  # forget the dead pid
             federation.start_process(fed.dir, "gw-b")

@@ -19,6 +19,10 @@ Nothing is served unless this gateway still registers the client (it authenticat
 global configuration still knows client and provider, and the provider last answered this
 client for this service (`CacheStore.is_confirmed`): a provider's AccessDenied forgets the
 client and purges its entries, so revoking access revokes the cache.
+
+The provider side (:func:`backend_answer`, policies of side `provider`) is the same idea one
+hop further: after the access check, a backend that cannot answer is replaced by its last good
+answer within max age, put under this request's header and hash, marked, and signed afresh.
 """
 
 from __future__ import annotations

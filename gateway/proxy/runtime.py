@@ -383,6 +383,17 @@ class GatewayRuntime:
             raise XRoadFault(fault_code, f"this gateway holds no signing key for {member}")
         return signer
 
+    def _cache_health(self) -> dict[str, object] | None:
+        """The circuits this node has to provider services (the counters are in the cache's database)."""
+        if self.cache is None:
+            return None
+        return {
+            "circuits": {
+                service: {"state": status.state.value, "last_fault": status.last_fault}
+                for service, status in self.cache.breaker_states().items()
+            }
+        }
+
     def health(self) -> dict[str, object]:
         conf = self.globalconf_source.current
         now = utc_now()
@@ -404,5 +415,6 @@ class GatewayRuntime:
             "serverconf_version": self.snapshot.version,
             "signers": sorted(member.to_text() for member in self.signers),
             "messagelog": self.messagelog.health() if self.messagelog is not None else None,
+            "cache": self._cache_health(),
             "time": time.time(),
         }
