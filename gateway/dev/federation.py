@@ -15,6 +15,11 @@ here instead of by a registry, and no trust services: a federation whose nodes s
 own (tests of a single node), and whose configuration a test may re-sign
 (`up(..., registry=False)`).
 
+Convenience over security, for development only: each gateway's own subsystem is registered
+in `http` client-authentication mode, so curl and zeep call the internal interface without a
+client certificate. A real gateway's subsystems default to `https_cert` (a pinned TLS client
+certificate); `xgate admin subsystems list` flags the development ones as unauthenticated.
+
 Everything is generated into one directory; `DIR/federation.json` describes it for tests,
 the demo and anyone evaluating xgate, and `xgate federation down --dir DIR` stops it.
 """
@@ -267,7 +272,11 @@ def _standby_server(
 
 
 def _open_database(fed: Path, gw: dict[str, Any]) -> ServerConfRepository:
-    """The gateway's server-configuration database with its own subsystem and an admin API key."""
+    """The gateway's server-configuration database with its own subsystem and an admin API key.
+
+    The subsystem is in `http` mode, unauthenticated, for the demo's curl and zeep calls
+    (module docstring); never a production default.
+    """
     url = f"sqlite:///{fed / gw['name'] / 'serverconf.sqlite'}"
     migrate(url)
     repository = ServerConfRepository.from_url(url)
