@@ -667,8 +667,14 @@ def _register_gateway(admin: RegistryClient, registry_url: str, gw: dict[str, An
         sign_key,
     )
     admin.post(f"/requests/{registration.id}/approve", {"reason": APPROVAL_REASON})
-    hosting = request_subsystem(
-        registry_url, server, ClientId.from_text(gw["subsystem"]), sign_cert, sign_key
+    hosting = request_subsystem(  # its owner's own subsystem: one key signs as owner and as member
+        registry_url,
+        server,
+        ClientId.from_text(gw["subsystem"]),
+        sign_cert,
+        sign_key,
+        member_cert=sign_cert,
+        member_key=sign_key,
     )
     admin.post(f"/requests/{hosting.id}/approve", {"reason": APPROVAL_REASON})
     gw["registration_requests"] = [registration.id, hosting.id]
