@@ -264,6 +264,34 @@ def test_an_approved_gateway_is_known_everywhere_within_a_refresh_and_can_call(
     assert {NEWCOMER.to_text(), newcomer["subsystem"]} <= listed_clients(fed)
 
 
+def test_a_gateway_cannot_host_another_members_subsystem_without_its_consent(
+    short_fed: Federation, newcomer: dict[str, Any]
+) -> None:
+    """Build 11 / hole 10: the newcomer asks to host gw-a's subsystem, consenting with its own
+    key instead of gw-a's member's: the registry refuses, says why, and stores nothing to approve."""
+    fed = short_fed
+    ensure_registered(fed, newcomer)
+    victim = fed.gateway("gw-a")["subsystem"]
+    pending_before = fed.registry.get("/requests?state=pending")["requests"]
+
+    unasked = xgate(
+        "gateway", "add-subsystem", "--registry", fed.registry_url, "--config", newcomer["config"],
+        "--subsystem", victim,
+    )  # fmt: skip
+    forged = xgate(
+        "gateway", "add-subsystem", "--registry", fed.registry_url, "--config", newcomer["config"],
+        "--subsystem", victim,
+        "--member-sign-cert", newcomer["sign_cert"], "--member-sign-key", newcomer["sign_key"],
+    )  # fmt: skip
+
+    member = ClientId.from_text(victim).member.to_text()
+    assert unasked.returncode == 2 and f"no signing key for {member}" in unasked.stderr
+    assert forged.returncode == 1, forged.stdout
+    assert "403 untrusted_request" in forged.stderr
+    assert f"signed by {NEWCOMER.to_text()}, not by its member {member}" in forged.stderr
+    assert fed.registry.get("/requests?state=pending")["requests"] == pending_before, "nothing to approve"
+
+
 def test_deleting_a_member_removes_its_access_everywhere(
     short_fed: Federation, newcomer: dict[str, Any]
 ) -> None:

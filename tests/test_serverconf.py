@@ -250,8 +250,26 @@ def test_postgresql_urls_get_psycopg_3_and_others_are_refused() -> None:
 # --- subsystems ------------------------------------------------------------------------
 
 
+def test_a_new_subsystem_needs_a_pinned_certificate_and_the_unauthenticated_are_listed(
+    repo: ServerConfRepository,
+) -> None:
+    """Build 9: https_cert unless told otherwise; http and https are explicit and listed as such."""
+    plain, no_cert = ClientId("DEV", "GOV", "1003", "plain"), ClientId("DEV", "GOV", "1003", "nocert")
+    repo.add_subsystem(PROVIDER)
+    repo.add_subsystem(no_cert, ClientAuthMode.HTTPS)
+    repo.add_subsystem(plain, ClientAuthMode.HTTP)
+    snapshot = repo.snapshot()
+    provider = snapshot.subsystem(PROVIDER)
+    assert provider is not None and provider.auth_mode is ClientAuthMode.HTTPS_CERT and provider.authenticated
+    assert [conf.client for conf in snapshot.unauthenticated_subsystems()] == sorted([plain, no_cert])
+    # Changing a mode is what flags or clears a subsystem; stored modes are read back as stored.
+    repo.set_auth_mode(plain, ClientAuthMode.HTTPS_CERT)
+    assert [conf.client for conf in repo.snapshot().unauthenticated_subsystems()] == [no_cert]
+    assert ServerConfSnapshot.empty().unauthenticated_subsystems() == []
+
+
 def test_subsystems_are_registered_changed_and_removed(repo: ServerConfRepository) -> None:
-    repo.add_subsystem(CONSUMER)
+    repo.add_subsystem(CONSUMER, ClientAuthMode.HTTPS)
     repo.add_subsystem(CONSUMER.member, ClientAuthMode.HTTP)
     snapshot = repo.snapshot()
     assert snapshot.subsystem(CONSUMER).auth_mode is ClientAuthMode.HTTPS  # type: ignore[union-attr]

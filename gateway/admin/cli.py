@@ -75,7 +75,12 @@ def _read_text(path: Path) -> str:
 
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
-_SUBSYSTEM_COLUMNS: Final = (("client_id", "client"), ("auth_mode", "auth mode"), ("certificates", "pinned"))
+_SUBSYSTEM_COLUMNS: Final = (
+    ("client_id", "client"),
+    ("auth_mode", "auth mode"),
+    ("certificates", "pinned"),
+    ("warning", "warning"),
+)
 _SERVICE_COLUMNS: Final = (
     ("service_code", "code"),
     ("service_version", "version"),
@@ -138,6 +143,16 @@ def subsystems_list(settings: AdminSettings, as_json: bool) -> None:
     result = settings.client().list_subsystems()
     rows = result if as_json else [{**row, "certificates": len(row["certificates"])} for row in result]
     emit(rows, as_json, _SUBSYSTEM_COLUMNS)
+    _warn_unauthenticated(result, as_json)
+
+
+def _warn_unauthenticated(subsystems: list[dict[str, Any]], as_json: bool) -> None:
+    """Name the subsystems in http or https mode on stderr, so a script's output stays clean."""
+    if as_json:
+        return
+    for row in subsystems:
+        if row.get("unauthenticated"):
+            click.echo(f"warning: {row['client_id']} is {row['warning']}", err=True)
 
 
 @subsystems.command("add")
@@ -145,15 +160,18 @@ def subsystems_list(settings: AdminSettings, as_json: bool) -> None:
 @click.option(
     "--auth-mode",
     type=click.Choice(["http", "https", "https_cert"]),
-    default="https",
+    default="https_cert",
     show_default=True,
-    help="How its client systems must connect: plain HTTP, HTTPS, or HTTPS with a pinned certificate.",
+    help="How its client systems must connect: HTTPS with a pinned certificate (pin it with "
+    "pin-cert), or, unauthenticated, plain HTTP or HTTPS without one.",
 )
 @json_option
 @pass_settings
 def subsystems_add(settings: AdminSettings, client_id: str, auth_mode: str, as_json: bool) -> None:
     """Register CLIENT_ID (INSTANCE/CLASS/MEMBER/SUBSYSTEM) on this gateway."""
-    emit(settings.client().add_subsystem(client_id, auth_mode), as_json, _SUBSYSTEM_COLUMNS)
+    added = settings.client().add_subsystem(client_id, auth_mode)
+    emit(added, as_json, _SUBSYSTEM_COLUMNS)
+    _warn_unauthenticated([added], as_json)
 
 
 @subsystems.command("remove")
@@ -175,8 +193,11 @@ def subsystems_remove(settings: AdminSettings, client_id: str, yes: bool, as_jso
 @json_option
 @pass_settings
 def subsystems_auth(settings: AdminSettings, client_id: str, mode: str, as_json: bool) -> None:
-    """Set how CLIENT_ID's systems connect: http, https, or https_cert (pinned certificates)."""
-    emit(settings.client().set_auth_mode(client_id, mode), as_json, _SUBSYSTEM_COLUMNS)
+    """Set how CLIENT_ID's systems connect: https_cert (pinned certificates), or, unauthenticated,
+    http or https."""
+    changed = settings.client().set_auth_mode(client_id, mode)
+    emit(changed, as_json, _SUBSYSTEM_COLUMNS)
+    _warn_unauthenticated([changed], as_json)
 
 
 @subsystems.command("pin-cert")

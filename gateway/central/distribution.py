@@ -51,6 +51,7 @@ from gateway.webapi import (
     error_response,
     json_response,
 )
+from gateway.webapi.errors import incident
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def _submission_error(exc: Exception) -> ApiError:
         return ApiError(409, CONFLICT, str(exc))
     error = as_api_error(exc)
     if error.status >= 500:
-        log.error("registration request failed", exc_info=exc)
+        error = incident(error, exc, "registration request")
     return error
 
 
@@ -165,6 +166,8 @@ def _status(ctx: RegistryContext) -> Route:
             error = as_api_error(exc)
             if error.status == 404:
                 error = ApiError(404, NOT_FOUND, "no such request")
+            elif error.status >= 500:
+                error = incident(error, exc, "request status")
             return error_response(error)
         return json_response(request_json(record))
 

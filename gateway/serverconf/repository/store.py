@@ -26,6 +26,7 @@ from gateway.ids import ClientId, LocalGroupId, ServiceId
 from gateway.serverconf.access import AccessRight, Endpoint
 from gateway.serverconf.db import begin_snapshot_read, begin_write, create_engine
 from gateway.serverconf.model import (
+    DEFAULT_CLIENT_AUTH_MODE,
     ClientAuthMode,
     KeyRecord,
     KeyUsage,
@@ -150,7 +151,8 @@ class ServerConfRepository:
 
     # --- subsystems
 
-    def add_subsystem(self, client: ClientId, auth_mode: ClientAuthMode = ClientAuthMode.HTTPS) -> None:
+    def add_subsystem(self, client: ClientId, auth_mode: ClientAuthMode = DEFAULT_CLIENT_AUTH_MODE) -> None:
+        """Register a subsystem; its systems connect with a pinned certificate unless told otherwise."""
         with self._change() as connection:
             if find_subsystem(connection, client) is not None:
                 raise AlreadyExists(f"subsystem {client} is registered already")
