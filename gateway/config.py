@@ -48,6 +48,7 @@ from gateway.crypto.batchsigner import DEFAULT_WINDOW_SECONDS
 from gateway.crypto.tls import TlsIdentity
 from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS
 from gateway.ids import ClientId, SecurityServerId
+from gateway.messagelog.heads import DEFAULT_HEAD_INTERVAL_SECONDS, HEAD_FILE_NAME
 from gateway.messagelog.settings import (
     DEFAULT_ARCHIVE_INTERVAL_SECONDS,
     DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS,
@@ -231,6 +232,12 @@ class MessageLogSection(FileModel):
     retention_days: Seconds | None = None
     archive_hook: list[str] | None = None
     """A command and its arguments, run with each finished archive's path."""
+    head_interval_seconds: Seconds = DEFAULT_HEAD_INTERVAL_SECONDS
+    """How often the node signs and timestamps its log head (gateway.messagelog.heads)."""
+    head_file: FilePath | None = None
+    """Where signed heads are appended, outside the database. Default: beside node.data_dir."""
+    witness: bool = True
+    """Send each signed head to the central registry, the federation's witness."""
 
     def settings(self, data_dir: Path) -> MessageLogSettings:
         return MessageLogSettings(
@@ -244,6 +251,9 @@ class MessageLogSection(FileModel):
             archive_interval_seconds=self.archive_interval_seconds,
             retention_days=self.retention_days,
             archive_hook=tuple(self.archive_hook) if self.archive_hook else None,
+            head_interval_seconds=self.head_interval_seconds,
+            head_file=self.head_file or data_dir.parent / f"{data_dir.name}-{HEAD_FILE_NAME}",
+            witness=self.witness,
         )
 
 

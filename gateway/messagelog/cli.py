@@ -431,6 +431,19 @@ def _write_containers(directory: Path, containers: Sequence[ExportedContainer]) 
 @cli.command()
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--node", help="Live log: only this node's chain.")
+@click.option(
+    "--heads",
+    "head_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Live log: a file of signed log heads (the node's head file, or the witness's export); "
+    "records missing after the newest head are reported as truncation. Repeatable.",
+)
+@click.option(
+    "--allow-unsigned-records",
+    is_flag=True,
+    help="Accept records without their gateway's record signature (logs written before it).",
+)
 @_trust_options
 @pass_settings
 @click.pass_context
@@ -439,6 +452,8 @@ def verify(
     settings: LogSettings,
     path: Path | None,
     node: str | None,
+    head_files: Sequence[Path],
+    allow_unsigned_records: bool,
     ca_files: Sequence[Path],
     tsa_files: Sequence[Path],
     globalconf: Path | None,
@@ -455,11 +470,14 @@ def verify(
     if path is not None:
         if trust is None:
             raise TrustUnavailable("no trust anchors to verify the files with")
-        valid = _verify_path(path, trust)
+        valid = _verify_path(path, trust, require_record_signature=not allow_unsigned_records)
     elif settings.database is not None:
-        answer = settings.inspector(trust).verify(node)
+        heads = _newest_heads(head_files, trust)
+        answer = settings.inspector(trust).verify(
+            node, heads=heads, require_record_signatures=not allow_unsigned_records
+        )
         click.echo(format_verification(answer))
-        valid = bool(answer["valid"])
+        valid = bool(answer["valid"]) and heads is not None
         if not valid:
             click.echo(f"first problem: {first_problem(answer)}", err=True)
     else:
@@ -472,7 +490,37 @@ def verify(
     ctx.exit(0 if valid else 1)
 
 
-def _verify_path(path: Path, trust: ContainerTrust) -> bool:
+def _newest_heads(
+    head_files: Sequence[Path], trust: ContainerTrust | None
+) -> dict[tuple[str, str], tuple[int, bytes, str]] | None:
+    """The newest verified head of each chain in the files; None (and the reasons said) when a
+    head line does not verify: a forged head is a finding, never silently skipped."""
+    from gateway.messagelog.heads import newest_heads
+    from gateway.messagelog.officer import token_verifier
+
+    found: dict[tuple[str, str], tuple[int, bytes, str]] = {}
+    refused = False
+    for head_file in head_files:
+        lines = head_file.read_bytes().splitlines()
+        newest, problems = newest_heads(
+            lines,
+            None if trust is None else trust.trusted_cas,
+            verify_token=None if trust is None else token_verifier(trust),
+        )
+        for problem in problems:
+            click.echo(f"{head_file.name}: {problem}", err=True)
+            refused = True
+        for key, signed in newest.items():
+            if key not in found or signed.head.seq > found[key][0]:
+                found[key] = (
+                    signed.head.seq,
+                    signed.head.record_hash,
+                    f"{head_file.name} ({signed.head.time:%Y-%m-%dT%H:%M:%SZ})",
+                )
+    return None if refused else found
+
+
+def _verify_path(path: Path, trust: ContainerTrust, *, require_record_signature: bool = True) -> bool:
     if path.is_dir():
         archives = sorted(path.glob(ARCHIVE_GLOB))
         if not archives:
@@ -488,6 +536,7 @@ def _verify_path(path: Path, trust: ContainerTrust) -> bool:
         trusted_cas=trust.trusted_cas,
         trusted_tsa_certs=trust.trusted_tsa_certs,
         tsa_ca_certs=trust.tsa_ca_certs,
+        require_record_signature=require_record_signature,
     )
     click.echo(format_container_report(path.name, report))
     if not report.valid:

@@ -81,6 +81,7 @@ from gateway.messagelog.asice.layout import (
     parse_manifest,
 )
 from gateway.messagelog.asice.proof import _canonical_json, _digest_from_hex, decode_proof
+from gateway.messagelog.asice.recordsig import check_record_signature
 from gateway.messagelog.asice.zipread import DEFAULT_ZIP_LIMITS, ZipLimits, read_container
 from gateway.messagelog.record import OUTCOME_OK
 from gateway.protocol.transport import PartName
@@ -131,6 +132,7 @@ def verify_container(
     tsa_ca_certs: Sequence[x509.Certificate] | None = None,
     require_timestamp: bool = True,
     limits: ZipLimits = DEFAULT_ZIP_LIMITS,
+    require_record_signature: bool = False,
 ) -> ContainerReport:
     """Check a container completely and offline; `report.valid` says whether all steps passed.
 
@@ -155,6 +157,14 @@ def verify_container(
     tsa_cas = trusted_cas if tsa_ca_certs is None else tsa_ca_certs
     if TIMESTAMP in files or TIMESTAMP_PROOF in files or require_timestamp:
         checks.append(_run("timestamp", lambda: state.check_timestamp(trusted_tsa_certs, tsa_cas)))
+    checks.append(
+        _run(
+            "record signature",
+            lambda: check_record_signature(
+                files, state.record_hash, trusted_cas, required=require_record_signature
+            )[0],
+        )
+    )
     return ContainerReport(
         tuple(checks),
         record=state.content,

@@ -113,7 +113,12 @@ def search(
 
 def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher | None) -> list[StoredRecord]:
     """Rows to records, with their shared blobs and timestamps fetched once per call."""
-    digests = {d for row in rows for d in (row.signed_root_sha256, row.ocsp_sha256) if d is not None}
+    digests = {
+        d
+        for row in rows
+        for d in (row.signed_root_sha256, row.ocsp_sha256, row.log_signature_sha256)
+        if d is not None
+    }
     found_blobs = {
         bytes(r.sha256): bytes(r.data)
         for chunk in _chunks(digests)
@@ -175,6 +180,8 @@ def _stored(
         timestamp_proof_json=row.timestamp_proof,
         archived_at=row.archived_at,
         archive_id=row.archive_id,
+        log_signature=_blob(found_blobs, row.log_signature_sha256),
+        log_signature_proof_json=row.log_signature_proof,
     )
 
 
