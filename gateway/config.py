@@ -238,8 +238,13 @@ class MessageLogSection(FileModel):
     """Where signed heads are appended, outside the database. Default: beside node.data_dir."""
     witness: bool = True
     """Send each signed head to the central registry, the federation's witness."""
+    witness_url: str | None = None
+    """The registry's distribution URL. Default: globalconf.location without its /globalconf."""
 
-    def settings(self, data_dir: Path) -> MessageLogSettings:
+    def settings(self, data_dir: Path, globalconf_location: str = "") -> MessageLogSettings:
+        witness_url = self.witness_url
+        if witness_url is None and globalconf_location.endswith("/globalconf"):
+            witness_url = globalconf_location.removesuffix("/globalconf")
         return MessageLogSettings(
             database_url=self.database_url or f"sqlite:///{data_dir / MESSAGELOG_DATABASE_FILE}",
             enabled=self.enabled,
@@ -254,6 +259,7 @@ class MessageLogSection(FileModel):
             head_interval_seconds=self.head_interval_seconds,
             head_file=self.head_file or data_dir.parent / f"{data_dir.name}-{HEAD_FILE_NAME}",
             witness=self.witness,
+            witness_url=witness_url if self.witness else None,
         )
 
 
@@ -296,7 +302,7 @@ class NodeFile(FileModel):
             shutdown_grace_seconds=self.limits.shutdown_grace_seconds,
             connections=self.limits.connections(),
             sign_window_seconds=self.signer.window_seconds,
-            messagelog=self.messagelog.settings(data_dir),
+            messagelog=self.messagelog.settings(data_dir, self.globalconf.location),
         )
 
 

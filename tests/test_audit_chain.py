@@ -9,11 +9,13 @@ import sqlalchemy as sa
 from gateway.adminstore import AuditResult
 from gateway.serverconf import tables
 from gateway.serverconf.repository import ServerConfRepository
-from tests import test_serverconf
+from tests import test_admin_cli, test_serverconf
+from tests.test_admin_cli import Live, Role
 
 migrated_url = test_serverconf.migrated_url
 engine = test_serverconf.engine
 repo = test_serverconf.repo
+live = test_admin_cli.live
 
 A = tables.audit_log
 
@@ -56,3 +58,18 @@ def test_the_head_moves_with_each_entry(repo: ServerConfRepository) -> None:
     first = repo.audit_head()
     repo.audit("key:1", "b")
     assert repo.audit_head() not in (None, first)
+
+
+def test_admin_audit_verify_finds_an_edited_row(live: Live) -> None:
+    """`xgate admin audit --verify` over the management API, before and after an edit in the database."""
+    live.ok("subsystems", "list")
+    live.repository.audit("key:1", "subsystem.add", "DEV/GOV/1001/x", {"a": 1})
+    result = live.run("audit", "--verify", role=Role.SECURITY_OFFICER)
+    assert result.exit_code == 0 and "audit log valid" in result.output, result.output
+    first = min(entry.id for entry in live.repository.audit_entries(limit=1000))
+    with live.repository.engine.begin() as connection:
+        connection.execute(sa.update(A).where(A.c.id == first).values(actor="someone-else"))
+    result = live.run("audit", "--verify", role=Role.SECURITY_OFFICER)
+    assert result.exit_code == 1 and f"INVALID at entry {first}" in result.output, result.output
+    result = live.run("audit", "--verify", role=Role.OBSERVER)
+    assert result.exit_code == 1 and "403 forbidden" in result.output

@@ -14,6 +14,7 @@ gateway.messagelog.inspector), so both modes print the same.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import textwrap
@@ -440,6 +441,12 @@ def _write_containers(directory: Path, containers: Sequence[ExportedContainer]) 
     "records missing after the newest head are reported as truncation. Repeatable.",
 )
 @click.option(
+    "--witness",
+    "witness_url",
+    metavar="URL",
+    help="Live log: also the newest heads the central registry witnessed (its distribution URL).",
+)
+@click.option(
     "--allow-unsigned-records",
     is_flag=True,
     help="Accept records without their gateway's record signature (logs written before it).",
@@ -453,6 +460,7 @@ def verify(
     path: Path | None,
     node: str | None,
     head_files: Sequence[Path],
+    witness_url: str | None,
     allow_unsigned_records: bool,
     ca_files: Sequence[Path],
     tsa_files: Sequence[Path],
@@ -472,7 +480,11 @@ def verify(
             raise TrustUnavailable("no trust anchors to verify the files with")
         valid = _verify_path(path, trust, require_record_signature=not allow_unsigned_records)
     elif settings.database is not None:
-        heads = _newest_heads(head_files, trust)
+        sources = [(path.name, path.read_bytes().splitlines()) for path in head_files]
+        if witness_url is not None:
+            for gateway in _gateways(settings, sources):
+                sources.append((f"witness {witness_url}", fetch_witness_heads(witness_url, gateway)))
+        heads = _newest_heads(sources, trust)
         answer = settings.inspector(trust).verify(
             node, heads=heads, require_record_signatures=not allow_unsigned_records
         )
@@ -490,8 +502,54 @@ def verify(
     ctx.exit(0 if valid else 1)
 
 
+WITNESS_TIMEOUT_SECONDS: Final = 30.0
+MAX_WITNESS_ANSWER_BYTES: Final = 16 * 1024 * 1024
+"""Newest heads of one gateway: a few KB per node."""
+
+
+def fetch_witness_heads(witness_url: str, gateway: str, node: str | None = None) -> list[bytes]:
+    """The newest head line of each node of `gateway` that the registry witnessed."""
+    import urllib.parse
+    import urllib.request
+
+    url = f"{witness_url.rstrip('/')}/heads/{urllib.parse.quote(gateway, safe='/')}"
+    if node is not None:
+        url += "?" + urllib.parse.urlencode({"node": node})
+    if not url.startswith(("http://", "https://")):
+        raise click.ClickException(f"--witness must be an http(s) URL, not {witness_url!r}")
+    try:
+        opened = urllib.request.urlopen(url, timeout=WITNESS_TIMEOUT_SECONDS)  # noqa: S310 (http(s), checked above)
+        with opened as answer:
+            body: bytes = answer.read(MAX_WITNESS_ANSWER_BYTES + 1)
+    except OSError as exc:
+        raise click.ClickException(f"the witness at {witness_url} did not answer: {exc}") from exc
+    if len(body) > MAX_WITNESS_ANSWER_BYTES:
+        raise click.ClickException("the witness's answer is too large")
+    return body.splitlines()
+
+
+def _gateways(settings: LogSettings, sources: Sequence[tuple[str, Sequence[bytes]]]) -> list[str]:
+    """Whose heads to ask the witness for: --gateway, else every gateway the log or the files name."""
+    if settings.gateway is not None:
+        return [settings.gateway]
+    from gateway.messagelog.db import begin_snapshot_read
+    from gateway.messagelog.heads import HeadError, parse_head
+    from gateway.messagelog.store import chain_states
+
+    found: set[str] = set()
+    with begin_snapshot_read(settings.inspector().engine) as connection:
+        found.update(chain.gateway for chain in chain_states(connection))
+    for _, lines in sources:
+        for line in lines:
+            with contextlib.suppress(HeadError):
+                found.add(parse_head(line).head.gateway)
+    if not found:
+        raise click.ClickException("give --gateway: the log and the head files name no gateway")
+    return sorted(found)
+
+
 def _newest_heads(
-    head_files: Sequence[Path], trust: ContainerTrust | None
+    sources: Sequence[tuple[str, Sequence[bytes]]], trust: ContainerTrust | None
 ) -> dict[tuple[str, str], tuple[int, bytes, str]] | None:
     """The newest verified head of each chain in the files; None (and the reasons said) when a
     head line does not verify: a forged head is a finding, never silently skipped."""
@@ -500,24 +558,34 @@ def _newest_heads(
 
     found: dict[tuple[str, str], tuple[int, bytes, str]] = {}
     refused = False
-    for head_file in head_files:
-        lines = head_file.read_bytes().splitlines()
+    for name, lines in sources:
         newest, problems = newest_heads(
             lines,
             None if trust is None else trust.trusted_cas,
             verify_token=None if trust is None else token_verifier(trust),
         )
         for problem in problems:
-            click.echo(f"{head_file.name}: {problem}", err=True)
+            click.echo(f"{name}: {problem}", err=True)
             refused = True
         for key, signed in newest.items():
             if key not in found or signed.head.seq > found[key][0]:
                 found[key] = (
                     signed.head.seq,
                     signed.head.record_hash,
-                    f"{head_file.name} ({signed.head.time:%Y-%m-%dT%H:%M:%SZ})",
+                    f"{name} ({signed.head.time:%Y-%m-%dT%H:%M:%SZ})",
                 )
     return None if refused else found
+
+
+@cli.command("witness-heads")
+@click.argument("witness_url", metavar="URL")
+@click.argument("gateway")
+@click.option("--node", help="Only this node's head.")
+def witness_heads(witness_url: str, gateway: str, node: str | None) -> None:
+    """Print the newest signed log head of each node of GATEWAY that the registry at URL keeps,
+    one JSON line each (save them for `xgate log verify --heads FILE`)."""
+    for line in fetch_witness_heads(witness_url, gateway, node):
+        click.echo(line.decode("utf-8", errors="replace"))
 
 
 def _verify_path(path: Path, trust: ContainerTrust, *, require_record_signature: bool = True) -> bool:

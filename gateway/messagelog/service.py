@@ -37,6 +37,7 @@ from gateway.messagelog.timestamping import (
     TimestampingFailed,
 )
 from gateway.outbound import OutboundError, Transport
+from gateway.outbound.interface import post_for
 from gateway.outbound.network import service_transport
 from gateway.outbound.tsa import request_timestamp
 from gateway.protocol import faults
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 # One TSA round trip; the timestamper tries the next TSA after this.
 TSA_TIMEOUT_SECONDS: Final = 10.0
+# One POST of a head to the registry; a missed head is sent again with the next.
+WITNESS_TIMEOUT_SECONDS: Final = 10.0
+WITNESS_ANSWER_BYTES: Final = 4096  # {"gateway", "node", "seq"}
 # While stamping fails the timestamper backs off, but never beyond this share of the failure
 # allowance: once traffic is refused, every second a returned TSA goes unasked is refused traffic.
 RETRY_SHARE_OF_FAILURE_ALLOWANCE: Final = 0.1
@@ -116,8 +120,9 @@ class MessageLog:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, tsa: Transport | None = None, witness: Witness | None = None) -> None:
-        """`tsa` reaches the timestamping authorities (the node's trust-service transport), else its
-        own; `witness` sends a signed head to the central registry."""
+        """`tsa` reaches the timestamping authorities and the registry (the node's trust-service
+        transport), else its own; `witness` sends a signed head to the witness, by default a POST
+        to the registry's /heads when `settings.witness_url` is set."""
         self._tsa, self._owns_tsa = (tsa, False) if tsa is not None else (service_transport(), True)
         self.timestamper.start()
         if self._record_signer is not None:
@@ -129,7 +134,7 @@ class MessageLog:
                 head_file=self.settings.head_file,
                 interval_seconds=self.settings.head_interval_seconds,
                 stamp=self._stamp_head,
-                witness=witness if self.settings.witness else None,
+                witness=(witness or self._post_head) if self.settings.witness else None,
                 audit_head=self._audit_head,
             )
             self.heads.start()
@@ -196,6 +201,21 @@ class MessageLog:
     def _has_authority(self) -> bool:
         conf = self._globalconf()
         return conf is not None and bool(conf.timestamping_authorities)
+
+    async def _post_head(self, line: str) -> None:
+        """The head to the registry's witness endpoint (gateway.central.distribution)."""
+        if self.settings.witness_url is None:
+            return
+        assert self._tsa is not None
+        await post_for(
+            self._tsa,
+            self.settings.witness_url.rstrip("/") + "/heads",
+            line.encode("utf-8"),
+            content_type="application/json",
+            answer_type="application/json",
+            timeout=WITNESS_TIMEOUT_SECONDS,
+            max_bytes=WITNESS_ANSWER_BYTES,
+        )
 
     async def _stamp_head(self, digest: bytes) -> bytes:
         if not self._has_authority():

@@ -44,3 +44,4 @@ class MessageLogSettings:
     head_interval_seconds: float = DEFAULT_HEAD_INTERVAL_SECONDS
     head_file: Path | None = None
     witness: bool = True  # send each head to the central registry
+    witness_url: str | None = None  # the registry's distribution URL (POST /heads)
