@@ -9,6 +9,7 @@ its end: inside a timestamp batch, after it, and deleted entirely.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from tests.test_messagelog_store import (
     Trust,
     append_all,
     execute,
+    make_record,
     openssl_stamp,
     signed_records,
     stored_chain,
@@ -143,16 +145,37 @@ async def test_a_signature_by_another_key_is_refused(signed_log: sa.Engine, trus
     xml, proofs = RecordSigner(other_ca.key, other_ca.certificate).sign([stored.record_hash])
     execute(
         signed_log,
-        sa.insert(tables.blobs).values(sha256=__import__("hashlib").sha256(xml).digest(), data=xml),
+        sa.insert(tables.blobs).values(sha256=hashlib.sha256(xml).digest(), data=xml),
         sa.update(R)
         .where(R.c.seq == 5)
-        .values(
-            log_signature_sha256=__import__("hashlib").sha256(xml).digest(), log_signature_proof=proofs[0]
-        ),
+        .values(log_signature_sha256=hashlib.sha256(xml).digest(), log_signature_proof=proofs[0]),
     )
     report = verify(signed_log, trust)
     assert report.first_bad is not None
     assert (report.first_bad.seq, report.first_bad.problem) == (5, Problem.RECORD_SIGNATURE)
+
+
+async def test_a_signature_by_another_member_of_the_federation_is_refused(engine: sa.Engine) -> None:
+    """A member's key certified by the federation's CA, but not the gateway owner's: refused."""
+    from gateway.ids import ClientId
+    from gateway.trust.pki import MemberSigningProfile, issue_certificate
+
+    ca_key = generate_key(KeyAlgorithm.EC)
+    ca = CertificateAuthority(build_ca_certificate(ca_key, "federation CA", NOW), ca_key, CaSettings())
+    faults = [make_record(i, outcome="Server.ClientProxy.NetworkError") for i in range(3)]
+    for member, expected in ((ClientId("DEV", "GOV", "1001"), None), (ClientId("DEV", "COM", "2222"), 4)):
+        key = generate_key(KeyAlgorithm.EC)
+        cert = issue_certificate(ca, MemberSigningProfile(member), key.public_key(), NOW)
+        await append_all(engine, faults, record_signer=RecordSigner(key, cert))
+        report = verify_log(
+            engine, GATEWAY, NODE, trusted_cas=[ca.certificate], require_record_signatures=True
+        )
+        if expected is None:
+            assert report.ok, report.first_bad
+            continue
+        assert report.first_bad is not None
+        assert (report.first_bad.seq, report.first_bad.problem) == (expected, Problem.RECORD_SIGNATURE)
+        assert "owner" in report.first_bad.reason
 
 
 def test_the_last_leaf_alone_has_only_left_siblings() -> None:

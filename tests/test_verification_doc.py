@@ -281,6 +281,8 @@ def test_a_record_signed_by_another_member_fails(
     result = run_record_signature_check(tmp_path / "o", container, trust)
     assert result.returncode != 0
     assert "not by the gateway's owner DEV/GOV/1001" in result.stdout
+    report = trust.verify(container, require_record_signature=True)
+    assert [p for p in report.problems if "not signed by the owner" in p], report.problems
 
 
 def _head_line(trust: Trust, signer: RecordSigner, seq: int = 42) -> str:

@@ -554,6 +554,7 @@ def _newest_heads(
     """The newest verified head of each chain in the files; None (and the reasons said) when a
     head line does not verify: a forged head is a finding, never silently skipped."""
     from gateway.messagelog.heads import newest_heads
+    from gateway.messagelog.logsig import signed_by_owner
     from gateway.messagelog.officer import token_verifier
 
     found: dict[tuple[str, str], tuple[int, bytes, str]] = {}
@@ -563,6 +564,7 @@ def _newest_heads(
             lines,
             None if trust is None else trust.trusted_cas,
             verify_token=None if trust is None else token_verifier(trust),
+            is_owner_cert=signed_by_owner,
         )
         for problem in problems:
             click.echo(f"{name}: {problem}", err=True)

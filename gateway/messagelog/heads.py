@@ -170,6 +170,7 @@ def newest_heads(
     trusted_cas: Sequence[x509.Certificate] | None,
     *,
     verify_token: Callable[[bytes, bytes], datetime] | None = None,
+    is_owner_cert: Callable[[str, x509.Certificate], bool] | None = None,
 ) -> tuple[dict[tuple[str, str], SignedHead], list[str]]:
     """The newest verified head of each (gateway, node) among `lines`, and the problems of the
     lines refused (each named by its number). Without `trusted_cas` nothing is verified."""
@@ -181,7 +182,7 @@ def newest_heads(
         try:
             signed = parse_head(line)
             if trusted_cas is not None:
-                verify_head(signed, trusted_cas, verify_token=verify_token)
+                verify_head(signed, trusted_cas, verify_token=verify_token, is_owner_cert=is_owner_cert)
         except HeadError as exc:
             problems.append(f"head line {number}: {exc}")
             continue

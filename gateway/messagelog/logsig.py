@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 
+from gateway.crypto.certs import CertificateError, member_of
 from gateway.crypto.hashtree import Proof, ProofStep, Side, build_tree, root_from_proof
 from gateway.crypto.keys import PrivateKey
 from gateway.crypto.rootsig import (
@@ -30,6 +31,7 @@ from gateway.crypto.rootsig import (
     VerifiedRoot,
     verify_root_signature,
 )
+from gateway.ids import SecurityServerId
 from gateway.messagelog.asice.proof import decode_proof, encode_proof
 
 
@@ -70,6 +72,16 @@ def verify_record_signature(
     if not hmac.compare_digest(root, verified.root) or not hmac.compare_digest(proof.root, root):
         raise SignatureVerificationError("the record signature's proof does not lead to the signed root")
     return verified, proof.steps
+
+
+def signed_by_owner(gateway: str, certificate: x509.Certificate) -> bool:
+    """Whether `certificate` is a signing certificate of `gateway`'s owner member: only the
+    owner's key may sign its gateway's records and heads (a member's key of another would do
+    for a forger otherwise)."""
+    try:
+        return member_of(certificate) == SecurityServerId.from_text(gateway).owner
+    except (CertificateError, ValueError):
+        return False
 
 
 def is_rightmost(steps: Sequence[ProofStep] | Sequence[tuple[str, str]]) -> bool:

@@ -54,7 +54,7 @@ from gateway.crypto.hashtree import leaf_hash, node_hash
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_root_signature
 from gateway.messagelog.asice import PROOF_FORMAT, ContainerError, parse_manifest
 from gateway.messagelog.crypto_at_rest import BodyCipher, BodyDecryptionError
-from gateway.messagelog.logsig import is_rightmost
+from gateway.messagelog.logsig import is_rightmost, signed_by_owner
 from gateway.messagelog.record import chain_hash
 from gateway.messagelog.stored import StoredRecord, StoredTimestamp
 from gateway.protocol.transport import MAX_PROOF_STEPS, PartName
@@ -279,6 +279,11 @@ class ChainVerifier:
                 verified = verify_root_signature(stored.log_signature, self._trusted_cas)
             except SignatureVerificationError as exc:
                 raise _Bad(Problem.RECORD_SIGNATURE, str(exc)) from exc
+            if not signed_by_owner(stored.record.gateway, verified.signer_cert):
+                raise _Bad(
+                    Problem.RECORD_SIGNATURE,
+                    f"the record is not signed by the owner of {stored.record.gateway}",
+                )
             self._record_roots[stored.log_signature] = verified
         if proof.root != verified.root or not self._trees.contains(verified.root, proof.leaf, proof.steps):
             raise _Bad(

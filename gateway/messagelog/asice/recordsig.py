@@ -15,8 +15,10 @@ from collections.abc import Mapping, Sequence
 
 from cryptography import x509
 
+from gateway.crypto.certs import CertificateError, member_of
 from gateway.crypto.hashtree import root_from_proof
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_root_signature
+from gateway.ids import SecurityServerId
 from gateway.messagelog.asice.layout import LOG_SIGNATURE, LOG_SIGNATURE_PROOF, ContainerError
 from gateway.messagelog.asice.proof import decode_proof
 
@@ -27,8 +29,10 @@ def check_record_signature(
     trusted_cas: Sequence[x509.Certificate],
     *,
     required: bool,
+    gateway: str | None = None,
 ) -> tuple[str, VerifiedRoot | None]:
-    """What the check found, and the verified root; ContainerError when it fails."""
+    """What the check found, and the verified root; ContainerError when it fails. `gateway`, the
+    record's, must be named by the signer's certificate as its owner (when given)."""
     if LOG_SIGNATURE not in files and LOG_SIGNATURE_PROOF not in files:
         if required:
             raise ContainerError("the record is not signed by its gateway (no log-signature.xml)")
@@ -52,5 +56,14 @@ def check_record_signature(
         raise ContainerError(f"the record signature does not verify: {type(exc).__name__}: {exc}") from exc
     if not hmac.compare_digest(root, verified.root) or not hmac.compare_digest(proof.root, root):
         raise ContainerError("the record signature's proof does not lead to the signed root")
+    if gateway is not None and not _names_owner(gateway, verified.signer_cert):
+        raise ContainerError(f"the record is not signed by the owner of {gateway}")
     subject = verified.signer_cert.subject.rfc4514_string()
     return f"record hash signed by {subject} at {verified.signing_time.isoformat()}", verified
+
+
+def _names_owner(gateway: str, certificate: x509.Certificate) -> bool:
+    try:
+        return member_of(certificate) == SecurityServerId.from_text(gateway).owner
+    except (CertificateError, ValueError):
+        return False

@@ -161,7 +161,11 @@ def verify_container(
         _run(
             "record signature",
             lambda: check_record_signature(
-                files, state.record_hash, trusted_cas, required=require_record_signature
+                files,
+                state.record_hash,
+                trusted_cas,
+                required=require_record_signature,
+                gateway=str(state.content["gateway"]) if state.content else None,
             )[0],
         )
     )
