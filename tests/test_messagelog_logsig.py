@@ -277,3 +277,32 @@ async def test_a_forged_head_is_refused(signed_log: sa.Engine, trust: Trust, tmp
     newest, problems = newest_heads([genuine.to_line(), forged.to_line(), text], [trust.ca])
     assert newest[(GATEWAY, NODE)].head.seq == LAST_SEQ
     assert len(problems) == 2
+
+
+def test_the_head_settings_come_from_the_messagelog_table(tmp_path: Path) -> None:
+    from gateway import config as node_config
+    from tests.test_config import EXAMPLES
+
+    example = (EXAMPLES / "gateway.example.toml").read_text()
+    loaded = node_config.load_config(EXAMPLES / "gateway.example.toml")
+    settings = loaded.messagelog
+    assert settings is not None and settings.head_interval_seconds == 10 and settings.witness
+    assert settings.head_file == loaded.data_dir.parent / f"{loaded.data_dir.name}-messagelog-heads.jsonl"
+    assert settings.witness_url is not None and not settings.witness_url.endswith("/globalconf")
+    edited = example.replace(
+        "head_interval_seconds = 10", "head_interval_seconds = 3\nwitness_url = 'http://r:1'"
+    )
+    path = EXAMPLES / "gateway.heads-test.toml.tmp"  # not *.toml: no other test sees it
+    try:
+        path.write_text(edited)
+        settings = node_config.load_config(path).messagelog
+        assert (
+            settings is not None
+            and settings.head_interval_seconds == 3
+            and settings.witness_url == "http://r:1"
+        )
+        path.write_text(example.replace("head_interval_seconds = 10", "head_interval_secs = 10"))
+        with pytest.raises(Exception, match="head_interval_secs"):
+            node_config.load_config(path)
+    finally:
+        path.unlink(missing_ok=True)
