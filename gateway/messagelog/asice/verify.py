@@ -64,6 +64,8 @@ from gateway.messagelog.asice.layout import (
     ASIC_NS,
     CONTAINER_NAMES,
     DS_NS,
+    LOG_SIGNATURE,
+    LOG_SIGNATURE_PROOF,
     MANIFEST_TXT,
     MAX_EVIDENCE_FILE_BYTES,
     MESSAGE_BIN,
@@ -157,18 +159,19 @@ def verify_container(
     tsa_cas = trusted_cas if tsa_ca_certs is None else tsa_ca_certs
     if TIMESTAMP in files or TIMESTAMP_PROOF in files or require_timestamp:
         checks.append(_run("timestamp", lambda: state.check_timestamp(trusted_tsa_certs, tsa_cas)))
-    checks.append(
-        _run(
-            "record signature",
-            lambda: check_record_signature(
-                files,
-                state.record_hash,
-                trusted_cas,
-                required=require_record_signature,
-                gateway=str(state.content["gateway"]) if state.content else None,
-            )[0],
+    if require_record_signature or LOG_SIGNATURE in files or LOG_SIGNATURE_PROOF in files:
+        checks.append(
+            _run(
+                "record signature",
+                lambda: check_record_signature(
+                    files,
+                    state.record_hash,
+                    trusted_cas,
+                    required=require_record_signature,
+                    gateway=str(state.content["gateway"]) if state.content else None,
+                )[0],
+            )
         )
-    )
     return ContainerReport(
         tuple(checks),
         record=state.content,
