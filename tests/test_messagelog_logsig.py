@@ -178,6 +178,18 @@ async def test_a_signature_by_another_member_of_the_federation_is_refused(engine
         assert "owner" in report.first_bad.reason
 
 
+def test_the_fast_proof_text_is_encode_proofs_canonical_text() -> None:
+    from gateway.crypto.hashtree import build_tree
+    from gateway.messagelog.asice import encode_proof
+    from gateway.messagelog.logsig import proof_text
+
+    for size in (1, 2, 3, 7, 16, 33):
+        leaves = [bytes([i]) * 32 for i in range(size)]
+        root, proofs = build_tree(leaves)
+        for leaf, proof in zip(leaves, proofs, strict=True):
+            assert proof_text(leaf, proof, root.hex()) == encode_proof(leaf, proof)
+
+
 def test_the_last_leaf_alone_has_only_left_siblings() -> None:
     from gateway.crypto.hashtree import build_tree
 

@@ -121,7 +121,7 @@ class HeadKeeper:
     async def write_now(self, *, force: bool = False) -> SignedHead | None:
         """Sign, stamp and keep the head; None when it has not moved since the last one."""
         seq, record_hash = await asyncio.to_thread(self._read_head)
-        audit = self._audit_head() if self._audit_head is not None else None
+        audit = await asyncio.to_thread(self._audit_head) if self._audit_head is not None else None
         if not force and self._last == (seq, audit):
             return None
         head = LogHead(self.gateway, self.node, seq, record_hash, datetime.now(UTC), audit)
