@@ -698,6 +698,16 @@ def _rfc3339(text: str | None) -> str | None:
     return (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)).isoformat()
 
 
+def audit_chain_text(report: dict[str, Any]) -> str:
+    """One line on the audit chain, for people."""
+    if report["ok"]:
+        return (
+            f"audit log valid: {report['checked']} chained entries"
+            f" ({report['unchained']} from before the chain), head {report['head_hash']}"
+        )
+    return f"audit log INVALID at entry {report['first_bad_id']}: {report['problem']}"
+
+
 @cli.command("audit")
 @limit_option("Entries")
 @click.option("--before-id", type=int, help="Older than this entry: the id `next page` printed.")
@@ -708,10 +718,14 @@ def _rfc3339(text: str | None) -> str | None:
     callback=lambda ctx, param, value: _rfc3339(value),
     help="Only entries at or after this ISO 8601 time (UTC unless it names a zone).",
 )
+@click.option("--verify", is_flag=True, help="Check the audit log's hash chain instead; exit 1 if broken.")
 @json_option
 @pass_settings
+@click.pass_context
 def audit(
+    ctx: click.Context,
     settings: AdminSettings,
+    verify: bool,
     limit: int,
     before_id: int | None,
     actor: str | None,
@@ -720,6 +734,13 @@ def audit(
     as_json: bool,
 ) -> None:
     """Read the audit log, newest first (security officer, system administrator)."""
+    if verify:
+        report = settings.client().audit_verify()
+        if as_json:
+            emit(report, True)
+        else:
+            click.echo(audit_chain_text(report))
+        ctx.exit(0 if report["ok"] else 1)
     page = settings.client().audit_log(
         limit=limit, before_id=before_id, actor=actor, action=action, since=since
     )

@@ -27,6 +27,7 @@ from gateway.globalconf.model import GlobalConf, GlobalConfError
 from gateway.globalconf.signed import anchor_from_json
 from gateway.globalconf.source import GlobalConfSource, load_anchor
 from gateway.ids import ClientId
+from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.service import MessageLog, node_name
 from gateway.outbound import Transport
 from gateway.outbound.network import backend_transport, peer_transport, service_transport
@@ -91,12 +92,15 @@ class GatewayRuntime:
             log.warning("cached global configuration not usable: %s", exc)
         signers = {}
         signing_certs = {}
+        record_signer = None
         for entry in config.signing_keys:
             passphrase = os.environ.get(entry.passphrase_env, "").encode() if entry.passphrase_env else None
             key = load_private_key(entry.key, passphrase or None)
             cert = load_certificate_file(entry.cert)
             signers[entry.member] = BatchSigner(key, cert, window_seconds=config.sign_window_seconds)
             signing_certs[entry.member] = cert
+            if entry.member == config.server_id.owner:  # the owner's key signs the log (messagelog.logsig)
+                record_signer = RecordSigner(key, cert)
         runtime = cls(
             config,
             repository,
@@ -114,6 +118,8 @@ class GatewayRuntime:
                 gateway=config.server_id.to_text(),
                 node=node_name(),
                 globalconf=lambda: source.current,
+                record_signer=record_signer,
+                audit_head=repository.audit_head,
             )
         return runtime
 
