@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Final
 
 import pytest
 import sqlalchemy as sa
@@ -332,7 +333,15 @@ def test_bad_files_give_one_line_each_and_no_traceback(
     (directory / "b-truncated.asice").write_bytes(good[: len(good) // 2])
     (directory / "c-wrong-type.asice").write_bytes(wrong_type)
     (directory / "d-good.asice").write_bytes(good)
-    result = run("verify", str(directory), "--ca", str(trust.ca_pem), "--tsa-cert", str(trust.tsa_pem))
+    result = run(
+        "verify",
+        str(directory),
+        "--ca",
+        str(trust.ca_pem),
+        "--tsa-cert",
+        str(trust.tsa_pem),
+        UNSIGNED_OK,
+    )
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     problems = result.stderr.splitlines()
@@ -359,8 +368,13 @@ def exported(messages: list[LoggedMessage], tmp_path: Path) -> Path:
     return directory
 
 
+UNSIGNED_OK: Final = "--allow-unsigned-records"
+"""The sample containers carry no record signature (messagelog.logsig): what these tests leave aside."""
+
+
 def test_a_directory_of_containers_links_into_one_run(trust: Trust, exported: Path) -> None:
-    result = run("verify", str(exported), "--ca", str(trust.ca_pem), "--tsa-cert", str(trust.tsa_pem))
+    options = ["--ca", str(trust.ca_pem), "--tsa-cert", str(trust.tsa_pem), UNSIGNED_OK]
+    result = run("verify", str(exported), *options)
     assert result.exit_code == 0, result.output
     assert "chain links: 5 valid containers in 1 runs" in result.stdout
     assert "run 1: DEV/GOV/1001/ss1, 5 containers" in result.stdout
@@ -370,7 +384,7 @@ def test_a_directory_of_containers_links_into_one_run(trust: Trust, exported: Pa
 def test_a_missing_container_in_the_middle_is_a_gap(trust: Trust, exported: Path) -> None:
     middle = sorted(exported.iterdir())[2]
     middle.unlink()
-    options = ["--ca", str(trust.ca_pem), "--tsa-cert", str(trust.tsa_pem)]
+    options = ["--ca", str(trust.ca_pem), "--tsa-cert", str(trust.tsa_pem), UNSIGNED_OK]
     result = run("verify", str(exported), *options)
     assert result.exit_code == 1
     assert "in 2 runs" in result.stdout
@@ -464,8 +478,9 @@ async def test_a_record_stored_before_logged_parts_verifies_with_a_count(tmp_pat
         await signer.aclose()
         report = verify_sample(log)
         assert report.ok and report.legacy_records == 1  # type: ignore[attr-defined]
-        result = run("--database", log.url, "verify", *log.trust_options())
-        assert result.exit_code == 0
+        # Written as before record signatures too (no record signer): accepted as such.
+        result = run("--database", log.url, "verify", *log.trust_options(), "--allow-unsigned-records")
+        assert result.exit_code == 0, result.output
         assert "1 older than logged_parts" in result.stdout
     finally:
         log.engine.dispose()
