@@ -20,10 +20,10 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
+from gateway import faults
 from gateway.config import load_config
 from gateway.dev import federation
 from gateway.ids import ClientId, ServiceId
-from gateway.protocol import faults
 from tests.conftest import (
     GET_PERSON,
     HTTP_TIMEOUT_SECONDS,

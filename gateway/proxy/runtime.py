@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
+from gateway import faults
 from gateway.cache.service import CacheService
 from gateway.config import NodeConfig
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
 from gateway.crypto.keys import load_private_key
 from gateway.crypto.tls import add_client_trust, external_client_context, pem_bundle
+from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf, GlobalConfError
 from gateway.globalconf.signed import anchor_from_json
 from gateway.globalconf.source import GlobalConfSource, load_anchor
@@ -32,8 +34,6 @@ from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.service import MessageLog, node_name
 from gateway.outbound import Transport
 from gateway.outbound.network import backend_transport, peer_transport, service_transport
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.proxy import ownstatus
 from gateway.proxy.certstatus import PeerStatusChecker
 from gateway.proxy.ownstatus import OwnCertificateStatus, OwnStatusUnavailable
