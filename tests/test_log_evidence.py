@@ -41,7 +41,7 @@ from gateway.messagelog.asice import (
 )
 from gateway.messagelog.asice import build as asice_build
 from gateway.messagelog.cli import cli
-from gateway.messagelog.evidence import EvidenceError, check_signer
+from gateway.messagelog.evidence import EvidenceError, check_header_ids, check_signer
 from gateway.messagelog.links import ChainMember, link
 from gateway.messagelog.record import GENESIS_HASH, Direction, LoggedPart, LogRecord, chain_hash
 from gateway.messagelog.verify import Problem
@@ -633,3 +633,24 @@ def test_a_gateways_own_fault_may_be_signed_by_a_listed_server_owner() -> None:
         check_signer(owner_cert, "response", client, service, server_owners=frozenset({owner}))  # no fault
     with pytest.raises(EvidenceError, match="must be signed by the client's member"):
         check_signer(owner_cert, "request", client, service, fault=True, server_owners=frozenset({owner}))
+
+
+def test_an_answer_from_the_cache_keeps_the_originals_ids_but_not_another_service() -> None:
+    """A cached answer is the original exchange's signed answer: its id (and, shared, its client)
+    are the original's; the service must still be the record's."""
+    original = logsamples.ids("ex-1", "msg-original")
+    answer = logsamples.soap_response(original)
+    common = {"kind": "soap", "direction": "response", "content_type": answer.content_type}
+    now = {
+        "client": logsamples.OTHER_CLIENT,
+        "message_id": "msg-now",
+        "message": answer.body,
+        "rest_head": None,
+    }
+
+    said = check_header_ids(**common, **now, outcome="cache.hit", service=logsamples.SERVICE)
+    assert "served from the interface cache" in said
+    with pytest.raises(EvidenceError, match="the signed message's client is"):
+        check_header_ids(**common, **now, outcome="ok", service=logsamples.SERVICE)
+    with pytest.raises(EvidenceError, match="service"):
+        check_header_ids(**common, **now, outcome="cache.stale", service=logsamples.REST_SERVICE)
