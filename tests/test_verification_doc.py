@@ -32,11 +32,10 @@ from gateway.messagelog.asice import (
 from gateway.messagelog.asice import build as asice_build
 from gateway.messagelog.asice.layout import LOG_SIGNATURE, LOG_SIGNATURE_PROOF
 from gateway.messagelog.logsig import RecordSigner
+from tests import test_asice as asice_tests
 from tests.test_asice import (
     Trust,
     files_of,
-    make_messages,
-    make_trust,
     openssl_timestamp,
     raw_zip,
     rezip,
@@ -72,19 +71,10 @@ def run_hand_check(directory: Path, container: bytes, trust: Trust) -> subproces
     )
 
 
-@pytest.fixture(scope="module")
-def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
-    return make_trust(tmp_path_factory.mktemp("trust"))
-
-
-@pytest.fixture(scope="module")
-def messages(trust: Trust) -> list[LoggedMessage]:
-    return make_messages(trust)
-
-
-@pytest.fixture(scope="module")
-def container(messages: list[LoggedMessage]) -> bytes:
-    return build_container(messages[0])
+# test_asice's module fixtures: the CA and TSA, logged messages of each kind, one container.
+trust = asice_tests.trust
+messages = asice_tests.messages
+container = asice_tests.container
 
 
 def test_the_documented_steps_pass_on_a_real_container(
