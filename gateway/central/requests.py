@@ -40,7 +40,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from gateway.crypto.certs import CertificateError, member_of, server_of, verify_chain
+from gateway.crypto.certs import (
+    CertificateError,
+    load_single_pem_certificate,
+    member_of,
+    server_of,
+    verify_chain,
+)
 from gateway.crypto.keys import PrivateKey
 from gateway.globalconf.signed import ECDSA_SHA256, RSA_SHA256, canonical_json, format_time
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
@@ -203,12 +209,9 @@ def _is_hex(text: str) -> bool:
 
 def load_single_certificate(pem: str, what: str) -> x509.Certificate:
     try:
-        certificates = x509.load_pem_x509_certificates(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise MalformedRequest(f"{what}: not a PEM certificate ({exc})") from exc
-    if len(certificates) != 1:
-        raise MalformedRequest(f"{what}: expected one PEM certificate, found {len(certificates)}")
-    return certificates[0]
+        return load_single_pem_certificate(pem)
+    except ValueError as exc:
+        raise MalformedRequest(f"{what}: {exc}") from exc
 
 
 def _pem(certificate: x509.Certificate) -> str:
