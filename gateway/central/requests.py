@@ -36,9 +36,7 @@ from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives import serialization
 
 from gateway.crypto.certs import (
     CertificateError,
@@ -48,7 +46,7 @@ from gateway.crypto.certs import (
     verify_chain,
 )
 from gateway.crypto.keys import PrivateKey
-from gateway.globalconf.signed import ECDSA_SHA256, RSA_SHA256, canonical_json, format_time
+from gateway.globalconf.signed import canonical_json, format_time, sign_content, verify_content_signature
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
 
 REQUEST_FORMAT: Final = "xgate-registration-request/1"
@@ -330,26 +328,14 @@ def request_from_json(content: bytes) -> RegistrationRequest:
 # --- signatures -------------------------------------------------------------------------------
 
 
-def _sign(key: PrivateKey, data: bytes) -> tuple[str, bytes]:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return ECDSA_SHA256, key.sign(data, ec.ECDSA(hashes.SHA256()))
-    return RSA_SHA256, key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-
-
 def _check_signature(
     certificate: x509.Certificate, algorithm: str, value: bytes, data: bytes, what: str
 ) -> None:
     """The same algorithms as the global configuration's (RFC 5758 §3.2, RFC 4055 §5)."""
-    key = certificate.public_key()
     try:
-        if algorithm == ECDSA_SHA256 and isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(value, data, ec.ECDSA(hashes.SHA256()))
-        elif algorithm == RSA_SHA256 and isinstance(key, rsa.RSAPublicKey):
-            key.verify(value, data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            raise UntrustedRequest(f"{what}: algorithm {algorithm!r} does not fit the certificate's key")
-    except InvalidSignature as exc:
-        raise UntrustedRequest(f"{what}: the signature does not match the content") from exc
+        verify_content_signature(certificate, algorithm, value, data)
+    except ValueError as exc:
+        raise UntrustedRequest(f"{what}: {exc}") from exc
 
 
 def _matches(key: PrivateKey, certificate: x509.Certificate) -> bool:
@@ -393,7 +379,7 @@ def build_signed_request(
         signers.append((SignatureRole.CLIENT, client_key, client_cert))
     signatures = []
     for role, key, certificate in signers:
-        algorithm, value = _sign(key, content)
+        algorithm, value = sign_content(key, content)
         signatures.append(
             {
                 "role": role.value,
