@@ -30,7 +30,7 @@ import datetime as dt
 import enum
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
@@ -570,23 +570,29 @@ def _check_trusted(
 
 def _check_names_member(certificate: x509.Certificate, member: ClientId) -> None:
     """The signer must be the member itself: an agency's key cannot speak for another."""
-    try:
-        named = member_of(certificate)
-    except CertificateError as exc:
-        raise UntrustedRequest(f"member signing certificate: {exc}") from exc
-    if named != member:
-        who = named.to_text() if named else "no member"
-        raise UntrustedRequest(f"the signing certificate names {who}, not {member.to_text()}")
+    _check_names(certificate, member, member_of, "member signing certificate", "signing", "no member")
 
 
 def _check_names_server(certificate: x509.Certificate, server: SecurityServerId) -> None:
+    _check_names(certificate, server, server_of, "authentication certificate", "authentication", "no gateway")
+
+
+def _check_names(
+    certificate: x509.Certificate,
+    expected: ClientId | SecurityServerId,
+    named_by: Callable[[x509.Certificate], ClientId | SecurityServerId | None],
+    what: str,
+    role: str,
+    nobody: str,
+) -> None:
+    """`certificate` must name `expected` (as `named_by` reads it): a key speaks only for its owner."""
     try:
-        named = server_of(certificate)
+        named = named_by(certificate)
     except CertificateError as exc:
-        raise UntrustedRequest(f"authentication certificate: {exc}") from exc
-    if named != server:
-        who = named.to_text() if named else "no gateway"
-        raise UntrustedRequest(f"the authentication certificate names {who}, not {server.to_text()}")
+        raise UntrustedRequest(f"{what}: {exc}") from exc
+    if named != expected:
+        who = named.to_text() if named else nobody
+        raise UntrustedRequest(f"the {role} certificate names {who}, not {expected.to_text()}")
 
 
 def _check_usage(certificate: x509.Certificate, what: str) -> None:
