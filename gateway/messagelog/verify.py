@@ -292,12 +292,13 @@ class ChainVerifier:
             if self._require_record_signatures:
                 raise _Bad(Problem.RECORD_SIGNATURE, "the record is not signed by its gateway")
             return
-        try:
-            proof = _read_proof(stored.log_signature_proof_json)
-        except ValueError as exc:
-            raise _Bad(Problem.RECORD_SIGNATURE, f"malformed record signature proof: {exc}") from exc
-        if proof.leaf != stored.record_hash:
-            raise _Bad(Problem.RECORD_SIGNATURE, "the record signature is for another record hash")
+        proof = _proof_from_record(
+            stored.record_hash,
+            stored.log_signature_proof_json,
+            Problem.RECORD_SIGNATURE,
+            "record signature",
+            "the record signature is for another record hash",
+        )
         if self._trusted_cas is None:
             return
         verified = self._record_roots.get(stored.log_signature)
@@ -434,12 +435,13 @@ class ChainVerifier:
             raise _Bad(Problem.TIMESTAMP, "the record's timestamp token is missing")
         if not timestamp.first_seq <= stored.seq <= timestamp.last_seq:
             raise _Bad(Problem.TIMESTAMP, f"timestamp {timestamp.id} does not cover this record")
-        try:
-            proof = _read_proof(stored.timestamp_proof_json)
-        except ValueError as exc:
-            raise _Bad(Problem.TIMESTAMP, f"malformed timestamp proof: {exc}") from exc
-        if proof.leaf != stored.record_hash:
-            raise _Bad(Problem.TIMESTAMP, "the timestamp proof is for another record")
+        proof = _proof_from_record(
+            stored.record_hash,
+            stored.timestamp_proof_json,
+            Problem.TIMESTAMP,
+            "timestamp",
+            "the timestamp proof is for another record",
+        )
         if proof.root != timestamp.root or not self._trees.contains(timestamp.root, proof.leaf, proof.steps):
             raise _Bad(Problem.TIMESTAMP, "the timestamp proof does not lead to the stamped root")
         self._check_token(timestamp)
@@ -462,6 +464,18 @@ class _Proof:
     leaf: bytes
     steps: Sequence[tuple[str, str]]  # (sibling hex, "left"|"right"), leaf upwards; decoded as climbed
     root: bytes
+
+
+def _proof_from_record(record_hash: bytes, text: str, problem: Problem, what: str, elsewhere: str) -> _Proof:
+    """A record's proof of `what` (its signature, its timestamp), which must climb from its own hash;
+    `elsewhere` says what is wrong when it climbs from another."""
+    try:
+        proof = _read_proof(text)
+    except ValueError as exc:
+        raise _Bad(problem, f"malformed {what} proof: {exc}") from exc
+    if proof.leaf != record_hash:
+        raise _Bad(problem, elsewhere)
+    return proof
 
 
 def _read_proof(text: str) -> _Proof:
