@@ -8,7 +8,6 @@ the token must make it fail.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import json
@@ -36,6 +35,7 @@ from tests import test_asice as asice_tests
 from tests.test_asice import (
     Trust,
     files_of,
+    flip_signature_byte,
     openssl_timestamp,
     raw_zip,
     rezip,
@@ -61,8 +61,13 @@ def run_hand_check(directory: Path, container: bytes, trust: Trust) -> subproces
     (directory / "container.asice").write_bytes(container)
     (directory / "ca.pem").write_bytes(trust.ca_pem.read_bytes())
     (directory / "tsa.pem").write_bytes(trust.tsa_pem.read_bytes())
+    return run_doc_script("verify-container", directory)
+
+
+def run_doc_script(marker: str, directory: Path) -> subprocess.CompletedProcess[str]:
+    """The documented bash block `marker`, run in `directory` as a reader would run it."""
     return subprocess.run(
-        ["bash", "-c", doc_script("verify-container")],
+        ["bash", "-c", doc_script(marker)],
         cwd=directory,
         capture_output=True,
         text=True,
@@ -189,11 +194,7 @@ def test_a_changed_message_with_its_manifest_line_fails_the_proof(
 
 def test_one_changed_byte_of_the_signature_fails(trust: Trust, container: bytes, tmp_path: Path) -> None:
     def change(data: bytes) -> bytes:
-        value = re.search(rb"<ds:SignatureValue>([^<]*)<", data)
-        assert value is not None
-        raw = bytearray(base64.b64decode(value[1]))
-        raw[0] ^= 0x01
-        return data.replace(value[1], base64.b64encode(bytes(raw)))
+        return flip_signature_byte(data, 0)
 
     naive = tampered(container, SIGNATURE, change, rebuild=False)
     assert_fails(run_hand_check(tmp_path / "naive", naive, trust), "META-INF/signatures0.xml: FAILED")
