@@ -79,9 +79,9 @@ from gateway.trust.pki import (
     build_ca_certificate,
     issue_certificate,
 )
+from tests.conftest import migrated_url_fixture
 
 REPO = Path(__file__).resolve().parents[1]
-PG_DSN_ENV = "XGATE_TEST_PG_DSN"
 GATEWAY = "DEV/GOV/1001/ss1"
 NODE = "node-1"
 NOW = dt.datetime.now(dt.UTC)
@@ -93,34 +93,8 @@ OCSP_RESPONSE = b"0\x82\x01\x00 an OCSP response shared by a whole hour of recor
 # --- databases -----------------------------------------------------------------------------
 
 
-def _pg_dsn() -> str:
-    dsn = os.environ.get(PG_DSN_ENV)
-    if not dsn:
-        pytest.skip(f"{PG_DSN_ENV} is not set")
-    return dsn
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def log_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One migrated log database per backend for the module; `engine` empties it for each test."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('messagelog') / 'messagelog.db'}"
-        migrate(url)
-        yield url
-        return
-    dsn = _pg_dsn()
-    schema = f"xgate_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(dsn)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = sa.make_url(dsn).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+# One migrated log database per backend for the module; `engine` empties it for each test.
+log_url = migrated_url_fixture("messagelog", "messagelog.db", migrate, "xgate_test")
 
 
 @pytest.fixture
