@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -40,6 +40,7 @@ from gateway.proxy.certstatus import status_headers
 from gateway.serverconf.db import create_engine
 from gateway.serverconf.repository import ServerConfRepository
 from gateway.xmlsafe import parse_xml
+from tests.inprocess import Built, InProcessFederation, build_template, inprocess_federation
 
 REPO: Final = Path(__file__).resolve().parents[1]
 POPULATION_WSDL: Final = REPO / "wsdl" / "population-register.wsdl"
@@ -148,6 +149,22 @@ def fresh_pg_schema_url() -> Iterator[str]:
     """A URL whose connections work in a new, empty schema, dropped afterwards."""
     with pg_schema_url() as url:
         yield url
+
+
+# --- in-process federations (tests.inprocess) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """One in-process federation's files for the module, built once and copied for each test."""
+    return build_template(tmp_path_factory.mktemp("template") / "federation")
+
+
+@pytest.fixture
+async def local(tmp_path: Path, template: Built) -> AsyncIterator[InProcessFederation]:
+    """A fresh copy for each test: tests change access rights, services and certificates freely."""
+    async with inprocess_federation(tmp_path / "federation", template=template) as running:
+        yield running
 
 
 @dataclass(frozen=True)

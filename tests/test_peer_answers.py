@@ -11,7 +11,7 @@ signed. The same over real mutual TLS with a peer process is in test_e2e_peer_tr
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,24 +35,13 @@ from tests.conftest import (
     rest_headers,
     soap_request,
 )
-from tests.inprocess import Built, Gateway, InProcessFederation, build_template, inprocess_federation
+from tests.inprocess import Gateway, InProcessFederation
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 UNKNOWN_SERVICE = ServiceId("DEV", "GOV", "1002", "population", "noSuchService", "v1")
 """At gw-b, which answers with its own (signed) UnknownService fault."""
 FORGED = "Forged Person 0xDEADBEEF"
 """What the hostile peer puts in its answers: it must never reach the client."""
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build_template(tmp_path_factory.mktemp("template") / "federation")
-
-
-@pytest.fixture
-async def local(tmp_path: Path, template: Built) -> AsyncIterator[InProcessFederation]:
-    async with inprocess_federation(tmp_path / "federation", template=template) as running:
-        yield running
 
 
 def forged_soap(code: str | None = None) -> bytes:

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ from gateway.serverconf.db import create_engine, migrate
 from gateway.serverconf.seen import SeenRequests
 from gateway.serverconf.tables import seen_requests
 from tests.conftest import KNOWN_PERSON, assert_soap_fault, get_person_request, pg_schema_url, soap_body
-from tests.inprocess import Built, Gateway, InProcessFederation, build_template, inprocess_federation
+from tests.inprocess import Gateway, InProcessFederation
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
@@ -177,17 +177,6 @@ def test_the_key_covers_what_the_signature_vouches_for_not_its_bytes() -> None:
 
 
 # --- the provider path, in one process ----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build_template(tmp_path_factory.mktemp("template") / "federation")
-
-
-@pytest.fixture
-async def local(tmp_path: Path, template: Built) -> AsyncIterator[InProcessFederation]:
-    async with inprocess_federation(tmp_path / "federation", template=template) as running:
-        yield running
 
 
 def capture(gateway: Gateway) -> list[OutboundRequest]:
