@@ -13,11 +13,14 @@ states the exact bytes an agency system would send.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
 import os
 import socket
+import ssl
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,6 +31,7 @@ from typing import Any, Final
 import pytest
 import requests
 import sqlalchemy as sa
+from aiohttp import web
 from lxml import etree
 
 from gateway.central.api_client import RegistryClient
@@ -149,6 +153,29 @@ def fresh_pg_schema_url() -> Iterator[str]:
     """A URL whose connections work in a new, empty schema, dropped afterwards."""
     with pg_schema_url() as url:
         yield url
+
+
+@contextlib.contextmanager
+def serving_in_thread(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> Iterator[int]:
+    """`app` listening on host:port (0: any free port) from an event loop in a thread of its own,
+    for tests that call it synchronously; yields the port it bound, and stops it on leaving."""
+    runner = web.AppRunner(app)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, host, port, ssl_context=ssl_context).start())
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        try:
+            yield runner.addresses[0][1]
+        finally:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+    finally:
+        loop.close()
 
 
 # --- in-process federations (tests.inprocess) ------------------------------------------------
