@@ -61,19 +61,7 @@ def run_hand_check(directory: Path, container: bytes, trust: Trust) -> subproces
     (directory / "container.asice").write_bytes(container)
     (directory / "ca.pem").write_bytes(trust.ca_pem.read_bytes())
     (directory / "tsa.pem").write_bytes(trust.tsa_pem.read_bytes())
-    return run_doc_script("verify-container", directory)
-
-
-def run_doc_script(marker: str, directory: Path) -> subprocess.CompletedProcess[str]:
-    """The documented bash block `marker`, run in `directory` as a reader would run it."""
-    return subprocess.run(
-        ["bash", "-c", doc_script(marker)],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_doc_block("verify-container", directory)
 
 
 # test_asice's module fixtures: the CA and TSA, logged messages of each kind, one container.
@@ -252,6 +240,7 @@ def _record_signed(message: LoggedMessage, signer: RecordSigner) -> LoggedMessag
 
 
 def run_doc_block(marker: str, directory: Path) -> subprocess.CompletedProcess[str]:
+    """The documented bash block `marker`, run in `directory` as a reader would run it."""
     return subprocess.run(
         ["bash", "-c", doc_script(marker)],
         cwd=directory,
