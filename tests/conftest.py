@@ -155,6 +155,17 @@ def fresh_pg_schema_url() -> Iterator[str]:
         yield url
 
 
+def one_row(database_url: str, query: str, **params: object) -> sa.Row[Any]:
+    """The one row `query` finds in a gateway's database (its message log, say), read with an
+    engine of its own: tests look at what a running gateway wrote."""
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text(query), params).one()
+    finally:
+        engine.dispose()
+
+
 @contextlib.contextmanager
 def serving_in_thread(
     app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None

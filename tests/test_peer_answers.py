@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import sqlalchemy as sa
 
 from gateway.crypto.certs import load_certificate_file
 from gateway.ids import ServiceId
@@ -32,6 +31,7 @@ from tests.conftest import (
     assert_rest_error,
     assert_soap_fault,
     get_person_request,
+    one_row,
     rest_headers,
     soap_request,
 )
@@ -104,17 +104,11 @@ def last_response_logged(gateway: Gateway) -> Logged:
     """The newest response record of the consumer side in `gateway`'s message log."""
     settings = gateway.runtime.config.messagelog
     assert settings is not None
-    engine = sa.create_engine(settings.database_url)
-    try:
-        with engine.connect() as connection:
-            row = connection.execute(
-                sa.text(
-                    "SELECT outcome, message, signed_root_sha256 FROM messagelog_records"
-                    " WHERE side = 'consumer' AND direction = 'response' ORDER BY id DESC LIMIT 1"
-                )
-            ).one()
-    finally:
-        engine.dispose()
+    row = one_row(
+        settings.database_url,
+        "SELECT outcome, message, signed_root_sha256 FROM messagelog_records"
+        " WHERE side = 'consumer' AND direction = 'response' ORDER BY id DESC LIMIT 1",
+    )
     return Logged(row.outcome, row.message, row.signed_root_sha256 is not None)
 
 
