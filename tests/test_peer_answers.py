@@ -126,41 +126,45 @@ async def test_a_malformed_transport_message_is_the_consumers_own_content_type_f
     frame = "multipart/mixed; boundary=xgate-1; xgate-version=1"
     gw_a.peers.handler = hostile(local["gw-b"], 200, frame, FORGED.encode(), {})
 
-    response = await gw_a.post("/", get_person_request(KNOWN_PERSON), SOAP_HEADERS)
+    response = await ask_soap(gw_a, faults.CLIENT_PROXY_INVALID_CONTENT_TYPE)
 
-    assert_soap_fault(response, faults.CLIENT_PROXY_INVALID_CONTENT_TYPE)
     assert FORGED.encode() not in response.content
     assert_logged_as_sent(gw_a, response, faults.CLIENT_PROXY_INVALID_CONTENT_TYPE)
 
 
-@pytest.mark.parametrize(("status", "content_type", "body", "extra"), UNSIGNED_ANSWERS)
-async def test_an_unsigned_answer_to_a_soap_request_becomes_the_consumers_fault(
-    local: InProcessFederation, status: int, content_type: str, body: bytes, extra: dict[str, str]
-) -> None:
-    gw_a = local["gw-a"]
-    gw_a.peers.handler = hostile(local["gw-b"], status, content_type, body, extra)
-
-    response = await gw_a.post("/", get_person_request(KNOWN_PERSON), SOAP_HEADERS)
-
-    assert_soap_fault(response, faults.CLIENT_PROXY_INVALID_SIGNATURE)
-    assert FORGED.encode() not in response.content
-    assert_logged_as_sent(gw_a, response, faults.CLIENT_PROXY_INVALID_SIGNATURE)
+async def ask_soap(gateway: Gateway, code: str) -> requests.Response:
+    """A client's getPerson through `gateway`, which must answer with the SOAP fault `code`."""
+    response = await gateway.post("/", get_person_request(KNOWN_PERSON), SOAP_HEADERS)
+    assert_soap_fault(response, code)
+    return response
 
 
-@pytest.mark.parametrize(("status", "content_type", "body", "extra"), UNSIGNED_ANSWERS)
-async def test_an_unsigned_answer_to_a_rest_request_becomes_the_consumers_fault(
-    local: InProcessFederation, status: int, content_type: str, body: bytes, extra: dict[str, str]
-) -> None:
-    gw_a = local["gw-a"]
-    gw_a.peers.handler = hostile(local["gw-b"], status, content_type, body, extra)
-
-    response = await gw_a.request(
+async def ask_rest(gateway: Gateway, code: str) -> requests.Response:
+    """A client's REST call through `gateway`, which must answer with the REST error `code`."""
+    response = await gateway.request(
         "GET", f"/r1/{BENEFITS_API.to_text()}/benefits/{KNOWN_PERSON}", headers=rest_headers()
     )
-
-    assert_rest_error(response, faults.CLIENT_PROXY_INVALID_SIGNATURE, 500)
-    assert FORGED.encode() not in response.content
+    assert_rest_error(response, code, 500)
     assert "X-Road-Id" not in response.headers or response.headers["X-Road-Id"] != "x"
+    return response
+
+
+@pytest.mark.parametrize("ask", [ask_soap, ask_rest], ids=["soap", "rest"])
+@pytest.mark.parametrize(("status", "content_type", "body", "extra"), UNSIGNED_ANSWERS)
+async def test_an_unsigned_answer_becomes_the_consumers_fault(
+    local: InProcessFederation,
+    ask: Callable[[Gateway, str], Awaitable[requests.Response]],
+    status: int,
+    content_type: str,
+    body: bytes,
+    extra: dict[str, str],
+) -> None:
+    gw_a = local["gw-a"]
+    gw_a.peers.handler = hostile(local["gw-b"], status, content_type, body, extra)
+
+    response = await ask(gw_a, faults.CLIENT_PROXY_INVALID_SIGNATURE)
+
+    assert FORGED.encode() not in response.content
     assert_logged_as_sent(gw_a, response, faults.CLIENT_PROXY_INVALID_SIGNATURE)
 
 
