@@ -23,7 +23,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -146,6 +146,14 @@ def migrated_url_fixture(
             yield url
 
     return migrated_url
+
+
+def empty_tables(connection: sa.Connection, metadata: sa.MetaData, keep: Collection[str] = ()) -> None:
+    """Delete every row of `metadata`'s tables (children first) but those named in `keep`: a
+    module's database back as a fresh migration left it, for the next test."""
+    for table in reversed(metadata.sorted_tables):
+        if table.name not in keep:
+            connection.execute(sa.delete(table))
 
 
 @pytest.fixture

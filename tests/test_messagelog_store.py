@@ -79,7 +79,7 @@ from gateway.trust.pki import (
     build_ca_certificate,
     issue_certificate,
 )
-from tests.conftest import migrated_url_fixture
+from tests.conftest import empty_tables, migrated_url_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY = "DEV/GOV/1001/ss1"
@@ -101,8 +101,7 @@ log_url = migrated_url_fixture("messagelog", "messagelog.db", migrate, "xgate_te
 def engine(log_url: str) -> Iterator[sa.Engine]:
     engine = create_engine(log_url)
     with engine.begin() as connection:
-        for table in reversed(tables.metadata.sorted_tables):
-            connection.execute(sa.delete(table))
+        empty_tables(connection, tables.metadata)
     yield engine
     engine.dispose()
 
