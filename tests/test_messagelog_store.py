@@ -31,15 +31,13 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.ocsp import OCSPCertStatus
 
 from gateway.crypto.hashtree import build_tree
-from gateway.crypto.keys import KeyAlgorithm, PrivateKey, generate_key
+from gateway.crypto.keys import PrivateKey
 from gateway.crypto.ocsp import build_ocsp_request
 from gateway.crypto.rootsig import sign_root
 from gateway.crypto.timestamp import verify_timestamp_token
-from gateway.ids import ClientId
 from gateway.messagelog import tables
 from gateway.messagelog.asice import encode_proof
 from gateway.messagelog.crypto_at_rest import (
@@ -71,14 +69,10 @@ from gateway.protocol.transport import SoapPayload, manifest, signed_parts
 from gateway.serverconf.db import migrate as migrate_serverconf
 from gateway.trust.ocsp_responder import OcspResponder
 from gateway.trust.pki import (
-    CaSettings,
     CertificateAuthority,
-    MemberSigningProfile,
     RevocationStatus,
-    TsaProfile,
-    build_ca_certificate,
-    issue_certificate,
 )
+from tests import test_asice as asice_tests
 from tests.conftest import empty_tables, migrated_url_fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,28 +162,17 @@ class Trust:
 
 
 def make_trust(directory: Path) -> Trust:
-    ca_key = generate_key(KeyAlgorithm.EC)
-    ca = CertificateAuthority(build_ca_certificate(ca_key, "xgate test CA", NOW), ca_key, CaSettings())
-    signer_key = generate_key(KeyAlgorithm.EC)
-    signer_cert = issue_certificate(
-        ca, MemberSigningProfile(ClientId("DEV", "GOV", "1001")), signer_key.public_key(), NOW
-    )
-    tsa_key = generate_key(KeyAlgorithm.EC)
-    tsa_cert = issue_certificate(ca, TsaProfile(), tsa_key.public_key(), NOW)
-    provider_key = generate_key(KeyAlgorithm.EC)
-    provider_cert = issue_certificate(
-        ca, MemberSigningProfile(ClientId("DEV", "COM", "2222")), provider_key.public_key(), NOW
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ca.pem").write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / "tsa.pem").write_bytes(tsa_cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "tsa.key").write_bytes(
-        tsa_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    """test_asice's CA, signer, TSA and provider, seen the way the storage tests use them."""
+    made = asice_tests.make_trust(directory)
     return Trust(
-        ca.certificate, signer_key, signer_cert, tsa_cert, directory, ca, provider_key, provider_cert
+        made.ca.certificate,
+        made.signer_key,
+        made.signer_cert,
+        made.tsa_cert,
+        directory,
+        made.ca,
+        made.provider_key,
+        made.provider_cert,
     )
 
 
