@@ -20,6 +20,7 @@ from typing import Annotated, Final
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from gateway.cache.settings import DEFAULT_MAINTENANCE_INTERVAL_SECONDS, CacheSettings
 from gateway.configfile import (
     LOOPBACK_HOSTS,
     ConfigError,
@@ -61,6 +62,7 @@ from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "LOOPBACK_HOSTS",
+    "CacheSettings",
     "ConfigError",
     "Listener",
     "MessageLogSettings",
@@ -83,6 +85,7 @@ DEFAULT_GLOBALCONF_REFRESH_SECONDS: Final = float(DEFAULT_REFRESH_INTERVAL_SECON
 
 SERVERCONF_DATABASE_FILE: Final = "serverconf.sqlite"
 MESSAGELOG_DATABASE_FILE: Final = "messagelog.sqlite"
+CACHE_DATABASE_FILE: Final = "cache.sqlite"
 
 
 # --- what the node's code reads ---------------------------------------------------------------
@@ -131,6 +134,7 @@ class NodeConfig:
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
     globalconf_refresh_seconds: float = DEFAULT_GLOBALCONF_REFRESH_SECONDS
     messagelog: MessageLogSettings | None = None
+    cache: CacheSettings | None = None
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property
@@ -263,6 +267,23 @@ class MessageLogSection(FileModel):
         )
 
 
+class CacheSection(FileModel):
+    database_url: DatabaseUrl | None = None
+    """Default: SQLite in node.data_dir; a PostgreSQL URL lets the nodes of one gateway share it."""
+    enabled: bool = True
+    body_key_file: FilePath | None = None
+    """Encrypts cached answers at rest; the message log's key-file format (may be the same file)."""
+    maintenance_interval_seconds: Seconds = DEFAULT_MAINTENANCE_INTERVAL_SECONDS
+
+    def settings(self, data_dir: Path) -> CacheSettings:
+        return CacheSettings(
+            database_url=self.database_url or f"sqlite:///{data_dir / CACHE_DATABASE_FILE}",
+            enabled=self.enabled,
+            body_key_file=self.body_key_file,
+            maintenance_interval_seconds=self.maintenance_interval_seconds,
+        )
+
+
 class NodeFile(FileModel):
     """The whole file, as written (config/gateway.example.toml)."""
 
@@ -275,6 +296,7 @@ class NodeFile(FileModel):
     signer: SignerSection = SignerSection()
     limits: LimitsSection = LimitsSection()
     messagelog: MessageLogSection = MessageLogSection()
+    cache: CacheSection = CacheSection()
 
     def node_config(self, base: Path) -> NodeConfig:
         data_dir = self.node.data_dir or base
@@ -303,6 +325,7 @@ class NodeFile(FileModel):
             connections=self.limits.connections(),
             sign_window_seconds=self.signer.window_seconds,
             messagelog=self.messagelog.settings(data_dir, self.globalconf.location),
+            cache=self.cache.settings(data_dir),
         )
 
 

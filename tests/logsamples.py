@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from gateway.crypto.batchsigner import BatchSigner
+from gateway.faults import XRoadFault
 from gateway.globalconf import GlobalConf, TimestampingAuthority, TrustedCa
 from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.archive import ContainerTrust
@@ -29,7 +30,6 @@ from gateway.messagelog.record import Direction, LogRecord, MessageKind, Side
 from gateway.messagelog.store import MessageLogWriter
 from gateway.messagelog.timestamping import BatchTimestamper
 from gateway.protocol import soap
-from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import (
     Payload,
     RestRequestPayload,

@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway import faults
+from gateway.faults import XRoadFault
 from gateway.outbound.network import AiohttpTransport, backend_transport
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.proxy.backend import call_backend
 from gateway.serverconf.model import BackendTls
 from tests.conftest import BENEFITS_API, KNOWN_PERSON, assert_rest_error, rest_headers

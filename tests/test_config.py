@@ -62,6 +62,8 @@ def test_the_gateway_example_holds_the_defaults_it_documents() -> None:
     assert config.database_url == f"sqlite:///{EXAMPLES / 'var/gw-a/data/serverconf.sqlite'}"
     assert config.messagelog is not None
     assert config.messagelog.database_url == f"sqlite:///{EXAMPLES / 'var/gw-a/data/messagelog.sqlite'}"
+    assert config.cache is not None and config.cache.enabled and config.cache.body_key_file is None
+    assert config.cache.database_url == f"sqlite:///{EXAMPLES / 'var/gw-a/data/cache.sqlite'}"
 
 
 # --- mistakes are refused with the key's path, in one line ----------------------------------------
@@ -120,6 +122,14 @@ GATEWAY_MISTAKES = [
     (
         edited(GATEWAY_EXAMPLE, "enabled = true", 'enabled = "yes"'),
         "messagelog.enabled: must be true or false, not 'yes'",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "maintenance_interval_seconds = 60", "maintenance_interval_seconds = 0"),
+        "cache.maintenance_interval_seconds: must be greater than 0, not 0",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "maintenance_interval_seconds = 60", "ttl = 60"),
+        "cache.ttl: unknown key",
     ),
     (
         "signer = 0.002\n"

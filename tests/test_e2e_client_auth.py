@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway import faults
 from gateway.ids import ClientId
-from gateway.protocol import faults
 from gateway.serverconf.model import ClientAuthMode
 from tests.conftest import (
     CONSUMER,

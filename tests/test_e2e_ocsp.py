@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.x509 import ocsp
 from cryptography.x509.ocsp import OCSPCertStatus
 
+from gateway import faults
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import certificate_to_pem, load_certificate_file
 from gateway.crypto.keys import load_private_key
@@ -39,7 +40,6 @@ from gateway.dev import federation
 from gateway.globalconf import GlobalConf, GlobalConfSettings, OcspResponder, TrustedCa
 from gateway.ids import SecurityServerId
 from gateway.messagelog.store import search
-from gateway.protocol import faults
 from gateway.protocol.transport import (
     TRANSPORT_MEDIA_TYPE,
     RestResponsePayload,

@@ -19,10 +19,10 @@ from typing import Any
 
 import requests
 
+from gateway import faults
 from gateway.config import load_config
 from gateway.dev import federation
 from gateway.ids import ClientId, ServiceId
-from gateway.protocol import faults
 from tests.conftest import (
     GET_PERSON,
     HTTP_TIMEOUT_SECONDS,

@@ -27,6 +27,7 @@ import pytest
 import requests
 from aiohttp import web
 
+from gateway import faults
 from gateway.admin.client import AdminApiError
 from gateway.central.api_client import client_path
 from gateway.central.client import register_server, request_subsystem
@@ -35,7 +36,6 @@ from gateway.crypto.keys import load_private_key
 from gateway.dev import federation
 from gateway.globalconf import globalconf_from_json, sign_globalconf
 from gateway.ids import ClientId, SecurityServerId
-from gateway.protocol import faults
 from gateway.protocol.transport import SoapPayload
 from gateway.serverconf.access import AccessRight
 from gateway.trust.pki import CaSettings, ConfigurationSignerProfile, init_pki, issue, load_ca

@@ -28,12 +28,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway import faults
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import load_certificate_file
 from gateway.crypto.keys import load_private_key, write_file_atomically
 from gateway.globalconf import globalconf_from_json, sign_globalconf
 from gateway.ids import ClientId, SecurityServerId
-from gateway.protocol import faults
 from gateway.protocol.transport import TRANSPORT_MEDIA_TYPE, Payload, SoapPayload, encode_transport
 from gateway.proxy.steps import sign_payload
 from gateway.serverconf.model import ClientAuthMode

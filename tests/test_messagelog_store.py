@@ -38,6 +38,7 @@ from gateway.crypto.keys import PrivateKey
 from gateway.crypto.ocsp import build_ocsp_request
 from gateway.crypto.rootsig import sign_root
 from gateway.crypto.timestamp import verify_timestamp_token
+from gateway.faults import LOGGING_FAILED
 from gateway.messagelog import tables
 from gateway.messagelog.asice import encode_proof
 from gateway.messagelog.crypto_at_rest import (
@@ -64,7 +65,6 @@ from gateway.messagelog.store import (
 from gateway.messagelog.timestamping import BatchTimestamper
 from gateway.messagelog.verify import Problem, TokenVerifier
 from gateway.messagelog.verify_db import verify_log
-from gateway.protocol.faults import LOGGING_FAILED
 from gateway.protocol.transport import SoapPayload, manifest, signed_parts
 from gateway.serverconf.db import migrate as migrate_serverconf
 from gateway.trust.ocsp_responder import OcspResponder

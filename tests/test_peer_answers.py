@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from gateway import faults
 from gateway.crypto.certs import load_certificate_file
 from gateway.ids import ServiceId
 from gateway.outbound import OutboundRequest, OutboundResponse
-from gateway.protocol import faults, rest
+from gateway.protocol import rest
 from gateway.protocol.transport import TRANSPORT_MEDIA_TYPE
 from tests.conftest import (
     BENEFITS_API,

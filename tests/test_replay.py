@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from gateway import faults
 from gateway.config import load_config
 from gateway.crypto.rootsig import VerifiedRoot
+from gateway.faults import XRoadFault
 from gateway.outbound import InProcessTransport, OutboundError, OutboundRequest, OutboundResponse
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import Direction, decode_transport
 from gateway.proxy import provider
 from gateway.proxy.replay import ReplayGuard, expiry, replay_key

@@ -164,7 +164,7 @@ def test_migration_from_empty_builds_exactly_the_tables_module(empty_database_ur
                 warnings.simplefilter("ignore")  # SQLite cannot reflect the expression indexes
                 assert compare_metadata(context, tables.metadata) == []
             head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-            assert context.get_current_revision() == head == "0004"
+            assert context.get_current_revision() == head == "0005"
             assert connection.execute(sa.select(tables.config_version.c.version)).scalars().all() == [0]
         assert ServerConfRepository(engine).snapshot().version == 0
     finally:

@@ -27,11 +27,11 @@ from cryptography.x509 import ocsp
 
 from gateway.crypto.certs import CertificateError, fingerprint_sha256, member_of
 from gateway.crypto.ocsp import OcspError, verify_ocsp_response
+from gateway.faults import XRoadFault
 from gateway.globalconf.model import DEFAULT_OCSP_FRESHNESS_SECONDS, GlobalConf
 from gateway.ids import ClientId, IdentifierError, ServiceId
 from gateway.messagelog.record import OUTCOME_OK, Direction, LoggedPart, MessageKind
 from gateway.protocol import rest, soap
-from gateway.protocol.faults import XRoadFault
 
 REQUEST: Final = Direction.REQUEST.value
 RESPONSE: Final = Direction.RESPONSE.value

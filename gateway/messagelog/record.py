@@ -63,6 +63,10 @@ class LoggedPart(enum.StrEnum):
 OUTCOME_OK: Final = "ok"
 """A record's outcome: "ok", or the X-Road fault code of a fault the gateway logged."""
 
+OUTCOME_CACHE_PREFIX: Final = "cache."
+"""`cache.hit`/`cache.stale`: an answer the gateway gave from its interface cache (gateway.cache);
+such a record's `fault_detail` names the original answer's record (`node:seq`)."""
+
 
 def _sha256_hex(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()

@@ -21,7 +21,9 @@ from typing import Final
 
 from cryptography import x509
 
+from gateway import faults
 from gateway.crypto.timestamp import TimestampError, verify_timestamp_token
+from gateway.faults import XRoadFault
 from gateway.globalconf import GlobalConf
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import create_engine, migrate
@@ -40,8 +42,6 @@ from gateway.outbound import OutboundError, Transport
 from gateway.outbound.interface import post_for
 from gateway.outbound.network import service_transport
 from gateway.outbound.tsa import request_timestamp
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 
 log = logging.getLogger(__name__)
 

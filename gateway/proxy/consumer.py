@@ -2,26 +2,38 @@
 
 SOAP on `POST /`, REST on `/r1/...`, and `GET /listClients`.  Each handler: read the
 message within the size limit, parse it (sans-IO), authenticate the client system, check
-the global configuration, then `_sign_log_send` (sign, log, send to the provider's gateway,
-verify the answer), check the answer against the request, and only then answer the client.
+the global configuration, then `_Hop` signs and logs the request and sends it to the
+provider's gateway (which verifies the answer), the answer is checked against the request
+and logged, and only then answers the client. The interface cache sits between the sending
+and the answering (proxy/cached.py): with a policy for the request it may answer from a
+stored verified answer instead, marked as such.
 Every XRoadFault becomes a SOAP fault or a REST error here (answers.py).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
 
+from gateway import faults
+from gateway.cache.marking import HEADER_CACHE, mark_in
+from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, SecurityServerId
 from gateway.messagelog.record import Direction, Side
 from gateway.outbound import header
-from gateway.protocol import faults, rest, soap
-from gateway.protocol.faults import XRoadFault
-from gateway.protocol.transport import Payload, RestRequestPayload, RestResponsePayload, SoapPayload
-from gateway.proxy import metadata
+from gateway.protocol import rest, soap
+from gateway.protocol.transport import (
+    Payload,
+    RestRequestPayload,
+    RestResponsePayload,
+    SoapPayload,
+    TransportMessage,
+)
+from gateway.proxy import cached, metadata
 from gateway.proxy.answers import (
     Answer,
     logged_fault,
@@ -76,9 +88,29 @@ async def _serve_soap(runtime: GatewayRuntime, journal: ExchangeLog, request: we
     conf = runtime.valid_globalconf()
     journal.check_ready()
     payload = SoapPayload(content_type or "text/xml", body)
-    answer = await _sign_log_send(
-        runtime, journal, conf, message.client, message.service.provider, message.security_server, payload
+    hop = _Hop(runtime, journal, conf, message.client, message.service.provider, message.security_server)
+    return await cached.answer(
+        runtime.cache,
+        runtime.snapshot,
+        conf,
+        cached.soap_question(
+            message, revalidate=cached.wants_revalidation(request.headers.get("Cache-Control"))
+        ),
+        cached.Steps(
+            sign_and_log=lambda: hop.sign_and_log(payload),
+            send=hop.send,
+            check=lambda answer: _checked_soap_answer(journal, message, answer),
+            serve=lambda entry, mark: cached.serve_soap(
+                journal, entry, mark, runtime.config.max_message_bytes
+            ),
+        ),
     )
+
+
+async def _checked_soap_answer(
+    journal: ExchangeLog, message: soap.SoapMessage, answer: SignedAnswer
+) -> cached.Checked:
+    """DESIGN.md step 8 for SOAP: the answer is the provider's, for this request; logged."""
     if not isinstance(answer.payload, SoapPayload):
         raise XRoadFault(faults.INCONSISTENT_RESPONSE, "the provider answered a SOAP request with REST")
     fault: XRoadFault | None = None
@@ -94,8 +126,22 @@ async def _serve_soap(runtime: GatewayRuntime, journal: ExchangeLog, request: we
         answer.require_signer(message.service.provider.member)
         soap.check_response_consistency(message, response)
         check_request_hash(message, response)
-    await journal.signed(Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp, fault=fault)
-    return soap_answer(answer.payload, is_fault=response is None)
+    record = await journal.signed(
+        Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp, fault=fault
+    )
+    given = soap_answer(answer.payload, is_fault=response is None)
+    # The provider's own cache marks an answer in its Header; the client sees the fields too.
+    provider_mark = None if response is None else mark_in(response.envelope)
+    if provider_mark is not None:
+        given = Answer(given.status, (*given.headers, *provider_mark.http_fields()), given.body)
+    return cached.Checked(
+        given,
+        answer,
+        record,
+        failure=cached.provider_failure(fault),
+        keep=response is not None and provider_mark is None,
+        fault=None if fault is None else fault.code,
+    )
 
 
 async def handle_rest(request: web.Request) -> web.StreamResponse:
@@ -137,9 +183,29 @@ async def _serve_rest(runtime: GatewayRuntime, journal: ExchangeLog, request: we
         headers=_forwarded_headers(request, call),
         body=body,
     )
-    answer = await _sign_log_send(
-        runtime, journal, conf, call.client, call.service.provider, call.security_server, payload
+    hop = _Hop(runtime, journal, conf, call.client, call.service.provider, call.security_server)
+    return await cached.answer(
+        runtime.cache,
+        runtime.snapshot,
+        conf,
+        cached.rest_question(call, revalidate=cached.wants_revalidation(request.headers.get("Cache-Control")))
+        if call is parsed
+        else None,
+        cached.Steps(
+            sign_and_log=lambda: hop.sign_and_log(payload),
+            send=hop.send,
+            check=lambda answer: _checked_rest_answer(journal, call, answer),
+            serve=lambda entry, mark: cached.serve_rest(
+                journal, entry, mark, runtime.config.max_message_bytes
+            ),
+        ),
     )
+
+
+async def _checked_rest_answer(
+    journal: ExchangeLog, call: rest.RestRequest, answer: SignedAnswer
+) -> cached.Checked:
+    """DESIGN.md step 8 for REST: the answer is the provider's, for this request; logged."""
     if isinstance(answer.payload, SoapPayload):
         # A provider gateway's fault before it could tell the request was REST comes as a signed
         # SOAP fault: its code, message and detail go on in this client's form, logged as sent.
@@ -156,8 +222,18 @@ async def _serve_rest(runtime: GatewayRuntime, journal: ExchangeLog, request: we
         rest.check_rest_response_consistency(
             call, answer.payload.headers, request_hash=rest.rest_request_hash(call)
         )
-    await journal.signed(Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp, fault=fault)
-    return rest_answer(answer.payload)
+    record = await journal.signed(
+        Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp, fault=fault
+    )
+    status = answer.payload.status
+    return cached.Checked(
+        rest_answer(answer.payload),
+        answer,
+        record,
+        failure=cached.provider_failure(fault, status),
+        keep=fault is None and 200 <= status < 300 and header(answer.payload.headers, HEADER_CACHE) is None,
+        fault=None if fault is None else fault.code,
+    )
 
 
 def _signed_soap_fault(payload: SoapPayload) -> XRoadFault | None:
@@ -208,31 +284,42 @@ def authenticate_client(runtime: GatewayRuntime, client: ClientId, request: web.
             )
 
 
-async def _sign_log_send(
-    runtime: GatewayRuntime,
-    journal: ExchangeLog,
-    conf: GlobalConf,
-    client: ClientId,
-    provider: ClientId,
-    requested_server: SecurityServerId | None,
-    payload: Payload,
-) -> SignedAnswer:
-    """DESIGN.md steps 3-4 and 8: sign the client's message, log it, send it, verify the answer."""
-    if not conf.is_known(provider):
-        raise XRoadFault(faults.UNKNOWN_MEMBER, f"provider {provider} is not in the federation")
-    signer = runtime.signer_for(client.member, faults.CLIENT_PROXY_INTERNAL_ERROR)
-    status = own_status(runtime, conf, client.member, *OWN_STATUS_FAULTS)
-    signed = await sign_payload(signer, payload)
-    await journal.signed(Direction.REQUEST, signed, ocsp_response=status.signer_ocsp)
-    return await exchange(
-        runtime,
-        conf,
-        provider,
-        requested_server,
-        signed,
-        timeout_seconds=runtime.config.backend_timeout_seconds + HOP_MARGIN_SECONDS,
-        status_headers=status.headers,
-    )
+@dataclass(frozen=True)
+class _SignedRequest:
+    message: TransportMessage
+    status_headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Hop:
+    """DESIGN.md steps 3-4 and 8 for one client's request: sign and log it, send it, verify the answer."""
+
+    runtime: GatewayRuntime
+    journal: ExchangeLog
+    conf: GlobalConf
+    client: ClientId
+    provider: ClientId
+    requested_server: SecurityServerId | None
+
+    async def sign_and_log(self, payload: Payload) -> _SignedRequest:
+        if not self.conf.is_known(self.provider):
+            raise XRoadFault(faults.UNKNOWN_MEMBER, f"provider {self.provider} is not in the federation")
+        signer = self.runtime.signer_for(self.client.member, faults.CLIENT_PROXY_INTERNAL_ERROR)
+        status = own_status(self.runtime, self.conf, self.client.member, *OWN_STATUS_FAULTS)
+        signed = await sign_payload(signer, payload)
+        await self.journal.signed(Direction.REQUEST, signed, ocsp_response=status.signer_ocsp)
+        return _SignedRequest(signed, status.headers)
+
+    async def send(self, request: _SignedRequest) -> SignedAnswer:
+        return await exchange(
+            self.runtime,
+            self.conf,
+            self.provider,
+            self.requested_server,
+            request.message,
+            timeout_seconds=self.runtime.config.backend_timeout_seconds + HOP_MARGIN_SECONDS,
+            status_headers=request.status_headers,
+        )
 
 
 def check_request_hash(request: soap.SoapMessage, response: soap.SoapMessage) -> None:

@@ -22,16 +22,18 @@ from typing import Final
 from aiohttp import web
 from cryptography import x509
 
+from gateway import faults
+from gateway.cache.marking import CacheMark, mark_soap, marked_fields
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import fingerprint_sha256
 from gateway.crypto.tls import peer_certificate
+from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.record import Direction as LogDirection
 from gateway.messagelog.record import Side
 from gateway.outbound import Headers, OutboundResponse, header
-from gateway.protocol import faults, mime, rest, soap
-from gateway.protocol.faults import XRoadFault
+from gateway.protocol import mime, rest, soap
 from gateway.protocol.transport import (
     MAX_SIGNATURE_PART_BYTES,
     Direction,
@@ -42,7 +44,7 @@ from gateway.protocol.transport import (
     decode_transport,
     encode_transport,
 )
-from gateway.proxy import metadata
+from gateway.proxy import cached, metadata
 from gateway.proxy.answers import Answer, logged_fault, rest_fault_answer, soap_fault_answer, to_web
 from gateway.proxy.backend import SOAP_PASSED_HEADERS, call_backend
 from gateway.proxy.certstatus import AUTH_OCSP_HEADER, SIGNER_OCSP_HEADER
@@ -96,6 +98,8 @@ class _Known:
     accept: str | None = None
     provider: ClientId | None = None
     call: rest.RestRequest | None = None
+    backend: cached.BackendAnswer[SoapPayload] | cached.BackendAnswer[RestResponsePayload] | None = None
+    """The backend's answer as the interface cache saw it (provider-side policies)."""
 
 
 async def serve(
@@ -130,7 +134,15 @@ async def serve(
             answer, status = await _serve_rest(runtime, conf, peer, message, message.payload, journal, known)
         else:
             raise XRoadFault(faults.INVALID_CONTENT_TYPE, "a request must carry a SOAP or REST request")
-        await journal.signed(LogDirection.RESPONSE, answer, ocsp_response=status.signer_ocsp)
+        backend = known.backend
+        record = await journal.signed(
+            LogDirection.RESPONSE,
+            answer,
+            ocsp_response=status.signer_ocsp,
+            served_from_cache=None if backend is None else backend.served_from_cache,
+        )
+        if backend is not None and backend.keep is not None:
+            await backend.keep(answer, record)
         content_type, out = encode_transport(answer)
         return Answer(200, (*status.headers.items(), ("Content-Type", content_type)), out)
     except XRoadFault as fault:
@@ -230,7 +242,16 @@ async def _serve_soap(
         body, content_type = metadata.answer_soap_metadata(runtime.snapshot, conf, request)
         answer = SoapPayload(content_type, with_request_hash(request, body, content_type))
     else:
-        answer = await _call_soap_service(runtime, conf, request)
+        backend = await cached.backend_answer(
+            runtime.cache,
+            runtime.snapshot,
+            cached.soap_question(request),
+            lambda: _call_soap_service(runtime, conf, request),
+            failure=lambda _payload: None,  # failures are faults (_checked_soap_answer)
+            keepable=_is_soap_answer,
+            reuse=lambda stored, mark: _reused_soap_answer(request, stored, mark),
+        )
+        known.backend, answer = backend, backend.payload
     return await sign_payload(signer, answer), status
 
 
@@ -281,6 +302,35 @@ def _checked_soap_answer(request: soap.SoapMessage, answer: OutboundResponse) ->
     return answer.content_type, with_request_hash(request, answer.body, answer.content_type)
 
 
+def _is_soap_answer(payload: SoapPayload) -> bool:
+    """Not the service's own fault: only answers are kept for the backend's bad days."""
+    return soap.parse_fault(payload.body, payload.content_type) is None
+
+
+def _reused_soap_answer(request: soap.SoapMessage, stored: TransportMessage, mark: CacheMark) -> SoapPayload:
+    """The backend's last good answer for this request: its Body under this request's Header,
+    with this request's hash, marked; signed afresh by the path like any answer."""
+    payload = stored.payload
+    assert isinstance(payload, SoapPayload)
+    answer = soap.parse_response(payload.body, payload.content_type)
+    envelope = soap.build_response(request, answer.body)
+    body = with_request_hash(
+        request, mime.replace_soap_part(payload.body, payload.content_type, envelope), payload.content_type
+    )
+    return SoapPayload(payload.content_type, mark_soap(body, payload.content_type, mark))
+
+
+def _reused_rest_answer(
+    call: rest.RestRequest, stored: TransportMessage, mark: CacheMark
+) -> RestResponsePayload:
+    """The backend's last good answer with this request's identifiers and hash, marked."""
+    payload = stored.payload
+    assert isinstance(payload, RestResponsePayload)
+    fields = [(name, value) for name, value in payload.headers if not name.lower().startswith("x-road-")]
+    fields.extend(rest.response_headers(call, rest.rest_request_hash(call)))
+    return RestResponsePayload(payload.status, marked_fields(tuple(fields), mark), payload.body)
+
+
 def with_request_hash(request: soap.SoapMessage, body: bytes, content_type: str) -> bytes:
     """The response with `requestHash` over the request's SOAP part as received (PROTOCOL.md)."""
     package = mime.unpack(body, content_type)
@@ -316,7 +366,16 @@ async def _serve_rest(
     if isinstance(parsed, rest.RestMetadataRequest):
         answer = _rest_metadata_answer(runtime, conf, parsed)
     else:
-        answer = await _call_rest_service(runtime, conf, parsed)
+        rest_backend = await cached.backend_answer(
+            runtime.cache,
+            runtime.snapshot,
+            cached.rest_question(parsed),
+            lambda: _call_rest_service(runtime, conf, parsed),
+            failure=lambda payload: cached.provider_failure(None, payload.status),
+            keepable=lambda payload: 200 <= payload.status < 300,
+            reuse=lambda stored, mark: _reused_rest_answer(parsed, stored, mark),
+        )
+        known.backend, answer = rest_backend, rest_backend.payload
     return await sign_payload(signer, answer), status
 
 

@@ -13,12 +13,13 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway import faults
 from gateway.crypto.rootsig import MessageSignature
+from gateway.faults import XRoadFault
 from gateway.ids import ClientId
 from gateway.messagelog.asice import encode_proof
-from gateway.messagelog.record import Direction, LogRecord, MessageKind, Side
-from gateway.protocol import faults, rest, soap
-from gateway.protocol.faults import XRoadFault
+from gateway.messagelog.record import OUTCOME_CACHE_PREFIX, Direction, LogRecord, MessageKind, Side
+from gateway.protocol import rest, soap
 from gateway.protocol.transport import (
     Payload,
     SoapPayload,
@@ -104,11 +105,14 @@ def signed_record(
     *,
     ocsp_response: bytes | None = None,
     fault: XRoadFault | None = None,
+    served_from_cache: tuple[str, str] | None = None,
 ) -> LogRecord:
     """The record of a message this gateway signed or received with a verified signature.
 
     `fault`: the message is a gateway's signed fault (or a service's), whose code and detail
-    id the record's outcome shows.
+    id the record's outcome shows. `served_from_cache`: (`hit` or `stale`, the original
+    answer's record): the stored answer this gateway gave a client from its interface cache;
+    the outcome says `cache.hit`/`cache.stale` and the detail names the original record.
 
     The record keeps each signed part as the manifest lists it (docs/transport.md): the
     `message` part as the message (SOAP as received, REST the body alone) and a REST head
@@ -137,9 +141,18 @@ def signed_record(
         ocsp_response=ocsp_response,
         rest_head=head[0].data if head else None,
     ).with_parts_logged()
-    if fault is not None:
-        record = dataclasses.replace(record, outcome=fault.code, fault_detail=fault.detail)
-    return record
+    outcome = _outcome(fault, served_from_cache)
+    if outcome is None:
+        return record
+    return dataclasses.replace(record, outcome=outcome[0], fault_detail=outcome[1])
+
+
+def _outcome(fault: XRoadFault | None, served_from_cache: tuple[str, str] | None) -> tuple[str, str] | None:
+    """The record's (outcome, detail) where it is not "ok": served from the cache, or a fault."""
+    if served_from_cache is not None:
+        served, original = served_from_cache
+        return OUTCOME_CACHE_PREFIX + served, original
+    return None if fault is None else (fault.code, fault.detail)
 
 
 def fault_record(
@@ -205,22 +218,37 @@ class ExchangeLog:
         *,
         ocsp_response: bytes | None = None,
         fault: XRoadFault | None = None,
-    ) -> None:
+        served_from_cache: tuple[str, str] | None = None,
+    ) -> str | None:
         """Log a signed message; `ocsp_response` is its signer's, as attached (docs/transport.md).
 
         `fault`: the message is a signed fault; its code becomes the record's outcome.
+        `served_from_cache`: see :func:`signed_record`. Returns the record's reference
+        (:meth:`reference`), or None when the node logs nothing.
         """
         if self._messagelog is None or self.ids is None:
-            return
+            return None
         record = signed_record(
-            self.ids, direction, message.payload, message.signature, ocsp_response=ocsp_response, fault=fault
+            self.ids,
+            direction,
+            message.payload,
+            message.signature,
+            ocsp_response=ocsp_response,
+            fault=fault,
+            served_from_cache=served_from_cache,
         )
-        await self._messagelog.log(
+        seq = await self._messagelog.log(
             record,
             log_body=self._log_bodies,
             stamp_immediately=self._stamp_now,
             fault_code=_LOGGING_FAILED[self._side],
         )
+        return self.reference(seq)
+
+    def reference(self, seq: int) -> str:
+        """How another record names one of this node's: `node:seq` in the gateway's log."""
+        assert self._messagelog is not None
+        return f"{self._messagelog.node}:{seq}"
 
     async def fault(self, direction: Direction, fault: XRoadFault, body: bytes, content_type: str) -> None:
         """Best effort: the fault goes to the client even if it cannot be logged (it carries no data)."""

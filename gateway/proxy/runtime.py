@@ -18,11 +18,14 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
+from gateway import faults
+from gateway.cache.service import CacheService
 from gateway.config import NodeConfig
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
 from gateway.crypto.keys import load_private_key
 from gateway.crypto.tls import add_client_trust, external_client_context, pem_bundle
+from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf, GlobalConfError
 from gateway.globalconf.signed import anchor_from_json
 from gateway.globalconf.source import GlobalConfSource, load_anchor
@@ -31,8 +34,6 @@ from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.service import MessageLog, node_name
 from gateway.outbound import Transport
 from gateway.outbound.network import backend_transport, peer_transport, service_transport
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.proxy import ownstatus
 from gateway.proxy.certstatus import PeerStatusChecker
 from gateway.proxy.ownstatus import OwnCertificateStatus, OwnStatusUnavailable
@@ -72,6 +73,8 @@ class GatewayRuntime:
     peer_status: PeerStatusChecker = field(default_factory=PeerStatusChecker)
     replay_guard: ReplayGuard | None = None
     """Refuses a signed request served before (proxy/replay.py), across the nodes sharing the database."""
+    cache: CacheService | None = None
+    """The interface cache (gateway.cache; proxy/cached.py on the request path), if enabled."""
     _trusted_pins: set[str] = field(default_factory=set)
     _federation_cas: set[str] = field(default_factory=set)
     _peer_context_cas: tuple[x509.Certificate, ...] = ()
@@ -121,6 +124,8 @@ class GatewayRuntime:
                 record_signer=record_signer,
                 audit_head=repository.audit_head,
             )
+        if config.cache is not None and config.cache.enabled:
+            runtime.cache = CacheService.from_settings(config.cache)
         return runtime
 
     async def start(
@@ -150,6 +155,8 @@ class GatewayRuntime:
         self._tasks.append(asyncio.create_task(self._poll_globalconf()))
         self._tasks.append(asyncio.create_task(self._keep_own_status()))
         self._tasks.append(asyncio.create_task(self._purge_seen_requests()))
+        if self.cache is not None:
+            self._tasks.append(asyncio.create_task(self._maintain_cache(self.cache)))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -159,6 +166,8 @@ class GatewayRuntime:
             self.replay_guard.close()
         for signer in self.signers.values():
             await signer.aclose()
+        if self.cache is not None:
+            await self.cache.close()  # revalidations in flight finish first: they log and sign
         if self.messagelog is not None:
             await self.messagelog.close()
         for transport in (self._peers, self._backends, self._services):
@@ -202,6 +211,15 @@ class GatewayRuntime:
                 await self.replay_guard.purge(utc_now)
             except Exception:  # the table only grows until the next round; the check still holds
                 log.exception("purging expired replay keys failed")
+
+    async def _maintain_cache(self, cache: CacheService) -> None:
+        """Evict, purge entries of clients no longer registered, save the counters (gateway.cache)."""
+        while True:
+            await asyncio.sleep(cache.maintenance_interval_seconds)
+            try:
+                await cache.maintain(self.snapshot)
+            except Exception:  # the next round tries again; serving never depends on it
+                log.exception("cache maintenance failed")
 
     async def _poll_snapshot(self) -> None:
         loop = asyncio.get_running_loop()
@@ -352,6 +370,17 @@ class GatewayRuntime:
             raise XRoadFault(fault_code, f"this gateway holds no signing key for {member}")
         return signer
 
+    def _cache_health(self) -> dict[str, object] | None:
+        """The circuits this node has to provider services (the counters are in the cache's database)."""
+        if self.cache is None:
+            return None
+        return {
+            "circuits": {
+                service: {"state": status.state.value, "last_fault": status.last_fault}
+                for service, status in self.cache.breaker_states().items()
+            }
+        }
+
     def health(self) -> dict[str, object]:
         conf = self.globalconf_source.current
         now = utc_now()
@@ -373,5 +402,6 @@ class GatewayRuntime:
             "serverconf_version": self.snapshot.version,
             "signers": sorted(member.to_text() for member in self.signers),
             "messagelog": self.messagelog.health() if self.messagelog is not None else None,
+            "cache": self._cache_health(),
             "time": time.time(),
         }

@@ -36,6 +36,7 @@ __all__ = [
     "RESERVED_SERVICE_CODES",
     "UNAUTHENTICATED_WARNING",
     "BackendTls",
+    "CachePolicyRecord",
     "ClientAuthMode",
     "KeyRecord",
     "KeyUsage",
@@ -223,6 +224,19 @@ def _service_provider_key(service: ServiceId) -> _ProviderKey:
     return (service.instance, service.member_class, service.member_code, service.subsystem_code)
 
 
+@dataclass(frozen=True)
+class CachePolicyRecord:
+    """An interface-cache policy as stored: its name and its JSON document.
+
+    The document's meaning is `gateway.cache.policy.CachePolicy.from_document`; the server
+    configuration keeps it, versioned with the registrations it names, without reading it.
+    """
+
+    name: str
+    document: Mapping[str, object]
+    updated_at: datetime
+
+
 @dataclass(frozen=True, eq=False)
 class ServerConfSnapshot:
     """The registrations at one `config_version`, immutable, for the request path.
@@ -236,6 +250,8 @@ class ServerConfSnapshot:
     services: Mapping[ServiceId, ServiceConf]
     access_rights: Mapping[RightsKey, tuple[AccessRight, ...]]
     local_groups: Mapping[ClientId, Mapping[LocalGroupId, LocalGroup]]
+    cache_policies: Mapping[str, CachePolicyRecord] = field(default_factory=lambda: MappingProxyType({}))
+    """The interface cache's policies by name, as stored documents (gateway.cache.policy reads them)."""
     _by_provider: Mapping[ClientId, tuple[ServiceConf, ...]] = field(init=False, repr=False)
     _decision: Mapping[tuple[_ProviderKey, str], ServiceRights] = field(init=False, repr=False)
     _group_members: Mapping[_ProviderKey, LocalGroups] = field(init=False, repr=False)

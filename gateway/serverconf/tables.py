@@ -14,7 +14,7 @@ from typing import Final
 import sqlalchemy as sa
 
 from gateway.adminstore import AuditResult, api_keys_table, audit_log_table
-from gateway.db import NAMING_CONVENTION, UtcDateTime, one_of
+from gateway.db import NAMING_CONVENTION, Json, UtcDateTime, one_of
 from gateway.serverconf.model import ClientAuthMode, KeyUsage, ServiceKind
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "access_rights",
     "api_keys",
     "audit_log",
+    "cache_policies",
     "client_certificates",
     "config_version",
     "keys",
@@ -215,3 +216,16 @@ seen_requests: Final = sa.Table(
 """Signed requests the provider side has admitted, until their signature is too old to be served
 anyway (gateway.proxy.replay): shared by the nodes of one gateway, so a replay is refused by
 every node. Not configuration: rows come and go with traffic and never bump config_version."""
+
+cache_policies: Final = sa.Table(
+    "cache_policies",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("service", sa.Text, nullable=False),  # ServiceId.to_text(), for listing and purging
+    sa.Column("document", Json, nullable=False),  # gateway.cache.policy.CachePolicy.to_document()
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+"""The interface cache's policies (gateway.cache.policy): set by the service administrator,
+versioned with the registrations (a change bumps config_version, so every node reloads)."""

@@ -28,11 +28,11 @@ from typing import Final
 
 from sqlalchemy.engine import Engine
 
+from gateway.faults import LOGGING_FAILED
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.record import LogRecord
 from gateway.messagelog.store.chain import _ChainAppender
-from gateway.protocol.faults import LOGGING_FAILED
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from gateway.ids import ClientId, LocalGroupId, ServiceId
 from gateway.serverconf.access import AccessRight, Endpoint
 from gateway.serverconf.model import (
+    CachePolicyRecord,
     ClientAuthMode,
     LocalGroup,
     PinnedCertificate,
@@ -29,6 +30,7 @@ from gateway.serverconf.repository._rows import (
 from gateway.serverconf.repository.errors import ServerConfError
 from gateway.serverconf.tables import (
     access_rights,
+    cache_policies,
     client_certificates,
     config_version,
     local_group_members,
@@ -87,10 +89,16 @@ def load_snapshot(connection: Connection) -> ServerConfSnapshot:
         code = LocalGroupId(row.group_code)
         groups[owner][code] = LocalGroup(owner, code, row.description, frozenset(members[row.id]))
 
+    policies = {
+        row.name: CachePolicyRecord(row.name, MappingProxyType(dict(row.document)), row.updated_at)
+        for row in connection.execute(sa.select(cache_policies).order_by(cache_policies.c.name))
+    }
+
     return ServerConfSnapshot(
         version=version,
         subsystems=MappingProxyType(subsystem_confs),
         services=MappingProxyType(service_confs),
         access_rights=MappingProxyType({key: tuple(value) for key, value in rights.items()}),
         local_groups=MappingProxyType({k: MappingProxyType(v) for k, v in groups.items()}),
+        cache_policies=MappingProxyType(policies),
     )

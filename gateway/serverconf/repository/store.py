@@ -34,6 +34,7 @@ from gateway.serverconf.access import AccessRight, Endpoint
 from gateway.serverconf.db import begin_snapshot_read, begin_write, create_engine
 from gateway.serverconf.model import (
     DEFAULT_CLIENT_AUTH_MODE,
+    CachePolicyRecord,
     ClientAuthMode,
     KeyRecord,
     KeyUsage,
@@ -68,6 +69,7 @@ from gateway.serverconf.tables import (
     access_rights,
     api_keys,
     audit_log,
+    cache_policies,
     client_certificates,
     config_version,
     keys,
@@ -392,6 +394,53 @@ class ServerConfRepository:
             if member_pk is None:
                 raise NotFound(f"{member} is not in {group}")
             connection.execute(sa.delete(local_group_members).where(local_group_members.c.id == member_pk))
+
+    # --- interface cache policies (documents of gateway.cache.policy, validated by it)
+
+    def add_cache_policy(self, name: str, service: ServiceId, document: Mapping[str, Any]) -> None:
+        with self._change() as connection:
+            if self._cache_policy_row(connection, name) is not None:
+                raise AlreadyExists(f"cache policy {name!r} exists already")
+            now = self._clock()
+            connection.execute(
+                sa.insert(cache_policies).values(
+                    name=name,
+                    service=service.to_text(),
+                    document=dict(document),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def update_cache_policy(self, name: str, service: ServiceId, document: Mapping[str, Any]) -> None:
+        with self._change() as connection:
+            if self._cache_policy_row(connection, name) is None:
+                raise NotFound(f"no cache policy {name!r}")
+            connection.execute(
+                sa.update(cache_policies)
+                .where(cache_policies.c.name == name)
+                .values(service=service.to_text(), document=dict(document), updated_at=self._clock())
+            )
+
+    def remove_cache_policy(self, name: str) -> None:
+        with self._change() as connection:
+            if self._cache_policy_row(connection, name) is None:
+                raise NotFound(f"no cache policy {name!r}")
+            connection.execute(sa.delete(cache_policies).where(cache_policies.c.name == name))
+
+    def get_cache_policy(self, name: str) -> CachePolicyRecord | None:
+        with self._engine.connect() as connection:
+            row = self._cache_policy_row(connection, name)
+        return None if row is None else CachePolicyRecord(row.name, dict(row.document), row.updated_at)
+
+    def list_cache_policies(self) -> list[CachePolicyRecord]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(sa.select(cache_policies).order_by(cache_policies.c.name)).all()
+        return [CachePolicyRecord(row.name, dict(row.document), row.updated_at) for row in rows]
+
+    @staticmethod
+    def _cache_policy_row(connection: Connection, name: str) -> Any:
+        return connection.execute(sa.select(cache_policies).where(cache_policies.c.name == name)).first()
 
     # --- management API keys and the audit log (gateway.adminstore, on this gateway's tables)
 

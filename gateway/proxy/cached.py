@@ -1,0 +1,494 @@
+"""The interface cache on the consumer's request path: between signing (step 4) and answering (step 8).
+
+A handler hands over its own steps, in the order it would run them: `sign_and_log` (the
+client's request signed and logged), `send` (to the provider's gateway, verified), `check`
+(the answer checked against the request and logged: a :class:`Checked`) and `serve` (a
+stored answer given to the client, marked and logged). Without a policy for the request they
+simply run in that order. With one (gateway.cache.policy), :func:`answer` decides:
+
+1. `refresh`/`replicate` and a copy younger than the TTL: the client's request is signed and
+   logged, the copy is served (`hit`), and that signed request goes to the provider in the
+   background to refresh the copy (one at a time per key).
+2. The provider service's circuit is open: no call; the client's request is logged and a copy
+   within max age is served (`stale`), or the client gets the fault that opened the circuit.
+3. Otherwise the call goes out (retried with backoff if the policy says the call is
+   idempotent). An answer that verified and was logged is kept; a failure the policy names
+   serves a copy within max age (`stale`); beyond it the client gets the failure's fault.
+
+Nothing is served unless this gateway still registers the client (it authenticated), the
+global configuration still knows client and provider, and the provider last answered this
+client for this service (`CacheStore.is_confirmed`): a provider's AccessDenied forgets the
+client and purges its entries, so revoking access revokes the cache.
+
+The provider side (:func:`backend_answer`, policies of side `provider`) is the same idea one
+hop further: after the access check, a backend that cannot answer is replaced by its last good
+answer within max age, put under this request's header and hash, marked, and signed afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from gateway import faults
+from gateway.cache.key import CacheKey, rest_identifiers, rest_key, soap_identifiers, soap_key
+from gateway.cache.marking import CacheMark, CacheStatus, mark_soap, marked_fields
+from gateway.cache.policy import (
+    CIRCUIT_OPEN,
+    DEFAULT_FAULT_CODES,
+    HTTP_5XX,
+    CacheMode,
+    CachePolicy,
+    CacheSide,
+    code_covers,
+)
+from gateway.cache.service import CacheService
+from gateway.cache.store import CachedAnswer, CacheStoreError, NewEntry
+from gateway.cache.tables import EntryKind, Outcome
+from gateway.faults import XRoadFault
+from gateway.globalconf.model import GlobalConf
+from gateway.ids import ClientId, ServiceId
+from gateway.messagelog.record import Direction as LogDirection
+from gateway.protocol import rest, soap
+from gateway.protocol.transport import (
+    Direction,
+    RestResponsePayload,
+    SoapPayload,
+    TransportMessage,
+    decode_transport,
+    encode_transport,
+)
+from gateway.proxy.answers import Answer, rest_answer
+from gateway.proxy.exchange import SignedAnswer
+from gateway.proxy.records import ExchangeLog
+from gateway.serverconf.model import ServerConfSnapshot
+
+log = logging.getLogger(__name__)
+
+Signed = TypeVar("Signed")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """An answer from the provider that the handler verified, checked and logged."""
+
+    answer: Answer
+    signed: SignedAnswer
+    record: str | None
+    """Its message-log record (`node:seq`), or None when the node logs nothing."""
+    failure: str | None = None
+    """The provider failure it stands for (a signed ServiceFailed fault, a REST 5xx), or None."""
+    keep: bool = False
+    """A good answer, to be kept for the next time the provider cannot answer."""
+    fault: str | None = None
+    """The gateway fault code it carries, if any (AccessDenied purges the client's entries)."""
+
+
+@dataclass(frozen=True)
+class CacheQuestion:
+    """What the cache needs of one request: whose, to what, and (lazily) its key."""
+
+    service: ServiceId
+    client: ClientId
+    message_id: str
+    kind: EntryKind
+    key_of: Callable[[bool], CacheKey]
+    """The key, given whether the policy shares data between clients (built only when needed)."""
+    identifiers: Callable[[], tuple[str, ...]]
+    method: str | None = None
+    path: str | None = None
+    revalidate: bool = False
+    """The client sent `Cache-Control: no-cache` (RFC 9111 §5.2.1.4): no hit, ask the provider
+    (a failure still falls back). The replication scheduler fetches this way."""
+
+
+def wants_revalidation(cache_control: str | None) -> bool:
+    """Whether a request's Cache-Control field asks for the provider's answer (no-cache, max-age=0)."""
+    if not cache_control:
+        return False
+    directives = {part.strip().lower() for part in cache_control.split(",")}
+    return "no-cache" in directives or "max-age=0" in directives
+
+
+@dataclass(frozen=True)
+class Steps(Generic[Signed]):
+    """A handler's own steps, which the cache runs in its order."""
+
+    sign_and_log: Callable[[], Awaitable[Signed]]
+    send: Callable[[Signed], Awaitable[SignedAnswer]]
+    check: Callable[[SignedAnswer], Awaitable[Checked]]
+    serve: Callable[[CachedAnswer, CacheMark], Awaitable[Answer]]
+
+
+def soap_question(message: soap.SoapMessage, *, revalidate: bool = False) -> CacheQuestion:
+    return CacheQuestion(
+        message.service,
+        message.client,
+        message.id,
+        EntryKind.SOAP,
+        key_of=lambda shared: soap_key(message, shared=shared),
+        identifiers=lambda: tuple(soap_identifiers(message)),
+        revalidate=revalidate,
+    )
+
+
+def rest_question(call: rest.RestRequest, *, revalidate: bool = False) -> CacheQuestion:
+    return CacheQuestion(
+        call.service,
+        call.client,
+        call.message_id,
+        EntryKind.REST,
+        key_of=lambda shared: rest_key(call, shared=shared),
+        identifiers=lambda: tuple(rest_identifiers(call)),
+        method=call.method,
+        path=call.endpoint_path,
+        revalidate=revalidate,
+    )
+
+
+def provider_failure(fault: XRoadFault | None, rest_status: int | None = None) -> str | None:
+    """The provider failure a verified answer stands for: a gateway's ServiceFailed (or other
+    provider-side) fault, or a REST service's own 5xx; None for an answer."""
+    if fault is not None:
+        return fault.code if is_provider_failure(fault.code) else None
+    if rest_status is not None and rest_status >= 500:
+        return HTTP_5XX
+    return None
+
+
+def is_provider_failure(code: str) -> bool:
+    """Whether a fault means "the provider could not answer" (what the breaker counts)."""
+    return code != CIRCUIT_OPEN and any(code_covers(listed, code) for listed in DEFAULT_FAULT_CODES)
+
+
+async def answer(
+    cache: CacheService | None,
+    snapshot: ServerConfSnapshot,
+    conf: GlobalConf,
+    question: CacheQuestion | None,
+    steps: Steps[Signed],
+) -> Answer:
+    """The client's answer: through the cache when a policy applies, straight otherwise."""
+    policy = None
+    if cache is not None and question is not None:
+        policy = cache.policy_for(snapshot, question.service, question.client, question.method, question.path)
+    if cache is None or policy is None or question is None:
+        checked = await steps.check(await steps.send(await steps.sign_and_log()))
+        return checked.answer
+    return await _CachedExchange(cache, conf, policy, question, steps).run()
+
+
+class _CachedExchange(Generic[Signed]):
+    def __init__(
+        self,
+        cache: CacheService,
+        conf: GlobalConf,
+        policy: CachePolicy,
+        question: CacheQuestion,
+        steps: Steps[Signed],
+    ) -> None:
+        self.cache = cache
+        self.store = cache.store
+        self.conf = conf
+        self.policy = policy
+        self.question = question
+        self.steps = steps
+        self.key = question.key_of(policy.shared)
+        self.service_text = question.service.to_text()
+
+    async def run(self) -> Answer:
+        if self.policy.mode in (CacheMode.REFRESH, CacheMode.REPLICATE) and not self.question.revalidate:
+            entry = await self._servable()
+            if entry is not None and self.policy.is_fresh(entry.info.age_seconds(self.cache.clock())):
+                signed = await self.steps.sign_and_log()
+                self.cache.spawn(self._revalidate(signed), key=self.key.digest)
+                return await self._serve(entry, CacheStatus.HIT)
+            self.store.count(self.service_text, Outcome.MISS)
+        breaker = self.cache.breaker(self.policy)
+        if breaker is not None and not breaker.allow():
+            await self.steps.sign_and_log()  # the client's request is logged, though not sent
+            code = breaker.last_fault or faults.NETWORK_ERROR
+            fault = XRoadFault(
+                code, f"{self.question.service} is not called: its circuit is open after failures"
+            )
+            return await self._fallback(CIRCUIT_OPEN, fault)
+        try:
+            checked = await self._call()
+        except XRoadFault as fault:
+            return await self._fallback(fault.code, fault)
+        if checked.failure is not None and self.policy.applies_to_fault(checked.failure):
+            entry = await self._servable()
+            if entry is not None:
+                return await self._serve(entry, CacheStatus.STALE)
+        return checked.answer
+
+    async def _call(self) -> Checked:
+        """Send (and resend, for idempotent calls), teaching the breaker each outcome."""
+        breaker = self.cache.breaker(self.policy)
+        delays = list(self.policy.retry.delays()) if self.policy.idempotent else []
+        while True:
+            try:
+                checked = await self.steps.check(await self.steps.send(await self.steps.sign_and_log()))
+            except XRoadFault as fault:
+                failed = is_provider_failure(fault.code)
+                self._learn(failed, fault.code)
+                if not failed or not delays or (breaker is not None and not breaker.allow()):
+                    raise
+                await asyncio.sleep(delays.pop(0))
+                continue
+            failure = checked.failure
+            self._learn(failure is not None, failure or "")
+            if failure is not None and delays and (breaker is None or breaker.allow()):
+                await asyncio.sleep(delays.pop(0))
+                continue
+            await self._after(checked)
+            return checked
+
+    def _learn(self, failed: bool, code: str) -> None:
+        breaker = self.cache.breaker(self.policy)
+        if breaker is None:
+            return
+        if failed:
+            breaker.record_failure(code)
+        else:
+            breaker.record_success()
+
+    async def _after(self, checked: Checked) -> None:
+        """Keep a good answer; forget a client the provider refused."""
+        client, service = self.question.client, self.question.service
+        if checked.fault == faults.ACCESS_DENIED:
+            removed = await asyncio.to_thread(self.store.revoke_client, client, service)
+            log.info("cache: %s refused %s; %d cached entries purged", service, client, removed)
+            return
+        if not checked.keep:
+            return
+        content_type, transport = encode_transport(checked.signed.message)
+        entry = NewEntry(
+            self.key,
+            self.question.kind,
+            self.question.message_id,
+            checked.record,
+            content_type,
+            transport,
+            signer_ocsp=checked.signed.signer_ocsp,
+            identifiers=self.question.identifiers(),
+        )
+        try:
+            await asyncio.to_thread(self._keep, entry, service, client)
+        except Exception:  # the client has its answer; a cache that cannot keep it only misses later
+            log.exception("cache: keeping the answer for %s failed", service)
+
+    def _keep(self, entry: NewEntry, service: ServiceId, client: ClientId) -> None:
+        self.store.confirm_client(service, client)
+        self.store.put(self.policy, entry)
+
+    async def _revalidate(self, signed: Signed) -> None:
+        """The background half of a hit: the client's signed request goes out, the answer is kept."""
+        try:
+            checked = await self.steps.check(await self.steps.send(signed))
+        except XRoadFault as fault:
+            self._learn(is_provider_failure(fault.code), fault.code)
+            log.info("cache: revalidating %s failed: %s", self.question.service, fault.code)
+            return
+        self._learn(checked.failure is not None, checked.failure or "")
+        await self._after(checked)
+
+    async def _fallback(self, code: str, fault: XRoadFault) -> Answer:
+        """A copy within max age if the policy covers this failure, else the failure's fault."""
+        if self.policy.applies_to_fault(code):
+            entry = await self._servable()
+            if entry is not None:
+                return await self._serve(entry, CacheStatus.STALE)
+        self.store.count(self.service_text, Outcome.MISS)
+        raise fault
+
+    async def _servable(self) -> CachedAnswer | None:
+        """The stored answer if it may be served to this client now (see the module's text)."""
+        question = self.question
+        if not (self.conf.is_known(question.client) and self.conf.is_known(question.service.provider)):
+            return None
+        try:
+            entry, confirmed = await asyncio.to_thread(self._read)
+        except CacheStoreError as error:
+            log.warning("cache: entry for %s not served: %s", question.service, error)
+            return None
+        if entry is None or not confirmed:
+            return None
+        if not self.policy.may_serve(entry.info.age_seconds(self.cache.clock())):
+            return None
+        return entry
+
+    def _read(self) -> tuple[CachedAnswer | None, bool]:
+        entry = self.store.get(self.key.digest)
+        if entry is None:
+            return None, False
+        return entry, self.store.is_confirmed(self.question.service, self.question.client)
+
+    async def _serve(self, entry: CachedAnswer, status: CacheStatus) -> Answer:
+        mark = CacheMark.of(status, entry.info.original_message_id, entry.info.stored_at, self.cache.clock())
+        self.store.count(self.service_text, Outcome.HIT if status is CacheStatus.HIT else Outcome.STALE)
+        return await self.steps.serve(entry, mark)
+
+
+# --- a stored answer, given to the client ---------------------------------------------------------
+
+
+def stored_message(entry: CachedAnswer, max_bytes: int) -> TransportMessage:
+    """The signed transport message kept for an entry, as the provider's gateway sent it."""
+    return decode_transport(
+        entry.transport_content_type, entry.transport, max_bytes=max_bytes, direction=Direction.RESPONSE
+    )
+
+
+async def _log_served(
+    journal: ExchangeLog, entry: CachedAnswer, mark: CacheMark, message: TransportMessage
+) -> None:
+    """The answer given, logged as the provider signed it, marked as served from the cache."""
+    original = entry.info.log_record or f"message {entry.info.original_message_id}"
+    await journal.signed(
+        LogDirection.RESPONSE,
+        message,
+        ocsp_response=entry.signer_ocsp,
+        served_from_cache=(mark.status.value, original),
+    )
+
+
+async def serve_soap(journal: ExchangeLog, entry: CachedAnswer, mark: CacheMark, max_bytes: int) -> Answer:
+    message = stored_message(entry, max_bytes)
+    if not isinstance(message.payload, SoapPayload):
+        raise CacheStoreError(f"entry {entry.info.id} is not a SOAP answer")
+    await _log_served(journal, entry, mark, message)
+    payload = message.payload
+    body = mark_soap(payload.body, payload.content_type, mark)
+    return Answer(200, (("Content-Type", payload.content_type), *mark.http_fields()), body)
+
+
+async def serve_rest(journal: ExchangeLog, entry: CachedAnswer, mark: CacheMark, max_bytes: int) -> Answer:
+    message = stored_message(entry, max_bytes)
+    if not isinstance(message.payload, RestResponsePayload):
+        raise CacheStoreError(f"entry {entry.info.id} is not a REST answer")
+    await _log_served(journal, entry, mark, message)
+    answer = rest_answer(message.payload)
+    return Answer(answer.status, marked_fields(answer.headers, mark), answer.body)
+
+
+# --- the provider side: its own backend's last good answer ----------------------------------------
+
+Payload = TypeVar("Payload", SoapPayload, RestResponsePayload)
+
+
+@dataclass
+class BackendAnswer(Generic[Payload]):
+    """The backend's answer (or the stored one) and what the provider path does once it is logged."""
+
+    payload: Payload
+    served_from_cache: tuple[str, str] | None = None
+    """(`stale`, the original record) when the answer is the stored one, signed afresh."""
+    keep: Callable[[TransportMessage, str | None], Awaitable[None]] | None = None
+    """Keeps the signed answer with its record, once logged (a good answer under a policy)."""
+
+
+async def backend_answer(
+    cache: CacheService | None,
+    snapshot: ServerConfSnapshot,
+    question: CacheQuestion | None,
+    call: Callable[[], Awaitable[Payload]],
+    *,
+    failure: Callable[[Payload], str | None],
+    keepable: Callable[[Payload], bool],
+    reuse: Callable[[TransportMessage, CacheMark], Payload],
+) -> BackendAnswer[Payload]:
+    """The provider side (policy side `provider`): the backend's answer, or when the backend
+    cannot answer, its last good answer within max age, to be signed afresh and marked.
+
+    Access rights were checked before the backend is called (`call` raises AccessDenied
+    before it calls anything): a refused client never reaches the stored answer.
+    """
+    policy = None
+    if cache is not None and question is not None:
+        policy = cache.policy_for(
+            snapshot,
+            question.service,
+            question.client,
+            question.method,
+            question.path,
+            side=CacheSide.PROVIDER,
+        )
+    if cache is None or policy is None or question is None:
+        return BackendAnswer(await call())
+    key = question.key_of(policy.shared)
+    service_text = question.service.to_text()
+    breaker = cache.breaker(policy)
+
+    async def stored_or(
+        code: str, fault: XRoadFault | None, payload: Payload | None
+    ) -> BackendAnswer[Payload]:
+        if policy.applies_to_fault(code):
+            try:
+                entry = await asyncio.to_thread(cache.store.get, key.digest)
+            except CacheStoreError as error:
+                log.warning("cache: entry for %s not served: %s", question.service, error)
+                entry = None
+            if entry is not None and policy.may_serve(entry.info.age_seconds(cache.clock())):
+                mark = CacheMark.of(
+                    CacheStatus.STALE, entry.info.original_message_id, entry.info.stored_at, cache.clock()
+                )
+                cache.store.count(service_text, Outcome.STALE)
+                original = entry.info.log_record or f"message {entry.info.original_message_id}"
+                message = decode_transport(
+                    entry.transport_content_type,
+                    entry.transport,
+                    max_bytes=len(entry.transport) + 1,
+                    direction=Direction.RESPONSE,
+                )
+                return BackendAnswer(
+                    reuse(message, mark), served_from_cache=(CacheStatus.STALE.value, original)
+                )
+        cache.store.count(service_text, Outcome.MISS)
+        if fault is not None:
+            raise fault
+        assert payload is not None
+        return BackendAnswer(payload)
+
+    if breaker is not None and not breaker.allow():
+        code = breaker.last_fault or faults.SERVICE_FAILED_NETWORK_ERROR
+        return await stored_or(
+            CIRCUIT_OPEN, XRoadFault(code, f"{question.service} is not called: circuit open"), None
+        )
+    try:
+        payload = await call()
+    except XRoadFault as fault:
+        failed = is_provider_failure(fault.code)
+        if breaker is not None:
+            breaker.record_failure(fault.code) if failed else breaker.record_success()
+        if failed:
+            return await stored_or(fault.code, fault, None)
+        raise
+    failed_as = failure(payload)
+    if breaker is not None:
+        breaker.record_failure(failed_as) if failed_as is not None else breaker.record_success()
+    if failed_as is not None:
+        return await stored_or(failed_as, None, payload)
+    if not keepable(payload):
+        return BackendAnswer(payload)
+
+    async def keep(message: TransportMessage, record: str | None) -> None:
+        content_type, transport = encode_transport(message)
+        entry = NewEntry(
+            key,
+            question.kind,
+            question.message_id,
+            record,
+            content_type,
+            transport,
+            identifiers=question.identifiers(),
+        )
+        try:
+            await asyncio.to_thread(cache.store.put, policy, entry)
+        except Exception:  # the client has its answer; the cache only misses later
+            log.exception("cache: keeping the backend's answer for %s failed", question.service)
+
+    return BackendAnswer(payload, keep=keep)
