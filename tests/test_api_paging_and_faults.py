@@ -112,6 +112,17 @@ async def gateway_api(tmp_path: Path) -> AsyncIterator[tuple[aiohttp.ClientSessi
         engine.dispose()
 
 
+def refused_parameter(
+    answer: tuple[int, Any], operation: Operation, name: str, value: object
+) -> tuple[str, str]:
+    """Checks that `answer` refuses the bad value of parameter `name` as a validation error;
+    returns (operation, parameter) for the sweep's coverage."""
+    status, body = answer
+    assert status == 400, (operation.action, name, value, body)
+    assert body["error"] == "validation_error" and f"parameters.{name}" in body["message"], body
+    return operation.action, name
+
+
 def _gateway_key(keys: dict[GatewayRole, str], operation: Operation) -> str:
     role = next(r for r in GatewayRole if GATEWAY_API.guard.roles.is_permitted(r, operation.permission))
     return keys[role]
@@ -124,12 +135,8 @@ async def test_bad_paging_values_are_400_on_every_gateway_operation(
     covered = set()
     for operation, name, value in sweep(GATEWAY_API.operations):
         path, params = request_of(operation, name, value)
-        status, body = await _call(
-            session, base, operation.method, path, _gateway_key(keys, operation), params
-        )
-        assert status == 400, (operation.action, name, value, body)
-        assert body["error"] == "validation_error" and f"parameters.{name}" in body["message"], body
-        covered.add((operation.action, name))
+        answer = await _call(session, base, operation.method, path, _gateway_key(keys, operation), params)
+        covered.add(refused_parameter(answer, operation, name, value))
     assert {
         ("message_log.search", "offset"),
         ("message_log.search", "limit"),
@@ -193,10 +200,8 @@ async def test_bad_paging_values_are_400_on_every_registry_operation(registry: R
         path = path.removeprefix(API_PREFIX)
         if params:
             path += "?" + "&".join(f"{k}={v}" for k, v in params.items())
-        status, body = await registry.api(operation.method, path, role=_registry_role(operation))
-        assert status == 400, (operation.action, name, value, body)
-        assert body["error"] == "validation_error" and f"parameters.{name}" in body["message"], body
-        covered.add((operation.action, name))
+        answer = await registry.api(operation.method, path, role=_registry_role(operation))
+        covered.add(refused_parameter(answer, operation, name, value))
     assert {
         ("request.list", "limit"),
         ("audit_log.read", "before_id"),

@@ -21,6 +21,7 @@ from gateway.central.config import ConfigError, parse_config
 from gateway.central.server import RunningRegistry, start_registry
 from gateway.connections import DEFAULT_MAX_CONNECTIONS, ConnectionLimits
 from tests.test_central_registry import Trust, _config, database_url, migrated_url, trust
+from tests.test_node_limits import closed_by_server
 
 __all__ = ["database_url", "migrated_url", "trust"]  # fixtures shared with test_central_registry
 
@@ -49,19 +50,9 @@ def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
-def _closed_by_server(sock: socket.socket, deadline: float) -> bool:
-    sock.settimeout(max(deadline - time.monotonic(), 0.01))
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
 async def _closed(sock: socket.socket, deadline: float) -> bool:
     """In a thread: the registry serves on this test's event loop, which must keep running."""
-    return await asyncio.to_thread(_closed_by_server, sock, deadline)
+    return await asyncio.to_thread(closed_by_server, sock, deadline)
 
 
 async def _answered(session: aiohttp.ClientSession, url: str) -> int:

@@ -65,7 +65,7 @@ from gateway.globalconf.source import GlobalConfSource
 from gateway.ids import ClientId, SecurityServerId
 from gateway.serverconf.db import create_engine
 from gateway.trust import pki
-from tests.conftest import migrated_url_fixture
+from tests.conftest import empty_tables, migrated_url_fixture
 
 INSTANCE = "DEV"
 OWNER = ClientId(INSTANCE, "GOV", "1001")
@@ -142,8 +142,7 @@ def database_url(migrated_url: str) -> str:
     engine = create_engine(migrated_url)
     try:
         with engine.begin() as connection:
-            for table in reversed(metadata.sorted_tables):
-                connection.execute(sa.delete(table))
+            empty_tables(connection, metadata)
             connection.execute(sa.insert(tables.published).values(id=1, version=0))
     finally:
         engine.dispose()

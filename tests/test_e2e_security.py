@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -104,7 +105,11 @@ def gateway_cert(fed: Federation, name: str) -> CertPair:
 
 def signed_transport(fed: Federation, signing_gateway: str, payload: Payload) -> tuple[str, bytes]:
     """The transport message a gateway would send: `payload` signed with that gateway's member key."""
-    gw = fed.gateway(signing_gateway)
+    return signed_by(fed.gateway(signing_gateway), payload)
+
+
+def signed_by(gw: dict[str, Any], payload: Payload) -> tuple[str, bytes]:
+    """`payload` signed with the member key of `gw` (a gateway as federation.json describes it)."""
 
     async def sign() -> tuple[str, bytes]:
         signer = BatchSigner(

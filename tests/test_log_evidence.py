@@ -56,6 +56,7 @@ from gateway.trust.pki import (
     issue_certificate,
 )
 from tests import logsamples
+from tests import test_asice as asice_tests
 from tests.test_asice import (
     NOW,
     REST_POST,
@@ -66,8 +67,6 @@ from tests.test_asice import (
     _record,
     failed,
     files_of,
-    make_messages,
-    make_trust,
     openssl_timestamp,
     rezip,
     with_manifest_rebuilt,
@@ -76,14 +75,9 @@ from tests.test_asice import (
 # --- forging, as an attacker with a member's key and access to any TSA would ------------------
 
 
-@pytest.fixture(scope="module")
-def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
-    return make_trust(tmp_path_factory.mktemp("trust"))
-
-
-@pytest.fixture(scope="module")
-def messages(trust: Trust) -> list[LoggedMessage]:
-    return make_messages(trust)
+# test_asice's module fixtures: the CA and TSA, and logged messages of each kind.
+trust = asice_tests.trust
+messages = asice_tests.messages
 
 
 def stamped(trust: Trust, record: LogRecord) -> bytes:

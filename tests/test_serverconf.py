@@ -50,7 +50,7 @@ from gateway.serverconf.repository import (
     ServiceKind,
 )
 from tests.certs import certificate_builder, common_name
-from tests.conftest import BACKENDS, migrated_url_fixture
+from tests.conftest import BACKENDS, empty_tables, migrated_url_fixture
 
 PROVIDER = ClientId("EE", "GOV", "70000001", "registry")
 CONSUMER = ClientId("EE", "COM", "10000001", "app")
@@ -124,9 +124,7 @@ migrated_url = migrated_url_fixture("serverconf", "serverconf.db", migrate, "xga
 def engine(migrated_url: str) -> Iterator[sa.Engine]:
     engine = create_engine(migrated_url)
     with engine.begin() as connection:
-        for table in reversed(tables.metadata.sorted_tables):
-            if table is not tables.config_version:
-                connection.execute(sa.delete(table))
+        empty_tables(connection, tables.metadata, keep={tables.config_version.name})
         connection.execute(sa.update(tables.config_version).values(version=0))
     yield engine
     engine.dispose()

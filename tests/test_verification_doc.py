@@ -8,7 +8,6 @@ the token must make it fail.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import json
@@ -32,11 +31,11 @@ from gateway.messagelog.asice import (
 from gateway.messagelog.asice import build as asice_build
 from gateway.messagelog.asice.layout import LOG_SIGNATURE, LOG_SIGNATURE_PROOF
 from gateway.messagelog.logsig import RecordSigner
+from tests import test_asice as asice_tests
 from tests.test_asice import (
     Trust,
     files_of,
-    make_messages,
-    make_trust,
+    flip_signature_byte,
     openssl_timestamp,
     raw_zip,
     rezip,
@@ -62,29 +61,13 @@ def run_hand_check(directory: Path, container: bytes, trust: Trust) -> subproces
     (directory / "container.asice").write_bytes(container)
     (directory / "ca.pem").write_bytes(trust.ca_pem.read_bytes())
     (directory / "tsa.pem").write_bytes(trust.tsa_pem.read_bytes())
-    return subprocess.run(
-        ["bash", "-c", doc_script("verify-container")],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_doc_block("verify-container", directory)
 
 
-@pytest.fixture(scope="module")
-def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
-    return make_trust(tmp_path_factory.mktemp("trust"))
-
-
-@pytest.fixture(scope="module")
-def messages(trust: Trust) -> list[LoggedMessage]:
-    return make_messages(trust)
-
-
-@pytest.fixture(scope="module")
-def container(messages: list[LoggedMessage]) -> bytes:
-    return build_container(messages[0])
+# test_asice's module fixtures: the CA and TSA, logged messages of each kind, one container.
+trust = asice_tests.trust
+messages = asice_tests.messages
+container = asice_tests.container
 
 
 def test_the_documented_steps_pass_on_a_real_container(
@@ -199,11 +182,7 @@ def test_a_changed_message_with_its_manifest_line_fails_the_proof(
 
 def test_one_changed_byte_of_the_signature_fails(trust: Trust, container: bytes, tmp_path: Path) -> None:
     def change(data: bytes) -> bytes:
-        value = re.search(rb"<ds:SignatureValue>([^<]*)<", data)
-        assert value is not None
-        raw = bytearray(base64.b64decode(value[1]))
-        raw[0] ^= 0x01
-        return data.replace(value[1], base64.b64encode(bytes(raw)))
+        return flip_signature_byte(data, 0)
 
     naive = tampered(container, SIGNATURE, change, rebuild=False)
     assert_fails(run_hand_check(tmp_path / "naive", naive, trust), "META-INF/signatures0.xml: FAILED")
@@ -261,6 +240,7 @@ def _record_signed(message: LoggedMessage, signer: RecordSigner) -> LoggedMessag
 
 
 def run_doc_block(marker: str, directory: Path) -> subprocess.CompletedProcess[str]:
+    """The documented bash block `marker`, run in `directory` as a reader would run it."""
     return subprocess.run(
         ["bash", "-c", doc_script(marker)],
         cwd=directory,

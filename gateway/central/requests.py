@@ -30,19 +30,23 @@ import datetime as dt
 import enum
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives import serialization
 
-from gateway.crypto.certs import CertificateError, member_of, server_of, verify_chain
+from gateway.crypto.certs import (
+    CertificateError,
+    load_single_pem_certificate,
+    member_of,
+    server_of,
+    verify_chain,
+)
 from gateway.crypto.keys import PrivateKey
-from gateway.globalconf.signed import ECDSA_SHA256, RSA_SHA256, canonical_json, format_time
+from gateway.globalconf.signed import canonical_json, format_time, sign_content, verify_content_signature
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
 
 REQUEST_FORMAT: Final = "xgate-registration-request/1"
@@ -203,12 +207,9 @@ def _is_hex(text: str) -> bool:
 
 def load_single_certificate(pem: str, what: str) -> x509.Certificate:
     try:
-        certificates = x509.load_pem_x509_certificates(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise MalformedRequest(f"{what}: not a PEM certificate ({exc})") from exc
-    if len(certificates) != 1:
-        raise MalformedRequest(f"{what}: expected one PEM certificate, found {len(certificates)}")
-    return certificates[0]
+        return load_single_pem_certificate(pem)
+    except ValueError as exc:
+        raise MalformedRequest(f"{what}: {exc}") from exc
 
 
 def _pem(certificate: x509.Certificate) -> str:
@@ -327,26 +328,14 @@ def request_from_json(content: bytes) -> RegistrationRequest:
 # --- signatures -------------------------------------------------------------------------------
 
 
-def _sign(key: PrivateKey, data: bytes) -> tuple[str, bytes]:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return ECDSA_SHA256, key.sign(data, ec.ECDSA(hashes.SHA256()))
-    return RSA_SHA256, key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-
-
 def _check_signature(
     certificate: x509.Certificate, algorithm: str, value: bytes, data: bytes, what: str
 ) -> None:
     """The same algorithms as the global configuration's (RFC 5758 §3.2, RFC 4055 §5)."""
-    key = certificate.public_key()
     try:
-        if algorithm == ECDSA_SHA256 and isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(value, data, ec.ECDSA(hashes.SHA256()))
-        elif algorithm == RSA_SHA256 and isinstance(key, rsa.RSAPublicKey):
-            key.verify(value, data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            raise UntrustedRequest(f"{what}: algorithm {algorithm!r} does not fit the certificate's key")
-    except InvalidSignature as exc:
-        raise UntrustedRequest(f"{what}: the signature does not match the content") from exc
+        verify_content_signature(certificate, algorithm, value, data)
+    except ValueError as exc:
+        raise UntrustedRequest(f"{what}: {exc}") from exc
 
 
 def _matches(key: PrivateKey, certificate: x509.Certificate) -> bool:
@@ -390,7 +379,7 @@ def build_signed_request(
         signers.append((SignatureRole.CLIENT, client_key, client_cert))
     signatures = []
     for role, key, certificate in signers:
-        algorithm, value = _sign(key, content)
+        algorithm, value = sign_content(key, content)
         signatures.append(
             {
                 "role": role.value,
@@ -581,23 +570,29 @@ def _check_trusted(
 
 def _check_names_member(certificate: x509.Certificate, member: ClientId) -> None:
     """The signer must be the member itself: an agency's key cannot speak for another."""
-    try:
-        named = member_of(certificate)
-    except CertificateError as exc:
-        raise UntrustedRequest(f"member signing certificate: {exc}") from exc
-    if named != member:
-        who = named.to_text() if named else "no member"
-        raise UntrustedRequest(f"the signing certificate names {who}, not {member.to_text()}")
+    _check_names(certificate, member, member_of, "member signing certificate", "signing", "no member")
 
 
 def _check_names_server(certificate: x509.Certificate, server: SecurityServerId) -> None:
+    _check_names(certificate, server, server_of, "authentication certificate", "authentication", "no gateway")
+
+
+def _check_names(
+    certificate: x509.Certificate,
+    expected: ClientId | SecurityServerId,
+    named_by: Callable[[x509.Certificate], ClientId | SecurityServerId | None],
+    what: str,
+    role: str,
+    nobody: str,
+) -> None:
+    """`certificate` must name `expected` (as `named_by` reads it): a key speaks only for its owner."""
     try:
-        named = server_of(certificate)
+        named = named_by(certificate)
     except CertificateError as exc:
-        raise UntrustedRequest(f"authentication certificate: {exc}") from exc
-    if named != server:
-        who = named.to_text() if named else "no gateway"
-        raise UntrustedRequest(f"the authentication certificate names {who}, not {server.to_text()}")
+        raise UntrustedRequest(f"{what}: {exc}") from exc
+    if named != expected:
+        who = named.to_text() if named else nobody
+        raise UntrustedRequest(f"the {role} certificate names {who}, not {expected.to_text()}")
 
 
 def _check_usage(certificate: x509.Certificate, what: str) -> None:

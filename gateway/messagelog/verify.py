@@ -292,30 +292,52 @@ class ChainVerifier:
             if self._require_record_signatures:
                 raise _Bad(Problem.RECORD_SIGNATURE, "the record is not signed by its gateway")
             return
-        try:
-            proof = _read_proof(stored.log_signature_proof_json)
-        except ValueError as exc:
-            raise _Bad(Problem.RECORD_SIGNATURE, f"malformed record signature proof: {exc}") from exc
-        if proof.leaf != stored.record_hash:
-            raise _Bad(Problem.RECORD_SIGNATURE, "the record signature is for another record hash")
+        proof = _proof_from_record(
+            stored.record_hash,
+            stored.log_signature_proof_json,
+            Problem.RECORD_SIGNATURE,
+            "record signature",
+            "the record signature is for another record hash",
+        )
         if self._trusted_cas is None:
             return
-        verified = self._record_roots.get(stored.log_signature)
-        if verified is None:
-            try:
-                verified = verify_root_signature(stored.log_signature, self._trusted_cas)
-            except SignatureVerificationError as exc:
-                raise _Bad(Problem.RECORD_SIGNATURE, str(exc)) from exc
-            if not signed_by_owner(stored.record.gateway, verified.signer_cert):
-                raise _Bad(
-                    Problem.RECORD_SIGNATURE,
-                    f"the record is not signed by the owner of {stored.record.gateway}",
-                )
-            self._record_roots[stored.log_signature] = verified
-        if proof.root != verified.root or not self._trees.contains(verified.root, proof.leaf, proof.steps):
+        verified = self._verified_root(
+            self._record_roots,
+            stored.log_signature,
+            self._trusted_cas,
+            Problem.RECORD_SIGNATURE,
+            owner_of=stored.record.gateway,
+        )
+        if not self._leads_to(proof, verified.root):
             raise _Bad(
                 Problem.RECORD_SIGNATURE, "the record signature's proof does not lead to the signed root"
             )
+
+    @staticmethod
+    def _verified_root(
+        cache: dict[bytes, VerifiedRoot],
+        signed_root_xml: bytes,
+        trusted_cas: Sequence[x509.Certificate],
+        problem: Problem,
+        *,
+        owner_of: str | None = None,
+    ) -> VerifiedRoot:
+        """A signed root's verification, done once per signature (a batch of records shares one) and
+        kept in `cache`; with `owner_of`, the signer must also be that gateway's owner."""
+        verified = cache.get(signed_root_xml)
+        if verified is None:
+            try:
+                verified = verify_root_signature(signed_root_xml, trusted_cas)
+            except SignatureVerificationError as exc:
+                raise _Bad(problem, str(exc)) from exc
+            if owner_of is not None and not signed_by_owner(owner_of, verified.signer_cert):
+                raise _Bad(problem, f"the record is not signed by the owner of {owner_of}")
+            cache[signed_root_xml] = verified
+        return verified
+
+    def _leads_to(self, proof: _Proof, root: bytes) -> bool:
+        """Whether `proof` climbs from its leaf to `root` (each climb is remembered in the trees)."""
+        return proof.root == root and self._trees.contains(root, proof.leaf, proof.steps)
 
     def _check_body(self, stored: StoredRecord) -> None:
         record = stored.record
@@ -367,14 +389,10 @@ class ChainVerifier:
             raise _Bad(Problem.SIGNATURE, "the proof's leaf is not the manifest's digest")
         if self._trusted_cas is None:
             return  # no trust anchors given: a look at the log's structure, not a verification
-        verified = self._roots.get(record.signed_root_xml)
-        if verified is None:
-            try:
-                verified = verify_root_signature(record.signed_root_xml, self._trusted_cas)
-            except SignatureVerificationError as exc:
-                raise _Bad(Problem.SIGNATURE, str(exc)) from exc
-            self._roots[record.signed_root_xml] = verified
-        if proof.root != verified.root or not self._trees.contains(verified.root, proof.leaf, proof.steps):
+        verified = self._verified_root(
+            self._roots, record.signed_root_xml, self._trusted_cas, Problem.SIGNATURE
+        )
+        if not self._leads_to(proof, verified.root):
             raise _Bad(Problem.SIGNATURE, "the proof does not lead to the signed root")
         if record.logged_parts is not None:  # records older than the field verify as before
             self._check_evidence(record, verified)
@@ -434,13 +452,14 @@ class ChainVerifier:
             raise _Bad(Problem.TIMESTAMP, "the record's timestamp token is missing")
         if not timestamp.first_seq <= stored.seq <= timestamp.last_seq:
             raise _Bad(Problem.TIMESTAMP, f"timestamp {timestamp.id} does not cover this record")
-        try:
-            proof = _read_proof(stored.timestamp_proof_json)
-        except ValueError as exc:
-            raise _Bad(Problem.TIMESTAMP, f"malformed timestamp proof: {exc}") from exc
-        if proof.leaf != stored.record_hash:
-            raise _Bad(Problem.TIMESTAMP, "the timestamp proof is for another record")
-        if proof.root != timestamp.root or not self._trees.contains(timestamp.root, proof.leaf, proof.steps):
+        proof = _proof_from_record(
+            stored.record_hash,
+            stored.timestamp_proof_json,
+            Problem.TIMESTAMP,
+            "timestamp",
+            "the timestamp proof is for another record",
+        )
+        if not self._leads_to(proof, timestamp.root):
             raise _Bad(Problem.TIMESTAMP, "the timestamp proof does not lead to the stamped root")
         self._check_token(timestamp)
 
@@ -462,6 +481,18 @@ class _Proof:
     leaf: bytes
     steps: Sequence[tuple[str, str]]  # (sibling hex, "left"|"right"), leaf upwards; decoded as climbed
     root: bytes
+
+
+def _proof_from_record(record_hash: bytes, text: str, problem: Problem, what: str, elsewhere: str) -> _Proof:
+    """A record's proof of `what` (its signature, its timestamp), which must climb from its own hash;
+    `elsewhere` says what is wrong when it climbs from another."""
+    try:
+        proof = _read_proof(text)
+    except ValueError as exc:
+        raise _Bad(problem, f"malformed {what} proof: {exc}") from exc
+    if proof.leaf != record_hash:
+        raise _Bad(problem, elsewhere)
+    return proof
 
 
 def _read_proof(text: str) -> _Proof:
