@@ -7,6 +7,9 @@ EC key from the development CA (gateway.crypto.rootsig), written through Message
 real RFC 3161 token from the development TSA (gateway.trust.tsa). Then it runs `verify_log`
 (chain, bodies, manifests, signatures, timestamp proofs and tokens) and prints records/s.
 
+Records are signed by the owner's key in each commit (gateway.messagelog.logsig), as a node
+does; `--unsigned-records` leaves that out, to measure what record signing costs.
+
 First it prints what the log costs the gateway per record, in CPU time of the whole process
 (every thread): appending 10,000 records from 32 concurrent appenders that each wait for their
 commit as a request does (the concurrency of bench/roundtrip.py), then timestamping them. The
@@ -38,6 +41,7 @@ from gateway.crypto.timestamp import (
 from gateway.ids import ClientId
 from gateway.messagelog.asice import encode_proof
 from gateway.messagelog.db import create_engine, migrate
+from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.record import Direction, LogRecord, MessageKind, Side
 from gateway.messagelog.store import MessageLogWriter
 from gateway.messagelog.timestamping import BatchTimestamper
@@ -109,7 +113,7 @@ def signed_batch(signer: RootSigner, start: int, count: int) -> list[LogRecord]:
 async def fill(url: str, total: int, signer: RootSigner, tsa: TimestampAuthority) -> tuple[float, int]:
     """Write `total` records and stamp them; returns the seconds spent appending and the tokens made."""
     engine = create_engine(url)
-    writer = MessageLogWriter(engine, gateway=GATEWAY, node=NODE)
+    writer = MessageLogWriter(engine, gateway=GATEWAY, node=NODE, record_signer=_RECORD_SIGNER)
     stamper = BatchTimestamper(
         engine, gateway=GATEWAY, node=NODE, stamp=functools.partial(_stamp, tsa), max_batch=STAMP_EVERY
     )
@@ -134,7 +138,9 @@ async def fill(url: str, total: int, signer: RootSigner, tsa: TimestampAuthority
 async def cost(url: str, batch: list[LogRecord], tsa: TimestampAuthority) -> tuple[float, float]:
     """Process CPU seconds per record: appended by COST_APPENDERS waiting appenders, then timestamped."""
     engine = create_engine(url)
-    writer = MessageLogWriter(engine, gateway=GATEWAY, node=NODE, window_seconds=0.0)  # the node's default
+    writer = MessageLogWriter(  # the node's default window
+        engine, gateway=GATEWAY, node=NODE, window_seconds=0.0, record_signer=_RECORD_SIGNER
+    )
     stamper = BatchTimestamper(
         engine, gateway=GATEWAY, node=NODE, stamp=functools.partial(_stamp, tsa), max_batch=STAMP_EVERY
     )
@@ -179,13 +185,22 @@ def print_cost(signer: RootSigner, tsa: TimestampAuthority) -> None:
     )
 
 
+_RECORD_SIGNER: RecordSigner | None = None
+"""The owner's record signer, as a node has one; None with --unsigned-records."""
+
+
 def main() -> None:
-    total = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    global _RECORD_SIGNER
+    arguments = [a for a in sys.argv[1:] if a != "--unsigned-records"]
+    total = int(arguments[0]) if arguments else 20_000
     ca_key = generate_key(KeyAlgorithm.EC)
     ca = CertificateAuthority(build_ca_certificate(ca_key, "bench CA", NOW), ca_key, CaSettings())
     signer_key, tsa_key = generate_key(KeyAlgorithm.EC), generate_key(KeyAlgorithm.EC)
     member = MemberSigningProfile(ClientId("DEV", "GOV", "1001"))
-    signer = RootSigner(signer_key, issue_certificate(ca, member, signer_key.public_key(), NOW))
+    signer_cert = issue_certificate(ca, member, signer_key.public_key(), NOW)
+    signer = RootSigner(signer_key, signer_cert)
+    if "--unsigned-records" not in sys.argv[1:]:
+        _RECORD_SIGNER = RecordSigner(signer_key, signer_cert)
     tsa = TimestampAuthority(tsa_key, issue_certificate(ca, TsaProfile(), tsa_key.public_key(), NOW))
     print_cost(signer, tsa)
 
@@ -202,7 +217,14 @@ def main() -> None:
             verify_timestamp_token, trusted_tsa_certs=[], ca_certs=[ca.certificate]
         )
         began, began_cpu = time.perf_counter(), time.process_time()
-        report = verify_log(engine, GATEWAY, NODE, trusted_cas=[ca.certificate], verify_token=verify_token)
+        report = verify_log(
+            engine,
+            GATEWAY,
+            NODE,
+            trusted_cas=[ca.certificate],
+            verify_token=verify_token,
+            require_record_signatures=_RECORD_SIGNER is not None,
+        )
         elapsed, cpu = time.perf_counter() - began, time.process_time() - began_cpu
         engine.dispose()
     assert report.ok and report.checked == total, report

@@ -10,11 +10,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import json
 import secrets
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -91,8 +92,53 @@ def audit_log_table(name: str, metadata: sa.MetaData) -> sa.Table:
         sa.Column("target", sa.Text, nullable=False, server_default=""),
         sa.Column("details", Json, nullable=True),
         sa.Column("result", sa.String(8), nullable=False),
+        # The hash chain (audit_entry_hash): each entry covers the one before it, so an edited,
+        # deleted or inserted entry shows; the newest hash is in the node's signed log heads.
+        sa.Column("prev_hash", sa.LargeBinary(32), nullable=True),
+        sa.Column("entry_hash", sa.LargeBinary(32), nullable=True),
         sa.CheckConstraint(one_of("result", AuditResult), name="result"),
     )
+
+
+AUDIT_GENESIS: Final = bytes(32)
+"""The `prev_hash` of the first chained audit entry."""
+
+
+def audit_entry_hash(
+    prev_hash: bytes,
+    at: datetime,
+    actor: str,
+    action: str,
+    target: str,
+    details: Mapping[str, Any] | None,
+    result: str,
+) -> bytes:
+    """SHA-256(prev_hash || canonical JSON of the entry's fields): the entry's place in the chain."""
+    fields = {
+        "at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "details": None if details is None else dict(details),
+        "result": str(result),
+    }
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(prev_hash + text.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True)
+class AuditChainReport:
+    """What checking the audit chain found: entries checked, its head, the first bad entry."""
+
+    checked: int
+    unchained: int  # entries written before the chain existed (before its migration)
+    head_hash: bytes | None
+    first_bad_id: int | None = None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
 
 
 # --- the store ---------------------------------------------------------------------------------
@@ -196,19 +242,69 @@ class AdminStore:
         details: Mapping[str, Any] | None = None,
         result: AuditResult = AuditResult.OK,
     ) -> int:
-        """Record one administrative act (DESIGN.md: every change is audited); returns its id."""
+        """Record one administrative act (DESIGN.md: every change is audited); returns its id.
+
+        The entry is linked to the newest one in the same transaction, under the database's
+        write lock (SQLite) or an advisory lock on the table (PostgreSQL): one chain, no forks.
+        """
+        table = self.audit_log
+        at = self.clock()
+        stored_details = dict(details) if details is not None else None
         with begin_write(self.engine) as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(table.name))))
+            prev = connection.scalar(sa.select(table.c.entry_hash).order_by(table.c.id.desc()).limit(1))
+            prev_hash = AUDIT_GENESIS if prev is None else bytes(prev)
+            value = AuditResult(result).value
             inserted = connection.execute(
-                sa.insert(self.audit_log).values(
-                    at=self.clock(),
+                sa.insert(table).values(
+                    at=at,
                     actor=actor,
                     action=action,
                     target=target,
-                    details=dict(details) if details is not None else None,
-                    result=AuditResult(result).value,
+                    details=stored_details,
+                    result=value,
+                    prev_hash=prev_hash,
+                    entry_hash=audit_entry_hash(prev_hash, at, actor, action, target, stored_details, value),
                 )
             )
         return _new_id(inserted)
+
+    def audit_head(self) -> bytes | None:
+        """The newest audit entry's hash: what the signed log heads cover."""
+        table = self.audit_log
+        with self.engine.connect() as connection:
+            value = connection.scalar(sa.select(table.c.entry_hash).order_by(table.c.id.desc()).limit(1))
+        return None if value is None else bytes(value)
+
+    def verify_audit_chain(self) -> AuditChainReport:
+        """Recompute the chain from the first entry: an edited, deleted, inserted or reordered
+        entry is named. Entries from before the chain (no hash) may only come first."""
+        table = self.audit_log
+        checked = unchained = 0
+        prev: bytes | None = None
+        with self.engine.connect() as connection:
+            for row in connection.execute(sa.select(table).order_by(table.c.id)):
+                if row.entry_hash is None:
+                    if prev is not None:
+                        return AuditChainReport(checked, unchained, prev, row.id, "the entry is not chained")
+                    unchained += 1
+                    continue
+                expected_prev = AUDIT_GENESIS if prev is None else prev
+                if row.prev_hash is None or bytes(row.prev_hash) != expected_prev:
+                    return AuditChainReport(
+                        checked, unchained, prev, row.id, "prev_hash is not the previous entry's hash"
+                    )
+                entry_hash = audit_entry_hash(
+                    expected_prev, row.at, row.actor, row.action, row.target, row.details, row.result
+                )
+                if entry_hash != bytes(row.entry_hash):
+                    return AuditChainReport(
+                        checked, unchained, prev, row.id, "the entry's fields do not match its hash"
+                    )
+                prev = entry_hash
+                checked += 1
+        return AuditChainReport(checked, unchained, prev)
 
     def audit_entries(
         self,

@@ -49,6 +49,7 @@ from gateway.crypto.batchsigner import DEFAULT_WINDOW_SECONDS
 from gateway.crypto.tls import TlsIdentity
 from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS
 from gateway.ids import ClientId, SecurityServerId
+from gateway.messagelog.heads import DEFAULT_HEAD_INTERVAL_SECONDS, HEAD_FILE_NAME
 from gateway.messagelog.settings import (
     DEFAULT_ARCHIVE_INTERVAL_SECONDS,
     DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS,
@@ -235,8 +236,19 @@ class MessageLogSection(FileModel):
     retention_days: Seconds | None = None
     archive_hook: list[str] | None = None
     """A command and its arguments, run with each finished archive's path."""
+    head_interval_seconds: Seconds = DEFAULT_HEAD_INTERVAL_SECONDS
+    """How often the node signs and timestamps its log head (gateway.messagelog.heads)."""
+    head_file: FilePath | None = None
+    """Where signed heads are appended, outside the database. Default: beside node.data_dir."""
+    witness: bool = True
+    """Send each signed head to the central registry, the federation's witness."""
+    witness_url: str | None = None
+    """The registry's distribution URL. Default: globalconf.location without its /globalconf."""
 
-    def settings(self, data_dir: Path) -> MessageLogSettings:
+    def settings(self, data_dir: Path, globalconf_location: str = "") -> MessageLogSettings:
+        witness_url = self.witness_url
+        if witness_url is None and globalconf_location.endswith("/globalconf"):
+            witness_url = globalconf_location.removesuffix("/globalconf")
         return MessageLogSettings(
             database_url=self.database_url or f"sqlite:///{data_dir / MESSAGELOG_DATABASE_FILE}",
             enabled=self.enabled,
@@ -248,6 +260,10 @@ class MessageLogSection(FileModel):
             archive_interval_seconds=self.archive_interval_seconds,
             retention_days=self.retention_days,
             archive_hook=tuple(self.archive_hook) if self.archive_hook else None,
+            head_interval_seconds=self.head_interval_seconds,
+            head_file=self.head_file or data_dir.parent / f"{data_dir.name}-{HEAD_FILE_NAME}",
+            witness=self.witness,
+            witness_url=witness_url if self.witness else None,
         )
 
 
@@ -308,7 +324,7 @@ class NodeFile(FileModel):
             shutdown_grace_seconds=self.limits.shutdown_grace_seconds,
             connections=self.limits.connections(),
             sign_window_seconds=self.signer.window_seconds,
-            messagelog=self.messagelog.settings(data_dir),
+            messagelog=self.messagelog.settings(data_dir, self.globalconf.location),
             cache=self.cache.settings(data_dir),
         )
 

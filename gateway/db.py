@@ -29,6 +29,12 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 """A configuration write holds SQLite's lock for milliseconds; waiting up to 5 s for it rides
 out bursts of administrative writes and a migration instead of failing "database is locked"."""
 
+MAX_SQL_INTEGER: Final = 2**31 - 1
+"""The largest INTEGER in SQLite and PostgreSQL alike: counts and offsets beyond it name nothing,
+and a larger Python int sent as a parameter makes the driver raise (SQLite: OverflowError)."""
+MAX_SQL_BIGINT: Final = 2**63 - 1
+"""The largest row id either database hands out."""
+
 _BEGIN_OPTION: Final = "xgate_sqlite_begin"
 
 EngineFactory = Callable[[str], Engine]

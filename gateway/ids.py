@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote
 
 from lxml import etree
 
-from gateway.protocol.faults import (
+from gateway.faults import (
     INVALID_CLIENT_IDENTIFIER,
     INVALID_REQUEST,
     INVALID_SECURITY_SERVER,

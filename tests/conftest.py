@@ -13,14 +13,17 @@ states the exact bytes an agency system would send.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
 import os
 import socket
+import ssl
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -28,6 +31,7 @@ from typing import Any, Final
 import pytest
 import requests
 import sqlalchemy as sa
+from aiohttp import web
 from lxml import etree
 
 from gateway.central.api_client import RegistryClient
@@ -40,6 +44,7 @@ from gateway.proxy.certstatus import status_headers
 from gateway.serverconf.db import create_engine
 from gateway.serverconf.repository import ServerConfRepository
 from gateway.xmlsafe import parse_xml
+from tests.inprocess import Built, InProcessFederation, build_template, inprocess_federation
 
 REPO: Final = Path(__file__).resolve().parents[1]
 POPULATION_WSDL: Final = REPO / "wsdl" / "population-register.wsdl"
@@ -143,11 +148,69 @@ def migrated_url_fixture(
     return migrated_url
 
 
+def empty_tables(connection: sa.Connection, metadata: sa.MetaData, keep: Collection[str] = ()) -> None:
+    """Delete every row of `metadata`'s tables (children first) but those named in `keep`: a
+    module's database back as a fresh migration left it, for the next test."""
+    for table in reversed(metadata.sorted_tables):
+        if table.name not in keep:
+            connection.execute(sa.delete(table))
+
+
 @pytest.fixture
 def fresh_pg_schema_url() -> Iterator[str]:
     """A URL whose connections work in a new, empty schema, dropped afterwards."""
     with pg_schema_url() as url:
         yield url
+
+
+def one_row(database_url: str, query: str, **params: object) -> sa.Row[Any]:
+    """The one row `query` finds in a gateway's database (its message log, say), read with an
+    engine of its own: tests look at what a running gateway wrote."""
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text(query), params).one()
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def serving_in_thread(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> Iterator[int]:
+    """`app` listening on host:port (0: any free port) from an event loop in a thread of its own,
+    for tests that call it synchronously; yields the port it bound, and stops it on leaving."""
+    runner = web.AppRunner(app)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, host, port, ssl_context=ssl_context).start())
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        try:
+            yield runner.addresses[0][1]
+        finally:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+    finally:
+        loop.close()
+
+
+# --- in-process federations (tests.inprocess) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """One in-process federation's files for the module, built once and copied for each test."""
+    return build_template(tmp_path_factory.mktemp("template") / "federation")
+
+
+@pytest.fixture
+async def local(tmp_path: Path, template: Built) -> AsyncIterator[InProcessFederation]:
+    """A fresh copy for each test: tests change access rights, services and certificates freely."""
+    async with inprocess_federation(tmp_path / "federation", template=template) as running:
+        yield running
 
 
 @dataclass(frozen=True)

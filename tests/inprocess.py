@@ -33,9 +33,11 @@ from cryptography import x509
 from multidict import CIMultiDict
 from requests.structures import CaseInsensitiveDict
 
+from gateway import faults
 from gateway.config import load_config
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
 from gateway.dev import federation
+from gateway.faults import XRoadFault
 from gateway.outbound import (
     InProcessTransport,
     OutboundError,
@@ -43,8 +45,6 @@ from gateway.outbound import (
     OutboundResponse,
     PeerNotRegistered,
 )
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.proxy import provider
 from gateway.proxy.consumer import make_internal_app
 from gateway.proxy.runtime import GatewayRuntime

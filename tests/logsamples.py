@@ -20,15 +20,16 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from gateway.crypto.batchsigner import BatchSigner
+from gateway.faults import XRoadFault
 from gateway.globalconf import GlobalConf, TimestampingAuthority, TrustedCa
 from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.archive import ContainerTrust
 from gateway.messagelog.db import create_engine, migrate
+from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.record import Direction, LogRecord, MessageKind, Side
 from gateway.messagelog.store import MessageLogWriter
 from gateway.messagelog.timestamping import BatchTimestamper
 from gateway.protocol import soap
-from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import (
     Payload,
     RestRequestPayload,
@@ -178,7 +179,10 @@ async def build_log(directory: Path, trust: Trust | None = None) -> SampleLog:
     signer = BatchSigner(trust.signer_key, trust.signer_cert)
     provider = BatchSigner(trust.provider_key, trust.provider_cert)
     client_ocsp, provider_ocsp = trust.ocsp(trust.signer_cert), trust.ocsp(trust.provider_cert)
-    writer = MessageLogWriter(engine, gateway=GATEWAY, node=NODE)
+    # The owner's key signs the records too, as the node's writer does (messagelog.logsig).
+    writer = MessageLogWriter(
+        engine, gateway=GATEWAY, node=NODE, record_signer=RecordSigner(trust.signer_key, trust.signer_cert)
+    )
     try:
         soap = ids("soap-1", "msg-soap-1")
         rest = ids("rest-1", "msg-rest-1", MessageKind.REST)

@@ -79,6 +79,7 @@ EXPECTED_ROLES: dict[str, frozenset[Role]] = {
     "key.csr": SECURITY,
     "certificate.import": SECURITY,
     "audit_log.read": SECURITY,
+    "audit_log.verify": SECURITY,
     "message_log.search": SECURITY,
     "message_log.show": SECURITY,
     "message_log.export": SECURITY,

@@ -30,7 +30,7 @@ from gateway.crypto.certs import certificate_to_pem
 from gateway.crypto.keys import generate_key
 from gateway.ids import ClientId, SecurityServerId
 from gateway.serverconf.db import migrate
-from gateway.serverconf.repository import AuditResult, ServerConfRepository
+from gateway.serverconf.repository import UNAUTHENTICATED_WARNING, AuditResult, ServerConfRepository
 from gateway.trust import pki
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -137,15 +137,45 @@ def test_subsystems(live: Live) -> None:
     out = live.ok("subsystems", "add", PROVIDER, "--auth-mode", "http", role=Role.REGISTRATION_OFFICER)
     assert "client_id: DEV/GOV/1001/PROVIDER" in out
     table = live.ok("subsystems", "list", role=Role.OBSERVER)
-    assert table.splitlines()[0].split() == ["CLIENT", "AUTH", "MODE", "PINNED"]
+    assert table.splitlines()[0].split() == ["CLIENT", "AUTH", "MODE", "PINNED", "WARNING"]
     assert PROVIDER in table and "http" in table
     [subsystem] = live.json("subsystems", "list")
-    assert subsystem == {"client_id": PROVIDER, "auth_mode": "http", "certificates": []}
+    assert subsystem == {
+        "client_id": PROVIDER,
+        "auth_mode": "http",
+        "certificates": [],
+        "unauthenticated": True,
+        "warning": UNAUTHENTICATED_WARNING,
+    }
     assert live.json("subsystems", "auth", PROVIDER, "https_cert")["auth_mode"] == "https_cert"
     result = live.run("subsystems", "remove", PROVIDER, input="n\n")
     assert result.exit_code == 1 and "Aborted" in result.output
     assert live.ok("subsystems", "remove", PROVIDER, "--yes").strip() == f"removed {PROVIDER}"
     assert live.json("subsystems", "list") == []
+
+
+def test_subsystems_default_to_a_pinned_certificate_and_list_flags_the_unauthenticated(live: Live) -> None:
+    """Build 9: a new subsystem's systems must show a pinned certificate; http and https are
+    explicit choices that `list` flags, in its table, on stderr, and in the API's answer."""
+    added = live.json("subsystems", "add", PROVIDER)
+    assert added["auth_mode"] == "https_cert" and added["unauthenticated"] is False
+    assert added["warning"] is None
+    others = {"http": "DEV/GOV/1001/PLAIN", "https": "DEV/GOV/1001/NOCERT"}
+    for mode, client in others.items():
+        live.ok("subsystems", "add", client, "--auth-mode", mode)
+
+    listed = live.run("subsystems", "list", role=Role.OBSERVER)
+    assert listed.exit_code == 0, listed.output
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert UNAUTHENTICATED_WARNING not in rows[PROVIDER]
+    for client in others.values():
+        assert UNAUTHENTICATED_WARNING in rows[client]
+        assert f"warning: {client} is {UNAUTHENTICATED_WARNING}" in listed.stderr
+    assert f"warning: {PROVIDER}" not in listed.stderr
+    flagged = {row["client_id"]: row["unauthenticated"] for row in live.json("subsystems", "list")}
+    assert flagged == {PROVIDER: False, others["http"]: True, others["https"]: True}
+    # Switching a subsystem to https_cert clears the flag.
+    assert live.json("subsystems", "auth", others["https"], "https_cert")["unauthenticated"] is False
 
 
 def test_pinned_client_certificates(live: Live, tmp_path: Path) -> None:

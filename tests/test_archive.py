@@ -35,7 +35,7 @@ from gateway.messagelog.archive import (
 from gateway.messagelog.asice import encode_proof
 from gateway.messagelog.store import ChainArchive, StoredRecord, StoredTimestamp
 from tests.test_asice import NOW, Trust, make_messages, make_trust
-from tests.test_verification_doc import doc_script
+from tests.test_verification_doc import run_doc_block
 
 
 class MemoryStore:
@@ -353,14 +353,7 @@ async def test_records_from_the_real_store_archive_and_verify(tmp_path: Path) ->
 
 
 def run_archive_hand_check(directory: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", "-c", doc_script("verify-archives")],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_doc_block("verify-archives", directory)
 
 
 def test_the_documented_archive_check_passes_and_catches_a_break(

@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import cms
@@ -472,12 +473,7 @@ def test_an_unsigned_fault_verifies_by_its_record_and_timestamp(
     files[RECORD] = asice_build._record_json(document)
     problems = failed(trust.verify(rezip(with_manifest_rebuilt(files))))
     assert "content_digest" in problems["record"]
-    content_digest = hashlib.sha256(asice_proof._canonical_json(document["content"])).digest()
-    document["content_digest"] = content_digest.hex()
-    document["record_hash"] = hashlib.sha256(
-        bytes.fromhex(document["prev_hash"]) + content_digest
-    ).hexdigest()
-    files[RECORD] = asice_build._record_json(document)
+    files[RECORD] = rehashed(document)
     problems = failed(trust.verify(rezip(with_manifest_rebuilt(files))))
     assert problems["record"] == "the record is of a signed message, but the container has no signature"
 
@@ -526,15 +522,29 @@ def test_a_changed_manifest_fails_the_proof_and_the_record(trust: Trust, contain
     assert "manifest_sha256" in problems["record"]
 
 
-def test_a_changed_signature_fails(trust: Trust, container: bytes) -> None:
-    def change_signature_value(data: bytes) -> bytes:
-        value = re.search(rb"<ds:SignatureValue>([^<]*)<", data)
-        assert value is not None
-        raw = bytearray(base64.b64decode(value[1]))
-        raw[10] ^= 0x01
-        return data.replace(value[1], base64.b64encode(bytes(raw)))
+def flip_signature_byte(signature_xml: bytes, index: int) -> bytes:
+    """The XML signature with one bit of its SignatureValue's byte `index` changed."""
+    value = re.search(rb"<ds:SignatureValue>([^<]*)<", signature_xml)
+    assert value is not None
+    raw = bytearray(base64.b64decode(value[1]))
+    raw[index] ^= 0x01
+    return signature_xml.replace(value[1], base64.b64encode(bytes(raw)))
 
-    problems = failed(trust.verify(tampered(container, SIGNATURE, change_signature_value)))
+
+def rehashed(document: dict[str, Any]) -> bytes:
+    """A record document whose content digest and record hash are recomputed, as record.json."""
+    content_digest = hashlib.sha256(asice_proof._canonical_json(document["content"])).digest()
+    document["content_digest"] = content_digest.hex()
+    document["record_hash"] = hashlib.sha256(
+        bytes.fromhex(document["prev_hash"]) + content_digest
+    ).hexdigest()
+    return asice_build._record_json(document)
+
+
+def test_a_changed_signature_fails(trust: Trust, container: bytes) -> None:
+    problems = failed(
+        trust.verify(tampered(container, SIGNATURE, lambda data: flip_signature_byte(data, 10)))
+    )
     assert "XML signature does not verify" in problems["signature"]
     assert "signed_root_sha256" in problems["record"]
 
@@ -574,12 +584,7 @@ def test_a_changed_record_fails_its_digest_or_its_timestamp(trust: Trust, contai
     problems = failed(trust.verify(rezip(with_manifest_rebuilt(files))))
     assert problems["record"] == "content_digest is not the SHA-256 of the record's content"
     # Recomputing the record's hashes moves it off the stamped tree.
-    content_digest = hashlib.sha256(asice_proof._canonical_json(document["content"])).digest()
-    document["content_digest"] = content_digest.hex()
-    document["record_hash"] = hashlib.sha256(
-        bytes.fromhex(document["prev_hash"]) + content_digest
-    ).hexdigest()
-    files[RECORD] = asice_build._record_json(document)
+    files[RECORD] = rehashed(document)
     problems = failed(trust.verify(rezip(with_manifest_rebuilt(files))))
     # The signer is not the member the record now names, nor does the signed header name it.
     assert set(problems) == {"signer", "identifiers", "timestamp"}

@@ -14,6 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway import faults
+from gateway.faults import XRoadFault
 from gateway.outbound import (
     InProcessTransport,
     OutboundError,
@@ -22,8 +24,6 @@ from gateway.outbound import (
     ResponseTooLarge,
 )
 from gateway.outbound.network import AiohttpTransport
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.proxy.backend import call_backend
 
 LIMIT = 64 * 1024

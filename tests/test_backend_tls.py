@@ -26,13 +26,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway import faults
+from gateway.faults import XRoadFault
 from gateway.outbound.network import AiohttpTransport, backend_transport
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.proxy.backend import call_backend
 from gateway.serverconf.model import BackendTls
 from tests.conftest import BENEFITS_API, KNOWN_PERSON, assert_rest_error, rest_headers
-from tests.inprocess import Built, InProcessFederation, build_template, inprocess_federation
+from tests.inprocess import InProcessFederation
 
 LIMIT = 64 * 1024
 LIBRARY_INTERNALS = ("ConnectionKey", "SSLContext", "object at 0x", "Client", "Error(", "ssl:")
@@ -259,17 +259,6 @@ async def test_a_refused_connection_reads_as_plain_words(
 
 
 # --- through the provider's path ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build_template(tmp_path_factory.mktemp("template") / "federation")
-
-
-@pytest.fixture
-async def local(tmp_path: Path, template: Built) -> AsyncIterator[InProcessFederation]:
-    async with inprocess_federation(tmp_path / "federation", template=template) as running:
-        yield running
 
 
 @pytest.fixture

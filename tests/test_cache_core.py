@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from gateway import faults
 from gateway.cache.breaker import CircuitBreaker, CircuitState
 from gateway.cache.key import (
     normalise_identifier,
@@ -52,7 +53,7 @@ from gateway.cache.policy import (
 )
 from gateway.cache.schedule import CronExpression, Schedule, ScheduleError
 from gateway.ids import ClientId, ServiceId
-from gateway.protocol import faults, mime, rest, soap
+from gateway.protocol import mime, rest, soap
 from gateway.serverconf.access import Endpoint
 
 CLIENT = ClientId("DEV", "GOV", "1111", "benefits")

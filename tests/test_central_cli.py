@@ -40,6 +40,7 @@ from gateway.trust import pki
 
 SERVER = SecurityServerId("DEV", "GOV", "1001", "gw1")
 OWNER = ClientId("DEV", "GOV", "1001")
+FIRM = ClientId("DEV", "COM", "2002")
 KEY_ENV = "XGATE_CENTRAL_API_KEY"
 
 
@@ -201,6 +202,28 @@ async def test_a_gateway_registers_and_an_officer_approves_from_the_command_line
         assert asked.exit_code == 0 and "client_registration, pending" in asked.output
         request_id = asked.output.split()[1].rstrip(":")
         assert setup.central("requests", "approve", request_id).exit_code == 0
+
+        # Another member's subsystem needs that member's signing key: its consent.
+        assert setup.central("member-classes", "add", "COM").exit_code == 0
+        assert setup.central("members", "add", "COM", "2002", "Firm").exit_code == 0
+        crm = ("--subsystem", f"{FIRM.to_text()}/crm")
+        unasked = setup.gateway("add-subsystem", "--config", str(node), *crm)
+        assert unasked.exit_code == 2 and "no signing key for DEV/COM/2002" in unasked.output
+        assert "--member-sign-cert" in unasked.output
+        firm = pki.issue(
+            setup.pki_dir,
+            pki.load_ca(setup.pki_dir),
+            pki.MemberSigningProfile(FIRM),
+            out_prefix=node.parent / "firm",
+        )
+        consented = setup.gateway(
+            "add-subsystem",
+            *("--config", str(node), *crm),
+            *("--member-sign-cert", str(firm.certificate_path), "--member-sign-key", str(firm.key_path)),
+        )
+        assert consented.exit_code == 0 and "client_registration, pending" in consented.output, (
+            consented.output
+        )
 
     await asyncio.to_thread(flow)
     anchor = load_anchor(setup.directory / "anchor.json")

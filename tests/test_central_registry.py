@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import re
 import time
@@ -37,8 +38,14 @@ from gateway.central.client import (
 )
 from gateway.central.config import CentralConfig, SigningKeyFiles
 from gateway.central.db import ALEMBIC_VERSION_TABLE, migrate
-from gateway.central.repository import CentralRepository
-from gateway.central.requests import RequestType, build_signed_request, new_request
+from gateway.central.repository import CentralRepository, Conflict
+from gateway.central.requests import (
+    RequestType,
+    VerifiedRequest,
+    build_signed_request,
+    new_request,
+    read_signed_request,
+)
 from gateway.central.roles import Role
 from gateway.central.server import RunningRegistry, start_registry
 from gateway.central.tables import metadata
@@ -58,11 +65,12 @@ from gateway.globalconf.source import GlobalConfSource
 from gateway.ids import ClientId, SecurityServerId
 from gateway.serverconf.db import create_engine
 from gateway.trust import pki
-from tests.conftest import migrated_url_fixture
+from tests.conftest import empty_tables, migrated_url_fixture
 
 INSTANCE = "DEV"
 OWNER = ClientId(INSTANCE, "GOV", "1001")
 OTHER = ClientId(INSTANCE, "COM", "2002")
+THIRD = ClientId(INSTANCE, "COM", "3003")
 SERVER = SecurityServerId(INSTANCE, "GOV", "1001", "gw1")
 OWN_SUBSYSTEM = ClientId(INSTANCE, "GOV", "1001", "benefits")
 OTHER_SUBSYSTEM = ClientId(INSTANCE, "COM", "2002", "crm")
@@ -88,6 +96,7 @@ class Trust:
     auth_2: Pair  # SERVER's next TLS certificate
     owner: Pair
     other: Pair
+    third: Pair  # a member with no say over OTHER's subsystems
     signer_1: Pair
     signer_2: Pair
 
@@ -114,6 +123,7 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
         auth_2=_issue(directory, ca, pki.GatewayProfile(SERVER), "auth-2"),
         owner=_issue(directory, ca, pki.MemberSigningProfile(OWNER), "owner"),
         other=_issue(directory, ca, pki.MemberSigningProfile(OTHER), "other"),
+        third=_issue(directory, ca, pki.MemberSigningProfile(THIRD), "third"),
         signer_1=_issue(directory, ca, pki.ConfigurationSignerProfile("signer 1"), "signer-1"),
         signer_2=_issue(directory, ca, pki.ConfigurationSignerProfile("signer 2"), "signer-2"),
     )
@@ -132,8 +142,7 @@ def database_url(migrated_url: str) -> str:
     engine = create_engine(migrated_url)
     try:
         with engine.begin() as connection:
-            for table in reversed(metadata.sorted_tables):
-                connection.execute(sa.delete(table))
+            empty_tables(connection, metadata)
             connection.execute(sa.insert(tables.published).values(id=1, version=0))
     finally:
         engine.dispose()
@@ -354,7 +363,16 @@ async def test_subsystem_request_needs_its_member_and_is_published_on_approval(r
 
     async def ask() -> Any:
         return await asyncio.to_thread(
-            request_subsystem, registry.url, SERVER, OTHER_SUBSYSTEM, trust.owner.certificate, trust.owner.key
+            functools.partial(
+                request_subsystem,
+                registry.url,
+                SERVER,
+                OTHER_SUBSYSTEM,
+                trust.owner.certificate,
+                trust.owner.key,
+                member_cert=trust.other.certificate,
+                member_key=trust.other.key,
+            )
         )
 
     with pytest.raises(RegistryRequestError) as unknown_member:
@@ -374,6 +392,91 @@ async def test_subsystem_request_needs_its_member_and_is_published_on_approval(r
     with pytest.raises(RegistryRequestError) as again:
         await ask()
     assert again.value.status == 409
+
+
+def _hosting_request(registry: Registry, consent: Pair | None) -> bytes:
+    """SERVER asks to host OTHER_SUBSYSTEM, signed by its owner and, as consent, by `consent`
+    (None: the consent signature is taken out after signing)."""
+    trust = registry.trust
+    request = new_request(
+        RequestType.CLIENT_REGISTRATION,
+        OWNER,
+        registry.repository.now(),
+        server=SERVER,
+        client=OTHER_SUBSYSTEM,
+    )
+    signer = consent or trust.other
+    signed = build_signed_request(
+        request,
+        trust.owner.key,
+        trust.owner.certificate,
+        client_key=signer.key,
+        client_cert=signer.certificate,
+    )
+    if consent is not None:
+        return signed
+    container = json.loads(signed)
+    container["signatures"] = [s for s in container["signatures"] if s["role"] != "client"]
+    return canonical_json(container)
+
+
+async def test_hosting_another_members_subsystem_needs_that_members_signature(registry: Registry) -> None:
+    """Build 11 / hole 10: the owner's signature alone, or a third member's, does not let a
+    gateway host a subsystem; its own member's signature does."""
+    await registry.registered_server()
+    await registry.register_members((OTHER, "Firm"), (THIRD, "Bystander"))
+
+    async def submit(data: bytes) -> tuple[int, dict[str, Any]]:
+        async with registry.session.post(registry.url + "/requests", data=data) as response:
+            return response.status, await response.json()
+
+    status, error = await submit(_hosting_request(registry, None))
+    assert (status, error["error"]) == (403, "untrusted_request")
+    assert "needs the consent of its member DEV/COM/2002" in error["message"]
+    status, error = await submit(_hosting_request(registry, registry.trust.third))
+    assert (status, error["error"]) == (403, "untrusted_request")
+    assert "signed by DEV/COM/3003, not by its member DEV/COM/2002" in error["message"]
+    assert (await registry.ok("GET", "/requests"))["requests"][0]["type"] == "auth_cert_registration"
+    audit = (await registry.ok("GET", "/audit-log?action=request.submit"))["entries"]
+    assert [e["result"] for e in audit][:2] == ["refused", "refused"]
+    # The gateway's client refuses to ask without the member's key at all.
+    with pytest.raises(ValueError, match="needs the signing key of its member DEV/COM/2002"):
+        request_subsystem(
+            registry.url, SERVER, OTHER_SUBSYSTEM, registry.trust.owner.certificate, registry.trust.owner.key
+        )
+
+    status, accepted = await submit(_hosting_request(registry, registry.trust.other))
+    assert status == 202 and accepted["client"] == OTHER_SUBSYSTEM.to_text()
+    await registry.ok("POST", f"/requests/{accepted['id']}/approve", {})
+    assert [s.id for s in (await registry.globalconf()).servers_for(OTHER_SUBSYSTEM)] == [SERVER]
+
+
+async def test_a_stored_hosting_request_without_consent_is_not_approved(registry: Registry) -> None:
+    """A pending request stored before consent was required (or written around the verifier)
+    cannot be approved: the registry checks the member's signature again before applying it."""
+    await registry.registered_server()
+    await registry.register_members((OTHER, "Firm"))
+    data = _hosting_request(registry, None)
+    request = read_signed_request(data)
+    with pytest.raises(Conflict, match="needs the consent"):
+        registry.repository.submit_request(VerifiedRequest(request, registry.trust.owner.certificate), data)
+    with registry.repository.engine.begin() as connection:
+        connection.execute(
+            sa.insert(tables.registration_requests).values(
+                id="legacy",
+                type=request.type.value,
+                state="pending",
+                server_id=SERVER.to_text(),
+                member_id=OWNER.to_text(),
+                client_id=OTHER_SUBSYSTEM.to_text(),
+                nonce=request.nonce,
+                signed_request=data.decode(),
+                submitted_at=registry.repository.now(),
+            )
+        )
+    status, error = await registry.api("POST", "/requests/legacy/approve", {})
+    assert (status, error["error"]) == (409, "conflict") and "DEV/COM/2002" in error["message"]
+    assert (await registry.globalconf()).servers_for(OTHER_SUBSYSTEM) == []
 
 
 async def test_address_change_and_certificate_replacement(registry: Registry) -> None:

@@ -39,6 +39,7 @@ from gateway.trust import pki
 
 OWNER = ClientId("DEV", "GOV", "1001")
 OTHER = ClientId("DEV", "COM", "2002")
+THIRD = ClientId("DEV", "COM", "3003")
 SERVER = SecurityServerId("DEV", "GOV", "1001", "gw1")
 SUBSYSTEM = ClientId("DEV", "COM", "2002", "crm")
 
@@ -56,6 +57,7 @@ class Pki:
     auth: Pair  # SERVER's TLS authentication certificate
     owner: Pair  # OWNER's signing certificate
     other: Pair  # OTHER's signing certificate
+    third: Pair  # THIRD's signing certificate: a member with no say over OTHER's subsystems
     other_server_auth: Pair  # a TLS certificate naming another gateway of OWNER
     impostor: Pair  # "OWNER"'s signing certificate from an untrusted CA
 
@@ -75,6 +77,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         auth=_issue(trusted_dir, trusted, pki.GatewayProfile(SERVER), "auth"),
         owner=_issue(trusted_dir, trusted, pki.MemberSigningProfile(OWNER), "owner"),
         other=_issue(trusted_dir, trusted, pki.MemberSigningProfile(OTHER), "other"),
+        third=_issue(trusted_dir, trusted, pki.MemberSigningProfile(THIRD), "third"),
         other_server_auth=_issue(
             trusted_dir, trusted, pki.GatewayProfile(SecurityServerId("DEV", "GOV", "1001", "gw2")), "gw2"
         ),
@@ -173,7 +176,69 @@ def test_openssl_verifies_the_member_signature(keys: Pki, tmp_path: Path) -> Non
     assert checked.returncode == 0 and "Verified OK" in checked.stdout, checked.stdout + checked.stderr
 
 
+def hosting(keys: Pki, consent: Pair, *, client: ClientId = SUBSYSTEM) -> bytes:
+    """SERVER (OWNER's) asks to host `client`, `consent` signing as the subsystem's member."""
+    request = new_request(RequestType.CLIENT_REGISTRATION, OWNER, NOW, server=SERVER, client=client)
+    return build_signed_request(
+        request,
+        keys.owner.key,
+        keys.owner.certificate,
+        client_key=consent.key,
+        client_cert=consent.certificate,
+    )
+
+
+def test_a_hosting_request_carries_the_owners_and_the_subsystems_members_signatures(keys: Pki) -> None:
+    verified = verify_signed_request(hosting(keys, keys.other), [keys.ca], NOW, instance="DEV")
+    assert verified.request.client == SUBSYSTEM
+    assert verified.member_certificate == keys.owner.certificate
+    assert verified.client_certificate == keys.other.certificate
+    # The owner's own subsystem: one key signs as both.
+    own = verify_signed_request(
+        hosting(keys, keys.owner, client=ClientId("DEV", "GOV", "1001", "benefits")),
+        [keys.ca],
+        NOW,
+        instance="DEV",
+    )
+    assert own.client_certificate == keys.owner.certificate
+
+
 # --- what is refused --------------------------------------------------------------------------
+
+
+def test_a_hosting_request_without_the_subsystems_member_is_refused(keys: Pki) -> None:
+    """Build 11 / hole 10: the owner alone cannot make its gateway host another member's subsystem."""
+    data = _edit(
+        hosting(keys, keys.other),
+        lambda c: c.update(signatures=[s for s in c["signatures"] if s["role"] == "member"]),
+    )
+    with pytest.raises(UntrustedRequest, match="needs the consent of its member DEV/COM/2002"):
+        verify(keys, data)
+
+
+def test_a_hosting_request_consented_by_a_third_member_is_refused(keys: Pki) -> None:
+    with pytest.raises(UntrustedRequest, match="signed by DEV/COM/3003, not by its member DEV/COM/2002"):
+        verify(keys, hosting(keys, keys.third))
+    # Nor by the owner's key standing in for the subsystem's member.
+    with pytest.raises(UntrustedRequest, match="signed by DEV/GOV/1001, not by its member DEV/COM/2002"):
+        verify(keys, hosting(keys, keys.owner))
+
+
+def test_a_consent_signature_over_other_content_or_from_an_untrusted_ca_is_refused(keys: Pki) -> None:
+    honest = hosting(keys, keys.other)
+    other_content = json.loads(
+        hosting(keys, keys.other, client=ClientId("DEV", "COM", "2002", "erp"))
+    )  # a consent to host another subsystem, grafted on
+
+    def graft(container: dict[str, Any]) -> None:
+        forged = next(s for s in other_content["signatures"] if s["role"] == "client")
+        container["signatures"] = [s for s in container["signatures"] if s["role"] != "client"] + [forged]
+
+    with pytest.raises(UntrustedRequest, match="client signature: the signature does not match"):
+        verify(keys, _edit(honest, graft))
+    # The impostor's certificate names OWNER, but comes from an untrusted CA.
+    with pytest.raises(UntrustedRequest, match="client member signing certificate"):
+        verify(keys, hosting(keys, keys.impostor, client=ClientId("DEV", "GOV", "1001", "benefits")))
 
 
 def test_changed_content_is_refused(keys: Pki) -> None:
@@ -295,6 +360,21 @@ def test_who_may_ask_for_what(keys: Pki) -> None:
         new_request(RequestType.CLIENT_REGISTRATION, OWNER, NOW, server=SERVER, client=OTHER)
     with pytest.raises(ValueError, match="needs auth_key"):
         build_signed_request(registration(keys), keys.owner.key, keys.owner.certificate)
+    with pytest.raises(ValueError, match="needs client_key and client_cert"):
+        build_signed_request(
+            new_request(RequestType.CLIENT_REGISTRATION, OWNER, NOW, server=SERVER, client=SUBSYSTEM),
+            keys.owner.key,
+            keys.owner.certificate,
+        )
+    with pytest.raises(ValueError, match="takes no client_key"):
+        build_signed_request(
+            registration(keys),
+            keys.owner.key,
+            keys.owner.certificate,
+            auth_key=keys.auth.key,
+            client_key=keys.other.key,
+            client_cert=keys.other.certificate,
+        )
     with pytest.raises(ValueError, match="not for the signing key"):
         build_signed_request(
             registration(keys), keys.other.key, keys.owner.certificate, auth_key=keys.auth.key

@@ -16,8 +16,8 @@ import requests
 import yaml
 import zeep
 
+from gateway import faults
 from gateway.ids import ClientId, ServiceId
-from gateway.protocol import faults
 from gateway.serverconf.access import AccessRight
 from gateway.xmlsafe import parse_xml
 from tests.conftest import (

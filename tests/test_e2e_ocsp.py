@@ -13,13 +13,11 @@ gateway that answers with chosen headers.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import datetime as dt
 import ssl
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +31,7 @@ from cryptography import x509
 from cryptography.x509 import ocsp
 from cryptography.x509.ocsp import OCSPCertStatus
 
+from gateway import faults
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import certificate_to_pem, load_certificate_file
 from gateway.crypto.keys import load_private_key
@@ -41,7 +40,6 @@ from gateway.dev import federation
 from gateway.globalconf import GlobalConf, GlobalConfSettings, OcspResponder, TrustedCa
 from gateway.ids import SecurityServerId
 from gateway.messagelog.store import search
-from gateway.protocol import faults
 from gateway.protocol.transport import (
     TRANSPORT_MEDIA_TYPE,
     RestResponsePayload,
@@ -75,10 +73,12 @@ from tests.conftest import (
     post_soap,
     rest_headers,
     rest_url,
+    serving_in_thread,
     soap_body,
     soap_request,
     wait_until,
 )
+from tests.test_e2e_security import signed_transport
 
 # Beyond the federation's freshness limit by a margin no clock drift explains away.
 STALE_MARGIN: Final = dt.timedelta(seconds=30)
@@ -118,21 +118,6 @@ def with_broken_signature(der: bytes) -> bytes:
     return der[:at] + bytes([der[at] ^ 0x01]) + der[at + 1 :]
 
 
-def signed_transport(fed: Federation, gateway: str, payload: SoapPayload) -> tuple[str, bytes]:
-    gw = fed.gateway(gateway)
-
-    async def sign() -> tuple[str, bytes]:
-        signer = BatchSigner(
-            load_private_key(Path(gw["sign_key"])), load_certificate_file(Path(gw["sign_cert"]))
-        )
-        try:
-            return encode_transport(await sign_payload(signer, payload))
-        finally:
-            await signer.aclose()
-
-    return asyncio.run(sign())
-
-
 def get_person_transport(fed: Federation, message_id: str | None = None) -> tuple[str, bytes]:
     """gw-a's client asks gw-b's getPerson, signed with gw-a's member key."""
     request = soap_request(GET_PERSON, get_person_body(KNOWN_PERSON), message_id=message_id)
@@ -141,13 +126,19 @@ def get_person_transport(fed: Federation, message_id: str | None = None) -> tupl
 
 def post_as_gw_a(fed: Federation, message: tuple[str, bytes], headers: dict[str, str]) -> requests.Response:
     """POST to gw-b's external interface with gw-a's TLS certificate, as gw-a would."""
+    return post_to_gw_b(fed, fed.gateway("gw-a"), message, headers)
+
+
+def post_to_gw_b(
+    fed: Federation, sender: dict[str, Any], message: tuple[str, bytes], headers: dict[str, str]
+) -> requests.Response:
+    """POST to gw-b's external interface with `sender`'s TLS certificate, as that gateway would."""
     content_type, body = message
-    gw_a = fed.gateway("gw-a")
     return requests.post(
         f"https://{fed.gateway('gw-b')['external_address']}/",
         data=body,
         headers={**headers, "Content-Type": content_type},
-        cert=(gw_a["auth_cert"], gw_a["auth_key"]),
+        cert=(sender["auth_cert"], sender["auth_key"]),
         verify=fed.ca_cert,
         timeout=HTTP_TIMEOUT_SECONDS,
     )
@@ -382,23 +373,12 @@ def stand_in_provider(fed: Federation, name: str, mode: dict[str, str | None]) -
 
     app = web.Application()
     app.router.add_post("/", answer)
-    runner = web.AppRunner(app)
-    loop = asyncio.new_event_loop()
     host, port = gw["external_address"].rsplit(":", 1)
     federation.stop_process(fed.dir, name)
     try:
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, host, int(port), ssl_context=context).start())
-        thread = threading.Thread(target=loop.run_forever, daemon=True)
-        thread.start()
-        try:
+        with serving_in_thread(app, host, int(port), ssl_context=context):
             yield
-        finally:
-            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
     finally:
-        loop.close()
         federation.start_process(fed.dir, name)
 
 

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import sqlalchemy as sa
 
+from gateway import faults
 from gateway.config import load_config
 from gateway.dev import federation
 from gateway.ids import ClientId, ServiceId
-from gateway.protocol import faults
 from tests.conftest import (
     GET_PERSON,
     HTTP_TIMEOUT_SECONDS,
@@ -33,6 +32,7 @@ from tests.conftest import (
     assert_rest_error,
     assert_soap_fault,
     get_person_body,
+    one_row,
     post_soap,
     rest_headers,
     soap_request,
@@ -85,18 +85,12 @@ def logged_response(fed: Federation, gateway: str, message_id: str) -> tuple[str
     """(outcome, body SHA-256) of the consumer-side response record of `message_id` in `gateway`'s log."""
     settings = load_config(Path(fed.gateway(gateway)["config"])).messagelog
     assert settings is not None
-    engine = sa.create_engine(settings.database_url)
-    try:
-        with engine.connect() as connection:
-            row = connection.execute(
-                sa.text(
-                    "SELECT outcome, message_sha256 FROM messagelog_records WHERE message_id = :id"
-                    " AND side = 'consumer' AND direction = 'response'"
-                ),
-                {"id": message_id},
-            ).one()
-    finally:
-        engine.dispose()
+    row = one_row(
+        settings.database_url,
+        "SELECT outcome, message_sha256 FROM messagelog_records WHERE message_id = :id"
+        " AND side = 'consumer' AND direction = 'response'",
+        id=message_id,
+    )
     return row.outcome, row.message_sha256
 
 

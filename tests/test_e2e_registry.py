@@ -12,14 +12,12 @@ All of it runs on the short-lived federation (conftest.SHORT_TIMES: 1 s refresh,
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import functools
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,18 +27,16 @@ import pytest
 import requests
 from aiohttp import web
 
+from gateway import faults
 from gateway.admin.client import AdminApiError
 from gateway.central.api_client import client_path
 from gateway.central.client import register_server, request_subsystem
-from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import load_certificate_file
 from gateway.crypto.keys import load_private_key
 from gateway.dev import federation
 from gateway.globalconf import globalconf_from_json, sign_globalconf
 from gateway.ids import ClientId, SecurityServerId
-from gateway.protocol import faults
-from gateway.protocol.transport import SoapPayload, encode_transport
-from gateway.proxy.steps import sign_payload
+from gateway.protocol.transport import SoapPayload
 from gateway.serverconf.access import AccessRight
 from gateway.trust.pki import CaSettings, ConfigurationSignerProfile, init_pki, issue, load_ca
 from tests.conftest import (
@@ -56,10 +52,13 @@ from tests.conftest import (
     ocsp_response,
     peer_status_headers,
     post_soap,
+    serving_in_thread,
     soap_body,
     soap_request,
     wait_until,
 )
+from tests.test_e2e_ocsp import post_to_gw_b
+from tests.test_e2e_security import signed_by
 
 NEWCOMER: Final = ClientId("DEV", "GOV", "1004")
 NEWCOMER_NAME: Final = "Pension Board"
@@ -264,6 +263,34 @@ def test_an_approved_gateway_is_known_everywhere_within_a_refresh_and_can_call(
     assert {NEWCOMER.to_text(), newcomer["subsystem"]} <= listed_clients(fed)
 
 
+def test_a_gateway_cannot_host_another_members_subsystem_without_its_consent(
+    short_fed: Federation, newcomer: dict[str, Any]
+) -> None:
+    """Build 11 / hole 10: the newcomer asks to host gw-a's subsystem, consenting with its own
+    key instead of gw-a's member's: the registry refuses, says why, and stores nothing to approve."""
+    fed = short_fed
+    ensure_registered(fed, newcomer)
+    victim = fed.gateway("gw-a")["subsystem"]
+    pending_before = fed.registry.get("/requests?state=pending")["requests"]
+
+    unasked = xgate(
+        "gateway", "add-subsystem", "--registry", fed.registry_url, "--config", newcomer["config"],
+        "--subsystem", victim,
+    )  # fmt: skip
+    forged = xgate(
+        "gateway", "add-subsystem", "--registry", fed.registry_url, "--config", newcomer["config"],
+        "--subsystem", victim,
+        "--member-sign-cert", newcomer["sign_cert"], "--member-sign-key", newcomer["sign_key"],
+    )  # fmt: skip
+
+    member = ClientId.from_text(victim).member.to_text()
+    assert unasked.returncode == 2 and f"no signing key for {member}" in unasked.stderr
+    assert forged.returncode == 1, forged.stdout
+    assert "403 untrusted_request" in forged.stderr
+    assert f"signed by {NEWCOMER.to_text()}, not by its member {member}" in forged.stderr
+    assert fed.registry.get("/requests?state=pending")["requests"] == pending_before, "nothing to approve"
+
+
 def test_deleting_a_member_removes_its_access_everywhere(
     short_fed: Federation, newcomer: dict[str, Any]
 ) -> None:
@@ -288,28 +315,9 @@ def test_deleting_a_member_removes_its_access_everywhere(
 
 def post_as(fed: Federation, gw: dict[str, Any], headers: dict[str, str]) -> requests.Response:
     """gw's signed getPerson request straight to gw-b's external interface, with gw's TLS certificate."""
-
-    async def sign() -> tuple[str, bytes]:
-        signer = BatchSigner(
-            load_private_key(Path(gw["sign_key"])), load_certificate_file(Path(gw["sign_cert"]))
-        )
-        try:
-            request = soap_request(GET_PERSON, get_person_body(KNOWN_PERSON), client=subsystem_of(gw))
-            return encode_transport(
-                await sign_payload(signer, SoapPayload("text/xml; charset=utf-8", request))
-            )
-        finally:
-            await signer.aclose()
-
-    content_type, body = asyncio.run(sign())
-    return requests.post(
-        f"https://{fed.gateway('gw-b')['external_address']}/",
-        data=body,
-        headers={**headers, "Content-Type": content_type},
-        cert=(gw["auth_cert"], gw["auth_key"]),
-        verify=fed.ca_cert,
-        timeout=HTTP_TIMEOUT_SECONDS,
-    )
+    request = soap_request(GET_PERSON, get_person_body(KNOWN_PERSON), client=subsystem_of(gw))
+    message = signed_by(gw, SoapPayload("text/xml; charset=utf-8", request))
+    return post_to_gw_b(fed, gw, message, headers)
 
 
 def test_a_revoked_tls_certificate_is_refused_within_the_freshness_limit(short_fed: Federation) -> None:
@@ -387,20 +395,9 @@ def impostor_registry(address: str, signed: bytes) -> Iterator[None]:
 
     app = web.Application()
     app.router.add_get("/globalconf", globalconf)
-    runner = web.AppRunner(app)
-    loop = asyncio.new_event_loop()
     host, port = address.removeprefix("http://").rsplit(":", 1)
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, host, int(port)).start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(app, host, int(port)):
         yield
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def forgeries(fed: Federation, rogue_dir: Path) -> dict[str, bytes]:

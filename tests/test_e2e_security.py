@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -27,12 +28,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway import faults
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import load_certificate_file
 from gateway.crypto.keys import load_private_key, write_file_atomically
 from gateway.globalconf import globalconf_from_json, sign_globalconf
 from gateway.ids import ClientId, SecurityServerId
-from gateway.protocol import faults
 from gateway.protocol.transport import TRANSPORT_MEDIA_TYPE, Payload, SoapPayload, encode_transport
 from gateway.proxy.steps import sign_payload
 from gateway.serverconf.model import ClientAuthMode
@@ -104,7 +105,11 @@ def gateway_cert(fed: Federation, name: str) -> CertPair:
 
 def signed_transport(fed: Federation, signing_gateway: str, payload: Payload) -> tuple[str, bytes]:
     """The transport message a gateway would send: `payload` signed with that gateway's member key."""
-    gw = fed.gateway(signing_gateway)
+    return signed_by(fed.gateway(signing_gateway), payload)
+
+
+def signed_by(gw: dict[str, Any], payload: Payload) -> tuple[str, bytes]:
+    """`payload` signed with the member key of `gw` (a gateway as federation.json describes it)."""
 
     async def sign() -> tuple[str, bytes]:
         signer = BatchSigner(

@@ -15,6 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from gateway.faults import (
+    INVALID_CLIENT_IDENTIFIER,
+    INVALID_REQUEST,
+    INVALID_SERVICE_IDENTIFIER,
+    INVALID_XML,
+    XRoadFault,
+)
 from gateway.ids import (
     ID_NS,
     MAX_CODE_LENGTH,
@@ -30,13 +37,6 @@ from gateway.ids import (
     identifier_from_xml,
     parse_represented_party,
     validate_code,
-)
-from gateway.protocol.faults import (
-    INVALID_CLIENT_IDENTIFIER,
-    INVALID_REQUEST,
-    INVALID_SERVICE_IDENTIFIER,
-    INVALID_XML,
-    XRoadFault,
 )
 from gateway.xmlsafe import parse_xml
 

@@ -31,15 +31,14 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.ocsp import OCSPCertStatus
 
 from gateway.crypto.hashtree import build_tree
-from gateway.crypto.keys import KeyAlgorithm, PrivateKey, generate_key
+from gateway.crypto.keys import PrivateKey
 from gateway.crypto.ocsp import build_ocsp_request
 from gateway.crypto.rootsig import sign_root
 from gateway.crypto.timestamp import verify_timestamp_token
-from gateway.ids import ClientId
+from gateway.faults import LOGGING_FAILED
 from gateway.messagelog import tables
 from gateway.messagelog.asice import encode_proof
 from gateway.messagelog.crypto_at_rest import (
@@ -66,22 +65,17 @@ from gateway.messagelog.store import (
 from gateway.messagelog.timestamping import BatchTimestamper
 from gateway.messagelog.verify import Problem, TokenVerifier
 from gateway.messagelog.verify_db import verify_log
-from gateway.protocol.faults import LOGGING_FAILED
 from gateway.protocol.transport import SoapPayload, manifest, signed_parts
 from gateway.serverconf.db import migrate as migrate_serverconf
 from gateway.trust.ocsp_responder import OcspResponder
 from gateway.trust.pki import (
-    CaSettings,
     CertificateAuthority,
-    MemberSigningProfile,
     RevocationStatus,
-    TsaProfile,
-    build_ca_certificate,
-    issue_certificate,
 )
+from tests import test_asice as asice_tests
+from tests.conftest import empty_tables, migrated_url_fixture
 
 REPO = Path(__file__).resolve().parents[1]
-PG_DSN_ENV = "XGATE_TEST_PG_DSN"
 GATEWAY = "DEV/GOV/1001/ss1"
 NODE = "node-1"
 NOW = dt.datetime.now(dt.UTC)
@@ -93,42 +87,15 @@ OCSP_RESPONSE = b"0\x82\x01\x00 an OCSP response shared by a whole hour of recor
 # --- databases -----------------------------------------------------------------------------
 
 
-def _pg_dsn() -> str:
-    dsn = os.environ.get(PG_DSN_ENV)
-    if not dsn:
-        pytest.skip(f"{PG_DSN_ENV} is not set")
-    return dsn
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def log_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One migrated log database per backend for the module; `engine` empties it for each test."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('messagelog') / 'messagelog.db'}"
-        migrate(url)
-        yield url
-        return
-    dsn = _pg_dsn()
-    schema = f"xgate_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(dsn)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = sa.make_url(dsn).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+# One migrated log database per backend for the module; `engine` empties it for each test.
+log_url = migrated_url_fixture("messagelog", "messagelog.db", migrate, "xgate_test")
 
 
 @pytest.fixture
 def engine(log_url: str) -> Iterator[sa.Engine]:
     engine = create_engine(log_url)
     with engine.begin() as connection:
-        for table in reversed(tables.metadata.sorted_tables):
-            connection.execute(sa.delete(table))
+        empty_tables(connection, tables.metadata)
     yield engine
     engine.dispose()
 
@@ -195,28 +162,17 @@ class Trust:
 
 
 def make_trust(directory: Path) -> Trust:
-    ca_key = generate_key(KeyAlgorithm.EC)
-    ca = CertificateAuthority(build_ca_certificate(ca_key, "xgate test CA", NOW), ca_key, CaSettings())
-    signer_key = generate_key(KeyAlgorithm.EC)
-    signer_cert = issue_certificate(
-        ca, MemberSigningProfile(ClientId("DEV", "GOV", "1001")), signer_key.public_key(), NOW
-    )
-    tsa_key = generate_key(KeyAlgorithm.EC)
-    tsa_cert = issue_certificate(ca, TsaProfile(), tsa_key.public_key(), NOW)
-    provider_key = generate_key(KeyAlgorithm.EC)
-    provider_cert = issue_certificate(
-        ca, MemberSigningProfile(ClientId("DEV", "COM", "2222")), provider_key.public_key(), NOW
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ca.pem").write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / "tsa.pem").write_bytes(tsa_cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "tsa.key").write_bytes(
-        tsa_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    """test_asice's CA, signer, TSA and provider, seen the way the storage tests use them."""
+    made = asice_tests.make_trust(directory)
     return Trust(
-        ca.certificate, signer_key, signer_cert, tsa_cert, directory, ca, provider_key, provider_cert
+        made.ca.certificate,
+        made.signer_key,
+        made.signer_cert,
+        made.tsa_cert,
+        directory,
+        made.ca,
+        made.provider_key,
+        made.provider_cert,
     )
 
 
@@ -348,7 +304,7 @@ def test_log_migrates_into_the_server_configurations_database_beside_it(tmp_path
         assert {"messagelog_records", "messagelog_chains", "subsystems", ALEMBIC_VERSION_TABLE} <= names
         with engine.connect() as connection:
             version = sa.table(ALEMBIC_VERSION_TABLE, sa.column("version_num"))
-            assert connection.scalar(sa.select(version.c.version_num)) == "0003_logged_parts"
+            assert connection.scalar(sa.select(version.c.version_num)) == "0004"
         command.downgrade(alembic_config(url), "base")
         names = set(sa.inspect(engine).get_table_names())
         assert not any(name.startswith("messagelog_") for name in names)

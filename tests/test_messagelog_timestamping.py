@@ -21,10 +21,10 @@ import sqlalchemy as sa
 
 from gateway.crypto.hashtree import Proof, build_tree, root_from_proof
 from gateway.crypto.timestamp import parse_timestamp_token
+from gateway.faults import TIMESTAMPER_FAILED
 from gateway.messagelog import tables, timestamping
 from gateway.messagelog.timestamping import NO_AUTHORITY, BatchTimestamper, TimestampingFailed
 from gateway.messagelog.verify_db import verify_log
-from gateway.protocol.faults import TIMESTAMPER_FAILED
 from tests import test_messagelog_store as store_tests
 from tests.test_messagelog_store import (
     GATEWAY,

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
+from gateway import faults
+from gateway.faults import XRoadFault
 from gateway.protocol.mime import (
     MAX_MIME_PARTS,
     Attachment,

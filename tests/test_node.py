@@ -31,7 +31,15 @@ from gateway.dev import federation
 from gateway.dev.processes import Child, wait_for
 from gateway.serverconf.access import AccessRight
 from gateway.serverconf.repository import ServerConfRepository
-from tests.conftest import BENEFITS, BENEFITS_API, HTTP_TIMEOUT_SECONDS, REPO, rest_headers, wait_until
+from tests.conftest import (
+    BENEFITS,
+    BENEFITS_API,
+    HTTP_TIMEOUT_SECONDS,
+    REPO,
+    rest_headers,
+    serving_in_thread,
+    wait_until,
+)
 
 # Long enough to send SIGTERM while the request is surely in flight, short for the suite.
 SLOW_SERVICE_SECONDS = 1.5
@@ -78,20 +86,8 @@ def slow_service(delay: float) -> Iterator[tuple[str, threading.Event]]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
-    port = runner.addresses[0][1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(app, "127.0.0.1", 0) as port:
         yield f"http://127.0.0.1:{port}", arrived
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def accepts_connections(url: str) -> bool:

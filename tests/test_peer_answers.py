@@ -11,18 +11,18 @@ signed. The same over real mutual TLS with a peer process is in test_e2e_peer_tr
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-import sqlalchemy as sa
 
+from gateway import faults
 from gateway.crypto.certs import load_certificate_file
 from gateway.ids import ServiceId
 from gateway.outbound import OutboundRequest, OutboundResponse
-from gateway.protocol import faults, rest
+from gateway.protocol import rest
 from gateway.protocol.transport import TRANSPORT_MEDIA_TYPE
 from tests.conftest import (
     BENEFITS_API,
@@ -32,27 +32,17 @@ from tests.conftest import (
     assert_rest_error,
     assert_soap_fault,
     get_person_request,
+    one_row,
     rest_headers,
     soap_request,
 )
-from tests.inprocess import Built, Gateway, InProcessFederation, build_template, inprocess_federation
+from tests.inprocess import Gateway, InProcessFederation
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 UNKNOWN_SERVICE = ServiceId("DEV", "GOV", "1002", "population", "noSuchService", "v1")
 """At gw-b, which answers with its own (signed) UnknownService fault."""
 FORGED = "Forged Person 0xDEADBEEF"
 """What the hostile peer puts in its answers: it must never reach the client."""
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build_template(tmp_path_factory.mktemp("template") / "federation")
-
-
-@pytest.fixture
-async def local(tmp_path: Path, template: Built) -> AsyncIterator[InProcessFederation]:
-    async with inprocess_federation(tmp_path / "federation", template=template) as running:
-        yield running
 
 
 def forged_soap(code: str | None = None) -> bytes:
@@ -115,17 +105,11 @@ def last_response_logged(gateway: Gateway) -> Logged:
     """The newest response record of the consumer side in `gateway`'s message log."""
     settings = gateway.runtime.config.messagelog
     assert settings is not None
-    engine = sa.create_engine(settings.database_url)
-    try:
-        with engine.connect() as connection:
-            row = connection.execute(
-                sa.text(
-                    "SELECT outcome, message, signed_root_sha256 FROM messagelog_records"
-                    " WHERE side = 'consumer' AND direction = 'response' ORDER BY id DESC LIMIT 1"
-                )
-            ).one()
-    finally:
-        engine.dispose()
+    row = one_row(
+        settings.database_url,
+        "SELECT outcome, message, signed_root_sha256 FROM messagelog_records"
+        " WHERE side = 'consumer' AND direction = 'response' ORDER BY id DESC LIMIT 1",
+    )
     return Logged(row.outcome, row.message, row.signed_root_sha256 is not None)
 
 
@@ -143,41 +127,45 @@ async def test_a_malformed_transport_message_is_the_consumers_own_content_type_f
     frame = "multipart/mixed; boundary=xgate-1; xgate-version=1"
     gw_a.peers.handler = hostile(local["gw-b"], 200, frame, FORGED.encode(), {})
 
-    response = await gw_a.post("/", get_person_request(KNOWN_PERSON), SOAP_HEADERS)
+    response = await ask_soap(gw_a, faults.CLIENT_PROXY_INVALID_CONTENT_TYPE)
 
-    assert_soap_fault(response, faults.CLIENT_PROXY_INVALID_CONTENT_TYPE)
     assert FORGED.encode() not in response.content
     assert_logged_as_sent(gw_a, response, faults.CLIENT_PROXY_INVALID_CONTENT_TYPE)
 
 
-@pytest.mark.parametrize(("status", "content_type", "body", "extra"), UNSIGNED_ANSWERS)
-async def test_an_unsigned_answer_to_a_soap_request_becomes_the_consumers_fault(
-    local: InProcessFederation, status: int, content_type: str, body: bytes, extra: dict[str, str]
-) -> None:
-    gw_a = local["gw-a"]
-    gw_a.peers.handler = hostile(local["gw-b"], status, content_type, body, extra)
-
-    response = await gw_a.post("/", get_person_request(KNOWN_PERSON), SOAP_HEADERS)
-
-    assert_soap_fault(response, faults.CLIENT_PROXY_INVALID_SIGNATURE)
-    assert FORGED.encode() not in response.content
-    assert_logged_as_sent(gw_a, response, faults.CLIENT_PROXY_INVALID_SIGNATURE)
+async def ask_soap(gateway: Gateway, code: str) -> requests.Response:
+    """A client's getPerson through `gateway`, which must answer with the SOAP fault `code`."""
+    response = await gateway.post("/", get_person_request(KNOWN_PERSON), SOAP_HEADERS)
+    assert_soap_fault(response, code)
+    return response
 
 
-@pytest.mark.parametrize(("status", "content_type", "body", "extra"), UNSIGNED_ANSWERS)
-async def test_an_unsigned_answer_to_a_rest_request_becomes_the_consumers_fault(
-    local: InProcessFederation, status: int, content_type: str, body: bytes, extra: dict[str, str]
-) -> None:
-    gw_a = local["gw-a"]
-    gw_a.peers.handler = hostile(local["gw-b"], status, content_type, body, extra)
-
-    response = await gw_a.request(
+async def ask_rest(gateway: Gateway, code: str) -> requests.Response:
+    """A client's REST call through `gateway`, which must answer with the REST error `code`."""
+    response = await gateway.request(
         "GET", f"/r1/{BENEFITS_API.to_text()}/benefits/{KNOWN_PERSON}", headers=rest_headers()
     )
-
-    assert_rest_error(response, faults.CLIENT_PROXY_INVALID_SIGNATURE, 500)
-    assert FORGED.encode() not in response.content
+    assert_rest_error(response, code, 500)
     assert "X-Road-Id" not in response.headers or response.headers["X-Road-Id"] != "x"
+    return response
+
+
+@pytest.mark.parametrize("ask", [ask_soap, ask_rest], ids=["soap", "rest"])
+@pytest.mark.parametrize(("status", "content_type", "body", "extra"), UNSIGNED_ANSWERS)
+async def test_an_unsigned_answer_becomes_the_consumers_fault(
+    local: InProcessFederation,
+    ask: Callable[[Gateway, str], Awaitable[requests.Response]],
+    status: int,
+    content_type: str,
+    body: bytes,
+    extra: dict[str, str],
+) -> None:
+    gw_a = local["gw-a"]
+    gw_a.peers.handler = hostile(local["gw-b"], status, content_type, body, extra)
+
+    response = await ask(gw_a, faults.CLIENT_PROXY_INVALID_SIGNATURE)
+
+    assert FORGED.encode() not in response.content
     assert_logged_as_sent(gw_a, response, faults.CLIENT_PROXY_INVALID_SIGNATURE)
 
 

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from gateway import faults
 from gateway.crypto.certs import load_certificate_file
 from gateway.outbound import OutboundRequest, OutboundResponse, header
-from gateway.protocol import faults
 from gateway.serverconf.access import AccessRight, Endpoint
 from gateway.xmlsafe import parse_xml
 from tests.conftest import (

@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import os
 import threading
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from gateway import faults
 from gateway.config import load_config
 from gateway.crypto.rootsig import VerifiedRoot
+from gateway.faults import XRoadFault
 from gateway.outbound import InProcessTransport, OutboundError, OutboundRequest, OutboundResponse
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import Direction, decode_transport
 from gateway.proxy import provider
 from gateway.proxy.replay import ReplayGuard, expiry, replay_key
@@ -32,10 +30,9 @@ from gateway.proxy.runtime import GatewayRuntime
 from gateway.serverconf.db import create_engine, migrate
 from gateway.serverconf.seen import SeenRequests
 from gateway.serverconf.tables import seen_requests
-from tests.conftest import KNOWN_PERSON, assert_soap_fault, get_person_request, soap_body
-from tests.inprocess import Built, Gateway, InProcessFederation, build_template, inprocess_federation
+from tests.conftest import KNOWN_PERSON, assert_soap_fault, get_person_request, pg_schema_url, soap_body
+from tests.inprocess import Gateway, InProcessFederation
 
-PG_DSN_ENV = "XGATE_TEST_PG_DSN"
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 
@@ -43,29 +40,12 @@ NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 # --- databases -----------------------------------------------------------------------------
 
 
-def _pg_dsn() -> str:
-    dsn = os.environ.get(PG_DSN_ENV)
-    if not dsn:
-        pytest.skip(f"{PG_DSN_ENV} is not set")
-    return dsn
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A migrated server configuration in a PostgreSQL schema of its own, dropped afterwards."""
-    dsn = _pg_dsn()
-    schema = f"xgate_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(dsn)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = sa.make_url(dsn).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-    try:
+    with pg_schema_url() as url:
         migrate(url)
         yield url
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -197,17 +177,6 @@ def test_the_key_covers_what_the_signature_vouches_for_not_its_bytes() -> None:
 
 
 # --- the provider path, in one process ----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build_template(tmp_path_factory.mktemp("template") / "federation")
-
-
-@pytest.fixture
-async def local(tmp_path: Path, template: Built) -> AsyncIterator[InProcessFederation]:
-    async with inprocess_federation(tmp_path / "federation", template=template) as running:
-        yield running
 
 
 def capture(gateway: Gateway) -> list[OutboundRequest]:

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from lxml import etree
 from multidict import CIMultiDict
 
+from gateway import faults
+from gateway.faults import XRoadFault
 from gateway.ids import ClientId, SecurityServerId, ServiceId
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.protocol.rest import (
     MAX_HEADER_COUNT,
     MAX_MESSAGE_ID_LENGTH,

@@ -50,7 +50,7 @@ from gateway.serverconf.repository import (
     ServiceKind,
 )
 from tests.certs import certificate_builder, common_name
-from tests.conftest import BACKENDS, migrated_url_fixture
+from tests.conftest import BACKENDS, empty_tables, migrated_url_fixture
 
 PROVIDER = ClientId("EE", "GOV", "70000001", "registry")
 CONSUMER = ClientId("EE", "COM", "10000001", "app")
@@ -124,9 +124,7 @@ migrated_url = migrated_url_fixture("serverconf", "serverconf.db", migrate, "xga
 def engine(migrated_url: str) -> Iterator[sa.Engine]:
     engine = create_engine(migrated_url)
     with engine.begin() as connection:
-        for table in reversed(tables.metadata.sorted_tables):
-            if table is not tables.config_version:
-                connection.execute(sa.delete(table))
+        empty_tables(connection, tables.metadata, keep={tables.config_version.name})
         connection.execute(sa.update(tables.config_version).values(version=0))
     yield engine
     engine.dispose()
@@ -166,7 +164,7 @@ def test_migration_from_empty_builds_exactly_the_tables_module(empty_database_ur
                 warnings.simplefilter("ignore")  # SQLite cannot reflect the expression indexes
                 assert compare_metadata(context, tables.metadata) == []
             head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-            assert context.get_current_revision() == head == "0004"
+            assert context.get_current_revision() == head == "0005"
             assert connection.execute(sa.select(tables.config_version.c.version)).scalars().all() == [0]
         assert ServerConfRepository(engine).snapshot().version == 0
     finally:
@@ -250,8 +248,26 @@ def test_postgresql_urls_get_psycopg_3_and_others_are_refused() -> None:
 # --- subsystems ------------------------------------------------------------------------
 
 
+def test_a_new_subsystem_needs_a_pinned_certificate_and_the_unauthenticated_are_listed(
+    repo: ServerConfRepository,
+) -> None:
+    """Build 9: https_cert unless told otherwise; http and https are explicit and listed as such."""
+    plain, no_cert = ClientId("DEV", "GOV", "1003", "plain"), ClientId("DEV", "GOV", "1003", "nocert")
+    repo.add_subsystem(PROVIDER)
+    repo.add_subsystem(no_cert, ClientAuthMode.HTTPS)
+    repo.add_subsystem(plain, ClientAuthMode.HTTP)
+    snapshot = repo.snapshot()
+    provider = snapshot.subsystem(PROVIDER)
+    assert provider is not None and provider.auth_mode is ClientAuthMode.HTTPS_CERT and provider.authenticated
+    assert [conf.client for conf in snapshot.unauthenticated_subsystems()] == sorted([plain, no_cert])
+    # Changing a mode is what flags or clears a subsystem; stored modes are read back as stored.
+    repo.set_auth_mode(plain, ClientAuthMode.HTTPS_CERT)
+    assert [conf.client for conf in repo.snapshot().unauthenticated_subsystems()] == [no_cert]
+    assert ServerConfSnapshot.empty().unauthenticated_subsystems() == []
+
+
 def test_subsystems_are_registered_changed_and_removed(repo: ServerConfRepository) -> None:
-    repo.add_subsystem(CONSUMER)
+    repo.add_subsystem(CONSUMER, ClientAuthMode.HTTPS)
     repo.add_subsystem(CONSUMER.member, ClientAuthMode.HTTP)
     snapshot = repo.snapshot()
     assert snapshot.subsystem(CONSUMER).auth_mode is ClientAuthMode.HTTPS  # type: ignore[union-attr]

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from gateway import faults
+from gateway.faults import XRoadFault
 from gateway.ids import ClientId, SecurityServerId, ServiceId
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.protocol.mime import Attachment, build_multipart, replace_soap_part, unpack
 from gateway.protocol.schema import REPR_NS, SOAP_ENV_NS, XROAD_NS, XSD_DIR
 from gateway.protocol.soap import (

@@ -21,11 +21,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway import faults
 from gateway.crypto.batchsigner import BatchSigner, MessageSignature, verify_message_signature
 from gateway.crypto.hashtree import build_tree
 from gateway.crypto.rootsig import RootSigner, SignatureVerificationError
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
+from gateway.faults import XRoadFault
 from gateway.protocol.transport import (
     Direction,
     Part,

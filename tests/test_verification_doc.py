@@ -8,7 +8,7 @@ the token must make it fail.
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import hashlib
 import json
 import re
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.crypto.hashtree import build_tree
 from gateway.messagelog import asice
 from gateway.messagelog.asice import (
     MANIFEST_TXT,
@@ -28,11 +29,13 @@ from gateway.messagelog.asice import (
     build_container,
 )
 from gateway.messagelog.asice import build as asice_build
+from gateway.messagelog.asice.layout import LOG_SIGNATURE, LOG_SIGNATURE_PROOF
+from gateway.messagelog.logsig import RecordSigner
+from tests import test_asice as asice_tests
 from tests.test_asice import (
     Trust,
     files_of,
-    make_messages,
-    make_trust,
+    flip_signature_byte,
     openssl_timestamp,
     raw_zip,
     rezip,
@@ -58,29 +61,13 @@ def run_hand_check(directory: Path, container: bytes, trust: Trust) -> subproces
     (directory / "container.asice").write_bytes(container)
     (directory / "ca.pem").write_bytes(trust.ca_pem.read_bytes())
     (directory / "tsa.pem").write_bytes(trust.tsa_pem.read_bytes())
-    return subprocess.run(
-        ["bash", "-c", doc_script("verify-container")],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_doc_block("verify-container", directory)
 
 
-@pytest.fixture(scope="module")
-def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
-    return make_trust(tmp_path_factory.mktemp("trust"))
-
-
-@pytest.fixture(scope="module")
-def messages(trust: Trust) -> list[LoggedMessage]:
-    return make_messages(trust)
-
-
-@pytest.fixture(scope="module")
-def container(messages: list[LoggedMessage]) -> bytes:
-    return build_container(messages[0])
+# test_asice's module fixtures: the CA and TSA, logged messages of each kind, one container.
+trust = asice_tests.trust
+messages = asice_tests.messages
+container = asice_tests.container
 
 
 def test_the_documented_steps_pass_on_a_real_container(
@@ -195,11 +182,7 @@ def test_a_changed_message_with_its_manifest_line_fails_the_proof(
 
 def test_one_changed_byte_of_the_signature_fails(trust: Trust, container: bytes, tmp_path: Path) -> None:
     def change(data: bytes) -> bytes:
-        value = re.search(rb"<ds:SignatureValue>([^<]*)<", data)
-        assert value is not None
-        raw = bytearray(base64.b64decode(value[1]))
-        raw[0] ^= 0x01
-        return data.replace(value[1], base64.b64encode(bytes(raw)))
+        return flip_signature_byte(data, 0)
 
     naive = tampered(container, SIGNATURE, change, rebuild=False)
     assert_fails(run_hand_check(tmp_path / "naive", naive, trust), "META-INF/signatures0.xml: FAILED")
@@ -234,15 +217,42 @@ def test_a_zip_slip_container_is_refused_before_anything_is_unpacked(
     assert not (tmp_path / "officer" / "c").exists()
 
 
-def run_links_check(directory: Path) -> subprocess.CompletedProcess[str]:
+# --- "Log record signatures and heads": the record signature and a signed head, by hand ---------
+
+
+def _owner_signer(trust: Trust, member: str = "DEV/GOV/1001") -> RecordSigner:
+    from gateway.crypto.keys import KeyAlgorithm, generate_key
+    from gateway.ids import ClientId
+    from gateway.trust.pki import MemberSigningProfile, issue_certificate
+    from tests.test_asice import NOW
+
+    key = generate_key(KeyAlgorithm.EC)
+    cert = issue_certificate(
+        trust.ca, MemberSigningProfile(ClientId.from_text(member)), key.public_key(), NOW
+    )
+    return RecordSigner(key, cert)
+
+
+def _record_signed(message: LoggedMessage, signer: RecordSigner) -> LoggedMessage:
+    """The message as the log writer stores it now: its record hash signed in a batch of one."""
+    signed_root, proofs = signer.sign([message.record_hash])
+    return dataclasses.replace(message, log_signature=signed_root, log_signature_proof=proofs[0])
+
+
+def run_doc_block(marker: str, directory: Path) -> subprocess.CompletedProcess[str]:
+    """The documented bash block `marker`, run in `directory` as a reader would run it."""
     return subprocess.run(
-        ["bash", "-c", doc_script("verify-chain-links")],
+        ["bash", "-c", doc_script(marker)],
         cwd=directory,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def run_links_check(directory: Path) -> subprocess.CompletedProcess[str]:
+    return run_doc_block("verify-chain-links", directory)
 
 
 def test_the_documented_chain_links_step_finds_a_gap(messages: list[LoggedMessage], tmp_path: Path) -> None:
@@ -258,3 +268,96 @@ def test_the_documented_chain_links_step_finds_a_gap(messages: list[LoggedMessag
     assert gap.returncode != 0
     assert "1 gaps, 0 forks" in gap.stderr
     assert "run 2:" in gap.stdout
+
+
+def run_record_signature_check(
+    directory: Path, container: bytes, trust: Trust
+) -> subprocess.CompletedProcess[str]:
+    """The hand check, then the record-signature step in the same directory, as the page says."""
+    first = run_hand_check(directory, container, trust)
+    if first.returncode != 0:
+        return first
+    return run_doc_block("verify-record-signature", directory)
+
+
+def test_the_record_signature_step_passes_on_a_signed_record(
+    trust: Trust, messages: list[LoggedMessage], tmp_path: Path
+) -> None:
+    container = build_container(_record_signed(messages[0], _owner_signer(trust)))
+    result = run_record_signature_check(tmp_path / "o", container, trust)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"record {messages[0].record_hash.hex()} signed by its gateway's owner" in output
+    assert trust.verify(container, require_record_signature=True).valid
+
+
+def test_a_rewritten_and_restamped_record_fails_the_record_signature(
+    trust: Trust, messages: list[LoggedMessage], tmp_path: Path
+) -> None:
+    """Hole 2: record.json rewritten, its hashes recomputed and a fresh token got from a TSA: the
+    container's own steps 1-10 pass, the record signature (step 11, and the code) does not."""
+    original = _record_signed(messages[0], _owner_signer(trust))
+    forged_record = dataclasses.replace(original.record, user_id="EE00000000000")
+    rewritten = LoggedMessage(forged_record, original.prev_hash)
+    new_hash = rewritten.record_hash
+    token = openssl_timestamp(trust, build_tree([new_hash])[0])
+    restamped = build_container(dataclasses.replace(rewritten, timestamp_token=token, timestamp_proof=()))
+    files = files_of(restamped)
+    old = files_of(build_container(original))
+    files[LOG_SIGNATURE], files[LOG_SIGNATURE_PROOF] = old[LOG_SIGNATURE], old[LOG_SIGNATURE_PROOF]
+    forged = rezip(with_manifest_rebuilt(files))
+    report = trust.verify(forged, require_record_signature=True)
+    assert not report.valid
+    assert [p for p in report.problems if p.startswith("record signature")], report.problems
+    assert run_hand_check(tmp_path / "steps", forged, trust).returncode == 0, "steps 1-10 alone pass"
+    result = run_doc_block("verify-record-signature", tmp_path / "steps")
+    assert result.returncode != 0
+    assert "the proof starts at" in result.stdout + result.stderr
+    # Stripped of its record signature: refused too.
+    del files[LOG_SIGNATURE], files[LOG_SIGNATURE_PROOF]
+    stripped = rezip(with_manifest_rebuilt(files))
+    assert not trust.verify(stripped, require_record_signature=True).valid
+    result = run_record_signature_check(tmp_path / "stripped", stripped, trust)
+    assert result.returncode != 0 and "not signed by its gateway" in result.stdout
+
+
+def test_a_record_signed_by_another_member_fails(
+    trust: Trust, messages: list[LoggedMessage], tmp_path: Path
+) -> None:
+    container = build_container(_record_signed(messages[0], _owner_signer(trust, "DEV/COM/2222")))
+    result = run_record_signature_check(tmp_path / "o", container, trust)
+    assert result.returncode != 0
+    assert "not by the gateway's owner DEV/GOV/1001" in result.stdout
+    report = trust.verify(container, require_record_signature=True)
+    assert [p for p in report.problems if "not signed by the owner" in p], report.problems
+
+
+def _head_line(trust: Trust, signer: RecordSigner, seq: int = 42) -> str:
+    from gateway.messagelog.heads import LogHead, sign_head
+    from tests.test_asice import GATEWAY, NOW
+
+    head = LogHead(GATEWAY, "node-1", seq, bytes(range(32)), NOW, audit_hash=bytes(32))
+    return sign_head(head, signer.root_signer, openssl_timestamp(trust, head.digest())).to_line()
+
+
+def run_head_check(directory: Path, line: str, trust: Trust) -> subprocess.CompletedProcess[str]:
+    directory.mkdir(parents=True)
+    (directory / "head.json").write_text(line + "\n")
+    (directory / "ca.pem").write_bytes(trust.ca_pem.read_bytes())
+    return run_doc_block("verify-log-head", directory)
+
+
+def test_the_head_steps_pass_on_a_signed_head_and_refuse_forgeries(trust: Trust, tmp_path: Path) -> None:
+    owner = _owner_signer(trust)
+    line = _head_line(trust, owner)
+    result = run_head_check(tmp_path / "ok", line, trust)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "seq 42" in result.stdout and result.stdout.rstrip().endswith("head verified")
+    assert "Verification: OK" in result.stdout
+
+    lowered = line.replace('"seq":42', '"seq":7')  # a lower head, to hide a cut
+    result = run_head_check(tmp_path / "lowered", lowered, trust)
+    assert result.returncode != 0 and "ANOTHER head" in result.stdout
+    other = _head_line(trust, _owner_signer(trust, "DEV/COM/2222"))
+    result = run_head_check(tmp_path / "other", other, trust)
+    assert result.returncode != 0 and "not by the gateway's owner" in result.stdout

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from lxml import etree
 
+from gateway import faults
+from gateway.faults import XRoadFault
 from gateway.ids import ClientId, ServiceId
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.protocol.mime import build_multipart
 from gateway.protocol.soap import (
     build_request,

@@ -76,7 +76,12 @@ def _read_text(path: Path) -> str:
 
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
-_SUBSYSTEM_COLUMNS: Final = (("client_id", "client"), ("auth_mode", "auth mode"), ("certificates", "pinned"))
+_SUBSYSTEM_COLUMNS: Final = (
+    ("client_id", "client"),
+    ("auth_mode", "auth mode"),
+    ("certificates", "pinned"),
+    ("warning", "warning"),
+)
 _SERVICE_COLUMNS: Final = (
     ("service_code", "code"),
     ("service_version", "version"),
@@ -139,6 +144,16 @@ def subsystems_list(settings: AdminSettings, as_json: bool) -> None:
     result = settings.client().list_subsystems()
     rows = result if as_json else [{**row, "certificates": len(row["certificates"])} for row in result]
     emit(rows, as_json, _SUBSYSTEM_COLUMNS)
+    _warn_unauthenticated(result, as_json)
+
+
+def _warn_unauthenticated(subsystems: list[dict[str, Any]], as_json: bool) -> None:
+    """Name the subsystems in http or https mode on stderr, so a script's output stays clean."""
+    if as_json:
+        return
+    for row in subsystems:
+        if row.get("unauthenticated"):
+            click.echo(f"warning: {row['client_id']} is {row['warning']}", err=True)
 
 
 @subsystems.command("add")
@@ -146,15 +161,18 @@ def subsystems_list(settings: AdminSettings, as_json: bool) -> None:
 @click.option(
     "--auth-mode",
     type=click.Choice(["http", "https", "https_cert"]),
-    default="https",
+    default="https_cert",
     show_default=True,
-    help="How its client systems must connect: plain HTTP, HTTPS, or HTTPS with a pinned certificate.",
+    help="How its client systems must connect: HTTPS with a pinned certificate (pin it with "
+    "pin-cert), or, unauthenticated, plain HTTP or HTTPS without one.",
 )
 @json_option
 @pass_settings
 def subsystems_add(settings: AdminSettings, client_id: str, auth_mode: str, as_json: bool) -> None:
     """Register CLIENT_ID (INSTANCE/CLASS/MEMBER/SUBSYSTEM) on this gateway."""
-    emit(settings.client().add_subsystem(client_id, auth_mode), as_json, _SUBSYSTEM_COLUMNS)
+    added = settings.client().add_subsystem(client_id, auth_mode)
+    emit(added, as_json, _SUBSYSTEM_COLUMNS)
+    _warn_unauthenticated([added], as_json)
 
 
 @subsystems.command("remove")
@@ -176,8 +194,11 @@ def subsystems_remove(settings: AdminSettings, client_id: str, yes: bool, as_jso
 @json_option
 @pass_settings
 def subsystems_auth(settings: AdminSettings, client_id: str, mode: str, as_json: bool) -> None:
-    """Set how CLIENT_ID's systems connect: http, https, or https_cert (pinned certificates)."""
-    emit(settings.client().set_auth_mode(client_id, mode), as_json, _SUBSYSTEM_COLUMNS)
+    """Set how CLIENT_ID's systems connect: https_cert (pinned certificates), or, unauthenticated,
+    http or https."""
+    changed = settings.client().set_auth_mode(client_id, mode)
+    emit(changed, as_json, _SUBSYSTEM_COLUMNS)
+    _warn_unauthenticated([changed], as_json)
 
 
 @subsystems.command("pin-cert")
@@ -678,6 +699,16 @@ def _rfc3339(text: str | None) -> str | None:
     return (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)).isoformat()
 
 
+def audit_chain_text(report: dict[str, Any]) -> str:
+    """One line on the audit chain, for people."""
+    if report["ok"]:
+        return (
+            f"audit log valid: {report['checked']} chained entries"
+            f" ({report['unchained']} from before the chain), head {report['head_hash']}"
+        )
+    return f"audit log INVALID at entry {report['first_bad_id']}: {report['problem']}"
+
+
 @cli.command("audit")
 @limit_option("Entries")
 @click.option("--before-id", type=int, help="Older than this entry: the id `next page` printed.")
@@ -688,10 +719,14 @@ def _rfc3339(text: str | None) -> str | None:
     callback=lambda ctx, param, value: _rfc3339(value),
     help="Only entries at or after this ISO 8601 time (UTC unless it names a zone).",
 )
+@click.option("--verify", is_flag=True, help="Check the audit log's hash chain instead; exit 1 if broken.")
 @json_option
 @pass_settings
+@click.pass_context
 def audit(
+    ctx: click.Context,
     settings: AdminSettings,
+    verify: bool,
     limit: int,
     before_id: int | None,
     actor: str | None,
@@ -700,6 +735,13 @@ def audit(
     as_json: bool,
 ) -> None:
     """Read the audit log, newest first (security officer, system administrator)."""
+    if verify:
+        report = settings.client().audit_verify()
+        if as_json:
+            emit(report, True)
+        else:
+            click.echo(audit_chain_text(report))
+        ctx.exit(0 if report["ok"] else 1)
     page = settings.client().audit_log(
         limit=limit, before_id=before_id, actor=actor, action=action, since=since
     )

@@ -249,6 +249,11 @@ class AdminClient(MessageLogClient):
     def revoke_api_key(self, key_id: int) -> None:
         self._api("DELETE", f"/api-keys/{key_id}")
 
+    def audit_verify(self) -> dict[str, Any]:
+        """The audit log's hash chain checked (adminstore.verify_audit_chain)."""
+        result: dict[str, Any] = self._api("GET", "/audit-log/verify")
+        return result
+
     def audit_log(
         self,
         *,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pydantic import Field
+
 from gateway.admin.context import (
     TABLE,
     AdminContext,
@@ -15,7 +17,12 @@ from gateway.admin.context import (
     subsystem_of,
 )
 from gateway.admin.roles import Permission as P
-from gateway.serverconf.repository import ClientAuthMode, SubsystemConf
+from gateway.serverconf.repository import (
+    DEFAULT_CLIENT_AUTH_MODE,
+    UNAUTHENTICATED_WARNING,
+    ClientAuthMode,
+    SubsystemConf,
+)
 from gateway.webapi import Call, Outcome
 from gateway.webapi.types import Answer, Body, ClientIdField, Pem, Sha256
 
@@ -24,6 +31,11 @@ class Subsystem(Answer):
     client_id: str
     auth_mode: ClientAuthMode
     certificates: list[CertificateSummary]
+    unauthenticated: bool = Field(
+        description="True in http and https mode: its systems show no pinned certificate, so any "
+        "process that reaches the internal interface can act as this subsystem."
+    )
+    warning: str | None = Field(description=f"{UNAUTHENTICATED_WARNING!r} when unauthenticated.")
 
 
 class SubsystemList(Answer):
@@ -32,7 +44,10 @@ class SubsystemList(Answer):
 
 class NewSubsystem(Body):
     client_id: ClientIdField
-    auth_mode: ClientAuthMode = ClientAuthMode.HTTPS
+    auth_mode: ClientAuthMode = Field(
+        DEFAULT_CLIENT_AUTH_MODE,
+        description="https_cert unless given: http and https leave the subsystem unauthenticated.",
+    )
 
 
 class AuthMode(Body):
@@ -52,6 +67,8 @@ def subsystem_json(conf: SubsystemConf) -> dict[str, Any]:
         "client_id": conf.client.to_text(),
         "auth_mode": conf.auth_mode.value,
         "certificates": [certificate_summary(pinned.pem) for pinned in conf.certificates],
+        "unauthenticated": not conf.authenticated,
+        "warning": None if conf.authenticated else UNAUTHENTICATED_WARNING,
     }
 
 

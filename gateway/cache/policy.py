@@ -36,10 +36,10 @@ from typing import Any, Final
 from urllib.parse import quote
 from xml.sax.saxutils import escape as xml_escape
 
+from gateway import faults
 from gateway.cache.marking import rfc3339
 from gateway.cache.schedule import Schedule, ScheduleError
 from gateway.ids import ClientId, IdentifierError, ServiceId
-from gateway.protocol import faults
 from gateway.serverconf.access import Endpoint
 
 # --- defaults, each with its reason -------------------------------------------------------

@@ -870,13 +870,30 @@ def api_keys_revoke(settings: RegistrySettings, key_id: int, as_json: bool) -> N
 @cli.command("audit")
 @click.option("--actor")
 @click.option("--action")
+@click.option("--verify", is_flag=True, help="Check the audit log's hash chain instead; exit 1 if broken.")
 @limit_option("Entries")
 @json_option
 @pass_registry
+@click.pass_context
 def audit(
-    settings: RegistrySettings, actor: str | None, action: str | None, limit: int, as_json: bool
+    ctx: click.Context,
+    settings: RegistrySettings,
+    actor: str | None,
+    action: str | None,
+    verify: bool,
+    limit: int,
+    as_json: bool,
 ) -> None:
-    """Read the audit log, newest first."""
+    """Read the audit log, newest first; or, with --verify, check its hash chain."""
+    if verify:
+        report = settings.client().get("/audit-log/verify", {})
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+        elif report["ok"]:
+            click.echo(f"audit log valid: {report['checked']} chained entries, head {report['head_hash']}")
+        else:
+            click.echo(f"audit log INVALID at entry {report['first_bad_id']}: {report['problem']}")
+        ctx.exit(0 if report["ok"] else 1)
     params = {k: v for k, v in (("actor", actor), ("action", action), ("limit", str(limit))) if v}
     columns = (
         ("at", "at"),

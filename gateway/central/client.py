@@ -134,14 +134,30 @@ def request_subsystem(
     sign_cert: x509.Certificate,
     sign_key: PrivateKey,
     *,
+    member_cert: x509.Certificate | None = None,
+    member_key: PrivateKey | None = None,
     now: dt.datetime | None = None,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> RequestStatus:
-    """Ask for the gateway to host `subsystem` (signed by the gateway's owner member)."""
+    """Ask for the gateway to host `subsystem`, signed by the gateway's owner member (`sign_*`)
+    and, as its consent, by the subsystem's member (`member_*`).
+
+    For the owner's own subsystems the owner's pair signs as both when `member_*` is not given;
+    another member's subsystem needs that member's signing key (docs/central.md).
+    """
+    if (member_cert is None) != (member_key is None):
+        raise ValueError("give the subsystem's member's signing certificate and key together")
+    if member_cert is None or member_key is None:
+        if subsystem.member != server_id.owner:
+            raise ValueError(f"hosting {subsystem} needs the signing key of its member {subsystem.member}")
+        member_cert, member_key = sign_cert, sign_key
     request = new_request(
         RequestType.CLIENT_REGISTRATION, server_id.owner, _now(now), server=server_id, client=subsystem
     )
-    return submit_request(registry_url, build_signed_request(request, sign_key, sign_cert), timeout=timeout)
+    signed = build_signed_request(
+        request, sign_key, sign_cert, client_key=member_key, client_cert=member_cert
+    )
+    return submit_request(registry_url, signed, timeout=timeout)
 
 
 def request_address_change(

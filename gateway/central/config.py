@@ -10,7 +10,7 @@ The file is checked by `CentralFile` (one model per table, no unknown keys) and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -30,6 +30,13 @@ from gateway.configfile import (
     in_file,
     read_toml,
     validate,
+)
+from gateway.connections import (
+    DEFAULT_BODY_TIMEOUT_SECONDS,
+    DEFAULT_HEADER_TIMEOUT_SECONDS,
+    DEFAULT_IDLE_TIMEOUT_SECONDS,
+    DEFAULT_MAX_CONNECTIONS,
+    ConnectionLimits,
 )
 from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS, DEFAULT_VALIDITY_SECONDS
 from gateway.ids import IdentifierError, validate_code
@@ -66,6 +73,8 @@ class CentralConfig:
     validity_seconds: int = DEFAULT_VALIDITY_SECONDS
     refresh_interval_seconds: int = DEFAULT_REFRESH_INTERVAL_SECONDS
     regenerate_seconds: float = DEFAULT_REGENERATE_SECONDS
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    """Both listeners' deadlines and cap, as a gateway's (gateway/connections.py)."""
 
 
 # --- the file, table by table -----------------------------------------------------------------
@@ -111,6 +120,26 @@ class GlobalconfSection(FileModel):
     regenerate_seconds: Seconds = DEFAULT_REGENERATE_SECONDS
 
 
+class LimitsSection(FileModel):
+    """The gateway's connection limits, with the same names and defaults (docs/configuration.md,
+    "Connection limits"): the distribution listener faces every gateway, and may face the
+    Internet, so half-sent requests must not hold it."""
+
+    header_timeout_seconds: Seconds = DEFAULT_HEADER_TIMEOUT_SECONDS
+    body_timeout_seconds: Seconds = DEFAULT_BODY_TIMEOUT_SECONDS
+    idle_timeout_seconds: Seconds = DEFAULT_IDLE_TIMEOUT_SECONDS
+    max_connections: Positive = DEFAULT_MAX_CONNECTIONS
+    """Per listener: the management and the distribution listener each."""
+
+    def connections(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            header_timeout_seconds=self.header_timeout_seconds,
+            body_timeout_seconds=self.body_timeout_seconds,
+            idle_timeout_seconds=self.idle_timeout_seconds,
+            max_connections=self.max_connections,
+        )
+
+
 class SigningKeySection(FileModel):
     key: FilePath
     cert: FilePath
@@ -125,6 +154,7 @@ class CentralFile(FileModel):
     management: ManagementSection = ManagementSection()
     distribution: DistributionSection = DistributionSection()
     globalconf: GlobalconfSection = GlobalconfSection()
+    limits: LimitsSection = LimitsSection()
     signing_keys: list[SigningKeySection] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -150,6 +180,7 @@ class CentralFile(FileModel):
             validity_seconds=self.globalconf.validity_seconds,
             refresh_interval_seconds=self.globalconf.refresh_interval_seconds,
             regenerate_seconds=self.globalconf.regenerate_seconds,
+            connections=self.limits.connections(),
         )
 
 

@@ -11,7 +11,11 @@ in production). Nothing here needs an API key:
   gateways out of band and check its fingerprint;
 * ``POST /requests`` takes a signed registration request (`requests.py`): the signatures
   say who asks. Each submission, accepted or refused, is audited;
-* ``GET /requests/{id}`` tells the gateway how its request was decided, by whom and why.
+* ``GET /requests/{id}`` tells the gateway how its request was decided, by whom and why;
+* ``POST /heads`` takes a signed message-log head (gateway.messagelog.heads) from a listed
+  gateway, signed by its owner: the registry is the logs' witness (refusals are audited);
+* ``GET /heads/{gateway}`` answers the newest head of each of its nodes (`?node=` for one),
+  one JSON line each, for `xgate log verify --witness`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from gateway.central.api import (
     request_json,
 )
 from gateway.central.repository import Conflict, RequestRecord
+from gateway.central.repository.heads import UntrustedHead
 from gateway.central.requests import (
     MAX_SIGNED_REQUEST_BYTES,
     RequestRefused,
@@ -51,12 +56,15 @@ from gateway.webapi import (
     error_response,
     json_response,
 )
+from gateway.webapi.errors import incident
 
 log = logging.getLogger(__name__)
 
 GLOBALCONF_PATH: Final = "/globalconf"
 ANCHOR_PATH: Final = "/anchor"
 REQUESTS_PATH: Final = "/requests"
+HEADS_PATH: Final = "/heads"
+HEAD_ACTION: Final = "loghead.submit"
 
 SUBMIT_ACTION: Final = "request.submit"
 
@@ -69,6 +77,8 @@ def make_distribution_app(ctx: RegistryContext) -> web.Application:
     app.router.add_get(ANCHOR_PATH, _anchor(ctx))
     app.router.add_post(REQUESTS_PATH, _submit(ctx))
     app.router.add_get(REQUESTS_PATH + "/{request_id}", _status(ctx))
+    app.router.add_post(HEADS_PATH, _accept_head(ctx))
+    app.router.add_get(HEADS_PATH + "/{gateway:.+}", _newest_heads(ctx))
     app.router.add_get("/health", health_handler(ctx))
     return app
 
@@ -149,7 +159,7 @@ def _submission_error(exc: Exception) -> ApiError:
         return ApiError(409, CONFLICT, str(exc))
     error = as_api_error(exc)
     if error.status >= 500:
-        log.error("registration request failed", exc_info=exc)
+        error = incident(error, exc, "registration request")
     return error
 
 
@@ -165,7 +175,58 @@ def _status(ctx: RegistryContext) -> Route:
             error = as_api_error(exc)
             if error.status == 404:
                 error = ApiError(404, NOT_FOUND, "no such request")
+            elif error.status >= 500:
+                error = incident(error, exc, "request status")
             return error_response(error)
         return json_response(request_json(record))
 
     return status
+
+
+def _accept_head(ctx: RegistryContext) -> Route:
+    """A head is accepted quietly (one every few seconds per node); a refusal is audited."""
+
+    async def accept(request: web.Request) -> web.Response:
+        try:
+            data = await _body(request)
+            signed = await asyncio.to_thread(ctx.repository.accept_log_head, data)
+        except Exception as exc:
+            error = _head_error(exc)
+            await audit(
+                ctx,
+                ANONYMOUS,
+                HEAD_ACTION,
+                HEADS_PATH,
+                {"remote": request.remote, "message": error.message},
+                _result(error),
+            )
+            return error_response(error)
+        return json_response(
+            {"gateway": signed.head.gateway, "node": signed.head.node, "seq": signed.head.seq}
+        )
+
+    return accept
+
+
+def _head_error(exc: Exception) -> ApiError:
+    if isinstance(exc, UntrustedHead):
+        return ApiError(403, "untrusted_head", str(exc))
+    if isinstance(exc, Conflict):
+        return ApiError(409, CONFLICT, str(exc))
+    error = as_api_error(exc)
+    if error.status >= 500:
+        log.error("log head refused", exc_info=exc)
+    return error
+
+
+def _newest_heads(ctx: RegistryContext) -> Route:
+    async def newest(request: web.Request) -> web.Response:
+        lines = await asyncio.to_thread(
+            ctx.repository.newest_log_heads, request.match_info["gateway"], request.query.get("node")
+        )
+        body = "".join(line + "\n" for line in lines)
+        return web.Response(
+            text=body, content_type="application/x-ndjson", headers={"Cache-Control": "no-cache"}
+        )
+
+    return newest

@@ -1,10 +1,10 @@
 """`xgate gateway register | add-subsystem | status`: a gateway's requests to the central registry.
 
-Mounted under `xgate gateway` (gateway/node_cli.py). Keys and certificates come
-from the node's TOML file (--config: the external interface's certificate and key are the
-authentication pair, the owner member's [[signing_keys]] entry the signing pair) or from
-explicit paths, which win. Passphrases come from the environment variables the file
-names, never from arguments.
+Mounted under `xgate gateway` (gateway/node_cli.py). Keys and certificates come from the
+node's TOML file (--config: the external interface's certificate and key are the
+authentication pair, the owner member's [[signing_keys]] entry the signing pair, and for
+`add-subsystem` the subsystem's member's entry its consent) or from explicit paths, which
+win. Passphrases come from the environment variables the file names, never from arguments.
 """
 
 from __future__ import annotations
@@ -76,14 +76,18 @@ def _server(node: NodeConfig | None, server_text: str | None) -> SecurityServerI
 
 
 def _signing_pair(
-    node: NodeConfig | None, member: ClientId, cert_path: Path | None, key_path: Path | None
+    node: NodeConfig | None,
+    member: ClientId,
+    cert_path: Path | None,
+    key_path: Path | None,
+    options: str = "--sign-cert/--sign-key",
 ) -> tuple[x509.Certificate, PrivateKey]:
     """The member's signing certificate and key: explicit paths, or the node file's entry for it."""
     entry = next((k for k in node.signing_keys if k.member == member), None) if node else None
     cert_path = cert_path or (entry.cert if entry else None)
     key_path = key_path or (entry.key if entry else None)
     if cert_path is None or key_path is None:
-        raise click.UsageError(f"no signing key for {member}: give --sign-cert/--sign-key or --config")
+        raise click.UsageError(f"no signing key for {member}: give {options} or --config")
     key = load_private_key(key_path, _passphrase(entry.passphrase_env if entry else None))
     return load_certificate_file(cert_path), key
 
@@ -179,6 +183,13 @@ def register(
 @click.option("--subsystem", "subsystem_text", required=True, metavar="INSTANCE/CLASS/MEMBER/SUBSYSTEM")
 @_sign_options[0]
 @_sign_options[1]
+@click.option(
+    "--member-sign-cert",
+    type=_PATH,
+    help="The subsystem's member's signing certificate, its consent [from --config; for the "
+    "owner's own subsystems the owner's pair].",
+)
+@click.option("--member-sign-key", type=_PATH, help="Its private key [from --config].")
 @_json_option
 def add_subsystem(
     registry_url: str,
@@ -187,16 +198,37 @@ def add_subsystem(
     subsystem_text: str,
     sign_cert: Path | None,
     sign_key: Path | None,
+    member_sign_cert: Path | None,
+    member_sign_key: Path | None,
     as_json: bool,
 ) -> None:
-    """Ask the registry to let this gateway host a subsystem (its member must be registered)."""
+    """Ask the registry to let this gateway host a subsystem (its member must be registered).
+
+    The request is signed by the gateway's owner and by the subsystem's member, as X-Road's
+    client registration is: a gateway cannot host another member's subsystem unasked.
+    """
     subsystem = ClientId.from_text(subsystem_text)
     if subsystem.subsystem_code is None:
         raise click.UsageError("--subsystem must name a subsystem")
     node = _node(config_path)
     server = _server(node, server_text)
     signing_cert, signing_key = _signing_pair(node, server.owner, sign_cert, sign_key)
-    _show(request_subsystem(registry_url, server, subsystem, signing_cert, signing_key), as_json)
+    if subsystem.member == server.owner and member_sign_cert is None and member_sign_key is None:
+        member_cert, member_key = signing_cert, signing_key  # the owner consents with its own key
+    else:
+        member_cert, member_key = _signing_pair(
+            node, subsystem.member, member_sign_cert, member_sign_key, "--member-sign-cert/--member-sign-key"
+        )
+    status = request_subsystem(
+        registry_url,
+        server,
+        subsystem,
+        signing_cert,
+        signing_key,
+        member_cert=member_cert,
+        member_key=member_key,
+    )
+    _show(status, as_json)
 
 
 @cli.command("status")

@@ -11,6 +11,10 @@ who asks (docs/central.md "Registration requests"):
   (`gateway.crypto.certs`), so an agency cannot speak for another;
 * a request registering an authentication certificate is signed with that certificate's
   key as well (proof of possession: nobody registers a certificate they do not hold);
+* a request to host a subsystem is signed by the subsystem's member as well, with its
+  signing key (its consent: no gateway hosts another member's subsystem unasked). X-Road's
+  client registration request carries the same two signatures, the security server
+  owner's and the client member's; for the owner's own subsystems one key signs as both;
 * the content carries its creation time and a random nonce; the registry refuses stale
   requests here and replays by the nonce (the repository keeps it unique).
 
@@ -26,26 +30,30 @@ import datetime as dt
 import enum
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives import serialization
 
-from gateway.crypto.certs import CertificateError, member_of, server_of, verify_chain
+from gateway.crypto.certs import (
+    CertificateError,
+    load_single_pem_certificate,
+    member_of,
+    server_of,
+    verify_chain,
+)
 from gateway.crypto.keys import PrivateKey
-from gateway.globalconf.signed import ECDSA_SHA256, RSA_SHA256, canonical_json, format_time
+from gateway.globalconf.signed import canonical_json, format_time, sign_content, verify_content_signature
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
 
 REQUEST_FORMAT: Final = "xgate-registration-request/1"
 SIGNED_REQUEST_FORMAT: Final = "xgate-signed-registration-request/1"
 
 MAX_SIGNED_REQUEST_BYTES: Final = 256 * 1024
-"""Two certificates, two signatures and a few identifiers fit in a few KiB; more is an attack."""
+"""Three certificates, three signatures and a few identifiers fit in a few KiB; more is an attack."""
 
 MAX_REQUEST_AGE: Final = dt.timedelta(minutes=10)
 """A signed request is submitted right after it is made; an older one is a replay or stuck."""
@@ -76,6 +84,16 @@ class RequestType(enum.StrEnum):
 class SignatureRole(enum.StrEnum):
     MEMBER = "member"  # the answering member's signing key
     AUTH = "auth"  # the key of the authentication certificate being registered
+    CLIENT = "client"  # the signing key of the member whose subsystem is to be hosted (its consent)
+
+
+def required_roles(request_type: RequestType) -> frozenset[SignatureRole]:
+    """The signatures a request of this type carries, exactly."""
+    if request_type is RequestType.AUTH_CERT_REGISTRATION:
+        return frozenset({SignatureRole.MEMBER, SignatureRole.AUTH})
+    if request_type is RequestType.CLIENT_REGISTRATION:
+        return frozenset({SignatureRole.MEMBER, SignatureRole.CLIENT})
+    return frozenset({SignatureRole.MEMBER})
 
 
 _COMMON_FIELDS: Final = ("format", "type", "member", "created_at", "nonce")
@@ -189,12 +207,9 @@ def _is_hex(text: str) -> bool:
 
 def load_single_certificate(pem: str, what: str) -> x509.Certificate:
     try:
-        certificates = x509.load_pem_x509_certificates(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise MalformedRequest(f"{what}: not a PEM certificate ({exc})") from exc
-    if len(certificates) != 1:
-        raise MalformedRequest(f"{what}: expected one PEM certificate, found {len(certificates)}")
-    return certificates[0]
+        return load_single_pem_certificate(pem)
+    except ValueError as exc:
+        raise MalformedRequest(f"{what}: {exc}") from exc
 
 
 def _pem(certificate: x509.Certificate) -> str:
@@ -313,26 +328,14 @@ def request_from_json(content: bytes) -> RegistrationRequest:
 # --- signatures -------------------------------------------------------------------------------
 
 
-def _sign(key: PrivateKey, data: bytes) -> tuple[str, bytes]:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return ECDSA_SHA256, key.sign(data, ec.ECDSA(hashes.SHA256()))
-    return RSA_SHA256, key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-
-
 def _check_signature(
     certificate: x509.Certificate, algorithm: str, value: bytes, data: bytes, what: str
 ) -> None:
     """The same algorithms as the global configuration's (RFC 5758 §3.2, RFC 4055 §5)."""
-    key = certificate.public_key()
     try:
-        if algorithm == ECDSA_SHA256 and isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(value, data, ec.ECDSA(hashes.SHA256()))
-        elif algorithm == RSA_SHA256 and isinstance(key, rsa.RSAPublicKey):
-            key.verify(value, data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            raise UntrustedRequest(f"{what}: algorithm {algorithm!r} does not fit the certificate's key")
-    except InvalidSignature as exc:
-        raise UntrustedRequest(f"{what}: the signature does not match the content") from exc
+        verify_content_signature(certificate, algorithm, value, data)
+    except ValueError as exc:
+        raise UntrustedRequest(f"{what}: {exc}") from exc
 
 
 def _matches(key: PrivateKey, certificate: x509.Certificate) -> bool:
@@ -346,13 +349,21 @@ def build_signed_request(
     sign_cert: x509.Certificate,
     *,
     auth_key: PrivateKey | None = None,
+    client_key: PrivateKey | None = None,
+    client_cert: x509.Certificate | None = None,
 ) -> bytes:
-    """The signed container: the member's signature, and the auth key's when registering a certificate."""
+    """The signed container: the member's signature; the auth key's when registering a
+    certificate; the subsystem's member's (`client_key`, `client_cert`) when asking to host it."""
     if not _matches(sign_key, sign_cert):
         raise ValueError("the signing certificate is not for the signing key")
-    needs_auth = request.type is RequestType.AUTH_CERT_REGISTRATION
+    roles = required_roles(request.type)
+    needs_auth = SignatureRole.AUTH in roles
     if needs_auth != (auth_key is not None):
         raise ValueError(f"{request.type} {'needs' if needs_auth else 'takes no'} auth_key")
+    needs_client = SignatureRole.CLIENT in roles
+    if needs_client != (client_key is not None) or needs_client != (client_cert is not None):
+        need = "needs" if needs_client else "takes no"
+        raise ValueError(f"{request.type} {need} client_key and client_cert")
     content = request_to_json(request)
     signers: list[tuple[SignatureRole, PrivateKey, x509.Certificate]] = [
         (SignatureRole.MEMBER, sign_key, sign_cert)
@@ -362,9 +373,13 @@ def build_signed_request(
         if not _matches(auth_key, auth_cert):
             raise ValueError("the authentication certificate is not for auth_key")
         signers.append((SignatureRole.AUTH, auth_key, auth_cert))
+    if client_key is not None and client_cert is not None:
+        if not _matches(client_key, client_cert):
+            raise ValueError("the client member's certificate is not for client_key")
+        signers.append((SignatureRole.CLIENT, client_key, client_cert))
     signatures = []
     for role, key, certificate in signers:
-        algorithm, value = _sign(key, content)
+        algorithm, value = sign_content(key, content)
         signatures.append(
             {
                 "role": role.value,
@@ -384,10 +399,12 @@ def build_signed_request(
 
 @dataclass(frozen=True)
 class VerifiedRequest:
-    """A request whose signatures hold, with the certificate of the member that signed it."""
+    """A request whose signatures hold, with the certificate of the member that signed it, and
+    for a hosting request the certificate of the subsystem's member that consented."""
 
     request: RegistrationRequest
     member_certificate: x509.Certificate
+    client_certificate: x509.Certificate | None = None
 
 
 @dataclass(frozen=True)
@@ -438,6 +455,24 @@ def read_signed_request(data: bytes) -> RegistrationRequest:
     return request_from_json(content)
 
 
+def signature_roles(data: bytes) -> frozenset[SignatureRole]:
+    """Who signed a stored, verified request: the registry checks consent again before applying it."""
+    _, signatures = _read_container(data)
+    return frozenset(signatures)
+
+
+def missing_consent(request: RegistrationRequest, roles: frozenset[SignatureRole]) -> str | None:
+    """Why a hosting request cannot be applied without its subsystem's member's signature, or None."""
+    if request.type is not RequestType.CLIENT_REGISTRATION or SignatureRole.CLIENT in roles:
+        return None
+    client = request.client.to_text() if request.client else "the subsystem"
+    member = request.client.member.to_text() if request.client else "its member"
+    return (
+        f"hosting {client} needs the consent of its member {member}: the request must also be "
+        f"signed with {member}'s signing key (signature role {SignatureRole.CLIENT.value!r})"
+    )
+
+
 def verify_signed_request(
     data: bytes,
     trusted_cas: Sequence[x509.Certificate],
@@ -461,9 +496,10 @@ def verify_signed_request(
     if request.created_at > now + CLOCK_SKEW:
         raise UntrustedRequest(f"the request was made at {format_time(request.created_at)}: in the future")
 
-    expected = {SignatureRole.MEMBER}
-    if request.type is RequestType.AUTH_CERT_REGISTRATION:
-        expected.add(SignatureRole.AUTH)
+    expected = required_roles(request.type)
+    consent = missing_consent(request, frozenset(signatures))
+    if consent is not None:
+        raise UntrustedRequest(consent)
     if set(signatures) != expected:
         roles = ", ".join(sorted(role.value for role in expected))
         raise UntrustedRequest(f"a {request.type} request is signed by exactly: {roles}")
@@ -490,7 +526,37 @@ def verify_signed_request(
         _check_signature(
             auth_certificate, auth_signature.algorithm, auth_signature.value, content, "auth signature"
         )
-    return VerifiedRequest(request, member_signature.certificate)
+    client_certificate = None
+    if request.type is RequestType.CLIENT_REGISTRATION and request.client:
+        client_certificate = _check_consent(
+            signatures[SignatureRole.CLIENT], request.client, content, trusted_cas, now
+        )
+    return VerifiedRequest(request, member_signature.certificate, client_certificate)
+
+
+def _check_consent(
+    signature: _Signature,
+    client: ClientId,
+    content: bytes,
+    trusted_cas: Sequence[x509.Certificate],
+    now: dt.datetime,
+) -> x509.Certificate:
+    """The subsystem's member signed the hosting request with its own signing key: its consent."""
+    what = "client member signing certificate"
+    _check_trusted(signature.certificate, trusted_cas, now, what)
+    try:
+        named = member_of(signature.certificate)
+    except CertificateError as exc:
+        raise UntrustedRequest(f"{what}: {exc}") from exc
+    if named != client.member:
+        who = named.to_text() if named else "no member"
+        raise UntrustedRequest(
+            f"the consent to host {client.to_text()} is signed by {who}, not by its member "
+            f"{client.member.to_text()}"
+        )
+    _check_usage(signature.certificate, what)
+    _check_signature(signature.certificate, signature.algorithm, signature.value, content, "client signature")
+    return signature.certificate
 
 
 def _check_trusted(
@@ -504,23 +570,29 @@ def _check_trusted(
 
 def _check_names_member(certificate: x509.Certificate, member: ClientId) -> None:
     """The signer must be the member itself: an agency's key cannot speak for another."""
-    try:
-        named = member_of(certificate)
-    except CertificateError as exc:
-        raise UntrustedRequest(f"member signing certificate: {exc}") from exc
-    if named != member:
-        who = named.to_text() if named else "no member"
-        raise UntrustedRequest(f"the signing certificate names {who}, not {member.to_text()}")
+    _check_names(certificate, member, member_of, "member signing certificate", "signing", "no member")
 
 
 def _check_names_server(certificate: x509.Certificate, server: SecurityServerId) -> None:
+    _check_names(certificate, server, server_of, "authentication certificate", "authentication", "no gateway")
+
+
+def _check_names(
+    certificate: x509.Certificate,
+    expected: ClientId | SecurityServerId,
+    named_by: Callable[[x509.Certificate], ClientId | SecurityServerId | None],
+    what: str,
+    role: str,
+    nobody: str,
+) -> None:
+    """`certificate` must name `expected` (as `named_by` reads it): a key speaks only for its owner."""
     try:
-        named = server_of(certificate)
+        named = named_by(certificate)
     except CertificateError as exc:
-        raise UntrustedRequest(f"authentication certificate: {exc}") from exc
-    if named != server:
-        who = named.to_text() if named else "no gateway"
-        raise UntrustedRequest(f"the authentication certificate names {who}, not {server.to_text()}")
+        raise UntrustedRequest(f"{what}: {exc}") from exc
+    if named != expected:
+        who = named.to_text() if named else nobody
+        raise UntrustedRequest(f"the {role} certificate names {who}, not {expected.to_text()}")
 
 
 def _check_usage(certificate: x509.Certificate, what: str) -> None:

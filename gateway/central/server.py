@@ -29,6 +29,7 @@ from gateway.central.distribution import GLOBALCONF_PATH, make_distribution_app
 from gateway.central.publisher import ConfigurationPublisher, load_signing_key
 from gateway.central.repository import CentralRepository
 from gateway.config import ConfigError, Listener
+from gateway.connections import LimitedSite
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
 from gateway.globalconf import GlobalConfSettings
 from gateway.listeners import listening_socket
@@ -107,6 +108,8 @@ class RunningRegistry:
     context: RegistryContext
     management_url: str
     distribution_url: str
+    sites: list[LimitedSite] = field(default_factory=list)
+    """The distribution and the management listener, with their connection counts."""
     _runners: list[web.AppRunner] = field(default_factory=list)
     _timer: asyncio.Task[None] | None = None
 
@@ -142,10 +145,18 @@ async def start_registry(
         for app, sock in zip(
             (make_distribution_app(context), make_management_app(context)), sockets, strict=True
         ):
-            runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, access_log=None)
+            runner = web.AppRunner(
+                app,
+                shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+                access_log=None,
+                **config.connections.runner_options(),
+            )
             await runner.setup()
             running._runners.append(runner)
-            await web.SockSite(runner, sock).start()
+            # Deadlines and a cap per listener, as a gateway's (gateway/node.py).
+            site = LimitedSite(runner, config.connections, sock=sock)
+            await site.start()
+            running.sites.append(site)
     except BaseException:
         await running.stop()
         for sock in sockets:

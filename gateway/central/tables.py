@@ -16,7 +16,7 @@ from typing import Final
 import sqlalchemy as sa
 
 from gateway.adminstore import api_keys_table, audit_log_table
-from gateway.db import NAMING_CONVENTION, UtcDateTime, one_of
+from gateway.db import NAMING_CONVENTION, BigId, UtcDateTime, one_of
 
 
 class RequestState(enum.StrEnum):
@@ -233,3 +233,18 @@ api_keys: Final = api_keys_table("central_api_keys", metadata)
 
 audit_log: Final = audit_log_table("central_audit_log", metadata)
 """Every administrative change and refusal, and every registration request received."""
+
+log_heads: Final = sa.Table(
+    "central_log_heads",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("gateway", sa.Text, nullable=False),
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("signed_at", UtcDateTime, nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("document", sa.Text, nullable=False),  # the signed head line (gateway.messagelog.heads)
+    sa.Index("ix_central_log_heads_chain", "gateway", "node", "seq"),
+)
+"""Signed message-log heads the listed gateways sent: the registry is their witness, so a
+gateway's log cut together with its own head file still falls short of what is kept here."""

@@ -101,6 +101,20 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
         raise CertificateError(CertificateProblem.MALFORMED, f"not a certificate: {exc}") from exc
 
 
+def load_single_pem_certificate(pem: str) -> x509.Certificate:
+    """Exactly one certificate from PEM text, as signed documents and registry changes carry them.
+
+    Raises ValueError saying what is wrong (not PEM, or not exactly one certificate); callers
+    turn it into their own error, prefixed with which certificate it was."""
+    try:
+        certificates = x509.load_pem_x509_certificates(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ValueError(f"not a PEM certificate ({exc})") from exc
+    if len(certificates) != 1:
+        raise ValueError(f"expected one PEM certificate, found {len(certificates)}")
+    return certificates[0]
+
+
 def load_certificate_file(path: Path) -> x509.Certificate:
     """One certificate from a PEM or DER file."""
     return load_certificate(Path(path).read_bytes())

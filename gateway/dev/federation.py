@@ -15,8 +15,16 @@ here instead of by a registry, and no trust services: a federation whose nodes s
 own (tests of a single node), and whose configuration a test may re-sign
 (`up(..., registry=False)`).
 
+Convenience over security, for development only: each gateway's own subsystem is registered
+in `http` client-authentication mode, so curl and zeep call the internal interface without a
+client certificate. A real gateway's subsystems default to `https_cert` (a pinned TLS client
+certificate); `xgate admin subsystems list` flags the development ones as unauthenticated.
+
 Everything is generated into one directory; `DIR/federation.json` describes it for tests,
 the demo and anyone evaluating xgate, and `xgate federation down --dir DIR` stops it.
+`DIR/pids.json` names each process's PID, `DIR/processes.json` what that process was when it
+started (`gateway.dev.processes.ProcessIdentity`): `down` signals a PID only while it still
+names the process `up` started, never one the system has given the number to since.
 """
 
 from __future__ import annotations
@@ -39,7 +47,16 @@ from gateway.central.bootstrap import PublishingTimes, init_registry
 from gateway.central.client import register_server, request_subsystem
 from gateway.crypto.certs import certificate_to_pem, load_certificate_file
 from gateway.crypto.keys import load_private_key, write_file_atomically
-from gateway.dev.processes import Child, Ports, alive, spawn, stop_pids, wait_for, wait_http
+from gateway.dev.processes import (
+    Child,
+    Ports,
+    ProcessIdentity,
+    alive,
+    spawn,
+    stop_processes,
+    wait_for,
+    wait_http,
+)
 from gateway.globalconf import (
     Anchor,
     GlobalConf,
@@ -142,7 +159,9 @@ def _start(
 ) -> Child:
     """Start one process of the federation, handing it the held sockets of the ports it serves."""
     listening = ports.take(serving) if ports is not None else []
-    return spawn(name, command, _log(fed, name), cwd=REPO, listening=listening)
+    child = spawn(name, command, _log(fed, name), cwd=REPO, listening=listening)
+    _record_identity(fed, name, child.identity)
+    return child
 
 
 def _xgate(*args: str) -> list[str]:
@@ -267,7 +286,11 @@ def _standby_server(
 
 
 def _open_database(fed: Path, gw: dict[str, Any]) -> ServerConfRepository:
-    """The gateway's server-configuration database with its own subsystem and an admin API key."""
+    """The gateway's server-configuration database with its own subsystem and an admin API key.
+
+    The subsystem is in `http` mode, unauthenticated, for the demo's curl and zeep calls
+    (module docstring); never a production default.
+    """
     url = f"sqlite:///{fed / gw['name'] / 'serverconf.sqlite'}"
     migrate(url)
     repository = ServerConfRepository.from_url(url)
@@ -658,8 +681,14 @@ def _register_gateway(admin: RegistryClient, registry_url: str, gw: dict[str, An
         sign_key,
     )
     admin.post(f"/requests/{registration.id}/approve", {"reason": APPROVAL_REASON})
-    hosting = request_subsystem(
-        registry_url, server, ClientId.from_text(gw["subsystem"]), sign_cert, sign_key
+    hosting = request_subsystem(  # its owner's own subsystem: one key signs as owner and as member
+        registry_url,
+        server,
+        ClientId.from_text(gw["subsystem"]),
+        sign_cert,
+        sign_key,
+        member_cert=sign_cert,
+        member_key=sign_key,
     )
     admin.post(f"/requests/{hosting.id}/approve", {"reason": APPROVAL_REASON})
     gw["registration_requests"] = [registration.id, hosting.id]
@@ -729,8 +758,9 @@ def up(
         else:
             description = _up_locally(fed, unreachable_standby, pids, ports)
     except Exception:
-        stop_pids(pids)
+        _stop(fed, pids)
         (fed / "pids.json").unlink(missing_ok=True)
+        (fed / PROCESSES_FILE).unlink(missing_ok=True)
         raise
     finally:
         ports.close()
@@ -757,6 +787,46 @@ def _write_pids(fed: Path, pids: dict[str, int]) -> None:
     write_file_atomically(fed / "pids.json", json.dumps(pids).encode(), 0o600)
 
 
+PROCESSES_FILE: Final = "processes.json"
+"""Each started process's identity by name, recorded as it starts (module docstring)."""
+
+
+def read_identities(fed: Path) -> dict[str, ProcessIdentity]:
+    path = fed / PROCESSES_FILE
+    if not path.exists():
+        return {}
+    return {name: ProcessIdentity.from_json(value) for name, value in _read_json(path).items()}
+
+
+def _write_identities(fed: Path, identities: dict[str, ProcessIdentity]) -> None:
+    content = {name: identity.to_json() for name, identity in identities.items()}
+    write_file_atomically(fed / PROCESSES_FILE, json.dumps(content, indent=2).encode(), 0o600)
+
+
+def _record_identity(fed: Path, name: str, identity: ProcessIdentity | None) -> None:
+    identities = read_identities(fed)
+    identities.pop(name, None)
+    if identity is not None:  # gone already: nothing of it may be signalled later
+        identities[name] = identity
+    _write_identities(fed, identities)
+
+
+def _stop(fed: Path, pids: dict[str, int]) -> list[str]:
+    """Stop the named processes that are still the ones started here; returns the names left alone.
+
+    A name with no recorded identity, or one recorded for another PID, is left alone too:
+    nothing says the PID is ours.
+    """
+    identities = read_identities(fed)
+    recorded = {
+        name: identities[name]
+        for name, pid in pids.items()
+        if name in identities and identities[name].pid == pid
+    }
+    left_alone = stop_processes(recorded)
+    return sorted([*left_alone, *(name for name in pids if name not in recorded)])
+
+
 def _command(description: dict[str, Any], name: str) -> tuple[list[str], str]:
     """How `name` is started, and the URL that answers once it runs."""
     if name == "trust":
@@ -779,8 +849,9 @@ def stop_process(fed: Path, name: str) -> None:
     pids = read_pids(fed)
     pid = pids.pop(name, None)
     if pid is not None:
-        stop_pids({name: pid})
+        _stop(fed, {name: pid})
     _write_pids(fed, pids)
+    _record_identity(fed, name, None)
 
 
 def start_process(fed: Path, name: str, ports: Ports | None = None, serving: Iterable[int] = ()) -> None:
@@ -823,12 +894,18 @@ def add_gateway(fed: Path, name: str, member: ClientId, member_name: str, subsys
     return gw
 
 
-def down(fed: Path) -> None:
+def down(fed: Path) -> list[str]:
+    """Stop every process of the federation; returns the names of those left alone because their
+    recorded PID no longer names the process `up` started (it exited, and the number may be
+    another process's now)."""
     pids_file = fed / "pids.json"
+    left_alone: list[str] = []
     if pids_file.exists():
-        stop_pids(json.loads(pids_file.read_text()))
+        left_alone = _stop(fed, read_pids(fed))
         pids_file.unlink()
+    (fed / PROCESSES_FILE).unlink(missing_ok=True)
     (fed / "federation.json").unlink(missing_ok=True)
+    return left_alone
 
 
 # --- the interface cache's demo policies (docs/cache.md) -------------------------------------------

@@ -52,8 +52,12 @@ def up(directory: Path) -> None:
 @cli.command("down")
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, path_type=Path))
 def down(directory: Path) -> None:
-    """Stop every process of the federation in DIR (gateways finish in-flight requests first)."""
-    federation.down(directory.resolve())
+    """Stop every process of the federation in DIR (gateways finish in-flight requests first).
+
+    A recorded PID is signalled only while it is still the process `up` started.
+    """
+    for name in federation.down(directory.resolve()):
+        click.echo(f"{name}: not signalled, its recorded PID is no longer the process started", err=True)
     click.echo(f"federation in {directory} stopped")
 
 

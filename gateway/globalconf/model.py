@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from gateway.crypto.certs import load_single_pem_certificate
 from gateway.ids import ClientId, GlobalGroupId, IdentifierError, SecurityServerId, validate_code
 
 # X-Road's defaults for the same settings (X-Road system parameters: ocspFreshnessSeconds,
@@ -66,11 +67,9 @@ def _check_code(value: str, what: str) -> None:
 def _load_pem_certificate(pem: str, what: str) -> x509.Certificate:
     """Exactly one PEM certificate; anything else in a signed configuration is a registry error."""
     try:
-        certificates = x509.load_pem_x509_certificates(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise MalformedGlobalConf(f"{what}: not a PEM certificate ({exc})") from exc
-    _require(len(certificates) == 1, f"{what}: expected one PEM certificate, found {len(certificates)}")
-    return certificates[0]
+        return load_single_pem_certificate(pem)
+    except ValueError as exc:
+        raise MalformedGlobalConf(f"{what}: {exc}") from exc
 
 
 def _check_url(url: str, what: str) -> None:

@@ -335,10 +335,7 @@ def sign_globalconf(conf: GlobalConf, key: PrivateKey, cert: x509.Certificate) -
     if key.public_key().public_bytes(*public) != cert.public_key().public_bytes(*public):
         raise ValueError("the certificate is not for this key")
     content = globalconf_to_json(conf)
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        algorithm, value = ECDSA_SHA256, key.sign(content, ec.ECDSA(hashes.SHA256()))
-    else:
-        algorithm, value = RSA_SHA256, key.sign(content, padding.PKCS1v15(), hashes.SHA256())
+    algorithm, value = sign_content(key, content)
     return canonical_json(
         {
             "format": SIGNED_FORMAT,
@@ -417,16 +414,37 @@ def _check_signer(signer: x509.Certificate, anchors: Sequence[x509.Certificate],
 
 
 def _check_signature(signer: x509.Certificate, algorithm: str, value: bytes, content: bytes) -> None:
-    key = signer.public_key()
+    try:
+        verify_content_signature(signer, algorithm, value, content)
+    except ValueError as exc:
+        raise UntrustedGlobalConf(str(exc)) from exc
+
+
+def sign_content(key: PrivateKey, content: bytes) -> tuple[str, bytes]:
+    """(algorithm name, signature) of `content` by `key`: ECDSA, or RSA PKCS#1 v1.5, with SHA-256.
+
+    The registry's signed documents (the global configuration, registration requests) all sign
+    and check this way."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return ECDSA_SHA256, key.sign(content, ec.ECDSA(hashes.SHA256()))
+    return RSA_SHA256, key.sign(content, padding.PKCS1v15(), hashes.SHA256())
+
+
+def verify_content_signature(
+    certificate: x509.Certificate, algorithm: str, value: bytes, content: bytes
+) -> None:
+    """Raises ValueError saying why `value` is not `certificate`'s signature of `content` under
+    `algorithm` (ECDSA_SHA256 or RSA_SHA256, and it must fit the certificate's key type)."""
+    key = certificate.public_key()
     try:
         if algorithm == ECDSA_SHA256 and isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(value, content, ec.ECDSA(hashes.SHA256()))
         elif algorithm == RSA_SHA256 and isinstance(key, rsa.RSAPublicKey):
             key.verify(value, content, padding.PKCS1v15(), hashes.SHA256())
         else:
-            raise UntrustedGlobalConf(f"algorithm {algorithm!r} is not accepted for the signer's key")
+            raise ValueError(f"algorithm {algorithm!r} does not fit the certificate's key")
     except InvalidSignature as exc:
-        raise UntrustedGlobalConf("the signature does not match the content") from exc
+        raise ValueError("the signature does not match the content") from exc
 
 
 # --- the anchor -------------------------------------------------------------------------------

@@ -116,6 +116,12 @@ class ArchivableRecord(Protocol):
     @property
     def timestamp_proof_json(self) -> str | None: ...
 
+    @property
+    def log_signature(self) -> bytes | None: ...
+
+    @property
+    def log_signature_proof_json(self) -> str | None: ...
+
 
 class ArchiveSource(Protocol):
     """The message-log store, as far as archiving needs it."""
@@ -133,6 +139,8 @@ def logged_message(item: ArchivableRecord) -> LoggedMessage:
         prev_hash=item.prev_hash,
         timestamp_token=None if item.timestamp is None else item.timestamp.token,
         timestamp_proof=None if proof_json is None else decode_proof(proof_json).steps,
+        log_signature=item.log_signature,
+        log_signature_proof=item.log_signature_proof_json,
     )
     if message.record_hash != item.record_hash:
         raise ValueError(f"record {item.seq}: its stored hash is not the hash of its content")

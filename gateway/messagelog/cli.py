@@ -14,6 +14,7 @@ gateway.messagelog.inspector), so both modes print the same.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import textwrap
@@ -455,6 +456,25 @@ def _write_containers(directory: Path, containers: Sequence[ExportedContainer]) 
     is_flag=True,
     help="Containers: accept runs that do not link up (a selection, or several nodes' chains).",
 )
+@click.option(
+    "--heads",
+    "head_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Live log: a file of signed log heads (the node's head file, or the witness's export); "
+    "records missing after the newest head are reported as truncation. Repeatable.",
+)
+@click.option(
+    "--witness",
+    "witness_url",
+    metavar="URL",
+    help="Live log: also the newest heads the central registry witnessed (its distribution URL).",
+)
+@click.option(
+    "--allow-unsigned-records",
+    is_flag=True,
+    help="Accept records without their gateway's record signature (logs written before it).",
+)
 @_trust_options
 @pass_settings
 @click.pass_context
@@ -464,6 +484,9 @@ def verify(
     paths: Sequence[Path],
     node: str | None,
     allow_gaps: bool,
+    head_files: Sequence[Path],
+    witness_url: str | None,
+    allow_unsigned_records: bool,
     ca_files: Sequence[Path],
     tsa_files: Sequence[Path],
     globalconf: Path | None,
@@ -481,11 +504,20 @@ def verify(
     if paths:
         if trust is None:
             raise TrustUnavailable("no trust anchors to verify the files with")
-        valid = _verify_paths(paths, trust, allow_gaps=allow_gaps)
+        valid = _verify_paths(
+            paths, trust, allow_gaps=allow_gaps, require_record_signature=not allow_unsigned_records
+        )
     elif settings.database is not None:
-        answer = settings.inspector(trust).verify(node)
+        sources = [(path.name, path.read_bytes().splitlines()) for path in head_files]
+        if witness_url is not None:
+            for gateway in _gateways(settings, sources):
+                sources.append((f"witness {witness_url}", fetch_witness_heads(witness_url, gateway)))
+        heads = _newest_heads(sources, trust)
+        answer = settings.inspector(trust).verify(
+            node, heads=heads, require_record_signatures=not allow_unsigned_records
+        )
         click.echo(format_verification(answer))
-        valid = bool(answer["valid"])
+        valid = bool(answer["valid"]) and heads is not None
         if not valid:
             click.echo(f"first problem: {first_problem(answer)}", err=True)
     else:
@@ -498,7 +530,97 @@ def verify(
     ctx.exit(0 if valid else 1)
 
 
-def _verify_paths(paths: Sequence[Path], trust: ContainerTrust, *, allow_gaps: bool) -> bool:
+WITNESS_TIMEOUT_SECONDS: Final = 30.0
+MAX_WITNESS_ANSWER_BYTES: Final = 16 * 1024 * 1024
+"""Newest heads of one gateway: a few KB per node."""
+
+
+def fetch_witness_heads(witness_url: str, gateway: str, node: str | None = None) -> list[bytes]:
+    """The newest head line of each node of `gateway` that the registry witnessed."""
+    import urllib.parse
+    import urllib.request
+
+    url = f"{witness_url.rstrip('/')}/heads/{urllib.parse.quote(gateway, safe='/')}"
+    if node is not None:
+        url += "?" + urllib.parse.urlencode({"node": node})
+    if not url.startswith(("http://", "https://")):
+        raise click.ClickException(f"--witness must be an http(s) URL, not {witness_url!r}")
+    try:
+        opened = urllib.request.urlopen(url, timeout=WITNESS_TIMEOUT_SECONDS)  # noqa: S310 (http(s), checked above)
+        with opened as answer:
+            body: bytes = answer.read(MAX_WITNESS_ANSWER_BYTES + 1)
+    except OSError as exc:
+        raise click.ClickException(f"the witness at {witness_url} did not answer: {exc}") from exc
+    if len(body) > MAX_WITNESS_ANSWER_BYTES:
+        raise click.ClickException("the witness's answer is too large")
+    return body.splitlines()
+
+
+def _gateways(settings: LogSettings, sources: Sequence[tuple[str, Sequence[bytes]]]) -> list[str]:
+    """Whose heads to ask the witness for: --gateway, else every gateway the log or the files name."""
+    if settings.gateway is not None:
+        return [settings.gateway]
+    from gateway.messagelog.db import begin_snapshot_read
+    from gateway.messagelog.heads import HeadError, parse_head
+    from gateway.messagelog.store import chain_states
+
+    found: set[str] = set()
+    with begin_snapshot_read(settings.inspector().engine) as connection:
+        found.update(chain.gateway for chain in chain_states(connection))
+    for _, lines in sources:
+        for line in lines:
+            with contextlib.suppress(HeadError):
+                found.add(parse_head(line).head.gateway)
+    if not found:
+        raise click.ClickException("give --gateway: the log and the head files name no gateway")
+    return sorted(found)
+
+
+def _newest_heads(
+    sources: Sequence[tuple[str, Sequence[bytes]]], trust: ContainerTrust | None
+) -> dict[tuple[str, str], tuple[int, bytes, str]] | None:
+    """The newest verified head of each chain in the files; None (and the reasons said) when a
+    head line does not verify: a forged head is a finding, never silently skipped."""
+    from gateway.messagelog.heads import newest_heads
+    from gateway.messagelog.logsig import signed_by_owner
+    from gateway.messagelog.officer import token_verifier
+
+    found: dict[tuple[str, str], tuple[int, bytes, str]] = {}
+    refused = False
+    for name, lines in sources:
+        newest, problems = newest_heads(
+            lines,
+            None if trust is None else trust.trusted_cas,
+            verify_token=None if trust is None else token_verifier(trust),
+            is_owner_cert=signed_by_owner,
+        )
+        for problem in problems:
+            click.echo(f"{name}: {problem}", err=True)
+            refused = True
+        for key, signed in newest.items():
+            if key not in found or signed.head.seq > found[key][0]:
+                found[key] = (
+                    signed.head.seq,
+                    signed.head.record_hash,
+                    f"{name} ({signed.head.time:%Y-%m-%dT%H:%M:%SZ})",
+                )
+    return None if refused else found
+
+
+@cli.command("witness-heads")
+@click.argument("witness_url", metavar="URL")
+@click.argument("gateway")
+@click.option("--node", help="Only this node's head.")
+def witness_heads(witness_url: str, gateway: str, node: str | None) -> None:
+    """Print the newest signed log head of each node of GATEWAY that the registry at URL keeps,
+    one JSON line each (save them for `xgate log verify --heads FILE`)."""
+    for line in fetch_witness_heads(witness_url, gateway, node):
+        click.echo(line.decode("utf-8", errors="replace"))
+
+
+def _verify_paths(
+    paths: Sequence[Path], trust: ContainerTrust, *, allow_gaps: bool, require_record_signature: bool
+) -> bool:
     """Archives as chained archives, containers one by one and then as links of their chain."""
     archives: list[Path] = []
     containers: list[Path] = []
@@ -520,16 +642,23 @@ def _verify_paths(paths: Sequence[Path], trust: ContainerTrust, *, allow_gaps: b
     if archives:
         valid = _verify_archives(archives, trust)
     if containers:
-        valid = _verify_containers(containers, trust, allow_gaps=allow_gaps) and valid
+        valid = (
+            _verify_containers(
+                containers, trust, allow_gaps=allow_gaps, require_record_signature=require_record_signature
+            )
+            and valid
+        )
     return valid
 
 
-def _verify_containers(paths: Sequence[Path], trust: ContainerTrust, *, allow_gaps: bool) -> bool:
+def _verify_containers(
+    paths: Sequence[Path], trust: ContainerTrust, *, allow_gaps: bool, require_record_signature: bool
+) -> bool:
     single = len(paths) == 1
     members: list[ChainMember] = []
     problems: list[str] = []
     for path in paths:
-        report = _verify_container_file(path, trust)
+        report = _verify_container_file(path, trust, require_record_signature)
         if report is None:
             problems.append(
                 f"{path.name}: cannot be read as a container of at most {MAX_CONTAINER_BYTES} bytes"
@@ -568,7 +697,9 @@ def _verify_containers(paths: Sequence[Path], trust: ContainerTrust, *, allow_ga
     return not problems
 
 
-def _verify_container_file(path: Path, trust: ContainerTrust) -> ContainerReport | None:
+def _verify_container_file(
+    path: Path, trust: ContainerTrust, require_record_signature: bool
+) -> ContainerReport | None:
     """The report for one file; None when it cannot even be read (too large, unreadable)."""
     try:
         if path.stat().st_size > MAX_CONTAINER_BYTES:
@@ -582,6 +713,7 @@ def _verify_container_file(path: Path, trust: ContainerTrust) -> ContainerReport
         trusted_tsa_certs=trust.trusted_tsa_certs,
         tsa_ca_certs=trust.tsa_ca_certs,
         status_policy=trust.status,
+        require_record_signature=require_record_signature,
     )
 
 

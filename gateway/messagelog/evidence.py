@@ -27,11 +27,11 @@ from cryptography.x509 import ocsp
 
 from gateway.crypto.certs import CertificateError, fingerprint_sha256, member_of
 from gateway.crypto.ocsp import OcspError, verify_ocsp_response
+from gateway.faults import XRoadFault
 from gateway.globalconf.model import DEFAULT_OCSP_FRESHNESS_SECONDS, GlobalConf
 from gateway.ids import ClientId, IdentifierError, ServiceId
-from gateway.messagelog.record import OUTCOME_OK, Direction, LoggedPart, MessageKind
+from gateway.messagelog.record import OUTCOME_CACHE_PREFIX, OUTCOME_OK, Direction, LoggedPart, MessageKind
 from gateway.protocol import rest, soap
-from gateway.protocol.faults import XRoadFault
 
 REQUEST: Final = Direction.REQUEST.value
 RESPONSE: Final = Direction.RESPONSE.value
@@ -110,17 +110,40 @@ def check_header_ids(
     message_id: str,
 ) -> str:
     """The identifiers inside the signed message (SOAP header; REST X-Road-* fields and the
-    service path) are the record's: a record cannot claim another exchange's message."""
+    service path) are the record's: a record cannot claim another exchange's message.
+
+    An answer served from the interface cache (outcome `cache.hit`/`cache.stale`) is the
+    original exchange's signed answer, kept intact so that it stays verifiable: its id (and, for
+    data the policy shares between clients, its client) are the original's, which the record's
+    detail names; only the service must be the record's.
+    """
+    if kind not in (MessageKind.SOAP.value, MessageKind.REST.value):
+        raise EvidenceError(f"the record's kind {kind!r} is neither soap nor rest")
+    ids = _Recorded(client, service, message_id, outcome.startswith(OUTCOME_CACHE_PREFIX))
     if kind == MessageKind.SOAP.value:
-        return _soap_ids(direction, content_type, message, client, service, message_id)
-    if kind == MessageKind.REST.value:
-        return _rest_ids(direction, outcome, rest_head, client, service, message_id)
-    raise EvidenceError(f"the record's kind {kind!r} is neither soap nor rest")
+        return _soap_ids(direction, content_type, message, ids)
+    return _rest_ids(direction, outcome, rest_head, ids)
 
 
-def _soap_ids(
-    direction: str, content_type: str, message: bytes | None, client: str, service: str, message_id: str
-) -> str:
+@dataclass(frozen=True)
+class _Recorded:
+    """The record's identifiers, and whether its answer came from the interface cache."""
+
+    client: str
+    service: str
+    message_id: str
+    from_cache: bool
+
+    def compare(self, client: str, service: str, message_id: str, fields: tuple[str, str, str]) -> str:
+        _same(fields[1], service, self.service)
+        if self.from_cache:
+            return f"served from the interface cache: the original answer's {fields[1]} is the record's"
+        _same(fields[0], client, self.client)
+        _same(fields[2], message_id, self.message_id)
+        return ""
+
+
+def _soap_ids(direction: str, content_type: str, message: bytes | None, ids: _Recorded) -> str:
     if message is None:
         return "the body was not logged: the SOAP header cannot be compared (its digest is signed)"
     try:
@@ -132,15 +155,13 @@ def _soap_ids(
         return "a SOAP fault: it carries no X-Road header to compare"
     except XRoadFault as exc:
         raise EvidenceError(f"the signed message is not an X-Road SOAP message: {exc.message}") from exc
-    _same("client", parsed.client.to_text(), client)
-    _same("service", parsed.service.to_text(), service)
-    _same("id", parsed.id, message_id)
-    return "the SOAP header's client, service and id are the record's"
+    said = ids.compare(
+        parsed.client.to_text(), parsed.service.to_text(), parsed.id, ("client", "service", "id")
+    )
+    return said or "the SOAP header's client, service and id are the record's"
 
 
-def _rest_ids(
-    direction: str, outcome: str, head: bytes | None, client: str, service: str, message_id: str
-) -> str:
+def _rest_ids(direction: str, outcome: str, head: bytes | None, ids: _Recorded) -> str:
     if head is None:
         raise EvidenceError("a REST message's signed head is not in the evidence")
     if len(head) > MAX_HEAD_BYTES:
@@ -158,22 +179,28 @@ def _rest_ids(
         except (XRoadFault, KeyError) as exc:
             raise EvidenceError(f"the signed REST request is not an X-Road request: {exc}") from exc
         call = parsed.request if isinstance(parsed, rest.RestMetadataRequest) else parsed
-        _same("X-Road-Client", call.client.to_text(), client)
-        _same("service path", call.service.to_text(), service)
-        _same("X-Road-Id", call.message_id, message_id)
-        return "the REST request's X-Road-Client, service path and X-Road-Id are the record's"
+        said = ids.compare(
+            call.client.to_text(),
+            call.service.to_text(),
+            call.message_id,
+            ("X-Road-Client", "service path", "X-Road-Id"),
+        )
+        return said or "the REST request's X-Road-Client, service path and X-Road-Id are the record's"
     fields = {name.lower(): value for name, value in headers}
     if rest.HEADER_CLIENT.lower() not in fields and (outcome != OUTCOME_OK or _status(document) >= 400):
         return "a REST error answer without X-Road fields: nothing to compare"
     try:
-        _same("X-Road-Client", ClientId.from_text(fields[rest.HEADER_CLIENT.lower()]).to_text(), client)
-        _same("X-Road-Service", ServiceId.from_text(fields[rest.HEADER_SERVICE.lower()]).to_text(), service)
-        _same("X-Road-Id", fields[rest.HEADER_ID.lower()], message_id)
+        said = ids.compare(
+            ClientId.from_text(fields[rest.HEADER_CLIENT.lower()]).to_text(),
+            ServiceId.from_text(fields[rest.HEADER_SERVICE.lower()]).to_text(),
+            fields[rest.HEADER_ID.lower()],
+            ("X-Road-Client", "X-Road-Service", "X-Road-Id"),
+        )
     except KeyError as exc:
         raise EvidenceError(f"the signed REST response has no {exc} field") from exc
     except IdentifierError as exc:
         raise EvidenceError(f"the signed REST response's identifiers do not parse: {exc}") from exc
-    return "the REST response's X-Road-Client, X-Road-Service and X-Road-Id are the record's"
+    return said or "the REST response's X-Road-Client, X-Road-Service and X-Road-Id are the record's"
 
 
 def _status(document: Mapping[str, Any]) -> int:

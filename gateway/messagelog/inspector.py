@@ -9,7 +9,7 @@ Nothing here writes to the log.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -137,24 +137,47 @@ class LogInspector:
             containers.append(ExportedContainer(entry.name, data, fields))
         return containers, failures, next_page
 
-    def verify(self, node: str | None = None) -> dict[str, Any]:
-        """verify_log over every chain (of this gateway; of `node` only, when given)."""
+    def verify(
+        self,
+        node: str | None = None,
+        *,
+        heads: Mapping[tuple[str, str], tuple[int, bytes, str]] | None = None,
+        require_record_signatures: bool = False,
+    ) -> dict[str, Any]:
+        """verify_log over every chain (of this gateway; of `node` only, when given).
+
+        `heads` are the newest signed heads by (gateway, node) (gateway.messagelog.heads): each
+        chain must reach its head, and a chain with a head but no row (deleted) is verified too.
+        """
         trust = self.trust()
         if trust is None:
             raise TrustUnavailable("no trust anchors to verify the log with")
         with begin_snapshot_read(self.engine) as connection:
-            chains = [c for c in chain_states(connection, self.gateway) if node is None or c.node == node]
+            chains = [
+                (c.gateway, c.node)
+                for c in chain_states(connection, self.gateway)
+                if node is None or c.node == node
+            ]
+        for key in heads or {}:
+            if (
+                key not in chains
+                and (self.gateway is None or key[0] == self.gateway)
+                and node in (None, key[1])
+            ):
+                chains.append(key)
         reports = [
             verify_log(
                 self.engine,
-                chain.gateway,
-                chain.node,
+                gateway,
+                chain_node,
                 trusted_cas=trust.trusted_cas,
                 verify_token=token_verifier(trust),
                 cipher=self.cipher,
                 status_policy=trust.status,
+                require_record_signatures=require_record_signatures,
+                expect_head=(heads or {}).get((gateway, chain_node)),
             )
-            for chain in chains
+            for gateway, chain_node in chains
         ]
         return verification_json(reports)
 

@@ -23,6 +23,7 @@ from typing import Any, Final
 from cryptography import x509
 
 from gateway.crypto.timestamp import verify_timestamp_token
+from gateway.db import MAX_SQL_INTEGER
 from gateway.globalconf import GlobalConf
 from gateway.messagelog.archive import ContainerTrust
 from gateway.messagelog.crypto_at_rest import BodyCipher
@@ -94,8 +95,8 @@ class SearchQuery:
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_SEARCH_LIMIT:
             raise QueryError(f"limit must be 1..{MAX_SEARCH_LIMIT}")
-        if self.offset < 0:
-            raise QueryError("offset must be 0 or more")
+        if not 0 <= self.offset <= MAX_SQL_INTEGER:
+            raise QueryError(f"offset must be 0..{MAX_SQL_INTEGER}")
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:

@@ -21,10 +21,14 @@ from typing import Final
 
 from cryptography import x509
 
+from gateway import faults
 from gateway.crypto.timestamp import TimestampError, verify_timestamp_token
+from gateway.faults import XRoadFault
 from gateway.globalconf import GlobalConf
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import create_engine, migrate
+from gateway.messagelog.headkeeper import HeadKeeper, Witness
+from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.record import LogRecord
 from gateway.messagelog.settings import MessageLogSettings
 from gateway.messagelog.store import ChainArchive, LoggingFailed, MessageLogWriter, purge
@@ -35,15 +39,17 @@ from gateway.messagelog.timestamping import (
     TimestampingFailed,
 )
 from gateway.outbound import OutboundError, Transport
+from gateway.outbound.interface import post_for
 from gateway.outbound.network import service_transport
 from gateway.outbound.tsa import request_timestamp
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 
 log = logging.getLogger(__name__)
 
 # One TSA round trip; the timestamper tries the next TSA after this.
 TSA_TIMEOUT_SECONDS: Final = 10.0
+# One POST of a head to the registry; a missed head is sent again with the next.
+WITNESS_TIMEOUT_SECONDS: Final = 10.0
+WITNESS_ANSWER_BYTES: Final = 4096  # {"gateway", "node", "seq"}
 # While stamping fails the timestamper backs off, but never beyond this share of the failure
 # allowance: once traffic is refused, every second a returned TSA goes unasked is refused traffic.
 RETRY_SHARE_OF_FAILURE_ALLOWANCE: Final = 0.1
@@ -71,7 +77,11 @@ class MessageLog:
         gateway: str,
         node: str,
         globalconf: Callable[[], GlobalConf | None],
+        record_signer: RecordSigner | None = None,
+        audit_head: Callable[[], bytes | None] | None = None,
     ) -> None:
+        """`record_signer` holds the gateway owner's signing key: it signs each commit's records
+        and the log heads (gateway.messagelog.logsig, .heads); without it neither is signed."""
         self.settings = settings
         self.gateway = gateway
         self.node = node
@@ -83,8 +93,16 @@ class MessageLog:
             cipher = BodyCipher(*load_body_keys(settings.body_key_file))
         self.cipher = cipher
         self.writer = MessageLogWriter(
-            self.engine, gateway=gateway, node=node, cipher=cipher, window_seconds=settings.window_seconds
+            self.engine,
+            gateway=gateway,
+            node=node,
+            cipher=cipher,
+            window_seconds=settings.window_seconds,
+            record_signer=record_signer,
         )
+        self._record_signer = record_signer
+        self._audit_head = audit_head
+        self.heads: HeadKeeper | None = None
         self.timestamper = BatchTimestamper(
             self.engine,
             gateway=gateway,
@@ -101,10 +119,25 @@ class MessageLog:
         self._owns_tsa = False
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, tsa: Transport | None = None) -> None:
-        """`tsa` reaches the timestamping authorities (the node's trust-service transport), else its own."""
+    async def start(self, tsa: Transport | None = None, witness: Witness | None = None) -> None:
+        """`tsa` reaches the timestamping authorities and the registry (the node's trust-service
+        transport), else its own; `witness` sends a signed head to the witness, by default a POST
+        to the registry's /heads when `settings.witness_url` is set."""
         self._tsa, self._owns_tsa = (tsa, False) if tsa is not None else (service_transport(), True)
         self.timestamper.start()
+        if self._record_signer is not None:
+            self.heads = HeadKeeper(
+                self.engine,
+                gateway=self.gateway,
+                node=self.node,
+                signer=self._record_signer.root_signer,
+                head_file=self.settings.head_file,
+                interval_seconds=self.settings.head_interval_seconds,
+                stamp=self._stamp_head,
+                witness=(witness or self._post_head) if self.settings.witness else None,
+                audit_head=self._audit_head,
+            )
+            self.heads.start()
         if self.settings.archive_dir is not None:
             self._tasks.append(asyncio.create_task(self._archive_loop()))
 
@@ -116,6 +149,11 @@ class MessageLog:
                 await task
         await self.writer.aclose()
         await self.timestamper.aclose()
+        if self.heads is not None:
+            try:
+                await self.heads.aclose()  # the shutdown head, after the last record
+            except Exception:
+                log.exception("the shutdown log head could not be written")
         if self._tsa is not None and self._owns_tsa:
             await self._tsa.aclose()
         self.engine.dispose()
@@ -154,6 +192,8 @@ class MessageLog:
             ),
             "timestamping_last_error": self.timestamper.last_error,
             "commits": self.writer.commits,
+            "records_signed": self._record_signer is not None,
+            "heads_last_error": self.heads.last_error if self.heads is not None else None,
         }
 
     # --- timestamping over the federation's TSAs, in order ----------------------------------
@@ -161,6 +201,26 @@ class MessageLog:
     def _has_authority(self) -> bool:
         conf = self._globalconf()
         return conf is not None and bool(conf.timestamping_authorities)
+
+    async def _post_head(self, line: str) -> None:
+        """The head to the registry's witness endpoint (gateway.central.distribution)."""
+        if self.settings.witness_url is None:
+            return
+        assert self._tsa is not None
+        await post_for(
+            self._tsa,
+            self.settings.witness_url.rstrip("/") + "/heads",
+            line.encode("utf-8"),
+            content_type="application/json",
+            answer_type="application/json",
+            timeout=WITNESS_TIMEOUT_SECONDS,
+            max_bytes=WITNESS_ANSWER_BYTES,
+        )
+
+    async def _stamp_head(self, digest: bytes) -> bytes:
+        if not self._has_authority():
+            raise TimestampingFailed(NO_AUTHORITY)
+        return await self._stamp(digest)
 
     async def _stamp(self, digest: bytes) -> bytes:
         conf = self._globalconf()

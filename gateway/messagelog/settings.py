@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from gateway.messagelog.heads import DEFAULT_HEAD_INTERVAL_SECONDS
 from gateway.messagelog.store import DEFAULT_WINDOW_SECONDS
 from gateway.messagelog.timestamping import DEFAULT_INTERVAL_SECONDS
 
@@ -38,3 +39,9 @@ class MessageLogSettings:
     archive_interval_seconds: float = DEFAULT_ARCHIVE_INTERVAL_SECONDS
     retention_days: float | None = None  # purge archived records older than this
     archive_hook: tuple[str, ...] | None = None  # command run with each finished archive's path
+    # Signed log heads (gateway.messagelog.heads): how often, and the file outside the database
+    # they are appended to (None: the database and the witness only).
+    head_interval_seconds: float = DEFAULT_HEAD_INTERVAL_SECONDS
+    head_file: Path | None = None
+    witness: bool = True  # send each head to the central registry
+    witness_url: str | None = None  # the registry's distribution URL (POST /heads)

@@ -67,6 +67,8 @@ class StoredRecord:
     timestamp_proof_json: str | None = None  # record hash -> stamped root (asice.encode_proof)
     archived_at: datetime | None = None
     archive_id: str | None = None
+    log_signature: bytes | None = None  # the owner's signed root over the commit batch (logsig)
+    log_signature_proof_json: str | None = None  # record hash -> that root (asice.encode_proof)
 
     def timestamp_proof(self) -> Proof | None:
         """The path from `record_hash` to the timestamp's root; raises asice.ContainerError if malformed."""

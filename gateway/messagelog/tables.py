@@ -103,6 +103,10 @@ records: Final = sa.Table(
     sa.Column("timestamp_proof", sa.Text, nullable=True),
     sa.Column("archived_at", UtcDateTime, nullable=True),
     sa.Column("archive_id", sa.Text, nullable=True),
+    # The gateway owner's signature over the record hashes of the record's commit batch
+    # (gateway.messagelog.logsig), and this record's path to its signed root.
+    sa.Column("log_signature_sha256", _Digest, sa.ForeignKey("messagelog_blobs.sha256"), nullable=True),
+    sa.Column("log_signature_proof", sa.Text, nullable=True),
     sa.UniqueConstraint("gateway", "node", "seq"),
     sa.CheckConstraint(one_of("side", Side), "side"),
     sa.CheckConstraint(one_of("direction", Direction), "direction"),
@@ -110,6 +114,9 @@ records: Final = sa.Table(
     sa.CheckConstraint("(body_key_id IS NULL) = (body_nonce IS NULL)", "body_key_whole"),
     sa.CheckConstraint("(timestamp_id IS NULL) = (timestamp_proof IS NULL)", "timestamp_whole"),
     sa.CheckConstraint("(archived_at IS NULL) = (archive_id IS NULL)", "archive_whole"),
+    sa.CheckConstraint(
+        "(log_signature_sha256 IS NULL) = (log_signature_proof IS NULL)", "log_signature_whole"
+    ),
     # The security officer's searches (store.search) and the purge's reference checks.
     sa.Index("ix_messagelog_records_message_id", "message_id"),
     sa.Index("ix_messagelog_records_exchange_id", "exchange_id"),
@@ -122,3 +129,20 @@ records: Final = sa.Table(
     sa.Index("ix_messagelog_records_timestamp", "timestamp_id"),
 )
 """One row per logged message, in its chain's order."""
+
+heads: Final = sa.Table(
+    "messagelog_heads",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("gateway", sa.Text, nullable=False),
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # the chain's head when the head was signed
+    sa.Column("record_hash", _Digest, nullable=False),
+    sa.Column("signed_at", UtcDateTime, nullable=False),
+    sa.Column(
+        "document", sa.Text, nullable=False
+    ),  # the signed head, one JSON line (gateway.messagelog.heads)
+    sa.Index("ix_messagelog_heads_chain", "gateway", "node", "seq"),
+)
+"""Signed, timestamped log heads (gateway.messagelog.heads): copies of what the head file and the
+witness keep, so the database alone shows when they were last written."""

@@ -35,11 +35,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from gateway.crypto.hashtree import Proof, build_tree
+from gateway.faults import TIMESTAMPER_FAILED
 from gateway.messagelog.asice import encode_proof
 from gateway.messagelog.db import begin_snapshot_read, begin_write
 from gateway.messagelog.store import DriverStatement, chain_state, lock_chain
 from gateway.messagelog.tables import chains, records, timestamps
-from gateway.protocol.faults import TIMESTAMPER_FAILED
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,20 @@ is suspect anyway):
      IDENTIFIERS, STATUS). Records older than `logged_parts` are verified as before;
   6. a timestamped record's proof leads from its record hash to the stamped root, and the
      token verifies over that root (`verify_token`, once per token); records up to the
-     chain's stamped watermark must have one.
+     chain's stamped watermark must have one;
+  7. the record's hash is signed by its gateway (gateway.messagelog.logsig): its proof leads
+     from the record hash to a root signed by a certificate chaining to `trusted_cas`; a
+     record without one is refused when `require_record_signatures`.
+At the end (:meth:`ChainVerifier.finish`): the chain reaches the head its row records, and
+the newest signed head (gateway.messagelog.heads) given with `expect_head`; its last record is
+the last leaf of its signing batch and of its timestamp batch (gateway.messagelog.logsig.
+is_rightmost), so records cut from inside a batch show as TRUNCATED.
 
-What no check here can see, because the chain has no secret: someone able to rewrite the
-database may edit a record not yet timestamped and recompute every hash after it, or cut the
-chain's end together with its row and tokens. The timestamps bound the first to the last few
-seconds; archives taken away, and the other gateway's log of the same exchange, bound both.
+What the chain alone cannot see, because it has no secret, the record signatures and heads
+do: an edited record needs the owner's key to be signed again, and a chain cut at its end (with
+its row and tokens) falls short of the signed head kept in the head file and by the witness.
+What remains: records logged after the newest head and cut at a batch boundary, bounded by the
+head interval; and an attacker holding the node's signing key (docs/security.md).
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ from gateway.messagelog.evidence import (
     check_signer,
     check_status,
 )
+from gateway.messagelog.logsig import is_rightmost, signed_by_owner
 from gateway.messagelog.record import OUTCOME_OK, LoggedPart, LogRecord, chain_hash
 from gateway.messagelog.stored import StoredRecord, StoredTimestamp
 from gateway.protocol.transport import MAX_PROOF_STEPS, PartName
@@ -94,6 +103,8 @@ class Problem(enum.StrEnum):
     STATUS = "status"  # the signer's OCSP status is missing, not good, not fresh, or not its CA's
     INCOMPLETE = "incomplete"  # a part the record says was logged is not stored
     UNREADABLE = "unreadable"  # the row does not read back as a record (a column of the wrong type)
+    RECORD_SIGNATURE = "record-signature"  # the gateway's signature over the record hash is absent or bad
+    TRUNCATED = "truncated"  # records a signed head or a batch's tree proves were logged are gone
 
 
 @dataclass(frozen=True)
@@ -146,7 +157,15 @@ class ChainVerifier:
         verify_token: TokenVerifier | None = None,
         cipher: BodyCipher | None = None,
         status_policy: StatusPolicy = DEFAULT_STATUS_POLICY,
+        require_record_signatures: bool = False,
+        expect_head: tuple[int, bytes, str] | None = None,
     ) -> None:
+        """`expect_head` is (seq, record hash, where it comes from) of the newest signed head:
+        the chain must reach it, through a record of that hash."""
+        self._require_record_signatures = require_record_signatures
+        self._expect_head = expect_head
+        self._last: StoredRecord | None = None
+        self._record_roots: dict[bytes, VerifiedRoot] = {}
         self._next_seq = start_seq
         self._status_policy = status_policy
         self._statuses: dict[tuple[bytes, bytes], str] = {}  # (OCSP digest, signed root) -> verdict
@@ -194,17 +213,57 @@ class ChainVerifier:
             return BadRecord(stored.seq, bad.problem, bad.reason)
         self._next_seq += 1
         self._prev_hash = stored.record_hash
+        self._last = stored
         self.checked += 1
         return None
 
     def finish(self) -> BadRecord | None:
-        """After the last record: the chain must reach the head its row records."""
+        """After the last record: the chain must reach the head its row records and the signed
+        head, and must not end inside a signing or timestamp batch."""
         if self._next_seq <= self._head_seq:
             return BadRecord(
                 self._next_seq,
                 Problem.MISSING,
                 f"record {self._next_seq} is missing: the chain's head is {self._head_seq}",
             )
+        return self._check_head() or self._check_batch_ends()
+
+    def _check_head(self) -> BadRecord | None:
+        """The chain reaches the newest signed head: fewer records are a truncation."""
+        if self._expect_head is None:
+            return None
+        seq, _, source = self._expect_head
+        if self._next_seq <= seq:
+            return BadRecord(
+                self._next_seq,
+                Problem.TRUNCATED,
+                f"records {self._next_seq} to {seq} are missing: the signed head from {source} "
+                f"says the chain reached {seq}",
+            )
+        return None
+
+    def _check_batch_ends(self) -> BadRecord | None:
+        """The last record is the last leaf of its signing and timestamp trees (logsig.is_rightmost)."""
+        last = self._last
+        if last is None:
+            return None
+        for what, proof_json in (
+            ("signing", last.log_signature_proof_json),
+            ("timestamp", last.timestamp_proof_json),
+        ):
+            if proof_json is None:
+                continue
+            try:
+                steps = _read_proof(proof_json).steps
+            except ValueError:
+                continue  # already refused by the record's own checks
+            if not is_rightmost(steps):
+                return BadRecord(
+                    last.seq + 1,
+                    Problem.TRUNCATED,
+                    f"the chain ends inside a {what} batch: record {last.seq} is not the last of its "
+                    "batch, so records after it were removed",
+                )
         return None
 
     def _check(self, stored: StoredRecord) -> None:
@@ -218,6 +277,67 @@ class ChainVerifier:
         self._check_body(stored)
         self._check_signature(stored)
         self._check_timestamp(stored)
+        self._check_record_signature(stored)
+        head = self._expect_head
+        if (
+            head is not None
+            and stored.seq == head[0]
+            and not hmac.compare_digest(stored.record_hash, head[1])
+        ):
+            raise _Bad(Problem.MODIFIED, f"the record is not the one the signed head from {head[2]} names")
+
+    def _check_record_signature(self, stored: StoredRecord) -> None:
+        """Step 7: the gateway's signature over this record's hash (gateway.messagelog.logsig)."""
+        if stored.log_signature is None or stored.log_signature_proof_json is None:
+            if self._require_record_signatures:
+                raise _Bad(Problem.RECORD_SIGNATURE, "the record is not signed by its gateway")
+            return
+        proof = _proof_from_record(
+            stored.record_hash,
+            stored.log_signature_proof_json,
+            Problem.RECORD_SIGNATURE,
+            "record signature",
+            "the record signature is for another record hash",
+        )
+        if self._trusted_cas is None:
+            return
+        verified = self._verified_root(
+            self._record_roots,
+            stored.log_signature,
+            self._trusted_cas,
+            Problem.RECORD_SIGNATURE,
+            owner_of=stored.record.gateway,
+        )
+        if not self._leads_to(proof, verified.root):
+            raise _Bad(
+                Problem.RECORD_SIGNATURE, "the record signature's proof does not lead to the signed root"
+            )
+
+    @staticmethod
+    def _verified_root(
+        cache: dict[bytes, VerifiedRoot],
+        signed_root_xml: bytes,
+        trusted_cas: Sequence[x509.Certificate],
+        problem: Problem,
+        *,
+        owner_of: str | None = None,
+    ) -> VerifiedRoot:
+        """A signed root's verification, done once per signature (a batch of records shares one) and
+        kept in `cache`; with `owner_of`, the signer must also be that gateway's owner."""
+        verified = cache.get(signed_root_xml)
+        if verified is None:
+            try:
+                verified = verify_root_signature(signed_root_xml, trusted_cas)
+            except SignatureVerificationError as exc:
+                raise _Bad(problem, str(exc)) from exc
+            if owner_of is not None and not signed_by_owner(owner_of, verified.signer_cert):
+                raise _Bad(problem, f"the record is not signed by the owner of {owner_of}")
+            cache[signed_root_xml] = verified
+        return verified
+
+    def _leads_to(self, proof: _Proof, root: bytes) -> bool:
+        """Whether `proof` climbs from its leaf to `root` (each climb is remembered in the trees)."""
+        return proof.root == root and self._trees.contains(root, proof.leaf, proof.steps)
 
     def _check_body(self, stored: StoredRecord) -> None:
         record = stored.record
@@ -269,14 +389,10 @@ class ChainVerifier:
             raise _Bad(Problem.SIGNATURE, "the proof's leaf is not the manifest's digest")
         if self._trusted_cas is None:
             return  # no trust anchors given: a look at the log's structure, not a verification
-        verified = self._roots.get(record.signed_root_xml)
-        if verified is None:
-            try:
-                verified = verify_root_signature(record.signed_root_xml, self._trusted_cas)
-            except SignatureVerificationError as exc:
-                raise _Bad(Problem.SIGNATURE, str(exc)) from exc
-            self._roots[record.signed_root_xml] = verified
-        if proof.root != verified.root or not self._trees.contains(verified.root, proof.leaf, proof.steps):
+        verified = self._verified_root(
+            self._roots, record.signed_root_xml, self._trusted_cas, Problem.SIGNATURE
+        )
+        if not self._leads_to(proof, verified.root):
             raise _Bad(Problem.SIGNATURE, "the proof does not lead to the signed root")
         if record.logged_parts is not None:  # records older than the field verify as before
             self._check_evidence(record, verified)
@@ -336,13 +452,14 @@ class ChainVerifier:
             raise _Bad(Problem.TIMESTAMP, "the record's timestamp token is missing")
         if not timestamp.first_seq <= stored.seq <= timestamp.last_seq:
             raise _Bad(Problem.TIMESTAMP, f"timestamp {timestamp.id} does not cover this record")
-        try:
-            proof = _read_proof(stored.timestamp_proof_json)
-        except ValueError as exc:
-            raise _Bad(Problem.TIMESTAMP, f"malformed timestamp proof: {exc}") from exc
-        if proof.leaf != stored.record_hash:
-            raise _Bad(Problem.TIMESTAMP, "the timestamp proof is for another record")
-        if proof.root != timestamp.root or not self._trees.contains(timestamp.root, proof.leaf, proof.steps):
+        proof = _proof_from_record(
+            stored.record_hash,
+            stored.timestamp_proof_json,
+            Problem.TIMESTAMP,
+            "timestamp",
+            "the timestamp proof is for another record",
+        )
+        if not self._leads_to(proof, timestamp.root):
             raise _Bad(Problem.TIMESTAMP, "the timestamp proof does not lead to the stamped root")
         self._check_token(timestamp)
 
@@ -364,6 +481,18 @@ class _Proof:
     leaf: bytes
     steps: Sequence[tuple[str, str]]  # (sibling hex, "left"|"right"), leaf upwards; decoded as climbed
     root: bytes
+
+
+def _proof_from_record(record_hash: bytes, text: str, problem: Problem, what: str, elsewhere: str) -> _Proof:
+    """A record's proof of `what` (its signature, its timestamp), which must climb from its own hash;
+    `elsewhere` says what is wrong when it climbs from another."""
+    try:
+        proof = _read_proof(text)
+    except ValueError as exc:
+        raise _Bad(problem, f"malformed {what} proof: {exc}") from exc
+    if proof.leaf != record_hash:
+        raise _Bad(problem, elsewhere)
+    return proof
 
 
 def _read_proof(text: str) -> _Proof:

@@ -37,12 +37,15 @@ def verify_log(
     cipher: BodyCipher | None = None,
     page_size: int = PAGE_SIZE,
     status_policy: StatusPolicy = DEFAULT_STATUS_POLICY,
+    require_record_signatures: bool = False,
+    expect_head: tuple[int, bytes, str] | None = None,
 ) -> VerificationReport:
     """Verify the (gateway, node) chain from where purging left it to its head.
 
     Without `verify_token` the timestamp proofs are still checked against the stored roots, but
     not the tokens themselves; without `cipher` encrypted bodies are left to their GCM tags and
-    the chain (which covers their digests).
+    the chain (which covers their digests). `expect_head` is the newest signed head's (seq,
+    record hash, source) (gateway.messagelog.heads): a chain falling short of it is truncated.
     """
     with begin_snapshot_read(engine) as connection:
         state = chain_state(connection, gateway, node)
@@ -59,6 +62,8 @@ def verify_log(
             verify_token=verify_token,
             cipher=cipher,
             status_policy=status_policy,
+            require_record_signatures=require_record_signatures,
+            expect_head=expect_head,
         )
         bad = _feed(connection, verifier, gateway, node, after_seq=start_seq - 1, page_size=page_size)
     return VerificationReport(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final, NamedTuple
 
-from gateway.protocol.faults import INVALID_CONTENT_TYPE, MISSING_SOAP, XRoadFault
+from gateway.faults import INVALID_CONTENT_TYPE, MISSING_SOAP, XRoadFault
 
 TEXT_XML: Final = "text/xml"
 MULTIPART_RELATED: Final = "multipart/related"

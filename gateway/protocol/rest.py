@@ -24,15 +24,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 from lxml import etree
 
-from gateway.ids import (
-    ClientId,
-    IdentifierError,
-    SecurityServerId,
-    ServiceId,
-    format_represented_party,
-    parse_represented_party,
-)
-from gateway.protocol.faults import (
+from gateway.faults import (
     DUPLICATE_HEADER_FIELD,
     INCONSISTENT_RESPONSE,
     INVALID_HTTP_METHOD,
@@ -42,6 +34,14 @@ from gateway.protocol.faults import (
     MISSING_HEADER,
     REQUEST_TOO_LARGE,
     XRoadFault,
+)
+from gateway.ids import (
+    ClientId,
+    IdentifierError,
+    SecurityServerId,
+    ServiceId,
+    format_represented_party,
+    parse_represented_party,
 )
 from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml

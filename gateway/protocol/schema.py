@@ -24,7 +24,7 @@ from typing import Final
 
 from lxml import etree
 
-from gateway.protocol.faults import INVALID_XML, XRoadFault
+from gateway.faults import INVALID_XML, XRoadFault
 
 XSD_DIR: Final = Path(__file__).resolve().parents[2] / "wsdl" / "xroad"
 

@@ -2,7 +2,7 @@
 
 The one object here is :class:`SoapMessage`: :func:`parse_request` and
 :func:`parse_response` turn the bytes and Content-Type a peer sent into one, or raise
-:class:`~gateway.protocol.faults.XRoadFault` with the code PROTOCOL.md "Fault codes" gives
+:class:`~gateway.faults.XRoadFault` with the code PROTOCOL.md "Fault codes" gives
 for the first rule broken. Nothing else escapes for any input, however malformed.
 
 The builders write what the gateway itself says: faults (:func:`build_fault`), requests
@@ -24,9 +24,7 @@ from typing import Final, NamedTuple, TypeVar, cast
 
 from lxml import etree
 
-from gateway.ids import ID_NS, ClientId, SecurityServerId, ServiceId
-from gateway.lru import BoundedLru
-from gateway.protocol.faults import (
+from gateway.faults import (
     DUPLICATE_HEADER_FIELD,
     INCONSISTENT_HEADERS,
     INCONSISTENT_RESPONSE,
@@ -40,6 +38,8 @@ from gateway.protocol.faults import (
     XRoadFault,
     fault_detail_id,
 )
+from gateway.ids import ID_NS, ClientId, SecurityServerId, ServiceId
+from gateway.lru import BoundedLru
 from gateway.protocol.mime import Attachment, unpack
 from gateway.protocol.schema import REPR_NS, SOAP_ENV_NS, XROAD_NS, validate_header
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml

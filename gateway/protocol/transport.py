@@ -36,7 +36,7 @@ from lxml import etree
 
 from gateway.crypto.hashtree import DIGEST_SIZE, ProofStep, Side
 from gateway.crypto.rootsig import XG_NS, MessageSignature
-from gateway.protocol.faults import (
+from gateway.faults import (
     CLIENT_PROXY_INVALID_CONTENT_TYPE,
     CLIENT_PROXY_INVALID_SIGNATURE,
     CLIENT_PROXY_RESPONSE_TOO_LARGE,

@@ -16,10 +16,10 @@ from typing import Final
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.faults import XRoadFault
 from gateway.messagelog.record import Direction
 from gateway.outbound import Headers, header
 from gateway.protocol import rest, soap
-from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import RestResponsePayload, SoapPayload
 from gateway.proxy.records import ExchangeLog
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from gateway import faults
+from gateway.faults import XRoadFault
 from gateway.outbound import (
     InvalidUrl,
     OutboundError,
@@ -19,8 +21,6 @@ from gateway.outbound import (
     ServerTls,
     Transport,
 )
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.serverconf.model import BackendTls
 
 SOAP_PASSED_HEADERS: Final = ("Content-Type", "SOAPAction")

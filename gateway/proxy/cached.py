@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from gateway import faults
 from gateway.cache.key import CacheKey, rest_identifiers, rest_key, soap_identifiers, soap_key
 from gateway.cache.marking import CacheMark, CacheStatus, mark_soap, marked_fields
 from gateway.cache.policy import (
@@ -48,11 +49,11 @@ from gateway.cache.replication import REPLICATING
 from gateway.cache.service import CacheService
 from gateway.cache.store import CachedAnswer, CacheStoreError, NewEntry
 from gateway.cache.tables import EntryKind, Outcome
+from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.record import Direction as LogDirection
-from gateway.protocol import faults, rest, soap
-from gateway.protocol.faults import XRoadFault
+from gateway.protocol import rest, soap
 from gateway.protocol.transport import (
     Direction,
     RestResponsePayload,

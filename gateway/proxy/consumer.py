@@ -18,14 +18,15 @@ from typing import Final
 
 from aiohttp import web
 
+from gateway import faults
 from gateway.cache.marking import HEADER_CACHE, mark_in
 from gateway.cache.replication import REPLICATING
+from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, SecurityServerId
 from gateway.messagelog.record import Direction, Side
 from gateway.outbound import header
-from gateway.protocol import faults, rest, soap
-from gateway.protocol.faults import XRoadFault
+from gateway.protocol import rest, soap
 from gateway.protocol.transport import (
     Payload,
     RestRequestPayload,

@@ -18,7 +18,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway import faults
 from gateway.crypto.certs import member_of
+from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf, SecurityServerInfo
 from gateway.ids import ClientId, SecurityServerId
 from gateway.outbound import (
@@ -29,8 +31,6 @@ from gateway.outbound import (
     PeerNotRegistered,
     ResponseTooLarge,
 )
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import (
     TRANSPORT_MEDIA_TYPE,
     Direction,

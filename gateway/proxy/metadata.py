@@ -11,10 +11,11 @@ from typing import Any, Final
 
 from lxml import etree
 
+from gateway import faults
+from gateway.faults import XRoadFault
 from gateway.globalconf import GlobalConf
 from gateway.ids import ID_NS, ClientId, ServiceId
-from gateway.protocol import faults, mime, rest, soap
-from gateway.protocol.faults import XRoadFault
+from gateway.protocol import mime, rest, soap
 from gateway.protocol.schema import XROAD_NS
 from gateway.serverconf.model import ServerConfSnapshot, ServiceConf, ServiceKind
 from gateway.serverconf.openapi import hide_openapi_servers

@@ -22,17 +22,18 @@ from typing import Final
 from aiohttp import web
 from cryptography import x509
 
+from gateway import faults
 from gateway.cache.marking import CacheMark, mark_soap, marked_fields
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import fingerprint_sha256
 from gateway.crypto.tls import peer_certificate
+from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.record import Direction as LogDirection
 from gateway.messagelog.record import Side
 from gateway.outbound import Headers, OutboundResponse, header
-from gateway.protocol import faults, mime, rest, soap
-from gateway.protocol.faults import XRoadFault
+from gateway.protocol import mime, rest, soap
 from gateway.protocol.transport import (
     MAX_SIGNATURE_PART_BYTES,
     Direction,

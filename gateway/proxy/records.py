@@ -13,12 +13,13 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway import faults
 from gateway.crypto.rootsig import MessageSignature
+from gateway.faults import XRoadFault
 from gateway.ids import ClientId
 from gateway.messagelog.asice import encode_proof
 from gateway.messagelog.record import OUTCOME_CACHE_PREFIX, Direction, LogRecord, MessageKind, Side
-from gateway.protocol import faults, rest, soap
-from gateway.protocol.faults import XRoadFault
+from gateway.protocol import rest, soap
 from gateway.protocol.transport import (
     Payload,
     SoapPayload,

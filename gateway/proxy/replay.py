@@ -27,9 +27,9 @@ import logging
 from collections.abc import Callable
 from typing import Final, Protocol
 
+from gateway import faults
 from gateway.crypto.rootsig import VerifiedRoot
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
+from gateway.faults import XRoadFault
 from gateway.protocol.transport import TransportMessage
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
+from gateway import faults
 from gateway.cache.policies import policies_of
 from gateway.cache.replication import Fetch, Replicator
 from gateway.cache.service import CacheService
@@ -26,15 +27,15 @@ from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
 from gateway.crypto.keys import load_private_key
 from gateway.crypto.tls import add_client_trust, external_client_context, pem_bundle
+from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf, GlobalConfError
 from gateway.globalconf.signed import anchor_from_json
 from gateway.globalconf.source import GlobalConfSource, load_anchor
 from gateway.ids import ClientId
+from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.service import MessageLog, node_name
 from gateway.outbound import Transport
 from gateway.outbound.network import backend_transport, peer_transport, service_transport
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.proxy import ownstatus
 from gateway.proxy.certstatus import PeerStatusChecker
 from gateway.proxy.ownstatus import OwnCertificateStatus, OwnStatusUnavailable
@@ -98,12 +99,15 @@ class GatewayRuntime:
             log.warning("cached global configuration not usable: %s", exc)
         signers = {}
         signing_certs = {}
+        record_signer = None
         for entry in config.signing_keys:
             passphrase = os.environ.get(entry.passphrase_env, "").encode() if entry.passphrase_env else None
             key = load_private_key(entry.key, passphrase or None)
             cert = load_certificate_file(entry.cert)
             signers[entry.member] = BatchSigner(key, cert, window_seconds=config.sign_window_seconds)
             signing_certs[entry.member] = cert
+            if entry.member == config.server_id.owner:  # the owner's key signs the log (messagelog.logsig)
+                record_signer = RecordSigner(key, cert)
         runtime = cls(
             config,
             repository,
@@ -121,6 +125,8 @@ class GatewayRuntime:
                 gateway=config.server_id.to_text(),
                 node=node_name(),
                 globalconf=lambda: source.current,
+                record_signer=record_signer,
+                audit_head=repository.audit_head,
             )
         if config.cache is not None and config.cache.enabled:
             runtime.cache = CacheService.from_settings(config.cache)

@@ -15,14 +15,14 @@ from typing import Final
 from aiohttp import web
 from cryptography import x509
 
+from gateway import faults
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import member_of
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_message_signature
+from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId
 from gateway.outbound.network import read_at_most
-from gateway.protocol import faults
-from gateway.protocol.faults import XRoadFault
 from gateway.protocol.transport import Payload, TransportMessage, manifest_digest, signed_parts
 from gateway.proxy.certstatus import CertificateStatusError, PeerStatusChecker, status_headers
 from gateway.proxy.runtime import GatewayRuntime, utc_now

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from gateway.faults import INVALID_REQUEST
 from gateway.ids import ClientId, GlobalGroupId, IdentifierError, LocalGroupId, ObjectType, ServiceId
-from gateway.protocol.faults import INVALID_REQUEST
 
 AccessSubject = ClientId | GlobalGroupId | LocalGroupId
 """Who a right is for."""

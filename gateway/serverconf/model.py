@@ -31,8 +31,10 @@ from gateway.serverconf.access import (
 )
 
 __all__ = [
+    "DEFAULT_CLIENT_AUTH_MODE",
     "DEFAULT_SERVICE_TIMEOUT_SECONDS",
     "RESERVED_SERVICE_CODES",
+    "UNAUTHENTICATED_WARNING",
     "BackendTls",
     "CachePolicyRecord",
     "ClientAuthMode",
@@ -58,6 +60,15 @@ class ClientAuthMode(enum.StrEnum):
     HTTPS = "https"  # HTTPS, no client certificate asked
     HTTPS_CERT = "https_cert"  # HTTPS with one of the subsystem's pinned client certificates
 
+    @property
+    def authenticates(self) -> bool:
+        """Whether the mode proves which system connects; only a pinned certificate does.
+
+        Plain HTTP and HTTPS without a client certificate name the subsystem in the message
+        alone: any process that reaches the internal interface can claim to be it.
+        """
+        return self is ClientAuthMode.HTTPS_CERT
+
 
 class ServiceKind(enum.StrEnum):
     SOAP = "soap"
@@ -70,6 +81,14 @@ class KeyUsage(enum.StrEnum):
 
 
 # --- values ----------------------------------------------------------------------------
+
+DEFAULT_CLIENT_AUTH_MODE: Final = ClientAuthMode.HTTPS_CERT
+"""A new subsystem's systems must show a pinned TLS client certificate, as X-Road's `SSLAUTH`
+client connection type: without one, any local process could act as the subsystem. Plain
+HTTP and HTTPS alone are explicit choices, flagged wherever subsystems are listed."""
+
+UNAUTHENTICATED_WARNING: Final = "unauthenticated: any local process can act as this subsystem"
+"""What `xgate admin subsystems list` (and health details) say of a subsystem in http or https mode."""
 
 DEFAULT_SERVICE_TIMEOUT_SECONDS: Final = 60.0
 """X-Road's default time to wait for a service's answer."""
@@ -98,6 +117,11 @@ class SubsystemConf:
     certificates: tuple[PinnedCertificate, ...] = ()
     log_bodies: bool = True  # False: the message log keeps headers and digests only
     timestamp_immediately: bool = False  # True: each record is stamped before the answer
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether its client systems must prove who they are (ClientAuthMode.authenticates)."""
+        return self.auth_mode.authenticates
 
     def accepts_certificate(self, der: bytes) -> bool:
         """Whether a client certificate (DER) is one pinned for this subsystem."""
@@ -266,6 +290,14 @@ class ServerConfSnapshot:
         when a second version is registered.
         """
         return self.services.get(service)
+
+    def unauthenticated_subsystems(self) -> list[SubsystemConf]:
+        """The hosted subsystems any process reaching the internal interface can act as (http
+        or https mode), in identifier order: what `subsystems list` and health details flag."""
+        return sorted(
+            (conf for conf in self.subsystems.values() if not conf.authenticated),
+            key=lambda conf: conf.client,
+        )
 
     def services_of(self, provider: ClientId) -> list[ServiceConf]:
         """The provider's services in identifier order (for `listMethods`)."""

@@ -16,7 +16,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 from aiohttp import web
 
-from gateway.adminstore import ApiKey, AuditEntry, AuditResult
+from gateway.adminstore import ApiKey, AuditChainReport, AuditEntry, AuditResult
 from gateway.webapi.errors import AUTH_SCHEME, FORBIDDEN, UNAUTHORIZED, ApiError
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class KeyStore(Protocol):
     def list_api_keys(self) -> list[ApiKey]: ...
     def create_api_key(self, name: str, role: str) -> tuple[ApiKey, str]: ...
     def revoke_api_key(self, key_id: int) -> bool | None: ...
+    def verify_audit_chain(self) -> AuditChainReport: ...
     @property
     def audit_entries(self) -> Callable[..., list[AuditEntry]]: ...
 

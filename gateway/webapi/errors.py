@@ -1,13 +1,16 @@
 """The JSON error answer every management API gives: ``{"error", "message"}`` with a stable code.
 
 Errors raised anywhere under an operation, or by aiohttp's router (unknown route, wrong method,
-body too large), end up in this one shape; nothing answers with a stack trace.
+body too large), end up in this one shape; nothing answers with a stack trace. An unforeseen
+failure answers a generic 500 with an incident id (`"id"`, also in the message); the exception
+is logged under the same id on the server only (:func:`incident`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -44,6 +47,9 @@ COMMON_CODES: Final = (
     INTERNAL_ERROR,
 ) = COMMON_CODES
 
+INCIDENT_ID_BYTES: Final = 8
+"""64 random bits: enough to find one failure in the server's log, too few to be worth guessing."""
+
 MAX_REPORTED_PROBLEMS: Final = 5
 """A validation answer names this many problems at most: enough to fix a request, short to read."""
 
@@ -51,11 +57,25 @@ MAX_REPORTED_PROBLEMS: Final = 5
 class ApiError(Exception):
     """A request the API answers with an error: HTTP status, error code, message for people."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, incident: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.incident = incident  # a 5xx's id in the server's log (incident())
+
+
+def incident(error: ApiError, exc: BaseException, what: str) -> ApiError:
+    """`error` with a fresh incident id, and `exc` logged under that id, server-side only.
+
+    The caller gets the generic message and the id; the exception's text and traceback, which
+    may name library internals, files or data, stay in the log.
+    """
+    incident_id = secrets.token_hex(INCIDENT_ID_BYTES)
+    log.error("%s failed (incident %s)", what, incident_id, exc_info=exc)
+    return ApiError(
+        error.status, error.code, f"{error.message} (incident {incident_id})", incident=incident_id
+    )
 
 
 def invalid(message: str) -> ApiError:
@@ -114,7 +134,10 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 
 def error_response(error: ApiError) -> web.Response:
-    response = web.json_response({"error": error.code, "message": error.message}, status=error.status)
+    body = {"error": error.code, "message": error.message}
+    if error.incident is not None:
+        body["id"] = error.incident
+    response = web.json_response(body, status=error.status)
     if error.status == 401:
         response.headers["WWW-Authenticate"] = AUTH_SCHEME
     return response
@@ -139,9 +162,8 @@ def errors_as_json(internal_error: ApiError) -> Middleware:
             if exc.status == 405 and "Allow" in exc.headers:
                 response.headers["Allow"] = exc.headers["Allow"]
             return response
-        except Exception:
-            log.exception("request %s %s failed", request.method, request.path)
-            return error_response(internal_error)
+        except Exception as exc:
+            return error_response(incident(internal_error, exc, f"request {request.method} {request.path}"))
 
     return middleware
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, create_model
 
-from gateway.adminstore import ApiKey, AuditEntry
+from gateway.adminstore import ApiKey, AuditChainReport, AuditEntry
 from gateway.globalconf.signed import format_time
 from gateway.webapi.callers import KeyStore
 from gateway.webapi.errors import not_found
@@ -67,6 +67,17 @@ class AuditPage(Answer):
     next_before_id: int | None = Field(description="Pass as before_id for the next (older) page.")
 
 
+class AuditChainView(Answer):
+    ok: bool = Field(description="Whether every chained entry matches its hash and follows its predecessor.")
+    checked: int = Field(description="Chained entries checked, oldest first.")
+    unchained: int = Field(description="Entries from before the chain existed (they come first).")
+    head_hash: str | None = Field(
+        description="SHA-256 hex of the newest entry: what the signed log heads cover."
+    )
+    first_bad_id: int | None = Field(description="The first entry that does not check out.")
+    problem: str | None
+
+
 class AuditQuery(Params):
     actor: str | None = Field(
         None, max_length=MAX_TEXT_LENGTH, description="Only entries by this actor (NAME#ID)."
@@ -96,6 +107,17 @@ def audit_json(entry: AuditEntry) -> dict[str, Any]:
         "target": entry.target,
         "details": dict(entry.details) if entry.details is not None else None,
         "result": entry.result.value,
+    }
+
+
+def audit_chain_json(report: AuditChainReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "checked": report.checked,
+        "unchained": report.unchained,
+        "head_hash": None if report.head_hash is None else report.head_hash.hex(),
+        "first_bad_id": report.first_bad_id,
+        "problem": report.problem,
     }
 
 
@@ -151,3 +173,9 @@ def declare_key_operations(
         )
         next_before = entries[-1].id if len(entries) == query.limit else None
         return Outcome({"entries": [audit_json(entry) for entry in entries], "next_before_id": next_before})
+
+    @table.read("/audit-log/verify", "audit_log.verify", read_audit_log, AuditChainView)
+    async def verify_audit(ctx: Any, call: Call[None, None]) -> Outcome:
+        """Check the audit log's hash chain: an edited, deleted or inserted entry is named."""
+        report = await asyncio.to_thread(store(ctx).verify_audit_chain)
+        return Outcome(audit_chain_json(report))

@@ -213,6 +213,10 @@ def _error_schema(codes: Sequence[str]) -> Schema:
         "properties": {
             "error": {"type": "string", "description": f"A stable code: {', '.join(codes)}."},
             "message": {"type": "string", "description": "What went wrong, for people."},
+            "id": {
+                "type": "string",
+                "description": "500 only: the incident's id in the server's log, which has the details.",
+            },
         },
         "required": ["error", "message"],
     }

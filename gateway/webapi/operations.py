@@ -37,6 +37,7 @@ from gateway.webapi.errors import (
     PAYLOAD_TOO_LARGE,
     ApiError,
     error_response,
+    incident,
     invalid,
     json_response,
     validation_failure,
@@ -306,7 +307,7 @@ def guarded(
         except Exception as exc:
             error = _as_api_error(guard, exc)
             if error.status >= 500:
-                log.exception("management API operation %s failed", operation.action)
+                error = incident(error, exc, f"management API operation {operation.action}")
             if operation.audited or error.status in (401, 403):
                 details, result = refusal_details(error)
                 await audit(actor, request.path, _with_query(operation, request, details), result)

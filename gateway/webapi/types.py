@@ -18,6 +18,7 @@ from typing import Annotated, Final, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 
+from gateway.db import MAX_SQL_BIGINT, MAX_SQL_INTEGER
 from gateway.ids import MAX_CODE_LENGTH, ClientId, IdentifierError, SecurityServerId
 
 # X-Road REST protocol §4.8 (gateway.ids): the code alphabet, never "." or "..". The look-ahead
@@ -109,10 +110,8 @@ a person reads, and bounds the work one call costs the database."""
 DEFAULT_PAGE: Final = 100
 """The page when `limit` is left out."""
 
-MAX_SQL_INTEGER: Final = 2**31 - 1
-"""The largest INTEGER in SQLite and PostgreSQL alike: counts and offsets beyond it name nothing."""
-MAX_SQL_BIGINT: Final = 2**63 - 1
-"""The largest row id either database hands out."""
+# MAX_SQL_INTEGER and MAX_SQL_BIGINT (gateway.db) bound every integer a caller may send: no
+# value reaches the database that it cannot take (an offset past them is a 400, not a 500).
 
 Limit = Annotated[
     int, Field(ge=1, le=MAX_PAGE, description=f"Items per page, 1..{MAX_PAGE} (default {DEFAULT_PAGE}).")

@@ -14,7 +14,7 @@ from gateway.central.repository.errors import InvalidChange
 from gateway.central.repository.values import RequestRecord, SigningKeyRecord
 from gateway.central.requests import RequestRefused, check_address, read_signed_request
 from gateway.central.tables import RequestState, SigningKeyStatus
-from gateway.crypto.certs import certificate_to_pem, fingerprint_sha256
+from gateway.crypto.certs import certificate_to_pem, fingerprint_sha256, load_single_pem_certificate
 from gateway.globalconf.model import GlobalConfSettings
 from gateway.ids import IdentifierError, validate_code
 
@@ -50,12 +50,10 @@ def _signing_key_record(row: Row[Any]) -> SigningKeyRecord:
 def _certificate(pem: str, what: str) -> tuple[str, str]:
     """(canonical PEM, SHA-256) of exactly one PEM certificate."""
     try:
-        certificates = x509.load_pem_x509_certificates(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise InvalidChange(f"{what}: not a PEM certificate ({exc})") from exc
-    if len(certificates) != 1:
-        raise InvalidChange(f"{what}: expected one PEM certificate, found {len(certificates)}")
-    return certificate_to_pem(certificates[0]).decode("ascii"), fingerprint_sha256(certificates[0])
+        certificate = load_single_pem_certificate(pem)
+    except ValueError as exc:
+        raise InvalidChange(f"{what}: {exc}") from exc
+    return certificate_to_pem(certificate).decode("ascii"), fingerprint_sha256(certificate)
 
 
 def _code(value: str, what: str) -> str:

@@ -15,7 +15,15 @@ from gateway.central.repository.errors import Conflict, NotFound
 from gateway.central.repository.members import MemberChanges
 from gateway.central.repository.servers import ServerChanges
 from gateway.central.repository.values import RequestRecord
-from gateway.central.requests import RegistrationRequest, RequestType, VerifiedRequest, read_signed_request
+from gateway.central.requests import (
+    RegistrationRequest,
+    RequestType,
+    SignatureRole,
+    VerifiedRequest,
+    missing_consent,
+    read_signed_request,
+    signature_roles,
+)
 from gateway.central.tables import RequestState
 from gateway.db import begin_write
 
@@ -35,9 +43,15 @@ class RegistrationRequests(MemberChanges, ServerChanges):
         """Store a verified request as pending, if it could be approved as things stand now.
 
         The check is a dry run: the change is applied inside a savepoint, checked for
-        consistency and rolled back. A request whose nonce was seen before is a replay.
+        consistency and rolled back. A request whose nonce was seen before is a replay. A
+        hosting request without its subsystem's member's consent is refused here too, whoever
+        verified it (`gateway.central.requests.missing_consent`).
         """
         request = verified.request
+        verified_roles = {SignatureRole.MEMBER}
+        if verified.client_certificate is not None:
+            verified_roles.add(SignatureRole.CLIENT)
+        _require_consent(request, frozenset(verified_roles))
         request_id = secrets.token_hex(REQUEST_ID_BYTES)
         now = self._clock()
         try:
@@ -111,7 +125,12 @@ class RegistrationRequests(MemberChanges, ServerChanges):
         """Apply a pending request and mark it approved, in one transaction."""
         with self._change() as connection:
             row = self._pending_request(connection, request_id)
-            self._apply(connection, read_signed_request(row.signed_request.encode()))
+            signed = row.signed_request.encode()
+            request = read_signed_request(signed)
+            # A hosting request stored before consent was required cannot be approved: the
+            # gateway asks again, signed by the subsystem's member too.
+            _require_consent(request, signature_roles(signed))
+            self._apply(connection, request)
             self._decide(connection, request_id, RequestState.APPROVED, actor, reason)
         return self.request(request_id)
 
@@ -166,3 +185,9 @@ class RegistrationRequests(MemberChanges, ServerChanges):
             query = query.where(table.c.state == state.value)
         with self._engine.connect() as connection:
             return [_request_record(row) for row in connection.execute(query)]
+
+
+def _require_consent(request: RegistrationRequest, roles: frozenset[SignatureRole]) -> None:
+    reason = missing_consent(request, roles)
+    if reason is not None:
+        raise Conflict(reason)

@@ -11,13 +11,14 @@ and stores the signed bytes; the signing itself is the caller's (`publisher.py`)
 
 from __future__ import annotations
 
+from gateway.central.repository.heads import LogHeadWitness
 from gateway.central.repository.publishing import Publishing
 from gateway.central.repository.registrations import RegistrationRequests
 from gateway.central.repository.trust import TrustServiceChanges
 from gateway.db import create_engine
 
 
-class CentralRepository(RegistrationRequests, TrustServiceChanges, Publishing):
+class CentralRepository(RegistrationRequests, TrustServiceChanges, Publishing, LogHeadWitness):
     """The registry of one instance in one database (SQLite or PostgreSQL, migrated by db.migrate)."""
 
     @classmethod

@@ -25,6 +25,8 @@ from gateway.messagelog.asice.layout import (
     ASIC_MANIFEST,
     ASIC_NS,
     DS_NS,
+    LOG_SIGNATURE,
+    LOG_SIGNATURE_PROOF,
     MANIFEST_TXT,
     MEDIA_TYPE,
     MIMETYPE,
@@ -63,6 +65,8 @@ class LoggedMessage:
     timestamp_token: bytes | None = None
     timestamp_proof: Proof | None = None
     rest_head: bytes | None = None
+    log_signature: bytes | None = None  # the gateway's signed root over the record hash (logsig)
+    log_signature_proof: str | None = None  # asice.encode_proof text: record hash -> that root
 
     def __post_init__(self) -> None:
         if self.rest_head is None:
@@ -133,6 +137,14 @@ def build_container(message: LoggedMessage) -> bytes:
             raise ValueError("the timestamp token does not stamp the root the record's proof leads to")
         files[TIMESTAMP] = timestamp_response(token)
         files[TIMESTAMP_PROOF] = encode_proof(record_hash, message.timestamp_proof).encode("ascii")
+
+    if (message.log_signature is None) != (message.log_signature_proof is None):
+        raise ValueError("a record signature comes with its proof, or neither is given")
+    if message.log_signature is not None and message.log_signature_proof is not None:
+        if decode_proof(message.log_signature_proof).leaf != record_hash:
+            raise ValueError("the record signature's proof is not for this record's hash")
+        files[LOG_SIGNATURE] = message.log_signature
+        files[LOG_SIGNATURE_PROOF] = message.log_signature_proof.encode("ascii")
 
     media_types.update((name, _MEDIA_TYPES[name]) for name in files if name not in media_types)
     files[ASIC_MANIFEST] = _asic_manifest(files, media_types)

@@ -25,6 +25,8 @@ RECORD: Final = "META-INF/record.json"
 TIMESTAMP: Final = "META-INF/timestamp.tsr"
 TIMESTAMP_PROOF: Final = "META-INF/timestamp-proof.json"
 OCSP: Final = "META-INF/ocsp.der"
+LOG_SIGNATURE: Final = "META-INF/log-signature.xml"  # the gateway's signature over the record hash
+LOG_SIGNATURE_PROOF: Final = "META-INF/log-signature-proof.json"  # record hash -> its signed root
 ASIC_MANIFEST: Final = "META-INF/manifest.xml"
 
 CONTAINER_NAMES: Final = frozenset(
@@ -41,6 +43,8 @@ CONTAINER_NAMES: Final = frozenset(
         TIMESTAMP,
         TIMESTAMP_PROOF,
         OCSP,
+        LOG_SIGNATURE,
+        LOG_SIGNATURE_PROOF,
         ASIC_MANIFEST,
     }
 )
@@ -58,6 +62,8 @@ _MEDIA_TYPES: Final = {
     TIMESTAMP: "application/timestamp-reply",  # RFC 3161 §4
     TIMESTAMP_PROOF: "application/json",
     OCSP: "application/ocsp-response",  # RFC 6960 Appendix C.2
+    LOG_SIGNATURE: "application/xml",
+    LOG_SIGNATURE_PROOF: "application/json",
 }
 """Media types of the evidence files; the message's is its own, from the manifest."""
 

@@ -67,6 +67,8 @@ from gateway.messagelog.asice.layout import (
     ASIC_NS,
     CONTAINER_NAMES,
     DS_NS,
+    LOG_SIGNATURE,
+    LOG_SIGNATURE_PROOF,
     MANIFEST_TXT,
     MAX_EVIDENCE_FILE_BYTES,
     MESSAGE_BIN,
@@ -84,6 +86,7 @@ from gateway.messagelog.asice.layout import (
     parse_manifest,
 )
 from gateway.messagelog.asice.proof import _canonical_json, _digest_from_hex, decode_proof
+from gateway.messagelog.asice.recordsig import check_record_signature
 from gateway.messagelog.asice.zipread import DEFAULT_ZIP_LIMITS, ZipLimits, read_container
 from gateway.messagelog.evidence import (
     DEFAULT_STATUS_POLICY,
@@ -147,6 +150,7 @@ def verify_container(
     status_policy: StatusPolicy = DEFAULT_STATUS_POLICY,
     require_timestamp: bool = True,
     limits: ZipLimits = DEFAULT_ZIP_LIMITS,
+    require_record_signature: bool = False,
 ) -> ContainerReport:
     """Check a container completely and offline; `report.valid` says whether all steps passed.
 
@@ -184,6 +188,19 @@ def verify_container(
     if TIMESTAMP in files or TIMESTAMP_PROOF in files or require_timestamp:
         checks.append(
             _run("timestamp", lambda: state.check_timestamp(trusted_tsa_certs, tsa_cas, carried_anchors))
+        )
+    if require_record_signature or LOG_SIGNATURE in files or LOG_SIGNATURE_PROOF in files:
+        checks.append(
+            _run(
+                "record signature",
+                lambda: check_record_signature(
+                    files,
+                    state.record_hash,
+                    trusted_cas,
+                    required=require_record_signature,
+                    gateway=str(state.content["gateway"]) if state.content else None,
+                )[0],
+            )
         )
     return ContainerReport(
         tuple(checks),

@@ -18,6 +18,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import is_sqlite
+from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.record import GENESIS_HASH, LogRecord, link_hash
 from gateway.messagelog.stored import ChainState
 from gateway.messagelog.tables import blobs, chains, records
@@ -149,8 +150,16 @@ class _ChainAppender:
     again from the head read under the lock. Any failure forgets the head and the connection.
     """
 
-    def __init__(self, engine: Engine, gateway: str, node: str, cipher: BodyCipher | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        gateway: str,
+        node: str,
+        cipher: BodyCipher | None,
+        record_signer: RecordSigner | None = None,
+    ) -> None:
         self._engine = engine
+        self._record_signer = record_signer
         self._gateway = gateway
         self._node = node
         self._cipher = cipher
@@ -229,6 +238,7 @@ class _ChainAppender:
                     rows.append({**item.row, "seq": seq, "prev_hash": prev, "record_hash": record_hash})
                     prev = record_hash
                     found_blobs.update(item.blobs)
+                self._sign_rows(rows, found_blobs)
                 self._move_head.execute(
                     cursor,
                     {
@@ -262,6 +272,19 @@ class _ChainAppender:
                 cursor.close()
         self._head = (seq, prev)
         return head_seq + 1
+
+    def _sign_rows(self, rows: list[dict[str, Any]], found_blobs: dict[bytes, bytes]) -> None:
+        """The batch's record hashes signed once (gateway.messagelog.logsig), inside its transaction:
+        the signature is stored with the rows or not at all, and adds no write of its own."""
+        if self._record_signer is None:
+            for row in rows:
+                row["log_signature_sha256"] = row["log_signature_proof"] = None
+            return
+        signed_root_xml, proofs = self._record_signer.sign([row["record_hash"] for row in rows])
+        digest = hashlib.sha256(signed_root_xml).digest()
+        found_blobs[digest] = signed_root_xml
+        for row, proof in zip(rows, proofs, strict=True):
+            row["log_signature_sha256"], row["log_signature_proof"] = digest, proof
 
     def _locked_head(self, cursor: DBAPICursor) -> tuple[int, bytes]:
         """The head as stored, its row created if new, locked (PostgreSQL: FOR UPDATE; SQLite:

@@ -116,7 +116,7 @@ def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher |
     digests = {
         bytes(d)
         for row in rows
-        for d in (row.signed_root_sha256, row.ocsp_sha256)
+        for d in (row.signed_root_sha256, row.ocsp_sha256, row.log_signature_sha256)
         if isinstance(d, bytes | bytearray | memoryview)
     }
     found_blobs = {
@@ -198,6 +198,8 @@ def _stored(
         timestamp_proof_json=row.timestamp_proof,
         archived_at=row.archived_at,
         archive_id=row.archive_id,
+        log_signature=_blob(found_blobs, row.log_signature_sha256),
+        log_signature_proof_json=row.log_signature_proof,
     )
 
 

@@ -148,7 +148,9 @@ def _purge_chain(
     if last_hash is None:
         raise RuntimeError(f"record {upto} of chain {gateway}/{node} is missing: verify the log")
     referenced = connection.execute(
-        sa.select(records.c.signed_root_sha256, records.c.ocsp_sha256).where(*in_range).distinct()
+        sa.select(records.c.signed_root_sha256, records.c.ocsp_sha256, records.c.log_signature_sha256)
+        .where(*in_range)
+        .distinct()
     ).all()
     candidates = {bytes(d) for row in referenced for d in row if d is not None}
     deleted = connection.execute(sa.delete(records).where(*in_range)).rowcount
@@ -163,6 +165,7 @@ def _purge_chain(
                 blobs.c.sha256.in_(chunk),
                 ~sa.exists().where(records.c.signed_root_sha256 == blobs.c.sha256),
                 ~sa.exists().where(records.c.ocsp_sha256 == blobs.c.sha256),
+                ~sa.exists().where(records.c.log_signature_sha256 == blobs.c.sha256),
             )
         )
     connection.execute(

@@ -28,10 +28,11 @@ from typing import Final
 
 from sqlalchemy.engine import Engine
 
+from gateway.faults import LOGGING_FAILED
 from gateway.messagelog.crypto_at_rest import BodyCipher
+from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.record import LogRecord
 from gateway.messagelog.store.chain import _ChainAppender
-from gateway.protocol.faults import LOGGING_FAILED
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,17 @@ class MessageLogWriter:
         cipher: BodyCipher | None = None,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
         max_batch: int = DEFAULT_MAX_BATCH,
+        record_signer: RecordSigner | None = None,
     ) -> None:
+        """`record_signer` signs each commit's record hashes with the gateway owner's key
+        (gateway.messagelog.logsig); without one the records are chained but not signed."""
         if window_seconds < 0 or max_batch < 1:
             raise ValueError("window_seconds must be >= 0 and max_batch >= 1")
         self.gateway = gateway
         self.node = node
         self._window = window_seconds
         self._max_batch = max_batch
-        self._appender = _ChainAppender(engine, gateway, node, cipher)
+        self._appender = _ChainAppender(engine, gateway, node, cipher, record_signer)
         self._arrived: list[_Waiter] = []  # in this iteration of the event loop
         self._queue: queue.SimpleQueue[list[_Waiter] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None

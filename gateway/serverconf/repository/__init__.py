@@ -18,8 +18,10 @@ from gateway.adminstore import (
     AuditResult,
 )
 from gateway.serverconf.model import (
+    DEFAULT_CLIENT_AUTH_MODE,
     DEFAULT_SERVICE_TIMEOUT_SECONDS,
     RESERVED_SERVICE_CODES,
+    UNAUTHENTICATED_WARNING,
     BackendTls,
     CachePolicyRecord,
     ClientAuthMode,
@@ -40,10 +42,12 @@ from gateway.serverconf.repository.store import ServerConfRepository
 __all__ = [
     "API_KEY_BYTES",
     "DEFAULT_AUDIT_PAGE",
+    "DEFAULT_CLIENT_AUTH_MODE",
     "DEFAULT_SERVICE_TIMEOUT_SECONDS",
     "MAX_API_KEY_LENGTH",
     "MAX_AUDIT_PAGE",
     "RESERVED_SERVICE_CODES",
+    "UNAUTHENTICATED_WARNING",
     "AlreadyExists",
     "ApiKey",
     "AuditEntry",

@@ -21,11 +21,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.adminstore import DEFAULT_AUDIT_PAGE, AdminStore, ApiKey, AuditEntry, AuditResult
+from gateway.adminstore import (
+    DEFAULT_AUDIT_PAGE,
+    AdminStore,
+    ApiKey,
+    AuditChainReport,
+    AuditEntry,
+    AuditResult,
+)
 from gateway.ids import ClientId, LocalGroupId, ServiceId
 from gateway.serverconf.access import AccessRight, Endpoint
 from gateway.serverconf.db import begin_snapshot_read, begin_write, create_engine
 from gateway.serverconf.model import (
+    DEFAULT_CLIENT_AUTH_MODE,
     CachePolicyRecord,
     ClientAuthMode,
     KeyRecord,
@@ -152,7 +160,8 @@ class ServerConfRepository:
 
     # --- subsystems
 
-    def add_subsystem(self, client: ClientId, auth_mode: ClientAuthMode = ClientAuthMode.HTTPS) -> None:
+    def add_subsystem(self, client: ClientId, auth_mode: ClientAuthMode = DEFAULT_CLIENT_AUTH_MODE) -> None:
+        """Register a subsystem; its systems connect with a pinned certificate unless told otherwise."""
         with self._change() as connection:
             if find_subsystem(connection, client) is not None:
                 raise AlreadyExists(f"subsystem {client} is registered already")
@@ -474,6 +483,13 @@ class ServerConfRepository:
         return self._admin.audit_entries(
             actor=actor, action=action, since=since, before_id=before_id, limit=limit
         )
+
+    def audit_head(self) -> bytes | None:
+        """The audit chain's newest hash, covered by the signed log heads (adminstore)."""
+        return self._admin.audit_head()
+
+    def verify_audit_chain(self) -> AuditChainReport:
+        return self._admin.verify_audit_chain()
 
     # --- the gateway's keys
 

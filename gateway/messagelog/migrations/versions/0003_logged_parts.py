@@ -1,6 +1,6 @@
 """Which signed parts the log kept of each message (record format xgate-logrecord/3).
 
-Revision ID: 0003_logged_parts
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-06
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_logged_parts"
+revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
