@@ -215,12 +215,7 @@ class LimitsSection(FileModel):
     """Per listener: the internal HTTP and HTTPS, the external and the admin listener each."""
 
     def connections(self) -> ConnectionLimits:
-        return ConnectionLimits(
-            header_timeout_seconds=self.header_timeout_seconds,
-            body_timeout_seconds=self.body_timeout_seconds,
-            idle_timeout_seconds=self.idle_timeout_seconds,
-            max_connections=self.max_connections,
-        )
+        return ConnectionLimits.of(self)
 
 
 class MessageLogSection(FileModel):
