@@ -77,14 +77,10 @@ class ConnectionLimits:
 class ConnectionLimitSettings(Protocol):
     """What names the four limits under their own names: a configuration file's [limits] table."""
 
-    @property
-    def header_timeout_seconds(self) -> float: ...
-    @property
-    def body_timeout_seconds(self) -> float: ...
-    @property
-    def idle_timeout_seconds(self) -> float: ...
-    @property
-    def max_connections(self) -> int: ...
+    header_timeout_seconds: float
+    body_timeout_seconds: float
+    idle_timeout_seconds: float
+    max_connections: int
 
 
 class LimitedSite(web.BaseSite):
