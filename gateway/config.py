@@ -34,8 +34,7 @@ from gateway.configfile import (
     Positive,
     Seconds,
     identifier,
-    in_file,
-    read_toml,
+    load_file,
     validate,
 )
 from gateway.connections import (
@@ -331,8 +330,4 @@ def parse_config(doc: dict[str, object], base: Path) -> NodeConfig:
 
 def load_config(path: Path) -> NodeConfig:
     """Read and check a node's TOML file; ConfigError is one line naming the file and the key."""
-    doc, base = read_toml(path)
-    try:
-        return parse_config(doc, base)
-    except ConfigError as exc:
-        raise in_file(path, exc) from None
+    return load_file(path, parse_config)
