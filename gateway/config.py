@@ -34,8 +34,7 @@ from gateway.configfile import (
     Positive,
     Seconds,
     identifier,
-    in_file,
-    read_toml,
+    load_file,
     validate,
 )
 from gateway.connections import (
@@ -215,12 +214,7 @@ class LimitsSection(FileModel):
     """Per listener: the internal HTTP and HTTPS, the external and the admin listener each."""
 
     def connections(self) -> ConnectionLimits:
-        return ConnectionLimits(
-            header_timeout_seconds=self.header_timeout_seconds,
-            body_timeout_seconds=self.body_timeout_seconds,
-            idle_timeout_seconds=self.idle_timeout_seconds,
-            max_connections=self.max_connections,
-        )
+        return ConnectionLimits.of(self)
 
 
 class MessageLogSection(FileModel):
@@ -336,8 +330,4 @@ def parse_config(doc: dict[str, object], base: Path) -> NodeConfig:
 
 def load_config(path: Path) -> NodeConfig:
     """Read and check a node's TOML file; ConfigError is one line naming the file and the key."""
-    doc, base = read_toml(path)
-    try:
-        return parse_config(doc, base)
-    except ConfigError as exc:
-        raise in_file(path, exc) from None
+    return load_file(path, parse_config)

@@ -245,6 +245,18 @@ def in_file(path: Path, error: ConfigError) -> ConfigError:
     return ConfigError(f"{path}: {error}")
 
 
+_Config = TypeVar("_Config")
+
+
+def load_file(path: Path, parse: Callable[[dict[str, Any], Path], _Config]) -> _Config:
+    """Read a TOML file and check it with `parse`; ConfigError is one line naming the file and the key."""
+    doc, base = read_toml(path)
+    try:
+        return parse(doc, base)
+    except ConfigError as exc:
+        raise in_file(path, exc) from None
+
+
 # --- directories a file names ---------------------------------------------------------------
 
 DATA_DIR_MODE: Final = 0o700

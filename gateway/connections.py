@@ -29,7 +29,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 from aiohttp import StreamReader, web
 from aiohttp.abc import AbstractStreamWriter
@@ -62,6 +62,25 @@ class ConnectionLimits:
     def runner_options(self) -> dict[str, Any]:
         """Keyword arguments for `web.AppRunner`: aiohttp's own keep-alive timer is the idle deadline."""
         return {"keepalive_timeout": self.idle_timeout_seconds}
+
+    @classmethod
+    def of(cls, settings: ConnectionLimitSettings) -> ConnectionLimits:
+        """The limits a configuration file's [limits] table names (gateway's and registry's alike)."""
+        return cls(
+            header_timeout_seconds=settings.header_timeout_seconds,
+            body_timeout_seconds=settings.body_timeout_seconds,
+            idle_timeout_seconds=settings.idle_timeout_seconds,
+            max_connections=settings.max_connections,
+        )
+
+
+class ConnectionLimitSettings(Protocol):
+    """What names the four limits under their own names: a configuration file's [limits] table."""
+
+    header_timeout_seconds: float
+    body_timeout_seconds: float
+    idle_timeout_seconds: float
+    max_connections: int
 
 
 class LimitedSite(web.BaseSite):

@@ -201,10 +201,13 @@ def _expect(
     return codes
 
 
-def _expect_type(el: etree._Element, actual: ObjectType, expected: ObjectType) -> None:
+def _read_typed_xml(el: etree._Element, expected: ObjectType) -> list[str | None]:
+    """The slots of an identifier element whose objectType must be `expected`."""
+    actual, values = _read_xml(el)
     # The restricted types fix objectType (identifiers.xsd `fixed="..."`): a schema violation.
     if actual is not expected:
         raise _xml_fault(el, f"id:objectType is {actual}, expected {expected}")
+    return values
 
 
 def _build_xml(
@@ -444,8 +447,7 @@ class ServiceId(_Identifier):
 
     @classmethod
     def from_xml(cls, el: etree._Element) -> ServiceId:
-        object_type, values = _read_xml(el)
-        _expect_type(el, object_type, ObjectType.SERVICE)
+        values = _read_typed_xml(el, ObjectType.SERVICE)
         instance, member_class, member_code, service_code = _expect(
             el, values, (_INSTANCE, _CLASS, _MEMBER, _SERVICE), (_SUBSYSTEM, _VERSION)
         )
@@ -525,8 +527,7 @@ class SecurityServerId(_Identifier):
 
     @classmethod
     def from_xml(cls, el: etree._Element) -> SecurityServerId:
-        object_type, values = _read_xml(el)
-        _expect_type(el, object_type, ObjectType.SERVER)
+        values = _read_typed_xml(el, ObjectType.SERVER)
         return cls(*_expect(el, values, (_INSTANCE, _CLASS, _MEMBER, _SERVER), ()))
 
 
@@ -564,8 +565,7 @@ class GlobalGroupId(_Identifier):
 
     @classmethod
     def from_xml(cls, el: etree._Element) -> GlobalGroupId:
-        object_type, values = _read_xml(el)
-        _expect_type(el, object_type, ObjectType.GLOBALGROUP)
+        values = _read_typed_xml(el, ObjectType.GLOBALGROUP)
         instance, group_code = _expect(el, values, (_INSTANCE, _GROUP), ())
         return cls(instance, group_code)
 
@@ -598,8 +598,7 @@ class LocalGroupId(_Identifier):
 
     @classmethod
     def from_xml(cls, el: etree._Element) -> LocalGroupId:
-        object_type, values = _read_xml(el)
-        _expect_type(el, object_type, ObjectType.LOCALGROUP)
+        values = _read_typed_xml(el, ObjectType.LOCALGROUP)
         (group_code,) = _expect(el, values, (_GROUP,), ())
         return cls(group_code)
 

@@ -32,6 +32,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 from aiohttp import web
+from alembic.migration import MigrationContext
 from lxml import etree
 
 from gateway.central.api_client import RegistryClient
@@ -154,6 +155,20 @@ def empty_tables(connection: sa.Connection, metadata: sa.MetaData, keep: Collect
     for table in reversed(metadata.sorted_tables):
         if table.name not in keep:
             connection.execute(sa.delete(table))
+
+
+def own_tables_context(
+    connection: sa.Connection, version_table: str, metadata: sa.MetaData
+) -> MigrationContext:
+    """An Alembic context that compares only `metadata`'s tables: the database is shared, so the
+    other packages' tables (and their version tables) are not this module's drift."""
+    return MigrationContext.configure(
+        connection,
+        opts={
+            "version_table": version_table,
+            "include_name": lambda name, kind, _: kind != "table" or name in metadata.tables,
+        },
+    )
 
 
 @pytest.fixture

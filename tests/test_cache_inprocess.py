@@ -9,8 +9,7 @@ what the client gets: the stored answer, marked, within max age; the failure's f
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 import requests
@@ -41,21 +40,10 @@ from tests.conftest import (
     rest_headers,
     soap_body,
 )
-from tests.inprocess import Built, Gateway, InProcessFederation, build_template, inprocess_federation
+from tests.inprocess import Gateway, InProcessFederation
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 Handler = Callable[[OutboundRequest], Awaitable[OutboundResponse]]
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build_template(tmp_path_factory.mktemp("template") / "federation")
-
-
-@pytest.fixture
-async def local(tmp_path: Path, template: Built) -> AsyncIterator[InProcessFederation]:
-    async with inprocess_federation(tmp_path / "federation", template=template) as running:
-        yield running
 
 
 def set_policy(gateway: Gateway, policy: CachePolicy) -> None:

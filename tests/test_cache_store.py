@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 
 from gateway.cache import policies as cache_policies
 from gateway.cache import tables
@@ -29,6 +28,7 @@ from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.serverconf.db import migrate as migrate_serverconf
 from gateway.serverconf.repository import AlreadyExists, NotFound, ServerConfRepository
+from tests.conftest import own_tables_context
 
 PG_DSN_ENV = "XGATE_TEST_PG_DSN"
 CLIENT = ClientId("DEV", "GOV", "1111", "benefits")
@@ -119,13 +119,7 @@ def test_the_migration_builds_exactly_the_tables_module(url: str) -> None:
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(
-                connection,
-                opts={
-                    "version_table": ALEMBIC_VERSION_TABLE,
-                    "include_name": lambda name, kind, _: kind != "table" or name in tables.metadata.tables,
-                },
-            )
+            context = own_tables_context(connection, ALEMBIC_VERSION_TABLE, tables.metadata)
             assert compare_metadata(context, tables.metadata) == []
             assert context.get_current_revision() == "0002"  # 0002: replication runs and leases
     finally:

@@ -29,7 +29,6 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from cryptography import x509
 from cryptography.x509.ocsp import OCSPCertStatus
 
@@ -73,7 +72,7 @@ from gateway.trust.pki import (
     RevocationStatus,
 )
 from tests import test_asice as asice_tests
-from tests.conftest import empty_tables, migrated_url_fixture
+from tests.conftest import empty_tables, migrated_url_fixture, own_tables_context
 
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY = "DEV/GOV/1001/ss1"
@@ -315,13 +314,7 @@ def test_log_migrates_into_the_server_configurations_database_beside_it(tmp_path
 
 def test_migrated_schema_is_the_tables_module(engine: sa.Engine) -> None:
     with engine.connect() as connection:
-        context = MigrationContext.configure(
-            connection,
-            opts={
-                "version_table": ALEMBIC_VERSION_TABLE,
-                "include_name": lambda name, kind, _: kind != "table" or name in tables.metadata.tables,
-            },
-        )
+        context = own_tables_context(connection, ALEMBIC_VERSION_TABLE, tables.metadata)
         assert compare_metadata(context, tables.metadata) == []
 
 

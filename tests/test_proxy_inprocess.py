@@ -14,11 +14,9 @@ import base64
 import dataclasses
 import hashlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 import requests
 
 from gateway import faults
@@ -46,21 +44,9 @@ from tests.conftest import (
     soap_fault,
     soap_request,
 )
-from tests.inprocess import Built, Gateway, InProcessFederation, build_template, inprocess_federation
+from tests.inprocess import Gateway, InProcessFederation, inprocess_federation
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build_template(tmp_path_factory.mktemp("template") / "federation")
-
-
-@pytest.fixture
-async def local(tmp_path: Path, template: Built) -> AsyncIterator[InProcessFederation]:
-    """A fresh copy for each test: tests change access rights, services and certificates freely."""
-    async with inprocess_federation(tmp_path / "federation", template=template) as running:
-        yield running
 
 
 async def post_soap(gateway: Gateway, body: bytes) -> requests.Response:

@@ -17,8 +17,8 @@ from typing import Annotated, Final
 from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from gateway.configfile import ConfigError as ConfigError  # re-exported: callers catch it from here
 from gateway.configfile import (
-    ConfigError,
     DatabaseUrl,
     FileModel,
     FilePath,
@@ -27,8 +27,7 @@ from gateway.configfile import (
     Port,
     Positive,
     Seconds,
-    in_file,
-    read_toml,
+    load_file,
     validate,
 )
 from gateway.connections import (
@@ -132,12 +131,7 @@ class LimitsSection(FileModel):
     """Per listener: the management and the distribution listener each."""
 
     def connections(self) -> ConnectionLimits:
-        return ConnectionLimits(
-            header_timeout_seconds=self.header_timeout_seconds,
-            body_timeout_seconds=self.body_timeout_seconds,
-            idle_timeout_seconds=self.idle_timeout_seconds,
-            max_connections=self.max_connections,
-        )
+        return ConnectionLimits.of(self)
 
 
 class SigningKeySection(FileModel):
@@ -191,8 +185,4 @@ def parse_config(doc: dict[str, object], base: Path) -> CentralConfig:
 
 def load_config(path: Path) -> CentralConfig:
     """Read and check the registry's TOML file; ConfigError is one line naming the file and the key."""
-    doc, base = read_toml(path)
-    try:
-        return parse_config(doc, base)
-    except ConfigError as exc:
-        raise in_file(path, exc) from None
+    return load_file(path, parse_config)

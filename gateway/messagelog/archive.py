@@ -39,6 +39,7 @@ from gateway.crypto.keys import write_file_atomically
 from gateway.messagelog.asice import (
     MAX_CONTAINER_BYTES,
     ContainerError,
+    ContainerReport,
     LoggedMessage,
     ZipLimits,
     build_container,
@@ -368,6 +369,17 @@ class ContainerTrust:
     tsa_ca_certs: Sequence[x509.Certificate] | None = None  # CAs whose TSAs count too; None: pinned only
     status: StatusPolicy = DEFAULT_STATUS_POLICY  # how signers' OCSP status must be shown
 
+    def verify(self, container: bytes, *, require_record_signature: bool = False) -> ContainerReport:
+        """One container checked completely against this trust (asice.verify_container)."""
+        return verify_container(
+            container,
+            trusted_cas=self.trusted_cas,
+            trusted_tsa_certs=self.trusted_tsa_certs,
+            tsa_ca_certs=self.tsa_ca_certs,
+            status_policy=self.status,
+            require_record_signature=require_record_signature,
+        )
+
 
 @dataclass(frozen=True)
 class ArchiveCheck:
@@ -451,13 +463,7 @@ def _check_archive(path: Path, trust: ContainerTrust | None, problems: list[str]
                 problems.append(f"{name} does not match its digest in index.json")
                 continue
             if trust is not None:
-                report = verify_container(
-                    container,
-                    trusted_cas=trust.trusted_cas,
-                    trusted_tsa_certs=trust.trusted_tsa_certs,
-                    tsa_ca_certs=trust.tsa_ca_certs,
-                    status_policy=trust.status,
-                )
+                report = trust.verify(container)
                 problems.extend(f"{name}: {problem}" for problem in report.problems)
     return index["previous_archive_sha256"], len(listed)
 

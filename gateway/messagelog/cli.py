@@ -45,7 +45,7 @@ from gateway.globalconf import GlobalConfError, verify_signed_globalconf
 from gateway.globalconf.source import load_anchor
 from gateway.messagelog.apiclient import MessageLogClient
 from gateway.messagelog.archive import ContainerTrust, verify_archive_chain
-from gateway.messagelog.asice import MAX_CONTAINER_BYTES, ContainerReport, verify_container
+from gateway.messagelog.asice import MAX_CONTAINER_BYTES, ContainerReport
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.inspector import LogInspector
 from gateway.messagelog.links import ChainMember, describe, link
@@ -707,14 +707,7 @@ def _verify_container_file(
         data = path.read_bytes()
     except OSError:
         return None
-    return verify_container(
-        data,
-        trusted_cas=trust.trusted_cas,
-        trusted_tsa_certs=trust.trusted_tsa_certs,
-        tsa_ca_certs=trust.tsa_ca_certs,
-        status_policy=trust.status,
-        require_record_signature=require_record_signature,
-    )
+    return trust.verify(data, require_record_signature=require_record_signature)
 
 
 def _is_archive(path: Path) -> bool:

@@ -13,14 +13,16 @@ Every XRoadFault becomes a SOAP fault or a REST error here (answers.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
 
 from gateway import faults
-from gateway.cache.marking import HEADER_CACHE, mark_in
+from gateway.cache.marking import HEADER_CACHE, CacheMark, mark_in
 from gateway.cache.replication import REPLICATING
+from gateway.cache.store import CachedAnswer
 from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, SecurityServerId
@@ -97,13 +99,8 @@ async def _serve_soap(runtime: GatewayRuntime, journal: ExchangeLog, request: we
         cached.soap_question(
             message, revalidate=cached.wants_revalidation(request.headers.get("Cache-Control"))
         ),
-        cached.Steps(
-            sign_and_log=lambda: hop.sign_and_log(payload),
-            send=hop.send,
-            check=lambda answer: _checked_soap_answer(journal, message, answer),
-            serve=lambda entry, mark: cached.serve_soap(
-                journal, entry, mark, runtime.config.max_message_bytes
-            ),
+        hop.cache_steps(
+            payload, lambda answer: _checked_soap_answer(journal, message, answer), cached.serve_soap
         ),
     )
 
@@ -192,13 +189,8 @@ async def _serve_rest(runtime: GatewayRuntime, journal: ExchangeLog, request: we
         cached.rest_question(call, revalidate=cached.wants_revalidation(request.headers.get("Cache-Control")))
         if call is parsed
         else None,
-        cached.Steps(
-            sign_and_log=lambda: hop.sign_and_log(payload),
-            send=hop.send,
-            check=lambda answer: _checked_rest_answer(journal, call, answer),
-            serve=lambda entry, mark: cached.serve_rest(
-                journal, entry, mark, runtime.config.max_message_bytes
-            ),
+        hop.cache_steps(
+            payload, lambda answer: _checked_rest_answer(journal, call, answer), cached.serve_rest
         ),
     )
 
@@ -320,6 +312,21 @@ class _Hop:
             request.message,
             timeout_seconds=self.runtime.config.backend_timeout_seconds + HOP_MARGIN_SECONDS,
             status_headers=request.status_headers,
+        )
+
+    def cache_steps(
+        self,
+        payload: Payload,
+        check: Callable[[SignedAnswer], Awaitable[cached.Checked]],
+        serve: Callable[[ExchangeLog, CachedAnswer, CacheMark, int], Awaitable[Answer]],
+    ) -> cached.Steps[_SignedRequest]:
+        """This hop's steps for the cache: sign, log and send `payload`, `check` the answer, or
+        `serve` a stored answer (held to the node's message size)."""
+        return cached.Steps(
+            sign_and_log=lambda: self.sign_and_log(payload),
+            send=self.send,
+            check=check,
+            serve=lambda entry, mark: serve(self.journal, entry, mark, self.runtime.config.max_message_bytes),
         )
 
 

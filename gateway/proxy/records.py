@@ -63,32 +63,37 @@ class ExchangeIds:
     @classmethod
     def of_soap(cls, gateway: str, exchange_id: str, side: Side, message: soap.SoapMessage) -> ExchangeIds:
         party = message.represented_party
-        return cls(
-            gateway,
-            exchange_id,
-            side,
-            MessageKind.SOAP,
-            message.id,
-            message.client.to_text(),
-            message.service.to_text(),
-            message.user_id,
-            message.issue,
-            None if party is None else "/".join(p for p in (party.party_class, party.party_code) if p),
-        )
+        party_parts = None if party is None else (party.party_class, party.party_code)
+        return cls._of(gateway, exchange_id, side, MessageKind.SOAP, message.id, message, party_parts)
 
     @classmethod
     def of_rest(cls, gateway: str, exchange_id: str, side: Side, call: rest.RestRequest) -> ExchangeIds:
-        party = call.represented_party
+        return cls._of(
+            gateway, exchange_id, side, MessageKind.REST, call.message_id, call, call.represented_party
+        )
+
+    @classmethod
+    def _of(
+        cls,
+        gateway: str,
+        exchange_id: str,
+        side: Side,
+        kind: MessageKind,
+        message_id: str,
+        header: soap.SoapMessage | rest.RestRequest,
+        party: tuple[str | None, str] | None,
+    ) -> ExchangeIds:
+        """The ids a SOAP message or REST request carries; the represented party as `class/code`."""
         return cls(
             gateway,
             exchange_id,
             side,
-            MessageKind.REST,
-            call.message_id,
-            call.client.to_text(),
-            call.service.to_text(),
-            call.user_id,
-            call.issue,
+            kind,
+            message_id,
+            header.client.to_text(),
+            header.service.to_text(),
+            header.user_id,
+            header.issue,
             None if party is None else "/".join(p for p in party if p),
         )
 
@@ -120,27 +125,17 @@ def signed_record(
     """
     parts = signed_parts(payload)
     *head, message = parts  # (message,) for SOAP, (rest head, message) for REST
-    record = LogRecord(
-        gateway=ids.gateway,
-        exchange_id=ids.exchange_id,
-        side=ids.side,
-        direction=direction,
-        kind=ids.kind,
-        logged_at=_now(),
-        message_id=ids.message_id,
-        client=ids.client,
-        service=ids.service,
-        user_id=ids.user_id,
-        issue=ids.issue,
-        represented_party=ids.represented_party,
+    record = _record(
+        ids,
+        direction,
         content_type=message.content_type,
         message=message.data,
-        manifest=manifest(parts),
+        manifest_bytes=manifest(parts),
         signed_root_xml=signature.signed_root_xml,
         proof_json=encode_proof(signature.leaf, signature.proof),
         ocsp_response=ocsp_response,
         rest_head=head[0].data if head else None,
-    ).with_parts_logged()
+    )
     outcome = _outcome(fault, served_from_cache)
     if outcome is None:
         return record
@@ -159,6 +154,32 @@ def fault_record(
     ids: ExchangeIds, direction: Direction, fault: XRoadFault, body: bytes, content_type: str
 ) -> LogRecord:
     """The record of a fault a gateway answered with (unsigned: faults travel as they are)."""
+    record = _record(
+        ids,
+        direction,
+        content_type=content_type,
+        message=body,
+        manifest_bytes=manifest(signed_parts(SoapPayload(content_type, body))),
+        signed_root_xml=None,
+        proof_json=None,
+        ocsp_response=None,
+    )
+    return dataclasses.replace(record, outcome=fault.code, fault_detail=fault.detail)
+
+
+def _record(
+    ids: ExchangeIds,
+    direction: Direction,
+    *,
+    content_type: str,
+    message: bytes,
+    manifest_bytes: bytes,
+    signed_root_xml: bytes | None,
+    proof_json: str | None,
+    ocsp_response: bytes | None,
+    rest_head: bytes | None = None,
+) -> LogRecord:
+    """A new record of a message of the exchange `ids` names: logged now, every part it holds logged."""
     return LogRecord(
         gateway=ids.gateway,
         exchange_id=ids.exchange_id,
@@ -173,13 +194,12 @@ def fault_record(
         issue=ids.issue,
         represented_party=ids.represented_party,
         content_type=content_type,
-        message=body,
-        manifest=manifest(signed_parts(SoapPayload(content_type, body))),
-        signed_root_xml=None,
-        proof_json=None,
-        ocsp_response=None,
-        outcome=fault.code,
-        fault_detail=fault.detail,
+        message=message,
+        manifest=manifest_bytes,
+        signed_root_xml=signed_root_xml,
+        proof_json=proof_json,
+        ocsp_response=ocsp_response,
+        rest_head=rest_head,
     ).with_parts_logged()
 
 

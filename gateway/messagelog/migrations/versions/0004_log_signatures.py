@@ -9,15 +9,11 @@ Records logged before this revision have no record signature; `xgate log verify`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
 down_revision: str | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 _UtcDateTime = sa.DateTime(timezone=True)
 _BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
