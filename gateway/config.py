@@ -29,7 +29,9 @@ from gateway.configfile import (
     FilePath,
     Listener,
     LoopbackHost,
+    NonNegativeInt,
     NonNegativeSeconds,
+    Percent,
     Port,
     Positive,
     Seconds,
@@ -48,10 +50,22 @@ from gateway.crypto.batchsigner import DEFAULT_WINDOW_SECONDS
 from gateway.crypto.tls import TlsIdentity
 from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS
 from gateway.ids import ClientId, SecurityServerId
+from gateway.messagelog.diskspace import (
+    DEFAULT_CRITICAL_FREE_BYTES,
+    DEFAULT_CRITICAL_FREE_PERCENT,
+    DEFAULT_WARNING_FREE_BYTES,
+    DEFAULT_WARNING_FREE_PERCENT,
+    DiskWatermarks,
+    Watermark,
+)
 from gateway.messagelog.heads import DEFAULT_HEAD_INTERVAL_SECONDS, HEAD_FILE_NAME
 from gateway.messagelog.settings import (
+    ARCHIVE_DIR_NAME,
+    DEFAULT_ARCHIVE_EVERY_BYTES,
     DEFAULT_ARCHIVE_INTERVAL_SECONDS,
+    DEFAULT_MAINTENANCE_CHECK_SECONDS,
     DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS,
+    DEFAULT_RETENTION_DAYS,
     MessageLogSettings,
 )
 from gateway.messagelog.store import DEFAULT_WINDOW_SECONDS as DEFAULT_LOG_WINDOW_SECONDS
@@ -225,11 +239,24 @@ class MessageLogSection(FileModel):
     timestamp_interval_seconds: Seconds = DEFAULT_TIMESTAMP_INTERVAL_SECONDS
     max_timestamp_failure_seconds: Seconds = DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS
     body_key_file: FilePath | None = None
+    archive: bool = True
+    """Archive timestamped records into chained archive files; off: nothing is ever purged."""
     archive_dir: FilePath | None = None
+    """Default: node.data_dir/archive."""
     archive_interval_seconds: Seconds = DEFAULT_ARCHIVE_INTERVAL_SECONDS
-    retention_days: Seconds | None = None
+    archive_every_bytes: NonNegativeInt = DEFAULT_ARCHIVE_EVERY_BYTES
+    """Archive also once the log has grown this much since the last round; 0: the schedule only."""
+    retention_days: NonNegativeSeconds = DEFAULT_RETENTION_DAYS
+    """Archived records older than this are purged from the database (0: once archived)."""
     archive_hook: list[str] | None = None
     """A command and its arguments, run with each finished archive's path."""
+    disk_warning_free_percent: Percent = DEFAULT_WARNING_FREE_PERCENT
+    disk_warning_free_bytes: NonNegativeInt = DEFAULT_WARNING_FREE_BYTES
+    disk_critical_free_percent: Percent = DEFAULT_CRITICAL_FREE_PERCENT
+    disk_critical_free_bytes: NonNegativeInt = DEFAULT_CRITICAL_FREE_BYTES
+    """Below the warning watermark an alarm; below the critical one on the log database's disk
+    new exchanges are refused (gateway.messagelog.diskspace). 0 switches a half off."""
+    maintenance_check_seconds: Seconds = DEFAULT_MAINTENANCE_CHECK_SECONDS
     head_interval_seconds: Seconds = DEFAULT_HEAD_INTERVAL_SECONDS
     """How often the node signs and timestamps its log head (gateway.messagelog.heads)."""
     head_file: FilePath | None = None
@@ -238,6 +265,23 @@ class MessageLogSection(FileModel):
     """Send each signed head to the central registry, the federation's witness."""
     witness_url: str | None = None
     """The registry's distribution URL. Default: globalconf.location without its /globalconf."""
+
+    @model_validator(mode="after")
+    def _critical_below_warning(self) -> MessageLogSection:
+        if (
+            self.disk_critical_free_percent > self.disk_warning_free_percent
+            or self.disk_critical_free_bytes > self.disk_warning_free_bytes
+        ):
+            raise PydanticCustomError(
+                "watermarks", "the disk_critical_* watermarks must not lie above the disk_warning_* ones"
+            )
+        return self
+
+    def watermarks(self) -> DiskWatermarks:
+        return DiskWatermarks(
+            warning=Watermark(self.disk_warning_free_percent, self.disk_warning_free_bytes),
+            critical=Watermark(self.disk_critical_free_percent, self.disk_critical_free_bytes),
+        )
 
     def settings(self, data_dir: Path, globalconf_location: str = "") -> MessageLogSettings:
         witness_url = self.witness_url
@@ -250,14 +294,17 @@ class MessageLogSection(FileModel):
             timestamp_interval_seconds=self.timestamp_interval_seconds,
             max_timestamp_failure_seconds=self.max_timestamp_failure_seconds,
             body_key_file=self.body_key_file,
-            archive_dir=self.archive_dir,
+            archive_dir=(self.archive_dir or data_dir / ARCHIVE_DIR_NAME) if self.archive else None,
             archive_interval_seconds=self.archive_interval_seconds,
+            archive_every_bytes=self.archive_every_bytes or None,
             retention_days=self.retention_days,
             archive_hook=tuple(self.archive_hook) if self.archive_hook else None,
             head_interval_seconds=self.head_interval_seconds,
             head_file=self.head_file or data_dir.parent / f"{data_dir.name}-{HEAD_FILE_NAME}",
             witness=self.witness,
             witness_url=witness_url if self.witness else None,
+            disk_watermarks=self.watermarks(),
+            maintenance_check_seconds=self.maintenance_check_seconds,
         )
 
 

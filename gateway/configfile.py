@@ -94,6 +94,20 @@ Positive = Annotated[int, AfterValidator(_positive)]
 """A size or a count: a whole number more than zero."""
 NonNegativeSeconds = Annotated[float, AfterValidator(_not_negative)]
 """A window that may be switched off with 0."""
+NonNegativeInt = Annotated[int, AfterValidator(_not_negative)]
+"""A size that may be switched off with 0."""
+
+
+def _percent(value: float) -> float:
+    if not 0 <= value < 100:
+        raise PydanticCustomError(
+            "percent", "must be a percentage (0 or more, below 100), not {value}", {"value": value}
+        )
+    return value
+
+
+Percent = Annotated[float, AfterValidator(_percent)]
+"""A share of something, in percent; 0 switches it off."""
 
 
 def _loopback(value: str) -> str:

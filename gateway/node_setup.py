@@ -23,6 +23,7 @@ from gateway.config import NodeConfig, load_config
 from gateway.configfile import ANCHOR_FILE, CONFIG_FILE_MODE, DATA_DIR_MODE
 from gateway.crypto.keys import write_file_atomically
 from gateway.ids import ClientId, SecurityServerId
+from gateway.messagelog.settings import ARCHIVE_DIR_NAME, DEFAULT_ARCHIVE_EVERY_BYTES, DEFAULT_RETENTION_DAYS
 from gateway.trust import pki
 
 CONFIG_FILE: Final = "gateway.toml"
@@ -113,7 +114,17 @@ key = "{KEYS_DIR}/auth.key"
 # `xgate gateway create-api-key --config THIS_FILE --name NAME --role system_administrator`.
 host = "127.0.0.1"
 port = {ports.admin}
-{keys}"""
+{keys}
+[messagelog]
+# Archives of the log go to {DATA_DIR}/{ARCHIVE_DIR_NAME} hourly and whenever the log has
+# grown {DEFAULT_ARCHIVE_EVERY_BYTES >> 20} MiB; archived records are purged from the database after
+# retention_days. Copy the archives off the machine (archive_hook runs a command with each
+# one): they are the evidence.
+# Below the critical free-space watermark new exchanges are refused (docs/resilience.md).
+# archive_dir = "/var/lib/xgate/archive"
+# archive_hook = ["/usr/local/bin/ship-archive"]
+retention_days = {DEFAULT_RETENTION_DAYS:g}
+"""
 
 
 def _issue_keys(

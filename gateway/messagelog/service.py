@@ -1,5 +1,5 @@
-"""The message log as one gateway node uses it: write, timestamp, archive, and refuse traffic
-when the log cannot keep its promises (issue "The message log").
+"""The message log as one gateway node uses it: write, timestamp, archive, purge, watch its disk,
+and refuse traffic when the log cannot keep its promises (issue "The message log").
 
 The proxy calls :meth:`MessageLog.log` for every message it signs, receives or answers with a
 fault, and answers its client only after that returns: a record that cannot be written ends
@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
@@ -25,13 +26,15 @@ from gateway import faults
 from gateway.crypto.timestamp import TimestampError, verify_timestamp_token
 from gateway.faults import XRoadFault
 from gateway.globalconf import GlobalConf
+from gateway.messagelog.archive import CHAIN_HEAD_FILE, Archiver
 from gateway.messagelog.crypto_at_rest import BodyCipher
-from gateway.messagelog.db import create_engine, migrate
+from gateway.messagelog.db import create_engine, is_sqlite, migrate
+from gateway.messagelog.diskspace import DiskWatch, FreeSpace, Volume, system_disk_usage
 from gateway.messagelog.headkeeper import HeadKeeper, Witness
 from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.record import LogRecord
 from gateway.messagelog.settings import MessageLogSettings
-from gateway.messagelog.store import ChainArchive, LoggingFailed, MessageLogWriter, purge
+from gateway.messagelog.store import ChainArchive, LoggingFailed, MessageLogWriter, log_size_bytes, purge
 from gateway.messagelog.timestamping import (
     MAX_RETRY_DELAY_SECONDS,
     NO_AUTHORITY,
@@ -79,9 +82,11 @@ class MessageLog:
         globalconf: Callable[[], GlobalConf | None],
         record_signer: RecordSigner | None = None,
         audit_head: Callable[[], bytes | None] | None = None,
+        disk_usage: FreeSpace = system_disk_usage,
     ) -> None:
         """`record_signer` holds the gateway owner's signing key: it signs each commit's records
-        and the log heads (gateway.messagelog.logsig, .heads); without it neither is signed."""
+        and the log heads (gateway.messagelog.logsig, .heads); without it neither is signed.
+        `disk_usage` reads a filesystem's free space (the seam tests fill the disk through)."""
         self.settings = settings
         self.gateway = gateway
         self.node = node
@@ -118,6 +123,32 @@ class MessageLog:
         self._tsa: Transport | None = None
         self._owns_tsa = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.disk = DiskWatch(self._volumes(), settings.disk_watermarks, usage=disk_usage)
+        self._archive_lock = asyncio.Lock()
+        self.archive_last_at: float = self._last_archive_time()  # wall clock, for the schedule
+        self.archive_last_error: str | None = None
+        self._size_at_last_archive: int | None = None
+
+    def _volumes(self) -> list[Volume]:
+        """Where the log writes: a local SQLite file's directory (which can refuse traffic when
+        full) and the archive directory (which can only warn). A PostgreSQL server's disk is
+        its own to watch; there a failing write still refuses the exchange."""
+        volumes = []
+        database = self.engine.url.database
+        if is_sqlite(self.engine) and database and database != ":memory:":
+            volumes.append(Volume("log", Path(database).resolve().parent, refuses=True))
+        if self.settings.archive_dir is not None:
+            volumes.append(Volume("archive", Path(self.settings.archive_dir), refuses=False))
+        return volumes
+
+    def _last_archive_time(self) -> float:
+        """When the last archive round wrote something (its chain-head file), so that a node
+        restarted more often than the interval still archives on schedule; else now."""
+        if self.settings.archive_dir is not None:
+            head = Path(self.settings.archive_dir) / CHAIN_HEAD_FILE
+            with contextlib.suppress(OSError):
+                return head.stat().st_mtime
+        return time.time()
 
     async def start(self, tsa: Transport | None = None, witness: Witness | None = None) -> None:
         """`tsa` reaches the timestamping authorities and the registry (the node's trust-service
@@ -138,8 +169,7 @@ class MessageLog:
                 audit_head=self._audit_head,
             )
             self.heads.start()
-        if self.settings.archive_dir is not None:
-            self._tasks.append(asyncio.create_task(self._archive_loop()))
+        self._tasks.append(asyncio.create_task(self._maintenance_loop()))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -157,6 +187,14 @@ class MessageLog:
         if self._tsa is not None and self._owns_tsa:
             await self._tsa.aclose()
         self.engine.dispose()
+
+    def check_disk(self, fault_code: str = faults.LOGGING_FAILED) -> None:
+        """Refuse new exchanges when the log's disk is below its critical watermark: its records
+        could not be written whole. Below the warning watermark traffic goes on (an alarm and a
+        health warning say so); an exchange already under way still logs its remaining records."""
+        reason = self.disk.refusal()
+        if reason is not None:
+            raise XRoadFault(fault_code, reason)
 
     def check_timestamping(self, fault_code: str = faults.TIMESTAMPER_FAILED) -> None:
         """Refuse new exchanges once timestamping has failed for longer than allowed."""
@@ -194,6 +232,22 @@ class MessageLog:
             "commits": self.writer.commits,
             "records_signed": self._record_signer is not None,
             "heads_last_error": self.heads.last_error if self.heads is not None else None,
+            "disk": self.disk.health(),
+            "archive": self._archive_health(),
+        }
+
+    def _archive_health(self) -> dict[str, object]:
+        archive_dir = self.settings.archive_dir
+        warnings = []
+        if archive_dir is None:
+            warnings.append("archiving is off: records are never archived or purged")
+        if self.archive_last_error is not None:
+            warnings.append(f"archiving failed: {self.archive_last_error}")
+        return {
+            "dir": str(archive_dir) if archive_dir is not None else None,
+            "last_at": dt.datetime.fromtimestamp(self.archive_last_at, dt.UTC).isoformat(),
+            "retention_days": self.settings.retention_days if archive_dir is not None else None,
+            "warnings": warnings,
         }
 
     # --- timestamping over the federation's TSAs, in order ----------------------------------
@@ -241,28 +295,53 @@ class MessageLog:
 
     # --- archiving and retention ------------------------------------------------------------
 
-    async def _archive_loop(self) -> None:
+    async def _maintenance_loop(self) -> None:
+        """Look at the disk (so an alarm is raised without traffic too) and archive when due."""
         while True:
-            await asyncio.sleep(self.settings.archive_interval_seconds)
-            try:
-                await self.archive_now()
-            except Exception:  # the loop must survive one bad round; records stay unarchived
-                log.exception("archiving failed")
+            await asyncio.sleep(self.settings.maintenance_check_seconds)
+            await self.maintain()
+
+    async def maintain(self, now: float | None = None) -> list[Path]:
+        """One round of the maintenance loop; the archives written, if it was time for some."""
+        self.disk.refresh(force=True)
+        if self.settings.archive_dir is None:
+            return []
+        try:
+            if await self.archive_due(time.time() if now is None else now):
+                return await self.archive_now()
+        except Exception as exc:  # the loop must survive one bad round; records stay unarchived
+            log.exception("archiving failed")
+            self.archive_last_error = str(exc) or type(exc).__name__
+        return []
+
+    async def archive_due(self, now: float) -> bool:
+        """On the schedule, or once the log has grown `archive_every_bytes` since the last round."""
+        if now - self.archive_last_at >= self.settings.archive_interval_seconds:
+            return True
+        every = self.settings.archive_every_bytes
+        if every is None:
+            return False
+        size = await asyncio.to_thread(log_size_bytes, self.engine)
+        if self._size_at_last_archive is None:
+            self._size_at_last_archive = size  # growth is counted from the first look
+        return size - self._size_at_last_archive >= every
 
     async def archive_now(self) -> list[Path]:
         """Archive what is ready, then purge archived records past retention."""
-        from gateway.messagelog.archive import Archiver
-
         assert self.settings.archive_dir is not None
         archiver = Archiver(
             ChainArchive(self.engine, self.gateway, self.node, self.cipher),
             self.settings.archive_dir,
             hook=list(self.settings.archive_hook) if self.settings.archive_hook else None,
         )
-        written: Sequence[Path] = await asyncio.to_thread(archiver.archive_pending)
-        if self.settings.retention_days is not None:
-            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.settings.retention_days)
-            await asyncio.to_thread(purge, self.engine, cutoff)
+        async with self._archive_lock:  # the schedule and a size trigger never archive at once
+            written: Sequence[Path] = await asyncio.to_thread(archiver.archive_pending)
+            if self.settings.retention_days is not None:
+                cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.settings.retention_days)
+                await asyncio.to_thread(purge, self.engine, cutoff)
+            self.archive_last_at, self.archive_last_error = time.time(), None
+            if self.settings.archive_every_bytes is not None:
+                self._size_at_last_archive = await asyncio.to_thread(log_size_bytes, self.engine)
         return list(written)
 
 

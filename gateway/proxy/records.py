@@ -229,6 +229,7 @@ class ExchangeLog:
     def check_ready(self) -> None:
         """Refuse the exchange up front when the log could not keep its promise."""
         if self._messagelog is not None:
+            self._messagelog.check_disk(_LOGGING_FAILED[self._side])
             self._messagelog.check_timestamping(_TIMESTAMPER_FAILED[self._side])
 
     async def signed(

@@ -19,6 +19,7 @@ from gateway.messagelog.store.queries import MAX_SEARCH_LIMIT, get_exchange, get
 from gateway.messagelog.store.retention import (
     DEFAULT_PURGE_BATCH,
     ChainArchive,
+    log_size_bytes,
     mark_archived,
     purge,
     records_to_archive,
@@ -50,6 +51,7 @@ __all__ = [
     "get_exchange",
     "get_record",
     "lock_chain",
+    "log_size_bytes",
     "mark_archived",
     "predecessor_hash",
     "purge",

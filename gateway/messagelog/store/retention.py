@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gateway.messagelog.crypto_at_rest import BodyCipher
-from gateway.messagelog.db import begin_snapshot_read, begin_write
+from gateway.messagelog.db import begin_snapshot_read, begin_write, is_sqlite
 from gateway.messagelog.store.chain import chain_state, lock_chain
 from gateway.messagelog.store.queries import _chunks, _load
 from gateway.messagelog.stored import StoredRecord
@@ -21,6 +21,29 @@ from gateway.messagelog.tables import blobs, chains, records, timestamps
 DEFAULT_PURGE_BATCH: Final = 10_000
 """Records deleted per transaction: on SQLite the log's writer waits for that lock, so a purge
 holds it for a fraction of a second at a time, not for the whole backlog at once."""
+
+
+_SIZED_TABLES: Final = (records, blobs, timestamps)
+"""What grows with traffic; chains and heads stay small."""
+_PG_RELATION_SIZE: Final = sa.text("SELECT pg_total_relation_size(CAST(:table AS regclass))")
+
+
+def log_size_bytes(engine: Engine) -> int:
+    """Bytes the log's data occupies in its database, for the archiver's size trigger.
+
+    SQLite: the pages in use (the file's pages minus its free list), so space freed by a purge
+    counts as free again although the file keeps its size. PostgreSQL: the log tables' total
+    relation size (with indexes and TOAST); it shrinks only when VACUUM returns pages, and grows
+    little while vacuumed space is reused, so there it undercounts growth after a purge.
+    """
+    with engine.connect() as connection:
+        if is_sqlite(connection):
+            page_size = connection.exec_driver_sql("PRAGMA page_size").scalar_one()
+            pages = connection.exec_driver_sql("PRAGMA page_count").scalar_one()
+            free = connection.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+            return int((pages - free) * page_size)
+        sizes = (connection.scalar(_PG_RELATION_SIZE, {"table": table.name}) or 0 for table in _SIZED_TABLES)
+        return int(sum(sizes))
 
 
 def records_to_archive(
