@@ -22,6 +22,12 @@ from gateway.cli import main as xgate
 from gateway.config import ConfigError, Listener, NodeConfig
 from gateway.crypto.batchsigner import DEFAULT_WINDOW_SECONDS
 from gateway.ids import ClientId, SecurityServerId
+from gateway.messagelog.diskspace import DiskWatermarks
+from gateway.messagelog.settings import (
+    DEFAULT_ARCHIVE_EVERY_BYTES,
+    DEFAULT_ARCHIVE_INTERVAL_SECONDS,
+    DEFAULT_RETENTION_DAYS,
+)
 from gateway.node import serve
 from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 from gateway.trust import pki
@@ -64,6 +70,15 @@ def test_the_gateway_example_holds_the_defaults_it_documents() -> None:
     assert config.messagelog.database_url == f"sqlite:///{EXAMPLES / 'var/gw-a/data/messagelog.sqlite'}"
     assert config.cache is not None and config.cache.enabled and config.cache.body_key_file is None
     assert config.cache.database_url == f"sqlite:///{EXAMPLES / 'var/gw-a/data/cache.sqlite'}"
+    # Archiving and retention are on, watched by the disk watermarks, as the example documents.
+    log = config.messagelog
+    assert log.archive_dir == EXAMPLES / "var/gw-a/data/archive"
+    assert (log.archive_interval_seconds, log.archive_every_bytes, log.retention_days) == (
+        DEFAULT_ARCHIVE_INTERVAL_SECONDS,
+        DEFAULT_ARCHIVE_EVERY_BYTES,
+        DEFAULT_RETENTION_DAYS,
+    )
+    assert log.disk_watermarks == DiskWatermarks()
 
 
 # --- mistakes are refused with the key's path, in one line ----------------------------------------
@@ -118,6 +133,20 @@ GATEWAY_MISTAKES = [
     (
         edited(GATEWAY_EXAMPLE, "archive_interval_seconds = 3600", "archive_interval_seconds = -1"),
         "messagelog.archive_interval_seconds: must be greater than 0, not -1",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "retention_days = 30", "retention_days = -1"),
+        "messagelog.retention_days: must be 0 or more, not -1",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "disk_warning_free_percent = 10", "disk_warning_free_percent = 100"),
+        "messagelog.disk_warning_free_percent: must be a percentage (0 or more, below 100), not 100",
+    ),
+    (
+        edited(
+            GATEWAY_EXAMPLE, "disk_critical_free_bytes = 268435456", "disk_critical_free_bytes = 3000000000"
+        ),
+        "the disk_critical_* watermarks must not lie above the disk_warning_* ones",
     ),
     (
         edited(GATEWAY_EXAMPLE, "enabled = true", 'enabled = "yes"'),
@@ -320,6 +349,8 @@ def test_init_without_a_pki_writes_a_loadable_file_and_lists_what_is_missing(tmp
     assert f"still missing:   {directory.resolve() / 'keys' / 'auth.pem'}" in result.output
     assert f"still missing:   {directory.resolve() / 'anchor.json'}" in result.output
     assert "#" in (directory / "gateway.toml").read_text(), "the file explains itself"
+    assert config.messagelog is not None and config.messagelog.archive_dir == config.data_dir / "archive"
+    assert config.messagelog.retention_days == DEFAULT_RETENTION_DAYS
 
 
 def test_init_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
