@@ -10,6 +10,7 @@ free-space function (the `disk_usage` seam of gateway.messagelog.diskspace) that
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import logging
 import time
@@ -27,6 +28,7 @@ from gateway.faults import XRoadFault
 from gateway.messagelog import tables
 from gateway.messagelog.archive import verify_archive_chain
 from gateway.messagelog.cli import cli
+from gateway.messagelog.db import create_engine, is_sqlite, migrate
 from gateway.messagelog.diskspace import (
     GIB,
     MIB,
@@ -39,13 +41,21 @@ from gateway.messagelog.diskspace import (
 from gateway.messagelog.record import Direction, LogRecord
 from gateway.messagelog.service import MessageLog
 from gateway.messagelog.settings import MessageLogSettings
-from gateway.messagelog.store import ChainArchive, chain_states
+from gateway.messagelog.store import ChainArchive, chain_states, log_size_bytes, mark_archived, purge
 from gateway.messagelog.timestamping import BatchTimestamper
 from gateway.messagelog.verify_db import verify_log
-from tests.conftest import KNOWN_PERSON, assert_soap_fault, get_person_request
+from tests.conftest import (
+    KNOWN_PERSON,
+    assert_soap_fault,
+    empty_tables,
+    get_person_request,
+    migrated_url_fixture,
+)
 from tests.inprocess import Gateway, InProcessFederation
 from tests.logsamples import GATEWAY, NODE, SampleLog, build_log, ids, signed, soap_request, soap_response
-from tests.test_messagelog_store import openssl_stamp
+from tests.test_messagelog_store import GATEWAY as STORE_GATEWAY
+from tests.test_messagelog_store import NODE as STORE_NODE
+from tests.test_messagelog_store import append_all, make_record, make_trust, openssl_stamp, stamp_all
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 DISK = 100 * GIB
@@ -185,6 +195,30 @@ async def test_a_failing_archive_round_is_a_health_warning_and_the_records_stay(
         assert ChainArchive(sample.engine, GATEWAY, NODE).records_to_archive(10), "nothing marked archived"
     finally:
         await log.close()
+
+
+log_url = migrated_url_fixture("retention", "messagelog.db", migrate, "xgate_retention")
+
+
+async def test_the_logs_size_grows_with_records_and_on_sqlite_shrinks_with_a_purge(
+    log_url: str, tmp_path: Path
+) -> None:
+    """What the size trigger reads, on both backends: the log's tables, not the file's length."""
+    engine = create_engine(log_url)
+    try:
+        empty = log_size_bytes(engine)
+        seqs = await append_all(engine, [make_record(i) for i in range(300)])
+        full = log_size_bytes(engine)
+        assert full - empty > 300 * 1024 // 2, (empty, full)
+        await stamp_all(engine, make_trust(tmp_path / "trust"))
+        mark_archived(engine, gateway=STORE_GATEWAY, node=STORE_NODE, seqs=seqs, archive_name="a.zip")
+        assert purge(engine, dt.datetime.now(dt.UTC) + dt.timedelta(days=1)) == 300
+        if is_sqlite(engine):  # PostgreSQL returns the space only when VACUUM does
+            assert log_size_bytes(engine) < full - 300 * 1024 // 2
+    finally:
+        with engine.begin() as connection:
+            empty_tables(connection, tables.metadata)
+        engine.dispose()
 
 
 # --- retention ---------------------------------------------------------------------------------------

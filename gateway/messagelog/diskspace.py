@@ -41,8 +41,8 @@ DEFAULT_WARNING_FREE_PERCENT: Final = 10.0
 """Warn when less than a tenth of the disk is free: on a disk sized for a month of log (docs/
 resilience.md) that is days of traffic left, time enough to act."""
 DEFAULT_WARNING_FREE_BYTES: Final = 2 * GIB
-"""...or when less than 2 GiB is, on a disk so large that 10 % would come too late for nobody but
-so small that its 10 % is a few hours of a busy gateway (~14 KB per exchange, docs/resilience.md)."""
+"""...or when less than 2 GiB is, whichever comes first: on a small disk a tenth is only hours
+of a busy gateway's log (bytes per exchange: docs/resilience.md)."""
 DEFAULT_CRITICAL_FREE_PERCENT: Final = 0.0
 """Refusal is tied to bytes the log really needs, not to a share of the disk."""
 DEFAULT_CRITICAL_FREE_BYTES: Final = 256 * MIB

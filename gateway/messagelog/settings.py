@@ -23,7 +23,7 @@ DEFAULT_MAX_TIMESTAMP_FAILURE_SECONDS: Final = 600.0
 DEFAULT_ARCHIVE_INTERVAL_SECONDS: Final = 3600.0
 # ...and as soon as the log has grown this much since the last round, so a busy gateway's
 # unarchived backlog (what no archive holds yet, and retention cannot purge) stays small: at
-# ~14 KB per exchange (docs/resilience.md) that is ~19,000 exchanges, a few minutes at 100/s.
+# the log's bytes per exchange (docs/resilience.md) some 20,000 exchanges, minutes at 100/s.
 DEFAULT_ARCHIVE_EVERY_BYTES: Final = 256 * 1024 * 1024
 # Archived records stay searchable in the database this long, then only the archives hold them.
 # X-Road's default (message-log keep-records-for) is 30 days too: officers' queries span a
