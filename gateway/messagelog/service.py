@@ -334,7 +334,7 @@ class MessageLog:
             self.settings.archive_dir,
             hook=list(self.settings.archive_hook) if self.settings.archive_hook else None,
         )
-        async with self._archive_lock:  # the schedule and a size trigger never archive at once
+        async with self._archive_lock:  # one round at a time: the loop's, or a caller's
             written: Sequence[Path] = await asyncio.to_thread(archiver.archive_pending)
             if self.settings.retention_days is not None:
                 cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.settings.retention_days)
