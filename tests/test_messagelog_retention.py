@@ -10,9 +10,11 @@ free-space function (the `disk_usage` seam of gateway.messagelog.diskspace) that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import logging
+import os
 import time
 import zipfile
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ from gateway import faults
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.faults import XRoadFault
 from gateway.messagelog import tables
-from gateway.messagelog.archive import verify_archive_chain
+from gateway.messagelog.archive import CHAIN_HEAD_FILE, verify_archive_chain
 from gateway.messagelog.cli import cli
 from gateway.messagelog.db import create_engine, is_sqlite, migrate
 from gateway.messagelog.diskspace import (
@@ -180,6 +182,28 @@ async def test_the_schedule_archives_without_growth(sample: SampleLog, tmp_path:
         assert len(written) == 1 and "msg-soap-1" in archived_message_ids(written)
     finally:
         await log.close()
+
+
+async def test_a_restarted_node_keeps_the_schedule_of_its_last_archive(
+    sample: SampleLog, tmp_path: Path
+) -> None:
+    """A node restarted more often than the interval still archives: the schedule runs from the
+    last archive written (its chain-head file), not from the start."""
+    archives = tmp_path / "archive"
+    first = node_log(sample, archives, archive_every_bytes=None)
+    try:
+        assert await first.archive_now()
+    finally:
+        await first.close()
+    hour_ago = time.time() - 3601
+    os.utime(archives / CHAIN_HEAD_FILE, (hour_ago, hour_ago))
+    async with contextlib.AsyncExitStack() as stack:
+        restarted = node_log(sample, archives, archive_every_bytes=None)
+        stack.push_async_callback(restarted.close)
+        await log_exchanges(restarted, sample, 1, "after-restart")
+        await stamp(sample)
+        written = await restarted.maintain()
+        assert archived_message_ids(written) == {"msg-late-1", "msg-after-restart-0"}
 
 
 async def test_a_failing_archive_round_is_a_health_warning_and_the_records_stay(
