@@ -14,6 +14,8 @@ from __future__ import annotations
 import abc
 import json
 import os
+import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
@@ -233,15 +235,48 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Columns) -> str:
-    """Rows as left-aligned columns under a header line."""
+MIN_COLUMN_WIDTH: Final = 8
+"""A column is never cut narrower than this (or its title): identifiers stay recognisable."""
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Columns, width: int | None = None) -> str:
+    """Rows as left-aligned columns under a header line, within `width` characters when given
+    (the terminal's, see `terminal_width`): the widest columns are cut, with "…", until it fits."""
     table = [[title.upper() for _, title in columns]]
     table += [[cell(row.get(field)) for field, _ in columns] for row in rows]
     widths = [max(len(line[index]) for line in table) for index in range(len(columns))]
+    if width is not None:
+        widths = fit_widths(widths, [len(title) for title in table[0]], width)
     return "\n".join(
-        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+        "  ".join(_cut(text, w).ljust(w) for text, w in zip(line, widths, strict=True)).rstrip()
         for line in table
     )
+
+
+def fit_widths(widths: Sequence[int], floors: Sequence[int], width: int, gap: int = 2) -> list[int]:
+    """Column widths summing (with gaps) to at most `width`, taking from the widest first and
+    never below each column's floor (its title, or MIN_COLUMN_WIDTH)."""
+    fitted = list(widths)
+    minimum = [min(w, max(floor, MIN_COLUMN_WIDTH)) for w, floor in zip(widths, floors, strict=True)]
+    excess = sum(fitted) + gap * (len(fitted) - 1) - width
+    while excess > 0:
+        index = max(range(len(fitted)), key=lambda i: fitted[i] - minimum[i])
+        if fitted[index] <= minimum[index]:
+            break  # nothing left to cut: the terminal wraps
+        fitted[index] -= 1
+        excess -= 1
+    return fitted
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def terminal_width() -> int | None:
+    """The terminal's width when standard output is one; None when piped (keep every character)."""
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
 
 
 def emit(
@@ -259,7 +294,7 @@ def emit(
     elif message is not None:
         click.echo(message)
     elif isinstance(result, list):
-        click.echo(format_table(result, columns or ()) if result else "(none)")
+        click.echo(format_table(result, columns or (), terminal_width()) if result else "(none)")
     elif isinstance(result, dict):
         fields = [field for field, _ in columns] if columns else list(result)
         for field in fields:

@@ -25,7 +25,7 @@ import click
 import requests
 from lxml import etree
 
-from gateway.apicli import format_table
+from gateway.apicli import format_table, terminal_width
 from gateway.ids import ClientId, IdentifierError, ObjectType, ServiceId
 from gateway.protocol import soap
 from gateway.protocol.schema import XROAD_NS
@@ -434,7 +434,9 @@ def services_command(
         }
         for entry in found
     ]
-    click.echo(format_table(rows, (("service", "SERVICE"), ("kind", "KIND"), ("call", "CALL"))))
+    click.echo(
+        format_table(rows, (("service", "SERVICE"), ("kind", "KIND"), ("call", "CALL")), terminal_width())
+    )
     click.echo("\nHow to call one: xgate services SERVICE")
 
 

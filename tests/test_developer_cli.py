@@ -104,3 +104,15 @@ def test_the_example_wsdl_declares_the_body_elements() -> None:
     wsdl = (descriptions_dir() / "population-register.wsdl").read_bytes()
     assert request_element(wsdl, "listPersons") == (POPULATION_NS, "listPersons")
     assert request_element(wsdl, "noSuch") is None
+
+
+def test_a_table_is_cut_to_the_terminal_from_its_widest_column() -> None:
+    from gateway.apicli import format_table
+
+    rows = [{"service": "DEV/GOV/1002/population/getPerson/v1", "kind": "soap", "call": "GET /a, " * 20}]
+    columns = (("service", "SERVICE"), ("kind", "KIND"), ("call", "CALL"))
+    whole = format_table(rows, columns)
+    assert ("GET /a, " * 20).strip() in whole  # piped: nothing is cut
+    fitted = format_table(rows, columns, width=80)
+    assert max(len(line) for line in fitted.splitlines()) <= 80
+    assert "DEV/GOV/1002/population/getPerson/v1" in fitted and "…" in fitted

@@ -39,6 +39,7 @@ from gateway.apicli import (
     echo_json,
     format_table,
     limit_option,
+    terminal_width,
 )
 from gateway.crypto.certs import CertificateError, load_certificates
 from gateway.globalconf import GlobalConfError, verify_signed_globalconf
@@ -394,7 +395,7 @@ def export(
             ("message_id", "message id"),
             ("logged_at", "logged at"),
         )
-        click.echo(format_table(rows, columns) if rows else "(no containers)")
+        click.echo(format_table(rows, columns, terminal_width()) if rows else "(no containers)")
     for row in rows:
         if not row.get("timestamped", True):
             click.echo(f"note: {row['file']} is not timestamped yet: export it again once it is", err=True)
@@ -771,7 +772,7 @@ def format_search(answer: Mapping[str, Any]) -> str:
     records = answer["records"]
     if not records:
         return "(no records)"
-    text = format_table(records, _SEARCH_COLUMNS)
+    text = format_table(records, _SEARCH_COLUMNS, terminal_width())
     if answer.get("next_offset") is not None:
         text += f"\n(more: --offset {answer['next_offset']})"
     return text
