@@ -12,13 +12,14 @@ everywhere, URL-encoded into paths (:func:`path_segment`).
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import os
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 from urllib.parse import quote
 
 import click
@@ -216,6 +217,25 @@ def json_option(function: _F) -> _F:
         function
     )
     return decorated
+
+
+def confirmed(question: str | Callable[[Mapping[str, Any]], str]) -> Callable[[_F], _F]:
+    """A destructive command's `--yes`; without it, `question` (formatted with, or made from, the
+    command's parameters) is asked first, and anything but yes aborts. Every command that removes, revokes
+    or purges takes this, so none of them destroys on a slip of the keyboard."""
+
+    def decorate(function: _F) -> _F:
+        @functools.wraps(function)
+        def ask_first(*args: Any, yes: bool, **kwargs: Any) -> Any:
+            if not yes:
+                text = question.format(**kwargs) if isinstance(question, str) else question(kwargs)
+                click.confirm(text, abort=True)
+            return function(*args, **kwargs)
+
+        option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+        return cast(_F, option(ask_first))
+
+    return decorate
 
 
 def echo_json(value: Any) -> None:
