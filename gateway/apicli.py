@@ -52,26 +52,28 @@ DEFAULT_TIMEOUT_SECONDS: Final = 60.0
 class ApiCallError(Exception):
     """The API answered with an error (or something that is not the API answered at all)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
+    def __init__(self, status: int, code: str, message: str, where: str = "") -> None:
+        super().__init__(f"{where + ': ' if where else ''}{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.where = where  # "METHOD URL" of the call that failed
 
 
 def json_answer(response: requests.Response, error: type[ApiCallError] = ApiCallError) -> Any:
     """The decoded JSON of an xgate API's answer; `error` for an error answer (its JSON error's
     code and message when it has one) or for one that is not JSON."""
+    where = f"{response.request.method} {response.url}" if response.request is not None else response.url
     try:
         body = response.json()
     except ValueError:
         raise error(
-            response.status_code, "not_json", f"the answer is not JSON: {response.text[:200]!r}"
+            response.status_code, "not_json", f"the answer is not JSON: {response.text[:200]!r}", where
         ) from None
     if response.status_code >= 400:
         if isinstance(body, dict):
-            raise error(response.status_code, str(body.get("error")), str(body.get("message")))
-        raise error(response.status_code, "error", str(body))
+            raise error(response.status_code, str(body.get("error")), str(body.get("message")), where)
+        raise error(response.status_code, "error", str(body), where)
     return body
 
 
@@ -166,7 +168,8 @@ class ApiGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ApiCallError as error:
-            raise click.ClickException(f"{error.status} {error.code}: {error.message}") from None
+            settings = ctx.find_object(ApiSettings)  # type: ignore[type-abstract]
+            raise click.ClickException(explain(error, settings.key_env if settings else None)) from None
         except requests.ConnectionError:
             settings = ctx.find_object(ApiSettings)  # type: ignore[type-abstract]
             where = settings.url if settings else "the management API"
@@ -175,6 +178,23 @@ class ApiGroup(click.Group):
             raise click.ClickException(f"request failed: {error}") from None
         except IdentifierError as error:
             raise click.ClickException(error.message) from None
+
+
+def explain(error: ApiCallError, key_env: str | None) -> str:
+    """One line: what was tried, what the API said, and what to do about it."""
+    said = f"{error.where}: {error.status} {error.code}: {error.message}" if error.where else str(error)
+    if error.status == 401:
+        return f"{said}\n  the API key was refused: check the key in ${key_env or 'your key variable'}"
+    if error.status == 403:
+        return f"{said}\n  the key's role may not do this: use a key with the role this needs"
+    if error.status == 404 and error.message in {"Not Found", "None"}:
+        return (
+            f"{said}\n  no such endpoint there: is --url the right API (a gateway's management API "
+            "for `xgate admin`/`xgate log`, the registry's for `xgate central`), and is the node new enough?"
+        )
+    if error.code == "not_json":
+        return f"{said}\n  that is not an xgate API: check --url"
+    return said
 
 
 def api_options(*, url_env: str, default_url: str, default_key_env: str, url_help: str) -> Callable[[_F], _F]:

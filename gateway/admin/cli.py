@@ -31,6 +31,7 @@ from gateway.apicli import (
     limit_option,
 )
 from gateway.apicli import format_table as format_table
+from gateway.timetext import TimeTextError, parse_when
 
 URL_ENV: Final = GATEWAY_API_URL_ENV
 DEFAULT_KEY_ENV: Final = GATEWAY_API_KEY_ENV
@@ -694,14 +695,14 @@ def apikeys_revoke(settings: AdminSettings, key_id: int, as_json: bool) -> None:
 
 
 def _rfc3339(text: str | None) -> str | None:
-    """An ISO 8601 time as the API takes it: RFC 3339 with its zone, UTC when none is written."""
+    """A time as the API takes it (RFC 3339 with its zone) from what was typed: ISO 8601, UTC
+    when no zone is written, or relative (`2h`, `yesterday`: gateway.timetext)."""
     if text is None:
         return None
     try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO 8601 time, e.g. 2026-11-27T10:00:00Z") from None
-    return (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)).isoformat()
+        return parse_when(text, dt.datetime.now(dt.UTC)).isoformat()
+    except TimeTextError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def audit_chain_text(report: dict[str, Any]) -> str:
@@ -722,7 +723,7 @@ def audit_chain_text(report: dict[str, Any]) -> str:
 @click.option(
     "--since",
     callback=lambda ctx, param, value: _rfc3339(value),
-    help="Only entries at or after this ISO 8601 time (UTC unless it names a zone).",
+    help="Only entries at or after this time: ISO 8601 (UTC unless it names a zone), or 2h, 7d, yesterday.",
 )
 @click.option("--verify", is_flag=True, help="Check the audit log's hash chain instead; exit 1 if broken.")
 @json_option

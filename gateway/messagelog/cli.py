@@ -189,8 +189,14 @@ def _filter_options(function: _F) -> _F:
         click.option("--client", help="Only this client, INSTANCE/CLASS/MEMBER[/SUBSYSTEM]."),
         click.option("--service", help="Only this service, as its identifier's text form."),
         click.option("--user-id", help="Only this user id."),
-        click.option("--since", metavar="TIME", help="Logged at or after (ISO 8601; UTC if no zone)."),
-        click.option("--until", metavar="TIME", help="Logged before (ISO 8601; UTC if no zone)."),
+        click.option(
+            "--since",
+            metavar="TIME",
+            help="Logged at or after (ISO 8601, UTC if no zone; or 2h, 7d, yesterday).",
+        ),
+        click.option(
+            "--until", metavar="TIME", help="Logged before (ISO 8601, UTC if no zone; or 30m, today)."
+        ),
         click.option("--outcome", help="`ok`, or a fault code such as Server.ServerProxy.AccessDenied."),
         click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True),
     ]
