@@ -12,11 +12,14 @@ everywhere, URL-encoded into paths (:func:`path_segment`).
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import os
+import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 from urllib.parse import quote
 
 import click
@@ -49,26 +52,28 @@ DEFAULT_TIMEOUT_SECONDS: Final = 60.0
 class ApiCallError(Exception):
     """The API answered with an error (or something that is not the API answered at all)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
+    def __init__(self, status: int, code: str, message: str, where: str = "") -> None:
+        super().__init__(f"{where + ': ' if where else ''}{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.where = where  # "METHOD URL" of the call that failed
 
 
 def json_answer(response: requests.Response, error: type[ApiCallError] = ApiCallError) -> Any:
     """The decoded JSON of an xgate API's answer; `error` for an error answer (its JSON error's
     code and message when it has one) or for one that is not JSON."""
+    where = f"{response.request.method} {response.url}" if response.request is not None else response.url
     try:
         body = response.json()
     except ValueError:
         raise error(
-            response.status_code, "not_json", f"the answer is not JSON: {response.text[:200]!r}"
+            response.status_code, "not_json", f"the answer is not JSON: {response.text[:200]!r}", where
         ) from None
     if response.status_code >= 400:
         if isinstance(body, dict):
-            raise error(response.status_code, str(body.get("error")), str(body.get("message")))
-        raise error(response.status_code, "error", str(body))
+            raise error(response.status_code, str(body.get("error")), str(body.get("message")), where)
+        raise error(response.status_code, "error", str(body), where)
     return body
 
 
@@ -163,7 +168,8 @@ class ApiGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ApiCallError as error:
-            raise click.ClickException(f"{error.status} {error.code}: {error.message}") from None
+            settings = ctx.find_object(ApiSettings)  # type: ignore[type-abstract]
+            raise click.ClickException(explain(error, settings.key_env if settings else None)) from None
         except requests.ConnectionError:
             settings = ctx.find_object(ApiSettings)  # type: ignore[type-abstract]
             where = settings.url if settings else "the management API"
@@ -172,6 +178,23 @@ class ApiGroup(click.Group):
             raise click.ClickException(f"request failed: {error}") from None
         except IdentifierError as error:
             raise click.ClickException(error.message) from None
+
+
+def explain(error: ApiCallError, key_env: str | None) -> str:
+    """One line: what was tried, what the API said, and what to do about it."""
+    said = f"{error.where}: {error.status} {error.code}: {error.message}" if error.where else str(error)
+    if error.status == 401:
+        return f"{said}\n  the API key was refused: check the key in ${key_env or 'your key variable'}"
+    if error.status == 403:
+        return f"{said}\n  the key's role may not do this: use a key with the role this needs"
+    if error.status == 404 and error.message in {"Not Found", "None"}:
+        return (
+            f"{said}\n  no such endpoint there: is --url the right API (a gateway's management API "
+            "for `xgate admin`/`xgate log`, the registry's for `xgate central`), and is the node new enough?"
+        )
+    if error.code == "not_json":
+        return f"{said}\n  that is not an xgate API: check --url"
+    return said
 
 
 def api_options(*, url_env: str, default_url: str, default_key_env: str, url_help: str) -> Callable[[_F], _F]:
@@ -216,6 +239,25 @@ def json_option(function: _F) -> _F:
     return decorated
 
 
+def confirmed(question: str | Callable[[Mapping[str, Any]], str]) -> Callable[[_F], _F]:
+    """A destructive command's `--yes`; without it, `question` (formatted with, or made from, the
+    command's parameters) is asked first, and anything but yes aborts. Every command that removes, revokes
+    or purges takes this, so none of them destroys on a slip of the keyboard."""
+
+    def decorate(function: _F) -> _F:
+        @functools.wraps(function)
+        def ask_first(*args: Any, yes: bool, **kwargs: Any) -> Any:
+            if not yes:
+                text = question.format(**kwargs) if isinstance(question, str) else question(kwargs)
+                click.confirm(text, abort=True)
+            return function(*args, **kwargs)
+
+        option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+        return cast(_F, option(ask_first))
+
+    return decorate
+
+
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
@@ -233,15 +275,48 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Columns) -> str:
-    """Rows as left-aligned columns under a header line."""
+MIN_COLUMN_WIDTH: Final = 8
+"""A column is never cut narrower than this (or its title): identifiers stay recognisable."""
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Columns, width: int | None = None) -> str:
+    """Rows as left-aligned columns under a header line, within `width` characters when given
+    (the terminal's, see `terminal_width`): the widest columns are cut, with "…", until it fits."""
     table = [[title.upper() for _, title in columns]]
     table += [[cell(row.get(field)) for field, _ in columns] for row in rows]
     widths = [max(len(line[index]) for line in table) for index in range(len(columns))]
+    if width is not None:
+        widths = fit_widths(widths, [len(title) for title in table[0]], width)
     return "\n".join(
-        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+        "  ".join(_cut(text, w).ljust(w) for text, w in zip(line, widths, strict=True)).rstrip()
         for line in table
     )
+
+
+def fit_widths(widths: Sequence[int], floors: Sequence[int], width: int, gap: int = 2) -> list[int]:
+    """Column widths summing (with gaps) to at most `width`, taking from the widest first and
+    never below each column's floor (its title, or MIN_COLUMN_WIDTH)."""
+    fitted = list(widths)
+    minimum = [min(w, max(floor, MIN_COLUMN_WIDTH)) for w, floor in zip(widths, floors, strict=True)]
+    excess = sum(fitted) + gap * (len(fitted) - 1) - width
+    while excess > 0:
+        index = max(range(len(fitted)), key=lambda i: fitted[i] - minimum[i])
+        if fitted[index] <= minimum[index]:
+            break  # nothing left to cut: the terminal wraps
+        fitted[index] -= 1
+        excess -= 1
+    return fitted
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def terminal_width() -> int | None:
+    """The terminal's width when standard output is one; None when piped (keep every character)."""
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
 
 
 def emit(
@@ -259,7 +334,7 @@ def emit(
     elif message is not None:
         click.echo(message)
     elif isinstance(result, list):
-        click.echo(format_table(result, columns or ()) if result else "(none)")
+        click.echo(format_table(result, columns or (), terminal_width()) if result else "(none)")
     elif isinstance(result, dict):
         fields = [field for field, _ in columns] if columns else list(result)
         for field in fields:

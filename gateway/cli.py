@@ -6,7 +6,8 @@ import importlib
 
 import click
 
-# Sub-groups live beside the code they drive; each module exposes a click group named `cli`.
+# Sub-groups live beside the code they drive; each module exposes a click group named `cli`
+# (or the command named after the colon).
 # They are imported lazily so that `xgate --help` stays fast and one broken extra does not
 # take the whole command down.
 SUBCOMMANDS: dict[str, str] = {
@@ -17,6 +18,8 @@ SUBCOMMANDS: dict[str, str] = {
     "log": "gateway.messagelog.cli",
     "trust": "gateway.trust.trust_cli",
     "central": "gateway.central.cli",
+    "services": "gateway.developer_cli:services_command",
+    "call": "gateway.developer_cli:call_command",
 }
 
 
@@ -28,8 +31,8 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in SUBCOMMANDS:
-            module = importlib.import_module(SUBCOMMANDS[cmd_name])
-            command: click.Command = module.cli
+            module_name, _, attribute = SUBCOMMANDS[cmd_name].partition(":")
+            command: click.Command = getattr(importlib.import_module(module_name), attribute or "cli")
             return command
         return super().get_command(ctx, cmd_name)
 

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from services.serving import serve
+from .serving import serve
 
 DEFAULT_PORT: Final = 8082  # the `servers` URL in wsdl/benefits-api.yaml
 OPENAPI_FILE: Final = Path(__file__).resolve().parents[1] / "wsdl" / "benefits-api.yaml"

@@ -190,7 +190,7 @@ def test_pinned_client_certificates(live: Live, tmp_path: Path) -> None:
     pem_file.write_bytes(certificate_to_pem(certificate))
     pinned = live.json("subsystems", "pin-cert", PROVIDER, str(pem_file))
     assert live.json("subsystems", "list")[0]["certificates"][0]["sha256"] == pinned["sha256"]
-    live.ok("subsystems", "unpin-cert", PROVIDER, pinned["sha256"])
+    live.ok("subsystems", "unpin-cert", PROVIDER, pinned["sha256"], "--yes")
     assert live.json("subsystems", "list")[0]["certificates"] == []
 
 
@@ -255,7 +255,7 @@ def test_services_from_wsdl_and_openapi(live: Live, tmp_path: Path) -> None:
     )
     assert (disabled["enabled"], disabled["disabled_notice"]) == (False, "Back at 14:00")
     assert live.json("services", "enable", PROVIDER, "xroadGetRandom", "--version", "v1")["enabled"] is True
-    live.ok("services", "remove", PROVIDER, "xroadGetRandom", "--version", "v1")
+    live.ok("services", "remove", PROVIDER, "xroadGetRandom", "--version", "v1", "--yes")
     assert len(live.json("services", "list", PROVIDER)) == 3
 
 
@@ -278,12 +278,12 @@ def test_access_rights_and_local_groups(live: Live) -> None:
 
     result = live.run("access", "grant", PROVIDER, "pets", CONSUMER, "--type", "subsystem")
     assert result.exit_code == 1 and "409 conflict" in result.output
-    live.ok("access", "revoke", PROVIDER, "pets", *member_get_pets)
-    live.ok("access", "revoke", PROVIDER, "pets", CONSUMER, "--type", "subsystem")
+    live.ok("access", "revoke", PROVIDER, "pets", *member_get_pets, "--yes")
+    live.ok("access", "revoke", PROVIDER, "pets", CONSUMER, "--type", "subsystem", "-y")
     assert [r["subject_type"] for r in live.json("access", "list", PROVIDER, "pets")] == ["localgroup"]
 
-    live.ok("groups", "remove-member", PROVIDER, "partners", CONSUMER)
-    live.ok("groups", "remove", PROVIDER, "partners")
+    live.ok("groups", "remove-member", PROVIDER, "partners", CONSUMER, "--yes")
+    live.ok("groups", "remove", PROVIDER, "partners", "--yes")
     assert live.json("groups", "list", PROVIDER) == []
     assert live.json("access", "list", PROVIDER, "pets") == []
 
@@ -338,7 +338,7 @@ def test_apikeys_and_audit(live: Live) -> None:
     env = {"XGATE_ADMIN_URL": live.url, "BOT_KEY": new_key, "XGATE_API_KEY": None}
     result = live.runner.invoke(cli, ["--api-key-env", "BOT_KEY", "subsystems", "list"], env=env)
     assert result.exit_code == 0, result.output
-    live.ok("apikeys", "revoke", str(new_id))
+    live.ok("apikeys", "revoke", str(new_id), "--yes")
     result = live.runner.invoke(cli, ["--api-key-env", "BOT_KEY", "subsystems", "list"], env=env)
     assert result.exit_code == 1 and "401 unauthorized" in result.output
 
@@ -359,8 +359,10 @@ def test_audit_since_takes_a_time_without_a_zone_as_utc(live: Live) -> None:
     for since, found in (("2000-01-01T00:00:00", True), ("2999-01-01T00:00:00+02:00", False)):
         page = live.json("audit", "--since", since, "--action", "api_key.create", role=Role.SECURITY_OFFICER)
         assert bool(page["entries"]) is found, since
-    result = live.run("audit", "--since", "yesterday", role=Role.SECURITY_OFFICER)
-    assert result.exit_code == 2 and "ISO 8601" in result.output
+    page = live.json("audit", "--since", "1h", "--action", "api_key.create", role=Role.SECURITY_OFFICER)
+    assert page["entries"], "a key created a moment ago is within the last hour"
+    result = live.run("audit", "--since", "last tuesday", role=Role.SECURITY_OFFICER)
+    assert result.exit_code == 2 and "yesterday" in result.output  # says what it reads
 
 
 def test_key_is_prompted_for_when_the_variable_is_unset(live: Live) -> None:

@@ -310,10 +310,10 @@ async def test_the_cli_applies_exports_and_operates_the_cache(admin: CacheAdmin,
     assert [entry["policy"] for entry in entries["entries"]] == ["benefits"]
     stats = (await xgate(admin, "stats")).output
     assert BENEFITS_API.to_text() in stats
-    purged = await xgate(admin, "purge", "--subject", KNOWN_PERSON, role=Role.SECURITY_OFFICER)
+    purged = await xgate(admin, "purge", "--subject", KNOWN_PERSON, "--yes", role=Role.SECURITY_OFFICER)
     assert "1 entries purged" in purged.output
-    assert "0 entries purged" in (await xgate(admin, "purge", "--all")).output
-    assert (await xgate(admin, "policies", "remove", "person-refresh")).exit_code == 0
+    assert "0 entries purged" in (await xgate(admin, "purge", "--all", "--yes")).output
+    assert (await xgate(admin, "policies", "remove", "person-refresh", "--yes")).exit_code == 0
 
 
 def test_yaml_files_are_read_strictly() -> None:

@@ -151,7 +151,7 @@ def test_a_hostile_peer_with_a_revoked_registered_tls_key_cannot_answer_a_client
             lambda: faults.UNKNOWN_MEMBER not in call().text, refresh_seconds(fed) + 10, "gw-a to know gw-f"
         )
         revoked = xgate(
-            "pki", "revoke", str(fed.pki_dir), "--cert", gw["auth_cert"], "--reason", "keyCompromise"
+            "pki", "revoke", str(fed.pki_dir), "--cert", gw["auth_cert"], "--reason", "keyCompromise", "--yes"
         )
         assert revoked.returncode == 0, revoked.stderr
         message_id = f"hostile-revoked-{uuid.uuid4()}"

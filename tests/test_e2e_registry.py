@@ -329,7 +329,7 @@ def test_a_revoked_tls_certificate_is_refused_within_the_freshness_limit(short_f
         before = peer_status_headers(fed, gw["auth_cert"])
 
         result = xgate(
-            "pki", "revoke", str(fed.pki_dir), "--cert", gw["auth_cert"], "--reason", "keyCompromise"
+            "pki", "revoke", str(fed.pki_dir), "--cert", gw["auth_cert"], "--reason", "keyCompromise", "--yes"
         )
         revoked_at = time.monotonic()
         assert result.returncode == 0, result.stderr

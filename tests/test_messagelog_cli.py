@@ -113,7 +113,16 @@ def test_search_prints_a_table_and_json_pages(sample: SampleLog) -> None:
 
 def test_search_refuses_bad_times(sample: SampleLog) -> None:
     result = offline(sample, "search", "--since", "last tuesday")
-    assert result.exit_code == 2 and "since must be an ISO 8601 time" in result.output
+    assert result.exit_code == 2 and "since: 'last tuesday' is not a time" in result.output
+    assert "2h" in result.output  # the message says what is read
+
+
+def test_search_takes_relative_times(sample: SampleLog) -> None:
+    """The sample was logged moments ago: all of it is within the last hour, none before it."""
+    everything = json.loads(ok(offline(sample, "search", "--json")))["records"]
+    recent = json.loads(ok(offline(sample, "search", "--since", "1h", "--json")))["records"]
+    assert everything and recent == everything
+    assert json.loads(ok(offline(sample, "search", "--until", "1h ago", "--json")))["records"] == []
 
 
 # --- show ------------------------------------------------------------------------------------

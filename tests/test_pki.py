@@ -736,12 +736,15 @@ def test_cli_end_to_end(tmp_path: Path, runner: CliRunner) -> None:
     for pem in (gateway_pem, out.with_suffix(".pem"), tsa_pem):
         assert openssl("verify", "-CAfile", ca_file, str(pem)).returncode == 0
 
-    result = runner.invoke(
-        main, ["pki", "revoke", str(directory), "--cert", str(gateway_pem), "--reason", "keyCompromise"]
-    )
+    revoke_gateway = ["pki", "revoke", str(directory), "--cert", str(gateway_pem)]
+    revoke_gateway += ["--reason", "keyCompromise"]
+    declined = runner.invoke(main, revoke_gateway, input="n\n")
+    assert declined.exit_code == 1 and "Revocation cannot be undone" in declined.output
+    assert pki.status_of(directory, gateway_cert.serial_number).status is OCSPCertStatus.GOOD
+    result = runner.invoke(main, [*revoke_gateway, "--yes"])
     assert result.exit_code == 0, result.output
     tsa_serial = openssl("x509", "-in", str(tsa_pem), "-noout", "-serial").stdout.strip().split("=")[1]
-    result = runner.invoke(main, ["pki", "revoke", str(directory), "--serial", tsa_serial])
+    result = runner.invoke(main, ["pki", "revoke", str(directory), "--serial", tsa_serial, "--yes"])
     assert result.exit_code == 0, result.output
 
     result = runner.invoke(main, ["pki", "list", str(directory)])
@@ -765,9 +768,9 @@ def test_cli_errors_are_one_line_messages(tmp_path: Path, runner: CliRunner) -> 
     assert result.exit_code == 1 and "already holds a CA" in result.output
     result = runner.invoke(main, ["pki", "issue", str(directory), "gateway", "--server", "DEV/GOV/1001"])
     assert result.exit_code == 1 and "INSTANCE/CLASS/MEMBER/SERVER" in result.output
-    result = runner.invoke(main, ["pki", "revoke", str(directory)])
+    result = runner.invoke(main, ["pki", "revoke", str(directory), "--yes"])
     assert result.exit_code == 2 and "exactly one" in result.output
-    result = runner.invoke(main, ["pki", "revoke", str(directory), "--serial", "abc123"])
+    result = runner.invoke(main, ["pki", "revoke", str(directory), "--serial", "abc123", "--yes"])
     assert result.exit_code == 1 and "not issued" in result.output
     result = runner.invoke(
         main, ["pki", "issue", str(directory), "tsa", "--passphrase-env", "UNSET_VARIABLE_X"]

@@ -24,12 +24,14 @@ from gateway.apicli import (
     ApiGroup,
     ApiSettings,
     api_options,
+    confirmed,
     done,
     emit,
     json_option,
     limit_option,
 )
 from gateway.apicli import format_table as format_table
+from gateway.timetext import TimeTextError, parse_when
 
 URL_ENV: Final = GATEWAY_API_URL_ENV
 DEFAULT_KEY_ENV: Final = GATEWAY_API_KEY_ENV
@@ -177,13 +179,11 @@ def subsystems_add(settings: AdminSettings, client_id: str, auth_mode: str, as_j
 
 @subsystems.command("remove")
 @click.argument("client_id")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
+@confirmed("Remove {client_id} with its services, access rights and local groups?")
 @pass_settings
-def subsystems_remove(settings: AdminSettings, client_id: str, yes: bool, as_json: bool) -> None:
+def subsystems_remove(settings: AdminSettings, client_id: str, as_json: bool) -> None:
     """Unregister CLIENT_ID with all its services, access rights and local groups."""
-    if not yes:
-        click.confirm(f"Remove {client_id} with its services, rights and groups?", abort=True)
     settings.client().remove_subsystem(client_id)
     done(as_json, f"removed {client_id}")
 
@@ -215,6 +215,7 @@ def subsystems_pin_cert(settings: AdminSettings, client_id: str, pem_file: Path,
 @click.argument("client_id")
 @click.argument("sha256")
 @json_option
+@confirmed("Unpin certificate {sha256} from {client_id}? Systems presenting it can no longer connect.")
 @pass_settings
 def subsystems_unpin_cert(settings: AdminSettings, client_id: str, sha256: str, as_json: bool) -> None:
     """Unpin the certificate with fingerprint SHA256 (hex) from CLIENT_ID."""
@@ -393,6 +394,7 @@ def services_disable(
 @click.argument("service_code")
 @_version_option
 @json_option
+@confirmed("Remove service {service_code} of {client_id} (with its access rights if it is the last version)?")
 @pass_settings
 def services_remove(
     settings: AdminSettings, client_id: str, service_code: str, version: str | None, as_json: bool
@@ -462,6 +464,7 @@ def access_grant(
 @access.command("revoke")
 @_right_options
 @json_option
+@confirmed("Revoke {subject}'s access to {service_code} of {client_id}?")
 @pass_settings
 def access_revoke(
     settings: AdminSettings,
@@ -511,6 +514,7 @@ def groups_add(settings: AdminSettings, client_id: str, code: str, description: 
 @click.argument("client_id")
 @click.argument("code")
 @json_option
+@confirmed("Remove local group {code} of {client_id}, and the access rights given to it?")
 @pass_settings
 def groups_remove(settings: AdminSettings, client_id: str, code: str, as_json: bool) -> None:
     """Delete local group CODE, its members and the rights granted to it."""
@@ -536,6 +540,7 @@ def groups_add_member(
 @click.argument("code")
 @click.argument("member_id")
 @json_option
+@confirmed("Remove {member_id} from local group {code} of {client_id}?")
 @pass_settings
 def groups_remove_member(
     settings: AdminSettings, client_id: str, code: str, member_id: str, as_json: bool
@@ -681,6 +686,7 @@ def apikeys_create(settings: AdminSettings, name: str, role: str, as_json: bool)
 @apikeys.command("revoke")
 @click.argument("key_id", type=int)
 @json_option
+@confirmed("Revoke API key {key_id}? Whatever uses it stops working at once.")
 @pass_settings
 def apikeys_revoke(settings: AdminSettings, key_id: int, as_json: bool) -> None:
     """Revoke API key KEY_ID (see `apikeys list`)."""
@@ -689,14 +695,14 @@ def apikeys_revoke(settings: AdminSettings, key_id: int, as_json: bool) -> None:
 
 
 def _rfc3339(text: str | None) -> str | None:
-    """An ISO 8601 time as the API takes it: RFC 3339 with its zone, UTC when none is written."""
+    """A time as the API takes it (RFC 3339 with its zone) from what was typed: ISO 8601, UTC
+    when no zone is written, or relative (`2h`, `yesterday`: gateway.timetext)."""
     if text is None:
         return None
     try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO 8601 time, e.g. 2026-11-27T10:00:00Z") from None
-    return (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)).isoformat()
+        return parse_when(text, dt.datetime.now(dt.UTC)).isoformat()
+    except TimeTextError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def audit_chain_text(report: dict[str, Any]) -> str:
@@ -717,7 +723,7 @@ def audit_chain_text(report: dict[str, Any]) -> str:
 @click.option(
     "--since",
     callback=lambda ctx, param, value: _rfc3339(value),
-    help="Only entries at or after this ISO 8601 time (UTC unless it names a zone).",
+    help="Only entries at or after this time: ISO 8601 (UTC unless it names a zone), or 2h, 7d, yesterday.",
 )
 @click.option("--verify", is_flag=True, help="Check the audit log's hash chain instead; exit 1 if broken.")
 @json_option
@@ -909,6 +915,7 @@ def cache_policies_set(
 @cache_policies.command("remove")
 @click.argument("name")
 @json_option
+@confirmed("Remove cache policy {name}? Its stored answers are no longer served.")
 @pass_settings
 def cache_policies_remove(settings: AdminSettings, name: str, as_json: bool) -> None:
     """Remove cache policy NAME (its entries are evicted at the next maintenance)."""
@@ -987,6 +994,7 @@ def cache_stats(settings: AdminSettings, as_json: bool) -> None:
 @click.option("--subject", help="Every entry whose request names this person (erasure request).")
 @click.option("--all", "everything", is_flag=True, help="Every entry.")
 @json_option
+@confirmed("Purge these cache entries? They cannot be served again until fetched anew.")
 @pass_settings
 def cache_purge(
     settings: AdminSettings,

@@ -18,7 +18,17 @@ from typing import Any, Final
 
 import click
 
-from gateway.apicli import ApiGroup, ApiSettings, Columns, api_options, done, emit, json_option, limit_option
+from gateway.apicli import (
+    ApiGroup,
+    ApiSettings,
+    Columns,
+    api_options,
+    confirmed,
+    done,
+    emit,
+    json_option,
+    limit_option,
+)
 from gateway.central.api_client import DEFAULT_URL, RegistryClient, client_path, segment, server_path
 from gateway.central.roles import Role
 
@@ -240,6 +250,7 @@ def _described_code_commands(group: click.Group, codes: _DescribedCodes) -> None
     @group.command("remove", help=codes.remove_help)
     @click.argument("code")
     @json_option
+    @confirmed(f"Remove {codes.noun} {{code}}?")
     @pass_registry
     def remove_code(settings: RegistrySettings, code: str, as_json: bool) -> None:
         settings.client().delete(f"{codes.path}/{segment(code)}")
@@ -313,13 +324,11 @@ def members_rename(settings: RegistrySettings, member_id: str, name: str, as_jso
 
 @members.command("remove")
 @click.argument("member_id")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
+@confirmed("Delete {member_id} with its subsystems and security servers?")
 @pass_registry
-def members_remove(settings: RegistrySettings, member_id: str, yes: bool, as_json: bool) -> None:
+def members_remove(settings: RegistrySettings, member_id: str, as_json: bool) -> None:
     """Delete MEMBER_ID with its subsystems and security servers."""
-    if not yes:
-        click.confirm(f"Delete {member_id} with its subsystems and security servers?", abort=True)
     settings.client().delete(f"/members/{client_path(member_id)}")
     done(as_json, f"removed {member_id}")
 
@@ -350,6 +359,7 @@ def subsystems_add(settings: RegistrySettings, client_id: str, as_json: bool) ->
 @subsystems.command("remove")
 @click.argument("client_id")
 @json_option
+@confirmed("Remove subsystem {client_id} from the federation?")
 @pass_registry
 def subsystems_remove(settings: RegistrySettings, client_id: str, as_json: bool) -> None:
     """Delete CLIENT_ID; no gateway hosts it afterwards."""
@@ -430,6 +440,7 @@ def servers_add_cert(settings: RegistrySettings, server_id: str, cert: Path, as_
 @click.argument("server_id")
 @click.argument("sha256")
 @json_option
+@confirmed("Remove certificate {sha256} of {server_id}? The gateway cannot authenticate with it any more.")
 @pass_registry
 def servers_remove_cert(settings: RegistrySettings, server_id: str, sha256: str, as_json: bool) -> None:
     """Remove the certificate with fingerprint SHA256 from SERVER_ID."""
@@ -454,6 +465,7 @@ def servers_add_client(settings: RegistrySettings, server_id: str, client_id: st
 @click.argument("server_id")
 @click.argument("client_id")
 @json_option
+@confirmed("Stop {server_id} hosting {client_id}?")
 @pass_registry
 def servers_remove_client(settings: RegistrySettings, server_id: str, client_id: str, as_json: bool) -> None:
     """Stop SERVER_ID hosting CLIENT_ID."""
@@ -464,6 +476,7 @@ def servers_remove_client(settings: RegistrySettings, server_id: str, client_id:
 @servers.command("remove")
 @click.argument("server_id")
 @json_option
+@confirmed("Remove security server {server_id} from the federation?")
 @pass_registry
 def servers_remove(settings: RegistrySettings, server_id: str, as_json: bool) -> None:
     """Delete SERVER_ID."""
@@ -546,6 +559,7 @@ def cas_ocsp(
 @cas.command("remove")
 @click.argument("name")
 @json_option
+@confirmed("Remove CA {name}? Certificates it issued are no longer trusted anywhere.")
 @pass_registry
 def cas_remove(settings: RegistrySettings, name: str, as_json: bool) -> None:
     """Stop trusting the CA NAME."""
@@ -594,6 +608,7 @@ def tsas_update(settings: RegistrySettings, name: str, url: str, cert: Path, as_
 @tsas.command("remove")
 @click.argument("name")
 @json_option
+@confirmed("Remove TSA {name}? Gateways stop using it and stop trusting its timestamps.")
 @pass_registry
 def tsas_remove(settings: RegistrySettings, name: str, as_json: bool) -> None:
     """Remove the TSA NAME."""
@@ -642,6 +657,7 @@ def groups_add_member(settings: RegistrySettings, code: str, client_id: str, as_
 @click.argument("code")
 @click.argument("client_id")
 @json_option
+@confirmed("Remove {client_id} from global group {code}?")
 @pass_registry
 def groups_remove_member(settings: RegistrySettings, code: str, client_id: str, as_json: bool) -> None:
     """Remove CLIENT_ID from the group CODE."""
@@ -860,6 +876,7 @@ def api_keys_create(settings: RegistrySettings, name: str, role: str, as_json: b
 @api_keys.command("revoke")
 @click.argument("key_id", type=int)
 @json_option
+@confirmed("Revoke API key {key_id}? Whatever uses it stops working at once.")
 @pass_registry
 def api_keys_revoke(settings: RegistrySettings, key_id: int, as_json: bool) -> None:
     """Revoke API key KEY_ID."""

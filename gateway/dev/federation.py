@@ -69,6 +69,7 @@ from gateway.globalconf import (
 )
 from gateway.globalconf.source import save_anchor
 from gateway.ids import ClientId, SecurityServerId, ServiceId
+from gateway.resources import descriptions_dir, example_service_module
 from gateway.serverconf.access import AccessRight, Endpoint
 from gateway.serverconf.db import migrate
 from gateway.serverconf.model import ClientAuthMode, ServiceConf, ServiceDescription, ServiceKind
@@ -89,7 +90,6 @@ from gateway.trust.pki import (
 )
 
 INSTANCE: Final = "DEV"
-REPO: Final = Path(__file__).resolve().parents[2]
 CA_NAME: Final = "xgate development CA"
 TSA_NAME: Final = "xgate development TSA"
 MEMBER_CLASS: Final = "GOV"
@@ -138,8 +138,8 @@ PLAN: Final = (
 )
 
 SERVICES: Final = {
-    "population_register": "services.population_register",
-    "benefits_api": "services.benefits_api",
+    "population_register": example_service_module("population_register"),
+    "benefits_api": example_service_module("benefits_api"),
 }
 
 
@@ -159,7 +159,7 @@ def _start(
 ) -> Child:
     """Start one process of the federation, handing it the held sockets of the ports it serves."""
     listening = ports.take(serving) if ports is not None else []
-    child = spawn(name, command, _log(fed, name), cwd=REPO, listening=listening)
+    child = spawn(name, command, _log(fed, name), cwd=fed, listening=listening)
     _record_identity(fed, name, child.identity)
     return child
 
@@ -310,7 +310,7 @@ def _register(fed: Path, gateways: list[dict[str, Any]], services: dict[str, Any
         repository = _open_database(fed, gw)
         subsystem = ClientId.from_text(gw["subsystem"])
         if gw["name"] == "gw-b":
-            wsdl_bytes = (REPO / "wsdl" / "population-register.wsdl").read_bytes()
+            wsdl_bytes = (descriptions_dir() / "population-register.wsdl").read_bytes()
             backend = f"http://127.0.0.1:{services['population_register']['port']}/population-register"
             for operation in parse_wsdl(wsdl_bytes).operations:
                 service = ServiceId(
@@ -339,11 +339,11 @@ def _register(fed: Path, gateways: list[dict[str, Any]], services: dict[str, Any
                         "gateway": "gw-b",
                         "kind": "soap",
                         "service": service.to_text(),
-                        "wsdl": str(REPO / "wsdl" / "population-register.wsdl"),
+                        "wsdl": str(descriptions_dir() / "population-register.wsdl"),
                     }
                 )
         if gw["name"] == "gw-c":
-            spec = (REPO / "wsdl" / "benefits-api.yaml").read_bytes()
+            spec = (descriptions_dir() / "benefits-api.yaml").read_bytes()
             description = parse_openapi(spec)
             service = ServiceId(
                 INSTANCE, subsystem.member_class, subsystem.member_code, subsystem.subsystem_code, "benefits"
@@ -364,7 +364,7 @@ def _register(fed: Path, gateways: list[dict[str, Any]], services: dict[str, Any
                     "gateway": "gw-c",
                     "kind": "rest",
                     "service": service.to_text(),
-                    "openapi": str(REPO / "wsdl" / "benefits-api.yaml"),
+                    "openapi": str(descriptions_dir() / "benefits-api.yaml"),
                 }
             )
         repository.engine.dispose()

@@ -29,6 +29,7 @@ def up(directory: Path) -> None:
 
     The registry's first administrator API key is in federation.json (registry.api_key).
     """
+    _refuse_a_used_directory(directory)
     try:
         description = federation.up(directory.resolve())
         federation.set_demo_cache_policies(description)
@@ -49,6 +50,24 @@ def up(directory: Path) -> None:
     click.echo("  gw-a cache policies: population-fallback (getPerson), benefits-replica (GET /benefits/*)")
 
 
+PIDS_FILE = "pids.json"
+"""What `up` writes with the PIDs it started and `down` removes (gateway.dev.federation)."""
+
+
+def _refuse_a_used_directory(directory: Path) -> None:
+    """`up` generates a new PKI and registry: it will not overwrite a federation, running or not."""
+    if (directory / PIDS_FILE).exists():
+        raise click.ClickException(
+            f"a federation is already running in {directory}: stop it first with "
+            f"`xgate federation down --dir {directory}`"
+        )
+    if directory.is_dir() and any(directory.iterdir()):
+        raise click.ClickException(
+            f"{directory} already holds a (stopped) federation or other files; `up` makes a new one "
+            f"from nothing: remove it first (`rm -rf {directory}`) or choose another --dir"
+        )
+
+
 @cli.command("down")
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, path_type=Path))
 def down(directory: Path) -> None:
@@ -56,6 +75,11 @@ def down(directory: Path) -> None:
 
     A recorded PID is signalled only while it is still the process `up` started.
     """
+    if not directory.is_dir():
+        raise click.ClickException(f"{directory} does not exist: no federation to stop there")
+    if not (directory / PIDS_FILE).exists():
+        click.echo(f"nothing is running in {directory} (no {PIDS_FILE}): already stopped")
+        return
     for name in federation.down(directory.resolve()):
         click.echo(f"{name}: not signalled, its recorded PID is no longer the process started", err=True)
     click.echo(f"federation in {directory} stopped")

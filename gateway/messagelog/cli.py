@@ -39,6 +39,7 @@ from gateway.apicli import (
     echo_json,
     format_table,
     limit_option,
+    terminal_width,
 )
 from gateway.crypto.certs import CertificateError, load_certificates
 from gateway.globalconf import GlobalConfError, verify_signed_globalconf
@@ -188,8 +189,14 @@ def _filter_options(function: _F) -> _F:
         click.option("--client", help="Only this client, INSTANCE/CLASS/MEMBER[/SUBSYSTEM]."),
         click.option("--service", help="Only this service, as its identifier's text form."),
         click.option("--user-id", help="Only this user id."),
-        click.option("--since", metavar="TIME", help="Logged at or after (ISO 8601; UTC if no zone)."),
-        click.option("--until", metavar="TIME", help="Logged before (ISO 8601; UTC if no zone)."),
+        click.option(
+            "--since",
+            metavar="TIME",
+            help="Logged at or after (ISO 8601, UTC if no zone; or 2h, 7d, yesterday).",
+        ),
+        click.option(
+            "--until", metavar="TIME", help="Logged before (ISO 8601, UTC if no zone; or 30m, today)."
+        ),
         click.option("--outcome", help="`ok`, or a fault code such as Server.ServerProxy.AccessDenied."),
         click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True),
     ]
@@ -394,7 +401,7 @@ def export(
             ("message_id", "message id"),
             ("logged_at", "logged at"),
         )
-        click.echo(format_table(rows, columns) if rows else "(no containers)")
+        click.echo(format_table(rows, columns, terminal_width()) if rows else "(no containers)")
     for row in rows:
         if not row.get("timestamped", True):
             click.echo(f"note: {row['file']} is not timestamped yet: export it again once it is", err=True)
@@ -771,7 +778,7 @@ def format_search(answer: Mapping[str, Any]) -> str:
     records = answer["records"]
     if not records:
         return "(no records)"
-    text = format_table(records, _SEARCH_COLUMNS)
+    text = format_table(records, _SEARCH_COLUMNS, terminal_width())
     if answer.get("next_offset") is not None:
         text += f"\n(more: --offset {answer['next_offset']})"
     return text

@@ -31,6 +31,7 @@ from gateway.messagelog.evidence import DEFAULT_STATUS_POLICY, status_policy
 from gateway.messagelog.record import Direction
 from gateway.messagelog.store import MAX_SEARCH_LIMIT, ChainState, StoredRecord
 from gateway.messagelog.verify import BadRecord, ChainVerifier, Problem, TokenVerifier, VerificationReport
+from gateway.timetext import TimeTextError, parse_when
 
 DEFAULT_SEARCH_LIMIT: Final = 100
 """The management APIs' default page (gateway.webapi.types.DEFAULT_PAGE); the officer pages on
@@ -61,13 +62,13 @@ class TrustUnavailable(Exception):
 # --- queries ---------------------------------------------------------------------------------
 
 
-def parse_time(text: str, name: str = "time") -> dt.datetime:
-    """ISO 8601, `Z` allowed; a time without a zone is UTC (the log's own zone)."""
+def parse_time(text: str, name: str = "time", now: dt.datetime | None = None) -> dt.datetime:
+    """ISO 8601 (`Z` allowed; a time without a zone is UTC, the log's own zone) or relative to
+    `now` (`2h`, `yesterday`: gateway.timetext)."""
     try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise QueryError(f"{name} must be an ISO 8601 time, e.g. 2026-11-27T10:00:00Z") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        return parse_when(text, now or dt.datetime.now(dt.UTC))
+    except TimeTextError as exc:
+        raise QueryError(f"{name}: {exc}") from None
 
 
 def format_time(value: dt.datetime) -> str:

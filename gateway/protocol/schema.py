@@ -25,8 +25,9 @@ from typing import Final
 from lxml import etree
 
 from gateway.faults import INVALID_XML, XRoadFault
+from gateway.resources import xroad_schema_dir
 
-XSD_DIR: Final = Path(__file__).resolve().parents[2] / "wsdl" / "xroad"
+XSD_DIR: Final = xroad_schema_dir()
 
 SOAP_ENV_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 XROAD_NS: Final = "http://x-road.eu/xsd/xroad.xsd"

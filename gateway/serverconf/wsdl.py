@@ -20,7 +20,6 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Final, cast
 from urllib.parse import quote, unquote
 
@@ -28,6 +27,7 @@ import zeep
 from lxml import etree
 
 from gateway.ids import IdentifierError, validate_code
+from gateway.resources import xroad_schema_dir
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
 
 WSDL_NS: Final = "http://schemas.xmlsoap.org/wsdl/"
@@ -213,7 +213,7 @@ def _display(operation: WsdlOperation) -> str:
 # for real; only schemas we cannot fetch are taken on trust. wsdl:import and xs:include of other
 # documents are refused: the description must be self-contained.
 
-SCHEMA_DIR: Final = Path(__file__).resolve().parents[2] / "wsdl" / "xroad"
+SCHEMA_DIR: Final = xroad_schema_dir()
 
 _OFFLINE_BASE: Final = "http://description.invalid/"
 _DOCUMENT_URL: Final = _OFFLINE_BASE + "service.wsdl"

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 from cryptography import x509
 
+from gateway.apicli import confirmed
 from gateway.crypto.certs import CertificateError, serial_hex
 from gateway.crypto.keys import KeyAlgorithm, KeyFileError, PassphraseRequired
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
@@ -297,6 +298,12 @@ def ocsp(pki_dir: Path, name: str, **options: Any) -> None:
     default=x509.ReasonFlags.unspecified.value,
     show_default=True,
     help="RFC 5280 revocation reason, reported by the OCSP responder.",
+)
+@confirmed(
+    lambda given: (
+        f"Revoke {given['certificate_path'] or 'serial ' + str(given['serial'])} ({given['reason']})? "
+        "Revocation cannot be undone."
+    )
 )
 @_friendly_errors
 def revoke(pki_dir: Path, certificate_path: Path | None, serial: str | None, reason: str) -> None:
