@@ -37,6 +37,7 @@ from aiohttp import web
 from lxml import etree
 
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
+
 from .serving import serve
 
 SOAP_ENV_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
