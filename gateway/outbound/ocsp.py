@@ -142,6 +142,8 @@ class OcspCache:
         self.failover = failover if failover is not None else Failover()
         self._watched: dict[tuple[bytes, int], _Watched] = {}
         self._held: dict[tuple[bytes, int], _Held] = {}
+        self._retry_at: dict[tuple[bytes, int], dt.datetime] = {}
+        """After a failed round, no new one for the certificate before this (see _retry_delay)."""
 
     def watch(
         self,
@@ -188,6 +190,12 @@ class OcspCache:
         now = now or _utc_now()
         due = [w for key, w in self._watched.items() if force or self._is_due(key, now)]
         results = await asyncio.gather(*(self._renew(w) for w in due))
+        for watched, result in zip(due, results, strict=True):
+            key = _key(watched.certificate)
+            if result is None:
+                self._retry_at.pop(key, None)
+            else:
+                self._retry_at[key] = now + self._retry_delay()
         return [failure for failure in results if failure is not None]
 
     async def run(self, interval_seconds: float) -> None:
@@ -203,7 +211,15 @@ class OcspCache:
             return None
         return held
 
+    def _retry_delay(self) -> dt.timedelta:
+        """After a round in which every responder failed: a minute (the failover's rest), or a tenth
+        of the freshness limit if shorter, so a short limit (development) still gets its retries."""
+        return min(dt.timedelta(seconds=self.failover.retry_after_seconds), self.max_age / 10)
+
     def _is_due(self, key: tuple[bytes, int], now: dt.datetime) -> bool:
+        retry_at = self._retry_at.get(key)
+        if retry_at is not None and now < retry_at:
+            return False
         held = self._held.get(key)
         if held is None:
             return True
