@@ -9,16 +9,9 @@ import pytest
 from gateway.outbound.clockcheck import DEFAULT_CLOCK_SKEW_SECONDS, ClockCheck
 from gateway.outbound.failover import Failover
 from gateway.proxy.peers import PeerSelector
+from tests.test_cache_core import Clock
 
 NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_first_healthy_service_is_asked_first_and_a_failed_one_again_after_its_rest() -> None:
