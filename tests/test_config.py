@@ -23,6 +23,8 @@ from gateway.config import ConfigError, Listener, NodeConfig
 from gateway.crypto.batchsigner import DEFAULT_WINDOW_SECONDS
 from gateway.ids import ClientId, SecurityServerId
 from gateway.node import serve
+from gateway.outbound.clockcheck import DEFAULT_CLOCK_SKEW_SECONDS
+from gateway.outbound.ocsp import DEFAULT_FETCH_INTERVAL_SECONDS
 from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 from gateway.trust import pki
 
@@ -64,6 +66,9 @@ def test_the_gateway_example_holds_the_defaults_it_documents() -> None:
     assert config.messagelog.database_url == f"sqlite:///{EXAMPLES / 'var/gw-a/data/messagelog.sqlite'}"
     assert config.cache is not None and config.cache.enabled and config.cache.body_key_file is None
     assert config.cache.database_url == f"sqlite:///{EXAMPLES / 'var/gw-a/data/cache.sqlite'}"
+    assert config.clock_skew_seconds == DEFAULT_CLOCK_SKEW_SECONDS == 300
+    assert config.ocsp_fetch_interval_seconds == DEFAULT_FETCH_INTERVAL_SECONDS == 1200
+    assert config.ocsp_store_dir == config.data_dir / "ocsp"
 
 
 # --- mistakes are refused with the key's path, in one line ----------------------------------------
