@@ -70,6 +70,8 @@ from gateway.messagelog.settings import (
 )
 from gateway.messagelog.store import DEFAULT_WINDOW_SECONDS as DEFAULT_LOG_WINDOW_SECONDS
 from gateway.messagelog.timestamping import DEFAULT_INTERVAL_SECONDS as DEFAULT_TIMESTAMP_INTERVAL_SECONDS
+from gateway.outbound.clockcheck import DEFAULT_CLOCK_SKEW_SECONDS
+from gateway.outbound.ocsp import DEFAULT_FETCH_INTERVAL_SECONDS
 from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -149,6 +151,13 @@ class NodeConfig:
     messagelog: MessageLogSettings | None = None
     cache: CacheSettings | None = None
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS
+    ocsp_fetch_interval_seconds: float = DEFAULT_FETCH_INTERVAL_SECONDS
+
+    @property
+    def ocsp_store_dir(self) -> Path:
+        """Where this node keeps its own certificates' OCSP responses across restarts."""
+        return self.data_dir / "ocsp"
 
     @property
     def globalconf_cache(self) -> Path:
@@ -325,6 +334,15 @@ class CacheSection(FileModel):
         )
 
 
+class TrustSection(FileModel):
+    """How this node uses the trust services (docs/resilience-trust.md)."""
+
+    clock_skew_seconds: Seconds = DEFAULT_CLOCK_SKEW_SECONDS
+    """How far a signed time (OCSP thisUpdate, TSA genTime) may be from this node's clock."""
+    ocsp_fetch_interval_seconds: Seconds = DEFAULT_FETCH_INTERVAL_SECONDS
+    """Renew own OCSP responses this often (sooner when the freshness limit is short)."""
+
+
 class NodeFile(FileModel):
     """The whole file, as written (config/gateway.example.toml)."""
 
@@ -338,6 +356,7 @@ class NodeFile(FileModel):
     limits: LimitsSection = LimitsSection()
     messagelog: MessageLogSection = MessageLogSection()
     cache: CacheSection = CacheSection()
+    trust: TrustSection = TrustSection()
 
     def node_config(self, base: Path) -> NodeConfig:
         data_dir = self.node.data_dir or base
@@ -367,6 +386,8 @@ class NodeFile(FileModel):
             sign_window_seconds=self.signer.window_seconds,
             messagelog=self.messagelog.settings(data_dir, self.globalconf.location),
             cache=self.cache.settings(data_dir),
+            clock_skew_seconds=self.trust.clock_skew_seconds,
+            ocsp_fetch_interval_seconds=self.trust.ocsp_fetch_interval_seconds,
         )
 
 

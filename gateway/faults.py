@@ -43,6 +43,10 @@ CLIENT_PROXY_INTERNAL_ERROR: Final = "Server.ClientProxy.InternalError"
 CLIENT_PROXY_INVALID_SIGNATURE: Final = "Server.ClientProxy.InvalidSignatureValue"
 CLIENT_PROXY_INVALID_CONTENT_TYPE: Final = "Server.ClientProxy.InvalidContentType"
 CLIENT_PROXY_RESPONSE_TOO_LARGE: Final = "Server.ClientProxy.ResponseTooLarge"
+OCSP_RESPONSE_STALE: Final = "Server.ClientProxy.IncorrectValidationInfo.OcspResponseStale"
+"""This gateway holds no fresh OCSP response for its own certificate (responders unreachable, or
+its clock off), so it cannot send: X-Road's IncorrectValidationInfo ("OCSP response is too old"),
+narrowed as LoggingFailed.TimestamperFailed is; the message names the age, the responders, the clock."""
 
 # Server.ServerProxy.* : the provider's gateway failed.
 ACCESS_DENIED: Final = "Server.ServerProxy.AccessDenied"
@@ -55,6 +59,7 @@ SERVER_PROXY_UNKNOWN_MEMBER: Final = "Server.ServerProxy.UnknownMember"
 SERVER_PROXY_OUTDATED_GLOBALCONF: Final = "Server.ServerProxy.OutdatedGlobalConf"
 SERVER_PROXY_LOGGING_FAILED: Final = "Server.ServerProxy.LoggingFailed"
 SERVER_PROXY_TIMESTAMPER_FAILED: Final = "Server.ServerProxy.LoggingFailed.TimestamperFailed"
+SERVER_PROXY_OCSP_RESPONSE_STALE: Final = "Server.ServerProxy.IncorrectValidationInfo.OcspResponseStale"
 SERVER_PROXY_DUPLICATE_MESSAGE: Final = "Server.ServerProxy.DuplicateMessage"
 """xgate's own (X-Road has none): a signed request already served within its freshness window."""
 

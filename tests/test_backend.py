@@ -7,6 +7,7 @@ a socket meet; and `call_backend`'s mapping of each failure to its ServiceFailed
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -21,6 +22,7 @@ from gateway.outbound import (
     OutboundError,
     OutboundRequest,
     OutboundResponse,
+    OutboundTimeout,
     ResponseTooLarge,
 )
 from gateway.outbound.network import AiohttpTransport
@@ -132,3 +134,35 @@ async def test_in_process_transport_keeps_the_limits_of_the_real_one() -> None:
         )
     assert caught.value.code == faults.SERVICE_FAILED_NETWORK_ERROR
     assert [request.url for request in transport.requests][-1] == "http://service/broken"
+
+
+async def test_a_timeout_says_whether_the_connection_or_the_answer_was_late(
+    server: TestServer, transport: AiohttpTransport
+) -> None:
+    """A peer that froze (it takes TCP connections but never finishes the TLS handshake) is a
+    connect timeout at the connect limit; a service that is slow to answer is one at the total."""
+    frozen = socket.socket()
+    frozen.bind(("127.0.0.1", 0))
+    frozen.listen(8)  # the kernel completes TCP handshakes; nobody ever reads
+    try:
+        request = OutboundRequest(
+            "GET",
+            f"https://127.0.0.1:{frozen.getsockname()[1]}/",
+            timeout_seconds=3.0,
+            connect_timeout_seconds=0.5,
+            max_response_bytes=LIMIT,
+        )
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(OutboundTimeout) as connecting:
+            await transport.send(request)
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        frozen.close()
+    assert connecting.value.connecting and connecting.value.seconds == 0.5
+    assert "no connection within 0.5 s" in str(connecting.value)
+    assert elapsed < 2.5, elapsed
+
+    with pytest.raises(OutboundTimeout) as answering:
+        await transport.send(_get(server.make_url("/slow"), timeout=0.5))
+    assert not answering.value.connecting
+    assert "connected, but no whole answer within 0.5 s" in str(answering.value)

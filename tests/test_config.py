@@ -29,6 +29,8 @@ from gateway.messagelog.settings import (
     DEFAULT_RETENTION_DAYS,
 )
 from gateway.node import serve
+from gateway.outbound.clockcheck import DEFAULT_CLOCK_SKEW_SECONDS
+from gateway.outbound.ocsp import DEFAULT_FETCH_INTERVAL_SECONDS
 from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 from gateway.trust import pki
 
@@ -79,6 +81,9 @@ def test_the_gateway_example_holds_the_defaults_it_documents() -> None:
         DEFAULT_RETENTION_DAYS,
     )
     assert log.disk_watermarks == DiskWatermarks()
+    assert config.clock_skew_seconds == DEFAULT_CLOCK_SKEW_SECONDS == 300
+    assert config.ocsp_fetch_interval_seconds == DEFAULT_FETCH_INTERVAL_SECONDS == 1200
+    assert config.ocsp_store_dir == config.data_dir / "ocsp"
 
 
 # --- mistakes are refused with the key's path, in one line ----------------------------------------

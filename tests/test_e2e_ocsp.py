@@ -421,14 +421,20 @@ def test_a_gateway_without_fresh_status_for_its_own_certificates_cannot_send(sho
             freshness(fed).total_seconds() + 5,
             "gw-a's own OCSP responses to go stale",
         )
+        # Whichever of its certificates' responses went stale first (TLS or signing), the fault
+        # names that cause, not an authentication failure (docs/resilience-trust.md).
         fault = assert_soap_fault(
             post_soap(fed.internal_url("gw-a"), get_person_request(KNOWN_PERSON)),
-            faults.SSL_AUTHENTICATION_FAILED,
+            faults.OCSP_RESPONSE_STALE,
         )
     finally:
         federation.start_process(fed.dir, "trust")
 
     assert "no fresh OCSP response for own certificate" in fault.string
+    limit = f"(limit {freshness(fed).total_seconds():g} s)"
+    assert " s old " + limit in fault.string, fault.string  # how old the newest response is
+    responder = fed.description["trust"]["ocsp_url"]
+    assert f"responders: responder at {responder} unreachable" in fault.string, fault.string
     assert "cannot send: no fresh OCSP response" in (fed.dir / "logs" / "gw-a.log").read_text()
     fed.wait_ready()
     assert soap_body(post_soap(fed.internal_url("gw-a"), get_person_request(KNOWN_PERSON))) is not None

@@ -22,6 +22,8 @@ import requests
 from gateway import faults
 from gateway.crypto.certs import load_certificate_file
 from gateway.outbound import OutboundRequest, OutboundResponse, header
+from gateway.outbound.interface import describe_timeout
+from gateway.proxy.peers import PeerSelector
 from gateway.serverconf.access import AccessRight, Endpoint
 from gateway.xmlsafe import parse_xml
 from tests.conftest import (
@@ -373,6 +375,24 @@ async def test_failover_to_the_providers_second_gateway(tmp_path: Path) -> None:
             GET_PERSON, get_person_body(KNOWN_PERSON), extra_header=_security_server_xml(standby["server_id"])
         )
         assert_soap_fault(await post_soap(gw_a, pinned_to_standby), faults.NETWORK_ERROR)
+
+        # A standby that froze (no connection within the connect limit) is failed over from too:
+        # nothing was sent to it, so asking the next gateway cannot serve the request twice.
+        reachable = gw_a.peers.handler
+
+        async def frozen_standby(request: OutboundRequest) -> OutboundResponse:
+            if urlsplit(request.url).netloc == standby["external_address"]:
+                raise describe_timeout(standby["external_address"], request, connecting=True)
+            return await reachable(request)
+
+        gw_a.peers.handler = frozen_standby
+        gw_a.runtime.peer_selector = PeerSelector()  # forget the standby's refused connections
+        gw_a.peers.requests.clear()
+        assert soap_body(await post_soap(gw_a, get_person_request(KNOWN_PERSON))) is not None
+        tried = [urlsplit(request.url).netloc for request in gw_a.peers.requests]
+        assert tried == [standby["external_address"], spare["gw-b"].address]
+        fault = soap_fault(await post_soap(gw_a, pinned_to_standby))
+        assert fault.code == faults.NETWORK_ERROR and "no connection within" in fault.string
 
 
 def _security_server_xml(server_id: str) -> str:

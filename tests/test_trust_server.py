@@ -292,6 +292,67 @@ async def test_ocsp_cache_refuses_responses_that_do_not_verify(
     assert cache.get(stranger.certificate) is None
 
 
+async def test_ocsp_cache_fails_over_to_the_next_responder_and_remembers_the_failed_one(
+    served: Served, federation: Federation
+) -> None:
+    """Responders in priority order: a dead first one is asked, then skipped until it has rested."""
+    issued = pki.issue(
+        federation.directory, federation.ca, pki.MemberSigningProfile(ClientId("DEV", "GOV", "f"))
+    )
+    certificate, ca = issued.certificate, federation.ca.certificate
+    dead, alive = closed_port_url("/ocsp"), served.base + "/ocsp"
+    cache = OcspCache(served.transport, max_age_seconds=HOUR, timeout_seconds=5)
+    cache.watch(certificate, ca, [dead, alive])
+
+    assert await cache.refresh() == []
+    assert cache.get(certificate) is not None
+    assert list(cache.responder_failures(certificate)) == [dead]
+    assert "cannot connect" in cache.responder_failures(certificate)[dead]
+    assert cache.failover.order([dead, alive]) == [alive, dead]  # resting: asked last
+
+    # Every responder down: the failure names each, the response in hand stays.
+    cache.watch(certificate, ca, [dead, closed_port_url("/ocsp")])
+    (failure,) = await cache.refresh(force=True)
+    assert failure.error.problem is OcspProblem.UNAVAILABLE
+    assert len(failure.responders) == 2 and dead in failure.responders
+    assert cache.get(certificate) is not None
+
+
+async def test_ocsp_responses_are_kept_on_disk_owner_only_and_verified_when_read_back(
+    served: Served, federation: Federation, tmp_path: Path
+) -> None:
+    issued = pki.issue(
+        federation.directory, federation.ca, pki.MemberSigningProfile(ClientId("DEV", "GOV", "d"))
+    )
+    certificate, ca = issued.certificate, federation.ca.certificate
+    store = tmp_path / "ocsp"
+    cache = OcspCache(served.transport, max_age_seconds=HOUR, store_dir=store)
+    cache.watch(certificate, ca, served.base + "/ocsp")
+    assert await cache.refresh() == []
+    (path,) = store.iterdir()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_bytes() == cache.get(certificate)
+
+    def restarted(max_age: float = HOUR) -> OcspCache:
+        """A new node process: nothing reachable, only what is on disk."""
+        again = OcspCache(served.transport, max_age_seconds=max_age, store_dir=store)
+        again.watch(certificate, ca, closed_port_url("/ocsp"))
+        return again
+
+    assert restarted().get(certificate) == path.read_bytes()
+    assert restarted(max_age=0.001).get(certificate) is None  # too old for the limit: ignored
+
+    path.chmod(0o644)  # others may read or replace it: not trusted
+    assert restarted().get(certificate) is None
+    path.chmod(0o600)
+    other = pki.issue(
+        federation.directory, federation.ca, pki.MemberSigningProfile(ClientId("DEV", "GOV", "o"))
+    )
+    foreign = await fetch_ocsp(served.transport, served.base + "/ocsp", other.certificate, ca, 5)
+    path.write_bytes(foreign)  # a response about another certificate does not verify
+    assert restarted().get(certificate) is None
+
+
 async def test_fetch_failures_are_typed(served: Served, federation: Federation) -> None:
     for url in (closed_port_url("/ocsp"), served.base + "/health", served.base + "/tsa"):
         with pytest.raises(OcspError) as caught:

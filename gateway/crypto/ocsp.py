@@ -38,8 +38,10 @@ CERT_ID_HASH: Final = hashes.SHA1()  # noqa: S303  (names the issuer, signs noth
 """RFC 5019 §2.1.1: the CertID hash every responder understands. It only names the issuer
 here (collisions do not help an attacker: the responder signs the answer), so SHA-1 is fine."""
 
-CLOCK_SKEW: Final = dt.timedelta(minutes=1)
-"""How far a responder's clock may run ahead of ours before its thisUpdate counts as future."""
+CLOCK_SKEW: Final = dt.timedelta(minutes=5)
+"""How far a responder's clock may run ahead of ours before its thisUpdate counts as future, and
+how long past nextUpdate an answer still counts: the default of a node's configurable tolerance
+(`[trust] clock_skew_seconds`; why five minutes: gateway.outbound.clockcheck)."""
 
 MAX_RESPONSE_BYTES: Final = 64 * 1024
 """A response with a delegated responder certificate is ~1.5 KB; more is not an OCSP answer."""
@@ -135,6 +137,7 @@ def verify_ocsp_response(
     max_age_seconds: float,
     responder_certs: Sequence[x509.Certificate] = (),
     nonce: bytes | None = None,
+    clock_skew: dt.timedelta = CLOCK_SKEW,
 ) -> OcspStatus:
     """What `response_der` says about `certificate`, once every RFC 6960 §3.2 check has passed.
 
@@ -149,7 +152,7 @@ def verify_ocsp_response(
         response = _load(response_der)
         single = _matching_single_response(response, certificate, issuer)
         _check_responder(response, issuer, responder_certs, now)
-        _check_times(single, now, dt.timedelta(seconds=max_age_seconds))
+        _check_times(single, now, dt.timedelta(seconds=max_age_seconds), clock_skew)
         if nonce is not None:
             _check_nonce(response, nonce)
         return OcspStatus(
@@ -280,15 +283,26 @@ def _signature_verifies(response: ocsp.OCSPResponse, signer: x509.Certificate) -
     return True
 
 
-def _check_times(single: ocsp.OCSPSingleResponse, now: dt.datetime, max_age: dt.timedelta) -> None:
+def _check_times(
+    single: ocsp.OCSPSingleResponse, now: dt.datetime, max_age: dt.timedelta, clock_skew: dt.timedelta
+) -> None:
     """RFC 6960 §3.2 items 4-5 and §4.2.2.1: thisUpdate recent enough, nextUpdate not passed."""
     this_update = single.this_update_utc
-    if this_update > now + CLOCK_SKEW:
-        raise OcspError(OcspProblem.NOT_YET_VALID, f"thisUpdate {this_update.isoformat()} is in the future")
+    if this_update > now + clock_skew:
+        ahead = (this_update - now).total_seconds()
+        raise OcspError(
+            OcspProblem.NOT_YET_VALID,
+            f"thisUpdate {this_update.isoformat()} is {ahead:.0f} s in the future: this gateway's clock "
+            f"is behind the responder's by more than the {clock_skew.total_seconds():g} s tolerated",
+        )
     if this_update < now - max_age:
-        raise OcspError(OcspProblem.STALE, f"thisUpdate {this_update.isoformat()} is older than {max_age}")
+        age, limit = (now - this_update).total_seconds(), max_age.total_seconds()
+        raise OcspError(
+            OcspProblem.STALE,
+            f"thisUpdate {this_update.isoformat()} is {age:.0f} s old, older than {limit:g} s",
+        )
     next_update = single.next_update_utc
-    if next_update is not None and next_update < now - CLOCK_SKEW:
+    if next_update is not None and next_update < now - clock_skew:
         raise OcspError(OcspProblem.STALE, f"nextUpdate {next_update.isoformat()} has passed")
 
 

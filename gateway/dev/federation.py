@@ -481,22 +481,29 @@ def _log(fed: Path, name: str) -> Path:
 
 
 def _up_through_registry(
-    fed: Path, unreachable_standby: bool, times: FederationTimes, pids: dict[str, int], ports: Ports
+    fed: Path,
+    unreachable_standby: bool,
+    times: FederationTimes,
+    pids: dict[str, int],
+    ports: Ports,
+    redundant_trust: bool = False,
 ) -> dict[str, Any]:
     """docs/central.md "The development federation", steps 1-6; each process starts as soon as
     what it needs exists, so the slow part (Python starting) overlaps the rest."""
     fed.mkdir(parents=True, exist_ok=True, mode=0o700)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    trust, ca = _init_trust(fed, ports)
+    trust, ca = _init_trust(fed, ports, redundant_trust)
     pki_dir = Path(trust["pki"])
     registry = _init_registry(fed, times, ports)
     children = {
         "trust": _start(fed, "trust", _trust_command(trust), ports, [trust["port"]]),
         "registry": _start(fed, "registry", _registry_command(registry), ports, registry["ports"]),
     }
+    for name, single in trust["single"].items():
+        children[name] = _start(fed, name, _single_trust_command(trust, single), ports, [single["port"]])
     services = _service_ports(ports)
     children.update(_start_services(fed, services, pids, ports))
-    pids.update({name: children[name].pid for name in ("trust", "registry")})
+    pids.update({name: children[name].pid for name in ("trust", "registry", *trust["single"])})
     _write_pids(fed, pids)
 
     gateways = [_issue_gateway(fed, pki_dir, ca, plan, ports) for plan in PLAN]
@@ -514,6 +521,8 @@ def _up_through_registry(
     _write_pids(fed, pids)
 
     wait_http(trust["url"] + "/health", deadline, children["trust"])
+    for name, single in trust["single"].items():
+        wait_http(single["url"] + "/health", deadline, children[name])
     for gw in gateways:  # each asks for itself, signing with its own keys (docs/central.md)
         _register_gateway(admin, registry["distribution_url"], gw)
     if standby is not None:
@@ -547,11 +556,14 @@ def _up_through_registry(
     }
 
 
-def _init_trust(fed: Path, ports: Ports) -> tuple[dict[str, Any], CertificateAuthority]:
+def _init_trust(
+    fed: Path, ports: Ports, redundant: bool = False
+) -> tuple[dict[str, Any], CertificateAuthority]:
     """The CA, naming the OCSP responder it will have, and the trust services' certificates.
 
     They are issued where `xgate trust serve` looks for them, so the TSA's certificate is
-    known to the registry before the service runs.
+    known to the registry before the service runs. With `redundant`, two single-service
+    processes (`--only`) come first in priority, `trust` after them (`up`'s `redundant_trust`).
     """
     port = ports.reserve()
     url = f"http://127.0.0.1:{port}"
@@ -559,16 +571,37 @@ def _init_trust(fed: Path, ports: Ports) -> tuple[dict[str, Any], CertificateAut
     ca = init_pki(pki_dir, settings=CaSettings(common_name=CA_NAME, ocsp_url=url + "/ocsp"))
     tsa = issue(pki_dir, ca, TsaProfile())
     ocsp = issue(pki_dir, ca, OcspResponderProfile())
+    single: dict[str, dict[str, Any]] = {}
+    if redundant:
+        for name, kind in (("ocsp-primary", "ocsp"), ("tsa-primary", "tsa")):
+            single_port = ports.reserve()
+            single_url = f"http://127.0.0.1:{single_port}"
+            single[name] = {
+                "kind": kind,
+                "port": single_port,
+                "url": single_url,
+                "service_url": f"{single_url}/{kind}",
+            }
+    primaries = {s["kind"]: s["service_url"] for s in single.values()}
     trust = {
         "url": url,
         "port": port,
         "tsa_url": url + "/tsa",
         "ocsp_url": url + "/ocsp",
+        "ocsp_urls": [*([primaries["ocsp"]] if "ocsp" in primaries else []), url + "/ocsp"],
+        "tsa_urls": [*([primaries["tsa"]] if "tsa" in primaries else []), url + "/tsa"],
+        "single": single,
         "pki": str(pki_dir),
         "tsa_cert": str(tsa.certificate_path),
         "ocsp_cert": str(ocsp.certificate_path),
     }
     return trust, ca
+
+
+def _single_trust_command(trust: dict[str, Any], single: dict[str, Any]) -> list[str]:
+    return _xgate(
+        "trust", "serve", "--pki", trust["pki"], "--port", str(single["port"]), "--only", single["kind"]
+    )
 
 
 def _write_registry_toml(
@@ -639,13 +672,16 @@ def _administer(
         {
             "name": CA_NAME,
             "certificate": certificate_to_pem(ca.certificate).decode("ascii"),
-            "ocsp_responders": [{"url": trust["ocsp_url"]}],
+            "ocsp_responders": [{"url": url} for url in trust["ocsp_urls"]],
         },
     )
-    admin.post(
-        "/timestamping-authorities",
-        {"name": TSA_NAME, "url": trust["tsa_url"], "certificate": Path(trust["tsa_cert"]).read_text()},
-    )
+    # Registration order is priority order: a primary TSA first, then `trust`'s under TSA_NAME.
+    for url in trust["tsa_urls"]:
+        name = TSA_NAME if url == trust["tsa_url"] else f"{TSA_NAME} (primary)"
+        admin.post(
+            "/timestamping-authorities",
+            {"name": name, "url": url, "certificate": Path(trust["tsa_cert"]).read_text()},
+        )
     admin.post("/member-classes", {"code": MEMBER_CLASS, "description": "Government agencies"})
     for plan in PLAN:
         admin.post(
@@ -740,11 +776,14 @@ def up(
     unreachable_standby: bool = False,
     registry: bool = True,
     times: FederationTimes = DEV_TIMES,
+    redundant_trust: bool = False,
 ) -> dict[str, Any]:
     """Build the federation in `fed` and start its processes; returns federation.json's content.
 
     `registry=False` is the federation of `build`: a locally signed configuration file, no
-    registry and no trust services (`times` does not apply).
+    registry and no trust services (`times` does not apply). `redundant_trust` runs a second
+    OCSP responder and a second TSA, each a process of its own listed first (`ocsp-primary`,
+    `tsa-primary`), with `trust` as every gateway's fallback: what failover is tested with.
     """
     if (fed / "federation.json").exists():
         raise RuntimeError(
@@ -754,7 +793,7 @@ def up(
     ports = Ports()
     try:
         if registry:
-            description = _up_through_registry(fed, unreachable_standby, times, pids, ports)
+            description = _up_through_registry(fed, unreachable_standby, times, pids, ports, redundant_trust)
         else:
             description = _up_locally(fed, unreachable_standby, pids, ports)
     except Exception:
@@ -831,6 +870,9 @@ def _command(description: dict[str, Any], name: str) -> tuple[list[str], str]:
     """How `name` is started, and the URL that answers once it runs."""
     if name == "trust":
         return _trust_command(description["trust"]), description["trust"]["url"] + "/health"
+    single = description.get("trust", {}).get("single", {}).get(name)
+    if single is not None:
+        return _single_trust_command(description["trust"], single), single["url"] + "/health"
     if name == "registry":
         registry = description["registry"]
         return _registry_command(registry), registry["management_url"] + "/health"

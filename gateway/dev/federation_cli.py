@@ -24,14 +24,19 @@ def cli() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where everything is generated.",
 )
-def up(directory: Path) -> None:
+@click.option(
+    "--redundant-trust",
+    is_flag=True,
+    help="Also run a primary OCSP responder and TSA as processes of their own (ocsp-primary, tsa-primary).",
+)
+def up(directory: Path, redundant_trust: bool) -> None:
     """Generate and start the federation through its registry; writes DIR/federation.json describing it.
 
     The registry's first administrator API key is in federation.json (registry.api_key).
     """
     _refuse_a_used_directory(directory)
     try:
-        description = federation.up(directory.resolve())
+        description = federation.up(directory.resolve(), redundant_trust=redundant_trust)
         federation.set_demo_cache_policies(description)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -40,7 +45,7 @@ def up(directory: Path) -> None:
     click.echo(
         f"  registry: management {registry['management_url']}, gateways use {registry['globalconf_url']}"
     )
-    click.echo(f"  trust services: TSA {trust['tsa_url']}, OCSP {trust['ocsp_url']}")
+    click.echo(f"  trust services: TSA {', '.join(trust['tsa_urls'])}; OCSP {', '.join(trust['ocsp_urls'])}")
     for gw in description["gateways"]:
         click.echo(
             f"  {gw['name']}: {gw['server_id']} internal {gw['internal_http_url']} admin {gw['admin_url']}"

@@ -42,6 +42,8 @@ from gateway.messagelog.timestamping import (
     TimestampingFailed,
 )
 from gateway.outbound import OutboundError, Transport
+from gateway.outbound.clockcheck import ClockCheck
+from gateway.outbound.failover import Failover
 from gateway.outbound.interface import post_for
 from gateway.outbound.network import service_transport
 from gateway.outbound.tsa import request_timestamp
@@ -83,11 +85,16 @@ class MessageLog:
         record_signer: RecordSigner | None = None,
         audit_head: Callable[[], bytes | None] | None = None,
         disk_usage: FreeSpace = system_disk_usage,
+        clock_check: ClockCheck | None = None,
     ) -> None:
         """`record_signer` holds the gateway owner's signing key: it signs each commit's records
         and the log heads (gateway.messagelog.logsig, .heads); without it neither is signed.
-        `disk_usage` reads a filesystem's free space (the seam tests fill the disk through)."""
+        `disk_usage` reads a filesystem's free space (the seam tests fill the disk through);
+        `clock_check` hears each TSA's genTime (gateway.outbound.clockcheck)."""
         self.settings = settings
+        self.clock_check = clock_check if clock_check is not None else ClockCheck()
+        self.tsa_failover = Failover()
+        """The TSAs in the configuration's order, one that failed asked after the others for a while."""
         self.gateway = gateway
         self.node = node
         self._globalconf = globalconf
@@ -232,6 +239,7 @@ class MessageLog:
             "commits": self.writer.commits,
             "records_signed": self._record_signer is not None,
             "heads_last_error": self.heads.last_error if self.heads is not None else None,
+            "tsa_failing": self.tsa_failover.failures(),
             "disk": self.disk.health(),
             "archive": self._archive_health(),
         }
@@ -283,14 +291,21 @@ class MessageLog:
         assert self._tsa is not None
         problems = []
         ca_certs = conf.trusted_ca_certs()
-        for tsa in conf.timestamping_authorities:
+        by_url = {tsa.url: tsa for tsa in conf.timestamping_authorities}
+        for url in self.tsa_failover.order(list(by_url)):
+            tsa = by_url[url]
             try:
                 token = await request_timestamp(self._tsa, tsa.url, digest, TSA_TIMEOUT_SECONDS)
+                received = dt.datetime.now(dt.UTC)
                 tsa_cert = x509.load_pem_x509_certificate(tsa.certificate.encode("ascii"))
-                verify_timestamp_token(token, digest, [tsa_cert], ca_certs)
-                return token
+                gen_time = verify_timestamp_token(token, digest, [tsa_cert], ca_certs)
             except (TimestampError, OutboundError, OSError, ValueError) as exc:
+                self.tsa_failover.failed(url, f"{tsa.name}: {exc}")
                 problems.append(f"{tsa.name}: {exc}")
+                continue
+            self.tsa_failover.succeeded(url)
+            self.clock_check.observe(f"TSA {tsa.name}", gen_time, received, two_sided=True)
+            return token
         raise TimestampingFailed("; ".join(problems))
 
     # --- archiving and retention ------------------------------------------------------------

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from gateway.outbound.interface import (
     OutboundRequest,
     OutboundResponse,
-    OutboundTimeout,
     ResponseTooLarge,
     Transport,
+    describe_timeout,
 )
 
 Handler = Callable[[OutboundRequest], Awaitable[OutboundResponse]]
@@ -33,7 +33,7 @@ class InProcessTransport(Transport):
         try:
             response = await asyncio.wait_for(self.handler(request), request.timeout_seconds)
         except TimeoutError as exc:
-            raise OutboundTimeout(f"no answer within {request.timeout_seconds:g} s") from exc
+            raise describe_timeout("the server", request, connecting=False) from exc
         if len(response.body) > request.max_response_bytes:
             raise ResponseTooLarge(request.max_response_bytes, len(response.body))
         return response

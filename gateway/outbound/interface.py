@@ -96,7 +96,25 @@ class OutboundError(Exception):
 
 
 class OutboundTimeout(OutboundError):
-    """The request's deadline passed before the whole answer arrived."""
+    """A deadline passed: before a connection was made (`connecting`), or before the whole answer came.
+
+    The two differ for the caller: without a connection nothing was sent, so another server may
+    be asked; after it the server may have acted on the request. `seconds` is the limit that ran out.
+    """
+
+    def __init__(self, message: str, *, connecting: bool = False, seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.connecting = connecting
+        self.seconds = seconds
+
+
+def describe_timeout(address: str, request: OutboundRequest, *, connecting: bool) -> OutboundTimeout:
+    """The timeout of `request` to `address` as what it was: no connection, or no whole answer, in time."""
+    total = request.timeout_seconds
+    if connecting:
+        limit = min(request.connect_timeout_seconds or total, total)
+        return OutboundTimeout(f"{address}: no connection within {limit:g} s", connecting=True, seconds=limit)
+    return OutboundTimeout(f"{address}: connected, but no whole answer within {total:g} s", seconds=total)
 
 
 class InvalidUrl(OutboundError):

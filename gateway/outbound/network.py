@@ -32,11 +32,11 @@ from gateway.outbound.interface import (
     OutboundError,
     OutboundRequest,
     OutboundResponse,
-    OutboundTimeout,
     PeerNotRegistered,
     ResponseTooLarge,
     ServerTls,
     Transport,
+    describe_timeout,
 )
 
 CONNECTIONS_PER_POOL: Final = 256
@@ -170,8 +170,10 @@ class AiohttpTransport(Transport):
                 return OutboundResponse(response.status, tuple(response.headers.items()), answer, peer)
         except _NotRegistered as exc:
             raise PeerNotRegistered(str(exc)) from exc
+        except aiohttp.ConnectionTimeoutError as exc:  # the connection (TCP and TLS) was not made in time
+            raise describe_timeout(_address(request.url), request, connecting=True) from exc
         except TimeoutError as exc:
-            raise OutboundTimeout(f"no answer within {request.timeout_seconds:g} s") from exc
+            raise describe_timeout(_address(request.url), request, connecting=False) from exc
         except aiohttp.InvalidURL as exc:
             raise InvalidUrl("invalid URL") from exc
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:

@@ -62,9 +62,7 @@ async def call_backend(
     try:
         return await transport.send(request)
     except OutboundTimeout as exc:
-        raise XRoadFault(
-            faults.SERVICE_FAILED_TIMEOUT, f"the service did not answer within {timeout_seconds:g} s"
-        ) from exc
+        raise XRoadFault(faults.SERVICE_FAILED_TIMEOUT, f"the service timed out: {exc}") from exc
     except ResponseTooLarge as exc:
         raise XRoadFault(
             faults.SERVICE_FAILED_RESPONSE_TOO_LARGE, exc.describe("the service's response")

@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509.ocsp import OCSPCertStatus
 
 from gateway.crypto.certs import fingerprint_sha256
-from gateway.crypto.ocsp import MAX_RESPONSE_BYTES, OcspError, OcspStatus, verify_ocsp_response
+from gateway.crypto.ocsp import CLOCK_SKEW, MAX_RESPONSE_BYTES, OcspError, OcspStatus, verify_ocsp_response
 from gateway.globalconf import GlobalConf
 from gateway.lru import BoundedLru
 
@@ -166,7 +166,9 @@ class _Verified:
 class PeerStatusChecker:
     """Checks the OCSP responses peers attach; remembers the ones that verified."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock_skew: dt.timedelta = CLOCK_SKEW) -> None:
+        self.clock_skew = clock_skew
+        """How far the responder's clock may be from ours (the node's `[trust] clock_skew_seconds`)."""
         self.issuers = IssuerIndex()
         self._verified: BoundedLru[tuple[bytes, str], _Verified] = BoundedLru(VERIFIED_CACHE_SIZE)
         self.verifications = 0
@@ -214,7 +216,9 @@ class PeerStatusChecker:
             return known.status
         self.verifications += 1
         try:
-            status = verify_ocsp_response(der, certificate, ca.certificate, now, max_age, ca.responder_certs)
+            status = verify_ocsp_response(
+                der, certificate, ca.certificate, now, max_age, ca.responder_certs, clock_skew=self.clock_skew
+            )
         except OcspError as exc:
             raise CertificateStatusError(
                 f"the attached OCSP response is refused ({exc.problem}): {exc}"

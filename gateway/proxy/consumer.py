@@ -49,7 +49,13 @@ from gateway.proxy.answers import (
 from gateway.proxy.exchange import SignedAnswer, exchange
 from gateway.proxy.records import ExchangeIds, ExchangeLog
 from gateway.proxy.runtime import GatewayRuntime
-from gateway.proxy.steps import new_exchange_id, own_status, read_body, sign_payload
+from gateway.proxy.steps import (
+    CONSUMER_OWN_STATUS_FAULTS,
+    new_exchange_id,
+    own_status,
+    read_body,
+    sign_payload,
+)
 from gateway.serverconf.model import ClientAuthMode
 
 log = logging.getLogger(__name__)
@@ -58,10 +64,6 @@ RUNTIME: Final = web.AppKey("runtime", GatewayRuntime)
 
 HOP_MARGIN_SECONDS: Final = 5.0
 """Room for the gateways' own work beyond the backend's timeout before the consumer gives up."""
-
-OWN_STATUS_FAULTS: Final = (faults.SSL_AUTHENTICATION_FAILED, faults.CLIENT_PROXY_INTERNAL_ERROR)
-"""Without a good OCSP response for its TLS certificate the consumer cannot authenticate to the
-provider; without one for the signing certificate its signature would be refused."""
 
 
 async def handle_soap(request: web.Request) -> web.StreamResponse:
@@ -298,7 +300,7 @@ class _Hop:
         if not self.conf.is_known(self.provider):
             raise XRoadFault(faults.UNKNOWN_MEMBER, f"provider {self.provider} is not in the federation")
         signer = self.runtime.signer_for(self.client.member, faults.CLIENT_PROXY_INTERNAL_ERROR)
-        status = own_status(self.runtime, self.conf, self.client.member, *OWN_STATUS_FAULTS)
+        status = own_status(self.runtime, self.conf, self.client.member, CONSUMER_OWN_STATUS_FAULTS)
         signed = await sign_payload(signer, payload)
         await self.journal.signed(Direction.REQUEST, signed, ocsp_response=status.signer_ocsp)
         return _SignedRequest(signed, status.headers)

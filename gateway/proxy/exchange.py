@@ -117,9 +117,11 @@ async def exchange(
             runtime.peer_selector.record_failure(address)
             raise XRoadFault(faults.SSL_AUTHENTICATION_FAILED, f"{server.id}: {exc}") from exc
         except OutboundTimeout as exc:
-            raise XRoadFault(
-                faults.NETWORK_ERROR, f"{server.id} did not answer within {timeout_seconds:g} s"
-            ) from exc
+            if exc.connecting:  # nothing was sent: the next registered gateway may be asked
+                runtime.peer_selector.record_failure(address, str(exc))
+                problems.append(f"{server.id}: {exc}")
+                continue
+            raise XRoadFault(faults.NETWORK_ERROR, f"{server.id}: {exc}") from exc
         except ResponseTooLarge as exc:
             raise XRoadFault(
                 faults.CLIENT_PROXY_RESPONSE_TOO_LARGE, exc.describe("the provider gateway's answer")

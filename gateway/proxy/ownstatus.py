@@ -1,10 +1,12 @@
 """This gateway's own certificate status: fresh OCSP responses for what it sends (docs/transport.md).
 
 The authentication certificate and every hosted member's signing certificate are watched by
-one `OcspCache` (gateway.outbound.ocsp), at the responder the global configuration names for
-their CA, and renewed ahead of need. A gateway without a fresh, good response for a
-certificate whose CA has a responder cannot use that certificate: its peers would refuse
-the message, so it refuses first and says why in its own log.
+one `OcspCache` (gateway.outbound.ocsp), at the responders the global configuration names for
+their CA (in its order, with failover), renewed ahead of need and kept on disk across
+restarts. A gateway without a fresh, good response for a certificate whose CA has a responder
+cannot use that certificate: its peers would refuse the message, so it refuses first and says
+why (docs/resilience-trust.md): how old its newest response is, which responders failed and
+how, and whether its own clock is the trouble.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from cryptography import x509
@@ -20,32 +23,60 @@ from cryptography import x509
 from gateway.crypto.certs import serial_hex
 from gateway.globalconf.model import GlobalConf
 from gateway.outbound import Transport
-from gateway.outbound.ocsp import OcspCache
+from gateway.outbound.clockcheck import ClockCheck
+from gateway.outbound.ocsp import DEFAULT_FETCH_INTERVAL_SECONDS, OcspCache
 from gateway.proxy.certstatus import IssuerIndex, describe
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS: Final = 1.0
-"""How often due responses are looked for. Renewal itself happens at half a response's usable
-life (OcspCache), so a short freshness limit (tests, demos) is still met with time to spare."""
+"""How often due responses are looked for. Renewal itself happens every fetch interval, or at
+half a response's usable life if sooner (OcspCache), so a short freshness limit (tests, demos)
+is still met with time to spare."""
 
 
 class OwnStatusUnavailable(Exception):
-    """This gateway has no fresh, good OCSP response for one of its own certificates."""
+    """This gateway has no fresh, good OCSP response for one of its own certificates.
+
+    `stale` when the trouble is having no fresh response at all (responders unreachable, the
+    clock), not a fresh one that says the certificate is revoked or unknown.
+    """
+
+    def __init__(self, message: str, *, stale: bool) -> None:
+        super().__init__(message)
+        self.stale = stale
 
 
 @dataclass(frozen=True)
 class _Watch:
     ca_sha256: str
-    url: str
+    urls: tuple[str, ...]
 
 
 class OwnCertificateStatus:
-    """Keeps OCSP responses for this gateway's certificates as the configuration asks."""
+    """Keeps OCSP responses for this gateway's certificates as the configuration asks.
 
-    def __init__(self, transport: Transport, certificates: Sequence[x509.Certificate]) -> None:
+    `certificates`: the TLS authentication certificate first, then the signing certificates.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        certificates: Sequence[x509.Certificate],
+        *,
+        store_dir: Path | None = None,
+        fetch_interval_seconds: float = DEFAULT_FETCH_INTERVAL_SECONDS,
+        clock_check: ClockCheck | None = None,
+    ) -> None:
         self.certificates = tuple(certificates)
-        self._cache = OcspCache(transport, max_age_seconds=1.0)  # the configuration's limit comes with sync()
+        self.clock_check = clock_check if clock_check is not None else ClockCheck()
+        self._cache = OcspCache(  # the configuration's freshness limit comes with sync()
+            transport,
+            max_age_seconds=1.0,
+            fetch_interval_seconds=fetch_interval_seconds,
+            store_dir=store_dir,
+            clock_check=self.clock_check,
+        )
         self._issuers = IssuerIndex()
         self._watching: dict[int, _Watch] = {}
         self._conf: GlobalConf | None = None
@@ -53,7 +84,7 @@ class OwnCertificateStatus:
         """Why the last renewal of a certificate (by serial) failed; gone after a success."""
 
     def sync(self, conf: GlobalConf) -> None:
-        """Watch each certificate at its CA's first responder, with the configuration's freshness limit."""
+        """Watch each certificate at its CA's responders, with the configuration's freshness limit."""
         if conf is self._conf:
             return
         self._conf = conf
@@ -63,9 +94,9 @@ class OwnCertificateStatus:
             if ca is None or not ca.checks_status:
                 self._watching.pop(certificate.serial_number, None)
                 continue
-            watch = _Watch(ca.sha256, ca.responder_urls[0])
+            watch = _Watch(ca.sha256, ca.responder_urls)
             if self._watching.get(certificate.serial_number) != watch:
-                self._cache.watch(certificate, ca.certificate, watch.url, ca.responder_certs)
+                self._cache.watch(certificate, ca.certificate, watch.urls, ca.responder_certs)
                 self._watching[certificate.serial_number] = watch
 
     async def refresh(self) -> None:
@@ -88,20 +119,42 @@ class OwnCertificateStatus:
         ca = self._issuers.issuer(conf, certificate)
         if ca is None:
             raise OwnStatusUnavailable(
-                f"own certificate {serial_hex(certificate)} was not issued by a CA the configuration trusts"
+                f"own certificate {serial_hex(certificate)} was not issued by a CA the configuration trusts",
+                stale=False,
             )
         if not ca.checks_status:
             return None
         status = self._cache.status(certificate, now)
         der = self._cache.get(certificate, now)
         if status is None or der is None:
-            why = self.last_errors.get(certificate.serial_number, "not fetched yet")
-            raise OwnStatusUnavailable(
-                f"no fresh OCSP response for own certificate {serial_hex(certificate)} ({why})"
-            )
+            raise OwnStatusUnavailable(self._why_stale(certificate, now), stale=True)
         if not status.is_good:
-            raise OwnStatusUnavailable(f"own certificate {serial_hex(certificate)} is {describe(status)}")
+            raise OwnStatusUnavailable(
+                f"own certificate {serial_hex(certificate)} is {describe(status)}", stale=False
+            )
         return der
+
+    def _why_stale(self, certificate: x509.Certificate, now: dt.datetime) -> str:
+        """The real cause, in the order an operator looks: the response's age, the responders, the clock."""
+        role = "TLS authentication" if certificate == self.certificates[0] else "signing"
+        limit = self._cache.max_age.total_seconds()
+        last = self._cache.last(certificate)
+        if last is None:
+            held = "none has been fetched since the node started"
+        else:
+            age = (now - last.this_update).total_seconds()
+            held = f"the newest, of {last.this_update.isoformat()}, is {age:.0f} s old (limit {limit:g} s)"
+        failures = self._cache.responder_failures(certificate)
+        if failures:
+            responders = "; ".join(failures.values())
+        else:
+            responders = self.last_errors.get(certificate.serial_number, "no responder has failed yet")
+        parts = [
+            f"no fresh OCSP response for own certificate {serial_hex(certificate)} ({role}): {held}",
+            f"responders: {responders}",
+            *self.clock_check.problems(),
+        ]
+        return "; ".join(parts)
 
     def health(self, now: dt.datetime) -> dict[str, object]:
         """Per certificate: whether a response is needed and what it says; `ready` once all are good."""
@@ -119,6 +172,7 @@ class OwnCertificateStatus:
                     "status": describe(status) if status is not None else None,
                     "this_update": status.this_update.isoformat() if status is not None else None,
                     "last_error": self.last_errors.get(certificate.serial_number),
+                    "responders_failing": self._cache.responder_failures(certificate),
                 }
             )
         return {"ready": ready, "certificates": entries}

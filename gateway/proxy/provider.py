@@ -53,6 +53,7 @@ from gateway.proxy.replay import expiry, replay_key
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.proxy.steps import (
     MAX_SIGNING_TIME_SKEW_SECONDS,
+    PROVIDER_OWN_STATUS_FAULTS,
     OwnStatus,
     check_peer_status,
     new_exchange_id,
@@ -183,13 +184,7 @@ async def _sign_fault(
     member = next((m for m in (*members, owner) if m in runtime.signers), None)
     if member is None:
         raise XRoadFault(faults.SERVER_PROXY_INTERNAL_ERROR, f"this gateway holds no signing key for {owner}")
-    status = own_status(
-        runtime,
-        conf,
-        member,
-        faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED,
-        faults.SERVER_PROXY_INTERNAL_ERROR,
-    )
+    status = own_status(runtime, conf, member, PROVIDER_OWN_STATUS_FAULTS)
     payload: SoapPayload | RestResponsePayload
     if known.is_rest:
         ids = (
@@ -470,13 +465,7 @@ async def _admit(
         )
     await journal.signed(LogDirection.REQUEST, message, ocsp_response=signer_ocsp)
     signer = runtime.signer_for(service.provider.member, faults.SERVER_PROXY_INTERNAL_ERROR)
-    status = own_status(
-        runtime,
-        conf,
-        service.provider.member,
-        faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED,
-        faults.SERVER_PROXY_INTERNAL_ERROR,
-    )
+    status = own_status(runtime, conf, service.provider.member, PROVIDER_OWN_STATUS_FAULTS)
     return signer, status
 
 

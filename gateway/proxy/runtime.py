@@ -35,6 +35,7 @@ from gateway.ids import ClientId
 from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.service import MessageLog, node_name
 from gateway.outbound import Transport
+from gateway.outbound.clockcheck import ClockCheck
 from gateway.outbound.network import backend_transport, peer_transport, service_transport
 from gateway.proxy import ownstatus
 from gateway.proxy.certstatus import PeerStatusChecker
@@ -73,6 +74,8 @@ class GatewayRuntime:
     messagelog: MessageLog | None = None
     own_status: OwnCertificateStatus | None = None
     peer_status: PeerStatusChecker = field(default_factory=PeerStatusChecker)
+    clock_check: ClockCheck = field(default_factory=ClockCheck)
+    """What the trust services' signed times say about this node's clock (outbound.clockcheck)."""
     replay_guard: ReplayGuard | None = None
     """Refuses a signed request served before (proxy/replay.py), across the nodes sharing the database."""
     cache: CacheService | None = None
@@ -116,6 +119,7 @@ class GatewayRuntime:
             repository.snapshot(),
             auth_cert=load_certificate_file(config.auth_tls.cert),
             signing_certs=signing_certs,
+            clock_check=ClockCheck(config.clock_skew_seconds),
         )
         runtime.replay_guard = ReplayGuard(SeenRequests(repository.engine))
         settings = config.messagelog
@@ -127,6 +131,7 @@ class GatewayRuntime:
                 globalconf=lambda: source.current,
                 record_signer=record_signer,
                 audit_head=repository.audit_head,
+                clock_check=runtime.clock_check,
             )
         if config.cache is not None and config.cache.enabled:
             runtime.cache = CacheService.from_settings(config.cache)
@@ -152,7 +157,14 @@ class GatewayRuntime:
         self._services = services if services is not None else service_transport()
         self._peers, self._peers_given = peers, peers is not None
         self._reset_peer_transport()
-        self.own_status = OwnCertificateStatus(self._services, [self.auth_cert, *self.signing_certs.values()])
+        self.own_status = OwnCertificateStatus(
+            self._services,
+            [self.auth_cert, *self.signing_certs.values()],
+            store_dir=self.config.ocsp_store_dir,
+            fetch_interval_seconds=self.config.ocsp_fetch_interval_seconds,
+            clock_check=self.clock_check,
+        )
+        self.peer_status.clock_skew = self.clock_check.tolerance
         if self.messagelog is not None:
             await self.messagelog.start(self._services)
         self._tasks.append(asyncio.create_task(self._poll_snapshot()))
@@ -339,10 +351,14 @@ class GatewayRuntime:
                     log.exception("OCSP renewal of own certificates failed")
             await asyncio.sleep(ownstatus.TICK_SECONDS)
 
-    def own_ocsp(self, certificate: x509.Certificate, conf: GlobalConf, fault_code: str) -> bytes | None:
+    def own_ocsp(
+        self, certificate: x509.Certificate, conf: GlobalConf, fault_code: str, stale_fault: str
+    ) -> bytes | None:
         """The OCSP response this node attaches for its own `certificate`, or the fault it cannot send with.
 
-        None when the certificate's CA has no responder in the configuration.
+        `stale_fault` when no response is fresh (docs/resilience-trust.md), `fault_code` when
+        the certificate itself is unusable (revoked, not from a trusted CA). None when the
+        certificate's CA has no responder in the configuration.
         """
         if self.own_status is None:
             raise XRoadFault(fault_code, "the node is not started")
@@ -350,7 +366,8 @@ class GatewayRuntime:
             return self.own_status.response_for(certificate, conf, utc_now())
         except OwnStatusUnavailable as exc:
             log.warning("cannot send: %s", exc)
-            raise XRoadFault(fault_code, f"this gateway cannot use its certificate: {exc}") from exc
+            code = stale_fault if exc.stale else fault_code
+            raise XRoadFault(code, f"this gateway cannot use its certificate: {exc}") from exc
 
     def registered_fingerprints(self, address: str) -> frozenset[str] | None:
         conf = self.globalconf_source.current
@@ -418,6 +435,7 @@ class GatewayRuntime:
                 ],
             },
             "ocsp": self.own_status.health(now) if self.own_status is not None else None,
+            "clock": self.clock_check.health(),
             "serverconf_version": self.snapshot.version,
             "signers": sorted(member.to_text() for member in self.signers),
             "messagelog": self.messagelog.health() if self.messagelog is not None else None,

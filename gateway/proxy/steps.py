@@ -57,19 +57,41 @@ class OwnStatus:
     signer_ocsp: bytes | None
 
 
+@dataclass(frozen=True)
+class OwnStatusFaults:
+    """What one side answers when it cannot vouch for its own certificates (docs/transport.md)."""
+
+    auth: str
+    """The TLS certificate is unusable (revoked, unknown, not from a trusted CA)."""
+    signer: str
+    """The signing certificate is, or this gateway holds none for the member."""
+    stale: str
+    """No fresh OCSP response for either: the responders, or the clock (docs/resilience-trust.md)."""
+
+
+CONSUMER_OWN_STATUS_FAULTS: Final = OwnStatusFaults(
+    faults.SSL_AUTHENTICATION_FAILED, faults.CLIENT_PROXY_INTERNAL_ERROR, faults.OCSP_RESPONSE_STALE
+)
+PROVIDER_OWN_STATUS_FAULTS: Final = OwnStatusFaults(
+    faults.SERVER_PROXY_SSL_AUTHENTICATION_FAILED,
+    faults.SERVER_PROXY_INTERNAL_ERROR,
+    faults.SERVER_PROXY_OCSP_RESPONSE_STALE,
+)
+
+
 def own_status(
-    runtime: GatewayRuntime, conf: GlobalConf, member: ClientId, auth_fault: str, signer_fault: str
+    runtime: GatewayRuntime, conf: GlobalConf, member: ClientId, codes: OwnStatusFaults
 ) -> OwnStatus:
     """The OCSP responses for this node's TLS certificate and `member`'s signing certificate.
 
     Without a fresh, good response where the CA has a responder this gateway cannot send:
-    `auth_fault` or `signer_fault` says which certificate is the problem.
+    `codes` says which fault, by certificate and cause.
     """
-    auth = runtime.own_ocsp(runtime.auth_cert, conf, auth_fault)
+    auth = runtime.own_ocsp(runtime.auth_cert, conf, codes.auth, codes.stale)
     signer_cert = runtime.signing_certs.get(member)
     if signer_cert is None:
-        raise XRoadFault(signer_fault, f"this gateway holds no signing key for {member}")
-    signer = runtime.own_ocsp(signer_cert, conf, signer_fault)
+        raise XRoadFault(codes.signer, f"this gateway holds no signing key for {member}")
+    signer = runtime.own_ocsp(signer_cert, conf, codes.signer, codes.stale)
     return OwnStatus(status_headers(auth, signer), signer)
 
 

@@ -54,16 +54,19 @@ def index_status_lookup(pki_dir: Path) -> StatusLookup:
 
 
 def build_app(
-    timestamp_authority: TimestampAuthority, responder: OcspResponder, clock: Clock = utc_now
+    timestamp_authority: TimestampAuthority | None, responder: OcspResponder | None, clock: Clock = utc_now
 ) -> web.Application:
-    """The trust services' aiohttp application."""
+    """The trust services' aiohttp application; a service given as None is not served (404), so
+    a federation can run its OCSP responders and TSAs as processes that fail on their own."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[_TSA_KEY] = timestamp_authority
-    app[_OCSP_KEY] = responder
     app[_CLOCK_KEY] = clock
-    app.router.add_post("/tsa", _timestamp)
-    app.router.add_post("/ocsp", _ocsp_post)
-    app.router.add_get("/ocsp/{encoded:.+}", _ocsp_get)
+    if timestamp_authority is not None:
+        app[_TSA_KEY] = timestamp_authority
+        app.router.add_post("/tsa", _timestamp)
+    if responder is not None:
+        app[_OCSP_KEY] = responder
+        app.router.add_post("/ocsp", _ocsp_post)
+        app.router.add_get("/ocsp/{encoded:.+}", _ocsp_get)
     app.router.add_get("/health", _health)
     return app
 
@@ -100,23 +103,22 @@ def _ocsp_answer(request: web.Request, der: bytes) -> web.Response:
 
 
 async def _health(request: web.Request) -> web.Response:
-    timestamp_authority = request.app[_TSA_KEY]
-    responder = request.app[_OCSP_KEY]
-    return web.json_response(
-        {
-            "status": "ok",
-            "tsa": {
-                "subject": timestamp_authority.certificate.subject.rfc4514_string(),
-                "fingerprint_sha256": fingerprint_sha256(timestamp_authority.certificate),
-                "policy": timestamp_authority.policy_oid,
-            },
-            "ocsp": {
-                "subject": responder.certificate.subject.rfc4514_string(),
-                "fingerprint_sha256": fingerprint_sha256(responder.certificate),
-                "ca_fingerprint_sha256": fingerprint_sha256(responder.ca_certificate),
-            },
+    health: dict[str, object] = {"status": "ok"}
+    timestamp_authority = request.app.get(_TSA_KEY)
+    if timestamp_authority is not None:
+        health["tsa"] = {
+            "subject": timestamp_authority.certificate.subject.rfc4514_string(),
+            "fingerprint_sha256": fingerprint_sha256(timestamp_authority.certificate),
+            "policy": timestamp_authority.policy_oid,
         }
-    )
+    responder = request.app.get(_OCSP_KEY)
+    if responder is not None:
+        health["ocsp"] = {
+            "subject": responder.certificate.subject.rfc4514_string(),
+            "fingerprint_sha256": fingerprint_sha256(responder.certificate),
+            "ca_fingerprint_sha256": fingerprint_sha256(responder.ca_certificate),
+        }
+    return web.json_response(health)
 
 
 def _require_content_type(request: web.Request, expected: str) -> None:

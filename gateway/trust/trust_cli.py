@@ -74,6 +74,11 @@ def cli() -> None:
     help="Seconds from thisUpdate to nextUpdate in OCSP answers.",
 )
 @click.option(
+    "--only",
+    type=click.Choice(["tsa", "ocsp"]),
+    help="Serve only this service (a federation's second responder or TSA, stopped on its own).",
+)
+@click.option(
     "--ca-passphrase-env",
     metavar="VAR",
     help="Passphrase of an encrypted CA key, from VAR (only needed to issue certificates).",
@@ -88,6 +93,7 @@ def serve(
     ocsp_key: Path | None,
     ocsp_cert: Path | None,
     ocsp_validity: int,
+    only: str | None,
     ca_passphrase_env: str | None,
 ) -> None:
     """Serve POST /tsa, POST and GET /ocsp, and GET /health for the CA in DIR until interrupted."""
@@ -96,18 +102,22 @@ def serve(
     try:
         ca_certificate = load_certificate_file(pki.ca_certificate_path(pki_dir))
         issuer = _CaOnDemand(pki_dir, ca_passphrase_env)
-        key, certificate = _key_pair(pki_dir, tsa_key, tsa_cert, pki.TsaProfile(), issuer, "--tsa")
-        timestamp_authority = TimestampAuthority(key, certificate)
-        key, certificate = _key_pair(
-            pki_dir, ocsp_key, ocsp_cert, pki.OcspResponderProfile(), issuer, "--ocsp"
-        )
-        responder = OcspResponder(
-            key,
-            certificate,
-            ca_certificate,
-            index_status_lookup(pki_dir),
-            dt.timedelta(seconds=ocsp_validity),
-        )
+        timestamp_authority = None
+        if only in (None, "tsa"):
+            key, certificate = _key_pair(pki_dir, tsa_key, tsa_cert, pki.TsaProfile(), issuer, "--tsa")
+            timestamp_authority = TimestampAuthority(key, certificate)
+        responder = None
+        if only in (None, "ocsp"):
+            key, certificate = _key_pair(
+                pki_dir, ocsp_key, ocsp_cert, pki.OcspResponderProfile(), issuer, "--ocsp"
+            )
+            responder = OcspResponder(
+                key,
+                certificate,
+                ca_certificate,
+                index_status_lookup(pki_dir),
+                dt.timedelta(seconds=ocsp_validity),
+            )
     except (
         pki.PkiError,
         KeyFileError,
@@ -117,7 +127,7 @@ def serve(
         FileNotFoundError,
     ) as exc:
         raise _TrustCommandError(str(exc)) from exc
-    asyncio.run(_serve(build_app(timestamp_authority, responder), host, port))
+    asyncio.run(_serve(build_app(timestamp_authority, responder), host, port, only))
 
 
 def is_loopback(host: str) -> bool:
@@ -175,7 +185,7 @@ def _key_pair(
     return load_private_key(key_path), load_certificate_file(certificate_path)
 
 
-async def _serve(app: web.Application, host: str, port: int) -> None:
+async def _serve(app: web.Application, host: str, port: int, only: str | None) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -185,7 +195,9 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
             bound_host, bound_port = address[0], address[1]
             shown = f"[{bound_host}]" if ":" in bound_host else bound_host
             base = f"http://{shown}:{bound_port}"
-            click.echo(f"trust services on {base}: TSA {base}/tsa, OCSP {base}/ocsp")
+            served = {"tsa": f"TSA {base}/tsa", "ocsp": f"OCSP {base}/ocsp"}
+            shown_services = ", ".join(text for name, text in served.items() if only in (None, name))
+            click.echo(f"trust services on {base}: {shown_services}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

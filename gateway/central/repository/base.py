@@ -210,10 +210,12 @@ class RegistryBase:
             TrustedCa(row.name, row.cert_pem, tuple(responders[row.id]))
             for row in connection.execute(sa.select(t.trusted_cas).order_by(t.trusted_cas.c.name))
         )
+        # Registration order is priority order, as for a CA's OCSP responders: gateways ask the
+        # first that answers (gateway.outbound.failover, docs/resilience-trust.md).
         tsas = tuple(
             TimestampingAuthority(row.name, row.url, row.cert_pem)
             for row in connection.execute(
-                sa.select(t.timestamping_authorities).order_by(t.timestamping_authorities.c.name)
+                sa.select(t.timestamping_authorities).order_by(t.timestamping_authorities.c.id)
             )
         )
         group_members: dict[int, list[ClientId]] = defaultdict(list)
