@@ -335,7 +335,7 @@ class CacheSection(FileModel):
 
 
 class TrustSection(FileModel):
-    """How this node uses the trust services (docs/resilience-trust.md)."""
+    """How this node uses the trust services (docs/resilience.md)."""
 
     clock_skew_seconds: Seconds = DEFAULT_CLOCK_SKEW_SECONDS
     """How far a signed time (OCSP thisUpdate, TSA genTime) may be from this node's clock."""

@@ -4,7 +4,7 @@ A development federation with redundant trust services (`up(..., redundant_trust
 OCSP responder and a primary TSA as processes of their own, `trust` as every gateway's fallback)
 carries SOAP (gw-a → gw-b) and REST (gw-a → gw-c) from a few concurrent clients, while the test
 stops and restarts the primary OCSP responder, the primary TSA, the registry, the SOAP backend
-and the REST provider's gateway (docs/resilience-trust.md). Throughout:
+and the REST provider's gateway (docs/resilience.md). Throughout:
 
 - every answer a client got is in the logs: a success on both gateways, a fault on the consumer's;
 - no request takes longer than the consumer's own deadline (backend timeout plus its margin);

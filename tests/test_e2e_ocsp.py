@@ -422,7 +422,7 @@ def test_a_gateway_without_fresh_status_for_its_own_certificates_cannot_send(sho
             "gw-a's own OCSP responses to go stale",
         )
         # Whichever of its certificates' responses went stale first (TLS or signing), the fault
-        # names that cause, not an authentication failure (docs/resilience-trust.md).
+        # names that cause, not an authentication failure (docs/resilience.md).
         fault = assert_soap_fault(
             post_soap(fed.internal_url("gw-a"), get_person_request(KNOWN_PERSON)),
             faults.OCSP_RESPONSE_STALE,

@@ -8,7 +8,7 @@ earlier (RFC 5019 §2.1: pre-produced), so producedAt only bounds it from one si
 ahead of our clock means ours is behind by at least that much.
 
 Signed times are checked against our clock with a tolerance (`tolerance_seconds`, the node's
-`[trust] clock_skew_seconds`, docs/resilience-trust.md); a clock off by more than that makes a
+`[trust] clock_skew_seconds`, docs/resilience.md); a clock off by more than that makes a
 gateway refuse good responses or send ones its peers refuse, so health warns about it.
 
 Sans-IO: fed with pairs of times by whoever received them.
@@ -23,7 +23,7 @@ from typing import Final
 from gateway.crypto.ocsp import CLOCK_SKEW
 
 DEFAULT_CLOCK_SKEW_SECONDS: Final = CLOCK_SKEW.total_seconds()  # five minutes
-"""How far a signed time may be from ours before it counts as wrong (docs/resilience-trust.md "Clock"):
+"""How far a signed time may be from ours before it counts as wrong (docs/resilience.md "The clock"):
 the signing-time window peers allow (proxy.steps.MAX_SIGNING_TIME_SKEW_SECONDS), the registry's
 (central.requests.CLOCK_SKEW) and Kerberos' default; about half a year of an unsynchronised
 quartz clock's drift (~20 ppm, 1.7 s a day), while an NTP-synchronised one is within milliseconds."""

@@ -5,7 +5,7 @@ one `OcspCache` (gateway.outbound.ocsp), at the responders the global configurat
 their CA (in its order, with failover), renewed ahead of need and kept on disk across
 restarts. A gateway without a fresh, good response for a certificate whose CA has a responder
 cannot use that certificate: its peers would refuse the message, so it refuses first and says
-why (docs/resilience-trust.md): how old its newest response is, which responders failed and
+why (docs/resilience.md): how old its newest response is, which responders failed and
 how, and whether its own clock is the trouble.
 """
 

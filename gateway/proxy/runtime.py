@@ -356,7 +356,7 @@ class GatewayRuntime:
     ) -> bytes | None:
         """The OCSP response this node attaches for its own `certificate`, or the fault it cannot send with.
 
-        `stale_fault` when no response is fresh (docs/resilience-trust.md), `fault_code` when
+        `stale_fault` when no response is fresh (docs/resilience.md), `fault_code` when
         the certificate itself is unusable (revoked, not from a trusted CA). None when the
         certificate's CA has no responder in the configuration.
         """

@@ -66,7 +66,7 @@ class OwnStatusFaults:
     signer: str
     """The signing certificate is, or this gateway holds none for the member."""
     stale: str
-    """No fresh OCSP response for either: the responders, or the clock (docs/resilience-trust.md)."""
+    """No fresh OCSP response for either: the responders, or the clock (docs/resilience.md)."""
 
 
 CONSUMER_OWN_STATUS_FAULTS: Final = OwnStatusFaults(

@@ -211,7 +211,7 @@ class RegistryBase:
             for row in connection.execute(sa.select(t.trusted_cas).order_by(t.trusted_cas.c.name))
         )
         # Registration order is priority order, as for a CA's OCSP responders: gateways ask the
-        # first that answers (gateway.outbound.failover, docs/resilience-trust.md).
+        # first that answers (gateway.outbound.failover, docs/resilience.md).
         tsas = tuple(
             TimestampingAuthority(row.name, row.url, row.cert_pem)
             for row in connection.execute(
