@@ -16,13 +16,15 @@ entry's age; and nothing from the cache once the provider revoked its access. Th
 finds every answer served from the cache with `outcome=cache.*`.
 
 The failing backend is tests/broken_backend.py, a process of its own on the services' ports.
-The module runs its own federation (locally signed configuration: what the cache does not
-depend on), so the records of served copies and failures stay out of the shared one.
+The module runs its own federation, so the records of served copies and failures stay out of
+the shared one; its gateways evict expired entries hourly, so an entry whose policy's max age
+was shortened for a moment is still there when the max age is long again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import subprocess
 import sys
@@ -56,6 +58,7 @@ from tests.conftest import (
     Federation,
     assert_rest_error,
     rest_headers,
+    rest_url,
     running_federation,
     zeep_headers,
 )
@@ -112,7 +115,8 @@ def _policies(max_age: float) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def cache_fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    with running_federation(tmp_path_factory.mktemp("cache-failures"), registry=False) as running:
+    times = dataclasses.replace(federation.DEV_TIMES, cache_maintenance_seconds=3600.0)
+    with running_federation(tmp_path_factory.mktemp("cache-failures"), times=times) as running:
         yield running
 
 
@@ -147,9 +151,11 @@ def get_person_fault(fed: Federation) -> zeep.exceptions.Fault:
     return raised.value
 
 
-def get_benefits(fed: Federation) -> requests.Response:
-    url = f"{fed.internal_url('gw-a')}/r1/{BENEFITS_API.to_text()}/benefits/{KNOWN_PERSON}"
-    return requests.get(url, headers=rest_headers(CONSUMER), timeout=HTTP_TIMEOUT_SECONDS)
+def get_benefits(fed: Federation, message_id: str | None = None) -> requests.Response:
+    """GET /benefits/{code} of the benefits API through gw-a, with an HTTP client."""
+    headers = rest_headers(CONSUMER, {"X-Road-Id": message_id} if message_id else None)
+    url = rest_url(fed, "gw-a", BENEFITS_API, f"/benefits/{KNOWN_PERSON}")
+    return requests.get(url, headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
 
 
 def stale_mark(fields: Any, original_id: str) -> CacheMark:
@@ -253,11 +259,7 @@ def test_a_failing_backend_is_answered_from_the_consumers_cache_within_max_age(
     asked_at = dt.datetime.now(dt.UTC).replace(microsecond=0)  # stored-at is in whole seconds
     fresh = get_person(fed, soap_id)
     assert fresh.result.body.person.personalCode == KNOWN_PERSON and "XGate-Cache" not in fresh.fields
-    fresh_rest = requests.get(
-        f"{fed.internal_url('gw-a')}/r1/{BENEFITS_API.to_text()}/benefits/{KNOWN_PERSON}",
-        headers=rest_headers(CONSUMER, {"X-Road-Id": rest_id}),
-        timeout=HTTP_TIMEOUT_SECONDS,
-    )
+    fresh_rest = get_benefits(fed, rest_id)
     assert fresh_rest.status_code == 200 and "XGate-Cache" not in fresh_rest.headers
 
     with broken_backends(fed, failure):
@@ -292,6 +294,8 @@ def test_a_failing_backend_is_answered_from_the_consumers_cache_within_max_age(
 
         # Within max age again, but the providers revoked the client's access: nothing from the cache.
         admin.apply_cache_policies(_policies(LONG_MAX_AGE))
+        assert len(admin.cache_entries(service=GET_PERSON.to_text())["entries"]) == 1
+        assert len(admin.cache_entries(service=BENEFITS_API.to_text())["entries"]) == 1
         with access_revoked(fed):
             assert get_person_fault(fed).code == faults.ACCESS_DENIED
             if failure.rest:
