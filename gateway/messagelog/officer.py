@@ -72,6 +72,10 @@ _FAULT_CODE_RE: Final = re.compile(_FAULT_CODE + "+")
 _FAULT_CODE_START_RE: Final = re.compile(_FAULT_CODE + "*" + re.escape(OUTCOME_BENEATH))
 
 
+class QueryError(ValueError):
+    """A query the officer wrote wrongly; the message says which parameter and why."""
+
+
 def check_outcome(outcome: str) -> str:
     """The outcome filter if the log could hold what it asks for, else QueryError listing the choices.
 
@@ -87,10 +91,6 @@ def check_outcome(outcome: str) -> str:
     ):
         return outcome
     raise QueryError(f"outcome {outcome[:80]!r} is not one the log records: use {'; '.join(OUTCOME_CHOICES)}")
-
-
-class QueryError(ValueError):
-    """A query the officer wrote wrongly; the message says which parameter and why."""
 
 
 class TrustUnavailable(Exception):
