@@ -7,7 +7,9 @@ on 127.0.0.1, every request answered the same way whatever it asks, by MODE:
 - `hang`: accepts the connection and never reads or answers (a backend that stopped responding);
 - `http500`: HTTP 500, text/plain, as a crashed application server answers;
 - `garbage`: 200 `text/xml` whose body is not XML;
-- `truncated`: 200 announcing more body than it sends, then closes (a backend dying mid-answer).
+- `truncated`: 200 announcing more body than it sends, then closes (a backend dying mid-answer);
+- `soapfault`: HTTP 500 with a SOAP Fault whose faultcode is `soapenv:Server`: the service's
+  own answer (SOAP 1.1 §6.2 sends every fault with 500), not a failure to answer.
 
 Raw asyncio streams, not aiohttp: the truncated answer is what a web framework would never
 send. It prints `ready` once it listens on every port. Used by tests/test_e2e_cache_failures.py.
@@ -19,7 +21,14 @@ import asyncio
 import sys
 from typing import Final
 
-MODES: Final = ("hang", "http500", "garbage", "truncated")
+MODES: Final = ("hang", "http500", "garbage", "truncated", "soapfault")
+SOAP_FAULT_STRING: Final = "the register is closed for maintenance"
+_SOAP_FAULT: Final = (
+    '<?xml version="1.0" encoding="UTF-8"?>'
+    '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>'
+    f"<soapenv:Fault><faultcode>soapenv:Server</faultcode><faultstring>{SOAP_FAULT_STRING}</faultstring>"
+    "</soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+).encode()
 
 _ANSWERS: Final = {
     "http500": (
@@ -33,6 +42,11 @@ _ANSWERS: Final = {
     "truncated": (
         b"HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: 4096\r\n"
         b'Connection: close\r\n\r\n<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv='
+    ),
+    "soapfault": (
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/xml; charset=utf-8\r\n"
+        + f"Content-Length: {len(_SOAP_FAULT)}\r\nConnection: close\r\n\r\n".encode()
+        + _SOAP_FAULT
     ),
 }
 

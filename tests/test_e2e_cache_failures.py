@@ -45,6 +45,7 @@ from gateway.admin.client import AdminClient
 from gateway.cache.marking import CACHE_NS, CacheMark, CacheStatus, rfc3339
 from gateway.dev import federation
 from gateway.protocol.rest import rest_error_status
+from tests.broken_backend import SOAP_FAULT_STRING
 from tests.conftest import (
     BENEFITS_API,
     CONSUMER,
@@ -311,3 +312,16 @@ def test_a_failing_backend_is_answered_from_the_consumers_cache_within_max_age(
     served = admin.log_search({"outcome": "cache.*", "limit": "1000"})["records"]
     assert served and {r["outcome"] for r in served} == {"cache.stale"}
     assert [r["direction"] for r in served if r["message_id"] == served_id] == ["response"]
+
+
+def test_a_services_own_soap_fault_is_its_answer_and_not_hidden_by_the_cache(cache_fed: Federation) -> None:
+    """HTTP 500 with a SOAP Fault is how SOAP 1.1 sends every fault, "no such person" included:
+    the service answered, so the client gets its fault, and the kept answer stays kept."""
+    fed = cache_fed
+    admin = fed.admin("gw-a")
+    admin.apply_cache_policies(_policies(LONG_MAX_AGE))
+    get_person(fed)
+    with broken_backends(fed, Failure("soapfault", "soapenv:Server", None, rest=False)):
+        fault = get_person_fault(fed)
+    assert (fault.code, fault.message) == ("soapenv:Server", SOAP_FAULT_STRING)
+    assert len(admin.cache_entries(service=GET_PERSON.to_text())["entries"]) == 1
