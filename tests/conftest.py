@@ -35,6 +35,7 @@ from aiohttp import web
 from alembic.migration import MigrationContext
 from lxml import etree
 
+from gateway.admin.client import AdminClient
 from gateway.central.api_client import RegistryClient
 from gateway.crypto.certs import load_certificate_file
 from gateway.crypto.ocsp import OCSP_REQUEST_TYPE, build_ocsp_request
@@ -259,6 +260,11 @@ class Federation:
     def registry_url(self) -> str:
         """Where gateways reach the registry (distribution listener)."""
         return str(self.description["registry"]["distribution_url"])
+
+    def admin(self, name: str) -> AdminClient:
+        """The gateway's management API as its system administrator (who may do everything)."""
+        gw = self.gateway(name)
+        return AdminClient(gw["admin_url"], gw["api_key"], timeout=HTTP_TIMEOUT_SECONDS)
 
     def health(self, name: str) -> dict[str, Any]:
         response = requests.get(self.gateway(name)["admin_url"] + "/health", timeout=HTTP_TIMEOUT_SECONDS)

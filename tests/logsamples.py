@@ -9,8 +9,10 @@ timestamped by `openssl ts -reply` (a TSA that is not our code).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,16 +152,22 @@ def ids(
 
 
 async def signed(
-    signer: BatchSigner, items: list[tuple[ExchangeIds, Direction, Payload]], ocsp: bytes | None = None
+    signer: BatchSigner,
+    items: list[tuple[ExchangeIds, Direction, Payload]],
+    ocsp: bytes | None = None,
+    served_from_cache: tuple[str, str] | None = None,
 ) -> list[LogRecord]:
     """Records of messages signed together, as concurrent requests are: one batch, one root.
 
-    `ocsp` is the signer's OCSP response, attached to each record as the proxy attaches it."""
+    `ocsp` is the signer's OCSP response, attached to each record as the proxy attaches it;
+    `served_from_cache` as records.signed_record takes it."""
     signatures = await asyncio.gather(
         *(signer.sign(manifest_digest(signed_parts(payload))) for _, _, payload in items)
     )
     return [
-        signed_record(exchange, direction, payload, signature, ocsp_response=ocsp)
+        signed_record(
+            exchange, direction, payload, signature, ocsp_response=ocsp, served_from_cache=served_from_cache
+        )
         for (exchange, direction, payload), signature in zip(items, signatures, strict=True)
     ]
 
@@ -224,3 +232,42 @@ async def build_log(directory: Path, trust: Trust | None = None) -> SampleLog:
         await signer.aclose()
         await provider.aclose()
     return SampleLog(url, engine, trust, directory)
+
+
+async def with_cache_answers(log: SampleLog, directory: Path) -> SampleLog:
+    """A copy of `log` in `directory` with two more exchanges, answered from the interface cache:
+    10-11: cache-1's request and its `cache.stale` answer; 12-13: cache-2's and its `cache.hit`
+    one (the provider's signed answer, its detail naming soap-1's response, record 5)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # SQLite's backup, not a file copy: the log's latest pages may still be in its WAL file.
+    with (
+        contextlib.closing(sqlite3.connect(log.url.removeprefix("sqlite:///"))) as source,
+        contextlib.closing(sqlite3.connect(directory / "messagelog.db")) as copy,
+    ):
+        source.backup(copy)
+    url = f"sqlite:///{directory / 'messagelog.db'}"
+    engine = create_engine(url)
+    signer = BatchSigner(log.trust.signer_key, log.trust.signer_cert)
+    provider = BatchSigner(log.trust.provider_key, log.trust.provider_cert)
+    writer = MessageLogWriter(
+        engine,
+        gateway=GATEWAY,
+        node=NODE,
+        record_signer=RecordSigner(log.trust.signer_key, log.trust.signer_cert),
+    )
+    try:
+        for name, served in (("cache-1", "stale"), ("cache-2", "hit")):
+            exchange = ids(name, f"msg-{name}")
+            (request,) = await signed(signer, [(exchange, Direction.REQUEST, soap_request(exchange))])
+            (answer,) = await signed(
+                provider,
+                [(exchange, Direction.RESPONSE, soap_response(exchange))],
+                served_from_cache=(served, f"{NODE}:5"),
+            )
+            await writer.append(request)
+            await writer.append(answer)
+    finally:
+        await writer.aclose()
+        await signer.aclose()
+        await provider.aclose()
+    return SampleLog(url, engine, log.trust, directory)

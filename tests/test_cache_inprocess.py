@@ -28,6 +28,7 @@ from gateway.proxy.cached import stored_message
 from gateway.serverconf.access import AccessRight
 from gateway.xmlsafe import parse_xml
 from tests.conftest import (
+    BENEFITS,
     BENEFITS_API,
     CONSUMER,
     GET_PERSON,
@@ -288,6 +289,21 @@ async def test_revoking_access_purges_the_clients_entries(local: InProcessFedera
     assert store_of(gw_a).count_entries() == 0
     local["gw-a"].peers.handler = refused
     assert_soap_fault(await get_person(gw_a), faults.NETWORK_ERROR)
+
+
+async def test_a_rest_providers_refusal_purges_the_clients_entries(local: InProcessFederation) -> None:
+    gw_a = local["gw-a"]
+    set_policy(gw_a, benefits_policy())
+    assert (await get_benefits(gw_a)).status_code == 200
+    assert store_of(gw_a).count_entries() == 1
+    with local["gw-c"].serverconf() as repository:
+        repository.revoke(BENEFITS, AccessRight(CONSUMER, BENEFITS_API.service_code))
+
+    denied = await get_benefits(gw_a)
+    assert denied.headers.get("X-Road-Error") == faults.ACCESS_DENIED and "XGate-Cache" not in denied.headers
+    assert store_of(gw_a).count_entries() == 0
+    local["gw-a"].peers.handler = refused
+    assert (await get_benefits(gw_a)).headers.get("X-Road-Error") == faults.NETWORK_ERROR
 
 
 async def test_a_client_the_provider_never_answered_gets_nothing_even_from_shared_data(

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from gateway.admin.client import AdminClient
 from gateway.cache.marking import CacheMark, CacheStatus
 from gateway.dev import federation
 from tests.conftest import (
@@ -49,8 +48,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 
 
 def test_the_demo_calls_are_answered_from_the_cache_with_gw_b_killed(fed: Federation) -> None:
-    gw_a = fed.gateway("gw-a")
-    admin = AdminClient(gw_a["admin_url"], gw_a["api_key"])
+    admin = fed.admin("gw-a")
     applied = federation.set_demo_cache_policies(fed.description)
     assert sorted(applied["added"]) == ["benefits-replica", "population-fallback"]
     try:

@@ -38,8 +38,7 @@ from tests.conftest import (
 
 def officer(fed: Federation, gateway: str) -> AdminClient:
     """The gateway's management API as its administrator (who may read the message log)."""
-    gw = fed.gateway(gateway)
-    return AdminClient(gw["admin_url"], gw["api_key"], timeout=HTTP_TIMEOUT_SECONDS)
+    return fed.admin(gateway)
 
 
 def records_of(fed: Federation, gateway: str, message_id: str) -> list[dict[str, Any]]:

@@ -58,6 +58,7 @@ from tests.logsamples import (
     build_log,
     ids,
     signed,
+    with_cache_answers,
 )
 from tests.test_admin_api import SERVER, make_repository
 from tests.test_admin_cli import ServerThread
@@ -109,6 +110,36 @@ def test_search_prints_a_table_and_json_pages(sample: SampleLog) -> None:
     assert [r["seq"] for r in since["records"]] == [9]
     assert "(no records)" in ok(offline(sample, "search", "--user-id", "nobody"))
     assert ok(run("--database", sample.url, "--gateway", "DEV/GOV/9/other", "search")) == "(no records)\n"
+
+
+def test_search_finds_every_answer_served_from_the_cache_offline_and_through_the_api(
+    sample: SampleLog, tmp_path: Path
+) -> None:
+    cache_log = asyncio.run(with_cache_answers(sample, tmp_path / "log"))
+    repository, keys = make_repository(tmp_path)
+    inspector = LogInspector(cache_log.engine, GATEWAY, trust=lambda: cache_log.container_trust)
+    ctx = AdminContext(repository=repository, data_dir=tmp_path, server_id=SERVER, message_log=inspector)
+    try:
+        with ServerThread(make_admin_app(ctx)) as server:
+            api_env = {"XGATE_ADMIN_URL": server.url, "XGATE_API_KEY": keys[Role.SECURITY_OFFICER]}
+            served = json.loads(ok(offline(cache_log, "search", "--outcome", "cache.*", "--json")))
+            assert [(r["message_id"], r["outcome"]) for r in served["records"]] == [
+                ("msg-cache-2", "cache.hit"),
+                ("msg-cache-1", "cache.stale"),
+            ]
+            assert json.loads(ok(run("search", "--outcome", "cache.*", "--json", env=api_env))) == served
+            table = ok(offline(cache_log, "search", "--outcome", "cache.stale"))
+            assert [line.split()[-1] for line in table.splitlines()[1:]] == ["cache.stale"]
+
+            for refused in (
+                offline(cache_log, "search", "--outcome", "stale"),
+                run("search", "--outcome", "cache.hits", env=api_env),
+            ):
+                assert refused.exit_code == 2, refused.output
+                assert "use ok; cache.hit; cache.stale; cache.*; a fault code" in refused.output
+    finally:
+        cache_log.engine.dispose()
+        repository.engine.dispose()
 
 
 def test_search_refuses_bad_times(sample: SampleLog) -> None:

@@ -33,7 +33,16 @@ from gateway.messagelog.inspector import LogInspector
 from gateway.messagelog.officer import MAX_EXPORT_PER_CALL, QueryError, SearchQuery, TrustUnavailable
 from gateway.messagelog.service import MessageLog
 from gateway.serverconf.repository import AuditEntry, AuditResult, ServerConfRepository
-from tests.logsamples import CLIENT, GATEWAY, NODE, OTHER_CLIENT, REST_REQUEST, SampleLog, build_log
+from tests.logsamples import (
+    CLIENT,
+    GATEWAY,
+    NODE,
+    OTHER_CLIENT,
+    REST_REQUEST,
+    SampleLog,
+    build_log,
+    with_cache_answers,
+)
 from tests.test_admin_api import SERVER, make_repository, start
 
 LOG = "/api/v1/message-log"
@@ -182,8 +191,15 @@ async def test_search_filters_and_pages(officer: Officer) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"clinet": CLIENT}, {"limit": "0"}, {"limit": "x"}, {"since": "yesterday"}, {"offset": "-1"}],
-    ids=["misspelt filter", "limit 0", "limit not a number", "bad time", "negative offset"],
+    [
+        {"clinet": CLIENT},
+        {"limit": "0"},
+        {"limit": "x"},
+        {"since": "yesterday"},
+        {"offset": "-1"},
+        {"outcome": "stale"},
+    ],
+    ids=["misspelt filter", "limit 0", "limit not a number", "bad time", "negative offset", "no outcome"],
 )
 async def test_bad_queries_are_400_and_audited(officer: Officer, params: dict[str, str]) -> None:
     status, body = await officer.get(f"{LOG}/records", params)
@@ -191,6 +207,53 @@ async def test_bad_queries_are_400_and_audited(officer: Officer, params: dict[st
     (entry,) = officer.audit()
     assert entry.result is AuditResult.REFUSED and entry.details is not None
     assert entry.details["query"] == params
+
+
+async def test_cache_dot_star_finds_every_answer_served_from_the_cache(
+    tmp_path: Path, sample: SampleLog
+) -> None:
+    cache_log = await with_cache_answers(sample, tmp_path / "log")
+    try:
+        async with serving(tmp_path / "api", cache_log) as officer:
+            _, served = await officer.get(f"{LOG}/records", {"outcome": "cache.*"})
+            assert [(r["message_id"], r["outcome"], r["fault_detail"]) for r in served["records"]] == [
+                ("msg-cache-2", "cache.hit", f"{NODE}:5"),
+                ("msg-cache-1", "cache.stale", f"{NODE}:5"),
+            ]
+            _, stale = await officer.get(f"{LOG}/records", {"outcome": "cache.stale"})
+            assert [r["seq"] for r in stale["records"]] == [11]
+            _, ok = await officer.get(f"{LOG}/records", {"outcome": "ok"})
+            assert {r["outcome"] for r in ok["records"]} == {"ok"} and len(ok["records"]) == 10
+
+            status, refused = await officer.get(f"{LOG}/records", {"outcome": "cache.miss"})
+            assert status == 400, refused
+            for choice in ("ok", "cache.hit", "cache.stale", "cache.*", "a fault code"):
+                assert choice in refused["message"], refused
+    finally:
+        cache_log.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        "ok",
+        "cache.hit",
+        "cache.*",
+        "Server.ServerProxy.AccessDenied",
+        "server.server_proxy.access_denied",
+        "Client.*",
+    ],
+)
+def test_outcomes_the_log_records_and_their_prefixes_are_accepted(outcome: str) -> None:
+    assert SearchQuery(outcome=outcome).outcome == outcome
+
+
+@pytest.mark.parametrize(
+    "outcome", ["stale", "OK", "cache.miss", "cache", "Server", "*", "Server.*.x", "Client.Foo*"]
+)
+def test_an_outcome_the_log_never_records_is_refused_with_the_choices(outcome: str) -> None:
+    with pytest.raises(QueryError, match=r"use ok; cache\.hit; cache\.stale; cache\.\*; a fault code"):
+        SearchQuery(outcome=outcome)
 
 
 def test_search_query_round_trips_through_url_parameters() -> None:

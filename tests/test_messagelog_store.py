@@ -606,6 +606,35 @@ async def test_security_officer_search_filters_and_pages(engine: sa.Engine) -> N
         search(engine, limit=0)
 
 
+async def test_an_outcome_ending_in_dot_star_finds_that_outcome_and_every_one_beneath_it(
+    engine: sa.Engine,
+) -> None:
+    outcomes = [
+        "ok",
+        "cache.hit",
+        "cache.stale",
+        "cachestale",  # not beneath `cache`: the dot is part of the prefix
+        "Server.ServerProxy.ServiceFailed",
+        "Server.ServerProxy.ServiceFailed.Timeout",
+        "Server.ServerProxy.ServiceFailedX",
+        "server.server_proxy.access_denied",
+        "server.serverXproxy.access_denied",  # `_` is no wildcard here
+    ]
+    await append_all(engine, [make_record(i, outcome=o) for i, o in enumerate(outcomes)])
+
+    def found(outcome: str) -> list[str]:
+        return sorted(s.record.outcome for s in search(engine, outcome=outcome, limit=100))
+
+    assert found("cache.*") == ["cache.hit", "cache.stale"]
+    assert found("cache.stale") == ["cache.stale"]
+    assert found("Server.ServerProxy.ServiceFailed.*") == [
+        "Server.ServerProxy.ServiceFailed",
+        "Server.ServerProxy.ServiceFailed.Timeout",
+    ]
+    assert found("server.server_proxy.*") == ["server.server_proxy.access_denied"]
+    assert found("Server.*") == sorted(o for o in outcomes if o.startswith("Server."))
+
+
 async def test_an_exchange_reads_back_request_then_response(engine: sa.Engine) -> None:
     await append_all(engine, [make_record(i) for i in range(6)])
     exchange = get_exchange(engine, "exchange-1")

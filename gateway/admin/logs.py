@@ -67,7 +67,15 @@ class LogFilters(Params):
     since: Time | None = None
     until: Time | None = None
     outcome: str | None = Field(
-        None, min_length=1, max_length=MAX_TEXT_LENGTH, description="`ok`, or a fault code."
+        None,
+        min_length=1,
+        max_length=MAX_TEXT_LENGTH,
+        description=(
+            "`ok`; `cache.hit` or `cache.stale` (answers served from the interface cache), `cache.*`"
+            " for both; a fault code such as `Server.ServerProxy.AccessDenied`; or a code's start and"
+            " `.*` (`Server.ServerProxy.ServiceFailed.*`: that code and every code beneath it)."
+            " Anything else is refused (400) with the list."
+        ),
     )
     offset: Offset = 0
 

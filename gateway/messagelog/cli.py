@@ -197,7 +197,11 @@ def _filter_options(function: _F) -> _F:
         click.option(
             "--until", metavar="TIME", help="Logged before (ISO 8601, UTC if no zone; or 30m, today)."
         ),
-        click.option("--outcome", help="`ok`, or a fault code such as Server.ServerProxy.AccessDenied."),
+        click.option(
+            "--outcome",
+            help="`ok`, `cache.hit`, `cache.stale`, `cache.*` (every answer served from the cache), a fault"
+            " code such as Server.ServerProxy.AccessDenied, or a code's start and .* (Client.*).",
+        ),
         click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True),
     ]
     for option in reversed(options):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +29,14 @@ from gateway.globalconf import GlobalConf
 from gateway.messagelog.archive import ContainerTrust
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.evidence import DEFAULT_STATUS_POLICY, status_policy
-from gateway.messagelog.record import Direction
+from gateway.messagelog.record import (
+    OUTCOME_BENEATH,
+    OUTCOME_CACHE_HIT,
+    OUTCOME_CACHE_PREFIX,
+    OUTCOME_CACHE_STALE,
+    OUTCOME_OK,
+    Direction,
+)
 from gateway.messagelog.store import MAX_SEARCH_LIMIT, ChainState, StoredRecord
 from gateway.messagelog.verify import BadRecord, ChainVerifier, Problem, TokenVerifier, VerificationReport
 from gateway.timetext import TimeTextError, parse_when
@@ -50,9 +58,39 @@ MAX_EXCHANGES_SHOWN: Final = 20
 SEARCH_FILTERS: Final = ("message_id", "client", "service", "user_id", "since", "until", "outcome")
 PAGING: Final = ("limit", "offset")
 
+OUTCOME_CACHE_ANY: Final = OUTCOME_CACHE_PREFIX.rstrip(".") + OUTCOME_BENEATH
+"""`cache.*`: every answer served from the cache, whether `cache.hit` or `cache.stale`."""
+NAMED_OUTCOMES: Final = (OUTCOME_OK, OUTCOME_CACHE_HIT, OUTCOME_CACHE_STALE, OUTCOME_CACHE_ANY)
+OUTCOME_CHOICES: Final = (
+    *NAMED_OUTCOMES,
+    "a fault code (Server.ServerProxy.AccessDenied, ...)",
+    "a fault code's start and .* (Server.ServerProxy.ServiceFailed.*, Client.*)",
+)
+"""What `outcome` may be: said whole when the officer gives anything else."""
+_FAULT_CODE: Final = r"(?:[Cc]lient|[Ss]erver)(?:\.[A-Za-z][A-Za-z0-9_]*)"
+_FAULT_CODE_RE: Final = re.compile(_FAULT_CODE + "+")
+_FAULT_CODE_START_RE: Final = re.compile(_FAULT_CODE + "*" + re.escape(OUTCOME_BENEATH))
+
 
 class QueryError(ValueError):
     """A query the officer wrote wrongly; the message says which parameter and why."""
+
+
+def check_outcome(outcome: str) -> str:
+    """The outcome filter if the log could hold what it asks for, else QueryError listing the choices.
+
+    A record's outcome is `ok`, `cache.hit`, `cache.stale`, or the X-Road fault code the
+    gateway logged, its own or a peer's (so the set of codes is open: any `Client.`/`Server.`
+    code is accepted). What can match nothing (`stale`, `cache.miss`, `OK`) is refused rather
+    than answered with an empty page the officer would take for "nothing happened".
+    """
+    if (
+        outcome in NAMED_OUTCOMES
+        or _FAULT_CODE_RE.fullmatch(outcome)
+        or _FAULT_CODE_START_RE.fullmatch(outcome)
+    ):
+        return outcome
+    raise QueryError(f"outcome {outcome[:80]!r} is not one the log records: use {'; '.join(OUTCOME_CHOICES)}")
 
 
 class TrustUnavailable(Exception):
@@ -80,7 +118,8 @@ class SearchQuery:
     """The security officer's search (store.search): every given filter must match.
 
     `client` and `service` are identifiers' text forms as logged (INSTANCE/CLASS/MEMBER[/SUB]);
-    `since` is inclusive, `until` exclusive; `outcome` is "ok" or a fault code.
+    `since` is inclusive, `until` exclusive; `outcome` is one of OUTCOME_CHOICES
+    (:func:`check_outcome`).
     """
 
     message_id: str | None = None
@@ -104,6 +143,8 @@ class SearchQuery:
                 raise QueryError(f"{name} must carry a time zone")
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise QueryError("since must be before until")
+        if self.outcome is not None:
+            check_outcome(self.outcome)
 
     @classmethod
     def from_params(

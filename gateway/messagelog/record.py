@@ -66,6 +66,13 @@ OUTCOME_OK: Final = "ok"
 OUTCOME_CACHE_PREFIX: Final = "cache."
 """`cache.hit`/`cache.stale`: an answer the gateway gave from its interface cache (gateway.cache);
 such a record's `fault_detail` names the original answer's record (`node:seq`)."""
+OUTCOME_CACHE_HIT: Final = OUTCOME_CACHE_PREFIX + "hit"
+OUTCOME_CACHE_STALE: Final = OUTCOME_CACHE_PREFIX + "stale"
+
+OUTCOME_BENEATH: Final = ".*"
+"""An outcome filter `P.*` matches the outcome P and every outcome beneath it (`P.` then more):
+`cache.*` every answer served from the cache, `Server.ServerProxy.ServiceFailed.*` every failure
+of a provider's service. Outcomes are dotted names, so the filter needs no other pattern syntax."""
 
 
 def _sha256_hex(data: bytes | None) -> str | None:

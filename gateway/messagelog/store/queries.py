@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 
 from gateway.messagelog.crypto_at_rest import BodyCipher, EncryptedBody
-from gateway.messagelog.record import Direction, LoggedPart, LogRecord, MessageKind, Side
+from gateway.messagelog.record import OUTCOME_BENEATH, Direction, LoggedPart, LogRecord, MessageKind, Side
 from gateway.messagelog.stored import StoredRecord, StoredTimestamp, UnreadableRecord
 from gateway.messagelog.tables import blobs, records, timestamps
 
@@ -81,7 +81,8 @@ def search(
     """The security officer's search: records matching every given filter, newest first.
 
     `client` and `service` are identifiers' text forms as logged; `since` is inclusive and
-    `until` exclusive, on `logged_at`.
+    `until` exclusive, on `logged_at`; `outcome` is one outcome, or `P.*` for P and every
+    outcome beneath it (record.OUTCOME_BENEATH).
     """
     if not 1 <= limit <= MAX_SEARCH_LIMIT or offset < 0:
         raise ValueError(f"limit must be 1..{MAX_SEARCH_LIMIT} and offset >= 0")
@@ -92,10 +93,11 @@ def search(
         (records.c.client, client),
         (records.c.service, service),
         (records.c.user_id, user_id),
-        (records.c.outcome, outcome),
     ):
         if value is not None:
             conditions.append(column == value)
+    if outcome is not None:
+        conditions.append(_outcome_condition(outcome))
     if since is not None:
         conditions.append(records.c.logged_at >= since)
     if until is not None:
@@ -109,6 +111,18 @@ def search(
     )
     with engine.connect() as connection:
         return _load(connection, connection.execute(query).all(), cipher)
+
+
+def _outcome_condition(outcome: str) -> sa.ColumnElement[bool]:
+    if not outcome.endswith(OUTCOME_BENEATH):
+        return records.c.outcome == outcome
+    beneath = outcome.removesuffix(OUTCOME_BENEATH) + "."
+    # Not LIKE: SQLite's ignores case (Server.* would find server.server_proxy.*), and `_`,
+    # which snake-case codes contain, is its wildcard. A substring compares exactly in both.
+    return sa.or_(
+        records.c.outcome == beneath[:-1],
+        sa.func.substr(records.c.outcome, 1, len(beneath)) == beneath,
+    )
 
 
 def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher | None) -> list[StoredRecord]:
