@@ -35,8 +35,16 @@ class Block:
 
     path: Path
     line: int  # 1-based line of the opening fence
+    language: str  # sh, bash, console or shell
     text: str
     comments: tuple[str, ...]
+
+    @property
+    def script(self) -> str:
+        """What bash runs: the text, or for a console block its `$ ` lines without the prompt."""
+        if self.language != "console":
+            return self.text
+        return "".join(line[2:] + "\n" for line in self.text.splitlines() if line.startswith("$ "))
 
     @property
     def where(self) -> str:
@@ -65,7 +73,7 @@ def shell_blocks(path: Path) -> list[Block]:
             index += 1
             continue
         end = next((j for j in range(index + 1, len(lines)) if lines[j].strip() == "```"), len(lines))
-        if SHELL_FENCE.match(line):
+        if fence := SHELL_FENCE.match(line):
             comments: list[str] = []
             before = index - 1
             while before >= 0 and (match := COMMENT.match(lines[before].strip())):
@@ -73,7 +81,7 @@ def shell_blocks(path: Path) -> list[Block]:
                 before -= 1
             indent = len(lines[index]) - len(lines[index].lstrip())
             body = "".join(text[indent:] + "\n" for text in lines[index + 1 : end])
-            blocks.append(Block(path, index + 1, body, tuple(comments)))
+            blocks.append(Block(path, index + 1, fence.group(1), body, tuple(comments)))
         index = end + 1
     return blocks
 

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tests.conftest import Federation, running_federation, wait_until
-from tests.docblocks import REPO, Block, all_blocks, claimed_blocks, free_port, serving
+from tests.docblocks import REPO, Block, all_blocks, claimed_blocks, free_port, serving, shell_blocks
 
 VENV_BIN = Path(sys.executable).parent
 BLOCK_TIMEOUT_SECONDS = 120
@@ -38,7 +38,7 @@ def run_block(
     block: Block, cwd: Path, env: dict[str, str] | None = None, after: str = ""
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", "-c", "set -euo pipefail\n" + block.text + after],
+        ["bash", "-c", "set -euo pipefail\n" + block.script + after],
         cwd=cwd,
         env=env or reader_env(),
         capture_output=True,
@@ -86,8 +86,6 @@ def test_every_claim_names_a_test_that_exists() -> None:
 
 
 def test_the_harness_finds_an_unmarked_block(tmp_path: Path) -> None:
-    from tests.docblocks import shell_blocks
-
     page = tmp_path / "page.md"
     page.write_text(
         "text\n\n```sh\necho one\n```\n\n<!-- illustrative: why -->\n```bash\necho two\n```\n"
@@ -98,6 +96,14 @@ def test_the_harness_finds_an_unmarked_block(tmp_path: Path) -> None:
     assert (one.line, one.text, one.tested_by, one.illustrative) == (3, "echo one\n", [], False)
     assert (two.line, two.illustrative) == (8, True)
     assert (three.line, three.tested_by) == (13, ["tests/test_docs.py::x"])
+    assert three.script == ""  # a console block runs its `$ ` lines only
+
+
+def test_a_console_block_runs_its_prompt_lines(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```console\n$ echo one\none\n$ echo two\ntwo\n```\n")
+    (block,) = shell_blocks(page)
+    assert block.script == "echo one\necho two\n"
 
 
 # --- the blocks, against one federation --------------------------------------------------------
@@ -145,7 +151,7 @@ def test_a_configuration_checks_with_openssl(workspace: Path) -> None:
     out = run_ok(check, workspace)
     assert "signer.pem: OK" in out and "Verified OK" in out
     # The last line alone, on a changed content.json, as the doc says: Verification failure.
-    last = check.text.strip().splitlines()[-1]
+    last = check.script.strip().splitlines()[-1]
     assert last.startswith("openssl dgst")
     content = workspace / "content.json"
     content.write_bytes(content.read_bytes().replace(b'"version":', b'"version":1'))
@@ -186,6 +192,6 @@ def test_a_registry_runs_as_documented(tmp_path: Path) -> None:
     text = re.sub(r"(\[distribution\][^\[]*?port = )4401", rf"\g<1>{distribution}", text, flags=re.DOTALL)
     config.write_text(text)
     url = f"http://127.0.0.1:{management}"
-    command = ["bash", "-c", "set -euo pipefail\n" + serve.text]
+    command = ["bash", "-c", "set -euo pipefail\n" + serve.script]
     with serving(command, url + "/health", cwd=tmp_path, env=reader_env()):
         run_ok(key, tmp_path, reader_env(XGATE_CENTRAL_URL=url))
