@@ -380,3 +380,10 @@ def test_the_documented_archive_check_catches_a_changed_container(
     result = run_archive_hand_check(tmp_path)
     assert result.returncode != 0
     assert "FAILED" in result.stdout + result.stderr
+
+
+def test_the_documented_archive_check_says_when_there_is_no_archive(tmp_path: Path) -> None:
+    result = run_archive_hand_check(tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr  # it was a JSONDecodeError (issue 15)
+    assert result.stdout.strip() == f"no xgate-archive-*.zip in {tmp_path}: nothing to check"

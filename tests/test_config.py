@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import os
+import re
 import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+import types
+import typing
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
+from pydantic import BaseModel
 
 from gateway import config as node_config
 from gateway.central import config as central_config
@@ -33,6 +41,7 @@ from gateway.outbound.clockcheck import DEFAULT_CLOCK_SKEW_SECONDS
 from gateway.outbound.ocsp import DEFAULT_FETCH_INTERVAL_SECONDS
 from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 from gateway.trust import pki
+from tests.docblocks import claimed_blocks, free_port, serving
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "config"
@@ -61,6 +70,51 @@ def test_there_are_examples_of_both_files() -> None:
 def test_every_example_loads_through_its_model(example: Path) -> None:
     loaded = loader_of(example)(example)
     assert loaded.data_dir.is_relative_to(EXAMPLES), "relative paths are relative to the file"
+
+
+def _keys_the_model_reads(model: type[BaseModel], table: str = "") -> list[tuple[str, str]]:
+    """(table, key) for every key of the file's model, tables by their TOML names ([a.b], [[a]])."""
+    keys: list[tuple[str, str]] = []
+    for name, field in model.model_fields.items():
+        inner = field.annotation
+        args = [arg for arg in typing.get_args(inner) if arg is not type(None)]
+        if typing.get_origin(inner) in (list, typing.Union, types.UnionType) and args:
+            inner = args[0]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            keys += _keys_the_model_reads(inner, f"{table}.{name}" if table else name)
+        else:
+            keys.append((table, name))
+    return keys
+
+
+def _example_keys(text: str) -> set[tuple[str, str]]:
+    """(table, key) for every key the example sets or shows commented out (`# key = ...`)."""
+    found: set[tuple[str, str]] = set()
+    table = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if header := re.fullmatch(r"\[\[?([a-z_.]+)\]\]?", line):
+            table = header.group(1)
+        elif key := re.match(r"#?\s*([a-z_]+) = ", line):
+            found.add((table, key.group(1)))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("example", "model"),
+    [("gateway.example.toml", node_config.NodeFile), ("central.example.toml", central_config.CentralFile)],
+)
+def test_every_key_the_code_reads_is_in_its_example(example: str, model: type[BaseModel]) -> None:
+    text = (EXAMPLES / example).read_text()
+    missing = [
+        f"[{table}] {key}"
+        for table, key in _keys_the_model_reads(model)
+        if (table, key) not in _example_keys(text)
+    ]
+    assert not missing, f"config/{example} does not show (set or commented out): {', '.join(missing)}"
+    tables = {table for table, _ in _keys_the_model_reads(model)}
+    for table in tables:
+        assert f"[{table}]" in text or f"[[{table}]]" in text, f"config/{example}: no [{table}] table"
 
 
 def test_the_gateway_example_holds_the_defaults_it_documents() -> None:
@@ -427,18 +481,28 @@ async def test_a_node_made_by_init_with_a_pki_starts(tmp_path: Path) -> None:
 # --- the examples run as their header says --------------------------------------------------------
 
 
-def _documented_commands(example: Path) -> list[list[str]]:
-    """The `xgate ...` lines of an example's header, continuation lines joined, `serve` left out."""
-    lines: list[str] = []
-    for raw in example.read_text().splitlines():
-        if not raw.startswith("#"):
-            break
-        text = raw.lstrip("#").strip()
-        if lines and lines[-1].endswith("\\"):
-            lines[-1] = lines[-1][:-1] + " " + text
+def _command_lines(lines: Iterable[str]) -> list[str]:
+    """The `xgate ...` commands of `lines`, continuation lines joined, a trailing `&` dropped."""
+    commands: list[str] = []
+    for line in lines:
+        text = line.strip()
+        if commands and commands[-1].endswith("\\"):
+            commands[-1] = commands[-1][:-1] + " " + text
         elif text.startswith("xgate "):
-            lines.append(text)
-    return [line.split()[1:] for line in lines if " serve " not in line]
+            commands.append(text)
+    return [" ".join(command.removesuffix("&").split()) for command in commands]
+
+
+def _header_lines(example: Path) -> list[str]:
+    return [
+        line.lstrip("#")
+        for line in itertools.takewhile(lambda line: line.startswith("#"), example.read_text().splitlines())
+    ]
+
+
+def _documented_commands(example: Path) -> list[list[str]]:
+    """The `xgate ...` lines of an example's header, `serve` left out."""
+    return [line.split()[1:] for line in _command_lines(_header_lines(example)) if " serve " not in line]
 
 
 async def test_the_examples_run_as_their_headers_say(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -450,6 +514,11 @@ async def test_the_examples_run_as_their_headers_say(tmp_path: Path, monkeypatch
         ["central", "init"],
         ["gateway", "init"],
     ]
+    # docs/configuration.md "Running the examples" gives the same commands.
+    (block,) = claimed_blocks("tests/test_config.py::test_the_examples_run_as_their_headers_say")
+    assert _command_lines(block.text.splitlines()) == _command_lines(
+        _header_lines(EXAMPLES / "gateway.example.toml")
+    )
     for command in commands:
         result = CliRunner().invoke(xgate, command)
         assert result.exit_code == 0, (command, result.output)
@@ -478,3 +547,42 @@ async def test_the_examples_run_as_their_headers_say(tmp_path: Path, monkeypatch
     assert (node.data_dir / "globalconf.cache.json").is_file(), (
         "the node adopted the registry's configuration"
     )
+
+
+# --- what init makes serves, as separate processes ----------------------------------------------
+
+
+def test_what_central_init_and_gateway_init_make_serves_and_answers_health(tmp_path: Path) -> None:
+    """`xgate central serve` and `xgate gateway serve` started from init's output, nothing edited."""
+    xgate_bin = [sys.executable, "-m", "gateway.cli"]
+    management, distribution, admin = free_port(), free_port(), free_port()
+    registry = f"http://127.0.0.1:{distribution}/globalconf"
+    made = [
+        ["pki", "init", "pki"],
+        [*("central", "init", "--dir", "central", "--instance", "DEV", "--pki-dir", "pki"),
+         *("--management-port", str(management), "--distribution-port", str(distribution))],
+        [*("gateway", "init", "node", "--server-id", SERVER, "--pki-dir", "pki"),
+         *("--anchor", "central/anchor.json", "--globalconf", registry),
+         *("--internal-http-port", str(free_port()), "--internal-https-port", str(free_port())),
+         *("--external-port", str(free_port()), "--admin-port", str(admin))],
+    ]  # fmt: skip
+    for args in made:
+        result = subprocess.run(
+            [*xgate_bin, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("XGATE_")}
+    central = [*xgate_bin, "central", "serve", "--config", "central/central.toml"]
+    node = [*xgate_bin, "gateway", "serve", "--config", "node/gateway.toml"]
+    health_url = f"http://127.0.0.1:{admin}/health"
+    with (
+        serving(central, f"http://127.0.0.1:{management}/health", cwd=tmp_path, env=env),
+        serving(node, health_url, cwd=tmp_path, env=env),
+    ):
+        health = requests.get(health_url, timeout=10).json()
+        assert health["server"] == SERVER
+        deadline = time.monotonic() + 30
+        while not health["globalconf"]["valid"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            health = requests.get(health_url, timeout=10).json()
+    assert health["globalconf"]["valid"], f"the node did not adopt the registry's configuration: {health}"

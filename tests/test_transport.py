@@ -258,6 +258,16 @@ def test_the_documented_hand_check_passes_on_a_real_exchange(pki: Pki, tmp_path:
         assert "OK" in result.stdout + result.stderr
 
 
+def test_the_documented_hand_check_passes_on_a_message_signed_alone(pki: Pki, tmp_path: Path) -> None:
+    # A batch of one: the proof has no steps, so the step-5 grep matches nothing (issue 15).
+    for message in (sign_one(pki, SOAP), *sign_all(pki, [REST_POST])):
+        assert len(message.signature.proof) == 0
+        content_type, body = encode_transport(message)
+        result = run_hand_check(tmp_path, content_type, body, pki.ca_pem())
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "proof leads to the signed root" in result.stdout
+
+
 def test_the_hand_check_catches_a_changed_byte(pki: Pki, tmp_path: Path) -> None:
     (message,) = sign_all(pki, [SOAP])
     content_type, body = encode_transport(message)
