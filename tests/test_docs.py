@@ -9,6 +9,7 @@ from `var/demo/federation.json` are real.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from gateway.dev.federation import set_demo_cache_policies
 from tests.conftest import Federation, running_federation, wait_until
 from tests.docblocks import REPO, Block, all_blocks, claimed_blocks, free_port, serving, shell_blocks
 
@@ -195,3 +197,19 @@ def test_a_registry_runs_as_documented(tmp_path: Path) -> None:
     command = ["bash", "-c", "set -euo pipefail\n" + serve.script]
     with serving(command, url + "/health", cwd=tmp_path, env=reader_env()):
         run_ok(key, tmp_path, reader_env(XGATE_CENTRAL_URL=url))
+
+
+def test_the_cache_commands_run_against_the_demo(demo: Federation, workspace: Path) -> None:
+    """docs/cache.md, top to bottom, as one reader's shell: its first block sets the placeholders
+    from var/demo/federation.json, the others set policies, run the replica by hand, call through
+    the cache and find the answers served from it in the message log."""
+    set_demo_cache_policies(demo.description)
+    blocks = claimed_blocks(this_test("test_the_cache_commands_run_against_the_demo"))
+    assert len(blocks) == 7 and blocks[0].where.startswith("docs/cache.md")
+    whole = dataclasses.replace(
+        blocks[0], language="sh", text="".join(block.script + "\n" for block in blocks)
+    )
+    out = run_ok(whole, workspace)
+    assert "person-refresh" in out and "benefits-replica" in out
+    assert re.search(r"(?i)xgate-cache: hit; age=\d+; original-id=", out), out
+    assert "cache.hit" in out  # xgate log search and the API found the answer served from the cache
