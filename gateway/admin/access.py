@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from gateway.admin.context import TABLE, AdminContext, ClientPath, snapshot, with_subsystem
 from gateway.admin.roles import Permission as P
-from gateway.ids import LocalGroupId, ObjectType
+from gateway.ids import LocalGroupId, ObjectType, slash_form
 from gateway.serverconf.access import (
     MAX_PATH_PATTERN_LENGTH,
     AccessRight,
@@ -135,7 +135,7 @@ class RevokedAccessRight(ServiceCodePath):
 def access_subject(text: str, subject_type: str) -> AccessSubject:
     """The subject of a right from its text form and type (member, subsystem, globalgroup, localgroup)."""
     kind = ObjectType(SubjectType(subject_type.lower()).value.upper())
-    return subject_from_text(kind, text.replace(":", "/"))  # codes hold neither separator
+    return subject_from_text(kind, slash_form(text))
 
 
 def _access_right(service_code: str, values: NewAccessRight | RevokedAccessRight) -> AccessRight:

@@ -8,7 +8,6 @@ or asked for without echo. Output is a table for people, or the API's JSON with 
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -19,21 +18,29 @@ import yaml
 from gateway.admin.client import DEFAULT_URL, AdminClient
 from gateway.admin.roles import Role
 from gateway.apicli import (
+    CLIENT_ID,
     GATEWAY_API_KEY_ENV,
     GATEWAY_API_URL_ENV,
+    MEMBER_ID,
     ApiGroup,
     ApiSettings,
     api_options,
+    audit_chain_text,
     confirmed,
     done,
+    echo_next_page,
     emit,
     json_option,
     limit_option,
+    page_options,
+    rfc3339,
+    with_next_page,
 )
 from gateway.apicli import format_table as format_table
-from gateway.timetext import TimeTextError, parse_when
 
 URL_ENV: Final = GATEWAY_API_URL_ENV
+AUDIT_LISTING: Final = "admin audit"
+CACHE_ENTRIES_LISTING: Final = "admin cache entries"
 DEFAULT_KEY_ENV: Final = GATEWAY_API_KEY_ENV
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -53,7 +60,11 @@ AdminGroup = ApiGroup
 """`xgate admin`'s group: the API's errors as one line (gateway.apicli.ApiGroup)."""
 
 
-@click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=AdminGroup,
+    renamed={"apikeys": "api-keys"},
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @api_options(
     url_env=URL_ENV,
     default_url=DEFAULT_URL,
@@ -159,7 +170,7 @@ def _warn_unauthenticated(subsystems: list[dict[str, Any]], as_json: bool) -> No
 
 
 @subsystems.command("add")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.option(
     "--auth-mode",
     type=click.Choice(["http", "https", "https_cert"]),
@@ -178,7 +189,7 @@ def subsystems_add(settings: AdminSettings, client_id: str, auth_mode: str, as_j
 
 
 @subsystems.command("remove")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @json_option
 @confirmed("Remove {client_id} with its services, access rights and local groups?")
 @pass_settings
@@ -189,7 +200,7 @@ def subsystems_remove(settings: AdminSettings, client_id: str, as_json: bool) ->
 
 
 @subsystems.command("auth")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("mode", type=click.Choice(["http", "https", "https_cert"]))
 @json_option
 @pass_settings
@@ -202,7 +213,7 @@ def subsystems_auth(settings: AdminSettings, client_id: str, mode: str, as_json:
 
 
 @subsystems.command("pin-cert")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("pem_file", type=_FILE)
 @json_option
 @pass_settings
@@ -212,7 +223,7 @@ def subsystems_pin_cert(settings: AdminSettings, client_id: str, pem_file: Path,
 
 
 @subsystems.command("unpin-cert")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("sha256")
 @json_option
 @confirmed("Unpin certificate {sha256} from {client_id}? Systems presenting it can no longer connect.")
@@ -232,7 +243,7 @@ def services() -> None:
 
 
 @services.command("list")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @json_option
 @pass_settings
 def services_list(settings: AdminSettings, client_id: str, as_json: bool) -> None:
@@ -247,7 +258,7 @@ def _document_source(file: Path | None, url: str | None) -> tuple[str | None, st
 
 
 @services.command("add-wsdl")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.option("--file", "file", type=_FILE, help="The WSDL document.")
 @click.option("--url", "url", help="Let the gateway fetch the WSDL from this http(s) URL.")
 @json_option
@@ -261,7 +272,7 @@ def services_add_wsdl(
 
 
 @services.command("add-openapi")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("service_code")
 @click.option("--file", "file", type=_FILE, help="The OpenAPI 3 document (YAML or JSON).")
 @click.option("--url", "url", help="Let the gateway fetch the document from this http(s) URL.")
@@ -293,7 +304,7 @@ def services_add_openapi(
 
 
 @services.command("set-backend")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("service_code")
 @_version_option
 @click.option("--backend-url", help="The service's new address.")
@@ -357,7 +368,7 @@ def services_set_backend(
 
 
 @services.command("enable")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("service_code")
 @_version_option
 @json_option
@@ -370,7 +381,7 @@ def services_enable(
 
 
 @services.command("disable")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("service_code")
 @_version_option
 @click.option("--notice", help="What callers are told (the ServiceDisabled fault's text).")
@@ -390,7 +401,7 @@ def services_disable(
 
 
 @services.command("remove")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("service_code")
 @_version_option
 @json_option
@@ -414,7 +425,7 @@ def access() -> None:
 
 def _right_options(function: _F) -> _F:
     options = [
-        click.argument("client_id"),
+        click.argument("client_id", type=CLIENT_ID),
         click.argument("service_code"),
         click.argument("subject"),
         click.option(
@@ -433,7 +444,7 @@ def _right_options(function: _F) -> _F:
 
 
 @access.command("list")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("service_code")
 @json_option
 @pass_settings
@@ -490,7 +501,7 @@ def groups() -> None:
 
 
 @groups.command("list")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @json_option
 @pass_settings
 def groups_list(settings: AdminSettings, client_id: str, as_json: bool) -> None:
@@ -500,7 +511,7 @@ def groups_list(settings: AdminSettings, client_id: str, as_json: bool) -> None:
 
 
 @groups.command("add")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("code")
 @click.option("--description", default="", help="What the group is for.")
 @json_option
@@ -511,7 +522,7 @@ def groups_add(settings: AdminSettings, client_id: str, code: str, description: 
 
 
 @groups.command("remove")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("code")
 @json_option
 @confirmed("Remove local group {code} of {client_id}, and the access rights given to it?")
@@ -523,9 +534,9 @@ def groups_remove(settings: AdminSettings, client_id: str, code: str, as_json: b
 
 
 @groups.command("add-member")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("code")
-@click.argument("member_id")
+@click.argument("member_id", type=CLIENT_ID)
 @json_option
 @pass_settings
 def groups_add_member(
@@ -536,9 +547,9 @@ def groups_add_member(
 
 
 @groups.command("remove-member")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("code")
-@click.argument("member_id")
+@click.argument("member_id", type=CLIENT_ID)
 @json_option
 @confirmed("Remove {member_id} from local group {code} of {client_id}?")
 @pass_settings
@@ -583,7 +594,9 @@ def keys_list(settings: AdminSettings, as_json: bool) -> None:
     required=True,
     help="auth: the gateway's TLS key; sign: a member's message-signing key.",
 )
-@click.option("--member", "member_id", help="The member a signing key signs for (INSTANCE/CLASS/MEMBER).")
+@click.option(
+    "--member", "member_id", type=MEMBER_ID, help="The member a signing key signs for (INSTANCE/CLASS/MEMBER)"
+)
 @click.option("--algorithm", type=click.Choice(["ec", "rsa2048", "rsa3072"]), default="ec", show_default=True)
 @json_option
 @pass_settings
@@ -655,7 +668,7 @@ def keys_import_cert(settings: AdminSettings, pem_file: Path, as_json: bool) -> 
 # --- API keys and the audit log --------------------------------------------------------------
 
 
-@cli.group()
+@cli.group("api-keys")
 def apikeys() -> None:
     """Management API keys and their roles (system administrator)."""
 
@@ -668,13 +681,23 @@ def apikeys_list(settings: AdminSettings, as_json: bool) -> None:
     emit(settings.client().list_api_keys(), as_json, _API_KEY_COLUMNS)
 
 
+_ROLES = click.Choice([role.value for role in Role])
+
+
 @apikeys.command("create")
 @click.argument("name")
-@click.argument("role", type=click.Choice([role.value for role in Role]))
+@click.argument("role_argument", metavar="[ROLE]", required=False, type=_ROLES)
+@click.option("--role", type=_ROLES, help="The key's role (as `xgate central api-keys create` takes it).")
 @json_option
 @pass_settings
-def apikeys_create(settings: AdminSettings, name: str, role: str, as_json: bool) -> None:
-    """Create an API key NAME with ROLE; the key is printed this once."""
+def apikeys_create(
+    settings: AdminSettings, name: str, role_argument: str | None, role: str | None, as_json: bool
+) -> None:
+    """Create an API key NAME with --role ROLE; the key is printed this once."""
+    if (role is None) == (role_argument is None):
+        raise click.UsageError("give the key's role: --role ROLE")
+    role = role or role_argument
+    assert role is not None
     result = settings.client().create_api_key(name, role)
     if as_json:
         emit(result, True)
@@ -689,40 +712,19 @@ def apikeys_create(settings: AdminSettings, name: str, role: str, as_json: bool)
 @confirmed("Revoke API key {key_id}? Whatever uses it stops working at once.")
 @pass_settings
 def apikeys_revoke(settings: AdminSettings, key_id: int, as_json: bool) -> None:
-    """Revoke API key KEY_ID (see `apikeys list`)."""
+    """Revoke API key KEY_ID (see `api-keys list`)."""
     settings.client().revoke_api_key(key_id)
     done(as_json, f"revoked API key {key_id}")
 
 
-def _rfc3339(text: str | None) -> str | None:
-    """A time as the API takes it (RFC 3339 with its zone) from what was typed: ISO 8601, UTC
-    when no zone is written, or relative (`2h`, `yesterday`: gateway.timetext)."""
-    if text is None:
-        return None
-    try:
-        return parse_when(text, dt.datetime.now(dt.UTC)).isoformat()
-    except TimeTextError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def audit_chain_text(report: dict[str, Any]) -> str:
-    """One line on the audit chain, for people."""
-    if report["ok"]:
-        return (
-            f"audit log valid: {report['checked']} chained entries"
-            f" ({report['unchained']} from before the chain), head {report['head_hash']}"
-        )
-    return f"audit log INVALID at entry {report['first_bad_id']}: {report['problem']}"
-
-
 @cli.command("audit")
 @limit_option("Entries")
-@click.option("--before-id", type=int, help="Older than this entry: the id `next page` printed.")
+@page_options(AUDIT_LISTING, "--before-id")
 @click.option("--actor", help="Only this actor (NAME#ID, or anonymous).")
 @click.option("--action", help="Only this action, e.g. subsystem.add.")
 @click.option(
     "--since",
-    callback=lambda ctx, param, value: _rfc3339(value),
+    callback=lambda ctx, param, value: rfc3339(value),
     help="Only entries at or after this time: ISO 8601 (UTC unless it names a zone), or 2h, 7d, yesterday.",
 )
 @click.option("--verify", is_flag=True, help="Check the audit log's hash chain instead; exit 1 if broken.")
@@ -734,7 +736,7 @@ def audit(
     settings: AdminSettings,
     verify: bool,
     limit: int,
-    before_id: int | None,
+    page: int | None,
     actor: str | None,
     action: str | None,
     since: str | None,
@@ -748,15 +750,13 @@ def audit(
         else:
             click.echo(audit_chain_text(report))
         ctx.exit(0 if report["ok"] else 1)
-    page = settings.client().audit_log(
-        limit=limit, before_id=before_id, actor=actor, action=action, since=since
-    )
+    found = settings.client().audit_log(limit=limit, before_id=page, actor=actor, action=action, since=since)
+    next_position = found.get("next_before_id")
     if as_json:
-        emit(page, True)
+        emit(with_next_page(found, AUDIT_LISTING, next_position), True)
         return
-    emit(page["entries"], False, _AUDIT_COLUMNS)
-    if page.get("next_before_id") is not None:
-        click.echo(f"next page: --before-id {page['next_before_id']}", err=True)
+    emit(found["entries"], False, _AUDIT_COLUMNS)
+    echo_next_page(AUDIT_LISTING, next_position)
 
 
 # --- the interface cache -------------------------------------------------------------------------
@@ -950,7 +950,7 @@ def cache_export(settings: AdminSettings) -> None:
 @click.option("--client", help="Only this client.")
 @click.option("--policy", help="Only this policy's entries.")
 @limit_option("Entries")
-@click.option("--offset", type=click.IntRange(0), default=0, help="Entries to skip.")
+@page_options(CACHE_ENTRIES_LISTING, "--offset")
 @json_option
 @pass_settings
 def cache_entries(
@@ -959,17 +959,20 @@ def cache_entries(
     client: str | None,
     policy: str | None,
     limit: int,
-    offset: int,
+    page: int | None,
     as_json: bool,
 ) -> None:
     """List cached entries, newest first, without their answers (audited)."""
-    page = settings.client().cache_entries(
-        service=service, client=client, policy=policy, limit=limit, offset=offset
+    found = settings.client().cache_entries(
+        service=service, client=client, policy=policy, limit=limit, offset=page or 0
     )
+    # The API answers a page without saying whether more follow: a full page may.
+    next_position = (page or 0) + limit if len(found["entries"]) == limit else None
     if as_json:
-        emit(page, True)
+        emit(with_next_page(found, CACHE_ENTRIES_LISTING, next_position), True)
         return
-    emit(page["entries"], False, _ENTRY_COLUMNS)
+    emit(found["entries"], False, _ENTRY_COLUMNS)
+    echo_next_page(CACHE_ENTRIES_LISTING, next_position)
 
 
 @cache.command("stats")
