@@ -326,19 +326,19 @@ def test_keys_generate_csr_and_import(live: Live, tmp_path: Path) -> None:
 
 
 def test_apikeys_and_audit(live: Live) -> None:
-    result = live.run("apikeys", "create", "backup-bot", "observer")
+    result = live.run("api-keys", "create", "backup-bot", "observer")
     assert result.exit_code == 0
     key_line = next(line for line in result.output.splitlines() if line.startswith("key: "))
     new_key = key_line.removeprefix("key: ")
     assert "not shown again" in result.output
-    listed = live.ok("apikeys", "list")
+    listed = live.ok("api-keys", "list")
     assert "backup-bot" in listed and new_key not in listed
-    new_id = next(k["id"] for k in live.json("apikeys", "list") if k["name"] == "backup-bot")
+    new_id = next(k["id"] for k in live.json("api-keys", "list") if k["name"] == "backup-bot")
 
     env = {"XGATE_ADMIN_URL": live.url, "BOT_KEY": new_key, "XGATE_API_KEY": None}
     result = live.runner.invoke(cli, ["--api-key-env", "BOT_KEY", "subsystems", "list"], env=env)
     assert result.exit_code == 0, result.output
-    live.ok("apikeys", "revoke", str(new_id), "--yes")
+    live.ok("api-keys", "revoke", str(new_id), "--yes")
     result = live.runner.invoke(cli, ["--api-key-env", "BOT_KEY", "subsystems", "list"], env=env)
     assert result.exit_code == 1 and "401 unauthorized" in result.output
 
@@ -346,7 +346,7 @@ def test_apikeys_and_audit(live: Live) -> None:
     assert [e["result"] for e in page["entries"]] == ["ok"]
     table = live.ok("audit", "--limit", "2", role=Role.SECURITY_OFFICER)
     assert table.splitlines()[0].split() == ["ID", "AT", "ACTOR", "ACTION", "TARGET", "RESULT"]
-    assert "next page: --before-id" in table
+    assert "next page: --page " in table
     result = live.run("audit", role=Role.OBSERVER)
     assert result.exit_code == 1 and "403 forbidden" in result.output
     refused = live.repository.audit_entries(action="audit_log.read")
@@ -355,7 +355,7 @@ def test_apikeys_and_audit(live: Live) -> None:
 
 def test_audit_since_takes_a_time_without_a_zone_as_utc(live: Live) -> None:
     """The API takes RFC 3339 times with their zone; the CLI writes a zone-less one as UTC."""
-    live.ok("apikeys", "create", "backup-bot", "observer")
+    live.ok("api-keys", "create", "backup-bot", "observer")
     for since, found in (("2000-01-01T00:00:00", True), ("2999-01-01T00:00:00+02:00", False)):
         page = live.json("audit", "--since", since, "--action", "api_key.create", role=Role.SECURITY_OFFICER)
         assert bool(page["entries"]) is found, since

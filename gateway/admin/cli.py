@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 import click
 import yaml
 
+from gateway.admin.access import SubjectType, subject_type_of
 from gateway.admin.client import DEFAULT_URL, AdminClient
 from gateway.admin.roles import Role
 from gateway.apicli import (
@@ -37,6 +38,7 @@ from gateway.apicli import (
     with_next_page,
 )
 from gateway.apicli import format_table as format_table
+from gateway.ids import slash_form
 
 URL_ENV: Final = GATEWAY_API_URL_ENV
 AUDIT_LISTING: Final = "admin audit"
@@ -431,9 +433,9 @@ def _right_options(function: _F) -> _F:
         click.option(
             "--type",
             "subject_type",
-            type=click.Choice(["member", "subsystem", "globalgroup", "localgroup"]),
-            required=True,
-            help="What SUBJECT is: a client (INSTANCE/CLASS/MEMBER[/SUB]), INSTANCE/GROUP, or a local GROUP.",
+            type=click.Choice([kind.value for kind in SubjectType]),
+            help="What SUBJECT is; read from its form when not given: GROUP (a local group), "
+            "INSTANCE/GROUP (a global group), INSTANCE/CLASS/MEMBER, INSTANCE/CLASS/MEMBER/SUBSYSTEM.",
         ),
         click.option("--method", help="For one REST endpoint only: its HTTP method, or *."),
         click.option("--path", help="For one REST endpoint only: its path pattern (* wildcards)."),
@@ -441,6 +443,17 @@ def _right_options(function: _F) -> _F:
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def _subject(subject: str, subject_type: str | None) -> tuple[str, str]:
+    """The subject in the one text form, and its type (given, or read from the form)."""
+    text = slash_form(subject)
+    if subject_type is None:
+        try:
+            subject_type = subject_type_of(text).value
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="SUBJECT") from None
+    return text, subject_type
 
 
 @access.command("list")
@@ -455,6 +468,7 @@ def access_list(settings: AdminSettings, client_id: str, service_code: str, as_j
 
 @access.command("grant")
 @_right_options
+@click.option("--force", is_flag=True, help="Grant even to a subject the global configuration does not list.")
 @json_option
 @pass_settings
 def access_grant(
@@ -462,13 +476,16 @@ def access_grant(
     client_id: str,
     service_code: str,
     subject: str,
-    subject_type: str,
+    subject_type: str | None,
     method: str | None,
     path: str | None,
+    force: bool,
     as_json: bool,
 ) -> None:
-    """Let SUBJECT call CLIENT_ID's SERVICE_CODE (or one endpoint of it)."""
-    result = settings.client().grant(client_id, service_code, subject, subject_type, method, path)
+    """Let SUBJECT call CLIENT_ID's SERVICE_CODE (or one endpoint of it). A member, subsystem or
+    global group the global configuration does not list is refused unless --force."""
+    subject, kind = _subject(subject, subject_type)
+    result = settings.client().grant(client_id, service_code, subject, kind, method, path, force=force)
     emit(result, as_json, _RIGHT_COLUMNS)
 
 
@@ -482,13 +499,14 @@ def access_revoke(
     client_id: str,
     service_code: str,
     subject: str,
-    subject_type: str,
+    subject_type: str | None,
     method: str | None,
     path: str | None,
     as_json: bool,
 ) -> None:
     """Take back the right SUBJECT holds to CLIENT_ID's SERVICE_CODE (same arguments as grant)."""
-    settings.client().revoke(client_id, service_code, subject, subject_type, method, path)
+    subject, kind = _subject(subject, subject_type)
+    settings.client().revoke(client_id, service_code, subject, kind, method, path)
     done(as_json, f"revoked {subject}'s right to {service_code}")
 
 

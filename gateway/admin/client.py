@@ -164,9 +164,15 @@ class AdminClient(MessageLogClient):
         subject_type: str,
         method: str | None = None,
         path: str | None = None,
+        *,
+        force: bool = False,
     ) -> dict[str, Any]:
+        """Grant the right; `force`: even to a subject the global configuration does not list."""
         url = self._service_path(client_id, service_code) + "/access-rights"
-        result: dict[str, Any] = self._api("POST", url, json=self._right(subject, subject_type, method, path))
+        body: dict[str, Any] = self._right(subject, subject_type, method, path)
+        if force:
+            body["force"] = True
+        result: dict[str, Any] = self._api("POST", url, json=body)
         return result
 
     def revoke(
