@@ -20,9 +20,10 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, Generic, TextIO, TypeVar, cast
 from urllib.parse import quote
 
 import click
@@ -379,6 +380,60 @@ def confirmed(question: str | Callable[[Mapping[str, Any]], str]) -> Callable[[_
         return cast(_F, option(ask_first))
 
     return decorate
+
+
+PROGRESS_INTERVAL_SECONDS: Final = 0.2
+"""Between redraws of a progress line: smooth to the eye, and no cost when items are fast."""
+
+
+class Progress:
+    """A line on stderr saying how far a long operation is (`exporting: 40/100 records`), drawn
+    over itself. Only when stderr is a terminal: piped or logged, it stays silent, so a script's
+    output and an operator's log hold the results only. Lines the operation prints meanwhile go
+    through :meth:`echo`, which clears the progress line first."""
+
+    def __init__(
+        self, what: str, total: int | None = None, unit: str = "", *, stream: TextIO | None = None
+    ) -> None:
+        self.what, self.total, self.unit = what, total, unit
+        self.done = 0
+        self._stream = stream if stream is not None else sys.stderr
+        self.enabled = stream is not None or self._stream.isatty()
+        self._shown = 0  # characters on the line now
+        self._drawn_at = 0.0
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        now = time.monotonic()
+        if self.enabled and (now - self._drawn_at >= PROGRESS_INTERVAL_SECONDS or self.done == self.total):
+            self._drawn_at = now
+            self._draw(self.text())
+
+    def text(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        if self.total:
+            return f"{self.what}: {self.done}/{self.total}{unit} ({100 * self.done // self.total}%)"
+        return f"{self.what}: {self.done}{unit}"
+
+    def echo(self, message: str, err: bool = False) -> None:
+        """Print a line of the operation's own, on a clean line."""
+        self.clear()
+        click.echo(message, err=err)
+
+    def clear(self) -> None:
+        if self._shown:
+            self._draw("")
+
+    def _draw(self, text: str) -> None:
+        self._stream.write("\r" + text.ljust(self._shown) + ("\r" if not text else ""))
+        self._stream.flush()
+        self._shown = len(text)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.clear()
 
 
 def echo_json(value: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -21,14 +22,17 @@ from click.testing import CliRunner
 
 from gateway.admin.api import AdminContext, make_admin_app
 from gateway.admin.roles import Role
-from gateway.apicli import page_position, page_token
+from gateway.apicli import Progress, page_position, page_token
 from gateway.globalconf import GlobalConf
 from gateway.globalconf.model import GlobalGroup, Member
 from gateway.ids import GlobalGroupId, slash_forms_in
+from gateway.messagelog.officer import QueryError, SearchQuery
 from gateway.serverconf.db import migrate
 from gateway.serverconf.repository import ServerConfRepository
+from tests.logsamples import CLIENT, GATEWAY, OTHER_CLIENT, SERVICE, SampleLog
 from tests.test_admin_cli import SAMPLES, SERVER, Live, ServerThread
 from tests.test_central_cli import Setup, setup  # noqa: F401 (a fixture)
+from tests.test_messagelog_cli import offline, run, sample  # noqa: F401 (a fixture)
 
 PROVIDER = "DEV/GOV/1001/PROVIDER"
 CONSUMER = "DEV/COM/2002/CONSUMER"
@@ -189,7 +193,7 @@ def test_access_grant_reads_the_subject_type_and_refuses_unknown_subjects(live: 
 # --- the registry's CLI ------------------------------------------------------------------------
 
 
-async def test_central_speaks_the_same_language(setup: Setup) -> None:  # noqa: F811 (the fixture)
+async def test_central_speaks_the_same_language(setup: Setup) -> None:  # noqa: F811
     def flow() -> None:
         assert setup.central("member-classes", "add", "GOV").exit_code == 0
         for args in (
@@ -221,3 +225,74 @@ async def test_central_speaks_the_same_language(setup: Setup) -> None:  # noqa: 
         assert later and all(entry["id"] < page_position("central audit", token.group(1)) for entry in later)
 
     await asyncio.to_thread(flow)
+
+
+# --- the officer's filters, --database, paging and progress of `xgate log` ----------------------
+
+
+def test_log_filters_are_checked_and_a_member_matches_its_subsystems(sample: SampleLog) -> None:  # noqa: F811
+    def records(*args: str) -> list[int]:
+        result = offline(sample, "search", *args, "--json")
+        assert result.exit_code == 0, result.output
+        return [record["seq"] for record in json.loads(result.stdout)["records"]]
+
+    everything = records()
+    assert records("--client", "DEV/GOV/1001") == everything  # benefits and tax-office alike
+    assert records("--client", "DEV:GOV:1001:tax-office") == records("--client", OTHER_CLIENT) == [7, 3]
+    versioned = records("--service", SERVICE)
+    assert versioned and records("--service", SERVICE.rsplit("/", 1)[0]) == versioned
+    assert records("--client", "dev/gov/1001") == []  # identifiers are case-sensitive, as documented
+
+    for option, value, form in (
+        ("--client", "garbage", "INSTANCE/CLASS/MEMBER[/SUBSYSTEM]"),
+        ("--client", "DEV/GOV", "INSTANCE/CLASS/MEMBER[/SUBSYSTEM]"),
+        ("--service", "DEV/COM/2222", "INSTANCE/CLASS/MEMBER[/SUBSYSTEM]/SERVICE[/VERSION]"),
+    ):
+        result = offline(sample, "search", option, value)
+        assert result.exit_code == 2, (option, value)
+        assert form in result.output and "case-sensitive" in result.output
+    with pytest.raises(QueryError, match="client"):
+        SearchQuery.from_params({"client": "garbage"})  # the API's path: a 400 naming the form
+
+
+def test_log_database_may_be_a_plain_path_but_never_a_new_file(sample: SampleLog, tmp_path: Path) -> None:  # noqa: F811
+    path = sample.url.removeprefix("sqlite:///")
+    by_path = run("--database", path, "--gateway", GATEWAY, "search", "--json")
+    assert by_path.exit_code == 0, by_path.output
+    assert by_path.stdout == offline(sample, "search", "--json").stdout
+    for missing in (str(tmp_path / "nope.db"), f"sqlite:///{tmp_path / 'nope.db'}"):
+        result = run("--database", missing, "search")
+        assert result.exit_code == 1 and "no log database at" in result.output
+        assert not (tmp_path / "nope.db").exists()
+
+
+def test_log_export_pages_like_search(sample: SampleLog, tmp_path: Path) -> None:  # noqa: F811
+    first = offline(sample, "export", "--client", CLIENT, "--limit", "3", "--out", str(tmp_path / "a"))
+    assert first.exit_code == 0, first.output
+    token = NEXT_PAGE.search(first.stderr)
+    assert token is not None and len(list((tmp_path / "a").iterdir())) == 3
+    rest = offline(
+        sample, "export", "--client", CLIENT, "--page", token.group(1), "--out", str(tmp_path / "b")
+    )
+    assert rest.exit_code == 0, rest.output
+    assert len(list((tmp_path / "b").iterdir())) == 4 and "next page" not in rest.stderr
+    assert not {p.name for p in (tmp_path / "a").iterdir()} & {p.name for p in (tmp_path / "b").iterdir()}
+    old = offline(sample, "search", "--offset", "8", "--json")
+    assert old.exit_code == 0 and "--offset is deprecated" in old.stderr
+    assert [r["seq"] for r in json.loads(old.stdout)["records"]] == [1]
+
+
+def test_progress_is_drawn_on_a_terminal_only(sample: SampleLog, tmp_path: Path) -> None:  # noqa: F811
+    stream = io.StringIO()
+    with Progress("verifying", 3, "containers", stream=stream) as progress:
+        for _ in range(3):
+            progress.advance()
+        progress.echo("a line of the operation's own")
+    drawn = stream.getvalue()
+    assert "\rverifying: 3/3 containers (100%)" in drawn and drawn.endswith("\r")
+
+    out = tmp_path / "evidence"
+    assert offline(sample, "export", "--client", CLIENT, "--out", str(out)).exit_code == 0
+    verified = run("verify", "--allow-gaps", *map(str, sorted(out.iterdir())), *sample.trust_options())
+    assert "chain links: " in verified.stdout  # (one record is not stamped yet: exit status 1)
+    assert "\r" not in verified.output and "verifying:" not in verified.output  # stderr is no terminal

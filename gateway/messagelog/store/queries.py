@@ -80,8 +80,9 @@ def search(
 ) -> list[StoredRecord]:
     """The security officer's search: records matching every given filter, newest first.
 
-    `client` and `service` are identifiers' text forms as logged; `since` is inclusive and
-    `until` exclusive, on `logged_at`.
+    `client` and `service` are identifiers' text forms as logged, matched as a whole or as the
+    start of a longer identifier: a member's matches each of its subsystems, a service without
+    its version every version. `since` is inclusive and `until` exclusive, on `logged_at`.
     """
     if not 1 <= limit <= MAX_SEARCH_LIMIT or offset < 0:
         raise ValueError(f"limit must be 1..{MAX_SEARCH_LIMIT} and offset >= 0")
@@ -89,13 +90,14 @@ def search(
     for column, value in (
         (records.c.gateway, gateway),
         (records.c.message_id, message_id),
-        (records.c.client, client),
-        (records.c.service, service),
         (records.c.user_id, user_id),
         (records.c.outcome, outcome),
     ):
         if value is not None:
             conditions.append(column == value)
+    for column, value, most_parts in ((records.c.client, client, 4), (records.c.service, service, 6)):
+        if value is not None:
+            conditions.append(_identifier_or_beneath(column, value, most_parts))
     if since is not None:
         conditions.append(records.c.logged_at >= since)
     if until is not None:
@@ -109,6 +111,16 @@ def search(
     )
     with engine.connect() as connection:
         return _load(connection, connection.execute(query).all(), cipher)
+
+
+def _identifier_or_beneath(column: sa.Column[Any], text: str, most_parts: int) -> sa.ColumnElement[bool]:
+    """`text` itself, or an identifier one or more "/"-parts longer (a member's subsystem, a
+    service's version). A full-length identifier is compared as a whole, on the column's index.
+    Compared by substr, not LIKE: SQLite's LIKE ignores case, X-Road identifiers do not."""
+    if text.count("/") + 1 >= most_parts:
+        return column == text
+    prefix = text + "/"
+    return sa.or_(column == text, sa.func.substr(column, 1, len(prefix)) == prefix)
 
 
 def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher | None) -> list[StoredRecord]:
