@@ -541,3 +541,29 @@ def audit_chain_text(report: dict[str, Any]) -> str:
         before = f" ({report['unchained']} from before the chain)" if report.get("unchained") else ""
         return f"audit log valid: {report['checked']} chained entries{before}, head {report['head_hash']}"
     return f"audit log INVALID at entry {report['first_bad_id']}: {report['problem']}"
+
+
+def audit_options(listing: str, action_example: str) -> Callable[[_F], _F]:
+    """`audit`'s options, the same on every API: filters, --verify, --limit, --page."""
+    options = [
+        limit_option("Entries"),
+        page_options(listing, "--before-id"),
+        click.option("--actor", help="Only this actor (NAME#ID, or anonymous)."),
+        click.option("--action", help=f"Only this action, e.g. {action_example}."),
+        click.option(
+            "--since",
+            callback=lambda ctx, param, value: rfc3339(value),
+            help="Only entries at or after this time: ISO 8601 (UTC unless it names a zone), or 2h, 7d, "
+            "yesterday.",
+        ),
+        click.option(
+            "--verify", is_flag=True, help="Check the audit log's hash chain instead; exit 1 if broken."
+        ),
+    ]
+
+    def decorate(function: _F) -> _F:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate

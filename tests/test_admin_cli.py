@@ -12,6 +12,7 @@ import json
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,16 +95,24 @@ class Live:
         return json.loads(self.ok(*args, "--json", role=role))
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
+@contextmanager
+def serving(tmp_path: Path, **context: Any) -> Iterator[Live]:
+    """A node's management API on a fresh database, with a key of each role; `context`: more of
+    the node (AdminContext's other fields)."""
     url = f"sqlite:///{tmp_path / 'serverconf.db'}"
     migrate(url)
     repository = ServerConfRepository.from_url(url)
     keys = {role: repository.create_api_key(f"{role.value}-cli", role.value)[1] for role in Role}
-    ctx = AdminContext(repository=repository, data_dir=tmp_path / "data", server_id=SERVER)
+    ctx = AdminContext(repository=repository, data_dir=tmp_path / "data", server_id=SERVER, **context)
     with ServerThread(make_admin_app(ctx)) as server:
         yield Live(server.url, repository, keys, CliRunner())
     repository.engine.dispose()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    with serving(tmp_path) as running:
+        yield running
 
 
 def test_every_command_has_help() -> None:

@@ -18,19 +18,15 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
-from gateway.admin.api import AdminContext, make_admin_app
 from gateway.admin.roles import Role
 from gateway.apicli import Progress, page_position, page_token
 from gateway.globalconf import GlobalConf
 from gateway.globalconf.model import GlobalGroup, Member
 from gateway.ids import GlobalGroupId, slash_forms_in
 from gateway.messagelog.officer import QueryError, SearchQuery
-from gateway.serverconf.db import migrate
-from gateway.serverconf.repository import ServerConfRepository
 from tests.logsamples import CLIENT, GATEWAY, OTHER_CLIENT, SERVICE, SampleLog
-from tests.test_admin_cli import SAMPLES, SERVER, Live, ServerThread
+from tests.test_admin_cli import SAMPLES, Live, serving
 from tests.test_central_cli import Setup, setup  # noqa: F401 (a fixture)
 from tests.test_messagelog_cli import offline, run, sample  # noqa: F401 (a fixture)
 
@@ -56,17 +52,9 @@ def _globalconf() -> GlobalConf:
 
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[Live]:
-    url = f"sqlite:///{tmp_path / 'serverconf.db'}"
-    migrate(url)
-    repository = ServerConfRepository.from_url(url)
-    keys = {role: repository.create_api_key(f"{role.value}-cli", role.value)[1] for role in Role}
     conf = _globalconf()
-    ctx = AdminContext(
-        repository=repository, data_dir=tmp_path / "data", server_id=SERVER, globalconf=lambda: conf
-    )
-    with ServerThread(make_admin_app(ctx)) as server:
-        yield Live(server.url, repository, keys, CliRunner())
-    repository.engine.dispose()
+    with serving(tmp_path, globalconf=lambda: conf) as running:
+        yield running
 
 
 # --- identifiers -------------------------------------------------------------------------------

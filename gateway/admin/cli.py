@@ -27,6 +27,7 @@ from gateway.apicli import (
     ApiSettings,
     api_options,
     audit_chain_text,
+    audit_options,
     confirmed,
     done,
     echo_next_page,
@@ -34,7 +35,6 @@ from gateway.apicli import (
     json_option,
     limit_option,
     page_options,
-    rfc3339,
     with_next_page,
 )
 from gateway.apicli import format_table as format_table
@@ -736,16 +736,7 @@ def apikeys_revoke(settings: AdminSettings, key_id: int, as_json: bool) -> None:
 
 
 @cli.command("audit")
-@limit_option("Entries")
-@page_options(AUDIT_LISTING, "--before-id")
-@click.option("--actor", help="Only this actor (NAME#ID, or anonymous).")
-@click.option("--action", help="Only this action, e.g. subsystem.add.")
-@click.option(
-    "--since",
-    callback=lambda ctx, param, value: rfc3339(value),
-    help="Only entries at or after this time: ISO 8601 (UTC unless it names a zone), or 2h, 7d, yesterday.",
-)
-@click.option("--verify", is_flag=True, help="Check the audit log's hash chain instead; exit 1 if broken.")
+@audit_options(AUDIT_LISTING, "subsystem.add")
 @json_option
 @pass_settings
 @click.pass_context

@@ -27,15 +27,13 @@ from gateway.apicli import (
     Columns,
     api_options,
     audit_chain_text,
+    audit_options,
     confirmed,
     done,
     echo_json,
     echo_next_page,
     emit,
     json_option,
-    limit_option,
-    page_options,
-    rfc3339,
     with_next_page,
 )
 from gateway.central.api_client import DEFAULT_URL, RegistryClient, client_path, segment, server_path
@@ -923,16 +921,7 @@ AUDIT_LISTING: Final = "central audit"
 
 
 @cli.command("audit")
-@click.option("--actor", help="Only this actor (NAME#ID, or anonymous).")
-@click.option("--action", help="Only this action, e.g. member.add.")
-@click.option(
-    "--since",
-    callback=lambda ctx, param, value: rfc3339(value),
-    help="Only entries at or after this time: ISO 8601 (UTC unless it names a zone), or 2h, 7d, yesterday.",
-)
-@click.option("--verify", is_flag=True, help="Check the audit log's hash chain instead; exit 1 if broken.")
-@limit_option("Entries")
-@page_options(AUDIT_LISTING, "--before-id")
+@audit_options(AUDIT_LISTING, "member.add")
 @json_option
 @pass_registry
 @click.pass_context
