@@ -230,6 +230,8 @@ def test_log_filters_are_checked_and_a_member_matches_its_subsystems(sample: Sam
     versioned = records("--service", SERVICE)
     assert versioned and records("--service", SERVICE.rsplit("/", 1)[0]) == versioned
     assert records("--client", "dev/gov/1001") == []  # identifiers are case-sensitive, as documented
+    colon_gateway = run("--database", sample.url, "--gateway", GATEWAY.replace("/", ":"), "search", "--json")
+    assert [r["seq"] for r in json.loads(colon_gateway.stdout)["records"]] == everything
 
     for option, value, form in (
         ("--client", "garbage", "INSTANCE/CLASS/MEMBER[/SUBSYSTEM]"),

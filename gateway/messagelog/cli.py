@@ -33,6 +33,7 @@ from gateway.apicli import (
     GATEWAY_API_KEY_ENV,
     GATEWAY_API_URL,
     GATEWAY_API_URL_ENV,
+    SERVER_ID,
     ApiGroup,
     ApiSettings,
     Progress,
@@ -174,6 +175,7 @@ def log_database_url(text: str) -> str:
 @click.option(
     "--gateway",
     metavar="ID",
+    type=SERVER_ID,
     help="With --database: only this gateway's records (INSTANCE/CLASS/MEMBER/SERVER).",
 )
 @click.option(
@@ -670,7 +672,7 @@ def _newest_heads(
 
 @cli.command("witness-heads")
 @click.argument("witness_url", metavar="URL")
-@click.argument("gateway")
+@click.argument("gateway", type=SERVER_ID)
 @click.option("--node", help="Only this node's head.")
 def witness_heads(witness_url: str, gateway: str, node: str | None) -> None:
     """Print the newest signed log head of each node of GATEWAY that the registry at URL keeps,
