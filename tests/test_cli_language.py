@@ -172,10 +172,12 @@ def test_access_grant_reads_the_subject_type_and_refuses_unknown_subjects(live: 
 
     shapeless = live.run("access", "grant", PROVIDER, "pets", "a/b/c/d/e")
     assert shapeless.exit_code == 2 and "INSTANCE/CLASS/MEMBER/SUBSYSTEM" in shapeless.output
-    live.ok("access", "revoke", PROVIDER, "pets", "DEV:partners", "--yes")
-    assert ("DEV/partners", "globalgroup") not in {
-        (r["subject"], r["subject_type"]) for r in live.json("access", "list", PROVIDER, "pets")
-    }
+    mismatch = live.run("access", "grant", PROVIDER, "pets", CONSUMER, "--type", "member")
+    assert mismatch.exit_code == 2 and "is a subsystem, not a member" in mismatch.output
+    live.ok("access", "revoke", PROVIDER, "pets", "LOCALGROUP:friends", "--yes")
+    live.ok("access", "revoke", PROVIDER, "pets", "globalgroup:DEV:partners", "--yes")
+    left = {(r["subject"], r["subject_type"]) for r in live.json("access", "list", PROVIDER, "pets")}
+    assert ("DEV/partners", "globalgroup") not in left and ("friends", "localgroup") not in left
 
 
 # --- the registry's CLI ------------------------------------------------------------------------

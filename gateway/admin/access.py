@@ -149,16 +149,22 @@ _SUBJECT_TYPE_BY_PARTS: Final = {
 }
 
 
-def subject_type_of(text: str) -> SubjectType:
-    """What a subject's text form names, by its number of parts: GROUP (a local group),
-    INSTANCE/GROUP (a global group), INSTANCE/CLASS/MEMBER, INSTANCE/CLASS/MEMBER/SUBSYSTEM."""
-    kind = _SUBJECT_TYPE_BY_PARTS.get(slash_form(text).count("/") + 1)
-    if kind is None:
+def read_subject(text: str) -> tuple[SubjectType, str]:
+    """A subject's type and text form from how it is written: by its number of parts, GROUP (a
+    local group), INSTANCE/GROUP (a global group), INSTANCE/CLASS/MEMBER or .../SUBSYSTEM; or
+    with its type in front, as X-Road writes it (`GLOBALGROUP:DEV/partners`, any case)."""
+    written_type, colon, rest = text.partition(":")
+    if colon and written_type.lower() in set(SubjectType):
+        kind = SubjectType(written_type.lower())
+        return kind, slash_form(rest)
+    spelled = slash_form(text)
+    found = _SUBJECT_TYPE_BY_PARTS.get(spelled.count("/") + 1)
+    if found is None:
         raise ValueError(
             f"subject {text!r} is none of GROUP (local group), INSTANCE/GROUP (global group), "
             "INSTANCE/CLASS/MEMBER or INSTANCE/CLASS/MEMBER/SUBSYSTEM"
         )
-    return kind
+    return found, spelled
 
 
 def unknown_subject(subject: AccessSubject, conf: GlobalConf) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar
 import click
 import yaml
 
-from gateway.admin.access import SubjectType, subject_type_of
+from gateway.admin.access import SubjectType, read_subject
 from gateway.admin.client import DEFAULT_URL, AdminClient
 from gateway.admin.roles import Role
 from gateway.apicli import (
@@ -446,14 +446,16 @@ def _right_options(function: _F) -> _F:
 
 
 def _subject(subject: str, subject_type: str | None) -> tuple[str, str]:
-    """The subject in the one text form, and its type (given, or read from the form)."""
-    text = slash_form(subject)
-    if subject_type is None:
-        try:
-            subject_type = subject_type_of(text).value
-        except ValueError as error:
+    """The subject in the one text form, and its type (given, or read from how it is written)."""
+    try:
+        kind, text = read_subject(subject)
+    except ValueError as error:
+        if subject_type is None:
             raise click.BadParameter(str(error), param_hint="SUBJECT") from None
-    return text, subject_type
+        return slash_form(subject), subject_type  # the server names what is wrong with it
+    if subject_type is not None and subject_type != kind.value:
+        raise click.BadParameter(f"{subject} is a {kind.value}, not a {subject_type}", param_hint="SUBJECT")
+    return text, subject_type or kind.value
 
 
 @access.command("list")
