@@ -77,8 +77,10 @@ AdminGroup = ApiGroup
 def cli(ctx: click.Context, url: str, key_env: str) -> None:
     """Manage a gateway: subsystems, services, access rights, groups, keys, API keys, audit log.
 
-    Clients are written INSTANCE/CLASS/MEMBER[/SUBSYSTEM]. Every change is audited under the
-    API key's name; what a key may do depends on its role.
+    Clients are written INSTANCE/CLASS/MEMBER[/SUBSYSTEM] (X-Road's DEV:GOV:1001 is read too);
+    identifiers are case-sensitive. Listings page with --limit and the --page TOKEN that
+    `next page:` prints. Every change is audited under the API key's name; what a key may do
+    depends on its role.
     """
     ctx.obj = AdminSettings(url, key_env)
 

@@ -73,7 +73,9 @@ def cli(ctx: click.Context, url: str, key_env: str) -> None:
     """The central registry: members, gateways, trust services, requests, the signed configuration.
 
     Members and subsystems are written INSTANCE/CLASS/MEMBER[/SUBSYSTEM], gateways
-    INSTANCE/CLASS/MEMBER/SERVER. Every change is audited under the API key's name.
+    INSTANCE/CLASS/MEMBER/SERVER (X-Road's DEV:GOV:1001 is read too); identifiers are
+    case-sensitive. Listings page with --limit and the --page TOKEN that `next page:` prints.
+    Every change is audited under the API key's name.
     """
     ctx.obj = RegistrySettings(url, key_env)
 

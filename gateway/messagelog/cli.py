@@ -195,7 +195,9 @@ def cli(
     """The message log: search, show and export logged messages, and verify logs and evidence.
 
     Against a node, every query is audited under the API key's name (security officer or
-    system administrator). With --database, the log is read directly and offline.
+    system administrator). With --database, the log is read directly and offline. Identifiers
+    are INSTANCE/CLASS/MEMBER[/SUBSYSTEM] (X-Road's DEV:GOV:1001 is read too) and
+    case-sensitive; a malformed filter is an error, never an empty result.
     """
     ctx.obj = LogSettings(LogApiSettings(url, key_env), database, gateway, body_keys)
     ctx.call_on_close(ctx.obj.close)
