@@ -12,20 +12,25 @@ everywhere, URL-encoded into paths (:func:`path_segment`).
 from __future__ import annotations
 
 import abc
+import base64
+import binascii
+import datetime as dt
 import functools
 import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, Generic, TextIO, TypeVar, cast
 from urllib.parse import quote
 
 import click
 import requests
 
-from gateway.ids import IdentifierError
+from gateway.ids import ClientId, IdentifierError, SecurityServerId, ServiceId, slash_form
+from gateway.timetext import TimeTextError, parse_when
 from gateway.webapi.types import DEFAULT_PAGE, MAX_PAGE
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -134,6 +139,42 @@ class JsonApiClient:
         return result
 
 
+# --- identifiers on the command line -------------------------------------------------------------
+
+
+class IdentifierType(click.ParamType):
+    """An identifier typed in its text form or X-Road's colon form (`DEV:GOV:1001`), checked
+    and passed on in the one text form, so every answer and message shows it the same way."""
+
+    def __init__(self, parse: Callable[[str], Any], form: str, parts: tuple[int, ...] | None = None) -> None:
+        self._parse = parse
+        self.name = form
+        self._parts = parts
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = slash_form(str(value))
+        if self._parts is not None and text.count("/") + 1 not in self._parts:
+            self.fail(f"{value!r} is not of the form {self.name}", param, ctx)
+        try:
+            return str(self._parse(text).to_text())
+        except IdentifierError as error:
+            hint = "" if self.name in error.message else f"; write {self.name}"
+            self.fail(f"{error.message}{hint}", param, ctx)
+
+
+CLIENT_ID: Final = IdentifierType(ClientId.from_text, "INSTANCE/CLASS/MEMBER[/SUBSYSTEM]")
+MEMBER_ID: Final = IdentifierType(ClientId.from_text, "INSTANCE/CLASS/MEMBER", (3,))
+SUBSYSTEM_ID: Final = IdentifierType(ClientId.from_text, "INSTANCE/CLASS/MEMBER/SUBSYSTEM", (4,))
+SERVER_ID: Final = IdentifierType(SecurityServerId.from_text, "INSTANCE/CLASS/MEMBER/SERVER")
+SERVICE_ID: Final = IdentifierType(
+    lambda text: ServiceId.from_text(text, has_subsystem=text.count("/") >= 4),
+    "INSTANCE/CLASS/MEMBER[/SUBSYSTEM]/SERVICE[/VERSION]",
+    (4, 5, 6),
+)
+"""A service with or without a subsystem and a version: five parts read as a subsystem's
+service without a version (the common case, and every REST service)."""
+
+
 # --- where the API is, and its key ---------------------------------------------------------------
 
 
@@ -161,7 +202,26 @@ class ApiSettings(abc.ABC, Generic[_C]):
         """The API client for this CLI (admin or registry)."""
 
 
-class ApiGroup(click.Group):
+class RenamingGroup(click.Group):
+    """A group whose commands keep their old names for a release after a rename: hidden from
+    --help, still run, with a note on stderr naming the new one. Its subgroups are of its class."""
+
+    group_class = type
+
+    def __init__(self, *args: Any, renamed: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.renamed = dict(renamed or {})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        new_name = self.renamed.get(cmd_name)
+        if new_name is not None and new_name != cmd_name:
+            note = f"note: `{cmd_name}` is now `{new_name}`; the old name goes in a later release"
+            click.echo(note, err=True)
+            cmd_name = new_name
+        return super().get_command(ctx, cmd_name)
+
+
+class ApiGroup(RenamingGroup):
     """Turns the API's errors and connection failures into one line and exit status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -232,6 +292,70 @@ def limit_option(what: str) -> Callable[[_F], _F]:
     )
 
 
+def _page_text(listing: str, position: int) -> bytes:
+    return f"{listing}:{position}".encode("ascii")
+
+
+def page_token(listing: str, position: int) -> str:
+    """The token `--page` takes to go on from `position` of `listing` (opaque to people: each
+    listing pages by its own means, an offset or the last id seen, and may change it)."""
+    return base64.urlsafe_b64encode(_page_text(listing, position)).decode("ascii").rstrip("=")
+
+
+def page_position(listing: str, token: str) -> int:
+    """The position a token of `listing` names; a usage error for any other text."""
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        text = ""
+    name, _, position = text.rpartition(":")
+    if name != listing or not position.isdigit():
+        other = f" (it is a page of `{name}`)" if name and position.isdigit() else ""
+        raise click.BadParameter(
+            f"{token!r} is not a page token of `{listing}`{other}: give the one `next page:` printed",
+            param_hint="--page",
+        )
+    return int(position)
+
+
+def page_options(listing: str, legacy: str) -> Callable[[_F], _F]:
+    """`--page TOKEN` (the one way every listing pages) passed as `page`: the position it names,
+    or None for the first page. `legacy` (e.g. `--offset`), the listing's own option before,
+    still works for a release, hidden, with a note on stderr."""
+
+    def decorate(function: _F) -> _F:
+        @functools.wraps(function)
+        def merged(*args: Any, page: int | None, legacy_position: int | None, **kwargs: Any) -> Any:
+            if legacy_position is not None:
+                if page is not None:
+                    raise click.UsageError(f"give --page, not {legacy} too")
+                click.echo(f"note: {legacy} is deprecated: use --page TOKEN as `next page:` says", err=True)
+                page = legacy_position
+            return function(*args, page=page, **kwargs)
+
+        hidden = click.option(legacy, "legacy_position", type=click.IntRange(min=0), hidden=True)
+        token = click.option(
+            "--page",
+            metavar="TOKEN",
+            callback=lambda ctx, param, value: None if value is None else page_position(listing, value),
+            help="Go on from where the last page ended: the token it printed after `next page:`.",
+        )
+        return cast(_F, token(hidden(merged)))
+
+    return decorate
+
+
+def echo_next_page(listing: str, position: int | None) -> None:
+    """After a page, on stderr (a script's output stays the listing): how to ask for the next one."""
+    if position is not None:
+        click.echo(f"next page: --page {page_token(listing, position)}", err=True)
+
+
+def with_next_page(answer: Mapping[str, Any], listing: str, position: int | None) -> dict[str, Any]:
+    """A page's JSON with `next_page`, the token for `--page` (null on the last page)."""
+    return {**answer, "next_page": None if position is None else page_token(listing, position)}
+
+
 def json_option(function: _F) -> _F:
     decorated: _F = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")(
         function
@@ -256,6 +380,60 @@ def confirmed(question: str | Callable[[Mapping[str, Any]], str]) -> Callable[[_
         return cast(_F, option(ask_first))
 
     return decorate
+
+
+PROGRESS_INTERVAL_SECONDS: Final = 0.2
+"""Between redraws of a progress line: smooth to the eye, and no cost when items are fast."""
+
+
+class Progress:
+    """A line on stderr saying how far a long operation is (`exporting: 40/100 records`), drawn
+    over itself. Only when stderr is a terminal: piped or logged, it stays silent, so a script's
+    output and an operator's log hold the results only. Lines the operation prints meanwhile go
+    through :meth:`echo`, which clears the progress line first."""
+
+    def __init__(
+        self, what: str, total: int | None = None, unit: str = "", *, stream: TextIO | None = None
+    ) -> None:
+        self.what, self.total, self.unit = what, total, unit
+        self.done = 0
+        self._stream = stream if stream is not None else sys.stderr
+        self.enabled = stream is not None or self._stream.isatty()
+        self._shown = 0  # characters on the line now
+        self._drawn_at = 0.0
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        now = time.monotonic()
+        if self.enabled and (now - self._drawn_at >= PROGRESS_INTERVAL_SECONDS or self.done == self.total):
+            self._drawn_at = now
+            self._draw(self.text())
+
+    def text(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        if self.total:
+            return f"{self.what}: {self.done}/{self.total}{unit} ({100 * self.done // self.total}%)"
+        return f"{self.what}: {self.done}{unit}"
+
+    def echo(self, message: str, err: bool = False) -> None:
+        """Print a line of the operation's own, on a clean line."""
+        self.clear()
+        click.echo(message, err=err)
+
+    def clear(self) -> None:
+        if self._shown:
+            self._draw("")
+
+    def _draw(self, text: str) -> None:
+        self._stream.write("\r" + text.ljust(self._shown) + ("\r" if not text else ""))
+        self._stream.flush()
+        self._shown = len(text)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.clear()
 
 
 def echo_json(value: Any) -> None:
@@ -344,3 +522,48 @@ def emit(
 def done(as_json: bool, message: str) -> None:
     """For operations answering nothing (204)."""
     emit({"status": "ok", "message": message}, as_json, message=message)
+
+
+def rfc3339(text: str | None) -> str | None:
+    """A time as the API takes it (RFC 3339 with its zone) from what was typed: ISO 8601, UTC
+    when no zone is written, or relative (`2h`, `yesterday`: gateway.timetext)."""
+    if text is None:
+        return None
+    try:
+        return parse_when(text, dt.datetime.now(dt.UTC)).isoformat()
+    except TimeTextError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def audit_chain_text(report: dict[str, Any]) -> str:
+    """One line on the audit chain, for people."""
+    if report["ok"]:
+        before = f" ({report['unchained']} from before the chain)" if report.get("unchained") else ""
+        return f"audit log valid: {report['checked']} chained entries{before}, head {report['head_hash']}"
+    return f"audit log INVALID at entry {report['first_bad_id']}: {report['problem']}"
+
+
+def audit_options(listing: str, action_example: str) -> Callable[[_F], _F]:
+    """`audit`'s options, the same on every API: filters, --verify, --limit, --page."""
+    options = [
+        limit_option("Entries"),
+        page_options(listing, "--before-id"),
+        click.option("--actor", help="Only this actor (NAME#ID, or anonymous)."),
+        click.option("--action", help=f"Only this action, e.g. {action_example}."),
+        click.option(
+            "--since",
+            callback=lambda ctx, param, value: rfc3339(value),
+            help="Only entries at or after this time: ISO 8601 (UTC unless it names a zone), or 2h, 7d, "
+            "yesterday.",
+        ),
+        click.option(
+            "--verify", is_flag=True, help="Check the audit log's hash chain instead; exit 1 if broken."
+        ),
+    ]
+
+    def decorate(function: _F) -> _F:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate

@@ -26,7 +26,7 @@ import requests
 from lxml import etree
 
 from gateway.apicli import format_table, terminal_width
-from gateway.ids import ClientId, IdentifierError, ObjectType, ServiceId
+from gateway.ids import ClientId, IdentifierError, ObjectType, ServiceId, slash_form
 from gateway.protocol import soap
 from gateway.protocol.schema import XROAD_NS
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
@@ -94,7 +94,7 @@ class CallableService:
 
 def _parse_client(text: str) -> ClientId:
     try:
-        client = ClientId.from_text(text.replace(":", "/"))
+        client = ClientId.from_text(slash_form(text))
     except IdentifierError as exc:
         raise click.BadParameter(f"{text!r}: {exc}; write INSTANCE/CLASS/MEMBER/SUBSYSTEM") from exc
     return client
@@ -102,7 +102,7 @@ def _parse_client(text: str) -> ClientId:
 
 def _parse_service(text: str) -> ServiceId:
     try:
-        return ServiceId.from_text(text.replace(":", "/"))
+        return ServiceId.from_text(slash_form(text))
     except IdentifierError as exc:
         raise click.BadParameter(
             f"{text!r}: {exc}; write INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/VERSION]"

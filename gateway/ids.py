@@ -106,6 +106,28 @@ def _split(text: str, counts: tuple[int, ...], fault_code: str, what: str, shape
     return [unquote(p) if "%" in p else p for p in parts]
 
 
+def slash_form(text: str) -> str:
+    """`text` with X-Road's colon separators (`DEV:GOV:1001`, as its own tools write them) as
+    the one text form's slashes; codes hold neither character, so nothing else changes."""
+    return text.replace(":", "/")
+
+
+# An identifier in colon form inside free text (an audit target written from a URL path):
+# three to six codes, so a time of day (two colons, digits only) is the only look-alike.
+_COLON_FORM_RE: Final = re.compile(
+    r"(?<![A-Za-z0-9'()+,\-.=?%:])[A-Za-z0-9'()+,\-.=?%]+(?::[A-Za-z0-9'()+,\-.=?%]+){2,5}(?![A-Za-z0-9:])"
+)
+_TIME_RE: Final = re.compile(r"\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?")
+
+
+def slash_forms_in(text: str) -> str:
+    """Free text (an audit target, perhaps written before one form was used everywhere) with
+    every colon-form identifier in it spelled in the one text form; times of day are left."""
+    return _COLON_FORM_RE.sub(
+        lambda m: m.group(0) if _TIME_RE.fullmatch(m.group(0)) else slash_form(m.group(0)), text
+    )
+
+
 # --- XML form --------------------------------------------------------------------------
 
 # identifiers.xsd `XRoadIdentifierType`: the children, in the order the sequence demands.

@@ -12,6 +12,7 @@ import json
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,16 +95,24 @@ class Live:
         return json.loads(self.ok(*args, "--json", role=role))
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
+@contextmanager
+def serving(tmp_path: Path, **context: Any) -> Iterator[Live]:
+    """A node's management API on a fresh database, with a key of each role; `context`: more of
+    the node (AdminContext's other fields)."""
     url = f"sqlite:///{tmp_path / 'serverconf.db'}"
     migrate(url)
     repository = ServerConfRepository.from_url(url)
     keys = {role: repository.create_api_key(f"{role.value}-cli", role.value)[1] for role in Role}
-    ctx = AdminContext(repository=repository, data_dir=tmp_path / "data", server_id=SERVER)
+    ctx = AdminContext(repository=repository, data_dir=tmp_path / "data", server_id=SERVER, **context)
     with ServerThread(make_admin_app(ctx)) as server:
         yield Live(server.url, repository, keys, CliRunner())
     repository.engine.dispose()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    with serving(tmp_path) as running:
+        yield running
 
 
 def test_every_command_has_help() -> None:
@@ -326,19 +335,19 @@ def test_keys_generate_csr_and_import(live: Live, tmp_path: Path) -> None:
 
 
 def test_apikeys_and_audit(live: Live) -> None:
-    result = live.run("apikeys", "create", "backup-bot", "observer")
+    result = live.run("api-keys", "create", "backup-bot", "observer")
     assert result.exit_code == 0
     key_line = next(line for line in result.output.splitlines() if line.startswith("key: "))
     new_key = key_line.removeprefix("key: ")
     assert "not shown again" in result.output
-    listed = live.ok("apikeys", "list")
+    listed = live.ok("api-keys", "list")
     assert "backup-bot" in listed and new_key not in listed
-    new_id = next(k["id"] for k in live.json("apikeys", "list") if k["name"] == "backup-bot")
+    new_id = next(k["id"] for k in live.json("api-keys", "list") if k["name"] == "backup-bot")
 
     env = {"XGATE_ADMIN_URL": live.url, "BOT_KEY": new_key, "XGATE_API_KEY": None}
     result = live.runner.invoke(cli, ["--api-key-env", "BOT_KEY", "subsystems", "list"], env=env)
     assert result.exit_code == 0, result.output
-    live.ok("apikeys", "revoke", str(new_id), "--yes")
+    live.ok("api-keys", "revoke", str(new_id), "--yes")
     result = live.runner.invoke(cli, ["--api-key-env", "BOT_KEY", "subsystems", "list"], env=env)
     assert result.exit_code == 1 and "401 unauthorized" in result.output
 
@@ -346,7 +355,7 @@ def test_apikeys_and_audit(live: Live) -> None:
     assert [e["result"] for e in page["entries"]] == ["ok"]
     table = live.ok("audit", "--limit", "2", role=Role.SECURITY_OFFICER)
     assert table.splitlines()[0].split() == ["ID", "AT", "ACTOR", "ACTION", "TARGET", "RESULT"]
-    assert "next page: --before-id" in table
+    assert "next page: --page " in table
     result = live.run("audit", role=Role.OBSERVER)
     assert result.exit_code == 1 and "403 forbidden" in result.output
     refused = live.repository.audit_entries(action="audit_log.read")
@@ -355,7 +364,7 @@ def test_apikeys_and_audit(live: Live) -> None:
 
 def test_audit_since_takes_a_time_without_a_zone_as_utc(live: Live) -> None:
     """The API takes RFC 3339 times with their zone; the CLI writes a zone-less one as UTC."""
-    live.ok("apikeys", "create", "backup-bot", "observer")
+    live.ok("api-keys", "create", "backup-bot", "observer")
     for since, found in (("2000-01-01T00:00:00", True), ("2999-01-01T00:00:00+02:00", False)):
         page = live.json("audit", "--since", since, "--action", "api_key.create", role=Role.SECURITY_OFFICER)
         assert bool(page["entries"]) is found, since

@@ -249,7 +249,7 @@ async def test_key_rotation_from_the_command_line(setup: Setup) -> None:
         assert row["status"] == "standby"
         assert setup.central("signing-keys", "activate", str(row["id"])).exit_code == 0
         assert setup.central("signing-keys", "retire", "1").exit_code == 0
-        status = json.loads(setup.central("globalconf", "status", "--json").output)
+        status = json.loads(setup.central("globalconf", "show", "--json").output)
         assert status["anchor_certificates"] == [row["certificate"]["sha256"]]
         assert status["signer_sha256"] == row["certificate"]["sha256"]
 

@@ -97,9 +97,11 @@ def test_search_prints_a_table_and_json_pages(sample: SampleLog) -> None:
 
     first = json.loads(ok(offline(sample, "search", "--limit", "5", "--json")))
     assert [r["seq"] for r in first["records"]] == [9, 8, 7, 6, 5] and first["next_offset"] == 5
-    rest = json.loads(ok(offline(sample, "search", "--limit", "5", "--offset", "5", "--json")))
-    assert [r["seq"] for r in rest["records"]] == [4, 3, 2, 1] and rest["next_offset"] is None
-    assert "(more: --offset 5)" in ok(offline(sample, "search", "--limit", "5"))
+    rest = json.loads(ok(offline(sample, "search", "--limit", "5", "--page", first["next_page"], "--json")))
+    assert [r["seq"] for r in rest["records"]] == [4, 3, 2, 1] and rest["next_page"] is None
+    paged = offline(sample, "search", "--limit", "5")
+    assert f"next page: --page {first['next_page']}" in paged.stderr
+    assert "next page" not in paged.stdout
 
     faults = json.loads(
         ok(offline(sample, "search", "--outcome", "Server.ServerProxy.AccessDenied", "--json"))

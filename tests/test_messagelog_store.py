@@ -749,3 +749,21 @@ async def test_purge_removes_shared_parts_nothing_needs_any_more(engine: sa.Engi
     assert (count(engine, tables.blobs), count(engine, tables.timestamps)) == (2, 1)
     report = verify_log(engine, GATEWAY, NODE, trusted_cas=[trust.ca], verify_token=trust.verify_token())
     assert report.ok and report.checked == 1, report
+
+
+async def test_search_by_member_or_versionless_service_finds_what_is_beneath_case_sensitively(
+    engine: sa.Engine,
+) -> None:
+    """A member's identifier finds its subsystems' records, a service's without version every
+    version; on both databases, and never across case (SQLite's LIKE would ignore it)."""
+    batch = [make_record(i) for i in range(4)]
+    batch[1] = replace(batch[1], client="DEV/COM/2222/crm", service="DEV/GOV/1003/benefits/benefits/v2")
+    batch[2] = replace(batch[2], client="DEV/COM/2222", service="DEV/GOV/1003/benefits/benefits")
+    batch[3] = replace(batch[3], client="DEV/COM/22220/crm")
+    await append_all(engine, batch)
+
+    assert [s.seq for s in search(engine, client="DEV/COM/2222")] == [3, 2]
+    assert [s.seq for s in search(engine, client="DEV/COM/2222/crm")] == [2]
+    assert [s.seq for s in search(engine, service="DEV/GOV/1003/benefits/benefits")] == [3, 2]
+    assert [s.seq for s in search(engine, service="DEV/GOV/1003/benefits/benefits/v2")] == [2]
+    assert search(engine, client="dev/com/2222") == []

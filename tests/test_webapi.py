@@ -221,3 +221,4 @@ def test_the_command_lines_page_by_the_same_limit(command: list[str]) -> None:
         assert result.exit_code == 2 and "--limit" in result.output, result.output
     help_text = CliRunner().invoke(group, [*command[1:], "--help"]).output
     assert f"1..{MAX_PAGE}" in help_text and "default: 100" in help_text
+    assert "--page TOKEN" in help_text  # and one way to the next page

@@ -11,7 +11,8 @@ from pydantic import ConfigDict, Field, model_validator
 
 from gateway.admin.context import TABLE, AdminContext, ClientPath, snapshot, with_subsystem
 from gateway.admin.roles import Permission as P
-from gateway.ids import LocalGroupId, ObjectType
+from gateway.globalconf.model import GlobalConf
+from gateway.ids import ClientId, GlobalGroupId, LocalGroupId, ObjectType, slash_form
 from gateway.serverconf.access import (
     MAX_PATH_PATTERN_LENGTH,
     AccessRight,
@@ -20,7 +21,7 @@ from gateway.serverconf.access import (
     subject_from_text,
 )
 from gateway.serverconf.repository import LocalGroup
-from gateway.webapi import Call, Outcome, invalid, not_found
+from gateway.webapi import ApiError, Call, Outcome, invalid, not_found
 from gateway.webapi.types import (
     CODE_PATTERN,
     GLOBAL_GROUP_PATTERN,
@@ -34,6 +35,9 @@ from gateway.webapi.types import (
     Code,
     Description,
 )
+
+UNKNOWN_SUBJECT: Final = "unknown_subject"
+"""The error code of a grant to a subject no caller can be."""
 
 
 class SubjectType(enum.StrEnum):
@@ -113,6 +117,11 @@ class NewAccessRight(Body):
     subject_type: SubjectType
     method: str | None = _METHOD
     path: str | None = _PATH
+    force: bool = Field(
+        False,
+        description="Grant even to a subject the global configuration does not list "
+        "(yet): a typo otherwise grants nobody, silently.",
+    )
 
     @model_validator(mode="after")
     def _endpoint(self) -> NewAccessRight:
@@ -132,10 +141,49 @@ class RevokedAccessRight(ServiceCodePath):
     path: str | None = _PATH
 
 
+_SUBJECT_TYPE_BY_PARTS: Final = {
+    1: SubjectType.LOCALGROUP,
+    2: SubjectType.GLOBALGROUP,
+    3: SubjectType.MEMBER,
+    4: SubjectType.SUBSYSTEM,
+}
+
+
+def read_subject(text: str) -> tuple[SubjectType, str]:
+    """A subject's type and text form from how it is written: by its number of parts, GROUP (a
+    local group), INSTANCE/GROUP (a global group), INSTANCE/CLASS/MEMBER or .../SUBSYSTEM; or
+    with its type in front, as X-Road writes it (`GLOBALGROUP:DEV/partners`, any case)."""
+    written_type, colon, rest = text.partition(":")
+    if colon and written_type.lower() in set(SubjectType):
+        kind = SubjectType(written_type.lower())
+        return kind, slash_form(rest)
+    spelled = slash_form(text)
+    found = _SUBJECT_TYPE_BY_PARTS.get(spelled.count("/") + 1)
+    if found is None:
+        raise ValueError(
+            f"subject {text!r} is none of GROUP (local group), INSTANCE/GROUP (global group), "
+            "INSTANCE/CLASS/MEMBER or INSTANCE/CLASS/MEMBER/SUBSYSTEM"
+        )
+    return found, spelled
+
+
+def unknown_subject(subject: AccessSubject, conf: GlobalConf) -> str | None:
+    """Why no caller can ever be `subject`, or None: a member, subsystem or global group the
+    global configuration does not list. (A local group must exist to be granted anything.)"""
+    if isinstance(subject, ClientId):
+        known = conf.is_known(subject)
+    elif isinstance(subject, GlobalGroupId):
+        known = any(group.id == subject for group in conf.global_groups)
+    else:
+        return None
+    where = f"the global configuration (version {conf.version})"
+    return None if known else f"{subject} is not registered in {where}"
+
+
 def access_subject(text: str, subject_type: str) -> AccessSubject:
     """The subject of a right from its text form and type (member, subsystem, globalgroup, localgroup)."""
     kind = ObjectType(SubjectType(subject_type.lower()).value.upper())
-    return subject_from_text(kind, text.replace(":", "/"))  # codes hold neither separator
+    return subject_from_text(kind, slash_form(text))
 
 
 def _access_right(service_code: str, values: NewAccessRight | RevokedAccessRight) -> AccessRight:
@@ -186,9 +234,21 @@ async def grant_access(ctx: AdminContext, call: Call[ServiceCodePath, NewAccessR
     await _check_service(ctx, call.params)
     provider = call.params.client_id
     right = _access_right(call.params.service_code, call.body)
+    if not call.body.force:
+        _refuse_unknown(ctx, right.subject)
     await asyncio.to_thread(ctx.repository.grant, provider, right)
     body = right_json(right)
     return Outcome(body, 201, f"{provider}/{right.service_code}", body)
+
+
+def _refuse_unknown(ctx: AdminContext, subject: AccessSubject) -> None:
+    """A 404 naming a subject no caller can be (a typo would grant nobody, silently); unchecked
+    while the node has no global configuration yet."""
+    conf = ctx.globalconf() if ctx.globalconf is not None else None
+    reason = None if conf is None else unknown_subject(subject, conf)
+    if reason is not None:
+        hint = "check its spelling (identifiers are case-sensitive), or grant with force"
+        raise ApiError(404, UNKNOWN_SUBJECT, f"{reason}: {hint}")
 
 
 @TABLE.delete(

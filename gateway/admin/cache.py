@@ -39,7 +39,7 @@ from gateway.cache.policy import (
 )
 from gateway.cache.schedule import MAX_INTERVAL_SECONDS, MIN_INTERVAL_SECONDS
 from gateway.cache.store import EntryInfo
-from gateway.ids import ClientId, IdentifierError, ServiceId
+from gateway.ids import ClientId, IdentifierError, ServiceId, slash_form
 from gateway.serverconf.access import MAX_PATH_PATTERN_LENGTH
 from gateway.serverconf.model import ServerConfSnapshot
 from gateway.webapi import CONFLICT, ApiError, Call, Outcome, invalid, not_found
@@ -346,8 +346,8 @@ def entry_json(info: EntryInfo, now: Any) -> dict[str, Any]:
 def _ids(service: str | None, client: str | None) -> tuple[ServiceId | None, ClientId | None]:
     try:
         return (
-            ServiceId.from_text(service.replace(":", "/")) if service else None,
-            ClientId.from_text(client.replace(":", "/")) if client else None,
+            ServiceId.from_text(slash_form(service)) if service else None,
+            ClientId.from_text(slash_form(client)) if client else None,
         )
     except IdentifierError as error:
         raise invalid(str(error)) from None

@@ -8,7 +8,6 @@ or asked for without echo. Output is a table for people, or the API's JSON with 
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -16,24 +15,34 @@ from typing import Any, Final, TypeVar
 import click
 import yaml
 
+from gateway.admin.access import SubjectType, read_subject
 from gateway.admin.client import DEFAULT_URL, AdminClient
 from gateway.admin.roles import Role
 from gateway.apicli import (
+    CLIENT_ID,
     GATEWAY_API_KEY_ENV,
     GATEWAY_API_URL_ENV,
+    MEMBER_ID,
     ApiGroup,
     ApiSettings,
     api_options,
+    audit_chain_text,
+    audit_options,
     confirmed,
     done,
+    echo_next_page,
     emit,
     json_option,
     limit_option,
+    page_options,
+    with_next_page,
 )
 from gateway.apicli import format_table as format_table
-from gateway.timetext import TimeTextError, parse_when
+from gateway.ids import slash_form
 
 URL_ENV: Final = GATEWAY_API_URL_ENV
+AUDIT_LISTING: Final = "admin audit"
+CACHE_ENTRIES_LISTING: Final = "admin cache entries"
 DEFAULT_KEY_ENV: Final = GATEWAY_API_KEY_ENV
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -53,7 +62,11 @@ AdminGroup = ApiGroup
 """`xgate admin`'s group: the API's errors as one line (gateway.apicli.ApiGroup)."""
 
 
-@click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=AdminGroup,
+    renamed={"apikeys": "api-keys"},
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @api_options(
     url_env=URL_ENV,
     default_url=DEFAULT_URL,
@@ -64,8 +77,10 @@ AdminGroup = ApiGroup
 def cli(ctx: click.Context, url: str, key_env: str) -> None:
     """Manage a gateway: subsystems, services, access rights, groups, keys, API keys, audit log.
 
-    Clients are written INSTANCE/CLASS/MEMBER[/SUBSYSTEM]. Every change is audited under the
-    API key's name; what a key may do depends on its role.
+    Clients are written INSTANCE/CLASS/MEMBER[/SUBSYSTEM] (X-Road's DEV:GOV:1001 is read too);
+    identifiers are case-sensitive. Listings page with --limit and the --page TOKEN that
+    `next page:` prints. Every change is audited under the API key's name; what a key may do
+    depends on its role.
     """
     ctx.obj = AdminSettings(url, key_env)
 
@@ -159,7 +174,7 @@ def _warn_unauthenticated(subsystems: list[dict[str, Any]], as_json: bool) -> No
 
 
 @subsystems.command("add")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.option(
     "--auth-mode",
     type=click.Choice(["http", "https", "https_cert"]),
@@ -178,7 +193,7 @@ def subsystems_add(settings: AdminSettings, client_id: str, auth_mode: str, as_j
 
 
 @subsystems.command("remove")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @json_option
 @confirmed("Remove {client_id} with its services, access rights and local groups?")
 @pass_settings
@@ -189,7 +204,7 @@ def subsystems_remove(settings: AdminSettings, client_id: str, as_json: bool) ->
 
 
 @subsystems.command("auth")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("mode", type=click.Choice(["http", "https", "https_cert"]))
 @json_option
 @pass_settings
@@ -202,7 +217,7 @@ def subsystems_auth(settings: AdminSettings, client_id: str, mode: str, as_json:
 
 
 @subsystems.command("pin-cert")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("pem_file", type=_FILE)
 @json_option
 @pass_settings
@@ -212,7 +227,7 @@ def subsystems_pin_cert(settings: AdminSettings, client_id: str, pem_file: Path,
 
 
 @subsystems.command("unpin-cert")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("sha256")
 @json_option
 @confirmed("Unpin certificate {sha256} from {client_id}? Systems presenting it can no longer connect.")
@@ -232,7 +247,7 @@ def services() -> None:
 
 
 @services.command("list")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @json_option
 @pass_settings
 def services_list(settings: AdminSettings, client_id: str, as_json: bool) -> None:
@@ -247,7 +262,7 @@ def _document_source(file: Path | None, url: str | None) -> tuple[str | None, st
 
 
 @services.command("add-wsdl")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.option("--file", "file", type=_FILE, help="The WSDL document.")
 @click.option("--url", "url", help="Let the gateway fetch the WSDL from this http(s) URL.")
 @json_option
@@ -261,7 +276,7 @@ def services_add_wsdl(
 
 
 @services.command("add-openapi")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("service_code")
 @click.option("--file", "file", type=_FILE, help="The OpenAPI 3 document (YAML or JSON).")
 @click.option("--url", "url", help="Let the gateway fetch the document from this http(s) URL.")
@@ -293,7 +308,7 @@ def services_add_openapi(
 
 
 @services.command("set-backend")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("service_code")
 @_version_option
 @click.option("--backend-url", help="The service's new address.")
@@ -357,7 +372,7 @@ def services_set_backend(
 
 
 @services.command("enable")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("service_code")
 @_version_option
 @json_option
@@ -370,7 +385,7 @@ def services_enable(
 
 
 @services.command("disable")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("service_code")
 @_version_option
 @click.option("--notice", help="What callers are told (the ServiceDisabled fault's text).")
@@ -390,7 +405,7 @@ def services_disable(
 
 
 @services.command("remove")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("service_code")
 @_version_option
 @json_option
@@ -414,15 +429,15 @@ def access() -> None:
 
 def _right_options(function: _F) -> _F:
     options = [
-        click.argument("client_id"),
+        click.argument("client_id", type=CLIENT_ID),
         click.argument("service_code"),
         click.argument("subject"),
         click.option(
             "--type",
             "subject_type",
-            type=click.Choice(["member", "subsystem", "globalgroup", "localgroup"]),
-            required=True,
-            help="What SUBJECT is: a client (INSTANCE/CLASS/MEMBER[/SUB]), INSTANCE/GROUP, or a local GROUP.",
+            type=click.Choice([kind.value for kind in SubjectType]),
+            help="What SUBJECT is; read from its form when not given: GROUP (a local group), "
+            "INSTANCE/GROUP (a global group), INSTANCE/CLASS/MEMBER, INSTANCE/CLASS/MEMBER/SUBSYSTEM.",
         ),
         click.option("--method", help="For one REST endpoint only: its HTTP method, or *."),
         click.option("--path", help="For one REST endpoint only: its path pattern (* wildcards)."),
@@ -432,8 +447,21 @@ def _right_options(function: _F) -> _F:
     return function
 
 
+def _subject(subject: str, subject_type: str | None) -> tuple[str, str]:
+    """The subject in the one text form, and its type (given, or read from how it is written)."""
+    try:
+        kind, text = read_subject(subject)
+    except ValueError as error:
+        if subject_type is None:
+            raise click.BadParameter(str(error), param_hint="SUBJECT") from None
+        return slash_form(subject), subject_type  # the server names what is wrong with it
+    if subject_type is not None and subject_type != kind.value:
+        raise click.BadParameter(f"{subject} is a {kind.value}, not a {subject_type}", param_hint="SUBJECT")
+    return text, subject_type or kind.value
+
+
 @access.command("list")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("service_code")
 @json_option
 @pass_settings
@@ -444,6 +472,7 @@ def access_list(settings: AdminSettings, client_id: str, service_code: str, as_j
 
 @access.command("grant")
 @_right_options
+@click.option("--force", is_flag=True, help="Grant even to a subject the global configuration does not list.")
 @json_option
 @pass_settings
 def access_grant(
@@ -451,13 +480,16 @@ def access_grant(
     client_id: str,
     service_code: str,
     subject: str,
-    subject_type: str,
+    subject_type: str | None,
     method: str | None,
     path: str | None,
+    force: bool,
     as_json: bool,
 ) -> None:
-    """Let SUBJECT call CLIENT_ID's SERVICE_CODE (or one endpoint of it)."""
-    result = settings.client().grant(client_id, service_code, subject, subject_type, method, path)
+    """Let SUBJECT call CLIENT_ID's SERVICE_CODE (or one endpoint of it). A member, subsystem or
+    global group the global configuration does not list is refused unless --force."""
+    subject, kind = _subject(subject, subject_type)
+    result = settings.client().grant(client_id, service_code, subject, kind, method, path, force=force)
     emit(result, as_json, _RIGHT_COLUMNS)
 
 
@@ -471,13 +503,14 @@ def access_revoke(
     client_id: str,
     service_code: str,
     subject: str,
-    subject_type: str,
+    subject_type: str | None,
     method: str | None,
     path: str | None,
     as_json: bool,
 ) -> None:
     """Take back the right SUBJECT holds to CLIENT_ID's SERVICE_CODE (same arguments as grant)."""
-    settings.client().revoke(client_id, service_code, subject, subject_type, method, path)
+    subject, kind = _subject(subject, subject_type)
+    settings.client().revoke(client_id, service_code, subject, kind, method, path)
     done(as_json, f"revoked {subject}'s right to {service_code}")
 
 
@@ -490,7 +523,7 @@ def groups() -> None:
 
 
 @groups.command("list")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @json_option
 @pass_settings
 def groups_list(settings: AdminSettings, client_id: str, as_json: bool) -> None:
@@ -500,7 +533,7 @@ def groups_list(settings: AdminSettings, client_id: str, as_json: bool) -> None:
 
 
 @groups.command("add")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("code")
 @click.option("--description", default="", help="What the group is for.")
 @json_option
@@ -511,7 +544,7 @@ def groups_add(settings: AdminSettings, client_id: str, code: str, description: 
 
 
 @groups.command("remove")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("code")
 @json_option
 @confirmed("Remove local group {code} of {client_id}, and the access rights given to it?")
@@ -523,9 +556,9 @@ def groups_remove(settings: AdminSettings, client_id: str, code: str, as_json: b
 
 
 @groups.command("add-member")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("code")
-@click.argument("member_id")
+@click.argument("member_id", type=CLIENT_ID)
 @json_option
 @pass_settings
 def groups_add_member(
@@ -536,9 +569,9 @@ def groups_add_member(
 
 
 @groups.command("remove-member")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @click.argument("code")
-@click.argument("member_id")
+@click.argument("member_id", type=CLIENT_ID)
 @json_option
 @confirmed("Remove {member_id} from local group {code} of {client_id}?")
 @pass_settings
@@ -583,7 +616,9 @@ def keys_list(settings: AdminSettings, as_json: bool) -> None:
     required=True,
     help="auth: the gateway's TLS key; sign: a member's message-signing key.",
 )
-@click.option("--member", "member_id", help="The member a signing key signs for (INSTANCE/CLASS/MEMBER).")
+@click.option(
+    "--member", "member_id", type=MEMBER_ID, help="The member a signing key signs for (INSTANCE/CLASS/MEMBER)"
+)
 @click.option("--algorithm", type=click.Choice(["ec", "rsa2048", "rsa3072"]), default="ec", show_default=True)
 @json_option
 @pass_settings
@@ -655,7 +690,7 @@ def keys_import_cert(settings: AdminSettings, pem_file: Path, as_json: bool) -> 
 # --- API keys and the audit log --------------------------------------------------------------
 
 
-@cli.group()
+@cli.group("api-keys")
 def apikeys() -> None:
     """Management API keys and their roles (system administrator)."""
 
@@ -668,13 +703,23 @@ def apikeys_list(settings: AdminSettings, as_json: bool) -> None:
     emit(settings.client().list_api_keys(), as_json, _API_KEY_COLUMNS)
 
 
+_ROLES = click.Choice([role.value for role in Role])
+
+
 @apikeys.command("create")
 @click.argument("name")
-@click.argument("role", type=click.Choice([role.value for role in Role]))
+@click.argument("role_argument", metavar="[ROLE]", required=False, type=_ROLES)
+@click.option("--role", type=_ROLES, help="The key's role (as `xgate central api-keys create` takes it).")
 @json_option
 @pass_settings
-def apikeys_create(settings: AdminSettings, name: str, role: str, as_json: bool) -> None:
-    """Create an API key NAME with ROLE; the key is printed this once."""
+def apikeys_create(
+    settings: AdminSettings, name: str, role_argument: str | None, role: str | None, as_json: bool
+) -> None:
+    """Create an API key NAME with --role ROLE; the key is printed this once."""
+    if (role is None) == (role_argument is None):
+        raise click.UsageError("give the key's role: --role ROLE")
+    role = role or role_argument
+    assert role is not None
     result = settings.client().create_api_key(name, role)
     if as_json:
         emit(result, True)
@@ -689,43 +734,13 @@ def apikeys_create(settings: AdminSettings, name: str, role: str, as_json: bool)
 @confirmed("Revoke API key {key_id}? Whatever uses it stops working at once.")
 @pass_settings
 def apikeys_revoke(settings: AdminSettings, key_id: int, as_json: bool) -> None:
-    """Revoke API key KEY_ID (see `apikeys list`)."""
+    """Revoke API key KEY_ID (see `api-keys list`)."""
     settings.client().revoke_api_key(key_id)
     done(as_json, f"revoked API key {key_id}")
 
 
-def _rfc3339(text: str | None) -> str | None:
-    """A time as the API takes it (RFC 3339 with its zone) from what was typed: ISO 8601, UTC
-    when no zone is written, or relative (`2h`, `yesterday`: gateway.timetext)."""
-    if text is None:
-        return None
-    try:
-        return parse_when(text, dt.datetime.now(dt.UTC)).isoformat()
-    except TimeTextError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def audit_chain_text(report: dict[str, Any]) -> str:
-    """One line on the audit chain, for people."""
-    if report["ok"]:
-        return (
-            f"audit log valid: {report['checked']} chained entries"
-            f" ({report['unchained']} from before the chain), head {report['head_hash']}"
-        )
-    return f"audit log INVALID at entry {report['first_bad_id']}: {report['problem']}"
-
-
 @cli.command("audit")
-@limit_option("Entries")
-@click.option("--before-id", type=int, help="Older than this entry: the id `next page` printed.")
-@click.option("--actor", help="Only this actor (NAME#ID, or anonymous).")
-@click.option("--action", help="Only this action, e.g. subsystem.add.")
-@click.option(
-    "--since",
-    callback=lambda ctx, param, value: _rfc3339(value),
-    help="Only entries at or after this time: ISO 8601 (UTC unless it names a zone), or 2h, 7d, yesterday.",
-)
-@click.option("--verify", is_flag=True, help="Check the audit log's hash chain instead; exit 1 if broken.")
+@audit_options(AUDIT_LISTING, "subsystem.add")
 @json_option
 @pass_settings
 @click.pass_context
@@ -734,7 +749,7 @@ def audit(
     settings: AdminSettings,
     verify: bool,
     limit: int,
-    before_id: int | None,
+    page: int | None,
     actor: str | None,
     action: str | None,
     since: str | None,
@@ -748,15 +763,13 @@ def audit(
         else:
             click.echo(audit_chain_text(report))
         ctx.exit(0 if report["ok"] else 1)
-    page = settings.client().audit_log(
-        limit=limit, before_id=before_id, actor=actor, action=action, since=since
-    )
+    found = settings.client().audit_log(limit=limit, before_id=page, actor=actor, action=action, since=since)
+    next_position = found.get("next_before_id")
     if as_json:
-        emit(page, True)
+        emit(with_next_page(found, AUDIT_LISTING, next_position), True)
         return
-    emit(page["entries"], False, _AUDIT_COLUMNS)
-    if page.get("next_before_id") is not None:
-        click.echo(f"next page: --before-id {page['next_before_id']}", err=True)
+    emit(found["entries"], False, _AUDIT_COLUMNS)
+    echo_next_page(AUDIT_LISTING, next_position)
 
 
 # --- the interface cache -------------------------------------------------------------------------
@@ -950,7 +963,7 @@ def cache_export(settings: AdminSettings) -> None:
 @click.option("--client", help="Only this client.")
 @click.option("--policy", help="Only this policy's entries.")
 @limit_option("Entries")
-@click.option("--offset", type=click.IntRange(0), default=0, help="Entries to skip.")
+@page_options(CACHE_ENTRIES_LISTING, "--offset")
 @json_option
 @pass_settings
 def cache_entries(
@@ -959,17 +972,20 @@ def cache_entries(
     client: str | None,
     policy: str | None,
     limit: int,
-    offset: int,
+    page: int | None,
     as_json: bool,
 ) -> None:
     """List cached entries, newest first, without their answers (audited)."""
-    page = settings.client().cache_entries(
-        service=service, client=client, policy=policy, limit=limit, offset=offset
+    found = settings.client().cache_entries(
+        service=service, client=client, policy=policy, limit=limit, offset=page or 0
     )
+    # The API answers a page without saying whether more follow: a full page may.
+    next_position = (page or 0) + limit if len(found["entries"]) == limit else None
     if as_json:
-        emit(page, True)
+        emit(with_next_page(found, CACHE_ENTRIES_LISTING, next_position), True)
         return
-    emit(page["entries"], False, _ENTRY_COLUMNS)
+    emit(found["entries"], False, _ENTRY_COLUMNS)
+    echo_next_page(CACHE_ENTRIES_LISTING, next_position)
 
 
 @cache.command("stats")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from gateway.apicli import GATEWAY_API_URL, ApiCallError, path_segment
-from gateway.ids import ClientId
+from gateway.ids import ClientId, slash_form
 from gateway.messagelog.apiclient import MessageLogClient
 
 DEFAULT_URL: Final = GATEWAY_API_URL
@@ -27,7 +27,7 @@ def client_path(client_id: str) -> str:
     """A client's path segment: its text form INSTANCE/CLASS/MEMBER[/SUBSYSTEM], URL-encoded.
 
     The colon form X-Road's management API uses is accepted in `client_id` too."""
-    return path_segment(ClientId.from_text(client_id.replace(":", "/")).to_text())
+    return path_segment(ClientId.from_text(slash_form(client_id)).to_text())
 
 
 def _version(version: str | None) -> dict[str, str]:
@@ -164,9 +164,15 @@ class AdminClient(MessageLogClient):
         subject_type: str,
         method: str | None = None,
         path: str | None = None,
+        *,
+        force: bool = False,
     ) -> dict[str, Any]:
+        """Grant the right; `force`: even to a subject the global configuration does not list."""
         url = self._service_path(client_id, service_code) + "/access-rights"
-        result: dict[str, Any] = self._api("POST", url, json=self._right(subject, subject_type, method, path))
+        body: dict[str, Any] = self._right(subject, subject_type, method, path)
+        if force:
+            body["force"] = True
+        result: dict[str, Any] = self._api("POST", url, json=body)
         return result
 
     def revoke(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from gateway.apicli import JsonApiClient, path_segment
-from gateway.ids import ClientId, SecurityServerId
+from gateway.ids import ClientId, SecurityServerId, slash_form
 
 DEFAULT_URL: Final = "http://127.0.0.1:4400"
 """The management listener of config/central.example.toml."""
@@ -22,12 +22,12 @@ API_PREFIX: Final = "/api/v1"
 def client_path(client_id: str) -> str:
     """A client's path segment: its text form INSTANCE/CLASS/MEMBER[/SUBSYSTEM], URL-encoded
     (the colon form is accepted in `client_id` too)."""
-    return path_segment(ClientId.from_text(client_id.replace(":", "/")).to_text())
+    return path_segment(ClientId.from_text(slash_form(client_id)).to_text())
 
 
 def server_path(server_id: str) -> str:
     """A security server's path segment: its text form INSTANCE/CLASS/MEMBER/SERVER, URL-encoded."""
-    return path_segment(SecurityServerId.from_text(server_id.replace(":", "/")).to_text())
+    return path_segment(SecurityServerId.from_text(slash_form(server_id)).to_text())
 
 
 segment = path_segment

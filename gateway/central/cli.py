@@ -19,18 +19,26 @@ from typing import Any, Final
 import click
 
 from gateway.apicli import (
+    CLIENT_ID,
+    MEMBER_ID,
+    SERVER_ID,
     ApiGroup,
     ApiSettings,
     Columns,
     api_options,
+    audit_chain_text,
+    audit_options,
     confirmed,
     done,
+    echo_json,
+    echo_next_page,
     emit,
     json_option,
-    limit_option,
+    with_next_page,
 )
 from gateway.central.api_client import DEFAULT_URL, RegistryClient, client_path, segment, server_path
 from gateway.central.roles import Role
+from gateway.ids import ClientId, slash_form
 
 URL_ENV: Final = "XGATE_CENTRAL_URL"
 DEFAULT_KEY_ENV: Final = "XGATE_CENTRAL_API_KEY"
@@ -48,7 +56,12 @@ class RegistrySettings(ApiSettings[RegistryClient]):
 pass_registry = click.make_pass_decorator(RegistrySettings)
 
 
-@click.group(name="central", cls=ApiGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    name="central",
+    cls=ApiGroup,
+    renamed={"apikeys": "api-keys"},
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @api_options(
     url_env=URL_ENV,
     default_url=DEFAULT_URL,
@@ -60,7 +73,9 @@ def cli(ctx: click.Context, url: str, key_env: str) -> None:
     """The central registry: members, gateways, trust services, requests, the signed configuration.
 
     Members and subsystems are written INSTANCE/CLASS/MEMBER[/SUBSYSTEM], gateways
-    INSTANCE/CLASS/MEMBER/SERVER. Every change is audited under the API key's name.
+    INSTANCE/CLASS/MEMBER/SERVER (X-Road's DEV:GOV:1001 is read too); identifiers are
+    case-sensitive. Listings page with --limit and the --page TOKEN that `next page:` prints.
+    Every change is audited under the API key's name.
     """
     ctx.obj = RegistrySettings(url, key_env)
 
@@ -288,21 +303,41 @@ def members_list(settings: RegistrySettings, as_json: bool) -> None:
 
 
 @members.command("add")
-@click.argument("member_class")
-@click.argument("member_code")
-@click.argument("name")
+@click.argument("member_id", metavar="MEMBER_ID")
+@click.argument("name", nargs=-1, required=True)
 @json_option
 @pass_registry
-def members_add(
-    settings: RegistrySettings, member_class: str, member_code: str, name: str, as_json: bool
-) -> None:
-    """Register the member MEMBER_CLASS/MEMBER_CODE called NAME."""
-    body = {"member_class": member_class, "member_code": member_code, "name": name}
+def members_add(settings: RegistrySettings, member_id: str, name: tuple[str, ...], as_json: bool) -> None:
+    """Register the member MEMBER_ID (INSTANCE/CLASS/MEMBER, or CLASS/MEMBER in this registry's
+    instance) called NAME. The older form `CLASS CODE NAME` is still read."""
+    member_class, member_code, full_name = _new_member(settings, member_id, name)
+    body = {"member_class": member_class, "member_code": member_code, "name": full_name}
     _emit(settings.client().post("/members", body), as_json, _MEMBER_COLUMNS)
 
 
+def _new_member(settings: RegistrySettings, first: str, rest: tuple[str, ...]) -> tuple[str, str, str]:
+    """(class, code, name) from `MEMBER_ID NAME` or the older `CLASS CODE NAME`."""
+    text = slash_form(first)
+    if "/" not in text:
+        if len(rest) != 2:
+            raise click.UsageError("write MEMBER_ID NAME, e.g. DEV/GOV/1001 'Agency'")
+        text = f"{text}/{rest[0]}"
+        rest = rest[1:]
+    if len(rest) != 1:
+        raise click.UsageError("write MEMBER_ID NAME, quoting a NAME with spaces")
+    registry_instance = str(settings.client().get("/globalconf")["instance"])
+    if text.count("/") == 1:
+        text = f"{registry_instance}/{text}"
+    member = ClientId.from_text(text)
+    if member.is_subsystem:
+        raise click.UsageError(f"{member} is a subsystem: `central subsystems add` registers it")
+    if member.instance != registry_instance:
+        raise click.UsageError(f"{member} is not of this registry's instance {registry_instance}")
+    return member.member_class, member.member_code, rest[0]
+
+
 @members.command("show")
-@click.argument("member_id")
+@click.argument("member_id", type=MEMBER_ID)
 @json_option
 @pass_registry
 def members_show(settings: RegistrySettings, member_id: str, as_json: bool) -> None:
@@ -311,7 +346,7 @@ def members_show(settings: RegistrySettings, member_id: str, as_json: bool) -> N
 
 
 @members.command("rename")
-@click.argument("member_id")
+@click.argument("member_id", type=MEMBER_ID)
 @click.argument("name")
 @json_option
 @pass_registry
@@ -323,7 +358,7 @@ def members_rename(settings: RegistrySettings, member_id: str, name: str, as_jso
 
 
 @members.command("remove")
-@click.argument("member_id")
+@click.argument("member_id", type=MEMBER_ID)
 @json_option
 @confirmed("Delete {member_id} with its subsystems and security servers?")
 @pass_registry
@@ -348,7 +383,7 @@ def subsystems_list(settings: RegistrySettings, as_json: bool) -> None:
 
 
 @subsystems.command("add")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @json_option
 @pass_registry
 def subsystems_add(settings: RegistrySettings, client_id: str, as_json: bool) -> None:
@@ -357,7 +392,7 @@ def subsystems_add(settings: RegistrySettings, client_id: str, as_json: bool) ->
 
 
 @subsystems.command("remove")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @json_option
 @confirmed("Remove subsystem {client_id} from the federation?")
 @pass_registry
@@ -391,7 +426,7 @@ def servers_list(settings: RegistrySettings, as_json: bool) -> None:
 
 
 @servers.command("show")
-@click.argument("server_id")
+@click.argument("server_id", type=SERVER_ID)
 @json_option
 @pass_registry
 def servers_show(settings: RegistrySettings, server_id: str, as_json: bool) -> None:
@@ -401,7 +436,7 @@ def servers_show(settings: RegistrySettings, server_id: str, as_json: bool) -> N
 
 
 @servers.command("add")
-@click.argument("server_id")
+@click.argument("server_id", type=SERVER_ID)
 @click.argument("address")
 @click.option("--auth-cert", "certs", type=_FILE, multiple=True, required=True, help="Repeat for several.")
 @json_option
@@ -415,7 +450,7 @@ def servers_add(
 
 
 @servers.command("address")
-@click.argument("server_id")
+@click.argument("server_id", type=SERVER_ID)
 @click.argument("address")
 @json_option
 @pass_registry
@@ -426,7 +461,7 @@ def servers_address(settings: RegistrySettings, server_id: str, address: str, as
 
 
 @servers.command("add-cert")
-@click.argument("server_id")
+@click.argument("server_id", type=SERVER_ID)
 @click.argument("cert", type=_FILE)
 @json_option
 @pass_registry
@@ -437,7 +472,7 @@ def servers_add_cert(settings: RegistrySettings, server_id: str, cert: Path, as_
 
 
 @servers.command("remove-cert")
-@click.argument("server_id")
+@click.argument("server_id", type=SERVER_ID)
 @click.argument("sha256")
 @json_option
 @confirmed("Remove certificate {sha256} of {server_id}? The gateway cannot authenticate with it any more.")
@@ -451,8 +486,8 @@ def servers_remove_cert(settings: RegistrySettings, server_id: str, sha256: str,
 
 
 @servers.command("add-client")
-@click.argument("server_id")
-@click.argument("client_id")
+@click.argument("server_id", type=SERVER_ID)
+@click.argument("client_id", type=CLIENT_ID)
 @json_option
 @pass_registry
 def servers_add_client(settings: RegistrySettings, server_id: str, client_id: str, as_json: bool) -> None:
@@ -462,8 +497,8 @@ def servers_add_client(settings: RegistrySettings, server_id: str, client_id: st
 
 
 @servers.command("remove-client")
-@click.argument("server_id")
-@click.argument("client_id")
+@click.argument("server_id", type=SERVER_ID)
+@click.argument("client_id", type=CLIENT_ID)
 @json_option
 @confirmed("Stop {server_id} hosting {client_id}?")
 @pass_registry
@@ -474,7 +509,7 @@ def servers_remove_client(settings: RegistrySettings, server_id: str, client_id:
 
 
 @servers.command("remove")
-@click.argument("server_id")
+@click.argument("server_id", type=SERVER_ID)
 @json_option
 @confirmed("Remove security server {server_id} from the federation?")
 @pass_registry
@@ -567,7 +602,7 @@ def cas_remove(settings: RegistrySettings, name: str, as_json: bool) -> None:
     done(as_json, f"removed trusted CA {name}")
 
 
-@cli.group()
+@cli.group(renamed={"update": "set"})
 def tsas() -> None:
     """RFC 3161 timestamping authorities."""
 
@@ -593,7 +628,7 @@ def tsas_add(settings: RegistrySettings, name: str, url: str, cert: Path, as_jso
     _emit(settings.client().post("/timestamping-authorities", body), as_json)
 
 
-@tsas.command("update")
+@tsas.command("set")
 @click.argument("name")
 @click.argument("url")
 @click.argument("cert", type=_FILE)
@@ -643,7 +678,7 @@ _described_code_commands(
 
 @groups.command("add-member")
 @click.argument("code")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @json_option
 @pass_registry
 def groups_add_member(settings: RegistrySettings, code: str, client_id: str, as_json: bool) -> None:
@@ -655,7 +690,7 @@ def groups_add_member(settings: RegistrySettings, code: str, client_id: str, as_
 
 @groups.command("remove-member")
 @click.argument("code")
-@click.argument("client_id")
+@click.argument("client_id", type=CLIENT_ID)
 @json_option
 @confirmed("Remove {client_id} from global group {code}?")
 @pass_registry
@@ -821,12 +856,12 @@ def signing_keys_retire(settings: RegistrySettings, key_id: int, as_json: bool) 
     _emit(_key_rows([settings.client().post(f"/signing-keys/{key_id}/retire")]), as_json, _KEY_COLUMNS)
 
 
-@cli.group()
+@cli.group(renamed={"status": "show"})
 def globalconf() -> None:
     """The published configuration."""
 
 
-@globalconf.command("status")
+@globalconf.command("show")
 @json_option
 @pass_registry
 def globalconf_status(settings: RegistrySettings, as_json: bool) -> None:
@@ -884,11 +919,11 @@ def api_keys_revoke(settings: RegistrySettings, key_id: int, as_json: bool) -> N
     done(as_json, f"revoked API key {key_id}")
 
 
+AUDIT_LISTING: Final = "central audit"
+
+
 @cli.command("audit")
-@click.option("--actor")
-@click.option("--action")
-@click.option("--verify", is_flag=True, help="Check the audit log's hash chain instead; exit 1 if broken.")
-@limit_option("Entries")
+@audit_options(AUDIT_LISTING, "member.add")
 @json_option
 @pass_registry
 @click.pass_context
@@ -897,8 +932,10 @@ def audit(
     settings: RegistrySettings,
     actor: str | None,
     action: str | None,
+    since: str | None,
     verify: bool,
     limit: int,
+    page: int | None,
     as_json: bool,
 ) -> None:
     """Read the audit log, newest first; or, with --verify, check its hash chain."""
@@ -906,17 +943,22 @@ def audit(
         report = settings.client().get("/audit-log/verify", {})
         if as_json:
             click.echo(json.dumps(report, indent=2))
-        elif report["ok"]:
-            click.echo(f"audit log valid: {report['checked']} chained entries, head {report['head_hash']}")
         else:
-            click.echo(f"audit log INVALID at entry {report['first_bad_id']}: {report['problem']}")
+            click.echo(audit_chain_text(report))
         ctx.exit(0 if report["ok"] else 1)
-    params = {k: v for k, v in (("actor", actor), ("action", action), ("limit", str(limit))) if v}
+    asked = {"actor": actor, "action": action, "since": since, "limit": str(limit), "before_id": page}
+    found = settings.client().get("/audit-log", {k: str(v) for k, v in asked.items() if v is not None})
+    next_position = found.get("next_before_id")
+    if as_json:
+        echo_json(with_next_page(found, AUDIT_LISTING, next_position))
+        return
     columns = (
+        ("id", "id"),
         ("at", "at"),
         ("actor", "actor"),
         ("action", "action"),
         ("target", "target"),
         ("result", "result"),
     )
-    _emit(settings.client().get("/audit-log", params)["entries"], as_json, columns)
+    _emit(found["entries"], False, columns)
+    echo_next_page(AUDIT_LISTING, next_position)

@@ -412,13 +412,19 @@ _ARCHIVE_LIMITS: Final = ZipLimits(
 )
 
 
-def verify_archive_chain(paths: Sequence[Path], *, trust: ContainerTrust | None = None) -> ArchiveChainReport:
+def verify_archive_chain(
+    paths: Sequence[Path],
+    *,
+    trust: ContainerTrust | None = None,
+    checked: Callable[[Path], None] | None = None,
+) -> ArchiveChainReport:
     """Check archives in chain order: each one's index, contents and link to the one before.
 
     Every listed container must be present with its digest and nothing else may be; each
     archive after the first must name the SHA-256 of the previous file. The first archive's
     link cannot be checked without its predecessor (it is null for the very first archive).
     With `trust`, every container is also verified completely (asice.verify_container).
+    `checked` is called after each archive (a progress line: each takes a while).
     """
     checks: list[ArchiveCheck] = []
     previous_sha256: str | None = None
@@ -430,6 +436,8 @@ def verify_archive_chain(paths: Sequence[Path], *, trust: ContainerTrust | None 
         except ContainerError as exc:
             checks.append(ArchiveCheck(path, digest, None, 0, (str(exc),)))
             previous_sha256 = digest
+            if checked is not None:
+                checked(path)
             continue
         if position > 0 and named_previous != previous_sha256:
             problems.insert(
@@ -439,6 +447,8 @@ def verify_archive_chain(paths: Sequence[Path], *, trust: ContainerTrust | None 
             )
         checks.append(ArchiveCheck(path, digest, named_previous, containers, tuple(problems)))
         previous_sha256 = digest
+        if checked is not None:
+            checked(path)
     return ArchiveChainReport(tuple(checks))
 
 

@@ -33,13 +33,18 @@ from gateway.apicli import (
     GATEWAY_API_KEY_ENV,
     GATEWAY_API_URL,
     GATEWAY_API_URL_ENV,
+    SERVER_ID,
     ApiGroup,
     ApiSettings,
+    Progress,
     api_options,
     echo_json,
+    echo_next_page,
     format_table,
     limit_option,
+    page_options,
     terminal_width,
+    with_next_page,
 )
 from gateway.crypto.certs import CertificateError, load_certificates
 from gateway.globalconf import GlobalConfError, verify_signed_globalconf
@@ -116,7 +121,7 @@ class LogSettings:
 
         assert self.database is not None
         if self._engine is None:
-            self._engine = create_engine(self.database)
+            self._engine = create_engine(log_database_url(self.database))
         cipher = None
         if self.body_keys is not None:
             from gateway.messagelog.service import load_body_keys
@@ -132,6 +137,27 @@ class LogSettings:
 pass_settings = click.make_pass_decorator(LogSettings)
 
 
+def log_database_url(text: str) -> str:
+    """The log database `--database` names: a SQLAlchemy URL, or the path of a SQLite file.
+
+    A SQLite file must exist: opening a mistyped path would create an empty log, and an empty
+    log finds nothing and verifies, which an audit must never mistake for "no calls".
+    """
+    if "://" not in text:
+        path, url = Path(text), f"sqlite:///{Path(text).resolve()}"
+    else:
+        url = text
+        parsed = sqlalchemy.engine.make_url(text)
+        if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+            return url
+        path = Path(parsed.database)
+    if not path.is_file():
+        raise click.ClickException(
+            f"--database: no log database at {path}: give an existing SQLite file, or a database URL"
+        )
+    return url
+
+
 @click.group(cls=LogGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @api_options(
     url_env=GATEWAY_API_URL_ENV,
@@ -142,12 +168,14 @@ pass_settings = click.make_pass_decorator(LogSettings)
 @click.option(
     "--database",
     envvar=DATABASE_ENV,
-    metavar="URL",
-    help=f"Read this log database directly (SQLAlchemy URL, or set {DATABASE_ENV}) instead of a node.",
+    metavar="URL|FILE",
+    help=f"Read this log database directly instead of a node: a SQLAlchemy URL, or the path of a "
+    f"SQLite file, which must exist (or set {DATABASE_ENV}).",
 )
 @click.option(
     "--gateway",
     metavar="ID",
+    type=SERVER_ID,
     help="With --database: only this gateway's records (INSTANCE/CLASS/MEMBER/SERVER).",
 )
 @click.option(
@@ -167,7 +195,9 @@ def cli(
     """The message log: search, show and export logged messages, and verify logs and evidence.
 
     Against a node, every query is audited under the API key's name (security officer or
-    system administrator). With --database, the log is read directly and offline.
+    system administrator). With --database, the log is read directly and offline. Identifiers
+    are INSTANCE/CLASS/MEMBER[/SUBSYSTEM] (X-Road's DEV:GOV:1001 is read too) and
+    case-sensitive; a malformed filter is an error, never an empty result.
     """
     ctx.obj = LogSettings(LogApiSettings(url, key_env), database, gateway, body_keys)
     ctx.call_on_close(ctx.obj.close)
@@ -186,8 +216,16 @@ def _json_option(function: _F) -> _F:
 def _filter_options(function: _F) -> _F:
     options = [
         click.option("--message-id", help="Only this message id."),
-        click.option("--client", help="Only this client, INSTANCE/CLASS/MEMBER[/SUBSYSTEM]."),
-        click.option("--service", help="Only this service, as its identifier's text form."),
+        click.option(
+            "--client",
+            help="Only this client, INSTANCE/CLASS/MEMBER[/SUBSYSTEM]; a member matches its subsystems too. "
+            "Identifiers are case-sensitive.",
+        ),
+        click.option(
+            "--service",
+            help="Only this service, INSTANCE/CLASS/MEMBER[/SUBSYSTEM]/SERVICE[/VERSION]; without a version "
+            "it matches every version. Case-sensitive.",
+        ),
         click.option("--user-id", help="Only this user id."),
         click.option(
             "--since",
@@ -202,14 +240,17 @@ def _filter_options(function: _F) -> _F:
             help="`ok`, `cache.hit`, `cache.stale`, `cache.*` (every answer served from the cache), a fault"
             " code such as Server.ServerProxy.AccessDenied, or a code's start and .* (Client.*).",
         ),
-        click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True),
     ]
     for option in reversed(options):
         function = option(function)
     return function
 
 
-def _query(filters: Mapping[str, Any], limit: int) -> SearchQuery:
+SEARCH_LISTING: Final = "log search"
+"""Search and export page through the same records: one token serves both."""
+
+
+def _query(filters: Mapping[str, Any], limit: int, page: int | None) -> SearchQuery:
     times = {name: parse_time(filters[name], name) if filters[name] else None for name in ("since", "until")}
     return SearchQuery(
         message_id=filters["message_id"],
@@ -218,7 +259,7 @@ def _query(filters: Mapping[str, Any], limit: int) -> SearchQuery:
         user_id=filters["user_id"],
         outcome=filters["outcome"],
         limit=limit,
-        offset=filters["offset"],
+        offset=page or 0,
         **times,
     )
 
@@ -304,19 +345,21 @@ def _no_trust_over_api(settings: LogSettings, trust: ContainerTrust | None) -> N
 @cli.command()
 @_filter_options
 @limit_option("Records")
+@page_options(SEARCH_LISTING, "--offset")
 @_json_option
 @pass_settings
-def search(settings: LogSettings, limit: int, as_json: bool, **filters: Any) -> None:
-    """Records matching every filter given, newest first, one page (--limit, --offset)."""
-    query = _query(filters, limit)
+def search(settings: LogSettings, limit: int, page: int | None, as_json: bool, **filters: Any) -> None:
+    """Records matching every filter given, newest first, one page (--limit, --page)."""
+    query = _query(filters, limit, page)
     if settings.database is not None:
         answer = settings.inspector().search(query)
     else:
         answer = settings.admin.client().log_search(query.to_params())
     if as_json:
-        echo_json(answer)
+        echo_json(with_next_page(answer, SEARCH_LISTING, answer.get("next_offset")))
     else:
         click.echo(format_search(answer))
+        echo_next_page(SEARCH_LISTING, answer.get("next_offset"))
 
 
 # --- show ------------------------------------------------------------------------------------
@@ -368,6 +411,7 @@ def show(
     show_default=True,
     help="With filters: export at most this many records.",
 )
+@page_options(SEARCH_LISTING, "--offset")
 @click.option(
     "--out",
     "out_dir",
@@ -378,26 +422,34 @@ def show(
 @_json_option
 @pass_settings
 def export(
-    settings: LogSettings, ident: str | None, limit: int, out_dir: Path, as_json: bool, **filters: Any
+    settings: LogSettings,
+    ident: str | None,
+    limit: int,
+    page: int | None,
+    out_dir: Path,
+    as_json: bool,
+    **filters: Any,
 ) -> None:
     """ASiC-E containers, one per record, for an exchange or message ID, or for the records
     the filters find. Each container verifies offline (`xgate log verify FILE`)."""
-    query = _query(filters, limit)
+    query = _query(filters, limit, page)
     if (ident is None) == (not query.has_filters):
         raise click.UsageError("name the records to export: an ID, or search filters, not both")
-    if settings.database is not None:
-        if ident is not None:
+    next_position = None
+    if ident is not None:
+        if settings.database is not None:
             containers, failures, _ = settings.inspector().export(ident=ident)
         else:
-            containers, failures, _ = settings.inspector().export(query=query)
+            containers, failures = export_from_json(settings.admin.client().log_export({"id": ident}))
     else:
-        containers, failures = _export_over_api(settings, ident, query)
+        containers, failures, next_position = _export_pages(settings, query)
     if not containers and not failures:
         raise click.ClickException("no records to export")
     written = _write_containers(out_dir, containers)
     rows = [{**c.entry, "file": str(path)} for c, path in zip(containers, written, strict=True)]
     if as_json:
-        echo_json({"written": rows, "failures": [dataclasses.asdict(f) for f in failures]})
+        failed = [dataclasses.asdict(f) for f in failures]
+        echo_json(with_next_page({"written": rows, "failures": failed}, SEARCH_LISTING, next_position))
     else:
         columns = (
             ("file", "file"),
@@ -413,33 +465,39 @@ def export(
         click.echo(
             f"record {failure.seq} of node {failure.node} ({failure.message_id}): {failure.error}", err=True
         )
+    if not as_json:
+        echo_next_page(SEARCH_LISTING, next_position)
     if failures:
         raise click.ClickException(f"{len(failures)} records could not be exported")
 
 
-def _export_over_api(
-    settings: LogSettings, ident: str | None, query: SearchQuery
-) -> tuple[list[ExportedContainer], list[ExportFailure]]:
-    """The API answers a page at a time (officer.MAX_EXPORT_PER_CALL); each page is audited."""
-    client = settings.admin.client()
-    if ident is not None:
-        return export_from_json(client.log_export({"id": ident}))
+def _export_pages(
+    settings: LogSettings, query: SearchQuery
+) -> tuple[list[ExportedContainer], list[ExportFailure], int | None]:
+    """The records `query` finds, a few at a time (officer.MAX_EXPORT_PER_CALL: over the API each
+    page is one audited call), with a progress line; and where the next page starts."""
     containers: list[ExportedContainer] = []
     failures: list[ExportFailure] = []
     offset, remaining = query.offset, query.limit
-    while remaining > 0:
-        page = SearchQuery(
-            **{**query.store_filters(), "limit": min(remaining, MAX_EXPORT_PER_CALL), "offset": offset}
-        )
-        answer = client.log_export(page.to_params())
-        found, failed = export_from_json(answer)
-        containers += found
-        failures += failed
-        remaining -= len(found) + len(failed)
-        if answer["next_offset"] is None:
-            break
-        offset = answer["next_offset"]
-    return containers, failures
+    next_position: int | None = None
+    with Progress("exporting", query.limit, "records") as progress:
+        while remaining > 0:
+            chunk = min(remaining, MAX_EXPORT_PER_CALL)
+            page = dataclasses.replace(query, limit=chunk, offset=offset)
+            if settings.database is not None:
+                found, failed, next_position = settings.inspector().export(query=page)
+            else:
+                answer = settings.admin.client().log_export(page.to_params())
+                found, failed = export_from_json(answer)
+                next_position = answer["next_offset"]
+            containers += found
+            failures += failed
+            remaining -= len(found) + len(failed)
+            progress.advance(len(found) + len(failed))
+            if next_position is None:
+                break
+            offset = next_position
+    return containers, failures, next_position
 
 
 def _write_containers(directory: Path, containers: Sequence[ExportedContainer]) -> list[Path]:
@@ -620,7 +678,7 @@ def _newest_heads(
 
 @cli.command("witness-heads")
 @click.argument("witness_url", metavar="URL")
-@click.argument("gateway")
+@click.argument("gateway", type=SERVER_ID)
 @click.option("--node", help="Only this node's head.")
 def witness_heads(witness_url: str, gateway: str, node: str | None) -> None:
     """Print the newest signed log head of each node of GATEWAY that the registry at URL keeps,
@@ -668,30 +726,19 @@ def _verify_containers(
     single = len(paths) == 1
     members: list[ChainMember] = []
     problems: list[str] = []
-    for path in paths:
-        report = _verify_container_file(path, trust, require_record_signature)
-        if report is None:
-            problems.append(
-                f"{path.name}: cannot be read as a container of at most {MAX_CONTAINER_BYTES} bytes"
-            )
-            click.echo(f"{path.name}: INVALID: {problems[-1].split(': ', 1)[1]}")
-            continue
-        if single:
-            click.echo(format_container_report(path.name, report))
-        else:
-            click.echo(format_container_line(path.name, report))
-        if not report.valid:
-            problems.append(f"{path.name}: {report.problems[0]}")
-        elif report.record is not None and report.record_hash is not None and report.prev_hash is not None:
-            members.append(
-                ChainMember(
-                    path.name,
-                    str(report.record.get("gateway")),
-                    str(report.record.get("logged_at")),
-                    report.prev_hash,
-                    report.record_hash,
+    with Progress("verifying", len(paths), "containers") as progress:
+        for path in paths:
+            report = _verify_container_file(path, trust, require_record_signature)
+            if report is None:
+                problems.append(
+                    f"{path.name}: cannot be read as a container of at most {MAX_CONTAINER_BYTES} bytes"
                 )
-            )
+                progress.echo(f"{path.name}: INVALID: {problems[-1].split(': ', 1)[1]}")
+            else:
+                format_one = format_container_report if single else format_container_line
+                progress.echo(format_one(path.name, report))
+                _take_member(path, report, members, problems)
+            progress.advance()
     if not single:
         links = link(members)
         click.echo(f"chain links: {len(members)} valid containers in {len(links.runs)} runs")
@@ -706,6 +753,24 @@ def _verify_containers(
         for problem in problems:
             click.echo(f"problem: {problem}", err=True)
     return not problems
+
+
+def _take_member(
+    path: Path, report: ContainerReport, members: list[ChainMember], problems: list[str]
+) -> None:
+    """A valid container joins the chain to link; an invalid one adds its first problem."""
+    if not report.valid:
+        problems.append(f"{path.name}: {report.problems[0]}")
+    elif report.record is not None and report.record_hash is not None and report.prev_hash is not None:
+        members.append(
+            ChainMember(
+                path.name,
+                str(report.record.get("gateway")),
+                str(report.record.get("logged_at")),
+                report.prev_hash,
+                report.record_hash,
+            )
+        )
 
 
 def _verify_container_file(
@@ -731,7 +796,8 @@ def _is_archive(path: Path) -> bool:
 
 
 def _verify_archives(paths: Sequence[Path], trust: ContainerTrust) -> bool:
-    report = verify_archive_chain(paths, trust=trust)
+    with Progress("verifying", len(paths), "archives") as progress:
+        report = verify_archive_chain(paths, trust=trust, checked=lambda path: progress.advance())
     for archive in report.archives:
         state = "valid" if not archive.problems else "INVALID"
         click.echo(f"{archive.path.name}: {state} ({archive.containers} containers, sha256 {archive.sha256})")
@@ -782,10 +848,7 @@ def format_search(answer: Mapping[str, Any]) -> str:
     records = answer["records"]
     if not records:
         return "(no records)"
-    text = format_table(records, _SEARCH_COLUMNS, terminal_width())
-    if answer.get("next_offset") is not None:
-        text += f"\n(more: --offset {answer['next_offset']})"
-    return text
+    return format_table(records, _SEARCH_COLUMNS, terminal_width())
 
 
 def format_exchanges(answer: Mapping[str, Any]) -> str:

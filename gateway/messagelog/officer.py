@@ -26,6 +26,7 @@ from cryptography import x509
 from gateway.crypto.timestamp import verify_timestamp_token
 from gateway.db import MAX_SQL_INTEGER
 from gateway.globalconf import GlobalConf
+from gateway.ids import ClientId, IdentifierError, ServiceId, slash_form
 from gateway.messagelog.archive import ContainerTrust
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.evidence import DEFAULT_STATUS_POLICY, status_policy
@@ -117,9 +118,11 @@ def format_time(value: dt.datetime) -> str:
 class SearchQuery:
     """The security officer's search (store.search): every given filter must match.
 
-    `client` and `service` are identifiers' text forms as logged (INSTANCE/CLASS/MEMBER[/SUB]);
-    `since` is inclusive, `until` exclusive; `outcome` is one of OUTCOME_CHOICES
-    (:func:`check_outcome`).
+    `client` and `service` are identifiers' text forms (INSTANCE/CLASS/MEMBER[/SUB]; the colon
+    form is read too), checked and normalised: a malformed one is a QueryError, never a search
+    that finds nothing. A member matches its subsystems too, a service without its version
+    every version. Identifiers are case-sensitive. `since` is inclusive, `until` exclusive;
+    `outcome` is one of OUTCOME_CHOICES (:func:`check_outcome`).
     """
 
     message_id: str | None = None
@@ -145,6 +148,10 @@ class SearchQuery:
             raise QueryError("since must be before until")
         if self.outcome is not None:
             check_outcome(self.outcome)
+        if self.client is not None:
+            object.__setattr__(self, "client", client_filter(self.client))
+        if self.service is not None:
+            object.__setattr__(self, "service", service_filter(self.service))
 
     @classmethod
     def from_params(
@@ -192,6 +199,34 @@ class SearchQuery:
     def store_filters(self) -> dict[str, Any]:
         """Keyword arguments for store.search."""
         return {name: getattr(self, name) for name in (*SEARCH_FILTERS, *PAGING)}
+
+
+CASE_RULE: Final = "identifiers are case-sensitive, as X-Road's are: DEV/GOV/1001 is not dev/gov/1001"
+
+CLIENT_FORM: Final = "INSTANCE/CLASS/MEMBER[/SUBSYSTEM]"
+SERVICE_FORM: Final = "INSTANCE/CLASS/MEMBER[/SUBSYSTEM]/SERVICE[/VERSION]"
+
+
+def client_filter(text: str) -> str:
+    """The client filter in the one text form (X-Road's colon form is read too). A member's
+    identifier matches the member and each of its subsystems (store.search)."""
+    try:
+        return ClientId.from_text(slash_form(text)).to_text()
+    except IdentifierError as exc:
+        raise QueryError(f"client: {exc.message} ({CASE_RULE})") from None
+
+
+def service_filter(text: str) -> str:
+    """The service filter in the one text form. Without its version it matches every version
+    (store.search): REST services have none, SOAP services usually do."""
+    spelled = slash_form(text)
+    parts = spelled.count("/") + 1
+    if parts < 4:
+        raise QueryError(f"service: {text!r} is not of the form {SERVICE_FORM} ({CASE_RULE})")
+    try:
+        return ServiceId.from_text(spelled, has_subsystem=parts >= 5).to_text()
+    except IdentifierError as exc:
+        raise QueryError(f"service: {exc.message}; write {SERVICE_FORM} ({CASE_RULE})") from None
 
 
 def _integer(params: Mapping[str, str], name: str, default: int) -> int:

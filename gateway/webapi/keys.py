@@ -14,6 +14,7 @@ from pydantic import Field, create_model
 
 from gateway.adminstore import ApiKey, AuditChainReport, AuditEntry
 from gateway.globalconf.signed import format_time
+from gateway.ids import slash_forms_in
 from gateway.webapi.callers import KeyStore
 from gateway.webapi.errors import not_found
 from gateway.webapi.operations import Call, OperationTable, Outcome
@@ -104,7 +105,9 @@ def audit_json(entry: AuditEntry) -> dict[str, Any]:
         "at": format_time(entry.at),
         "actor": entry.actor,
         "action": entry.action,
-        "target": entry.target,
+        # Shown in the one text form: entries written before it (or from a URL path a caller
+        # wrote in colon form) keep their stored text, which the hash chain covers.
+        "target": slash_forms_in(entry.target),
         "details": dict(entry.details) if entry.details is not None else None,
         "result": entry.result.value,
     }

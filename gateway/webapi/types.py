@@ -19,7 +19,7 @@ from typing import Annotated, Final, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from gateway.db import MAX_SQL_BIGINT, MAX_SQL_INTEGER
-from gateway.ids import MAX_CODE_LENGTH, ClientId, IdentifierError, SecurityServerId
+from gateway.ids import MAX_CODE_LENGTH, ClientId, IdentifierError, SecurityServerId, slash_form
 
 # X-Road REST protocol §4.8 (gateway.ids): the code alphabet, never "." or "..". The look-ahead
 # needs Python's regular expressions (the models say regex_engine="python-re"); JSON Schema's
@@ -66,7 +66,7 @@ def _parser(kind: type[_Id], pattern: str, meaning: str) -> Callable[[object], _
         if not isinstance(value, str) or compiled.fullmatch(value) is None:
             raise ValueError(f"must be {meaning}")
         try:
-            return kind.from_text(value.replace(":", "/"))
+            return kind.from_text(slash_form(value))
         except IdentifierError as exc:
             raise ValueError(exc.message) from None
 

@@ -80,9 +80,10 @@ def search(
 ) -> list[StoredRecord]:
     """The security officer's search: records matching every given filter, newest first.
 
-    `client` and `service` are identifiers' text forms as logged; `since` is inclusive and
-    `until` exclusive, on `logged_at`; `outcome` is one outcome, or `P.*` for P and every
-    outcome beneath it (record.OUTCOME_BENEATH).
+    `client` and `service` are identifiers' text forms as logged, matched as a whole or as the
+    start of a longer identifier: a member's matches each of its subsystems, a service without
+    its version every version. `since` is inclusive and `until` exclusive, on `logged_at`;
+    `outcome` is one outcome, or `P.*` for P and every outcome beneath it (record.OUTCOME_BENEATH).
     """
     if not 1 <= limit <= MAX_SEARCH_LIMIT or offset < 0:
         raise ValueError(f"limit must be 1..{MAX_SEARCH_LIMIT} and offset >= 0")
@@ -90,14 +91,15 @@ def search(
     for column, value in (
         (records.c.gateway, gateway),
         (records.c.message_id, message_id),
-        (records.c.client, client),
-        (records.c.service, service),
         (records.c.user_id, user_id),
     ):
         if value is not None:
             conditions.append(column == value)
     if outcome is not None:
         conditions.append(_outcome_condition(outcome))
+    for column, value, most_parts in ((records.c.client, client, 4), (records.c.service, service, 6)):
+        if value is not None:
+            conditions.append(_identifier_or_beneath(column, value, most_parts))
     if since is not None:
         conditions.append(records.c.logged_at >= since)
     if until is not None:
@@ -114,15 +116,26 @@ def search(
 
 
 def _outcome_condition(outcome: str) -> sa.ColumnElement[bool]:
+    """One outcome, or `P.*`: P and every outcome beneath it."""
     if not outcome.endswith(OUTCOME_BENEATH):
         return records.c.outcome == outcome
-    beneath = outcome.removesuffix(OUTCOME_BENEATH) + "."
-    # Not LIKE: SQLite's ignores case (Server.* would find server.server_proxy.*), and `_`,
-    # which snake-case codes contain, is its wildcard. A substring compares exactly in both.
-    return sa.or_(
-        records.c.outcome == beneath[:-1],
-        sa.func.substr(records.c.outcome, 1, len(beneath)) == beneath,
-    )
+    return _itself_or_beneath(records.c.outcome, outcome.removesuffix(OUTCOME_BENEATH), ".")
+
+
+def _identifier_or_beneath(column: sa.Column[Any], text: str, most_parts: int) -> sa.ColumnElement[bool]:
+    """`text` itself, or an identifier one or more "/"-parts longer (a member's subsystem, a
+    service's version). A full-length identifier is compared as a whole, on the column's index."""
+    if text.count("/") + 1 >= most_parts:
+        return column == text
+    return _itself_or_beneath(column, text, "/")
+
+
+def _itself_or_beneath(column: sa.Column[Any], value: str, separator: str) -> sa.ColumnElement[bool]:
+    """`value`, or what starts with `value` and `separator`. Compared by substr, not LIKE: SQLite's
+    LIKE ignores case (identifiers and fault codes do not) and `_`, which snake-case fault codes
+    contain, is its wildcard; a substring compares exactly on SQLite and PostgreSQL alike."""
+    prefix = value + separator
+    return sa.or_(column == value, sa.func.substr(column, 1, len(prefix)) == prefix)
 
 
 def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher | None) -> list[StoredRecord]:
