@@ -49,10 +49,10 @@ import hashlib
 import hmac
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from cryptography import x509
 
@@ -80,6 +80,11 @@ PAGE_SIZE: Final = 2000
 KNOWN_TREES: Final = 64
 """Trees whose proven nodes are kept: records arrive grouped by signing batch and timestamp
 batch, so only the last few trees see more records."""
+
+KNOWN_VERDICTS: Final = 256
+"""Signed roots, tokens, OCSP verdicts and signer checks remembered: records arrive grouped by
+batch, so a batch's signature is checked once while its records pass; the oldest are forgotten,
+so memory stays flat however long the chain (a root met again later is simply checked again)."""
 
 TokenVerifier = Callable[[bytes, bytes], datetime]
 """`verify_token(token_der, digest) -> genTime`: raises when the token is not a valid RFC 3161
@@ -126,6 +131,8 @@ class VerificationReport:
     tokens_verified: int  # distinct timestamp tokens checked with verify_token
     unstamped: int  # good records not (yet) timestamped
     legacy_records: int = 0  # good records stored before `logged_parts`: completeness not checkable
+    first_seq: int = 1  # where this verification started (after a previous one's point when resumed)
+    settled: tuple[int, bytes] | None = None  # (seq, hash) of the last good timestamped record
 
     @property
     def ok(self) -> bool:
@@ -165,10 +172,11 @@ class ChainVerifier:
         self._require_record_signatures = require_record_signatures
         self._expect_head = expect_head
         self._last: StoredRecord | None = None
-        self._record_roots: dict[bytes, VerifiedRoot] = {}
+        self._record_roots: _Recent[bytes, VerifiedRoot] = _Recent(KNOWN_VERDICTS)
         self._next_seq = start_seq
         self._status_policy = status_policy
-        self._statuses: dict[tuple[bytes, bytes], str] = {}  # (OCSP digest, signed root) -> verdict
+        self._statuses: _Recent[tuple[bytes | None, bytes], str] = _Recent(KNOWN_VERDICTS)  # (OCSP, root)
+        self._signers: _Recent[tuple[bytes, str, str, str, bool], str] = _Recent(KNOWN_VERDICTS)
         self._body: bytes | None = None
         self._prev_hash = start_hash
         self._head_seq = head_seq
@@ -176,8 +184,8 @@ class ChainVerifier:
         self._trusted_cas = None if trusted_cas is None else tuple(trusted_cas)
         self._verify_token = verify_token
         self._cipher = cipher
-        self._roots: dict[bytes, VerifiedRoot] = {}
-        self._tokens: dict[int, datetime] = {}  # timestamp id -> the genTime its token proves
+        self._roots: _Recent[bytes, VerifiedRoot] = _Recent(KNOWN_VERDICTS)
+        self._tokens: _Recent[int, datetime] = _Recent(KNOWN_VERDICTS)  # timestamp id -> its genTime
         self._trees = _KnownNodes(KNOWN_TREES)
         self.checked = 0
         self.unstamped = 0
@@ -185,11 +193,17 @@ class ChainVerifier:
 
     @property
     def signatures_verified(self) -> int:
-        return len(self._roots)
+        """Distinct message-batch signatures checked (a root forgotten and met again counts again)."""
+        return self._roots.added
 
     @property
     def tokens_verified(self) -> int:
-        return len(self._tokens)
+        return self._tokens.added
+
+    @property
+    def last_verified(self) -> tuple[int, bytes]:
+        """(seq, record hash) of the last good record; the start's predecessor before any."""
+        return self._next_seq - 1, self._prev_hash
 
     def verified_root(self, signed_root_xml: bytes) -> VerifiedRoot | None:
         """What a signed root checked so far proved (signer, signing time); None if not checked."""
@@ -315,7 +329,7 @@ class ChainVerifier:
 
     @staticmethod
     def _verified_root(
-        cache: dict[bytes, VerifiedRoot],
+        cache: _Recent[bytes, VerifiedRoot],
         signed_root_xml: bytes,
         trusted_cas: Sequence[x509.Certificate],
         problem: Problem,
@@ -332,7 +346,7 @@ class ChainVerifier:
                 raise _Bad(problem, str(exc)) from exc
             if owner_of is not None and not signed_by_owner(owner_of, verified.signer_cert):
                 raise _Bad(problem, f"the record is not signed by the owner of {owner_of}")
-            cache[signed_root_xml] = verified
+            cache.put(signed_root_xml, verified)
         return verified
 
     def _leads_to(self, proof: _Proof, root: bytes) -> bool:
@@ -400,18 +414,24 @@ class ChainVerifier:
     def _check_evidence(self, record: LogRecord, verified: VerifiedRoot) -> None:
         """Who signed, which identifiers the signed message names, the signer's status then."""
         assert self._trusted_cas is not None
+        assert record.signed_root_xml is not None
         direction = record.direction.value
-        try:
-            check_signer(
-                verified.signer_cert,
-                direction,
-                record.client,
-                record.service,
-                fault=record.outcome != OUTCOME_OK,
-                server_owners=self._status_policy.server_owners,
-            )
-        except EvidenceError as exc:
-            raise _Bad(Problem.SIGNER, str(exc)) from exc
+        fault = record.outcome != OUTCOME_OK
+        # The same signer, for the same parties: a batch's records mostly repeat one verdict.
+        signer_key = (record.signed_root_xml, direction, record.client, record.service, fault)
+        if signer_key not in self._signers:
+            try:
+                verdict = check_signer(
+                    verified.signer_cert,
+                    direction,
+                    record.client,
+                    record.service,
+                    fault=fault,
+                    server_owners=self._status_policy.server_owners,
+                )
+            except EvidenceError as exc:
+                raise _Bad(Problem.SIGNER, str(exc)) from exc
+            self._signers.put(signer_key, verdict)
         try:
             check_header_ids(
                 kind=record.kind.value,
@@ -427,10 +447,7 @@ class ChainVerifier:
         except EvidenceError as exc:
             raise _Bad(Problem.IDENTIFIERS, str(exc)) from exc
         ocsp = record.ocsp_response
-        key = (
-            b"" if ocsp is None else hashlib.sha256(ocsp).digest(),
-            hashlib.sha256(record.signed_root_xml or b"").digest(),
-        )
+        key = (ocsp, record.signed_root_xml)  # bytes keys: their hash is computed once per object
         if key in self._statuses:
             return
         try:
@@ -439,7 +456,7 @@ class ChainVerifier:
             )
         except EvidenceError as exc:
             raise _Bad(Problem.STATUS, str(exc)) from exc
-        self._statuses[key] = verdict
+        self._statuses.put(key, verdict)
 
     def _check_timestamp(self, stored: StoredRecord) -> None:
         if stored.timestamp_proof_json is None:
@@ -470,7 +487,7 @@ class ChainVerifier:
             gen_time = self._verify_token(timestamp.token, timestamp.root)
         except Exception as exc:  # the verifier's own error types; any failure is a bad token
             raise _Bad(Problem.TIMESTAMP, f"timestamp token does not verify: {exc}") from exc
-        self._tokens[timestamp.id] = gen_time
+        self._tokens.put(timestamp.id, gen_time)
 
 
 # --- proofs, read and checked fast -----------------------------------------------------------
@@ -521,6 +538,32 @@ _PROOF_TEXT: Final = re.compile(
     rf'"steps":\[((?:{_ANY_STEP}(?:,{_ANY_STEP})*)?)\]\}}'
 )
 """asice.encode_proof's output exactly: sorted keys, no spaces, lower-case hex, steps from the leaf."""
+
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class _Recent(Generic[_K, _V]):
+    """The last `size` verdicts, by key: a batch's records find their batch's verdict here,
+    and memory stays bounded however long the chain. `added` counts every verdict ever put."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[_K, _V] = OrderedDict()
+        self.added = 0
+
+    def __contains__(self, key: _K) -> bool:
+        return key in self._items
+
+    def get(self, key: _K) -> _V | None:
+        return self._items.get(key)
+
+    def put(self, key: _K, value: _V) -> None:
+        self._items[key] = value
+        self.added += 1
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
 
 
 class _KnownNodes:
