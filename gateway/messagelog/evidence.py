@@ -19,6 +19,7 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 from cryptography import x509
@@ -35,6 +36,8 @@ from gateway.protocol import rest, soap
 
 REQUEST: Final = Direction.REQUEST.value
 RESPONSE: Final = Direction.RESPONSE.value
+IDENTIFIER_TEXTS: Final = 1024
+"""Identifiers whose text form is remembered: a gateway's clients and services are a few hundred."""
 MAX_HEAD_BYTES: Final = 1024 * 1024
 """A REST head is a request line and headers: aiohttp refuses more than ~8 KB per field; 1 MB is ample."""
 
@@ -155,10 +158,15 @@ def _soap_ids(direction: str, content_type: str, message: bytes | None, ids: _Re
         return "a SOAP fault: it carries no X-Road header to compare"
     except XRoadFault as exc:
         raise EvidenceError(f"the signed message is not an X-Road SOAP message: {exc.message}") from exc
-    said = ids.compare(
-        parsed.client.to_text(), parsed.service.to_text(), parsed.id, ("client", "service", "id")
-    )
+    said = ids.compare(_text(parsed.client), _text(parsed.service), parsed.id, ("client", "service", "id"))
     return said or "the SOAP header's client, service and id are the record's"
+
+
+@lru_cache(maxsize=IDENTIFIER_TEXTS)
+def _text(identifier: ClientId | ServiceId) -> str:
+    """An identifier's text form: the same few clients and services recur on every record, and
+    writing one out (percent-escaping each part) costs more than finding it here."""
+    return identifier.to_text()
 
 
 def _rest_ids(direction: str, outcome: str, head: bytes | None, ids: _Recorded) -> str:

@@ -49,15 +49,16 @@ import hashlib
 import hmac
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Generic, TypeVar
+from typing import Final, TypeVar
 
 from cryptography import x509
 
 from gateway.crypto.hashtree import leaf_hash, node_hash
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_root_signature
+from gateway.lru import BoundedLru
 from gateway.messagelog.asice import PROOF_FORMAT, ContainerError, parse_manifest
 from gateway.messagelog.crypto_at_rest import BodyCipher, BodyDecryptionError
 from gateway.messagelog.evidence import (
@@ -351,7 +352,7 @@ class ChainVerifier:
 
     def _leads_to(self, proof: _Proof, root: bytes) -> bool:
         """Whether `proof` climbs from its leaf to `root` (each climb is remembered in the trees)."""
-        return proof.root == root and self._trees.contains(root, proof.leaf, proof.steps)
+        return proof.root == root and self._trees.contains(root, proof.leaf, proof.climb())
 
     def _check_body(self, stored: StoredRecord) -> None:
         record = stored.record
@@ -419,7 +420,7 @@ class ChainVerifier:
         fault = record.outcome != OUTCOME_OK
         # The same signer, for the same parties: a batch's records mostly repeat one verdict.
         signer_key = (record.signed_root_xml, direction, record.client, record.service, fault)
-        if signer_key not in self._signers:
+        if self._signers.get(signer_key) is None:
             try:
                 verdict = check_signer(
                     verified.signer_cert,
@@ -448,7 +449,7 @@ class ChainVerifier:
             raise _Bad(Problem.IDENTIFIERS, str(exc)) from exc
         ocsp = record.ocsp_response
         key = (ocsp, record.signed_root_xml)  # bytes keys: their hash is computed once per object
-        if key in self._statuses:
+        if self._statuses.get(key) is not None:
             return
         try:
             verdict = check_status(
@@ -481,7 +482,7 @@ class ChainVerifier:
         self._check_token(timestamp)
 
     def _check_token(self, timestamp: StoredTimestamp) -> None:
-        if self._verify_token is None or timestamp.id in self._tokens:
+        if self._verify_token is None or self._tokens.get(timestamp.id) is not None:
             return
         try:
             gen_time = self._verify_token(timestamp.token, timestamp.root)
@@ -495,9 +496,31 @@ class ChainVerifier:
 
 @dataclass(frozen=True)
 class _Proof:
+    """A proof read from its canonical text; its steps are decoded only as far as they are climbed
+    (a climb usually stops at a node an earlier record of the batch proved, after a step or two)."""
+
     leaf: bytes
-    steps: Sequence[tuple[str, str]]  # (sibling hex, "left"|"right"), leaf upwards; decoded as climbed
     root: bytes
+    text: str
+    steps_at: int  # where the first step starts in `text`
+    step_count: int
+
+    def climb(self) -> Iterator[tuple[str, str]]:
+        """(sibling hex, "left"|"right"), leaf upwards. The text matched _PROOF_TEXT, so every step
+        is `{"sibling":"<64 hex>","side":"left"}` or `..."right"}`, one after another."""
+        text, at = self.text, self.steps_at
+        for _ in range(self.step_count):
+            sibling = text[at + _SIBLING_AT : at + _SIBLING_AT + 64]
+            if text[at + _SIDE_AT] == "l":
+                yield sibling, "left"
+                at += _STEP_LENGTH + 1  # and the comma
+            else:
+                yield sibling, "right"
+                at += _STEP_LENGTH + 2
+
+    @property
+    def steps(self) -> list[tuple[str, str]]:
+        return list(self.climb())
 
 
 def _proof_from_record(record_hash: bytes, text: str, problem: Problem, what: str, elsewhere: str) -> _Proof:
@@ -523,15 +546,17 @@ def _read_proof(text: str) -> _Proof:
     if match is None:
         raise ValueError(f"not a {PROOF_FORMAT} proof in canonical form")
     leaf, root, steps_text = match.groups()
-    steps = _PROOF_STEP.findall(steps_text)
-    if len(steps) > MAX_PROOF_STEPS:
+    count = steps_text.count("{")
+    if count > MAX_PROOF_STEPS:
         raise ValueError(f"a proof has at most {MAX_PROOF_STEPS} steps")
-    return _Proof(bytes.fromhex(leaf), steps, bytes.fromhex(root))
+    return _Proof(bytes.fromhex(leaf), bytes.fromhex(root), text, match.start(3), count)
 
 
 _HEX64: Final = "[0-9a-f]{64}"
 _STEP_TEXT: Final = rf'\{{"sibling":"({_HEX64})","side":"(left|right)"\}}'
-_PROOF_STEP: Final = re.compile(_STEP_TEXT)
+_SIBLING_AT: Final = len('{"sibling":"')
+_SIDE_AT: Final = _SIBLING_AT + len("0" * 64 + '","side":"')
+_STEP_LENGTH: Final = _SIDE_AT + len('left"}')  # a "right" step is one longer
 _ANY_STEP: Final = _STEP_TEXT.replace("(", "(?:")
 _PROOF_TEXT: Final = re.compile(
     rf'\{{"format":"{re.escape(PROOF_FORMAT)}","leaf":"({_HEX64})","root":"({_HEX64})",'
@@ -544,26 +569,15 @@ _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
 
 
-class _Recent(Generic[_K, _V]):
-    """The last `size` verdicts, by key: a batch's records find their batch's verdict here,
-    and memory stays bounded however long the chain. `added` counts every verdict ever put."""
+class _Recent(BoundedLru[_K, _V]):
+    """The last verdicts, by key (gateway.lru): a batch's records find their batch's verdict
+    here, and memory stays bounded however long the chain. `added` counts every verdict put."""
 
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[_K, _V] = OrderedDict()
-        self.added = 0
-
-    def __contains__(self, key: _K) -> bool:
-        return key in self._items
-
-    def get(self, key: _K) -> _V | None:
-        return self._items.get(key)
+    added = 0
 
     def put(self, key: _K, value: _V) -> None:
-        self._items[key] = value
+        super().put(key, value)
         self.added += 1
-        if len(self._items) > self._size:
-            self._items.popitem(last=False)
 
 
 class _KnownNodes:
@@ -579,7 +593,7 @@ class _KnownNodes:
         self._roots_kept = roots_kept
         self._known: OrderedDict[bytes, set[bytes]] = OrderedDict()
 
-    def contains(self, root: bytes, leaf: bytes, steps: Sequence[tuple[str, str]]) -> bool:
+    def contains(self, root: bytes, leaf: bytes, steps: Iterable[tuple[str, str]]) -> bool:
         known = self._known.get(root)
         if known is None:
             known = self._known[root] = {root}
