@@ -3,7 +3,7 @@
 Targets (issue 16, item 3): >= 20,000 records/s per core offline; 1 million records verified with
 less than 100 MB of RSS growth.
 
-Run: `.venv/bin/python bench/logverify.py [records ...] [--db PATH] [--cost] [--unsigned-records]`
+Run: `.venv/bin/python bench/logverify.py [records ...] [--db PATH] [--latency] [--cost] [--unsigned-records]`
 (default 20,000). The log is realistic: SOAP exchanges between two members whose X-Road headers
 name the record's client, service and id, ~1 KB bodies, requests batch-signed 64 at a time by the
 client member's EC key and responses by the provider's (gateway.crypto.rootsig, keys certified by
@@ -19,6 +19,11 @@ not hours. Several sizes (`50000 100000 200000`) grow one log and verify it at e
 verification in a fresh process, so the RSS growth is verification's own: flat RSS across sizes is
 what "constant memory" means. `--db PATH` writes the log there (anew) and leaves it.
 
+`--latency` then measures what a running verification job does to the node's latency: a node's
+management API over the log and, on the same event loop, an endpoint doing a request's in-loop
+work (parsing a signed SOAP message); wrk measures that endpoint idle, then while a full
+verification job runs in its thread (started through the API, as `xgate log verify` does).
+
 `--cost` first prints what the log costs the gateway per record, in CPU time of the whole process
 (every thread): appending 10,000 records from 32 concurrent appenders that each wait for their
 commit as a request does (the concurrency of bench/roundtrip.py), then timestamping them. The
@@ -32,6 +37,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -289,6 +295,129 @@ def verify_in_child(url: str, ca_file: Path) -> dict[str, float]:
     return result
 
 
+# --- the node's latency while a verification job runs -----------------------------------------
+
+LATENCY_SECONDS = 8
+LATENCY_CONNECTIONS = 8
+
+
+def serve_here(url: str, ca_file: str, ready_file: str) -> None:
+    """The `serve` subcommand: a node's management API over the log, and beside it on the same
+    event loop an endpoint doing a request's typical in-loop work (parse a signed SOAP message,
+    hash it), whose latency wrk measures while a verification job runs in its thread."""
+    from aiohttp import web
+
+    from gateway.admin.api import AdminContext, make_admin_app
+    from gateway.ids import SecurityServerId
+    from gateway.messagelog.archive import ContainerTrust
+    from gateway.messagelog.inspector import LogInspector
+    from gateway.serverconf.db import migrate as migrate_serverconf
+    from gateway.serverconf.repository import ServerConfRepository
+
+    ca = x509.load_pem_x509_certificate(Path(ca_file).read_bytes())
+    trust = ContainerTrust([ca], [], [ca], StatusPolicy())
+    directory = Path(ready_file).parent
+    conf_url = f"sqlite:///{directory / 'serverconf.db'}"
+    migrate_serverconf(conf_url)
+    repository = ServerConfRepository.from_url(conf_url)
+    _, key = repository.create_api_key("bench-officer", "security_officer")
+    inspector = LogInspector(create_engine(url), GATEWAY, trust=lambda: trust)
+    server = SecurityServerId.from_text(GATEWAY)
+    admin = make_admin_app(
+        AdminContext(repository=repository, data_dir=directory, server_id=server, message_log=inspector)
+    )
+    request = REQUEST_TEMPLATE.replace(_ID, b"m-latency")
+
+    async def exchange(_: web.Request) -> web.Response:
+        message = soap.parse_request(request, CONTENT_TYPE)
+        return web.json_response({"id": message.id, "sha256": hashlib.sha256(message.raw).hexdigest()})
+
+    traffic = web.Application()
+    traffic.router.add_get("/", exchange)
+
+    async def main() -> None:
+        ports = []
+        for app in (admin, traffic):
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            ports.append(runner.addresses[0][1])
+        Path(ready_file).write_text(json.dumps({"admin": ports[0], "traffic": ports[1], "key": key}))
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _wrk(port: int) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{LATENCY_CONNECTIONS}",
+            f"-d{LATENCY_SECONDS}s",
+            "--latency",
+            f"http://127.0.0.1:{port}/",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    found = {"rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for name, percentile in (("p50", "50%"), ("p99", "99%")):
+        value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        found[name] = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+    return found
+
+
+def _api(
+    port: int, key: str, method: str, path: str, body: dict[str, object] | None = None
+) -> dict[str, object]:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"X-Road-ApiKey token={key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 (our own server)
+        result: dict[str, object] = json.loads(answer.read())
+    return result
+
+
+def print_latency(url: str, ca_file: Path) -> None:
+    """wrk against the in-loop endpoint, idle and while a full verification job runs."""
+    ready = ca_file.with_suffix(".ready.json")
+    ready.unlink(missing_ok=True)
+    child = subprocess.Popen([sys.executable, __file__, "serve", url, str(ca_file), str(ready)])
+    try:
+        while not ready.exists():
+            time.sleep(0.1)
+        ports = json.loads(ready.read_text())
+        idle = _wrk(ports["traffic"])
+        job = _api(ports["admin"], ports["key"], "POST", "/message-log/verification-jobs", {"full": True})
+        during = _wrk(ports["traffic"])
+        path = f"/message-log/verification-jobs/{job['id']}"
+        job = _api(ports["admin"], ports["key"], "GET", path)
+        overlapped = "ran throughout" if job["state"] == "running" else "ENDED BEFORE wrk did"
+        while job["state"] == "running":
+            time.sleep(1)
+            job = _api(ports["admin"], ports["key"], "GET", path)
+        assert job["valid"], job
+        print(
+            f"latency at concurrency {LATENCY_CONNECTIONS} ({LATENCY_SECONDS} s of wrk each): "
+            f"idle p50 {idle['p50']:.2f} ms, "
+            f"p99 {idle['p99']:.2f} ms, {idle['rate']:,.0f} requests/s; while a verification job runs "
+            f"p50 {during['p50']:.2f} ms, p99 {during['p99']:.2f} ms, {during['rate']:,.0f} requests/s "
+            f"(the job {overlapped}: {job['records_verified']:,} records "
+            f"at {job['records_per_second']:,} records/s)"
+        )
+    finally:
+        child.terminate()
+        child.wait()
+
+
 # --- what writing costs ----------------------------------------------------------------------
 
 
@@ -338,7 +467,7 @@ def print_cost(fed: Federation) -> None:
     )
 
 
-def run(sizes: list[int], db: Path, *, unsigned_records: bool, show_cost: bool) -> None:
+def run(sizes: list[int], db: Path, *, unsigned_records: bool, show_cost: bool, latency: bool) -> None:
     fed = Federation.make()
     if db.exists():  # a kept log: its federation is gone, a new one signs the records added now
         db.unlink()
@@ -364,6 +493,8 @@ def run(sizes: list[int], db: Path, *, unsigned_records: bool, show_cost: bool) 
             f"RSS grew {result['rss_growth_mb']:.1f} MB (peak {result['peak_rss_mb']:.0f} MB)",
             flush=True,
         )
+    if latency:
+        print_latency(url, ca_file)
 
 
 def main() -> None:
@@ -371,7 +502,10 @@ def main() -> None:
     if arguments[:1] == ["verify"]:
         print(json.dumps(verify_here(arguments[1], arguments[2])))
         return
-    flags = {a for a in arguments if a in ("--cost", "--unsigned-records")}
+    if arguments[:1] == ["serve"]:
+        serve_here(*arguments[1:4])
+        return
+    flags = {a for a in arguments if a in ("--cost", "--unsigned-records", "--latency")}
     db_at = arguments.index("--db") if "--db" in arguments else None
     db_path = Path(arguments[db_at + 1]) if db_at is not None else None
     sizes = sorted(
@@ -379,7 +513,11 @@ def main() -> None:
         for i, a in enumerate(arguments)
         if a not in flags and a != "--db" and (db_at is None or i != db_at + 1)
     ) or [20_000]
-    options = {"unsigned_records": "--unsigned-records" in flags, "show_cost": "--cost" in flags}
+    options = {
+        "unsigned_records": "--unsigned-records" in flags,
+        "show_cost": "--cost" in flags,
+        "latency": "--latency" in flags,
+    }
     if db_path is not None:
         run(sizes, db_path, **options)
         return
