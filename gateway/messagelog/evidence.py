@@ -341,7 +341,7 @@ def check_parts_present(logged_parts: object, present: set[str]) -> str:
         return LEGACY_WARNING
     if not isinstance(logged_parts, list | tuple) or not all(isinstance(p, str) for p in logged_parts):
         raise EvidenceError("the record's logged_parts is not a list of part names")
-    unknown = sorted(set(logged_parts) - {part.value for part in LoggedPart})
+    unknown = sorted(set(logged_parts) - _PART_NAMES)
     if unknown:
         raise EvidenceError(f"the record's logged_parts names unknown parts {unknown}")
     missing = [part for part in logged_parts if part not in present]
@@ -349,6 +349,8 @@ def check_parts_present(logged_parts: object, present: set[str]) -> str:
         raise EvidenceError(f"the record says {', '.join(missing)} was logged, but it is not there")
     return f"all logged parts present ({', '.join(logged_parts) or 'none: body logging off'})"
 
+
+_PART_NAMES: Final = frozenset(part.value for part in LoggedPart)
 
 LEGACY_WARNING: Final = (
     "warning: the record predates logged_parts (xgate-logrecord/2): whether a part was removed cannot be told"
