@@ -6,10 +6,10 @@ starts a job (:meth:`VerificationJobs.start`, answering at once with its id) and
 it (:meth:`VerificationJobs.get`) for progress and, at the end, the result. A node runs one job at
 a time: a start while one runs answers with the running job.
 
-The job runs in a thread of its own with its own database connection (the work is
-gateway.messagelog.inspector's), so the node's event loop keeps serving; memory is bounded by the
-streaming verifier (gateway.messagelog.verify_db), and the few finished jobs kept here hold only
-their summaries.
+The job runs in a thread of its own, at a lower scheduling priority, with its own database
+connection (the work is gateway.messagelog.inspector's), so the node's event loop keeps serving;
+memory is bounded by the streaming verifier (gateway.messagelog.verify_db), and the few finished
+jobs kept here hold only their summaries.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
+import os
 import threading
 import time
 import uuid
@@ -134,6 +135,8 @@ class VerificationJobs:
         self._stopping.set()
 
     def _run(self, job: VerificationJob, work: Work) -> None:
+        _lower_priority()
+
         def progress(checked: int, total: int) -> None:
             if self._stopping.is_set():
                 raise JobStopped("the node is shutting down")
@@ -151,3 +154,16 @@ class VerificationJobs:
             job.finished_at, job._ended = _now(), time.monotonic()
             with self._lock:
                 self._running = None
+
+
+JOB_NICENESS: Final = 10
+"""How much lower than the node's own threads the job's thread is scheduled (Linux nice): when
+the cores are busy, the event loop's thread gets the CPU (and then the GIL) first."""
+
+
+def _lower_priority() -> None:
+    """Lower this thread's scheduling priority where the OS allows it per thread (Linux)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), JOB_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not permitted: the job runs at normal priority
+        log.debug("log verification job: could not lower its thread's priority")
