@@ -3,12 +3,13 @@
 Targets (issue 16, item 3): >= 20,000 records/s per core offline; 1 million records verified with
 less than 100 MB of RSS growth.
 
-Run: `.venv/bin/python bench/logverify.py [records ...] [--db PATH] [--latency] [--cost] [--unsigned-records]`
-(default 20,000). The log is realistic: SOAP exchanges between two members whose X-Road headers
-name the record's client, service and id, ~1 KB bodies, requests batch-signed 64 at a time by the
-client member's EC key and responses by the provider's (gateway.crypto.rootsig, keys certified by
-a development CA), each record carrying its signer's real OCSP response, every commit of 128
-records signed by the owner's record key (gateway.messagelog.logsig), and a real RFC 3161 token
+Run: `.venv/bin/python bench/logverify.py [records ...] [--batch N] [--db PATH] [--latency]
+[--cost] [--unsigned-records]` (default 20,000 records). The log is realistic: SOAP exchanges
+between two members whose X-Road headers name the record's client, service and id, ~1 KB bodies,
+requests batch-signed N (default 64) at a time by the client member's EC key and responses by the
+provider's (gateway.crypto.rootsig, keys certified by a development CA), each record carrying its
+signer's real OCSP response, every commit (a batch's requests and responses) signed by the
+owner's record key (gateway.messagelog.logsig), and a real RFC 3161 token
 (gateway.trust.tsa) per 2,500 records. So verification runs every check it runs on a node:
 chain, bodies, manifests, signatures, signer, header identifiers, OCSP status, timestamp proofs
 and tokens, record signatures.
@@ -19,10 +20,14 @@ not hours. Several sizes (`50000 100000 200000`) grow one log and verify it at e
 verification in a fresh process, so the RSS growth is verification's own: flat RSS across sizes is
 what "constant memory" means. `--db PATH` writes the log there (anew) and leaves it.
 
-`--latency` then measures what a running verification job does to the node's latency: a node's
-management API over the log and, on the same event loop, an endpoint doing a request's in-loop
-work (parsing a signed SOAP message); wrk measures that endpoint idle, then while a full
-verification job runs in its thread (started through the API, as `xgate log verify` does).
+A small `--batch` (2: what a gateway at modest concurrency signs) makes a signed root per few
+records: what made the verifier's memory grow with the log before its caches were bounded.
+
+`--latency` (or `latency DB_PATH` on a log an earlier run left with `--db`) then measures what
+a running verification job does to the node's latency: a node's management API over the log
+and, on the same event loop, an endpoint doing a request's in-loop work (parsing a signed SOAP
+message); wrk measures that endpoint idle, then while a full verification job runs in its thread
+(started through the API, as `xgate log verify` does).
 
 `--cost` first prints what the log costs the gateway per record, in CPU time of the whole process
 (every thread): appending 10,000 records from 32 concurrent appenders that each wait for their
@@ -91,7 +96,6 @@ CLIENT = "DEV/GOV/1001/benefits-office"
 SERVICE = "DEV/COM/2222/population/getPerson/v1"
 USER = "EE38001085718"
 SIGNING_BATCH = 64  # messages per signed root: a 2 ms window at ~30,000 messages/s
-COMMIT = 2 * SIGNING_BATCH  # records per commit (and per record signature): a batch's requests and responses
 STAMP_EVERY = 2_500  # records per timestamp: 5 s at 500 records/s
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 COST_RECORDS = 10_000
@@ -224,8 +228,12 @@ async def _stamp(tsa: TimestampAuthority, digest: bytes) -> bytes:
     return parse_timestamp_response(response).der
 
 
-def grow(url: str, fed: Federation, total: int, record_signer: RecordSigner | None) -> float:
-    """Append records until the chain holds `total`, stamping every STAMP_EVERY; returns seconds."""
+def grow(
+    url: str, fed: Federation, total: int, record_signer: RecordSigner | None, batch: int = SIGNING_BATCH
+) -> float:
+    """Append records until the chain holds `total`, stamping every STAMP_EVERY; returns seconds.
+
+    Each commit holds `batch` exchanges: their requests signed as one batch, then their responses."""
     engine = create_engine(url)
     with engine.connect() as connection:
         state = chain_state(connection, GATEWAY, NODE)
@@ -236,11 +244,11 @@ def grow(url: str, fed: Federation, total: int, record_signer: RecordSigner | No
     )
     began = time.perf_counter()
     while have < total:
-        pairs = min(SIGNING_BATCH, (total - have) // 2) or 1
-        batch = exchanges(fed, have // 2, pairs)[: total - have]
-        appender.append(batch)
-        have += len(batch)
-        if have % STAMP_EVERY < len(batch) or have == total:
+        pairs = min(batch, (total - have) // 2) or 1
+        records = exchanges(fed, have // 2, pairs)[: total - have]
+        appender.append(records)
+        have += len(records)
+        if have % STAMP_EVERY < len(records) or have == total:
             asyncio.run(stamper.run_once())
     appender.close()
     engine.dispose()
@@ -467,7 +475,9 @@ def print_cost(fed: Federation) -> None:
     )
 
 
-def run(sizes: list[int], db: Path, *, unsigned_records: bool, show_cost: bool, latency: bool) -> None:
+def run(
+    sizes: list[int], db: Path, *, unsigned_records: bool, show_cost: bool, latency: bool, batch: int
+) -> None:
     fed = Federation.make()
     if db.exists():  # a kept log: its federation is gone, a new one signs the records added now
         db.unlink()
@@ -478,7 +488,7 @@ def run(sizes: list[int], db: Path, *, unsigned_records: bool, show_cost: bool, 
     url = f"sqlite:///{db}"
     migrate(url)
     for size in sizes:
-        seconds = grow(url, fed, size, None if unsigned_records else fed.record_signer())
+        seconds = grow(url, fed, size, None if unsigned_records else fed.record_signer(), batch)
         print(
             f"log at {size:,} records ({seconds:.0f} s to write), "
             f"{db.stat().st_size / size:,.0f} bytes/record"
@@ -505,18 +515,21 @@ def main() -> None:
     if arguments[:1] == ["serve"]:
         serve_here(*arguments[1:4])
         return
+    if arguments[:1] == ["latency"]:  # on a log written by an earlier run: latency DB_PATH
+        db = Path(arguments[1])
+        print_latency(f"sqlite:///{db}", db.with_suffix(".ca.pem"))
+        return
     flags = {a for a in arguments if a in ("--cost", "--unsigned-records", "--latency")}
-    db_at = arguments.index("--db") if "--db" in arguments else None
-    db_path = Path(arguments[db_at + 1]) if db_at is not None else None
-    sizes = sorted(
-        int(a)
-        for i, a in enumerate(arguments)
-        if a not in flags and a != "--db" and (db_at is None or i != db_at + 1)
-    ) or [20_000]
+    valued = {name: arguments.index(name) for name in ("--db", "--batch") if name in arguments}
+    values = {name: arguments[at + 1] for name, at in valued.items()}
+    taken = {at for at in valued.values()} | {at + 1 for at in valued.values()}
+    db_path = Path(values["--db"]) if "--db" in values else None
+    sizes = sorted(int(a) for i, a in enumerate(arguments) if a not in flags and i not in taken) or [20_000]
     options = {
         "unsigned_records": "--unsigned-records" in flags,
         "show_cost": "--cost" in flags,
         "latency": "--latency" in flags,
+        "batch": int(values.get("--batch", SIGNING_BATCH)),
     }
     if db_path is not None:
         run(sizes, db_path, **options)
