@@ -25,10 +25,13 @@ import sqlalchemy as sa
 from gateway.admin.api import AdminContext, make_admin_app
 from gateway.admin.roles import Role
 from gateway.config import MessageLogSettings
+from gateway.crypto.rootsig import RootSigner
 from gateway.globalconf import GlobalConf
 from gateway.messagelog import tables
 from gateway.messagelog.archive import ContainerTrust
 from gateway.messagelog.asice import verify_container
+from gateway.messagelog.headkeeper import store_head
+from gateway.messagelog.heads import LogHead, sign_head
 from gateway.messagelog.inspector import LogInspector
 from gateway.messagelog.officer import MAX_EXPORT_PER_CALL, QueryError, SearchQuery, TrustUnavailable
 from gateway.messagelog.service import MessageLog
@@ -361,6 +364,30 @@ async def test_verification_goes_on_from_where_it_reached_unless_full(
         assert (await api.verification())["valid"] is True
         full = await api.verification({"full": True})
         assert full["valid"] is False and full["result"]["chains"][0]["first_bad"]["seq"] == 2
+    log.engine.dispose()
+
+
+async def test_a_job_checks_the_newest_signed_head_the_database_keeps(
+    officer: Officer, tmp_path: Path
+) -> None:
+    log = await build_log(tmp_path / "log", officer.log.trust)
+    trust = log.trust
+    beyond = LogHead(GATEWAY, NODE, 12, bytes(32), dt.datetime.now(dt.UTC))
+    store_head(log.engine, sign_head(beyond, RootSigner(trust.signer_key, trust.signer_cert)))
+    async with serving(tmp_path / "api", log) as api:
+        job = await api.verification({"full": True})
+        assert job["valid"] is False
+        bad = job["result"]["chains"][0]["first_bad"]
+        assert (bad["seq"], bad["problem"]) == (10, "truncated")
+        assert "records 10 to 12 are missing" in bad["reason"]
+        # A head the owner did not sign is a problem of its own, not a truncation.
+        forged = LogHead(GATEWAY, NODE, 20, bytes(32), dt.datetime.now(dt.UTC))
+        store_head(log.engine, sign_head(forged, RootSigner(trust.provider_key, trust.provider_cert)))
+        job = await api.verification()
+        assert job["valid"] is False and job["result"]["chains"][0]["first_bad"] is None
+        assert job["problems"] == [
+            f"{GATEWAY} node {NODE}: the newest stored head: the head is not signed by the owner of {GATEWAY}"
+        ]
     log.engine.dispose()
 
 

@@ -156,16 +156,17 @@ class LogInspector:
         heads: Mapping[tuple[str, str], tuple[int, bytes, str]] | None = None,
         require_record_signatures: bool = False,
         resume: bool = False,
+        remember: bool = False,
         progress: Progress | None = None,
     ) -> dict[str, Any]:
         """verify_log over every chain (of this gateway; of `node` only, when given).
 
         `heads` are the newest signed heads by (gateway, node) (gateway.messagelog.heads): each
         chain must reach its head, and a chain with a head but no row (deleted) is verified too.
-        With `resume` (a node's own verification job) each chain goes on from where its last
-        verification reached, checks the newest signed head its database keeps, and remembers
-        how far it got; without, nothing is written. `progress(checked, total)` follows all
-        chains together.
+        With `remember` (a node's own verification job) each chain is also checked against the
+        newest signed head its database keeps, and where a good verification reached is kept;
+        with `resume` as well, each chain goes on from there. Without, nothing is written.
+        `progress(checked, total)` follows all chains together.
         """
         trust = self.trust()
         if trust is None:
@@ -189,7 +190,7 @@ class LogInspector:
         points: dict[tuple[str, str], tuple[int, bytes] | None] = {}
         for key in chains:
             points[key] = verified_point(self.engine, *key) if resume else None
-            if resume and key not in expected:
+            if remember and key not in expected:
                 found = self._stored_head(key, trust, problems)
                 if found is not None:
                     expected[key] = found
@@ -211,7 +212,7 @@ class LogInspector:
                 progress=tally,
             )
             tally.chain_done(key, report.checked)
-            if resume and report.ok and report.settled is not None:
+            if remember and report.ok and report.settled is not None:
                 save_verified_point(self.engine, gateway, chain_node, report.settled)
             reports.append(report)
         return verification_json(reports, problems)
@@ -225,7 +226,7 @@ class LogInspector:
             raise TrustUnavailable("no trust anchors to verify the log with")
 
         def work(progress: Progress) -> dict[str, Any]:
-            return self.verify(node, resume=not full, progress=progress)
+            return self.verify(node, resume=not full, remember=True, progress=progress)
 
         return self.jobs.start(work, node=node, full=full)
 
