@@ -31,6 +31,7 @@ from gateway.crypto.ocsp import OcspError, verify_ocsp_response
 from gateway.faults import XRoadFault
 from gateway.globalconf.model import DEFAULT_OCSP_FRESHNESS_SECONDS, GlobalConf
 from gateway.ids import ClientId, IdentifierError, ServiceId
+from gateway.lru import BoundedLru
 from gateway.messagelog.record import OUTCOME_CACHE_PREFIX, OUTCOME_OK, Direction, LoggedPart, MessageKind
 from gateway.protocol import rest, soap
 
@@ -268,6 +269,24 @@ DEFAULT_STATUS_POLICY: Final = StatusPolicy()
 
 
 def issuing_ca(certificate: x509.Certificate, cas: Sequence[x509.Certificate]) -> x509.Certificate:
+    """The CA among `cas` that signed `certificate`; remembered, since a member's certificate
+    signs every batch it sends and checking its signature costs as much as a batch's."""
+    key = (certificate, tuple(cas))
+    found = _ISSUERS.get(key)
+    if found is None:
+        found = _issuing_ca(certificate, cas)
+        _ISSUERS.put(key, found)
+    return found
+
+
+ISSUERS_KEPT: Final = 256
+"""Signers whose issuing CA is remembered: the members signing through a gateway."""
+_ISSUERS: Final[BoundedLru[tuple[x509.Certificate, tuple[x509.Certificate, ...]], x509.Certificate]] = (
+    BoundedLru(ISSUERS_KEPT)
+)
+
+
+def _issuing_ca(certificate: x509.Certificate, cas: Sequence[x509.Certificate]) -> x509.Certificate:
     for ca in cas:
         if certificate.issuer != ca.subject:
             continue
