@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import sys
 import textwrap
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -531,8 +532,12 @@ def verify(
             click.echo(f"first problem: {first_problem(answer)}", err=True)
     else:
         _no_trust_over_api(settings, trust)
-        job = settings.admin.client().log_verify(node, full=full, on_progress=_show_progress)
-        click.echo("\r\033[K", nl=False, err=True)
+        on_terminal = sys.stderr.isatty()
+        job = settings.admin.client().log_verify(
+            node, full=full, on_progress=_show_progress if on_terminal else None
+        )
+        if on_terminal:
+            click.echo("\r\033[K", nl=False, err=True)
         if job["state"] != "done":
             raise click.ClickException(f"verification job {job['id']} failed: {job['error']}")
         answer = job["result"]
@@ -546,7 +551,7 @@ def verify(
 
 
 def _show_progress(job: Mapping[str, Any]) -> None:
-    """One line on stderr, rewritten at each poll: records verified of how many, and the rate."""
+    """One line on a terminal's stderr, rewritten at each poll: records verified of how many, the rate."""
     done, total = job["records_verified"], job["records_total"]
     share = f" ({100 * done // total}%)" if total else ""
     line = f"verifying: {done:,} of {total:,} records{share}, {job['records_per_second']:,} records/s"
