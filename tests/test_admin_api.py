@@ -84,6 +84,7 @@ EXPECTED_ROLES: dict[str, frozenset[Role]] = {
     "message_log.show": SECURITY,
     "message_log.export": SECURITY,
     "message_log.verify": SECURITY,
+    "message_log.verify_progress": SECURITY,
     "cache_policy.list": ALL,
     "cache_policy.read": ALL,
     "cache_stats.read": ALL,
@@ -108,6 +109,7 @@ DUMMY_PARAMS = {
     "key_id": "999999",
     "sha256": "00",
     "name": "no-policy",
+    "job_id": "0123abcd",
 }
 
 

@@ -25,10 +25,13 @@ import sqlalchemy as sa
 from gateway.admin.api import AdminContext, make_admin_app
 from gateway.admin.roles import Role
 from gateway.config import MessageLogSettings
+from gateway.crypto.rootsig import RootSigner
 from gateway.globalconf import GlobalConf
 from gateway.messagelog import tables
 from gateway.messagelog.archive import ContainerTrust
 from gateway.messagelog.asice import verify_container
+from gateway.messagelog.headkeeper import store_head
+from gateway.messagelog.heads import LogHead, sign_head
 from gateway.messagelog.inspector import LogInspector
 from gateway.messagelog.officer import MAX_EXPORT_PER_CALL, QueryError, SearchQuery, TrustUnavailable
 from gateway.messagelog.service import MessageLog
@@ -50,8 +53,8 @@ ENDPOINTS: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("message_log.search", f"{LOG}/records", {"client": CLIENT}),
     ("message_log.show", f"{LOG}/exchange", {"id": "soap-1"}),
     ("message_log.export", f"{LOG}/containers", {"id": "soap-1"}),
-    ("message_log.verify", f"{LOG}/verification", {}),
 )
+JOBS = f"{LOG}/verification-jobs"
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +81,23 @@ class Officer:
         headers = {"Authorization": f"X-Road-ApiKey token={self.keys[role]}"}
         async with self.session.get(self.base + path, params=params, headers=headers) as response:
             return response.status, json.loads(await response.text())
+
+    async def post(
+        self, path: str, body: dict[str, Any], role: Role = Role.SECURITY_OFFICER
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"X-Road-ApiKey token={self.keys[role]}"}
+        async with self.session.post(self.base + path, json=body, headers=headers) as response:
+            return response.status, json.loads(await response.text())
+
+    async def verification(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Start a verification job and poll it to its end: the finished job."""
+        status, job = await self.post(JOBS, body or {})
+        assert status == 202, job
+        while job["state"] == "running":
+            await asyncio.sleep(0.02)
+            status, job = await self.get(f"{JOBS}/{job['id']}")
+            assert status == 200, job
+        return job  # type: ignore[no-any-return]
 
     def actor(self, role: Role) -> str:
         key = self.repository.verify_api_key(self.keys[role])
@@ -358,28 +378,32 @@ async def test_export_by_query_pages_and_needs_a_filter(officer: Officer) -> Non
 # --- live verification -----------------------------------------------------------------------
 
 
-async def test_live_verification_finds_an_edited_record(officer: Officer, tmp_path: Path) -> None:
-    status, body = await officer.get(f"{LOG}/verification", {"node": NODE})
-    assert status == 200 and body["valid"]
-    (chain,) = body["chains"]
+async def test_live_verification_is_a_job_that_finds_an_edited_record(
+    officer: Officer, tmp_path: Path
+) -> None:
+    job = await officer.verification({"node": NODE})
+    assert (job["state"], job["valid"], job["problems"], job["problem_count"]) == ("done", True, [], 0)
+    assert job["records_verified"] == job["records_total"] == 9
+    (chain,) = job["result"]["chains"]
     assert (chain["checked"], chain["tokens_verified"], chain["unstamped"]) == (9, 1, 1)
-    assert (await officer.get(f"{LOG}/verification", {"node": "elsewhere"}))[1]["chains"] == []
+    assert (await officer.verification({"node": "elsewhere"}))["result"]["chains"] == []
+    (started, _) = officer.audit()
+    assert started.action == "message_log.verify" and started.details is not None
+    assert started.details["started"] is True and started.details["node"] == NODE
 
     edited = await build_log(tmp_path / "edited", officer.log.trust)
     records = tables.records
     with edited.engine.begin() as connection:
         connection.execute(sa.update(records).where(records.c.seq == 3).values(user_id="EE49002020000"))
     async with serving(tmp_path / "api", edited) as api:
-        status, body = await api.get(f"{LOG}/verification")
-        assert status == 200 and not body["valid"]
-        assert body["chains"][0]["first_bad"] == {
+        job = await api.verification()
+        assert job["state"] == "done" and job["valid"] is False
+        assert job["result"]["chains"][0]["first_bad"] == {
             "seq": 3,
             "problem": "modified",
             "reason": "the record's content does not match its record_hash",
         }
-        (entry,) = api.audit()
-        assert entry.details is not None and entry.details["valid"] is False
-        assert "record 3: modified" in entry.details["first_problem"]
+        assert job["problem_count"] == 1 and "record 3: modified" in job["problems"][0]
         _, shown = await api.get(f"{LOG}/exchange", {"id": "soap-2"})
         request = shown["exchanges"][0]["request"]
         assert request["verification"]["content"].startswith("FAILED (modified)")
@@ -387,9 +411,60 @@ async def test_live_verification_finds_an_edited_record(officer: Officer, tmp_pa
     edited.engine.dispose()
 
 
+async def test_verification_goes_on_from_where_it_reached_unless_full(
+    officer: Officer, tmp_path: Path
+) -> None:
+    log = await build_log(tmp_path / "log", officer.log.trust)
+    async with serving(tmp_path / "api", log) as api:
+        first = (await api.verification())["result"]["chains"][0]
+        assert (first["first_seq"], first["checked"]) == (1, 9)
+        again = (await api.verification())["result"]["chains"][0]
+        assert (again["first_seq"], again["checked"]) == (9, 1)  # record 9 is not stamped yet: checked again
+        # An edit behind the point reached shows only to a full verification.
+        with log.engine.begin() as connection:
+            records = tables.records
+            connection.execute(sa.update(records).where(records.c.seq == 2).values(user_id="EE49002020000"))
+        assert (await api.verification())["valid"] is True
+        full = await api.verification({"full": True})
+        assert full["valid"] is False and full["result"]["chains"][0]["first_bad"]["seq"] == 2
+    log.engine.dispose()
+
+
+async def test_a_job_checks_the_newest_signed_head_the_database_keeps(
+    officer: Officer, tmp_path: Path
+) -> None:
+    log = await build_log(tmp_path / "log", officer.log.trust)
+    trust = log.trust
+    beyond = LogHead(GATEWAY, NODE, 12, bytes(32), dt.datetime.now(dt.UTC))
+    store_head(log.engine, sign_head(beyond, RootSigner(trust.signer_key, trust.signer_cert)))
+    async with serving(tmp_path / "api", log) as api:
+        job = await api.verification({"full": True})
+        assert job["valid"] is False
+        bad = job["result"]["chains"][0]["first_bad"]
+        assert (bad["seq"], bad["problem"]) == (10, "truncated")
+        assert "records 10 to 12 are missing" in bad["reason"]
+        # A head the owner did not sign is a problem of its own, not a truncation.
+        forged = LogHead(GATEWAY, NODE, 20, bytes(32), dt.datetime.now(dt.UTC))
+        store_head(log.engine, sign_head(forged, RootSigner(trust.provider_key, trust.provider_cert)))
+        job = await api.verification()
+        assert job["valid"] is False and job["result"]["chains"][0]["first_bad"] is None
+        assert job["problems"] == [
+            f"{GATEWAY} node {NODE}: the newest stored head: the head is not signed by the owner of {GATEWAY}"
+        ]
+    log.engine.dispose()
+
+
+async def test_verification_jobs_refuse_other_roles_and_unknown_ids(officer: Officer) -> None:
+    status, body = await officer.post(JOBS, {}, role=Role.OBSERVER)
+    assert status == 403 and body["error"] == "forbidden"
+    assert (await officer.get(f"{JOBS}/0123abcd"))[0] == 404
+    assert (await officer.get(f"{JOBS}/not-an-id"))[0] == 400
+    assert (await officer.post(JOBS, {"full": "sometimes"}))[0] == 400
+
+
 async def test_live_verification_without_trust_is_503(officer: Officer) -> None:
     officer.trust[0] = None  # the node has no global configuration yet
-    status, body = await officer.get(f"{LOG}/verification")
+    status, body = await officer.post(JOBS, {})
     assert status == 503 and body["error"] == "unavailable"
     _, body = await officer.get(f"{LOG}/exchange", {"id": "soap-1"})
     assert body["verified_with_trust"] is False

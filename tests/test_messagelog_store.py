@@ -303,7 +303,7 @@ def test_log_migrates_into_the_server_configurations_database_beside_it(tmp_path
         assert {"messagelog_records", "messagelog_chains", "subsystems", ALEMBIC_VERSION_TABLE} <= names
         with engine.connect() as connection:
             version = sa.table(ALEMBIC_VERSION_TABLE, sa.column("version_num"))
-            assert connection.scalar(sa.select(version.c.version_num)) == "0004"
+            assert connection.scalar(sa.select(version.c.version_num)) == "0005"
         command.downgrade(alembic_config(url), "base")
         names = set(sa.inspect(engine).get_table_names())
         assert not any(name.startswith("messagelog_") for name in names)

@@ -25,12 +25,14 @@ from gateway.crypto.hashtree import build_tree
 from gateway.crypto.keys import KeyAlgorithm, generate_key
 from gateway.crypto.timestamp import verify_timestamp_token
 from gateway.messagelog import tables
+from gateway.messagelog import verify as verify_module
+from gateway.messagelog.asice import decode_proof, encode_proof
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.record import GENESIS_HASH, chain_hash
 from gateway.messagelog.store import MessageLogWriter
 from gateway.messagelog.timestamping import BatchTimestamper
-from gateway.messagelog.verify import Problem, VerificationReport, _KnownNodes
-from gateway.messagelog.verify_db import verify_log
+from gateway.messagelog.verify import Problem, VerificationReport, _KnownNodes, _read_proof
+from gateway.messagelog.verify_db import save_verified_point, verified_point, verify_log
 from gateway.trust.pki import CaSettings, CertificateAuthority, build_ca_certificate
 from tests import test_messagelog_store as store_tests
 from tests.test_messagelog_store import (
@@ -349,3 +351,85 @@ def test_proven_nodes_accept_every_member_of_a_tree_and_nothing_else(
                 flipped = (("1" if sibling_hex[0] == "0" else "0") + sibling_hex[1:], side)
                 assert not known.contains(root, outsider, [*steps[victim][:-1], flipped])
     assert not known.contains(hashlib.sha256(b"another root").digest(), leaves[0], steps[0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(size=st.integers(min_value=1, max_value=70), index=st.integers(min_value=0, max_value=69))
+def test_proofs_read_fast_are_the_canonical_decoders_proofs(size: int, index: int) -> None:
+    """The verifier's reader (steps decoded as climbed) agrees with asice.decode_proof on every proof,
+    and refuses a text the canonical form does not allow."""
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(size)]
+    root, proofs = build_tree(leaves)
+    leaf, proof = leaves[index % size], proofs[index % size]
+    text = encode_proof(leaf, proof)
+    read, decoded = _read_proof(text), decode_proof(text)
+    assert (read.leaf, read.root) == (decoded.leaf, root)
+    assert read.steps == [(sibling.hex(), str(side)) for side, sibling in decoded.steps]
+    for altered in (text.replace('"left"', '"Left"', 1), text.replace(":", ": ", 1), text + " "):
+        if altered != text:
+            with pytest.raises(ValueError):
+                _read_proof(altered)
+
+
+# --- at scale: bounded memory, incremental ---------------------------------------------------
+
+
+async def test_verdicts_forgotten_are_checked_again_not_trusted(
+    signed_log: sa.Engine, trust: Trust, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room for one verdict of each kind, every batch's signature is checked when met again."""
+    monkeypatch.setattr(verify_module, "KNOWN_VERDICTS", 1)
+    report = verify(signed_log, trust)
+    assert report.ok and report.checked == LAST_SEQ
+    assert report.signatures_verified == 3 and report.tokens_verified == 2
+    execute(signed_log, update(9, user_id="EE49002020000"))
+    assert verify(signed_log, trust).first_bad == verify_module.BadRecord(
+        9, Problem.MODIFIED, "the record's content does not match its record_hash"
+    )
+
+
+async def test_verification_resumes_after_the_point_it_reached(signed_log: sa.Engine, trust: Trust) -> None:
+    full = verify(signed_log, trust, progress=(seen := _Seen()))
+    assert full.ok and full.first_seq == 1
+    assert full.settled == (STAMPED_SEQ, stored_chain(signed_log)[STAMPED_SEQ - 1].record_hash)
+    assert seen.calls[-1] == (LAST_SEQ, LAST_SEQ)  # one page: the progress once, complete
+    save_verified_point(signed_log, GATEWAY, NODE, full.settled)
+    assert verified_point(signed_log, GATEWAY, NODE) == full.settled
+
+    resumed = verify(signed_log, trust, resume_after=full.settled)
+    assert resumed.ok and (resumed.first_seq, resumed.checked) == (STAMPED_SEQ + 1, LAST_SEQ - STAMPED_SEQ)
+    # A record after the point is still checked; one before it is for a full verification only.
+    execute(signed_log, update(13, user_id="EE49002020000"))
+    bad = verify(signed_log, trust, resume_after=full.settled).first_bad
+    assert bad is not None and (bad.seq, bad.problem) == (13, Problem.MODIFIED)
+    execute(signed_log, update(13, user_id=row_of(signed_log, 12)["user_id"]))
+
+
+async def test_a_resumed_verification_sees_a_forgery_rechained_across_its_point(
+    signed_log: sa.Engine, trust: Trust
+) -> None:
+    point = verify(signed_log, trust).settled
+    assert point is not None
+    _edit_and_rechain(signed_log)  # edits record 9 and rewrites every hash from it on
+    bad = verify(signed_log, trust, resume_after=point).first_bad
+    assert bad is not None and (bad.seq, bad.problem) == (point[0] + 1, Problem.NOT_LINKED)
+
+
+async def test_a_chain_shorter_than_the_point_it_reached_is_truncated(
+    signed_log: sa.Engine, trust: Trust
+) -> None:
+    report = verify(signed_log, trust, resume_after=(LAST_SEQ + 5, bytes(32)))
+    assert report.first_bad == verify_module.BadRecord(
+        LAST_SEQ + 1,
+        Problem.TRUNCATED,
+        f"records up to {LAST_SEQ + 5} were verified before, the chain now ends at {LAST_SEQ}: "
+        "records were removed",
+    )
+
+
+class _Seen:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, checked: int, total: int) -> None:
+        self.calls.append((checked, total))

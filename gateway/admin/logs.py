@@ -1,8 +1,9 @@
 """The security officer's reads of the message log: search, show, export, verify.
 
 The message log holds personal data, so every call is audited like a change, with its query
-parameters, whatever its result. The answers are built by gateway.messagelog.officer, the same
-ones `xgate log` prints from a database.
+parameters, whatever its result; verification runs as a background job (gateway.messagelog.
+verifyjob) whose start is audited, and whose progress the caller polls. The answers are built
+by gateway.messagelog.officer, the same ones `xgate log` prints from a database.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from gateway.messagelog.officer import (
     SearchQuery,
     TrustUnavailable,
     export_json,
-    first_problem,
 )
+from gateway.messagelog.verifyjob import MAX_PROBLEMS
 from gateway.webapi import ApiError, Call, Outcome, invalid, not_found
 from gateway.webapi.types import (
     DEFAULT_PAGE,
     MAX_IDENTIFIER_LENGTH,
     MAX_TEXT_LENGTH,
     Answer,
+    Body,
     Limit,
     Offset,
     Params,
@@ -50,6 +52,13 @@ ProblemKind = Literal[
     "signature",
     "timestamp",
     "not-stamped",
+    "signer",
+    "identifiers",
+    "status",
+    "incomplete",
+    "unreadable",
+    "record-signature",
+    "truncated",
 ]
 
 
@@ -119,10 +128,19 @@ class LogShow(Params):
     id: str = _IDENT
 
 
-class LogVerify(Params):
+class LogVerify(Body):
     node: str | None = Field(
         None, min_length=1, max_length=MAX_TEXT_LENGTH, description="Only this node's chain."
     )
+    full: bool = Field(
+        False,
+        description="Verify every chain from its start; by default each goes on from where its last "
+        "verification reached.",
+    )
+
+
+class JobPath(Params):
+    job_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
 
 
 class LogRecord(Answer):
@@ -238,12 +256,34 @@ class ChainVerification(Answer):
     signatures_verified: int
     tokens_verified: int
     unstamped: int
+    legacy_records: int
+    first_seq: int = Field(description="Where this verification started in the chain.")
     first_bad: LogProblem | None
 
 
 class LogVerification(Answer):
     valid: bool
     chains: list[ChainVerification]
+    problems: list[str] = Field(
+        description="Problems beyond the chains': a signed head that does not verify."
+    )
+
+
+class LogVerificationJob(Answer):
+    id: str
+    state: Literal["running", "done", "failed"]
+    node: str | None
+    full: bool
+    started_at: str = Field(json_schema_extra={"format": "date-time"})
+    finished_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    records_verified: int
+    records_total: int
+    records_per_second: int
+    valid: bool | None = Field(description="Once done: whether every chain verified.")
+    result: LogVerification | None
+    problems: list[str] = Field(description=f"The first {MAX_PROBLEMS} problems, one line each.")
+    problem_count: int
+    error: str | None = Field(description="Why a failed job could not finish.")
 
 
 def _message_log(ctx: AdminContext) -> LogInspector:
@@ -313,20 +353,40 @@ async def export_message_log(ctx: AdminContext, call: Call[LogExport, None]) -> 
     )
 
 
-@TABLE.read(
-    "/message-log/verification",
+@TABLE.operation(
+    "POST",
+    "/message-log/verification-jobs",
     "message_log.verify",
     P.READ_MESSAGE_LOG,
-    LogVerification,
-    audit_reads=True,
+    LogVerificationJob,
+    status=202,
+    reconfigures=False,
     errors=(400, 401, 403, 404, 503),
+    description="Starts verifying this gateway's log chains in the background, with the global "
+    "configuration's trust anchors, and answers at once; poll the job for progress and the result. "
+    "One job runs at a time: while one runs, this answers with it.",
 )
-async def verify_message_log(ctx: AdminContext, call: Call[LogVerify, None]) -> Outcome:
-    """Verify this gateway's log chains with the global configuration's trust anchors."""
+async def start_log_verification(ctx: AdminContext, call: Call[None, LogVerify]) -> Outcome:
+    """Start verifying the message log (a background job)."""
     inspector = _message_log(ctx)
     try:
-        answer = await asyncio.to_thread(inspector.verify, call.params.node)
+        job, started = inspector.start_verification(call.body.node, full=call.body.full)
     except TrustUnavailable as exc:
         raise ApiError(503, UNAVAILABLE, str(exc)) from None
-    details = {"valid": answer["valid"], "first_problem": first_problem(answer)}
-    return Outcome(answer, target="message-log", details=details)
+    details = {"job": job.id, "started": started, "node": call.body.node, "full": call.body.full}
+    return Outcome(job.to_json(), 202, target="message-log", details=details)
+
+
+@TABLE.read(
+    "/message-log/verification-jobs/{job_id}",
+    "message_log.verify_progress",
+    P.READ_MESSAGE_LOG,
+    LogVerificationJob,
+    description="Not audited: the start of the job is, and polling it would flood the audit log.",
+)
+async def log_verification_job(ctx: AdminContext, call: Call[JobPath, None]) -> Outcome:
+    """A log verification job's progress, and its result once done."""
+    job = _message_log(ctx).jobs.get(call.params.job_id)
+    if job is None:
+        raise not_found(f"no verification job {call.params.job_id} (a node keeps its last few)")
+    return Outcome(job.to_json())

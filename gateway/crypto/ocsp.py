@@ -30,6 +30,8 @@ from cryptography.x509 import ocsp
 from cryptography.x509.ocsp import OCSPCertStatus, OCSPResponseStatus
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from gateway.lru import BoundedLru
+
 OCSP_REQUEST_TYPE: Final = "application/ocsp-request"
 OCSP_RESPONSE_TYPE: Final = "application/ocsp-response"
 """RFC 6960 Appendix A.1: the media types of a request and a response over HTTP."""
@@ -257,7 +259,24 @@ def _is_authorized(candidate: x509.Certificate, issuer: x509.Certificate, now: d
 
 
 def _signature_verifies(response: ocsp.OCSPResponse, signer: x509.Certificate) -> bool:
-    """The signature over tbsResponseData, with the hash and padding its algorithm names."""
+    """The signature over tbsResponseData, with the hash and padding its algorithm names.
+
+    Remembered by response and signer: one response is attached to an hour of a member's
+    messages, and verifying a log meets it once per signed batch."""
+    key = (response.tbs_response_bytes, response.signature, signer)
+    verdict = _SIGNATURES.get(key)
+    if verdict is None:
+        verdict = _verify_signature(response, signer)
+        _SIGNATURES.put(key, verdict)
+    return verdict
+
+
+SIGNATURES_KEPT: Final = 256
+"""OCSP signatures whose verdict is remembered: a few responses per member and hour are current."""
+_SIGNATURES: Final[BoundedLru[tuple[bytes, bytes, x509.Certificate], bool]] = BoundedLru(SIGNATURES_KEPT)
+
+
+def _verify_signature(response: ocsp.OCSPResponse, signer: x509.Certificate) -> bool:
     try:
         hash_algorithm = response.signature_hash_algorithm
     except UnsupportedAlgorithm:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import sys
 import textwrap
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -544,6 +545,12 @@ def _write_containers(directory: Path, containers: Sequence[ExportedContainer]) 
     is_flag=True,
     help="Accept records without their gateway's record signature (logs written before it).",
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Through the API: verify every chain from its start, not from where the node's last "
+    "verification reached. (--database always verifies in full.)",
+)
 @_trust_options
 @pass_settings
 @click.pass_context
@@ -556,6 +563,7 @@ def verify(
     head_files: Sequence[Path],
     witness_url: str | None,
     allow_unsigned_records: bool,
+    full: bool,
     ca_files: Sequence[Path],
     tsa_files: Sequence[Path],
     globalconf: Path | None,
@@ -566,8 +574,10 @@ def verify(
     PATH: ASiC-E containers (.asice), archives (.zip), or directories holding either, checked
     with the trust anchors given; containers given together must link into their chain by
     prev_hash (gaps are reported; --allow-gaps accepts them). Without PATH: the log with
-    --database (every chain, or --node's), or the node's own log through its API. Exit status
-    0 when everything is valid, 1 when anything is not (one line per problem on stderr).
+    --database (every chain, or --node's), or the node's own log through its API: there
+    it runs as a job on the node (one at a time), going on from where the last verification
+    reached unless --full, with a progress line on stderr. Exit status 0 when everything is
+    valid, 1 when anything is not (one line per problem on stderr).
     """
     trust = load_trust(ca_files, tsa_files, globalconf, anchor)
     if paths:
@@ -591,12 +601,30 @@ def verify(
             click.echo(f"first problem: {first_problem(answer)}", err=True)
     else:
         _no_trust_over_api(settings, trust)
-        answer = settings.admin.client().log_verify(node)
+        on_terminal = sys.stderr.isatty()
+        job = settings.admin.client().log_verify(
+            node, full=full, on_progress=_show_progress if on_terminal else None
+        )
+        if on_terminal:
+            click.echo("\r\033[K", nl=False, err=True)
+        if job["state"] != "done":
+            raise click.ClickException(f"verification job {job['id']} failed: {job['error']}")
+        answer = job["result"]
         click.echo(format_verification(answer))
         valid = bool(answer["valid"])
-        if not valid:
-            click.echo(f"first problem: {first_problem(answer)}", err=True)
+        for problem in job["problems"]:
+            click.echo(f"problem: {problem}", err=True)
+        if job["problem_count"] > len(job["problems"]):
+            click.echo(f"... {job['problem_count']} problems in all", err=True)
     ctx.exit(0 if valid else 1)
+
+
+def _show_progress(job: Mapping[str, Any]) -> None:
+    """One line on a terminal's stderr, rewritten at each poll: records verified of how many, the rate."""
+    done, total = job["records_verified"], job["records_total"]
+    share = f" ({100 * done // total}%)" if total else ""
+    line = f"verifying: {done:,} of {total:,} records{share}, {job['records_per_second']:,} records/s"
+    click.echo(f"\r\033[K{line}", nl=False, err=True)
 
 
 WITNESS_TIMEOUT_SECONDS: Final = 30.0
@@ -953,6 +981,11 @@ def format_verification(answer: Mapping[str, Any]) -> str:
         else:
             lines.append(f"{name}: INVALID at record {bad['seq']} ({bad['problem']}): {bad['reason']}")
             lines.append(f"  the {chain['checked']} records before it check out")
+        if chain.get("first_seq", 1) > 1:
+            lines.append(
+                f"  (checked from record {chain['first_seq']}: purged, or verified before, up to it)"
+            )
+    lines += [f"INVALID: {problem}" for problem in answer.get("problems") or ()]
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 from cryptography import x509
@@ -30,11 +31,14 @@ from gateway.crypto.ocsp import OcspError, verify_ocsp_response
 from gateway.faults import XRoadFault
 from gateway.globalconf.model import DEFAULT_OCSP_FRESHNESS_SECONDS, GlobalConf
 from gateway.ids import ClientId, IdentifierError, ServiceId
+from gateway.lru import BoundedLru
 from gateway.messagelog.record import OUTCOME_CACHE_PREFIX, OUTCOME_OK, Direction, LoggedPart, MessageKind
 from gateway.protocol import rest, soap
 
 REQUEST: Final = Direction.REQUEST.value
 RESPONSE: Final = Direction.RESPONSE.value
+IDENTIFIER_TEXTS: Final = 1024
+"""Identifiers whose text form is remembered: a gateway's clients and services are a few hundred."""
 MAX_HEAD_BYTES: Final = 1024 * 1024
 """A REST head is a request line and headers: aiohttp refuses more than ~8 KB per field; 1 MB is ample."""
 
@@ -155,10 +159,15 @@ def _soap_ids(direction: str, content_type: str, message: bytes | None, ids: _Re
         return "a SOAP fault: it carries no X-Road header to compare"
     except XRoadFault as exc:
         raise EvidenceError(f"the signed message is not an X-Road SOAP message: {exc.message}") from exc
-    said = ids.compare(
-        parsed.client.to_text(), parsed.service.to_text(), parsed.id, ("client", "service", "id")
-    )
+    said = ids.compare(_text(parsed.client), _text(parsed.service), parsed.id, ("client", "service", "id"))
     return said or "the SOAP header's client, service and id are the record's"
+
+
+@lru_cache(maxsize=IDENTIFIER_TEXTS)
+def _text(identifier: ClientId | ServiceId) -> str:
+    """An identifier's text form: the same few clients and services recur on every record, and
+    writing one out (percent-escaping each part) costs more than finding it here."""
+    return identifier.to_text()
 
 
 def _rest_ids(direction: str, outcome: str, head: bytes | None, ids: _Recorded) -> str:
@@ -260,6 +269,24 @@ DEFAULT_STATUS_POLICY: Final = StatusPolicy()
 
 
 def issuing_ca(certificate: x509.Certificate, cas: Sequence[x509.Certificate]) -> x509.Certificate:
+    """The CA among `cas` that signed `certificate`; remembered, since a member's certificate
+    signs every batch it sends and checking its signature costs as much as a batch's."""
+    key = (certificate, tuple(cas))
+    found = _ISSUERS.get(key)
+    if found is None:
+        found = _issuing_ca(certificate, cas)
+        _ISSUERS.put(key, found)
+    return found
+
+
+ISSUERS_KEPT: Final = 256
+"""Signers whose issuing CA is remembered: the members signing through a gateway."""
+_ISSUERS: Final[BoundedLru[tuple[x509.Certificate, tuple[x509.Certificate, ...]], x509.Certificate]] = (
+    BoundedLru(ISSUERS_KEPT)
+)
+
+
+def _issuing_ca(certificate: x509.Certificate, cas: Sequence[x509.Certificate]) -> x509.Certificate:
     for ca in cas:
         if certificate.issuer != ca.subject:
             continue
@@ -333,7 +360,7 @@ def check_parts_present(logged_parts: object, present: set[str]) -> str:
         return LEGACY_WARNING
     if not isinstance(logged_parts, list | tuple) or not all(isinstance(p, str) for p in logged_parts):
         raise EvidenceError("the record's logged_parts is not a list of part names")
-    unknown = sorted(set(logged_parts) - {part.value for part in LoggedPart})
+    unknown = sorted(set(logged_parts) - _PART_NAMES)
     if unknown:
         raise EvidenceError(f"the record's logged_parts names unknown parts {unknown}")
     missing = [part for part in logged_parts if part not in present]
@@ -341,6 +368,8 @@ def check_parts_present(logged_parts: object, present: set[str]) -> str:
         raise EvidenceError(f"the record says {', '.join(missing)} was logged, but it is not there")
     return f"all logged parts present ({', '.join(logged_parts) or 'none: body logging off'})"
 
+
+_PART_NAMES: Final = frozenset(part.value for part in LoggedPart)
 
 LEGACY_WARNING: Final = (
     "warning: the record predates logged_parts (xgate-logrecord/2): whether a part was removed cannot be told"

@@ -495,8 +495,9 @@ def exchange_view(exchange_id: str, details: Sequence[Mapping[str, Any]]) -> dic
     }
 
 
-def verification_json(reports: Sequence[VerificationReport]) -> dict[str, Any]:
-    """The answer of a live verification: one entry per chain, valid only if all are."""
+def verification_json(reports: Sequence[VerificationReport], problems: Sequence[str] = ()) -> dict[str, Any]:
+    """The answer of a live verification: one entry per chain, valid only if all are and there are
+    no other `problems` (a signed head that does not verify)."""
     chains = [
         {
             "gateway": report.gateway,
@@ -507,11 +508,13 @@ def verification_json(reports: Sequence[VerificationReport]) -> dict[str, Any]:
             "tokens_verified": report.tokens_verified,
             "unstamped": report.unstamped,
             "legacy_records": report.legacy_records,
+            "first_seq": report.first_seq,
             "first_bad": None if report.first_bad is None else bad_record_json(report.first_bad),
         }
         for report in reports
     ]
-    return {"valid": all(chain["valid"] for chain in chains), "chains": chains}
+    valid = all(chain["valid"] for chain in chains) and not problems
+    return {"valid": valid, "chains": chains, "problems": list(problems)}
 
 
 # --- exported containers ---------------------------------------------------------------------
@@ -564,11 +567,19 @@ def export_from_json(answer: Mapping[str, Any]) -> tuple[list[ExportedContainer]
     return containers, failures
 
 
-def first_problem(answer: Mapping[str, Any]) -> str | None:
-    """The first problem of a verification answer (verification_json), as one line; None if valid."""
+def problem_lines(answer: Mapping[str, Any]) -> list[str]:
+    """The problems of a verification answer (verification_json), one line each: each chain's
+    first bad record, then the others (signed heads that do not verify)."""
+    lines = []
     for chain in answer["chains"]:
         bad = chain["first_bad"]
         if bad is not None:
             where = f"{chain['gateway']} node {chain['node']}, record {bad['seq']}"
-            return f"{where}: {bad['problem']}: {bad['reason']}"
-    return None
+            lines.append(f"{where}: {bad['problem']}: {bad['reason']}")
+    return lines + [str(problem) for problem in answer.get("problems") or ()]
+
+
+def first_problem(answer: Mapping[str, Any]) -> str | None:
+    """The first problem of a verification answer (verification_json), as one line; None if valid."""
+    lines = problem_lines(answer)
+    return lines[0] if lines else None

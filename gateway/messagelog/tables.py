@@ -146,3 +146,15 @@ heads: Final = sa.Table(
 )
 """Signed, timestamped log heads (gateway.messagelog.heads): copies of what the head file and the
 witness keep, so the database alone shows when they were last written."""
+
+verified: Final = sa.Table(
+    "messagelog_verified",
+    metadata,
+    sa.Column("gateway", sa.Text, primary_key=True),
+    sa.Column("node", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # records up to here checked out
+    sa.Column("record_hash", _Digest, nullable=False),  # record `seq`'s hash: the next one's prev_hash
+    sa.Column("verified_at", UtcDateTime, nullable=False),
+)
+"""Where each chain was last verified up to (gateway.messagelog.verify_db): an incremental
+verification starts after it; a full one (`xgate log verify --full`) ignores it."""

@@ -49,15 +49,16 @@ import hashlib
 import hmac
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeVar
 
 from cryptography import x509
 
 from gateway.crypto.hashtree import leaf_hash, node_hash
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_root_signature
+from gateway.lru import BoundedLru
 from gateway.messagelog.asice import PROOF_FORMAT, ContainerError, parse_manifest
 from gateway.messagelog.crypto_at_rest import BodyCipher, BodyDecryptionError
 from gateway.messagelog.evidence import (
@@ -80,6 +81,11 @@ PAGE_SIZE: Final = 2000
 KNOWN_TREES: Final = 64
 """Trees whose proven nodes are kept: records arrive grouped by signing batch and timestamp
 batch, so only the last few trees see more records."""
+
+KNOWN_VERDICTS: Final = 256
+"""Signed roots, tokens, OCSP verdicts and signer checks remembered: records arrive grouped by
+batch, so a batch's signature is checked once while its records pass; the oldest are forgotten,
+so memory stays flat however long the chain (a root met again later is simply checked again)."""
 
 TokenVerifier = Callable[[bytes, bytes], datetime]
 """`verify_token(token_der, digest) -> genTime`: raises when the token is not a valid RFC 3161
@@ -126,6 +132,8 @@ class VerificationReport:
     tokens_verified: int  # distinct timestamp tokens checked with verify_token
     unstamped: int  # good records not (yet) timestamped
     legacy_records: int = 0  # good records stored before `logged_parts`: completeness not checkable
+    first_seq: int = 1  # where this verification started (after a previous one's point when resumed)
+    settled: tuple[int, bytes] | None = None  # (seq, hash) of the last good timestamped record
 
     @property
     def ok(self) -> bool:
@@ -165,10 +173,11 @@ class ChainVerifier:
         self._require_record_signatures = require_record_signatures
         self._expect_head = expect_head
         self._last: StoredRecord | None = None
-        self._record_roots: dict[bytes, VerifiedRoot] = {}
+        self._record_roots: _Recent[bytes, VerifiedRoot] = _Recent(KNOWN_VERDICTS)
         self._next_seq = start_seq
         self._status_policy = status_policy
-        self._statuses: dict[tuple[bytes, bytes], str] = {}  # (OCSP digest, signed root) -> verdict
+        self._statuses: _Recent[tuple[bytes | None, bytes], str] = _Recent(KNOWN_VERDICTS)  # (OCSP, root)
+        self._signers: _Recent[tuple[bytes, str, str, str, bool], str] = _Recent(KNOWN_VERDICTS)
         self._body: bytes | None = None
         self._prev_hash = start_hash
         self._head_seq = head_seq
@@ -176,8 +185,8 @@ class ChainVerifier:
         self._trusted_cas = None if trusted_cas is None else tuple(trusted_cas)
         self._verify_token = verify_token
         self._cipher = cipher
-        self._roots: dict[bytes, VerifiedRoot] = {}
-        self._tokens: dict[int, datetime] = {}  # timestamp id -> the genTime its token proves
+        self._roots: _Recent[bytes, VerifiedRoot] = _Recent(KNOWN_VERDICTS)
+        self._tokens: _Recent[int, datetime] = _Recent(KNOWN_VERDICTS)  # timestamp id -> its genTime
         self._trees = _KnownNodes(KNOWN_TREES)
         self.checked = 0
         self.unstamped = 0
@@ -185,11 +194,17 @@ class ChainVerifier:
 
     @property
     def signatures_verified(self) -> int:
-        return len(self._roots)
+        """Distinct message-batch signatures checked (a root forgotten and met again counts again)."""
+        return self._roots.added
 
     @property
     def tokens_verified(self) -> int:
-        return len(self._tokens)
+        return self._tokens.added
+
+    @property
+    def last_verified(self) -> tuple[int, bytes]:
+        """(seq, record hash) of the last good record; the start's predecessor before any."""
+        return self._next_seq - 1, self._prev_hash
 
     def verified_root(self, signed_root_xml: bytes) -> VerifiedRoot | None:
         """What a signed root checked so far proved (signer, signing time); None if not checked."""
@@ -315,7 +330,7 @@ class ChainVerifier:
 
     @staticmethod
     def _verified_root(
-        cache: dict[bytes, VerifiedRoot],
+        cache: _Recent[bytes, VerifiedRoot],
         signed_root_xml: bytes,
         trusted_cas: Sequence[x509.Certificate],
         problem: Problem,
@@ -332,12 +347,12 @@ class ChainVerifier:
                 raise _Bad(problem, str(exc)) from exc
             if owner_of is not None and not signed_by_owner(owner_of, verified.signer_cert):
                 raise _Bad(problem, f"the record is not signed by the owner of {owner_of}")
-            cache[signed_root_xml] = verified
+            cache.put(signed_root_xml, verified)
         return verified
 
     def _leads_to(self, proof: _Proof, root: bytes) -> bool:
         """Whether `proof` climbs from its leaf to `root` (each climb is remembered in the trees)."""
-        return proof.root == root and self._trees.contains(root, proof.leaf, proof.steps)
+        return proof.root == root and self._trees.contains(root, proof.leaf, proof.climb())
 
     def _check_body(self, stored: StoredRecord) -> None:
         record = stored.record
@@ -400,18 +415,24 @@ class ChainVerifier:
     def _check_evidence(self, record: LogRecord, verified: VerifiedRoot) -> None:
         """Who signed, which identifiers the signed message names, the signer's status then."""
         assert self._trusted_cas is not None
+        assert record.signed_root_xml is not None
         direction = record.direction.value
-        try:
-            check_signer(
-                verified.signer_cert,
-                direction,
-                record.client,
-                record.service,
-                fault=record.outcome != OUTCOME_OK,
-                server_owners=self._status_policy.server_owners,
-            )
-        except EvidenceError as exc:
-            raise _Bad(Problem.SIGNER, str(exc)) from exc
+        fault = record.outcome != OUTCOME_OK
+        # The same signer, for the same parties: a batch's records mostly repeat one verdict.
+        signer_key = (record.signed_root_xml, direction, record.client, record.service, fault)
+        if self._signers.get(signer_key) is None:
+            try:
+                verdict = check_signer(
+                    verified.signer_cert,
+                    direction,
+                    record.client,
+                    record.service,
+                    fault=fault,
+                    server_owners=self._status_policy.server_owners,
+                )
+            except EvidenceError as exc:
+                raise _Bad(Problem.SIGNER, str(exc)) from exc
+            self._signers.put(signer_key, verdict)
         try:
             check_header_ids(
                 kind=record.kind.value,
@@ -427,11 +448,8 @@ class ChainVerifier:
         except EvidenceError as exc:
             raise _Bad(Problem.IDENTIFIERS, str(exc)) from exc
         ocsp = record.ocsp_response
-        key = (
-            b"" if ocsp is None else hashlib.sha256(ocsp).digest(),
-            hashlib.sha256(record.signed_root_xml or b"").digest(),
-        )
-        if key in self._statuses:
+        key = (ocsp, record.signed_root_xml)  # bytes keys: their hash is computed once per object
+        if self._statuses.get(key) is not None:
             return
         try:
             verdict = check_status(
@@ -439,7 +457,7 @@ class ChainVerifier:
             )
         except EvidenceError as exc:
             raise _Bad(Problem.STATUS, str(exc)) from exc
-        self._statuses[key] = verdict
+        self._statuses.put(key, verdict)
 
     def _check_timestamp(self, stored: StoredRecord) -> None:
         if stored.timestamp_proof_json is None:
@@ -464,13 +482,13 @@ class ChainVerifier:
         self._check_token(timestamp)
 
     def _check_token(self, timestamp: StoredTimestamp) -> None:
-        if self._verify_token is None or timestamp.id in self._tokens:
+        if self._verify_token is None or self._tokens.get(timestamp.id) is not None:
             return
         try:
             gen_time = self._verify_token(timestamp.token, timestamp.root)
         except Exception as exc:  # the verifier's own error types; any failure is a bad token
             raise _Bad(Problem.TIMESTAMP, f"timestamp token does not verify: {exc}") from exc
-        self._tokens[timestamp.id] = gen_time
+        self._tokens.put(timestamp.id, gen_time)
 
 
 # --- proofs, read and checked fast -----------------------------------------------------------
@@ -478,9 +496,31 @@ class ChainVerifier:
 
 @dataclass(frozen=True)
 class _Proof:
+    """A proof read from its canonical text; its steps are decoded only as far as they are climbed
+    (a climb usually stops at a node an earlier record of the batch proved, after a step or two)."""
+
     leaf: bytes
-    steps: Sequence[tuple[str, str]]  # (sibling hex, "left"|"right"), leaf upwards; decoded as climbed
     root: bytes
+    text: str
+    steps_at: int  # where the first step starts in `text`
+    step_count: int
+
+    def climb(self) -> Iterator[tuple[str, str]]:
+        """(sibling hex, "left"|"right"), leaf upwards. The text matched _PROOF_TEXT, so every step
+        is `{"sibling":"<64 hex>","side":"left"}` or `..."right"}`, one after another."""
+        text, at = self.text, self.steps_at
+        for _ in range(self.step_count):
+            sibling = text[at + _SIBLING_AT : at + _SIBLING_AT + 64]
+            if text[at + _SIDE_AT] == "l":
+                yield sibling, "left"
+                at += _STEP_LENGTH + 1  # and the comma
+            else:
+                yield sibling, "right"
+                at += _STEP_LENGTH + 2
+
+    @property
+    def steps(self) -> list[tuple[str, str]]:
+        return list(self.climb())
 
 
 def _proof_from_record(record_hash: bytes, text: str, problem: Problem, what: str, elsewhere: str) -> _Proof:
@@ -506,21 +546,38 @@ def _read_proof(text: str) -> _Proof:
     if match is None:
         raise ValueError(f"not a {PROOF_FORMAT} proof in canonical form")
     leaf, root, steps_text = match.groups()
-    steps = _PROOF_STEP.findall(steps_text)
-    if len(steps) > MAX_PROOF_STEPS:
+    count = steps_text.count("{")
+    if count > MAX_PROOF_STEPS:
         raise ValueError(f"a proof has at most {MAX_PROOF_STEPS} steps")
-    return _Proof(bytes.fromhex(leaf), steps, bytes.fromhex(root))
+    return _Proof(bytes.fromhex(leaf), bytes.fromhex(root), text, match.start(3), count)
 
 
 _HEX64: Final = "[0-9a-f]{64}"
 _STEP_TEXT: Final = rf'\{{"sibling":"({_HEX64})","side":"(left|right)"\}}'
-_PROOF_STEP: Final = re.compile(_STEP_TEXT)
+_SIBLING_AT: Final = len('{"sibling":"')
+_SIDE_AT: Final = _SIBLING_AT + len("0" * 64 + '","side":"')
+_STEP_LENGTH: Final = _SIDE_AT + len('left"}')  # a "right" step is one longer
 _ANY_STEP: Final = _STEP_TEXT.replace("(", "(?:")
 _PROOF_TEXT: Final = re.compile(
     rf'\{{"format":"{re.escape(PROOF_FORMAT)}","leaf":"({_HEX64})","root":"({_HEX64})",'
     rf'"steps":\[((?:{_ANY_STEP}(?:,{_ANY_STEP})*)?)\]\}}'
 )
 """asice.encode_proof's output exactly: sorted keys, no spaces, lower-case hex, steps from the leaf."""
+
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class _Recent(BoundedLru[_K, _V]):
+    """The last verdicts, by key (gateway.lru): a batch's records find their batch's verdict
+    here, and memory stays bounded however long the chain. `added` counts every verdict put."""
+
+    added = 0
+
+    def put(self, key: _K, value: _V) -> None:
+        super().put(key, value)
+        self.added += 1
 
 
 class _KnownNodes:
@@ -536,7 +593,7 @@ class _KnownNodes:
         self._roots_kept = roots_kept
         self._known: OrderedDict[bytes, set[bytes]] = OrderedDict()
 
-    def contains(self, root: bytes, leaf: bytes, steps: Sequence[tuple[str, str]]) -> bool:
+    def contains(self, root: bytes, leaf: bytes, steps: Iterable[tuple[str, str]]) -> bool:
         known = self._known.get(root)
         if known is None:
             known = self._known[root] = {root}
