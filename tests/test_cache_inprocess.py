@@ -18,13 +18,13 @@ from lxml import etree
 
 from gateway import faults
 from gateway.cache import policies, tables
+from gateway.cache.copies import stored_message
 from gateway.cache.marking import CACHE_NS, CacheMark, CacheStatus
 from gateway.cache.policy import BreakerSettings, CacheMode, CachePolicy, CacheSide, RetrySettings
 from gateway.cache.store import CacheStore
 from gateway.crypto.rootsig import verify_message_signature
 from gateway.messagelog.store import search
 from gateway.outbound import OutboundError, OutboundRequest, OutboundResponse, OutboundTimeout
-from gateway.proxy.cached import stored_message
 from gateway.serverconf.access import AccessRight
 from gateway.xmlsafe import parse_xml
 from tests.conftest import (
