@@ -5,16 +5,21 @@ for SOAP, parsing and re-serialising the envelope to mark it. Both depend only o
 stored bytes, so a node keeps the result per key (:class:`CopyMemory`, a bounded LRU) and
 pays them once per stored version.
 
-A copy is never served on memory alone: each hit still reads the entry's row
-(gateway.cache.store.CacheStore.lookup, one statement, without the body when the digest of
-the copy held is still the stored one). So a copy whose entry was purged, evicted or
-replaced, here or by another node sharing a PostgreSQL cache, is not served; the age and
-the client's confirmation are the row's, read at the hit. The store also tells this node's
-memory of its own changes (:meth:`CopyMemory.changed`), which frees the memory early.
+Which copy may be served is still the database's answer: a copy is served only while its
+entry's row was read, with this client confirmed, less than :data:`RECHECK_SECONDS` ago
+(gateway.cache.store.CacheStore.lookup: one statement, without the body when the copy's
+digest is still the stored one). This node's own stores, purges, evictions and revocations
+drop the copies at once (the store tells :meth:`CopyMemory.changed`); another node's, on a
+shared PostgreSQL cache, are seen at the next read, within that bound. The age served (and
+the max-age refusal) is computed at each hit from the entry's stored-at time, and the
+configuration checks (the client registered, known to the federation, under a policy) run
+on every request before the cache is asked.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -36,6 +41,13 @@ handful of popular queries); the rest are decoded when served."""
 MAX_COPY_BYTES: Final = 64 * 1024
 """Larger answers are not kept decoded (the memory stays under ~50 MB whatever the policies'
 sizes); for them the decoding is small beside moving their bytes."""
+
+RECHECK_SECONDS: Final = 1.0
+"""How long a copy whose row was read (entry there, same digest, client confirmed) is served
+without reading the row again. It is how long another node's purge, revocation or newer
+answer may take to reach this node when they share a PostgreSQL cache; this node's own
+changes reach its memory at once. A read per hit costs a thread hop and a statement, as much
+CPU as the rest of the hit; once a second per key costs nothing measurable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,22 +109,58 @@ def stored_message(entry: CachedAnswer, max_bytes: int) -> TransportMessage:
     )
 
 
+@dataclass(slots=True)
+class _Held:
+    copy: ServedCopy
+    checked: dict[str, float]
+    """The clients confirmed for this copy's entry, with when that was read (monotonic seconds)."""
+
+
 class CopyMemory:
     """A node's decoded copies by cache key (see the module's text for when they are served)."""
 
-    def __init__(self, size: int = MAX_COPIES) -> None:
-        self._copies: BoundedLru[str, ServedCopy] = BoundedLru(size)
+    def __init__(
+        self,
+        size: int = MAX_COPIES,
+        *,
+        recheck_seconds: float = RECHECK_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._held: BoundedLru[str, _Held] = BoundedLru(size)
+        self._recheck_seconds = recheck_seconds
+        self._monotonic = monotonic
+
+    def current(self, key: str, client: str) -> ServedCopy | None:
+        """The copy under `key` if its row, with `client` confirmed, was read less than
+        :data:`RECHECK_SECONDS` ago: it may be served without reading the row again."""
+        held = self._held.get(key)
+        if held is None:
+            return None
+        checked = held.checked.get(client)
+        if checked is None or self._monotonic() - checked >= self._recheck_seconds:
+            return None
+        return held.copy
 
     def held(self, key: str) -> ServedCopy | None:
-        return self._copies.get(key)
+        """The copy under `key`, however long ago it was checked (its digest spares a body read)."""
+        held = self._held.get(key)
+        return None if held is None else held.copy
 
-    def keep(self, key: str, copy: ServedCopy) -> None:
-        if copy.info.size <= MAX_COPY_BYTES:
-            self._copies.put(key, copy)
+    def keep(self, key: str, copy: ServedCopy, confirmed_client: str | None) -> None:
+        """Keep `copy` as its row was just read, noting `confirmed_client` (None: the client was
+        not confirmed, which is not remembered: the next request reads again)."""
+        if copy.info.size > MAX_COPY_BYTES:
+            return
+        held = self._held.get(key)
+        if held is None or held.copy is not copy:
+            held = _Held(copy, {})
+            self._held.put(key, held)
+        if confirmed_client is not None:
+            held.checked[confirmed_client] = self._monotonic()
 
     def changed(self, key: str | None) -> None:
         """The store changed the entry under `key`, or removed entries (None): drop the copies."""
         if key is None:
-            self._copies.clear()
+            self._held.clear()
         else:
-            self._copies.discard(key)
+            self._held.discard(key)

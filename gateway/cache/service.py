@@ -49,12 +49,12 @@ class CacheService:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
-        self.copies = CopyMemory()
-        """Decoded answers served often (gateway.cache.copies); the store tells it what changes."""
-        store.watch(self.copies.changed)
         self.maintenance_interval_seconds = maintenance_interval_seconds
         self.clock = clock
         self.monotonic = monotonic
+        self.copies = CopyMemory(monotonic=lambda: self.monotonic())
+        """Decoded answers served often (gateway.cache.copies); the store tells it what changes."""
+        store.watch(self.copies.changed)
         self._breakers: dict[tuple[ServiceId, CacheSide], CircuitBreaker] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._revalidating: set[str] = set()

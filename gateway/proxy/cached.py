@@ -348,36 +348,39 @@ class _CachedExchange(Generic[Signed]):
         question = self.question
         if not (self.conf.is_known(question.client) and self.conf.is_known(question.service.provider)):
             return None
-        try:
-            copy, confirmed = await asyncio.to_thread(self._read)
-        except (CacheStoreError, XRoadFault) as error:  # XRoadFault: a stored message that does not decode
-            log.warning("cache: entry for %s not served: %s", question.service, error)
-            return None
-        if copy is None or not confirmed:
-            return None
-        if not self.policy.may_serve(copy.info.age_seconds(self.cache.clock())):
+        copy = self.cache.copies.current(self.key.digest, question.client.to_text())
+        if copy is None:
+            try:
+                copy = await asyncio.to_thread(self._read)
+            except (
+                CacheStoreError,
+                XRoadFault,
+            ) as error:  # XRoadFault: a stored message that does not decode
+                log.warning("cache: entry for %s not served: %s", question.service, error)
+                return None
+        if copy is None or not self.policy.may_serve(copy.info.age_seconds(self.cache.clock())):
             return None
         return copy
 
-    def _read(self) -> tuple[ServedCopy | None, bool]:
-        """The entry's row (one read) and its decoded answer, from memory while its digest holds."""
-        key = self.key.digest
-        held = self.cache.copies.held(key)
+    def _read(self) -> ServedCopy | None:
+        """The entry's row (one read), its answer decoded or the copy in memory while its digest
+        holds; None if there is none or the client is not confirmed."""
+        key, client = self.key.digest, self.question.client
+        copies = self.cache.copies
+        held = copies.held(key)
         found = self.store.lookup(
-            key,
-            self.question.service,
-            self.question.client,
-            held_sha256=None if held is None else held.body_sha256,
+            key, self.question.service, client, held_sha256=None if held is None else held.body_sha256
         )
         if found is None:
-            return None, False
+            copies.changed(key)
+            return None
         if found.answer is None:
             assert held is not None  # the store leaves the body out only for the digest held
             copy = held.with_info(found.info)
         else:
             copy = ServedCopy.of(found.answer, found.body_sha256, self.steps.max_bytes)
-        self.cache.copies.keep(key, copy)
-        return copy, found.confirmed
+        copies.keep(key, copy, client.to_text() if found.confirmed else None)
+        return copy if found.confirmed else None
 
     async def _serve(self, signed: Signed | None, copy: ServedCopy, status: CacheStatus) -> Answer:
         """Serve `copy`; with the client's `signed` request when it is still to be logged."""
