@@ -281,12 +281,17 @@ async def test_revoking_access_purges_the_clients_entries(local: InProcessFedera
     set_policy(gw_a, person_policy())
     await get_person(gw_a)
     assert store_of(gw_a).count_entries() == 1
+    await provider_revokes_and_nothing_is_served(local)
+
+
+async def provider_revokes_and_nothing_is_served(local: InProcessFederation) -> None:
+    """gw-b revokes the client's access: it gets AccessDenied, and then no cached answer."""
+    gw_a = local["gw-a"]
     with local["gw-b"].serverconf() as repository:
         repository.revoke(POPULATION, AccessRight(CONSUMER, GET_PERSON.service_code))
-
     assert_soap_fault(await get_person(gw_a), faults.ACCESS_DENIED)
     assert store_of(gw_a).count_entries() == 0
-    local["gw-a"].peers.handler = refused
+    gw_a.peers.handler = refused
     assert_soap_fault(await get_person(gw_a), faults.NETWORK_ERROR)
 
 
@@ -547,11 +552,7 @@ async def test_revocation_still_refuses_a_copy_in_memory(local: InProcessFederat
     await served_from_memory(local)
     # The provider refuses the client: its entries and their copies go.
     gw_a.peers.handler = working
-    with local["gw-b"].serverconf() as repository:
-        repository.revoke(POPULATION, AccessRight(CONSUMER, GET_PERSON.service_code))
-    assert_soap_fault(await get_person(gw_a), faults.ACCESS_DENIED)
-    local["gw-a"].peers.handler = refused
-    assert_soap_fault(await get_person(gw_a), faults.NETWORK_ERROR)
+    await provider_revokes_and_nothing_is_served(local)
 
 
 async def test_another_nodes_revocation_reaches_the_memory_within_the_recheck_bound(
