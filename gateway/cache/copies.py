@@ -1,9 +1,9 @@
 """Stored answers kept decoded in memory, so that serving one often costs little.
 
-Serving an entry means reading its transport message (the signature document is XML) and,
-for SOAP, parsing and re-serialising the envelope to mark it. Both depend only on the
-stored bytes, so a node keeps the result per key (:class:`CopyMemory`, a bounded LRU) and
-pays them once per stored version.
+Serving an entry means reading its transport message (the signature document is XML),
+writing its proof for the log record, and, for SOAP, parsing and re-serialising the envelope
+to mark it. All depend only on the stored bytes, so a node keeps the result per key
+(:class:`CopyMemory`, a bounded LRU) and pays them once per stored version.
 
 Which copy may be served is still the database's answer: a copy is served only while its
 entry's row was read, with this client confirmed, less than :data:`RECHECK_SECONDS` ago
@@ -26,6 +26,7 @@ from typing import Final
 from gateway.cache.marking import CacheMark, SoapMarkTemplate, mark_soap
 from gateway.cache.store import CachedAnswer, CacheStoreError, EntryInfo
 from gateway.lru import BoundedLru
+from gateway.messagelog.asice import encode_proof
 from gateway.protocol.transport import (
     Direction,
     RestResponsePayload,
@@ -59,6 +60,8 @@ class ServedCopy:
     message: TransportMessage
     """The signed transport message as the provider's gateway sent it."""
     signer_ocsp: bytes | None
+    proof_json: str
+    """The signature's proof as the message log records it (encode_proof), for each serving's record."""
     soap_template: SoapMarkTemplate | None = None
 
     @classmethod
@@ -75,7 +78,8 @@ class ServedCopy:
             )
         elif not isinstance(message.payload, RestResponsePayload):
             raise CacheStoreError(f"entry {answer.info.id} holds neither a SOAP nor a REST answer")
-        return cls(answer.info, body_sha256, message, answer.signer_ocsp, template)
+        proof = encode_proof(message.signature.leaf, message.signature.proof)
+        return cls(answer.info, body_sha256, message, answer.signer_ocsp, proof, template)
 
     def with_info(self, info: EntryInfo) -> ServedCopy:
         """The same answer under a newer listing (the entry was stored again with these bytes)."""
@@ -90,7 +94,7 @@ class ServedCopy:
             template = SoapMarkTemplate.of(
                 payload.body, payload.content_type, info.original_message_id, info.stored_at
             )
-        return ServedCopy(info, self.body_sha256, self.message, self.signer_ocsp, template)
+        return ServedCopy(info, self.body_sha256, self.message, self.signer_ocsp, self.proof_json, template)
 
     def marked_soap(self, mark: CacheMark) -> bytes:
         """The SOAP answer with the cache block in its Header (gateway.cache.marking)."""
