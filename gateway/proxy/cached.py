@@ -1,6 +1,6 @@
 """The interface cache on the consumer's request path: between signing (step 4) and answering (step 8).
 
-A handler hands over its own steps, in the order it would run them: `sign_and_log` (the
+A handler hands over its own steps, in the order it would run them: `sign` and `log` (the
 client's request signed and logged), `send` (to the provider's gateway, verified), `check`
 (the answer checked against the request and logged: a :class:`Checked`) and `serve` (a
 stored answer given to the client, marked and logged). Without a policy for the request they
@@ -9,16 +9,22 @@ simply run in that order. With one (gateway.cache.policy), :func:`answer` decide
 1. `refresh`/`replicate` and a copy younger than the TTL: the client's request is signed and
    logged, the copy is served (`hit`), and that signed request goes to the provider in the
    background to refresh the copy (one at a time per key).
-2. The provider service's circuit is open: no call; the client's request is logged and a copy
-   within max age is served (`stale`), or the client gets the fault that opened the circuit.
+2. The provider service's circuit is open: no call; the client's request is signed and logged
+   and a copy within max age is served (`stale`), or the client gets the fault that opened the
+   circuit.
 3. Otherwise the call goes out (retried with backoff if the policy says the call is
    idempotent). An answer that verified and was logged is kept; a failure the policy names
    serves a copy within max age (`stale`); beyond it the client gets the failure's fault.
 
+Whenever a copy is served the client's request and the answer given are both in the message
+log before the client has the answer; when both are still to be logged they go to the log's
+writer together (:meth:`Steps.log_and_serve`). The copy is served from the node's memory of
+decoded answers while the database says it is current (gateway.cache.copies).
+
 Nothing is served unless this gateway still registers the client (it authenticated), the
 global configuration still knows client and provider, and the provider last answered this
-client for this service (`CacheStore.is_confirmed`): a provider's AccessDenied forgets the
-client and purges its entries, so revoking access revokes the cache.
+client for this service (read with the entry, `CacheStore.lookup`): a provider's
+AccessDenied forgets the client and purges its entries, so revoking access revokes the cache.
 
 The provider side (:func:`backend_answer`, policies of side `provider`) is the same idea one
 hop further: after the access check, a backend that cannot answer is replaced by its last good
@@ -352,10 +358,8 @@ class _CachedExchange(Generic[Signed]):
         if copy is None:
             try:
                 copy = await asyncio.to_thread(self._read)
-            except (
-                CacheStoreError,
-                XRoadFault,
-            ) as error:  # XRoadFault: a stored message that does not decode
+            # XRoadFault: a stored message that does not decode (as CacheStoreError, not served)
+            except (CacheStoreError, XRoadFault) as error:
                 log.warning("cache: entry for %s not served: %s", question.service, error)
                 return None
         if copy is None or not self.policy.may_serve(copy.info.age_seconds(self.cache.clock())):
