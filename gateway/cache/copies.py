@@ -26,7 +26,7 @@ from typing import Final
 from gateway.cache.marking import CacheMark, SoapMarkTemplate, mark_soap
 from gateway.cache.store import CachedAnswer, CacheStoreError, EntryInfo
 from gateway.lru import BoundedLru
-from gateway.messagelog.asice import encode_proof
+from gateway.messagelog.asice import manifest_and_proof
 from gateway.protocol.transport import (
     Direction,
     RestResponsePayload,
@@ -60,8 +60,8 @@ class ServedCopy:
     message: TransportMessage
     """The signed transport message as the provider's gateway sent it."""
     signer_ocsp: bytes | None
-    proof_json: str
-    """The signature's proof as the message log records it (encode_proof), for each serving's record."""
+    record_parts: tuple[bytes, str]
+    """The manifest and the proof each serving's log record holds (asice.manifest_and_proof)."""
     soap_template: SoapMarkTemplate | None = None
 
     @classmethod
@@ -78,8 +78,8 @@ class ServedCopy:
             )
         elif not isinstance(message.payload, RestResponsePayload):
             raise CacheStoreError(f"entry {answer.info.id} holds neither a SOAP nor a REST answer")
-        proof = encode_proof(message.signature.leaf, message.signature.proof)
-        return cls(answer.info, body_sha256, message, answer.signer_ocsp, proof, template)
+        parts = manifest_and_proof(message.payload, message.signature)
+        return cls(answer.info, body_sha256, message, answer.signer_ocsp, parts, template)
 
     def with_info(self, info: EntryInfo) -> ServedCopy:
         """The same answer under a newer listing (the entry was stored again with these bytes)."""
@@ -94,7 +94,7 @@ class ServedCopy:
             template = SoapMarkTemplate.of(
                 payload.body, payload.content_type, info.original_message_id, info.stored_at
             )
-        return ServedCopy(info, self.body_sha256, self.message, self.signer_ocsp, self.proof_json, template)
+        return ServedCopy(info, self.body_sha256, self.message, self.signer_ocsp, self.record_parts, template)
 
     def marked_soap(self, mark: CacheMark) -> bytes:
         """The SOAP answer with the cache block in its Header (gateway.cache.marking)."""

@@ -406,7 +406,7 @@ async def _log_served(journal: ExchangeLog, copy: ServedCopy, mark: CacheMark) -
         copy.message,
         ocsp_response=copy.signer_ocsp,
         served_from_cache=(mark.status.value, original),
-        proof_json=copy.proof_json,
+        prepared=copy.record_parts,
     )
 
 

@@ -16,7 +16,7 @@ from gateway import faults
 from gateway.crypto.rootsig import MessageSignature
 from gateway.faults import XRoadFault
 from gateway.ids import ClientId
-from gateway.messagelog.asice import encode_proof
+from gateway.messagelog.asice import manifest_and_proof
 from gateway.messagelog.record import (
     OUTCOME_CACHE_PREFIX,
     OUTCOME_OK,
@@ -118,7 +118,7 @@ def signed_record(
     ocsp_response: bytes | None = None,
     fault: XRoadFault | None = None,
     served_from_cache: tuple[str, str] | None = None,
-    proof_json: str | None = None,
+    prepared: tuple[bytes, str] | None = None,
 ) -> LogRecord:
     """The record of a message this gateway signed or received with a verified signature.
 
@@ -126,8 +126,8 @@ def signed_record(
     id the record's outcome shows. `served_from_cache`: (`hit` or `stale`, the original
     answer's record): the stored answer this gateway gave a client from its interface cache;
     the outcome says `cache.hit`/`cache.stale` and the detail names the original record.
-    `proof_json`: the signature's proof as `encode_proof` writes it, when the caller has it
-    already (a copy served from the cache computes it once).
+    `prepared`: the message's manifest and proof (`asice.manifest_and_proof`), when the
+    caller has them already (a copy served from the cache computes them once).
 
     The record keeps each signed part as the manifest lists it (docs/transport.md): the
     `message` part as the message (SOAP as received, REST the body alone) and a REST head
@@ -135,14 +135,15 @@ def signed_record(
     """
     parts = signed_parts(payload)
     *head, message = parts  # (message,) for SOAP, (rest head, message) for REST
+    manifest_bytes, proof_json = prepared or manifest_and_proof(payload, signature)
     record = _record(
         ids,
         direction,
         content_type=message.content_type,
         message=message.data,
-        manifest_bytes=manifest(parts),
+        manifest_bytes=manifest_bytes,
         signed_root_xml=signature.signed_root_xml,
-        proof_json=proof_json or encode_proof(signature.leaf, signature.proof),
+        proof_json=proof_json,
         ocsp_response=ocsp_response,
         rest_head=head[0].data if head else None,
         outcome=_outcome(fault, served_from_cache),
@@ -254,7 +255,7 @@ class ExchangeLog:
         ocsp_response: bytes | None = None,
         fault: XRoadFault | None = None,
         served_from_cache: tuple[str, str] | None = None,
-        proof_json: str | None = None,
+        prepared: tuple[bytes, str] | None = None,
     ) -> str | None:
         """Log a signed message; `ocsp_response` is its signer's, as attached (docs/transport.md).
 
@@ -272,7 +273,7 @@ class ExchangeLog:
             ocsp_response=ocsp_response,
             fault=fault,
             served_from_cache=served_from_cache,
-            proof_json=proof_json,
+            prepared=prepared,
         )
         seq = await self._messagelog.log(
             record,
