@@ -16,6 +16,7 @@ import enum
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar, Final
 from urllib.parse import quote, unquote
 
@@ -39,6 +40,10 @@ MAX_CODE_LENGTH: Final = 255
 
 # The REST path prefix of protocol r1 (PROTOCOL.md "REST protocol r1").
 REST_PREFIX: Final = "/r1/"
+
+ID_TEXT_CACHE_SIZE: Final = 4096
+"""Text forms remembered (gateway.ids._join): a node's members, subsystems and services fit;
+percent-encoding each part again on every message costs more than the rest of writing one."""
 
 # X-Road REST protocol §4.8 "Identifier Character Restrictions" (PROTOCOL.md "Identifiers").
 _CODE_CHARS: Final = "A-Z a-z 0-9 ' ( ) + , - . = ?"
@@ -94,7 +99,9 @@ def _validate_optional(value: str | None, what: str, fault_code: str) -> None:
 # --- text form -------------------------------------------------------------------------
 
 
-def _join(segments: Iterable[str | None]) -> str:
+@lru_cache(maxsize=ID_TEXT_CACHE_SIZE)
+def _join(segments: tuple[str | None, ...]) -> str:
+    """The text form; remembered, as the few identifiers a node sees are written on every message."""
     return "/".join(quote(s, safe="") for s in segments if s is not None)
 
 

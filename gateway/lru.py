@@ -43,6 +43,10 @@ class BoundedLru(Generic[_K, _V]):
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
 
+    def discard(self, key: _K) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

@@ -32,6 +32,7 @@ from gateway.cache.marking import (
     HEADER_CACHE,
     CacheMark,
     CacheStatus,
+    SoapMarkTemplate,
     mark_soap,
     marked_fields,
     read_soap_mark,
@@ -550,6 +551,29 @@ def test_marking_a_multipart_answer_keeps_the_attachments_byte_for_byte() -> Non
     package = mime.unpack(marked, content_type)
     assert package.attachments[0].data == b"\x00\x01"
     assert read_soap_mark(marked, content_type) is not None
+
+
+def test_a_mark_template_gives_the_bytes_marking_afresh_gives() -> None:
+    request = soap_request("1234")
+    answer = etree.Element("{urn:pop}getPersonResponse")
+    etree.SubElement(answer, "{urn:pop}name").text = "Jüri Õun"
+    raw = soap.build_response(request, answer)
+    multipart, multipart_type = mime.build_multipart(
+        raw, [mime.Attachment("a1", "application/octet-stream", b"\x00\x01")]
+    )
+    latin = re.sub(r"^<\?xml[^>]*\?>", "", raw.decode().lstrip()).lstrip().encode("iso-8859-15")
+    for body, content_type in (
+        (raw, "text/xml; charset=utf-8"),
+        (multipart, multipart_type),
+        (latin, "text/xml; charset=iso-8859-15"),
+    ):
+        template = SoapMarkTemplate.of(body, content_type, 'id "with" <odd> & chars', STORED_AT)
+        assert template is not None
+        for status, age in ((CacheStatus.HIT, 0), (CacheStatus.STALE, 86399)):
+            mark = CacheMark(status, age, 'id "with" <odd> & chars', STORED_AT)
+            assert template.fill(mark) == mark_soap(body, content_type, mark)
+        with pytest.raises(ValueError, match="another entry"):
+            template.fill(CacheMark(CacheStatus.HIT, 0, "other", STORED_AT))
 
 
 def test_marking_keeps_a_non_utf8_answer_readable() -> None:

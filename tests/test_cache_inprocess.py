@@ -18,13 +18,13 @@ from lxml import etree
 
 from gateway import faults
 from gateway.cache import policies, tables
+from gateway.cache.copies import stored_message
 from gateway.cache.marking import CACHE_NS, CacheMark, CacheStatus
 from gateway.cache.policy import BreakerSettings, CacheMode, CachePolicy, CacheSide, RetrySettings
 from gateway.cache.store import CacheStore
 from gateway.crypto.rootsig import verify_message_signature
 from gateway.messagelog.store import search
 from gateway.outbound import OutboundError, OutboundRequest, OutboundResponse, OutboundTimeout
-from gateway.proxy.cached import stored_message
 from gateway.serverconf.access import AccessRight
 from gateway.xmlsafe import parse_xml
 from tests.conftest import (
@@ -282,12 +282,17 @@ async def test_revoking_access_purges_the_clients_entries(local: InProcessFedera
     set_policy(gw_a, person_policy())
     await get_person(gw_a)
     assert store_of(gw_a).count_entries() == 1
+    await provider_revokes_and_nothing_is_served(local)
+
+
+async def provider_revokes_and_nothing_is_served(local: InProcessFederation) -> None:
+    """gw-b revokes the client's access: it gets AccessDenied, and then no cached answer."""
+    gw_a = local["gw-a"]
     with local["gw-b"].serverconf() as repository:
         repository.revoke(POPULATION, AccessRight(CONSUMER, GET_PERSON.service_code))
-
     assert_soap_fault(await get_person(gw_a), faults.ACCESS_DENIED)
     assert store_of(gw_a).count_entries() == 0
-    local["gw-a"].peers.handler = refused
+    gw_a.peers.handler = refused
     assert_soap_fault(await get_person(gw_a), faults.NETWORK_ERROR)
 
 
@@ -468,3 +473,125 @@ async def test_the_provider_answers_from_its_backends_last_good_answer_signed_af
     with gw_b.serverconf() as repository:
         repository.revoke(POPULATION, AccessRight(CONSUMER, GET_PERSON.service_code))
     assert_soap_fault(await get_person(gw_a), faults.ACCESS_DENIED)
+
+
+# --- copies kept decoded in memory (gateway.cache.copies) -----------------------------------------
+
+
+async def served_from_memory(local: InProcessFederation) -> CacheMark:
+    """gw-a keeps an answer, its provider goes down, and one stale answer fills the memory."""
+    gw_a = local["gw-a"]
+    set_policy(gw_a, person_policy())
+    await get_person(gw_a)
+    local["gw-a"].peers.handler = refused
+    mark = cache_mark(await get_person(gw_a))
+    (info,) = store_of(gw_a).list_entries()
+    cache = gw_a.runtime.cache
+    assert cache is not None and cache.copies.current(info.key, CONSUMER.to_text()) is not None
+    return mark
+
+
+def count_reads(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys the store is asked for from now on."""
+    store = store_of(gateway)
+    reads: list[str] = []
+    lookup = store.lookup
+
+    def counted(key: str, *args: object, **kwargs: object) -> object:
+        reads.append(key)
+        return lookup(key, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "lookup", counted)
+    return reads
+
+
+async def test_a_copy_in_memory_is_served_without_reading_its_row_again_for_a_while(
+    local: InProcessFederation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw_a = local["gw-a"]
+    first = await served_from_memory(local)
+    reads = count_reads(gw_a, monkeypatch)
+    again = cache_mark(await get_person(gw_a))
+    assert again.original_id == first.original_id and reads == []
+    # Past the recheck bound the row is read again (its body is not: the digest still matches).
+    cache = gw_a.runtime.cache
+    assert cache is not None
+    later = cache.monotonic() + 60
+    cache.monotonic = lambda: later
+    assert cache_mark(await get_person(gw_a)).original_id == first.original_id
+    assert len(reads) == 1
+    messagelog = gw_a.runtime.messagelog
+    assert messagelog is not None
+    served = search(messagelog.engine, outcome="cache.stale")
+    assert len(served) == 3, "every answer served from memory is logged as served"
+
+
+async def test_a_purge_drops_the_copy_in_memory(local: InProcessFederation) -> None:
+    gw_a = local["gw-a"]
+    await served_from_memory(local)
+    assert store_of(gw_a).purge(everything=True) == 1
+    assert_soap_fault(await get_person(gw_a), faults.NETWORK_ERROR)
+
+
+async def test_an_eviction_drops_the_copy_in_memory(local: InProcessFederation) -> None:
+    gw_a = local["gw-a"]
+    await served_from_memory(local)
+    assert store_of(gw_a).evict([]) == 1  # under no policy: nothing may serve it any more
+    assert_soap_fault(await get_person(gw_a), faults.NETWORK_ERROR)
+
+
+async def test_a_newer_answer_replaces_the_copy_in_memory(local: InProcessFederation) -> None:
+    gw_a = local["gw-a"]
+    working = gw_a.peers.handler
+    first = await served_from_memory(local)
+    gw_a.peers.handler = working  # the provider answers again; its answer is kept
+    fresh = await get_person(gw_a)
+    assert "XGate-Cache" not in fresh.headers
+    local["gw-a"].peers.handler = refused
+    second = cache_mark(await get_person(gw_a))
+    (info,) = store_of(gw_a).list_entries()
+    assert second.original_id == info.original_message_id != first.original_id
+
+
+async def test_a_copy_in_memory_is_not_served_beyond_max_age(local: InProcessFederation) -> None:
+    gw_a = local["gw-a"]
+    await served_from_memory(local)
+    cache = gw_a.runtime.cache
+    assert cache is not None
+    cache.clock = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=2)  # past the default max age
+    assert_soap_fault(await get_person(gw_a), faults.NETWORK_ERROR)
+
+
+async def test_revocation_still_refuses_a_copy_in_memory(local: InProcessFederation) -> None:
+    gw_a = local["gw-a"]
+    working = gw_a.peers.handler
+    await served_from_memory(local)
+    # The provider refuses the client: its entries and their copies go.
+    gw_a.peers.handler = working
+    await provider_revokes_and_nothing_is_served(local)
+
+
+async def test_another_nodes_revocation_reaches_the_memory_within_the_recheck_bound(
+    local: InProcessFederation,
+) -> None:
+    gw_a = local["gw-a"]
+    await served_from_memory(local)
+    store = store_of(gw_a)
+    # Another node sharing the database forgets the client (its provider refused it there).
+    with store.engine.begin() as connection:
+        connection.execute(sa.delete(tables.cache_clients))
+    cache = gw_a.runtime.cache
+    assert cache is not None
+    later = cache.monotonic() + 60
+    cache.monotonic = lambda: later
+    assert_soap_fault(await get_person(gw_a), faults.NETWORK_ERROR)
+
+
+async def test_a_client_no_longer_registered_is_refused_whatever_the_memory_holds(
+    local: InProcessFederation,
+) -> None:
+    gw_a = local["gw-a"]
+    await served_from_memory(local)
+    with gw_a.serverconf() as repository:
+        repository.remove_subsystem(CONSUMER)
+    assert_soap_fault(await get_person(gw_a), faults.UNKNOWN_MEMBER)

@@ -126,6 +126,31 @@ def test_the_migration_builds_exactly_the_tables_module(url: str) -> None:
         engine.dispose()
 
 
+def test_a_lookup_reads_the_row_and_the_confirmation_at_once_and_the_body_only_when_new(
+    store: CacheStore, clock: Clock
+) -> None:
+    changes: list[str | None] = []
+    store.watch(changes.append)
+    assert store.lookup("a" * 64, SERVICE, CLIENT) is None
+    store.put(policy(), entry())
+    assert changes == ["a" * 64]
+    found = store.lookup("a" * 64, SERVICE, CLIENT)
+    assert found is not None and not found.confirmed
+    assert found.answer is not None and found.answer.transport == b"signed answer"
+    assert found.answer.signer_ocsp == b"ocsp" and found.info.log_record == "record-7"
+    store.confirm_client(SERVICE, CLIENT)
+    held = store.lookup("a" * 64, SERVICE, CLIENT, held_sha256=found.body_sha256)
+    assert held is not None and held.confirmed and held.answer is None and held.info == found.info
+    clock.now += timedelta(minutes=5)
+    store.put(policy(), entry(body=b"newer answer", message_id="msg-2"))
+    newer = store.lookup("a" * 64, SERVICE, CLIENT, held_sha256=found.body_sha256)
+    assert newer is not None and newer.answer is not None and newer.answer.transport == b"newer answer"
+    assert newer.info.stored_at == clock.now and newer.body_sha256 != found.body_sha256
+    assert store.purge(everything=True) == 1
+    assert changes[-1] is None
+    assert store.purge(everything=True) == 0 and len(changes) == 3, "nothing removed, nothing told"
+
+
 def test_an_answer_is_kept_found_and_replaced(store: CacheStore, clock: Clock) -> None:
     stored = store.put(policy(), entry())
     assert stored is not None and not stored.encrypted

@@ -37,7 +37,7 @@ import hashlib
 import hmac
 import json
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, quote, unquote
@@ -45,6 +45,7 @@ from urllib.parse import parse_qsl, quote, unquote
 from lxml import etree
 
 from gateway.ids import ClientId, ServiceId
+from gateway.lru import BoundedLru
 from gateway.protocol import rest, soap
 from gateway.serverconf.access import normalise_path
 
@@ -65,6 +66,16 @@ MAX_SUBJECT_TOKENS: Final = 256
 by service or key instead; the bound keeps one entry's token rows small."""
 
 _SEPARATORS: Final = str.maketrans("", "", " \t\r\n-./")
+
+KEY_MEMO_SIZE: Final = 1024
+"""SOAP keys remembered by what they are computed from: canonicalising a Body costs more than
+the rest of a cache hit's key, and the questions a cache answers recur."""
+
+KEY_MEMO_MAX_BODY_BYTES: Final = 16 * 1024
+"""Larger Bodies are not remembered (the memo stays under ~16 MB); their canonicalisation is
+small beside their transfer."""
+
+_SOAP_KEYS: Final[BoundedLru[Hashable, str]] = BoundedLru(KEY_MEMO_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,18 +120,30 @@ def soap_key(message: soap.SoapMessage, *, shared: bool) -> CacheKey:
     """The key of a SOAP request (see the module's text for what it covers)."""
     client = None if shared else message.client
     represented = message.represented_party
-    lines: list[str | bytes] = [
-        KEY_VERSION,
-        "soap",
-        _service_line(message.service),
-        client.to_text() if client is not None else "*",
-        json.dumps(list(represented) if represented is not None else None),
-        canonical_body(message),
-    ]
-    for attachment in message.attachments:
-        lines.append(attachment.content_type.strip().lower())
-        lines.append(hashlib.sha256(attachment.data).hexdigest())
-    return CacheKey(_digest(lines), message.service, client)
+    attachments = tuple(
+        (attachment.content_type.strip().lower(), hashlib.sha256(attachment.data).hexdigest())
+        for attachment in message.attachments
+    )
+    # The canonical form is a function of the Body's serialisation (lxml writes the namespaces
+    # in scope with it): the same question asked again is canonicalised once.
+    body = etree.tostring(message.body)
+    asked = (message.service, client, represented, body, attachments)
+    digest = _SOAP_KEYS.get(asked) if len(body) <= KEY_MEMO_MAX_BODY_BYTES else None
+    if digest is None:
+        lines: list[str | bytes] = [
+            KEY_VERSION,
+            "soap",
+            _service_line(message.service),
+            client.to_text() if client is not None else "*",
+            json.dumps(list(represented) if represented is not None else None),
+            canonical_body(message),
+        ]
+        for content_type, sha256 in attachments:
+            lines += (content_type, sha256)
+        digest = _digest(lines)
+        if len(body) <= KEY_MEMO_MAX_BODY_BYTES:
+            _SOAP_KEYS.put(asked, digest)
+    return CacheKey(digest, message.service, client)
 
 
 def canonical_query(query: str) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -160,6 +161,10 @@ def mark_soap(body: bytes, content_type: str, mark: CacheMark) -> bytes:
 
     Attachments and the multipart framing stay byte for byte; only the SOAP part is rewritten.
     """
+    return _with_block(body, content_type, mark.status.value, str(mark.age_seconds), mark)
+
+
+def _with_block(body: bytes, content_type: str, status: str, age: str, mark: CacheMark) -> bytes:
     package = mime.unpack(body, content_type)
     envelope = parse_xml(package.soap, charset=package.charset)
     header = envelope.find(_HEADER)
@@ -169,8 +174,8 @@ def mark_soap(body: bytes, content_type: str, mark: CacheMark) -> bytes:
     for old in header.findall(CACHE_ELEMENT):
         header.remove(old)  # a provider cannot pre-mark an answer
     block = etree.SubElement(header, CACHE_ELEMENT, nsmap={CACHE_PREFIX: CACHE_NS})
-    block.set("status", mark.status.value)
-    block.set("age", str(mark.age_seconds))
+    block.set("status", status)
+    block.set("age", age)
     block.set("originalId", mark.original_id)
     block.set("storedAt", rfc3339(mark.stored_at))
     declared = package.soap.lstrip().startswith(b"<?xml")
@@ -181,6 +186,55 @@ def mark_soap(body: bytes, content_type: str, mark: CacheMark) -> bytes:
     soap = etree.tostring(envelope, xml_declaration=declared or not utf8, encoding=encoding)
     assert isinstance(soap, bytes)  # an encoding was named
     return mime.replace_soap_part(body, content_type, soap)
+
+
+@dataclass(frozen=True, slots=True)
+class SoapMarkTemplate:
+    """One stored SOAP answer, marked once with stand-ins for what changes per serving.
+
+    Marking parses and re-serialises the envelope; a copy served many times pays that once:
+    the status and age (the only values that differ between servings of one entry) are
+    written as stand-ins and swapped for the real ones in the bytes. Both are ASCII tokens,
+    so the swap needs no escaping.
+    """
+
+    before: bytes
+    between: bytes
+    after: bytes
+    original_id: str
+    stored_at: datetime
+
+    @classmethod
+    def of(
+        cls, body: bytes, content_type: str, original_id: str, stored_at: datetime
+    ) -> SoapMarkTemplate | None:
+        """The template, or None when the stand-ins do not come out once each, in plain ASCII
+        (an unusual encoding): such an answer is marked afresh each time (:func:`mark_soap`)."""
+        token = secrets.token_hex(8)
+        status, age = f"xgate-status-{token}".encode(), f"xgate-age-{token}".encode()
+        facts = CacheMark(CacheStatus.HIT, 0, original_id, stored_at)
+        marked = _with_block(body, content_type, status.decode(), age.decode(), facts)
+        if marked.count(status) != 1 or marked.count(age) != 1:
+            return None
+        before, rest = marked.split(status)
+        if age not in rest:
+            return None  # written in the other order: not what _with_block does
+        between, after = rest.split(age)
+        return cls(before, between, after, original_id, stored_at)
+
+    def fill(self, mark: CacheMark) -> bytes:
+        """The marked answer; `mark` is for this template's entry (its id and stored-at)."""
+        if mark.original_id != self.original_id or mark.stored_at != self.stored_at:
+            raise ValueError("the mark is for another entry than this template's")
+        return b"".join(
+            (
+                self.before,
+                mark.status.value.encode(),
+                self.between,
+                str(mark.age_seconds).encode(),
+                self.after,
+            )
+        )
 
 
 def read_soap_mark(body: bytes, content_type: str) -> CacheMark | None:

@@ -2,8 +2,9 @@
 
 One :class:`CacheService` per node (gateway.proxy.runtime holds it). The request path
 (gateway.proxy.cached) asks it for the policy of a request, the breaker of a provider service,
-and the store through a thread; the node's maintenance loop evicts, purges the entries of
-clients no longer registered, and adds the counters to the database.
+the store through a thread, and the answers it keeps decoded; the node's maintenance loop
+evicts, purges the entries of clients no longer registered, and adds the counters to the
+database.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final
 
 from gateway.cache.breaker import BreakerStatus, CircuitBreaker
+from gateway.cache.copies import CopyMemory
 from gateway.cache.db import create_engine, migrate
 from gateway.cache.policies import policies_of
 from gateway.cache.policy import CachePolicy, CacheSide, choose_policy
@@ -50,6 +52,9 @@ class CacheService:
         self.maintenance_interval_seconds = maintenance_interval_seconds
         self.clock = clock
         self.monotonic = monotonic
+        self.copies = CopyMemory(monotonic=lambda: self.monotonic())
+        """Decoded answers served often (gateway.cache.copies); the store tells it what changes."""
+        store.watch(self.copies.changed)
         self._breakers: dict[tuple[ServiceId, CacheSide], CircuitBreaker] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._revalidating: set[str] = set()

@@ -13,6 +13,13 @@ identifiers in its request (gateway.cache.key) for erasure requests. The keys th
 subject identifiers are derived from the same configured keys, one per key id, so a purge
 after a key rotation still finds entries stored under the old key.
 
+What a hit reads (:meth:`CacheStore.lookup`) is one statement: the entry's listing columns,
+whether its client is confirmed, and the answer itself only when the caller does not already
+hold this version of it (the request path keeps decoded answers in memory,
+gateway.cache.copies, and says which body digest it holds). Whoever keeps such copies can
+:meth:`CacheStore.watch` what this node changes, to drop them early; the digest check is what
+keeps them right when another node sharing a PostgreSQL cache changes an entry.
+
 Counters (hits, misses, stale answers per service) are counted in memory and added to the
 database by :meth:`CacheStore.flush_stats` (the runtime calls it every few seconds and at
 stop): a write per request would cost the cache-hit path what it is meant to save.
@@ -27,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -118,6 +125,23 @@ class CachedAnswer:
     signer_ocsp: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What one read of an entry gives the request path (:meth:`CacheStore.lookup`)."""
+
+    info: EntryInfo
+    body_sha256: str
+    """The stored answer's digest: the version a copy in memory must match."""
+    confirmed: bool
+    """Whether the provider last answered this client for this service (cache_clients)."""
+    answer: CachedAnswer | None
+    """The answer, decrypted and checked; None when the caller holds this version already."""
+
+
+Changed = Callable[[str | None], None]
+"""Told of this node's changes: an entry's key (stored anew), or None (entries went)."""
+
+
 def subject_secrets(keys: Mapping[str, bytes] | None, current: str | None) -> list[bytes]:
     """The subject-hash keys for the configured encryption keys, the current one first."""
     if not keys or current is None:
@@ -147,6 +171,7 @@ class CacheStore:
         self._counts_lock = threading.Lock()
         insert = sqlite.insert if is_sqlite(engine) else postgresql.insert
         self._insert = insert
+        self._watchers: list[Changed] = []
 
     @classmethod
     def from_url(
@@ -166,6 +191,19 @@ class CacheStore:
     def close(self) -> None:
         self.flush_stats()
         self._engine.dispose()
+
+    def watch(self, changed: Changed) -> None:
+        """Call `changed` after each change this store makes (see :data:`Changed`)."""
+        self._watchers.append(changed)
+
+    def _changed(self, key: str | None) -> None:
+        for watcher in self._watchers:
+            watcher(key)
+
+    def _removed(self, count: int) -> int:
+        if count:
+            self._changed(None)
+        return count
 
     # --- keeping and finding
 
@@ -215,7 +253,9 @@ class CacheStore:
                     sa.insert(cache_entry_subjects),
                     [{"entry_id": entry_id, "token": token} for token in tokens],
                 )
-            self._evict_over_size(connection, policy)
+            evicted = self._evict_over_size(connection, policy)
+        self._changed(entry.key.digest)
+        self._removed(evicted)
         self.count(service, Outcome.STORED)
         return EntryInfo(
             entry_id,
@@ -238,6 +278,36 @@ class CacheStore:
         if row is None:
             return None
         return CachedAnswer(_info(row), row.content_type, self._open(row), row.signer_ocsp)
+
+    def lookup(
+        self, key: str, service: ServiceId, client: ClientId, *, held_sha256: str | None = None
+    ) -> Lookup | None:
+        """The entry under `key` and whether `client` is confirmed for `service`, in one read.
+
+        `held_sha256`: the digest of the answer the caller holds decoded; when the entry still
+        has it, its body is not read (nor decrypted) again and `answer` is None.
+        """
+        confirmed = (
+            sa.select(cache_clients.c.client)
+            .where(cache_clients.c.service == service.to_text(), cache_clients.c.client == client.to_text())
+            .exists()
+        )
+        held = cache_entries.c.body_sha256 == (held_sha256 or "")
+        query = sa.select(
+            *(column for column in cache_entries.c if column.name not in ("body", "signer_ocsp")),
+            sa.case((held, sa.null()), else_=cache_entries.c.body).label("body"),
+            sa.case((held, sa.null()), else_=cache_entries.c.signer_ocsp).label("signer_ocsp"),
+            confirmed.label("confirmed"),
+        ).where(cache_entries.c.key == key)
+        with self._engine.connect() as connection:
+            row = cast("sa.Row[tuple[object, ...]] | None", connection.execute(query).first())
+        if row is None:
+            return None
+        info = _info(row)
+        answer = None
+        if row.body is not None:
+            answer = CachedAnswer(info, row.content_type, self._open(row), row.signer_ocsp)
+        return Lookup(info, row.body_sha256, bool(row.confirmed), answer)
 
     def _seal(self, plaintext: bytes) -> tuple[bytes, str | None, bytes | None]:
         if self._cipher is None:
@@ -328,7 +398,8 @@ class CacheStore:
         if not conditions and not everything:
             raise ValueError("say what to purge (service, client, key, policy, subject) or everything")
         with begin_write(self._engine) as connection:
-            return int(connection.execute(sa.delete(cache_entries).where(*conditions)).rowcount)
+            removed = int(connection.execute(sa.delete(cache_entries).where(*conditions)).rowcount)
+        return self._removed(removed)
 
     def purge_clients(self, clients: Iterable[ClientId], service: ServiceId | None = None) -> int:
         """Delete the entries of these clients (for `service` only, if given): access revoked."""
@@ -339,7 +410,8 @@ class CacheStore:
         if service is not None:
             conditions.append(cache_entries.c.service == service.to_text())
         with begin_write(self._engine) as connection:
-            return int(connection.execute(sa.delete(cache_entries).where(*conditions)).rowcount)
+            removed = int(connection.execute(sa.delete(cache_entries).where(*conditions)).rowcount)
+        return self._removed(removed)
 
     def evict(self, policies: Iterable[CachePolicy]) -> int:
         """Delete what no policy may serve any more: past max age, over size, of a client the
@@ -366,7 +438,7 @@ class CacheStore:
                         )
                     ).rowcount
                 removed += self._evict_over_size(connection, policy)
-        return removed
+        return self._removed(removed)
 
     def _evict_over_size(self, connection: Connection, policy: CachePolicy) -> int:
         """Oldest entries of the policy go until its total is within max_total_bytes."""
@@ -443,6 +515,7 @@ class CacheStore:
             conditions.append(cache_clients.c.service == service.to_text())
         with begin_write(self._engine) as connection:
             connection.execute(sa.delete(cache_clients).where(*conditions))
+        self._changed(None)  # copies held for this client may no longer be served
         return self.purge_clients([client], service)
 
     def clients(self) -> set[str]:

@@ -75,6 +75,18 @@ OUTCOME_BENEATH: Final = ".*"
 of a provider's service. Outcomes are dotted names, so the filter needs no other pattern syntax."""
 
 
+def parts_held(
+    direction: Direction, rest_head: bytes | None, message: bytes | None
+) -> tuple[LoggedPart, ...]:
+    """The parts a record with this head and message holds, in manifest order (head first)."""
+    parts: list[LoggedPart] = []
+    if rest_head is not None:
+        parts.append(LoggedPart.REST_REQUEST if direction is Direction.REQUEST else LoggedPart.REST_RESPONSE)
+    if message is not None:
+        parts.append(LoggedPart.MESSAGE)
+    return tuple(parts)
+
+
 def _sha256_hex(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
 
@@ -141,14 +153,7 @@ class LogRecord:
 
     def parts_present(self) -> tuple[LoggedPart, ...]:
         """The parts this record holds the bytes of, in manifest order (head first)."""
-        parts: list[LoggedPart] = []
-        if self.rest_head is not None:
-            parts.append(
-                LoggedPart.REST_REQUEST if self.direction is Direction.REQUEST else LoggedPart.REST_RESPONSE
-            )
-        if self.message is not None:
-            parts.append(LoggedPart.MESSAGE)
-        return tuple(parts)
+        return parts_held(self.direction, self.rest_head, self.message)
 
     def without_body(self) -> LogRecord:
         """The same record with only its body's digest: body logging off (issue "Body logging policy").

@@ -1,6 +1,6 @@
 """The interface cache on the consumer's request path: between signing (step 4) and answering (step 8).
 
-A handler hands over its own steps, in the order it would run them: `sign_and_log` (the
+A handler hands over its own steps, in the order it would run them: `sign` and `log` (the
 client's request signed and logged), `send` (to the provider's gateway, verified), `check`
 (the answer checked against the request and logged: a :class:`Checked`) and `serve` (a
 stored answer given to the client, marked and logged). Without a policy for the request they
@@ -9,16 +9,22 @@ simply run in that order. With one (gateway.cache.policy), :func:`answer` decide
 1. `refresh`/`replicate` and a copy younger than the TTL: the client's request is signed and
    logged, the copy is served (`hit`), and that signed request goes to the provider in the
    background to refresh the copy (one at a time per key).
-2. The provider service's circuit is open: no call; the client's request is logged and a copy
-   within max age is served (`stale`), or the client gets the fault that opened the circuit.
+2. The provider service's circuit is open: no call; the client's request is signed and logged
+   and a copy within max age is served (`stale`), or the client gets the fault that opened the
+   circuit.
 3. Otherwise the call goes out (retried with backoff if the policy says the call is
    idempotent). An answer that verified and was logged is kept; a failure the policy names
    serves a copy within max age (`stale`); beyond it the client gets the failure's fault.
 
+Whenever a copy is served the client's request and the answer given are both in the message
+log before the client has the answer; when both are still to be logged they go to the log's
+writer together (:meth:`Steps.log_and_serve`). The copy is served from the node's memory of
+decoded answers while the database says it is current (gateway.cache.copies).
+
 Nothing is served unless this gateway still registers the client (it authenticated), the
 global configuration still knows client and provider, and the provider last answered this
-client for this service (`CacheStore.is_confirmed`): a provider's AccessDenied forgets the
-client and purges its entries, so revoking access revokes the cache.
+client for this service (read with the entry, `CacheStore.lookup`): a provider's
+AccessDenied forgets the client and purges its entries, so revoking access revokes the cache.
 
 The provider side (:func:`backend_answer`, policies of side `provider`) is the same idea one
 hop further: after the access check, a backend that cannot answer is replaced by its last good
@@ -31,11 +37,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 from gateway import faults
+from gateway.cache.copies import ServedCopy, stored_message
 from gateway.cache.key import CacheKey, rest_identifiers, rest_key, soap_identifiers, soap_key
-from gateway.cache.marking import CacheMark, CacheStatus, mark_soap, marked_fields
+from gateway.cache.marking import CacheMark, CacheStatus, marked_fields
 from gateway.cache.policy import (
     CIRCUIT_OPEN,
     DEFAULT_FAULT_CODES,
@@ -47,7 +54,7 @@ from gateway.cache.policy import (
 )
 from gateway.cache.replication import REPLICATING
 from gateway.cache.service import CacheService
-from gateway.cache.store import CachedAnswer, CacheStoreError, NewEntry
+from gateway.cache.store import CacheStoreError, NewEntry
 from gateway.cache.tables import EntryKind, Outcome
 from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf
@@ -55,11 +62,9 @@ from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.record import Direction as LogDirection
 from gateway.protocol import rest, soap
 from gateway.protocol.transport import (
-    Direction,
     RestResponsePayload,
     SoapPayload,
     TransportMessage,
-    decode_transport,
     encode_transport,
 )
 from gateway.proxy.answers import Answer, rest_answer
@@ -118,10 +123,27 @@ def wants_revalidation(cache_control: str | None) -> bool:
 class Steps(Generic[Signed]):
     """A handler's own steps, which the cache runs in its order."""
 
-    sign_and_log: Callable[[], Awaitable[Signed]]
+    sign: Callable[[], Awaitable[Signed]]
+    log: Callable[[Signed], Awaitable[None]]
+    """Log the client's signed request (before it is sent, or with the answer served for it)."""
     send: Callable[[Signed], Awaitable[SignedAnswer]]
     check: Callable[[SignedAnswer], Awaitable[Checked]]
-    serve: Callable[[CachedAnswer, CacheMark], Awaitable[Answer]]
+    serve: Callable[[ServedCopy, CacheMark], Awaitable[Answer]]
+    """Give a stored answer, marked, logging it first."""
+    max_bytes: int
+    """The node's message size limit, which a stored answer is held to when it is decoded."""
+
+    async def sign_and_log(self) -> Signed:
+        signed = await self.sign()
+        await self.log(signed)
+        return signed
+
+    async def log_and_serve(self, signed: Signed, copy: ServedCopy, mark: CacheMark) -> Answer:
+        """The request's record and the answer's, written together: started in one turn of the
+        event loop they reach the message log's writer in one batch, one commit to wait for
+        rather than two. Both are durable before the client gets the answer."""
+        _logged, answer = await asyncio.gather(self.log(signed), self.serve(copy, mark))
+        return answer
 
 
 def soap_question(message: soap.SoapMessage, *, revalidate: bool = False) -> CacheQuestion:
@@ -203,28 +225,24 @@ class _CachedExchange(Generic[Signed]):
     async def run(self) -> Answer:
         replicating = REPLICATING.get()  # a replicated call reports what the provider did
         if self.policy.mode in (CacheMode.REFRESH, CacheMode.REPLICATE) and not self.question.revalidate:
-            entry = await self._servable()
-            if entry is not None and self.policy.is_fresh(entry.info.age_seconds(self.cache.clock())):
-                signed = await self.steps.sign_and_log()
+            copy = await self._servable()
+            if copy is not None and self.policy.is_fresh(copy.info.age_seconds(self.cache.clock())):
+                signed = await self.steps.sign()
+                answer = await self._serve(signed, copy, CacheStatus.HIT)
                 self.cache.spawn(self._revalidate(signed), key=self.key.digest)
-                return await self._serve(entry, CacheStatus.HIT)
+                return answer
             self.store.count(self.service_text, Outcome.MISS)
         breaker = self.cache.breaker(self.policy)
         if breaker is not None and not breaker.allow():
-            await self.steps.sign_and_log()  # the client's request is logged, though not sent
-            code = breaker.last_fault or faults.NETWORK_ERROR
-            fault = XRoadFault(
-                code, f"{self.question.service} is not called: its circuit is open after failures"
-            )
-            return await self._fallback(CIRCUIT_OPEN, fault)
+            return await self._circuit_open(breaker.last_fault or faults.NETWORK_ERROR)
         try:
             checked = await self._call()
         except XRoadFault as fault:
             return await self._fallback(fault.code, fault)
         if checked.failure is not None and self.policy.applies_to_fault(checked.failure) and not replicating:
-            entry = await self._servable()
-            if entry is not None:
-                return await self._serve(entry, CacheStatus.STALE)
+            copy = await self._servable()
+            if copy is not None:
+                return await self._serve(None, copy, CacheStatus.STALE)
         return checked.answer
 
     async def _call(self) -> Checked:
@@ -298,82 +316,113 @@ class _CachedExchange(Generic[Signed]):
         self._learn(checked.failure is not None, checked.failure or "")
         await self._after(checked)
 
+    async def _circuit_open(self, code: str) -> Answer:
+        """No call: the client's request is signed and logged, though not sent, and a copy
+        within max age served with it; else the fault that opened the circuit.
+
+        The signing and the cache's read overlap (one waits for the signer's batch, the other
+        for the database), and the request's record goes to the log with the answer's.
+        """
+        if not self.policy.applies_to_fault(CIRCUIT_OPEN) or REPLICATING.get():
+            await self.steps.sign_and_log()
+            return self._miss(self._open_fault(code))
+        signed, copy = await asyncio.gather(self.steps.sign(), self._servable())
+        if copy is None:
+            await self.steps.log(signed)
+            return self._miss(self._open_fault(code))
+        return await self._serve(signed, copy, CacheStatus.STALE)
+
+    def _open_fault(self, code: str) -> XRoadFault:
+        return XRoadFault(code, f"{self.question.service} is not called: its circuit is open after failures")
+
     async def _fallback(self, code: str, fault: XRoadFault) -> Answer:
-        """A copy within max age if the policy covers this failure, else the failure's fault."""
+        """A copy within max age if the policy covers this failure, else the failure's fault.
+
+        The request was signed, logged and sent: only the answer given is logged here."""
         if self.policy.applies_to_fault(code) and not REPLICATING.get():
-            entry = await self._servable()
-            if entry is not None:
-                return await self._serve(entry, CacheStatus.STALE)
+            copy = await self._servable()
+            if copy is not None:
+                return await self._serve(None, copy, CacheStatus.STALE)
+        return self._miss(fault)
+
+    def _miss(self, fault: XRoadFault) -> NoReturn:
         self.store.count(self.service_text, Outcome.MISS)
         raise fault
 
-    async def _servable(self) -> CachedAnswer | None:
+    async def _servable(self) -> ServedCopy | None:
         """The stored answer if it may be served to this client now (see the module's text)."""
         question = self.question
         if not (self.conf.is_known(question.client) and self.conf.is_known(question.service.provider)):
             return None
-        try:
-            entry, confirmed = await asyncio.to_thread(self._read)
-        except CacheStoreError as error:
-            log.warning("cache: entry for %s not served: %s", question.service, error)
+        copy = self.cache.copies.current(self.key.digest, question.client.to_text())
+        if copy is None:
+            try:
+                copy = await asyncio.to_thread(self._read)
+            # XRoadFault: a stored message that does not decode (as CacheStoreError, not served)
+            except (CacheStoreError, XRoadFault) as error:
+                log.warning("cache: entry for %s not served: %s", question.service, error)
+                return None
+        if copy is None or not self.policy.may_serve(copy.info.age_seconds(self.cache.clock())):
             return None
-        if entry is None or not confirmed:
-            return None
-        if not self.policy.may_serve(entry.info.age_seconds(self.cache.clock())):
-            return None
-        return entry
+        return copy
 
-    def _read(self) -> tuple[CachedAnswer | None, bool]:
-        entry = self.store.get(self.key.digest)
-        if entry is None:
-            return None, False
-        return entry, self.store.is_confirmed(self.question.service, self.question.client)
+    def _read(self) -> ServedCopy | None:
+        """The entry's row (one read), its answer decoded or the copy in memory while its digest
+        holds; None if there is none or the client is not confirmed."""
+        key, client = self.key.digest, self.question.client
+        copies = self.cache.copies
+        held = copies.held(key)
+        found = self.store.lookup(
+            key, self.question.service, client, held_sha256=None if held is None else held.body_sha256
+        )
+        if found is None:
+            copies.changed(key)
+            return None
+        if found.answer is None:
+            assert held is not None  # the store leaves the body out only for the digest held
+            copy = held.with_info(found.info)
+        else:
+            copy = ServedCopy.of(found.answer, found.body_sha256, self.steps.max_bytes)
+        copies.keep(key, copy, client.to_text() if found.confirmed else None)
+        return copy if found.confirmed else None
 
-    async def _serve(self, entry: CachedAnswer, status: CacheStatus) -> Answer:
-        mark = CacheMark.of(status, entry.info.original_message_id, entry.info.stored_at, self.cache.clock())
+    async def _serve(self, signed: Signed | None, copy: ServedCopy, status: CacheStatus) -> Answer:
+        """Serve `copy`; with the client's `signed` request when it is still to be logged."""
+        mark = CacheMark.of(status, copy.info.original_message_id, copy.info.stored_at, self.cache.clock())
         self.store.count(self.service_text, Outcome.HIT if status is CacheStatus.HIT else Outcome.STALE)
-        return await self.steps.serve(entry, mark)
+        if signed is None:
+            return await self.steps.serve(copy, mark)
+        return await self.steps.log_and_serve(signed, copy, mark)
 
 
 # --- a stored answer, given to the client ---------------------------------------------------------
 
 
-def stored_message(entry: CachedAnswer, max_bytes: int) -> TransportMessage:
-    """The signed transport message kept for an entry, as the provider's gateway sent it."""
-    return decode_transport(
-        entry.transport_content_type, entry.transport, max_bytes=max_bytes, direction=Direction.RESPONSE
-    )
-
-
-async def _log_served(
-    journal: ExchangeLog, entry: CachedAnswer, mark: CacheMark, message: TransportMessage
-) -> None:
+async def _log_served(journal: ExchangeLog, copy: ServedCopy, mark: CacheMark) -> None:
     """The answer given, logged as the provider signed it, marked as served from the cache."""
-    original = entry.info.log_record or f"message {entry.info.original_message_id}"
+    original = copy.info.log_record or f"message {copy.info.original_message_id}"
     await journal.signed(
         LogDirection.RESPONSE,
-        message,
-        ocsp_response=entry.signer_ocsp,
+        copy.message,
+        ocsp_response=copy.signer_ocsp,
         served_from_cache=(mark.status.value, original),
+        prepared=copy.record_parts,
     )
 
 
-async def serve_soap(journal: ExchangeLog, entry: CachedAnswer, mark: CacheMark, max_bytes: int) -> Answer:
-    message = stored_message(entry, max_bytes)
-    if not isinstance(message.payload, SoapPayload):
-        raise CacheStoreError(f"entry {entry.info.id} is not a SOAP answer")
-    await _log_served(journal, entry, mark, message)
-    payload = message.payload
-    body = mark_soap(payload.body, payload.content_type, mark)
-    return Answer(200, (("Content-Type", payload.content_type), *mark.http_fields()), body)
+async def serve_soap(journal: ExchangeLog, copy: ServedCopy, mark: CacheMark) -> Answer:
+    body = copy.marked_soap(mark)  # before logging: a copy that cannot be marked is not logged as given
+    await _log_served(journal, copy, mark)
+    assert isinstance(copy.message.payload, SoapPayload)  # marked_soap refuses anything else
+    content_type = copy.message.payload.content_type
+    return Answer(200, (("Content-Type", content_type), *mark.http_fields()), body)
 
 
-async def serve_rest(journal: ExchangeLog, entry: CachedAnswer, mark: CacheMark, max_bytes: int) -> Answer:
-    message = stored_message(entry, max_bytes)
-    if not isinstance(message.payload, RestResponsePayload):
-        raise CacheStoreError(f"entry {entry.info.id} is not a REST answer")
-    await _log_served(journal, entry, mark, message)
-    answer = rest_answer(message.payload)
+async def serve_rest(journal: ExchangeLog, copy: ServedCopy, mark: CacheMark) -> Answer:
+    if not isinstance(copy.message.payload, RestResponsePayload):
+        raise CacheStoreError(f"entry {copy.info.id} is not a REST answer")
+    await _log_served(journal, copy, mark)
+    answer = rest_answer(copy.message.payload)
     return Answer(answer.status, marked_fields(answer.headers, mark), answer.body)
 
 
@@ -440,12 +489,7 @@ async def backend_answer(
                 )
                 cache.store.count(service_text, Outcome.STALE)
                 original = entry.info.log_record or f"message {entry.info.original_message_id}"
-                message = decode_transport(
-                    entry.transport_content_type,
-                    entry.transport,
-                    max_bytes=len(entry.transport) + 1,
-                    direction=Direction.RESPONSE,
-                )
+                message = stored_message(entry, max_bytes=len(entry.transport) + 1)
                 return BackendAnswer(
                     reuse(message, mark), served_from_cache=(CacheStatus.STALE.value, original)
                 )

@@ -20,9 +20,9 @@ from typing import Final
 from aiohttp import web
 
 from gateway import faults
+from gateway.cache.copies import ServedCopy
 from gateway.cache.marking import HEADER_CACHE, CacheMark, mark_in
 from gateway.cache.replication import REPLICATING
-from gateway.cache.store import CachedAnswer
 from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, SecurityServerId
@@ -283,6 +283,7 @@ def authenticate_client(runtime: GatewayRuntime, client: ClientId, request: web.
 class _SignedRequest:
     message: TransportMessage
     status_headers: dict[str, str]
+    signer_ocsp: bytes | None
 
 
 @dataclass(frozen=True)
@@ -296,14 +297,16 @@ class _Hop:
     provider: ClientId
     requested_server: SecurityServerId | None
 
-    async def sign_and_log(self, payload: Payload) -> _SignedRequest:
+    async def sign(self, payload: Payload) -> _SignedRequest:
         if not self.conf.is_known(self.provider):
             raise XRoadFault(faults.UNKNOWN_MEMBER, f"provider {self.provider} is not in the federation")
         signer = self.runtime.signer_for(self.client.member, faults.CLIENT_PROXY_INTERNAL_ERROR)
         status = own_status(self.runtime, self.conf, self.client.member, CONSUMER_OWN_STATUS_FAULTS)
         signed = await sign_payload(signer, payload)
-        await self.journal.signed(Direction.REQUEST, signed, ocsp_response=status.signer_ocsp)
-        return _SignedRequest(signed, status.headers)
+        return _SignedRequest(signed, status.headers, status.signer_ocsp)
+
+    async def log(self, request: _SignedRequest) -> None:
+        await self.journal.signed(Direction.REQUEST, request.message, ocsp_response=request.signer_ocsp)
 
     async def send(self, request: _SignedRequest) -> SignedAnswer:
         return await exchange(
@@ -320,15 +323,17 @@ class _Hop:
         self,
         payload: Payload,
         check: Callable[[SignedAnswer], Awaitable[cached.Checked]],
-        serve: Callable[[ExchangeLog, CachedAnswer, CacheMark, int], Awaitable[Answer]],
+        serve: Callable[[ExchangeLog, ServedCopy, CacheMark], Awaitable[Answer]],
     ) -> cached.Steps[_SignedRequest]:
         """This hop's steps for the cache: sign, log and send `payload`, `check` the answer, or
         `serve` a stored answer (held to the node's message size)."""
         return cached.Steps(
-            sign_and_log=lambda: self.sign_and_log(payload),
+            sign=lambda: self.sign(payload),
+            log=self.log,
             send=self.send,
             check=check,
-            serve=lambda entry, mark: serve(self.journal, entry, mark, self.runtime.config.max_message_bytes),
+            serve=lambda copy, mark: serve(self.journal, copy, mark),
+            max_bytes=self.runtime.config.max_message_bytes,
         )
 
 

@@ -6,7 +6,6 @@ this message's proof, so it proves the message later even when its body is not s
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -17,8 +16,16 @@ from gateway import faults
 from gateway.crypto.rootsig import MessageSignature
 from gateway.faults import XRoadFault
 from gateway.ids import ClientId
-from gateway.messagelog.asice import encode_proof
-from gateway.messagelog.record import OUTCOME_CACHE_PREFIX, Direction, LogRecord, MessageKind, Side
+from gateway.messagelog.asice import manifest_and_proof
+from gateway.messagelog.record import (
+    OUTCOME_CACHE_PREFIX,
+    OUTCOME_OK,
+    Direction,
+    LogRecord,
+    MessageKind,
+    Side,
+    parts_held,
+)
 from gateway.protocol import rest, soap
 from gateway.protocol.transport import (
     Payload,
@@ -111,6 +118,7 @@ def signed_record(
     ocsp_response: bytes | None = None,
     fault: XRoadFault | None = None,
     served_from_cache: tuple[str, str] | None = None,
+    prepared: tuple[bytes, str] | None = None,
 ) -> LogRecord:
     """The record of a message this gateway signed or received with a verified signature.
 
@@ -118,6 +126,8 @@ def signed_record(
     id the record's outcome shows. `served_from_cache`: (`hit` or `stale`, the original
     answer's record): the stored answer this gateway gave a client from its interface cache;
     the outcome says `cache.hit`/`cache.stale` and the detail names the original record.
+    `prepared`: the message's manifest and proof (`asice.manifest_and_proof`), when the
+    caller has them already (a copy served from the cache computes them once).
 
     The record keeps each signed part as the manifest lists it (docs/transport.md): the
     `message` part as the message (SOAP as received, REST the body alone) and a REST head
@@ -125,21 +135,20 @@ def signed_record(
     """
     parts = signed_parts(payload)
     *head, message = parts  # (message,) for SOAP, (rest head, message) for REST
+    manifest_bytes, proof_json = prepared or manifest_and_proof(payload, signature)
     record = _record(
         ids,
         direction,
         content_type=message.content_type,
         message=message.data,
-        manifest_bytes=manifest(parts),
+        manifest_bytes=manifest_bytes,
         signed_root_xml=signature.signed_root_xml,
-        proof_json=encode_proof(signature.leaf, signature.proof),
+        proof_json=proof_json,
         ocsp_response=ocsp_response,
         rest_head=head[0].data if head else None,
+        outcome=_outcome(fault, served_from_cache),
     )
-    outcome = _outcome(fault, served_from_cache)
-    if outcome is None:
-        return record
-    return dataclasses.replace(record, outcome=outcome[0], fault_detail=outcome[1])
+    return record
 
 
 def _outcome(fault: XRoadFault | None, served_from_cache: tuple[str, str] | None) -> tuple[str, str] | None:
@@ -163,8 +172,9 @@ def fault_record(
         signed_root_xml=None,
         proof_json=None,
         ocsp_response=None,
+        outcome=(fault.code, fault.detail),
     )
-    return dataclasses.replace(record, outcome=fault.code, fault_detail=fault.detail)
+    return record
 
 
 def _record(
@@ -178,8 +188,11 @@ def _record(
     proof_json: str | None,
     ocsp_response: bytes | None,
     rest_head: bytes | None = None,
+    outcome: tuple[str, str | None] | None = None,
 ) -> LogRecord:
-    """A new record of a message of the exchange `ids` names: logged now, every part it holds logged."""
+    """A new record of a message of the exchange `ids` names: logged now, every part it holds
+    logged; `outcome` (code, detail) where it is not "ok". Built in one go: a dataclass
+    `replace` per field costs more than the rest of the record."""
     return LogRecord(
         gateway=ids.gateway,
         exchange_id=ids.exchange_id,
@@ -200,7 +213,10 @@ def _record(
         proof_json=proof_json,
         ocsp_response=ocsp_response,
         rest_head=rest_head,
-    ).with_parts_logged()
+        outcome=OUTCOME_OK if outcome is None else outcome[0],
+        fault_detail=None if outcome is None else outcome[1],
+        logged_parts=parts_held(direction, rest_head, message),
+    )
 
 
 class ExchangeLog:
@@ -240,6 +256,7 @@ class ExchangeLog:
         ocsp_response: bytes | None = None,
         fault: XRoadFault | None = None,
         served_from_cache: tuple[str, str] | None = None,
+        prepared: tuple[bytes, str] | None = None,
     ) -> str | None:
         """Log a signed message; `ocsp_response` is its signer's, as attached (docs/transport.md).
 
@@ -257,6 +274,7 @@ class ExchangeLog:
             ocsp_response=ocsp_response,
             fault=fault,
             served_from_cache=served_from_cache,
+            prepared=prepared,
         )
         seq = await self._messagelog.log(
             record,

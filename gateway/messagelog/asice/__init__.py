@@ -51,6 +51,7 @@ from gateway.messagelog.asice.proof import (
     ProofDocument,
     decode_proof,
     encode_proof,
+    manifest_and_proof,
 )
 from gateway.messagelog.asice.verify import (
     Check,
@@ -100,6 +101,7 @@ __all__ = [
     "checked_entries",
     "decode_proof",
     "encode_proof",
+    "manifest_and_proof",
     "message_file_name",
     "parse_manifest",
     "read_container",

@@ -7,8 +7,9 @@ import json
 from dataclasses import dataclass
 
 from gateway.crypto.hashtree import DIGEST_SIZE, Proof, ProofStep, Side, root_from_proof
+from gateway.crypto.rootsig import MessageSignature
 from gateway.messagelog.asice.layout import _HEX_DIGEST, _SIDES, PROOF_FORMAT, ContainerError
-from gateway.protocol.transport import MAX_PROOF_STEPS
+from gateway.protocol.transport import MAX_PROOF_STEPS, Payload, manifest, signed_parts
 
 # --- hash-tree proofs as JSON --------------------------------------------------------------
 
@@ -38,6 +39,12 @@ def encode_proof(leaf: bytes, steps: Proof) -> str:
         "steps": [{"side": str(side), "sibling": sibling.hex()} for side, sibling in steps],
     }
     return _canonical_json(document).decode("ascii")
+
+
+def manifest_and_proof(payload: Payload, signature: MessageSignature) -> tuple[bytes, str]:
+    """What a log record (and so its container) keeps of a signed message besides its parts:
+    the manifest the signature covers and the proof in PROOF_FORMAT."""
+    return manifest(signed_parts(payload)), encode_proof(signature.leaf, signature.proof)
 
 
 def decode_proof(text: str) -> ProofDocument:
