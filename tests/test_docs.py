@@ -213,3 +213,23 @@ def test_the_cache_commands_run_against_the_demo(demo: Federation, workspace: Pa
     assert "person-refresh" in out and "benefits-replica" in out
     assert re.search(r"(?i)xgate-cache: hit; age=\d+; original-id=", out), out
     assert "cache.hit" in out  # xgate log search and the API found the answer served from the cache
+
+
+def test_the_quickstart_runs_for_each_user(demo: Federation, workspace: Path) -> None:
+    """docs/quickstart.md: the agency registers a service and grants it, the developer finds and
+    calls it (and a SOAP service), the officer finds, exports and verifies the exchanges."""
+    agency, developer, officer = claimed_blocks(this_test("test_the_quickstart_runs_for_each_user"))
+    out = run_ok(agency, workspace)
+    assert "applications" in out and "access.grant" in out, out  # registered, granted, audited
+    out = run_ok(developer, workspace)
+    assert "DEV/GOV/1003/benefits/applications" in out and "HTTP 200 OK" in out
+    assert "getPersonResponse" in out and (workspace / "getPerson.wsdl").is_file()
+
+    def stamped() -> bool:
+        answer = demo.admin("gw-a").request("GET", "/api/v1/message-log/records", params={"limit": "1"})
+        records = answer["records"]
+        return bool(records) and bool(records[0]["timestamped"])
+
+    wait_until(stamped, 30, "gw-a's newest record to be timestamped")  # the officer audits the past
+    out = run_ok(officer, workspace)
+    assert "2 valid containers" in out and ": valid (" in out
