@@ -151,6 +151,9 @@ class Gate:
     def _grant(self) -> None:
         while self._waiters:
             amount, granted = self._waiters[0]
+            if granted.done():  # cancelled; its task has not yet run to take itself off
+                self._waiters.popleft()
+                continue
             if self.in_use + amount > self.capacity:
                 return
             self._waiters.popleft()
