@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
 
-from bench.roundtrip import GATEWAYS, SOAP_REQUEST, WRK_SCRIPT, gateway_pids  # noqa: E402
+from bench.roundtrip import GATEWAYS, SOAP_REQUEST, WRK_SCRIPT, gateway_pids, process_cpu_seconds  # noqa: E402
 from gateway.dev import federation  # noqa: E402
 
 RAMP = (8, 16, 32, 64, 256, 1024)
@@ -51,17 +51,36 @@ PROBE_INTERVAL_SECONDS = 0.25
 PROBE_TIMEOUT_SECONDS = 30.0
 BIG_REQUESTS = 48
 BIG_BODY_BYTES = 9 * 1024 * 1024
-SETTLE_SECONDS = 5.0
+SETTLE_SECONDS = 3.0
+IDLE_TIMEOUT_SECONDS = 120.0
 RSS_SAMPLE_SECONDS = 0.05
 CONNECTIONS = 2048
 READY_TIMEOUT_SECONDS = 60.0
 
 # wrk's Lua: the request, and the longest time to an answer, in µs.
-COUNTING_SCRIPT = (
+EAGER_SCRIPT = (
     WRK_SCRIPT
     + """
 done = function(summary, latency, requests)
   io.write(string.format("latency_max_us %d\\n", latency.max))
+end
+"""
+)
+# ... and a client that honours Retry-After: after a refusal its connection waits that long
+# (wrk calls `delay` when a connection is about to send its next request, right after the
+# answer `response` saw on it).
+POLITE_SCRIPT = (
+    EAGER_SCRIPT
+    + """
+local pause = 0
+response = function(status, headers, body)
+  local after = headers["Retry-After"]
+  if after ~= nil then pause = tonumber(after) * 1000 end
+end
+delay = function()
+  local ms = pause
+  pause = 0
+  return ms
 end
 """
 )
@@ -76,6 +95,8 @@ class Run:
     max_ms: float
     faults: int
     total: int
+    cpu_ms_per_answer: float
+    """gw-a's and gw-b's CPU time per answered exchange: steadier than throughput on a shared machine."""
     probes_ms: list[float] = field(default_factory=list)
 
 
@@ -83,8 +104,10 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, script: Path, concurrency: int, seconds: int) -> Run:
+def wrk(url: str, script: Path, concurrency: int, seconds: int, pids: tuple[int, ...] = ()) -> Run:
+    """One wrk run; with `pids`, those processes' CPU time per answered exchange."""
     threads = 2 if concurrency > 1 else 1
+    cpu_before = sum(process_cpu_seconds(pid) for pid in pids)
     out = subprocess.run(
         [
             *("wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "--latency"),
@@ -102,6 +125,8 @@ def wrk(url: str, script: Path, concurrency: int, seconds: int) -> Run:
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     latency_max = re.search(r"latency_max_us (\d+)", out)
+    cpu = sum(process_cpu_seconds(pid) for pid in pids) - cpu_before
+    answered = total - faults
     return Run(
         concurrency,
         (total - faults) / duration,
@@ -110,6 +135,7 @@ def wrk(url: str, script: Path, concurrency: int, seconds: int) -> Run:
         int(latency_max.group(1)) / 1000 if latency_max else float("nan"),
         faults,
         total,
+        cpu * 1000 / answered if pids and answered else float("nan"),
     )
 
 
@@ -185,19 +211,37 @@ def _sample_peaks(pids: tuple[int, ...], peak: list[float], done: threading.Even
             peak[i] = max(peak[i], rss_mb(pid))
 
 
-async def big_burst(url: str, body: bytes) -> list[int]:
+async def big_burst(url: str, body: bytes) -> list[str]:
+    """Each answer's HTTP status and, for a fault, its code."""
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(timeout=timeout) as session:
 
-        async def one() -> int:
+        async def one() -> str:
             async with session.post(url, data=body, headers={"Content-Type": "text/xml"}) as response:
-                await response.read()
-                return response.status
+                code = re.search(rb"<faultcode>(?:\w+:)?([^<]+)</faultcode>", await response.read())
+                return f"{response.status} {code.group(1).decode()}" if code else str(response.status)
 
         return list(await asyncio.gather(*(one() for _ in range(BIG_REQUESTS))))
 
 
-def memory_test(url: str, pids: tuple[int, ...]) -> list[dict[str, Any]]:
+def wait_idle(gateways: list[dict[str, Any]]) -> None:
+    """Until no exchange is held or waiting on the gateways (a peer may still work on one its
+    consumer gave up on), then SETTLE_SECONDS more."""
+    deadline = time.monotonic() + IDLE_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        admissions = [(federation.gateway_health(gw) or {}).get("admission") or {} for gw in gateways]
+        if all(
+            gate.get("in_use") == 0 and gate.get("waiting") == 0
+            for admission in admissions
+            for gate in admission.values()
+            if isinstance(gate, dict)
+        ):
+            break
+        time.sleep(0.5)
+    time.sleep(SETTLE_SECONDS)
+
+
+def memory_test(url: str, pids: tuple[int, ...], gateways: list[dict[str, Any]]) -> list[dict[str, Any]]:
     pad = "A" * BIG_BODY_BYTES
     body = SOAP_REQUEST.replace("</pr:personalCode>", f"</pr:personalCode><!-- {pad} -->").encode()
     rounds = []
@@ -212,7 +256,7 @@ def memory_test(url: str, pids: tuple[int, ...]) -> list[dict[str, Any]]:
         elapsed = time.monotonic() - started
         done.set()
         sampler.join()
-        time.sleep(SETTLE_SECONDS)
+        wait_idle(gateways)
         after = [rss_mb(pid) for pid in pids]
         rounds.append(
             {
@@ -232,7 +276,13 @@ def memory_test(url: str, pids: tuple[int, ...]) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--max-exchanges", type=int, default=64)
+    parser.add_argument("--max-exchanges", type=int, default=32)
+    parser.add_argument(
+        "--clients",
+        choices=("polite", "eager"),
+        default="polite",
+        help="polite clients wait as Retry-After says; eager ones retry at once",
+    )
     parser.add_argument("--wait", type=float, default=0.5)
     parser.add_argument("--body-budget", type=int, default=128 * 1024 * 1024)
     parser.add_argument("--no-admission", action="store_true")
@@ -245,7 +295,7 @@ def main() -> None:
     work = args.dir or Path(tempfile.mkdtemp(prefix="xgate-overload-"))
     fed = work / "federation"
     description = federation.up(fed)
-    result: dict[str, Any] = {"limits": limits_table(args)}
+    result: dict[str, Any] = {"limits": limits_table(args), "clients": args.clients}
     try:
         configure(fed, description, limits_table(args))
         gw_a = next(gw for gw in description["gateways"] if gw["name"] == "gw-a")
@@ -253,7 +303,8 @@ def main() -> None:
         body_file = work / "request.xml"
         body_file.write_text(SOAP_REQUEST)
         script = work / "post.lua"
-        script.write_text(COUNTING_SCRIPT.format(body=body_file))
+        lua = POLITE_SCRIPT if args.clients == "polite" else EAGER_SCRIPT
+        script.write_text(lua.format(body=body_file))
         if not args.skip_ramp:
             wrk(url, script, 8, 2)  # warm connections and caches
             runs = []
@@ -263,7 +314,7 @@ def main() -> None:
                 prober = threading.Thread(target=probe, args=(url, SOAP_REQUEST.encode(), stop, probes))
                 if concurrency == RAMP[-1]:
                     prober.start()
-                run = wrk(url, script, concurrency, args.seconds)
+                run = wrk(url, script, concurrency, args.seconds, gateway_pids(fed))
                 stop.set()
                 if prober.is_alive():
                     prober.join()
@@ -272,12 +323,14 @@ def main() -> None:
                 print(
                     f"c={run.concurrency:>5} answered/s={run.answered_per_second:>7.0f} "
                     f"p50={run.p50_ms:>8.1f} ms p99={run.p99_ms:>8.1f} ms max={run.max_ms:>8.1f} ms "
-                    f"faults={run.faults}/{run.total}"
+                    f"faults={run.faults}/{run.total} cpu/answer={run.cpu_ms_per_answer:.2f} ms"
                     + (f" probe max={max(probes):.0f} ms n={len(probes)}" if probes else ""),
                     flush=True,
                 )
             peak = max(r.answered_per_second for r in runs if r.concurrency in PEAK_CONCURRENCIES)
             top = runs[-1]
+            best_cpu = min(r.cpu_ms_per_answer for r in runs if r.concurrency in PEAK_CONCURRENCIES)
+            result["cpu_per_answer_1024_vs_best"] = round(top.cpu_ms_per_answer / best_cpu, 3)
             time.sleep(1.0)
             admission = (federation.gateway_health(gw_a) or {}).get("admission")
             result["ramp"] = [r.__dict__ for r in runs]
@@ -288,11 +341,13 @@ def main() -> None:
                 f"1024 clients: answered/s {top.answered_per_second:.0f} = "
                 f"{result['throughput_1024_vs_peak']:.2f} x peak {peak:.0f}; "
                 f"probe max {result['probe_max_ms_1024']} ms; "
-                f"p50/p99/max {top.p50_ms:.0f}/{top.p99_ms:.0f}/{top.max_ms:.0f} ms",
+                f"p50/p99/max {top.p50_ms:.0f}/{top.p99_ms:.0f}/{top.max_ms:.0f} ms; "
+                f"CPU per answer {result['cpu_per_answer_1024_vs_best']:.2f} x the best below 64",
                 flush=True,
             )
             print("gw-a admission:", json.dumps(admission), flush=True)
-        result["memory"] = memory_test(url, gateway_pids(fed))
+        pair = [gw for gw in description["gateways"] if gw["name"] in GATEWAYS]
+        result["memory"] = memory_test(url, gateway_pids(fed), pair)
         result["gw_a_admission_final"] = (federation.gateway_health(gw_a) or {}).get("admission")
     finally:
         federation.down(fed)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -44,8 +45,15 @@ DEFAULT_MAX_BODY_BYTES: Final = 128 * 1024 * 1024
 # Half of the one second in which a client should hear something (issue 16): the other half
 # is for the answer itself once admitted.  0 refuses at once when full.
 DEFAULT_WAIT_SECONDS: Final = 0.5
-# What `Retry-After` says (RFC 9110 §10.2.3, whole seconds): by then the queue has turned over.
+# The least `Retry-After` says (RFC 9110 §10.2.3, whole seconds); more when the queue ahead
+# would take longer to clear at the rate exchanges have lately finished (`Gate.drain_seconds`),
+# so that clients that honour it come back about as fast as they can be served, and refusing
+# them stays a small part of the node's work.
 DEFAULT_RETRY_AFTER_SECONDS: Final = 1
+# ... and the most: a client is not sent away for longer than this.
+MAX_RETRY_AFTER_SECONDS: Final = 30
+# Finished exchanges are counted over windows this long to estimate the rate.
+RATE_WINDOW_SECONDS: Final = 1.0
 # A refusing interface says so at most this often: a flood of refusals is one line a minute.
 REFUSAL_WARNING_INTERVAL_SECONDS: Final = 60.0
 
@@ -91,6 +99,10 @@ class Gate:
         self.in_use = 0
         self.peak = 0
         self.admitted = 0
+        self._rate = 0.0
+        """Releases per second over the last full window (what the gate gets through)."""
+        self._window_start = time.monotonic()
+        self._window_releases = 0
         self.refused = 0
         self.longest_wait_seconds = 0.0
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
@@ -141,7 +153,25 @@ class Gate:
     def release(self, amount: int) -> None:
         self.in_use -= amount
         assert self.in_use >= 0, f"{self.name}: released more than was taken"
+        self._count_release()
         self._grant()
+
+    def drain_seconds(self) -> float:
+        """How long those waiting now would take to get in, at the rate room has lately been freed."""
+        self._count_release(0)
+        if not self.waiting:
+            return 0.0
+        if self._rate <= 0:  # nothing finished lately: as long as may be said
+            return float(MAX_RETRY_AFTER_SECONDS)
+        return self.waiting / self._rate
+
+    def _count_release(self, releases: int = 1) -> None:
+        now = time.monotonic()
+        elapsed = now - self._window_start
+        if elapsed >= RATE_WINDOW_SECONDS:
+            self._rate = self._window_releases / elapsed
+            self._window_start, self._window_releases = now, 0
+        self._window_releases += releases
 
     def _take(self, amount: int) -> None:
         self.in_use += amount
@@ -275,8 +305,13 @@ class Admission:
         return Overloaded(
             OVERLOAD_CODES[interface],
             f"the gateway is overloaded: no room for more {what} within {wait:g} s; retry later",
-            retry_after_seconds=self.limits.retry_after_seconds,
+            retry_after_seconds=self.retry_after_seconds(interface),
         )
+
+    def retry_after_seconds(self, interface: str) -> int:
+        """The configured least, or the time the interface's queue needs to clear, up to the most."""
+        drain = math.ceil(self.interfaces[interface].drain_seconds())
+        return max(self.limits.retry_after_seconds, min(drain, MAX_RETRY_AFTER_SECONDS))
 
     @property
     def idle(self) -> bool:

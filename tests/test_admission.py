@@ -19,7 +19,17 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway import faults
-from gateway.admission import EXTERNAL, INTERNAL, Admission, AdmissionLimits, Full, Gate, Overloaded
+from gateway.admission import (
+    EXTERNAL,
+    INTERNAL,
+    MAX_RETRY_AFTER_SECONDS,
+    RATE_WINDOW_SECONDS,
+    Admission,
+    AdmissionLimits,
+    Full,
+    Gate,
+    Overloaded,
+)
 from gateway.outbound import OutboundRequest, OutboundResponse
 from gateway.proxy.exchange import _refused_for_overload
 from gateway.proxy.provider import make_external_app
@@ -326,3 +336,25 @@ async def test_the_external_interface_refuses_unsigned_and_the_consumer_says_the
     assert fault.code == faults.NETWORK_ERROR and "overloaded" in fault.string
     rest = await gw.request("GET", f"/r1/{BENEFITS_API.to_text()}/applications", headers=rest_headers())
     assert rest.status_code == 503 and rest.headers["X-Road-Error"] == faults.NETWORK_ERROR
+
+
+async def test_retry_after_grows_with_the_queue_the_gate_gets_through() -> None:
+    admission = Admission(AdmissionLimits(max_exchanges=1, wait_seconds=10, retry_after_seconds=1))
+    gate = admission.interfaces[INTERNAL]
+    assert admission.retry_after_seconds(INTERNAL) == 1  # nobody waits: the configured least
+    await gate.acquire(1, 0)
+    waiters = [asyncio.create_task(gate.acquire(1, 10)) for _ in range(5)]
+    await asyncio.sleep(0)
+    assert admission.retry_after_seconds(INTERNAL) == MAX_RETRY_AFTER_SECONDS  # nothing finished yet
+    for task in waiters:
+        gate.release(1)
+        await task
+    await asyncio.sleep(RATE_WINDOW_SECONDS)
+    gate.release(1)  # six finished in about a window: a rate of about six a second
+    await gate.acquire(1, 0)
+    waiters = [asyncio.create_task(gate.acquire(1, 10)) for _ in range(30)]
+    await asyncio.sleep(0)
+    assert 3 <= admission.retry_after_seconds(INTERNAL) <= 10  # 30 waiting at ~6/s: ~5 s
+    for task in waiters:
+        task.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)

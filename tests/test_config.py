@@ -24,10 +24,10 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 from gateway import config as node_config
+from gateway.admission import AdmissionLimits
 from gateway.central import config as central_config
 from gateway.central.server import start_registry
 from gateway.cli import main as xgate
-from gateway.admission import AdmissionLimits
 from gateway.config import ConfigError, Listener, NodeConfig
 from gateway.crypto.batchsigner import DEFAULT_WINDOW_SECONDS
 from gateway.ids import ClientId, SecurityServerId
