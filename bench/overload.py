@@ -69,21 +69,21 @@ done = function(summary, latency, requests)
 end
 """
 )
-# ... and a client that honours Retry-After: after a refusal its connection waits that long
-# (wrk calls `delay` when a connection is about to send its next request, right after the
-# answer `response` saw on it).
+# ... and clients that honour Retry-After: wrk calls `response` with each answer and `delay`
+# when a connection is about to send its next request, but tells neither which connection it
+# is; so each refusal's pause is queued and the next request of the thread to come waits it:
+# as many requests are held back, as long, as there were refusals.
 POLITE_SCRIPT = (
     EAGER_SCRIPT
     + """
-local pause = 0
+local pauses = {{}}
 response = function(status, headers, body)
   local after = headers["Retry-After"]
-  if after ~= nil then pause = tonumber(after) * 1000 end
+  if after ~= nil then table.insert(pauses, tonumber(after) * 1000) end
 end
 delay = function()
-  local ms = pause
-  pause = 0
-  return ms
+  if #pauses > 0 then return table.remove(pauses, 1) end
+  return 0
 end
 """
 )
