@@ -3,9 +3,11 @@
 A middleware holds each request's place on its interface and room for its announced body
 before the handler runs, and answers the interface's Overloaded fault when none comes within
 the bounded wait; the request's `Ticket` rides on the request so that `steps.read_body` can
-hold room for a body without Content-Length as it arrives.  Refusals are counted
+hold room for a body without Content-Length as it arrives.  A refusal here is counted
 (`/health` "admission") and not written to the message log: no message was read, like a
-connection the listener closes when full (gateway/connections.py).
+connection the listener closes when full (gateway/connections.py), and an overloaded node has
+no room for log writes.  A refusal while a body without Content-Length arrives is raised in
+the handler and logged like any fault there.
 """
 
 from __future__ import annotations
