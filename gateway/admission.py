@@ -54,6 +54,12 @@ DEFAULT_RETRY_AFTER_SECONDS: Final = 1
 MAX_RETRY_AFTER_SECONDS: Final = 30
 # Finished exchanges are counted over windows this long to estimate the rate.
 RATE_WINDOW_SECONDS: Final = 1.0
+# The rate room is freed at, as the gate's capacity, is the best window's, fading by this much
+# a window: a gate that empties because clients stay away must not conclude it is slow.
+RATE_FADE: Final = 0.9
+# Clients are asked back this many times as fast as room frees, so that the gate stays full
+# (about one refusal more per exchange served; a refusal costs a small part of an exchange).
+RETURN_MARGIN: Final = 2.0
 # A refusing interface says so at most this often: a flood of refusals is one line a minute.
 REFUSAL_WARNING_INTERVAL_SECONDS: Final = 60.0
 
@@ -158,7 +164,7 @@ class Gate:
         self._grant()
 
     def rates(self) -> tuple[float, float]:
-        """Room freed and requests refused per second, over the last full window."""
+        """Room freed per second at best lately (RATE_FADE), and requests refused per second."""
         self._count(0, 0)
         return self._release_rate, self._refusal_rate
 
@@ -166,7 +172,9 @@ class Gate:
         now = time.monotonic()
         elapsed = now - self._window_start
         if elapsed >= RATE_WINDOW_SECONDS:
-            self._release_rate = self._window_releases / elapsed
+            windows = int(elapsed // RATE_WINDOW_SECONDS)
+            faded = self._release_rate * RATE_FADE**windows
+            self._release_rate = max(self._window_releases / elapsed, faded)
             self._refusal_rate = self._window_refusals / elapsed
             self._window_start, self._window_releases, self._window_refusals = now, 0, 0
         self._window_releases += releases
@@ -313,9 +321,9 @@ class Admission:
         """When a refused client should come back so that those sent away return as fast as room frees.
 
         The clients sent away are about those refused per second times the time each stays
-        away (the last Retry-After and the wait), plus those waiting now; spread over the
-        rate room is freed at, that is when their turn comes. A client that honours it finds
-        room without being refused many times over (with 1,024 clients and a fixed second,
+        away (the last Retry-After and the wait), plus those waiting now; asked back at
+        RETURN_MARGIN times the best rate room has lately been freed at, they keep the gate
+        full without being refused many times over (with 1,024 clients and a fixed second,
         refusals outnumbered answers ten to one and took a third of the node's work).
         """
         gate = self.interfaces[interface]
@@ -326,7 +334,7 @@ class Admission:
         elif freed <= 0:
             seconds = MAX_RETRY_AFTER_SECONDS  # nothing finished lately: as long as may be said
         else:
-            seconds = math.ceil(away / freed)
+            seconds = math.ceil(away / (freed * RETURN_MARGIN))
         retry = max(self.limits.retry_after_seconds, min(seconds, MAX_RETRY_AFTER_SECONDS))
         self._retry_after[interface] = retry
         return retry

@@ -354,7 +354,8 @@ async def test_retry_after_grows_with_the_queue_the_gate_gets_through() -> None:
     await gate.acquire(1, 0)
     waiters = [asyncio.create_task(gate.acquire(1, 10)) for _ in range(30)]
     await asyncio.sleep(0)
-    assert 3 <= admission.retry_after_seconds(INTERNAL) <= 10  # 30 waiting at ~6/s: ~5 s
+    # 30 waiting, room freed at ~6/s, asked back twice as fast: ~3 s
+    assert 2 <= admission.retry_after_seconds(INTERNAL) <= 10
     for task in waiters:
         task.cancel()
     await asyncio.gather(*waiters, return_exceptions=True)
