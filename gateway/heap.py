@@ -7,8 +7,9 @@ system on free; but each time such a block is freed it raises the threshold to t
 size (up to 32 MiB), so from then on 9 MiB bodies and their copies come from the heap, whose
 free space is rarely at its top and so is kept.  Fixing the threshold (mallopt(3): setting it
 turns the adjustment off) keeps large buffers in their own mappings: with it, RSS came back to
-within 30 MB of its baseline after most bursts (docs/resilience.md, "Overload").  Python's own small objects (pymalloc arenas)
-are unaffected.  An operator's MALLOC_MMAP_THRESHOLD_ in the environment wins.
+within 30 MB of its baseline after most bursts (docs/resilience.md, "Overload").  Python's own
+small objects (pymalloc arenas) are unaffected.  An operator's MALLOC_MMAP_THRESHOLD_ in the
+environment wins.
 """
 
 from __future__ import annotations
