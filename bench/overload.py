@@ -45,7 +45,14 @@ sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
 
-from bench.roundtrip import GATEWAYS, SOAP_REQUEST, WRK_SCRIPT, gateway_pids, process_cpu_seconds  # noqa: E402
+from bench.roundtrip import (  # noqa: E402
+    GATEWAYS,
+    SOAP_REQUEST,
+    WRK_SCRIPT,
+    _ms,
+    gateway_pids,
+    process_cpu_seconds,
+)
 from gateway.dev import federation  # noqa: E402
 
 RAMP = (8, 16, 32, 64, 256, 1024)
@@ -101,10 +108,6 @@ class Run:
     cpu_ms_per_answer: float
     """gw-a's and gw-b's CPU time per answered exchange: steadier than throughput on a shared machine."""
     probes_ms: list[float] = field(default_factory=list)
-
-
-def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
 def wrk(url: str, script: Path, concurrency: int, seconds: int, pids: tuple[int, ...] = ()) -> Run:
