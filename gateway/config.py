@@ -20,6 +20,13 @@ from typing import Annotated, Final
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from gateway.admission import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_EXCHANGES,
+    DEFAULT_RETRY_AFTER_SECONDS,
+    DEFAULT_WAIT_SECONDS,
+    AdmissionLimits,
+)
 from gateway.cache.settings import DEFAULT_MAINTENANCE_INTERVAL_SECONDS, CacheSettings
 from gateway.configfile import (
     LOOPBACK_HOSTS,
@@ -153,6 +160,7 @@ class NodeConfig:
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS
     ocsp_fetch_interval_seconds: float = DEFAULT_FETCH_INTERVAL_SECONDS
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
 
     @property
     def ocsp_store_dir(self) -> Path:
@@ -235,9 +243,33 @@ class LimitsSection(FileModel):
     idle_timeout_seconds: Seconds = DEFAULT_IDLE_TIMEOUT_SECONDS
     max_connections: Positive = DEFAULT_MAX_CONNECTIONS
     """Per listener: the internal HTTP and HTTPS, the external and the admin listener each."""
+    max_exchanges: Positive = DEFAULT_MAX_EXCHANGES
+    """Per interface: the internal one (HTTP and HTTPS together) and the external one each."""
+    max_body_bytes_in_flight: Positive = DEFAULT_MAX_BODY_BYTES
+    """Per node: request bodies both interfaces hold at once."""
+    admission_wait_seconds: NonNegativeSeconds = DEFAULT_WAIT_SECONDS
+    retry_after_seconds: Positive = DEFAULT_RETRY_AFTER_SECONDS
+
+    @model_validator(mode="after")
+    def _room_for_one_message(self) -> LimitsSection:
+        if self.max_body_bytes_in_flight < self.max_message_bytes:
+            raise PydanticCustomError(
+                "limits",
+                "max_body_bytes_in_flight ({budget}) must hold one message of max_message_bytes ({size})",
+                {"budget": self.max_body_bytes_in_flight, "size": self.max_message_bytes},
+            )
+        return self
 
     def connections(self) -> ConnectionLimits:
         return ConnectionLimits.of(self)
+
+    def admission(self) -> AdmissionLimits:
+        return AdmissionLimits(
+            max_exchanges=self.max_exchanges,
+            max_body_bytes=self.max_body_bytes_in_flight,
+            wait_seconds=self.admission_wait_seconds,
+            retry_after_seconds=self.retry_after_seconds,
+        )
 
 
 class MessageLogSection(FileModel):
@@ -383,6 +415,7 @@ class NodeFile(FileModel):
             connect_timeout_seconds=self.limits.connect_timeout_seconds,
             shutdown_grace_seconds=self.limits.shutdown_grace_seconds,
             connections=self.limits.connections(),
+            admission=self.limits.admission(),
             sign_window_seconds=self.signer.window_seconds,
             messagelog=self.messagelog.settings(data_dir, self.globalconf.location),
             cache=self.cache.settings(data_dir),

@@ -47,6 +47,9 @@ OCSP_RESPONSE_STALE: Final = "Server.ClientProxy.IncorrectValidationInfo.OcspRes
 """This gateway holds no fresh OCSP response for its own certificate (responders unreachable, or
 its clock off), so it cannot send: X-Road's IncorrectValidationInfo ("OCSP response is too old"),
 narrowed as LoggingFailed.TimestamperFailed is; the message names the age, the responders, the clock."""
+CLIENT_PROXY_OVERLOADED: Final = "Server.ClientProxy.Overloaded"
+"""xgate's own (X-Road's proxies queue in Jetty instead): no room for the request within the
+bounded wait (gateway/admission.py); the request was not read or not processed. Retry later."""
 
 # Server.ServerProxy.* : the provider's gateway failed.
 ACCESS_DENIED: Final = "Server.ServerProxy.AccessDenied"
@@ -60,6 +63,8 @@ SERVER_PROXY_OUTDATED_GLOBALCONF: Final = "Server.ServerProxy.OutdatedGlobalConf
 SERVER_PROXY_LOGGING_FAILED: Final = "Server.ServerProxy.LoggingFailed"
 SERVER_PROXY_TIMESTAMPER_FAILED: Final = "Server.ServerProxy.LoggingFailed.TimestamperFailed"
 SERVER_PROXY_OCSP_RESPONSE_STALE: Final = "Server.ServerProxy.IncorrectValidationInfo.OcspResponseStale"
+SERVER_PROXY_OVERLOADED: Final = "Server.ServerProxy.Overloaded"
+"""xgate's own: the provider's gateway had no room for the request; it did not process it."""
 SERVER_PROXY_DUPLICATE_MESSAGE: Final = "Server.ServerProxy.DuplicateMessage"
 """xgate's own (X-Road has none): a signed request already served within its freshness window."""
 

@@ -25,6 +25,7 @@ from gateway.connections import ConnectionLimits
 from gateway.crypto.keys import KeyFileError
 from gateway.crypto.tls import external_server_context, internal_server_context
 from gateway.globalconf import GlobalConfError
+from gateway.heap import return_large_buffers
 from gateway.listeners import site
 from gateway.proxy.consumer import make_internal_app
 from gateway.proxy.provider import make_external_app
@@ -158,6 +159,7 @@ def run(config_path: Path) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = load_config(config_path)
+    return_large_buffers()  # memory comes back after bursts of large messages (gateway/heap.py)
     try:
         prepare_directories(config)
     except ConfigError as exc:

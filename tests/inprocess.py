@@ -183,13 +183,18 @@ async def _no_trust_services(request: OutboundRequest) -> OutboundResponse:
 
 @contextlib.asynccontextmanager
 async def inprocess_federation(
-    directory: Path, *, template: Built | None = None, unreachable_standby: bool = False
+    directory: Path,
+    *,
+    template: Built | None = None,
+    unreachable_standby: bool = False,
+    limits: str = "",
 ) -> AsyncIterator[InProcessFederation]:
     """The federation of `federation.build` in `directory`, its gateways running in this event loop.
 
     With `template` (see `build_template`) its files are copied instead of generated again.
     `unreachable_standby`: as in `federation.build`, a registered gateway for gw-b's subsystem,
-    listed first, at an address where nothing answers.
+    listed first, at an address where nothing answers. `limits`: TOML lines added to every
+    gateway's [limits] table.
     """
     if template is not None:
         description = template.copy_to(directory)
@@ -204,7 +209,10 @@ async def inprocess_federation(
     fed = InProcessFederation(description)
     try:
         for gw in description["gateways"]:
-            runtime = GatewayRuntime.create(load_config(Path(gw["config"])))
+            config = Path(gw["config"])
+            if limits:
+                config.write_text(config.read_text().replace("[limits]\n", f"[limits]\n{limits}\n", 1))
+            runtime = GatewayRuntime.create(load_config(config))
             peers = InProcessTransport(peer_handler(fed, gw["name"]))
             backends = InProcessTransport(app_handler(apps))
             await runtime.start(

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 from gateway import config as node_config
+from gateway.admission import AdmissionLimits
 from gateway.central import config as central_config
 from gateway.central.server import start_registry
 from gateway.cli import main as xgate
@@ -138,6 +139,7 @@ def test_the_gateway_example_holds_the_defaults_it_documents() -> None:
     assert config.clock_skew_seconds == DEFAULT_CLOCK_SKEW_SECONDS == 300
     assert config.ocsp_fetch_interval_seconds == DEFAULT_FETCH_INTERVAL_SECONDS == 1200
     assert config.ocsp_store_dir == config.data_dir / "ocsp"
+    assert config.admission == AdmissionLimits()
 
 
 # --- mistakes are refused with the key's path, in one line ----------------------------------------
@@ -218,6 +220,22 @@ GATEWAY_MISTAKES = [
     (
         edited(GATEWAY_EXAMPLE, "maintenance_interval_seconds = 60", "ttl = 60"),
         "cache.ttl: unknown key",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "max_exchanges = 256", "max_exchanges = 0"),
+        "limits.max_exchanges: must be greater than 0, not 0",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "admission_wait_seconds = 0.5", "admission_wait_seconds = -1"),
+        "limits.admission_wait_seconds: must be 0 or more, not -1",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "retry_after_seconds = 1", "retry_after_seconds = 0.5"),
+        "limits.retry_after_seconds: must be a whole number, not 0.5",
+    ),
+    (
+        edited(GATEWAY_EXAMPLE, "max_body_bytes_in_flight = 134217728", "max_body_bytes_in_flight = 1048576"),
+        "limits: max_body_bytes_in_flight (1048576) must hold one message of max_message_bytes (10485760)",
     ),
     (
         "signer = 0.002\n"

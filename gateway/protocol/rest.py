@@ -611,7 +611,7 @@ def rest_error_status(code: str) -> int:
         return 504
     if "servicefailed" in parts:
         return 502
-    if last in ("servicedisabled", "outdatedglobalconf", "networkerror"):
+    if last in ("servicedisabled", "outdatedglobalconf", "networkerror", "overloaded"):
         return 503
     return 500
 

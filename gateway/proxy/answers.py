@@ -16,6 +16,7 @@ from typing import Final
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.admission import Overloaded
 from gateway.faults import XRoadFault
 from gateway.messagelog.record import Direction
 from gateway.outbound import Headers, header
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 SOAP_FAULT_STATUS: Final = 500
 """SOAP 1.1 §6.2: a fault goes back with HTTP 500."""
+
+OVERLOAD_STATUS: Final = 503
+"""RFC 9110 §15.6.4 Service Unavailable: temporary overload, with Retry-After."""
 
 HOP_BY_HOP_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "connection"})
 """Fields of one connection, not of the message (RFC 9110 §7.6.1): set again by this hop."""
@@ -49,18 +53,38 @@ def to_web(answer: Answer) -> web.Response:
 
 def soap_fault_answer(fault: XRoadFault) -> Answer:
     _log_fault(fault)
-    content_type = (("Content-Type", "text/xml; charset=utf-8"),)
-    return Answer(SOAP_FAULT_STATUS, content_type, soap.fault_response(fault))
+    headers = (("Content-Type", "text/xml; charset=utf-8"), *_retry_after(fault))
+    return Answer(SOAP_FAULT_STATUS, headers, soap.fault_response(fault))
 
 
 def rest_fault_answer(fault: XRoadFault, accept: str | None) -> Answer:
     _log_fault(fault)
     body, content_type, status = rest.rest_error_body(fault, accept)
-    return Answer(status, (*rest.error_headers(fault), ("Content-Type", content_type)), body)
+    headers = (*rest.error_headers(fault), ("Content-Type", content_type), *_retry_after(fault))
+    return Answer(status, headers, body)
+
+
+def overload_refusal(fault: Overloaded) -> Answer:
+    """What the external interface answers when it has no room: unsigned, before reading the body.
+
+    Signing and logging are the work an overloaded gateway has no room for; the consumer
+    recognises this answer (HTTP 503 with the fault code in `X-Road-Error`, not a signed
+    message) and tries the provider's next gateway (exchange.py).
+    """
+    body = soap.fault_response(fault)
+    headers = (*rest.error_headers(fault), ("Content-Type", "text/xml; charset=utf-8"), *_retry_after(fault))
+    return Answer(OVERLOAD_STATUS, headers, body)
+
+
+def _retry_after(fault: XRoadFault) -> tuple[tuple[str, str], ...]:
+    """RFC 9110 §10.2.3: when to come back; only a refusal for lack of room says it."""
+    if isinstance(fault, Overloaded):
+        return (("Retry-After", str(fault.retry_after_seconds)),)
+    return ()
 
 
 def _log_fault(fault: XRoadFault) -> None:
-    if not fault.is_client_error:
+    if not fault.is_client_error and not isinstance(fault, Overloaded):  # admission.Gate warns for those
         log.warning("fault %s [%s]: %s", fault.code, fault.detail, fault.message)
 
 

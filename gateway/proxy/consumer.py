@@ -20,6 +20,7 @@ from typing import Final
 from aiohttp import web
 
 from gateway import faults
+from gateway.admission import INTERNAL, Overloaded
 from gateway.cache.copies import ServedCopy
 from gateway.cache.marking import HEADER_CACHE, CacheMark, mark_in
 from gateway.cache.replication import REPLICATING
@@ -37,6 +38,7 @@ from gateway.protocol.transport import (
     TransportMessage,
 )
 from gateway.proxy import cached, metadata, replicating
+from gateway.proxy.admitting import admission_middleware
 from gateway.proxy.answers import (
     Answer,
     logged_fault,
@@ -376,8 +378,17 @@ async def handle_list_clients(request: web.Request) -> web.StreamResponse:
         return to_web(rest_fault_answer(fault, accept))
 
 
+def _refusal(request: web.Request, fault: Overloaded) -> Answer:
+    """The Overloaded fault in the form the request's path speaks: REST error or SOAP fault."""
+    if request.path.startswith("/r1/") or request.path == "/listClients":
+        return rest_fault_answer(fault, request.headers.get("Accept"))
+    return soap_fault_answer(fault)
+
+
 def make_internal_app(runtime: GatewayRuntime) -> web.Application:
-    app = web.Application(client_max_size=runtime.config.max_message_bytes)
+    max_bytes = runtime.config.max_message_bytes
+    admit = admission_middleware(runtime.admission, INTERNAL, max_bytes, _refusal)
+    app = web.Application(client_max_size=max_bytes, middlewares=[admit])
     app[RUNTIME] = runtime
     app.router.add_get("/listClients", handle_list_clients)
     app.router.add_route("*", "/r1/{tail:.*}", handle_rest)

@@ -31,6 +31,7 @@ from gateway.outbound import (
     PeerNotRegistered,
     ResponseTooLarge,
 )
+from gateway.protocol.rest import HEADER_ERROR
 from gateway.protocol.transport import (
     TRANSPORT_MEDIA_TYPE,
     Direction,
@@ -39,6 +40,7 @@ from gateway.protocol.transport import (
     decode_transport,
     encode_transport,
 )
+from gateway.proxy.answers import OVERLOAD_STATUS
 from gateway.proxy.certstatus import AUTH_OCSP_HEADER, SIGNER_OCSP_HEADER
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.proxy.steps import check_peer_status, verify_signature
@@ -131,8 +133,25 @@ async def exchange(
             problems.append(f"{server.id}: {exc}")
             continue
         runtime.peer_selector.record_connect(address, time.perf_counter() - started)
+        if _refused_for_overload(response):
+            # It did not process the request (admission.py): the next gateway may have room.
+            problems.append(f"{server.id}: overloaded (HTTP {response.status}), request not processed")
+            continue
         return _answer(runtime, response, server, conf, provider)
     raise XRoadFault(faults.NETWORK_ERROR, "cannot reach the provider's gateway: " + "; ".join(problems))
+
+
+def _refused_for_overload(response: OutboundResponse) -> bool:
+    """A provider gateway's unsigned refusal for lack of room (answers.overload_refusal).
+
+    The peer is the one its pinned TLS certificate says; its unsigned words are still not
+    passed on: the client gets this gateway's NetworkError if no other gateway answers.
+    """
+    return (
+        response.status == OVERLOAD_STATUS
+        and response.header(HEADER_ERROR) == faults.SERVER_PROXY_OVERLOADED
+        and not response.content_type.lower().startswith(TRANSPORT_MEDIA_TYPE)
+    )
 
 
 def _answer(

@@ -23,6 +23,7 @@ from aiohttp import web
 from cryptography import x509
 
 from gateway import faults
+from gateway.admission import EXTERNAL
 from gateway.cache.marking import CacheMark, mark_soap, marked_fields
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import fingerprint_sha256
@@ -45,7 +46,15 @@ from gateway.protocol.transport import (
     encode_transport,
 )
 from gateway.proxy import cached, metadata
-from gateway.proxy.answers import Answer, logged_fault, rest_fault_answer, soap_fault_answer, to_web
+from gateway.proxy.admitting import admission_middleware
+from gateway.proxy.answers import (
+    Answer,
+    logged_fault,
+    overload_refusal,
+    rest_fault_answer,
+    soap_fault_answer,
+    to_web,
+)
 from gateway.proxy.backend import SOAP_PASSED_HEADERS, call_backend
 from gateway.proxy.certstatus import AUTH_OCSP_HEADER, SIGNER_OCSP_HEADER
 from gateway.proxy.records import ExchangeIds, ExchangeLog
@@ -489,7 +498,10 @@ def _registered_service(runtime: GatewayRuntime, service: ServiceId) -> ServiceC
 
 
 def make_external_app(runtime: GatewayRuntime) -> web.Application:
-    app = web.Application(client_max_size=runtime.config.max_message_bytes + TRANSPORT_ALLOWANCE_BYTES)
+    max_bytes = runtime.config.max_message_bytes + TRANSPORT_ALLOWANCE_BYTES
+    refusal = lambda _request, fault: overload_refusal(fault)  # noqa: E731
+    admit = admission_middleware(runtime.admission, EXTERNAL, max_bytes, refusal)
+    app = web.Application(client_max_size=max_bytes, middlewares=[admit])
     app[RUNTIME] = runtime
     app.router.add_post("/", handle_transport)
     return app

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from gateway import faults
+from gateway.admission import Admission
 from gateway.cache.policies import policies_of
 from gateway.cache.replication import Fetch, Replicator
 from gateway.cache.service import CacheService
@@ -82,6 +83,8 @@ class GatewayRuntime:
     """The interface cache (gateway.cache; proxy/cached.py on the request path), if enabled."""
     replicator: Replicator | None = None
     """Runs the `replicate` policies' plans (gateway.cache.replication), with the cache."""
+    admission: Admission = field(default_factory=Admission)
+    """The caps on exchanges per interface and body bytes per node (gateway/admission.py)."""
     _trusted_pins: set[str] = field(default_factory=set)
     _federation_cas: set[str] = field(default_factory=set)
     _peer_context_cas: tuple[x509.Certificate, ...] = ()
@@ -120,6 +123,7 @@ class GatewayRuntime:
             auth_cert=load_certificate_file(config.auth_tls.cert),
             signing_certs=signing_certs,
             clock_check=ClockCheck(config.clock_skew_seconds),
+            admission=Admission(config.admission),
         )
         runtime.replay_guard = ReplayGuard(SeenRequests(repository.engine))
         settings = config.messagelog
@@ -440,5 +444,6 @@ class GatewayRuntime:
             "signers": sorted(member.to_text() for member in self.signers),
             "messagelog": self.messagelog.health() if self.messagelog is not None else None,
             "cache": self._cache_health(),
+            "admission": self.admission.health(),
             "time": time.time(),
         }

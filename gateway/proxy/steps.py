@@ -12,10 +12,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Final
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from cryptography import x509
 
 from gateway import faults
+from gateway.admission import Ticket
 from gateway.crypto.batchsigner import BatchSigner
 from gateway.crypto.certs import member_of
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_message_signature
@@ -24,6 +25,7 @@ from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId
 from gateway.outbound.network import read_at_most
 from gateway.protocol.transport import Payload, TransportMessage, manifest_digest, signed_parts
+from gateway.proxy.admitting import TICKET
 from gateway.proxy.certstatus import CertificateStatusError, PeerStatusChecker, status_headers
 from gateway.proxy.runtime import GatewayRuntime, utc_now
 
@@ -33,15 +35,36 @@ certificate's validity period. Five minutes covers clock drift between gateways.
 
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    """The request body, refused as soon as it passes the limit (never buffered beyond it)."""
+    """The request body, refused as soon as it passes the limit (never buffered beyond it).
+
+    A body without Content-Length holds room in the node's body budget chunk by chunk as it
+    arrives (gateway/admission.py); one with it was given its room before the handler ran.
+    """
     if request.content_length is not None and request.content_length > max_bytes:
         raise XRoadFault(
             faults.REQUEST_TOO_LARGE, f"message of {request.content_length} bytes exceeds {max_bytes}"
         )
-    body = await read_at_most(request.content, max_bytes)
+    ticket = request.get(TICKET)
+    if ticket is None or request.content_length is not None:
+        body = await read_at_most(request.content, max_bytes)
+    else:
+        body = await _read_counted(request.content, max_bytes, ticket)
     if body is None:
         raise XRoadFault(faults.REQUEST_TOO_LARGE, f"message exceeds {max_bytes} bytes")
     return body
+
+
+async def _read_counted(stream: StreamReader, max_bytes: int, ticket: Ticket) -> bytes | None:
+    """The whole body as it arrives, each chunk's room held first; None past `max_bytes`."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_any():
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        await ticket.received(len(chunk))
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def new_exchange_id() -> str:
