@@ -15,8 +15,11 @@ and timestamped every `--stamp-every` records by a development TSA.
 
 It prints the database's growth per exchange (SQLite: pages in use after a checkpoint;
 PostgreSQL: pg_total_relation_size of the log's tables, with their TOAST and indexes; in
---breakdown a table's figure includes its indexes), the bodies'
-own bytes per exchange, and the difference: what the log adds on top of the bodies.
+--breakdown a table's figure includes its indexes), the bodies' own bytes per exchange, and the
+difference: what the log adds on top of the bodies. The figure is the steady state: the growth
+over the second half of the exchanges, on PostgreSQL between two VACUUMs (autovacuum's work on a
+live gateway: the row versions the timestamper's UPDATE leaves dead are reused by later
+inserts); the growth of the first half into an empty log, without vacuum, is printed beside it.
 """
 
 from __future__ import annotations
@@ -281,23 +284,47 @@ def database(url: str | None) -> Iterator[str]:
         admin.dispose()
 
 
+def vacuum(url: str) -> None:
+    """PostgreSQL: what autovacuum does on a live gateway, now: row versions the timestamper's
+    UPDATE left dead become free space that later inserts reuse."""
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("VACUUM")
+    finally:
+        engine.dispose()
+
+
 def measure(
     url: str | None, total: int, signing_batch: int, stamp_every: int, show: bool
 ) -> dict[str, float]:
+    """Bytes per exchange: right after writing `total` exchanges into an empty log, and (the
+    steady state) for a second half written after a vacuum, measured after another."""
     fed = Federation()
+    half = total // 2
     with database(url) as scoped:
         migrate(scoped)
+        postgres = not scoped.startswith("sqlite")
         empty = database_bytes(scoped)
-        body_bytes, commits = asyncio.run(fill(scoped, fed, total, signing_batch, stamp_every))
-        grown = database_bytes(scoped) - empty
+        body_bytes, commits = asyncio.run(fill(scoped, fed, half, signing_batch, stamp_every))
+        first_half = database_bytes(scoped)
+        if postgres:
+            vacuum(scoped)
+        before_second = database_bytes(scoped)
+        second_bytes, second_commits = asyncio.run(
+            fill(scoped, fed, total - half, signing_batch, stamp_every)
+        )
+        if postgres:
+            vacuum(scoped)
+        steady = (database_bytes(scoped) - before_second) / (total - half)
         parts = breakdown(scoped) if show else []
-    per_exchange = grown / total
-    bodies = body_bytes / total
+    bodies = (body_bytes + second_bytes) / total
     result = {
-        "per_exchange": per_exchange,
+        "fresh": (first_half - empty) / half,
+        "per_exchange": steady,
         "bodies": bodies,
-        "overhead": per_exchange - bodies,
-        "records_per_commit": 2 * total / max(commits, 1),
+        "overhead": steady - bodies,
+        "records_per_commit": 2 * total / max(commits + second_commits, 1),
     }
     for name, size in parts:
         print(f"    {name:<48} {size / total:>8,.0f} bytes/exchange")
@@ -315,8 +342,9 @@ def main() -> None:
     backend = "SQLite" if args.url is None else "PostgreSQL"
     result = measure(args.url, args.exchanges, args.signing_batch, args.stamp_every, args.breakdown)
     print(
-        f"{backend}: {args.exchanges:,} exchanges (2 records each), {result['per_exchange']:,.0f} bytes/exchange "
-        f"stored, of which bodies {result['bodies']:,.0f}: overhead {result['overhead']:,.0f} bytes/exchange "
+        f"{backend}: {result['per_exchange']:,.0f} bytes/exchange stored (2 records each; "
+        f"{result['fresh']:,.0f} in the first {args.exchanges // 2:,} into an empty log), "
+        f"of which bodies {result['bodies']:,.0f}: overhead {result['overhead']:,.0f} bytes/exchange "
         f"(target <= {TARGET_OVERHEAD:,}); {result['records_per_commit']:.1f} records/commit"
     )
 

@@ -14,10 +14,10 @@ which is also what the record hash covers.
 Records are stored lean (issue 16; gateway.messagelog.packing says how each form reads back to
 the record's own bytes): bodies compressed (`body_codec`) before encryption; proofs as binary
 steps (`proof_steps`, `log_signature_steps`) rather than JSON; a timestamp batch's proofs
-rebuilt from its leaves, stored once in its `messagelog_timestamps` row; a one-part manifest
-rebuilt from the message digest. Rows stored before revision 0005 keep the full forms, and
-reading takes either: `proof_json` NULL with `proof_steps` set, `log_signature_proof` or
-`timestamp_proof` empty (""), and `manifest` empty mean "rebuild it".
+rebuilt from its leaves, stored once in its `messagelog_timestamps` row; a one-part manifest as
+its digest. Rows stored before revision 0005 keep the full forms, and reading takes either:
+`proof_json` NULL with `proof_steps` set, `log_signature_proof` or `timestamp_proof` empty (""),
+and a `manifest` starting with NUL mean "rebuild it".
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from gateway.lru import BoundedLru
 from gateway.messagelog.packing import (
     PackedBlob,
     compress_body,
-    manifest_is_rebuildable,
     pack_blob,
+    pack_manifest,
     pack_proof,
     pack_steps,
 )
@@ -65,10 +65,7 @@ def _prepare(
         message, key_id, nonce, codec = encrypted.ciphertext, encrypted.key_id, encrypted.nonce, encrypted.codec
     elif message is not None:
         codec, message = compress_body(message)
-    manifest = record.manifest
-    proof_steps = pack_proof(hashlib.sha256(manifest).digest(), record.proof_json)
-    if manifest_is_rebuildable(manifest, record.message_sha256, record.content_type):
-        manifest = b""  # rebuilt on reading (packing.single_part_manifest)
+    proof_steps = pack_proof(hashlib.sha256(record.manifest).digest(), record.proof_json)
     row = {
         "gateway": record.gateway,
         "node": node,
@@ -90,7 +87,7 @@ def _prepare(
         "message_sha256": record.message_sha256,
         "rest_head": record.rest_head,
         "logged_parts": None if record.logged_parts is None else ",".join(record.logged_parts),
-        "manifest": manifest,
+        "manifest": pack_manifest(record.manifest, record.content_type),
         "signed_root_sha256": blob(record.signed_root_xml),
         "proof_json": None if proof_steps is not None else record.proof_json,
         "proof_steps": proof_steps,

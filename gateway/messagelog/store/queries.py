@@ -14,8 +14,8 @@ from gateway.messagelog.crypto_at_rest import BodyCipher, EncryptedBody
 from gateway.messagelog.packing import (
     batch_tree,
     decompress_body,
-    single_part_manifest,
     unpack_blob,
+    unpack_manifest,
     unpack_proof,
 )
 from gateway.messagelog.record import Direction, LoggedPart, LogRecord, MessageKind, Side
@@ -200,9 +200,7 @@ def _stored(
         message = None if cipher is None else cipher.decrypt(encrypted, row.message_sha256)
     elif message is not None:
         message = _decompressed(row.body_codec, message)
-    manifest = bytes(row.manifest)
-    if not manifest and row.message_sha256 is not None:
-        manifest = single_part_manifest(row.message_sha256, row.content_type)
+    manifest = unpack_manifest(bytes(row.manifest), row.content_type)
     proof_json = row.proof_json
     if row.proof_steps is not None:
         proof_json = unpack_proof(hashlib.sha256(manifest).digest(), bytes(row.proof_steps))
@@ -213,7 +211,7 @@ def _stored(
     timestamp = None if row.timestamp_id is None else found_timestamps.get(row.timestamp_id)
     timestamp_proof = row.timestamp_proof
     if timestamp_proof == "" and timestamp is not None and timestamp.id in leaves:
-        timestamp_proof = batch_tree(leaves[timestamp.id]).proof_text(row.seq - timestamp.first_seq)
+        timestamp_proof = _timestamp_proof(leaves[timestamp.id], row.seq - timestamp.first_seq)
     record = LogRecord(
         gateway=row.gateway,
         exchange_id=row.exchange_id,
@@ -253,6 +251,15 @@ def _stored(
         log_signature=_blob(found_blobs, row.log_signature_sha256),
         log_signature_proof_json=log_signature_proof,
     )
+
+
+def _timestamp_proof(leaves: bytes, index: int) -> str:
+    """The proof of the batch's leaf `index`; none ("") for a record outside its batch (renumbered
+    or copied rows), which verification then names as a record without a valid timestamp proof."""
+    try:
+        return batch_tree(leaves).proof_text(index)
+    except ValueError:
+        return ""
 
 
 def _decompressed(codec: str | None, stored: bytes) -> bytes:

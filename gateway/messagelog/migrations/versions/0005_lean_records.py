@@ -47,7 +47,7 @@ def downgrade() -> None:
         sa.text(
             "SELECT count(*) FROM messagelog_records WHERE body_codec IS NOT NULL "
             "OR proof_steps IS NOT NULL OR log_signature_steps IS NOT NULL OR timestamp_proof = '' "
-            "OR length(manifest) = 0 OR EXISTS (SELECT 1 FROM messagelog_blobs WHERE codec IS NOT NULL)"
+            "OR length(manifest) = 33 OR EXISTS (SELECT 1 FROM messagelog_blobs WHERE codec IS NOT NULL)"
         )
     ).scalar_one()
     if lean:
