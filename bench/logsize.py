@@ -233,7 +233,8 @@ def database_bytes(url: str) -> int:
                 connection.exec_driver_sql(
                     "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
                     "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND left(c.relname, 10) = 'messagelog'"
+                    "WHERE n.nspname = current_schema() AND c.relkind = 'r' "
+                    "AND left(c.relname, 10) = 'messagelog'"
                 ).scalar_one()
             )
     finally:

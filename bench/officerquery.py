@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy as sa
 
-from bench.logsize import CLIENT, GATEWAY, SERVICE, Federation, database, fill
+from bench.logsize import CLIENT, GATEWAY, Federation, database, fill
 from gateway.messagelog.db import create_engine, migrate
 from gateway.messagelog.inspector import LogInspector
 from gateway.messagelog.officer import SearchQuery
@@ -47,7 +47,11 @@ from gateway.messagelog.tables import records
 CLIENTS: Final = [f"DEV/GOV/{2000 + i}/system-{i}" for i in range(20)]
 SERVICES: Final = [f"DEV/GOV/{3000 + i % 25}/registry-{i}/query{i}/v1" for i in range(50)]
 USERS: Final = 10_000
-FAULTS: Final = ("server.serverproxy.service_failed", "server.clientproxy.network_error", "client.bad_request")
+FAULTS: Final = (
+    "server.serverproxy.service_failed",
+    "server.clientproxy.network_error",
+    "client.bad_request",
+)
 DAYS: Final = 30
 CHUNK: Final = 10_000  # rows per bulk insert transaction
 SEARCHES: Final = 30  # timed searches per filter, with varied values

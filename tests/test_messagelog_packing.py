@@ -15,7 +15,10 @@ from gateway.messagelog import packing
 from gateway.messagelog.asice import encode_proof
 from gateway.messagelog.crypto_at_rest import BodyCipher, BodyDecryptionError
 from gateway.protocol.transport import RestResponsePayload, SoapPayload, manifest, signed_parts
-from tests.test_messagelog_store import NOW, Trust, soap_payload, trust  # noqa: F401  (a fixture)
+from tests import test_messagelog_store as store_tests
+from tests.test_messagelog_store import NOW, Trust, soap_payload
+
+trust = store_tests.trust
 
 
 @pytest.mark.parametrize("size", [*range(1, 40), 64, 65, 100, 1000, 1025])

@@ -769,7 +769,9 @@ async def test_lean_and_full_rows_read_back_as_the_same_records(engine: sa.Engin
     signer = RecordSigner(trust.signer_key, trust.signer_cert)
     batch = signed_records(trust, range(6))
     batch[2] = batch[2].without_body()
-    await append_all(engine, [*batch, make_record(6, outcome="Server.ClientProxy.NetworkError")], record_signer=signer)
+    await append_all(
+        engine, [*batch, make_record(6, outcome="Server.ClientProxy.NetworkError")], record_signer=signer
+    )
     await stamp_all(engine, trust)
     lean = stored_chain(engine)
     row = row_of_seq(engine, 1)
@@ -794,4 +796,6 @@ async def test_lean_and_full_rows_read_back_as_the_same_records(engine: sa.Engin
 
 def row_of_seq(engine: sa.Engine, seq: int) -> dict[str, Any]:
     with engine.connect() as connection:
-        return dict(connection.execute(sa.select(tables.records).where(tables.records.c.seq == seq)).one()._mapping)
+        return dict(
+            connection.execute(sa.select(tables.records).where(tables.records.c.seq == seq)).one()._mapping
+        )

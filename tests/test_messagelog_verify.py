@@ -220,7 +220,10 @@ def _edit_timestamp_leaves(engine: sa.Engine) -> None:
     """The first batch's stored leaves (packing.pack_leaves) with record 3's hash zeroed."""
     t = tables.timestamps
     with engine.connect() as connection:
-        first_id, leaves = connection.execute(sa.select(t.c.id, t.c.leaves).order_by(t.c.id)).first() or (0, b"")
+        first_id, leaves = connection.execute(sa.select(t.c.id, t.c.leaves).order_by(t.c.id)).first() or (
+            0,
+            b"",
+        )
     assert leaves, "the batch's leaves are stored"
     altered = bytes(leaves[:64]) + bytes(32) + bytes(leaves[96:])
     execute(engine, sa.update(t).where(t.c.id == first_id).values(leaves=altered))

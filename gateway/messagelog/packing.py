@@ -28,7 +28,8 @@ import zstandard
 from gateway.crypto.hashtree import DIGEST_SIZE, Proof, ProofStep, Side, leaf_hash, node_hash
 from gateway.lru import BoundedLru
 from gateway.messagelog.asice.layout import ContainerError
-from gateway.messagelog.asice.proof import decode_proof, encode_proof
+from gateway.messagelog.asice.proof import decode_proof
+from gateway.messagelog.logsig import proof_text
 from gateway.protocol.transport import MANIFEST_FIRST_LINE, MAX_PROOF_STEPS
 
 # --- proofs ----------------------------------------------------------------------------------
@@ -82,7 +83,18 @@ def pack_proof(leaf: bytes | None, proof_json: str | None) -> bytes | None:
 
 def unpack_proof(leaf: bytes, packed: bytes) -> str:
     """The proof text a packed proof stands for (asice.encode_proof's canonical JSON)."""
-    return encode_proof(leaf, unpack_steps(packed))
+    return _proof_text(leaf, unpack_steps(packed))
+
+
+def _proof_text(leaf: bytes, steps: Proof, root: bytes | None = None) -> str:
+    """asice.encode_proof's text for steps known to be digests (unpacked, or from a BatchTree):
+    the same bytes (the tests hold them equal) at a tenth of its cost, which every record a
+    search or a verification reads pays up to three times."""
+    if root is None:
+        root = leaf_hash(leaf)
+        for side, sibling in steps:
+            root = node_hash(sibling, root) if side is Side.LEFT else node_hash(root, sibling)
+    return proof_text(leaf, steps, root.hex())
 
 
 # --- a batch's tree from its leaves ----------------------------------------------------------
@@ -127,7 +139,7 @@ class BatchTree:
 
     def proof_text(self, index: int) -> str:
         steps = self.proof(index)  # first: it refuses an index outside the tree
-        return encode_proof(self.leaves[index], steps)
+        return _proof_text(self.leaves[index], steps, self.root)
 
 
 def pack_leaves(leaves: Sequence[bytes]) -> bytes:
@@ -208,7 +220,7 @@ MAX_DECOMPRESSED_BYTES: Final = 64 * 1024 * 1024
 """Far above any message the gateway accepts: a stored body claiming more is refused, not inflated."""
 
 DICTIONARY_1: Final = (
-    b'<?xml version="1.0" encoding="UTF-8"?><?xml version=\'1.0\' encoding=\'UTF-8\'?>'
+    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><?xml version='1.0' encoding='UTF-8'?>"
     b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
     b'<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/" '
     b'xmlns:xrd="http://x-road.eu/xsd/xroad.xsd" xmlns:id="http://x-road.eu/xsd/identifiers">'
@@ -218,7 +230,7 @@ DICTIONARY_1: Final = (
     b"</id:xRoadInstance><id:memberClass></id:memberClass><id:memberCode></id:memberCode>"
     b"<id:subsystemCode></id:subsystemCode><id:serviceCode></id:serviceCode><id:serviceVersion>"
     b"</id:serviceVersion></xrd:service><xrd:id></xrd:id><xrd:userId></xrd:userId><xrd:issue>"
-    b'</xrd:issue><xrd:protocolVersion>4.0</xrd:protocolVersion><xrd:requestHash algorithmId='
+    b"</xrd:issue><xrd:protocolVersion>4.0</xrd:protocolVersion><xrd:requestHash algorithmId="
     b'"http://www.w3.org/2001/04/xmlenc#sha512"></xrd:requestHash></SOAP-ENV:Header><SOAP-ENV:Body>'
     b"<SOAP-ENV:Fault><faultcode></faultcode><faultstring></faultstring><detail></detail>"
     b"</SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>"
@@ -321,7 +333,9 @@ def pack_blob(data: bytes) -> PackedBlob:
     if start >= 0 and end > start and data.count(_CERT_START) == 1:
         cert_text = data[start + len(_CERT_START) : end]
         rest = data[: start + len(_CERT_START)] + data[end:]
-        return PackedBlob(BLOB_ZSTD_CERT, _compressor().compress(rest), hashlib.sha256(cert_text).digest(), cert_text)
+        return PackedBlob(
+            BLOB_ZSTD_CERT, _compressor().compress(rest), hashlib.sha256(cert_text).digest(), cert_text
+        )
     codec, stored = compress_body(data)
     return PackedBlob(None if codec is None else BLOB_ZSTD, stored)
 
@@ -336,7 +350,9 @@ def unpack_blob(codec: str | None, stored: bytes, ref_data: bytes | None) -> byt
     if codec == BLOB_ZSTD:
         return decompress_body(ZSTD, stored)
     if codec != BLOB_ZSTD_CERT or ref_data is None:
-        raise ValueError(f"blob codec {codec!r} cannot be read" + (" without its certificate" if ref_data is None else ""))
+        raise ValueError(
+            f"blob codec {codec!r} cannot be read" + (" without its certificate" if ref_data is None else "")
+        )
     rest = decompress_body(ZSTD, stored)
     at = rest.find(_CERT_START)
     if at < 0:

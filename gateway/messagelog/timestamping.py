@@ -299,7 +299,9 @@ class BatchTimestamper:
         proofs = (
             []
             if contiguous
-            else [encode_proof(leaf, proof) for leaf, proof in zip(unstamped.hashes, tree.proofs, strict=True)]
+            else [
+                encode_proof(leaf, proof) for leaf, proof in zip(unstamped.hashes, tree.proofs, strict=True)
+            ]
         )
         root = tree.root
         with begin_write(self._engine) as connection:

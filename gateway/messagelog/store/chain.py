@@ -16,10 +16,10 @@ from sqlalchemy.engine import Connection, Dialect, Engine, Row
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from gateway.lru import BoundedLru
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import is_sqlite
 from gateway.messagelog.logsig import RecordSigner
-from gateway.lru import BoundedLru
 from gateway.messagelog.packing import (
     PackedBlob,
     compress_body,
@@ -62,7 +62,12 @@ def _prepare(
     message, key_id, nonce, codec = record.message, None, None, None
     if message is not None and cipher is not None:
         encrypted = cipher.encrypt(message, compress=True)
-        message, key_id, nonce, codec = encrypted.ciphertext, encrypted.key_id, encrypted.nonce, encrypted.codec
+        message, key_id, nonce, codec = (
+            encrypted.ciphertext,
+            encrypted.key_id,
+            encrypted.nonce,
+            encrypted.codec,
+        )
     elif message is not None:
         codec, message = compress_body(message)
     proof_steps = pack_proof(hashlib.sha256(record.manifest).digest(), record.proof_json)
@@ -301,9 +306,19 @@ class _ChainAppender:
             if packed is None:
                 packed = pack_blob(data)
                 self._packed.put(digest, packed)
-            rows[digest] = {"sha256": digest, "data": packed.data, "codec": packed.codec, "ref_sha256": packed.ref}
+            rows[digest] = {
+                "sha256": digest,
+                "data": packed.data,
+                "codec": packed.codec,
+                "ref_sha256": packed.ref,
+            }
             if packed.ref is not None:
-                rows[packed.ref] = {"sha256": packed.ref, "data": packed.ref_data, "codec": None, "ref_sha256": None}
+                rows[packed.ref] = {
+                    "sha256": packed.ref,
+                    "data": packed.ref_data,
+                    "codec": None,
+                    "ref_sha256": None,
+                }
         return rows
 
     def _sign_rows(self, rows: list[dict[str, Any]], found_blobs: dict[bytes, bytes]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from gateway.messagelog.crypto_at_rest import BodyCipher, EncryptedBody
 from gateway.messagelog.packing import (
+    BatchTree,
     batch_tree,
     decompress_body,
     unpack_blob,
@@ -130,15 +132,16 @@ def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher |
     found_blobs = _read_blobs(connection, digests)
     ids = {row.timestamp_id for row in rows if isinstance(row.timestamp_id, int)}
     found_timestamps: dict[int, StoredTimestamp] = {}
-    leaves: dict[int, bytes] = {}
+    trees: dict[int, BatchTree] = {}
     for chunk in _chunks(ids):
         for r in connection.execute(sa.select(timestamps).where(timestamps.c.id.in_(chunk))):
             found_timestamps[r.id] = StoredTimestamp(
                 r.id, r.first_seq, r.last_seq, bytes(r.root), bytes(r.token), r.stamped_at
             )
             if r.leaves is not None:
-                leaves[r.id] = bytes(r.leaves)
-    return [_readable(row, found_blobs, found_timestamps, leaves, cipher) for row in rows]
+                with contextlib.suppress(ValueError):  # stored leaves that are not digests: no proofs
+                    trees[r.id] = batch_tree(bytes(r.leaves))
+    return [_readable(row, found_blobs, found_timestamps, trees, cipher) for row in rows]
 
 
 def _read_blobs(connection: Connection, digests: Collection[bytes]) -> dict[bytes, bytes]:
@@ -171,7 +174,7 @@ def _readable(
     row: Row[Any],
     found_blobs: Mapping[bytes, bytes],
     found_timestamps: Mapping[int, StoredTimestamp],
-    leaves: Mapping[int, bytes],
+    trees: Mapping[int, BatchTree],
     cipher: BodyCipher | None,
 ) -> StoredRecord:
     """:func:`_stored`, or UnreadableRecord naming the row when a column is not what it must be.
@@ -180,7 +183,7 @@ def _readable(
     text where bytes belong; that is a finding about the record, not a crash of the reader.
     """
     try:
-        return _stored(row, found_blobs, found_timestamps, leaves, cipher)
+        return _stored(row, found_blobs, found_timestamps, trees, cipher)
     except (TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise UnreadableRecord(row.node, row.seq, f"{type(exc).__name__}: {exc}") from exc
 
@@ -189,7 +192,7 @@ def _stored(
     row: Row[Any],
     found_blobs: Mapping[bytes, bytes],
     found_timestamps: Mapping[int, StoredTimestamp],
-    leaves: Mapping[int, bytes],
+    trees: Mapping[int, BatchTree],
     cipher: BodyCipher | None,
 ) -> StoredRecord:
     """The record a row holds, in either layout (tables.py): lean forms are rebuilt here."""
@@ -210,8 +213,8 @@ def _stored(
         log_signature_proof = unpack_proof(record_hash, bytes(row.log_signature_steps))
     timestamp = None if row.timestamp_id is None else found_timestamps.get(row.timestamp_id)
     timestamp_proof = row.timestamp_proof
-    if timestamp_proof == "" and timestamp is not None and timestamp.id in leaves:
-        timestamp_proof = _timestamp_proof(leaves[timestamp.id], row.seq - timestamp.first_seq)
+    if timestamp_proof == "" and timestamp is not None and timestamp.id in trees:
+        timestamp_proof = _timestamp_proof(trees[timestamp.id], row.seq - timestamp.first_seq)
     record = LogRecord(
         gateway=row.gateway,
         exchange_id=row.exchange_id,
@@ -253,11 +256,11 @@ def _stored(
     )
 
 
-def _timestamp_proof(leaves: bytes, index: int) -> str:
+def _timestamp_proof(tree: BatchTree, index: int) -> str:
     """The proof of the batch's leaf `index`; none ("") for a record outside its batch (renumbered
     or copied rows), which verification then names as a record without a valid timestamp proof."""
     try:
-        return batch_tree(leaves).proof_text(index)
+        return tree.proof_text(index)
     except ValueError:
         return ""
 

@@ -12,13 +12,15 @@ the reader tells the two apart), so no stored record, hash or proof changes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
 down_revision: str | None = "0004"
 
-_RECORD_COLUMNS: dict[str, sa.types.TypeEngine[object]] = {
+_RECORD_COLUMNS: dict[str, sa.types.TypeEngine[Any]] = {
     "body_codec": sa.String(length=8),
     "proof_steps": sa.LargeBinary(),
     "log_signature_steps": sa.LargeBinary(),
