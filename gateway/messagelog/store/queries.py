@@ -11,15 +11,8 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 
+from gateway.messagelog import packing
 from gateway.messagelog.crypto_at_rest import BodyCipher, EncryptedBody
-from gateway.messagelog.packing import (
-    BatchTree,
-    batch_tree,
-    decompress_body,
-    unpack_blob,
-    unpack_manifest,
-    unpack_proof,
-)
 from gateway.messagelog.record import Direction, LoggedPart, LogRecord, MessageKind, Side
 from gateway.messagelog.stored import StoredRecord, StoredTimestamp, UnreadableRecord
 from gateway.messagelog.tables import blobs, records, timestamps
@@ -132,7 +125,7 @@ def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher |
     found_blobs = _read_blobs(connection, digests)
     ids = {row.timestamp_id for row in rows if isinstance(row.timestamp_id, int)}
     found_timestamps: dict[int, StoredTimestamp] = {}
-    trees: dict[int, BatchTree] = {}
+    trees: dict[int, packing.BatchTree] = {}
     for chunk in _chunks(ids):
         for r in connection.execute(sa.select(timestamps).where(timestamps.c.id.in_(chunk))):
             found_timestamps[r.id] = StoredTimestamp(
@@ -140,7 +133,7 @@ def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher |
             )
             if r.leaves is not None:
                 with contextlib.suppress(ValueError):  # stored leaves that are not digests: no proofs
-                    trees[r.id] = batch_tree(bytes(r.leaves))
+                    trees[r.id] = packing.batch_tree(bytes(r.leaves))
     return [_readable(row, found_blobs, found_timestamps, trees, cipher) for row in rows]
 
 
@@ -164,7 +157,7 @@ def _read_blobs(connection: Connection, digests: Collection[bytes]) -> dict[byte
     for digest, (codec, data, ref) in stored.items():
         ref_data = None if ref is None else referred.get(ref, stored.get(ref, (None, None, None))[1])
         try:
-            found[digest] = unpack_blob(codec, data, ref_data)
+            found[digest] = packing.unpack_blob(codec, data, ref_data)
         except ValueError:
             continue
     return found
@@ -174,7 +167,7 @@ def _readable(
     row: Row[Any],
     found_blobs: Mapping[bytes, bytes],
     found_timestamps: Mapping[int, StoredTimestamp],
-    trees: Mapping[int, BatchTree],
+    trees: Mapping[int, packing.BatchTree],
     cipher: BodyCipher | None,
 ) -> StoredRecord:
     """:func:`_stored`, or UnreadableRecord naming the row when a column is not what it must be.
@@ -192,7 +185,7 @@ def _stored(
     row: Row[Any],
     found_blobs: Mapping[bytes, bytes],
     found_timestamps: Mapping[int, StoredTimestamp],
-    trees: Mapping[int, BatchTree],
+    trees: Mapping[int, packing.BatchTree],
     cipher: BodyCipher | None,
 ) -> StoredRecord:
     """The record a row holds, in either layout (tables.py): lean forms are rebuilt here."""
@@ -203,14 +196,14 @@ def _stored(
         message = None if cipher is None else cipher.decrypt(encrypted, row.message_sha256)
     elif message is not None:
         message = _decompressed(row.body_codec, message)
-    manifest = unpack_manifest(bytes(row.manifest), row.content_type)
+    manifest = packing.unpack_manifest(bytes(row.manifest), row.content_type)
     proof_json = row.proof_json
     if row.proof_steps is not None:
-        proof_json = unpack_proof(hashlib.sha256(manifest).digest(), bytes(row.proof_steps))
+        proof_json = packing.unpack_proof(hashlib.sha256(manifest).digest(), bytes(row.proof_steps))
     record_hash = bytes(row.record_hash)
     log_signature_proof = row.log_signature_proof
     if log_signature_proof == "" and row.log_signature_steps is not None:
-        log_signature_proof = unpack_proof(record_hash, bytes(row.log_signature_steps))
+        log_signature_proof = packing.unpack_proof(record_hash, bytes(row.log_signature_steps))
     timestamp = None if row.timestamp_id is None else found_timestamps.get(row.timestamp_id)
     timestamp_proof = row.timestamp_proof
     if timestamp_proof == "" and timestamp is not None and timestamp.id in trees:
@@ -256,7 +249,7 @@ def _stored(
     )
 
 
-def _timestamp_proof(tree: BatchTree, index: int) -> str:
+def _timestamp_proof(tree: packing.BatchTree, index: int) -> str:
     """The proof of the batch's leaf `index`; none ("") for a record outside its batch (renumbered
     or copied rows), which verification then names as a record without a valid timestamp proof."""
     try:
@@ -270,7 +263,7 @@ def _decompressed(codec: str | None, stored: bytes) -> bytes:
     stored bytes, so verification names it as a body that does not match its digest (as it
     would an altered uncompressed body) rather than the row as unreadable."""
     try:
-        return decompress_body(codec, stored)
+        return packing.decompress_body(codec, stored)
     except ValueError:
         return stored
 
