@@ -218,6 +218,15 @@ async def fill(
     return body_bytes, commits
 
 
+def stored_body(body: bytes) -> bytes:
+    """The body as the log stores it: compressed since the lean layout (issue 16), as it is before."""
+    try:
+        from gateway.messagelog.packing import compress_body
+    except ImportError:  # the code before lean records
+        return body
+    return compress_body(body)[1]
+
+
 def database_bytes(url: str) -> int:
     """Bytes the log's tables hold: pages in use (SQLite) or their total relation size (PostgreSQL)."""
     engine = sa.create_engine(url)
@@ -320,7 +329,11 @@ def measure(
         steady = (database_bytes(scoped) - before_second) / (total - half)
         parts = breakdown(scoped) if show else []
     bodies = (body_bytes + second_bytes) / total
+    sample = [
+        body for made, _ in exchanges(fed, 64, signing_batch) for body in (r.message for r in made) if body
+    ]
     result = {
+        "stored_bodies": bodies * sum(len(stored_body(b)) for b in sample) / sum(len(b) for b in sample),
         "fresh": (first_half - empty) / half,
         "per_exchange": steady,
         "bodies": bodies,
@@ -347,6 +360,10 @@ def main() -> None:
         f"{result['fresh']:,.0f} in the first {args.exchanges // 2:,} into an empty log), "
         f"of which bodies {result['bodies']:,.0f}: overhead {result['overhead']:,.0f} bytes/exchange "
         f"(target <= {TARGET_OVERHEAD:,}); {result['records_per_commit']:.1f} records/commit"
+    )
+    print(
+        f"  bodies as stored {result['stored_bodies']:,.0f} bytes/exchange: everything else "
+        f"{result['per_exchange'] - result['stored_bodies']:,.0f} bytes/exchange"
     )
 
 

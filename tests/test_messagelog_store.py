@@ -799,3 +799,13 @@ def row_of_seq(engine: sa.Engine, seq: int) -> dict[str, Any]:
         return dict(
             connection.execute(sa.select(tables.records).where(tables.records.c.seq == seq)).one()._mapping
         )
+
+
+async def test_a_log_holding_lean_records_is_not_downgraded_below_them(
+    log_url: str, engine: sa.Engine, trust: Trust
+) -> None:
+    """Revision 0004's code could not read them: the downgrade refuses instead of breaking the log."""
+    await append_all(engine, signed_records(trust, range(2)))
+    with pytest.raises(RuntimeError, match="lean layout"):
+        command.downgrade(alembic_config(log_url), "0004")
+    assert len(stored_chain(engine)) == 2
