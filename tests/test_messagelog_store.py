@@ -303,7 +303,7 @@ def test_log_migrates_into_the_server_configurations_database_beside_it(tmp_path
         assert {"messagelog_records", "messagelog_chains", "subsystems", ALEMBIC_VERSION_TABLE} <= names
         with engine.connect() as connection:
             version = sa.table(ALEMBIC_VERSION_TABLE, sa.column("version_num"))
-            assert connection.scalar(sa.select(version.c.version_num)) == "0005"
+            assert connection.scalar(sa.select(version.c.version_num)) == "0006"
         command.downgrade(alembic_config(url), "base")
         names = set(sa.inspect(engine).get_table_names())
         assert not any(name.startswith("messagelog_") for name in names)
@@ -347,7 +347,7 @@ async def test_records_read_back_as_written_with_shared_parts_stored_once(
         assert stored.record == record
         assert stored.record.message_sha256 == record.message_sha256
         assert stored.record_hash == chain_hash(stored.prev_hash, record)
-    assert count(engine, tables.blobs) == 2  # one SignedRoot, one OCSP response
+    assert count(engine, tables.blobs) == 3  # one SignedRoot, its signer's certificate, one OCSP response
 
 
 async def test_concurrent_appends_share_one_transaction(engine: sa.Engine) -> None:
@@ -740,13 +740,14 @@ async def test_purge_removes_shared_parts_nothing_needs_any_more(engine: sa.Engi
     await stamp_all(engine, trust)
     await append_all(engine, second)
     await stamp_all(engine, trust)
-    assert (count(engine, tables.blobs), count(engine, tables.timestamps)) == (4, 2)
+    # two signed roots and their signer's one certificate, two OCSP responses
+    assert (count(engine, tables.blobs), count(engine, tables.timestamps)) == (5, 2)
     mark_archived(engine, gateway=GATEWAY, node=NODE, seqs=[1, 2], archive_name="a.asice")
     assert purge(engine, NOW) == 2
-    assert (count(engine, tables.blobs), count(engine, tables.timestamps)) == (4, 2)  # record 3 needs them
+    assert (count(engine, tables.blobs), count(engine, tables.timestamps)) == (5, 2)  # record 3 needs them
     mark_archived(engine, gateway=GATEWAY, node=NODE, seqs=[3, 4, 5], archive_name="b.asice")
     assert purge(engine, NOW - dt.timedelta(days=1), max_records=1) == 3  # three short transactions
-    assert (count(engine, tables.blobs), count(engine, tables.timestamps)) == (2, 1)
+    assert (count(engine, tables.blobs), count(engine, tables.timestamps)) == (3, 1)
     report = verify_log(engine, GATEWAY, NODE, trusted_cas=[trust.ca], verify_token=trust.verify_token())
     assert report.ok and report.checked == 1, report
 

@@ -289,7 +289,7 @@ async def test_a_failing_tsa_costs_one_bounded_tree_and_no_proofs(
     await append_all(engine, [make_record(i) for i in range(10, 12)])  # the backlog grows behind
     tsa.up = True
     assert await timestamper.run_once() == 12
-    assert sorted(encoded) == sorted(stored.record_hash for stored in stored_chain(engine))
+    assert encoded == []  # the batches' leaves are stored once; proofs are rebuilt on reading
     report = verify_log(engine, GATEWAY, NODE, trusted_cas=[], verify_token=trust.verify_token())
     assert report.ok and report.tokens_verified == 3 and report.unstamped == 0, report
 

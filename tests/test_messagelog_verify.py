@@ -181,13 +181,18 @@ def _replace_body_and_rechain(engine: sa.Engine) -> None:
 
 
 def _alter_signed_root(engine: sa.Engine) -> None:
-    digest = row_of(engine, 1)["signed_root_sha256"]
-    with engine.connect() as connection:
-        xml = connection.scalar(sa.select(tables.blobs.c.data).where(tables.blobs.c.sha256 == digest))
-    assert xml is not None
+    """The signed root rewritten in the blobs table, stored plainly (packing.pack_blob's codec NULL)."""
+    first = store_tests.get_record(engine, GATEWAY, NODE, 1)
+    assert first is not None and first.record.signed_root_xml is not None
+    xml = first.record.signed_root_xml
     altered = xml.replace(b"<xg:SigningTime>2", b"<xg:SigningTime>1")
     assert altered != xml
-    execute(engine, sa.update(tables.blobs).where(tables.blobs.c.sha256 == digest).values(data=altered))
+    execute(
+        engine,
+        sa.update(tables.blobs)
+        .where(tables.blobs.c.sha256 == hashlib.sha256(xml).digest())
+        .values(data=altered, codec=None, ref_sha256=None),
+    )
 
 
 def _swap_tokens(engine: sa.Engine) -> None:
@@ -200,11 +205,30 @@ def _swap_tokens(engine: sa.Engine) -> None:
 
 
 def _move_signature_proof(engine: sa.Engine) -> None:
-    execute(engine, update(2, proof_json=row_of(engine, 1)["proof_json"]))
+    """Record 1's proof, in the form it is stored (packed steps, or JSON), given to record 2."""
+    first = row_of(engine, 1)
+    execute(engine, update(2, proof_json=first["proof_json"], proof_steps=first["proof_steps"]))
 
 
 def _move_timestamp_proof(engine: sa.Engine) -> None:
-    execute(engine, update(3, timestamp_proof=row_of(engine, 4)["timestamp_proof"]))
+    """Record 4's timestamp proof written as JSON into record 3's row (a lean row rebuilds its
+    proof from the batch's leaves; a proof stored in the row is read as it is)."""
+    fourth = store_tests.get_record(engine, GATEWAY, NODE, 4)
+    assert fourth is not None and fourth.timestamp_proof_json
+    execute(engine, update(3, timestamp_proof=fourth.timestamp_proof_json))
+
+
+def _edit_timestamp_leaves(engine: sa.Engine) -> None:
+    """The first batch's stored leaves (packing.pack_leaves) with record 3's hash zeroed."""
+    t = tables.timestamps
+    with engine.connect() as connection:
+        first_id, leaves = connection.execute(sa.select(t.c.id, t.c.leaves).order_by(t.c.id)).first() or (
+            0,
+            b"",
+        )
+    assert leaves, "the batch's leaves are stored"
+    altered = bytes(leaves[:64]) + bytes(32) + bytes(leaves[96:])
+    execute(engine, sa.update(t).where(t.c.id == first_id).values(leaves=altered))
 
 
 TAMPERINGS = [
@@ -230,6 +254,7 @@ TAMPERINGS = [
     Tampering("timestamp removed", _edit(3, timestamp_id=None, timestamp_proof=None), 3, Problem.NOT_STAMPED),
     Tampering("timestamp proof moved", _move_timestamp_proof, 3, Problem.TIMESTAMP),
     Tampering("timestamp proof garbled", _edit(3, timestamp_proof='{"steps": []}'), 3, Problem.TIMESTAMP),
+    Tampering("timestamp leaves edited", _edit_timestamp_leaves, 1, Problem.TIMESTAMP),
     Tampering("token swapped", _swap_tokens, 1, Problem.TIMESTAMP),
 ]  # fmt: skip
 

@@ -21,6 +21,7 @@ import requests
 from gateway import faults
 from gateway.crypto.certs import load_certificate_file
 from gateway.ids import ServiceId
+from gateway.messagelog import packing
 from gateway.outbound import OutboundRequest, OutboundResponse
 from gateway.protocol import rest
 from gateway.protocol.transport import TRANSPORT_MEDIA_TYPE
@@ -107,10 +108,11 @@ def last_response_logged(gateway: Gateway) -> Logged:
     assert settings is not None
     row = one_row(
         settings.database_url,
-        "SELECT outcome, message, signed_root_sha256 FROM messagelog_records"
+        "SELECT outcome, message, body_codec, signed_root_sha256 FROM messagelog_records"
         " WHERE side = 'consumer' AND direction = 'response' ORDER BY id DESC LIMIT 1",
     )
-    return Logged(row.outcome, row.message, row.signed_root_sha256 is not None)
+    message = None if row.message is None else packing.decompress_body(row.body_codec, bytes(row.message))
+    return Logged(row.outcome, message, row.signed_root_sha256 is not None)
 
 
 def assert_logged_as_sent(gateway: Gateway, response: requests.Response, code: str) -> None:

@@ -14,6 +14,10 @@ every old id must stay in `keys` for as long as records encrypted with it are ke
 are archived and purged). Nothing is re-encrypted, and the chain does not change, because it
 covers plaintext digests. Rotate well before a key has encrypted 2**32 bodies: with random
 96-bit nonces that is NIST SP 800-38D §8.3's limit per key (about 270 days at 500 bodies/s).
+
+Compression comes first (issue 16, lean log records): ciphertext does not compress, so a body
+is compressed (gateway.messagelog.packing) and the result encrypted; `EncryptedBody.codec` says
+how, and decrypting undoes both before the digest check.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway.messagelog.packing import compress_body, decompress_body
 
 KEY_BYTES: Final = 32
 """AES-256: the issue asks for 256-bit keys."""
@@ -54,11 +60,13 @@ class BodyIntegrityError(BodyDecryptionError):
 
 @dataclass(frozen=True)
 class EncryptedBody:
-    """A body as stored: which key, which nonce, and the ciphertext with its GCM tag."""
+    """A body as stored: which key, which nonce, the ciphertext with its GCM tag, and how the
+    plaintext was compressed before encryption (None: not compressed)."""
 
     key_id: str
     nonce: bytes
     ciphertext: bytes
+    codec: str | None = None
 
 
 class BodyCipher:
@@ -75,10 +83,12 @@ class BodyCipher:
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
         self.current = current
 
-    def encrypt(self, plaintext: bytes) -> EncryptedBody:
+    def encrypt(self, plaintext: bytes, *, compress: bool = False) -> EncryptedBody:
+        """`plaintext` under the current key; with `compress`, compressed first when that is smaller."""
+        codec, data = compress_body(plaintext) if compress else (None, plaintext)
         nonce = os.urandom(NONCE_BYTES)
-        ciphertext = self._ciphers[self.current].encrypt(nonce, plaintext, ASSOCIATED_DATA)
-        return EncryptedBody(self.current, nonce, ciphertext)
+        ciphertext = self._ciphers[self.current].encrypt(nonce, data, ASSOCIATED_DATA)
+        return EncryptedBody(self.current, nonce, ciphertext, codec)
 
     def decrypt(self, body: EncryptedBody, expected_sha256_hex: str | None) -> bytes:
         """The plaintext, checked against the digest the chain covers (when the record has one)."""
@@ -89,6 +99,10 @@ class BodyCipher:
             plaintext = cipher.decrypt(body.nonce, body.ciphertext, ASSOCIATED_DATA)
         except InvalidTag as exc:
             raise BodyDecryptionError(f"body does not decrypt under key {body.key_id!r}") from exc
+        try:
+            plaintext = decompress_body(body.codec, plaintext)
+        except ValueError as exc:
+            raise BodyDecryptionError(f"decrypted body does not decompress: {exc}") from exc
         if expected_sha256_hex is not None and not hmac.compare_digest(
             hashlib.sha256(plaintext).hexdigest(), expected_sha256_hex
         ):

@@ -56,6 +56,14 @@ class RecordSigner:
             proof_text(h, p, root_hex) for h, p in zip(record_hashes, proofs, strict=True)
         ]
 
+    def sign_steps(
+        self, record_hashes: Sequence[bytes], at: datetime | None = None
+    ) -> tuple[bytes, list[Proof]]:
+        """As :meth:`sign`, the proofs as steps: what the log stores (gateway.messagelog.packing),
+        the text being the record hash, these steps and the signed root, encoded."""
+        root, proofs = build_tree(record_hashes)
+        return self.root_signer.sign(root, at or datetime.now(UTC)), proofs
+
 
 def proof_text(leaf: bytes, steps: Proof, root_hex: str) -> str:
     """asice.encode_proof's canonical text for a proof whose root is known: the same bytes

@@ -10,6 +10,14 @@ it is timestamped, and where purging left its start.
 Signed roots and OCSP responses are shared by many records (a batch, an hour of traffic), so
 they are stored once, content-addressed, in `messagelog_blobs`; records name them by SHA-256,
 which is also what the record hash covers.
+
+Records are stored lean (issue 16; gateway.messagelog.packing says how each form reads back to
+the record's own bytes): bodies compressed (`body_codec`) before encryption; proofs as binary
+steps (`proof_steps`, `log_signature_steps`) rather than JSON; a timestamp batch's proofs
+rebuilt from its leaves, stored once in its `messagelog_timestamps` row; a one-part manifest as
+its digest. Rows stored before revision 0005 keep the full forms, and reading takes either:
+`proof_json` NULL with `proof_steps` set, `log_signature_proof` or `timestamp_proof` empty (""),
+and a `manifest` starting with NUL mean "rebuild it".
 """
 
 from __future__ import annotations
@@ -44,10 +52,15 @@ chains: Final = sa.Table(
 blobs: Final = sa.Table(
     "messagelog_blobs",
     metadata,
-    sa.Column("sha256", _Digest, primary_key=True),
+    sa.Column("sha256", _Digest, primary_key=True),  # of the blob itself, not of its stored form
     sa.Column("data", sa.LargeBinary, nullable=False),
+    # packing.pack_blob: NULL as it is, "zstd" compressed, "zstd-c" a signed root compressed
+    # without its certificate, which is the blob `ref_sha256` (stored once for all its batches).
+    sa.Column("codec", sa.String(8), nullable=True),
+    sa.Column("ref_sha256", _Digest, nullable=True),
+    sa.Index("ix_messagelog_blobs_ref", "ref_sha256"),  # purge: is a certificate still named?
 )
-"""Signed roots and OCSP responses, once each, by their SHA-256."""
+"""Signed roots, OCSP responses and signers' certificates, once each, by their SHA-256."""
 
 timestamps: Final = sa.Table(
     "messagelog_timestamps",
@@ -60,6 +73,9 @@ timestamps: Final = sa.Table(
     sa.Column("root", _Digest, nullable=False),  # the hash-tree root over the records' hashes
     sa.Column("token", sa.LargeBinary, nullable=False),  # RFC 3161 TimeStampToken, DER
     sa.Column("stamped_at", UtcDateTime, nullable=False),  # our clock when stored
+    # The batch's leaves (its records' hashes, in seq order; packing.pack_leaves), from which each
+    # record's proof is rebuilt; NULL for batches stamped before 0005 (proofs kept per record).
+    sa.Column("leaves", sa.LargeBinary, nullable=True),
     sa.CheckConstraint("first_seq <= last_seq", "range"),
     sa.Index("ix_messagelog_timestamps_chain", "gateway", "node", "last_seq"),
 )
@@ -106,7 +122,10 @@ records: Final = sa.Table(
     # The gateway owner's signature over the record hashes of the record's commit batch
     # (gateway.messagelog.logsig), and this record's path to its signed root.
     sa.Column("log_signature_sha256", _Digest, sa.ForeignKey("messagelog_blobs.sha256"), nullable=True),
-    sa.Column("log_signature_proof", sa.Text, nullable=True),
+    sa.Column("log_signature_proof", sa.Text, nullable=True),  # "": rebuilt from log_signature_steps
+    sa.Column("body_codec", sa.String(8), nullable=True),  # packing.ZSTD, or NULL: stored as it came
+    sa.Column("proof_steps", sa.LargeBinary, nullable=True),  # packing.pack_steps of proof_json
+    sa.Column("log_signature_steps", sa.LargeBinary, nullable=True),  # of log_signature_proof
     sa.UniqueConstraint("gateway", "node", "seq"),
     sa.CheckConstraint(one_of("side", Side), "side"),
     sa.CheckConstraint(one_of("direction", Direction), "direction"),
@@ -124,6 +143,7 @@ records: Final = sa.Table(
     sa.Index("ix_messagelog_records_service", "service", "logged_at"),
     sa.Index("ix_messagelog_records_user_id", "user_id", "logged_at"),
     sa.Index("ix_messagelog_records_logged_at", "logged_at"),
+    sa.Index("ix_messagelog_records_outcome", "outcome", "logged_at"),
     sa.Index("ix_messagelog_records_signed_root", "signed_root_sha256"),
     sa.Index("ix_messagelog_records_ocsp", "ocsp_sha256"),
     sa.Index("ix_messagelog_records_timestamp", "timestamp_id"),

@@ -38,6 +38,7 @@ from gateway.crypto.hashtree import Proof, build_tree
 from gateway.faults import TIMESTAMPER_FAILED
 from gateway.messagelog.asice import encode_proof
 from gateway.messagelog.db import begin_snapshot_read, begin_write
+from gateway.messagelog.packing import pack_leaves
 from gateway.messagelog.store import DriverStatement, chain_state, lock_chain
 from gateway.messagelog.tables import chains, records, timestamps
 
@@ -283,17 +284,30 @@ class BatchTimestamper:
         return _Unstamped(state.stamped_seq, [r.seq for r in rows], [bytes(r.record_hash) for r in rows])
 
     def _store(self, unstamped: _Unstamped, tree: _Tree, token: bytes) -> bool:
-        """Store the token and each record's proof; False when another process stamped them first."""
+        """Store the token and what gives each record its proof; False when another process
+        stamped them first.
+
+        The batch's leaves go once into the token's row and each record's proof is rebuilt from
+        them on reading (gateway.messagelog.packing), its `timestamp_proof` left empty: ~32 bytes
+        a record instead of ~1 KB of JSON. Only seqs without a gap map onto leaves by position;
+        a batch with a gap (rows missing from the chain) keeps each record's proof text as before.
+        """
+        first, last = unstamped.seqs[0], unstamped.seqs[-1]
+        contiguous = last - first + 1 == len(unstamped.seqs)
         # Encoded before the transaction: on SQLite it holds the log writer's lock.
-        proofs = [
-            encode_proof(leaf, proof) for leaf, proof in zip(unstamped.hashes, tree.proofs, strict=True)
-        ]
+        leaves = pack_leaves(unstamped.hashes) if contiguous else None
+        proofs = (
+            []
+            if contiguous
+            else [
+                encode_proof(leaf, proof) for leaf, proof in zip(unstamped.hashes, tree.proofs, strict=True)
+            ]
+        )
         root = tree.root
         with begin_write(self._engine) as connection:
             chain = lock_chain(connection, self.gateway, self.node)
             if chain.stamped_seq != unstamped.stamped_seq:
                 return False
-            first, last = unstamped.seqs[0], unstamped.seqs[-1]
             inserted = connection.execute(
                 sa.insert(timestamps).values(
                     gateway=self.gateway,
@@ -303,18 +317,31 @@ class BatchTimestamper:
                     root=root,
                     token=token,
                     stamped_at=self._clock(),
+                    leaves=leaves,
                 )
             ).inserted_primary_key
             assert inserted is not None
             timestamp_id = inserted[0]
-            key = {"b_gateway": self.gateway, "b_node": self.node, "b_timestamp": timestamp_id}
-            connection.exec_driver_sql(
-                self._set_proofs.sql,
-                [
-                    self._set_proofs.parameters({**key, "b_seq": seq, "b_proof": proof})
-                    for seq, proof in zip(unstamped.seqs, proofs, strict=True)
-                ],
-            )
+            if contiguous:
+                connection.execute(
+                    sa.update(records)
+                    .where(
+                        records.c.gateway == self.gateway,
+                        records.c.node == self.node,
+                        records.c.seq >= first,
+                        records.c.seq <= last,
+                    )
+                    .values(timestamp_id=timestamp_id, timestamp_proof="")
+                )
+            else:
+                key = {"b_gateway": self.gateway, "b_node": self.node, "b_timestamp": timestamp_id}
+                connection.exec_driver_sql(
+                    self._set_proofs.sql,
+                    [
+                        self._set_proofs.parameters({**key, "b_seq": seq, "b_proof": proof})
+                        for seq, proof in zip(unstamped.seqs, proofs, strict=True)
+                    ],
+                )
             connection.execute(
                 sa.update(chains)
                 .where(chains.c.gateway == self.gateway, chains.c.node == self.node)

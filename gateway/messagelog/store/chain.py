@@ -16,9 +16,18 @@ from sqlalchemy.engine import Connection, Dialect, Engine, Row
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from gateway.lru import BoundedLru
 from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import is_sqlite
 from gateway.messagelog.logsig import RecordSigner
+from gateway.messagelog.packing import (
+    PackedBlob,
+    compress_body,
+    pack_blob,
+    pack_manifest,
+    pack_proof,
+    pack_steps,
+)
 from gateway.messagelog.record import GENESIS_HASH, LogRecord, link_hash
 from gateway.messagelog.stored import ChainState
 from gateway.messagelog.tables import blobs, chains, records
@@ -50,10 +59,18 @@ def _prepare(
         stored_blobs[digest] = data
         return digest
 
-    message, key_id, nonce = record.message, None, None
-    if cipher is not None and message is not None:
-        encrypted = cipher.encrypt(message)
-        message, key_id, nonce = encrypted.ciphertext, encrypted.key_id, encrypted.nonce
+    message, key_id, nonce, codec = record.message, None, None, None
+    if message is not None and cipher is not None:
+        encrypted = cipher.encrypt(message, compress=True)
+        message, key_id, nonce, codec = (
+            encrypted.ciphertext,
+            encrypted.key_id,
+            encrypted.nonce,
+            encrypted.codec,
+        )
+    elif message is not None:
+        codec, message = compress_body(message)
+    proof_steps = pack_proof(hashlib.sha256(record.manifest).digest(), record.proof_json)
     row = {
         "gateway": record.gateway,
         "node": node,
@@ -75,15 +92,20 @@ def _prepare(
         "message_sha256": record.message_sha256,
         "rest_head": record.rest_head,
         "logged_parts": None if record.logged_parts is None else ",".join(record.logged_parts),
-        "manifest": record.manifest,
+        "manifest": pack_manifest(record.manifest, record.content_type),
         "signed_root_sha256": blob(record.signed_root_xml),
-        "proof_json": record.proof_json,
+        "proof_json": None if proof_steps is not None else record.proof_json,
+        "proof_steps": proof_steps,
+        "body_codec": codec,
         "ocsp_sha256": blob(record.ocsp_response),
         "outcome": record.outcome,
         "fault_detail": record.fault_detail,
     }
     return _Prepared(row, record.content_digest(), stored_blobs)
 
+
+_PACKED_BLOBS: Final = 256
+"""Blobs remembered packed: the signed roots and OCSP responses of the last few commits."""
 
 _WRITE_ATTEMPTS: Final = 3
 """A connection lost since the last commit, a head moved by another process, then the head read
@@ -188,8 +210,11 @@ class _ChainAppender:
             dialect,
         )
         self._insert_blobs = DriverStatement(
-            _insert_ignoring_conflicts_stmt(dialect, blobs, ["sha256"]), dialect, ["sha256", "data"]
+            _insert_ignoring_conflicts_stmt(dialect, blobs, ["sha256"]),
+            dialect,
+            ["sha256", "data", "codec", "ref_sha256"],
         )
+        self._packed = BoundedLru[bytes, PackedBlob](_PACKED_BLOBS)
         self._insert_records = DriverStatement(records.insert().inline(), dialect, _RECORD_COLUMNS)
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         self._connection: Connection | None = None
@@ -262,9 +287,8 @@ class _ChainAppender:
                 self._head = None
                 return None
             if found_blobs:  # sorted: two nodes inserting the same blobs lock them in one order
-                self._insert_blobs.executemany(
-                    cursor, ({"sha256": d, "data": found_blobs[d]} for d in sorted(found_blobs))
-                )
+                blob_rows = self._blob_rows(found_blobs)
+                self._insert_blobs.executemany(cursor, (blob_rows[d] for d in sorted(blob_rows)))
             self._insert_records.executemany(cursor, rows)
             connection.commit()
         finally:
@@ -273,18 +297,44 @@ class _ChainAppender:
         self._head = (seq, prev)
         return head_seq + 1
 
+    def _blob_rows(self, found_blobs: Mapping[bytes, bytes]) -> dict[bytes, dict[str, Any]]:
+        """The blobs' rows in their stored forms (packing.pack_blob), a signed root's certificate
+        as a row of its own; packed once per blob, since each commit names its batch's again."""
+        rows: dict[bytes, dict[str, Any]] = {}
+        for digest, data in found_blobs.items():
+            packed = self._packed.get(digest)
+            if packed is None:
+                packed = pack_blob(data)
+                self._packed.put(digest, packed)
+            rows[digest] = {
+                "sha256": digest,
+                "data": packed.data,
+                "codec": packed.codec,
+                "ref_sha256": packed.ref,
+            }
+            if packed.ref is not None:
+                rows[packed.ref] = {
+                    "sha256": packed.ref,
+                    "data": packed.ref_data,
+                    "codec": None,
+                    "ref_sha256": None,
+                }
+        return rows
+
     def _sign_rows(self, rows: list[dict[str, Any]], found_blobs: dict[bytes, bytes]) -> None:
         """The batch's record hashes signed once (gateway.messagelog.logsig), inside its transaction:
         the signature is stored with the rows or not at all, and adds no write of its own."""
         if self._record_signer is None:
             for row in rows:
-                row["log_signature_sha256"] = row["log_signature_proof"] = None
+                row["log_signature_sha256"] = row["log_signature_proof"] = row["log_signature_steps"] = None
             return
-        signed_root_xml, proofs = self._record_signer.sign([row["record_hash"] for row in rows])
+        signed_root_xml, proofs = self._record_signer.sign_steps([row["record_hash"] for row in rows])
         digest = hashlib.sha256(signed_root_xml).digest()
         found_blobs[digest] = signed_root_xml
         for row, proof in zip(rows, proofs, strict=True):
-            row["log_signature_sha256"], row["log_signature_proof"] = digest, proof
+            # The proof's text is rebuilt on reading from the record hash and these steps.
+            row["log_signature_sha256"], row["log_signature_proof"] = digest, ""
+            row["log_signature_steps"] = pack_steps(proof)
 
     def _locked_head(self, cursor: DBAPICursor) -> tuple[int, bytes]:
         """The head as stored, its row created if new, locked (PostgreSQL: FOR UPDATE; SQLite:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -9,6 +11,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 
+from gateway.messagelog import packing
 from gateway.messagelog.crypto_at_rest import BodyCipher, EncryptedBody
 from gateway.messagelog.record import OUTCOME_BENEATH, Direction, LoggedPart, LogRecord, MessageKind, Side
 from gateway.messagelog.stored import StoredRecord, StoredTimestamp, UnreadableRecord
@@ -146,24 +149,52 @@ def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher |
         for d in (row.signed_root_sha256, row.ocsp_sha256, row.log_signature_sha256)
         if isinstance(d, bytes | bytearray | memoryview)
     }
-    found_blobs = {
-        bytes(r.sha256): bytes(r.data)
+    found_blobs = _read_blobs(connection, digests)
+    ids = {row.timestamp_id for row in rows if isinstance(row.timestamp_id, int)}
+    found_timestamps: dict[int, StoredTimestamp] = {}
+    trees: dict[int, packing.BatchTree] = {}
+    for chunk in _chunks(ids):
+        for r in connection.execute(sa.select(timestamps).where(timestamps.c.id.in_(chunk))):
+            found_timestamps[r.id] = StoredTimestamp(
+                r.id, r.first_seq, r.last_seq, bytes(r.root), bytes(r.token), r.stamped_at
+            )
+            if r.leaves is not None:
+                with contextlib.suppress(ValueError):  # stored leaves that are not digests: no proofs
+                    trees[r.id] = packing.batch_tree(bytes(r.leaves))
+    return [_readable(row, found_blobs, found_timestamps, trees, cipher) for row in rows]
+
+
+def _read_blobs(connection: Connection, digests: Collection[bytes]) -> dict[bytes, bytes]:
+    """The blobs by digest, unpacked (packing.unpack_blob), with the certificates they refer to.
+
+    A blob whose stored form cannot be read back is left out: it reads as empty (:func:`_blob`),
+    so verification reports the record's signature as it would a blob gone missing."""
+    stored = {
+        bytes(r.sha256): (r.codec, bytes(r.data), None if r.ref_sha256 is None else bytes(r.ref_sha256))
         for chunk in _chunks(digests)
         for r in connection.execute(sa.select(blobs).where(blobs.c.sha256.in_(chunk)))
     }
-    ids = {row.timestamp_id for row in rows if isinstance(row.timestamp_id, int)}
-    found_timestamps = {
-        r.id: StoredTimestamp(r.id, r.first_seq, r.last_seq, bytes(r.root), bytes(r.token), r.stamped_at)
-        for chunk in _chunks(ids)
-        for r in connection.execute(sa.select(timestamps).where(timestamps.c.id.in_(chunk)))
+    refs = {ref for _, _, ref in stored.values() if ref is not None} - stored.keys()
+    referred = {
+        bytes(r.sha256): bytes(r.data)
+        for chunk in _chunks(refs)
+        for r in connection.execute(sa.select(blobs.c.sha256, blobs.c.data).where(blobs.c.sha256.in_(chunk)))
     }
-    return [_readable(row, found_blobs, found_timestamps, cipher) for row in rows]
+    found: dict[bytes, bytes] = {}
+    for digest, (codec, data, ref) in stored.items():
+        ref_data = None if ref is None else referred.get(ref, stored.get(ref, (None, None, None))[1])
+        try:
+            found[digest] = packing.unpack_blob(codec, data, ref_data)
+        except ValueError:
+            continue
+    return found
 
 
 def _readable(
     row: Row[Any],
     found_blobs: Mapping[bytes, bytes],
     found_timestamps: Mapping[int, StoredTimestamp],
+    trees: Mapping[int, packing.BatchTree],
     cipher: BodyCipher | None,
 ) -> StoredRecord:
     """:func:`_stored`, or UnreadableRecord naming the row when a column is not what it must be.
@@ -172,7 +203,7 @@ def _readable(
     text where bytes belong; that is a finding about the record, not a crash of the reader.
     """
     try:
-        return _stored(row, found_blobs, found_timestamps, cipher)
+        return _stored(row, found_blobs, found_timestamps, trees, cipher)
     except (TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise UnreadableRecord(row.node, row.seq, f"{type(exc).__name__}: {exc}") from exc
 
@@ -181,13 +212,29 @@ def _stored(
     row: Row[Any],
     found_blobs: Mapping[bytes, bytes],
     found_timestamps: Mapping[int, StoredTimestamp],
+    trees: Mapping[int, packing.BatchTree],
     cipher: BodyCipher | None,
 ) -> StoredRecord:
+    """The record a row holds, in either layout (tables.py): lean forms are rebuilt here."""
     message = None if row.message is None else bytes(row.message)
     encrypted = None
     if row.body_key_id is not None and message is not None:
-        encrypted = EncryptedBody(row.body_key_id, bytes(row.body_nonce), message)
+        encrypted = EncryptedBody(row.body_key_id, bytes(row.body_nonce), message, row.body_codec)
         message = None if cipher is None else cipher.decrypt(encrypted, row.message_sha256)
+    elif message is not None:
+        message = _decompressed(row.body_codec, message)
+    manifest = packing.unpack_manifest(bytes(row.manifest), row.content_type)
+    proof_json = row.proof_json
+    if row.proof_steps is not None:
+        proof_json = packing.unpack_proof(hashlib.sha256(manifest).digest(), bytes(row.proof_steps))
+    record_hash = bytes(row.record_hash)
+    log_signature_proof = row.log_signature_proof
+    if log_signature_proof == "" and row.log_signature_steps is not None:
+        log_signature_proof = packing.unpack_proof(record_hash, bytes(row.log_signature_steps))
+    timestamp = None if row.timestamp_id is None else found_timestamps.get(row.timestamp_id)
+    timestamp_proof = row.timestamp_proof
+    if timestamp_proof == "" and timestamp is not None and timestamp.id in trees:
+        timestamp_proof = _timestamp_proof(trees[timestamp.id], row.seq - timestamp.first_seq)
     record = LogRecord(
         gateway=row.gateway,
         exchange_id=row.exchange_id,
@@ -203,9 +250,9 @@ def _stored(
         represented_party=row.represented_party,
         content_type=row.content_type,
         message=message,
-        manifest=bytes(row.manifest),
+        manifest=manifest,
         signed_root_xml=_blob(found_blobs, row.signed_root_sha256),
-        proof_json=row.proof_json,
+        proof_json=proof_json,
         ocsp_response=_blob(found_blobs, row.ocsp_sha256),
         outcome=row.outcome,
         fault_detail=row.fault_detail,
@@ -213,21 +260,39 @@ def _stored(
         rest_head=None if row.rest_head is None else bytes(row.rest_head),
         logged_parts=_logged_parts(row.logged_parts),
     )
-    timestamp = None if row.timestamp_id is None else found_timestamps.get(row.timestamp_id)
     return StoredRecord(
         seq=row.seq,
         node=row.node,
         record=record,
         prev_hash=bytes(row.prev_hash),
-        record_hash=bytes(row.record_hash),
+        record_hash=record_hash,
         encrypted_body=encrypted,
         timestamp=timestamp,
-        timestamp_proof_json=row.timestamp_proof,
+        timestamp_proof_json=timestamp_proof,
         archived_at=row.archived_at,
         archive_id=row.archive_id,
         log_signature=_blob(found_blobs, row.log_signature_sha256),
-        log_signature_proof_json=row.log_signature_proof,
+        log_signature_proof_json=log_signature_proof,
     )
+
+
+def _timestamp_proof(tree: packing.BatchTree, index: int) -> str:
+    """The proof of the batch's leaf `index`; none ("") for a record outside its batch (renumbered
+    or copied rows), which verification then names as a record without a valid timestamp proof."""
+    try:
+        return tree.proof_text(index)
+    except ValueError:
+        return ""
+
+
+def _decompressed(codec: str | None, stored: bytes) -> bytes:
+    """The body a row holds in clear; a compressed body that does not decompress reads as its
+    stored bytes, so verification names it as a body that does not match its digest (as it
+    would an altered uncompressed body) rather than the row as unreadable."""
+    try:
+        return packing.decompress_body(codec, stored)
+    except ValueError:
+        return stored
 
 
 def _logged_parts(text: str | None) -> tuple[LoggedPart, ...] | None:

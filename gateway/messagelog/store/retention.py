@@ -130,8 +130,8 @@ def purge(engine: Engine, older_than: datetime, *, max_records: int = DEFAULT_PU
     Per chain only a prefix goes: records up to the first one that is not archived or not old
     enough, so an unarchived record is never deleted and the chain keeps one start. That start
     (`purged_seq`, `purged_hash`) is kept in the chain's row: verification begins there, and
-    deleting more of the start without updating it shows. Signed roots, OCSP responses and
-    timestamp tokens that no remaining record needs go with them. Each transaction deletes at
+    deleting more of the start without updating it shows. Signed roots, OCSP responses, signers'
+    certificates and timestamp tokens that no remaining record needs go with them. Each transaction deletes at
     most `max_records`, so the writer is never held up for long.
     """
     with engine.connect() as connection:
@@ -182,6 +182,13 @@ def _purge_chain(
             timestamps.c.gateway == gateway, timestamps.c.node == node, timestamps.c.last_seq <= upto
         )
     )
+    certificates = {
+        bytes(ref)
+        for chunk in _chunks(candidates)
+        for ref in connection.scalars(
+            sa.select(blobs.c.ref_sha256).where(blobs.c.sha256.in_(chunk), blobs.c.ref_sha256.is_not(None))
+        )
+    }
     for chunk in _chunks(candidates):
         connection.execute(
             sa.delete(blobs).where(
@@ -189,6 +196,13 @@ def _purge_chain(
                 ~sa.exists().where(records.c.signed_root_sha256 == blobs.c.sha256),
                 ~sa.exists().where(records.c.ocsp_sha256 == blobs.c.sha256),
                 ~sa.exists().where(records.c.log_signature_sha256 == blobs.c.sha256),
+            )
+        )
+    referring = blobs.alias("referring")
+    for chunk in _chunks(certificates):  # a signer's certificate, once no signed root kept names it
+        connection.execute(
+            sa.delete(blobs).where(
+                blobs.c.sha256.in_(chunk), ~sa.exists().where(referring.c.ref_sha256 == blobs.c.sha256)
             )
         )
     connection.execute(
