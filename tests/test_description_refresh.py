@@ -5,6 +5,7 @@ of URL, enable/disable, and the warnings step (SOAP 1.2-only bindings, OpenAPI w
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from gateway.serverconf.access import AccessRight
 from gateway.serverconf.repository import BACKEND_URL_NOT_SET_NOTICE
 from tests import test_admin_api
 from tests.test_admin_api import CONSUMER, PROVIDER, PROVIDER_PATH, Admin, add_provider, start
+from tests.test_admin_cli import ServerThread, serving
 from tests.test_descriptions import wsdl
 
 admin = test_admin_api.admin  # the management API fixture, running on its own database
@@ -270,3 +272,45 @@ async def test_an_uploaded_description_cannot_be_refreshed(admin: Admin) -> None
         "POST", DESCRIPTIONS + "/refresh", json={"url": "http://nowhere.invalid/x"}
     )
     assert status == 404, body
+
+
+# --- xgate admin -----------------------------------------------------------------------------
+
+
+def test_cli_asks_about_warnings_and_removals(tmp_path: Path) -> None:
+    served: dict[str, bytes] = {}
+
+    async def document(request: web.Request) -> web.Response:
+        return web.Response(body=served[request.path], content_type="text/xml")
+
+    app = web.Application()
+    app.router.add_get("/{name:.*}", document)
+    with ServerThread(app) as documents, serving(tmp_path) as live:
+        live.ok("subsystems", "add", PROVIDER)
+        wsdl_file = tmp_path / "people.wsdl"
+        wsdl_file.write_bytes(wsdl(("getPerson", "v1"), soap="soap12"))
+        result = live.run("services", "add-wsdl", PROVIDER, "--file", str(wsdl_file), input="n\n")
+        assert result.exit_code == 1 and "soap12_only_binding" in result.output, result.output
+        assert live.repository.snapshot().services_of(provider()) == []
+        result = live.run("services", "add-wsdl", PROVIDER, "--file", str(wsdl_file), input="y\n")
+        assert result.exit_code == 0 and "getPerson" in result.output, result.output
+
+        url = documents.url + "/a.wsdl"
+        served["/a.wsdl"] = wsdl(("keep", None), ("drop", None))
+        live.ok("services", "add-wsdl", PROVIDER, "--url", url)
+        live.repository.grant(provider(), AccessRight(ClientId.from_text(CONSUMER), "drop", None))
+        listed = live.json("descriptions", "list", PROVIDER)
+        assert {(d["source"], len(d["services"])) for d in listed} == {("upload", 1), (url, 2)}
+
+        served["/a.wsdl"] = wsdl(("keep", None))
+        result = live.run("descriptions", "refresh", PROVIDER, url, input="n\n")
+        assert result.exit_code == 1 and "drop: 1 access right(s)" in result.output, result.output
+        out = live.ok("descriptions", "refresh", PROVIDER, url, "--yes")
+        assert f"removed: {PROVIDER}/drop" in out and f"kept: {PROVIDER}/keep" in out
+
+        disabled = live.json("descriptions", "disable", PROVIDER, url, "--notice", "moving")
+        assert disabled["enabled"] is False
+        served["/b.wsdl"] = served["/a.wsdl"]
+        report = live.json("descriptions", "change-url", PROVIDER, url, documents.url + "/b.wsdl")
+        assert report["source"] == documents.url + "/b.wsdl"
+        assert live.json("descriptions", "enable", PROVIDER, documents.url + "/b.wsdl")["enabled"] is True
