@@ -55,6 +55,14 @@ def services_by_code(admin: Admin) -> dict[str, Any]:
     return {conf.service.service_code: conf for conf in admin.repository.snapshot().services_of(provider())}
 
 
+async def serve_pets(admin: Admin, documents: tuple[str, dict[str, bytes]]) -> tuple[str, dict[str, bytes]]:
+    """The provider added and a server-less OpenAPI document served: its URL, and the served map."""
+    base, served = documents
+    await add_provider(admin)
+    served["/pets.yaml"] = OPENAPI_WITHOUT_SERVERS.encode()
+    return base + "/pets.yaml", served
+
+
 async def test_refresh_keeps_backend_and_rights_and_asks_before_removing_rights(
     admin: Admin,
     documents: tuple[str, dict[str, bytes]],
@@ -202,10 +210,8 @@ async def test_openapi_without_servers_waits_disabled_for_its_backend_url(
     admin: Admin,
     documents: tuple[str, dict[str, bytes]],
 ) -> None:
-    base, served = documents
-    await add_provider(admin)
-    served["/pets.yaml"] = OPENAPI_WITHOUT_SERVERS.encode()
-    request = {"url": base + "/pets.yaml", "service_code": "pets"}
+    url, served = await serve_pets(admin, documents)
+    request = {"url": url, "service_code": "pets"}
     status, body = await admin.call("POST", DESCRIPTIONS + "/openapi", json=request)
     assert status == 400 and body["error"] == "warnings_detected", body
     assert [w["code"] for w in body["warnings"]] == ["openapi_missing_servers"]
@@ -253,10 +259,8 @@ async def test_openapi_refresh_keeps_backend_and_reports_endpoints(
     admin: Admin,
     documents: tuple[str, dict[str, bytes]],
 ) -> None:
-    base, served = documents
-    await add_provider(admin)
-    served["/pets.yaml"] = OPENAPI_WITHOUT_SERVERS.encode()
-    request = {"url": base + "/pets.yaml", "service_code": "pets", "backend_url": "http://pets/v1"}
+    url, served = await serve_pets(admin, documents)
+    request = {"url": url, "service_code": "pets", "backend_url": "http://pets/v1"}
     assert (await admin.call("POST", DESCRIPTIONS + "/openapi", json=request))[0] == 201
     served["/pets.yaml"] = OPENAPI_WITHOUT_SERVERS.replace("get: {}", "post: {}").encode()
     status, body = await admin.call("POST", DESCRIPTIONS + "/refresh", json={"url": request["url"]})
