@@ -4,6 +4,7 @@ of URL, enable/disable, and the warnings step (SOAP 1.2-only bindings, OpenAPI w
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ from aiohttp import web
 
 from gateway.ids import ClientId
 from gateway.serverconf.access import AccessRight
-from gateway.serverconf.repository import BACKEND_URL_NOT_SET_NOTICE
+from gateway.serverconf.repository import BACKEND_URL_NOT_SET, BACKEND_URL_NOT_SET_NOTICE
 from tests import test_admin_api
+from tests.conftest import BENEFITS_API, KNOWN_PERSON, rest_headers
+from tests.inprocess import InProcessFederation
 from tests.test_admin_api import CONSUMER, PROVIDER, PROVIDER_PATH, Admin, add_provider, start
 from tests.test_admin_cli import ServerThread, serving
 from tests.test_descriptions import wsdl
@@ -318,3 +321,32 @@ def test_cli_asks_about_warnings_and_removals(tmp_path: Path) -> None:
         report = live.json("descriptions", "change-url", PROVIDER, url, documents.url + "/b.wsdl")
         assert report["source"] == documents.url + "/b.wsdl"
         assert live.json("descriptions", "enable", PROVIDER, documents.url + "/b.wsdl")["enabled"] is True
+
+
+# --- what a client of a service without backend URL gets ------------------------------------
+
+
+async def test_a_client_of_a_service_waiting_for_its_backend_url_gets_service_disabled(
+    local: InProcessFederation,
+) -> None:
+    """What registration from a server-less OpenAPI document leaves: the fault every disabled
+    service gives, with the notice saying why; never a connection error to a made-up address."""
+    with local["gw-c"].serverconf() as repository:
+        conf = repository.snapshot().service(BENEFITS_API)
+        assert conf is not None
+        repository.update_service(
+            dataclasses.replace(
+                conf,
+                backend_url=BACKEND_URL_NOT_SET,
+                enabled=False,
+                disabled_notice=BACKEND_URL_NOT_SET_NOTICE,
+            )
+        )
+    response = await local["gw-a"].request(
+        "GET", f"/r1/{BENEFITS_API.to_text()}/benefits/{KNOWN_PERSON}", headers=rest_headers()
+    )
+    assert response.status_code >= 400
+    # The code's spelling follows the gateway's fault style (CamelCase or X-Road 7.8 snake case).
+    code = response.headers.get("X-Road-Error", "").replace("_", "").lower()
+    assert code.endswith("servicedisabled"), response.headers
+    assert response.json()["message"] == BACKEND_URL_NOT_SET_NOTICE
