@@ -57,12 +57,15 @@ DEFAULT_TIMEOUT_SECONDS: Final = 60.0
 class ApiCallError(Exception):
     """The API answered with an error (or something that is not the API answered at all)."""
 
-    def __init__(self, status: int, code: str, message: str, where: str = "") -> None:
+    def __init__(
+        self, status: int, code: str, message: str, where: str = "", warnings: Sequence[Any] = ()
+    ) -> None:
         super().__init__(f"{where + ': ' if where else ''}{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.where = where  # "METHOD URL" of the call that failed
+        self.warnings = list(warnings)  # what to acknowledge before repeating ({"code", "message"})
 
 
 def json_answer(response: requests.Response, error: type[ApiCallError] = ApiCallError) -> Any:
@@ -77,7 +80,14 @@ def json_answer(response: requests.Response, error: type[ApiCallError] = ApiCall
         ) from None
     if response.status_code >= 400:
         if isinstance(body, dict):
-            raise error(response.status_code, str(body.get("error")), str(body.get("message")), where)
+            warnings = body.get("warnings")
+            raise error(
+                response.status_code,
+                str(body.get("error")),
+                str(body.get("message")),
+                where,
+                warnings if isinstance(warnings, list) else (),
+            )
         raise error(response.status_code, "error", str(body), where)
     return body
 

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from gateway.serverconf.openapi import (
+    MISSING_SERVERS,
+    TEMPLATED_SERVER,
     Endpoint,
     endpoint_path_pattern,
     hide_openapi_servers,
@@ -26,6 +28,8 @@ from gateway.serverconf.openapi import (
 from gateway.serverconf.wsdl import (
     MAX_DESCRIPTION_BYTES,
     RESERVED_SERVICE_CODES,
+    SOAP12_ONLY,
+    VALIDATOR_WARNINGS,
     DescriptionError,
     WsdlOperation,
     hide_wsdl_address,
@@ -192,9 +196,58 @@ def test_wsdl_without_operations_is_refused() -> None:
     refused(parse_wsdl, b'<w:definitions xmlns:w="http://schemas.xmlsoap.org/wsdl/"/>', "binds no operation")
 
 
-def test_soap12_only_binding_offers_no_xroad_service() -> None:
-    # PROTOCOL.md: X-Road 4.0 messages are SOAP 1.1 envelopes.
-    refused(parse_wsdl, wsdl(("getPerson", "v1"), soap="soap12"), "binds no operation over SOAP 1.1")
+def test_soap12_only_binding_is_registered_with_a_warning() -> None:
+    # X-Road 7.8 registers it; X-Road messages are SOAP 1.1, hence the warning.
+    description = parse_wsdl(wsdl(("getPerson", "v1"), ("getAddress", None), soap="soap12"))
+    assert [(op.service_code, op.service_version) for op in description.operations] == [
+        ("getPerson", "v1"),
+        ("getAddress", None),
+    ]
+    assert description.operations[0].address == "http://10.0.0.7:8080/secret-backend"
+    [warning] = description.warnings
+    assert warning.code == SOAP12_ONLY
+    assert "'getPerson/v1'" in warning.message and "'getAddress'" in warning.message
+
+
+def test_operation_bound_over_both_soap_versions_uses_the_soap11_port_without_warning() -> None:
+    soap11 = wsdl(("getPerson", "v1")).decode()
+    binding12 = (
+        '<wsdl:binding name="b12" type="tns:pt"><soap12:binding transport="http://schemas.xmlsoap.org/soap/http"/>'
+        '<wsdl:operation name="getPerson"><soap12:operation soapAction=""/>'
+        "<xrd:version>v1</xrd:version>"
+        '<wsdl:input><soap12:body use="literal"/></wsdl:input><wsdl:output><soap12:body use="literal"/>'
+        "</wsdl:output></wsdl:operation></wsdl:binding>"
+    )
+    port12 = (
+        '<wsdl:port name="p12" binding="tns:b12"><soap12:address location="http://other/12"/></wsdl:port>'
+    )
+    data = soap11.replace("<wsdl:service", binding12 + "<wsdl:service").replace(
+        "</wsdl:service>", port12 + "</wsdl:service>"
+    )
+    description = parse_wsdl(data.encode())
+    assert description.operations == (
+        WsdlOperation("getPerson", "v1", "http://10.0.0.7:8080/secret-backend"),
+    )
+    assert description.warnings == ()
+
+
+def test_binding_no_port_uses_is_a_validator_warning() -> None:
+    unused = (
+        '<wsdl:binding name="spare" type="tns:pt"><soap:binding transport="http://schemas.xmlsoap.org/soap/http"/>'
+        "</wsdl:binding>"
+    )
+    data = wsdl(("getPerson", "v1")).replace(b"<wsdl:service", unused.encode() + b"<wsdl:service")
+    [warning] = parse_wsdl(data).warnings
+    assert warning.code == VALIDATOR_WARNINGS and "'spare'" in warning.message
+
+
+def test_every_invalid_service_code_is_named_in_one_error() -> None:
+    message = refused(
+        parse_wsdl,
+        wsdl(("get Person", None), ("ok", "v/1"), ("getInfo", None), ("listMethods", None)),
+        "3 invalid service code",
+    )
+    assert "'get Person'" in message and "'v/1'" in message and "'listMethods'" in message
 
 
 @pytest.mark.parametrize("name", sorted(RESERVED_SERVICE_CODES))
@@ -381,8 +434,26 @@ def test_json_description_with_server_variables_and_a_local_path_item_reference(
     assert description.endpoints[0].path_pattern == "/a/*.*"
 
 
-def test_description_without_servers_has_no_default_url() -> None:
-    assert parse_openapi(b"openapi: 3.0.0\npaths:\n  /a:\n    get: {}\n").default_url is None
+def test_description_without_servers_has_no_default_url_and_a_warning() -> None:
+    description = parse_openapi(b"openapi: 3.0.0\npaths:\n  /a:\n    get: {}\n")
+    assert description.default_url is None
+    assert [warning.code for warning in description.warnings] == [MISSING_SERVERS]
+
+
+@pytest.mark.parametrize(
+    ("servers", "default_url"),
+    [
+        ('[{url: "https://{host}/v1", variables: {host: {default: api.example}}}]', "https://api.example/v1"),
+        ('[{url: "https://{host}/v1"}]', None),
+        ('[{url: "/v1"}]', None),
+    ],
+)
+def test_templated_or_relative_server_is_a_warning(servers: str, default_url: str | None) -> None:
+    description = parse_openapi(
+        f"openapi: 3.0.0\nservers: {servers}\npaths:\n  /a:\n    get: {{}}\n".encode()
+    )
+    assert description.default_url == default_url
+    assert [warning.code for warning in description.warnings] == [TEMPLATED_SERVER]
 
 
 # --- OpenAPI: refused ------------------------------------------------------------------------

@@ -4,7 +4,8 @@ One aiohttp application (:func:`make_admin_app`) on the node's localhost admin l
 (DESIGN.md "Shape of the code"). Its operations are declared once each, by concept:
 
 * `gateway.admin.subsystems`: subsystems and how their client systems authenticate;
-* `gateway.admin.services`: services, their descriptions and backends;
+* `gateway.admin.services`: services, registering their descriptions, their backends;
+* `gateway.admin.descriptions`: whole descriptions: listed, refreshed, moved to a new URL, enabled;
 * `gateway.admin.access`: access rights and local groups;
 * `gateway.admin.keys`: keys, CSRs and certificates;
 * `gateway.admin.logs`: the security officer's reads of the message log;
@@ -26,12 +27,13 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.admin import access, cache, keys, logs, services, subsystems
+from gateway.admin import access, cache, descriptions, keys, logs, services, subsystems
 from gateway.admin.context import (
     FETCH_FAILED,
     INVALID_DESCRIPTION,
     TABLE,
     UNAVAILABLE,
+    WARNINGS_DETECTED,
     AdminContext,
     domain_error,
 )
@@ -48,14 +50,22 @@ log = logging.getLogger(__name__)
 
 __all__ = ["OPERATIONS", "AdminContext", "make_admin_app", "openapi_document", "presented_key"]
 
-_MODULES: Final = (subsystems, services, access, keys, logs, cache)  # each declares its operations on TABLE
+_MODULES: Final = (
+    subsystems,
+    services,
+    descriptions,
+    access,
+    keys,
+    logs,
+    cache,
+)  # each declares its operations on TABLE
 
 MAX_REQUEST_BYTES: Final = 2 * MAX_DESCRIPTION_BYTES + 64 * 1024
 """The largest description we register, JSON-escaped (escaping at most doubles typical XML and
 YAML), plus room for the other fields."""
 
 API_VERSION: Final = "1.0.0"
-ERRORS: Final = error_codes(INVALID_DESCRIPTION, FETCH_FAILED, UNAVAILABLE)
+ERRORS: Final = error_codes(INVALID_DESCRIPTION, FETCH_FAILED, UNAVAILABLE, WARNINGS_DETECTED)
 
 _INTERNAL_ERROR: Final = ApiError(500, INTERNAL_ERROR, "internal error; the gateway's log has details")
 

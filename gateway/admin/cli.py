@@ -17,12 +17,14 @@ import yaml
 
 from gateway.admin.access import SubjectType, read_subject
 from gateway.admin.client import DEFAULT_URL, AdminClient
+from gateway.admin.context import WARNINGS_DETECTED
 from gateway.admin.roles import Role
 from gateway.apicli import (
     CLIENT_ID,
     GATEWAY_API_KEY_ENV,
     GATEWAY_API_URL_ENV,
     MEMBER_ID,
+    ApiCallError,
     ApiGroup,
     ApiSettings,
     api_options,
@@ -261,18 +263,58 @@ def _document_source(file: Path | None, url: str | None) -> tuple[str | None, st
     return (_read_text(file) if file is not None else None), url
 
 
+_ignore_warnings_option: Final = click.option(
+    "--ignore-warnings",
+    is_flag=True,
+    help="Proceed despite the description's warnings (else they are shown and you are asked).",
+)
+
+
+def _acknowledged(call: Callable[..., Any], ignore_warnings: bool, yes: bool | None = None) -> Any:
+    """`call` through X-Road's warnings step: warnings and removals the gateway reports are shown
+    and, unless --ignore-warnings (or --yes for removals) says so already, asked about first; the
+    call is then repeated with the acknowledgement. `yes` None: the call removes nothing."""
+    flags = {"ignore_warnings": ignore_warnings}
+    if yes is not None:
+        flags["confirm_removal"] = yes
+    while True:
+        try:
+            return call(**flags)
+        except ApiCallError as error:
+            if error.code == WARNINGS_DETECTED and error.warnings and not flags["ignore_warnings"]:
+                flag, question = "ignore_warnings", "Proceed despite these warnings?"
+            elif error.status == 409 and error.warnings and flags.get("confirm_removal") is False:
+                flag, question = "confirm_removal", "Remove these services with their access rights?"
+            else:
+                raise
+            for warning in error.warnings:
+                click.echo(f"warning: {warning.get('message')} ({warning.get('code')})", err=True)
+            click.confirm(question, abort=True, err=True)
+            flags[flag] = True
+
+
 @services.command("add-wsdl")
 @click.argument("client_id", type=CLIENT_ID)
 @click.option("--file", "file", type=_FILE, help="The WSDL document.")
 @click.option("--url", "url", help="Let the gateway fetch the WSDL from this http(s) URL.")
+@_ignore_warnings_option
 @json_option
 @pass_settings
 def services_add_wsdl(
-    settings: AdminSettings, client_id: str, file: Path | None, url: str | None, as_json: bool
+    settings: AdminSettings,
+    client_id: str,
+    file: Path | None,
+    url: str | None,
+    ignore_warnings: bool,
+    as_json: bool,
 ) -> None:
     """Register one SOAP service per operation of a WSDL, called at the WSDL's address."""
     wsdl, url = _document_source(file, url)
-    emit(settings.client().add_wsdl(client_id, wsdl=wsdl, url=url), as_json, _SERVICE_COLUMNS)
+    client = settings.client()
+    result = _acknowledged(
+        lambda **flags: client.add_wsdl(client_id, wsdl=wsdl, url=url, **flags), ignore_warnings
+    )
+    emit(result, as_json, _SERVICE_COLUMNS)
 
 
 @services.command("add-openapi")
@@ -282,6 +324,7 @@ def services_add_wsdl(
 @click.option("--url", "url", help="Let the gateway fetch the document from this http(s) URL.")
 @click.option("--service-version", help="A version for the service, if it has one.")
 @click.option("--backend-url", help="Where the service runs, if not the document's first server.")
+@_ignore_warnings_option
 @json_option
 @pass_settings
 def services_add_openapi(
@@ -292,17 +335,26 @@ def services_add_openapi(
     url: str | None,
     service_version: str | None,
     backend_url: str | None,
+    ignore_warnings: bool,
     as_json: bool,
 ) -> None:
-    """Register SERVICE_CODE, a REST service, with an endpoint per operation of an OpenAPI document."""
+    """Register SERVICE_CODE, a REST service, with an endpoint per operation of an OpenAPI document.
+
+    Without --backend-url and a usable server in the document, the service is registered disabled
+    (after the warnings step) until `services set-backend` gives it one."""
     document, url = _document_source(file, url)
-    result = settings.client().add_openapi(
-        client_id,
-        service_code,
-        document=document,
-        url=url,
-        service_version=service_version,
-        backend_url=backend_url,
+    client = settings.client()
+    result = _acknowledged(
+        lambda **flags: client.add_openapi(
+            client_id,
+            service_code,
+            document=document,
+            url=url,
+            service_version=service_version,
+            backend_url=backend_url,
+            **flags,
+        ),
+        ignore_warnings,
     )
     emit(result, as_json, (*_SERVICE_COLUMNS, ("endpoints", "endpoints")))
 
@@ -417,6 +469,118 @@ def services_remove(
     """Unregister SERVICE_CODE (its access rights go with the code's last version)."""
     settings.client().remove_service(client_id, service_code, version)
     done(as_json, f"removed {service_code} of {client_id}")
+
+
+# --- whole service descriptions ------------------------------------------------------------
+
+_DESCRIPTION_COLUMNS: Final = (
+    ("source", "source"),
+    ("kind", "kind"),
+    ("enabled", "enabled"),
+    ("services", "services"),
+)
+
+
+@cli.group()
+def descriptions() -> None:
+    """Service descriptions (WSDL, OpenAPI) as wholes: refresh from the URL, move, enable, disable."""
+
+
+@descriptions.command("list")
+@click.argument("client_id", type=CLIENT_ID)
+@json_option
+@pass_settings
+def descriptions_list(settings: AdminSettings, client_id: str, as_json: bool) -> None:
+    """List CLIENT_ID's service descriptions with the services registered from each."""
+    emit(settings.client().list_descriptions(client_id), as_json, _DESCRIPTION_COLUMNS)
+
+
+def _refresh_options(function: _F) -> _F:
+    function = click.option(
+        "--yes", "-y", is_flag=True, help="Remove services that have access rights without asking."
+    )(function)
+    return _ignore_warnings_option(function)
+
+
+def _emit_report(report: Mapping[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit(report, True)
+        return
+    click.echo(f"source: {report['source']}")
+    for name in ("added", "removed", "kept"):
+        click.echo(f"{name}: {', '.join(report[name]) or '-'}")
+    for change in report["changed"]:
+        click.echo(f"changed: {change['id']}: {change['change']}")
+
+
+@descriptions.command("refresh")
+@click.argument("client_id", type=CLIENT_ID)
+@click.argument("url")
+@_refresh_options
+@json_option
+@pass_settings
+def descriptions_refresh(
+    settings: AdminSettings, client_id: str, url: str, ignore_warnings: bool, yes: bool, as_json: bool
+) -> None:
+    """Fetch the description at URL again and add, update and remove its services to match.
+
+    Kept services keep their backend settings and access rights; removing services that have
+    access rights is asked about first (--yes: do not ask)."""
+    client = settings.client()
+    report = _acknowledged(
+        lambda **flags: client.refresh_description(client_id, url, **flags), ignore_warnings, yes
+    )
+    _emit_report(report, as_json)
+
+
+@descriptions.command("change-url")
+@click.argument("client_id", type=CLIENT_ID)
+@click.argument("url")
+@click.argument("new_url")
+@_refresh_options
+@json_option
+@pass_settings
+def descriptions_change_url(
+    settings: AdminSettings,
+    client_id: str,
+    url: str,
+    new_url: str,
+    ignore_warnings: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Move the description at URL to NEW_URL: fetched from there and reconciled as by refresh."""
+    client = settings.client()
+    report = _acknowledged(
+        lambda **flags: client.refresh_description(client_id, url, new_url=new_url, **flags),
+        ignore_warnings,
+        yes,
+    )
+    _emit_report(report, as_json)
+
+
+@descriptions.command("enable")
+@click.argument("client_id", type=CLIENT_ID)
+@click.argument("url")
+@json_option
+@pass_settings
+def descriptions_enable(settings: AdminSettings, client_id: str, url: str, as_json: bool) -> None:
+    """Enable every service of the description at URL."""
+    emit(settings.client().set_description_enabled(client_id, url, True), as_json, _DESCRIPTION_COLUMNS)
+
+
+@descriptions.command("disable")
+@click.argument("client_id", type=CLIENT_ID)
+@click.argument("url")
+@click.option("--notice", help="What clients are told (in the ServiceDisabled fault).")
+@json_option
+@pass_settings
+def descriptions_disable(
+    settings: AdminSettings, client_id: str, url: str, notice: str | None, as_json: bool
+) -> None:
+    """Disable every service of the description at URL."""
+    result = settings.client().set_description_enabled(client_id, url, False, notice)
+    emit(result, as_json, _DESCRIPTION_COLUMNS)
 
 
 # --- access rights -------------------------------------------------------------------------

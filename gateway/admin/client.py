@@ -79,10 +79,17 @@ class AdminClient(MessageLogClient):
         return result
 
     def add_wsdl(
-        self, client_id: str, *, wsdl: str | None = None, url: str | None = None
+        self,
+        client_id: str,
+        *,
+        wsdl: str | None = None,
+        url: str | None = None,
+        ignore_warnings: bool = False,
     ) -> list[dict[str, Any]]:
         """Register every operation of a WSDL given as text or by URL (the gateway fetches it)."""
-        body = {"wsdl": wsdl} if wsdl is not None else {"url": url}
+        body: dict[str, Any] = {"wsdl": wsdl} if wsdl is not None else {"url": url}
+        if ignore_warnings:
+            body["ignore_warnings"] = True
         path = f"/subsystems/{client_path(client_id)}/service-descriptions/wsdl"
         result: list[dict[str, Any]] = self._api("POST", path, json=body)["services"]
         return result
@@ -96,14 +103,58 @@ class AdminClient(MessageLogClient):
         url: str | None = None,
         service_version: str | None = None,
         backend_url: str | None = None,
+        ignore_warnings: bool = False,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"service_code": service_code}
+        if ignore_warnings:
+            body["ignore_warnings"] = True
         body.update({"document": document} if document is not None else {"url": url})
         if service_version is not None:
             body["service_version"] = service_version
         if backend_url is not None:
             body["backend_url"] = backend_url
         path = f"/subsystems/{client_path(client_id)}/service-descriptions/openapi"
+        result: dict[str, Any] = self._api("POST", path, json=body)
+        return result
+
+    # --- whole service descriptions
+
+    def list_descriptions(self, client_id: str) -> list[dict[str, Any]]:
+        path = f"/subsystems/{client_path(client_id)}/service-descriptions"
+        result: list[dict[str, Any]] = self._api("GET", path)["descriptions"]
+        return result
+
+    def refresh_description(
+        self,
+        client_id: str,
+        url: str,
+        *,
+        new_url: str | None = None,
+        ignore_warnings: bool = False,
+        confirm_removal: bool = False,
+    ) -> dict[str, Any]:
+        """Fetch the description at `url` again (from `new_url`, which becomes its URL, if given)
+        and reconcile its services; the report names what was added, changed and removed."""
+        body: dict[str, Any] = {
+            "url": url,
+            "ignore_warnings": ignore_warnings,
+            "confirm_removal": confirm_removal,
+        }
+        action = "refresh"
+        if new_url is not None:
+            body["new_url"], action = new_url, "change-url"
+        path = f"/subsystems/{client_path(client_id)}/service-descriptions/{action}"
+        result: dict[str, Any] = self._api("POST", path, json=body)
+        return result
+
+    def set_description_enabled(
+        self, client_id: str, url: str, enabled: bool, notice: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"url": url}
+        if notice is not None:
+            body["notice"] = notice
+        action = "enable" if enabled else "disable"
+        path = f"/subsystems/{client_path(client_id)}/service-descriptions/{action}"
         result: dict[str, Any] = self._api("POST", path, json=body)
         return result
 

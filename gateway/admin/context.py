@@ -58,6 +58,7 @@ class AdminContext:
 # Error codes of the JSON error body beyond the shared ones (gateway.webapi).
 INVALID_DESCRIPTION: Final = "invalid_description"
 FETCH_FAILED: Final = "fetch_failed"
+WARNINGS_DETECTED: Final = "warnings_detected"  # X-Road's code: repeat with ignore_warnings to proceed
 UNAVAILABLE: Final = "unavailable"
 
 

@@ -4,7 +4,6 @@ document, their backends, enabling and disabling them."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import ssl
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from gateway.admin.context import (
     FETCH_FAILED,
     INVALID_DESCRIPTION,
     TABLE,
+    WARNINGS_DETECTED,
     AdminContext,
     ClientPath,
     snapshot,
@@ -31,13 +31,13 @@ from gateway.serverconf.access import Endpoint
 from gateway.serverconf.model import BackendTls
 from gateway.serverconf.openapi import parse_openapi
 from gateway.serverconf.repository import (
-    ServerConfError,
-    ServerConfRepository,
+    BACKEND_URL_NOT_SET,
+    BACKEND_URL_NOT_SET_NOTICE,
     ServiceConf,
     ServiceDescription,
     ServiceKind,
 )
-from gateway.serverconf.wsdl import MAX_DESCRIPTION_BYTES, parse_wsdl
+from gateway.serverconf.wsdl import MAX_DESCRIPTION_BYTES, DescriptionWarning, parse_wsdl
 from gateway.webapi import ApiError, Call, Outcome, invalid, not_found
 from gateway.webapi.types import MAX_TEXT_LENGTH, Answer, Body, Code, HttpUrl
 
@@ -52,12 +52,20 @@ class EndpointView(Answer):
     path: str
 
 
+class WarningView(Answer):
+    code: str = Field(description="A stable code, e.g. soap12_only_binding, openapi_missing_servers.")
+    message: str
+
+
 class Service(Answer):
     id: str = Field(description="The service identifier's text form.")
     service_code: str
     service_version: str | None
     kind: ServiceKind
-    backend_url: str
+    backend_url: str | None = Field(
+        description="null until set, for a service whose OpenAPI document names no usable server "
+        "(it is disabled until then)."
+    )
     timeout_seconds: float
     tls_verify: bool
     tls_ca_pem: str | None = Field(description="CA certificates (PEM) trusted for the backend.")
@@ -73,6 +81,10 @@ class Service(Answer):
 
 class ServiceList(Answer):
     services: list[Service]
+
+
+class RegisteredServices(ServiceList):
+    warnings: list[WarningView] = Field(description="The warnings the caller chose to ignore.")
 
 
 class ServicePath(ClientPath):
@@ -97,6 +109,11 @@ class _Described(Body):
 
     document_field: ClassVar[str]
     url: HttpUrl | None = Field(None, description="Fetch the document from here (no redirects, 30 s, 10 MB).")
+    ignore_warnings: bool = Field(
+        False,
+        description="Register despite the description's warnings. Without it, a description with "
+        "warnings is refused with `warnings_detected` and the warnings listed (X-Road's warnings step).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -115,7 +132,9 @@ class OpenApiDescription(_Described):
     service_version: Code | None = None
     document: Document | None = None
     backend_url: HttpUrl | None = Field(
-        None, description="Where the service is; default: the document's server."
+        None,
+        description="Where the service is; default: the document's first server. Without either, the "
+        "service is registered disabled (after the warnings step) until its backend URL is set.",
     )
     document_field: ClassVar[str] = "document"
 
@@ -148,7 +167,7 @@ def service_json(conf: ServiceConf) -> dict[str, Any]:
         "service_code": conf.service.service_code,
         "service_version": conf.service.service_version,
         "kind": conf.kind.value,
-        "backend_url": conf.backend_url,
+        "backend_url": None if conf.backend_url == BACKEND_URL_NOT_SET else conf.backend_url,
         "timeout_seconds": conf.timeout_seconds,
         "tls_verify": conf.tls.verify,
         "tls_ca_pem": conf.tls.ca_bundle_pem,
@@ -204,7 +223,7 @@ async def _fetch_description(url: str) -> bytes:
     return response.body
 
 
-async def _description(inline: str | None, url: str | None) -> tuple[bytes, str, str]:
+async def description_document(inline: str | None, url: str | None) -> tuple[bytes, str, str]:
     """The document given inline or fetched from `url`: its bytes, text, and where it came from."""
     if inline is not None:
         data, source = inline.encode(), "upload"
@@ -219,83 +238,96 @@ async def _description(inline: str | None, url: str | None) -> tuple[bytes, str,
         raise ApiError(400, INVALID_DESCRIPTION, "the description must be UTF-8") from None
 
 
-def _add_services(repository: ServerConfRepository, confs: Sequence[ServiceConf]) -> None:
-    """Register all of `confs` or none: the ones added before a failure are removed again."""
-    added: list[ServiceConf] = []
-    try:
-        for conf in confs:
-            repository.add_service(conf)
-            added.append(conf)
-    except BaseException:
-        for conf in added:
-            with contextlib.suppress(ServerConfError):
-                repository.remove_service(conf.service)
-        raise
+def warnings_step(warnings: Sequence[DescriptionWarning], ignore: bool) -> list[dict[str, str]]:
+    """X-Road's warnings step: the warnings as JSON, or `warnings_detected` unless `ignore`."""
+    listed = [{"code": warning.code, "message": warning.message} for warning in warnings]
+    if listed and not ignore:
+        messages = "; ".join(warning.message for warning in warnings)
+        raise ApiError(
+            400,
+            WARNINGS_DETECTED,
+            f"the description has warnings ({messages}): repeat with ignore_warnings to proceed",
+            warnings=listed,
+        )
+    return listed
 
 
-def _service_conf(**values: Any) -> ServiceConf:
+def checked_conf(**values: Any) -> ServiceConf:
     try:
         return ServiceConf(**values)
     except ValueError as exc:
         raise invalid(str(exc)) from None
 
 
-def _service_of(provider: ClientId, code: str, version: str | None) -> ServiceId:
+def service_of_provider(provider: ClientId, code: str, version: str | None) -> ServiceId:
     return ServiceId(
         provider.instance, provider.member_class, provider.member_code, provider.subsystem_code, code, version
     )
 
 
 @TABLE.create(
-    "/subsystems/{client_id}/service-descriptions/wsdl", "service.add_wsdl", P.MANAGE_SERVICES, ServiceList
+    "/subsystems/{client_id}/service-descriptions/wsdl",
+    "service.add_wsdl",
+    P.MANAGE_SERVICES,
+    RegisteredServices,
 )
 async def register_wsdl(ctx: AdminContext, call: Call[ClientPath, WsdlDescription]) -> Outcome:
-    """Register one SOAP service per operation the WSDL binds, at the address the WSDL gives."""
+    """Register one SOAP service per operation the WSDL binds, at the address the WSDL gives.
+
+    Operations bound only over SOAP 1.2 are registered too, after the warnings step."""
     provider = call.params.client_id
     await with_subsystem(ctx, provider)
-    data, text, source = await _description(call.body.wsdl, call.body.url)
+    data, text, source = await description_document(call.body.wsdl, call.body.url)
     wsdl = await asyncio.to_thread(parse_wsdl, data)
+    warnings = warnings_step(wsdl.warnings, call.body.ignore_warnings)
     description = ServiceDescription(text, source)
     confs = [
-        _service_conf(
-            service=_service_of(provider, operation.service_code, operation.service_version),
+        checked_conf(
+            service=service_of_provider(provider, operation.service_code, operation.service_version),
             kind=ServiceKind.SOAP,
             backend_url=operation.address,
             description=description,
         )
         for operation in wsdl.operations
     ]
-    await asyncio.to_thread(_add_services, ctx.repository, confs)
-    details = {"source": source, "services": [conf.service.to_text() for conf in confs]}
-    return Outcome({"services": [service_json(conf) for conf in confs]}, 201, provider.to_text(), details)
+    await asyncio.to_thread(ctx.repository.apply_description, confs, (), ())
+    details = {"source": source, "services": [conf.service.to_text() for conf in confs], "warnings": warnings}
+    answer = {"services": [service_json(conf) for conf in confs], "warnings": warnings}
+    return Outcome(answer, 201, provider.to_text(), details)
 
 
 @TABLE.create(
     "/subsystems/{client_id}/service-descriptions/openapi", "service.add_openapi", P.MANAGE_SERVICES, Service
 )
 async def register_openapi(ctx: AdminContext, call: Call[ClientPath, OpenApiDescription]) -> Outcome:
-    """Register one REST service with an endpoint per operation of the OpenAPI document."""
+    """Register one REST service with an endpoint per operation of the OpenAPI document.
+
+    A document without a usable server (after the warnings step, unless backend_url is given)
+    registers the service disabled, with backend_url null, until set-backend gives one."""
     provider, body = call.params.client_id, call.body
     await with_subsystem(ctx, provider)
-    data, text, source = await _description(body.document, body.url)
+    data, text, source = await description_document(body.document, body.url)
     openapi = await asyncio.to_thread(parse_openapi, data)
     backend_url = body.backend_url or openapi.default_url
-    if backend_url is None:
-        raise invalid("the document names no server: give backend_url")
+    # The server warnings are about the default backend: moot when the caller gives one.
+    warnings = warnings_step(() if body.backend_url else openapi.warnings, body.ignore_warnings)
     try:
         endpoints = tuple(Endpoint(e.method.upper(), e.path_pattern) for e in openapi.endpoints)
     except ValueError as exc:
         raise ApiError(400, INVALID_DESCRIPTION, str(exc)) from None
-    service = _service_of(provider, body.service_code, body.service_version)
-    conf = _service_conf(
+    service = service_of_provider(provider, body.service_code, body.service_version)
+    conf = checked_conf(
         service=service,
         kind=ServiceKind.REST,
-        backend_url=backend_url,
+        backend_url=backend_url or BACKEND_URL_NOT_SET,
         description=ServiceDescription(text, source),
         endpoints=endpoints,
+        # No server to call: disabled, so clients hear why (ServiceDisabled) until it is set.
+        enabled=backend_url is not None,
+        disabled_notice=None if backend_url is not None else BACKEND_URL_NOT_SET_NOTICE,
     )
     await asyncio.to_thread(ctx.repository.add_service, conf)
-    details = {"source": source, "endpoints": len(conf.endpoints)}
+    details = {"source": source, "endpoints": len(conf.endpoints), "warnings": warnings}
     return Outcome(service_json(conf), 201, service.to_text(), details)
 
 
@@ -323,7 +355,9 @@ async def read_service(ctx: AdminContext, call: Call[ServicePath, None]) -> Outc
     Service,
 )
 async def set_backend(ctx: AdminContext, call: Call[ServicePath, BackendSettings]) -> Outcome:
-    """Change where and how the gateway calls the service; fields left out stay as they are."""
+    """Change where and how the gateway calls the service; fields left out stay as they are.
+
+    A service registered without a backend URL is enabled when its backend URL is set."""
     service, body = call.params.service, call.body
     conf = await service_of(ctx, service)
     given = body.model_dump(exclude_unset=True)
@@ -344,6 +378,8 @@ async def set_backend(ctx: AdminContext, call: Call[ServicePath, BackendSettings
         raise invalid(
             "give at least one of backend_url, timeout_seconds, tls_verify, tls_ca_pem, tls_client_cert_path"
         )
+    if "backend_url" in changes and _waits_for_backend(conf):
+        changes.update(enabled=True, disabled_notice=None)  # what it was disabled for is done
     try:
         updated = dataclasses.replace(conf, tls=tls, **changes)
     except ValueError as exc:
@@ -353,6 +389,17 @@ async def set_backend(ctx: AdminContext, call: Call[ServicePath, BackendSettings
     if "tls_ca_pem" in given:
         details["tls_ca_pem"] = "set" if tls.ca_bundle_pem else "cleared"
     return Outcome(service_json(updated), 200, service.to_text(), details)
+
+
+def _waits_for_backend(conf: ServiceConf) -> bool:
+    return conf.backend_url == BACKEND_URL_NOT_SET
+
+
+def refuse_without_backend(confs: Sequence[ServiceConf]) -> None:
+    """Enabling a service with no backend would only turn ServiceDisabled into connection errors."""
+    waiting = [conf.service.to_text() for conf in confs if _waits_for_backend(conf)]
+    if waiting:
+        raise invalid(f"set the backend URL first (set-backend): {', '.join(waiting)}")
 
 
 async def _with_client_certificate(
@@ -382,8 +429,9 @@ async def _with_client_certificate(
     Service,
 )
 async def enable_service(ctx: AdminContext, call: Call[ServicePath, None]) -> Outcome:
-    """Enable a service."""
+    """Enable a service (not one whose backend URL is still to be set)."""
     service = call.params.service
+    refuse_without_backend([await service_of(ctx, service)])
     await asyncio.to_thread(ctx.repository.set_service_enabled, service, True)
     return Outcome(service_json(await service_of(ctx, service)), 200, service.to_text())
 

@@ -143,6 +143,15 @@ class BackendTls:
             raise ValueError("a client key needs its certificate")
 
 
+BACKEND_URL_NOT_SET: Final = "http://backend-url-not-set.invalid/"
+"""The backend of a service registered from an OpenAPI document without a usable server, until
+the administrator sets one (RFC 2606: `.invalid` never resolves). Such a service is registered
+disabled with :data:`BACKEND_URL_NOT_SET_NOTICE`, so its clients get ServiceDisabled, not a
+connection error."""
+
+BACKEND_URL_NOT_SET_NOTICE: Final = "the provider has not set this service's backend URL yet"
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceDescription:
     """The WSDL or OpenAPI document a service was registered from, and where it came from."""

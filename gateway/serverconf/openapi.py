@@ -6,6 +6,10 @@ protocol r1": per endpoint, path pattern with ``*`` wildcards); ``servers[0]`` i
 address of the service. getOpenAPI (PROTOCOL.md "Service metadata") hands the document to
 consumers with every server address hidden.
 
+A document without a usable server is still registered, as X-Road does, but only after the
+warnings step (:attr:`OpenApiDescription.warnings`): missing `servers`, or a first server whose
+URL is templated or not absolute, leave the backend URL for the administrator to set.
+
 Sans-IO: bytes in, values out. The document is untrusted: YAML is read with the safe loader,
 within a size limit, and refused when its aliases would expand it beyond a node limit.
 """
@@ -17,10 +21,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import yaml
 
-from gateway.serverconf.wsdl import DEFAULT_HIDDEN_ADDRESS, MAX_DESCRIPTION_BYTES, DescriptionError
+from gateway.serverconf.wsdl import (
+    DEFAULT_HIDDEN_ADDRESS,
+    MAX_DESCRIPTION_BYTES,
+    DescriptionError,
+    DescriptionWarning,
+)
 
 # X-Road's own parser accepts every 3.0.x and exactly 3.1.0 (3.1.1 appeared later and is refused:
 # samples/invalid_version.yaml, PROTOCOL.md "Samples"). Swagger 2.0 has another shape entirely.
@@ -32,6 +42,10 @@ HTTP_METHODS: Final = ("get", "put", "post", "delete", "options", "head", "patch
 # A description of a large API has tens of thousands of nodes; a YAML alias bomb of a few
 # hundred bytes expands to billions. Counted with aliases expanded, before anything is built.
 MAX_YAML_NODES: Final = 1_000_000
+
+# Warning codes (see gateway.serverconf.wsdl.DescriptionWarning).
+MISSING_SERVERS: Final = "openapi_missing_servers"
+TEMPLATED_SERVER: Final = "openapi_templated_server"
 
 # OpenAPI "Path Templating": `{name}` stands for one whole or partial path segment.
 _TEMPLATE_PARAMETER: Final = re.compile(r"\{[^/{}]*\}")
@@ -58,6 +72,7 @@ class OpenApiDescription:
     title: str | None
     endpoints: tuple[Endpoint, ...]
     default_url: str | None
+    warnings: tuple[DescriptionWarning, ...] = ()
 
 
 def endpoint_path_pattern(path_template: str) -> str:
@@ -77,11 +92,13 @@ def parse_openapi(data: bytes) -> OpenApiDescription:
         raise DescriptionError("the OpenAPI document describes no operations under `paths`")
     info = document.get("info")
     title = info.get("title") if isinstance(info, Mapping) else None
+    default_url, warnings = _server(document.get("servers"))
     return OpenApiDescription(
         openapi_version=version,
         title=title if isinstance(title, str) else None,
         endpoints=endpoints,
-        default_url=_default_url(document.get("servers")),
+        default_url=default_url,
+        warnings=warnings,
     )
 
 
@@ -241,17 +258,33 @@ def _resolve_path_item(document: Mapping[str, Any], path: str, item: Mapping[str
     return {**target, **{key: value for key, value in item.items() if key != "$ref"}}
 
 
-def _default_url(servers: Any) -> str | None:
-    """`servers[0].url` with its variables at their defaults (OpenAPI 3 "Server Variable Object")."""
+def _server(servers: Any) -> tuple[str | None, tuple[DescriptionWarning, ...]]:
+    """The default backend, `servers[0].url` with its variables at their defaults (OpenAPI 3
+    "Server Variable Object"), and the warnings about it; None when there is no usable one."""
     if not isinstance(servers, list) or not servers or not isinstance(servers[0], Mapping):
-        return None
+        return None, (
+            DescriptionWarning(MISSING_SERVERS, "the document names no server: set the backend URL"),
+        )
     url = servers[0].get("url")
     if not isinstance(url, str) or not url.strip():
-        return None
+        return None, (
+            DescriptionWarning(MISSING_SERVERS, "the first server has no URL: set the backend URL"),
+        )
+    template = url.strip()
     variables = servers[0].get("variables")
     if isinstance(variables, Mapping):
         for name, variable in variables.items():
             default = variable.get("default") if isinstance(variable, Mapping) else None
             if default is not None:
                 url = url.replace(f"{{{name}}}", str(default))
-    return url.strip()
+    url = url.strip()
+    parts = urlsplit(url)
+    if "{" in url or parts.scheme not in ("http", "https") or not parts.hostname:
+        message = f"the first server's URL {template!r} is not an absolute http(s) URL: set the backend URL"
+        return None, (DescriptionWarning(TEMPLATED_SERVER, message),)
+    if url != template:
+        message = (
+            f"the first server's URL {template!r} is templated: {url!r} (its variables' defaults) is used"
+        )
+        return url, (DescriptionWarning(TEMPLATED_SERVER, message),)
+    return url, ()

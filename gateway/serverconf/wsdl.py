@@ -1,10 +1,14 @@
 """SOAP service descriptions: which X-Road services a WSDL offers, and the copy getWsdl may publish.
 
 An agency registers a SOAP service by handing over its WSDL 1.1 document. Each operation of a
-binding that speaks SOAP 1.1 over HTTP is one X-Road service: the operation name is the service
+binding that speaks SOAP over HTTP is one X-Road service: the operation name is the service
 code, the binding operation's ``xrd:version`` child its version, and the port's ``soap:address``
 is where the provider's gateway calls it (DESIGN.md step 6). getWsdl (PROTOCOL.md "Service
 metadata") hands the document to consumers with that address hidden.
+
+What X-Road registers with a warning (an operation bound only over SOAP 1.2, a binding no port
+uses) comes back in :attr:`WsdlDescription.warnings`: the management API refuses to register
+until the administrator repeats the call with ``ignore_warnings`` (X-Road's warnings step).
 
 Everything here is sans-IO: bytes in, values out. The document is untrusted, so it is parsed
 only through :func:`gateway.xmlsafe.parse_xml`; zeep, which must also be able to load it (it is
@@ -50,8 +54,8 @@ RESERVED_SERVICE_CODES: Final = frozenset(
     {"listClients", "listMethods", "allowedMethods", "getWsdl", "getOpenAPI"}
 )
 
-# PROTOCOL.md "SOAP message protocol 4.0": X-Road messages are SOAP 1.1; a SOAP 1.2 port cannot
-# carry them, so only SOAP 1.1 bindings over HTTP offer services.
+# PROTOCOL.md "SOAP message protocol 4.0": X-Road messages are SOAP 1.1. X-Road 7.8 still registers
+# an operation bound only over SOAP 1.2 (the gateway then sends it SOAP 1.1), with a warning.
 _SOAP_HTTP_TRANSPORT: Final = "http://schemas.xmlsoap.org/soap/http"
 
 _ADDRESS_TAGS: Final = (
@@ -71,6 +75,19 @@ class DescriptionError(ValueError):
         self.message = message
 
 
+# Warning codes: registration stops on any of them until the caller repeats with ignore_warnings.
+SOAP12_ONLY: Final = "soap12_only_binding"
+VALIDATOR_WARNINGS: Final = "wsdl_validator_warnings"
+
+
+@dataclass(frozen=True)
+class DescriptionWarning:
+    """Something X-Road registers anyway but the administrator should know first; `code` is stable."""
+
+    code: str
+    message: str
+
+
 @dataclass(frozen=True)
 class WsdlOperation:
     """One X-Road service a WSDL offers: its code, optional version, and the service's real address."""
@@ -86,6 +103,7 @@ class WsdlDescription:
 
     target_namespace: str | None
     operations: tuple[WsdlOperation, ...]
+    warnings: tuple[DescriptionWarning, ...] = ()
 
     def find(self, service_code: str, service_version: str | None) -> WsdlOperation | None:
         """The operation registered under this code and version, if the document offers it."""
@@ -108,11 +126,11 @@ def check_service_code(value: str, what: str = "service code") -> None:
 def parse_wsdl(data: bytes) -> WsdlDescription:
     """The X-Road services `data` offers, or DescriptionError saying why it cannot be registered."""
     root = _parse_definitions(data)
-    operations = _bound_operations(root)
+    operations, warnings = _bound_operations(root)
     if not operations:
-        raise DescriptionError("the WSDL binds no operation over SOAP 1.1/HTTP at a soap:address")
+        raise DescriptionError("the WSDL binds no operation over SOAP/HTTP at a soap:address")
     _check_zeep_loads(root)
-    return WsdlDescription(target_namespace=root.get("targetNamespace"), operations=operations)
+    return WsdlDescription(root.get("targetNamespace"), operations, warnings)
 
 
 def hide_wsdl_address(data: bytes, replacement: str = DEFAULT_HIDDEN_ADDRESS) -> bytes:
@@ -145,41 +163,87 @@ def _qname(element: etree._Element, value: str) -> str:
     return f"{{{namespace}}}{local}" if namespace else local
 
 
-def _bound_operations(root: etree._Element) -> tuple[WsdlOperation, ...]:
+def _bound_operations(
+    root: etree._Element,
+) -> tuple[tuple[WsdlOperation, ...], tuple[DescriptionWarning, ...]]:
+    """The services the ports offer, SOAP 1.1 first; every invalid code is named in one error."""
     target = root.get("targetNamespace")
     bindings = {
         (f"{{{target}}}{binding.get('name')}" if target else str(binding.get("name"))): binding
         for binding in root.iterchildren(f"{{{WSDL_NS}}}binding")
     }
+    used: set[str] = set()
     found: dict[tuple[str, str | None], WsdlOperation] = {}
-    for port in root.iterfind(f"{{{WSDL_NS}}}service/{{{WSDL_NS}}}port"):
-        address = port.find(f"{{{SOAP_NS}}}address")
-        binding = bindings.get(_qname(port, port.get("binding", "")))
-        if address is None or binding is None or not _is_soap11_over_http(binding):
-            continue
-        location = (address.get("location") or "").strip()
-        if not location:
-            raise DescriptionError(f"port {port.get('name')!r} has a soap:address without a location")
-        for operation in _binding_operations(binding, location):
-            key = (operation.service_code, operation.service_version)
-            earlier = found.get(key)
-            if earlier is not None and earlier != operation:
-                raise DescriptionError(
-                    f"service {_display(operation)} is defined twice (at {earlier.address} and {location})"
-                )
-            found[key] = operation
-    return tuple(found.values())
+    soap12_only: dict[tuple[str, str | None], WsdlOperation] = {}
+    invalid: list[str] = []
+    for soap_ns, offered in ((SOAP_NS, found), (SOAP12_NS, soap12_only)):
+        for port in root.iterfind(f"{{{WSDL_NS}}}service/{{{WSDL_NS}}}port"):
+            address = port.find(f"{{{soap_ns}}}address")
+            binding_name = _qname(port, port.get("binding", ""))
+            binding = bindings.get(binding_name)
+            if binding is not None:
+                used.add(binding_name)
+            if address is None or binding is None or not _is_soap_over_http(binding, soap_ns):
+                continue
+            location = (address.get("location") or "").strip()
+            if not location:
+                raise DescriptionError(f"port {port.get('name')!r} has a soap:address without a location")
+            for operation in _binding_operations(binding, location, invalid):
+                key = (operation.service_code, operation.service_version)
+                if soap_ns == SOAP12_NS and key in found:
+                    continue  # also bound over SOAP 1.1: that port is the one the gateway calls
+                earlier = offered.get(key)
+                if earlier is not None and earlier != operation:
+                    raise DescriptionError(
+                        f"service {_display(operation)} is defined twice "
+                        f"(at {earlier.address} and {location})"
+                    )
+                offered[key] = operation
+    if invalid:
+        raise DescriptionError(f"{len(invalid)} invalid service code(s): " + "; ".join(invalid))
+    warnings: list[DescriptionWarning] = []
+    if soap12_only:
+        names = ", ".join(_display(operation) for operation in soap12_only.values())
+        warnings.append(
+            DescriptionWarning(
+                SOAP12_ONLY,
+                f"bound only over SOAP 1.2: {names}; X-Road messages are SOAP 1.1, so the service "
+                "must also accept SOAP 1.1 requests at that address",
+            )
+        )
+    unused = [name for name in bindings if name not in used]
+    if unused:
+        shown = ", ".join(repr(etree.QName(name).localname) for name in unused)
+        warnings.append(
+            DescriptionWarning(
+                VALIDATOR_WARNINGS, f"binding(s) {shown} used by no port: they offer no service"
+            )
+        )
+    return (*found.values(), *soap12_only.values()), tuple(warnings)
 
 
-def _is_soap11_over_http(binding: etree._Element) -> bool:
-    soap_binding = binding.find(f"{{{SOAP_NS}}}binding")
+def _is_soap_over_http(binding: etree._Element, soap_ns: str) -> bool:
+    soap_binding = binding.find(f"{{{soap_ns}}}binding")
     return soap_binding is not None and soap_binding.get("transport", "").strip() == _SOAP_HTTP_TRANSPORT
 
 
-def _binding_operations(binding: etree._Element, location: str) -> Iterable[WsdlOperation]:
+def _checked(value: str, what: str, invalid: list[str]) -> bool:
+    """Whether `value` is a valid code; if not, the reason is added to `invalid` (reported together)."""
+    try:
+        check_service_code(value, what)
+    except DescriptionError as exc:
+        if exc.message not in invalid:
+            invalid.append(exc.message)
+        return False
+    return True
+
+
+def _binding_operations(
+    binding: etree._Element, location: str, invalid: list[str]
+) -> Iterable[WsdlOperation]:
     for operation in binding.iterchildren(f"{{{WSDL_NS}}}operation"):
         code = operation.get("name") or ""
-        check_service_code(code, "service code")
+        valid = _checked(code, "service code", invalid)
         versions = [
             child
             for child in operation.iterchildren(etree.Element)
@@ -192,8 +256,9 @@ def _binding_operations(binding: etree._Element, location: str) -> Iterable[Wsdl
             )
         version = (versions[0].text or "").strip() if versions else None
         if version is not None:
-            check_service_code(version, f"version of {code!r}")
-        yield WsdlOperation(service_code=code, service_version=version, address=location)
+            valid = _checked(version, f"version of {code!r}", invalid) and valid
+        if valid:
+            yield WsdlOperation(service_code=code, service_version=version, address=location)
 
 
 def _display(operation: WsdlOperation) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 from aiohttp import web
@@ -57,12 +57,23 @@ MAX_REPORTED_PROBLEMS: Final = 5
 class ApiError(Exception):
     """A request the API answers with an error: HTTP status, error code, message for people."""
 
-    def __init__(self, status: int, code: str, message: str, *, incident: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        incident: str | None = None,
+        warnings: Sequence[Mapping[str, str]] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.incident = incident  # a 5xx's id in the server's log (incident())
+        # What the caller must acknowledge before repeating the call ({"code", "message"} each):
+        # X-Road's warnings step (`warnings_detected`), or what a change would remove.
+        self.warnings = tuple(warnings)
 
 
 def incident(error: ApiError, exc: BaseException, what: str) -> ApiError:
@@ -134,9 +145,11 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 
 def error_response(error: ApiError) -> web.Response:
-    body = {"error": error.code, "message": error.message}
+    body: dict[str, Any] = {"error": error.code, "message": error.message}
     if error.incident is not None:
         body["id"] = error.incident
+    if error.warnings:
+        body["warnings"] = [dict(warning) for warning in error.warnings]
     response = web.json_response(body, status=error.status)
     if error.status == 401:
         response.headers["WWW-Authenticate"] = AUTH_SCHEME

@@ -217,6 +217,16 @@ def _error_schema(codes: Sequence[str]) -> Schema:
                 "type": "string",
                 "description": "500 only: the incident's id in the server's log, which has the details.",
             },
+            "warnings": {
+                "type": "array",
+                "description": "What to acknowledge before repeating the call (ignore_warnings, "
+                "confirm_removal): each with a stable code and a message for people.",
+                "items": {
+                    "type": "object",
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    "required": ["code", "message"],
+                },
+            },
         },
         "required": ["error", "message"],
     }

@@ -18,6 +18,8 @@ from gateway.adminstore import (
     AuditResult,
 )
 from gateway.serverconf.model import (
+    BACKEND_URL_NOT_SET,
+    BACKEND_URL_NOT_SET_NOTICE,
     DEFAULT_CLIENT_AUTH_MODE,
     DEFAULT_SERVICE_TIMEOUT_SECONDS,
     RESERVED_SERVICE_CODES,
@@ -41,6 +43,8 @@ from gateway.serverconf.repository.store import ServerConfRepository
 
 __all__ = [
     "API_KEY_BYTES",
+    "BACKEND_URL_NOT_SET",
+    "BACKEND_URL_NOT_SET_NOTICE",
     "DEFAULT_AUDIT_PAGE",
     "DEFAULT_CLIENT_AUTH_MODE",
     "DEFAULT_SERVICE_TIMEOUT_SECONDS",

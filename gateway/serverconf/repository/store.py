@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -240,45 +240,76 @@ class ServerConfRepository:
 
     def add_service(self, conf: ServiceConf) -> None:
         with self._change() as connection:
-            provider_pk = subsystem_pk(connection, conf.provider)
-            if find_service(connection, conf.service) is not None:
-                raise AlreadyExists(f"service {conf.service} is registered already")
-            result = connection.execute(
-                sa.insert(services).values(subsystem_id=provider_pk, **service_values(conf))
-            )
-            insert_endpoints(connection, new_id(result), conf.endpoints)
+            self._insert_service(connection, conf)
 
     def update_service(self, conf: ServiceConf) -> None:
         """Replace a registered service's settings and endpoints with `conf`'s."""
         with self._change() as connection:
-            pk = service_pk(connection, conf.service)
-            connection.execute(sa.update(services).where(services.c.id == pk).values(**service_values(conf)))
-            connection.execute(sa.delete(rest_endpoints).where(rest_endpoints.c.service_id == pk))
-            insert_endpoints(connection, pk, conf.endpoints)
+            self._update_service(connection, conf)
 
     def set_service_enabled(self, service: ServiceId, enabled: bool, notice: str | None = None) -> None:
         """Enable or disable a service; a disabled one answers ServiceDisabled with `notice`."""
+        self.set_services_enabled((service,), enabled, notice)
+
+    def set_services_enabled(
+        self, services_: Sequence[ServiceId], enabled: bool, notice: str | None = None
+    ) -> None:
+        """Enable or disable several services (a whole description) at once, or none of them."""
         with self._change() as connection:
-            pk = service_pk(connection, service)
-            connection.execute(
-                sa.update(services)
-                .where(services.c.id == pk)
-                .values(enabled=enabled, disabled_notice=None if enabled else notice)
-            )
+            for service in services_:
+                pk = service_pk(connection, service)
+                connection.execute(
+                    sa.update(services)
+                    .where(services.c.id == pk)
+                    .values(enabled=enabled, disabled_notice=None if enabled else notice)
+                )
 
     def remove_service(self, service: ServiceId) -> None:
         """Unregister a service; its access rights go with its last version (as in X-Road)."""
         with self._change() as connection:
-            pk = service_pk(connection, service)
-            provider_pk = subsystem_pk(connection, service.provider)
-            connection.execute(sa.delete(services).where(services.c.id == pk))
-            if not service_code_registered(connection, provider_pk, service.service_code):
-                connection.execute(
-                    sa.delete(access_rights).where(
-                        access_rights.c.subsystem_id == provider_pk,
-                        access_rights.c.service_code == service.service_code,
-                    )
+            self._remove_service(connection, service)
+
+    def apply_description(
+        self, add: Sequence[ServiceConf], update: Sequence[ServiceConf], remove: Sequence[ServiceId]
+    ) -> None:
+        """A description's services added, updated and removed in one transaction: all or nothing."""
+        with self._change() as connection:
+            for service in remove:
+                self._remove_service(connection, service)
+            for conf in update:
+                self._update_service(connection, conf)
+            for conf in add:
+                self._insert_service(connection, conf)
+
+    @staticmethod
+    def _insert_service(connection: Connection, conf: ServiceConf) -> None:
+        provider_pk = subsystem_pk(connection, conf.provider)
+        if find_service(connection, conf.service) is not None:
+            raise AlreadyExists(f"service {conf.service} is registered already")
+        result = connection.execute(
+            sa.insert(services).values(subsystem_id=provider_pk, **service_values(conf))
+        )
+        insert_endpoints(connection, new_id(result), conf.endpoints)
+
+    @staticmethod
+    def _update_service(connection: Connection, conf: ServiceConf) -> None:
+        pk = service_pk(connection, conf.service)
+        connection.execute(sa.update(services).where(services.c.id == pk).values(**service_values(conf)))
+        connection.execute(sa.delete(rest_endpoints).where(rest_endpoints.c.service_id == pk))
+        insert_endpoints(connection, pk, conf.endpoints)
+
+    @staticmethod
+    def _remove_service(connection: Connection, service: ServiceId) -> None:
+        pk = service_pk(connection, service)
+        provider_pk = subsystem_pk(connection, service.provider)
+        connection.execute(sa.delete(services).where(services.c.id == pk))
+        if not service_code_registered(connection, provider_pk, service.service_code):
+            connection.execute(
+                sa.delete(access_rights).where(
+                    access_rights.c.subsystem_id == provider_pk,
+                    access_rights.c.service_code == service.service_code,
                 )
+            )
 
     def add_endpoint(self, service: ServiceId, endpoint: Endpoint) -> None:
         with self._change() as connection:
