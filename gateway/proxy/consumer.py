@@ -1,6 +1,7 @@
 """The internal interface: agency systems' requests, read top to bottom as in DESIGN.md steps 1-4, 8.
 
-SOAP on `POST /`, REST on `/r1/...`, and `GET /listClients`.  Each handler: read the
+SOAP on any path (docs/compatibility.md), REST on `/r1/...`, `GET /listClients` and the legacy
+`GET /wsdl?...` WSDL download.  Each handler: read the
 message within the size limit, parse it (sans-IO), authenticate the client system, check
 the global configuration, then `_Hop` signs and logs the request and sends it to the
 provider's gateway (which verifies the answer), the answer is checked against the request
@@ -136,15 +137,16 @@ async def handle_legacy_wsdl(request: web.Request) -> web.StreamResponse:
     """`GET /wsdl?xRoadInstance=..&serviceCode=..`: a getWsdl exchange made for the client the
     gateway is configured with (or the query's `client`), answered with the WSDL alone.
 
-    Logged, signed and access-checked like any getWsdl; a fault is answered as a SOAP fault.
+    Signed and logged like any getWsdl, the client authenticated like any client; a fault is
+    answered as a SOAP fault.
     """
     runtime = request.app[RUNTIME]
     journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.CONSUMER)
     try:
         body = metadata.legacy_wsdl_request(request.query, runtime.config.wsdl_client, new_exchange_id())
         answer = await _exchange_soap(runtime, journal, request, body, metadata.WSDL_CONTENT_TYPE, '""')
-        if answer.status == 200:
-            wsdl = metadata.wsdl_of_get_wsdl_answer(answer.body, answer.content_type)
+        wsdl = metadata.wsdl_of_get_wsdl_answer(answer.body, answer.content_type)
+        if wsdl is not None:  # else a fault, passed on as it came
             answer = Answer(200, (("Content-Type", metadata.WSDL_CONTENT_TYPE),), wsdl)
     except XRoadFault as fault:
         answer = await logged_fault(journal, fault, soap_fault_answer(fault))

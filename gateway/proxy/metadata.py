@@ -122,6 +122,8 @@ def _get_wsdl(snapshot: ServerConfSnapshot, request: soap.SoapMessage) -> tuple[
 # --- the legacy WSDL download: GET /wsdl?xRoadInstance=..&serviceCode=.. ---------------------
 
 LEGACY_WSDL_PATH: Final = "/wsdl"
+LEGACY_WSDL_USER: Final = "wsdl-request"
+"""The request's userId, as X-Road's WsdlRequestProcessor sets it."""
 _LEGACY_SERVICE_FIELDS: Final = ("xRoadInstance", "memberClass", "memberCode", "subsystemCode", "serviceCode")
 
 
@@ -148,11 +150,14 @@ def legacy_wsdl_request(
     version = query.get("version")
     if version:
         etree.SubElement(body, f"{_X}serviceVersion").text = version
-    return soap.build_request(client, get_wsdl, body, message_id=message_id)
+    return soap.build_request(client, get_wsdl, body, message_id=message_id, user_id=LEGACY_WSDL_USER)
 
 
-def wsdl_of_get_wsdl_answer(body: bytes, content_type: str) -> bytes:
-    """The WSDL attached to a getWsdl answer (already checked against the request)."""
+def wsdl_of_get_wsdl_answer(body: bytes, content_type: str) -> bytes | None:
+    """The WSDL attached to a getWsdl answer (already checked against the request); None for a
+    fault, which comes without attachments."""
+    if mime.parse_content_type(content_type).media_type != mime.MULTIPART_RELATED:
+        return None
     package = mime.unpack(body, content_type)
     if not package.attachments:
         raise XRoadFault(faults.INCONSISTENT_RESPONSE, "the getWsdl answer carries no WSDL")
