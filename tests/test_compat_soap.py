@@ -251,6 +251,7 @@ def zeep_call_get_person(wsdl_location: str, endpoint: str, proxy: str | None = 
     """zeep built from `wsdl_location` alone, calling getPerson at `endpoint` (through `proxy`)."""
     transport = zeep.Transport()
     if proxy is not None:
+        transport.session.trust_env = False  # no NO_PROXY from the environment
         transport.session.proxies = {"http": proxy}
     client = zeep.Client(wsdl_location, transport=transport)
     service = client.create_service(POPULATION_BINDING, endpoint)

@@ -22,6 +22,7 @@ from gateway.xmlsafe import parse_xml
 _TYPES: Final = f"{{{WSDL_NS}}}types"
 _SCHEMA: Final = f"{{{XSD_NS}}}schema"
 _IMPORT: Final = f"{{{XSD_NS}}}import"
+_ANNOTATION: Final = f"{{{XSD_NS}}}annotation"
 XML_NS: Final = "http://www.w3.org/XML/1998/namespace"
 
 
@@ -62,6 +63,11 @@ def self_contained_wsdl(data: bytes) -> bytes:
 
 @lru_cache(maxsize=16)
 def _bundled_schema(filename: str) -> bytes:
-    """One of the gateway's X-Road schemas, as bytes (a fresh tree is parsed per use)."""
-    serialised: bytes = etree.tostring(parse_xml((SCHEMA_DIR / filename).read_bytes()))
+    """One of the gateway's X-Road schemas, without its documentation (xml.xsd is mostly prose)."""
+    schema = parse_xml((SCHEMA_DIR / filename).read_bytes())
+    for annotation in list(schema.iter(_ANNOTATION)):
+        parent = annotation.getparent()
+        if parent is not None:
+            parent.remove(annotation)
+    serialised: bytes = etree.tostring(schema)
     return serialised
