@@ -151,6 +151,8 @@ async def test_rest_and_list_clients_keep_their_paths(local: InProcessFederation
         ('"1scheme:x"', False),
         ('"a#b#c"', False),
         ('"ümlaut"', True),
+        ('"\udcfc"', False),
+        ('"a\x85b"', False),
         ('"', False),
     ],
 )

@@ -21,7 +21,11 @@ TRANSPORT_FIELD: Final = "X-Original-SOAPAction"
 """Carries the client's SOAPAction from the consumer's gateway to the provider's, beside the
 signed transport message, as X-Road's proxies carry it (`x-original-soapaction`)."""
 
-_URI_CHARS: Final = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2}|[^\x00-\x7f\s])+")
+_URI_CHARS: Final = re.compile(
+    r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2}|[^\x00-\x9f\s\ud800-\udfff])+"
+)
+"""RFC 3986's characters, escapes, and other non-control text (no C1 controls, no lone surrogates:
+aiohttp hands undecodable field bytes on as those, and they could not be sent on)."""
 _SCHEME_PREFIX: Final = re.compile(r"([^:/?#]*):")
 _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 
