@@ -161,6 +161,8 @@ class NodeConfig:
     clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS
     ocsp_fetch_interval_seconds: float = DEFAULT_FETCH_INTERVAL_SECONDS
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    wsdl_client: ClientId | None = None
+    """The client the legacy `GET /wsdl?...` download asks getWsdl for; None: the download is off."""
 
     @property
     def ocsp_store_dir(self) -> Path:
@@ -209,6 +211,8 @@ class TlsListenerSection(ListenerSection):
 class InternalSection(FileModel):
     http: ListenerSection | None = None
     https: TlsListenerSection | None = None
+    wsdl_client: Annotated[ClientId, identifier(ClientId.from_text)] | None = None
+    """Turns on the legacy WSDL download (`GET /wsdl?...`) as this client (docs/compatibility.md)."""
 
     @model_validator(mode="after")
     def _some_listener(self) -> InternalSection:
@@ -403,6 +407,7 @@ class NodeFile(FileModel):
             internal_http=internal.http.listener() if internal.http else None,
             internal_https=internal.https.listener() if internal.https else None,
             internal_tls=internal.https.files() if internal.https else None,
+            wsdl_client=internal.wsdl_client,
             external=self.external.listener(),
             auth_tls=self.external.files(),
             admin=self.admin.listener(),

@@ -1,6 +1,7 @@
 """The internal interface: agency systems' requests, read top to bottom as in DESIGN.md steps 1-4, 8.
 
-SOAP on `POST /`, REST on `/r1/...`, and `GET /listClients`.  Each handler: read the
+SOAP on any path (docs/compatibility.md), REST on `/r1/...`, `GET /listClients` and the legacy
+`GET /wsdl?...` WSDL download.  Each handler: read the
 message within the size limit, parse it (sans-IO), authenticate the client system, check
 the global configuration, then `_Hop` signs and logs the request and sends it to the
 provider's gateway (which verifies the answer), the answer is checked against the request
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway import faults
 from gateway.admission import INTERNAL, Overloaded
@@ -30,6 +32,9 @@ from gateway.ids import ClientId, SecurityServerId
 from gateway.messagelog.record import Direction, Side
 from gateway.outbound import header
 from gateway.protocol import rest, soap
+from gateway.protocol.soapaction import FIELD as SOAP_ACTION
+from gateway.protocol.soapaction import TRANSPORT_FIELD as SOAP_ACTION_BETWEEN_GATEWAYS
+from gateway.protocol.soapaction import checked_soap_action
 from gateway.protocol.transport import (
     Payload,
     RestRequestPayload,
@@ -85,8 +90,23 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
 async def _serve_soap(runtime: GatewayRuntime, journal: ExchangeLog, request: web.Request) -> Answer:
     if request.method != "POST":
         raise XRoadFault(faults.INVALID_HTTP_METHOD, f"SOAP requests must be POSTed, not {request.method}")
+    soap_action = checked_soap_action(request.headers.get(SOAP_ACTION))
     body = await read_body(request, runtime.config.max_message_bytes)
-    content_type = request.headers.get("Content-Type")
+    return await _exchange_soap(
+        runtime, journal, request, body, request.headers.get("Content-Type"), soap_action
+    )
+
+
+async def _exchange_soap(
+    runtime: GatewayRuntime,
+    journal: ExchangeLog,
+    request: web.Request,
+    body: bytes,
+    content_type: str | None,
+    soap_action: str | None,
+) -> Answer:
+    """DESIGN.md steps 1-4, 8 for one SOAP request: what a client POSTed, or what the gateway
+    asks on a client's behalf (the legacy WSDL download)."""
     message = soap.parse_request(body, content_type)
     journal.identify(
         ExchangeIds.of_soap(runtime.gateway_name, new_exchange_id(), Side.CONSUMER, message), message.client
@@ -95,7 +115,11 @@ async def _serve_soap(runtime: GatewayRuntime, journal: ExchangeLog, request: we
     conf = runtime.valid_globalconf()
     journal.check_ready()
     payload = SoapPayload(content_type or "text/xml", body)
-    hop = _Hop(runtime, journal, conf, message.client, message.service.provider, message.security_server)
+    # The SOAPAction goes to the provider's gateway beside the signed message, as in X-Road.
+    fields = () if soap_action is None else ((SOAP_ACTION_BETWEEN_GATEWAYS, soap_action),)
+    hop = _Hop(
+        runtime, journal, conf, message.client, message.service.provider, message.security_server, fields
+    )
     return await cached.answer(
         runtime.cache,
         runtime.snapshot,
@@ -107,6 +131,30 @@ async def _serve_soap(runtime: GatewayRuntime, journal: ExchangeLog, request: we
             payload, lambda answer: _checked_soap_answer(journal, message, answer), cached.serve_soap
         ),
     )
+
+
+async def handle_legacy_wsdl(request: web.Request) -> web.StreamResponse:
+    """`GET /wsdl?xRoadInstance=..&serviceCode=..`: a getWsdl exchange made for the client the
+    gateway is configured with (or the query's `client`), answered with the WSDL alone.
+
+    Signed and logged like any getWsdl, the client authenticated like any client; a fault is
+    answered as a SOAP fault.
+    """
+    runtime = request.app[RUNTIME]
+    journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.CONSUMER)
+    try:
+        body = metadata.legacy_wsdl_request(request.query, runtime.config.wsdl_client, new_exchange_id())
+        answer = await _exchange_soap(runtime, journal, request, body, metadata.WSDL_CONTENT_TYPE, '""')
+        wsdl = metadata.wsdl_of_get_wsdl_answer(answer.body, answer.content_type)
+        if wsdl is not None:  # else a fault, passed on as it came
+            answer = Answer(200, (("Content-Type", metadata.WSDL_CONTENT_TYPE),), wsdl)
+    except XRoadFault as fault:
+        answer = await logged_fault(journal, fault, soap_fault_answer(fault))
+    except Exception:
+        log.exception("unexpected error on the WSDL download")
+        internal = XRoadFault(faults.CLIENT_PROXY_INTERNAL_ERROR, "internal error")
+        answer = await logged_fault(journal, internal, soap_fault_answer(internal))
+    return to_web(answer)
 
 
 async def _checked_soap_answer(
@@ -298,6 +346,8 @@ class _Hop:
     client: ClientId
     provider: ClientId
     requested_server: SecurityServerId | None
+    fields: tuple[tuple[str, str], ...] = ()
+    """Sent to the provider's gateway beside the transport message (the SOAPAction)."""
 
     async def sign(self, payload: Payload) -> _SignedRequest:
         if not self.conf.is_known(self.provider):
@@ -318,7 +368,7 @@ class _Hop:
             self.requested_server,
             request.message,
             timeout_seconds=self.runtime.config.backend_timeout_seconds + HOP_MARGIN_SECONDS,
-            status_headers=request.status_headers,
+            status_headers={**request.status_headers, **dict(self.fields)},
         )
 
     def cache_steps(
@@ -380,19 +430,47 @@ async def handle_list_clients(request: web.Request) -> web.StreamResponse:
 
 def _refusal(request: web.Request, fault: Overloaded) -> Answer:
     """The Overloaded fault in the form the request's path speaks: REST error or SOAP fault."""
-    if request.path.startswith("/r1/") or request.path == "/listClients":
+    if _is_rest_path(request):
         return rest_fault_answer(fault, request.headers.get("Accept"))
     return soap_fault_answer(fault)
+
+
+def _is_rest_path(request: web.Request) -> bool:
+    return request.rel_url.raw_path.startswith("/r1/") or request.rel_url.raw_path == "/listClients"
+
+
+async def handle_any(request: web.Request) -> web.StreamResponse:
+    """Every request line the internal interface takes, dispatched by path as X-Road's client
+    proxy does: REST under `/r1/`, metadata at its documented paths (GET), SOAP everywhere else.
+
+    An absolute-URI request line (the gateway used as an HTTP proxy: `POST http://host/path`)
+    routes by its path; one without a path (`POST http://host`) matches no route at all and
+    comes here through `_pathless`.
+    """
+    path = request.rel_url.raw_path or "/"
+    if path.startswith("/r1/"):
+        return await handle_rest(request)
+    if request.method == "GET" and path == "/listClients":
+        return await handle_list_clients(request)
+    if request.method == "GET" and path == metadata.LEGACY_WSDL_PATH:
+        return await handle_legacy_wsdl(request)
+    return await handle_soap(request)
+
+
+@web.middleware
+async def _pathless(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`POST http://host HTTP/1.1` has an empty path, which aiohttp's router never matches."""
+    if not request.rel_url.raw_path:
+        return await handle_any(request)
+    return await handler(request)
 
 
 def make_internal_app(runtime: GatewayRuntime) -> web.Application:
     max_bytes = runtime.config.max_message_bytes
     admit = admission_middleware(runtime.admission, INTERNAL, max_bytes, _refusal)
-    app = web.Application(client_max_size=max_bytes, middlewares=[admit])
+    app = web.Application(client_max_size=max_bytes, middlewares=[admit, _pathless])
     app[RUNTIME] = runtime
-    app.router.add_get("/listClients", handle_list_clients)
-    app.router.add_route("*", "/r1/{tail:.*}", handle_rest)
-    app.router.add_route("*", "/", handle_soap)
+    app.router.add_route("*", "/{tail:.*}", handle_any)
     app.on_startup.append(_start_replication)
     return app
 

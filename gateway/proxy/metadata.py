@@ -6,7 +6,7 @@ others by the provider's gateway, which alone knows its services and access righ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from lxml import etree
@@ -19,12 +19,17 @@ from gateway.protocol import mime, rest, soap
 from gateway.protocol.schema import XROAD_NS
 from gateway.serverconf.model import ServerConfSnapshot, ServiceConf, ServiceKind
 from gateway.serverconf.openapi import hide_openapi_servers
+from gateway.serverconf.selfcontained import self_contained_wsdl
 from gateway.serverconf.wsdl import hide_wsdl_address
 
 LIST_METHODS: Final = "listMethods"
 ALLOWED_METHODS: Final = "allowedMethods"
 GET_WSDL: Final = "getWsdl"
 SOAP_METADATA_SERVICES: Final = frozenset({LIST_METHODS, ALLOWED_METHODS, GET_WSDL})
+
+WSDL_CONTENT_TYPE: Final = "text/xml; charset=UTF-8"
+"""A WSDL as getWsdl attaches it and the legacy `GET /wsdl` answers it (X-Road's own tests expect
+the charset, on the answer as on the attachment)."""
 
 _X: Final = f"{{{XROAD_NS}}}"
 _NSMAP: Final = {"xrd": XROAD_NS, "id": ID_NS}
@@ -103,15 +108,60 @@ def _get_wsdl(snapshot: ServerConfSnapshot, request: soap.SoapMessage) -> tuple[
     service = snapshot.service(wanted)
     if service is None or service.kind is not ServiceKind.SOAP or service.description is None:
         raise XRoadFault(faults.UNKNOWN_SERVICE, f"no WSDL for service {wanted}")
-    wsdl = hide_wsdl_address(service.description.document.encode("utf-8"))
+    wsdl = self_contained_wsdl(hide_wsdl_address(service.description.document.encode("utf-8")))
     wrapper = etree.Element(f"{_X}getWsdlResponse", nsmap=_NSMAP)
     etree.SubElement(wrapper, f"{_X}serviceCode").text = code
     if version:
         etree.SubElement(wrapper, f"{_X}serviceVersion").text = version
     envelope = soap.build_response(request, wrapper)
-    attachment = mime.Attachment("wsdl", "text/xml", wsdl)
+    attachment = mime.Attachment("wsdl", WSDL_CONTENT_TYPE, wsdl)
     body, content_type = mime.build_multipart(envelope, [attachment])
-    return body, content_type
+    return body, f"{content_type}; charset=UTF-8"
+
+
+# --- the legacy WSDL download: GET /wsdl?xRoadInstance=..&serviceCode=.. ---------------------
+
+LEGACY_WSDL_PATH: Final = "/wsdl"
+LEGACY_WSDL_USER: Final = "wsdl-request"
+"""The request's userId, as X-Road's WsdlRequestProcessor sets it."""
+_LEGACY_SERVICE_FIELDS: Final = ("xRoadInstance", "memberClass", "memberCode", "subsystemCode", "serviceCode")
+
+
+def legacy_wsdl_request(
+    query: Mapping[str, str], configured_client: ClientId | None, message_id: str
+) -> bytes:
+    """The getWsdl request a legacy `GET /wsdl?...` stands for, made for the `client` the query
+    names or else the one the gateway is configured with ([internal] wsdl_client); without
+    that configuration the download is off (Client.InvalidRequest)."""
+    if configured_client is None:
+        raise XRoadFault(
+            faults.INVALID_REQUEST, "the WSDL download is off: this gateway has no [internal] wsdl_client"
+        )
+    client_text = query.get("client")
+    client = configured_client if client_text is None else ClientId.from_text(client_text)
+    missing = [name for name in _LEGACY_SERVICE_FIELDS if name != "subsystemCode" and not query.get(name)]
+    if missing:
+        raise XRoadFault(faults.INVALID_REQUEST, f"the WSDL request lacks {', '.join(missing)}")
+    instance, member_class, member_code, subsystem, code = (query.get(n) for n in _LEGACY_SERVICE_FIELDS)
+    assert instance and member_class and member_code and code
+    get_wsdl = ServiceId(instance, member_class, member_code, subsystem or None, GET_WSDL)
+    body = etree.Element(f"{_X}{GET_WSDL}", nsmap=_NSMAP)
+    etree.SubElement(body, f"{_X}serviceCode").text = code
+    version = query.get("version")
+    if version:
+        etree.SubElement(body, f"{_X}serviceVersion").text = version
+    return soap.build_request(client, get_wsdl, body, message_id=message_id, user_id=LEGACY_WSDL_USER)
+
+
+def wsdl_of_get_wsdl_answer(body: bytes, content_type: str) -> bytes | None:
+    """The WSDL attached to a getWsdl answer (already checked against the request); None for a
+    fault, which comes without attachments."""
+    if mime.parse_content_type(content_type).media_type != mime.MULTIPART_RELATED:
+        return None
+    package = mime.unpack(body, content_type)
+    if not package.attachments:
+        raise XRoadFault(faults.INCONSISTENT_RESPONSE, "the getWsdl answer carries no WSDL")
+    return package.attachments[0].data
 
 
 # --- REST: listMethods, allowedMethods, getOpenAPI ------------------------------------------

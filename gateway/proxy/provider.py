@@ -35,6 +35,9 @@ from gateway.messagelog.record import Direction as LogDirection
 from gateway.messagelog.record import Side
 from gateway.outbound import Headers, OutboundResponse, header
 from gateway.protocol import mime, rest, soap
+from gateway.protocol.soapaction import FIELD as SOAP_ACTION
+from gateway.protocol.soapaction import TRANSPORT_FIELD as SOAP_ACTION_BETWEEN_GATEWAYS
+from gateway.protocol.soapaction import checked_soap_action
 from gateway.protocol.transport import (
     MAX_SIGNATURE_PART_BYTES,
     Direction,
@@ -138,7 +141,11 @@ async def serve(
         )
         peer = _Peer(caller, header(headers, SIGNER_OCSP_HEADER))
         if isinstance(message.payload, SoapPayload):
-            answer, status = await _serve_soap(runtime, conf, peer, message, message.payload, journal, known)
+            # Checked again here, as X-Road's server proxy does: it reaches the service as is.
+            soap_action = checked_soap_action(header(headers, SOAP_ACTION_BETWEEN_GATEWAYS))
+            answer, status = await _serve_soap(
+                runtime, conf, peer, message, message.payload, journal, known, soap_action
+            )
         elif isinstance(message.payload, RestRequestPayload):
             known.is_rest, known.accept = True, header(message.payload.headers, "Accept")
             answer, status = await _serve_rest(runtime, conf, peer, message, message.payload, journal, known)
@@ -237,6 +244,7 @@ async def _serve_soap(
     payload: SoapPayload,
     journal: ExchangeLog,
     known: _Known,
+    soap_action: str | None,
 ) -> tuple[TransportMessage, OwnStatus]:
     request = soap.parse_request(payload.body, payload.content_type)
     known.provider = request.service.provider
@@ -250,7 +258,7 @@ async def _serve_soap(
             runtime.cache,
             runtime.snapshot,
             cached.soap_question(request),
-            lambda: _call_soap_service(runtime, conf, request),
+            lambda: _call_soap_service(runtime, conf, request, soap_action),
             failure=lambda _payload: None,  # failures are faults (_checked_soap_answer)
             keepable=_is_soap_answer,
             reuse=lambda stored, mark: _reused_soap_answer(request, stored, mark),
@@ -260,14 +268,16 @@ async def _serve_soap(
 
 
 async def _call_soap_service(
-    runtime: GatewayRuntime, conf: GlobalConf, request: soap.SoapMessage
+    runtime: GatewayRuntime, conf: GlobalConf, request: soap.SoapMessage, soap_action: str | None
 ) -> SoapPayload:
     service = _registered_service(runtime, request.service)
     if service.kind is not ServiceKind.SOAP:
         raise XRoadFault(faults.UNKNOWN_SERVICE, f"{request.service} is a REST service")
     if not runtime.snapshot.allowed(request.client, request.service, global_group_member=conf.is_member_of):
         raise XRoadFault(faults.ACCESS_DENIED, f"{request.client} may not call {request.service}")
-    headers = [("Content-Type", request.content_type), ("SOAPAction", '""')]
+    headers = [("Content-Type", request.content_type)]
+    if soap_action is not None:  # exactly as the client sent it; absent stays absent
+        headers.append((SOAP_ACTION, soap_action))
     assert {name for name, _ in headers} <= set(SOAP_PASSED_HEADERS)
     answer = await call_backend(
         runtime.backends,
