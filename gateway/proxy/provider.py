@@ -51,6 +51,7 @@ from gateway.proxy.answers import (
     Answer,
     logged_fault,
     overload_refusal,
+    peer_compat,
     rest_fault_answer,
     soap_fault_answer,
     to_web,
@@ -165,7 +166,10 @@ async def serve(
 
 async def _fault(runtime: GatewayRuntime, journal: ExchangeLog, fault: XRoadFault, known: _Known) -> Answer:
     """The fault as a signed answer, logged as sent; unsigned only when this gateway cannot sign."""
-    plain = rest_fault_answer(fault, known.accept) if known.is_rest else soap_fault_answer(fault)
+    compat = peer_compat(runtime.config.compat)
+    plain = (
+        rest_fault_answer(fault, known.accept, compat) if known.is_rest else soap_fault_answer(fault, compat)
+    )
     try:
         signed, status = await _sign_fault(runtime, plain, known)
     except XRoadFault as unsignable:
