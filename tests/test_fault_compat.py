@@ -33,11 +33,11 @@ from tests.conftest import (
     POPULATION_NS,
     SOAP_ENV_NS,
     get_person_request,
-    one_row,
     rest_headers,
     soap_request,
 )
 from tests.inprocess import Gateway, inprocess_federation
+from tests.test_peer_answers import last_response_logged
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "compatibility.md"
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
@@ -52,15 +52,7 @@ def fault_of(response: requests.Response) -> tuple[str, str]:
 
 
 def last_logged_outcome(gateway: Gateway) -> str:
-    """The outcome the consumer's message log records for the latest response it gave."""
-    settings = gateway.runtime.config.messagelog
-    assert settings is not None
-    row = one_row(
-        settings.database_url,
-        "SELECT outcome FROM messagelog_records WHERE side = 'consumer' AND direction = 'response'"
-        " ORDER BY id DESC LIMIT 1",
-    )
-    return str(row.outcome)
+    return last_response_logged(gateway).outcome
 
 
 # --- the two spellings ----------------------------------------------------------------------
