@@ -3,16 +3,17 @@
 PROTOCOL.md: "the XSDs in `xsd/` are normative". The header fields (`xrd:client`,
 `xrd:service`, `xrd:id`, ..., `repr:representedParty`, `xrd:securityServer`) are global
 elements of `xroad.xsd`, `xroad-securityserver.xsd` and `representation.xsd`; a field that
-breaks its declaration (unknown objectType, elements out of order, an attribute the schema
-does not allow, elements inside a string field) is `Client.InvalidXml`.
+breaks its declaration (unknown objectType, elements out of order, elements inside a string
+field) is `Client.InvalidXml`. As X-Road, an attribute the schemas do not declare is ignored,
+not refused (`validate_header` judges the field without it).
 
 The schemas are compiled once, by libxml2 (lxml.etree.XMLSchema), from the copies in
 `wsdl/xroad/`; imports that name a web URL are answered from those copies, never from the
 network. Validation runs on every request, so the whole SOAP Header is checked in one
 validator call against a small wrapper schema whose Header admits any element *laxly*:
 elements with a global X-Road declaration are validated strictly, all others are skipped.
-Which elements may appear at all (unknown names in an X-Road namespace, duplicates) is the
-SOAP parser's job, not this module's.
+Which elements may appear at all (duplicates; unknown names are ignored) is the SOAP parser's
+job, not this module's.
 """
 
 from __future__ import annotations
