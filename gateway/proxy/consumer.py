@@ -253,7 +253,7 @@ def _signed_soap_fault(payload: SoapPayload) -> XRoadFault | None:
 
 def _is_gateway_code(code: str) -> bool:
     """An X-Road fault code (a gateway's), not a service's own `SOAP-ENV:Server` and the like."""
-    return code.startswith(("Server.", "Client.", "server.", "client."))
+    return code.lower().startswith(("server.", "client."))  # in either style, any case
 
 
 def _gateway_fault(payload: RestResponsePayload) -> XRoadFault | None:
