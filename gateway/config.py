@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -55,6 +55,7 @@ from gateway.connections import (
 )
 from gateway.crypto.batchsigner import DEFAULT_WINDOW_SECONDS
 from gateway.crypto.tls import TlsIdentity
+from gateway.faults import DEFAULT_FAULT_STYLE, DEFAULT_SOAP_FAULT_STATUS, FaultCompat, FaultStyle
 from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS
 from gateway.ids import ClientId, SecurityServerId
 from gateway.messagelog.diskspace import (
@@ -163,6 +164,7 @@ class NodeConfig:
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     wsdl_client: ClientId | None = None
     """The client the legacy `GET /wsdl?...` download asks getWsdl for; None: the download is off."""
+    compat: FaultCompat = field(default_factory=FaultCompat)
 
     @property
     def ocsp_store_dir(self) -> Path:
@@ -379,6 +381,18 @@ class TrustSection(FileModel):
     """Renew own OCSP responses this often (sooner when the freshness limit is short)."""
 
 
+class CompatibilitySection(FileModel):
+    """How faults look to this gateway's clients (docs/compatibility.md "Faults and leniency")."""
+
+    soap_fault_status: Literal[200, 500] = DEFAULT_SOAP_FAULT_STATUS
+    """200 as X-Road's client proxy answers SOAP faults, or 500 (SOAP 1.1 §6.2, xgate before)."""
+    fault_code_style: FaultStyle = DEFAULT_FAULT_STYLE
+    """"xroad-7.8" (`server.clientproxy.unknown_member`) or "legacy" (`Server.ClientProxy.UnknownMember`)."""
+
+    def compat(self) -> FaultCompat:
+        return FaultCompat(self.soap_fault_status, self.fault_code_style)
+
+
 class NodeFile(FileModel):
     """The whole file, as written (config/gateway.example.toml)."""
 
@@ -393,6 +407,7 @@ class NodeFile(FileModel):
     messagelog: MessageLogSection = MessageLogSection()
     cache: CacheSection = CacheSection()
     trust: TrustSection = TrustSection()
+    compatibility: CompatibilitySection = CompatibilitySection()
 
     def node_config(self, base: Path) -> NodeConfig:
         data_dir = self.node.data_dir or base
@@ -426,6 +441,7 @@ class NodeFile(FileModel):
             cache=self.cache.settings(data_dir),
             clock_skew_seconds=self.trust.clock_skew_seconds,
             ocsp_fetch_interval_seconds=self.trust.ocsp_fetch_interval_seconds,
+            compat=self.compatibility.compat(),
         )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Final
+from functools import lru_cache
+from typing import Final, Literal
 
 # Client.* : the client's message is wrong (PROTOCOL.md "Fault codes").
 INVALID_SOAP: Final = "Client.InvalidSoap"
@@ -117,13 +118,54 @@ class XRoadFault(Exception):
         return XRoadFault(f"{prefix}.{self.code}", self.message, self.detail)
 
 
-def snake_case(code: str) -> str:
-    """The lower snake-case spelling newer X-Road peers use.
+FaultStyle = Literal["xroad-7.8", "legacy"]
+"""How fault codes are spelled to clients: X-Road 7.8's lower snake case, or the CamelCase of
+X-Road 6 and 7 before 7.8 (PROTOCOL.md "Fault codes"), which is also xgate's canonical form."""
 
-    `Client.MissingHeader` becomes `client.missing_header`; clients may match either form.
+XROAD_78: Final = "xroad-7.8"
+LEGACY: Final = "legacy"
+DEFAULT_FAULT_STYLE: Final[FaultStyle] = "xroad-7.8"
+DEFAULT_SOAP_FAULT_STATUS: Final = 200
+"""X-Road's client proxy answers a SOAP fault with HTTP 200 (`text/xml; charset=UTF-8`)."""
+
+# Where X-Road 7.8's own name for a code is not the snake case of the CamelCase one
+# (its ErrorCode enum: GLOBAL_CONF_OUTDATED is "global_conf_outdated").
+_XROAD_78_NAMES: Final = {"OutdatedGlobalConf": "global_conf_outdated"}
+# The origin prefixes X-Road 7.8 lowercases without separating words.
+_PREFIXES: Final = frozenset({"Client", "Server", "ClientProxy", "ServerProxy"})
+
+
+@dataclass(frozen=True)
+class FaultCompat:
+    """A gateway's fault settings (config `[compatibility]`): SOAP fault status and code style."""
+
+    soap_fault_status: int = DEFAULT_SOAP_FAULT_STATUS
+    fault_code_style: FaultStyle = DEFAULT_FAULT_STYLE
+
+    def code(self, code: str) -> str:
+        """`code` (canonical) as this gateway writes it to its callers."""
+        return styled(code, self.fault_code_style)
+
+
+LEGACY_COMPAT: Final = FaultCompat(500, "legacy")
+"""xgate before the setting: HTTP 500 (SOAP 1.1 §6.2) and CamelCase codes."""
+
+
+def snake_case(code: str) -> str:
+    """The lower snake-case spelling X-Road 7.8 writes.
+
+    `Client.MissingHeader` becomes `client.missing_header`, `Server.ClientProxy.UnknownMember`
+    `server.clientproxy.unknown_member`: the origin prefixes are lowercased as one word.
     """
     out: list[str] = []
     for part in code.split("."):
+        if part in _PREFIXES:
+            out.append(part.lower())
+            continue
+        named = _XROAD_78_NAMES.get(part)
+        if named is not None:
+            out.append(named)
+            continue
         chars: list[str] = []
         for i, ch in enumerate(part):
             if (
@@ -135,3 +177,57 @@ def snake_case(code: str) -> str:
             chars.append(ch.lower())
         out.append("".join(chars))
     return ".".join(out)
+
+
+def styled(code: str, style: FaultStyle) -> str:
+    """A canonical (CamelCase) code in `style`; codes of other origins (a service's) unchanged."""
+    if style == LEGACY or not code.startswith(("Client.", "Server.")):
+        return code
+    return snake_case(code)
+
+
+def _key(code: str) -> str:
+    return code.replace("_", "").lower()
+
+
+def all_codes() -> dict[str, str]:
+    """Every fault code this module names, by constant name (docs/compatibility.md's table)."""
+    return {
+        name: value
+        for name, value in globals().items()
+        if name.isupper() and isinstance(value, str) and value.startswith(("Client.", "Server."))
+    }
+
+
+@lru_cache(maxsize=1)
+def _canonical_by_key() -> dict[str, str]:
+    known = {_key(code): code for code in all_codes().values()}
+    known.update({_key(snake_case(code)): code for code in all_codes().values()})
+    return known
+
+
+def canonical(code: str) -> str:
+    """A peer's code in xgate's canonical CamelCase form, whichever style the peer wrote.
+
+    Known codes map exactly; an unknown code in X-Road 7.8 style gets its segments CamelCased
+    (`server.serverproxy.foo_bar` becomes `Server.ServerProxy.FooBar`), so comparisons,
+    the message log and `is_client_error` see one form.
+    """
+    known = _canonical_by_key().get(_key(code))
+    if known is not None:
+        return known
+    if code.startswith(("client.", "server.")):
+        return ".".join(_camel(part) for part in code.split("."))
+    return code
+
+
+_CAMEL_PREFIXES: Final = {
+    "client": "Client",
+    "server": "Server",
+    "clientproxy": "ClientProxy",
+    "serverproxy": "ServerProxy",
+}
+
+
+def _camel(part: str) -> str:
+    return _CAMEL_PREFIXES.get(part) or "".join(word[:1].upper() + word[1:] for word in part.split("_"))

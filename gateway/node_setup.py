@@ -22,6 +22,7 @@ from typing import Final
 from gateway.config import NodeConfig, load_config
 from gateway.configfile import ANCHOR_FILE, CONFIG_FILE_MODE, DATA_DIR_MODE
 from gateway.crypto.keys import write_file_atomically
+from gateway.faults import DEFAULT_FAULT_STYLE, DEFAULT_SOAP_FAULT_STATUS
 from gateway.ids import ClientId, SecurityServerId
 from gateway.messagelog.settings import ARCHIVE_DIR_NAME, DEFAULT_ARCHIVE_EVERY_BYTES, DEFAULT_RETENTION_DAYS
 from gateway.trust import pki
@@ -124,6 +125,13 @@ port = {ports.admin}
 # archive_dir = "/var/lib/xgate/archive"
 # archive_hook = ["/usr/local/bin/ship-archive"]
 retention_days = {DEFAULT_RETENTION_DAYS:g}
+
+[compatibility]
+# Faults as X-Road 7.8's client proxy sends them: HTTP 200 and codes such as
+# server.clientproxy.unknown_member. Clients written for older X-Road may want
+# soap_fault_status = 500 and fault_code_style = "legacy" (Server.ClientProxy.UnknownMember).
+soap_fault_status = {DEFAULT_SOAP_FAULT_STATUS}
+fault_code_style = "{DEFAULT_FAULT_STYLE}"
 """
 
 

@@ -181,6 +181,13 @@ async def _no_trust_services(request: OutboundRequest) -> OutboundResponse:
     raise OutboundError(f"no trust services in this federation ({request.url})")
 
 
+def _with_compatibility(text: str, table: str) -> str:
+    """The gateway's file with its [compatibility] table (the last, see federation.py) replaced."""
+    head, found, _ = text.partition("[compatibility]\n")
+    assert found, "federation.py writes a [compatibility] table last"
+    return f"{head}[compatibility]\n{table}\n"
+
+
 @contextlib.asynccontextmanager
 async def inprocess_federation(
     directory: Path,
@@ -188,13 +195,15 @@ async def inprocess_federation(
     template: Built | None = None,
     unreachable_standby: bool = False,
     limits: str = "",
+    compatibility: dict[str, str] | None = None,
 ) -> AsyncIterator[InProcessFederation]:
     """The federation of `federation.build` in `directory`, its gateways running in this event loop.
 
     With `template` (see `build_template`) its files are copied instead of generated again.
     `unreachable_standby`: as in `federation.build`, a registered gateway for gw-b's subsystem,
     listed first, at an address where nothing answers. `limits`: TOML lines added to every
-    gateway's [limits] table.
+    gateway's [limits] table. `compatibility`: by gateway name, the TOML lines of its
+    [compatibility] table instead of the federation's pinned legacy one ("" for the defaults).
     """
     if template is not None:
         description = template.copy_to(directory)
@@ -212,6 +221,8 @@ async def inprocess_federation(
             config = Path(gw["config"])
             if limits:
                 config.write_text(config.read_text().replace("[limits]\n", f"[limits]\n{limits}\n", 1))
+            if compatibility is not None and gw["name"] in compatibility:
+                config.write_text(_with_compatibility(config.read_text(), compatibility[gw["name"]]))
             runtime = GatewayRuntime.create(load_config(config))
             peers = InProcessTransport(peer_handler(fed, gw["name"]))
             backends = InProcessTransport(app_handler(apps))

@@ -225,6 +225,11 @@ max_timestamp_failure_seconds = {max_timestamp_failure_seconds:g}
 
 [cache]
 maintenance_interval_seconds = {cache_maintenance_seconds:g}
+
+[compatibility]
+# The federation's tests read faults as xgate wrote them before X-Road 7.8's defaults.
+soap_fault_status = 500
+fault_code_style = "legacy"
 """
 
 

@@ -196,10 +196,9 @@ def _check_root_type(root: ContentType) -> None:
     if root.media_type == TEXT_XML:
         return
     if root.media_type == XOP_XML:
-        # XOP §5 / SOAP MTOM §3: the `type` parameter names the packaged document's type.
-        inner = root.param("type")
-        if inner is not None and inner.lower() != TEXT_XML:
-            raise XRoadFault(INVALID_CONTENT_TYPE, f"XOP package of {_shorten(inner)} is not SOAP 1.1")
+        # XOP §5 / SOAP MTOM §3: the `type` parameter names the packaged document's type. X-Road
+        # ignores it (clients send `application/soap+xml` with a SOAP 1.1 envelope); the
+        # envelope's own namespace tells SOAP 1.2 apart (soap.py).
         return
     raise XRoadFault(MISSING_SOAP, f"the root part is {root.media_type}, not a SOAP envelope")
 
@@ -209,8 +208,29 @@ def split_multipart(body: bytes, boundary: str) -> list[MimePart]:
 
     Lenient where senders commonly are: bare LF line ends, transport padding after a
     delimiter, a preamble, and a missing epilogue. Not lenient about a missing close
-    delimiter, which means the body was cut short.
+    delimiter in a client's message (see :func:`with_close_delimiter` for services' answers).
     """
+    return _split(body, boundary, require_close=True)[0]
+
+
+def with_close_delimiter(body: bytes, content_type: str) -> bytes:
+    """A service's multipart answer with its close delimiter, added if it lacks one.
+
+    X-Road tolerates a service answer whose body ends without `--boundary--`: the last part
+    runs to the end. Completing it here, before it is checked, signed and logged, keeps every
+    later reader strict. Other content types come back unchanged.
+    """
+    parsed = parse_content_type(content_type)
+    if parsed.media_type != MULTIPART_RELATED:
+        return body
+    boundary = _boundary(parsed)
+    if _split(body, boundary, require_close=False)[1]:
+        return body
+    return body + b"\r\n--" + boundary.encode("ascii") + b"--\r\n"
+
+
+def _split(body: bytes, boundary: str, *, require_close: bool) -> tuple[list[MimePart], bool]:
+    """The parts, and whether the close delimiter ended them."""
     dash = b"--" + boundary.encode("ascii")
     delimiter = _next_delimiter(body, dash, 0, first=True)
     if delimiter is None:
@@ -222,11 +242,14 @@ def split_multipart(body: bytes, boundary: str) -> list[MimePart]:
             raise XRoadFault(INVALID_CONTENT_TYPE, f"multipart message has more than {MAX_MIME_PARTS} parts")
         following = _next_delimiter(body, dash, after, first=False)
         if following is None:
-            raise XRoadFault(INVALID_CONTENT_TYPE, "multipart body ends without its close delimiter")
+            if require_close:
+                raise XRoadFault(INVALID_CONTENT_TYPE, "multipart body ends without its close delimiter")
+            parts.append(_parse_part(body, after, len(body)))
+            return parts, False
         line_start, next_after, closing = following
         parts.append(_parse_part(body, after, line_start))
         after = next_after
-    return parts
+    return parts, True
 
 
 def _next_delimiter(body: bytes, dash: bytes, pos: int, *, first: bool) -> tuple[int, int, bool] | None:

@@ -34,6 +34,7 @@ from gateway.faults import (
     MISSING_HEADER,
     REQUEST_TOO_LARGE,
     XRoadFault,
+    canonical,
 )
 from gateway.ids import (
     ClientId,
@@ -599,7 +600,7 @@ def rest_error_status(code: str) -> int:
     RFC 9110 §15 so that HTTP clients and load balancers react sensibly (retry a 503 or 504,
     not a 403). Snake-case codes from newer peers map the same way.
     """
-    parts = [part.replace("_", "").lower() for part in code.split(".")]
+    parts = [part.replace("_", "").lower() for part in canonical(code).split(".")]
     last = parts[-1]
     if parts[0] == "client":
         return {"invalidhttpmethod": 405, "requesttoolarge": 413}.get(last, 400)

@@ -3,21 +3,23 @@
 PROTOCOL.md: "the XSDs in `xsd/` are normative". The header fields (`xrd:client`,
 `xrd:service`, `xrd:id`, ..., `repr:representedParty`, `xrd:securityServer`) are global
 elements of `xroad.xsd`, `xroad-securityserver.xsd` and `representation.xsd`; a field that
-breaks its declaration (unknown objectType, elements out of order, an attribute the schema
-does not allow, elements inside a string field) is `Client.InvalidXml`.
+breaks its declaration (unknown objectType, elements out of order, elements inside a string
+field) is `Client.InvalidXml`. As X-Road, an attribute the schemas do not declare is ignored,
+not refused (`validate_header` judges the field without it).
 
 The schemas are compiled once, by libxml2 (lxml.etree.XMLSchema), from the copies in
 `wsdl/xroad/`; imports that name a web URL are answered from those copies, never from the
 network. Validation runs on every request, so the whole SOAP Header is checked in one
 validator call against a small wrapper schema whose Header admits any element *laxly*:
 elements with a global X-Road declaration are validated strictly, all others are skipped.
-Which elements may appear at all (unknown names in an X-Road namespace, duplicates) is the
-SOAP parser's job, not this module's.
+Which elements may appear at all (duplicates; unknown names are ignored) is the SOAP parser's
+job, not this module's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from copy import deepcopy
 from functools import lru_cache
 from pathlib import Path
 from typing import Final
@@ -25,6 +27,7 @@ from typing import Final
 from lxml import etree
 
 from gateway.faults import INVALID_XML, XRoadFault
+from gateway.ids import ID_NS
 from gateway.resources import xroad_schema_dir
 
 XSD_DIR: Final = xroad_schema_dir()
@@ -32,6 +35,11 @@ XSD_DIR: Final = xroad_schema_dir()
 SOAP_ENV_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 XROAD_NS: Final = "http://x-road.eu/xsd/xroad.xsd"
 REPR_NS: Final = "http://x-road.eu/xsd/representation.xsd"
+
+# The attributes identifiers.xsd and xroad.xsd declare on header fields and their children.
+DECLARED_ATTRIBUTES: Final = frozenset(
+    {f"{{{ID_NS}}}objectType", "algorithmId", "{http://www.w3.org/XML/1998/namespace}lang"}
+)
 
 # The web locations the X-Road XSDs import from, served from the local copies instead.
 _KNOWN_LOCATIONS: Final = {
@@ -108,8 +116,21 @@ def validate_header(header: etree._Element, xroad_fields: Iterable[etree._Elemen
     if schema.validate(header):
         return
     for field in xroad_fields:
-        if not schema.validate(field):
+        if not schema.validate(field) and not schema.validate(_without_foreign_attributes(field)):
             raise XRoadFault(INVALID_XML, _describe(schema.error_log))
+
+
+def _without_foreign_attributes(field: etree._Element) -> etree._Element:
+    """A copy of `field` with only the attributes the XSDs declare.
+
+    X-Road reads the header leniently: an attribute it does not know (`SOAP-ENV:mustUnderstand`,
+    a vendor's own) is ignored, not refused; everything the schemas do say is still checked.
+    """
+    copy = deepcopy(field)
+    for element in copy.iter():
+        for name in [name for name in element.attrib if name not in DECLARED_ATTRIBUTES]:
+            del element.attrib[name]
+    return copy
 
 
 def _describe(log: etree._ListErrorLog) -> str:

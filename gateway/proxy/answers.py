@@ -2,9 +2,10 @@
 
 Handlers build an :class:`Answer` and the aiohttp edge turns it into a response in one place
 (`to_web`), so a path can also be run and checked without a server. A fault is a SOAP fault
-(SOAP 1.1 §4.4, HTTP 500) on the SOAP paths and a REST error body (PROTOCOL.md "REST protocol
-r1") on the REST paths. A provider gateway signs its faults (provider.py), and the consumer
-passes on only what verified (exchange.py).
+(SOAP 1.1 §4.4) on the SOAP paths and a REST error body (PROTOCOL.md "REST protocol r1") on
+the REST paths, its HTTP status and code style as the gateway's `[compatibility]` says. A
+provider gateway signs its faults (provider.py), and the consumer passes on only what
+verified (exchange.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.admission import Overloaded
-from gateway.faults import XRoadFault
+from gateway.faults import FaultCompat, XRoadFault
 from gateway.messagelog.record import Direction
 from gateway.outbound import Headers, header
 from gateway.protocol import rest, soap
@@ -27,7 +28,9 @@ from gateway.proxy.records import ExchangeLog
 log = logging.getLogger(__name__)
 
 SOAP_FAULT_STATUS: Final = 500
-"""SOAP 1.1 §6.2: a fault goes back with HTTP 500."""
+"""SOAP 1.1 §6.2: a fault goes back with HTTP 500 (between gateways; to clients as configured)."""
+
+SOAP_FAULT_CONTENT_TYPE: Final = "text/xml; charset=UTF-8"
 
 OVERLOAD_STATUS: Final = 503
 """RFC 9110 §15.6.4 Service Unavailable: temporary overload, with Retry-After."""
@@ -51,17 +54,33 @@ def to_web(answer: Answer) -> web.Response:
     return web.Response(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
 
 
-def soap_fault_answer(fault: XRoadFault) -> Answer:
+def soap_fault_answer(fault: XRoadFault, compat: FaultCompat) -> Answer:
+    """`fault` as a SOAP fault, its code in `compat`'s style, with `compat`'s HTTP status.
+
+    The fault itself keeps the canonical code: that is what the message log records.
+    """
     _log_fault(fault)
-    headers = (("Content-Type", "text/xml; charset=utf-8"), *_retry_after(fault))
-    return Answer(SOAP_FAULT_STATUS, headers, soap.fault_response(fault))
+    headers = (("Content-Type", SOAP_FAULT_CONTENT_TYPE), *_retry_after(fault))
+    return Answer(compat.soap_fault_status, headers, soap.fault_response(_styled(fault, compat)))
 
 
-def rest_fault_answer(fault: XRoadFault, accept: str | None) -> Answer:
+def rest_fault_answer(fault: XRoadFault, accept: str | None, compat: FaultCompat) -> Answer:
+    """`fault` as a REST error; `X-Road-Error` and the body's `type` in `compat`'s style."""
     _log_fault(fault)
-    body, content_type, status = rest.rest_error_body(fault, accept)
-    headers = (*rest.error_headers(fault), ("Content-Type", content_type), *_retry_after(fault))
+    shown = _styled(fault, compat)
+    body, content_type, status = rest.rest_error_body(shown, accept)
+    headers = (*rest.error_headers(shown), ("Content-Type", content_type), *_retry_after(fault))
     return Answer(status, headers, body)
+
+
+def peer_compat(compat: FaultCompat) -> FaultCompat:
+    """What the external interface uses: the code style, but HTTP 500 as between gateways."""
+    return FaultCompat(SOAP_FAULT_STATUS, compat.fault_code_style)
+
+
+def _styled(fault: XRoadFault, compat: FaultCompat) -> XRoadFault:
+    code = compat.code(fault.code)
+    return fault if code == fault.code else XRoadFault(code, fault.message, fault.detail)
 
 
 def overload_refusal(fault: Overloaded) -> Answer:
@@ -94,9 +113,9 @@ async def logged_fault(journal: ExchangeLog, fault: XRoadFault, answer: Answer) 
     return answer
 
 
-def soap_answer(payload: SoapPayload, *, is_fault: bool) -> Answer:
-    """The provider's signed SOAP answer, or the service's own fault it signed (HTTP 500, as sent)."""
-    status = SOAP_FAULT_STATUS if is_fault else 200
+def soap_answer(payload: SoapPayload, *, is_fault: bool, fault_status: int = SOAP_FAULT_STATUS) -> Answer:
+    """The provider's signed SOAP answer, or a fault it signed (bytes as sent, `fault_status`)."""
+    status = fault_status if is_fault else 200
     return Answer(status, (("Content-Type", payload.content_type),), payload.body)
 
 

@@ -26,7 +26,7 @@ from gateway.admission import INTERNAL, Overloaded
 from gateway.cache.copies import ServedCopy
 from gateway.cache.marking import HEADER_CACHE, CacheMark, mark_in
 from gateway.cache.replication import REPLICATING
-from gateway.faults import XRoadFault
+from gateway.faults import FaultCompat, XRoadFault
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, SecurityServerId
 from gateway.messagelog.record import Direction, Side
@@ -79,11 +79,11 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
     try:
         answer = await _serve_soap(runtime, journal, request)
     except XRoadFault as fault:
-        answer = await logged_fault(journal, fault, soap_fault_answer(fault))
+        answer = await logged_fault(journal, fault, soap_fault_answer(fault, runtime.config.compat))
     except Exception:  # never a stack trace to the caller
         log.exception("unexpected error on the SOAP path")
         internal = XRoadFault(faults.CLIENT_PROXY_INTERNAL_ERROR, "internal error")
-        answer = await logged_fault(journal, internal, soap_fault_answer(internal))
+        answer = await logged_fault(journal, internal, soap_fault_answer(internal, runtime.config.compat))
     return to_web(answer)
 
 
@@ -128,7 +128,9 @@ async def _exchange_soap(
             message, revalidate=cached.wants_revalidation(request.headers.get("Cache-Control"))
         ),
         hop.cache_steps(
-            payload, lambda answer: _checked_soap_answer(journal, message, answer), cached.serve_soap
+            payload,
+            lambda answer: _checked_soap_answer(journal, message, answer, runtime.config.compat),
+            cached.serve_soap,
         ),
     )
 
@@ -149,16 +151,16 @@ async def handle_legacy_wsdl(request: web.Request) -> web.StreamResponse:
         if wsdl is not None:  # else a fault, passed on as it came
             answer = Answer(200, (("Content-Type", metadata.WSDL_CONTENT_TYPE),), wsdl)
     except XRoadFault as fault:
-        answer = await logged_fault(journal, fault, soap_fault_answer(fault))
+        answer = await logged_fault(journal, fault, soap_fault_answer(fault, runtime.config.compat))
     except Exception:
         log.exception("unexpected error on the WSDL download")
         internal = XRoadFault(faults.CLIENT_PROXY_INTERNAL_ERROR, "internal error")
-        answer = await logged_fault(journal, internal, soap_fault_answer(internal))
+        answer = await logged_fault(journal, internal, soap_fault_answer(internal, runtime.config.compat))
     return to_web(answer)
 
 
 async def _checked_soap_answer(
-    journal: ExchangeLog, message: soap.SoapMessage, answer: SignedAnswer
+    journal: ExchangeLog, message: soap.SoapMessage, answer: SignedAnswer, compat: FaultCompat
 ) -> cached.Checked:
     """DESIGN.md step 8 for SOAP: the answer is the provider's, for this request; logged."""
     if not isinstance(answer.payload, SoapPayload):
@@ -168,10 +170,12 @@ async def _checked_soap_answer(
         response = soap.parse_response(answer.payload.body, answer.payload.content_type)
     except soap.ServiceFault as service_fault:
         # The service's or the provider gateway's own fault, signed: passed on as it is; a
-        # gateway's fault code becomes the log record's outcome.
+        # gateway's fault code (either style) becomes the log record's outcome, canonical.
         response = None
         if _is_gateway_code(service_fault.code):
-            fault = XRoadFault(service_fault.code, service_fault.message, service_fault.detail)
+            fault = XRoadFault(
+                faults.canonical(service_fault.code), service_fault.message, service_fault.detail
+            )
     if response is not None:
         answer.require_signer(message.service.provider.member)
         soap.check_response_consistency(message, response)
@@ -179,7 +183,7 @@ async def _checked_soap_answer(
     record = await journal.signed(
         Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp, fault=fault
     )
-    given = soap_answer(answer.payload, is_fault=response is None)
+    given = soap_answer(answer.payload, is_fault=response is None, fault_status=compat.soap_fault_status)
     # The provider's own cache marks an answer in its Header; the client sees the fields too.
     provider_mark = None if response is None else mark_in(response.envelope)
     if provider_mark is not None:
@@ -201,11 +205,13 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
     try:
         answer = await _serve_rest(runtime, journal, request)
     except XRoadFault as fault:
-        answer = await logged_fault(journal, fault, rest_fault_answer(fault, accept))
+        answer = await logged_fault(journal, fault, rest_fault_answer(fault, accept, runtime.config.compat))
     except Exception:
         log.exception("unexpected error on the REST path")
         internal = XRoadFault(faults.CLIENT_PROXY_INTERNAL_ERROR, "internal error")
-        answer = await logged_fault(journal, internal, rest_fault_answer(internal, accept))
+        answer = await logged_fault(
+            journal, internal, rest_fault_answer(internal, accept, runtime.config.compat)
+        )
     return to_web(answer)
 
 
@@ -289,16 +295,13 @@ def _signed_soap_fault(payload: SoapPayload) -> XRoadFault | None:
         return None
     if fault is None or not _is_gateway_code(fault.code):
         return None
-    return (
-        XRoadFault(fault.code, fault.string, fault.detail)
-        if fault.detail
-        else XRoadFault(fault.code, fault.string)
-    )
+    code = faults.canonical(fault.code)
+    return XRoadFault(code, fault.string, fault.detail) if fault.detail else XRoadFault(code, fault.string)
 
 
 def _is_gateway_code(code: str) -> bool:
     """An X-Road fault code (a gateway's), not a service's own `SOAP-ENV:Server` and the like."""
-    return code.startswith(("Server.", "Client.", "server.", "client."))
+    return code.lower().startswith(("server.", "client."))  # in either style, any case
 
 
 def _gateway_fault(payload: RestResponsePayload) -> XRoadFault | None:
@@ -307,7 +310,9 @@ def _gateway_fault(payload: RestResponsePayload) -> XRoadFault | None:
     if code is None:
         return None
     error = rest.parse_rest_error(payload.body, header(payload.headers, "Content-Type") or "")
-    return error if error is not None else XRoadFault(code[:200], f"HTTP {payload.status}")
+    if error is None:
+        return XRoadFault(faults.canonical(code[:200]), f"HTTP {payload.status}")
+    return XRoadFault(faults.canonical(error.code), error.message, error.detail)
 
 
 def authenticate_client(runtime: GatewayRuntime, client: ClientId, request: web.Request) -> None:
@@ -425,14 +430,15 @@ async def handle_list_clients(request: web.Request) -> web.StreamResponse:
             return web.json_response(metadata.list_clients_json(clients))
         return web.Response(body=metadata.list_clients_xml(clients), content_type="text/xml", charset="utf-8")
     except XRoadFault as fault:
-        return to_web(rest_fault_answer(fault, accept))
+        return to_web(rest_fault_answer(fault, accept, runtime.config.compat))
 
 
 def _refusal(request: web.Request, fault: Overloaded) -> Answer:
     """The Overloaded fault in the form the request's path speaks: REST error or SOAP fault."""
+    compat = request.app[RUNTIME].config.compat
     if _is_rest_path(request):
-        return rest_fault_answer(fault, request.headers.get("Accept"))
-    return soap_fault_answer(fault)
+        return rest_fault_answer(fault, request.headers.get("Accept"), compat)
+    return soap_fault_answer(fault, compat)
 
 
 def _is_rest_path(request: web.Request) -> bool:

@@ -149,7 +149,7 @@ def _refused_for_overload(response: OutboundResponse) -> bool:
     """
     return (
         response.status == OVERLOAD_STATUS
-        and response.header(HEADER_ERROR) == faults.SERVER_PROXY_OVERLOADED
+        and faults.canonical(response.header(HEADER_ERROR) or "") == faults.SERVER_PROXY_OVERLOADED
         and not response.content_type.lower().startswith(TRANSPORT_MEDIA_TYPE)
     )
 

@@ -54,6 +54,7 @@ from gateway.proxy.answers import (
     Answer,
     logged_fault,
     overload_refusal,
+    peer_compat,
     rest_fault_answer,
     soap_fault_answer,
     to_web,
@@ -172,7 +173,10 @@ async def serve(
 
 async def _fault(runtime: GatewayRuntime, journal: ExchangeLog, fault: XRoadFault, known: _Known) -> Answer:
     """The fault as a signed answer, logged as sent; unsigned only when this gateway cannot sign."""
-    plain = rest_fault_answer(fault, known.accept) if known.is_rest else soap_fault_answer(fault)
+    compat = peer_compat(runtime.config.compat)
+    plain = (
+        rest_fault_answer(fault, known.accept, compat) if known.is_rest else soap_fault_answer(fault, compat)
+    )
     try:
         signed, status = await _sign_fault(runtime, plain, known)
     except XRoadFault as unsignable:
@@ -301,10 +305,11 @@ def _checked_soap_answer(request: soap.SoapMessage, answer: OutboundResponse) ->
             faults.SERVICE_FAILED_INVALID_CONTENT_TYPE,
             f"the service answered with content type {answer.content_type[:80]!r}",
         )
+    body = _with_close_delimiter(answer)
     try:
-        soap.parse_response(answer.body, answer.content_type)
+        soap.parse_response(body, answer.content_type)
     except soap.ServiceFault:
-        return answer.content_type, answer.body  # the service's own fault, passed on
+        return answer.content_type, body  # the service's own fault, passed on
     except XRoadFault as fault:
         if answer.status >= 400:
             raise XRoadFault(
@@ -313,7 +318,15 @@ def _checked_soap_answer(request: soap.SoapMessage, answer: OutboundResponse) ->
         raise XRoadFault(faults.service_failed(fault.code), fault.message) from fault
     if answer.status != 200:
         raise XRoadFault(faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}")
-    return answer.content_type, with_request_hash(request, answer.body, answer.content_type)
+    return answer.content_type, with_request_hash(request, body, answer.content_type)
+
+
+def _with_close_delimiter(answer: OutboundResponse) -> bytes:
+    """The answer completed as X-Road tolerates it (mime.with_close_delimiter), else as it came."""
+    try:
+        return mime.with_close_delimiter(answer.body, answer.content_type)
+    except XRoadFault:
+        return answer.body  # parse_response names what is wrong with it
 
 
 def _is_soap_answer(payload: SoapPayload) -> bool:
