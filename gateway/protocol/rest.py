@@ -593,27 +593,16 @@ _XML_TYPES: Final = ("application/xml", "text/xml")
 
 
 def rest_error_status(code: str) -> int:
-    """The HTTP status for a fault code: 4xx for the client's errors, 5xx for the rest.
+    """The HTTP status for a fault code, as X-Road 7.8's client proxy sets it: 500 for `Server.*`,
+    400 for everything else (`Client.*`).
 
-    PROTOCOL.md "REST protocol r1" fixes only the classes; within them the status follows
-    RFC 9110 §15 so that HTTP clients and load balancers react sensibly (retry a 503 or 504,
-    not a 403). Snake-case codes from newer peers map the same way.
+    X-Road (ClientRestMessageHandler) tells the two classes apart and nothing finer, and REST
+    clients written against it branch on exactly these two statuses; the fault code in
+    `X-Road-Error` and the body says the rest. Snake-case codes from newer peers map the same
+    way. The one exception, the overload refusal (HTTP 503 with `Retry-After`), is made by
+    the edge (proxy/answers.py), not here.
     """
-    parts = [part.replace("_", "").lower() for part in code.split(".")]
-    last = parts[-1]
-    if parts[0] == "client":
-        return {"invalidhttpmethod": 405, "requesttoolarge": 413}.get(last, 400)
-    if "accessdenied" in parts:
-        return 403
-    if last in ("unknownservice", "unknownmember"):
-        return 404
-    if last == "timeout":
-        return 504
-    if "servicefailed" in parts:
-        return 502
-    if last in ("servicedisabled", "outdatedglobalconf", "networkerror", "overloaded"):
-        return 503
-    return 500
+    return 500 if code[:7].lower() == "server." else 400
 
 
 def rest_error_body(fault: XRoadFault, accept: str | None) -> tuple[bytes, str, int]:

@@ -58,8 +58,13 @@ def soap_fault_answer(fault: XRoadFault) -> Answer:
 
 
 def rest_fault_answer(fault: XRoadFault, accept: str | None) -> Answer:
+    """X-Road's 400 or 500 (rest.rest_error_status), except the refusal for lack of room: 503
+    with `Retry-After`, which load balancers and HTTP clients know to retry elsewhere or later
+    (docs/compatibility.md "REST r1", a knowing difference from X-Road, whose proxies queue)."""
     _log_fault(fault)
     body, content_type, status = rest.rest_error_body(fault, accept)
+    if isinstance(fault, Overloaded):
+        status = OVERLOAD_STATUS
     headers = (*rest.error_headers(fault), ("Content-Type", content_type), *_retry_after(fault))
     return Answer(status, headers, body)
 
