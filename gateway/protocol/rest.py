@@ -168,7 +168,11 @@ class RestRequest:
     """A REST r1 call as the gateway understood it: what is hashed, signed, logged and forwarded.
 
     `path` is what follows the service code, normalised by :func:`normalise_path` and still
-    percent-encoded: `""` when nothing follows, else starting with `/`. `headers` are the
+    percent-encoded: `""` when nothing follows, else starting with `/`; access rights, the
+    cache and the request hash read it. `path_as_sent` is the same part exactly as the client
+    sent it (None when it equals `path`): what the service is called with, byte for byte, as
+    X-Road does (only escapes' case and escaped unreserved characters can differ, RFC 3986
+    §6.2.2, so both name one resource). `query` is as sent (PR-REST §4.5). `headers` are the
     fields passed on to the service (:func:`passable_headers`); the consumed `X-Road-*`
     fields are the typed attributes. `request_id` is this gateway's own id for the call,
     unique even when a client reuses `X-Road-Id`; a client cannot set it.
@@ -187,6 +191,13 @@ class RestRequest:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     request_id: str = field(default_factory=_new_id)
+    path_as_sent: str | None = None
+
+    @property
+    def service_path(self) -> str:
+        """The path and query the service is called with: the client's bytes, unchanged."""
+        path = self.path if self.path_as_sent is None else self.path_as_sent
+        return f"{path}?{self.query}" if self.query else path
 
     @property
     def endpoint_path(self) -> str:
@@ -243,7 +254,7 @@ def parse_rest_request(
         raise XRoadFault(INVALID_HTTP_METHOD, f"HTTP method {_excerpt(method)} is not supported")
     if len(body) > max_body_bytes:
         raise XRoadFault(REQUEST_TOO_LARGE, f"request body of {len(body)} bytes exceeds {max_body_bytes}")
-    service, rest = _service_and_path(path)
+    service, rest, rest_as_sent = _service_and_path(path)
     _check_query(query)
     fields = _validated_fields(headers)
     protocol = _protocol_headers(fields)
@@ -261,6 +272,7 @@ def parse_rest_request(
         headers=tuple(passable_headers(fields)),
         body=body,
         request_id=new_id(),
+        path_as_sent=None if rest_as_sent == rest else rest_as_sent,
     )
     if service.service_code in METADATA_SERVICES:
         return _metadata_request(request)
@@ -278,14 +290,18 @@ def _split_target(raw_path: str, query: str) -> tuple[str, str]:
     return path, query
 
 
-def _service_and_path(path: str) -> tuple[ServiceId, str]:
-    """PROTOCOL.md "REST protocol r1": `/r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path]`."""
+def _service_and_path(path: str) -> tuple[ServiceId, str, str]:
+    """PROTOCOL.md "REST protocol r1": `/r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path]`:
+    the service, the normalised path after it, and that path as sent."""
     if not path.startswith("/r1/"):
         version = _PROTOCOL_VERSION_RE.match(path)
         if version is not None and version.group(1) != "1":
             raise XRoadFault(INVALID_PROTOCOL_VERSION, "REST protocol version r1 is the only one supported")
         raise _invalid(f"REST path {_excerpt(path)} does not start with /r1/")
-    return ServiceId.from_rest_path(normalise_path(path))
+    service, rest = ServiceId.from_rest_path(normalise_path(path))
+    # normalise_path keeps every segment, so the sent path splits where the normalised one did.
+    after_service = path[len("/r1/") :].split("/", 5)[5:]
+    return service, rest, "/" + after_service[0] if after_service else ""
 
 
 def _check_query(query: str) -> None:

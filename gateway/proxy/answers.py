@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from gateway.admission import Overloaded
@@ -47,7 +47,24 @@ class Answer:
         return header(self.headers, "Content-Type") or ""
 
 
+class _Untyped(web.Response):
+    """A response whose body goes out without Content-Type, as its sender sent it.
+
+    aiohttp gives every body one (`application/octet-stream`, RFC 9110 §8.3 lets a recipient
+    assume that type anyway); a REST service's answer without one reaches the client without
+    one, as through X-Road. Hooks aiohttp's `_prepare_headers` (pinned aiohttp version).
+    """
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall(hdrs.CONTENT_TYPE, None)
+
+
 def to_web(answer: Answer) -> web.Response:
+    if answer.body and header(answer.headers, hdrs.CONTENT_TYPE) is None:
+        untyped = _Untyped(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
+        untyped.headers.popall(hdrs.CONTENT_TYPE, None)
+        return untyped
     return web.Response(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
 
 
