@@ -13,16 +13,22 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from gateway import faults
 from gateway.ids import ClientId
 from gateway.outbound.network import backend_transport
+from gateway.serverconf.access import AccessRight, Endpoint
+from gateway.serverconf.db import migrate
+from gateway.serverconf.model import ClientAuthMode
+from gateway.serverconf.repository import ServerConfRepository
 from tests.conftest import BENEFITS_API, CONSUMER
 from tests.inprocess import Gateway, InProcessFederation
 
 SERVICE = f"/r1/{BENEFITS_API.to_text()}"
+PROVIDER = BENEFITS_API.provider
 
 
 @dataclass
@@ -214,3 +220,50 @@ async def test_gateway_errors_are_400_or_500_as_x_road_answers_them(
     assert (answer.status, answer.header("X-Road-Error")) == (status, code), answer.body
     assert answer.header("Content-Type") == "application/json; charset=utf-8"
     assert json.loads(answer.body)["type"] == code
+
+
+# --- member-level clients ---------------------------------------------------------------------
+
+OWNER = ClientId("DEV", "GOV", "1001")
+"""gw-a's owner member itself, no subsystem (`X-Road-Client: DEV/GOV/1001`)."""
+
+
+def test_the_owner_member_is_registered_as_a_client_once(tmp_path: Path) -> None:
+    """What a node does at start (gateway/node.py): X-Road lists its owner among its clients."""
+    url = f"sqlite:///{tmp_path / 'serverconf.sqlite'}"
+    migrate(url)
+    repository = ServerConfRepository.from_url(url)
+
+    assert repository.register_owner(OWNER) is True
+    assert repository.register_owner(OWNER) is False
+    with pytest.raises(ValueError, match="member"):
+        repository.register_owner(CONSUMER)
+    registered = repository.snapshot().subsystem(OWNER)
+    assert registered is not None and registered.auth_mode is ClientAuthMode.HTTPS_CERT
+    repository.engine.dispose()
+
+
+async def test_the_owner_member_itself_calls_a_service_with_its_own_rights(
+    local: InProcessFederation, recorder: Recorder
+) -> None:
+    """Registered as at start, connecting as its mode allows, signing with the member's key; the
+    provider matches rights granted to the member, not to its subsystems."""
+    path = f"GET {SERVICE}/benefits/1 HTTP/1.1\n{client_fields(OWNER)}"
+    with local["gw-a"].serverconf() as repository:
+        repository.register_owner(OWNER)
+    refused = await send_raw(local["gw-a"], path)  # a pinned certificate is needed first
+    with local["gw-a"].serverconf() as repository:
+        repository.set_auth_mode(OWNER, ClientAuthMode.HTTP)
+    denied = await send_raw(local["gw-a"], path)
+    with local["gw-c"].serverconf() as repository:
+        repository.grant(
+            PROVIDER, AccessRight(OWNER, "benefits", Endpoint("GET", "/benefits/{personalCode}"))
+        )
+
+    answer = await send_raw(local["gw-a"], path)
+
+    assert (refused.status, refused.header("X-Road-Error")) == (500, faults.SSL_AUTHENTICATION_FAILED)
+    assert (denied.status, denied.header("X-Road-Error")) == (500, faults.ACCESS_DENIED)
+    assert answer.status == 200, answer.body
+    assert answer.header("X-Road-Client") == OWNER.to_text()
+    assert dict(recorder.fields)["x-road-client"] == OWNER.to_text()
