@@ -460,7 +460,8 @@ def test_random_error_bodies_parse_or_return_none(body: bytes, content_type: str
 # --- header pass-through -----------------------------------------------------------------
 
 
-def test_passable_headers_drop_hop_by_hop_gateway_and_xroad_fields() -> None:
+def test_passable_headers_drop_hop_by_hop_gateway_and_xroad_protocol_fields() -> None:
+    """The protocol's X-Road-* fields are the gateways'; an extension (X-Road-Foo) passes (PR-REST §4.3)."""
     given_headers = [
         ("Connection", "keep-alive, X-Secret"),
         ("Keep-Alive", "timeout=5"),
@@ -488,6 +489,7 @@ def test_passable_headers_drop_hop_by_hop_gateway_and_xroad_fields() -> None:
         ("X-Split", "a\r\nb"),
     ]
     assert passable_headers(given_headers) == [
+        ("X-Road-Foo", "1"),
         ("Content-Type", "application/json"),
         ("Authorization", "Bearer t"),
         ("Cookie", "a=1"),

@@ -178,6 +178,32 @@ async def test_the_clients_own_fields_reach_the_service_as_sent(
     assert fields["authorization"] == "Bearer t"
 
 
+async def test_x_road_extension_fields_pass_both_ways_and_protocol_fields_are_the_gateways(
+    local: InProcessFederation, recorder: Recorder
+) -> None:
+    """PR-REST §4.3: other X-Road-* fields are handled like any user-defined field; the
+    protocol's own are written by the gateways, whoever else sends them."""
+    recorder.answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Road-Trace: back\r\n"
+        b"X-Road-Error: Server.Forged\r\nX-Road-Request-Hash: forged\r\n\r\n"
+    )
+    head = (
+        f"GET {SERVICE}/benefits/1 HTTP/1.1\n{client_fields()}\nX-Road-Trace: there\n"
+        "X-Road-Request-Hash: forged\nX-Road-Service: DEV/GOV/1/forged/x"
+    )
+
+    answer = await send_raw(local["gw-a"], head)
+
+    assert answer.status == 200, answer.body
+    sent = recorder.fields
+    assert ("x-road-trace", "there") in sent
+    assert "x-road-request-hash" not in dict(sent)
+    assert dict(sent)["x-road-service"] == BENEFITS_API.to_text()
+    assert answer.header("X-Road-Trace") == "back"
+    assert answer.header("X-Road-Error") is None
+    assert answer.header("X-Road-Request-Hash") not in (None, "forged")
+
+
 async def test_an_answer_without_content_type_reaches_the_client_without_one(
     local: InProcessFederation, recorder: Recorder
 ) -> None:

@@ -77,9 +77,8 @@ HEADER_REPRESENTED_PARTY: Final = "X-Road-Represented-Party"
 HEADER_REQUEST_ID: Final = "X-Road-Request-Id"
 HEADER_REQUEST_HASH: Final = "X-Road-Request-Hash"
 HEADER_ERROR: Final = "X-Road-Error"
-_XROAD_PREFIX: Final = "x-road-"
 
-# The request headers this module consumes; every other X-Road-* header a client sends is dropped.
+# The request headers this module consumes; they are written afresh towards the service.
 _CONSUMED_HEADERS: Final = frozenset(
     h.lower()
     for h in (
@@ -90,6 +89,11 @@ _CONSUMED_HEADERS: Final = frozenset(
         HEADER_SECURITY_SERVER,
         HEADER_REPRESENTED_PARTY,
     )
+)
+# PR-REST §4.3: the fields gateways write; any other `X-Road-*` field is an extension that
+# "X-Road handles like any user defined header" and passes on.
+_PROTOCOL_HEADERS: Final = _CONSUMED_HEADERS | frozenset(
+    h.lower() for h in (HEADER_SERVICE, HEADER_REQUEST_ID, HEADER_REQUEST_HASH, HEADER_ERROR)
 )
 
 # RFC 9110 §9: the methods a REST service may be called with. TRACE (echoes credentials
@@ -393,11 +397,12 @@ def _validated_fields(headers: Headers) -> HeaderList:
 def passable_headers(headers: Headers) -> HeaderList:
     """The header fields a gateway passes on, in order: to the service, or back to the client.
 
-    Dropped (PROTOCOL.md "REST protocol r1"; RFC 9110 §7.6.1): hop-by-hop fields, `Proxy-*`,
-    any field the `Connection` field names, `Host`, `User-Agent`, `Server`, `Content-Length`,
-    and every `X-Road-*` field: the protocol ones are read into the request and written
-    afresh by the gateway, so neither a client nor a service can forge them. Malformed fields
-    are dropped too, so nothing passed on can split a header.
+    Dropped (PROTOCOL.md "REST protocol r1"; PR-REST §4.3; RFC 9110 §7.6.1): hop-by-hop
+    fields, `Proxy-*`, any field the `Connection` field names, `Host`, `User-Agent`, `Server`,
+    `Content-Length`, and the protocol's `X-Road-*` fields: they are read into the request
+    and written afresh by the gateway, so neither a client nor a service can forge them.
+    Other `X-Road-*` fields are extensions agreed between client and service, passed on like
+    any other. Malformed fields are dropped too, so nothing passed on can split a header.
     """
     items = _header_items(headers)
     named = {
@@ -413,12 +418,17 @@ def passable_headers(headers: Headers) -> HeaderList:
             key in _NOT_PASSED
             or key in named
             or key.startswith("proxy-")
-            or key.startswith(_XROAD_PREFIX)
+            or key in _PROTOCOL_HEADERS
             or not _is_valid_field(name, value)
         ):
             continue
         passed.append((name, value))
     return passed
+
+
+def is_consumed_header(name: str) -> bool:
+    """Whether a client's field is one of the protocol's that the gateway reads (not passes on)."""
+    return name.lower() in _CONSUMED_HEADERS
 
 
 def _protocol_headers(fields: HeaderList) -> dict[str, str]:
