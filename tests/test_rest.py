@@ -537,6 +537,7 @@ def test_service_request_headers_tell_the_service_who_calls() -> None:
         ("X-Road-UserId", "u1"),
         ("X-Road-Issue", "i1"),
         ("X-Road-Represented-Party", "COM/9"),
+        ("X-Road-Security-Server", "EE/GOV/70000001/ss1"),
         ("Accept", "application/json"),
     ]
 
@@ -764,7 +765,10 @@ def test_json_error_body_by_default() -> None:
         ("application/xml", "application/xml"),
         ("text/xml", "text/xml"),
         ("TEXT/XML; charset=utf-8", "text/xml"),
-        ("application/xml, application/json", "application/json"),
+        ("application/xml, application/json", "application/xml"),
+        ("application/json, text/xml", "text/xml"),
+        ("application/json, text/*", "text/xml"),
+        ("*/*, application/json", "application/json"),
         ("application/json;q=0.5, application/xml", "application/xml"),
         ("application/xml;q=0.9, application/json", "application/json"),
         ("application/*;q=0.1, application/xml", "application/xml"),

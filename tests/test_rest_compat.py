@@ -182,14 +182,16 @@ async def test_x_road_extension_fields_pass_both_ways_and_protocol_fields_are_th
     local: InProcessFederation, recorder: Recorder
 ) -> None:
     """PR-REST §4.3: other X-Road-* fields are handled like any user-defined field; the
-    protocol's own are written by the gateways, whoever else sends them."""
+    protocol's own are written by the gateways, whoever else sends them; the service learns
+    which gateway the client asked for."""
     recorder.answer = (
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Road-Trace: back\r\n"
         b"X-Road-Error: Server.Forged\r\nX-Road-Request-Hash: forged\r\n\r\n"
     )
+    server = next(gw["server_id"] for gw in local.description["gateways"] if gw["name"] == "gw-c")
     head = (
         f"GET {SERVICE}/benefits/1 HTTP/1.1\n{client_fields()}\nX-Road-Trace: there\n"
-        "X-Road-Request-Hash: forged\nX-Road-Service: DEV/GOV/1/forged/x"
+        f"X-Road-Request-Hash: forged\nX-Road-Service: DEV/GOV/1/forged/x\nX-Road-Security-Server: {server}"
     )
 
     answer = await send_raw(local["gw-a"], head)
@@ -199,6 +201,7 @@ async def test_x_road_extension_fields_pass_both_ways_and_protocol_fields_are_th
     assert ("x-road-trace", "there") in sent
     assert "x-road-request-hash" not in dict(sent)
     assert dict(sent)["x-road-service"] == BENEFITS_API.to_text()
+    assert dict(sent)["x-road-security-server"] == server  # as X-Road passes it on
     assert answer.header("X-Road-Trace") == "back"
     assert answer.header("X-Road-Error") is None
     assert answer.header("X-Road-Request-Hash") not in (None, "forged")

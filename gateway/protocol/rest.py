@@ -508,19 +508,20 @@ def _openapi_subject(request: RestRequest) -> ServiceId:
 
 def service_request_headers(request: RestRequest) -> HeaderList:
     """The header fields the provider's gateway sends to the service: the passed ones plus
-    the protocol fields that tell the service who is calling (PROTOCOL.md "REST protocol r1")."""
+    the protocol fields that tell the service who is calling (PROTOCOL.md "REST protocol r1"),
+    the client's `X-Road-Security-Server` among them, as X-Road passes it."""
     fields: HeaderList = [
         (HEADER_CLIENT, request.client.to_text()),
         (HEADER_SERVICE, request.service.to_text()),
         (HEADER_ID, request.message_id),
         (HEADER_REQUEST_ID, request.request_id),
     ]
-    fields.extend(_optional_protocol_fields(request, with_security_server=False))
+    fields.extend(_optional_protocol_fields(request))
     fields.extend(request.headers)
     return fields
 
 
-def _optional_protocol_fields(request: RestRequest, *, with_security_server: bool) -> HeaderList:
+def _optional_protocol_fields(request: RestRequest) -> HeaderList:
     fields: HeaderList = []
     if request.user_id is not None:
         fields.append((HEADER_USER_ID, request.user_id))
@@ -528,7 +529,7 @@ def _optional_protocol_fields(request: RestRequest, *, with_security_server: boo
         fields.append((HEADER_ISSUE, request.issue))
     if request.represented_party is not None:
         fields.append((HEADER_REPRESENTED_PARTY, format_represented_party(*request.represented_party)))
-    if with_security_server and request.security_server is not None:
+    if request.security_server is not None:
         fields.append((HEADER_SECURITY_SERVER, request.security_server.to_text()))
     return fields
 
@@ -568,7 +569,7 @@ def rest_request_hash(request: RestRequest) -> str:
     fields = [
         (HEADER_CLIENT, request.client.to_text()),
         (HEADER_ID, request.message_id),
-        *_optional_protocol_fields(request, with_security_server=True),
+        *_optional_protocol_fields(request),
         *request.headers,
     ]
     lines = sorted(((name.lower(), value) for name, value in fields), key=lambda f: f[0])
@@ -658,16 +659,23 @@ def error_headers(fault: XRoadFault) -> HeaderList:
 
 
 def _error_media_type(accept: str | None) -> str:
-    """JSON, or the XML type the Accept field (RFC 9110 §12.5.1) rates strictly higher."""
+    """JSON, or the XML type the Accept field (RFC 9110 §12.5.1) rates higher, or names as
+    well as JSON: X-Road answers XML whenever `application/xml`, `text/xml` or `text/*` is
+    listed, so `Accept: application/xml, application/json` gets XML from both."""
     if not accept:
         return _JSON
     ranges = _media_ranges(accept)
     best, best_q = _JSON, _quality(ranges, _JSON)
     for media_type in _XML_TYPES:
         q = _quality(ranges, media_type)
-        if q > best_q:
+        if q > best_q or (best == _JSON and q == best_q > 0 and _names(ranges, media_type)):
             best, best_q = media_type, q
     return best
+
+
+def _names(ranges: list[tuple[str, float]], media_type: str) -> bool:
+    """Whether the Accept field lists `media_type` itself (or `text/*` for `text/xml`, as X-Road reads it)."""
+    return any(r == media_type or (r == "text/*" and media_type == "text/xml") for r, _ in ranges)
 
 
 def _media_ranges(accept: str) -> list[tuple[str, float]]:
