@@ -276,7 +276,8 @@ async def test_the_owner_member_itself_calls_a_service_with_its_own_rights(
     local: InProcessFederation, recorder: Recorder
 ) -> None:
     """Registered as at start, connecting as its mode allows, signing with the member's key; the
-    provider matches rights granted to the member, not to its subsystems."""
+    provider matches rights granted to the member itself: its subsystem benefits-office's rights
+    do not extend to it."""
     path = f"GET {SERVICE}/benefits/1 HTTP/1.1\n{client_fields(OWNER)}"
     with local["gw-a"].serverconf() as repository:
         repository.register_owner(OWNER)
