@@ -203,6 +203,7 @@ async def test_x_road_extension_fields_pass_both_ways_and_protocol_fields_are_th
     assert dict(sent)["x-road-service"] == BENEFITS_API.to_text()
     assert dict(sent)["x-road-security-server"] == server  # as X-Road passes it on
     assert answer.header("X-Road-Trace") == "back"
+    assert answer.header("Content-Type") is None  # an empty answer without one, as sent
     assert answer.header("X-Road-Error") is None
     assert answer.header("X-Road-Request-Hash") not in (None, "forged")
 

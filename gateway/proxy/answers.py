@@ -61,11 +61,11 @@ class _Untyped(web.Response):
 
 
 def to_web(answer: Answer) -> web.Response:
-    if answer.body and header(answer.headers, hdrs.CONTENT_TYPE) is None:
-        untyped = _Untyped(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
-        untyped.headers.popall(hdrs.CONTENT_TYPE, None)
-        return untyped
-    return web.Response(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
+    if header(answer.headers, hdrs.CONTENT_TYPE) is not None:
+        return web.Response(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
+    untyped = _Untyped(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
+    untyped.headers.popall(hdrs.CONTENT_TYPE, None)  # set with the body, however empty
+    return untyped
 
 
 def soap_fault_answer(fault: XRoadFault) -> Answer:
