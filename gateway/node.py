@@ -61,6 +61,12 @@ async def serve(
 ) -> None:
     migrate(config.database_url)
     runtime = GatewayRuntime.create(config)
+    if runtime.repository.register_owner(config.server_id.owner):
+        log.info(
+            "owner member %s registered as a client (X-Road lists it among the clients)",
+            config.server_id.owner,
+        )
+        runtime.reload_snapshot()
     await runtime.start()
     runners: list[web.AppRunner] = []
     try:

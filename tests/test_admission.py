@@ -335,7 +335,7 @@ async def test_the_external_interface_refuses_unsigned_and_the_consumer_says_the
     fault = soap_fault(soap)
     assert fault.code == faults.NETWORK_ERROR and "overloaded" in fault.string
     rest = await gw.request("GET", f"/r1/{BENEFITS_API.to_text()}/applications", headers=rest_headers())
-    assert rest.status_code == 503 and rest.headers["X-Road-Error"] == faults.NETWORK_ERROR
+    assert rest.status_code == 500 and rest.headers["X-Road-Error"] == faults.NETWORK_ERROR
 
 
 async def test_retry_after_grows_with_the_queue_the_gate_gets_through() -> None:

@@ -293,7 +293,7 @@ async def test_the_provider_uses_the_services_registered_tls(
     register(BackendTls(True, pki.service_ca, *client))
     right = await local["gw-a"].request("GET", path, headers=rest_headers())
 
-    assert_rest_error(wrong, faults.SERVICE_FAILED_NETWORK_ERROR, 502)
+    assert_rest_error(wrong, faults.SERVICE_FAILED_NETWORK_ERROR, 500)
     assert "ConnectionKey" not in wrong.text
     assert right.status_code == 200, right.text
     assert right.json() == {"hello": "backend"}

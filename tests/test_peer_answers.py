@@ -190,7 +190,7 @@ async def test_the_provider_gateways_own_faults_arrive_signed_and_pass_on(local:
     assert last_response_logged(gw_a) == Logged(faults.UNKNOWN_SERVICE, soap.content, signed=True)
 
     rest = await gw_a.request("GET", f"/r1/{UNKNOWN_SERVICE.to_text()}/x", headers=rest_headers())
-    assert_rest_error(rest, faults.UNKNOWN_SERVICE, 404)
+    assert_rest_error(rest, faults.UNKNOWN_SERVICE, 500)
     assert last_response_logged(gw_a) == Logged(faults.UNKNOWN_SERVICE, rest.content, signed=True)
     assert rest.headers["X-Road-Request-Hash"], "a signed REST fault echoes the request it answers"
 

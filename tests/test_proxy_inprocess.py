@@ -110,7 +110,7 @@ async def test_provider_not_in_the_global_configuration(local: InProcessFederati
     rest = await local["gw-a"].request("GET", f"/r1/{rest_service.to_text()}/x", headers=rest_headers())
 
     assert_soap_fault(soap, faults.UNKNOWN_MEMBER)
-    assert_rest_error(rest, faults.UNKNOWN_MEMBER, 404)
+    assert_rest_error(rest, faults.UNKNOWN_MEMBER, 500)
     assert local["gw-a"].peers.requests == []
 
 
@@ -120,7 +120,7 @@ async def test_client_not_registered_at_this_gateway(local: InProcessFederation)
     rest = await get_rest(local["gw-a"], f"/benefits/{KNOWN_PERSON}", rest_headers(client=BENEFITS))
 
     assert_soap_fault(soap, faults.UNKNOWN_MEMBER)
-    assert_rest_error(rest, faults.UNKNOWN_MEMBER, 404)
+    assert_rest_error(rest, faults.UNKNOWN_MEMBER, 500)
 
 
 async def test_missing_client_header(local: InProcessFederation) -> None:
@@ -133,7 +133,7 @@ async def test_rest_error_as_xml_when_the_client_prefers_it(local: InProcessFede
         "GET", f"/r1/{service.to_text()}/x", headers=rest_headers(extra={"Accept": "application/xml"})
     )
 
-    assert response.status_code == 404
+    assert response.status_code == 500
     assert response.headers["X-Road-Error"] == faults.UNKNOWN_SERVICE
     assert response.headers["Content-Type"].startswith("application/xml")
     assert f"<type>{faults.UNKNOWN_SERVICE}</type>" in response.text
@@ -156,7 +156,7 @@ async def test_unknown_service_and_version(local: InProcessFederation) -> None:
 
     assert_soap_fault(unknown, faults.UNKNOWN_SERVICE)
     assert_soap_fault(version, faults.UNKNOWN_SERVICE)
-    assert_rest_error(rest, faults.UNKNOWN_SERVICE, 404)
+    assert_rest_error(rest, faults.UNKNOWN_SERVICE, 500)
     assert local["gw-b"].backends.requests == [] and local["gw-c"].backends.requests == []
 
 
@@ -198,9 +198,9 @@ async def test_rest_access_denied_and_a_right_to_one_endpoint_opens_that_endpoin
         rest_headers(client=BENEFITS, extra={"Content-Type": "application/json"}),
     )
 
-    assert_rest_error(without, faults.ACCESS_DENIED, 403)
+    assert_rest_error(without, faults.ACCESS_DENIED, 500)
     assert allowed.status_code == 200, allowed.text
-    assert_rest_error(denied, faults.ACCESS_DENIED, 403)
+    assert_rest_error(denied, faults.ACCESS_DENIED, 500)
 
 
 async def test_disabled_service_answers_with_the_administrators_notice(local: InProcessFederation) -> None:
@@ -214,7 +214,7 @@ async def test_disabled_service_answers_with_the_administrators_notice(local: In
     rest = await get_rest(local["gw-a"], f"/benefits/{KNOWN_PERSON}", rest_headers())
 
     assert assert_soap_fault(soap, faults.SERVICE_DISABLED).string == notice
-    assert assert_rest_error(rest, faults.SERVICE_DISABLED, 503)["message"] == notice
+    assert assert_rest_error(rest, faults.SERVICE_DISABLED, 500)["message"] == notice
 
 
 # --- the services' own answers and failures -----------------------------------------------------
@@ -245,7 +245,7 @@ async def test_an_answer_that_is_not_what_it_says_is_service_failed(local: InPro
     rest = await get_rest(local["gw-a"], "/benefits/GARBAGE", rest_headers())
 
     assert_soap_fault(soap, faults.SERVICE_FAILED_INVALID_SOAP)
-    assert_rest_error(rest, faults.SERVICE_FAILED_INVALID_CONTENT_TYPE, 502)
+    assert_rest_error(rest, faults.SERVICE_FAILED_INVALID_CONTENT_TYPE, 500)
 
 
 async def test_a_response_that_does_not_echo_the_request_is_inconsistent(local: InProcessFederation) -> None:
@@ -269,7 +269,7 @@ async def test_slow_service_times_out_at_its_own_timeout(local: InProcessFederat
     elapsed = time.monotonic() - started
 
     assert_soap_fault(soap, faults.SERVICE_FAILED_TIMEOUT)
-    assert_rest_error(rest, faults.SERVICE_FAILED_TIMEOUT, 504)
+    assert_rest_error(rest, faults.SERVICE_FAILED_TIMEOUT, 500)
     assert 0.5 <= elapsed < 3.0, elapsed  # the service's own timeout, not the node's 3 s default
 
 
@@ -285,7 +285,7 @@ async def test_service_that_is_down_is_a_network_error(local: InProcessFederatio
     rest = await get_rest(local["gw-a"], f"/benefits/{KNOWN_PERSON}", rest_headers())
 
     assert_soap_fault(soap, faults.SERVICE_FAILED_NETWORK_ERROR)
-    assert_rest_error(rest, faults.SERVICE_FAILED_NETWORK_ERROR, 502)
+    assert_rest_error(rest, faults.SERVICE_FAILED_NETWORK_ERROR, 500)
 
 
 # --- forged signatures and peers ----------------------------------------------------------------

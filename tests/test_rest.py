@@ -460,7 +460,8 @@ def test_random_error_bodies_parse_or_return_none(body: bytes, content_type: str
 # --- header pass-through -----------------------------------------------------------------
 
 
-def test_passable_headers_drop_hop_by_hop_gateway_and_xroad_fields() -> None:
+def test_passable_headers_drop_hop_by_hop_gateway_and_xroad_protocol_fields() -> None:
+    """The protocol's X-Road-* fields are the gateways'; an extension (X-Road-Foo) passes (PR-REST §4.3)."""
     given_headers = [
         ("Connection", "keep-alive, X-Secret"),
         ("Keep-Alive", "timeout=5"),
@@ -488,6 +489,7 @@ def test_passable_headers_drop_hop_by_hop_gateway_and_xroad_fields() -> None:
         ("X-Split", "a\r\nb"),
     ]
     assert passable_headers(given_headers) == [
+        ("X-Road-Foo", "1"),
         ("Content-Type", "application/json"),
         ("Authorization", "Bearer t"),
         ("Cookie", "a=1"),
@@ -535,6 +537,7 @@ def test_service_request_headers_tell_the_service_who_calls() -> None:
         ("X-Road-UserId", "u1"),
         ("X-Road-Issue", "i1"),
         ("X-Road-Represented-Party", "COM/9"),
+        ("X-Road-Security-Server", "EE/GOV/70000001/ss1"),
         ("Accept", "application/json"),
     ]
 
@@ -706,31 +709,34 @@ def test_request_hash_is_stable_across_parses() -> None:
 @pytest.mark.parametrize(
     ("code", "status"),
     [
-        (faults.INVALID_HTTP_METHOD, 405),
-        (faults.REQUEST_TOO_LARGE, 413),
+        (faults.INVALID_HTTP_METHOD, 400),
+        (faults.REQUEST_TOO_LARGE, 400),
         (faults.MISSING_HEADER, 400),
         (faults.INVALID_CLIENT_IDENTIFIER, 400),
         (faults.INVALID_REQUEST, 400),
-        (faults.ACCESS_DENIED, 403),
-        (faults.UNKNOWN_SERVICE, 404),
-        (faults.UNKNOWN_MEMBER, 404),
-        (faults.SERVER_PROXY_UNKNOWN_MEMBER, 404),
-        (faults.SERVICE_DISABLED, 503),
-        (faults.OUTDATED_GLOBALCONF, 503),
-        (faults.NETWORK_ERROR, 503),
-        (faults.SERVICE_FAILED_TIMEOUT, 504),
-        (faults.SERVICE_FAILED, 502),
-        (faults.SERVICE_FAILED_HTTP_ERROR, 502),
-        (faults.SERVICE_FAILED_NETWORK_ERROR, 502),
-        (faults.SERVICE_FAILED_RESPONSE_TOO_LARGE, 502),
+        (faults.ACCESS_DENIED, 500),
+        (faults.UNKNOWN_SERVICE, 500),
+        (faults.UNKNOWN_MEMBER, 500),
+        (faults.SERVER_PROXY_UNKNOWN_MEMBER, 500),
+        (faults.SERVICE_DISABLED, 500),
+        (faults.OUTDATED_GLOBALCONF, 500),
+        (faults.NETWORK_ERROR, 500),
+        (faults.SERVICE_FAILED_TIMEOUT, 500),
+        (faults.SERVICE_FAILED, 500),
+        (faults.SERVICE_FAILED_HTTP_ERROR, 500),
+        (faults.SERVICE_FAILED_NETWORK_ERROR, 500),
+        (faults.SERVICE_FAILED_RESPONSE_TOO_LARGE, 500),
         (faults.INCONSISTENT_RESPONSE, 500),
         (faults.SSL_AUTHENTICATION_FAILED, 500),
         (faults.CLIENT_PROXY_INTERNAL_ERROR, 500),
         (faults.TIMESTAMPER_FAILED, 500),
-        ("Server.ClientProxy." + faults.ACCESS_DENIED, 403),
+        (faults.CLIENT_PROXY_OVERLOADED, 500),
+        ("Server.ClientProxy." + faults.ACCESS_DENIED, 500),
+        ("Custom.Unclassified", 400),
     ],
 )
-def test_error_status_per_fault_code_in_both_spellings(code: str, status: int) -> None:
+def test_error_status_is_x_road_400_or_500_in_both_spellings(code: str, status: int) -> None:
+    """X-Road 7.8's client proxy: 500 for `Server.*`, 400 for everything else, nothing finer."""
     assert rest_error_status(code) == status
     assert rest_error_status(faults.snake_case(code)) == status
     assert rest_error_body(XRoadFault(code, "m"), None)[2] == status
@@ -740,7 +746,7 @@ def test_json_error_body_by_default() -> None:
     fault = XRoadFault(faults.ACCESS_DENIED, 'no "right" \u00e9\x00')
     body, content_type, status = rest_error_body(fault, None)
     assert content_type == "application/json; charset=utf-8"
-    assert status == 403
+    assert status == 500
     assert json.loads(body) == {
         "type": faults.ACCESS_DENIED,
         "message": fault.message,
@@ -759,7 +765,10 @@ def test_json_error_body_by_default() -> None:
         ("application/xml", "application/xml"),
         ("text/xml", "text/xml"),
         ("TEXT/XML; charset=utf-8", "text/xml"),
-        ("application/xml, application/json", "application/json"),
+        ("application/xml, application/json", "application/xml"),
+        ("application/json, text/xml", "text/xml"),
+        ("application/json, text/*", "text/xml"),
+        ("*/*, application/json", "application/json"),
         ("application/json;q=0.5, application/xml", "application/xml"),
         ("application/xml;q=0.9, application/json", "application/json"),
         ("application/*;q=0.1, application/xml", "application/xml"),
@@ -783,7 +792,7 @@ def test_error_body_media_type_follows_accept(accept: str | None, content_type: 
 def test_xml_error_body_is_well_formed_and_escaped() -> None:
     fault = XRoadFault(faults.SERVICE_FAILED_TIMEOUT, "a <b> & \x00 \ud800 é")
     body, content_type, status = rest_error_body(fault, "application/xml")
-    assert (content_type, status) == ("application/xml; charset=utf-8", 504)
+    assert (content_type, status) == ("application/xml; charset=utf-8", 500)
     root = etree.fromstring(body)
     assert root.tag == "error"
     assert [child.tag for child in root] == ["type", "message", "detail"]

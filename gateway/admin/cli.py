@@ -188,7 +188,7 @@ def _warn_unauthenticated(subsystems: list[dict[str, Any]], as_json: bool) -> No
 @json_option
 @pass_settings
 def subsystems_add(settings: AdminSettings, client_id: str, auth_mode: str, as_json: bool) -> None:
-    """Register CLIENT_ID (INSTANCE/CLASS/MEMBER/SUBSYSTEM) on this gateway."""
+    """Register CLIENT_ID (INSTANCE/CLASS/MEMBER[/SUBSYSTEM]; a member is a client too) here."""
     added = settings.client().add_subsystem(client_id, auth_mode)
     emit(added, as_json, _SUBSYSTEM_COLUMNS)
     _warn_unauthenticated([added], as_json)

@@ -63,6 +63,9 @@ class OutboundRequest:
     """Establishing the connection alone; None leaves only the whole deadline."""
     tls: ServerTls | None = None
     """For an https URL: the TLS settings to use instead of the transport's default."""
+    exact_url: bool = False
+    """The URL is percent-encoded already: sent as written, not normalised (a REST client's
+    path and query reach its service byte for byte, PR-REST §4.5)."""
 
 
 @dataclass(frozen=True)

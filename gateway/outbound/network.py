@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from cryptography import x509
 from multidict import CIMultiDict
+from yarl import URL
 
 from gateway.crypto.certs import fingerprint_sha256
 from gateway.crypto.tls import backend_client_context, peer_certificate
@@ -153,7 +154,7 @@ class AiohttpTransport(Transport):
         try:
             async with self._session.request(
                 request.method,
-                request.url,
+                URL(request.url, encoded=True) if request.exact_url else request.url,
                 headers=CIMultiDict(request.headers),
                 data=body,
                 timeout=timeout,
@@ -243,12 +244,20 @@ def peer_transport(tls_context: SSLContext, pins: PinLookup) -> AiohttpTransport
     )
 
 
+BACKEND_SKIPPED_AUTO_HEADERS: Final = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
+"""Fields aiohttp would invent (`*/*`, `gzip, deflate`, `application/octet-stream` for a body
+without a type, its own name): a service gets the client's fields, not the library's; an
+answer compressed because of an Accept-Encoding the client never sent would reach the client
+still compressed (bodies pass undecoded)."""
+
+
 def backend_transport() -> AiohttpTransport:
     """Toward the agencies' services: what they send is signed and passed on byte for byte."""
     connector = aiohttp.TCPConnector(limit=CONNECTIONS_PER_POOL, enable_cleanup_closed=True)
-    return AiohttpTransport(
-        aiohttp.ClientSession(connector=connector, auto_decompress=False), owns_session=True
+    session = aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, skip_auto_headers=BACKEND_SKIPPED_AUTO_HEADERS
     )
+    return AiohttpTransport(session, owns_session=True)
 
 
 def service_transport() -> AiohttpTransport:

@@ -78,9 +78,8 @@ HEADER_REPRESENTED_PARTY: Final = "X-Road-Represented-Party"
 HEADER_REQUEST_ID: Final = "X-Road-Request-Id"
 HEADER_REQUEST_HASH: Final = "X-Road-Request-Hash"
 HEADER_ERROR: Final = "X-Road-Error"
-_XROAD_PREFIX: Final = "x-road-"
 
-# The request headers this module consumes; every other X-Road-* header a client sends is dropped.
+# The request headers this module consumes; they are written afresh towards the service.
 _CONSUMED_HEADERS: Final = frozenset(
     h.lower()
     for h in (
@@ -91,6 +90,11 @@ _CONSUMED_HEADERS: Final = frozenset(
         HEADER_SECURITY_SERVER,
         HEADER_REPRESENTED_PARTY,
     )
+)
+# PR-REST §4.3: the fields gateways write; any other `X-Road-*` field is an extension that
+# "X-Road handles like any user defined header" and passes on.
+_PROTOCOL_HEADERS: Final = _CONSUMED_HEADERS | frozenset(
+    h.lower() for h in (HEADER_SERVICE, HEADER_REQUEST_ID, HEADER_REQUEST_HASH, HEADER_ERROR)
 )
 
 # RFC 9110 §9: the methods a REST service may be called with. TRACE (echoes credentials
@@ -169,7 +173,11 @@ class RestRequest:
     """A REST r1 call as the gateway understood it: what is hashed, signed, logged and forwarded.
 
     `path` is what follows the service code, normalised by :func:`normalise_path` and still
-    percent-encoded: `""` when nothing follows, else starting with `/`. `headers` are the
+    percent-encoded: `""` when nothing follows, else starting with `/`; access rights, the
+    cache and the request hash read it. `path_as_sent` is the same part exactly as the client
+    sent it (None when it equals `path`): what the service is called with, byte for byte, as
+    X-Road does (only escapes' case and escaped unreserved characters can differ, RFC 3986
+    §6.2.2, so both name one resource). `query` is as sent (PR-REST §4.5). `headers` are the
     fields passed on to the service (:func:`passable_headers`); the consumed `X-Road-*`
     fields are the typed attributes. `request_id` is this gateway's own id for the call,
     unique even when a client reuses `X-Road-Id`; a client cannot set it.
@@ -188,6 +196,13 @@ class RestRequest:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     request_id: str = field(default_factory=_new_id)
+    path_as_sent: str | None = None
+
+    @property
+    def service_path(self) -> str:
+        """The path and query the service is called with: the client's bytes, unchanged."""
+        path = self.path if self.path_as_sent is None else self.path_as_sent
+        return f"{path}?{self.query}" if self.query else path
 
     @property
     def endpoint_path(self) -> str:
@@ -244,7 +259,7 @@ def parse_rest_request(
         raise XRoadFault(INVALID_HTTP_METHOD, f"HTTP method {_excerpt(method)} is not supported")
     if len(body) > max_body_bytes:
         raise XRoadFault(REQUEST_TOO_LARGE, f"request body of {len(body)} bytes exceeds {max_body_bytes}")
-    service, rest = _service_and_path(path)
+    service, rest, rest_as_sent = _service_and_path(path)
     _check_query(query)
     fields = _validated_fields(headers)
     protocol = _protocol_headers(fields)
@@ -262,6 +277,7 @@ def parse_rest_request(
         headers=tuple(passable_headers(fields)),
         body=body,
         request_id=new_id(),
+        path_as_sent=None if rest_as_sent == rest else rest_as_sent,
     )
     if service.service_code in METADATA_SERVICES:
         return _metadata_request(request)
@@ -279,14 +295,18 @@ def _split_target(raw_path: str, query: str) -> tuple[str, str]:
     return path, query
 
 
-def _service_and_path(path: str) -> tuple[ServiceId, str]:
-    """PROTOCOL.md "REST protocol r1": `/r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path]`."""
+def _service_and_path(path: str) -> tuple[ServiceId, str, str]:
+    """PROTOCOL.md "REST protocol r1": `/r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path]`:
+    the service, the normalised path after it, and that path as sent."""
     if not path.startswith("/r1/"):
         version = _PROTOCOL_VERSION_RE.match(path)
         if version is not None and version.group(1) != "1":
             raise XRoadFault(INVALID_PROTOCOL_VERSION, "REST protocol version r1 is the only one supported")
         raise _invalid(f"REST path {_excerpt(path)} does not start with /r1/")
-    return ServiceId.from_rest_path(normalise_path(path))
+    service, rest = ServiceId.from_rest_path(normalise_path(path))
+    # normalise_path keeps every segment, so the sent path splits where the normalised one did.
+    after_service = path[len("/r1/") :].split("/", 5)[5:]
+    return service, rest, "/" + after_service[0] if after_service else ""
 
 
 def _check_query(query: str) -> None:
@@ -378,11 +398,12 @@ def _validated_fields(headers: Headers) -> HeaderList:
 def passable_headers(headers: Headers) -> HeaderList:
     """The header fields a gateway passes on, in order: to the service, or back to the client.
 
-    Dropped (PROTOCOL.md "REST protocol r1"; RFC 9110 §7.6.1): hop-by-hop fields, `Proxy-*`,
-    any field the `Connection` field names, `Host`, `User-Agent`, `Server`, `Content-Length`,
-    and every `X-Road-*` field: the protocol ones are read into the request and written
-    afresh by the gateway, so neither a client nor a service can forge them. Malformed fields
-    are dropped too, so nothing passed on can split a header.
+    Dropped (PROTOCOL.md "REST protocol r1"; PR-REST §4.3; RFC 9110 §7.6.1): hop-by-hop
+    fields, `Proxy-*`, any field the `Connection` field names, `Host`, `User-Agent`, `Server`,
+    `Content-Length`, and the protocol's `X-Road-*` fields: they are read into the request
+    and written afresh by the gateway, so neither a client nor a service can forge them.
+    Other `X-Road-*` fields are extensions agreed between client and service, passed on like
+    any other. Malformed fields are dropped too, so nothing passed on can split a header.
     """
     items = _header_items(headers)
     named = {
@@ -398,12 +419,17 @@ def passable_headers(headers: Headers) -> HeaderList:
             key in _NOT_PASSED
             or key in named
             or key.startswith("proxy-")
-            or key.startswith(_XROAD_PREFIX)
+            or key in _PROTOCOL_HEADERS
             or not _is_valid_field(name, value)
         ):
             continue
         passed.append((name, value))
     return passed
+
+
+def is_consumed_header(name: str) -> bool:
+    """Whether a client's field is one of the protocol's that the gateway reads (not passes on)."""
+    return name.lower() in _CONSUMED_HEADERS
 
 
 def _protocol_headers(fields: HeaderList) -> dict[str, str]:
@@ -483,19 +509,20 @@ def _openapi_subject(request: RestRequest) -> ServiceId:
 
 def service_request_headers(request: RestRequest) -> HeaderList:
     """The header fields the provider's gateway sends to the service: the passed ones plus
-    the protocol fields that tell the service who is calling (PROTOCOL.md "REST protocol r1")."""
+    the protocol fields that tell the service who is calling (PROTOCOL.md "REST protocol r1"),
+    the client's `X-Road-Security-Server` among them, as X-Road passes it."""
     fields: HeaderList = [
         (HEADER_CLIENT, request.client.to_text()),
         (HEADER_SERVICE, request.service.to_text()),
         (HEADER_ID, request.message_id),
         (HEADER_REQUEST_ID, request.request_id),
     ]
-    fields.extend(_optional_protocol_fields(request, with_security_server=False))
+    fields.extend(_optional_protocol_fields(request))
     fields.extend(request.headers)
     return fields
 
 
-def _optional_protocol_fields(request: RestRequest, *, with_security_server: bool) -> HeaderList:
+def _optional_protocol_fields(request: RestRequest) -> HeaderList:
     fields: HeaderList = []
     if request.user_id is not None:
         fields.append((HEADER_USER_ID, request.user_id))
@@ -503,7 +530,7 @@ def _optional_protocol_fields(request: RestRequest, *, with_security_server: boo
         fields.append((HEADER_ISSUE, request.issue))
     if request.represented_party is not None:
         fields.append((HEADER_REPRESENTED_PARTY, format_represented_party(*request.represented_party)))
-    if with_security_server and request.security_server is not None:
+    if request.security_server is not None:
         fields.append((HEADER_SECURITY_SERVER, request.security_server.to_text()))
     return fields
 
@@ -543,7 +570,7 @@ def rest_request_hash(request: RestRequest) -> str:
     fields = [
         (HEADER_CLIENT, request.client.to_text()),
         (HEADER_ID, request.message_id),
-        *_optional_protocol_fields(request, with_security_server=True),
+        *_optional_protocol_fields(request),
         *request.headers,
     ]
     lines = sorted(((name.lower(), value) for name, value in fields), key=lambda f: f[0])
@@ -594,27 +621,16 @@ _XML_TYPES: Final = ("application/xml", "text/xml")
 
 
 def rest_error_status(code: str) -> int:
-    """The HTTP status for a fault code: 4xx for the client's errors, 5xx for the rest.
+    """The HTTP status for a fault code, as X-Road 7.8's client proxy sets it: 500 for `Server.*`,
+    400 for everything else (`Client.*`).
 
-    PROTOCOL.md "REST protocol r1" fixes only the classes; within them the status follows
-    RFC 9110 §15 so that HTTP clients and load balancers react sensibly (retry a 503 or 504,
-    not a 403). Snake-case codes from newer peers map the same way.
+    X-Road (ClientRestMessageHandler) tells the two classes apart and nothing finer, and REST
+    clients written against it branch on exactly these two statuses; the fault code in
+    `X-Road-Error` and the body says the rest. Snake-case codes from newer peers map the same
+    way. The one exception, the overload refusal (HTTP 503 with `Retry-After`), is made by
+    the edge (proxy/answers.py), not here.
     """
-    parts = [part.replace("_", "").lower() for part in canonical(code).split(".")]
-    last = parts[-1]
-    if parts[0] == "client":
-        return {"invalidhttpmethod": 405, "requesttoolarge": 413}.get(last, 400)
-    if "accessdenied" in parts:
-        return 403
-    if last in ("unknownservice", "unknownmember"):
-        return 404
-    if last == "timeout":
-        return 504
-    if "servicefailed" in parts:
-        return 502
-    if last in ("servicedisabled", "outdatedglobalconf", "networkerror", "overloaded"):
-        return 503
-    return 500
+    return 500 if canonical(code)[:7].lower() == "server." else 400
 
 
 def rest_error_body(fault: XRoadFault, accept: str | None) -> tuple[bytes, str, int]:
@@ -644,16 +660,23 @@ def error_headers(fault: XRoadFault) -> HeaderList:
 
 
 def _error_media_type(accept: str | None) -> str:
-    """JSON, or the XML type the Accept field (RFC 9110 §12.5.1) rates strictly higher."""
+    """JSON, or the XML type the Accept field (RFC 9110 §12.5.1) rates higher, or names as
+    well as JSON: X-Road answers XML whenever `application/xml`, `text/xml` or `text/*` is
+    listed, so `Accept: application/xml, application/json` gets XML from both."""
     if not accept:
         return _JSON
     ranges = _media_ranges(accept)
     best, best_q = _JSON, _quality(ranges, _JSON)
     for media_type in _XML_TYPES:
         q = _quality(ranges, media_type)
-        if q > best_q:
+        if q > best_q or (best == _JSON and q == best_q > 0 and _names(ranges, media_type)):
             best, best_q = media_type, q
     return best
+
+
+def _names(ranges: list[tuple[str, float]], media_type: str) -> bool:
+    """Whether the Accept field lists `media_type` itself (or `text/*` for `text/xml`, as X-Road reads it)."""
+    return any(r == media_type or (r == "text/*" and media_type == "text/xml") for r, _ in ranges)
 
 
 def _media_ranges(accept: str) -> list[tuple[str, float]]:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from gateway.admission import Overloaded
@@ -50,8 +50,25 @@ class Answer:
         return header(self.headers, "Content-Type") or ""
 
 
+class _Untyped(web.Response):
+    """A response whose body goes out without Content-Type, as its sender sent it.
+
+    aiohttp gives every body one (`application/octet-stream`, RFC 9110 §8.3 lets a recipient
+    assume that type anyway); a REST service's answer without one reaches the client without
+    one, as through X-Road. Hooks aiohttp's `_prepare_headers` (pinned aiohttp version).
+    """
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall(hdrs.CONTENT_TYPE, None)
+
+
 def to_web(answer: Answer) -> web.Response:
-    return web.Response(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
+    if header(answer.headers, hdrs.CONTENT_TYPE) is not None:
+        return web.Response(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
+    untyped = _Untyped(status=answer.status, body=answer.body, headers=CIMultiDict(answer.headers))
+    untyped.headers.popall(hdrs.CONTENT_TYPE, None)  # set with the body, however empty
+    return untyped
 
 
 def soap_fault_answer(fault: XRoadFault, compat: FaultCompat) -> Answer:
@@ -65,10 +82,15 @@ def soap_fault_answer(fault: XRoadFault, compat: FaultCompat) -> Answer:
 
 
 def rest_fault_answer(fault: XRoadFault, accept: str | None, compat: FaultCompat) -> Answer:
-    """`fault` as a REST error; `X-Road-Error` and the body's `type` in `compat`'s style."""
+    """`fault` as a REST error, `X-Road-Error` and the body's `type` in `compat`'s style: X-Road's
+    400 or 500 (rest.rest_error_status), except the refusal for lack of room: 503 with
+    `Retry-After`, which load balancers and HTTP clients know to retry elsewhere or later
+    (docs/compatibility.md "REST r1", a knowing difference from X-Road, whose proxies queue)."""
     _log_fault(fault)
     shown = _styled(fault, compat)
     body, content_type, status = rest.rest_error_body(shown, accept)
+    if isinstance(fault, Overloaded):
+        status = OVERLOAD_STATUS
     headers = (*rest.error_headers(shown), ("Content-Type", content_type), *_retry_after(fault))
     return Answer(status, headers, body)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from yarl import URL
+
 from gateway import faults
 from gateway.faults import XRoadFault
 from gateway.outbound import (
@@ -34,6 +36,17 @@ def server_tls(settings: BackendTls) -> ServerTls:
     )
 
 
+def rest_service_url(backend_url: str, path_and_query: str) -> str:
+    """The registered address, percent-encoded, followed by the client's path and query as sent.
+
+    PR-REST §4.5: the query passes unmodified, and the path is the client's too (X-Road appends
+    both to the address as they came). Only the address is encoded here (an administrator may
+    have written a space or a non-ASCII host name); the client's part was checked to hold only
+    characters a URL may carry (rest.parse_rest_request), so it needs nothing.
+    """
+    return str(URL(backend_url.rstrip("/"))) + path_and_query
+
+
 async def call_backend(
     transport: Transport,
     method: str,
@@ -44,11 +57,14 @@ async def call_backend(
     timeout_seconds: float,
     max_bytes: int,
     tls: BackendTls | None = None,
+    exact_url: bool = False,
 ) -> OutboundResponse:
     """One HTTP exchange with the service; redirects are not followed (PROTOCOL.md REST r1).
 
     `tls`: the service's registered TLS settings for an https URL (docs/security.md "Backend
     TLS"): verification on or off, a pinned CA, a client certificate for mutual TLS.
+    `exact_url`: `url` is percent-encoded already and goes on the request line as written
+    (:func:`rest_service_url`).
     """
     request = OutboundRequest(
         method,
@@ -58,6 +74,7 @@ async def call_backend(
         timeout_seconds=timeout_seconds,
         max_response_bytes=max_bytes,
         tls=server_tls(tls) if tls is not None else None,
+        exact_url=exact_url,
     )
     try:
         return await transport.send(request)

@@ -413,7 +413,7 @@ def _forwarded_headers(request: web.Request, call: rest.RestRequest) -> tuple[tu
 
 
 def _protocol_fields(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(name, value) for name, value in fields if name.lower().startswith("x-road-")]
+    return [(name, value) for name, value in fields if rest.is_consumed_header(name)]
 
 
 async def handle_list_clients(request: web.Request) -> web.StreamResponse:

@@ -59,7 +59,7 @@ from gateway.proxy.answers import (
     soap_fault_answer,
     to_web,
 )
-from gateway.proxy.backend import SOAP_PASSED_HEADERS, call_backend
+from gateway.proxy.backend import SOAP_PASSED_HEADERS, call_backend, rest_service_url
 from gateway.proxy.certstatus import AUTH_OCSP_HEADER, SIGNER_OCSP_HEADER
 from gateway.proxy.records import ExchangeIds, ExchangeLog
 from gateway.proxy.replay import expiry, replay_key
@@ -430,16 +430,16 @@ async def _call_rest_service(
             faults.ACCESS_DENIED,
             f"{call.client} may not call {call.method} {call.endpoint_path} of {call.service}",
         )
-    url = service.backend_url.rstrip("/") + call.path + (f"?{call.query}" if call.query else "")
     answer = await call_backend(
         runtime.backends,
         call.method,
-        url,
+        rest_service_url(service.backend_url, call.service_path),
         rest.service_request_headers(call),
         call.body,
         timeout_seconds=service.timeout_seconds,
         max_bytes=runtime.config.max_message_bytes,
         tls=service.tls,
+        exact_url=True,
     )
     _check_rest_answer(answer)
     headers = [

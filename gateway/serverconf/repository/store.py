@@ -176,6 +176,22 @@ class ServerConfRepository:
                 )
             )
 
+    def register_owner(self, owner: ClientId) -> bool:
+        """Register the gateway's owner member itself as a client, unless it is; True if added now.
+
+        X-Road lists a security server's owner member among its clients from the start, and the
+        protocols allow member-level clients (`X-Road-Client: INSTANCE/CLASS/MEMBER`), signed
+        with the member's own key. Added in the default mode, like any new client: its systems
+        connect with a certificate pinned for it.
+        """
+        if owner.subsystem_code is not None:
+            raise ValueError(f"the owner is a member, not the subsystem {owner}")
+        try:
+            self.add_subsystem(owner)
+        except AlreadyExists:
+            return False
+        return True
+
     def set_auth_mode(self, client: ClientId, auth_mode: ClientAuthMode) -> None:
         with self._change() as connection:
             pk = subsystem_pk(connection, client)
