@@ -131,6 +131,14 @@ async def test_rest_and_list_clients_keep_their_paths(local: InProcessFederation
     assert "X-Road-Error" in rest.headers, "the REST path answers REST errors, not SOAP faults"
 
 
+async def test_another_rest_protocol_version_is_a_rest_error(local: InProcessFederation) -> None:
+    """`/r2/...` is REST, in a version this gateway does not speak: X-Road's REST error, not a
+    SOAP fault about the method."""
+    answer = await local["gw-a"].request("GET", "/r2/DEV/GOV/1003/benefits/benefits/benefits/1")
+    assert answer.status_code == 400
+    assert answer.headers["X-Road-Error"] == faults.INVALID_PROTOCOL_VERSION
+
+
 # --- SOAPAction ---------------------------------------------------------------------------------
 
 

@@ -143,6 +143,14 @@ _UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuv
 # C0 and C1 controls and DEL, once decoded: NUL truncates C strings, CR/LF forge log lines.
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PROTOCOL_VERSION_RE: Final = re.compile(r"/r([0-9]+)(/|$)")
+
+
+def is_rest_path(path: str) -> bool:
+    """A REST protocol path of any version (`/r1/...`, `/r2/...`): the REST handler answers it,
+    an unsupported version with InvalidProtocolVersion, as X-Road's client proxy does."""
+    return _PROTOCOL_VERSION_RE.match(path) is not None
+
+
 # A fault code as xgate and X-Road write it, CamelCase or snake case (PROTOCOL.md "Fault codes").
 _FAULT_CODE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*")
 _MAX_FAULT_FIELD_LENGTH: Final = 255

@@ -442,7 +442,7 @@ def _refusal(request: web.Request, fault: Overloaded) -> Answer:
 
 
 def _is_rest_path(request: web.Request) -> bool:
-    return request.rel_url.raw_path.startswith("/r1/") or request.rel_url.raw_path == "/listClients"
+    return rest.is_rest_path(request.rel_url.raw_path) or request.rel_url.raw_path == "/listClients"
 
 
 async def handle_any(request: web.Request) -> web.StreamResponse:
@@ -454,7 +454,7 @@ async def handle_any(request: web.Request) -> web.StreamResponse:
     comes here through `_pathless`.
     """
     path = request.rel_url.raw_path or "/"
-    if path.startswith("/r1/"):
+    if rest.is_rest_path(path):
         return await handle_rest(request)
     if request.method == "GET" and path == "/listClients":
         return await handle_list_clients(request)
