@@ -446,6 +446,35 @@ def print_latency(url: str, ca_file: Path) -> None:
         child.wait()
 
 
+# --- what reading a record's SOAP identifiers costs --------------------------------------------
+
+HEADER_COST_RUNS = 5
+HEADER_COST_MESSAGES = 2_000
+
+
+def print_header_cost() -> None:
+    """CPU µs per message: soap.parse_request (what verification parsed before) against
+    soap.parse_header_ids (what it parses now), for the bench's ~1.5 KB request and the same
+    request with ~20 KB and ~200 KB of body. Least of several runs: other work only adds."""
+    for extra in (0, 20_000, 200_000):
+        message = REQUEST_TEMPLATE.replace(_ID, b"m-1").replace(
+            b"<note>", b"<note>" + b"<a>z</a>" * (extra // 8)
+        )
+        costs = []
+        for parse in (soap.parse_request, soap.parse_header_ids):
+            runs = []
+            for _ in range(HEADER_COST_RUNS):
+                began = time.process_time()
+                for _ in range(HEADER_COST_MESSAGES):
+                    parse(message, CONTENT_TYPE)
+                runs.append((time.process_time() - began) / HEADER_COST_MESSAGES)
+            costs.append(min(runs) * 1e6)
+        print(
+            f"a {len(message):,}-byte request: parse_request {costs[0]:,.1f} µs, "
+            f"parse_header_ids {costs[1]:,.1f} µs CPU"
+        )
+
+
 # --- what writing costs ----------------------------------------------------------------------
 
 
@@ -534,6 +563,9 @@ def main() -> None:
         return
     if arguments[:1] == ["serve"]:
         serve_here(*arguments[1:4])
+        return
+    if arguments[:1] == ["header-cost"]:
+        print_header_cost()
         return
     if arguments[:1] == ["latency"]:  # on a log written by an earlier run: latency DB_PATH
         db = Path(arguments[1])

@@ -199,19 +199,7 @@ def _parse(raw: bytes, content_type: str | None, *, response: bool) -> SoapMessa
             raise ServiceFault(fault.code, fault.string, fault.detail or fault_detail_id(), fault)
     if header is None:
         raise XRoadFault(MISSING_HEADER, "the SOAP message has no Header")
-    fields = _header_fields(header)
-    validate_header(header, fields.values())
-    message_id = _text(fields["id"])
-    if not message_id:
-        raise XRoadFault(MISSING_HEADER_FIELD, "header field id is empty")
-    version = _text(fields["protocolVersion"])
-    if version != PROTOCOL_VERSION:
-        raise XRoadFault(
-            INVALID_PROTOCOL_VERSION,
-            f"protocolVersion {version[:20]!r} is not supported; expected {PROTOCOL_VERSION!r}",
-        )
-    client = _identifier(ClientId, fields["client"])
-    service = _identifier(ServiceId, fields["service"])
+    fields, (client, service, message_id) = _checked_header(header)
     security_server = fields.get("securityServer")
     if body is None:
         raise XRoadFault(MISSING_BODY, "the SOAP message has no Body")
@@ -227,7 +215,7 @@ def _parse(raw: bytes, content_type: str | None, *, response: bool) -> SoapMessa
         client=client,
         service=service,
         id=message_id,
-        protocol_version=version,
+        protocol_version=PROTOCOL_VERSION,  # _checked_header insists on it
         user_id=_optional_text(fields.get("userId")),
         issue=_optional_text(fields.get("issue")),
         represented_party=_represented_party(fields.get("representedParty")),
@@ -280,6 +268,12 @@ def parse_header_ids(body: bytes, content_type: str | None) -> HeaderIds:
         header, _ = _envelope_parts(_parse_envelope(package.soap, package.charset))
         if header is None:
             raise XRoadFault(MISSING_HEADER, "the SOAP message has no Header")
+    return _checked_header(header)[1]
+
+
+def _checked_header(header: etree._Element) -> tuple[dict[str, etree._Element], HeaderIds]:
+    """The Header's X-Road fields, checked (schema, a non-empty id, protocol 4.0), and its
+    identifiers: what parse_request and parse_header_ids both require."""
     fields = _header_fields(header)
     validate_header(header, fields.values())
     message_id = _text(fields["id"])
@@ -291,9 +285,10 @@ def parse_header_ids(body: bytes, content_type: str | None) -> HeaderIds:
             INVALID_PROTOCOL_VERSION,
             f"protocolVersion {version[:20]!r} is not supported; expected {PROTOCOL_VERSION!r}",
         )
-    return HeaderIds(
+    ids = HeaderIds(
         _identifier(ClientId, fields["client"]), _identifier(ServiceId, fields["service"]), message_id
     )
+    return fields, ids
 
 
 def _leading_header(soap: bytes, charset: str | None) -> etree._Element | None:
