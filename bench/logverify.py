@@ -178,9 +178,11 @@ class Federation:
         return RecordSigner(self.client_key, self.client_cert)
 
 
-def _templates() -> tuple[bytes, bytes]:
-    """A ~1 KB request and its response, with a placeholder for the message id."""
-    body = etree.fromstring(f"<getPerson><id>38001085718</id><note>{'x' * 560}</note></getPerson>".encode())
+def _templates(note_bytes: int = 560) -> tuple[bytes, bytes]:
+    """A ~1 KB request and its response (more with `note_bytes`, in elements of 8 bytes: what a
+    real payload's markup costs to parse), with a placeholder for the message id."""
+    note = "x" * note_bytes if note_bytes <= 560 else "<a>z</a>" * (note_bytes // 8)
+    body = etree.fromstring(f"<getPerson><id>38001085718</id><note>{note}</note></getPerson>".encode())
     request = soap.build_request(
         ClientId.from_text(CLIENT), ServiceId.from_text(SERVICE), body, message_id=_ID.decode(), user_id=USER
     )
@@ -525,8 +527,18 @@ def print_cost(fed: Federation) -> None:
 
 
 def run(
-    sizes: list[int], db: Path, *, unsigned_records: bool, show_cost: bool, latency: bool, batch: int
+    sizes: list[int],
+    db: Path,
+    *,
+    unsigned_records: bool,
+    show_cost: bool,
+    latency: bool,
+    batch: int,
+    body_bytes: int | None,
 ) -> None:
+    global REQUEST_TEMPLATE, RESPONSE_TEMPLATE  # the bench's one knob on its messages
+    if body_bytes is not None:
+        REQUEST_TEMPLATE, RESPONSE_TEMPLATE = _templates(body_bytes)
     fed = Federation.make()
     if db.exists():  # a kept log: its federation is gone, a new one signs the records added now
         db.unlink()
@@ -572,7 +584,9 @@ def main() -> None:
         print_latency(f"sqlite:///{db}", db.with_suffix(".ca.pem"))
         return
     flags = {a for a in arguments if a in ("--cost", "--unsigned-records", "--latency")}
-    valued = {name: arguments.index(name) for name in ("--db", "--batch") if name in arguments}
+    valued = {
+        name: arguments.index(name) for name in ("--db", "--batch", "--body-bytes") if name in arguments
+    }
     values = {name: arguments[at + 1] for name, at in valued.items()}
     taken = {at for at in valued.values()} | {at + 1 for at in valued.values()}
     db_path = Path(values["--db"]) if "--db" in values else None
@@ -582,6 +596,7 @@ def main() -> None:
         "show_cost": "--cost" in flags,
         "latency": "--latency" in flags,
         "batch": int(values.get("--batch", SIGNING_BATCH)),
+        "body_bytes": int(values["--body-bytes"]) if "--body-bytes" in values else None,
     }
     if db_path is not None:
         run(sizes, db_path, **options)
