@@ -179,3 +179,15 @@ def test_a_large_message_cut_after_its_header_still_names_its_identifiers() -> N
     assert fault_of(lambda: parse_request(raw, XML)).code == faults.INVALID_SOAP
     assert parse_header_ids(raw, XML).id == parse_request(_large(request()), XML).id
     assert CLIENT and FIELDS and NAMESPACES
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "iso-8859-1"])
+def test_a_large_message_in_another_encoding(encoding: str) -> None:
+    """Fed in chunks that may split a character: the parser joins them as parse_request's does."""
+    long_id = "é-ü-" + "x" * (HEADER_CHUNK + 7)
+    raw = envelope(header(replace={"id": f"<xrd:id>{long_id}</xrd:id>"}), BIG_BODY, prolog="").encode(
+        encoding
+    )
+    content_type = f"text/xml; charset={encoding}"
+    assert len(raw) > WHOLE_PARSE_BYTES
+    assert parse_header_ids(raw, content_type).id == parse_request(raw, content_type).id == long_id
