@@ -69,7 +69,8 @@ general encoder (the same text); the verifier's caches answer a repeated key wit
     bench/logverify.py 100000 200000 400000 1000000 --db DB   (after)
       100,000: 4,836 records/s per core, RSS +22.7 MB
       200,000: 4,553 records/s per core, RSS +23.8 MB
-@@BIG@@
+      400,000: 5,286 records/s per core, RSS +24.4 MB
+    1,000,000: 5,771 records/s per core, RSS +24.8 MB (peak 99 MB; 197 s wall, 234 s to write)
 
 So a record's cost no longer grows with its message's size, but a core still verifies ~5,000
 records/s: the storage read (~50 µs, store.queries: one row, its blobs and its dataclasses)
