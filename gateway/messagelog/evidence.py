@@ -150,6 +150,11 @@ class _Recorded:
 def _soap_ids(direction: str, content_type: str, message: bytes | None, ids: _Recorded) -> str:
     if message is None:
         return "the body was not logged: the SOAP header cannot be compared (its digest is signed)"
+    agreed = _header_agrees(content_type, message, ids)
+    if agreed is not None:
+        return agreed
+    # Otherwise the whole message, as the gateway parsed it: a fault response carries no header
+    # to compare, and a message that is refused or disagrees is named as before.
     try:
         if direction == REQUEST:
             parsed = soap.parse_request(message, content_type)
@@ -160,6 +165,19 @@ def _soap_ids(direction: str, content_type: str, message: bytes | None, ids: _Re
     except XRoadFault as exc:
         raise EvidenceError(f"the signed message is not an X-Road SOAP message: {exc.message}") from exc
     said = ids.compare(_text(parsed.client), _text(parsed.service), parsed.id, ("client", "service", "id"))
+    return said or "the SOAP header's client, service and id are the record's"
+
+
+def _header_agrees(content_type: str, message: bytes, ids: _Recorded) -> str | None:
+    """What the header alone shows when it names the record's identifiers (soap.parse_header_ids:
+    the same identifiers parse_request reads, without parsing the Body); None when it cannot say."""
+    try:
+        header = soap.parse_header_ids(message, content_type)
+        said = ids.compare(
+            _text(header.client), _text(header.service), header.id, ("client", "service", "id")
+        )
+    except (XRoadFault, EvidenceError):
+        return None
     return said or "the SOAP header's client, service and id are the record's"
 
 

@@ -17,6 +17,7 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _json_string  # the C encoder json.dumps uses
 from typing import Any, Final
 
 RECORD_FORMAT: Final = "xgate-logrecord/3"
@@ -94,7 +95,39 @@ def _sha256_hex(data: bytes | None) -> str | None:
 def _time(value: dt.datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("log times must be timezone-aware")
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = value.astimezone(dt.UTC)
+    if utc.year < 1000:  # strftime writes such a year in fewer than four digits: kept as it hashed
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # the same text, faster
+
+
+def canonical_json(fields: dict[str, Any]) -> str:
+    """`json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`, the same
+    text at half the cost for a record's fields (strings, None, lists of strings): every record
+    verified is hashed again, and the general encoder was a tenth of verification's time."""
+    parts = []
+    for key in sorted(fields):
+        value = fields[key]
+        if value is None:
+            text = "null"
+        elif type(value) is str:
+            text = _json_string(value)
+        elif type(value) is list and all(type(item) is str for item in value):
+            text = "[" + ",".join(map(_json_string, value)) + "]"
+        else:
+            return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        name = _JSON_NAMES.get(key)
+        if name is None:
+            name = _json_string(key) + ":"
+            if len(_JSON_NAMES) < MAX_JSON_NAMES:
+                _JSON_NAMES[key] = name
+        parts.append(name + text)
+    return "{" + ",".join(parts) + "}"
+
+
+MAX_JSON_NAMES: Final = 64
+"""Field names whose JSON form is kept: a record has some twenty-five."""
+_JSON_NAMES: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -202,8 +235,7 @@ class LogRecord:
 
     def content_digest(self) -> bytes:
         """SHA-256 of the canonical JSON of :meth:`content_fields` (sorted keys, compact, UTF-8)."""
-        text = json.dumps(self.content_fields(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).digest()
+        return hashlib.sha256(canonical_json(self.content_fields()).encode("utf-8")).digest()
 
 
 def chain_hash(prev_hash: bytes, record: LogRecord) -> bytes:

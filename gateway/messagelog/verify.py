@@ -571,9 +571,23 @@ _V = TypeVar("_V")
 
 class _Recent(BoundedLru[_K, _V]):
     """The last verdicts, by key (gateway.lru): a batch's records find their batch's verdict
-    here, and memory stays bounded however long the chain. `added` counts every verdict put."""
+    here, and memory stays bounded however long the chain. `added` counts every verdict put.
+
+    The verdict found last is kept beside the map: consecutive records mostly share it (the
+    same signed root, OCSP response, token), and comparing with one key (for the blobs read
+    in one page, the same object) costs less than the map's lock and reordering."""
 
     added = 0
+    _last: tuple[_K, _V] | None = None
+
+    def get(self, key: _K) -> _V | None:
+        last = self._last
+        if last is not None and (last[0] is key or last[0] == key):
+            return last[1]
+        found = super().get(key)
+        if found is not None:
+            self._last = (key, found)
+        return found
 
     def put(self, key: _K, value: _V) -> None:
         super().put(key, value)

@@ -15,9 +15,11 @@ logged.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, TypeVar, cast
@@ -41,7 +43,16 @@ from gateway.ids import ID_NS, ClientId, SecurityServerId, ServiceId
 from gateway.lru import BoundedLru
 from gateway.protocol.mime import Attachment, unpack
 from gateway.protocol.schema import REPR_NS, SOAP_ENV_NS, XROAD_NS, validate_header
-from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
+from gateway.xmlsafe import (
+    MAX_XML_BYTES,
+    SAFE_PARSER_SETTINGS,
+    UnsafeXml,
+    XmlSyntaxError,
+    declares_encoding,
+    has_dtd,
+    normalise_encoding,
+    parse_xml,
+)
 
 SOAP12_ENV_NS: Final = "http://www.w3.org/2003/05/soap-envelope"
 PROTOCOL_VERSION: Final = "4.0"
@@ -186,19 +197,7 @@ def _parse(raw: bytes, content_type: str | None, *, response: bool) -> SoapMessa
             raise ServiceFault(fault.code, fault.string, fault.detail or fault_detail_id(), fault)
     if header is None:
         raise XRoadFault(MISSING_HEADER, "the SOAP message has no Header")
-    fields = _header_fields(header)
-    validate_header(header, fields.values())
-    message_id = _text(fields["id"])
-    if not message_id:
-        raise XRoadFault(MISSING_HEADER_FIELD, "header field id is empty")
-    version = _text(fields["protocolVersion"])
-    if version != PROTOCOL_VERSION:
-        raise XRoadFault(
-            INVALID_PROTOCOL_VERSION,
-            f"protocolVersion {version[:20]!r} is not supported; expected {PROTOCOL_VERSION!r}",
-        )
-    client = _identifier(ClientId, fields["client"])
-    service = _identifier(ServiceId, fields["service"])
+    fields, (client, service, message_id) = _checked_header(header)
     security_server = fields.get("securityServer")
     if body is None:
         raise XRoadFault(MISSING_BODY, "the SOAP message has no Body")
@@ -214,7 +213,7 @@ def _parse(raw: bytes, content_type: str | None, *, response: bool) -> SoapMessa
         client=client,
         service=service,
         id=message_id,
-        protocol_version=version,
+        protocol_version=PROTOCOL_VERSION,  # _checked_header insists on it
         user_id=_optional_text(fields.get("userId")),
         issue=_optional_text(fields.get("issue")),
         represented_party=_represented_party(fields.get("representedParty")),
@@ -229,6 +228,121 @@ def _parse(raw: bytes, content_type: str | None, *, response: bool) -> SoapMessa
         attachments=package.attachments,
         xop=package.xop,
     )
+
+
+class HeaderIds(NamedTuple):
+    """What a message's X-Road header says it is: its client, service and id."""
+
+    client: ClientId
+    service: ServiceId
+    id: str
+
+
+HEADER_CHUNK: Final = 1024
+"""Bytes fed to the header parser at a time: a header ends within a chunk or two, so a large
+Body is never parsed."""
+WHOLE_PARSE_BYTES: Final = 4096
+"""Up to this size a message is parsed whole: the pull parser's own cost is then more than
+the Body's parse it would save (measured: equal at ~2 KB)."""
+
+_header_parsers = threading.local()
+
+
+def parse_header_ids(body: bytes, content_type: str | None) -> HeaderIds:
+    """The client, service and id of an X-Road SOAP message, reading no further than its Header.
+
+    Log verification compares these with every record's (gateway.messagelog.evidence): a full
+    :func:`parse_request` per record builds the whole tree, Body included, only to read three
+    header fields. This checks what the identifiers depend on exactly as `parse_request` does
+    (the same safe parser settings, a SOAP 1.1 Envelope whose first element is the Header, the
+    header fields and the X-Road header schema, a non-empty id, protocol version 4.0) and
+    returns the same identifiers; a message without such a Header gets `parse_request`'s own
+    fault. What it does not look at is everything after the Header: the Body's rules and the
+    rest of the document's well-formedness, which say nothing about whose message it is.
+    """
+    package = unpack(body, content_type)
+    header = _leading_header(package.soap, package.charset)
+    if header is None:  # a small message, or not the plain case: parsed whole, as parse_request does
+        header, _ = _envelope_parts(_parse_envelope(package.soap, package.charset))
+        if header is None:
+            raise XRoadFault(MISSING_HEADER, "the SOAP message has no Header")
+    return _checked_header(header)[1]
+
+
+def _checked_header(header: etree._Element) -> tuple[dict[str, etree._Element], HeaderIds]:
+    """The Header's X-Road fields, checked (schema, a non-empty id, protocol 4.0), and its
+    identifiers: what parse_request and parse_header_ids both require."""
+    fields = _header_fields(header)
+    validate_header(header, fields.values())
+    message_id = _text(fields["id"])
+    if not message_id:
+        raise XRoadFault(MISSING_HEADER_FIELD, "header field id is empty")
+    version = _text(fields["protocolVersion"])
+    if version != PROTOCOL_VERSION:
+        raise XRoadFault(
+            INVALID_PROTOCOL_VERSION,
+            f"protocolVersion {version[:20]!r} is not supported; expected {PROTOCOL_VERSION!r}",
+        )
+    ids = HeaderIds(
+        _identifier(ClientId, fields["client"]), _identifier(ServiceId, fields["service"]), message_id
+    )
+    return fields, ids
+
+
+def _leading_header(soap: bytes, charset: str | None) -> etree._Element | None:
+    """A large message's Header, parsed with xmlsafe's settings up to its end tag; None for a
+    small message, and unless it is the first element of a SOAP 1.1 Envelope in a document
+    without DTD or entity reference (the caller then parses the whole document, which refuses
+    it as parse_request does)."""
+    if len(soap) <= WHOLE_PARSE_BYTES or len(soap) > MAX_XML_BYTES:
+        return None
+    header = None
+    try:
+        parser = _header_parser(None if declares_encoding(soap) else charset)
+    except UnsafeXml:
+        return None
+    try:
+        for at in range(0, len(soap), HEADER_CHUNK):
+            parser.feed(soap[at : at + HEADER_CHUNK])
+            header = next((cast(etree._Element, found) for _, found in parser.read_events()), None)
+            if header is not None:
+                break
+    except (etree.XMLSyntaxError, ValueError, LookupError):
+        return None
+    finally:
+        with contextlib.suppress(etree.XMLSyntaxError):
+            parser.close()  # resets it for the next message; a document cut short is refused here
+    if header is None:
+        return None
+    envelope = header.getparent()
+    if envelope is None or envelope.tag != _ENVELOPE or envelope.getparent() is not None:
+        return None
+    if next(header.itersiblings(etree.Element, preceding=True), None) is not None:
+        return None  # an element before the Header
+    if has_dtd(envelope) or next(envelope.iter(etree.Entity), None) is not None:
+        return None
+    return header
+
+
+def _header_parser(charset: str | None) -> etree.XMLPullParser:
+    """This thread's pull parser for `charset` (xmlsafe's settings), reused: making one costs
+    more than parsing a header; lxml parsers must not be shared between threads."""
+    parsers: dict[str | None, etree.XMLPullParser] | None = getattr(_header_parsers, "by_charset", None)
+    if parsers is None:
+        parsers = _header_parsers.by_charset = {}
+    encoding = normalise_encoding(charset)
+    parser = parsers.get(encoding)
+    if parser is None:
+        if len(parsers) >= MAX_HEADER_PARSERS:
+            parsers.clear()
+        parser = parsers[encoding] = etree.XMLPullParser(
+            events=("end",), tag=_HEADER, encoding=encoding, **SAFE_PARSER_SETTINGS
+        )
+    return parser
+
+
+MAX_HEADER_PARSERS: Final = 8
+"""Parsers kept per thread, one per character encoding: messages use one or two."""
 
 
 def _parse_envelope(soap: bytes, charset: str | None) -> etree._Element:
