@@ -100,15 +100,24 @@ def _large(raw: bytes) -> bytes:
 HEADER_FAULTS = [case for case in FAULT_CASES if case[0] not in BODY_RULES]
 
 
-@pytest.mark.parametrize("size", ["small", "large"])
-@pytest.mark.parametrize(
-    ("raw", "content_type", "code"), [c[1:] for c in HEADER_FAULTS], ids=[c[0] for c in HEADER_FAULTS]
-)
+# Every case small and large, except a message cut after its Header, which the pull parser does
+# not read to its end when large: test_a_large_message_cut_after_its_header_... says what then.
+HEADER_FAULT_SIZES = [
+    (size, *case[1:]) if size == "small" or case[1] != request()[:-20] else None
+    for case in HEADER_FAULTS
+    for size in ("small", "large")
+]
+SIZED_CASES = [
+    pytest.param(*entry, id=f"{case[0]}-{entry[0]}")
+    for entry, case in zip(HEADER_FAULT_SIZES, [c for c in HEADER_FAULTS for _ in (0, 1)], strict=True)
+    if entry is not None
+]
+
+
+@pytest.mark.parametrize(("size", "raw", "content_type", "code"), SIZED_CASES)
 def test_refuses_what_parse_request_refuses(
-    raw: bytes, content_type: str | None, code: str, size: str
+    size: str, raw: bytes, content_type: str | None, code: str
 ) -> None:
-    if size == "large" and raw == request()[:-20]:
-        pytest.skip("cut after its Header: see test_a_large_message_cut_after_its_header_...")
     message = raw if size == "small" else _large(raw)
     assert fault_of(lambda: parse_request(message, content_type)).code == code
     assert fault_of(lambda: parse_header_ids(message, content_type)).code == code
