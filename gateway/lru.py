@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 _K = TypeVar("_K", bound=Hashable)
@@ -35,6 +35,15 @@ class BoundedLru(Generic[_K, _V]):
             if found is not None:
                 self._entries.move_to_end(key)
             return found
+
+    def remembered(self, key: _K, compute: Callable[[], _V]) -> _V:
+        """The value for `key`; computed (outside the lock: it may be slow) and kept when absent.
+        A computation that raises keeps nothing."""
+        found = self.get(key)
+        if found is None:
+            found = compute()
+            self.put(key, found)
+        return found
 
     def put(self, key: _K, value: _V) -> None:
         with self._lock:

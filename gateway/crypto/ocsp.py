@@ -264,11 +264,7 @@ def _signature_verifies(response: ocsp.OCSPResponse, signer: x509.Certificate) -
     Remembered by response and signer: one response is attached to an hour of a member's
     messages, and verifying a log meets it once per signed batch."""
     key = (response.tbs_response_bytes, response.signature, signer)
-    verdict = _SIGNATURES.get(key)
-    if verdict is None:
-        verdict = _verify_signature(response, signer)
-        _SIGNATURES.put(key, verdict)
-    return verdict
+    return _SIGNATURES.remembered(key, lambda: _verify_signature(response, signer))
 
 
 SIGNATURES_KEPT: Final = 256

@@ -289,12 +289,7 @@ DEFAULT_STATUS_POLICY: Final = StatusPolicy()
 def issuing_ca(certificate: x509.Certificate, cas: Sequence[x509.Certificate]) -> x509.Certificate:
     """The CA among `cas` that signed `certificate`; remembered, since a member's certificate
     signs every batch it sends and checking its signature costs as much as a batch's."""
-    key = (certificate, tuple(cas))
-    found = _ISSUERS.get(key)
-    if found is None:
-        found = _issuing_ca(certificate, cas)
-        _ISSUERS.put(key, found)
-    return found
+    return _ISSUERS.remembered((certificate, tuple(cas)), lambda: _issuing_ca(certificate, cas))
 
 
 ISSUERS_KEPT: Final = 256

@@ -173,14 +173,11 @@ def batch_tree(packed_leaves: bytes) -> BatchTree:
     """The tree over stored leaves (:func:`pack_leaves`); ValueError when they are not digests."""
     if not packed_leaves or len(packed_leaves) % DIGEST_SIZE:
         raise ValueError("stored leaves must be whole SHA-256 digests")
-    key = hashlib.sha256(packed_leaves).digest()
-    tree = _TREES.get(key)
-    if tree is None:
-        tree = BatchTree(
-            [packed_leaves[i : i + DIGEST_SIZE] for i in range(0, len(packed_leaves), DIGEST_SIZE)]
-        )
-        _TREES.put(key, tree)
-    return tree
+    leaves = range(0, len(packed_leaves), DIGEST_SIZE)
+    return _TREES.remembered(
+        hashlib.sha256(packed_leaves).digest(),
+        lambda: BatchTree([packed_leaves[i : i + DIGEST_SIZE] for i in leaves]),
+    )
 
 
 # --- manifests -------------------------------------------------------------------------------

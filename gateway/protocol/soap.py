@@ -412,11 +412,7 @@ def _identifier(cls: type[_IdT], el: etree._Element) -> _IdT:
             return cls.from_xml(el)
         codes.append((child.tag, child.text))
     key = (cls, el.get(_OBJECT_TYPE), *codes)
-    found = _identifier_cache.get(key)
-    if found is None:
-        found = cls.from_xml(el)
-        _identifier_cache.put(key, found)
-    return cast(_IdT, found)
+    return cast(_IdT, _identifier_cache.remembered(key, lambda: cls.from_xml(el)))
 
 
 def _body_element(body: etree._Element) -> etree._Element:

@@ -460,11 +460,10 @@ class _Verification:
         response = self._file(TIMESTAMP)
         anchors = (tuple(trusted_tsa_certs), tuple(tsa_cas), tuple(carried_anchors))
         key = (hashlib.sha256(response).digest(), proof.root, anchors)
-        cached = _stamped_roots.get(key)
-        if cached is None:
-            cached = _verify_timestamp_file(response, proof.root, trusted_tsa_certs, tsa_cas, carried_anchors)
-            _stamped_roots.put(key, cached)
-        self.timestamped_at = cached
+        root = proof.root
+        self.timestamped_at = _stamped_roots.remembered(
+            key, lambda: _verify_timestamp_file(response, root, trusted_tsa_certs, tsa_cas, carried_anchors)
+        )
         if (
             self.verified is not None
             and self.verified.signing_time > self.timestamped_at + SIGNING_CLOCK_SKEW
