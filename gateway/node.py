@@ -14,7 +14,7 @@ import signal
 import ssl
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -40,20 +40,33 @@ def _admin_app(runtime: GatewayRuntime) -> web.Application:
     from gateway.messagelog.inspector import LogInspector
 
     messagelog = runtime.messagelog
+    current_conf = lambda: runtime.globalconf_source.current  # noqa: E731 - read at each use
+    inspector = None if messagelog is None else LogInspector.of_node(messagelog, current_conf)
     context = AdminContext(
         repository=runtime.repository,
         data_dir=runtime.config.data_dir,
         health=runtime.health,
         server_id=runtime.config.server_id,
         on_change=runtime.reload_snapshot,
-        message_log=None
-        if messagelog is None
-        else LogInspector.of_node(messagelog, lambda: runtime.globalconf_source.current),
+        message_log=inspector,
         cache=runtime.cache,
         replicator=lambda: runtime.replicator,
-        globalconf=lambda: runtime.globalconf_source.current,
+        globalconf=current_conf,
     )
-    return make_admin_app(context)
+    app = make_admin_app(context)
+    if inspector is not None:
+
+        async def stop_verification(_app: web.Application) -> None:
+            """A running log verification ends before the node closes the database it reads."""
+            await asyncio.to_thread(inspector.jobs.stop, VERIFICATION_STOP_SECONDS)
+
+        app.on_cleanup.append(stop_verification)
+    return app
+
+
+VERIFICATION_STOP_SECONDS: Final = 10.0
+"""How long shutdown waits for a verification job to reach its next page (a page takes well
+under a second)."""
 
 
 async def serve(

@@ -91,9 +91,10 @@ def test_stopping_ends_a_running_job_at_its_next_page() -> None:
 
     job, _ = jobs.start(endless, node=None, full=False)
     assert pages.wait(5)
-    jobs.stop()
-    stopped = wait_until_done(jobs, job.id)
-    assert stopped.state is JobState.FAILED and stopped.error is not None and "shutting down" in stopped.error
+    jobs.stop(wait_seconds=5)
+    stopped = jobs.get(job.id)  # stop waited for the job's thread: it has ended
+    assert stopped is not None and stopped.state is JobState.FAILED
+    assert stopped.error is not None and "shutting down" in stopped.error
 
 
 @pytest.mark.parametrize("kept", [1, 3])

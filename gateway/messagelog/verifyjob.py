@@ -108,6 +108,7 @@ class VerificationJobs:
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, VerificationJob] = OrderedDict()
         self._running: VerificationJob | None = None
+        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
     def start(self, work: Work, *, node: str | None, full: bool) -> tuple[VerificationJob, bool]:
@@ -123,6 +124,7 @@ class VerificationJobs:
         thread = threading.Thread(
             target=self._run, args=(job, work), name=f"log-verify-{job.id[:8]}", daemon=True
         )
+        self._thread = thread
         thread.start()
         return job, True
 
@@ -130,9 +132,13 @@ class VerificationJobs:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def stop(self) -> None:
-        """Make a running job end at its next page (the node is shutting down)."""
+    def stop(self, wait_seconds: float = 0.0) -> None:
+        """Make a running job end at its next page (the node is shutting down), and wait up to
+        `wait_seconds` for it, so the node closes its database only after the job let go of it."""
         self._stopping.set()
+        thread = self._thread
+        if wait_seconds > 0 and thread is not None:
+            thread.join(wait_seconds)
 
     def _run(self, job: VerificationJob, work: Work) -> None:
         _lower_priority()
