@@ -14,8 +14,9 @@ from zeep import Plugin
 from zeep.transports import Transport
 
 from gateway.dev import federation as dev_federation
-
-REPO = Path(__file__).resolve().parents[1]
+from gateway.developer_cli import zeep_headers
+from gateway.ids import ClientId, ServiceId
+from gateway.resources import descriptions_dir
 
 
 class CacheMark(Plugin):  # type: ignore[misc]
@@ -34,31 +35,16 @@ class CacheMark(Plugin):  # type: ignore[misc]
 def soap_call(gateway_url: str) -> None:
     mark = CacheMark()
     client = zeep.Client(
-        str(REPO / "wsdl" / "population-register.wsdl"), transport=Transport(timeout=10), plugins=[mark]
+        str(descriptions_dir() / "population-register.wsdl"), transport=Transport(timeout=10), plugins=[mark]
     )
     binding = next(iter(client.wsdl.bindings))
     service = client.create_service(binding, gateway_url)
-    headers = {
-        "client": {
-            "objectType": "SUBSYSTEM",
-            "xRoadInstance": "DEV",
-            "memberClass": "GOV",
-            "memberCode": "1001",
-            "subsystemCode": "benefits-office",
-        },
-        "service": {
-            "objectType": "SERVICE",
-            "xRoadInstance": "DEV",
-            "memberClass": "GOV",
-            "memberCode": "1002",
-            "subsystemCode": "population",
-            "serviceCode": "getPerson",
-            "serviceVersion": "v1",
-        },
-        "id": str(uuid.uuid4()),
-        "protocolVersion": "4.0",
-        "userId": "EE38001085718",
-    }
+    headers = zeep_headers(
+        ClientId.from_text("DEV/GOV/1001/benefits-office"),
+        ServiceId.from_text("DEV/GOV/1002/population/getPerson/v1"),
+        message_id=str(uuid.uuid4()),
+    )
+    headers["userId"] = "EE38001085718"
     result = service.getPerson(personalCode="38001085718", _soapheaders=headers)
     print("SOAP getPerson through gw-a -> gw-b (zeep):")
     print(f"  {result}")
