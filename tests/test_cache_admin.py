@@ -22,7 +22,7 @@ from gateway.admin.cli import cli, policies_from_yaml, policies_to_yaml
 from gateway.admin.roles import Role
 from gateway.ids import SecurityServerId
 from tests.conftest import BENEFITS_API, CONSUMER, GET_PERSON, KNOWN_PERSON
-from tests.inprocess import Built, Gateway, InProcessFederation, build_template, inprocess_federation
+from tests.inprocess import Gateway, InProcessFederation
 from tests.test_admin_api import start
 from tests.test_cache_inprocess import get_benefits, get_person, refused
 
@@ -46,11 +46,6 @@ REPLICATE = {
         ],
     },
 }
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build_template(tmp_path_factory.mktemp("template") / "federation")
 
 
 @dataclass
@@ -95,12 +90,6 @@ def context_of(gateway: Gateway) -> AdminContext:
         replicator=lambda: runtime.replicator,
         globalconf=lambda: runtime.globalconf_source.current,
     )
-
-
-@pytest.fixture
-async def local(tmp_path: Path, template: Built) -> AsyncIterator[InProcessFederation]:
-    async with inprocess_federation(tmp_path / "federation", template=template) as running:
-        yield running
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import unquote
@@ -30,19 +30,8 @@ from gateway.cache.schedule import Schedule
 from gateway.cache.tables import RunStatus
 from gateway.outbound import OutboundRequest, OutboundResponse
 from tests.conftest import BACKENDS, BENEFITS_API, CONSUMER, KNOWN_PERSON, migrated_database, rest_headers
-from tests.inprocess import Built, InProcessFederation, build_template, inprocess_federation
+from tests.inprocess import InProcessFederation
 from tests.test_cache_inprocess import refused, set_policy, store_of
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build_template(tmp_path_factory.mktemp("template") / "federation")
-
-
-@pytest.fixture
-async def local(tmp_path: Path, template: Built) -> AsyncIterator[InProcessFederation]:
-    async with inprocess_federation(tmp_path / "federation", template=template) as running:
-        yield running
 
 
 def benefits_plan(schedule: Schedule | None = None) -> CachePolicy:
