@@ -161,6 +161,10 @@ class IdentifierType(click.ParamType):
         self.name = form
         self._parts = parts
 
+    def identifier(self, text: str) -> Any:
+        """The identifier object of a value this type has already checked (its one text form)."""
+        return self._parse(text)
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = slash_form(str(value))
         if self._parts is not None and text.count("/") + 1 not in self._parts:

@@ -25,8 +25,8 @@ import click
 import requests
 from lxml import etree
 
-from gateway.apicli import format_table, terminal_width
-from gateway.ids import ClientId, IdentifierError, ObjectType, ServiceId, slash_form
+from gateway.apicli import CLIENT_ID, SERVICE_ID, format_table, terminal_width
+from gateway.ids import ClientId, ObjectType, ServiceId
 from gateway.protocol import soap
 from gateway.protocol.schema import XROAD_NS
 from gateway.xmlsafe import UnsafeXml, XmlSyntaxError, parse_xml
@@ -92,21 +92,14 @@ class CallableService:
     endpoints: list[tuple[str, str]] = field(default_factory=list)  # REST (method, path pattern)
 
 
-def _parse_client(text: str) -> ClientId:
-    try:
-        client = ClientId.from_text(slash_form(text))
-    except IdentifierError as exc:
-        raise click.BadParameter(f"{text!r}: {exc}; write INSTANCE/CLASS/MEMBER/SUBSYSTEM") from exc
+def _client(text: str) -> ClientId:
+    client: ClientId = CLIENT_ID.identifier(text)
     return client
 
 
-def _parse_service(text: str) -> ServiceId:
-    try:
-        return ServiceId.from_text(slash_form(text))
-    except IdentifierError as exc:
-        raise click.BadParameter(
-            f"{text!r}: {exc}; write INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/VERSION]"
-        ) from exc
+def _service(text: str) -> ServiceId:
+    service: ServiceId = SERVICE_ID.identifier(text)
+    return service
 
 
 def caller_options(function: Any) -> Any:
@@ -124,7 +117,8 @@ def caller_options(function: Any) -> Any:
                 "--client",
                 envvar=CLIENT_ENV,
                 required=True,
-                help=f"Your subsystem, INSTANCE/CLASS/MEMBER/SUBSYSTEM (or ${CLIENT_ENV}).",
+                type=CLIENT_ID,
+                help=f"Your subsystem (or member), INSTANCE/CLASS/MEMBER/SUBSYSTEM (or ${CLIENT_ENV}).",
             ),
             click.option(
                 "--cert", type=click.Path(exists=True, dir_okay=False), help="Client TLS certificate."
@@ -144,7 +138,7 @@ def caller_options(function: Any) -> Any:
 def _caller(gateway_url: str, client: str, cert: str | None, key: str | None, ca: str | None) -> Caller:
     if (cert is None) != (key is None):
         raise click.UsageError("--cert and --key go together")
-    return Caller(gateway_url, _parse_client(client), (cert, key) if cert and key else None, ca)
+    return Caller(gateway_url, _client(client), (cert, key) if cert and key else None, ca)
 
 
 # --- what may I call ------------------------------------------------------------------------
@@ -360,10 +354,14 @@ def fetch_wsdl(caller: Caller, service: ServiceId) -> bytes:
 
 
 @click.command("services")
-@click.argument("service", required=False)
+@click.argument("service", required=False, type=SERVICE_ID)
 @caller_options
 @click.option(
-    "--provider", "provider_texts", multiple=True, help="Only this provider subsystem (repeatable)."
+    "--provider",
+    "provider_texts",
+    multiple=True,
+    type=CLIENT_ID,
+    help="Only this provider subsystem (repeatable).",
 )
 @click.option(
     "--save-wsdl", type=click.Path(dir_okay=False, writable=True), help="Save a SOAP service's WSDL."
@@ -390,8 +388,8 @@ def services_command(
       xgate services DEV/GOV/1002/population/getPerson/v1 --save-wsdl getPerson.wsdl
     """
     caller = _caller(gateway_url, client, cert, key, ca)
-    wanted = _parse_service(service) if service else None
-    only = [wanted.provider] if wanted else [_parse_client(text) for text in provider_texts]
+    wanted = _service(service) if service else None
+    only = [wanted.provider] if wanted else [_client(text) for text in provider_texts]
     found = allowed_services(caller, only)
     if wanted is not None:
         match = [entry for entry in found if entry.service == wanted or _same_rest(entry.service, wanted)]
@@ -480,7 +478,7 @@ def _header_pairs(values: Iterable[str]) -> dict[str, str]:
 
 
 @click.command("call")
-@click.argument("service")
+@click.argument("service", type=SERVICE_ID)
 @click.argument("path", required=False)
 @caller_options
 @click.option("-X", "--method", default="GET", show_default=True, help="REST: the HTTP method.")
@@ -516,7 +514,7 @@ def call_command(
     exchange in your gateway's message log.
     """
     caller = _caller(gateway_url, client, cert, key, ca)
-    service_id = _parse_service(service)
+    service_id = _service(service)
     if soap_body is not None:
         if path or data or headers:
             raise click.UsageError("PATH, --data and -H are for REST; a SOAP call takes --soap only")
