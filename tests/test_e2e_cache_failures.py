@@ -26,11 +26,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import subprocess
 import sys
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,8 +64,11 @@ from tests.conftest import (
     rest_headers,
     rest_url,
     running_federation,
+    wait_until,
     zeep_headers,
 )
+from tests.docblocks import claimed_blocks
+from tests.test_docs import reader_env, run_block
 
 SERVICES = ("population_register", "benefits_api")
 """The example services' processes, on gw-b's and gw-c's backend ports."""
@@ -325,3 +331,66 @@ def test_a_services_own_soap_fault_is_its_answer_and_not_hidden_by_the_cache(cac
         fault = get_person_fault(fed)
     assert (fault.code, fault.message) == ("soapenv:Server", SOAP_FAULT_STRING)
     assert len(admin.cache_entries(service=GET_PERSON.to_text())["entries"]) == 1
+
+
+def test_a_served_copy_verifies_with_xgate_and_by_hand(cache_fed: Federation, tmp_path: Path) -> None:
+    """The officer exports the record of an answer the cache gave and checks it as any other:
+    `xgate log verify` against the signed global configuration, and docs/verification.md's
+    independent steps (unzip, openssl, xmlsec1) on the container."""
+    fed = cache_fed
+    fed.admin("gw-a").apply_cache_policies(_policies(LONG_MAX_AGE))
+    original_id, served_id = f"fresh-{uuid.uuid4()}", f"served-{uuid.uuid4()}"
+    get_person(fed, original_id)
+    with broken_backends(fed, FAILURES["service-stopped"]):
+        stale_mark(get_person(fed, served_id).fields, original_id)
+
+    gw_a = fed.gateway("gw-a")
+    env = reader_env(XGATE_ADMIN_URL=gw_a["admin_url"], XGATE_API_KEY=gw_a["api_key"])
+    distribution = fed.registry_url.rstrip("/")
+    (tmp_path / "globalconf.signed.json").write_bytes(
+        requests.get(distribution + "/globalconf", timeout=HTTP_TIMEOUT_SECONDS).content
+    )
+    trust = ["--globalconf", "globalconf.signed.json", "--anchor", str(fed.description["anchor"])]
+    (check,) = claimed_blocks(
+        "tests/test_verification_doc.py::test_the_documented_steps_pass_on_a_real_container"
+    )
+    trust_files = (  # as docs/verification.md writes them from the signed global configuration
+        "jq -r .content globalconf.signed.json | base64 -d | jq -r '.trusted_cas[].certificate' > ca.pem\n"
+        "jq -r .content globalconf.signed.json | base64 -d"
+        " | jq -r '.timestamping_authorities[].certificate' > tsa.pem\n"
+    )
+    subprocess.run(["bash", "-c", "set -euo pipefail\n" + trust_files], cwd=tmp_path, check=True)
+
+    def exported_and_verified() -> bool:
+        subprocess.run(["rm", "-rf", "exported", "c", "container.asice"], cwd=tmp_path, check=True)
+        export = ["xgate", "log", "export", "--message-id", served_id, "--out", "exported"]
+        verify = ["xgate", "log", "verify", *trust, "--allow-gaps", "exported"]
+        for command in (export, verify):
+            if subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=120).returncode:
+                return False
+        exported = {_outcome(p): p for p in (tmp_path / "exported").glob("*.asice")}
+        response = exported["cache.stale"]  # the answer the cache gave, logged as served
+        (tmp_path / "container.asice").write_bytes(response.read_bytes())
+        checked.append(run_block(check, tmp_path, env).stdout)
+        return checked[-1].rstrip().endswith("container verified")
+
+    # The served exchange's records are checked once their timestamping batch is stamped.
+    checked: list[str] = []
+    wait_until(exported_and_verified, 30, "the served copy's containers to verify with xgate and by hand")
+    assert "signed by DEV/GOV/1002, the provider's member" in checked[-1]
+    assert "(served from the cache: the original answer, record " in checked[-1]
+
+
+def _outcome(container: Path) -> str:
+    with zipfile.ZipFile(container) as archive:
+        content = json.loads(archive.read("META-INF/record.json"))["content"]
+    return (
+        f"{content['direction']}:{content['outcome']}"
+        if content["outcome"] != "cache.stale"
+        else "cache.stale"
+    )
+
+
+VERIFY_CONTAINER_BY_HAND = (
+    "tests/test_verification_doc.py::test_the_documented_steps_pass_on_a_real_container"
+)
