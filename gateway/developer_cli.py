@@ -276,7 +276,7 @@ def how_to_call(caller: Caller, entry: CallableService) -> str:
         )
         return "\n".join(lines)
     service = entry.service
-    headers = zeep_headers(caller.client, service, message_id="str(uuid.uuid4())")
+    headers = zeep_headers(caller.client, service, id="str(uuid.uuid4())", protocolVersion="4.0")
     shown = json.dumps(headers, indent=4).replace('"str(uuid.uuid4())"', "str(uuid.uuid4())")
     wsdl_file = f"{service.service_code}.wsdl"
     return "\n".join(
@@ -307,15 +307,14 @@ def _body_example(caller: Caller, service: ServiceId) -> str:
     return f'<m:{name} xmlns:m="{namespace}">...</m:{name}>'
 
 
-def zeep_headers(client: ClientId, service: ServiceId, message_id: str) -> dict[str, object]:
+def zeep_headers(client: ClientId, service: ServiceId, **fields: object) -> dict[str, object]:
     """The X-Road header a zeep client passes as `_soapheaders` when the WSDL declares it: the
-    client's and the service's identifiers, the message id and protocol 4.0."""
+    client's and the service's identifiers, with `fields` (id, protocolVersion, userId, ...)."""
     return {
         "client": _header_dict(client, "SUBSYSTEM" if client.subsystem_code else "MEMBER"),
         "service": {**_header_dict(service.provider, "SERVICE"), "serviceCode": service.service_code}
         | ({"serviceVersion": service.service_version} if service.service_version else {}),
-        "id": message_id,
-        "protocolVersion": "4.0",
+        **fields,
     }
 
 

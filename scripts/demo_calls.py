@@ -42,9 +42,10 @@ def soap_call(gateway_url: str) -> None:
     headers = zeep_headers(
         ClientId.from_text("DEV/GOV/1001/benefits-office"),
         ServiceId.from_text("DEV/GOV/1002/population/getPerson/v1"),
-        message_id=str(uuid.uuid4()),
+        id=str(uuid.uuid4()),
+        protocolVersion="4.0",
+        userId="EE38001085718",
     )
-    headers["userId"] = "EE38001085718"
     result = service.getPerson(personalCode="38001085718", _soapheaders=headers)
     print("SOAP getPerson through gw-a -> gw-b (zeep):")
     print(f"  {result}")

@@ -40,6 +40,7 @@ from gateway.central.api_client import RegistryClient
 from gateway.crypto.certs import load_certificate_file
 from gateway.crypto.ocsp import OCSP_REQUEST_TYPE, build_ocsp_request
 from gateway.dev import federation
+from gateway.developer_cli import zeep_headers as developer_zeep_headers
 from gateway.ids import ClientId, ServiceId
 from gateway.protocol.transport import TRANSPORT_MEDIA_TYPE, Direction, SoapPayload, decode_transport
 from gateway.proxy.certstatus import status_headers
@@ -426,16 +427,8 @@ def zeep_headers(
     client: ClientId = CONSUMER, service: ServiceId = GET_PERSON, **fields: Any
 ) -> dict[str, Any]:
     """The X-Road SOAP headers as zeep takes them (`_soapheaders=`): `client` calls `service`,
-    with `fields` (id, protocolVersion, userId, ...) beside them."""
-
-    def identifier(object_type: str, parts: list[tuple[str, str | None]]) -> dict[str, str]:
-        return {"objectType": object_type, **{name: value for name, value in parts if value is not None}}
-
-    return {
-        "client": identifier(_client_type(client), _client_parts(client)),
-        "service": identifier("SERVICE", _service_parts(service)),
-        **fields,
-    }
+    with `fields` (id, protocolVersion, userId, ...) beside them (gateway.developer_cli)."""
+    return developer_zeep_headers(client, service, **fields)
 
 
 def soap_request(

@@ -24,9 +24,7 @@ import zeep
 from setuptools import find_packages
 from zeep.transports import Transport
 
-from gateway.developer_cli import zeep_headers
-from gateway.ids import ClientId, ServiceId
-from tests.conftest import KNOWN_PERSON, REPO
+from tests.conftest import KNOWN_PERSON, REPO, zeep_headers
 
 BUILD_TIMEOUT_SECONDS = 300
 pytestmark = pytest.mark.slow
@@ -124,11 +122,7 @@ def test_the_wheel_ships_the_schemas_and_example_services(installed: Path) -> No
 def _soap_get_person(gateway_url: str, wsdl: Path) -> str:
     client = zeep.Client(str(wsdl), transport=Transport(timeout=30))
     service = client.create_service(next(iter(client.wsdl.bindings)), gateway_url)
-    headers = zeep_headers(
-        ClientId.from_text("DEV/GOV/1001/benefits-office"),
-        ServiceId.from_text("DEV/GOV/1002/population/getPerson/v1"),
-        message_id=str(uuid.uuid4()),
-    )
+    headers = zeep_headers(id=str(uuid.uuid4()), protocolVersion="4.0")
     answer = service.getPerson(personalCode=KNOWN_PERSON, _soapheaders=headers)
     return str(answer["body"]["person"]["personalCode"])
 
