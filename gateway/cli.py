@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, str] = {
     "federation": "gateway.dev.federation_cli",
     "admin": "gateway.admin.cli",
     "log": "gateway.messagelog.cli",
+    "monitor": "gateway.monitoring.cli",
     "trust": "gateway.trust.trust_cli",
     "central": "gateway.central.cli",
     "services": "gateway.developer_cli:services_command",

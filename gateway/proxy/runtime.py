@@ -35,6 +35,7 @@ from gateway.globalconf.source import GlobalConfSource, load_anchor
 from gateway.ids import ClientId
 from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.service import MessageLog, node_name
+from gateway.monitoring.exchange import ExchangeObserver, ExchangeRecord
 from gateway.outbound import Transport
 from gateway.outbound.clockcheck import ClockCheck
 from gateway.outbound.network import backend_transport, peer_transport, service_transport
@@ -85,11 +86,23 @@ class GatewayRuntime:
     """Runs the `replicate` policies' plans (gateway.cache.replication), with the cache."""
     admission: Admission = field(default_factory=Admission)
     """The caps on exchanges per interface and body bytes per node (gateway/admission.py)."""
+    exchange_observers: list[ExchangeObserver] = field(default_factory=list)
+    """Told of every finished exchange (gateway.monitoring.exchange): metrics, operational
+    monitoring, the access log. The proxy calls `observe_exchange` once per exchange."""
     _trusted_pins: set[str] = field(default_factory=set)
     _federation_cas: set[str] = field(default_factory=set)
     _peer_context_cas: tuple[x509.Certificate, ...] = ()
     _anchor_bytes: bytes | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def observe_exchange(self, record: ExchangeRecord) -> None:
+        """Hands a finished exchange to every observer; one failing observer never fails the
+        exchange (it has been answered) nor silences the others."""
+        for observer in self.exchange_observers:
+            try:
+                observer.exchange_done(record)
+            except Exception:
+                log.exception("exchange observer %r failed", observer)
 
     @classmethod
     def create(cls, config: NodeConfig) -> GatewayRuntime:

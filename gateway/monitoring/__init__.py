@@ -1,0 +1,1 @@
+"""What the node tells its operators: health, metrics, operational and environmental monitoring."""
