@@ -78,6 +78,7 @@ from gateway.messagelog.settings import (
 )
 from gateway.messagelog.store import DEFAULT_WINDOW_SECONDS as DEFAULT_LOG_WINDOW_SECONDS
 from gateway.messagelog.timestamping import DEFAULT_INTERVAL_SECONDS as DEFAULT_TIMESTAMP_INTERVAL_SECONDS
+from gateway.monitoring.health import DEFAULT_CACHE_SECONDS, DEFAULT_PROBE_TIMEOUT_SECONDS
 from gateway.outbound.clockcheck import DEFAULT_CLOCK_SKEW_SECONDS
 from gateway.outbound.ocsp import DEFAULT_FETCH_INTERVAL_SECONDS
 from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
@@ -137,6 +138,16 @@ class SigningKey:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """The load balancers' health endpoint (gateway.proxy.health, docs/operations.md)."""
+
+    listener: Listener | None = None
+    """Where `GET /health` is served apart from the admin listener; None: only on the admin one."""
+    cache_seconds: float = DEFAULT_CACHE_SECONDS
+    probe_timeout_seconds: float = DEFAULT_PROBE_TIMEOUT_SECONDS
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     server_id: SecurityServerId
     data_dir: Path
@@ -165,6 +176,7 @@ class NodeConfig:
     wsdl_client: ClientId | None = None
     """The client the legacy `GET /wsdl?...` download asks getWsdl for; None: the download is off."""
     compat: FaultCompat = field(default_factory=FaultCompat)
+    health: HealthSettings = field(default_factory=HealthSettings)
 
     @property
     def ocsp_store_dir(self) -> Path:
@@ -226,6 +238,22 @@ class InternalSection(FileModel):
 class AdminSection(ListenerSection):
     # DESIGN.md: the admin interface (management API, health, metrics) is localhost only.
     host: LoopbackHost = "127.0.0.1"
+
+
+class HealthSection(FileModel):
+    """The health listener: unlike [admin], it may bind any address (a load balancer probes it)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port
+    cache_seconds: NonNegativeSeconds = DEFAULT_CACHE_SECONDS
+    """The checks' results are reused this long: probes stay cheap however many balancers ask."""
+    probe_timeout_seconds: Seconds = DEFAULT_PROBE_TIMEOUT_SECONDS
+    """A database that has not answered within this is failing; health answers within about this plus 1 s."""
+
+    def settings(self) -> HealthSettings:
+        listener = Listener(self.host, self.port) if self.enabled else None
+        return HealthSettings(listener, self.cache_seconds, self.probe_timeout_seconds)
 
 
 class SigningKeySection(FileModel):
@@ -401,6 +429,7 @@ class NodeFile(FileModel):
     internal: InternalSection
     external: TlsListenerSection
     admin: AdminSection
+    health: HealthSection | None = None
     signing_keys: list[SigningKeySection] = Field(default_factory=list)
     signer: SignerSection = SignerSection()
     limits: LimitsSection = LimitsSection()
@@ -442,6 +471,7 @@ class NodeFile(FileModel):
             clock_skew_seconds=self.trust.clock_skew_seconds,
             ocsp_fetch_interval_seconds=self.trust.ocsp_fetch_interval_seconds,
             compat=self.compatibility.compat(),
+            health=self.health.settings() if self.health is not None else HealthSettings(),
         )
 
 

@@ -28,6 +28,7 @@ from gateway.globalconf import GlobalConfError
 from gateway.heap import return_large_buffers
 from gateway.listeners import site
 from gateway.proxy.consumer import make_internal_app
+from gateway.proxy.health import NodeHealth, make_health_app
 from gateway.proxy.provider import make_external_app
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.serverconf.db import migrate
@@ -35,7 +36,7 @@ from gateway.serverconf.db import migrate
 log = logging.getLogger(__name__)
 
 
-def _admin_app(runtime: GatewayRuntime) -> web.Application:
+def _admin_app(runtime: GatewayRuntime, health: NodeHealth) -> web.Application:
     from gateway.admin.api import AdminContext, make_admin_app
     from gateway.messagelog.inspector import LogInspector
 
@@ -45,7 +46,7 @@ def _admin_app(runtime: GatewayRuntime) -> web.Application:
     context = AdminContext(
         repository=runtime.repository,
         data_dir=runtime.config.data_dir,
-        health=runtime.health,
+        health=health.detail,
         server_id=runtime.config.server_id,
         on_change=runtime.reload_snapshot,
         message_log=inspector,
@@ -129,10 +130,20 @@ async def _start_interfaces(
     runtime.trust_federation_cas()
     await _site(external, config.external, limits, runtime.external_tls_context).start()
 
-    admin = web.AppRunner(_admin_app(runtime), shutdown_timeout=grace, access_log=None, **options)
+    node_health = NodeHealth.of_node(runtime)
+    admin = web.AppRunner(
+        _admin_app(runtime, node_health), shutdown_timeout=grace, access_log=None, **options
+    )
     await admin.setup()
     runners.append(admin)
     await _site(admin, config.admin, limits).start()
+
+    # The load balancers' probe, apart from the management API (docs/operations.md).
+    if config.health.listener is not None:
+        health = web.AppRunner(make_health_app(node_health), shutdown_timeout=grace, access_log=None)
+        await health.setup()
+        runners.append(health)
+        await _site(health, config.health.listener, limits).start()
 
 
 def _site(

@@ -36,6 +36,7 @@ from gateway.ids import ClientId
 from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.service import MessageLog, node_name
 from gateway.monitoring.exchange import ExchangeObserver, ExchangeRecord
+from gateway.monitoring.maintenance import MaintenanceMode
 from gateway.outbound import Transport
 from gateway.outbound.clockcheck import ClockCheck
 from gateway.outbound.network import backend_transport, peer_transport, service_transport
@@ -89,6 +90,8 @@ class GatewayRuntime:
     exchange_observers: list[ExchangeObserver] = field(default_factory=list)
     """Told of every finished exchange (gateway.monitoring.exchange): metrics, operational
     monitoring, the access log. The proxy calls `observe_exchange` once per exchange."""
+    maintenance: MaintenanceMode | None = None
+    """The node's maintenance switch (gateway.monitoring.maintenance): health 503, traffic served."""
     _trusted_pins: set[str] = field(default_factory=set)
     _federation_cas: set[str] = field(default_factory=set)
     _peer_context_cas: tuple[x509.Certificate, ...] = ()
@@ -139,6 +142,7 @@ class GatewayRuntime:
             admission=Admission(config.admission),
         )
         runtime.replay_guard = ReplayGuard(SeenRequests(repository.engine))
+        runtime.maintenance = MaintenanceMode(config.data_dir)
         settings = config.messagelog
         if settings is not None and settings.enabled:
             runtime.messagelog = MessageLog(
@@ -153,6 +157,10 @@ class GatewayRuntime:
         if config.cache is not None and config.cache.enabled:
             runtime.cache = CacheService.from_settings(config.cache)
         return runtime
+
+    def in_flight(self) -> dict[str, int]:
+        """Exchanges held or waiting per interface: what a draining operator watches go to 0."""
+        return {name: gate.in_use + gate.waiting for name, gate in self.admission.interfaces.items()}
 
     async def start(
         self,
@@ -435,6 +443,7 @@ class GatewayRuntime:
         }
 
     def health(self) -> dict[str, object]:
+        """The admin listener's detail beside the verdict (gateway.proxy.health.NodeHealth.detail)."""
         conf = self.globalconf_source.current
         now = utc_now()
         return {
