@@ -53,6 +53,8 @@ def _admin_app(runtime: GatewayRuntime, health: NodeHealth) -> web.Application:
         cache=runtime.cache,
         replicator=lambda: runtime.replicator,
         globalconf=current_conf,
+        maintenance=runtime.maintenance,
+        in_flight=runtime.in_flight,
     )
     app = make_admin_app(context)
     if inspector is not None:

@@ -1222,3 +1222,51 @@ def cache_runs(settings: AdminSettings, policy: str | None, limit: int, as_json:
 def cache_run(settings: AdminSettings, policy: str, as_json: bool) -> None:
     """Run replicate policy POLICY's plan now and show the run when it has finished."""
     emit(settings.client().start_cache_run(policy), as_json)
+
+
+# --- maintenance -----------------------------------------------------------------------------
+
+
+@cli.group()
+def maintenance() -> None:
+    """Take the node out from behind its load balancer: health 503 while it still serves."""
+
+
+def _maintenance_text(state: Mapping[str, Any]) -> str:
+    in_flight = ", ".join(f"{name} {count}" for name, count in sorted(state["in_flight"].items()))
+    if not state["enabled"]:
+        return f"maintenance: off; in flight: {in_flight or '-'}"
+    reason = f" ({state['reason']})" if state.get("reason") else ""
+    drained = "drained" if state["drained"] else "not drained yet"
+    return (
+        f"maintenance: on since {state['since']} by {state['by']}{reason}; "
+        f"in flight: {in_flight or '-'}; {drained}"
+    )
+
+
+@maintenance.command("on")
+@click.option("--reason", help="Why, for the audit log and the status.")
+@json_option
+@pass_settings
+def maintenance_on(settings: AdminSettings, reason: str | None, as_json: bool) -> None:
+    """Health answers 503 "maintenance"; requests are still served until the node has drained."""
+    state = settings.client().set_maintenance(True, reason)
+    emit(state, as_json, message=_maintenance_text(state))
+
+
+@maintenance.command("off")
+@json_option
+@pass_settings
+def maintenance_off(settings: AdminSettings, as_json: bool) -> None:
+    """Health answers from its checks again, and the load balancer sends traffic back."""
+    state = settings.client().set_maintenance(False)
+    emit(state, as_json, message=_maintenance_text(state))
+
+
+@maintenance.command("status")
+@json_option
+@pass_settings
+def maintenance_status(settings: AdminSettings, as_json: bool) -> None:
+    """Whether the node is in maintenance, and the exchanges still in flight per interface."""
+    state = settings.client().maintenance()
+    emit(state, as_json, message=_maintenance_text(state))

@@ -404,3 +404,14 @@ class AdminClient(MessageLogClient):
     def start_cache_run(self, policy: str) -> dict[str, Any]:
         result: dict[str, Any] = self._api("POST", f"/cache/policies/{_segment(policy)}/runs")
         return result
+
+    def maintenance(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._api("GET", "/maintenance")
+        return result
+
+    def set_maintenance(self, enabled: bool, reason: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"enabled": enabled}
+        if reason is not None:
+            body["reason"] = reason
+        result: dict[str, Any] = self._api("PUT", "/maintenance", json=body)
+        return result

@@ -19,6 +19,7 @@ from gateway.crypto.certs import CertificateError
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
 from gateway.messagelog.inspector import LogInspector
+from gateway.monitoring.maintenance import MaintenanceMode
 from gateway.serverconf.repository import (
     AlreadyExists,
     NotFound,
@@ -53,6 +54,10 @@ class AdminContext:
     """The node's replication scheduler, once its internal interface runs."""
     globalconf: Callable[[], GlobalConf | None] | None = None
     """The current global configuration: cache policies name providers it must know."""
+    maintenance: MaintenanceMode | None = None
+    """The node's maintenance switch, which its health reads (gateway.admin.maintenance)."""
+    in_flight: Callable[[], Mapping[str, int]] | None = None
+    """Exchanges held or waiting per interface, read on the event loop."""
 
 
 # Error codes of the JSON error body beyond the shared ones (gateway.webapi).

@@ -21,6 +21,7 @@ The matrix (rows: permissions; ✓: granted)::
     manage_cache                            ✓                                   ✓
     read_cache_entries                      ✓                        ✓          ✓
     purge_cache_subject                     ✓                        ✓          ✓
+    manage_maintenance                                                          ✓
     manage_api_keys                                                             ✓
 
 - `read_configuration` covers subsystems, services, access rights, local groups, keys and
@@ -33,6 +34,9 @@ The matrix (rows: permissions; ✓: granted)::
   they decide access rights. The entries list (who asked what, when) is personal data's
   metadata: `read_cache_entries`, also the security officer's, who may purge by data subject
   (`purge_cache_subject`) for an erasure request.
+- `manage_maintenance` takes the node out of its load balancer's pool and back (health 503
+  while it still serves): a node operation, like stopping it, so the system administrator's.
+  Every role reads the switch and what is in flight (`read_configuration`): it is health.
 - The audit and message logs are read only by those who answer for security; nobody writes
   them through the API.
 """
@@ -71,6 +75,7 @@ class Permission(enum.StrEnum):
     MANAGE_CACHE = "manage_cache"  # cache policies, purges, replication runs
     READ_CACHE_ENTRIES = "read_cache_entries"
     PURGE_CACHE_SUBJECT = "purge_cache_subject"  # erasure requests
+    MANAGE_MAINTENANCE = "manage_maintenance"  # health 503 while the node drains
     MANAGE_API_KEYS = "manage_api_keys"  # list, create, revoke
 
 
