@@ -268,8 +268,10 @@ class Federation:
         return AdminClient(gw["admin_url"], gw["api_key"], timeout=HTTP_TIMEOUT_SECONDS)
 
     def health(self, name: str) -> dict[str, Any]:
+        """The admin listener's /health with the node's details: 200 healthy, 503 not (either is read)."""
         response = requests.get(self.gateway(name)["admin_url"] + "/health", timeout=HTTP_TIMEOUT_SECONDS)
-        response.raise_for_status()
+        if response.status_code != 503:
+            response.raise_for_status()
         health: dict[str, Any] = response.json()
         return health
 

@@ -89,6 +89,7 @@ from gateway.trust.pki import (
     issue,
     load_ca,
 )
+from gateway.webapi import OPENAPI_PATH
 
 INSTANCE: Final = "DEV"
 CA_NAME: Final = "xgate development CA"
@@ -211,6 +212,10 @@ key = "{gw["auth_key"]}"
 [admin]
 port = {gw["ports"]["admin"]}
 
+[health]
+# What a load balancer would probe (docs/operations.md); loopback here, any address in production.
+port = {gw["ports"]["health"]}
+
 [[signing_keys]]
 member = "{gw["member"]}"
 cert = "{gw["sign_cert"]}"
@@ -243,7 +248,7 @@ def _issue_gateway(
     sign = issue(
         pki_dir, ca, MemberSigningProfile(plan.member, plan.member_name), out_prefix=fed / plan.name / "sign"
     )
-    held = {k: ports.reserve() for k in ("internal_http", "internal_https", "external", "admin")}
+    held = {k: ports.reserve() for k in ("internal_http", "internal_https", "external", "admin", "health")}
     return {
         "name": plan.name,
         "server_id": server.to_text(),
@@ -255,6 +260,7 @@ def _issue_gateway(
         "internal_https_url": f"https://127.0.0.1:{held['internal_https']}",
         "external_address": f"127.0.0.1:{held['external']}",
         "admin_url": f"http://127.0.0.1:{held['admin']}",
+        "health_url": f"http://127.0.0.1:{held['health']}/health",
         "auth_cert": str(auth.certificate_path),
         "auth_key": str(auth.key_path),
         "tls_cert": str(tls.certificate_path),
@@ -464,7 +470,7 @@ def _up_locally(fed: Path, unreachable_standby: bool, pids: dict[str, int], port
         pids[gw["name"]] = children[gw["name"]].pid
     _write_pids(fed, pids)
     for gw in description["gateways"]:
-        wait_http(gw["admin_url"] + "/health", deadline, children[gw["name"]])
+        wait_http(_started_url(gw), deadline, children[gw["name"]])
     for name, url in description["backends"].items():
         wait_http(url + "/", deadline, children[name])
     return description
@@ -479,6 +485,12 @@ def _start_services(
         children[name] = _start(fed, name, command, ports, [service["port"]])
         pids[name] = children[name].pid
     return children
+
+
+def _started_url(gw: dict[str, Any]) -> str:
+    """What answers once the node runs, healthy or not: its API's document on the admin listener
+    (its /health answers 503 until the node can serve, which may be long after it started)."""
+    return gw["admin_url"] + OPENAPI_PATH
 
 
 def _start_gateway(fed: Path, gw: dict[str, Any], ports: Ports | None = None) -> Child:
@@ -761,12 +773,12 @@ def _register_standby(admin: RegistryClient, standby: SecurityServerInfo) -> Non
 
 
 def gateway_health(gw: dict[str, Any]) -> dict[str, Any] | None:
-    """The node's /health, or None while it does not answer."""
+    """The node's /health with its details (200 healthy, 503 not yet), or None while it does not answer."""
     try:
         response = requests.get(gw["admin_url"] + "/health", timeout=2)
     except requests.RequestException:
         return None
-    if response.status_code != 200:
+    if response.status_code not in (200, 503):
         return None
     health: dict[str, Any] = response.json()
     return health
@@ -892,7 +904,7 @@ def _command(description: dict[str, Any], name: str) -> tuple[list[str], str]:
         return _registry_command(registry), registry["management_url"] + "/health"
     for gw in (*description["gateways"], *description.get("extra_gateways", [])):
         if gw["name"] == name:
-            return _xgate("gateway", "serve", "--config", gw["config"]), gw["admin_url"] + "/health"
+            return _xgate("gateway", "serve", "--config", gw["config"]), _started_url(gw)
     if name in SERVICES:
         url = description["backends"][name]
         port = url.rsplit(":", 1)[1]

@@ -49,6 +49,7 @@ def up(directory: Path, redundant_trust: bool) -> None:
     for gw in description["gateways"]:
         click.echo(
             f"  {gw['name']}: {gw['server_id']} internal {gw['internal_http_url']} admin {gw['admin_url']}"
+            f" health {gw['health_url']}"
         )
     for service in description["services"]:
         click.echo(f"  service {service['service']} ({service['kind']}) on {service['gateway']}")
