@@ -192,15 +192,20 @@ class NodeHealth:
         if conf is None:
             return failing("no global configuration names the responders")
         now = _utc_now()
-        problems = []
+        problems, fresh, unchecked = [], 0, 0
         for cert in runtime.own_status.certificates:
             try:
-                runtime.own_status.response_for(cert, conf, now)
+                response = runtime.own_status.response_for(cert, conf, now)
             except OwnStatusUnavailable as exc:
                 problems.append(str(exc))
+                continue
+            if response is None:
+                unchecked += 1  # its CA names no responder: nothing to attach
+            else:
+                fresh += 1
         if problems:
             return failing(problems)
-        return passing({"certificates": len(runtime.own_status.certificates)})
+        return passing({"fresh": fresh, "no_responder": unchecked})
 
     def timestamping(self) -> CheckResult:
         """Within the allowed failure period (messagelog.max_timestamp_failure_seconds): after it
