@@ -30,8 +30,10 @@ from tests.conftest import (
     soap_body,
     wait_until,
 )
+from tests.docblocks import claimed_blocks
 
 REPO: Final = Path(__file__).resolve().parents[1]
+THIS: Final = "tests/test_e2e_health.py"
 ANSWER_BOUND_SECONDS: Final = 3.0 + 1.0
 """The probe limit (2 s) plus the listener's margin (1 s), and a second for a loaded machine."""
 RECOVERY_SECONDS: Final = 40.0
@@ -72,13 +74,44 @@ def xgate_admin(fed: Federation, name: str, *args: str) -> dict[str, Any]:
     return result
 
 
+def operator_env(fed: Federation, name: str) -> dict[str, str]:
+    """What docs/operations.md's blocks expect: the node's admin API and key, its HEALTH_URL."""
+    gw = fed.gateway(name)
+    return {
+        **{key: value for key, value in os.environ.items() if not key.startswith("XGATE_")},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "XGATE_ADMIN_URL": gw["admin_url"],
+        "XGATE_API_KEY": gw["api_key"],
+        "HEALTH_URL": gw["health_url"],
+    }
+
+
+def run_doc_block(script: str, env: dict[str, str], tmp_path: Path) -> str:
+    """One of docs/operations.md's blocks, as a reader's bash runs it."""
+    done = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
 def get_person(fed: Federation) -> requests.Response:
     return post_soap(fed.internal_url("gw-a"), get_person_request(KNOWN_PERSON))
 
 
-def test_the_health_listener_answers_apart_from_the_management_api(short_fed: Federation) -> None:
+def test_the_health_listener_answers_apart_from_the_management_api(
+    short_fed: Federation, tmp_path: Path
+) -> None:
     fed = short_fed
     wait_healthy(fed, "gw-a")
+    (look,) = claimed_blocks(f"{THIS}::test_the_health_listener_answers_apart_from_the_management_api")
+    shown = json.loads(run_doc_block(look.script, operator_env(fed, "gw-a"), tmp_path))
+    assert shown["status"] == "ok" and all(shown["checks"].values()), shown
     gw = fed.gateway("gw-a")
     assert gw["health_url"].split("/")[2] != gw["admin_url"].split("/")[2], "a port of its own"
     begun = time.monotonic()
@@ -106,10 +139,13 @@ def test_the_health_listener_answers_apart_from_the_management_api(short_fed: Fe
     assert "admission" in detail and "admission" not in body
 
 
-def test_maintenance_drains_without_failing_a_request(short_fed: Federation) -> None:
-    """Traffic from a client loop goes on while the node leaves its pool, through a restart, and back."""
+def test_maintenance_drains_without_failing_a_request(short_fed: Federation, tmp_path: Path) -> None:
+    """Traffic from a client loop goes on while the node leaves its pool, through a restart, and back:
+    docs/operations.md's procedure, its blocks run as written."""
     fed = short_fed
     wait_healthy(fed, "gw-a")
+    take_out, put_back = claimed_blocks(f"{THIS}::test_maintenance_drains_without_failing_a_request")
+    env = operator_env(fed, "gw-a")
     results: list[int] = []
     stop = threading.Event()
 
@@ -126,8 +162,12 @@ def test_maintenance_drains_without_failing_a_request(short_fed: Federation) -> 
         client.start()
     try:
         wait_until(lambda: len(results) >= 5, 30, "traffic to flow")
-        on = xgate_admin(fed, "gw-a", "maintenance", "on", "--reason", "upgrade")
-        assert on["enabled"] and on["reason"] == "upgrade" and on["by"].startswith("federation-admin")
+        # docs/operations.md: on, health 503, wait until drained (it is not while clients call).
+        out = run_doc_block(take_out.script.replace("until", "#until", 1), env, tmp_path)
+        assert "health: 503" in out and "maintenance: on" in out, out
+        on = xgate_admin(fed, "gw-a", "maintenance", "status")
+        assert on["enabled"] and on["reason"] == "kernel upgrade"
+        assert on["by"].startswith("federation-admin"), on
         status, body = lb_health(fed, "gw-a")
         assert status == 503 and body["status"] == "maintenance", body
         assert set(body["maintenance"]["in_flight"]) == {"internal", "external"}
@@ -139,6 +179,7 @@ def test_maintenance_drains_without_failing_a_request(short_fed: Federation) -> 
             client.join(60)
     assert results and set(results) == {200}, f"a request failed: {sorted(set(results))}"
 
+    assert "drained" in run_doc_block(take_out.script, env, tmp_path)  # the whole block, now drained
     drained = xgate_admin(fed, "gw-a", "maintenance", "status")
     assert drained["enabled"] and drained["drained"], drained
     assert drained["in_flight"] == {"internal": 0, "external": 0}
@@ -149,11 +190,11 @@ def test_maintenance_drains_without_failing_a_request(short_fed: Federation) -> 
     wait_until(lambda: lb_health(fed, "gw-a")[1]["status"] == "maintenance", 30, "gw-a up in maintenance")
     assert soap_body(get_person(fed)) is not None, "and serves whatever reaches it"
 
-    off = xgate_admin(fed, "gw-a", "maintenance", "off")
-    assert not off["enabled"]
-    wait_healthy(fed, "gw-a")
-    actions = [entry["action"] for entry in fed.admin("gw-a").audit_log(action="maintenance.set")["entries"]]
-    assert actions == ["maintenance.set", "maintenance.set"]
+    assert "back in the pool" in run_doc_block(put_back.script, env, tmp_path)
+    assert not xgate_admin(fed, "gw-a", "maintenance", "status")["enabled"]
+    assert lb_health(fed, "gw-a")[0] == 200
+    audited = fed.admin("gw-a").audit_log(action="maintenance.set")["entries"]  # newest first
+    assert [entry["details"]["enabled"] for entry in audited] == [False, True, True], audited
 
 
 def test_health_fails_while_the_trust_services_are_down_and_recovers(short_fed: Federation) -> None:
