@@ -16,10 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
+import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestServer
 
 from gateway import faults
+from gateway.config import ConfigError, load_config
+from gateway.configfile import Listener
 from gateway.messagelog.diskspace import DiskWatermarks, Watermark
 from gateway.monitoring.health import (
     BoundedProbe,
@@ -33,6 +36,7 @@ from gateway.monitoring.maintenance import MAINTENANCE_FILE, MaintenanceMode
 from gateway.proxy.health import CHECK_NAMES, NodeHealth, make_health_app
 from tests.conftest import KNOWN_PERSON, assert_soap_fault, get_person_request, soap_body
 from tests.inprocess import Gateway, InProcessFederation
+from tests.test_node import VALID_TOML
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 
@@ -138,6 +142,27 @@ def test_an_unreadable_switch_keeps_the_node_out_of_the_pool(tmp_path: Path) -> 
     (tmp_path / MAINTENANCE_FILE).write_text("{not json")
     state = MaintenanceMode(tmp_path).state
     assert state is not None and "unreadable" in str(state["reason"])
+
+
+# --- the [health] table ----------------------------------------------------------------------------
+
+
+def test_the_health_listener_may_bind_any_address_unlike_the_admin_one(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(VALID_TOML)
+    assert load_config(path).health.listener is None, "no table: health only on the admin listener"
+
+    path.write_text(VALID_TOML + '[health]\nhost = "0.0.0.0"\nport = 9001\nprobe_timeout_seconds = 0.5\n')
+    settings = load_config(path).health
+    assert settings.listener == Listener("0.0.0.0", 9001)
+    assert (settings.cache_seconds, settings.probe_timeout_seconds) == (1.0, 0.5)
+
+    path.write_text(VALID_TOML + "[health]\nenabled = false\nport = 9001\n")
+    assert load_config(path).health.listener is None
+
+    path.write_text(VALID_TOML + "[health]\nport = 9001\nprobe_timeout_seconds = 0\n")
+    with pytest.raises(ConfigError, match="health.probe_timeout_seconds"):
+        load_config(path)
 
 
 # --- a node in this process -----------------------------------------------------------------------
