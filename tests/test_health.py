@@ -161,7 +161,7 @@ def test_the_health_listener_may_bind_any_address_unlike_the_admin_one(tmp_path:
     assert load_config(path).health.listener is None
 
     path.write_text(VALID_TOML + "[health]\nport = 9001\nprobe_timeout_seconds = 0\n")
-    with pytest.raises(ConfigError, match="health.probe_timeout_seconds"):
+    with pytest.raises(ConfigError, match=r"health\.probe_timeout_seconds"):
         load_config(path)
 
 
