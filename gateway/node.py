@@ -52,6 +52,7 @@ def _admin_app(runtime: GatewayRuntime) -> web.Application:
         cache=runtime.cache,
         replicator=lambda: runtime.replicator,
         globalconf=current_conf,
+        opmonitor=runtime.opmonitor,
     )
     app = make_admin_app(context)
     if inspector is not None:

@@ -101,6 +101,8 @@ EXPECTED_ROLES: dict[str, frozenset[Role]] = {
     "cache_run.start": SERVICES,
     "cache_entry.list": SERVICES | SECURITY,
     "cache.purge_subject": SERVICES | SECURITY,
+    "monitoring.records": SERVICES | SECURITY,
+    "monitoring.services": SERVICES | SECURITY,
     "api_key.list": SYS,
     "api_key.create": SYS,
     "api_key.revoke": SYS,

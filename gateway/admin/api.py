@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.admin import access, cache, descriptions, keys, logs, services, subsystems
+from gateway.admin import access, cache, descriptions, keys, logs, monitoring, services, subsystems
 from gateway.admin.context import (
     FETCH_FAILED,
     INVALID_DESCRIPTION,
@@ -58,6 +58,7 @@ _MODULES: Final = (
     keys,
     logs,
     cache,
+    monitoring,
 )  # each declares its operations on TABLE
 
 MAX_REQUEST_BYTES: Final = 2 * MAX_DESCRIPTION_BYTES + 64 * 1024

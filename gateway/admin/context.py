@@ -19,6 +19,7 @@ from gateway.crypto.certs import CertificateError
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
 from gateway.messagelog.inspector import LogInspector
+from gateway.monitoring.operational.service import OperationalMonitor
 from gateway.serverconf.repository import (
     AlreadyExists,
     NotFound,
@@ -53,6 +54,8 @@ class AdminContext:
     """The node's replication scheduler, once its internal interface runs."""
     globalconf: Callable[[], GlobalConf | None] | None = None
     """The current global configuration: cache policies name providers it must know."""
+    opmonitor: OperationalMonitor | None = None
+    """The node's operational monitoring records; None on a node that keeps none."""
 
 
 # Error codes of the JSON error body beyond the shared ones (gateway.webapi).

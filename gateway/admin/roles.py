@@ -21,6 +21,7 @@ The matrix (rows: permissions; ✓: granted)::
     manage_cache                            ✓                                   ✓
     read_cache_entries                      ✓                        ✓          ✓
     purge_cache_subject                     ✓                        ✓          ✓
+    read_monitoring                         ✓                        ✓          ✓
     manage_api_keys                                                             ✓
 
 - `read_configuration` covers subsystems, services, access rights, local groups, keys and
@@ -33,6 +34,9 @@ The matrix (rows: permissions; ✓: granted)::
   they decide access rights. The entries list (who asked what, when) is personal data's
   metadata: `read_cache_entries`, also the security officer's, who may purge by data subject
   (`purge_cache_subject`) for an erasure request.
+- `read_monitoring` reads the operational monitoring records (who called which service when,
+  with what outcome; no bodies) and the per-service statistics: the service administrator, who
+  runs the services, and the security officer, who answers for the exchanges.
 - The audit and message logs are read only by those who answer for security; nobody writes
   them through the API.
 """
@@ -72,6 +76,7 @@ class Permission(enum.StrEnum):
     READ_CACHE_ENTRIES = "read_cache_entries"
     PURGE_CACHE_SUBJECT = "purge_cache_subject"  # erasure requests
     MANAGE_API_KEYS = "manage_api_keys"  # list, create, revoke
+    READ_MONITORING = "read_monitoring"  # operational monitoring records and statistics
 
 
 _P = Permission
@@ -87,6 +92,7 @@ PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
             _P.MANAGE_CACHE,
             _P.READ_CACHE_ENTRIES,
             _P.PURGE_CACHE_SUBJECT,
+            _P.READ_MONITORING,
         }
     ),
     Role.REGISTRATION_OFFICER: frozenset(
@@ -100,6 +106,7 @@ PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
             _P.READ_MESSAGE_LOG,
             _P.READ_CACHE_ENTRIES,
             _P.PURGE_CACHE_SUBJECT,
+            _P.READ_MONITORING,
         }
     ),
     Role.SYSTEM_ADMINISTRATOR: frozenset(Permission),
