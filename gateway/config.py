@@ -79,6 +79,13 @@ from gateway.messagelog.settings import (
 from gateway.messagelog.store import DEFAULT_WINDOW_SECONDS as DEFAULT_LOG_WINDOW_SECONDS
 from gateway.messagelog.timestamping import DEFAULT_INTERVAL_SECONDS as DEFAULT_TIMESTAMP_INTERVAL_SECONDS
 from gateway.monitoring.health import DEFAULT_CACHE_SECONDS, DEFAULT_PROBE_TIMEOUT_SECONDS
+from gateway.monitoring.operational.settings import (
+    DEFAULT_FLUSH_INTERVAL_SECONDS,
+    DEFAULT_PURGE_INTERVAL_SECONDS,
+    DEFAULT_QUEUE_SIZE,
+    MonitoringSettings,
+)
+from gateway.monitoring.operational.settings import DEFAULT_RETENTION_DAYS as DEFAULT_OPMON_RETENTION_DAYS
 from gateway.outbound.clockcheck import DEFAULT_CLOCK_SKEW_SECONDS
 from gateway.outbound.ocsp import DEFAULT_FETCH_INTERVAL_SECONDS
 from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
@@ -110,6 +117,7 @@ DEFAULT_GLOBALCONF_REFRESH_SECONDS: Final = float(DEFAULT_REFRESH_INTERVAL_SECON
 SERVERCONF_DATABASE_FILE: Final = "serverconf.sqlite"
 MESSAGELOG_DATABASE_FILE: Final = "messagelog.sqlite"
 CACHE_DATABASE_FILE: Final = "cache.sqlite"
+OPMON_DATABASE_FILE: Final = "opmonitor.sqlite"
 
 
 # --- what the node's code reads ---------------------------------------------------------------
@@ -169,6 +177,7 @@ class NodeConfig:
     globalconf_refresh_seconds: float = DEFAULT_GLOBALCONF_REFRESH_SECONDS
     messagelog: MessageLogSettings | None = None
     cache: CacheSettings | None = None
+    monitoring: MonitoringSettings | None = None
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS
     ocsp_fetch_interval_seconds: float = DEFAULT_FETCH_INTERVAL_SECONDS
@@ -400,6 +409,32 @@ class CacheSection(FileModel):
         )
 
 
+class MonitoringSection(FileModel):
+    """Operational monitoring (docs/monitoring.md): one record per exchange, no bodies."""
+
+    enabled: bool = True
+    database_url: DatabaseUrl | None = None
+    """Default: SQLite in node.data_dir (its own file); a PostgreSQL URL lets the nodes of one
+    gateway share it (each record names its node)."""
+    retention_days: Seconds = DEFAULT_OPMON_RETENTION_DAYS
+    """Records older than this are purged (X-Road's op-monitor keeps 7 days)."""
+    queue_size: Positive = DEFAULT_QUEUE_SIZE
+    """Records waiting to be written; beyond it new ones are dropped and counted, never waited for."""
+    purge_interval_seconds: Seconds = DEFAULT_PURGE_INTERVAL_SECONDS
+    flush_interval_seconds: Seconds = DEFAULT_FLUSH_INTERVAL_SECONDS
+    """How often the writer's thread inserts what queued (records reach the database within it)."""
+
+    def settings(self, data_dir: Path) -> MonitoringSettings:
+        return MonitoringSettings(
+            database_url=self.database_url or f"sqlite:///{data_dir / OPMON_DATABASE_FILE}",
+            enabled=self.enabled,
+            retention_days=self.retention_days,
+            queue_size=self.queue_size,
+            purge_interval_seconds=self.purge_interval_seconds,
+            flush_interval_seconds=self.flush_interval_seconds,
+        )
+
+
 class TrustSection(FileModel):
     """How this node uses the trust services (docs/resilience.md)."""
 
@@ -435,6 +470,7 @@ class NodeFile(FileModel):
     limits: LimitsSection = LimitsSection()
     messagelog: MessageLogSection = MessageLogSection()
     cache: CacheSection = CacheSection()
+    monitoring: MonitoringSection = MonitoringSection()
     trust: TrustSection = TrustSection()
     compatibility: CompatibilitySection = CompatibilitySection()
 
@@ -468,6 +504,7 @@ class NodeFile(FileModel):
             sign_window_seconds=self.signer.window_seconds,
             messagelog=self.messagelog.settings(data_dir, self.globalconf.location),
             cache=self.cache.settings(data_dir),
+            monitoring=self.monitoring.settings(data_dir),
             clock_skew_seconds=self.trust.clock_skew_seconds,
             ocsp_fetch_interval_seconds=self.trust.ocsp_fetch_interval_seconds,
             compat=self.compatibility.compat(),

@@ -55,6 +55,7 @@ def _admin_app(runtime: GatewayRuntime, health: NodeHealth) -> web.Application:
         globalconf=current_conf,
         maintenance=runtime.maintenance,
         in_flight=runtime.in_flight,
+        opmonitor=runtime.opmonitor,
     )
     app = make_admin_app(context)
     if inspector is not None:

@@ -38,3 +38,14 @@ def parse_when(text: str, now: dt.datetime) -> dt.datetime:
     except ValueError:
         raise TimeTextError(f"{text!r} is not a time; write e.g. {EXAMPLES}") from None
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds for a duration written as the relative times are (`90s`, `15m`, `2h`, `7d`, `1w`)."""
+    found = _RELATIVE.fullmatch(text.strip().lower())
+    if found is None or found.group(0).endswith("ago"):
+        raise TimeTextError(f"{text!r} is not a duration; write e.g. 90s, 15m, 2h, 7d, 1w")
+    seconds = int(found.group(1)) * _UNITS[found.group(2)]
+    if seconds <= 0:
+        raise TimeTextError(f"{text!r} is not a duration longer than zero")
+    return float(seconds)

@@ -103,6 +103,8 @@ EXPECTED_ROLES: dict[str, frozenset[Role]] = {
     "cache.purge_subject": SERVICES | SECURITY,
     "maintenance.read": ALL,
     "maintenance.set": SYS,
+    "monitoring.records": SERVICES | SECURITY,
+    "monitoring.services": SERVICES | SECURITY,
     "api_key.list": SYS,
     "api_key.create": SYS,
     "api_key.revoke": SYS,

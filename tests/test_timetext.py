@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from gateway.timetext import TimeTextError, parse_when
+from gateway.timetext import TimeTextError, parse_duration, parse_when
 
 NOW = dt.datetime(2026, 12, 6, 14, 30, 15, tzinfo=dt.UTC)
 
@@ -37,3 +37,11 @@ def test_times_people_type(text: str, expected: dt.datetime) -> None:
 def test_anything_else_is_refused_with_examples(text: str) -> None:
     with pytest.raises(TimeTextError, match="yesterday"):
         parse_when(text, NOW)
+
+
+def test_a_duration_is_read_as_the_relative_times_are() -> None:
+    assert parse_duration("90s") == 90.0 and parse_duration(" 15M ") == 900.0
+    assert parse_duration("1h") == 3600.0 and parse_duration("1w") == 7 * 86400.0
+    for text in ("0s", "2h ago", "soon", "-1h", "1.5h"):
+        with pytest.raises(TimeTextError, match="duration"):
+            parse_duration(text)

@@ -28,7 +28,17 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.admin import access, cache, descriptions, keys, logs, maintenance, services, subsystems
+from gateway.admin import (
+    access,
+    cache,
+    descriptions,
+    keys,
+    logs,
+    maintenance,
+    monitoring,
+    services,
+    subsystems,
+)
 from gateway.admin.context import (
     FETCH_FAILED,
     INVALID_DESCRIPTION,
@@ -60,6 +70,7 @@ _MODULES: Final = (
     logs,
     cache,
     maintenance,
+    monitoring,
 )  # each declares its operations on TABLE
 
 MAX_REQUEST_BYTES: Final = 2 * MAX_DESCRIPTION_BYTES + 64 * 1024

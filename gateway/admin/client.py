@@ -386,6 +386,19 @@ class AdminClient(MessageLogClient):
         result: dict[str, Any] = self._api("GET", "/cache/stats")
         return result
 
+    # --- operational monitoring
+
+    def monitoring_records(self, **filters: Any) -> dict[str, Any]:
+        """A page of records; `filters` as the operation's parameters (None: not given)."""
+        params = {name: str(value) for name, value in filters.items() if value is not None}
+        result: dict[str, Any] = self._api("GET", "/monitoring/records", params=params)
+        return result
+
+    def monitoring_services(self, **filters: Any) -> dict[str, Any]:
+        params = {name: str(value) for name, value in filters.items() if value is not None}
+        result: dict[str, Any] = self._api("GET", "/monitoring/services", params=params)
+        return result
+
     def purge_cache(self, **filters: Any) -> int:
         """Purge by service, client, key or policy (all given must match), or everything=True."""
         body = {name: value for name, value in filters.items() if value not in (None, False)}

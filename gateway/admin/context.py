@@ -20,6 +20,7 @@ from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, IdentifierError, SecurityServerId
 from gateway.messagelog.inspector import LogInspector
 from gateway.monitoring.maintenance import MaintenanceMode
+from gateway.monitoring.operational.service import OperationalMonitor
 from gateway.serverconf.repository import (
     AlreadyExists,
     NotFound,
@@ -58,6 +59,8 @@ class AdminContext:
     """The node's maintenance switch, which its health reads (gateway.admin.maintenance)."""
     in_flight: Callable[[], Mapping[str, int]] | None = None
     """Exchanges held or waiting per interface, read on the event loop."""
+    opmonitor: OperationalMonitor | None = None
+    """The node's operational monitoring records; None on a node that keeps none."""
 
 
 # Error codes of the JSON error body beyond the shared ones (gateway.webapi).

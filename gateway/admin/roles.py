@@ -22,6 +22,7 @@ The matrix (rows: permissions; ✓: granted)::
     read_cache_entries                      ✓                        ✓          ✓
     purge_cache_subject                     ✓                        ✓          ✓
     manage_maintenance                                                          ✓
+    read_monitoring                         ✓                        ✓          ✓
     manage_api_keys                                                             ✓
 
 - `read_configuration` covers subsystems, services, access rights, local groups, keys and
@@ -37,6 +38,9 @@ The matrix (rows: permissions; ✓: granted)::
 - `manage_maintenance` takes the node out of its load balancer's pool and back (health 503
   while it still serves): a node operation, like stopping it, so the system administrator's.
   Every role reads the switch and what is in flight (`read_configuration`): it is health.
+- `read_monitoring` reads the operational monitoring records (who called which service when,
+  with what outcome; no bodies) and the per-service statistics: the service administrator, who
+  runs the services, and the security officer, who answers for the exchanges.
 - The audit and message logs are read only by those who answer for security; nobody writes
   them through the API.
 """
@@ -77,6 +81,7 @@ class Permission(enum.StrEnum):
     PURGE_CACHE_SUBJECT = "purge_cache_subject"  # erasure requests
     MANAGE_MAINTENANCE = "manage_maintenance"  # health 503 while the node drains
     MANAGE_API_KEYS = "manage_api_keys"  # list, create, revoke
+    READ_MONITORING = "read_monitoring"  # operational monitoring records and statistics
 
 
 _P = Permission
@@ -92,6 +97,7 @@ PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
             _P.MANAGE_CACHE,
             _P.READ_CACHE_ENTRIES,
             _P.PURGE_CACHE_SUBJECT,
+            _P.READ_MONITORING,
         }
     ),
     Role.REGISTRATION_OFFICER: frozenset(
@@ -105,6 +111,7 @@ PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
             _P.READ_MESSAGE_LOG,
             _P.READ_CACHE_ENTRIES,
             _P.PURGE_CACHE_SUBJECT,
+            _P.READ_MONITORING,
         }
     ),
     Role.SYSTEM_ADMINISTRATOR: frozenset(Permission),

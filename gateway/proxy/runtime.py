@@ -37,6 +37,7 @@ from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.service import MessageLog, node_name
 from gateway.monitoring.exchange import ExchangeObserver, ExchangeRecord
 from gateway.monitoring.maintenance import MaintenanceMode
+from gateway.monitoring.operational.service import OperationalMonitor
 from gateway.outbound import Transport
 from gateway.outbound.clockcheck import ClockCheck
 from gateway.outbound.network import backend_transport, peer_transport, service_transport
@@ -92,6 +93,8 @@ class GatewayRuntime:
     monitoring, the access log. The proxy calls `observe_exchange` once per exchange."""
     maintenance: MaintenanceMode | None = None
     """The node's maintenance switch (gateway.monitoring.maintenance): health 503, traffic served."""
+    opmonitor: OperationalMonitor | None = None
+    """Operational monitoring (gateway.monitoring.operational), one of the exchange observers."""
     _trusted_pins: set[str] = field(default_factory=set)
     _federation_cas: set[str] = field(default_factory=set)
     _peer_context_cas: tuple[x509.Certificate, ...] = ()
@@ -156,6 +159,9 @@ class GatewayRuntime:
             )
         if config.cache is not None and config.cache.enabled:
             runtime.cache = CacheService.from_settings(config.cache)
+        if config.monitoring is not None and config.monitoring.enabled:
+            runtime.opmonitor = OperationalMonitor.from_settings(config.monitoring, node_name())
+            runtime.exchange_observers.append(runtime.opmonitor)
         return runtime
 
     def in_flight(self) -> dict[str, int]:
@@ -198,6 +204,9 @@ class GatewayRuntime:
         self._tasks.append(asyncio.create_task(self._purge_seen_requests()))
         if self.cache is not None:
             self._tasks.append(asyncio.create_task(self._maintain_cache(self.cache)))
+        if self.opmonitor is not None:
+            self.opmonitor.start()
+            self._tasks.append(asyncio.create_task(self.opmonitor.purge_forever()))
 
     def start_replication(self, fetch: Fetch) -> None:
         """Run the `replicate` policies' plans through `fetch` (the internal interface's own
@@ -226,6 +235,8 @@ class GatewayRuntime:
             await self.cache.close()  # revalidations in flight finish first: they log and sign
         if self.messagelog is not None:
             await self.messagelog.close()
+        if self.opmonitor is not None:  # last: every exchange answered so far has its record queued
+            await self.opmonitor.close()
         for transport in (self._peers, self._backends, self._services):
             if transport is not None:
                 await transport.aclose()
@@ -467,5 +478,6 @@ class GatewayRuntime:
             "messagelog": self.messagelog.health() if self.messagelog is not None else None,
             "cache": self._cache_health(),
             "admission": self.admission.health(),
+            "monitoring": self.opmonitor.health() if self.opmonitor is not None else None,
             "time": time.time(),
         }
