@@ -89,6 +89,7 @@ __all__ = [
     "ConfigError",
     "Listener",
     "MessageLogSettings",
+    "MetricsSettings",
     "NodeConfig",
     "NodeFile",
     "SigningKey",
@@ -109,6 +110,10 @@ DEFAULT_GLOBALCONF_REFRESH_SECONDS: Final = float(DEFAULT_REFRESH_INTERVAL_SECON
 SERVERCONF_DATABASE_FILE: Final = "serverconf.sqlite"
 MESSAGELOG_DATABASE_FILE: Final = "messagelog.sqlite"
 CACHE_DATABASE_FILE: Final = "cache.sqlite"
+
+DEFAULT_METRICS_MAX_LABEL_VALUES: Final = 200
+"""Services (and clients) the metrics name, each; others count as "other" (docs/metrics.md). A
+large gateway serves tens; 200 keeps a node's series in the thousands, easy for one Prometheus."""
 
 
 # --- what the node's code reads ---------------------------------------------------------------
@@ -134,6 +139,14 @@ class SigningKey:
     cert: Path
     key: Path
     passphrase_env: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """The Prometheus listener ([metrics], gateway.metrics)."""
+
+    listener: Listener
+    max_label_values: int = DEFAULT_METRICS_MAX_LABEL_VALUES
 
 
 @dataclass(frozen=True)
@@ -165,6 +178,8 @@ class NodeConfig:
     wsdl_client: ClientId | None = None
     """The client the legacy `GET /wsdl?...` download asks getWsdl for; None: the download is off."""
     compat: FaultCompat = field(default_factory=FaultCompat)
+    metrics: MetricsSettings | None = None
+    """Where `/metrics` is served; None: metrics are off."""
 
     @property
     def ocsp_store_dir(self) -> Path:
@@ -393,6 +408,26 @@ class CompatibilitySection(FileModel):
         return FaultCompat(self.soap_fault_status, self.fault_code_style)
 
 
+class MetricsSection(FileModel):
+    """The Prometheus listener: apart from [admin], and it may listen beyond loopback."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port | None = None
+    max_label_values: Positive = DEFAULT_METRICS_MAX_LABEL_VALUES
+
+    @model_validator(mode="after")
+    def _port_when_enabled(self) -> MetricsSection:
+        if self.enabled and self.port is None:
+            raise PydanticCustomError("listener", "enabled metrics need a port ([metrics] port)")
+        return self
+
+    def settings(self) -> MetricsSettings | None:
+        if not self.enabled or self.port is None:
+            return None
+        return MetricsSettings(Listener(self.host, self.port), self.max_label_values)
+
+
 class NodeFile(FileModel):
     """The whole file, as written (config/gateway.example.toml)."""
 
@@ -408,6 +443,7 @@ class NodeFile(FileModel):
     cache: CacheSection = CacheSection()
     trust: TrustSection = TrustSection()
     compatibility: CompatibilitySection = CompatibilitySection()
+    metrics: MetricsSection = MetricsSection()
 
     def node_config(self, base: Path) -> NodeConfig:
         data_dir = self.node.data_dir or base
@@ -442,6 +478,7 @@ class NodeFile(FileModel):
             clock_skew_seconds=self.trust.clock_skew_seconds,
             ocsp_fetch_interval_seconds=self.trust.ocsp_fetch_interval_seconds,
             compat=self.compatibility.compat(),
+            metrics=self.metrics.settings(),
         )
 
 
