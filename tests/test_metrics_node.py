@@ -7,16 +7,19 @@ parser, as Prometheus would.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
 from aiohttp import web
 
+from gateway import faults
 from gateway.config import Listener, MetricsSettings
 from gateway.connections import ConnectionLimits
+from gateway.ids import ServiceId
 from gateway.metrics import NodeRegistry, start_metrics_listener
-from tests.conftest import KNOWN_PERSON, get_person_request
+from tests.conftest import CONSUMER, GET_PERSON, KNOWN_PERSON, get_person_request, soap_request
 from tests.inprocess import Gateway, InProcessFederation
 from tests.test_metrics import samples, value
 
@@ -88,3 +91,42 @@ async def test_each_node_has_its_own_registry(local: InProcessFederation) -> Non
     signers_a = {labels["member"] for labels, _ in found_a["xgate_signer_batch_size_count"]}
     signers_b = {labels["member"] for labels, _ in found_b["xgate_signer_batch_size_count"]}
     assert signers_a and signers_b and not signers_a & signers_b
+
+
+async def test_exchange_metrics_move_as_traffic_flows_and_faults_happen(local: InProcessFederation) -> None:
+    gw_a, gw_b = local["gw-a"], local["gw-b"]
+    missing = ServiceId("DEV", "GOV", "1002", "population", "nosuch", "v1")
+    async with metrics_of(gw_a) as (url_a, _), metrics_of(gw_b) as (url_b, _):
+        for _ in range(4):
+            answer = await gw_a.post("/", get_person_request(KNOWN_PERSON), SOAP_HEADERS)
+            assert answer.status_code == 200
+        answer = await gw_a.post("/", soap_request(missing, "<nosuch/>"), SOAP_HEADERS)
+        assert answer.status_code != 200
+        found_a = await settled(url_a, "xgate_exchanges_total", 5)
+        found_b = await settled(url_b, "xgate_exchanges_total", 5)
+
+    service, client = GET_PERSON.to_text(), CONSUMER.to_text()
+    exchanges = "xgate_exchanges_total"
+    ok = {"service": service, "client": client, "outcome": "ok", "fault_code": ""}
+    assert value(found_a, exchanges, side="client", **ok) == 4
+    assert value(found_b, exchanges, side="producer", **ok) == 4
+    # The made-up service is refused on both sides; never proven, it is counted as "other".
+    fault = {"outcome": "fault", "fault_code": faults.UNKNOWN_SERVICE, "service": "other"}
+    assert value(found_a, exchanges, side="client", client=client, **fault) == 1
+    assert value(found_b, exchanges, side="producer", **fault) == 1
+    assert value(found_a, "xgate_exchange_duration_seconds_count", side="client", service=service) == 4
+    for step in ("parse", "sign", "peer", "verify", "log"):
+        assert value(found_a, "xgate_exchange_step_seconds_count", side="client", step=step) >= 4, step
+    assert value(found_b, "xgate_exchange_step_seconds_count", side="producer", step="backend") == 4
+    assert value(found_a, "xgate_exchange_request_bytes_count", side="client") == 5
+    assert value(found_a, "xgate_exchange_response_bytes_sum", side="client") > 4 * 500
+
+
+async def settled(url: str, name: str, count: int) -> SAMPLES:
+    """The scrape once `name` sums to `count` (a record follows its answer, as the client reads it)."""
+    for _ in range(200):
+        found = await scrape(url)
+        if value(found, name) >= count:
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{name} did not reach {count}: {found.get(name)}")

@@ -211,6 +211,10 @@ key = "{gw["auth_key"]}"
 [admin]
 port = {gw["ports"]["admin"]}
 
+[metrics]
+enabled = true
+port = {gw["ports"]["metrics"]}
+
 [[signing_keys]]
 member = "{gw["member"]}"
 cert = "{gw["sign_cert"]}"
@@ -243,7 +247,7 @@ def _issue_gateway(
     sign = issue(
         pki_dir, ca, MemberSigningProfile(plan.member, plan.member_name), out_prefix=fed / plan.name / "sign"
     )
-    held = {k: ports.reserve() for k in ("internal_http", "internal_https", "external", "admin")}
+    held = {k: ports.reserve() for k in ("internal_http", "internal_https", "external", "admin", "metrics")}
     return {
         "name": plan.name,
         "server_id": server.to_text(),
@@ -255,6 +259,7 @@ def _issue_gateway(
         "internal_https_url": f"https://127.0.0.1:{held['internal_https']}",
         "external_address": f"127.0.0.1:{held['external']}",
         "admin_url": f"http://127.0.0.1:{held['admin']}",
+        "metrics_url": f"http://127.0.0.1:{held['metrics']}/metrics",
         "auth_cert": str(auth.certificate_path),
         "auth_key": str(auth.key_path),
         "tls_cert": str(tls.certificate_path),
