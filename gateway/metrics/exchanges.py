@@ -21,12 +21,12 @@ sending made-up identifiers (docs/metrics.md "Cardinality"):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final, TypeVar
+from typing import Final
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from gateway import faults
-from gateway.monitoring.exchange import ExchangeRecord, Step
+from gateway.monitoring.exchange import ExchangeRecord, Role, Step
 from gateway.monitoring.tally import BYTES_BOUNDS, SECONDS_BOUNDS, Tally
 
 DEFAULT_MAX_LABEL_VALUES: Final = 200
@@ -45,8 +45,6 @@ CACHE_STALE: Final = "cache_stale"
 KNOWN_FAULT_CODES: Final = frozenset(faults.all_codes().values())
 
 _STEPS: Final = frozenset(step.value for step in Step)
-
-_K = TypeVar("_K")
 
 
 def fault_label(code: str | None) -> str:
@@ -94,6 +92,19 @@ def _nothing_known(_value: str) -> bool:
     return False
 
 
+class _Side:
+    """One side's tallies, made once: the hot path looks each up in one small dict."""
+
+    __slots__ = ("durations", "name", "request_bytes", "response_bytes", "steps")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.durations: dict[str, Tally] = {}  # by service label
+        self.steps = {step: Tally(SECONDS_BOUNDS) for step in _STEPS}
+        self.request_bytes = Tally(BYTES_BOUNDS)
+        self.response_bytes = Tally(BYTES_BOUNDS)
+
+
 class ExchangeMetrics:
     """Counts exchanges by side, service, client, outcome and fault code; times and sizes them."""
 
@@ -105,15 +116,12 @@ class ExchangeMetrics:
     ) -> None:
         self.services = LabelValues(max_label_values, known)
         self.clients = LabelValues(max_label_values, known)
-        self._fault_labels: dict[str | None, str] = {}
+        self._fault_labels: dict[str | None, str] = {None: NONE}
         self._exchanges: dict[tuple[str, str, str, str, str], int] = {}
-        self._durations: dict[tuple[str, str], Tally] = {}
-        self._steps: dict[tuple[str, str], Tally] = {}
-        self._request_bytes: dict[str, Tally] = {}
-        self._response_bytes: dict[str, Tally] = {}
+        self._sides = {role: _Side(role.value.lower()) for role in Role}
 
     def exchange_done(self, record: ExchangeRecord) -> None:
-        side = record.role.value.lower()
+        side = self._sides[record.role]
         ok = record.succeeded
         service = self.services.label(record.service, ok)
         client = self.clients.label(record.client, ok)
@@ -128,26 +136,20 @@ class ExchangeMetrics:
             outcome = OK
         else:
             outcome = CACHE_STALE if record.served_from_cache == "stale" else CACHE_HIT
-        key = (side, service, client, outcome, fault)
-        self._exchanges[key] = self._exchanges.get(key, 0) + 1
-        self._tally(self._durations, (side, service), SECONDS_BOUNDS).observe(record.duration)
-        steps = self._steps
+        key = (side.name, service, client, outcome, fault)
+        exchanges = self._exchanges
+        exchanges[key] = exchanges.get(key, 0) + 1
+        duration = side.durations.get(service)
+        if duration is None:
+            duration = side.durations[service] = Tally(SECONDS_BOUNDS)
+        duration.observe(record.response_out - record.request_in)
+        steps = side.steps
         for step, seconds in record.steps.items():
-            tally = steps.get((side, step))
-            if tally is None:
-                if step not in _STEPS:
-                    continue  # a step this version does not know: not a label value
-                tally = steps[(side, step)] = Tally(SECONDS_BOUNDS)
-            tally.observe(seconds)
-        self._tally(self._request_bytes, side, BYTES_BOUNDS).observe(record.request_size)
-        self._tally(self._response_bytes, side, BYTES_BOUNDS).observe(record.response_size)
-
-    @staticmethod
-    def _tally(tallies: dict[_K, Tally], key: _K, bounds: tuple[float, ...]) -> Tally:
-        tally = tallies.get(key)
-        if tally is None:
-            tally = tallies[key] = Tally(bounds)
-        return tally
+            tally = steps.get(step)
+            if tally is not None:  # else a step this version does not know: not a label value
+                tally.observe(seconds)
+        side.request_bytes.observe(record.request_size)
+        side.response_bytes.observe(record.response_size)
 
     def collect(self) -> Iterator[Metric]:
         exchanges = CounterMetricFamily(
@@ -158,29 +160,30 @@ class ExchangeMetrics:
         for labels, count in self._exchanges.items():
             exchanges.add_metric(list(labels), count)
         yield exchanges
+        sides = self._sides.values()
         yield histogram(
             "xgate_exchange_duration_seconds",
             "Whole exchanges, from the request's arrival to the answer's departure.",
             ["side", "service"],
-            self._durations.items(),
+            [((side.name, service), t) for side in sides for service, t in side.durations.items()],
         )
         yield histogram(
             "xgate_exchange_step_seconds",
             "Time an exchange spent in each step (summed over the exchange).",
             ["side", "step"],
-            self._steps.items(),
+            [((side.name, step), t) for side in sides for step, t in side.steps.items() if t.count],
         )
         yield histogram(
             "xgate_exchange_request_bytes",
             "Request sizes as received.",
             ["side"],
-            [((side,), t) for side, t in self._request_bytes.items()],
+            [((side.name,), side.request_bytes) for side in sides if side.request_bytes.count],
         )
         yield histogram(
             "xgate_exchange_response_bytes",
             "Response sizes as sent.",
             ["side"],
-            [((side,), t) for side, t in self._response_bytes.items()],
+            [((side.name,), side.response_bytes) for side in sides if side.response_bytes.count],
         )
 
 
