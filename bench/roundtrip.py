@@ -1,7 +1,7 @@
 """Round-trip throughput and latency: a client calling the service directly, and through two
 gateways (mutual TLS, batch signing, verification, message log), in the same run.
 
-Usage: .venv/bin/python bench/roundtrip.py [--seconds 8] [--dir DIR] [--cache-only] [--profile-cache FILE]
+Usage: .venv/bin/python bench/roundtrip.py [--seconds 8] [--dir DIR] [--cache-only] [--metrics-only]
 
 Starts a development federation (gateway.dev.federation), then drives SOAP getPerson with wrk
 (a C load generator, so the client is not the bottleneck) at concurrency 1 and 32, against
@@ -22,7 +22,10 @@ measured again at concurrency 1 and 32, every answer now from its cache (the cir
 open, so no connection is tried). It prints "cache hit: throughput c/b = X (concurrency 32);
 added p50 c = Y ms vs b = Z ms (concurrency 1)" (the issue's targets: X >= 2, Y <= Z), each
 with "met" or "NOT met". `--cache-only` skips the message-log runs (the direct and normal paths
-are still measured, in the same run, for the cache's ratios). Each run prints the machine's
+are still measured, in the same run, for the cache's ratios). `--metrics-only` measures instead
+what Prometheus metrics cost (docs/metrics.md): concurrency 32 through gw-a and gw-b with
+`[metrics] enabled` on (scraped every second) and off, three runs each, alternating, and prints
+"metrics cost: throughput on/off = X" (the issue's target: X >= 0.95). Each run prints the machine's
 1-minute load average beside it: on a shared machine a ratio means little without it.
 """
 
@@ -36,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +170,95 @@ def switch_message_log(fed: Path, description: dict[str, Any], enabled: bool) ->
                 time.sleep(0.2)
 
 
+def switch_metrics(fed: Path, description: dict[str, Any], enabled: bool) -> None:
+    """Restart gw-a and gw-b with `[metrics] enabled` set (off: no exchange observer at all, so the
+    proxy does not time exchanges either), and wait until they serve again."""
+    for gw in description["gateways"]:
+        if gw["name"] not in GATEWAYS:
+            continue
+        config = Path(gw["config"])
+        text = re.sub(r"(?m)^\[metrics\]\nenabled = (true|false)\n", "[metrics]\n", config.read_text())
+        config.write_text(text.replace("[metrics]\n", f"[metrics]\nenabled = {str(enabled).lower()}\n", 1))
+        federation.stop_process(fed, gw["name"])
+        federation.start_process(fed, gw["name"])
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    for gw in description["gateways"]:
+        if gw["name"] in GATEWAYS:
+            while not _serves(gw, True):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{gw['name']} did not come back with its metrics switched")
+                time.sleep(0.2)
+
+
+class Scraper:
+    """Scrapes gw-a's and gw-b's /metrics every `interval` seconds while a run lasts, as a Prometheus
+    would (15 s is common; 1 s here, to count the scrapes' cost too)."""
+
+    def __init__(self, description: dict[str, Any], interval: float = 1.0) -> None:
+        self.urls = [gw["metrics_url"] for gw in description["gateways"] if gw["name"] in GATEWAYS]
+        self.interval = interval
+        self.scrapes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import requests
+
+        while not self._stop.wait(self.interval):
+            for url in self.urls:
+                requests.get(url, timeout=5).raise_for_status()
+                self.scrapes += 1
+
+
+def metrics_runs(fed: Path, description: dict[str, Any], script: Path, url: str, seconds: int) -> list[Run]:
+    """Concurrency 32 through gw-a and gw-b with metrics on (scraped every second) and off, three
+    runs each, alternating so that the machine's drift falls on both alike."""
+    runs = []
+    for _ in range(3):
+        for enabled in (True, False):
+            switch_metrics(fed, description, enabled)
+            wrk(url, script, 4, 2, "warm")
+            label = "metrics on" if enabled else "metrics off"
+            if enabled:
+                with Scraper(description):
+                    runs.append(wrk(url, script, 32, seconds, label, gateway_pids(fed)))
+            else:
+                runs.append(wrk(url, script, 32, seconds, label, gateway_pids(fed)))
+    return runs
+
+
+def metrics_cost(runs: list[Run]) -> dict[str, Any]:
+    """Throughput with metrics on against off at concurrency 32 (means of the runs), and each run."""
+    on = [r for r in runs if r.label == "metrics on"]
+    off = [r for r in runs if r.label == "metrics off"]
+    on_rps = sum(r.requests_per_second for r in on) / len(on)
+    off_rps = sum(r.requests_per_second for r in off) / len(off)
+    on_cpu = sum(r.cpu_ms_per_request for r in on) / len(on)
+    off_cpu = sum(r.cpu_ms_per_request for r in off) / len(off)
+    ratio = on_rps / off_rps
+    print(
+        f"metrics cost: throughput on/off = {on_rps:.0f}/{off_rps:.0f} = {ratio:.3f} (concurrency 32, "
+        f"3 runs each); gateways' CPU per request on/off = {on_cpu:.2f}/{off_cpu:.2f} ms; "
+        f"criterion on/off >= 0.95: {_met(ratio >= 0.95)}"
+    )
+    return {
+        "throughput_on_off": ratio,
+        "rps_on": [r.requests_per_second for r in on],
+        "rps_off": [r.requests_per_second for r in off],
+        "cpu_ms_per_request_on": on_cpu,
+        "cpu_ms_per_request_off": off_cpu,
+        "load": [r.load for r in runs],
+    }
+
+
 def _serves(gw: dict[str, Any], log_enabled: bool) -> bool:
     """The gateway runs on a configuration, with fresh OCSP responses, and its log as asked."""
     health = federation.gateway_health(gw)
@@ -209,6 +302,11 @@ def main() -> None:
         action="store_true",
         help="measure the direct, normal and cache-hit paths only (skip the message-log on/off runs)",
     )
+    parser.add_argument(
+        "--metrics-only",
+        action="store_true",
+        help="measure concurrency 32 through two gateways with metrics on and off only (3 runs each)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
@@ -228,6 +326,11 @@ def main() -> None:
         # Warm both paths (connections, caches) before measuring.
         wrk(direct, script, 4, 2, "warm")
         wrk(gateway_a, script, 4, 2, "warm")
+        if args.metrics_only:
+            runs = metrics_runs(fed, description, script, gateway_a, args.seconds)
+            _table(runs)
+            print(json.dumps({"metrics_cost": metrics_cost(runs)}))
+            return
         runs = []
         for concurrency in (1, 32):
             runs.append(wrk(direct, script, concurrency, args.seconds, "direct"))
@@ -242,16 +345,7 @@ def main() -> None:
     finally:
         federation.down(fed)
 
-    print(
-        f"{'path':<14} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
-        f"{'CPU ms/req':>10} {'load':>6}"
-    )
-    for run in runs:
-        print(
-            f"{run.label:<14} {run.concurrency:>4} {run.requests_per_second:>9.0f} "
-            f"{run.p50_ms:>8.2f} {run.p99_ms:>8.2f} {run.errors:>8} {run.cpu_ms_per_request:>10.2f} "
-            f"{run.load:>6.2f}"
-        )
+    _table(runs)
     result: dict[str, Any] = {}
     for concurrency in (1, 32):
         a = next(r for r in runs if r.label == "direct" and r.concurrency == concurrency)
@@ -288,6 +382,19 @@ def main() -> None:
         "load": [r.load for r in runs],
     }
     print(json.dumps(result))
+
+
+def _table(runs: list[Run]) -> None:
+    print(
+        f"{'path':<14} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+        f"{'CPU ms/req':>10} {'load':>6}"
+    )
+    for run in runs:
+        print(
+            f"{run.label:<14} {run.concurrency:>4} {run.requests_per_second:>9.0f} "
+            f"{run.p50_ms:>8.2f} {run.p99_ms:>8.2f} {run.errors:>8} {run.cpu_ms_per_request:>10.2f} "
+            f"{run.load:>6.2f}"
+        )
 
 
 def _met(ok: bool) -> str:

@@ -97,6 +97,7 @@ __all__ = [
     "ConfigError",
     "Listener",
     "MessageLogSettings",
+    "MetricsSettings",
     "NodeConfig",
     "NodeFile",
     "SigningKey",
@@ -118,6 +119,10 @@ SERVERCONF_DATABASE_FILE: Final = "serverconf.sqlite"
 MESSAGELOG_DATABASE_FILE: Final = "messagelog.sqlite"
 CACHE_DATABASE_FILE: Final = "cache.sqlite"
 OPMON_DATABASE_FILE: Final = "opmonitor.sqlite"
+
+DEFAULT_METRICS_MAX_LABEL_VALUES: Final = 200
+"""Services (and clients) the metrics name, each; others count as "other" (docs/metrics.md). A
+large gateway serves tens; 200 keeps a node's series in the thousands, easy for one Prometheus."""
 
 
 # --- what the node's code reads ---------------------------------------------------------------
@@ -153,6 +158,11 @@ class HealthSettings:
     """Where `GET /health` is served apart from the admin listener; None: only on the admin one."""
     cache_seconds: float = DEFAULT_CACHE_SECONDS
     probe_timeout_seconds: float = DEFAULT_PROBE_TIMEOUT_SECONDS
+class MetricsSettings:
+    """The Prometheus listener ([metrics], gateway.metrics)."""
+
+    listener: Listener
+    max_label_values: int = DEFAULT_METRICS_MAX_LABEL_VALUES
 
 
 @dataclass(frozen=True)
@@ -186,6 +196,8 @@ class NodeConfig:
     """The client the legacy `GET /wsdl?...` download asks getWsdl for; None: the download is off."""
     compat: FaultCompat = field(default_factory=FaultCompat)
     health: HealthSettings = field(default_factory=HealthSettings)
+    metrics: MetricsSettings | None = None
+    """Where `/metrics` is served; None: metrics are off."""
 
     @property
     def ocsp_store_dir(self) -> Path:
@@ -456,6 +468,26 @@ class CompatibilitySection(FileModel):
         return FaultCompat(self.soap_fault_status, self.fault_code_style)
 
 
+class MetricsSection(FileModel):
+    """The Prometheus listener: apart from [admin], and it may listen beyond loopback."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port | None = None
+    max_label_values: Positive = DEFAULT_METRICS_MAX_LABEL_VALUES
+
+    @model_validator(mode="after")
+    def _port_when_enabled(self) -> MetricsSection:
+        if self.enabled and self.port is None:
+            raise PydanticCustomError("listener", "enabled metrics need a port ([metrics] port)")
+        return self
+
+    def settings(self) -> MetricsSettings | None:
+        if not self.enabled or self.port is None:
+            return None
+        return MetricsSettings(Listener(self.host, self.port), self.max_label_values)
+
+
 class NodeFile(FileModel):
     """The whole file, as written (config/gateway.example.toml)."""
 
@@ -473,6 +505,7 @@ class NodeFile(FileModel):
     monitoring: MonitoringSection = MonitoringSection()
     trust: TrustSection = TrustSection()
     compatibility: CompatibilitySection = CompatibilitySection()
+    metrics: MetricsSection = MetricsSection()
 
     def node_config(self, base: Path) -> NodeConfig:
         data_dir = self.node.data_dir or base
@@ -509,6 +542,7 @@ class NodeFile(FileModel):
             ocsp_fetch_interval_seconds=self.trust.ocsp_fetch_interval_seconds,
             compat=self.compatibility.compat(),
             health=self.health.settings() if self.health is not None else HealthSettings(),
+            metrics=self.metrics.settings(),
         )
 
 

@@ -109,10 +109,14 @@ async def serve(
 async def _start_interfaces(
     config: NodeConfig, runtime: GatewayRuntime, runners: list[web.AppRunner]
 ) -> None:
-    """Internal, external and admin interfaces; each runner goes into `runners` once set up."""
+    """Metrics, internal, external and admin interfaces; each runner goes into `runners` once set up."""
     grace = config.shutdown_grace_seconds
     limits = config.connections
     options = limits.runner_options()
+    if config.metrics is not None:  # first: it counts every exchange the interfaces serve
+        from gateway.metrics import start_metrics_listener
+
+        await start_metrics_listener(config.metrics, runtime, runners, limits, grace)
 
     internal = web.AppRunner(make_internal_app(runtime), shutdown_timeout=grace, access_log=None, **options)
     await internal.setup()

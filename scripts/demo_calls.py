@@ -9,6 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import requests
 import zeep
 from zeep import Plugin
 from zeep.transports import Transport
@@ -16,6 +17,7 @@ from zeep.transports import Transport
 from gateway.dev import federation as dev_federation
 from gateway.developer_cli import zeep_headers
 from gateway.ids import ClientId, ServiceId
+from gateway.metrics.summary import summary
 from gateway.resources import descriptions_dir
 
 
@@ -94,6 +96,14 @@ def cache_demo(description_file: Path, gateway_a: dict[str, str]) -> None:
         dev_federation.start_process(fed, "gw-b")
 
 
+def metrics(gateway: dict[str, str]) -> None:
+    """A few of gw-a's Prometheus metrics (docs/metrics.md), read from its metrics_url."""
+    url = gateway["metrics_url"]
+    print(f"gw-a's metrics (curl {url}):")
+    for line in summary(requests.get(url, timeout=10).text):
+        print(f"  {line}")
+
+
 def main() -> None:
     description_file = Path(sys.argv[1])
     federation = json.loads(description_file.read_text())
@@ -103,6 +113,8 @@ def main() -> None:
     message_log(gateway_a)
     print()
     cache_demo(description_file, gateway_a)
+    print()
+    metrics(gateway_a)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from gateway.crypto.rootsig import (
     VerifiedRoot,
     verify_message_signature,
 )
+from gateway.monitoring.tally import COUNT_BOUNDS, SECONDS_BOUNDS, Tally
 
 __all__ = ["BatchSigner", "MessageSignature", "VerifiedRoot", "verify_message_signature"]
 
@@ -77,6 +78,11 @@ class BatchSigner:
         self._in_flight: set[asyncio.Task[None]] = set()
         self.signatures_made = 0
         """Roots signed so far (one per batch): for metrics, and for tests that count batching."""
+        self.batch_sizes = Tally(COUNT_BOUNDS)
+        """Messages per batch, for metrics (gateway.metrics)."""
+        self.batch_waits = Tally(SECONDS_BOUNDS)
+        """How long each batch's first message waited for the batch to close (loop time)."""
+        self._opened_at = 0.0
 
     async def sign(self, leaf_digest: bytes) -> MessageSignature:
         """The signature for one message's leaf digest, once its batch is signed.
@@ -87,6 +93,8 @@ class BatchSigner:
             raise ValueError(f"a leaf digest is {DIGEST_SIZE} bytes of SHA-256")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[MessageSignature] = loop.create_future()
+        if not self._pending:
+            self._opened_at = loop.time()
         self._pending.append((leaf_digest, future))
         if len(self._pending) >= self._max_batch:
             self._flush()
@@ -121,7 +129,9 @@ class BatchSigner:
         if not batch:
             return
         self._last_batch_size = len(batch)
-        self._last_flush_at = asyncio.get_running_loop().time()
+        self._last_flush_at = now = asyncio.get_running_loop().time()
+        self.batch_sizes.observe(len(batch))
+        self.batch_waits.observe(now - self._opened_at)
         if self._executor is None:
             self._sign_now(batch)
             return

@@ -215,6 +215,9 @@ port = {gw["ports"]["admin"]}
 [health]
 # What a load balancer would probe (docs/operations.md); loopback here, any address in production.
 port = {gw["ports"]["health"]}
+[metrics]
+enabled = true
+port = {gw["ports"]["metrics"]}
 
 [[signing_keys]]
 member = "{gw["member"]}"
@@ -248,7 +251,8 @@ def _issue_gateway(
     sign = issue(
         pki_dir, ca, MemberSigningProfile(plan.member, plan.member_name), out_prefix=fed / plan.name / "sign"
     )
-    held = {k: ports.reserve() for k in ("internal_http", "internal_https", "external", "admin", "health")}
+    names = ("internal_http", "internal_https", "external", "admin", "health", "metrics")
+    held = {k: ports.reserve() for k in names}
     return {
         "name": plan.name,
         "server_id": server.to_text(),
@@ -261,6 +265,7 @@ def _issue_gateway(
         "external_address": f"127.0.0.1:{held['external']}",
         "admin_url": f"http://127.0.0.1:{held['admin']}",
         "health_url": f"http://127.0.0.1:{held['health']}/health",
+        "metrics_url": f"http://127.0.0.1:{held['metrics']}/metrics",
         "auth_cert": str(auth.certificate_path),
         "auth_key": str(auth.key_path),
         "tls_cert": str(tls.certificate_path),

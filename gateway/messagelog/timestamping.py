@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -164,6 +165,13 @@ class BatchTimestamper:
         """When the first of the current run of failures happened; None while stamping works."""
         self.last_error: str | None = None
         self.tokens_stored = 0
+        self.stamped_seq: int | None = None
+        """How far the chain is stamped, as last read or stamped here (None before the first round)."""
+        self.head_seq: int | None = None
+        """The chain's head as the last round read it (the writer's own is fresher)."""
+        self.last_success_at: float | None = None
+        """Unix time of the last round that left nothing it read unstamped (a token stored, or
+        nothing waiting): for metrics, so an idle log does not look like a failing TSA."""
 
     def is_overdue(self, now: datetime, max_failure_seconds: float) -> bool:
         """True once stamping has failed for longer than allowed: refuse new requests."""
@@ -223,7 +231,10 @@ class BatchTimestamper:
         """Stamp up to `max_batch` unstamped records; 0 when none are waiting."""
         try:
             state = await self._in_thread(self._read_state)
+            if state is not None:
+                self.stamped_seq, self.head_seq = state
             if state is None or state[0] == state[1]:
+                self.last_success_at = time.time()
                 return 0
             if self._has_authority is not None and not self._has_authority():
                 raise TimestampingFailed(NO_AUTHORITY)  # before reading or hashing anything
@@ -244,8 +255,10 @@ class BatchTimestamper:
         self._retry = None
         self.failing_since = None
         self.last_error = None
+        self.last_success_at = time.time()
         if stored:
             self.tokens_stored += 1
+            self.stamped_seq = attempt.unstamped.seqs[-1]
         return len(attempt.unstamped.seqs)
 
     def _fail(self, exc: Exception) -> None:

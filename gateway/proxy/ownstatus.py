@@ -156,6 +156,17 @@ class OwnCertificateStatus:
         ]
         return "; ".join(parts)
 
+    def time_left(self, now: dt.datetime) -> list[tuple[str, str, float, float | None]]:
+        """Per certificate (role "auth" or "sign", serial): seconds until the certificate expires,
+        and until its newest OCSP response stops counting (None: none held; negative: stale)."""
+        result = []
+        for index, certificate in enumerate(self.certificates):
+            left = (certificate.not_valid_after_utc - now).total_seconds()
+            last = self._cache.last(certificate)
+            ocsp = None if last is None else (last.usable_until(self._cache.max_age) - now).total_seconds()
+            result.append(("auth" if index == 0 else "sign", serial_hex(certificate), left, ocsp))
+        return result
+
     def health(self, now: dt.datetime) -> dict[str, object]:
         """Per certificate: whether a response is needed and what it says; `ready` once all are good."""
         entries = []

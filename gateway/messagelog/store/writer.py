@@ -33,6 +33,7 @@ from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.record import LogRecord
 from gateway.messagelog.store.chain import _ChainAppender
+from gateway.monitoring.tally import COUNT_BOUNDS, SECONDS_BOUNDS, Tally
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,12 @@ class MessageLogWriter:
         self._closing = False
         self.commits = 0
         """Transactions committed so far: for metrics, and for tests that count batching."""
+        self.commit_seconds = Tally(SECONDS_BOUNDS)
+        """How long each transaction took in the writer's thread, failed ones too (for metrics)."""
+        self.commit_records = Tally(COUNT_BOUNDS)
+        """Records per committed transaction (for metrics)."""
+        self.head_seq: int | None = None
+        """The sequence number of the last record this writer committed (None before its first)."""
 
     async def append(self, record: LogRecord) -> int:
         """Log `record`; returns its sequence number once durably committed.
@@ -158,11 +165,13 @@ class MessageLogWriter:
                 closing = closing or closed
                 if batch:
                     outcome: int | Exception
+                    started = time.perf_counter()
                     try:
                         outcome = self._appender.append([record for record, _ in batch])
                     except Exception as exc:
                         outcome = exc
-                    loop.call_soon_threadsafe(self._answer, batch, outcome)
+                    took = time.perf_counter() - started
+                    loop.call_soon_threadsafe(self._answer, batch, outcome, took)
         except RuntimeError:  # the event loop was closed without aclose: nobody is waiting
             log.warning("message log writer %s stopped with its event loop", self.node)
         finally:
@@ -204,7 +213,8 @@ class MessageLogWriter:
 
     # --- back on the event loop ---------------------------------------------------------
 
-    def _answer(self, batch: list[_Waiter], outcome: int | Exception) -> None:
+    def _answer(self, batch: list[_Waiter], outcome: int | Exception, seconds: float) -> None:
+        self.commit_seconds.observe(seconds)  # counted here, on the loop, where metrics read it
         if isinstance(outcome, Exception):
             log.error("message log write of %d records failed: %s", len(batch), outcome)
             for _, future in batch:
@@ -214,6 +224,8 @@ class MessageLogWriter:
                     future.set_exception(failure)
             return
         self.commits += 1
+        self.commit_records.observe(len(batch))
+        self.head_seq = outcome + len(batch) - 1
         for offset, (_, future) in enumerate(batch):
             if not future.done():  # the caller may have been cancelled meanwhile
                 future.set_result(outcome + offset)
