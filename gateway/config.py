@@ -12,6 +12,7 @@ node's code reads.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from gateway.configfile import (
     FileModel,
     FilePath,
     Listener,
+    LoggingSection,
     LoopbackHost,
     NonNegativeInt,
     NonNegativeSeconds,
@@ -58,6 +60,7 @@ from gateway.crypto.tls import TlsIdentity
 from gateway.faults import DEFAULT_FAULT_STYLE, DEFAULT_SOAP_FAULT_STATUS, FaultCompat, FaultStyle
 from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS
 from gateway.ids import ClientId, SecurityServerId
+from gateway.logsetup import LogSettings
 from gateway.messagelog.diskspace import (
     DEFAULT_CRITICAL_FREE_BYTES,
     DEFAULT_CRITICAL_FREE_PERCENT,
@@ -165,6 +168,7 @@ class NodeConfig:
     wsdl_client: ClientId | None = None
     """The client the legacy `GET /wsdl?...` download asks getWsdl for; None: the download is off."""
     compat: FaultCompat = field(default_factory=FaultCompat)
+    logging: LogSettings = field(default_factory=LogSettings)
 
     @property
     def ocsp_store_dir(self) -> Path:
@@ -393,6 +397,16 @@ class CompatibilitySection(FileModel):
         return FaultCompat(self.soap_fault_status, self.fault_code_style)
 
 
+class NodeLoggingSection(LoggingSection):
+    """The servers' [logging] table, and the gateway's access log (docs/logging.md)."""
+
+    access_log: bool = True
+    """A line per exchange on logger xgate.access: ids, client, service, status, fault code, time."""
+
+    def settings(self) -> LogSettings:
+        return dataclasses.replace(super().settings(), access_log=self.access_log)
+
+
 class NodeFile(FileModel):
     """The whole file, as written (config/gateway.example.toml)."""
 
@@ -408,6 +422,7 @@ class NodeFile(FileModel):
     cache: CacheSection = CacheSection()
     trust: TrustSection = TrustSection()
     compatibility: CompatibilitySection = CompatibilitySection()
+    logging: NodeLoggingSection = NodeLoggingSection()
 
     def node_config(self, base: Path) -> NodeConfig:
         data_dir = self.node.data_dir or base
@@ -442,6 +457,7 @@ class NodeFile(FileModel):
             clock_skew_seconds=self.trust.clock_skew_seconds,
             ocsp_fetch_interval_seconds=self.trust.ocsp_fetch_interval_seconds,
             compat=self.compatibility.compat(),
+            logging=self.logging.settings(),
         )
 
 

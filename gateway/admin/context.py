@@ -53,6 +53,8 @@ class AdminContext:
     """The node's replication scheduler, once its internal interface runs."""
     globalconf: Callable[[], GlobalConf | None] | None = None
     """The current global configuration: cache policies name providers it must know."""
+    environment: Callable[[], Mapping[str, Any]] | None = None
+    """The node's environment report (gateway.monitoring.environment); blocking, run in a thread."""
 
 
 # Error codes of the JSON error body beyond the shared ones (gateway.webapi).

@@ -22,6 +22,7 @@ The matrix (rows: permissions; ✓: granted)::
     read_cache_entries                      ✓                        ✓          ✓
     purge_cache_subject                     ✓                        ✓          ✓
     manage_api_keys                                                             ✓
+    read_environment              ✓         ✓          ✓             ✓          ✓
 
 - `read_configuration` covers subsystems, services, access rights, local groups, keys and
   certificates: everything but the API keys and the logs. Every role has it (the observer has
@@ -33,6 +34,8 @@ The matrix (rows: permissions; ✓: granted)::
   they decide access rights. The entries list (who asked what, when) is personal data's
   metadata: `read_cache_entries`, also the security officer's, who may purge by data subject
   (`purge_cache_subject`) for an erasure request.
+- `read_environment` (the node's machine, disks, versions, certificates' expiry) is every
+  role's: it is what whoever is on duty checks first, and holds no personal data or secret.
 - The audit and message logs are read only by those who answer for security; nobody writes
   them through the API.
 """
@@ -72,15 +75,17 @@ class Permission(enum.StrEnum):
     READ_CACHE_ENTRIES = "read_cache_entries"
     PURGE_CACHE_SUBJECT = "purge_cache_subject"  # erasure requests
     MANAGE_API_KEYS = "manage_api_keys"  # list, create, revoke
+    READ_ENVIRONMENT = "read_environment"  # OS, load, memory, disks, versions, certificates
 
 
 _P = Permission
 
 PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
-    Role.OBSERVER: frozenset({_P.READ_CONFIGURATION}),
+    Role.OBSERVER: frozenset({_P.READ_CONFIGURATION, _P.READ_ENVIRONMENT}),
     Role.SERVICE_ADMINISTRATOR: frozenset(
         {
             _P.READ_CONFIGURATION,
+            _P.READ_ENVIRONMENT,
             _P.MANAGE_SERVICES,
             _P.MANAGE_ACCESS_RIGHTS,
             _P.MANAGE_LOCAL_GROUPS,
@@ -90,11 +95,12 @@ PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
         }
     ),
     Role.REGISTRATION_OFFICER: frozenset(
-        {_P.READ_CONFIGURATION, _P.MANAGE_SUBSYSTEMS, _P.MANAGE_CLIENT_AUTH}
+        {_P.READ_CONFIGURATION, _P.READ_ENVIRONMENT, _P.MANAGE_SUBSYSTEMS, _P.MANAGE_CLIENT_AUTH}
     ),
     Role.SECURITY_OFFICER: frozenset(
         {
             _P.READ_CONFIGURATION,
+            _P.READ_ENVIRONMENT,
             _P.MANAGE_KEYS,
             _P.READ_AUDIT_LOG,
             _P.READ_MESSAGE_LOG,
