@@ -6,13 +6,15 @@ backend sends is held beyond the node's message limit (the transport reads no fu
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from yarl import URL
 
 from gateway import faults
 from gateway.faults import XRoadFault
+from gateway.monitoring.exchange import Step
 from gateway.outbound import (
     InvalidUrl,
     OutboundError,
@@ -24,6 +26,9 @@ from gateway.outbound import (
     Transport,
 )
 from gateway.serverconf.model import BackendTls
+
+if TYPE_CHECKING:
+    from gateway.proxy.watching import Watch
 
 SOAP_PASSED_HEADERS: Final = ("Content-Type", "SOAPAction")
 """Only these reach a SOAP service (PROTOCOL.md "SOAP message protocol 4.0")."""
@@ -58,13 +63,14 @@ async def call_backend(
     max_bytes: int,
     tls: BackendTls | None = None,
     exact_url: bool = False,
+    watch: Watch | None = None,
 ) -> OutboundResponse:
     """One HTTP exchange with the service; redirects are not followed (PROTOCOL.md REST r1).
 
     `tls`: the service's registered TLS settings for an https URL (docs/security.md "Backend
     TLS"): verification on or off, a pinned CA, a client certificate for mutual TLS.
     `exact_url`: `url` is percent-encoded already and goes on the request line as written
-    (:func:`rest_service_url`).
+    (:func:`rest_service_url`). `watch`: the exchange's observation, told the call's time.
     """
     request = OutboundRequest(
         method,
@@ -76,6 +82,7 @@ async def call_backend(
         tls=server_tls(tls) if tls is not None else None,
         exact_url=exact_url,
     )
+    started = time.perf_counter()
     try:
         return await transport.send(request)
     except OutboundTimeout as exc:
@@ -88,3 +95,6 @@ async def call_backend(
         raise XRoadFault(faults.SERVICE_FAILED_NETWORK_ERROR, f"invalid service address: {exc}") from exc
     except OutboundError as exc:
         raise XRoadFault(faults.SERVICE_FAILED_NETWORK_ERROR, f"cannot reach the service: {exc}") from exc
+    finally:
+        if watch is not None:
+            watch.add(Step.BACKEND, started)

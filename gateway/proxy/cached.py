@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar
 
 from gateway import faults
 from gateway.cache.copies import ServedCopy, stored_message
@@ -60,6 +61,7 @@ from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.record import Direction as LogDirection
+from gateway.monitoring.exchange import Step
 from gateway.protocol import rest, soap
 from gateway.protocol.transport import (
     RestResponsePayload,
@@ -71,6 +73,9 @@ from gateway.proxy.answers import Answer, rest_answer
 from gateway.proxy.exchange import SignedAnswer
 from gateway.proxy.records import ExchangeLog
 from gateway.serverconf.model import ServerConfSnapshot
+
+if TYPE_CHECKING:
+    from gateway.proxy.watching import Watch
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +137,8 @@ class Steps(Generic[Signed]):
     """Give a stored answer, marked, logging it first."""
     max_bytes: int
     """The node's message size limit, which a stored answer is held to when it is decoded."""
+    watch: Watch | None = None
+    """The exchange's observation (proxy/watching.py): the cache's reads and writes are timed."""
 
     async def sign_and_log(self) -> Signed:
         signed = await self.sign()
@@ -257,15 +264,20 @@ class _CachedExchange(Generic[Signed]):
                 self._learn(failed, fault.code)
                 if not failed or not delays or (breaker is not None and not breaker.allow()):
                     raise
-                await asyncio.sleep(delays.pop(0))
+                await self._retry(delays.pop(0))
                 continue
             failure = checked.failure
             self._learn(failure is not None, failure or "")
             if failure is not None and delays and (breaker is None or breaker.allow()):
-                await asyncio.sleep(delays.pop(0))
+                await self._retry(delays.pop(0))
                 continue
             await self._after(checked)
             return checked
+
+    async def _retry(self, delay: float) -> None:
+        if self.steps.watch is not None:
+            self.steps.watch.retried()
+        await asyncio.sleep(delay)
 
     def _learn(self, failed: bool, code: str) -> None:
         breaker = self.cache.breaker(self.policy)
@@ -296,10 +308,13 @@ class _CachedExchange(Generic[Signed]):
             signer_ocsp=checked.signed.signer_ocsp,
             identifiers=self.question.identifiers(),
         )
+        started = time.perf_counter()
         try:
             await asyncio.to_thread(self._keep, entry, service, client)
         except Exception:  # the client has its answer; a cache that cannot keep it only misses later
             log.exception("cache: keeping the answer for %s failed", service)
+        if self.steps.watch is not None:
+            self.steps.watch.add(Step.CACHE, started)
 
     def _keep(self, entry: NewEntry, service: ServiceId, client: ClientId) -> None:
         self.store.confirm_client(service, client)
@@ -351,6 +366,16 @@ class _CachedExchange(Generic[Signed]):
 
     async def _servable(self) -> ServedCopy | None:
         """The stored answer if it may be served to this client now (see the module's text)."""
+        watch = self.steps.watch
+        if watch is None:
+            return await self._servable_copy()
+        started = time.perf_counter()
+        try:
+            return await self._servable_copy()
+        finally:
+            watch.add(Step.CACHE, started)
+
+    async def _servable_copy(self) -> ServedCopy | None:
         question = self.question
         if not (self.conf.is_known(question.client) and self.conf.is_known(question.service.provider)):
             return None
@@ -451,9 +476,11 @@ async def backend_answer(
     failure: Callable[[Payload], str | None],
     keepable: Callable[[Payload], bool],
     reuse: Callable[[TransportMessage, CacheMark], Payload],
+    watch: Watch | None = None,
 ) -> BackendAnswer[Payload]:
     """The provider side (policy side `provider`): the backend's answer, or when the backend
-    cannot answer, its last good answer within max age, to be signed afresh and marked.
+    cannot answer, its last good answer within max age, to be signed afresh and marked
+    (`watch` times the cache's reads and writes).
 
     Access rights were checked before the backend is called (`call` raises AccessDenied
     before it calls anything): a refused client never reaches the stored answer.
@@ -478,11 +505,14 @@ async def backend_answer(
         code: str, fault: XRoadFault | None, payload: Payload | None
     ) -> BackendAnswer[Payload]:
         if policy.applies_to_fault(code):
+            started = time.perf_counter()
             try:
                 entry = await asyncio.to_thread(cache.store.get, key.digest)
             except CacheStoreError as error:
                 log.warning("cache: entry for %s not served: %s", question.service, error)
                 entry = None
+            if watch is not None:
+                watch.add(Step.CACHE, started)
             if entry is not None and policy.may_serve(entry.info.age_seconds(cache.clock())):
                 mark = CacheMark.of(
                     CacheStatus.STALE, entry.info.original_message_id, entry.info.stored_at, cache.clock()
@@ -532,9 +562,12 @@ async def backend_answer(
             transport,
             identifiers=question.identifiers(),
         )
+        started = time.perf_counter()
         try:
             await asyncio.to_thread(cache.store.put, policy, entry)
         except Exception:  # the client has its answer; the cache only misses later
             log.exception("cache: keeping the backend's answer for %s failed", question.service)
+        if watch is not None:
+            watch.add(Step.CACHE, started)
 
     return BackendAnswer(payload, keep=keep)

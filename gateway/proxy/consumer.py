@@ -30,6 +30,7 @@ from gateway.faults import FaultCompat, XRoadFault
 from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, SecurityServerId
 from gateway.messagelog.record import Direction, Side
+from gateway.monitoring.exchange import Role
 from gateway.outbound import header
 from gateway.protocol import rest, soap
 from gateway.protocol.soapaction import FIELD as SOAP_ACTION
@@ -43,7 +44,7 @@ from gateway.protocol.transport import (
     TransportMessage,
 )
 from gateway.proxy import cached, metadata, replicating
-from gateway.proxy.admitting import admission_middleware
+from gateway.proxy.admitting import WATCH, admission_middleware
 from gateway.proxy.answers import (
     Answer,
     logged_fault,
@@ -75,7 +76,7 @@ HOP_MARGIN_SECONDS: Final = 5.0
 
 async def handle_soap(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
-    journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.CONSUMER)
+    journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.CONSUMER, request.get(WATCH))
     try:
         answer = await _serve_soap(runtime, journal, request)
     except XRoadFault as fault:
@@ -108,6 +109,9 @@ async def _exchange_soap(
     """DESIGN.md steps 1-4, 8 for one SOAP request: what a client POSTed, or what the gateway
     asks on a client's behalf (the legacy WSDL download)."""
     message = soap.parse_request(body, content_type)
+    watch = journal.watch
+    if watch is not None:
+        watch.request_size, watch.request_attachments = len(body), len(message.attachments)
     journal.identify(
         ExchangeIds.of_soap(runtime.gateway_name, new_exchange_id(), Side.CONSUMER, message), message.client
     )
@@ -143,7 +147,7 @@ async def handle_legacy_wsdl(request: web.Request) -> web.StreamResponse:
     answered as a SOAP fault.
     """
     runtime = request.app[RUNTIME]
-    journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.CONSUMER)
+    journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.CONSUMER, request.get(WATCH))
     try:
         body = metadata.legacy_wsdl_request(request.query, runtime.config.wsdl_client, new_exchange_id())
         answer = await _exchange_soap(runtime, journal, request, body, metadata.WSDL_CONTENT_TYPE, '""')
@@ -166,12 +170,14 @@ async def _checked_soap_answer(
     if not isinstance(answer.payload, SoapPayload):
         raise XRoadFault(faults.INCONSISTENT_RESPONSE, "the provider answered a SOAP request with REST")
     fault: XRoadFault | None = None
+    own_fault: tuple[str, str] | None = None
     try:
         response = soap.parse_response(answer.payload.body, answer.payload.content_type)
     except soap.ServiceFault as service_fault:
         # The service's or the provider gateway's own fault, signed: passed on as it is; a
         # gateway's fault code (either style) becomes the log record's outcome, canonical.
         response = None
+        own_fault = service_fault.code, service_fault.message
         if _is_gateway_code(service_fault.code):
             fault = XRoadFault(
                 faults.canonical(service_fault.code), service_fault.message, service_fault.detail
@@ -183,6 +189,11 @@ async def _checked_soap_answer(
     record = await journal.signed(
         Direction.RESPONSE, answer.message, ocsp_response=answer.signer_ocsp, fault=fault
     )
+    if journal.watch is not None:
+        if response is not None:
+            journal.watch.response_attachments = len(response.attachments)
+        elif fault is None and own_fault is not None:  # the service's own: not a success either
+            journal.watch.failed(*own_fault)
     given = soap_answer(answer.payload, is_fault=response is None, fault_status=compat.soap_fault_status)
     # The provider's own cache marks an answer in its Header; the client sees the fields too.
     provider_mark = None if response is None else mark_in(response.envelope)
@@ -201,7 +212,7 @@ async def _checked_soap_answer(
 async def handle_rest(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     accept = request.headers.get("Accept")
-    journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.CONSUMER)
+    journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.CONSUMER, request.get(WATCH))
     try:
         answer = await _serve_rest(runtime, journal, request)
     except XRoadFault as fault:
@@ -226,6 +237,9 @@ async def _serve_rest(runtime: GatewayRuntime, journal: ExchangeLog, request: we
         max_body_bytes=runtime.config.max_message_bytes,
     )
     call = parsed.request if isinstance(parsed, rest.RestMetadataRequest) else parsed
+    watch = journal.watch
+    if watch is not None:
+        watch.request_size, watch.rest_method, watch.rest_path = len(body), call.method, call.endpoint_path
     journal.identify(
         ExchangeIds.of_rest(runtime.gateway_name, new_exchange_id(), Side.CONSUMER, call), call.client
     )
@@ -359,7 +373,7 @@ class _Hop:
             raise XRoadFault(faults.UNKNOWN_MEMBER, f"provider {self.provider} is not in the federation")
         signer = self.runtime.signer_for(self.client.member, faults.CLIENT_PROXY_INTERNAL_ERROR)
         status = own_status(self.runtime, self.conf, self.client.member, CONSUMER_OWN_STATUS_FAULTS)
-        signed = await sign_payload(signer, payload)
+        signed = await sign_payload(signer, payload, self.journal.watch)
         return _SignedRequest(signed, status.headers, status.signer_ocsp)
 
     async def log(self, request: _SignedRequest) -> None:
@@ -374,6 +388,7 @@ class _Hop:
             request.message,
             timeout_seconds=self.runtime.config.backend_timeout_seconds + HOP_MARGIN_SECONDS,
             status_headers={**request.status_headers, **dict(self.fields)},
+            watch=self.journal.watch,
         )
 
     def cache_steps(
@@ -391,6 +406,7 @@ class _Hop:
             check=check,
             serve=lambda copy, mark: serve(self.journal, copy, mark),
             max_bytes=self.runtime.config.max_message_bytes,
+            watch=self.journal.watch,
         )
 
 
@@ -419,6 +435,9 @@ def _protocol_fields(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
 async def handle_list_clients(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     accept = request.headers.get("Accept", "")
+    watch = request.get(WATCH)
+    if watch is not None:
+        watch.ignored = True  # a listing of the configuration, not an exchange
     try:
         conf = runtime.valid_globalconf()
         instance = request.query.get("xRoadInstance")
@@ -473,7 +492,7 @@ async def _pathless(request: web.Request, handler: Handler) -> web.StreamRespons
 
 def make_internal_app(runtime: GatewayRuntime) -> web.Application:
     max_bytes = runtime.config.max_message_bytes
-    admit = admission_middleware(runtime.admission, INTERNAL, max_bytes, _refusal)
+    admit = admission_middleware(runtime, INTERNAL, max_bytes, _refusal, Role.CLIENT)
     app = web.Application(client_max_size=max_bytes, middlewares=[admit, _pathless])
     app[RUNTIME] = runtime
     app.router.add_route("*", "/{tail:.*}", handle_any)

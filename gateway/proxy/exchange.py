@@ -17,12 +17,14 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway import faults
 from gateway.crypto.certs import member_of
 from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf, SecurityServerInfo
 from gateway.ids import ClientId, SecurityServerId
+from gateway.monitoring.exchange import Step
 from gateway.outbound import (
     OutboundError,
     OutboundRequest,
@@ -44,6 +46,9 @@ from gateway.proxy.answers import OVERLOAD_STATUS
 from gateway.proxy.certstatus import AUTH_OCSP_HEADER, SIGNER_OCSP_HEADER
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.proxy.steps import check_peer_status, verify_signature
+
+if TYPE_CHECKING:
+    from gateway.proxy.watching import Watch
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +98,12 @@ async def exchange(
     *,
     timeout_seconds: float,
     status_headers: Mapping[str, str],
+    watch: Watch | None = None,
 ) -> SignedAnswer:
     """Send to the provider's gateways in turn until one answers; the NetworkError fault if none can.
 
-    `status_headers` carry this gateway's OCSP responses (certstatus.status_headers).
+    `status_headers` carry this gateway's OCSP responses (certstatus.status_headers); `watch`
+    learns the peer asked and the time spent with it and verifying its answer.
     """
     content_type, body = encode_transport(message)
     servers = {server.address: server for server in candidate_servers(conf, provider, requested_server)}
@@ -112,9 +119,11 @@ async def exchange(
             connect_timeout_seconds=runtime.config.connect_timeout_seconds,
             max_response_bytes=runtime.config.max_message_bytes,
         )
+        if watch is not None:
+            watch.peer = f"{server.id.to_text()}@{address}"
         started = time.perf_counter()
         try:
-            response = await runtime.peers.send(request)
+            response = await _sent(runtime, request, watch)
         except PeerNotRegistered as exc:
             runtime.peer_selector.record_failure(address)
             raise XRoadFault(faults.SSL_AUTHENTICATION_FAILED, f"{server.id}: {exc}") from exc
@@ -137,8 +146,25 @@ async def exchange(
             # It did not process the request (admission.py): the next gateway may have room.
             problems.append(f"{server.id}: overloaded (HTTP {response.status}), request not processed")
             continue
-        return _answer(runtime, response, server, conf, provider)
+        if watch is None:
+            return _answer(runtime, response, server, conf, provider)
+        verifying = time.perf_counter()
+        try:
+            return _answer(runtime, response, server, conf, provider)
+        finally:
+            watch.add(Step.VERIFY, verifying)
     raise XRoadFault(faults.NETWORK_ERROR, "cannot reach the provider's gateway: " + "; ".join(problems))
+
+
+async def _sent(runtime: GatewayRuntime, request: OutboundRequest, watch: Watch | None) -> OutboundResponse:
+    """The peer's answer, its time (failed attempts included) counted for `watch`."""
+    if watch is None:
+        return await runtime.peers.send(request)
+    started = time.perf_counter()
+    try:
+        return await runtime.peers.send(request)
+    finally:
+        watch.add(Step.PEER, started)
 
 
 def _refused_for_overload(response: OutboundResponse) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -33,6 +34,7 @@ from gateway.globalconf.model import GlobalConf
 from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.record import Direction as LogDirection
 from gateway.messagelog.record import Side
+from gateway.monitoring.exchange import Role, Step
 from gateway.outbound import Headers, OutboundResponse, header
 from gateway.protocol import mime, rest, soap
 from gateway.protocol.soapaction import FIELD as SOAP_ACTION
@@ -49,7 +51,7 @@ from gateway.protocol.transport import (
     encode_transport,
 )
 from gateway.proxy import cached, metadata
-from gateway.proxy.admitting import admission_middleware
+from gateway.proxy.admitting import WATCH, admission_middleware
 from gateway.proxy.answers import (
     Answer,
     logged_fault,
@@ -75,6 +77,7 @@ from gateway.proxy.steps import (
     sign_payload,
     verify_signature,
 )
+from gateway.proxy.watching import Watch
 from gateway.serverconf.model import ServiceConf, ServiceKind
 
 log = logging.getLogger(__name__)
@@ -100,7 +103,10 @@ async def handle_transport(request: web.Request) -> web.StreamResponse:
     async def body(max_bytes: int) -> bytes:
         return await read_body(request, max_bytes)
 
-    answer = await serve(runtime, peer_certificate(ssl_object), tuple(request.headers.items()), body)
+    watch = request.get(WATCH)
+    if watch is not None:
+        watch.peer_address = request.remote
+    answer = await serve(runtime, peer_certificate(ssl_object), tuple(request.headers.items()), body, watch)
     return to_web(answer)
 
 
@@ -117,14 +123,40 @@ class _Known:
 
 
 async def serve(
-    runtime: GatewayRuntime, peer_cert: x509.Certificate | None, headers: Headers, body: BodyReader
+    runtime: GatewayRuntime,
+    peer_cert: x509.Certificate | None,
+    headers: Headers,
+    body: BodyReader,
+    watch: Watch | None = None,
 ) -> Answer:
-    """One peer request, as received, to the answer that goes back: signed, faults included."""
+    """One peer request, as received, to the answer that goes back: signed, faults included.
+
+    `watch`: the exchange's observation, which the edge that started it reports
+    (admitting.py); without one, and with observers, the exchange is reported here as the
+    answer is ready (in-process peers have no HTTP edge).
+    """
+    if watch is not None or not runtime.exchange_observers:
+        return await _serve(runtime, peer_cert, headers, body, watch)
+    watch = Watch(Role.PRODUCER)
+    answer = await _serve(runtime, peer_cert, headers, body, watch)
+    runtime.observe_exchange(watch.record(answer.status, len(answer.body)))
+    return answer
+
+
+async def _serve(
+    runtime: GatewayRuntime,
+    peer_cert: x509.Certificate | None,
+    headers: Headers,
+    body: BodyReader,
+    watch: Watch | None,
+) -> Answer:
     known = _Known()
-    journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.PROVIDER)
+    journal = ExchangeLog(runtime.messagelog, runtime.snapshot, Side.PROVIDER, watch)
     try:
         conf = runtime.valid_globalconf(faults.SERVER_PROXY_OUTDATED_GLOBALCONF)
         caller = _authenticate_peer(peer_cert, conf)
+        if watch is not None:
+            watch.peer = caller
         check_peer_status(
             runtime.peer_status,
             header(headers, AUTH_OCSP_HEADER),
@@ -141,6 +173,8 @@ async def serve(
             direction=Direction.REQUEST,
         )
         peer = _Peer(caller, header(headers, SIGNER_OCSP_HEADER))
+        if watch is not None:
+            watch.request_size = len(message.payload.body)
         if isinstance(message.payload, SoapPayload):
             # Checked again here, as X-Road's server proxy does: it reaches the service as is.
             soap_action = checked_soap_action(header(headers, SOAP_ACTION_BETWEEN_GATEWAYS))
@@ -149,6 +183,8 @@ async def serve(
             )
         elif isinstance(message.payload, RestRequestPayload):
             known.is_rest, known.accept = True, header(message.payload.headers, "Accept")
+            if watch is not None:
+                watch.protocol = "rest"
             answer, status = await _serve_rest(runtime, conf, peer, message, message.payload, journal, known)
         else:
             raise XRoadFault(faults.INVALID_CONTENT_TYPE, "a request must carry a SOAP or REST request")
@@ -161,6 +197,8 @@ async def serve(
         )
         if backend is not None and backend.keep is not None:
             await backend.keep(answer, record)
+        if watch is not None:
+            watch.response_size = len(answer.payload.body)
         content_type, out = encode_transport(answer)
         return Answer(200, (*status.headers.items(), ("Content-Type", content_type)), out)
     except XRoadFault as fault:
@@ -177,8 +215,10 @@ async def _fault(runtime: GatewayRuntime, journal: ExchangeLog, fault: XRoadFaul
     plain = (
         rest_fault_answer(fault, known.accept, compat) if known.is_rest else soap_fault_answer(fault, compat)
     )
+    if journal.watch is not None:
+        journal.watch.response_size = len(plain.body)
     try:
-        signed, status = await _sign_fault(runtime, plain, known)
+        signed, status = await _sign_fault(runtime, plain, known, journal.watch)
     except XRoadFault as unsignable:
         log.warning("fault %s [%s] goes unsigned: %s", fault.code, fault.detail, unsignable.message)
         return await logged_fault(journal, fault, plain)
@@ -189,7 +229,7 @@ async def _fault(runtime: GatewayRuntime, journal: ExchangeLog, fault: XRoadFaul
 
 
 async def _sign_fault(
-    runtime: GatewayRuntime, plain: Answer, known: _Known
+    runtime: GatewayRuntime, plain: Answer, known: _Known, watch: Watch | None
 ) -> tuple[TransportMessage, OwnStatus]:
     """Signed with the provider's key where this gateway holds it, else with its owner's.
 
@@ -215,7 +255,7 @@ async def _sign_fault(
         payload = RestResponsePayload(plain.status, (*plain.headers, *ids), plain.body)
     else:
         payload = SoapPayload(plain.content_type, plain.body)
-    return await sign_payload(runtime.signers[member], payload), status
+    return await sign_payload(runtime.signers[member], payload, watch), status
 
 
 def _authenticate_peer(cert: x509.Certificate | None, conf: GlobalConf) -> str:
@@ -252,6 +292,9 @@ async def _serve_soap(
 ) -> tuple[TransportMessage, OwnStatus]:
     request = soap.parse_request(payload.body, payload.content_type)
     known.provider = request.service.provider
+    watch = journal.watch
+    if watch is not None:
+        watch.request_attachments = len(request.attachments)
     ids = ExchangeIds.of_soap(runtime.gateway_name, new_exchange_id(), Side.PROVIDER, request)
     signer, status = await _admit(runtime, conf, peer, message, ids, request.client, request.service, journal)
     if request.service.service_code in metadata.SOAP_METADATA_SERVICES:
@@ -262,17 +305,22 @@ async def _serve_soap(
             runtime.cache,
             runtime.snapshot,
             cached.soap_question(request),
-            lambda: _call_soap_service(runtime, conf, request, soap_action),
+            lambda: _call_soap_service(runtime, conf, request, soap_action, watch),
             failure=lambda _payload: None,  # failures are faults (_checked_soap_answer)
             keepable=_is_soap_answer,
             reuse=lambda stored, mark: _reused_soap_answer(request, stored, mark),
+            watch=watch,
         )
         known.backend, answer = backend, backend.payload
-    return await sign_payload(signer, answer), status
+    return await sign_payload(signer, answer, watch), status
 
 
 async def _call_soap_service(
-    runtime: GatewayRuntime, conf: GlobalConf, request: soap.SoapMessage, soap_action: str | None
+    runtime: GatewayRuntime,
+    conf: GlobalConf,
+    request: soap.SoapMessage,
+    soap_action: str | None,
+    watch: Watch | None,
 ) -> SoapPayload:
     service = _registered_service(runtime, request.service)
     if service.kind is not ServiceKind.SOAP:
@@ -292,12 +340,16 @@ async def _call_soap_service(
         timeout_seconds=service.timeout_seconds,
         max_bytes=runtime.config.max_message_bytes,
         tls=service.tls,
+        watch=watch,
     )
-    return SoapPayload(*_checked_soap_answer(request, answer))
+    return SoapPayload(*_checked_soap_answer(request, answer, watch))
 
 
-def _checked_soap_answer(request: soap.SoapMessage, answer: OutboundResponse) -> tuple[str, bytes]:
-    """DESIGN.md step 7: validate, then set requestHash over the request as received."""
+def _checked_soap_answer(
+    request: soap.SoapMessage, answer: OutboundResponse, watch: Watch | None = None
+) -> tuple[str, bytes]:
+    """DESIGN.md step 7: validate, then set requestHash over the request as received; the
+    service's own fault is passed on, and `watch` notes it (an answer, not a success)."""
     if answer.media_type not in SOAP_CONTENT_TYPES:
         if answer.status >= 400:
             raise XRoadFault(faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}")
@@ -307,8 +359,10 @@ def _checked_soap_answer(request: soap.SoapMessage, answer: OutboundResponse) ->
         )
     body = _with_close_delimiter(answer)
     try:
-        soap.parse_response(body, answer.content_type)
-    except soap.ServiceFault:
+        response = soap.parse_response(body, answer.content_type)
+    except soap.ServiceFault as fault:
+        if watch is not None:
+            watch.failed(fault.code, fault.message)
         return answer.content_type, body  # the service's own fault, passed on
     except XRoadFault as fault:
         if answer.status >= 400:
@@ -318,6 +372,8 @@ def _checked_soap_answer(request: soap.SoapMessage, answer: OutboundResponse) ->
         raise XRoadFault(faults.service_failed(fault.code), fault.message) from fault
     if answer.status != 200:
         raise XRoadFault(faults.SERVICE_FAILED_HTTP_ERROR, f"the service answered HTTP {answer.status}")
+    if watch is not None:
+        watch.response_attachments = len(response.attachments)
     return answer.content_type, with_request_hash(request, body, answer.content_type)
 
 
@@ -388,6 +444,9 @@ async def _serve_rest(
     )
     call = parsed.request if isinstance(parsed, rest.RestMetadataRequest) else parsed
     known.provider, known.call = call.service.provider, call
+    watch = journal.watch
+    if watch is not None:
+        watch.rest_method, watch.rest_path = call.method, call.endpoint_path
     ids = ExchangeIds.of_rest(runtime.gateway_name, new_exchange_id(), Side.PROVIDER, call)
     signer, status = await _admit(runtime, conf, peer, message, ids, call.client, call.service, journal)
     if isinstance(parsed, rest.RestMetadataRequest):
@@ -397,13 +456,14 @@ async def _serve_rest(
             runtime.cache,
             runtime.snapshot,
             cached.rest_question(parsed),
-            lambda: _call_rest_service(runtime, conf, parsed),
+            lambda: _call_rest_service(runtime, conf, parsed, watch),
             failure=lambda payload: cached.provider_failure(None, payload.status),
             keepable=lambda payload: 200 <= payload.status < 300,
             reuse=lambda stored, mark: _reused_rest_answer(parsed, stored, mark),
+            watch=watch,
         )
         known.backend, answer = rest_backend, rest_backend.payload
-    return await sign_payload(signer, answer), status
+    return await sign_payload(signer, answer, watch), status
 
 
 def _rest_metadata_answer(
@@ -418,11 +478,15 @@ def _rest_metadata_answer(
 
 
 async def _call_rest_service(
-    runtime: GatewayRuntime, conf: GlobalConf, call: rest.RestRequest
+    runtime: GatewayRuntime, conf: GlobalConf, call: rest.RestRequest, watch: Watch | None
 ) -> RestResponsePayload:
     service = _registered_service(runtime, call.service)
     if service.kind is not ServiceKind.REST:
         raise XRoadFault(faults.UNKNOWN_SERVICE, f"{call.service} is a SOAP service")
+    if watch is not None:  # the service description's template, when one of its endpoints is this
+        template = next((e for e in service.endpoints if e.matches(call.method, call.endpoint_path)), None)
+        if template is not None:
+            watch.rest_path = template.path_pattern
     if not runtime.snapshot.allowed(
         call.client, call.service, call.method, call.endpoint_path, global_group_member=conf.is_member_of
     ):
@@ -440,6 +504,7 @@ async def _call_rest_service(
         max_bytes=runtime.config.max_message_bytes,
         tls=service.tls,
         exact_url=True,
+        watch=watch,
     )
     _check_rest_answer(answer)
     headers = [
@@ -481,6 +546,7 @@ async def _admit(
     """
     journal.identify(ids, service.provider)
     _check_caller_hosts_client(conf, peer.server, client)
+    verifying = time.perf_counter()
     verified = verify_signature(message, conf, (client.member,), faults.SERVER_PROXY_INVALID_SIGNATURE)
     signer_ocsp = check_peer_status(
         runtime.peer_status,
@@ -490,6 +556,8 @@ async def _admit(
         faults.SERVER_PROXY_INVALID_SIGNATURE,
         "consumer's signing certificate",
     )
+    if journal.watch is not None:
+        journal.watch.add(Step.VERIFY, verifying)
     journal.check_ready()
     if runtime.replay_guard is not None:  # once verified: only a real signature can claim a key
         await runtime.replay_guard.admit(
@@ -523,7 +591,7 @@ def _registered_service(runtime: GatewayRuntime, service: ServiceId) -> ServiceC
 def make_external_app(runtime: GatewayRuntime) -> web.Application:
     max_bytes = runtime.config.max_message_bytes + TRANSPORT_ALLOWANCE_BYTES
     refusal = lambda _request, fault: overload_refusal(fault)  # noqa: E731
-    admit = admission_middleware(runtime.admission, EXTERNAL, max_bytes, refusal)
+    admit = admission_middleware(runtime, EXTERNAL, max_bytes, refusal, Role.PRODUCER)
     app = web.Application(client_max_size=max_bytes, middlewares=[admit])
     app[RUNTIME] = runtime
     app.router.add_post("/", handle_transport)

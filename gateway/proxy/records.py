@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from gateway.messagelog.record import (
     Side,
     parts_held,
 )
+from gateway.monitoring.exchange import Step
 from gateway.protocol import rest, soap
 from gateway.protocol.transport import (
     Payload,
@@ -38,9 +40,7 @@ from gateway.serverconf.model import ServerConfSnapshot
 
 if TYPE_CHECKING:  # the log service is an edge (aiohttp, SQLAlchemy); records only name its type
     from gateway.messagelog.service import MessageLog
-
-if TYPE_CHECKING:  # the message log's service is the edge this sans-IO module only names
-    from gateway.messagelog.service import MessageLog
+    from gateway.proxy.watching import Watch
 
 log = logging.getLogger(__name__)
 
@@ -224,19 +224,29 @@ class ExchangeLog:
 
     Knows the subsystem whose policy applies (the client's on the consumer side, the
     provider's on the provider side) once the message is parsed; logs nothing when the node
-    runs without a message log.
+    runs without a message log. Carries the exchange's `watch` (proxy/watching.py) when the node
+    has exchange observers: every step that has the journal reaches it here.
     """
 
-    def __init__(self, messagelog: MessageLog | None, snapshot: ServerConfSnapshot, side: Side) -> None:
+    def __init__(
+        self,
+        messagelog: MessageLog | None,
+        snapshot: ServerConfSnapshot,
+        side: Side,
+        watch: Watch | None = None,
+    ) -> None:
         self._messagelog = messagelog
         self._snapshot = snapshot
         self._side = side
+        self.watch = watch
         self.ids: ExchangeIds | None = None
         self._log_bodies = True
         self._stamp_now = False
 
     def identify(self, ids: ExchangeIds, policy_owner: ClientId) -> None:
         self.ids = ids
+        if self.watch is not None:
+            self.watch.identified(ids)
         subsystem = self._snapshot.subsystem(policy_owner)
         if subsystem is not None:
             self._log_bodies = subsystem.log_bodies
@@ -264,8 +274,15 @@ class ExchangeLog:
         `served_from_cache`: see :func:`signed_record`. Returns the record's reference
         (:meth:`reference`), or None when the node logs nothing.
         """
+        watch = self.watch
+        if watch is not None:
+            if fault is not None:
+                watch.failed(fault.code, fault.message)
+            if served_from_cache is not None:
+                watch.served(served_from_cache[0])
         if self._messagelog is None or self.ids is None:
             return None
+        started = time.perf_counter()
         record = signed_record(
             self.ids,
             direction,
@@ -282,6 +299,8 @@ class ExchangeLog:
             stamp_immediately=self._stamp_now,
             fault_code=_LOGGING_FAILED[self._side],
         )
+        if watch is not None:
+            watch.add(Step.LOG, started)
         return self.reference(seq)
 
     def reference(self, seq: int) -> str:
@@ -291,18 +310,29 @@ class ExchangeLog:
 
     async def fault(self, direction: Direction, fault: XRoadFault, body: bytes, content_type: str) -> None:
         """Best effort: the fault goes to the client even if it cannot be logged (it carries no data)."""
+        if self.watch is not None:
+            self.watch.failed(fault.code, fault.message)
         if self._messagelog is None:
             return
         record = fault_record(self._ids_or_blank(), direction, fault, body, content_type)
+        await self._log_fault(record, fault)
+
+    async def _log_fault(self, record: LogRecord, fault: XRoadFault) -> None:
+        assert self._messagelog is not None
+        started = time.perf_counter()
         try:
             await self._messagelog.log(record, log_body=True)
         except XRoadFault:
             log.warning("fault %s [%s] could not be logged", fault.code, fault.detail)
+        if self.watch is not None:
+            self.watch.add(Step.LOG, started)
 
     async def signed_fault(
         self, direction: Direction, message: TransportMessage, fault: XRoadFault, ocsp_response: bytes | None
     ) -> None:
         """A fault this gateway signed, logged as sent; best effort like `fault`."""
+        if self.watch is not None:
+            self.watch.failed(fault.code, fault.message)
         if self._messagelog is None:
             return
         record = signed_record(
@@ -313,10 +343,7 @@ class ExchangeLog:
             ocsp_response=ocsp_response,
             fault=fault,
         )
-        try:
-            await self._messagelog.log(record, log_body=True)
-        except XRoadFault:
-            log.warning("fault %s [%s] could not be logged", fault.code, fault.detail)
+        await self._log_fault(record, fault)
 
     def _ids_or_blank(self) -> ExchangeIds:
         """A fault before the message could be read has no identifiers of its own."""
