@@ -13,7 +13,8 @@ dropped and counted, and the writer says how many once it catches up.
 
 The JSON format (docs/logging.md): ``time`` (RFC 3339, UTC, milliseconds), ``level``,
 ``logger``, ``message``, then every field the call passed with ``extra=``, and a failure's
-traceback as one ``traceback`` field, never as lines of its own.
+traceback as one ``traceback`` field, never as lines of its own. A client's malformed HTTP
+request is its mistake: one INFO line without a traceback (`ClientErrorsAtInfo`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TextIO
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -110,6 +113,29 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = record.stack_info
         return json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+SERVER_LOGGER: Final = "aiohttp.server"
+"""Where aiohttp reports a request it could not read or serve."""
+
+
+class ClientErrorsAtInfo(logging.Filter):
+    """A request too malformed for aiohttp to read (a bad request line or header, a body
+    that breaks its encoding) is the client's mistake, not the server's: aiohttp logs it at
+    ERROR with a traceback; this makes it one INFO line without. The parser's message is left
+    out: it quotes the raw request, headers and all (an API key among them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError) or not 400 <= (error.code or 400) < 500:
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.INFO):
+            return False
+        record.msg = f"{record.getMessage()}: {type(error).__name__} ({error.code or 400})"
+        record.args = None
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 def formatter(format_: LogFormat) -> logging.Formatter:
@@ -223,6 +249,9 @@ def setup_logging(
     root.setLevel(settings.level)
     for name, level in settings.levels.items():
         logging.getLogger(name).setLevel(level)
+    server = logging.getLogger(SERVER_LOGGER)
+    if not any(isinstance(old, ClientErrorsAtInfo) for old in server.filters):
+        server.addFilter(ClientErrorsAtInfo())
     listener.start()
     running = Logging(settings, listener, handler)
     global _active

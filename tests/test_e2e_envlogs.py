@@ -12,21 +12,40 @@ import importlib.metadata
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file, serial_hex
 from gateway.dev import federation
-from gateway.logsetup import FORMAT_ENV, LEVEL_ENV
+from gateway.logsetup import FORMAT_ENV, LEVEL_ENV, SERVER_LOGGER
+from gateway.monitoring.accesslog import ACCESS_LOGGER
 from gateway.monitoring.client import MonitorClient
 from gateway.monitoring.environment import dependency_names
-from tests.conftest import HTTP_TIMEOUT_SECONDS, Federation
+from tests.conftest import (
+    BENEFITS_API,
+    CONSUMER,
+    GET_PERSON,
+    GLOBALCONF_WAIT_SECONDS,
+    HTTP_TIMEOUT_SECONDS,
+    LIST_PERSONS,
+    POPULATION_NS,
+    Federation,
+    get_person_body,
+    post_soap,
+    rest_headers,
+    rest_url,
+    soap_request,
+    wait_until,
+)
 from tests.docblocks import claimed_blocks
 
 pytestmark = pytest.mark.slow
@@ -160,4 +179,73 @@ def test_every_server_logs_json_lines(json_fed: Federation) -> None:
         assert lines, f"{name} logged nothing"
     assert any(line["message"].startswith("trust services on") for line in log_lines(json_fed, "trust"))
     assert any("serving" in line["message"] for line in log_lines(json_fed, "gw-a"))
-    assert uuid  # used by the exchange tests
+
+
+def _access(fed: Federation, name: str, **match: Any) -> list[dict[str, Any]]:
+    return [
+        line
+        for line in log_lines(fed, name)
+        if line["logger"] == ACCESS_LOGGER and all(line.get(key) == value for key, value in match.items())
+    ]
+
+
+def test_access_lines_name_each_exchange_and_no_body_or_key(json_fed: Federation) -> None:
+    """Real exchanges through gw-a and gw-b with a marker in what must not be logged: the request
+    bodies, the user id, the service's fault text, a REST path, a malformed message and a
+    malformed HTTP request. Every line still parses, the access lines are there, the marker is not."""
+    marker = f"MARKER{uuid.uuid4().hex}"
+    ok_id, fault_id, bad_id = (f"envlogs-{uuid.uuid4()}" for _ in range(3))
+    gw_a = json_fed.internal_url("gw-a")
+    user = f"<xrd:userId>{marker}</xrd:userId>"
+    search = (
+        f'<pr:listPersons xmlns:pr="{POPULATION_NS}">'
+        f"<pr:nameContains>{marker}</pr:nameContains></pr:listPersons>"
+    )
+    answer = post_soap(gw_a, soap_request(LIST_PERSONS, search, message_id=ok_id, extra_header=user))
+    assert answer.status_code == 200 and b"listPersonsResponse" in answer.content
+    answer = post_soap(gw_a, soap_request(GET_PERSON, get_person_body(marker), message_id=fault_id))
+    assert marker in answer.text  # the service's fault quotes the code: it reached the client, not the logs
+    post_soap(gw_a, f"<not-xml>{marker}".encode() + soap_request(GET_PERSON, "", message_id=bad_id))
+    rest = requests.get(
+        rest_url(json_fed, "gw-a", BENEFITS_API, f"/benefits/{marker}"),
+        headers=rest_headers(),
+        timeout=HTTP_TIMEOUT_SECONDS,
+    )
+    assert rest.status_code >= 400
+    port = urlsplit(gw_a).port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT_SECONDS) as raw:
+        raw.sendall(f"POST / HTTP/1.1\r\nHost: x\r\nX-{marker} Bad: y\r\n\r\n".encode())
+        assert raw.recv(1024).split(b" ")[1] == b"400"
+
+    wait_until(
+        lambda: (
+            bool(_access(json_fed, "gw-b", message_id=fault_id))
+            and bool(_access(json_fed, "gw-a", protocol="rest"))
+        ),
+        GLOBALCONF_WAIT_SECONDS,
+        "the access lines",
+    )
+    [client_ok] = _access(json_fed, "gw-a", message_id=ok_id)
+    [producer_ok] = _access(json_fed, "gw-b", message_id=ok_id)
+    for line, role in ((client_ok, "Client"), (producer_ok, "Producer")):
+        assert line["level"] == "INFO" and line["role"] == role and line["protocol"] == "soap"
+        assert (line["status"], line["succeeded"], line["fault_code"]) == (200, True, None)
+        assert line["client"] == CONSUMER.to_text()
+        assert line["service"].endswith("population/listPersons/v1") and line["exchange_id"]
+        assert 0 < line["duration_ms"] < 60_000 and line["request_bytes"] > 0 and line["response_bytes"] > 0
+    assert client_ok["duration_ms"] >= producer_ok["duration_ms"]  # the client's gateway waited for the other
+    [client_fault] = _access(json_fed, "gw-a", message_id=fault_id)
+    assert client_fault["fault_code"] and not client_fault["succeeded"]
+    [bad] = _access(json_fed, "gw-a", message_id=bad_id) or _access(json_fed, "gw-a", service=None)
+    assert bad["fault_code"] and bad["status"] in (200, 400, 500)
+    [rest_line] = _access(json_fed, "gw-a", protocol="rest")
+    assert rest_line["rest_method"] == "GET" and rest_line["service"].endswith("benefits/benefits")
+    refused = [line for line in log_lines(json_fed, "gw-a") if line["logger"] == SERVER_LOGGER]
+    assert [(line["level"], "traceback" in line) for line in refused] == [("INFO", False)]
+
+    for name in SERVERS:
+        text = (json_fed.dir / "logs" / f"{name}.log").read_text()
+        assert marker not in text, name
+        assert "-----BEGIN" not in text and "PRIVATE KEY" not in text, name
+        assert not [line for line in log_lines(json_fed, name) if "traceback" in line], name

@@ -164,8 +164,8 @@ def _record(**changes: Any) -> ExchangeRecord:
         "request_in": 1_765_000_000.0,
         "response_out": 1_765_000_000.0425,
         "steps": {"peer": 0.03},
-        "client": "SUBSYSTEM:DEV/GOV/1001/benefits-office",
-        "service": "SERVICE:DEV/GOV/1002/population/getPerson/v1",
+        "client": "DEV/GOV/1001/benefits-office",
+        "service": "DEV/GOV/1002/population/getPerson/v1",
         "message_id": "c3a6d1f2-0000-4000-8000-000000000001",
         "user_id": SECRET_TEXT,
         "rest_path": f"/persons/{SECRET_TEXT}",
@@ -173,7 +173,7 @@ def _record(**changes: Any) -> ExchangeRecord:
         "response_size": 1790,
         "status": 200,
         "succeeded": True,
-        "peer": "SERVER:DEV/GOV/1002/gw-b",
+        "peer": "DEV/GOV/1002/gw-b",
     }
     values.update(changes)
     return ExchangeRecord(**values)
@@ -201,12 +201,12 @@ def test_the_access_log_writes_one_line_per_exchange(logged: tuple[io.StringIO, 
     assert first["logger"] == ACCESS_LOGGER and first["level"] == "INFO"
     assert {key: first[key] for key in ("exchange_id", "client", "service", "status", "fault_code")} == {
         "exchange_id": "4f1c0d1e9a7b4c55",
-        "client": "SUBSYSTEM:DEV/GOV/1001/benefits-office",
-        "service": "SERVICE:DEV/GOV/1002/population/getPerson/v1",
+        "client": "DEV/GOV/1001/benefits-office",
+        "service": "DEV/GOV/1002/population/getPerson/v1",
         "status": 200,
         "fault_code": None,
     }
-    assert first["message"].startswith("exchange role=Client protocol=soap exchange_id=4f1c0d1e9a7b4c55")
+    assert first["message"] == "exchange 4f1c0d1e9a7b4c55"
     assert (second["role"], second["served_from_cache"], second["message_id"]) == (
         "Producer",
         "stale",
@@ -221,6 +221,7 @@ def test_the_text_access_line_cannot_be_forged_or_flooded(logged: tuple[io.Strin
     AccessLog().exchange_done(_record(message_id="x\n2026-01-01 INFO forged" + "y" * 1000))
     made[-1].close()
     [line] = stream.getvalue().splitlines()
+    assert " INFO xgate.access: exchange role=Client protocol=soap exchange_id=4f1c0d1e9a7b4c55 " in line
     assert "message_id=x\\n2026-01-01" in line
     assert "y" * MAX_ID_CHARS not in line
 

@@ -8,8 +8,8 @@ service's fault string may quote its input), not the user id (a person's identif
 the REST path (it may carry one). The message id is the client's own text, so it is cut to
 `MAX_ID_CHARS` and its control characters escaped: it cannot forge a line of the text format.
 
-In the JSON format every field is a key of its own; in the text format they follow the
-message as ``key=value`` pairs, in the same order.
+In the JSON format every field is a key of its own and the message only names the exchange; in
+the text format the fields follow the message as ``key=value`` pairs, in the same order.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
+from gateway.logsetup import active_format
 from gateway.monitoring.exchange import ExchangeRecord
 
 ACCESS_LOGGER: Final = "xgate.access"
@@ -95,4 +96,7 @@ class AccessLog:
         if not self._log.isEnabledFor(logging.INFO):
             return
         fields = access_fields(record)
-        self._log.info(access_message(fields), extra=fields)
+        if active_format() == "json":  # the fields are keys of their own: not twice on the line
+            self._log.info("exchange %s", fields["exchange_id"], extra=fields)
+        else:
+            self._log.info(access_message(fields), extra=fields)
