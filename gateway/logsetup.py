@@ -152,14 +152,15 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
         self._lock_dropped = threading.Lock()
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        prepared = logging.makeLogRecord(record.__dict__)
-        prepared.msg = record.getMessage()
-        prepared.args = None
+        # In place, not on a copy as the standard QueueHandler does: this is the one handler
+        # (on the root logger), and a copy costs as much as the record (~5 µs an access line).
+        record.msg = record.getMessage()
+        record.args = None
         if record.exc_info:
             rendered = record.exc_text or "".join(traceback.format_exception(*record.exc_info))
-            prepared.exc_text = rendered.rstrip()
-        prepared.exc_info = None
-        return prepared
+            record.exc_text = rendered.rstrip()
+            record.exc_info = None
+        return record
 
     def enqueue(self, record: logging.LogRecord) -> None:
         try:
