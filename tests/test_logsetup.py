@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from gateway.cli import main
 from gateway.config import parse_config
 from gateway.configfile import ConfigError
 from gateway.logsetup import (
@@ -232,3 +234,12 @@ def test_no_access_line_above_info(logged: tuple[io.StringIO, list[Logging]]) ->
     AccessLog().exchange_done(_record())
     made[-1].close()
     assert stream.getvalue() == ""
+
+
+def test_a_server_with_a_bad_log_variable_says_so_in_one_line() -> None:
+    example = Path(__file__).resolve().parents[1] / "config" / "gateway.example.toml"
+    result = CliRunner().invoke(
+        main, ["gateway", "serve", "--config", str(example)], env={FORMAT_ENV: "xml", LEVEL_ENV: ""}
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: XGATE_LOG_FORMAT='xml': not one of text, json"
