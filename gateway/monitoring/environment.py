@@ -4,9 +4,10 @@ versions it runs and its certificates' expiry.
 
 What an operator checks before blaming the network: is the disk full, is memory short, is the
 machine loaded, has a certificate expired or is it about to, is this node on the version the
-others run. `collect` reads it all in one pass (a few /proc reads and statvfs calls, well under
-a millisecond; the management API runs it in a worker thread) from the standard library only,
-on Linux from /proc; where a reading is not available (another OS) its field is None.
+others run. `collect` reads it all in one pass (a few /proc reads and statvfs calls, about a
+millisecond; the versions once per process) from the standard library only, on Linux from
+/proc; where a reading is not available (another OS) its field is None. The management API
+runs it in a worker thread.
 
 The sources (which directories, which certificates, the OCSP status the node holds) come from
 the node (`NodeSurroundings`); nothing here opens a socket or a database.
@@ -14,7 +15,9 @@ the node (`NodeSurroundings`); nothing here opens a socket or a database.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import functools
 import importlib.metadata
 import os
 import platform
@@ -216,8 +219,12 @@ def dependency_names(requirements: Iterable[str]) -> list[str]:
     return names
 
 
+@functools.cache
 def versions() -> dict[str, Any]:
-    """xgate's version, Python's, OpenSSL's and SQLite's, and each dependency's as installed."""
+    """xgate's version, Python's, OpenSSL's and SQLite's, and each dependency's as installed.
+
+    Read once per process (~40 ms of package metadata): the code running is what was loaded
+    at start, whatever an upgrade put on disk since."""
     try:
         requirements = importlib.metadata.requires(DISTRIBUTION) or []
     except importlib.metadata.PackageNotFoundError:
@@ -288,6 +295,6 @@ class EnvironmentCollector:
             "system": system(),
             "process": process(sources.started_at, now),
             "disks": disks(sources.directories, self.usage),
-            "versions": versions(),
+            "versions": copy.deepcopy(versions()),
             "certificates": certificates(sources.certificates, at, sources.ocsp),
         }
