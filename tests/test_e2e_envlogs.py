@@ -28,7 +28,6 @@ from gateway.crypto.certs import fingerprint_sha256, load_certificate_file, seri
 from gateway.dev import federation
 from gateway.logsetup import FORMAT_ENV, LEVEL_ENV, SERVER_LOGGER
 from gateway.monitoring.accesslog import ACCESS_LOGGER
-from gateway.monitoring.client import MonitorClient
 from gateway.monitoring.environment import dependency_names
 from tests.conftest import (
     BENEFITS_API,
@@ -85,14 +84,9 @@ def log_lines(fed: Federation, name: str) -> list[dict[str, Any]]:
 # --- the environment -------------------------------------------------------------------------------
 
 
-def monitor(fed: Federation, name: str) -> MonitorClient:
-    gateway = fed.gateway(name)
-    return MonitorClient(gateway["admin_url"], gateway["api_key"], timeout=HTTP_TIMEOUT_SECONDS)
-
-
 def test_the_environment_report_is_sane(json_fed: Federation) -> None:
     gateway = json_fed.gateway("gw-a")
-    report = monitor(json_fed, "gw-a").environment()
+    report = json_fed.admin("gw-a").environment()
     now = dt.datetime.now(dt.UTC)
 
     system, process = report["system"], report["process"]

@@ -404,3 +404,10 @@ class AdminClient(MessageLogClient):
     def start_cache_run(self, policy: str) -> dict[str, Any]:
         result: dict[str, Any] = self._api("POST", f"/cache/policies/{_segment(policy)}/runs")
         return result
+
+    # --- the node's environment
+
+    def environment(self) -> dict[str, Any]:
+        """The node's machine, process, disks, versions and certificates (gateway.admin.environment)."""
+        result: dict[str, Any] = self._api("GET", "/environment")
+        return result
