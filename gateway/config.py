@@ -12,6 +12,7 @@ node's code reads.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from gateway.configfile import (
     FileModel,
     FilePath,
     Listener,
+    LoggingSection,
     LoopbackHost,
     NonNegativeInt,
     NonNegativeSeconds,
@@ -58,6 +60,7 @@ from gateway.crypto.tls import TlsIdentity
 from gateway.faults import DEFAULT_FAULT_STYLE, DEFAULT_SOAP_FAULT_STATUS, FaultCompat, FaultStyle
 from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS
 from gateway.ids import ClientId, SecurityServerId
+from gateway.logsetup import LogSettings
 from gateway.messagelog.diskspace import (
     DEFAULT_CRITICAL_FREE_BYTES,
     DEFAULT_CRITICAL_FREE_PERCENT,
@@ -158,6 +161,9 @@ class HealthSettings:
     """Where `GET /health` is served apart from the admin listener; None: only on the admin one."""
     cache_seconds: float = DEFAULT_CACHE_SECONDS
     probe_timeout_seconds: float = DEFAULT_PROBE_TIMEOUT_SECONDS
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """The Prometheus listener ([metrics], gateway.metrics)."""
 
@@ -198,6 +204,7 @@ class NodeConfig:
     health: HealthSettings = field(default_factory=HealthSettings)
     metrics: MetricsSettings | None = None
     """Where `/metrics` is served; None: metrics are off."""
+    logging: LogSettings = field(default_factory=LogSettings)
 
     @property
     def ocsp_store_dir(self) -> Path:
@@ -488,6 +495,16 @@ class MetricsSection(FileModel):
         return MetricsSettings(Listener(self.host, self.port), self.max_label_values)
 
 
+class NodeLoggingSection(LoggingSection):
+    """The servers' [logging] table, and the gateway's access log (docs/logging.md)."""
+
+    access_log: bool = True
+    """A line per exchange on logger xgate.access: ids, client, service, status, fault code, time."""
+
+    def settings(self) -> LogSettings:
+        return dataclasses.replace(super().settings(), access_log=self.access_log)
+
+
 class NodeFile(FileModel):
     """The whole file, as written (config/gateway.example.toml)."""
 
@@ -506,6 +523,7 @@ class NodeFile(FileModel):
     trust: TrustSection = TrustSection()
     compatibility: CompatibilitySection = CompatibilitySection()
     metrics: MetricsSection = MetricsSection()
+    logging: NodeLoggingSection = NodeLoggingSection()
 
     def node_config(self, base: Path) -> NodeConfig:
         data_dir = self.node.data_dir or base
@@ -543,6 +561,7 @@ class NodeFile(FileModel):
             compat=self.compatibility.compat(),
             health=self.health.settings() if self.health is not None else HealthSettings(),
             metrics=self.metrics.settings(),
+            logging=self.logging.settings(),
         )
 
 

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     ValidationError,
     ValidationInfo,
 )
@@ -28,6 +29,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import make_url
 
 from gateway.ids import IdentifierError
+from gateway.logsetup import LogFormat, LogLevel, LogSettings
 
 LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 """DESIGN.md: management interfaces listen on the machine itself only."""
@@ -44,6 +46,18 @@ class FileModel(BaseModel):
     """One table of a TOML file: no unknown keys, no silent type coercion ("30" is not 30)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class LoggingSection(FileModel):
+    """How the server logs (docs/logging.md); XGATE_LOG_LEVEL and XGATE_LOG_FORMAT override it."""
+
+    format: LogFormat = "text"
+    level: LogLevel = "INFO"
+    levels: dict[str, LogLevel] = Field(default_factory=dict)
+    """Per logger and the loggers beneath it, e.g. {"gateway.proxy" = "DEBUG"}."""
+
+    def settings(self) -> LogSettings:
+        return LogSettings(self.format, self.level, dict(self.levels))
 
 
 @dataclass(frozen=True)
@@ -302,11 +316,19 @@ def ensure_data_dir(data_dir: Path, key: str, hint: str) -> None:
     data_dir.mkdir(mode=DATA_DIR_MODE)
 
 
-def check_database_directory(database_url: str, key: str) -> None:
-    """An SQLite database's directory must exist: SQLite creates the file, not the directories."""
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of an SQLite URL; None for another database or an in-memory one."""
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(str(url.database))
+
+
+def check_database_directory(database_url: str, key: str) -> None:
+    """An SQLite database's directory must exist: SQLite creates the file, not the directories."""
+    file = sqlite_file(database_url)
+    if file is None:
         return
-    directory = Path(str(url.database)).parent
+    directory = file.parent
     if not directory.is_dir():
         raise ConfigError(f"{key}: directory {directory} does not exist (mkdir -p -m 700 {directory})")

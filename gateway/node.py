@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import signal
 import ssl
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Final
@@ -20,13 +22,17 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.config import ConfigError, NodeConfig, load_config
-from gateway.configfile import Listener, check_database_directory, ensure_data_dir
+from gateway.configfile import Listener, check_database_directory, ensure_data_dir, sqlite_file
 from gateway.connections import ConnectionLimits
+from gateway.crypto.certs import CertificateError, load_certificate_file
 from gateway.crypto.keys import KeyFileError
 from gateway.crypto.tls import external_server_context, internal_server_context
 from gateway.globalconf import GlobalConfError
 from gateway.heap import return_large_buffers
 from gateway.listeners import site
+from gateway.logsetup import LogSetupError, setup_logging
+from gateway.monitoring.accesslog import AccessLog
+from gateway.monitoring.environment import EnvironmentCollector, NodeCertificate, NodeSurroundings
 from gateway.proxy.consumer import make_internal_app
 from gateway.proxy.health import NodeHealth, make_health_app
 from gateway.proxy.provider import make_external_app
@@ -36,7 +42,9 @@ from gateway.serverconf.db import migrate
 log = logging.getLogger(__name__)
 
 
-def _admin_app(runtime: GatewayRuntime, health: NodeHealth) -> web.Application:
+def _admin_app(
+    runtime: GatewayRuntime, health: NodeHealth, started_at: float | None = None
+) -> web.Application:
     from gateway.admin.api import AdminContext, make_admin_app
     from gateway.messagelog.inspector import LogInspector
 
@@ -56,6 +64,7 @@ def _admin_app(runtime: GatewayRuntime, health: NodeHealth) -> web.Application:
         maintenance=runtime.maintenance,
         in_flight=runtime.in_flight,
         opmonitor=runtime.opmonitor,
+        environment=EnvironmentCollector(surroundings(runtime, started_at or time.time())).collect,
     )
     app = make_admin_app(context)
     if inspector is not None:
@@ -68,6 +77,42 @@ def _admin_app(runtime: GatewayRuntime, health: NodeHealth) -> web.Application:
     return app
 
 
+def surroundings(runtime: GatewayRuntime, started_at: float) -> NodeSurroundings:
+    """What the environment report reads of this node: its directories and its certificates."""
+    config = runtime.config
+    directories: dict[str, Path] = {"data": config.data_dir}
+    databases = [("serverconf", config.database_url)]
+    if config.messagelog is not None and config.messagelog.enabled:
+        databases.append(("messagelog", config.messagelog.database_url))
+        if config.messagelog.archive_dir is not None:
+            directories["archive"] = config.messagelog.archive_dir
+    if config.cache is not None and config.cache.enabled:
+        databases.append(("cache", config.cache.database_url))
+    for role, url in databases:
+        file = sqlite_file(url)
+        if file is not None:
+            directories[role] = file.parent
+    certificates = [NodeCertificate("auth", runtime.auth_cert)]
+    certificates += [
+        NodeCertificate("signing", cert, member.to_text()) for member, cert in runtime.signing_certs.items()
+    ]
+    if config.internal_tls is not None:
+        try:
+            internal = load_certificate_file(config.internal_tls.cert)
+            certificates.append(NodeCertificate("internal_tls", internal))
+        except (OSError, CertificateError) as exc:  # the listener reports it; the rest still shows
+            log.warning("internal TLS certificate %s not readable: %s", config.internal_tls.cert, exc)
+
+    def ocsp() -> dict[str, dict[str, object]]:
+        if runtime.own_status is None:
+            return {}
+        health = runtime.own_status.health(dt.datetime.now(dt.UTC))
+        entries: list[dict[str, object]] = health["certificates"]  # type: ignore[assignment]
+        return {str(entry["serial"]): entry for entry in entries}
+
+    return NodeSurroundings(started_at, directories, certificates, ocsp)
+
+
 VERIFICATION_STOP_SECONDS: Final = 10.0
 """How long shutdown waits for a verification job to reach its next page (a page takes well
 under a second)."""
@@ -76,8 +121,11 @@ under a second)."""
 async def serve(
     config: NodeConfig, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
 ) -> None:
+    started_at = time.time()
     migrate(config.database_url)
     runtime = GatewayRuntime.create(config)
+    if config.logging.access_log:
+        runtime.exchange_observers.append(AccessLog())
     if runtime.repository.register_owner(config.server_id.owner):
         log.info(
             "owner member %s registered as a client (X-Road lists it among the clients)",
@@ -88,7 +136,7 @@ async def serve(
     runners: list[web.AppRunner] = []
     try:
         # A node that cannot open every interface stops cleanly rather than serve half.
-        await _start_interfaces(config, runtime, runners)
+        await _start_interfaces(config, runtime, runners, started_at)
         log.info("gateway %s serving", config.server_id)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -107,7 +155,7 @@ async def serve(
 
 
 async def _start_interfaces(
-    config: NodeConfig, runtime: GatewayRuntime, runners: list[web.AppRunner]
+    config: NodeConfig, runtime: GatewayRuntime, runners: list[web.AppRunner], started_at: float
 ) -> None:
     """Metrics, internal, external and admin interfaces; each runner goes into `runners` once set up."""
     grace = config.shutdown_grace_seconds
@@ -139,7 +187,7 @@ async def _start_interfaces(
 
     node_health = NodeHealth.of_node(runtime)
     admin = web.AppRunner(
-        _admin_app(runtime, node_health), shutdown_timeout=grace, access_log=None, **options
+        _admin_app(runtime, node_health, started_at), shutdown_timeout=grace, access_log=None, **options
     )
     await admin.setup()
     runners.append(admin)
@@ -191,11 +239,18 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 def run(config_path: Path) -> None:
-    logging.basicConfig(
-        level=os.environ.get("XGATE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     config = load_config(config_path)
+    try:
+        logs = setup_logging(config.logging)
+    except LogSetupError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        _run(config)
+    finally:
+        logs.close()
+
+
+def _run(config: NodeConfig) -> None:
     return_large_buffers()  # memory comes back after bursts of large messages (gateway/heap.py)
     try:
         prepare_directories(config)

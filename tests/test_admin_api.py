@@ -93,6 +93,7 @@ EXPECTED_ROLES: dict[str, frozenset[Role]] = {
     "cache_policy.list": ALL,
     "cache_policy.read": ALL,
     "cache_stats.read": ALL,
+    "environment.read": ALL,
     "cache_run.list": ALL,
     "cache_policy.set": SERVICES,
     "cache_policy.apply": SERVICES,

@@ -11,6 +11,7 @@ One aiohttp application (:func:`make_admin_app`) on the node's localhost admin l
 * `gateway.admin.logs`: the security officer's reads of the message log;
 * `gateway.admin.cache`: the interface cache's policies, entries, counters, purges and runs;
 * `gateway.admin.maintenance`: maintenance mode (health 503 while the node drains);
+* `gateway.admin.environment`: the node's machine, process, disks, versions and certificates;
 * `gateway.webapi.keys`: API keys and the audit log (the registry's API has the same).
 
 Every call passes the guard of `gateway.webapi.operations`: API key, role
@@ -32,6 +33,7 @@ from gateway.admin import (
     access,
     cache,
     descriptions,
+    environment,
     keys,
     logs,
     maintenance,
@@ -71,6 +73,7 @@ _MODULES: Final = (
     cache,
     maintenance,
     monitoring,
+    environment,
 )  # each declares its operations on TABLE
 
 MAX_REQUEST_BYTES: Final = 2 * MAX_DESCRIPTION_BYTES + 64 * 1024

@@ -428,3 +428,10 @@ class AdminClient(MessageLogClient):
             body["reason"] = reason
         result: dict[str, Any] = self._api("PUT", "/maintenance", json=body)
         return result
+
+    # --- the node's environment
+
+    def environment(self) -> dict[str, Any]:
+        """The node's machine, process, disks, versions and certificates (gateway.admin.environment)."""
+        result: dict[str, Any] = self._api("GET", "/environment")
+        return result

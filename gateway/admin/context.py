@@ -61,6 +61,8 @@ class AdminContext:
     """Exchanges held or waiting per interface, read on the event loop."""
     opmonitor: OperationalMonitor | None = None
     """The node's operational monitoring records; None on a node that keeps none."""
+    environment: Callable[[], Mapping[str, Any]] | None = None
+    """The node's environment report (gateway.monitoring.environment); blocking, run in a thread."""
 
 
 # Error codes of the JSON error body beyond the shared ones (gateway.webapi).

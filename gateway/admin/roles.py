@@ -24,6 +24,7 @@ The matrix (rows: permissions; ✓: granted)::
     manage_maintenance                                                          ✓
     read_monitoring                         ✓                        ✓          ✓
     manage_api_keys                                                             ✓
+    read_environment              ✓         ✓          ✓             ✓          ✓
 
 - `read_configuration` covers subsystems, services, access rights, local groups, keys and
   certificates: everything but the API keys and the logs. Every role has it (the observer has
@@ -41,6 +42,8 @@ The matrix (rows: permissions; ✓: granted)::
 - `read_monitoring` reads the operational monitoring records (who called which service when,
   with what outcome; no bodies) and the per-service statistics: the service administrator, who
   runs the services, and the security officer, who answers for the exchanges.
+- `read_environment` (the node's machine, disks, versions, certificates' expiry) is every
+  role's: it is what whoever is on duty checks first, and holds no personal data or secret.
 - The audit and message logs are read only by those who answer for security; nobody writes
   them through the API.
 """
@@ -82,15 +85,17 @@ class Permission(enum.StrEnum):
     MANAGE_MAINTENANCE = "manage_maintenance"  # health 503 while the node drains
     MANAGE_API_KEYS = "manage_api_keys"  # list, create, revoke
     READ_MONITORING = "read_monitoring"  # operational monitoring records and statistics
+    READ_ENVIRONMENT = "read_environment"  # OS, load, memory, disks, versions, certificates
 
 
 _P = Permission
 
 PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
-    Role.OBSERVER: frozenset({_P.READ_CONFIGURATION}),
+    Role.OBSERVER: frozenset({_P.READ_CONFIGURATION, _P.READ_ENVIRONMENT}),
     Role.SERVICE_ADMINISTRATOR: frozenset(
         {
             _P.READ_CONFIGURATION,
+            _P.READ_ENVIRONMENT,
             _P.MANAGE_SERVICES,
             _P.MANAGE_ACCESS_RIGHTS,
             _P.MANAGE_LOCAL_GROUPS,
@@ -101,11 +106,12 @@ PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
         }
     ),
     Role.REGISTRATION_OFFICER: frozenset(
-        {_P.READ_CONFIGURATION, _P.MANAGE_SUBSYSTEMS, _P.MANAGE_CLIENT_AUTH}
+        {_P.READ_CONFIGURATION, _P.READ_ENVIRONMENT, _P.MANAGE_SUBSYSTEMS, _P.MANAGE_CLIENT_AUTH}
     ),
     Role.SECURITY_OFFICER: frozenset(
         {
             _P.READ_CONFIGURATION,
+            _P.READ_ENVIRONMENT,
             _P.MANAGE_KEYS,
             _P.READ_AUDIT_LOG,
             _P.READ_MESSAGE_LOG,

@@ -23,6 +23,7 @@ from gateway.configfile import (
     FileModel,
     FilePath,
     Listener,
+    LoggingSection,
     LoopbackHost,
     Port,
     Positive,
@@ -39,6 +40,7 @@ from gateway.connections import (
 )
 from gateway.globalconf.model import DEFAULT_REFRESH_INTERVAL_SECONDS, DEFAULT_VALIDITY_SECONDS
 from gateway.ids import IdentifierError, validate_code
+from gateway.logsetup import LogSettings
 
 DEFAULT_MANAGEMENT_PORT: Final = 4400
 DEFAULT_DISTRIBUTION_PORT: Final = 4401
@@ -74,6 +76,7 @@ class CentralConfig:
     regenerate_seconds: float = DEFAULT_REGENERATE_SECONDS
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     """Both listeners' deadlines and cap, as a gateway's (gateway/connections.py)."""
+    logging: LogSettings = field(default_factory=LogSettings)
 
 
 # --- the file, table by table -----------------------------------------------------------------
@@ -150,6 +153,7 @@ class CentralFile(FileModel):
     globalconf: GlobalconfSection = GlobalconfSection()
     limits: LimitsSection = LimitsSection()
     signing_keys: list[SigningKeySection] = Field(default_factory=list)
+    logging: LoggingSection = LoggingSection()
 
     @model_validator(mode="after")
     def _one_active_key(self) -> CentralFile:
@@ -175,6 +179,7 @@ class CentralFile(FileModel):
             refresh_interval_seconds=self.globalconf.refresh_interval_seconds,
             regenerate_seconds=self.globalconf.regenerate_seconds,
             connections=self.limits.connections(),
+            logging=self.logging.settings(),
         )
 
 

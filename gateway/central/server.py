@@ -33,6 +33,7 @@ from gateway.connections import LimitedSite
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file
 from gateway.globalconf import GlobalConfSettings
 from gateway.listeners import listening_socket
+from gateway.logsetup import LogSetupError, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,10 @@ async def start_registry(
 def run(config_path: Path) -> None:
     """Serve until SIGTERM or SIGINT (`xgate central serve`)."""
     config = load_config(config_path)
+    try:
+        logs = setup_logging(config.logging)
+    except LogSetupError as exc:
+        raise ConfigError(str(exc)) from None
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -187,4 +192,7 @@ def run(config_path: Path) -> None:
         finally:
             await running.stop()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    finally:
+        logs.close()

@@ -169,7 +169,7 @@ class DiskWatch:
 
     def _read(self, volume: Volume, reading: _Reading) -> None:
         try:
-            usage = self._usage(_existing(volume.path))
+            usage = self._usage(existing_parent(volume.path))
         except OSError as exc:  # the directory vanished or the filesystem went away: say so
             if reading.error != str(exc):
                 log.error("free space of the %s volume %s cannot be read: %s", volume.role, volume.path, exc)
@@ -182,7 +182,7 @@ class DiskWatch:
         reading.level = level
 
     def _alarm(self, volume: Volume, level: DiskLevel, before: DiskLevel, usage: DiskUsage) -> None:
-        free = f"{_size(usage.free)} free of {_size(usage.total)}"
+        free = f"{size_text(usage.free)} free of {size_text(usage.total)}"
         if level == DiskLevel.OK:
             log.warning("disk alarm cleared: the %s volume %s has %s", volume.role, volume.path, free)
         elif level == DiskLevel.WARNING and before == DiskLevel.OK:
@@ -206,7 +206,7 @@ class DiskWatch:
             reading = self._readings[volume.role]
             if volume.refuses and reading.level == DiskLevel.CRITICAL and reading.usage is not None:
                 return (
-                    f"the message log's disk is full: {_size(reading.usage.free)} free at {volume.path}, "
+                    f"the message log's disk is full: {size_text(reading.usage.free)} free at {volume.path}, "
                     f"below the critical watermark"
                 )
         return None
@@ -219,8 +219,8 @@ class DiskWatch:
                 found.append(f"{volume.role} volume {volume.path}: free space unreadable: {reading.error}")
             elif reading.level != DiskLevel.OK and reading.usage is not None:
                 found.append(
-                    f"{volume.role} volume {volume.path}: {_size(reading.usage.free)} free "
-                    f"of {_size(reading.usage.total)}, below the {reading.level.name.lower()} watermark"
+                    f"{volume.role} volume {volume.path}: {size_text(reading.usage.free)} free "
+                    f"of {size_text(reading.usage.total)}, below the {reading.level.name.lower()} watermark"
                 )
         return found
 
@@ -244,7 +244,7 @@ class DiskWatch:
         }
 
 
-def _existing(path: Path) -> Path:
+def existing_parent(path: Path) -> Path:
     """The path, or its nearest existing parent: a directory not made yet lives on that filesystem."""
     for candidate in (path, *path.parents):
         if candidate.exists():
@@ -252,7 +252,8 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _size(count: int) -> str:
+def size_text(count: int) -> str:
+    """Bytes as people read them in an alarm or a report: 3.2 GiB, 512.0 MiB, 900 bytes."""
     for unit, scale in (("GiB", GIB), ("MiB", MIB)):
         if count >= scale:
             return f"{count / scale:.1f} {unit}"

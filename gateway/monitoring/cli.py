@@ -7,6 +7,7 @@ import click
 from gateway.admin.cli import DEFAULT_KEY_ENV, URL_ENV, AdminSettings
 from gateway.admin.client import DEFAULT_URL
 from gateway.apicli import ApiGroup, api_options
+from gateway.monitoring.environment_cli import environment
 from gateway.monitoring.operational.cli import records, services
 
 
@@ -25,3 +26,4 @@ def cli(ctx: click.Context, url: str, key_env: str) -> None:
 
 cli.add_command(records)
 cli.add_command(services)
+cli.add_command(environment)

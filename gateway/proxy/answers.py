@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from gateway.admission import Overloaded
-from gateway.faults import FaultCompat, XRoadFault
+from gateway.faults import CLIENT_PROXY_INTERNAL_ERROR, SERVER_PROXY_INTERNAL_ERROR, FaultCompat, XRoadFault
 from gateway.messagelog.record import Direction
 from gateway.outbound import Headers, header
 from gateway.protocol import rest, soap
@@ -124,8 +124,16 @@ def _retry_after(fault: XRoadFault) -> tuple[tuple[str, str], ...]:
     return ()
 
 
+_LOGGED_WHERE_CAUGHT: Final = frozenset({CLIENT_PROXY_INTERNAL_ERROR, SERVER_PROXY_INTERNAL_ERROR})
+"""Internal errors: the handler that caught the exception logged it, once, at ERROR with its traceback."""
+
+
 def _log_fault(fault: XRoadFault) -> None:
-    if not fault.is_client_error and not isinstance(fault, Overloaded):  # admission.Gate warns for those
+    """A server-side fault the operator may act on (a service down, a key unusable), one line.
+    A client's mistake is not the gateway's: the access log's fault code is all it gets."""
+    if fault.is_client_error or isinstance(fault, Overloaded):  # admission.Gate warns for overload
+        return
+    if fault.code not in _LOGGED_WHERE_CAUGHT:
         log.warning("fault %s [%s]: %s", fault.code, fault.detail, fault.message)
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
+import logging
 import os
 import signal
 from pathlib import Path
@@ -24,6 +25,7 @@ from cryptography import x509
 from gateway import listeners
 from gateway.crypto.certs import CertificateError, load_certificate_file
 from gateway.crypto.keys import KeyFileError, PassphraseRequired, PrivateKey, load_private_key
+from gateway.logsetup import LogSetupError, active_format, setup_logging
 from gateway.trust import pki
 from gateway.trust.ocsp_responder import DEFAULT_VALIDITY, OcspResponder, OcspResponderError
 from gateway.trust.server import build_app, index_status_lookup
@@ -34,6 +36,8 @@ DEFAULT_PORT: Final = 8888
 """The OCSP port of the example global configuration (docs/globalconf.md); /tsa is served beside it."""
 
 _FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
+
+log = logging.getLogger(__name__)
 
 
 class _TrustCommandError(click.ClickException):
@@ -99,6 +103,38 @@ def serve(
     """Serve POST /tsa, POST and GET /ocsp, and GET /health for the CA in DIR until interrupted."""
     if not allow_remote and not is_loopback(host):
         raise click.UsageError(f"{host} is not a loopback address; add --allow-remote if you mean it")
+    try:
+        logs = setup_logging()  # XGATE_LOG_LEVEL and XGATE_LOG_FORMAT (docs/logging.md)
+    except LogSetupError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        keys = (tsa_key, tsa_cert, ocsp_key, ocsp_cert)
+        _serve_trust(pki_dir, host, port, *keys, ocsp_validity, only, ca_passphrase_env)
+    finally:
+        logs.close()
+
+
+def _say(text: str) -> None:
+    """What the command tells its operator: on standard output as text, as a log line in JSON
+    format (a log collector reading both streams then reads only JSON)."""
+    if active_format() == "json":
+        log.info("%s", text)
+    else:
+        click.echo(text)
+
+
+def _serve_trust(
+    pki_dir: Path,
+    host: str,
+    port: int,
+    tsa_key: Path | None,
+    tsa_cert: Path | None,
+    ocsp_key: Path | None,
+    ocsp_cert: Path | None,
+    ocsp_validity: int,
+    only: str | None,
+    ca_passphrase_env: str | None,
+) -> None:
     try:
         ca_certificate = load_certificate_file(pki.ca_certificate_path(pki_dir))
         issuer = _CaOnDemand(pki_dir, ca_passphrase_env)
@@ -181,7 +217,7 @@ def _key_pair(
         certificate_path = prefix.with_name(prefix.name + ".pem")
         if not key_path.exists() and not certificate_path.exists():
             issued = pki.issue(pki_dir, ca.get(), profile)
-            click.echo(f"issued {profile.kind} certificate {issued.certificate_path}")
+            _say(f"issued {profile.kind} certificate {issued.certificate_path}")
     return load_private_key(key_path), load_certificate_file(certificate_path)
 
 
@@ -197,7 +233,7 @@ async def _serve(app: web.Application, host: str, port: int, only: str | None) -
             base = f"http://{shown}:{bound_port}"
             served = {"tsa": f"TSA {base}/tsa", "ocsp": f"OCSP {base}/ocsp"}
             shown_services = ", ".join(text for name, text in served.items() if only in (None, name))
-            click.echo(f"trust services on {base}: {shown_services}")
+            _say(f"trust services on {base}: {shown_services}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
