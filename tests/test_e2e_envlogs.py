@@ -24,6 +24,14 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from gateway.admin.environment import (
+    CertificateView,
+    DiskView,
+    EnvironmentView,
+    ProcessView,
+    SystemView,
+    VersionsView,
+)
 from gateway.crypto.certs import fingerprint_sha256, load_certificate_file, serial_hex
 from gateway.dev import federation
 from gateway.logsetup import FORMAT_ENV, LEVEL_ENV, SERVER_LOGGER
@@ -88,6 +96,11 @@ def test_the_environment_report_is_sane(json_fed: Federation) -> None:
     gateway = json_fed.gateway("gw-a")
     report = json_fed.admin("gw-a").environment()
     now = dt.datetime.now(dt.UTC)
+    EnvironmentView.model_validate(report)  # the OpenAPI document describes what is answered
+    for part, model in (("system", SystemView), ("process", ProcessView), ("versions", VersionsView)):
+        assert set(report[part]) == set(model.model_fields), part
+    assert set(report["certificates"][0]) == set(CertificateView.model_fields)
+    assert set(report["disks"][0]) == set(DiskView.model_fields)
 
     system, process = report["system"], report["process"]
     assert len(system["load_average"]) == 3 and all(value >= 0 for value in system["load_average"])

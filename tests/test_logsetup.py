@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from gateway.central import config as central_config
 from gateway.cli import main
 from gateway.config import parse_config
 from gateway.configfile import ConfigError
@@ -243,3 +244,15 @@ def test_a_server_with_a_bad_log_variable_says_so_in_one_line() -> None:
     )
     assert result.exit_code == 1
     assert result.output.strip() == "Error: XGATE_LOG_FORMAT='xml': not one of text, json"
+
+
+def test_the_registry_reads_its_logging_table_too(tmp_path: Path) -> None:
+    doc = {
+        "registry": {"instance": "DEV"},
+        "logging": {"format": "json", "levels": {"gateway.central": "DEBUG"}},
+    }
+    assert central_config.parse_config(doc, tmp_path).logging == LogSettings(
+        "json", "INFO", {"gateway.central": "DEBUG"}
+    )
+    with pytest.raises(ConfigError, match=r"logging\.access_log: unknown key"):
+        central_config.parse_config({**doc, "logging": {"access_log": True}}, tmp_path)
