@@ -111,7 +111,12 @@ class Gate:
         self._window_releases = 0
         self._window_refusals = 0
         self.refused = 0
-        self.longest_wait_seconds = 0.0
+        self.refused_at_once = 0
+        """Of `refused`: those refused without waiting (no time left, or hopeless: _hopeless)."""
+        self.longest_admitted_wait_seconds = 0.0
+        """From a request's first bytes to its admission: the bound holds when this stays under it."""
+        self.longest_refused_wait_seconds = 0.0
+        """From a request's first bytes to its refusal."""
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._next_warning = 0.0
 
@@ -127,19 +132,27 @@ class Gate:
         self._take(amount)
         return amount
 
-    async def acquire(self, amount: int, wait_seconds: float) -> int:
-        """Take `amount` (cut to the capacity) within `wait_seconds`, else raise Full; what was taken."""
+    async def acquire(self, amount: int, wait_seconds: float, waited: float = 0.0) -> int:
+        """Take `amount` (cut to the capacity) within `wait_seconds`, else raise Full; what was taken.
+
+        `waited` is how long the request had already waited before it came here (since its first
+        bytes arrived): it counts in the waits the gate notes.  A request that could not be
+        served within `wait_seconds` even at the best rate room has lately been freed at (too
+        many wait before it) is refused at once: waiting would only end in the same refusal,
+        later, and its timer would add to a loaded loop's work.
+        """
         taken = self.try_acquire(amount)
         if taken is not None:
+            self._note_admitted(waited)
             return taken
         amount = min(amount, self.capacity)
-        if wait_seconds <= 0:
-            self._refuse(0.0)
+        if wait_seconds <= 0 or self._hopeless(wait_seconds):
+            self._refuse(waited, at_once=True)
         loop = asyncio.get_running_loop()
         granted: asyncio.Future[None] = loop.create_future()
         entry = (amount, granted)
         self._waiters.append(entry)
-        started = loop.time()
+        started = loop.time() - waited
         expiry = loop.call_later(wait_seconds, self._expire, entry)
         try:
             await granted
@@ -154,8 +167,18 @@ class Gate:
             raise
         finally:
             expiry.cancel()
-        self._note_wait(loop.time() - started)
+        self._note_admitted(loop.time() - started)
         return amount
+
+    def _hopeless(self, wait_seconds: float) -> bool:
+        """Room for one more waiter would not come within `wait_seconds` at the best recent rate.
+
+        The rate counts releases, not amounts: for the body budget, whose requests differ in
+        size, it is the estimate for requests of the usual size.  Before anything was released
+        (no rate yet) every request may wait.
+        """
+        freed, _ = self.rates()
+        return freed > 0 and (self.waiting + 1) / freed > wait_seconds
 
     def release(self, amount: int) -> None:
         self.in_use -= amount
@@ -204,12 +227,17 @@ class Gate:
             granted.set_exception(Full())
             self._grant()
 
-    def _note_wait(self, seconds: float) -> None:
-        self.longest_wait_seconds = max(self.longest_wait_seconds, seconds)
+    @property
+    def longest_wait_seconds(self) -> float:
+        return max(self.longest_admitted_wait_seconds, self.longest_refused_wait_seconds)
 
-    def _refuse(self, waited: float) -> None:
-        self._note_wait(waited)
+    def _note_admitted(self, waited: float) -> None:
+        self.longest_admitted_wait_seconds = max(self.longest_admitted_wait_seconds, waited)
+
+    def _refuse(self, waited: float, at_once: bool = False) -> None:
+        self.longest_refused_wait_seconds = max(self.longest_refused_wait_seconds, waited)
         self.refused += 1
+        self.refused_at_once += at_once
         self._count(0, 1)
         now = time.monotonic()
         if now >= self._next_warning:
@@ -232,7 +260,10 @@ class Gate:
             "waiting": self.waiting,
             "admitted": self.admitted,
             "refused": self.refused,
+            "refused_at_once": self.refused_at_once,
             "longest_wait_seconds": round(self.longest_wait_seconds, 3),
+            "longest_admitted_wait_seconds": round(self.longest_admitted_wait_seconds, 3),
+            "longest_refused_wait_seconds": round(self.longest_refused_wait_seconds, 3),
         }
 
 
@@ -252,9 +283,11 @@ class Ticket:
         more = total_bytes - self.held_bytes
         if more <= 0:
             return
-        remaining = self.deadline - asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        remaining = self.deadline - now
+        waited = now - (self.deadline - self.admission.limits.wait_seconds)
         try:
-            self.held_bytes += await self.admission.bodies.acquire(more, remaining)
+            self.held_bytes += await self.admission.bodies.acquire(more, remaining, waited)
         except Full:
             raise self.admission.overloaded(self.interface, "message bodies in flight") from None
 
@@ -286,18 +319,26 @@ class Admission:
 
     @contextlib.asynccontextmanager
     async def exchange(
-        self, interface: str, content_length: int | None, max_body_bytes: int
+        self,
+        interface: str,
+        content_length: int | None,
+        max_body_bytes: int,
+        arrived: float | None = None,
     ) -> AsyncIterator[Ticket]:
         """Hold one exchange's place on `interface` and room for its announced body, or raise Overloaded.
 
-        A Content-Length beyond `max_body_bytes` is held only to that: the handler refuses it
-        as too large without reading it.
+        The wait is bounded from `arrived` (loop time of the request's first bytes; default now):
+        time a busy loop took to get the request here counts, and a request that already took
+        the whole bound gets room only if some is free at once.  A Content-Length beyond
+        `max_body_bytes` is held only to that: the handler refuses it as too large without
+        reading it.
         """
         gate = self.interfaces[interface]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.wait_seconds
+        now = asyncio.get_running_loop().time()
+        began = now if arrived is None else min(arrived, now)
+        deadline = began + self.limits.wait_seconds
         try:
-            await gate.acquire(1, self.limits.wait_seconds)
+            await gate.acquire(1, deadline - now, now - began)
         except Full:
             raise self.overloaded(interface, "exchanges") from None
         ticket = Ticket(self, interface, deadline)

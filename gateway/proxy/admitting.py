@@ -7,7 +7,8 @@ hold room for a body without Content-Length as it arrives.  A refusal here is co
 (`/health` "admission") and not written to the message log: no message was read, like a
 connection the listener closes when full (gateway/connections.py), and an overloaded node has
 no room for log writes.  A refusal while a body without Content-Length arrives is raised in
-the handler and logged like any fault there.
+the handler and logged like any fault there.  The wait is bounded from the request's arrival
+(connections.ARRIVED), not from when the busy loop got to it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.admission import Admission, Overloaded, Ticket
+from gateway.connections import ARRIVED
 from gateway.proxy.answers import Answer, to_web
 
 TICKET: Final = web.RequestKey("admission_ticket", Ticket)
@@ -35,7 +37,10 @@ def admission_middleware(
     @web.middleware
     async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            async with admission.exchange(interface, request.content_length, max_body_bytes) as ticket:
+            arrived = request.get(ARRIVED)  # set by the listener (connections.LimitedSite)
+            async with admission.exchange(
+                interface, request.content_length, max_body_bytes, arrived
+            ) as ticket:
                 request[TICKET] = ticket
                 return await handler(request)
         except Overloaded as fault:
