@@ -22,6 +22,7 @@ from gateway import faults
 from gateway.admission import (
     EXTERNAL,
     INTERNAL,
+    LAG_HALF_LIFE_SECONDS,
     MAX_RETRY_AFTER_SECONDS,
     RATE_WINDOW_SECONDS,
     Admission,
@@ -399,6 +400,28 @@ async def test_a_request_that_could_not_get_room_within_the_bound_is_refused_at_
     gate.release(1)
     assert await waiters[1] == 1
     assert gate.longest_admitted_wait_seconds < WAIT_SECONDS + SLACK_SECONDS
+
+
+async def test_a_wait_ends_early_by_as_much_as_the_loop_lately_ended_waits_late() -> None:
+    gate = Gate("test", 1)
+    await gate.acquire(1, 0)
+    waiter = asyncio.create_task(gate.acquire(1, 0.1))
+    await asyncio.sleep(0)
+    time.sleep(0.4)  # the loop is busy elsewhere: the waiter's timer runs ~0.3 s late
+    with pytest.raises(Full):
+        await waiter
+    assert gate.longest_refused_wait_seconds >= 0.4
+
+    started = time.monotonic()
+    with pytest.raises(Full):
+        await gate.acquire(1, 0.2)  # a 0.2 s wait would end ~0.3 s late: past its bound already
+    assert time.monotonic() - started < 0.1 and gate.refused_at_once == 1
+
+    await asyncio.sleep(3 * LAG_HALF_LIFE_SECONDS)  # the lateness fades: waits are whole again
+    started = time.monotonic()
+    with pytest.raises(Full):
+        await gate.acquire(1, 0.2)
+    assert time.monotonic() - started >= 0.1 and gate.refused_at_once == 1
 
 
 async def test_the_wait_is_bounded_from_the_requests_arrival() -> None:
