@@ -116,6 +116,8 @@ class Run:
     """gw-a's and gw-b's CPU time per answered exchange: steadier than throughput on a shared machine."""
     cpu_share: float
     """gw-a's and gw-b's CPU seconds per second of the run (2.0: both cores all the time)."""
+    listen_overflows: int
+    """Connections the machine's accept queues dropped during the run (any process's)."""
     probes_ms: list[float] = field(default_factory=list)
 
 
@@ -123,6 +125,7 @@ def wrk(url: str, script: Path, concurrency: int, seconds: int, pids: tuple[int,
     """One wrk run; with `pids`, those processes' CPU time per answered exchange."""
     threads = 2 if concurrency > 1 else 1
     cpu_before = sum(process_cpu_seconds(pid) for pid in pids)
+    overflows_before = listen_overflows()
     out = subprocess.run(
         [
             *("wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "--latency"),
@@ -152,7 +155,18 @@ def wrk(url: str, script: Path, concurrency: int, seconds: int, pids: tuple[int,
         total,
         cpu * 1000 / answered if pids and answered else float("nan"),
         cpu / duration,
+        listen_overflows() - overflows_before,
     )
+
+
+def listen_overflows() -> int:
+    """The machine's count of connections its listeners' accept queues had no room for (a client
+    then waits for TCP to retransmit, 1, 3, 7 s: seconds that no gateway figure shows)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True)).get("ListenOverflows", 0))
+    return 0
 
 
 def probe(url: str, body: bytes, stop: threading.Event, times_ms: list[float]) -> None:
@@ -338,7 +352,7 @@ def ramp(
             f"c={run.concurrency:>5} answered/s={run.answered_per_second:>7.0f} "
             f"p50={run.p50_ms:>8.1f} ms p99={run.p99_ms:>8.1f} ms max={run.max_ms:>8.1f} ms "
             f"faults={run.faults}/{run.total} cpu/answer={run.cpu_ms_per_answer:.2f} ms "
-            f"cpu/s={run.cpu_share:.2f}"
+            f"cpu/s={run.cpu_share:.2f} listen overflows={run.listen_overflows}"
             + (f" probe max={max(probes):.0f} ms n={len(probes)}" if probes else ""),
             flush=True,
         )
@@ -363,12 +377,14 @@ def ramp(
         "top_cpu_share_vs_peak_run": round(
             top.cpu_share / max(lower, key=lambda r: r.answered_per_second).cpu_share, 2
         ),
+        "top_listen_overflows": top.listen_overflows,
         "probe_max_ms": round(max(top.probes_ms), 1) if top.probes_ms else None,
         "probes_within_1s": f"{sum(p < 1000 for p in top.probes_ms)}/{len(top.probes_ms)}",
         "longest_admitted_wait_s": internal.get("longest_admitted_wait_seconds"),
         "longest_refused_wait_s": internal.get("longest_refused_wait_seconds"),
         "refused": internal.get("refused"),
         "refused_at_once": internal.get("refused_at_once"),
+        "waited_past_bound": f"{internal.get('past_bound')}/{internal.get('waited')}",
         "rss_mb_before_after": {
             name: [b, a] for name, b, a in zip(GATEWAYS, rss_before, rss_after, strict=True)
         },
@@ -393,8 +409,10 @@ def summarise(rounds: list[dict[str, Any]], bound: float) -> None:
     print(f"  probe slowest {span('probe_max_ms')} ms (within 1 s: {within})")
     print(
         f"  longest wait (bound {bound:g} s): admitted {span('longest_admitted_wait_s')} s, "
-        f"refused {span('longest_refused_wait_s')} s"
+        f"refused {span('longest_refused_wait_s')} s; of those that waited, past the bound: "
+        f"{[r['waited_past_bound'] for r in rounds]}"
     )
+    print(f"  listen overflows during the top run: {[r['top_listen_overflows'] for r in rounds]}")
     print(f"  RSS MB before/after: {[r['rss_mb_before_after'] for r in rounds]}", flush=True)
 
 

@@ -120,6 +120,11 @@ class Gate:
         """From a request's first bytes to its admission: the bound holds when this stays under it."""
         self.longest_refused_wait_seconds = 0.0
         """From a request's first bytes to its refusal."""
+        self.waited = 0
+        """Requests that waited here for room (admitted or refused in the end)."""
+        self.past_bound = 0
+        """Requests that waited here, admitted or refused, and whose wait ended past its bound:
+        the loop was late (a machine short of CPU) by more than waits had lately been late."""
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._next_warning = 0.0
         self._lag = 0.0
@@ -156,12 +161,14 @@ class Gate:
         amount = min(amount, self.capacity)
         loop = asyncio.get_running_loop()
         entered = loop.time()
+        bound = waited + wait_seconds
         wait_seconds -= self._lag_now(entered)  # a loaded loop ends a wait that much late
         if wait_seconds <= 0 or self._hopeless(wait_seconds):
             self._refuse(waited, at_once=True)
         granted: asyncio.Future[None] = loop.create_future()
         entry = (amount, granted)
         self._waiters.append(entry)
+        self.waited += 1
         started = entered - waited
         expiry = loop.call_later(wait_seconds, self._expire, entry)
         try:
@@ -169,7 +176,7 @@ class Gate:
         except Full:  # no room came in time (_expire)
             now = loop.time()
             self._note_lag(now - entered - wait_seconds, now)
-            self._refuse(now - started)
+            self._refuse(now - started, bound=bound)
         except BaseException:
             if granted.done() and not granted.cancelled() and granted.exception() is None:
                 self.release(amount)  # granted just as the waiter was cancelled: give it back
@@ -179,7 +186,7 @@ class Gate:
             raise
         finally:
             expiry.cancel()
-        self._note_admitted(loop.time() - started)
+        self._note_admitted(loop.time() - started, bound)
         return amount
 
     def _lag_now(self, now: float) -> float:
@@ -251,11 +258,13 @@ class Gate:
     def longest_wait_seconds(self) -> float:
         return max(self.longest_admitted_wait_seconds, self.longest_refused_wait_seconds)
 
-    def _note_admitted(self, waited: float) -> None:
+    def _note_admitted(self, waited: float, bound: float = math.inf) -> None:
         self.longest_admitted_wait_seconds = max(self.longest_admitted_wait_seconds, waited)
+        self.past_bound += waited > bound
 
-    def _refuse(self, waited: float, at_once: bool = False) -> None:
+    def _refuse(self, waited: float, at_once: bool = False, bound: float = math.inf) -> None:
         self.longest_refused_wait_seconds = max(self.longest_refused_wait_seconds, waited)
+        self.past_bound += waited > bound
         self.refused += 1
         self.refused_at_once += at_once
         self._count(0, 1)
@@ -281,6 +290,8 @@ class Gate:
             "admitted": self.admitted,
             "refused": self.refused,
             "refused_at_once": self.refused_at_once,
+            "waited": self.waited,
+            "past_bound": self.past_bound,
             "longest_wait_seconds": round(self.longest_wait_seconds, 3),
             "longest_admitted_wait_seconds": round(self.longest_admitted_wait_seconds, 3),
             "longest_refused_wait_seconds": round(self.longest_refused_wait_seconds, 3),
