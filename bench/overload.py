@@ -384,7 +384,7 @@ def ramp(
         "longest_refused_wait_s": internal.get("longest_refused_wait_seconds"),
         "refused": internal.get("refused"),
         "refused_at_once": internal.get("refused_at_once"),
-        "waited_past_bound": f"{internal.get('past_bound')}/{internal.get('waited')}",
+        "waited_past_bound": f"{internal.get('past_bound')}/{internal.get('queued')}",
         "rss_mb_before_after": {
             name: [b, a] for name, b, a in zip(GATEWAYS, rss_before, rss_after, strict=True)
         },

@@ -120,7 +120,7 @@ class Gate:
         """From a request's first bytes to its admission: the bound holds when this stays under it."""
         self.longest_refused_wait_seconds = 0.0
         """From a request's first bytes to its refusal."""
-        self.waited = 0
+        self.queued = 0
         """Requests that waited here for room (admitted or refused in the end)."""
         self.past_bound = 0
         """Requests that waited here, admitted or refused, and whose wait ended past its bound:
@@ -168,7 +168,7 @@ class Gate:
         granted: asyncio.Future[None] = loop.create_future()
         entry = (amount, granted)
         self._waiters.append(entry)
-        self.waited += 1
+        self.queued += 1
         started = entered - waited
         expiry = loop.call_later(wait_seconds, self._expire, entry)
         try:
@@ -290,7 +290,7 @@ class Gate:
             "admitted": self.admitted,
             "refused": self.refused,
             "refused_at_once": self.refused_at_once,
-            "waited": self.waited,
+            "queued": self.queued,
             "past_bound": self.past_bound,
             "longest_wait_seconds": round(self.longest_wait_seconds, 3),
             "longest_admitted_wait_seconds": round(self.longest_admitted_wait_seconds, 3),
