@@ -1,7 +1,7 @@
 """Overload: a gateway pair ramped to 1,024 concurrent clients, and 48 concurrent 9 MiB requests.
 
 Usage: .venv/bin/python bench/overload.py [--seconds 10] [--max-exchanges N] [--wait S]
-       [--clients polite|eager] [--no-admission] [--skip-ramp] [--skip-memory]
+       [--clients polite|eager] [--no-admission] [--skip-ramp] [--skip-memory] [--repeat N]
 
 Starts a development federation (gateway.dev.federation), gives gw-a and gw-b the admission
 caps asked for (and room for 2,048 connections per listener, so that the listener's own cap
@@ -14,7 +14,12 @@ the faults, and gw-a's and gw-b's CPU time per answered exchange (steadier than 
 a shared machine); during the 1,024 run a probe sends one request every 0.25 s on a
 fresh connection and records its time to an answer or a fault.  From gw-a's /health it reads
 the longest any request waited for admission (it must not pass the configured wait) and that
-every count is back to zero.
+every count is back to zero.  Each ramp ends with a summary line: peak throughput (the best
+below 256), throughput and CPU per answer at the top, the slowest probe, the longest time an
+admitted and a refused request waited for admission (from its first bytes; the bound is
+`--wait`), and gw-a's and gw-b's RSS before the ramp and once it settled; `--repeat N` ramps N
+times on freshly restarted gateways and prints each figure's range (a shared machine's figures
+vary: compare ranges, with the load average shown).
 
 Then memory: gw-a's and gw-b's RSS before, at the peak of and 5 s after 48 concurrent
 requests of 9 MiB each, twice (a heap that keeps what a burst took grows, or stays high,
@@ -28,9 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,6 +114,10 @@ class Run:
     total: int
     cpu_ms_per_answer: float
     """gw-a's and gw-b's CPU time per answered exchange: steadier than throughput on a shared machine."""
+    cpu_share: float
+    """gw-a's and gw-b's CPU seconds per second of the run (2.0: both cores all the time)."""
+    listen_overflows: int
+    """Connections the machine's accept queues dropped during the run (any process's)."""
     probes_ms: list[float] = field(default_factory=list)
 
 
@@ -114,6 +125,7 @@ def wrk(url: str, script: Path, concurrency: int, seconds: int, pids: tuple[int,
     """One wrk run; with `pids`, those processes' CPU time per answered exchange."""
     threads = 2 if concurrency > 1 else 1
     cpu_before = sum(process_cpu_seconds(pid) for pid in pids)
+    overflows_before = listen_overflows()
     out = subprocess.run(
         [
             *("wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "--latency"),
@@ -142,7 +154,19 @@ def wrk(url: str, script: Path, concurrency: int, seconds: int, pids: tuple[int,
         faults,
         total,
         cpu * 1000 / answered if pids and answered else float("nan"),
+        cpu / duration,
+        listen_overflows() - overflows_before,
     )
+
+
+def listen_overflows() -> int:
+    """The machine's count of connections its listeners' accept queues had no room for (a client
+    then waits for TCP to retransmit, 1, 3, 7 s: seconds that no gateway figure shows)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True)).get("ListenOverflows", 0))
+    return 0
 
 
 def probe(url: str, body: bytes, stop: threading.Event, times_ms: list[float]) -> None:
@@ -165,6 +189,15 @@ def probe(url: str, body: bytes, stop: threading.Event, times_ms: list[float]) -
         times_ms.append((time.perf_counter() - started) * 1000)
 
 
+def sample_gate(gw: dict[str, Any], stop: threading.Event, samples: list[tuple[int, int]]) -> None:
+    """gw-a's internal gate every interval: (exchanges in use, waiting); a gate that is not kept
+    full while clients are sent away loses throughput to the clients' absence, not to work."""
+    while not stop.wait(PROBE_INTERVAL_SECONDS * 2):
+        gate = ((federation.gateway_health(gw) or {}).get("admission") or {}).get("internal") or {}
+        if "in_use" in gate:
+            samples.append((gate["in_use"], gate["waiting"]))
+
+
 def limits_table(args: argparse.Namespace) -> str:
     if args.no_admission:
         exchanges, wait = 1_000_000, 3600.0
@@ -178,12 +211,13 @@ def limits_table(args: argparse.Namespace) -> str:
 
 
 def configure(fed: Path, description: dict[str, Any], table: str) -> None:
-    """Restart gw-a and gw-b with `table` as the head of their [limits]."""
+    """Restart gw-a and gw-b with `table` as the head of their [limits] ("": as they are)."""
     for gw in description["gateways"]:
         if gw["name"] not in GATEWAYS:
             continue
-        config = Path(gw["config"])
-        config.write_text(config.read_text().replace("[limits]\n", table, 1))
+        if table:
+            config = Path(gw["config"])
+            config.write_text(config.read_text().replace("[limits]\n", table, 1))
         federation.stop_process(fed, gw["name"])
         federation.start_process(fed, gw["name"])
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
@@ -279,6 +313,109 @@ def memory_test(url: str, pids: tuple[int, ...], gateways: list[dict[str, Any]])
     return rounds
 
 
+def ramp(
+    args: argparse.Namespace,
+    fed: Path,
+    url: str,
+    script: Path,
+    gw_a: dict[str, Any],
+    pair: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """One ramp: a run per concurrency, the probe during the last; its figures as a dict."""
+    pids = gateway_pids(fed)
+    wrk(url, script, 8, 2)  # warm connections and caches
+    rss_before = [round(rss_mb(pid)) for pid in pids]
+    runs = []
+    gate_means = (float("nan"), float("nan"))
+    for concurrency in args.ramp:
+        probes: list[float] = []
+        stop = threading.Event()
+        prober = threading.Thread(target=probe, args=(url, SOAP_REQUEST.encode(), stop, probes))
+        gate: list[tuple[int, int]] = []
+        sampler = threading.Thread(target=sample_gate, args=(gw_a, stop, gate))
+        if concurrency == args.ramp[-1]:
+            prober.start()
+            sampler.start()
+        run = wrk(url, script, concurrency, args.seconds, pids)
+        stop.set()
+        for thread in (prober, sampler):
+            if thread.is_alive():
+                thread.join()
+        run.probes_ms = probes
+        if gate:
+            in_use = statistics.mean(g[0] for g in gate)
+            waiting = statistics.mean(g[1] for g in gate)
+            gate_means = (round(in_use, 1), round(waiting, 1))
+            print(f"  gw-a internal gate: mean in use {in_use:.1f}, mean waiting {waiting:.1f}", flush=True)
+        runs.append(run)
+        print(
+            f"c={run.concurrency:>5} answered/s={run.answered_per_second:>7.0f} "
+            f"p50={run.p50_ms:>8.1f} ms p99={run.p99_ms:>8.1f} ms max={run.max_ms:>8.1f} ms "
+            f"faults={run.faults}/{run.total} cpu/answer={run.cpu_ms_per_answer:.2f} ms "
+            f"cpu/s={run.cpu_share:.2f} listen overflows={run.listen_overflows}"
+            + (f" probe max={max(probes):.0f} ms n={len(probes)}" if probes else ""),
+            flush=True,
+        )
+    load = os.getloadavg()[0]
+    admission = (federation.gateway_health(gw_a) or {}).get("admission") or {}
+    wait_idle(pair)
+    rss_after = [round(rss_mb(pid)) for pid in pids]
+    lower = [r for r in runs if r.concurrency in PEAK_CONCURRENCIES] or runs[:-1]
+    peak = max(r.answered_per_second for r in lower)
+    top = runs[-1]
+    internal = admission.get("internal") or {}
+    figures = {
+        "load_average_1min": round(load, 1),
+        "peak_answered_per_second": round(peak),
+        "top_answered_per_second": round(top.answered_per_second),
+        "throughput_top_vs_peak": round(top.answered_per_second / peak, 3),
+        "cpu_per_answer_top_vs_best": round(
+            top.cpu_ms_per_answer / min(r.cpu_ms_per_answer for r in lower), 3
+        ),
+        "top_p50_p99_max_ms": [round(top.p50_ms), round(top.p99_ms), round(top.max_ms)],
+        "top_gate_mean_in_use_waiting": gate_means,
+        "top_cpu_share_vs_peak_run": round(
+            top.cpu_share / max(lower, key=lambda r: r.answered_per_second).cpu_share, 2
+        ),
+        "top_listen_overflows": top.listen_overflows,
+        "probe_max_ms": round(max(top.probes_ms), 1) if top.probes_ms else None,
+        "probes_within_1s": f"{sum(p < 1000 for p in top.probes_ms)}/{len(top.probes_ms)}",
+        "longest_admitted_wait_s": internal.get("longest_admitted_wait_seconds"),
+        "longest_refused_wait_s": internal.get("longest_refused_wait_seconds"),
+        "refused": internal.get("refused"),
+        "refused_at_once": internal.get("refused_at_once"),
+        "waited_past_bound": f"{internal.get('past_bound')}/{internal.get('queued')}",
+        "rss_mb_before_after": {
+            name: [b, a] for name, b, a in zip(GATEWAYS, rss_before, rss_after, strict=True)
+        },
+        "runs": [r.__dict__ for r in runs],
+    }
+    print(json.dumps({k: v for k, v in figures.items() if k != "runs"}), flush=True)
+    return figures
+
+
+def summarise(rounds: list[dict[str, Any]], bound: float) -> None:
+    """Each figure's range over the rounds."""
+
+    def span(key: str) -> str:
+        values = [r[key] for r in rounds if isinstance(r[key], int | float)]
+        return f"{min(values):g}-{max(values):g}" if values else "-"
+
+    print(f"over {len(rounds)} rounds (load average {span('load_average_1min')}):")
+    print(f"  peak answered/s {span('peak_answered_per_second')}; at top {span('top_answered_per_second')}")
+    print(f"  throughput at top vs peak {span('throughput_top_vs_peak')}")
+    print(f"  CPU per answer at top vs best {span('cpu_per_answer_top_vs_best')}")
+    within = [r["probes_within_1s"] for r in rounds]
+    print(f"  probe slowest {span('probe_max_ms')} ms (within 1 s: {within})")
+    print(
+        f"  longest wait (bound {bound:g} s): admitted {span('longest_admitted_wait_s')} s, "
+        f"refused {span('longest_refused_wait_s')} s; of those that waited, past the bound: "
+        f"{[r['waited_past_bound'] for r in rounds]}"
+    )
+    print(f"  listen overflows during the top run: {[r['top_listen_overflows'] for r in rounds]}")
+    print(f"  RSS MB before/after: {[r['rss_mb_before_after'] for r in rounds]}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -294,6 +431,7 @@ def main() -> None:
     parser.add_argument("--no-admission", action="store_true")
     parser.add_argument("--skip-ramp", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1, help="ramps, each on freshly restarted gateways")
     parser.add_argument(
         "--ramp", type=int, nargs="+", default=list(RAMP), help="concurrencies, the largest last"
     )
@@ -315,49 +453,15 @@ def main() -> None:
         script = work / "post.lua"
         lua = POLITE_SCRIPT if args.clients == "polite" else EAGER_SCRIPT
         script.write_text(lua.format(body=body_file))
-        if not args.skip_ramp:
-            wrk(url, script, 8, 2)  # warm connections and caches
-            runs = []
-            for concurrency in args.ramp:
-                probes: list[float] = []
-                stop = threading.Event()
-                prober = threading.Thread(target=probe, args=(url, SOAP_REQUEST.encode(), stop, probes))
-                if concurrency == args.ramp[-1]:
-                    prober.start()
-                run = wrk(url, script, concurrency, args.seconds, gateway_pids(fed))
-                stop.set()
-                if prober.is_alive():
-                    prober.join()
-                run.probes_ms = probes
-                runs.append(run)
-                print(
-                    f"c={run.concurrency:>5} answered/s={run.answered_per_second:>7.0f} "
-                    f"p50={run.p50_ms:>8.1f} ms p99={run.p99_ms:>8.1f} ms max={run.max_ms:>8.1f} ms "
-                    f"faults={run.faults}/{run.total} cpu/answer={run.cpu_ms_per_answer:.2f} ms"
-                    + (f" probe max={max(probes):.0f} ms n={len(probes)}" if probes else ""),
-                    flush=True,
-                )
-            lower = [r for r in runs if r.concurrency in PEAK_CONCURRENCIES] or runs[:-1]
-            peak = max(r.answered_per_second for r in lower)
-            top = runs[-1]
-            best_cpu = min(r.cpu_ms_per_answer for r in lower)
-            result["cpu_per_answer_1024_vs_best"] = round(top.cpu_ms_per_answer / best_cpu, 3)
-            time.sleep(1.0)
-            admission = (federation.gateway_health(gw_a) or {}).get("admission")
-            result["ramp"] = [r.__dict__ for r in runs]
-            result["throughput_1024_vs_peak"] = round(top.answered_per_second / peak, 3)
-            result["probe_max_ms_1024"] = round(max(top.probes_ms), 1) if top.probes_ms else None
-            result["gw_a_admission_after"] = admission
-            print(
-                f"1024 clients: answered/s {top.answered_per_second:.0f} = "
-                f"{result['throughput_1024_vs_peak']:.2f} x peak {peak:.0f}; "
-                f"probe max {result['probe_max_ms_1024']} ms; "
-                f"p50/p99/max {top.p50_ms:.0f}/{top.p99_ms:.0f}/{top.max_ms:.0f} ms; "
-                f"CPU per answer {result['cpu_per_answer_1024_vs_best']:.2f} x the best below 64",
-                flush=True,
-            )
-            print("gw-a admission:", json.dumps(admission), flush=True)
         pair = [gw for gw in description["gateways"] if gw["name"] in GATEWAYS]
+        if not args.skip_ramp:
+            rounds = []
+            for round_no in range(1, args.repeat + 1):
+                if round_no > 1:
+                    configure(fed, description, "")  # fresh counts: the longest waits are kept per process
+                rounds.append(ramp(args, fed, url, script, gw_a, pair))
+            result["ramp"] = rounds
+            summarise(rounds, args.wait)
         if not args.skip_memory:
             result["memory"] = memory_test(url, gateway_pids(fed), pair)
         result["gw_a_admission_final"] = (federation.gateway_health(gw_a) or {}).get("admission")

@@ -60,6 +60,9 @@ RATE_FADE: Final = 0.9
 # Clients are asked back this many times as fast as room frees, so that the gate stays full
 # (about one refusal more per exchange served; a refusal costs a small part of an exchange).
 RETURN_MARGIN: Final = 2.0
+# How fast the estimate of a busy loop's lateness (Gate._note_lag) fades: a burst's lag is
+# forgotten within seconds of its end.
+LAG_HALF_LIFE_SECONDS: Final = 1.0
 # A refusing interface says so at most this often: a flood of refusals is one line a minute.
 REFUSAL_WARNING_INTERVAL_SECONDS: Final = 60.0
 
@@ -111,9 +114,21 @@ class Gate:
         self._window_releases = 0
         self._window_refusals = 0
         self.refused = 0
-        self.longest_wait_seconds = 0.0
+        self.refused_at_once = 0
+        """Of `refused`: those refused without waiting (no time left, or hopeless: _hopeless)."""
+        self.longest_admitted_wait_seconds = 0.0
+        """From a request's first bytes to its admission: the bound holds when this stays under it."""
+        self.longest_refused_wait_seconds = 0.0
+        """From a request's first bytes to its refusal."""
+        self.queued = 0
+        """Requests that waited here for room (admitted or refused in the end)."""
+        self.past_bound = 0
+        """Requests that waited here, admitted or refused, and whose wait ended past its bound:
+        the loop was late (a machine short of CPU) by more than waits had lately been late."""
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._next_warning = 0.0
+        self._lag = 0.0
+        self._lag_at = 0.0
 
     @property
     def waiting(self) -> int:
@@ -127,24 +142,41 @@ class Gate:
         self._take(amount)
         return amount
 
-    async def acquire(self, amount: int, wait_seconds: float) -> int:
-        """Take `amount` (cut to the capacity) within `wait_seconds`, else raise Full; what was taken."""
+    async def acquire(self, amount: int, wait_seconds: float, waited: float = 0.0) -> int:
+        """Take `amount` (cut to the capacity) within `wait_seconds`, else raise Full; what was taken.
+
+        `waited` is how long the request had already waited before it came here (since its first
+        bytes arrived): it counts in the waits the gate notes.  A request that could not be
+        served within `wait_seconds` even at the best rate room has lately been freed at (too
+        many wait before it) is refused at once: waiting would only end in the same refusal,
+        later, and its timer would add to a loaded loop's work.  A wait ends early by as much as
+        the loop lately ended waits late (a CPU-starved loop runs timers and wakes tasks late:
+        0.2-0.8 s at 1,024 clients on a shared 2-core machine), so that refusals still come
+        within the bound.
+        """
         taken = self.try_acquire(amount)
         if taken is not None:
+            self._note_admitted(waited)
             return taken
         amount = min(amount, self.capacity)
-        if wait_seconds <= 0:
-            self._refuse(0.0)
         loop = asyncio.get_running_loop()
+        entered = loop.time()
+        bound = waited + wait_seconds
+        wait_seconds -= self._lag_now(entered)  # a loaded loop ends a wait that much late
+        if wait_seconds <= 0 or self._hopeless(wait_seconds):
+            self._refuse(waited, at_once=True)
         granted: asyncio.Future[None] = loop.create_future()
         entry = (amount, granted)
         self._waiters.append(entry)
-        started = loop.time()
+        self.queued += 1
+        started = entered - waited
         expiry = loop.call_later(wait_seconds, self._expire, entry)
         try:
             await granted
-        except Full:
-            self._refuse(loop.time() - started)  # no room came in time (_expire)
+        except Full:  # no room came in time (_expire)
+            now = loop.time()
+            self._note_lag(now - entered - wait_seconds, now)
+            self._refuse(now - started, bound=bound)
         except BaseException:
             if granted.done() and not granted.cancelled() and granted.exception() is None:
                 self.release(amount)  # granted just as the waiter was cancelled: give it back
@@ -154,8 +186,26 @@ class Gate:
             raise
         finally:
             expiry.cancel()
-        self._note_wait(loop.time() - started)
+        self._note_admitted(loop.time() - started, bound)
         return amount
+
+    def _lag_now(self, now: float) -> float:
+        """How late a wait's end was lately, halving every LAG_HALF_LIFE_SECONDS since."""
+        return self._lag * 0.5 ** ((now - self._lag_at) / LAG_HALF_LIFE_SECONDS)
+
+    def _note_lag(self, late: float, now: float) -> None:
+        """A wait ended `late` after its timer was due: the loop's timer and wake-up delay."""
+        self._lag, self._lag_at = max(late, self._lag_now(now)), now
+
+    def _hopeless(self, wait_seconds: float) -> bool:
+        """Room for one more waiter would not come within `wait_seconds` at the best recent rate.
+
+        The rate counts releases, not amounts: for the body budget, whose requests differ in
+        size, it is the estimate for requests of the usual size.  Before anything was released
+        (no rate yet) every request may wait.
+        """
+        freed, _ = self.rates()
+        return freed > 0 and (self.waiting + 1) / freed > wait_seconds
 
     def release(self, amount: int) -> None:
         self.in_use -= amount
@@ -204,12 +254,19 @@ class Gate:
             granted.set_exception(Full())
             self._grant()
 
-    def _note_wait(self, seconds: float) -> None:
-        self.longest_wait_seconds = max(self.longest_wait_seconds, seconds)
+    @property
+    def longest_wait_seconds(self) -> float:
+        return max(self.longest_admitted_wait_seconds, self.longest_refused_wait_seconds)
 
-    def _refuse(self, waited: float) -> None:
-        self._note_wait(waited)
+    def _note_admitted(self, waited: float, bound: float = math.inf) -> None:
+        self.longest_admitted_wait_seconds = max(self.longest_admitted_wait_seconds, waited)
+        self.past_bound += waited > bound
+
+    def _refuse(self, waited: float, at_once: bool = False, bound: float = math.inf) -> None:
+        self.longest_refused_wait_seconds = max(self.longest_refused_wait_seconds, waited)
+        self.past_bound += waited > bound
         self.refused += 1
+        self.refused_at_once += at_once
         self._count(0, 1)
         now = time.monotonic()
         if now >= self._next_warning:
@@ -232,7 +289,12 @@ class Gate:
             "waiting": self.waiting,
             "admitted": self.admitted,
             "refused": self.refused,
+            "refused_at_once": self.refused_at_once,
+            "queued": self.queued,
+            "past_bound": self.past_bound,
             "longest_wait_seconds": round(self.longest_wait_seconds, 3),
+            "longest_admitted_wait_seconds": round(self.longest_admitted_wait_seconds, 3),
+            "longest_refused_wait_seconds": round(self.longest_refused_wait_seconds, 3),
         }
 
 
@@ -252,9 +314,11 @@ class Ticket:
         more = total_bytes - self.held_bytes
         if more <= 0:
             return
-        remaining = self.deadline - asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        remaining = self.deadline - now
+        waited = now - (self.deadline - self.admission.limits.wait_seconds)
         try:
-            self.held_bytes += await self.admission.bodies.acquire(more, remaining)
+            self.held_bytes += await self.admission.bodies.acquire(more, remaining, waited)
         except Full:
             raise self.admission.overloaded(self.interface, "message bodies in flight") from None
 
@@ -286,18 +350,26 @@ class Admission:
 
     @contextlib.asynccontextmanager
     async def exchange(
-        self, interface: str, content_length: int | None, max_body_bytes: int
+        self,
+        interface: str,
+        content_length: int | None,
+        max_body_bytes: int,
+        arrived: float | None = None,
     ) -> AsyncIterator[Ticket]:
         """Hold one exchange's place on `interface` and room for its announced body, or raise Overloaded.
 
-        A Content-Length beyond `max_body_bytes` is held only to that: the handler refuses it
-        as too large without reading it.
+        The wait is bounded from `arrived` (loop time of the request's first bytes; default now):
+        time a busy loop took to get the request here counts, and a request that already took
+        the whole bound gets room only if some is free at once.  A Content-Length beyond
+        `max_body_bytes` is held only to that: the handler refuses it as too large without
+        reading it.
         """
         gate = self.interfaces[interface]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.wait_seconds
+        now = asyncio.get_running_loop().time()
+        began = now if arrived is None else min(arrived, now)
+        deadline = began + self.limits.wait_seconds
         try:
-            await gate.acquire(1, self.limits.wait_seconds)
+            await gate.acquire(1, deadline - now, now - began)
         except Full:
             raise self.overloaded(interface, "exchanges") from None
         ticket = Ticket(self, interface, deadline)

@@ -19,6 +19,10 @@ each carry one timer and are counted per listener:
 
 A connection that misses a deadline, or finds the listener full, is aborted (TCP reset): a
 client that stalls gets no further time, and no TLS close handshake is waited for.
+
+Each request also carries when its first bytes arrived (`ARRIVED`, loop time): a busy event
+loop may take a while to get from there to the handler, and a bound on how long a request
+waits (gateway/admission.py) counts that time too.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ DEFAULT_BODY_TIMEOUT_SECONDS: Final = 60.0
 DEFAULT_IDLE_TIMEOUT_SECONDS: Final = 75.0
 # nginx worker_connections: 512; four listeners' worth stays within a common 1024-file ulimit's reach.
 DEFAULT_MAX_CONNECTIONS: Final = 512
+ARRIVED: Final = web.RequestKey("arrived", float)
+"""Loop time at which a request's first bytes were read from its connection (a site's requests)."""
+
 # A full listener says so at most this often: a flood of refused connections is one line a minute.
 FULL_WARNING_INTERVAL_SECONDS: Final = 60.0
 
@@ -102,7 +109,11 @@ class LimitedSite(web.BaseSite):
     ) -> None:
         if (sock is None) == (port is None):
             raise ValueError("a site listens on host and port or on a socket, one of the two")
-        super().__init__(runner, ssl_context=ssl_context)
+        # The kernel's queue of connections not yet accepted holds as many as the cap (the
+        # kernel cuts it to net.core.somaxconn): with aiohttp's 128, a burst of a thousand
+        # clients overflowed it, and each connection dropped there waited for the client's
+        # retransmission, 1, 3 or 7 s, before the gateway saw a byte (issue 16's overload runs).
+        super().__init__(runner, ssl_context=ssl_context, backlog=max(limits.max_connections, 128))
         self.limits = limits
         self._host = host
         self._port = port
@@ -212,9 +223,10 @@ class _HeadWatch:
         task: asyncio.Task[None],
     ) -> Any:
         connection = self.connections.get(protocol)
+        request = self.inner(message, payload, protocol, writer, task)
         if connection is not None:
-            connection.head_received(payload)
-        return self.inner(message, payload, protocol, writer, task)
+            request[ARRIVED] = connection.head_received(payload)
+        return request
 
 
 class _Connection(asyncio.Protocol):
@@ -237,6 +249,8 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None
         self._last_read = 0.0
+        self._head_began: float | None = None
+        """When the first bytes of the request head now awaited arrived (None: none yet)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's are not asyncio.Transport subclasses; aiohttp casts as well).
@@ -253,8 +267,11 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._handler is None:
             return
-        if self._body is not None:
+        body = self._body
+        if body is not None and not body.is_eof():
             self._last_read = self._loop.time()
+        elif self._head_began is None:
+            self._head_began = self._loop.time()  # the next request's first bytes
         self._handler.data_received(data)
 
     def eof_received(self) -> None:
@@ -283,15 +300,21 @@ class _Connection(asyncio.Protocol):
 
     # --- deadlines ----------------------------------------------------------------------------
 
-    def head_received(self, payload: StreamReader) -> None:
-        """A request head arrived: its deadline ends; the body's starts if a body is to come."""
+    def head_received(self, payload: StreamReader) -> float:
+        """A request head arrived: its deadline ends; the body's starts if a body is to come.
+
+        Returns when the request's first bytes arrived."""
         self._cancel_timer()
+        now = self._loop.time()
+        arrived = now if self._head_began is None else min(self._head_began, now)
+        self._head_began = None
         if payload.is_eof():
             self._body = None
-            return
+            return arrived
         self._body = payload
-        self._last_read = self._loop.time()
+        self._last_read = now
         self._timer = self._loop.call_later(self._site.limits.body_timeout_seconds, self._body_check)
+        return arrived
 
     def _head_overdue(self) -> None:
         self._timer = None

@@ -22,6 +22,7 @@ from gateway import faults
 from gateway.admission import (
     EXTERNAL,
     INTERNAL,
+    LAG_HALF_LIFE_SECONDS,
     MAX_RETRY_AFTER_SECONDS,
     RATE_WINDOW_SECONDS,
     Admission,
@@ -359,3 +360,133 @@ async def test_retry_after_grows_with_the_queue_the_gate_gets_through() -> None:
     for task in waiters:
         task.cancel()
     await asyncio.gather(*waiters, return_exceptions=True)
+
+
+# --- the bound, under more clients than the cap ---------------------------------------------------
+
+# How much later than the bound a refusal may come when the test's own loop is the only one busy.
+BOUND_SLACK_SECONDS = 1.0
+# Issue 16: a new client hears something (its answer or the overload fault) within a second.
+PROBE_SECONDS = 1.0
+
+
+async def _gate_with_rate(per_second: int) -> Gate:
+    """A gate of one place, taken, that has lately freed room `per_second` times a second."""
+    gate = Gate("test", 1)
+    for _ in range(per_second):
+        await gate.acquire(1, 0)
+        gate.release(1)
+    await asyncio.sleep(RATE_WINDOW_SECONDS)
+    await gate.acquire(1, 0)
+    gate.release(1)  # closes the window: about `per_second` a second
+    await gate.acquire(1, 0)
+    return gate
+
+
+async def test_a_request_that_could_not_get_room_within_the_bound_is_refused_at_once() -> None:
+    gate = await _gate_with_rate(10)  # room for a waiter about every 0.1 s
+    waiters = [asyncio.create_task(gate.acquire(1, WAIT_SECONDS)) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert gate.waiting == 2  # 0.1 and 0.2 s away: within the bound, they wait
+
+    started = time.monotonic()
+    with pytest.raises(Full):
+        await gate.acquire(1, 0.25)  # the third would come after ~0.3 s: hopeless
+    assert time.monotonic() - started < 0.1
+    assert (gate.refused, gate.refused_at_once, gate.waiting) == (1, 1, 2)
+
+    gate.release(1)
+    assert await waiters[0] == 1
+    gate.release(1)
+    assert await waiters[1] == 1
+    assert gate.longest_admitted_wait_seconds < WAIT_SECONDS + SLACK_SECONDS
+
+
+async def test_a_wait_ends_early_by_as_much_as_the_loop_lately_ended_waits_late() -> None:
+    gate = Gate("test", 1)
+    await gate.acquire(1, 0)
+    waiter = asyncio.create_task(gate.acquire(1, 0.1))
+    await asyncio.sleep(0)
+    time.sleep(0.4)  # the loop is busy elsewhere: the waiter's timer runs ~0.3 s late
+    with pytest.raises(Full):
+        await waiter
+    assert gate.longest_refused_wait_seconds >= 0.4
+
+    started = time.monotonic()
+    with pytest.raises(Full):
+        await gate.acquire(1, 0.2)  # a 0.2 s wait would end ~0.3 s late: past its bound already
+    assert time.monotonic() - started < 0.1 and gate.refused_at_once == 1
+
+    await asyncio.sleep(3 * LAG_HALF_LIFE_SECONDS)  # the lateness fades: waits are whole again
+    started = time.monotonic()
+    with pytest.raises(Full):
+        await gate.acquire(1, 0.2)
+    assert time.monotonic() - started >= 0.1 and gate.refused_at_once == 1
+
+
+async def test_the_wait_is_bounded_from_the_requests_arrival() -> None:
+    admission = Admission(AdmissionLimits(max_exchanges=1, wait_seconds=WAIT_SECONDS))
+    gate = admission.interfaces[INTERNAL]
+    now = asyncio.get_running_loop().time()
+    async with admission.exchange(INTERNAL, None, 1000, arrived=now - 5):  # free: admitted, late as it is
+        assert gate.longest_admitted_wait_seconds >= 5
+        started = time.monotonic()
+        late = asyncio.get_running_loop().time() - WAIT_SECONDS
+        with pytest.raises(Overloaded):  # full, and its bound already spent: no wait at all
+            async with admission.exchange(INTERNAL, None, 1000, arrived=late):
+                pass
+        assert time.monotonic() - started < WAIT_SECONDS / 2
+        half = asyncio.get_running_loop().time() - WAIT_SECONDS / 2
+        started = time.monotonic()
+        with pytest.raises(Overloaded):  # full, half its bound spent: waits the other half
+            async with admission.exchange(INTERNAL, None, 1000, arrived=half):
+                pass
+        assert WAIT_SECONDS / 2 * 0.9 <= time.monotonic() - started < WAIT_SECONDS + SLACK_SECONDS
+    assert gate.refused_at_once == 1 and gate.longest_refused_wait_seconds >= WAIT_SECONDS * 0.9
+    assert admission.idle
+
+
+async def test_many_clients_and_a_slow_provider_refusals_come_within_the_bound_a_probe_within_1_s(
+    capped: InProcessFederation,
+) -> None:
+    gw = capped["gw-a"]
+    gate = gw.runtime.admission.interfaces[INTERNAL]
+    to_provider = gw.peers.handler
+
+    async def slow_provider(request: OutboundRequest) -> OutboundResponse:
+        await asyncio.sleep(0.2)
+        return await to_provider(request)
+
+    gw.peers.handler = slow_provider
+    request = get_person_request("38001085718")
+
+    async def one() -> tuple[float, int, str]:
+        started = time.monotonic()
+        answer = await gw.post("/", request, SOAP_HEADERS)
+        code = soap_fault(answer).code if answer.status_code != 200 else "ok"
+        return time.monotonic() - started, answer.status_code, code
+
+    async def client(until: float) -> list[tuple[float, int, str]]:
+        """Requests one after another (a short pause after a refusal) until `until`."""
+        answers = []
+        while time.monotonic() < until:
+            answers.append(await one())
+            if answers[-1][1] != 200:
+                await asyncio.sleep(0.05)
+        return answers
+
+    until = time.monotonic() + 2 * RATE_WINDOW_SECONDS  # long enough for the gate to learn its rate
+    clients = [asyncio.create_task(client(until)) for _ in range(40)]
+    await asyncio.sleep(1.5 * RATE_WINDOW_SECONDS)
+    probe = await one()
+    answers = [answer for answered in await asyncio.gather(*clients) for answer in answered]
+
+    refused = [seconds for seconds, _, code in answers if code == faults.CLIENT_PROXY_OVERLOADED]
+    served = [seconds for seconds, status, _ in answers if status == 200]
+    assert len(refused) + len(served) == len(answers) and served and refused
+    assert max(refused) < WAIT_SECONDS + BOUND_SLACK_SECONDS
+    assert probe[0] < PROBE_SECONDS and probe[2] in ("ok", faults.CLIENT_PROXY_OVERLOADED)
+    assert gate.refused_at_once > 0  # the later ones, hopeless, were refused without waiting
+    assert gate.longest_admitted_wait_seconds < WAIT_SECONDS + BOUND_SLACK_SECONDS
+    assert gate.longest_refused_wait_seconds < WAIT_SECONDS + BOUND_SLACK_SECONDS
+    await eventually(lambda: gw.runtime.admission.idle, "every count back to zero")

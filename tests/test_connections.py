@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.connections import ConnectionLimits, LimitedSite
+from gateway.connections import ARRIVED, ConnectionLimits, LimitedSite
 from gateway.crypto.tls import (
     TlsIdentity,
     backend_client_context,
@@ -71,6 +71,12 @@ async def _late_reader(request: web.Request) -> web.Response:
     return await _echo_length(request)
 
 
+async def _age(request: web.Request) -> web.Response:
+    """How long ago, by the loop's clock, the request's first bytes arrived (connections.ARRIVED)."""
+    await request.read()
+    return web.Response(text=f"{asyncio.get_running_loop().time() - request[ARRIVED]:.3f}")
+
+
 @dataclass
 class Served:
     port: int
@@ -96,6 +102,7 @@ def serving(
     app.router.add_get("/", _ok)
     app.router.add_post("/echo", _echo_length)
     app.router.add_post("/late", _late_reader)
+    app.router.add_post("/age", _age)
     loop = new_loop()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, **limits.runner_options())
     loop.run_until_complete(runner.setup())
@@ -158,6 +165,27 @@ def wait_closed(sockets: list[socket.socket], deadline: float) -> list[float]:
         assert closed_by_server(sock), "a connection outlived its deadline"
         closed_at.append(time.monotonic())
     return closed_at
+
+
+def test_each_request_carries_when_its_first_bytes_arrived(new_loop: NewLoop) -> None:
+    deadline = SHORT_SECONDS * 3
+    limits = ConnectionLimits(header_timeout_seconds=deadline, body_timeout_seconds=deadline)
+    pause = SHORT_SECONDS / 2
+    with serving(new_loop, limits) as served, connect(served.port) as sock:
+
+        def age(*parts: bytes) -> float:
+            for i, part in enumerate(parts):
+                if i:
+                    time.sleep(pause)
+                sock.sendall(part)
+            return float(read_response(sock).partition(b"\r\n\r\n")[2])
+
+        head = b"POST /age HTTP/1.1\r\nHost: gateway\r\nContent-Length: 4\r\n"
+        assert age(head, b"\r\nbody") >= pause * 0.9  # a head sent in two parts: from its first
+        assert age(head + b"\r\nbo", b"dy") >= pause * 0.9  # a body sent in two parts
+        assert age(head + b"\r\nbody") < pause  # the next request on the kept connection: its own
+        time.sleep(pause)
+        assert age(head + b"\r\nbody") < pause  # time idle between requests does not count
 
 
 # --- deadlines ----------------------------------------------------------------------------------

@@ -606,6 +606,34 @@ async def test_security_officer_search_filters_and_pages(engine: sa.Engine) -> N
         search(engine, limit=0)
 
 
+async def test_a_search_on_two_filters_looks_at_recent_spans_first_and_answers_as_one_over_all(
+    engine: sa.Engine,
+) -> None:
+    """store.RECENT_FIRST_SPANS: each span is looked at with the page's limit and offset, and the
+    answer is the one a single search over the whole log gives, whether the page lies in the last
+    day, further back, or beyond every span."""
+    ages_days = [0.1, 0.2, 0.5, 2, 3, 5, 7.5, 20, 40, 63, 70, 100, 400]
+    other = "DEV/GOV/1009/other/other/v1"
+    batch = [
+        make_record(i, logged_at=NOW - dt.timedelta(days=age), service=SERVICE if i % 3 else other)
+        for i, age in enumerate(sorted(ages_days, reverse=True))
+    ]
+    await append_in_order(engine, batch)
+    expected = [seq for seq, r in sorted(enumerate(batch, 1), reverse=True) if r.service == SERVICE]
+
+    for limit, offset in ((1, 0), (2, 0), (3, 1), (4, 2), (6, 0), (8, 0), (2, 6), (100, 0), (3, 100)):
+        found = search(engine, client=CLIENT, service=SERVICE, limit=limit, offset=offset)
+        assert [s.seq for s in found] == expected[offset : offset + limit], (limit, offset)
+    since = NOW - dt.timedelta(days=4)
+    assert [s.seq for s in search(engine, client=CLIENT, service=SERVICE, since=since)] == [
+        seq for seq in expected if batch[seq - 1].logged_at >= since
+    ]
+    until = NOW - dt.timedelta(days=6)
+    assert [s.seq for s in search(engine, client=CLIENT, service=SERVICE, until=until, limit=2)] == [
+        seq for seq in expected if batch[seq - 1].logged_at < until
+    ][:2]
+
+
 async def test_an_outcome_ending_in_dot_star_finds_that_outcome_and_every_one_beneath_it(
     engine: sa.Engine,
 ) -> None:

@@ -7,7 +7,8 @@ hold room for a body without Content-Length as it arrives.  A refusal here is co
 (`/health` "admission") and not written to the message log: no message was read, like a
 connection the listener closes when full (gateway/connections.py), and an overloaded node has
 no room for log writes.  A refusal while a body without Content-Length arrives is raised in
-the handler and logged like any fault there.
+the handler and logged like any fault there.  The wait is bounded from the request's arrival
+(connections.ARRIVED), not from when the busy loop got to it.
 
 The middleware is also where an exchange's observation starts and ends (proxy/watching.py):
 the watch starts before the wait for room, so the record's times include it, and the record
@@ -23,6 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.admission import Overloaded, Ticket
+from gateway.connections import ARRIVED
 from gateway.monitoring.exchange import Role
 from gateway.protocol.rest import is_rest_path
 from gateway.proxy.answers import Answer, to_web
@@ -51,7 +53,10 @@ def admission_middleware(
             watch = Watch(role, "rest" if is_rest_path(request.rel_url.raw_path) else "soap")
             request[WATCH] = watch
         try:
-            async with admission.exchange(interface, request.content_length, max_body_bytes) as ticket:
+            arrived = request.get(ARRIVED)  # set by the listener (connections.LimitedSite)
+            async with admission.exchange(
+                interface, request.content_length, max_body_bytes, arrived
+            ) as ticket:
                 request[TICKET] = ticket
                 response = await handler(request)
         except Overloaded as fault:
