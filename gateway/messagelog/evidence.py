@@ -17,10 +17,10 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -112,6 +112,7 @@ def check_header_ids(
     client: str,
     service: str,
     message_id: str,
+    header_ids: HeaderIdsReading = soap.parse_header_ids,
 ) -> str:
     """The identifiers inside the signed message (SOAP header; REST X-Road-* fields and the
     service path) are the record's: a record cannot claim another exchange's message.
@@ -119,18 +120,18 @@ def check_header_ids(
     An answer served from the interface cache (outcome `cache.hit`/`cache.stale`) is the
     original exchange's signed answer, kept intact so that it stays verifiable: its id (and, for
     data the policy shares between clients, its client) are the original's, which the record's
-    detail names; only the service must be the record's.
+    detail names; only the service must be the record's. `header_ids` reads a SOAP message's
+    (soap.parse_header_ids, or a soap.HeaderIdsReader's `read` over a run of records).
     """
     if kind not in (MessageKind.SOAP.value, MessageKind.REST.value):
         raise EvidenceError(f"the record's kind {kind!r} is neither soap nor rest")
     ids = _Recorded(client, service, message_id, outcome.startswith(OUTCOME_CACHE_PREFIX))
     if kind == MessageKind.SOAP.value:
-        return _soap_ids(direction, content_type, message, ids)
+        return _soap_ids(direction, content_type, message, ids, header_ids)
     return _rest_ids(direction, outcome, rest_head, ids)
 
 
-@dataclass(frozen=True)
-class _Recorded:
+class _Recorded(NamedTuple):
     """The record's identifiers, and whether its answer came from the interface cache."""
 
     client: str
@@ -147,10 +148,16 @@ class _Recorded:
         return ""
 
 
-def _soap_ids(direction: str, content_type: str, message: bytes | None, ids: _Recorded) -> str:
+HeaderIdsReading = Callable[[bytes, str | None], soap.HeaderIds]
+"""How a SOAP message's header identifiers are read: soap.parse_header_ids' signature."""
+
+
+def _soap_ids(
+    direction: str, content_type: str, message: bytes | None, ids: _Recorded, header_ids: HeaderIdsReading
+) -> str:
     if message is None:
         return "the body was not logged: the SOAP header cannot be compared (its digest is signed)"
-    agreed = _header_agrees(content_type, message, ids)
+    agreed = _header_agrees(content_type, message, ids, header_ids)
     if agreed is not None:
         return agreed
     # Otherwise the whole message, as the gateway parsed it: a fault response carries no header
@@ -168,11 +175,13 @@ def _soap_ids(direction: str, content_type: str, message: bytes | None, ids: _Re
     return said or "the SOAP header's client, service and id are the record's"
 
 
-def _header_agrees(content_type: str, message: bytes, ids: _Recorded) -> str | None:
+def _header_agrees(
+    content_type: str, message: bytes, ids: _Recorded, header_ids: HeaderIdsReading
+) -> str | None:
     """What the header alone shows when it names the record's identifiers (soap.parse_header_ids:
     the same identifiers parse_request reads, without parsing the Body); None when it cannot say."""
     try:
-        header = soap.parse_header_ids(message, content_type)
+        header = header_ids(message, content_type)
         said = ids.compare(
             _text(header.client), _text(header.service), header.id, ("client", "service", "id")
         )

@@ -17,7 +17,7 @@ record's path names a right sibling was cut inside a batch (:func:`is_rightmost`
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -69,8 +69,14 @@ def proof_text(leaf: bytes, steps: Proof, root_hex: str) -> str:
     """asice.encode_proof's canonical text for a proof whose root is known: the same bytes
     (tests hold the two equal) without re-hashing the path and encoding JSON, which cost ~17 µs a
     record, on the writer's thread under the chain's lock."""
-    encoded = ",".join(f'{{"sibling":"{sibling.hex()}","side":"{side.value}"}}' for side, sibling in steps)
-    return f'{{"format":"{PROOF_FORMAT}","leaf":"{leaf.hex()}","root":"{root_hex}","steps":[{encoded}]}}'
+    return steps_text(leaf.hex(), root_hex, [(sibling.hex(), side) for side, sibling in steps])
+
+
+def steps_text(leaf_hex: str, root_hex: str, steps: Iterable[tuple[str, str]]) -> str:
+    """The canonical text of a proof given as (sibling hex, "left"|"right") pairs, leaf upwards:
+    the one place it is written (a Side is its own value, a str)."""
+    encoded = ",".join([f'{{"sibling":"{sibling}","side":"{side}"}}' for sibling, side in steps])
+    return f'{{"format":"{PROOF_FORMAT}","leaf":"{leaf_hex}","root":"{root_hex}","steps":[{encoded}]}}'
 
 
 def verify_record_signature(

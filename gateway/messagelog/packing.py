@@ -28,7 +28,7 @@ import zstandard
 
 from gateway.crypto.hashtree import DIGEST_SIZE, Proof, ProofStep, Side, leaf_hash, node_hash
 from gateway.lru import BoundedLru
-from gateway.messagelog.logsig import proof_text
+from gateway.messagelog.logsig import proof_text, steps_text
 from gateway.protocol.transport import MANIFEST_FIRST_LINE, MAX_PROOF_STEPS
 
 # --- proofs ----------------------------------------------------------------------------------
@@ -51,21 +51,34 @@ def pack_steps(steps: Proof) -> bytes:
 
 def unpack_steps(packed: bytes) -> Proof:
     """The steps of :func:`pack_steps`; ValueError when the bytes are not of that form."""
+    count, sides, siblings = read_packed_steps(packed)
+    return tuple(
+        ProofStep(
+            Side.LEFT if sides >> i & 1 else Side.RIGHT, siblings[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]
+        )
+        for i in range(count)
+    )
+
+
+def read_packed_steps(packed: bytes) -> tuple[int, int, bytes]:
+    """(number of steps, sides bitmap: bit i set when step i's sibling is on the left, the siblings
+    one after another) of :func:`pack_steps`' bytes; ValueError when they are not of that form."""
     if not packed or packed[0] > MAX_PROOF_STEPS:
         raise ValueError("a packed proof starts with its number of steps")
     count = packed[0]
     bitmap_bytes = (count + 7) // 8
     if len(packed) != PACKED_PROOF_HEADER + bitmap_bytes + count * DIGEST_SIZE:
         raise ValueError("a packed proof's length does not match its number of steps")
-    sides = int.from_bytes(packed[1 : 1 + bitmap_bytes], "big")
-    start = 1 + bitmap_bytes
-    return tuple(
-        ProofStep(
-            Side.LEFT if sides >> i & 1 else Side.RIGHT,
-            packed[start + i * DIGEST_SIZE : start + (i + 1) * DIGEST_SIZE],
-        )
-        for i in range(count)
-    )
+    start = PACKED_PROOF_HEADER + bitmap_bytes
+    return count, int.from_bytes(packed[1:start], "big"), packed[start:]
+
+
+def packed_steps_text(leaf: bytes, count: int, sides: int, siblings: bytes, root: bytes) -> str:
+    """The proof text (asice.encode_proof's) of steps read by :func:`read_packed_steps`, whose
+    root the caller knows: :func:`unpack_proof`'s text when `root` is where the steps lead."""
+    hexed = siblings.hex()
+    pairs = [(hexed[i * 64 : i * 64 + 64], "left" if sides >> i & 1 else "right") for i in range(count)]
+    return steps_text(leaf.hex(), root.hex(), pairs)
 
 
 _CANONICAL_PROOF: Final = re.compile(

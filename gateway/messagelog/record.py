@@ -16,6 +16,7 @@ import datetime as dt
 import enum
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _json_string  # the C encoder json.dumps uses
 from typing import Any, Final
@@ -123,6 +124,57 @@ def canonical_json(fields: dict[str, Any]) -> str:
                 _JSON_NAMES[key] = name
         parts.append(name + text)
     return "{" + ",".join(parts) + "}"
+
+
+def content_json(
+    client: str,
+    content_type: str,
+    direction: str,
+    exchange_id: str,
+    fault_detail: str | None,
+    gateway: str,
+    issue: str | None,
+    kind: str,
+    logged_at: str,
+    logged_parts: Sequence[str],
+    manifest_sha256: str,
+    message_id: str,
+    message_sha256: str | None,
+    ocsp_response_sha256: str | None,
+    outcome: str,
+    proof_json: str | None,
+    represented_party: str | None,
+    rest_head_sha256: str | None,
+    service: str,
+    side: str,
+    signed_root_sha256: str | None,
+    user_id: str | None,
+) -> str:
+    """`canonical_json(LogRecord.content_fields())` of a RECORD_FORMAT record, from its fields'
+    values (keys in sorted order) without building the mapping: log verification hashes every
+    record again from its row. TypeError when a value is not a str (or None where allowed):
+    the caller then takes the general way (the tests hold the two texts equal)."""
+    j, n = _json_string, "null"
+    return (
+        f'{{"client":{j(client)},"content_type":{j(content_type)},"direction":{j(direction)},'
+        f'"exchange_id":{j(exchange_id)},"fault_detail":{n if fault_detail is None else j(fault_detail)},'
+        f'"format":"{RECORD_FORMAT}","gateway":{j(gateway)},"issue":{n if issue is None else j(issue)},'
+        f'"kind":{j(kind)},"logged_at":{j(logged_at)},"logged_parts":[{",".join(map(j, logged_parts))}],'
+        f'"manifest_sha256":{j(manifest_sha256)},"message_id":{j(message_id)},'
+        f'"message_sha256":{n if message_sha256 is None else j(message_sha256)},'
+        f'"ocsp_response_sha256":{n if ocsp_response_sha256 is None else j(ocsp_response_sha256)},'
+        f'"outcome":{j(outcome)},"proof_json":{n if proof_json is None else j(proof_json)},'
+        f'"represented_party":{n if represented_party is None else j(represented_party)},'
+        f'"rest_head_sha256":{n if rest_head_sha256 is None else j(rest_head_sha256)},'
+        f'"service":{j(service)},"side":{j(side)},'
+        f'"signed_root_sha256":{n if signed_root_sha256 is None else j(signed_root_sha256)},'
+        f'"user_id":{n if user_id is None else j(user_id)}}}'
+    )
+
+
+def log_time(value: dt.datetime) -> str:
+    """A log time as the record hash covers it (`logged_at`): UTC, microseconds, `Z`."""
+    return _time(value)
 
 
 MAX_JSON_NAMES: Final = 64

@@ -44,6 +44,7 @@ head interval; and an attacker holding the node's signing key (docs/security.md)
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import hmac
@@ -56,7 +57,7 @@ from typing import Final, TypeVar
 
 from cryptography import x509
 
-from gateway.crypto.hashtree import leaf_hash, node_hash
+from gateway.crypto.hashtree import DIGEST_SIZE, leaf_hash, node_hash
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_root_signature
 from gateway.lru import BoundedLru
 from gateway.messagelog.asice import PROOF_FORMAT, ContainerError, parse_manifest
@@ -71,9 +72,26 @@ from gateway.messagelog.evidence import (
     check_status,
 )
 from gateway.messagelog.logsig import is_rightmost, signed_by_owner
-from gateway.messagelog.record import OUTCOME_OK, LoggedPart, LogRecord, chain_hash
-from gateway.messagelog.stored import StoredRecord, StoredTimestamp
-from gateway.protocol.transport import MAX_PROOF_STEPS, PartName
+from gateway.messagelog.packing import (
+    BatchTree,
+    decompress_body,
+    packed_steps_text,
+    read_packed_steps,
+    unpack_manifest,
+)
+from gateway.messagelog.record import (
+    OUTCOME_OK,
+    Direction,
+    LoggedPart,
+    MessageKind,
+    Side,
+    chain_hash,
+    content_json,
+    log_time,
+)
+from gateway.messagelog.stored import ChainPage, RecordRow, StoredRecord, StoredTimestamp
+from gateway.protocol.soap import HeaderIdsReader
+from gateway.protocol.transport import MANIFEST_FIRST_LINE, MAX_PROOF_STEPS, PartName
 
 PAGE_SIZE: Final = 2000
 """Records read per query: large enough that round trips do not count, small enough for memory."""
@@ -172,7 +190,7 @@ class ChainVerifier:
         the chain must reach it, through a record of that hash."""
         self._require_record_signatures = require_record_signatures
         self._expect_head = expect_head
-        self._last: StoredRecord | None = None
+        self._last: StoredRecord | _RowEnds | None = None
         self._record_roots: _Recent[bytes, VerifiedRoot] = _Recent(KNOWN_VERDICTS)
         self._next_seq = start_seq
         self._status_policy = status_policy
@@ -188,7 +206,11 @@ class ChainVerifier:
         self._roots: _Recent[bytes, VerifiedRoot] = _Recent(KNOWN_VERDICTS)
         self._tokens: _Recent[int, datetime] = _Recent(KNOWN_VERDICTS)  # timestamp id -> its genTime
         self._trees = _KnownNodes(KNOWN_TREES)
+        self._message_paths = _PathMemo()
+        self._headers = HeaderIdsReader()  # a batch's messages mostly repeat a few Headers
+        self._record_paths = _PathMemo()
         self.checked = 0
+        self.rows_checked = 0  # of `checked`, the records check_row verified without a StoredRecord
         self.unstamped = 0
         self.legacy_records = 0
 
@@ -262,17 +284,9 @@ class ChainVerifier:
         last = self._last
         if last is None:
             return None
-        for what, proof_json in (
-            ("signing", last.log_signature_proof_json),
-            ("timestamp", last.timestamp_proof_json),
-        ):
-            if proof_json is None:
-                continue
-            try:
-                steps = _read_proof(proof_json).steps
-            except ValueError:
-                continue  # already refused by the record's own checks
-            if not is_rightmost(steps):
+        ends = last.ends() if isinstance(last, _RowEnds) else _stored_ends(last)
+        for what, rightmost in ends:
+            if rightmost is False:
                 return BadRecord(
                     last.seq + 1,
                     Problem.TRUNCATED,
@@ -280,6 +294,208 @@ class ChainVerifier:
                     "batch, so records after it were removed",
                 )
         return None
+
+    # --- the fast way: a row checked against its page's shared parts ---------------------------
+
+    def check_row(self, row: RecordRow, page: ChainPage) -> bool:
+        """True when `row` (of `page`) is a good record, which then becomes the predecessor of
+        the next as with :meth:`check`; False when this cannot tell, and :meth:`check` must judge
+        the row's StoredRecord (`page.stored(row)`), which also names what is wrong.
+
+        The same checks as :meth:`check`, for a record in the lean layout (gateway.messagelog.
+        packing) whose evidence is all there: a SOAP record, its body in clear, its signature
+        and record signature as packed steps, its timestamp proof rebuilt from its batch's
+        tree. What a page's records share is checked once for the page or the batch: a blob's
+        digest, a signed root's signature, a tree's root; each record then costs its own parts
+        only (its body's digest, its record hash, its header's identifiers, a hash or two of its
+        proofs). Anything else (another layout, an odd value, any check failing) says False.
+        """
+        try:
+            found = self._fast(row, page)
+        except (_Bad, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError):
+            return False
+        if found is None:
+            return False
+        ends, unstamped = found
+        self._next_seq += 1
+        self._prev_hash = ends.record_hash
+        self._last = ends
+        self.checked += 1
+        self.rows_checked += 1
+        self.unstamped += unstamped
+        return True
+
+    def _fast(self, row: RecordRow, page: ChainPage) -> tuple[_RowEnds, int] | None:
+        (
+            gateway,
+            _node,
+            seq,
+            prev_hash,
+            record_hash,
+            exchange_id,
+            side,
+            direction,
+            kind,
+            logged_at,
+            message_id,
+            client,
+            service,
+            user_id,
+            issue,
+            represented_party,
+            content_type,
+            message,
+            body_key_id,
+            _body_nonce,
+            message_sha256,
+            rest_head,
+            logged_parts,
+            manifest,
+            signed_root_sha256,
+            proof_json,
+            ocsp_sha256,
+            outcome,
+            fault_detail,
+            timestamp_id,
+            timestamp_proof,
+            _archived_at,
+            _archive_id,
+            log_signature_sha256,
+            log_signature_proof,
+            body_codec,
+            proof_steps,
+            log_signature_steps,
+        ) = row
+        trusted = self._trusted_cas
+        prev_hash, record_hash = bytes(prev_hash), bytes(record_hash)
+        if (
+            trusted is None
+            or seq != self._next_seq
+            or seq > self._head_seq
+            or prev_hash != self._prev_hash
+            or kind != _SOAP
+            or rest_head is not None
+            or body_key_id is not None
+            or side not in _SIDES
+            or direction not in _DIRECTIONS
+            or message_sha256 is None
+            or logged_parts not in _FAST_PARTS
+            or (logged_parts and message is None)
+        ):
+            return None
+        head = self._expect_head
+        if head is not None and seq == head[0] and record_hash != head[1]:
+            return None
+        # 4. the body (in clear, maybe compressed) is the one its digest names
+        body = None
+        if message is not None:
+            body = decompress_body(body_codec, bytes(message))
+            if hashlib.sha256(body).hexdigest() != message_sha256:
+                return None
+        manifest = unpack_manifest(bytes(manifest), content_type)
+        manifest_digest = hashlib.sha256(manifest).digest()
+        blobs, blob_hex = page.blobs, page.blob_sha256_hex
+        # 5. the signature: manifest, proof, signed root, evidence
+        ocsp = signed_root = None
+        proof_text = None
+        if signed_root_sha256 is not None or proof_steps is not None or proof_json is not None:
+            if signed_root_sha256 is None or proof_steps is None:
+                return None  # a signed record needs both; a proof kept as text: the full way
+            signed_root = blobs.get(bytes(signed_root_sha256), b"")
+            if _listed_message(manifest, content_type) != message_sha256:
+                return None
+            verified = self._verified_root(self._roots, signed_root, trusted, Problem.SIGNATURE)
+            count, sides, siblings = read_packed_steps(bytes(proof_steps))
+            if not self._message_paths.leads_to(verified.root, manifest_digest, count, sides, siblings):
+                return None
+            proof_text = packed_steps_text(manifest_digest, count, sides, siblings, verified.root)
+            ocsp = None if ocsp_sha256 is None else blobs.get(bytes(ocsp_sha256), b"")
+            self._check_evidence(
+                signed_root,
+                verified,
+                direction=direction,
+                kind=kind,
+                outcome=outcome,
+                client=client,
+                service=service,
+                content_type=content_type,
+                message=body,
+                rest_head=None,
+                message_id=message_id,
+                ocsp=ocsp,
+            )
+        elif ocsp_sha256 is not None:
+            ocsp = blobs.get(bytes(ocsp_sha256), b"")
+        # 3. the record hash, from the content as checked
+        text = content_json(
+            client,
+            content_type,
+            direction,
+            exchange_id,
+            fault_detail,
+            gateway,
+            issue,
+            kind,
+            log_time(logged_at),
+            _PARTS_LISTED[logged_parts],
+            manifest_digest.hex(),
+            message_id,
+            message_sha256,
+            _blob_hex(blob_hex, ocsp),
+            outcome,
+            proof_text,
+            represented_party,
+            None,
+            service,
+            side,
+            _blob_hex(blob_hex, signed_root),
+            user_id,
+        )
+        content_digest = hashlib.sha256(text.encode("utf-8")).digest()
+        if hashlib.sha256(prev_hash + content_digest).digest() != record_hash:
+            return None
+        # 6. the timestamp: the record is its batch tree's leaf, the tree's root the stamped one
+        unstamped = 0
+        tree = None
+        index = 0
+        if timestamp_proof is None:
+            if timestamp_id is not None or seq <= self._stamped_seq:
+                return None
+            unstamped = 1
+        else:
+            timestamp = page.timestamps.get(timestamp_id)
+            tree = page.trees.get(timestamp_id)
+            if timestamp_proof != "" or timestamp is None or tree is None:
+                return None
+            index = seq - timestamp.first_seq
+            if (
+                not timestamp.first_seq <= seq <= timestamp.last_seq
+                or not 0 <= index < len(tree.leaves)
+                or tree.leaves[index] != record_hash
+                or tree.root != timestamp.root
+            ):
+                return None
+            self._check_token(timestamp)
+        # 7. the record signature
+        log_rightmost = None
+        if log_signature_sha256 is None or log_signature_proof is None:
+            if self._require_record_signatures:
+                return None
+        else:
+            if log_signature_proof != "" or log_signature_steps is None:
+                return None
+            verified = self._verified_root(
+                self._record_roots,
+                blobs.get(bytes(log_signature_sha256), b""),
+                trusted,
+                Problem.RECORD_SIGNATURE,
+                owner_of=gateway,
+            )
+            count, sides, siblings = read_packed_steps(bytes(log_signature_steps))
+            if not self._record_paths.leads_to(verified.root, record_hash, count, sides, siblings):
+                return None
+            log_rightmost = sides == (1 << count) - 1
+        return _RowEnds(seq, record_hash, log_rightmost, tree, index), unstamped
 
     def _check(self, stored: StoredRecord) -> None:
         if stored.seq > self._head_seq:
@@ -410,23 +626,49 @@ class ChainVerifier:
         if not self._leads_to(proof, verified.root):
             raise _Bad(Problem.SIGNATURE, "the proof does not lead to the signed root")
         if record.logged_parts is not None:  # records older than the field verify as before
-            self._check_evidence(record, verified)
+            self._check_evidence(
+                record.signed_root_xml,
+                verified,
+                direction=record.direction.value,
+                kind=record.kind.value,
+                outcome=record.outcome,
+                client=record.client,
+                service=record.service,
+                content_type=record.content_type,
+                message=self._body,
+                rest_head=record.rest_head,
+                message_id=record.message_id,
+                ocsp=record.ocsp_response,
+            )
 
-    def _check_evidence(self, record: LogRecord, verified: VerifiedRoot) -> None:
+    def _check_evidence(
+        self,
+        signed_root_xml: bytes,
+        verified: VerifiedRoot,
+        *,
+        direction: str,
+        kind: str,
+        outcome: str,
+        client: str,
+        service: str,
+        content_type: str,
+        message: bytes | None,
+        rest_head: bytes | None,
+        message_id: str,
+        ocsp: bytes | None,
+    ) -> None:
         """Who signed, which identifiers the signed message names, the signer's status then."""
         assert self._trusted_cas is not None
-        assert record.signed_root_xml is not None
-        direction = record.direction.value
-        fault = record.outcome != OUTCOME_OK
+        fault = outcome != OUTCOME_OK
         # The same signer, for the same parties: a batch's records mostly repeat one verdict.
-        signer_key = (record.signed_root_xml, direction, record.client, record.service, fault)
+        signer_key = (signed_root_xml, direction, client, service, fault)
         if self._signers.get(signer_key) is None:
             try:
                 verdict = check_signer(
                     verified.signer_cert,
                     direction,
-                    record.client,
-                    record.service,
+                    client,
+                    service,
                     fault=fault,
                     server_owners=self._status_policy.server_owners,
                 )
@@ -435,20 +677,20 @@ class ChainVerifier:
             self._signers.put(signer_key, verdict)
         try:
             check_header_ids(
-                kind=record.kind.value,
+                kind=kind,
                 direction=direction,
-                outcome=record.outcome,
-                content_type=record.content_type,
-                message=self._body,
-                rest_head=record.rest_head,
-                client=record.client,
-                service=record.service,
-                message_id=record.message_id,
+                outcome=outcome,
+                content_type=content_type,
+                message=message,
+                rest_head=rest_head,
+                client=client,
+                service=service,
+                message_id=message_id,
+                header_ids=self._headers.read,
             )
         except EvidenceError as exc:
             raise _Bad(Problem.IDENTIFIERS, str(exc)) from exc
-        ocsp = record.ocsp_response
-        key = (ocsp, record.signed_root_xml)  # bytes keys: their hash is computed once per object
+        key = (ocsp, signed_root_xml)  # bytes keys: their hash is computed once per object
         if self._statuses.get(key) is not None:
             return
         try:
@@ -489,6 +731,121 @@ class ChainVerifier:
         except Exception as exc:  # the verifier's own error types; any failure is a bad token
             raise _Bad(Problem.TIMESTAMP, f"timestamp token does not verify: {exc}") from exc
         self._tokens.put(timestamp.id, gen_time)
+
+
+# --- the fast way's parts --------------------------------------------------------------------
+
+_SOAP: Final = MessageKind.SOAP.value
+_SIDES: Final = frozenset(side.value for side in Side)
+_DIRECTIONS: Final = frozenset(direction.value for direction in Direction)
+_PARTS_LISTED: Final = {LoggedPart.MESSAGE.value: [LoggedPart.MESSAGE.value], "": []}
+"""The stored `logged_parts` the fast way takes (the body logged, or body logging off), as the
+record hash lists them."""
+_FAST_PARTS: Final = frozenset(_PARTS_LISTED)
+
+_ONE_PART_MANIFEST: Final = re.compile(
+    re.escape(MANIFEST_FIRST_LINE) + rb"message ([0-9a-f]{64}) [\x20-\x7e]+\n"
+)
+"""A manifest of the message part alone (a SOAP message's), which asice.parse_manifest reads as
+that one entry: its digest is read here without building the entries."""
+
+
+def _listed_message(manifest: bytes, content_type: str) -> str | None:
+    """The digest (hex) a manifest lists for the `message` part; ContainerError when malformed."""
+    one = _ONE_PART_MANIFEST.fullmatch(manifest)
+    if one is not None:
+        return one[1].decode("ascii")
+    listed = {entry.name: entry.digest.hex() for entry in parse_manifest(manifest)}
+    return listed.get(PartName.MESSAGE)
+
+
+def _blob_hex(hashed: dict[bytes, str], blob: bytes | None) -> str | None:
+    """The SHA-256 (hex) of a blob as read, as the record hash covers it; hashed once per page."""
+    if blob is None:
+        return None
+    found = hashed.get(blob)
+    if found is None:
+        found = hashed[blob] = hashlib.sha256(blob).hexdigest()
+    return found
+
+
+class _RowEnds:
+    """What :meth:`ChainVerifier.finish` needs of the last record check_row verified: whether it
+    is the last leaf of its signing batch, and where it is in its timestamp batch's tree."""
+
+    __slots__ = ("index", "log_rightmost", "record_hash", "seq", "tree")
+
+    def __init__(
+        self, seq: int, record_hash: bytes, log_rightmost: bool | None, tree: BatchTree | None, index: int
+    ) -> None:
+        self.seq = seq
+        self.record_hash = record_hash
+        self.log_rightmost = log_rightmost
+        self.tree = tree
+        self.index = index
+
+    def ends(self) -> list[tuple[str, bool | None]]:
+        stamped = None if self.tree is None else is_rightmost(self.tree.proof(self.index))
+        return [("signing", self.log_rightmost), ("timestamp", stamped)]
+
+
+def _stored_ends(stored: StoredRecord) -> list[tuple[str, bool | None]]:
+    """Whether a record's signing and timestamp proofs are their tree's last leaf's (None: no
+    proof, or one its own checks already refused)."""
+    ends: list[tuple[str, bool | None]] = []
+    for what, proof_json in (
+        ("signing", stored.log_signature_proof_json),
+        ("timestamp", stored.timestamp_proof_json),
+    ):
+        rightmost = None
+        if proof_json is not None:
+            with contextlib.suppress(ValueError):
+                rightmost = is_rightmost(_read_proof(proof_json).steps)
+        ends.append((what, rightmost))
+    return ends
+
+
+class _PathMemo:
+    """The path the last proof climbed to its root, so the next proof of the same tree climbs
+    only until it meets it: a node met with the same steps above it leads to the same root.
+
+    Exactly a full climb's answer (every step of the proof counts, as in the text the record
+    hash covers), at a hash or two a record for consecutive leaves of a batch, not one a level.
+    Proofs of one tree meet at the same distance below its root, so a node is looked for at
+    one place of the last path only.
+    """
+
+    def __init__(self) -> None:
+        self._root = b""
+        self._count = 0
+        self._sides = 0
+        self._siblings = b""
+        self._path: list[bytes] = []  # the last path's values from its leaf's hash to the root
+
+    def leads_to(self, root: bytes, leaf: bytes, count: int, sides: int, siblings: bytes) -> bool:
+        """Whether the steps (packing.read_packed_steps) climb from `leaf` to `root`."""
+        last = self._path if root == self._root else []
+        shift = self._count - count  # the last path's place for this path's step
+        value = leaf_hash(leaf)
+        path = [value]
+        for step in range(count):
+            seen = step + shift
+            if (
+                0 <= seen < len(last)
+                and last[seen] == value
+                and sides >> step == self._sides >> seen
+                and siblings[step * DIGEST_SIZE :] == self._siblings[seen * DIGEST_SIZE :]
+            ):
+                path += last[seen + 1 :]
+                break
+            sibling = siblings[step * DIGEST_SIZE : (step + 1) * DIGEST_SIZE]
+            value = node_hash(sibling, value) if sides >> step & 1 else node_hash(value, sibling)
+            path.append(value)
+        else:
+            if value != root:
+                return False
+        self._root, self._count, self._sides, self._siblings, self._path = root, count, sides, siblings, path
+        return True
 
 
 # --- proofs, read and checked fast -----------------------------------------------------------

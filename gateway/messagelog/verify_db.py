@@ -24,7 +24,7 @@ from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import begin_snapshot_read, begin_write
 from gateway.messagelog.evidence import DEFAULT_STATUS_POLICY, StatusPolicy
 from gateway.messagelog.record import GENESIS_HASH
-from gateway.messagelog.store import UnreadableRecord, chain_state, read_chain
+from gateway.messagelog.store import UnreadableRecord, chain_state, read_chain_page
 from gateway.messagelog.tables import heads, verified
 from gateway.messagelog.verify import (
     PAGE_SIZE,
@@ -130,24 +130,31 @@ class _Feed:
     def run(self, *, after_seq: int, total: int, page_size: int) -> BadRecord | None:
         verifier = self._verifier
         while True:
-            try:
-                page = read_chain(
-                    self._connection, self._gateway, self._node, after_seq=after_seq, limit=page_size
-                )
-            except UnreadableRecord as exc:  # a finding about that record, never a traceback (hole 10)
-                seq = exc.seq if isinstance(exc.seq, int) else after_seq + 1
-                return BadRecord(seq, Problem.UNREADABLE, str(exc))
-            for stored in page:
-                bad = verifier.check(stored)
-                if bad is not None:
-                    return bad
-                if stored.seq <= self._stamped_seq:
-                    self.settled = (stored.seq, stored.record_hash)
+            page = read_chain_page(
+                self._connection,
+                self._gateway,
+                self._node,
+                after_seq=after_seq,
+                limit=page_size,
+            )
+            for row in page.rows:
+                if not verifier.check_row(row, page):  # the fast way could not tell: the full one
+                    try:
+                        stored = page.stored(row)
+                    except UnreadableRecord as exc:  # a finding about the record, never a traceback
+                        seq = exc.seq if isinstance(exc.seq, int) else verifier.last_verified[0] + 1
+                        return BadRecord(seq, Problem.UNREADABLE, str(exc))
+                    bad = verifier.check(stored)
+                    if bad is not None:
+                        return bad
+                seq, record_hash = verifier.last_verified
+                if seq <= self._stamped_seq:
+                    self.settled = (seq, record_hash)
             if self._progress is not None:
                 self._progress(verifier.checked, total)
-            if len(page) < page_size:
+            if len(page.rows) < page_size:
                 return verifier.finish()
-            after_seq = page[-1].seq
+            after_seq = page.rows[-1].seq
             del page  # the next page replaces it, not joins it
 
 

@@ -269,6 +269,133 @@ def parse_header_ids(body: bytes, content_type: str | None) -> HeaderIds:
     return _checked_header(header)[1]
 
 
+class HeaderIdsReader:
+    """:func:`parse_header_ids` for a run of messages (a log's records), most of which repeat a
+    recent message's Header but for the text of its free fields: the id, and the userId, issue
+    and requestHash (xroad.xsd's only elements of those names, all xs:string).
+
+    A message whose bytes up to the Header's end are a known Header's, the free fields' texts
+    aside, and whose free texts are plain characters (FREE_TEXT: no markup, references or line
+    breaks) parses to that Header with those texts, which the header schema accepts whatever
+    they are: the same client and service, and its own id. Such a message is read here without
+    a parser; any other is parsed by parse_header_ids (and may become a known Header). A
+    Header is known only when its bytes hold no comment, CDATA section, processing
+    instruction, DTD or reference, so that every `<` in them is a tag, and only after a second
+    parse with other free texts put in has shown that the id is the text taken for it.
+
+    Like parse_header_ids for a large message, what follows the Header is not read. Keeps
+    KNOWN_HEADERS Headers per reader; a reader is not shared between threads.
+    """
+
+    def __init__(self) -> None:
+        self._known: list[_KnownHeader] = []
+
+    def read(self, body: bytes, content_type: str | None) -> HeaderIds:
+        for known in self._known:
+            found = known.ids_of(body, content_type)
+            if found is not None:
+                return found
+        ids = parse_header_ids(body, content_type)
+        learnt = _KnownHeader.learn(body, content_type, ids)
+        if learnt is not None:
+            self._known.insert(0, learnt)
+            del self._known[KNOWN_HEADERS:]
+        return ids
+
+
+KNOWN_HEADERS: Final = 16
+"""Headers a HeaderIdsReader knows: one per client, service and user sending at the time."""
+
+FREE_TEXT: Final = re.compile(rb"[A-Za-z0-9 ._:/+=@,;()-]{1,1024}")
+"""A free field's text read without a parser: characters that are text as they are, in every
+position and in UTF-8 as in ASCII."""
+
+_FREE_FIELD: Final = re.compile(
+    rb"<((?:[A-Za-z_][\w.-]*:)?)(id|userId|issue|requestHash)(\s[^<>]*)?>"
+    rb"([A-Za-z0-9 ._:/+=@,;()-]{1,1024})</\1\2>"
+)
+_HEADER_END: Final = re.compile(rb"</((?:[A-Za-z_][\w.-]*:)?)Header>")
+_HEADER_START: Final = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?Header[\s/>]")
+_DECLARED_ENCODING: Final = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_ASCII_ENCODINGS: Final = frozenset({None, "utf-8", "ascii"})
+
+
+@dataclass(frozen=True)
+class _KnownHeader:
+    """A message's bytes up to its Header's end, cut at its free fields' texts: `pieces` are the
+    bytes between them, `id_at` which of the texts is the id."""
+
+    content_type: str | None
+    pieces: tuple[bytes, ...]
+    id_at: int
+    client: ClientId
+    service: ServiceId
+
+    def ids_of(self, body: bytes, content_type: str | None) -> HeaderIds | None:
+        """The identifiers of `body` when it has this Header (but for its free texts), else None."""
+        pieces = self.pieces
+        if content_type != self.content_type or not body.startswith(pieces[0]):
+            return None
+        at = len(pieces[0])
+        message_id = None
+        for index, piece in enumerate(pieces[1:]):
+            end = body.find(b"<", at)
+            text = body[at:end]
+            if end < 0 or FREE_TEXT.fullmatch(text) is None or not body.startswith(piece, end):
+                return None
+            if index == self.id_at:
+                message_id = text.decode("ascii")
+            at = end + len(piece)
+        assert message_id is not None
+        return HeaderIds(self.client, self.service, message_id)
+
+    @classmethod
+    def learn(cls, body: bytes, content_type: str | None, ids: HeaderIds) -> _KnownHeader | None:
+        """`body`'s Header as a known one, if it can be (see HeaderIdsReader); `ids` are its own."""
+        try:
+            package = unpack(body, content_type)
+            charset = normalise_encoding(package.charset)
+        except (XRoadFault, UnsafeXml):
+            return None
+        ends = _HEADER_END.search(body)
+        if package.soap is not body or ends is None or not body.startswith(b"<"):
+            return None
+        head = body[: ends.end()]
+        declared = _DECLARED_ENCODING.match(head)
+        try:
+            encoding = normalise_encoding(declared[1].decode("ascii")) if declared else charset
+        except UnsafeXml:
+            return None
+        if (
+            encoding not in _ASCII_ENCODINGS
+            or (head.startswith(b"<?") and not head.startswith(b"<?xml "))
+            or b"<!" in head
+            or b"&" in head
+            or b"<?" in head[2:]
+            or len(_HEADER_START.findall(head)) != 1
+        ):
+            return None
+        free = list(_FREE_FIELD.finditer(head))
+        id_at = [i for i, found in enumerate(free) if found[2] == b"id" and found[4] == ids.id.encode()]
+        if len(id_at) != 1:
+            return None
+        cuts = [0]
+        for found in free:
+            cuts += [found.start(4), found.end(4)]
+        cuts.append(len(head))
+        pieces = tuple(head[cuts[i] : cuts[i + 1]] for i in range(0, len(cuts), 2))
+        known = cls(content_type, pieces, id_at[0], ids.client, ids.service)
+        # Other texts put in must read back as the id, and the Header as valid as before.
+        probe = pieces[0] + b"".join(b"x-probe-%d%s" % (i, piece) for i, piece in enumerate(pieces[1:]))
+        try:
+            again = parse_header_ids(probe + body[len(head) :], content_type)
+        except XRoadFault:
+            return None
+        if again != HeaderIds(ids.client, ids.service, f"x-probe-{id_at[0]}"):
+            return None
+        return known if known.ids_of(body, content_type) == ids else None
+
+
 def _checked_header(header: etree._Element) -> tuple[dict[str, etree._Element], HeaderIds]:
     """The Header's X-Road fields, checked (schema, a non-empty id, protocol 4.0), and its
     identifiers: what parse_request and parse_header_ids both require."""

@@ -15,7 +15,14 @@ from gateway.messagelog.store.chain import (
     lock_chain,
     predecessor_hash,
 )
-from gateway.messagelog.store.queries import MAX_SEARCH_LIMIT, get_exchange, get_record, read_chain, search
+from gateway.messagelog.store.queries import (
+    MAX_SEARCH_LIMIT,
+    get_exchange,
+    get_record,
+    read_chain,
+    read_chain_page,
+    search,
+)
 from gateway.messagelog.store.retention import (
     DEFAULT_PURGE_BATCH,
     ChainArchive,
@@ -30,7 +37,14 @@ from gateway.messagelog.store.writer import (
     LoggingFailed,
     MessageLogWriter,
 )
-from gateway.messagelog.stored import ChainState, StoredRecord, StoredTimestamp, UnreadableRecord
+from gateway.messagelog.stored import (
+    ChainPage,
+    ChainState,
+    RecordRow,
+    StoredRecord,
+    StoredTimestamp,
+    UnreadableRecord,
+)
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -38,11 +52,13 @@ __all__ = [
     "DEFAULT_WINDOW_SECONDS",
     "MAX_SEARCH_LIMIT",
     "ChainArchive",
+    "ChainPage",
     "ChainState",
     "DriverParameters",
     "DriverStatement",
     "LoggingFailed",
     "MessageLogWriter",
+    "RecordRow",
     "StoredRecord",
     "StoredTimestamp",
     "UnreadableRecord",
@@ -56,6 +72,7 @@ __all__ = [
     "predecessor_hash",
     "purge",
     "read_chain",
+    "read_chain_page",
     "records_to_archive",
     "search",
 ]

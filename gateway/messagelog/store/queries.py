@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from gateway.messagelog import packing
 from gateway.messagelog.crypto_at_rest import BodyCipher, EncryptedBody
 from gateway.messagelog.record import OUTCOME_BENEATH, Direction, LoggedPart, LogRecord, MessageKind, Side
-from gateway.messagelog.stored import StoredRecord, StoredTimestamp, UnreadableRecord
+from gateway.messagelog.stored import ChainPage, RecordRow, StoredRecord, StoredTimestamp, UnreadableRecord
 from gateway.messagelog.tables import blobs, records, timestamps
 
 MAX_SEARCH_LIMIT: Final = 1000
@@ -52,6 +52,40 @@ def read_chain(
         .limit(limit)
     )
     return _load(connection, connection.execute(query).all(), cipher)
+
+
+_ROW_COLUMNS: Final = tuple(records.c[name] for name in RecordRow._fields)
+"""The columns of a RecordRow, in its order."""
+
+
+def read_chain_page(
+    connection: Connection,
+    gateway: str,
+    node: str,
+    *,
+    after_seq: int,
+    limit: int,
+    cipher: BodyCipher | None = None,
+) -> ChainPage:
+    """What :func:`read_chain` reads, as rows and the blobs and timestamps they share, read once
+    for the page: log verification checks a row against them without building its records
+    (gateway.messagelog.verify.ChainVerifier.check_row); `page.stored(row)` builds one."""
+    query = (
+        sa.select(*_ROW_COLUMNS)
+        .where(records.c.gateway == gateway, records.c.node == node, records.c.seq > after_seq)
+        .order_by(records.c.seq)
+        .limit(limit)
+    )
+    # SQLAlchemy's rows as they come: RecordRow's names in its order, and no copy made of each.
+    rows = cast(list[RecordRow], connection.execute(query).all())
+    found_blobs, found_timestamps, trees = _shared(connection, rows)
+    return ChainPage(
+        rows,
+        found_blobs,
+        found_timestamps,
+        trees,
+        lambda row: _readable(row, found_blobs, found_timestamps, trees, cipher),
+    )
 
 
 def get_record(
@@ -168,6 +202,14 @@ def _itself_or_beneath(column: sa.Column[Any], value: str, separator: str) -> sa
 
 def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher | None) -> list[StoredRecord]:
     """Rows to records, with their shared blobs and timestamps fetched once per call."""
+    found_blobs, found_timestamps, trees = _shared(connection, rows)
+    return [_readable(row, found_blobs, found_timestamps, trees, cipher) for row in rows]
+
+
+def _shared(
+    connection: Connection, rows: Sequence[Row[Any] | RecordRow]
+) -> tuple[dict[bytes, bytes], dict[int, StoredTimestamp], dict[int, packing.BatchTree]]:
+    """The blobs (by digest), timestamps and timestamp trees (by id) that `rows` name."""
     digests = {
         bytes(d)
         for row in rows
@@ -186,7 +228,7 @@ def _load(connection: Connection, rows: Sequence[Row[Any]], cipher: BodyCipher |
             if r.leaves is not None:
                 with contextlib.suppress(ValueError):  # stored leaves that are not digests: no proofs
                     trees[r.id] = packing.batch_tree(bytes(r.leaves))
-    return [_readable(row, found_blobs, found_timestamps, trees, cipher) for row in rows]
+    return found_blobs, found_timestamps, trees
 
 
 def _read_blobs(connection: Connection, digests: Collection[bytes]) -> dict[bytes, bytes]:
@@ -216,7 +258,7 @@ def _read_blobs(connection: Connection, digests: Collection[bytes]) -> dict[byte
 
 
 def _readable(
-    row: Row[Any],
+    row: Row[Any] | RecordRow,
     found_blobs: Mapping[bytes, bytes],
     found_timestamps: Mapping[int, StoredTimestamp],
     trees: Mapping[int, packing.BatchTree],
@@ -234,7 +276,7 @@ def _readable(
 
 
 def _stored(
-    row: Row[Any],
+    row: Row[Any] | RecordRow,
     found_blobs: Mapping[bytes, bytes],
     found_timestamps: Mapping[int, StoredTimestamp],
     trees: Mapping[int, packing.BatchTree],
