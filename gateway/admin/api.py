@@ -10,6 +10,7 @@ One aiohttp application (:func:`make_admin_app`) on the node's localhost admin l
 * `gateway.admin.keys`: keys, CSRs and certificates;
 * `gateway.admin.logs`: the security officer's reads of the message log;
 * `gateway.admin.cache`: the interface cache's policies, entries, counters, purges and runs;
+* `gateway.admin.declarative`: every registration exported as one file and applied whole;
 * `gateway.webapi.keys`: API keys and the audit log (the registry's API has the same).
 
 Every call passes the guard of `gateway.webapi.operations`: API key, role
@@ -27,7 +28,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.admin import access, cache, descriptions, keys, logs, services, subsystems
+from gateway.admin import access, cache, declarative, descriptions, keys, logs, services, subsystems
 from gateway.admin.context import (
     FETCH_FAILED,
     INVALID_DESCRIPTION,
@@ -58,6 +59,7 @@ _MODULES: Final = (
     keys,
     logs,
     cache,
+    declarative,
 )  # each declares its operations on TABLE
 
 MAX_REQUEST_BYTES: Final = 2 * MAX_DESCRIPTION_BYTES + 64 * 1024

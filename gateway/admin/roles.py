@@ -22,6 +22,7 @@ The matrix (rows: permissions; ✓: granted)::
     read_cache_entries                      ✓                        ✓          ✓
     purge_cache_subject                     ✓                        ✓          ✓
     manage_api_keys                                                             ✓
+    apply_configuration                                                         ✓
 
 - `read_configuration` covers subsystems, services, access rights, local groups, keys and
   certificates: everything but the API keys and the logs. Every role has it (the observer has
@@ -33,6 +34,9 @@ The matrix (rows: permissions; ✓: granted)::
   they decide access rights. The entries list (who asked what, when) is personal data's
   metadata: `read_cache_entries`, also the security officer's, who may purge by data subject
   (`purge_cache_subject`) for an erasure request.
+- `apply_configuration` replaces every registration at once from a declarative file (subsystems,
+  services, rights, groups, cache policies): what no other single role may do piece by piece.
+  Exporting the file needs only `read_configuration`: it holds no secrets.
 - The audit and message logs are read only by those who answer for security; nobody writes
   them through the API.
 """
@@ -72,6 +76,7 @@ class Permission(enum.StrEnum):
     READ_CACHE_ENTRIES = "read_cache_entries"
     PURGE_CACHE_SUBJECT = "purge_cache_subject"  # erasure requests
     MANAGE_API_KEYS = "manage_api_keys"  # list, create, revoke
+    APPLY_CONFIGURATION = "apply_configuration"  # a whole declarative file at once
 
 
 _P = Permission
