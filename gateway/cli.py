@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, str] = {
     "gateway": "gateway.node_cli",
     "federation": "gateway.dev.federation_cli",
     "admin": "gateway.admin.cli",
+    "config": "gateway.admin.config_cli",
     "log": "gateway.messagelog.cli",
     "monitor": "gateway.monitoring.cli",
     "trust": "gateway.trust.trust_cli",

@@ -21,6 +21,8 @@ from typing import Any, Final, Protocol
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -128,6 +130,24 @@ def begin_snapshot_read(engine: Engine) -> Iterator[Connection]:
 # --- migrations ------------------------------------------------------------------------------
 
 
+class SchemaTooNew(Exception):
+    """A database carries a revision this release's migration scripts do not know.
+
+    A newer release migrated it: this one would run against tables it does not understand
+    (and could not downgrade them without the newer scripts), so the node refuses to start.
+    """
+
+    def __init__(self, version_table: str, unknown: tuple[str, ...], head: str | None) -> None:
+        self.version_table = version_table
+        self.unknown = unknown
+        self.head = head
+        super().__init__(
+            f"the database's {version_table} is at revision {', '.join(unknown)}, which this release "
+            f"does not know (its newest is {head}): a newer xgate migrated it; run that release, "
+            "or restore a backup taken before the upgrade"
+        )
+
+
 @dataclass(frozen=True)
 class Migrations:
     """One package's Alembic scripts, with the version table and lock that keep them its own.
@@ -160,10 +180,24 @@ class Migrations:
                 if not is_sqlite(engine):
                     connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self.lock_key)))
                 config = self.alembic_config(engine_url)
+                self.refuse_unknown_revisions(connection, config)
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
         finally:
             engine.dispose()
+
+    def refuse_unknown_revisions(self, connection: Connection, config: Config | None = None) -> None:
+        """Raise :class:`SchemaTooNew` if the database is at a revision the scripts do not have.
+
+        Alembic alone would fail with "Can't locate revision", saying nothing of why; checked
+        before any script runs, so nothing is changed.
+        """
+        scripts = ScriptDirectory.from_config(config or self.alembic_config())
+        context = MigrationContext.configure(connection, opts={"version_table": self.version_table})
+        known = {script.revision for script in scripts.walk_revisions()}
+        unknown = tuple(sorted(set(context.get_current_heads()) - known))
+        if unknown:
+            raise SchemaTooNew(self.version_table, unknown, scripts.get_current_head())
 
 
 NameFilter = Callable[[str | None, str, Any], bool]

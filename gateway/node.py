@@ -27,6 +27,7 @@ from gateway.connections import ConnectionLimits
 from gateway.crypto.certs import CertificateError, load_certificate_file
 from gateway.crypto.keys import KeyFileError
 from gateway.crypto.tls import external_server_context, internal_server_context
+from gateway.db import SchemaTooNew
 from gateway.globalconf import GlobalConfError
 from gateway.heap import return_large_buffers
 from gateway.listeners import site
@@ -258,8 +259,9 @@ def _run(config: NodeConfig) -> None:
         raise ConfigError(f"gateway {config.server_id} cannot start: {exc}") from None
     try:
         _run_loop(serve(config))
-    except (OSError, KeyFileError, GlobalConfError) as exc:
-        # A port in use, a key or anchor that cannot be read: say which, without a traceback.
+    except (OSError, KeyFileError, GlobalConfError, SchemaTooNew) as exc:
+        # A port in use, a key or anchor that cannot be read, a database a newer release
+        # migrated: say which, without a traceback.
         raise ConfigError(f"gateway {config.server_id} cannot start: {exc}") from exc
     except SQLAlchemyError as exc:
         # SQLAlchemy's own message runs over several lines; the driver's says what went wrong.

@@ -160,9 +160,13 @@ def serve(config_path: Path) -> None:
 )
 def migrate_command(config_path: Path) -> None:
     """Create or upgrade the node's server-configuration database to the newest schema."""
+    from gateway.db import SchemaTooNew
     from gateway.serverconf.db import migrate
 
-    migrate(load_config(config_path).database_url)
+    try:
+        migrate(load_config(config_path).database_url)
+    except SchemaTooNew as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo("database is at the newest schema")
 
 

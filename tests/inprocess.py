@@ -48,6 +48,7 @@ from gateway.outbound import (
 from gateway.proxy import provider
 from gateway.proxy.consumer import make_internal_app
 from gateway.proxy.runtime import GatewayRuntime
+from gateway.serverconf.db import migrate
 from gateway.serverconf.repository import ServerConfRepository
 from services import benefits_api, population_register
 
@@ -223,7 +224,9 @@ async def inprocess_federation(
                 config.write_text(config.read_text().replace("[limits]\n", f"[limits]\n{limits}\n", 1))
             if compatibility is not None and gw["name"] in compatibility:
                 config.write_text(_with_compatibility(config.read_text(), compatibility[gw["name"]]))
-            runtime = GatewayRuntime.create(load_config(config))
+            node_config = load_config(config)
+            migrate(node_config.database_url)  # what gateway.node.serve does first
+            runtime = GatewayRuntime.create(node_config)
             peers = InProcessTransport(peer_handler(fed, gw["name"]))
             backends = InProcessTransport(app_handler(apps))
             await runtime.start(

@@ -235,13 +235,13 @@ async def grant_access(ctx: AdminContext, call: Call[ServiceCodePath, NewAccessR
     provider = call.params.client_id
     right = _access_right(call.params.service_code, call.body)
     if not call.body.force:
-        _refuse_unknown(ctx, right.subject)
+        refuse_unknown_subject(ctx, right.subject)
     await asyncio.to_thread(ctx.repository.grant, provider, right)
     body = right_json(right)
     return Outcome(body, 201, f"{provider}/{right.service_code}", body)
 
 
-def _refuse_unknown(ctx: AdminContext, subject: AccessSubject) -> None:
+def refuse_unknown_subject(ctx: AdminContext, subject: AccessSubject) -> None:
     """A 404 naming a subject no caller can be (a typo would grant nobody, silently); unchecked
     while the node has no global configuration yet."""
     conf = ctx.globalconf() if ctx.globalconf is not None else None

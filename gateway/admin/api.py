@@ -12,6 +12,7 @@ One aiohttp application (:func:`make_admin_app`) on the node's localhost admin l
 * `gateway.admin.cache`: the interface cache's policies, entries, counters, purges and runs;
 * `gateway.admin.maintenance`: maintenance mode (health 503 while the node drains);
 * `gateway.admin.environment`: the node's machine, process, disks, versions and certificates;
+* `gateway.admin.declarative`: every registration exported as one file and applied whole;
 * `gateway.webapi.keys`: API keys and the audit log (the registry's API has the same).
 
 Every call passes the guard of `gateway.webapi.operations`: API key, role
@@ -32,6 +33,7 @@ from aiohttp import web
 from gateway.admin import (
     access,
     cache,
+    declarative,
     descriptions,
     environment,
     keys,
@@ -74,6 +76,7 @@ _MODULES: Final = (
     maintenance,
     monitoring,
     environment,
+    declarative,
 )  # each declares its operations on TABLE
 
 MAX_REQUEST_BYTES: Final = 2 * MAX_DESCRIPTION_BYTES + 64 * 1024

@@ -238,7 +238,7 @@ def _known(ctx: AdminContext, conf: ServerConfSnapshot, policy: CachePolicy) -> 
     return policies.known_services(policy, conf, globalconf)
 
 
-def _validated(ctx: AdminContext, conf: ServerConfSnapshot, policy: CachePolicy) -> CachePolicy:
+def validated_policy(ctx: AdminContext, conf: ServerConfSnapshot, policy: CachePolicy) -> CachePolicy:
     policy.validate(_known(ctx, conf, policy))
     plan = policy.replication
     if plan is not None and conf.subsystem(plan.client) is None:
@@ -276,7 +276,7 @@ async def read_policy(ctx: AdminContext, call: Call[PolicyPath, None]) -> Outcom
 def set_policy_now(ctx: AdminContext, policy: CachePolicy) -> bool:
     """Validate and store `policy` (replacing one of its name); whether it is new."""
     conf = ctx.repository.snapshot()
-    _validated(ctx, conf, policy)
+    validated_policy(ctx, conf, policy)
     known = _known(ctx, conf, policy)
     if ctx.repository.get_cache_policy(policy.name) is None:
         policies.add_policy(ctx.repository, policy, known)
@@ -593,7 +593,7 @@ def apply_policies_now(ctx: AdminContext, wanted: list[CachePolicy]) -> dict[str
     problems: list[str] = []
     for policy in wanted:
         try:
-            _validated(ctx, conf, policy)
+            validated_policy(ctx, conf, policy)
         except PolicyError as error:
             problems.extend(f"{policy.name}: {problem}" for problem in error.problems)
     if problems:

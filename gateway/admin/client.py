@@ -335,6 +335,23 @@ class AdminClient(MessageLogClient):
         result: dict[str, Any] = self._api("GET", "/audit-log", params=params)
         return result
 
+    # --- declarative configuration (gateway.admin.declarative)
+
+    def export_config(self) -> dict[str, Any]:
+        """Every registration as one declarative document."""
+        result: dict[str, Any] = self._api("GET", "/config")
+        return result
+
+    def apply_config(self, document: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Make the registrations those of `document`; the changes planned (and made unless dry_run)."""
+        params = {"dry_run": "true"} if dry_run else None
+        result: dict[str, Any] = self._api("POST", "/config/apply", json=document, params=params)
+        return result
+
+    def config_schema(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._api("GET", "/config/schema")
+        return result
+
     # --- the interface cache (gateway.admin.cache)
 
     def list_cache_policies(self) -> list[dict[str, Any]]:

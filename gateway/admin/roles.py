@@ -25,6 +25,7 @@ The matrix (rows: permissions; ✓: granted)::
     read_monitoring                         ✓                        ✓          ✓
     manage_api_keys                                                             ✓
     read_environment              ✓         ✓          ✓             ✓          ✓
+    apply_configuration                                                         ✓
 
 - `read_configuration` covers subsystems, services, access rights, local groups, keys and
   certificates: everything but the API keys and the logs. Every role has it (the observer has
@@ -44,6 +45,9 @@ The matrix (rows: permissions; ✓: granted)::
   runs the services, and the security officer, who answers for the exchanges.
 - `read_environment` (the node's machine, disks, versions, certificates' expiry) is every
   role's: it is what whoever is on duty checks first, and holds no personal data or secret.
+- `apply_configuration` replaces every registration at once from a declarative file (subsystems,
+  services, rights, groups, cache policies): what no other single role may do piece by piece.
+  Exporting the file needs only `read_configuration`: it holds no secrets.
 - The audit and message logs are read only by those who answer for security; nobody writes
   them through the API.
 """
@@ -86,6 +90,7 @@ class Permission(enum.StrEnum):
     MANAGE_API_KEYS = "manage_api_keys"  # list, create, revoke
     READ_MONITORING = "read_monitoring"  # operational monitoring records and statistics
     READ_ENVIRONMENT = "read_environment"  # OS, load, memory, disks, versions, certificates
+    APPLY_CONFIGURATION = "apply_configuration"  # a whole declarative file at once
 
 
 _P = Permission

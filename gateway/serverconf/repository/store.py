@@ -99,6 +99,7 @@ class ServerConfRepository:
         self._clock = clock
         self._admin = AdminStore(engine, api_keys, audit_log, clock, key_change=self._change)
         self._lock = threading.Lock()
+        self._batch = threading.local()  # .connection: the transaction of batch() in this thread
         self._snapshot: ServerConfSnapshot | None = None
         self._confirmed_at = -math.inf
 
@@ -142,8 +143,30 @@ class ServerConfRepository:
             return cached
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """The changes made in this block (by this thread) as one transaction: all or none of them.
+
+        For a declarative apply (gateway.admin.declarative): each change method still checks
+        what it checks, but within one transaction that bumps config_version once, so other
+        nodes never load half of it and a failure midway leaves nothing behind.
+        """
+        if getattr(self._batch, "connection", None) is not None:
+            raise ServerConfError("a batch of changes is open already")
+        with self._change() as connection:
+            self._batch.connection = connection
+            try:
+                yield
+            finally:
+                self._batch.connection = None
+
+    @contextmanager
     def _change(self) -> Iterator[Connection]:
-        """One configuration change: a write transaction that bumps config_version first."""
+        """One configuration change: a write transaction that bumps config_version first
+        (or the open :meth:`batch`'s transaction)."""
+        open_batch = getattr(self._batch, "connection", None)
+        if open_batch is not None:
+            yield open_batch
+            return
         try:
             with begin_write(self._engine) as connection:
                 connection.execute(
