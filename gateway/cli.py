@@ -17,7 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "admin": "gateway.admin.cli",
     "config": "gateway.admin.config_cli",
     "log": "gateway.messagelog.cli",
-    "monitor": "gateway.monitoring.cli",
+    "monitor": "gateway.admin.monitor_cli",
     "trust": "gateway.trust.trust_cli",
     "central": "gateway.central.cli",
     "services": "gateway.developer_cli:services_command",

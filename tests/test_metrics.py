@@ -16,7 +16,7 @@ from gateway import faults
 from gateway.config import ConfigError, Listener, MetricsSettings, NodeConfig, parse_config
 from gateway.metrics.exchanges import ExchangeMetrics, fault_label
 from gateway.monitoring.exchange import ExchangeRecord, Role
-from gateway.monitoring.tally import Tally
+from gateway.tally import Tally
 
 SERVICE = "SERVICE:DEV/GOV/1002/population/getPerson/v1"
 CLIENT = "SUBSYSTEM:DEV/GOV/1001/benefits-office"

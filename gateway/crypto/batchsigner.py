@@ -29,7 +29,7 @@ from gateway.crypto.rootsig import (
     VerifiedRoot,
     verify_message_signature,
 )
-from gateway.monitoring.tally import COUNT_BOUNDS, SECONDS_BOUNDS, Tally
+from gateway.tally import COUNT_BOUNDS, SECONDS_BOUNDS, Tally
 
 __all__ = ["BatchSigner", "MessageSignature", "VerifiedRoot", "verify_message_signature"]
 

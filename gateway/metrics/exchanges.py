@@ -2,7 +2,7 @@
 
 The proxy hands every finished exchange to its observers on the event loop
 (gateway.monitoring.exchange), so counting must cost little: each record costs a few dict
-lookups and tally increments (gateway.monitoring.tally), no lock and no metrics library. The
+lookups and tally increments (gateway.tally), no lock and no metrics library. The
 metrics listener turns the counts into Prometheus families only when it is scraped
 (`ExchangeMetrics.collect`).
 
@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 from gateway import faults
 from gateway.monitoring.exchange import ExchangeRecord, Role, Step
-from gateway.monitoring.tally import BYTES_BOUNDS, SECONDS_BOUNDS, Tally
+from gateway.tally import BYTES_BOUNDS, SECONDS_BOUNDS, Tally
 
 DEFAULT_MAX_LABEL_VALUES: Final = 200
 """Services (and clients) one node reports by name: a large ministry's gateway serves tens;

@@ -33,7 +33,7 @@ from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.record import LogRecord
 from gateway.messagelog.store.chain import _ChainAppender
-from gateway.monitoring.tally import COUNT_BOUNDS, SECONDS_BOUNDS, Tally
+from gateway.tally import COUNT_BOUNDS, SECONDS_BOUNDS, Tally
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import click
 
 from gateway.admin.cli import DEFAULT_KEY_ENV, URL_ENV, AdminSettings
 from gateway.admin.client import DEFAULT_URL
+from gateway.admin.environment_cli import environment
+from gateway.admin.opmon_cli import records, services
 from gateway.apicli import ApiGroup, api_options
-from gateway.monitoring.environment_cli import environment
-from gateway.monitoring.operational.cli import records, services
 
 
 @click.group(name="monitor", cls=ApiGroup, context_settings={"help_option_names": ["-h", "--help"]})
