@@ -19,6 +19,7 @@ from typing import Any, Final
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.cache.db import migrate as migrate_cache
 from gateway.config import ConfigError, NodeConfig, load_config
 from gateway.configfile import Listener, check_database_directory, ensure_data_dir
 from gateway.connections import ConnectionLimits
@@ -27,10 +28,13 @@ from gateway.crypto.tls import external_server_context, internal_server_context
 from gateway.globalconf import GlobalConfError
 from gateway.heap import return_large_buffers
 from gateway.listeners import site
+from gateway.messagelog.db import migrate as migrate_log
 from gateway.proxy.consumer import make_internal_app
 from gateway.proxy.provider import make_external_app
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.serverconf.db import migrate
+from gateway.serverconf.repository import ServerConfRepository
+from gateway.workers import PARENT_CHECK_SECONDS, WorkerRole, run_workers, watch_parent, with_role
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +73,42 @@ VERIFICATION_STOP_SECONDS: Final = 10.0
 under a second)."""
 
 
-async def serve(
-    config: NodeConfig, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
-) -> None:
+def prepare_databases(config: NodeConfig) -> bool:
+    """Every database at its newest schema, the owner registered as a client; True if it was not.
+
+    A node of several workers does this once in the parent, before any worker opens them:
+    schema migrations racing each other could fail where one alone succeeds.
+    """
     migrate(config.database_url)
-    runtime = GatewayRuntime.create(config)
-    if runtime.repository.register_owner(config.server_id.owner):
+    if config.messagelog is not None and config.messagelog.enabled:
+        migrate_log(config.messagelog.database_url)
+    if config.cache is not None and config.cache.enabled:
+        migrate_cache(config.cache.database_url)
+    repository = ServerConfRepository.from_url(config.database_url)
+    try:
+        registered = repository.register_owner(config.server_id.owner)
+    finally:
+        repository.engine.dispose()
+    if registered:
         log.info(
             "owner member %s registered as a client (X-Road lists it among the clients)",
             config.server_id.owner,
         )
-        runtime.reload_snapshot()
+    return registered
+
+
+async def serve(
+    config: NodeConfig,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    worker: WorkerRole | None = None,
+) -> None:
+    """Serve until `stop` (or SIGTERM/SIGINT); as one of several workers when `worker` says so."""
+    worker = worker or WorkerRole()
+    if worker.count == 1:
+        prepare_databases(config)  # a parent of several workers did it before starting them
+    runtime = GatewayRuntime.create(with_role(config, worker), worker=worker)
     await runtime.start()
     runners: list[web.AppRunner] = []
     try:
@@ -92,6 +121,8 @@ async def serve(
             # Outside the main thread (tests run nodes in threads) there are no signal handlers.
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.set)
+        if worker.count > 1:
+            runtime.add_task(_stop_without_parent(stop))
         if ready is not None:
             ready.set()
         await stop.wait()
@@ -100,6 +131,16 @@ async def serve(
         for runner in runners:
             await runner.cleanup()
         await runtime.close()
+
+
+async def _stop_without_parent(stop: asyncio.Event) -> None:
+    """A worker whose parent is gone (killed outright) drains and exits rather than serve alone."""
+    for parent_runs in watch_parent():
+        if not parent_runs:
+            log.warning("the node's parent process is gone: this worker stops")
+            stop.set()
+            return
+        await asyncio.sleep(PARENT_CHECK_SECONDS)
 
 
 async def _start_interfaces(
@@ -172,10 +213,16 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
     asyncio.run(main)
 
 
-def run(config_path: Path) -> None:
+def _log_prefix(worker: WorkerRole) -> str:
+    return f"w{worker.index} " if worker.count > 1 else ""
+
+
+def run(config_path: Path, workers: int = 1) -> None:
+    """Serve the node in `config_path` as one process, or as `workers` under a parent (gateway.workers)."""
+    worker = WorkerRole.from_env()
     logging.basicConfig(
         level=os.environ.get("XGATE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {_log_prefix(worker)}%(name)s: %(message)s",
     )
     config = load_config(config_path)
     return_large_buffers()  # memory comes back after bursts of large messages (gateway/heap.py)
@@ -184,7 +231,11 @@ def run(config_path: Path) -> None:
     except ConfigError as exc:
         raise ConfigError(f"gateway {config.server_id} cannot start: {exc}") from None
     try:
-        _run_loop(serve(config))
+        if workers > 1:
+            prepare_databases(config)
+            run_workers(config_path, config, workers)
+        else:
+            _run_loop(serve(config, worker=worker))
     except (OSError, KeyFileError, GlobalConfError) as exc:
         # A port in use, a key or anchor that cannot be read: say which, without a traceback.
         raise ConfigError(f"gateway {config.server_id} cannot start: {exc}") from exc

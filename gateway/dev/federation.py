@@ -481,8 +481,14 @@ def _start_services(
     return children
 
 
+def _gateway_command(gw: dict[str, Any]) -> list[str]:
+    """A gateway node of `gw["workers"]` processes (gateway.workers); one unless set: the
+    federation's processes share this machine's cores with each other and the tests."""
+    return _xgate("gateway", "serve", "--config", gw["config"], "--workers", str(gw.get("workers", 1)))
+
+
 def _start_gateway(fed: Path, gw: dict[str, Any], ports: Ports | None = None) -> Child:
-    command = _xgate("gateway", "serve", "--config", gw["config"])
+    command = _gateway_command(gw)
     return _start(fed, gw["name"], command, ports, gw["ports"].values())
 
 
@@ -892,7 +898,7 @@ def _command(description: dict[str, Any], name: str) -> tuple[list[str], str]:
         return _registry_command(registry), registry["management_url"] + "/health"
     for gw in (*description["gateways"], *description.get("extra_gateways", [])):
         if gw["name"] == name:
-            return _xgate("gateway", "serve", "--config", gw["config"]), gw["admin_url"] + "/health"
+            return _gateway_command(gw), gw["admin_url"] + "/health"
     if name in SERVICES:
         url = description["backends"][name]
         port = url.rsplit(":", 1)[1]
