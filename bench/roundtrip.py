@@ -49,7 +49,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gateway.crypto.keys import write_file_atomically  # noqa: E402
 from gateway.dev import federation  # noqa: E402
 
 _CLIENT = (
@@ -161,13 +160,8 @@ def _children(pid: int) -> list[int]:
 
 def set_workers(fed: Path, description: dict[str, Any], workers: int) -> None:
     """Restart gw-a and gw-b as nodes of `workers` processes (gateway.workers)."""
-    for gw in description["gateways"]:
-        if gw["name"] in GATEWAYS:
-            gw["workers"] = workers
-    write_file_atomically(fed / "federation.json", json.dumps(description, indent=2).encode(), 0o600)
     for name in GATEWAYS:
-        federation.stop_process(fed, name)
-        federation.start_process(fed, name)
+        federation.restart_with_workers(fed, name, workers)
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     for gw in description["gateways"]:
         while gw["name"] in GATEWAYS and not _serves(gw, True):

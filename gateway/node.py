@@ -170,6 +170,10 @@ async def _start_interfaces(
     runtime.trust_federation_cas()
     await _site(external, config.external, limits, runtime.external_tls_context).start()
 
+    if not runtime.worker.fetches:
+        # The admin interface holds per-node state in memory (verification jobs): worker 0
+        # alone serves it, and the others see its changes through the database.
+        return
     admin = web.AppRunner(_admin_app(runtime), shutdown_timeout=grace, access_log=None, **options)
     await admin.setup()
     runners.append(admin)

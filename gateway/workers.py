@@ -18,7 +18,10 @@ only copy of anything that must survive):
 - the global configuration and OCSP responses for the node's own certificates: fetched by
   worker 0 only, which stores them on disk as a single node does; the others read what it
   stored when it changes (:attr:`WorkerRole.fetches`);
-- replay protection and the cache: the database, as between nodes.
+- replay protection and the cache: the database, as between nodes;
+- the admin interface (management API, health): worker 0 alone serves it, since it keeps
+  per-node state in memory (log verification jobs); the others take its changes from the
+  database within a second.
 
 SIGTERM or SIGINT to the parent is passed to every worker, each of which drains (stops
 accepting, lets in-flight exchanges finish within limits.shutdown_grace_seconds) and exits;

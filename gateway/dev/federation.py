@@ -932,6 +932,17 @@ def start_process(fed: Path, name: str, ports: Ports | None = None, serving: Ite
     wait_http(health_url, time.monotonic() + START_TIMEOUT_SECONDS, child)
 
 
+def restart_with_workers(fed: Path, name: str, workers: int) -> None:
+    """Run gateway `name` as a node of `workers` processes from now on (gateway.workers)."""
+    description = _read_json(fed / "federation.json")
+    for gw in description["gateways"]:
+        if gw["name"] == name:
+            gw["workers"] = workers
+    _write_description(fed, description)
+    stop_process(fed, name)
+    start_process(fed, name)
+
+
 def add_gateway(fed: Path, name: str, member: ClientId, member_name: str, subsystem: str) -> dict[str, Any]:
     """A new gateway node for `member`, running but not registered (`xgate gateway register` is next).
 

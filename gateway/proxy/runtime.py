@@ -502,6 +502,7 @@ class GatewayRuntime:
         now = utc_now()
         return {
             "server": self.config.server_id.to_text(),
+            "worker": {"index": self.worker.index, "count": self.worker.count},
             "globalconf": {
                 "valid": bool(conf and not conf.is_expired(now)),
                 "version": conf.version if conf else None,
