@@ -1,7 +1,8 @@
 """A gateway node of two worker processes (gateway.workers), as `xgate gateway serve --workers 2`
 runs it in a development federation: both workers answer on the same sockets, each writes its
 own verifiable message-log chain, worker 1 serves on the configuration and OCSP responses worker
-0 fetched, and SIGTERM to the parent drains both.
+0 fetched (the consumer's node signs with them, the provider's node trusts the federation's CAs
+with them), and SIGTERM to the parent drains both.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from tests.conftest import (
     wait_until,
 )
 
+NODES = ("gw-a", "gw-b")
+"""The consumer's node (internal HTTP) and the provider's (external mutual TLS): both two workers."""
 CLIENTS = 4
 REQUESTS_PER_CLIENT = 10
 STOP_SECONDS = 20.0
@@ -51,8 +54,8 @@ def call(fed: Federation, message_id: str) -> int:
     return post_soap(fed.internal_url("gw-a"), body).status_code
 
 
-def logged_by_chain(fed: Federation) -> dict[str, set[str]]:
-    engine = sa.create_engine(f"sqlite:///{fed.dir / 'gw-a' / 'messagelog.sqlite'}")
+def logged_by_chain(fed: Federation, name: str) -> dict[str, set[str]]:
+    engine = sa.create_engine(f"sqlite:///{fed.dir / name / 'messagelog.sqlite'}")
     try:
         with engine.connect() as connection:
             rows = connection.execute(sa.select(records.c.node, records.c.message_id)).all()
@@ -68,8 +71,11 @@ def logged_by_chain(fed: Federation) -> dict[str, set[str]]:
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     with running_federation(tmp_path_factory.mktemp("workers")) as running:
         running.wait_ready()
-        federation.restart_with_workers(running.dir, "gw-a", 2)
-        wait_until(lambda: running.health("gw-a")["worker"]["count"] == 2, 30, "gw-a with two workers")
+        for name in NODES:
+            federation.restart_with_workers(running.dir, name, 2)
+            wait_until(
+                lambda n=name: running.health(n)["worker"]["count"] == 2, 30, f"{name} with two workers"
+            )
         running.wait_ready()
         yield running
 
@@ -88,37 +94,40 @@ def test_a_worker_knows_its_chain_and_archive_directory(fed: Federation) -> None
 
 
 def test_two_workers_serve_log_their_own_chains_and_drain_on_sigterm(fed: Federation) -> None:
-    parent = federation.read_pids(fed.dir)["gw-a"]
-    workers = children(parent)
-    assert len(workers) == 2
+    parents = [federation.read_pids(fed.dir)[name] for name in NODES]
+    workers = [child for parent in parents for child in children(parent)]
+    assert len(workers) == 4
 
     ids = [f"workers-{uuid.uuid4()}" for _ in range(CLIENTS * REQUESTS_PER_CLIENT)]
     with ThreadPoolExecutor(CLIENTS) as pool:
         statuses = list(pool.map(lambda message_id: call(fed, message_id), ids))
     assert statuses == [200] * len(ids)
 
-    chains = logged_by_chain(fed)
     node = node_name()
-    # Both workers answered, each in its own chain, and every exchange is in one of them.
-    assert {f"{node}/w0", f"{node}/w1"} <= set(chains), chains.keys()
-    assert all(chains[f"{node}/w{i}"] & set(ids) for i in (0, 1))
-    assert set(ids) <= chains[f"{node}/w0"] | chains[f"{node}/w1"]
+    for name in NODES:
+        # Both workers answered, each in its own chain, and every exchange is in one of them.
+        chains = logged_by_chain(fed, name)
+        assert {f"{node}/w0", f"{node}/w1"} == set(chains), (name, chains.keys())
+        assert all(chains[f"{node}/w{i}"] & set(ids) for i in (0, 1)), name
+        assert set(ids) <= chains[f"{node}/w0"] | chains[f"{node}/w1"], name
 
-    # SIGTERM to the parent: both workers drain and exit, then the parent.
-    os.kill(parent, signal.SIGTERM)
-    wait_until(lambda: not any(alive(pid) for pid in [parent, *workers]), STOP_SECONDS, "gw-a to stop")
+    # SIGTERM to the parents: the workers drain and exit, then the parents.
+    for parent in parents:
+        os.kill(parent, signal.SIGTERM)
+    wait_until(lambda: not any(alive(pid) for pid in [*parents, *workers]), STOP_SECONDS, "the nodes to stop")
 
     # Every chain verifies offline, records signed and timestamped (the shutdown stamps the rest).
     trust = fed.description["trust"]
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "gateway.cli", "log"),
-            *("--database", str(fed.dir / "gw-a" / "messagelog.sqlite"), "verify"),
-            *("--ca", fed.ca_cert, "--tsa-cert", trust["tsa_cert"]),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=GLOBALCONF_WAIT_SECONDS,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{node}/w1" in result.stdout, result.stdout
+    for name in NODES:
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "gateway.cli", "log"),
+                *("--database", str(fed.dir / name / "messagelog.sqlite"), "verify"),
+                *("--ca", fed.ca_cert, "--tsa-cert", trust["tsa_cert"]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=GLOBALCONF_WAIT_SECONDS,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"{node}/w1" in result.stdout, result.stdout

@@ -405,8 +405,8 @@ class GatewayRuntime:
         checks against registered and pinned certificates refuse its holders anyway.
         """
         conf = self.globalconf_source.current
-        if conf is None:
-            return
+        if conf is None or self.external_tls_context is None:
+            return  # the interfaces are not up yet: they take every CA when they start
         new = [ca for ca in conf.trusted_ca_certs() if fingerprint_sha256(ca) not in self._federation_cas]
         if not new:
             return
