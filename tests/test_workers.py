@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from gateway.dev import federation
 from gateway.dev.processes import alive
 from gateway.messagelog.service import node_name
 from gateway.messagelog.tables import records
-from gateway.workers import WorkerRole, with_role
+from gateway.workers import FAILED_START_SECONDS, WorkerRole, with_role
 from tests.conftest import (
     GET_PERSON,
     GLOBALCONF_WAIT_SECONDS,
@@ -93,7 +94,7 @@ def test_a_worker_knows_its_chain_and_archive_directory(fed: Federation) -> None
     assert settings is not None and settings.archive_dir == config.messagelog.archive_dir / "w1"
 
 
-def test_two_workers_serve_log_their_own_chains_and_drain_on_sigterm(fed: Federation) -> None:
+def test_two_workers_serve_log_their_own_chains_restart_and_drain(fed: Federation) -> None:
     parents = [federation.read_pids(fed.dir)[name] for name in NODES]
     workers = [child for parent in parents for child in children(parent)]
     assert len(workers) == 4
@@ -111,10 +112,27 @@ def test_two_workers_serve_log_their_own_chains_and_drain_on_sigterm(fed: Federa
         assert all(chains[f"{node}/w{i}"] & set(ids) for i in (0, 1)), name
         assert set(ids) <= chains[f"{node}/w0"] | chains[f"{node}/w1"], name
 
-    # SIGTERM to the parents: the workers drain and exit, then the parents.
-    for parent in parents:
-        os.kill(parent, signal.SIGTERM)
-    wait_until(lambda: not any(alive(pid) for pid in [*parents, *workers]), STOP_SECONDS, "the nodes to stop")
+    # A worker killed outright is started again by its parent, and its chain goes on.
+    consumer, provider = parents
+    killed = children(consumer)[1]
+    age = time.time() - os.stat(f"/proc/{killed}").st_ctime
+    time.sleep(max(0.0, FAILED_START_SECONDS + 1 - age))  # younger, its death would stop the node
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: killed not in children(consumer) and len(children(consumer)) == 2, 30, "a restart")
+    more = [f"workers-{uuid.uuid4()}" for _ in range(CLIENTS * REQUESTS_PER_CLIENT)]
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        assert list(pool.map(lambda message_id: call(fed, message_id), more)) == [200] * len(more)
+    assert set(more) <= set().union(*logged_by_chain(fed, "gw-a").values())
+    workers = [*workers, *children(consumer)]
+
+    # The provider's parent killed outright: its workers notice and drain rather than serve alone.
+    provider_workers = children(provider)
+    os.kill(provider, signal.SIGKILL)
+    wait_until(lambda: not any(alive(pid) for pid in [provider, *provider_workers]), STOP_SECONDS, "gw-b")
+
+    # SIGTERM to the consumer's parent: its workers drain and exit, then the parent.
+    os.kill(consumer, signal.SIGTERM)
+    wait_until(lambda: not any(alive(pid) for pid in [consumer, *workers]), STOP_SECONDS, "gw-a to stop")
 
     # Every chain verifies offline, records signed and timestamped (the shutdown stamps the rest).
     trust = fed.description["trust"]
