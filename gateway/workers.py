@@ -129,7 +129,10 @@ def watch_parent() -> Iterator[bool]:
 
 
 def _listeners(config: NodeConfig) -> list[tuple[str, int]]:
-    listeners = [config.internal_http, config.internal_https, config.external, config.admin]
+    """The interfaces a worker serves (gateway.node._start_interfaces): a socket bound for one it
+    does not serve would take connections that nobody accepts."""
+    https = config.internal_https if config.internal_tls is not None else None
+    listeners = [config.internal_http, https, config.external, config.admin]
     return [(listener.host, listener.port) for listener in listeners if listener is not None]
 
 
