@@ -166,7 +166,7 @@ def documented_federation(directory: Path, database: str) -> Iterator[Federation
 
 @pytest.mark.postgres
 @pytest.mark.slow
-@pytest.mark.timeout(240)  # 97-107 s measured at a load average of 10-15 on 2 cores
+@pytest.mark.timeout(240)  # 68-107 s measured at load averages of 9-15 on 2 cores
 def test_nginx_over_two_nodes_survives_one_killed(tmp_path: Path) -> None:
     if nginx_binary() is None:
         if os.environ.get("CI"):
