@@ -2,6 +2,7 @@
 gateways (mutual TLS, batch signing, verification, message log), in the same run.
 
 Usage: .venv/bin/python bench/roundtrip.py [--seconds 8] [--dir DIR] [--cache-only] [--metrics-only]
+       [--profile-cache FILE] [--workers N] [--workers-only]
 
 Starts a development federation (gateway.dev.federation), then drives SOAP getPerson with wrk
 (a C load generator, so the client is not the bottleneck) at concurrency 1 and 32, against
@@ -27,6 +28,10 @@ what Prometheus metrics cost (docs/metrics.md): concurrency 32 through gw-a and 
 `[metrics] enabled` on (scraped every second) and off, three runs each, alternating, and prints
 "metrics cost: throughput on/off = X" (the issue's target: X >= 0.95). Each run prints the machine's
 1-minute load average beside it: on a shared machine a ratio means little without it.
+
+`--workers N` restarts gw-a and gw-b as nodes of N worker processes each (gateway.workers)
+before measuring; `--workers-only` stops after the direct and two-gateway runs, which is what
+docs/deployment.md compares for 1 and 2 workers.
 """
 
 from __future__ import annotations
@@ -146,8 +151,27 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def gateway_pids(fed: Path) -> tuple[int, ...]:
+    """gw-a's and gw-b's processes: with --workers, each node's parent and its workers."""
     pids = json.loads((fed / "pids.json").read_text())
-    return tuple(int(pids[name]) for name in GATEWAYS)
+    nodes = [int(pids[name]) for name in GATEWAYS]
+    return tuple(pid for node in nodes for pid in (node, *_children(node)))
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def set_workers(fed: Path, description: dict[str, Any], workers: int) -> None:
+    """Restart gw-a and gw-b as nodes of `workers` processes (gateway.workers)."""
+    for name in GATEWAYS:
+        federation.restart_with_workers(fed, name, workers)
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    for gw in description["gateways"]:
+        while gw["name"] in GATEWAYS and not _serves(gw, True):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{gw['name']} did not come back with {workers} workers")
+            time.sleep(0.2)
 
 
 def switch_message_log(fed: Path, description: dict[str, Any], enabled: bool) -> None:
@@ -307,6 +331,17 @@ def main() -> None:
         action="store_true",
         help="measure concurrency 32 through two gateways with metrics on and off only (3 runs each)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes per gateway node (`xgate gateway serve --workers`)",
+    )
+    parser.add_argument(
+        "--workers-only",
+        action="store_true",
+        help="measure the direct and two-gateway paths only (for comparing --workers 1 and 2)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
@@ -316,6 +351,8 @@ def main() -> None:
     fed = work / "federation"
     description = federation.up(fed)
     try:
+        if args.workers != 1:
+            set_workers(fed, description, args.workers)
         body.write_text(SOAP_REQUEST)
         script = work / "post.lua"
         script.write_text(WRK_SCRIPT.format(body=body))
@@ -335,13 +372,16 @@ def main() -> None:
         for concurrency in (1, 32):
             runs.append(wrk(direct, script, concurrency, args.seconds, "direct"))
             runs.append(wrk(gateway_a, script, concurrency, args.seconds, "two gateways", gateway_pids(fed)))
-        if not args.cache_only:
+        if args.workers_only:
+            pass
+        elif not args.cache_only:
             # The log's cost: the same path with the log off, between two runs with it on.
             for enabled, label in ((False, "log off"), (True, "log on again")):
                 switch_message_log(fed, description, enabled)
                 wrk(gateway_a, script, 4, 2, "warm")
                 runs.append(wrk(gateway_a, script, 32, args.seconds, label, gateway_pids(fed)))
-        runs.extend(cache_hit_runs(fed, description, script, gateway_a, args.seconds))
+        if not args.workers_only:
+            runs.extend(cache_hit_runs(fed, description, script, gateway_a, args.seconds))
     finally:
         federation.down(fed)
 
@@ -354,6 +394,11 @@ def main() -> None:
         added = b.p50_ms - a.p50_ms
         result[str(concurrency)] = {"ratio": ratio, "added_p50_ms": added}
         print(f"concurrency {concurrency}: throughput ratio b/a = {ratio:.3f}; added p50 = {added:.2f} ms")
+    print(f"workers per gateway node: {args.workers}")
+    result["workers"] = args.workers
+    if args.workers_only:
+        print(json.dumps(result))
+        return
     if not args.cache_only:
         result["logging_cost"] = logging_cost(runs)
     direct_1 = next(r for r in runs if r.label == "direct" and r.concurrency == 1)

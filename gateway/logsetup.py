@@ -96,6 +96,10 @@ def _utc(created: float) -> str:
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line (newlines inside values are escaped by JSON)."""
 
+    def __init__(self, worker: str | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": _utc(record.created),
@@ -103,6 +107,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.worker is not None:
+            entry["worker"] = self.worker
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRIBUTES and not key.startswith("_") and key not in entry:
                 entry[key] = value
@@ -138,8 +144,13 @@ class ClientErrorsAtInfo(logging.Filter):
         return True
 
 
-def formatter(format_: LogFormat) -> logging.Formatter:
-    return JsonFormatter() if format_ == "json" else logging.Formatter(TEXT_FORMAT)
+def formatter(format_: LogFormat, worker: str | None = None) -> logging.Formatter:
+    """The settings' format; a worker of a node of several (gateway.workers) names itself in each line."""
+    if format_ == "json":
+        return JsonFormatter(worker)
+    return logging.Formatter(
+        TEXT_FORMAT if worker is None else TEXT_FORMAT.replace("%(name)s", f"{worker} %(name)s")
+    )
 
 
 class _DroppingQueueHandler(logging.handlers.QueueHandler):
@@ -229,6 +240,7 @@ def setup_logging(
     *,
     stream: TextIO | None = None,
     environ: Mapping[str, str] = os.environ,
+    worker: str | None = None,
 ) -> Logging:
     """Route every logger through one queue to `stream` (standard error) in the settings' format.
 
@@ -242,7 +254,7 @@ def setup_logging(
         if isinstance(old, logging.handlers.QueueHandler):
             old.close()
     writer = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    writer.setFormatter(formatter(settings.format))
+    writer.setFormatter(formatter(settings.format, worker))
     records: queue.Queue[Any] = queue.Queue(MAX_QUEUED_RECORDS)
     handler = _DroppingQueueHandler(records)
     listener = _ReportingListener(records, writer, handler)

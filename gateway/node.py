@@ -21,6 +21,7 @@ from typing import Any, Final
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.cache.db import migrate as migrate_cache
 from gateway.config import ConfigError, NodeConfig, load_config
 from gateway.configfile import Listener, check_database_directory, ensure_data_dir, sqlite_file
 from gateway.connections import ConnectionLimits
@@ -32,13 +33,17 @@ from gateway.globalconf import GlobalConfError
 from gateway.heap import return_large_buffers
 from gateway.listeners import site
 from gateway.logsetup import LogSetupError, setup_logging
+from gateway.messagelog.db import migrate as migrate_log
 from gateway.monitoring.accesslog import AccessLog
 from gateway.monitoring.environment import EnvironmentCollector, NodeCertificate, NodeSurroundings
+from gateway.monitoring.operational.db import migrate as migrate_opmon
 from gateway.proxy.consumer import make_internal_app
 from gateway.proxy.health import NodeHealth, make_health_app
 from gateway.proxy.provider import make_external_app
 from gateway.proxy.runtime import GatewayRuntime
 from gateway.serverconf.db import migrate
+from gateway.serverconf.repository import ServerConfRepository
+from gateway.workers import PARENT_CHECK_SECONDS, WorkerRole, run_workers, watch_parent, with_role
 
 log = logging.getLogger(__name__)
 
@@ -119,20 +124,47 @@ VERIFICATION_STOP_SECONDS: Final = 10.0
 under a second)."""
 
 
-async def serve(
-    config: NodeConfig, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
-) -> None:
-    started_at = time.time()
+def prepare_databases(config: NodeConfig) -> bool:
+    """Every database at its newest schema, the owner registered as a client; True if it was not.
+
+    A node of several workers does this once in the parent, before any worker opens them:
+    schema migrations racing each other could fail where one alone succeeds.
+    """
     migrate(config.database_url)
-    runtime = GatewayRuntime.create(config)
-    if config.logging.access_log:
-        runtime.exchange_observers.append(AccessLog())
-    if runtime.repository.register_owner(config.server_id.owner):
+    if config.messagelog is not None and config.messagelog.enabled:
+        migrate_log(config.messagelog.database_url)
+    if config.cache is not None and config.cache.enabled:
+        migrate_cache(config.cache.database_url)
+    if config.monitoring is not None and config.monitoring.enabled:
+        migrate_opmon(config.monitoring.database_url)
+    repository = ServerConfRepository.from_url(config.database_url)
+    try:
+        registered = repository.register_owner(config.server_id.owner)
+    finally:
+        repository.engine.dispose()
+    if registered:
         log.info(
             "owner member %s registered as a client (X-Road lists it among the clients)",
             config.server_id.owner,
         )
-        runtime.reload_snapshot()
+    return registered
+
+
+async def serve(
+    config: NodeConfig,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    worker: WorkerRole | None = None,
+) -> None:
+    """Serve until `stop` (or SIGTERM/SIGINT); as one of several workers when `worker` says so."""
+    started_at = time.time()
+    worker = worker or WorkerRole()
+    if worker.count == 1:
+        prepare_databases(config)  # a parent of several workers did it before starting them
+    runtime = GatewayRuntime.create(with_role(config, worker), worker=worker)
+    if config.logging.access_log:
+        runtime.exchange_observers.append(AccessLog())
     await runtime.start()
     runners: list[web.AppRunner] = []
     try:
@@ -145,6 +177,8 @@ async def serve(
             # Outside the main thread (tests run nodes in threads) there are no signal handlers.
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.set)
+        if worker.count > 1:
+            runtime.add_task(_stop_without_parent(stop))
         if ready is not None:
             ready.set()
         await stop.wait()
@@ -153,6 +187,16 @@ async def serve(
         for runner in runners:
             await runner.cleanup()
         await runtime.close()
+
+
+async def _stop_without_parent(stop: asyncio.Event) -> None:
+    """A worker whose parent is gone (killed outright) drains and exits rather than serve alone."""
+    for parent_runs in watch_parent():
+        if not parent_runs:
+            log.warning("the node's parent process is gone: this worker stops")
+            stop.set()
+            return
+        await asyncio.sleep(PARENT_CHECK_SECONDS)
 
 
 async def _start_interfaces(
@@ -165,7 +209,8 @@ async def _start_interfaces(
     if config.metrics is not None:  # first: it counts every exchange the interfaces serve
         from gateway.metrics import start_metrics_listener
 
-        await start_metrics_listener(config.metrics, runtime, runners, limits, grace)
+        # Each worker counts its own exchanges: worker i serves them on the port + i (docs/metrics.md).
+        await start_metrics_listener(runtime.worker.metrics(config.metrics), runtime, runners, limits, grace)
 
     internal = web.AppRunner(make_internal_app(runtime), shutdown_timeout=grace, access_log=None, **options)
     await internal.setup()
@@ -186,6 +231,11 @@ async def _start_interfaces(
     runtime.trust_federation_cas()
     await _site(external, config.external, limits, runtime.external_tls_context).start()
 
+    if not runtime.worker.fetches:
+        # The admin interface holds per-node state in memory (verification jobs), and health
+        # judges the node by what worker 0 fetches: worker 0 alone serves both, and the others
+        # see the admin interface's changes through the database.
+        return
     node_health = NodeHealth.of_node(runtime)
     admin = web.AppRunner(
         _admin_app(runtime, node_health, started_at), shutdown_timeout=grace, access_log=None, **options
@@ -239,26 +289,32 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
     asyncio.run(main)
 
 
-def run(config_path: Path) -> None:
+def run(config_path: Path, workers: int = 1) -> None:
+    """Serve the node in `config_path` as one process, or as `workers` under a parent (gateway.workers)."""
+    worker = WorkerRole.from_env()
     config = load_config(config_path)
     try:
-        logs = setup_logging(config.logging)
+        logs = setup_logging(config.logging, worker=worker.name)
     except LogSetupError as exc:
         raise ConfigError(str(exc)) from None
     try:
-        _run(config)
+        _run(config_path, config, workers, worker)
     finally:
         logs.close()
 
 
-def _run(config: NodeConfig) -> None:
+def _run(config_path: Path, config: NodeConfig, workers: int, worker: WorkerRole) -> None:
     return_large_buffers()  # memory comes back after bursts of large messages (gateway/heap.py)
     try:
         prepare_directories(config)
     except ConfigError as exc:
         raise ConfigError(f"gateway {config.server_id} cannot start: {exc}") from None
     try:
-        _run_loop(serve(config))
+        if workers > 1:
+            prepare_databases(config)
+            run_workers(config_path, config, workers)
+        else:
+            _run_loop(serve(config, worker=worker))
     except (OSError, KeyFileError, GlobalConfError, SchemaTooNew) as exc:
         # A port in use, a key or anchor that cannot be read, a database a newer release
         # migrated: say which, without a traceback.

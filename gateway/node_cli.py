@@ -140,16 +140,25 @@ def init(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The node's TOML file (see config/gateway.example.toml).",
 )
-def serve(config_path: Path) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Worker processes sharing the node's sockets, keys, configuration and databases "
+    "(docs/deployment.md)  [default: one per core]",
+)
+def serve(config_path: Path, workers: int | None) -> None:
     """Serve the internal (HTTP/HTTPS), external (mutual TLS) and admin interfaces until SIGTERM.
 
-    On SIGTERM or SIGINT the node stops accepting connections and lets in-flight requests
-    finish within limits.shutdown_grace_seconds.
+    With several workers a parent process holds the listening sockets and starts the workers;
+    each writes its own message-log chain (`<node>/w<index>`). On SIGTERM or SIGINT the node
+    stops accepting connections and lets in-flight requests finish within
+    limits.shutdown_grace_seconds, in every worker.
     """
     from gateway.node import run
+    from gateway.workers import default_workers
 
     try:
-        run(config_path)
+        run(config_path, workers or default_workers())
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
 

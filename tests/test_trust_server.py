@@ -353,6 +353,37 @@ async def test_ocsp_responses_are_kept_on_disk_owner_only_and_verified_when_read
     assert restarted().get(certificate) is None
 
 
+async def test_a_worker_that_does_not_fetch_takes_up_what_the_fetching_worker_stored(
+    served: Served, federation: Federation, tmp_path: Path
+) -> None:
+    """gateway.workers: worker 0 fetches and stores; another worker reads each newer file."""
+    issued = pki.issue(
+        federation.directory, federation.ca, pki.MemberSigningProfile(ClientId("DEV", "GOV", "w"))
+    )
+    certificate, ca = issued.certificate, federation.ca.certificate
+    store = tmp_path / "ocsp"
+    fetching = OcspCache(served.transport, max_age_seconds=HOUR, store_dir=store)
+    fetching.watch(certificate, ca, served.base + "/ocsp")
+    following = OcspCache(served.transport, max_age_seconds=HOUR, store_dir=store)
+    following.watch(certificate, ca, closed_port_url("/ocsp"))  # it never asks a responder
+    assert following.get(certificate) is None
+
+    assert await fetching.refresh() == []
+    following.reload_stored()
+    first = following.get(certificate)
+    assert first is not None and first == fetching.get(certificate)
+
+    await asyncio.sleep(1.1)  # thisUpdate has a resolution of a second
+    assert await fetching.refresh(force=True) == []
+    following.reload_stored()
+    assert following.get(certificate) == fetching.get(certificate) != first
+
+    (path,) = store.iterdir()
+    path.write_bytes(first)  # an older response put back: the newer one in hand stays
+    following.reload_stored()
+    assert following.get(certificate) == fetching.get(certificate)
+
+
 async def test_fetch_failures_are_typed(served: Served, federation: Federation) -> None:
     for url in (closed_port_url("/ocsp"), served.base + "/health", served.base + "/tsa"):
         with pytest.raises(OcspError) as caught:

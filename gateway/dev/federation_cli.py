@@ -29,14 +29,33 @@ def cli() -> None:
     is_flag=True,
     help="Also run a primary OCSP responder and TSA as processes of their own (ocsp-primary, tsa-primary).",
 )
-def up(directory: Path, redundant_trust: bool) -> None:
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help=f"Nodes of {federation.TWO_NODE_GATEWAY}: 2 runs a second node sharing --database "
+    "(docs/deployment.md).",
+)
+@click.option(
+    "--database",
+    envvar="XGATE_TEST_PG_DSN",
+    metavar="URL",
+    help="With --nodes 2: the PostgreSQL database both nodes share (or set XGATE_TEST_PG_DSN); "
+    "its tables are created, and an empty database is best.",
+)
+def up(directory: Path, redundant_trust: bool, nodes: int, database: str | None) -> None:
     """Generate and start the federation through its registry; writes DIR/federation.json describing it.
 
     The registry's first administrator API key is in federation.json (registry.api_key).
     """
     _refuse_a_used_directory(directory)
+    if nodes == 2 and not database:
+        raise click.UsageError("--nodes 2 needs --database (or XGATE_TEST_PG_DSN): a PostgreSQL URL")
     try:
-        description = federation.up(directory.resolve(), redundant_trust=redundant_trust)
+        description = federation.up(
+            directory.resolve(), redundant_trust=redundant_trust, database=database if nodes == 2 else None
+        )
         federation.set_demo_cache_policies(description)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -46,7 +65,7 @@ def up(directory: Path, redundant_trust: bool) -> None:
         f"  registry: management {registry['management_url']}, gateways use {registry['globalconf_url']}"
     )
     click.echo(f"  trust services: TSA {', '.join(trust['tsa_urls'])}; OCSP {', '.join(trust['ocsp_urls'])}")
-    for gw in description["gateways"]:
+    for gw in federation.nodes(description):
         click.echo(
             f"  {gw['name']}: {gw['server_id']} internal {gw['internal_http_url']} admin {gw['admin_url']}"
             f" health {gw['health_url']}"

@@ -360,6 +360,10 @@ class MessageLog:
         return list(written)
 
 
+NODE_NAME_ENV: Final = "XGATE_NODE_NAME"
+"""Names the node in its chains; nodes of one gateway sharing a database each need their own."""
+
+
 def node_name() -> str:
     """This node's name in the chain: host name, unless XGATE_NODE_NAME sets one."""
-    return os.environ.get("XGATE_NODE_NAME") or os.uname().nodename
+    return os.environ.get(NODE_NAME_ENV) or os.uname().nodename

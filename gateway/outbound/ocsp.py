@@ -144,6 +144,8 @@ class OcspCache:
         self._held: dict[tuple[bytes, int], _Held] = {}
         self._retry_at: dict[tuple[bytes, int], dt.datetime] = {}
         """After a failed round, no new one for the certificate before this (see _retry_delay)."""
+        self._loaded: dict[tuple[bytes, int], tuple[int, int]] = {}
+        """The stored file's (mtime, size) when it was last read (see reload_stored)."""
 
     def watch(
         self,
@@ -299,13 +301,24 @@ class OcspCache:
         self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_file_atomically(self._path(certificate), der, 0o600)
 
+    def reload_stored(self) -> None:
+        """Take up responses another process of this node stored (gateway.workers: worker 0
+        fetches, the others read), each when its file changed and only if newer than the one held."""
+        for watched in self._watched.values():
+            self._load(watched)
+
     def _load(self, watched: _Watched) -> None:
-        """The stored response for `watched`, if it is owner-only, verifies and still counts."""
+        """The stored response for `watched`, if it is owner-only, verifies, still counts, and is
+        newer than the one held; a file unchanged since it was last read is not read again."""
         if self.store_dir is None:
             return
         path = self._path(watched.certificate)
+        key = _key(watched.certificate)
         try:
-            if path.stat().st_mode & 0o077:
+            stat = path.stat()
+            if (stat.st_mtime_ns, stat.st_size) == self._loaded.get(key):
+                return
+            if stat.st_mode & 0o077:
                 logger.warning("ignoring %s: readable or writable by others (chmod 600)", path)
                 return
             der = path.read_bytes()
@@ -314,12 +327,15 @@ class OcspCache:
         except OSError as exc:
             logger.warning("ignoring %s: %s", path, exc)
             return
+        self._loaded[key] = (stat.st_mtime_ns, stat.st_size)
         try:
             status = self._verify(der, watched, _utc_now())
         except OcspError as exc:
             logger.info("ignoring stored OCSP response %s: %s", path, exc)
             return
-        self._held[_key(watched.certificate)] = _Held(der, status)
+        current = self._held.get(key)
+        if current is None or status.this_update > current.status.this_update:
+            self._held[key] = _Held(der, status)
 
 
 def _key(certificate: x509.Certificate) -> tuple[bytes, int]:

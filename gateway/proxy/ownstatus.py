@@ -111,6 +111,10 @@ class OwnCertificateStatus:
             if self._cache.get(certificate, now) is not None:
                 self.last_errors.pop(certificate.serial_number, None)
 
+    def reload_stored(self) -> None:
+        """Take up the responses another worker of this node fetched and stored (gateway.workers)."""
+        self._cache.reload_stored()
+
     def response_for(self, certificate: x509.Certificate, conf: GlobalConf, now: dt.datetime) -> bytes | None:
         """The response to attach for `certificate`; None when its CA has no responder.
 

@@ -14,7 +14,9 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 from cryptography import x509
 
@@ -31,7 +33,7 @@ from gateway.crypto.tls import add_client_trust, external_client_context, pem_bu
 from gateway.faults import XRoadFault
 from gateway.globalconf.model import GlobalConf, GlobalConfError
 from gateway.globalconf.signed import anchor_from_json
-from gateway.globalconf.source import GlobalConfSource, load_anchor
+from gateway.globalconf.source import DOWNLOAD_TIMEOUT_SECONDS, GlobalConfSource, load_anchor
 from gateway.ids import ClientId
 from gateway.messagelog.logsig import RecordSigner
 from gateway.messagelog.service import MessageLog, node_name
@@ -48,11 +50,17 @@ from gateway.proxy.peers import PeerSelector
 from gateway.proxy.replay import PURGE_INTERVAL_SECONDS, ReplayGuard
 from gateway.serverconf.repository import ServerConfRepository, ServerConfSnapshot
 from gateway.serverconf.seen import SeenRequests
+from gateway.workers import WorkerRole
 
 log = logging.getLogger(__name__)
 
 # How often the node looks for changes other nodes (or the admin API) made to the database.
 SNAPSHOT_POLL_SECONDS = 1.0
+# How often a worker other than 0 looks for a global configuration worker 0 stored (gateway.workers):
+# a stat of one file.
+FOLLOW_SECONDS: Final = 1.0
+FOLLOWER_START_WAIT_SECONDS: Final = DOWNLOAD_TIMEOUT_SECONDS + 5.0
+"""How long such a worker waits at start for worker 0's first configuration (its download's limit)."""
 
 
 def utc_now() -> dt.datetime:
@@ -100,6 +108,10 @@ class GatewayRuntime:
     _peer_context_cas: tuple[x509.Certificate, ...] = ()
     _anchor_bytes: bytes | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    worker: WorkerRole = field(default_factory=WorkerRole)
+    """Which of the node's worker processes this is (gateway.workers): worker 0 fetches the
+    global configuration and OCSP responses, the others read what it stored."""
+    _globalconf_cache_seen: tuple[int, int] | None = None
 
     def observe_exchange(self, record: ExchangeRecord) -> None:
         """Hands a finished exchange to every observer; one failing observer never fails the
@@ -111,8 +123,9 @@ class GatewayRuntime:
                 log.exception("exchange observer %r failed", observer)
 
     @classmethod
-    def create(cls, config: NodeConfig) -> GatewayRuntime:
+    def create(cls, config: NodeConfig, worker: WorkerRole | None = None) -> GatewayRuntime:
         """Reads keys, the anchor, the cached configuration and the database; no network yet."""
+        worker = worker or WorkerRole()
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         repository = ServerConfRepository.from_url(config.database_url)
         source = GlobalConfSource(
@@ -143,6 +156,7 @@ class GatewayRuntime:
             signing_certs=signing_certs,
             clock_check=ClockCheck(config.clock_skew_seconds),
             admission=Admission(config.admission),
+            worker=worker,
         )
         runtime.replay_guard = ReplayGuard(SeenRequests(repository.engine))
         runtime.maintenance = MaintenanceMode(config.data_dir)
@@ -151,7 +165,7 @@ class GatewayRuntime:
             runtime.messagelog = MessageLog(
                 settings,
                 gateway=config.server_id.to_text(),
-                node=node_name(),
+                node=worker.chain_node(node_name()),
                 globalconf=lambda: source.current,
                 record_signer=record_signer,
                 audit_head=repository.audit_head,
@@ -180,10 +194,13 @@ class GatewayRuntime:
         A transport given here is used instead of the node's own (tests run the paths in-process
         that way); the node closes what it was given like what it opened.
         """
-        try:
-            await self.globalconf_source.refresh()
-        except GlobalConfError as exc:
-            log.warning("global configuration not refreshed at start: %s", exc)
+        if self.worker.fetches:
+            try:
+                await self.globalconf_source.refresh()
+            except GlobalConfError as exc:
+                log.warning("global configuration not refreshed at start: %s", exc)
+        else:
+            await self._wait_for_globalconf_cache()
         self._backends = backends if backends is not None else backend_transport()
         self._services = services if services is not None else service_transport()
         self._peers, self._peers_given = peers, peers is not None
@@ -198,20 +215,26 @@ class GatewayRuntime:
         self.peer_status.clock_skew = self.clock_check.tolerance
         if self.messagelog is not None:
             await self.messagelog.start(self._services)
-        self._tasks.append(asyncio.create_task(self._poll_snapshot()))
-        self._tasks.append(asyncio.create_task(self._poll_globalconf()))
-        self._tasks.append(asyncio.create_task(self._keep_own_status()))
-        self._tasks.append(asyncio.create_task(self._purge_seen_requests()))
-        if self.cache is not None:
-            self._tasks.append(asyncio.create_task(self._maintain_cache(self.cache)))
         if self.opmonitor is not None:
-            self.opmonitor.start()
-            self._tasks.append(asyncio.create_task(self.opmonitor.purge_forever()))
+            self.opmonitor.start()  # each worker writes its own records
+        self.add_task(self._poll_snapshot())
+        self.add_task(self._poll_globalconf() if self.worker.fetches else self._follow_globalconf())
+        self.add_task(self._keep_own_status())
+        if self.worker.fetches:  # once per node: the database is shared by all its workers
+            self.add_task(self._purge_seen_requests())
+            if self.cache is not None:
+                self.add_task(self._maintain_cache(self.cache))
+            if self.opmonitor is not None:
+                self.add_task(self.opmonitor.purge_forever())
+
+    def add_task(self, job: Coroutine[Any, Any, None]) -> None:
+        """A background loop that runs until the node closes."""
+        self._tasks.append(asyncio.create_task(job))
 
     def start_replication(self, fetch: Fetch) -> None:
         """Run the `replicate` policies' plans through `fetch` (the internal interface's own
         request path, proxy/replicating.py, once that interface is up); once per node."""
-        if self.cache is None or self.replicator is not None:
+        if self.cache is None or self.replicator is not None or not self.worker.fetches:
             return
         self.replicator = Replicator(
             self.cache.store.engine,
@@ -329,6 +352,44 @@ class GatewayRuntime:
             except GlobalConfError as exc:
                 log.warning("global configuration refresh failed: %s", exc)
 
+    async def _wait_for_globalconf_cache(self) -> None:
+        """A worker other than 0 opens its interfaces once worker 0 has stored a configuration
+        (or after worker 0's own start-up download would have given up): it would only fault."""
+        deadline = time.monotonic() + FOLLOWER_START_WAIT_SECONDS
+        self._follow_globalconf_cache()
+        while self.globalconf_source.current is None and time.monotonic() < deadline:
+            await asyncio.sleep(FOLLOW_SECONDS / 10)
+            self._follow_globalconf_cache()
+
+    async def _follow_globalconf(self) -> None:
+        """A worker other than 0: adopt what worker 0 stored in the cache file, as it changes."""
+        while True:
+            await asyncio.sleep(FOLLOW_SECONDS)
+            self._reload_anchor()
+            self._follow_globalconf_cache()
+
+    def _follow_globalconf_cache(self) -> None:
+        path = self.globalconf_source.cache_path
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("global configuration cache %s not readable: %s", path, exc)
+            return
+        seen = (stat.st_mtime_ns, stat.st_size)
+        if seen == self._globalconf_cache_seen:
+            return
+        try:
+            self.globalconf_source.load_cached()
+        except GlobalConfError as exc:
+            log.warning("global configuration cache %s not adopted: %s", path, exc)
+            return
+        self._globalconf_cache_seen = seen
+        if self._peers is not None:  # started: the transports follow the configuration's CAs
+            self._reset_peer_transport()
+        self.trust_federation_cas()
+
     def refresh_seconds(self) -> float:
         """The node's own interval, or the configuration's `refresh_interval_seconds` if shorter."""
         conf = self.globalconf_source.current
@@ -364,8 +425,8 @@ class GatewayRuntime:
         checks against registered and pinned certificates refuse its holders anyway.
         """
         conf = self.globalconf_source.current
-        if conf is None:
-            return
+        if conf is None or self.external_tls_context is None:
+            return  # the interfaces are not up yet: they take every CA when they start
         new = [ca for ca in conf.trusted_ca_certs() if fingerprint_sha256(ca) not in self._federation_cas]
         if not new:
             return
@@ -382,7 +443,10 @@ class GatewayRuntime:
             if conf is not None:
                 try:
                     self.own_status.sync(conf)
-                    await self.own_status.refresh()
+                    if self.worker.fetches:
+                        await self.own_status.refresh()
+                    else:
+                        await asyncio.to_thread(self.own_status.reload_stored)
                 except Exception:  # the loop must survive one bad round; the responses in hand stay
                     log.exception("OCSP renewal of own certificates failed")
             await asyncio.sleep(ownstatus.TICK_SECONDS)
@@ -459,6 +523,7 @@ class GatewayRuntime:
         now = utc_now()
         return {
             "server": self.config.server_id.to_text(),
+            "worker": {"index": self.worker.index, "count": self.worker.count},
             "globalconf": {
                 "valid": bool(conf and not conf.is_expired(now)),
                 "version": conf.version if conf else None,
