@@ -264,7 +264,7 @@ class InternalSection(FileModel):
 
 
 class AdminSection(ListenerSection):
-    # DESIGN.md: the admin interface (management API, health, metrics) is localhost only.
+    # DESIGN.md: the admin interface (management API, health) is localhost only; [metrics] is apart.
     host: LoopbackHost = "127.0.0.1"
 
 

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from bench.roundtrip import SOAP_REQUEST  # noqa: E402
 from gateway.dev import federation  # noqa: E402
 
 PROMETHEUS_PORT = 9590
-MISSING_SERVICE_REQUEST = SOAP_REQUEST.replace("getPerson</id:serviceCode>", "noSuchService</id:serviceCode>")
+MISSING_SERVICE_REQUEST = SOAP_REQUEST.replace("getPerson", "noSuchService")
 BENEFITS_PATH = "/r1/DEV/GOV/1003/benefits/benefits/benefits/38001085718"
 
 
@@ -45,7 +46,8 @@ def prometheus_config(description: dict[str, Any]) -> str:
     targets = []
     for gw in description["gateways"]:
         url = urlsplit(gw["metrics_url"])
-        targets.append(f'      - targets: ["{url.netloc}"]\n        labels: {{gateway: "{gw["name"]}"}}')
+        # `instance` named after the gateway, so the panels' legends say gw-a rather than a port.
+        targets.append(f'      - targets: ["{url.netloc}"]\n        labels: {{instance: "{gw["name"]}"}}')
     return (
         "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n"
         "scrape_configs:\n  - job_name: xgate\n    static_configs:\n" + "\n".join(targets) + "\n"
@@ -80,8 +82,9 @@ def traffic(internal_url: str, stop: threading.Event) -> list[threading.Thread]:
 
     def soap_client() -> None:
         while not stop.is_set():
+            body = SOAP_REQUEST.replace("bench-0001", str(uuid.uuid4())).encode()  # a fresh id: no replay
             with contextlib.suppress(requests.RequestException):
-                requests.post(internal_url + "/", data=SOAP_REQUEST.encode(), headers=headers, timeout=10)
+                requests.post(internal_url + "/", data=body, headers=headers, timeout=10)
             stop.wait(0.05)
 
     def rest_client() -> None:
@@ -93,7 +96,7 @@ def traffic(internal_url: str, stop: threading.Event) -> list[threading.Thread]:
     def faulty_client() -> None:
         while not stop.is_set():
             with contextlib.suppress(requests.RequestException):
-                body = MISSING_SERVICE_REQUEST.encode()
+                body = MISSING_SERVICE_REQUEST.replace("bench-0001", str(uuid.uuid4())).encode()
                 requests.post(internal_url + "/", data=body, headers=headers, timeout=10)
             stop.wait(2)
 
@@ -154,7 +157,7 @@ def main() -> None:
                 "--disable-gpu",
                 "--hide-scrollbars",
                 f"--screenshot={args.out.resolve()}",
-                "--window-size=1360,1380",
+                "--window-size=1360,1900",
                 page.as_uri(),
             ],
             check=True,

@@ -15,12 +15,14 @@ import aiohttp
 from aiohttp import web
 
 from gateway import faults
+from gateway.cache.policy import CacheMode
 from gateway.config import Listener, MetricsSettings
 from gateway.connections import ConnectionLimits
 from gateway.ids import ServiceId
 from gateway.metrics import NodeRegistry, start_metrics_listener
 from tests.conftest import CONSUMER, GET_PERSON, KNOWN_PERSON, get_person_request, soap_request
 from tests.inprocess import Gateway, InProcessFederation
+from tests.test_cache_inprocess import person_policy, refused, set_policy
 from tests.test_metrics import samples, value
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
@@ -130,3 +132,24 @@ async def settled(url: str, name: str, count: int) -> SAMPLES:
             return found
         await asyncio.sleep(0.01)
     raise AssertionError(f"{name} did not reach {count}: {found.get(name)}")
+
+
+async def test_cache_answers_and_circuits_show(local: InProcessFederation) -> None:
+    gw_a = local["gw-a"]
+    set_policy(gw_a, person_policy(mode=CacheMode.FALLBACK))
+    async with metrics_of(gw_a) as (url, _):
+        answer = await gw_a.post("/", get_person_request(KNOWN_PERSON), SOAP_HEADERS)
+        assert answer.status_code == 200 and "XGate-Cache" not in answer.headers
+        gw_a.peers.handler = refused  # gw-b cannot be reached: the kept answer is served, stale
+        stale = await gw_a.post("/", get_person_request(KNOWN_PERSON), SOAP_HEADERS)
+        assert stale.headers["XGate-Cache"].startswith("stale")
+        found = await settled(url, "xgate_exchanges_total", 2)
+
+    service = GET_PERSON.to_text()
+    assert value(found, "xgate_exchanges_total", side="client", service=service, outcome="cache_stale") == 1
+    assert value(found, "xgate_cache_outcomes_total", service=service, outcome="stored") == 1
+    assert value(found, "xgate_cache_outcomes_total", service=service, outcome="stale") == 1
+    states = {
+        labels["state"]: v for labels, v in found["xgate_circuit_state"] if labels["service"] == service
+    }
+    assert sum(states.values()) == 1 and set(states) == {"closed", "open", "half_open"}

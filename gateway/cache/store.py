@@ -168,8 +168,7 @@ class CacheStore:
         self._secrets = tuple(secrets)
         self._clock = clock
         self._counts: Counter[tuple[str, Outcome]] = Counter()
-        self.totals: Counter[tuple[str, Outcome]] = Counter()
-        """This process's counts since it started, never flushed: what its metrics report."""
+        self._totals: Counter[tuple[str, Outcome]] = Counter()
         self._counts_lock = threading.Lock()
         insert = sqlite.insert if is_sqlite(engine) else postgresql.insert
         self._insert = insert
@@ -533,7 +532,12 @@ class CacheStore:
         """Count one outcome for a service (in memory until flush_stats)."""
         with self._counts_lock:
             self._counts[(service, outcome)] += 1
-            self.totals[(service, outcome)] += 1
+            self._totals[(service, outcome)] += 1
+
+    def totals(self) -> dict[tuple[str, Outcome], int]:
+        """This process's counts since it started, never flushed: what its metrics report."""
+        with self._counts_lock:
+            return dict(self._totals)
 
     def flush_stats(self) -> None:
         """Add the counts made since the last flush to the database's."""

@@ -182,7 +182,7 @@ class NodeMetrics:
             "What the interface cache did per request, by service: hit, stale, miss, stored, refused.",
             labels=["service", "outcome"],
         )
-        for (service, outcome), count in list(cache.store.totals.items()):
+        for (service, outcome), count in cache.store.totals().items():
             lookups.add_metric([service, outcome.value], count)
         yield lookups
         circuits = GaugeMetricFamily(
