@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestServer
 from gateway import faults
 from gateway.config import ConfigError, load_config
 from gateway.configfile import Listener
+from gateway.ids import ClientId
 from gateway.messagelog.diskspace import DiskWatermarks, Watermark
 from gateway.monitoring.health import (
     BoundedProbe,
@@ -34,6 +35,7 @@ from gateway.monitoring.health import (
 )
 from gateway.monitoring.maintenance import MAINTENANCE_FILE, MaintenanceMode
 from gateway.proxy.health import CHECK_NAMES, NodeHealth, make_health_app
+from gateway.serverconf.model import ClientAuthMode
 from tests.conftest import KNOWN_PERSON, assert_soap_fault, get_person_request, soap_body
 from tests.inprocess import Gateway, InProcessFederation
 from tests.test_node import VALID_TOML
@@ -211,6 +213,16 @@ async def test_health_fails_when_the_log_cannot_write_and_recovers(local: InProc
     assert (await verdict_of(health))["status"] == "ok"
     served = await gw.post("/", get_person_request(KNOWN_PERSON), SOAP_HEADERS)
     assert soap_body(served) is not None
+
+
+async def test_a_hosted_member_without_a_signing_key_is_a_warning(local: InProcessFederation) -> None:
+    gw = local["gw-a"]
+    with gw.serverconf() as repository:
+        repository.add_subsystem(ClientId.from_text("DEV/GOV/9999/KEYLESS"), ClientAuthMode.HTTP)
+    found = await verdict_of(fresh(gw))
+    assert found["status"] == "ok", found
+    warning = found["checks"]["signing_keys"]["warning"]  # type: ignore[index]
+    assert warning == "no signing key for hosted member(s) DEV/GOV/9999"
 
 
 @contextmanager

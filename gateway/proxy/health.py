@@ -139,8 +139,9 @@ class NodeHealth:
         return combine([(name, probe()) for name, probe in self._probes])
 
     def signing_keys(self) -> CheckResult:
-        """A signing key per hosted member, and every own certificate (signing and TLS) valid now
-        and not revoked by a fresh OCSP response (a stale one is the `ocsp` check's)."""
+        """A signing key, and every own certificate (signing and TLS) valid now and not revoked by
+        a fresh OCSP response (a stale one is the `ocsp` check's); a hosted member without a key
+        is a warning."""
         runtime = self.runtime
         now = _utc_now()
         conf = runtime.globalconf_source.current
@@ -169,7 +170,12 @@ class NodeHealth:
                 problems.append(f"{name}: {problem}")
         if problems:
             return failing({"problems": problems, "certificates": detail})
-        return passing(detail)
+        hosted = {client.member for client in runtime.snapshot.subsystems}
+        keyless = sorted(member.to_text() for member in hosted - runtime.signers.keys())
+        # Every node of the gateway lacks the same key: a registration to fix, not a node to take
+        # out of the pool (the other members' traffic is served), so a warning.
+        warning = f"no signing key for hosted member(s) {', '.join(keyless)}" if keyless else None
+        return passing(detail, warning)
 
     def globalconf(self) -> CheckResult:
         """A verified global configuration that has not expired: without it every exchange is refused."""
