@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestServer
 from gateway import faults
 from gateway.config import ConfigError, load_config
 from gateway.configfile import Listener
+from gateway.db import create_engine
 from gateway.ids import ClientId
 from gateway.messagelog.diskspace import DiskWatermarks, Watermark
 from gateway.monitoring.health import (
@@ -34,9 +35,16 @@ from gateway.monitoring.health import (
     verdict,
 )
 from gateway.monitoring.maintenance import MAINTENANCE_FILE, MaintenanceMode
-from gateway.proxy.health import CHECK_NAMES, NodeHealth, make_health_app
+from gateway.proxy.health import (
+    CHECK_NAMES,
+    NodeHealth,
+    make_health_app,
+    ping_database,
+)
+from gateway.serverconf.db import ALEMBIC_VERSION_TABLE as SERVERCONF_VERSION_TABLE
+from gateway.serverconf.db import migrate as migrate_serverconf
 from gateway.serverconf.model import ClientAuthMode
-from tests.conftest import KNOWN_PERSON, assert_soap_fault, get_person_request, soap_body
+from tests.conftest import KNOWN_PERSON, assert_soap_fault, get_person_request, pg_schema_url, soap_body
 from tests.inprocess import Gateway, InProcessFederation
 from tests.test_node import VALID_TOML
 
@@ -120,6 +128,30 @@ def test_a_probe_that_raises_names_the_error() -> None:
 
     result = BoundedProbe("refuses", refuses, 1.0)()
     assert not result.ok and result.detail == "ConnectionRefusedError: connection refused"
+
+
+@pytest.mark.postgres
+def test_a_database_hung_on_a_lock_is_failing_within_the_bound() -> None:
+    """A PostgreSQL table locked by another transaction: the ping waits on the lock, the check does not."""
+    with pg_schema_url("xgate_health") as url:
+        migrate_serverconf(url)
+        engine, locker = create_engine(url), create_engine(url)
+        try:
+            probe = BoundedProbe("pg", lambda: ping_database(engine, SERVERCONF_VERSION_TABLE), 0.5)
+            assert probe().ok
+            with locker.begin() as connection:
+                connection.exec_driver_sql(f"LOCK TABLE {SERVERCONF_VERSION_TABLE} IN ACCESS EXCLUSIVE MODE")
+                begun = time.monotonic()
+                hung = probe()
+                assert time.monotonic() - begun < 1.5
+                assert not hung.ok and str(hung.detail).startswith("timed out"), hung
+            deadline = time.monotonic() + 10
+            while not probe().ok:
+                assert time.monotonic() < deadline, "the check did not recover once the lock was released"
+                time.sleep(0.05)
+        finally:
+            engine.dispose()
+            locker.dispose()
 
 
 # --- the maintenance switch ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ from cryptography import x509
 
 from gateway.crypto.certs import serial_hex
 from gateway.faults import XRoadFault
+from gateway.messagelog.db import ALEMBIC_VERSION_TABLE as MESSAGELOG_VERSION_TABLE
 from gateway.monitoring.health import (
     BoundedProbe,
     Check,
@@ -37,6 +38,7 @@ from gateway.monitoring.health import (
     verdict,
 )
 from gateway.proxy.ownstatus import OwnStatusUnavailable
+from gateway.serverconf.db import ALEMBIC_VERSION_TABLE as SERVERCONF_VERSION_TABLE
 
 if TYPE_CHECKING:
     from gateway.proxy.runtime import GatewayRuntime
@@ -62,9 +64,11 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _ping(engine: sa.Engine) -> None:
+def ping_database(engine: sa.Engine, version_table: str) -> None:
+    """One read of the schema's version row: the database answers, and it is this one, migrated
+    (a `SELECT 1` on SQLite would not even open the file)."""
     with engine.connect() as connection:
-        connection.execute(sa.text("SELECT 1"))
+        connection.execute(sa.text(f"SELECT version_num FROM {version_table}")).one()  # noqa: S608 - a constant
 
 
 class NodeHealth:
@@ -128,11 +132,11 @@ class NodeHealth:
     # --- the checks ----------------------------------------------------------------------------
 
     def _ping_serverconf(self) -> None:
-        _ping(self.runtime.repository.engine)
+        ping_database(self.runtime.repository.engine, SERVERCONF_VERSION_TABLE)
 
     def _ping_messagelog(self) -> None:
         assert self.runtime.messagelog is not None
-        _ping(self.runtime.messagelog.engine)
+        ping_database(self.runtime.messagelog.engine, MESSAGELOG_VERSION_TABLE)
 
     def database(self) -> CheckResult:
         """The server configuration's database and the message log's answer a query in time."""
