@@ -3,7 +3,7 @@ switch (gateway.monitoring.maintenance): the verdict's rules, its cache and boun
 this process whose health flips with what stops it serving, and back.
 
 Real processes behind real sockets (the trust services stopped, the configuration let expire,
-maintenance while traffic flows) are tests/test_e2e_health.py's.
+maintenance while traffic flows, a log disk below its watermark) are tests/test_e2e_health.py's.
 """
 
 from __future__ import annotations
