@@ -115,6 +115,11 @@ key = "{KEYS_DIR}/auth.key"
 # `xgate gateway create-api-key --config THIS_FILE --name NAME --role system_administrator`.
 host = "127.0.0.1"
 port = {ports.admin}
+
+# For a load balancer: GET /health on a listener of its own, any address (docs/operations.md).
+# [health]
+# host = "0.0.0.0"
+# port = {ports.admin + 1}
 {keys}
 [messagelog]
 # Archives of the log go to {DATA_DIR}/{ARCHIVE_DIR_NAME} hourly and whenever the log has

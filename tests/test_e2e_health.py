@@ -243,3 +243,37 @@ def test_health_fails_once_the_global_configuration_expires_and_recovers(short_f
         federation.start_process(fed.dir, "registry")
     wait_healthy(fed, "gw-a")
     assert soap_body(get_person(fed)) is not None
+
+
+def test_health_fails_when_the_log_disk_is_below_its_critical_watermark_and_recovers(
+    short_fed: Federation,
+) -> None:
+    """The node restarted with watermarks above any disk's free space: its log refuses, health says so."""
+    fed = short_fed
+    wait_healthy(fed, "gw-a")
+    config = Path(fed.gateway("gw-a")["config"])
+    original = config.read_text()
+    beyond_any_disk = 2**62
+    config.write_text(
+        original.replace(
+            "[messagelog]\n",
+            f"[messagelog]\ndisk_warning_free_bytes = {beyond_any_disk}\n"
+            f"disk_critical_free_bytes = {beyond_any_disk}\n",
+            1,
+        )
+    )
+    try:
+        federation.stop_process(fed.dir, "gw-a")
+        federation.start_process(fed.dir, "gw-a")
+        wait_until(
+            lambda: "messagelog" in failing_checks(fed, "gw-a"), 30, "health to name the full log disk"
+        )
+        _, body = lb_health(fed, "gw-a")
+        assert "below the critical watermark" in body["checks"]["messagelog"]["detail"]
+        assert_soap_fault(get_person(fed), faults.LOGGING_FAILED)
+    finally:
+        config.write_text(original)
+        federation.stop_process(fed.dir, "gw-a")
+        federation.start_process(fed.dir, "gw-a")
+    wait_healthy(fed, "gw-a")
+    assert soap_body(get_person(fed)) is not None

@@ -3,7 +3,7 @@ switch (gateway.monitoring.maintenance): the verdict's rules, its cache and boun
 this process whose health flips with what stops it serving, and back.
 
 Real processes behind real sockets (the trust services stopped, the configuration let expire,
-maintenance while traffic flows) are tests/test_e2e_health.py's.
+maintenance while traffic flows, a log disk below its watermark) are tests/test_e2e_health.py's.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from aiohttp.test_utils import TestServer
 from gateway import faults
 from gateway.config import ConfigError, load_config
 from gateway.configfile import Listener
+from gateway.db import create_engine
+from gateway.ids import ClientId
 from gateway.messagelog.diskspace import DiskWatermarks, Watermark
 from gateway.monitoring.health import (
     BoundedProbe,
@@ -33,8 +35,16 @@ from gateway.monitoring.health import (
     verdict,
 )
 from gateway.monitoring.maintenance import MAINTENANCE_FILE, MaintenanceMode
-from gateway.proxy.health import CHECK_NAMES, NodeHealth, make_health_app
-from tests.conftest import KNOWN_PERSON, assert_soap_fault, get_person_request, soap_body
+from gateway.proxy.health import (
+    CHECK_NAMES,
+    NodeHealth,
+    make_health_app,
+    ping_database,
+)
+from gateway.serverconf.db import ALEMBIC_VERSION_TABLE as SERVERCONF_VERSION_TABLE
+from gateway.serverconf.db import migrate as migrate_serverconf
+from gateway.serverconf.model import ClientAuthMode
+from tests.conftest import KNOWN_PERSON, assert_soap_fault, get_person_request, pg_schema_url, soap_body
 from tests.inprocess import Gateway, InProcessFederation
 from tests.test_node import VALID_TOML
 
@@ -118,6 +128,30 @@ def test_a_probe_that_raises_names_the_error() -> None:
 
     result = BoundedProbe("refuses", refuses, 1.0)()
     assert not result.ok and result.detail == "ConnectionRefusedError: connection refused"
+
+
+@pytest.mark.postgres
+def test_a_database_hung_on_a_lock_is_failing_within_the_bound() -> None:
+    """A PostgreSQL table locked by another transaction: the ping waits on the lock, the check does not."""
+    with pg_schema_url("xgate_health") as url:
+        migrate_serverconf(url)
+        engine, locker = create_engine(url), create_engine(url)
+        try:
+            probe = BoundedProbe("pg", lambda: ping_database(engine, SERVERCONF_VERSION_TABLE), 0.5)
+            assert probe().ok
+            with locker.begin() as connection:
+                connection.exec_driver_sql(f"LOCK TABLE {SERVERCONF_VERSION_TABLE} IN ACCESS EXCLUSIVE MODE")
+                begun = time.monotonic()
+                hung = probe()
+                assert time.monotonic() - begun < 1.5
+                assert not hung.ok and str(hung.detail).startswith("timed out"), hung
+            deadline = time.monotonic() + 10
+            while not probe().ok:
+                assert time.monotonic() < deadline, "the check did not recover once the lock was released"
+                time.sleep(0.05)
+        finally:
+            engine.dispose()
+            locker.dispose()
 
 
 # --- the maintenance switch ---------------------------------------------------------------------
@@ -211,6 +245,16 @@ async def test_health_fails_when_the_log_cannot_write_and_recovers(local: InProc
     assert (await verdict_of(health))["status"] == "ok"
     served = await gw.post("/", get_person_request(KNOWN_PERSON), SOAP_HEADERS)
     assert soap_body(served) is not None
+
+
+async def test_a_hosted_member_without_a_signing_key_is_a_warning(local: InProcessFederation) -> None:
+    gw = local["gw-a"]
+    with gw.serverconf() as repository:
+        repository.add_subsystem(ClientId.from_text("DEV/GOV/9999/KEYLESS"), ClientAuthMode.HTTP)
+    found = await verdict_of(fresh(gw))
+    assert found["status"] == "ok", found
+    warning = found["checks"]["signing_keys"]["warning"]  # type: ignore[index]
+    assert warning == "no signing key for hosted member(s) DEV/GOV/9999"
 
 
 @contextmanager

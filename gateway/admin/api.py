@@ -125,7 +125,8 @@ def make_admin_app(ctx: AdminContext) -> web.Application:
 
 def _health_handler(ctx: AdminContext) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def health(request: web.Request) -> web.Response:
-        """200 with status "ok", else 503: what load balancers and monitors read."""
+        """200 with status "ok", else 503: the verdict of the node's checks (gateway.proxy.health),
+        the same as the [health] listener's, with the node's details beside it."""
         payload: dict[str, Any] = {"status": "ok"}
         if ctx.health is not None:
             try:

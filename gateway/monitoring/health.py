@@ -15,6 +15,7 @@ No aiohttp here; the node's checks are in gateway.proxy.health.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -70,6 +71,7 @@ class Verdict:
     checks: Mapping[str, CheckResult]
     maintenance: Mapping[str, object] | None = None
     checked_at: float = 0.0
+    """When the checks ran (time.time()): up to the cache's TTL before the answer."""
 
     @property
     def http_status(self) -> int:
@@ -83,6 +85,7 @@ class Verdict:
         body: dict[str, object] = {
             "status": self.status,
             "checks": {name: result.as_json() for name, result in self.checks.items()},
+            "checked_at": dt.datetime.fromtimestamp(self.checked_at, dt.UTC).isoformat(timespec="seconds"),
         }
         if self.status == FAILING:
             body["failing"] = self.failing_checks

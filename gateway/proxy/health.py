@@ -25,6 +25,7 @@ from cryptography import x509
 
 from gateway.crypto.certs import serial_hex
 from gateway.faults import XRoadFault
+from gateway.messagelog.db import ALEMBIC_VERSION_TABLE as MESSAGELOG_VERSION_TABLE
 from gateway.monitoring.health import (
     BoundedProbe,
     Check,
@@ -37,6 +38,7 @@ from gateway.monitoring.health import (
     verdict,
 )
 from gateway.proxy.ownstatus import OwnStatusUnavailable
+from gateway.serverconf.db import ALEMBIC_VERSION_TABLE as SERVERCONF_VERSION_TABLE
 
 if TYPE_CHECKING:
     from gateway.proxy.runtime import GatewayRuntime
@@ -62,9 +64,11 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _ping(engine: sa.Engine) -> None:
+def ping_database(engine: sa.Engine, version_table: str) -> None:
+    """One read of the schema's version row: the database answers, and it is this one, migrated
+    (a `SELECT 1` on SQLite would not even open the file)."""
     with engine.connect() as connection:
-        connection.execute(sa.text("SELECT 1"))
+        connection.execute(sa.text(f"SELECT version_num FROM {version_table}")).one()  # noqa: S608 - a constant
 
 
 class NodeHealth:
@@ -128,19 +132,20 @@ class NodeHealth:
     # --- the checks ----------------------------------------------------------------------------
 
     def _ping_serverconf(self) -> None:
-        _ping(self.runtime.repository.engine)
+        ping_database(self.runtime.repository.engine, SERVERCONF_VERSION_TABLE)
 
     def _ping_messagelog(self) -> None:
         assert self.runtime.messagelog is not None
-        _ping(self.runtime.messagelog.engine)
+        ping_database(self.runtime.messagelog.engine, MESSAGELOG_VERSION_TABLE)
 
     def database(self) -> CheckResult:
         """The server configuration's database and the message log's answer a query in time."""
         return combine([(name, probe()) for name, probe in self._probes])
 
     def signing_keys(self) -> CheckResult:
-        """A signing key per hosted member, and every own certificate (signing and TLS) valid now
-        and not revoked by a fresh OCSP response (a stale one is the `ocsp` check's)."""
+        """A signing key, and every own certificate (signing and TLS) valid now and not revoked by
+        a fresh OCSP response (a stale one is the `ocsp` check's); a hosted member without a key
+        is a warning."""
         runtime = self.runtime
         now = _utc_now()
         conf = runtime.globalconf_source.current
@@ -169,7 +174,12 @@ class NodeHealth:
                 problems.append(f"{name}: {problem}")
         if problems:
             return failing({"problems": problems, "certificates": detail})
-        return passing(detail)
+        hosted = {client.member for client in runtime.snapshot.subsystems}
+        keyless = sorted(member.to_text() for member in hosted - runtime.signers.keys())
+        # Every node of the gateway lacks the same key: a registration to fix, not a node to take
+        # out of the pool (the other members' traffic is served), so a warning.
+        warning = f"no signing key for hosted member(s) {', '.join(keyless)}" if keyless else None
+        return passing(detail, warning)
 
     def globalconf(self) -> CheckResult:
         """A verified global configuration that has not expired: without it every exchange is refused."""
