@@ -85,6 +85,7 @@ from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "LOOPBACK_HOSTS",
+    "BackupSettings",
     "CacheSettings",
     "ConfigError",
     "Listener",
@@ -136,6 +137,22 @@ class SigningKey:
     passphrase_env: str | None = None
 
 
+DEFAULT_BACKUP_INTERVAL_SECONDS: Final = 86400.0
+"""Scheduled backups once a day: the configuration changes by administrators' hands, rarely."""
+DEFAULT_BACKUP_KEEP: Final = 7
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """[backup]: scheduled, encrypted backups of the node (gateway.backup), and how many to keep."""
+
+    directory: Path
+    interval_seconds: float = DEFAULT_BACKUP_INTERVAL_SECONDS
+    keep: int = DEFAULT_BACKUP_KEEP
+    passphrase_env: str | None = None
+    key_file: Path | None = None
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     server_id: SecurityServerId
@@ -165,6 +182,8 @@ class NodeConfig:
     wsdl_client: ClientId | None = None
     """The client the legacy `GET /wsdl?...` download asks getWsdl for; None: the download is off."""
     compat: FaultCompat = field(default_factory=FaultCompat)
+    backup: BackupSettings | None = None
+    """Scheduled backups; None: none (`xgate gateway backup` still makes one by hand)."""
 
     @property
     def ocsp_store_dir(self) -> Path:
@@ -372,6 +391,30 @@ class CacheSection(FileModel):
         )
 
 
+class BackupSection(FileModel):
+    """Scheduled backups (docs/lifecycle.md): on once `directory` is set, sealed with the
+    passphrase in `passphrase_env` or the key in `key_file` (one of them)."""
+
+    directory: FilePath | None = None
+    interval_seconds: Seconds = DEFAULT_BACKUP_INTERVAL_SECONDS
+    keep: Positive = DEFAULT_BACKUP_KEEP
+    passphrase_env: str | None = None
+    key_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> BackupSection:
+        if self.directory is not None and (self.passphrase_env is None) == (self.key_file is None):
+            raise PydanticCustomError("backup_key", "give one of passphrase_env and key_file")
+        return self
+
+    def settings(self) -> BackupSettings | None:
+        if self.directory is None:
+            return None
+        return BackupSettings(
+            self.directory, self.interval_seconds, int(self.keep), self.passphrase_env, self.key_file
+        )
+
+
 class TrustSection(FileModel):
     """How this node uses the trust services (docs/resilience.md)."""
 
@@ -408,6 +451,7 @@ class NodeFile(FileModel):
     cache: CacheSection = CacheSection()
     trust: TrustSection = TrustSection()
     compatibility: CompatibilitySection = CompatibilitySection()
+    backup: BackupSection = BackupSection()
 
     def node_config(self, base: Path) -> NodeConfig:
         data_dir = self.node.data_dir or base
@@ -442,6 +486,7 @@ class NodeFile(FileModel):
             clock_skew_seconds=self.trust.clock_skew_seconds,
             ocsp_fetch_interval_seconds=self.trust.ocsp_fetch_interval_seconds,
             compat=self.compatibility.compat(),
+            backup=self.backup.settings(),
         )
 
 

@@ -71,8 +71,13 @@ under a second)."""
 
 
 async def serve(
-    config: NodeConfig, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
+    config: NodeConfig,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    config_path: Path | None = None,
 ) -> None:
+    """Serve until `stop` (or SIGTERM/SIGINT); `config_path` is the TOML file scheduled backups take."""
     migrate(config.database_url)
     runtime = GatewayRuntime.create(config)
     if runtime.repository.register_owner(config.server_id.owner):
@@ -83,6 +88,7 @@ async def serve(
         runtime.reload_snapshot()
     await runtime.start()
     runners: list[web.AppRunner] = []
+    backups = _start_backups(config, config_path)
     try:
         # A node that cannot open every interface stops cleanly rather than serve half.
         await _start_interfaces(config, runtime, runners)
@@ -98,9 +104,23 @@ async def serve(
         await stop.wait()
         log.info("gateway %s stopping: finishing in-flight requests", config.server_id)
     finally:
+        if backups is not None:
+            backups.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await backups
         for runner in runners:
             await runner.cleanup()
         await runtime.close()
+
+
+def _start_backups(config: NodeConfig, config_path: Path | None) -> asyncio.Task[None] | None:
+    """The [backup] schedule in the background (gateway.backup), if the file has one."""
+    if config.backup is None or config_path is None:
+        return None
+    from gateway.backup import run_schedule
+
+    log.info("backups every %g s into %s", config.backup.interval_seconds, config.backup.directory)
+    return asyncio.create_task(run_schedule(config_path, config.server_id.to_text(), config.backup))
 
 
 async def _start_interfaces(
@@ -185,7 +205,7 @@ def run(config_path: Path) -> None:
     except ConfigError as exc:
         raise ConfigError(f"gateway {config.server_id} cannot start: {exc}") from None
     try:
-        _run_loop(serve(config))
+        _run_loop(serve(config, config_path=config_path))
     except (OSError, KeyFileError, GlobalConfError, SchemaTooNew) as exc:
         # A port in use, a key or anchor that cannot be read, a database a newer release
         # migrated: say which, without a traceback.
