@@ -15,14 +15,19 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
+import requests
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
+from gateway.admin.client import AdminClient
 from gateway.backup import (
     BackupError,
     BackupKey,
@@ -44,13 +49,16 @@ from gateway.serverconf.repository import ServerConfRepository
 from tests.conftest import (
     BACKENDS,
     CONSUMER,
+    HTTP_TIMEOUT_SECONDS,
     KNOWN_PERSON,
     POPULATION,
     POPULATION_NS,
+    REPO,
     get_person_request,
     migrated_database,
     pg_schema_url,
     soap_body,
+    wait_until,
 )
 from tests.inprocess import Built, build_template, inprocess_federation
 
@@ -131,6 +139,45 @@ async def test_a_lost_node_restored_from_its_backup_into_a_fresh_directory_serve
         response = await fed["gw-a"].post("/", get_person_request(KNOWN_PERSON), SOAP_HEADERS)
         assert response.status_code == 200, response.text
         assert soap_body(response).find(f"{{{POPULATION_NS}}}person") is not None
+
+
+def test_the_restored_node_starts_as_a_process_and_answers_with_its_restored_keys(
+    built: Built, tmp_path: Path
+) -> None:
+    gw_b = gateway_of(built.description, "gw-b")
+    config_path = Path(gw_b["config"])
+    repository = ServerConfRepository.from_url(load_config(config_path).database_url)
+    _, api_key = repository.create_api_key("restored-admin", "observer")
+    repository.engine.dispose()
+    key = BackupKey.passphrase(PASSPHRASE)
+    sealed = make_backup(config_path, key)
+    shutil.rmtree(config_path.parent)
+    new_config = restore(sealed, key, tmp_path / "elsewhere")
+
+    log = tmp_path / "node.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "gateway", "serve", "--config", str(new_config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+    try:
+        client = AdminClient(gw_b["admin_url"], api_key, timeout=HTTP_TIMEOUT_SECONDS)
+
+        def answers() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return bool(client.list_subsystems())
+            except requests.ConnectionError:
+                return False
+
+        wait_until(answers, 30, "the restored node's management API")
+        assert POPULATION.to_text() in {s["client_id"] for s in client.list_subsystems()}
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
 
 
 def test_a_changed_byte_a_wrong_key_or_a_used_directory_is_refused(built: Built, tmp_path: Path) -> None:
