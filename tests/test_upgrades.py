@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from gateway.cache import db as cache_db
+from gateway.central import db as central_db
 from gateway.config import load_config
 from gateway.db import Migrations, SchemaTooNew
 from gateway.messagelog import db as messagelog_db
@@ -47,6 +48,7 @@ PACKAGES: Final[dict[str, tuple[Migrations, Callable[[str], None]]]] = {
     "serverconf": (serverconf_db.MIGRATIONS, serverconf_db.migrate),
     "messagelog": (messagelog_db.MIGRATIONS, messagelog_db.migrate),
     "cache": (cache_db.MIGRATIONS, cache_db.migrate),
+    "central": (central_db.MIGRATIONS, central_db.migrate),
 }
 
 
