@@ -297,3 +297,13 @@ def test_a_step_that_fails_midway_leaves_nothing_changed(backend: str, tmp_path:
             assert repository.current_version() == version + 1
         finally:
             repository.engine.dispose()
+
+
+def test_a_file_that_is_not_json_shaped_is_refused_before_any_call(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("format: xgate-config/1\nsubsystems:\n- id: DEV/GOV/1/a\n  note: 2026-12-06\n")
+    result = CliRunner().invoke(main, ["config", "apply", str(path)], env={"XGATE_API_KEY": "unused"})
+    assert result.exit_code == 1 and "quote it" in result.output
+    path.write_text("- just a list\n")
+    result = CliRunner().invoke(main, ["config", "apply", str(path)], env={"XGATE_API_KEY": "unused"})
+    assert result.exit_code == 1 and "must hold a mapping" in result.output
