@@ -29,7 +29,7 @@ from gateway.node import _admin_app
 from gateway.serverconf.access import AccessRight
 from gateway.serverconf.db import migrate
 from gateway.serverconf.declared import Step
-from gateway.serverconf.repository import NotFound, ServerConfRepository
+from gateway.serverconf.repository import ConfigurationChanged, NotFound, ServerConfRepository
 from tests.conftest import (
     BACKENDS,
     CONSUMER,
@@ -292,7 +292,9 @@ def test_a_step_that_fails_midway_leaves_nothing_changed(backend: str, tmp_path:
                 run_steps(repository, steps)
             assert repository.snapshot().subsystem(new) is None
             assert repository.current_version() == version
-            run_steps(repository, steps[:1])  # the repository works on after the rollback
+            with pytest.raises(ConfigurationChanged, match="apply it again"):
+                run_steps(repository, steps[:1], planned_on=version - 1)  # planned on an older state
+            run_steps(repository, steps[:1], planned_on=version)  # works on after the rollbacks
             assert repository.snapshot().subsystem(new) is not None
             assert repository.current_version() == version + 1
         finally:

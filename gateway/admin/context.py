@@ -21,6 +21,7 @@ from gateway.ids import ClientId, IdentifierError, SecurityServerId
 from gateway.messagelog.inspector import LogInspector
 from gateway.serverconf.repository import (
     AlreadyExists,
+    ConfigurationChanged,
     NotFound,
     ServerConfError,
     ServerConfRepository,
@@ -68,7 +69,7 @@ TABLE: Final = OperationTable()
 
 domain_error: Final = domain_errors(
     (NotFound, 404, NOT_FOUND),
-    (AlreadyExists, 409, CONFLICT),
+    ((AlreadyExists, ConfigurationChanged), 409, CONFLICT),
     (DescriptionError, 400, INVALID_DESCRIPTION),
     ((IdentifierError, ServerConfError, CertificateError), 400, VALIDATION_ERROR),
 )
