@@ -96,6 +96,7 @@ from gateway.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "LOOPBACK_HOSTS",
+    "BackupSettings",
     "CacheSettings",
     "ConfigError",
     "Listener",
@@ -153,6 +154,22 @@ class SigningKey:
     passphrase_env: str | None = None
 
 
+DEFAULT_BACKUP_INTERVAL_SECONDS: Final = 86400.0
+"""Scheduled backups once a day: the configuration changes by administrators' hands, rarely."""
+DEFAULT_BACKUP_KEEP: Final = 7
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """[backup]: scheduled, encrypted backups of the node (gateway.backup), and how many to keep."""
+
+    directory: Path
+    interval_seconds: float = DEFAULT_BACKUP_INTERVAL_SECONDS
+    keep: int = DEFAULT_BACKUP_KEEP
+    passphrase_env: str | None = None
+    key_file: Path | None = None
+
+
 @dataclass(frozen=True)
 class HealthSettings:
     """The load balancers' health endpoint (gateway.proxy.health, docs/operations.md)."""
@@ -205,6 +222,8 @@ class NodeConfig:
     metrics: MetricsSettings | None = None
     """Where `/metrics` is served; None: metrics are off."""
     logging: LogSettings = field(default_factory=LogSettings)
+    backup: BackupSettings | None = None
+    """Scheduled backups; None: none (`xgate gateway backup` still makes one by hand)."""
 
     @property
     def ocsp_store_dir(self) -> Path:
@@ -454,6 +473,30 @@ class MonitoringSection(FileModel):
         )
 
 
+class BackupSection(FileModel):
+    """Scheduled backups (docs/lifecycle.md): on once `directory` is set, sealed with the
+    passphrase in `passphrase_env` or the key in `key_file` (one of them)."""
+
+    directory: FilePath | None = None
+    interval_seconds: Seconds = DEFAULT_BACKUP_INTERVAL_SECONDS
+    keep: Positive = DEFAULT_BACKUP_KEEP
+    passphrase_env: str | None = None
+    key_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> BackupSection:
+        if self.directory is not None and (self.passphrase_env is None) == (self.key_file is None):
+            raise PydanticCustomError("backup_key", "give one of passphrase_env and key_file")
+        return self
+
+    def settings(self) -> BackupSettings | None:
+        if self.directory is None:
+            return None
+        return BackupSettings(
+            self.directory, self.interval_seconds, int(self.keep), self.passphrase_env, self.key_file
+        )
+
+
 class TrustSection(FileModel):
     """How this node uses the trust services (docs/resilience.md)."""
 
@@ -524,6 +567,7 @@ class NodeFile(FileModel):
     compatibility: CompatibilitySection = CompatibilitySection()
     metrics: MetricsSection = MetricsSection()
     logging: NodeLoggingSection = NodeLoggingSection()
+    backup: BackupSection = BackupSection()
 
     def node_config(self, base: Path) -> NodeConfig:
         data_dir = self.node.data_dir or base
@@ -562,6 +606,7 @@ class NodeFile(FileModel):
             health=self.health.settings() if self.health is not None else HealthSettings(),
             metrics=self.metrics.settings(),
             logging=self.logging.settings(),
+            backup=self.backup.settings(),
         )
 
 

@@ -156,8 +156,10 @@ async def serve(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     worker: WorkerRole | None = None,
+    config_path: Path | None = None,
 ) -> None:
-    """Serve until `stop` (or SIGTERM/SIGINT); as one of several workers when `worker` says so."""
+    """Serve until `stop` (or SIGTERM/SIGINT); as one of several workers when `worker` says so.
+    `config_path` is the TOML file scheduled backups take (worker 0 makes them, once per node)."""
     started_at = time.time()
     worker = worker or WorkerRole()
     if worker.count == 1:
@@ -167,6 +169,7 @@ async def serve(
         runtime.exchange_observers.append(AccessLog())
     await runtime.start()
     runners: list[web.AppRunner] = []
+    backups = _start_backups(config, config_path) if worker.fetches else None
     try:
         # A node that cannot open every interface stops cleanly rather than serve half.
         await _start_interfaces(config, runtime, runners, started_at)
@@ -184,6 +187,10 @@ async def serve(
         await stop.wait()
         log.info("gateway %s stopping: finishing in-flight requests", config.server_id)
     finally:
+        if backups is not None:
+            backups.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await backups
         for runner in runners:
             await runner.cleanup()
         await runtime.close()
@@ -197,6 +204,16 @@ async def _stop_without_parent(stop: asyncio.Event) -> None:
             stop.set()
             return
         await asyncio.sleep(PARENT_CHECK_SECONDS)
+
+
+def _start_backups(config: NodeConfig, config_path: Path | None) -> asyncio.Task[None] | None:
+    """The [backup] schedule in the background (gateway.backup), if the file has one."""
+    if config.backup is None or config_path is None:
+        return None
+    from gateway.backup import run_schedule
+
+    log.info("backups every %g s into %s", config.backup.interval_seconds, config.backup.directory)
+    return asyncio.create_task(run_schedule(config_path, config.server_id.to_text(), config.backup))
 
 
 async def _start_interfaces(
@@ -314,7 +331,7 @@ def _run(config_path: Path, config: NodeConfig, workers: int, worker: WorkerRole
             prepare_databases(config)
             run_workers(config_path, config, workers)
         else:
-            _run_loop(serve(config, worker=worker))
+            _run_loop(serve(config, worker=worker, config_path=config_path))
     except (OSError, KeyFileError, GlobalConfError, SchemaTooNew) as exc:
         # A port in use, a key or anchor that cannot be read, a database a newer release
         # migrated: say which, without a traceback.

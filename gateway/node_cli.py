@@ -212,3 +212,98 @@ def create_api_key(config_path: Path, name: str, role: str) -> None:
     repository.audit("cli", "create_api_key", name, {"role": role}, AuditResult.OK)
     _, key = repository.create_api_key(name, role)
     click.echo(key)
+
+
+def _backup_key(passphrase_env: str | None, key_file: Path | None) -> Any:
+    """The key from --passphrase-env or --key-file (exactly one); the passphrase is never an argument."""
+    from gateway.backup import BackupError, BackupKey
+
+    if (passphrase_env is None) == (key_file is None):
+        raise click.UsageError("give one of --passphrase-env VAR and --key-file FILE")
+    try:
+        if key_file is not None:
+            return BackupKey.key_file(key_file)
+        assert passphrase_env is not None
+        passphrase = os.environ.get(passphrase_env)
+        if not passphrase:
+            raise click.UsageError(f"${passphrase_env} is not set: it must hold the backup passphrase")
+        return BackupKey.passphrase(passphrase)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+_KEY_OPTIONS = (
+    click.option("--passphrase-env", metavar="VAR", help="Environment variable holding the passphrase."),
+    click.option(
+        "--key-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="A file of 32 random bytes (or 64 hex digits) instead of a passphrase.",
+    ),
+)
+
+
+def _with_key_options(function: Any) -> Any:
+    for option in reversed(_KEY_OPTIONS):
+        function = option(function)
+    return function
+
+
+@cli.command("backup")
+@click.option(
+    "--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@_with_key_options
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The backup file."
+)
+def backup_command(
+    config_path: Path, passphrase_env: str | None, key_file: Path | None, output: Path
+) -> None:
+    """Write an encrypted backup of the node: its TOML file, server configuration, keys, anchor.
+
+    AES-256-GCM over the whole archive, with a manifest of every file's SHA-256; the key comes
+    from scrypt(passphrase) or a key file. The message log is not in it (it has its own archives).
+    """
+    from gateway.backup import BackupError, write_backup
+
+    key = _backup_key(passphrase_env, key_file)
+    try:
+        written = write_backup(config_path, key, output)
+    except (BackupError, ConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backup written: {written} ({written.stat().st_size} bytes)")
+
+
+@cli.command("restore")
+@click.argument("backup_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--to",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A fresh directory.",
+)
+@_with_key_options
+@click.option(
+    "--database-url",
+    help="A PostgreSQL backup: load the configuration into this empty database, not the one the file names.",
+)
+def restore_command(
+    backup_file: Path,
+    directory: Path,
+    passphrase_env: str | None,
+    key_file: Path | None,
+    database_url: str | None,
+) -> None:
+    """Restore a backup into DIR: every file checked against the manifest, keys 0600, paths rewritten.
+
+    Start the node with `xgate gateway serve --config DIR/gateway.toml` (the file's name as backed up).
+    """
+    from gateway.backup import BackupError, restore
+
+    key = _backup_key(passphrase_env, key_file)
+    try:
+        config_path = restore(backup_file.read_bytes(), key, directory, database_url=database_url)
+    except (BackupError, ConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restored: start it with `xgate gateway serve --config {config_path}`")

@@ -27,9 +27,11 @@ from gateway.cli import main
 from gateway.ids import ClientId, LocalGroupId, ServiceId
 from gateway.node import _admin_app
 from gateway.serverconf.access import AccessRight
+from gateway.serverconf.db import migrate
 from gateway.serverconf.declared import Step
-from gateway.serverconf.repository import NotFound, ServerConfRepository
+from gateway.serverconf.repository import ConfigurationChanged, NotFound, ServerConfRepository
 from tests.conftest import (
+    BACKENDS,
     CONSUMER,
     GET_PERSON,
     KNOWN_PERSON,
@@ -37,6 +39,7 @@ from tests.conftest import (
     POPULATION_NS,
     REPO,
     get_person_request,
+    migrated_database,
     serving_in_thread,
     soap_body,
 )
@@ -274,20 +277,35 @@ async def test_a_new_subsystems_services_come_with_a_description_fetched_by_url(
     assert "no changes" in again.output, again.output
 
 
-def test_a_step_that_fails_midway_leaves_nothing_changed(tmp_path: Path) -> None:
-    from gateway.serverconf.db import migrate
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_step_that_fails_midway_leaves_nothing_changed(backend: str, tmp_path: Path) -> None:
+    with migrated_database(backend, tmp_path, "serverconf.db", migrate, "xgate_lifecycle") as url:
+        repository = ServerConfRepository.from_url(url)
+        new = ClientId("DEV", "GOV", "1234", "new")
+        steps = [
+            Step("+", "subsystem.add", new.to_text(), "add_subsystem", (new,)),
+            Step("+", "access.grant", new.to_text(), "grant", (new, AccessRight(CONSUMER, "missing"))),
+        ]
+        version = repository.current_version()
+        try:
+            with pytest.raises(NotFound, match=r"access\.grant DEV/GOV/1234/new"):
+                run_steps(repository, steps)
+            assert repository.snapshot().subsystem(new) is None
+            assert repository.current_version() == version
+            with pytest.raises(ConfigurationChanged, match="apply it again"):
+                run_steps(repository, steps[:1], planned_on=version - 1)  # planned on an older state
+            run_steps(repository, steps[:1], planned_on=version)  # works on after the rollbacks
+            assert repository.snapshot().subsystem(new) is not None
+            assert repository.current_version() == version + 1
+        finally:
+            repository.engine.dispose()
 
-    url = f"sqlite:///{tmp_path / 'serverconf.db'}"
-    migrate(url)
-    repository = ServerConfRepository.from_url(url)
-    new = ClientId("DEV", "GOV", "1234", "new")
-    steps = [
-        Step("+", "subsystem.add", new.to_text(), "add_subsystem", (new,)),
-        Step("+", "access.grant", new.to_text(), "grant", (new, AccessRight(CONSUMER, "missing"))),
-    ]
-    version = repository.current_version()
-    with pytest.raises(NotFound, match=r"access\.grant DEV/GOV/1234/new"):
-        run_steps(repository, steps)
-    assert repository.snapshot().subsystem(new) is None
-    assert repository.current_version() == version
-    repository.engine.dispose()
+
+def test_a_file_that_is_not_json_shaped_is_refused_before_any_call(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("format: xgate-config/1\nsubsystems:\n- id: DEV/GOV/1/a\n  note: 2026-12-06\n")
+    result = CliRunner().invoke(main, ["config", "apply", str(path)], env={"XGATE_API_KEY": "unused"})
+    assert result.exit_code == 1 and "quote it" in result.output
+    path.write_text("- just a list\n")
+    result = CliRunner().invoke(main, ["config", "apply", str(path)], env={"XGATE_API_KEY": "unused"})
+    assert result.exit_code == 1 and "must hold a mapping" in result.output

@@ -20,8 +20,11 @@ from typing import Final
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from click.testing import CliRunner
 
 from gateway.cache import db as cache_db
+from gateway.central import db as central_db
+from gateway.cli import main
 from gateway.config import load_config
 from gateway.db import Migrations, SchemaTooNew
 from gateway.messagelog import db as messagelog_db
@@ -47,6 +50,7 @@ PACKAGES: Final[dict[str, tuple[Migrations, Callable[[str], None]]]] = {
     "serverconf": (serverconf_db.MIGRATIONS, serverconf_db.migrate),
     "messagelog": (messagelog_db.MIGRATIONS, messagelog_db.migrate),
     "cache": (cache_db.MIGRATIONS, cache_db.migrate),
+    "central": (central_db.MIGRATIONS, central_db.migrate),
 }
 
 
@@ -170,3 +174,6 @@ def test_a_node_refuses_to_start_on_a_newer_schema(previous_release: Built, tmp_
     assert "cannot start" in result.stderr and FUTURE_REVISION in result.stderr
     assert "newer xgate" in result.stderr
     assert "Traceback" not in result.stderr
+    migrated = CliRunner().invoke(main, ["gateway", "migrate", "--config", str(config)])
+    assert migrated.exit_code == 1 and FUTURE_REVISION in migrated.output
+    assert revision_of(url, serverconf_db.MIGRATIONS) == FUTURE_REVISION

@@ -46,6 +46,10 @@ def read_file(path: Path) -> dict[str, Any]:
         raise click.ClickException(f"{path} is not YAML: {error}") from None
     if not isinstance(document, dict):
         raise click.ClickException(f"{path} must hold a mapping with `format` and `subsystems`")
+    try:
+        json.dumps(document)
+    except (TypeError, ValueError) as error:  # a YAML date or a non-text key: quote it
+        raise click.ClickException(f"{path} holds a value that is not JSON ({error}): quote it") from None
     return document
 
 

@@ -23,6 +23,7 @@ from gateway.monitoring.maintenance import MaintenanceMode
 from gateway.monitoring.operational.service import OperationalMonitor
 from gateway.serverconf.repository import (
     AlreadyExists,
+    ConfigurationChanged,
     NotFound,
     ServerConfError,
     ServerConfRepository,
@@ -78,7 +79,7 @@ TABLE: Final = OperationTable()
 
 domain_error: Final = domain_errors(
     (NotFound, 404, NOT_FOUND),
-    (AlreadyExists, 409, CONFLICT),
+    ((AlreadyExists, ConfigurationChanged), 409, CONFLICT),
     (DescriptionError, 400, INVALID_DESCRIPTION),
     ((IdentifierError, ServerConfError, CertificateError), 400, VALIDATION_ERROR),
 )

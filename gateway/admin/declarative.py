@@ -51,7 +51,7 @@ from gateway.serverconf.model import (
     SubsystemConf,
 )
 from gateway.serverconf.openapi import parse_openapi
-from gateway.serverconf.repository import ServerConfError, ServerConfRepository
+from gateway.serverconf.repository import ConfigurationChanged, ServerConfError, ServerConfRepository
 from gateway.serverconf.wsdl import MAX_DESCRIPTION_BYTES, DescriptionError, parse_wsdl
 from gateway.webapi import ApiError, Call, Outcome, invalid
 from gateway.webapi.types import (
@@ -444,9 +444,18 @@ def stored_policy_documents(conf: ServerConfSnapshot) -> dict[str, dict[str, Any
     return {record.name: from_record(record).to_document() for record in _stored_policies(conf)}
 
 
-def run_steps(repository: ServerConfRepository, steps: Sequence[Step]) -> None:
-    """Every step in one transaction; a refused step names itself and leaves nothing changed."""
-    with repository.batch():
+def run_steps(repository: ServerConfRepository, steps: Sequence[Step], planned_on: int | None = None) -> None:
+    """Every step in one transaction; a refused step names itself and leaves nothing changed.
+
+    With `planned_on` (the version the steps were planned against), a configuration someone
+    changed in between is refused (409) rather than changed by a plan made for another state.
+    """
+    with repository.batch() as version:
+        if planned_on is not None and version != planned_on + 1:
+            raise ConfigurationChanged(
+                f"the configuration changed (version {planned_on} → {version - 1}) while the file was "
+                "checked: apply it again"
+            )
         for step in steps:
             try:
                 getattr(repository, step.method)(*step.args, **step.kwargs)
@@ -502,7 +511,7 @@ async def apply_config(ctx: AdminContext, call: Call[ApplyParams, ConfigDocument
     steps = plan(current, declared, stored_policy_documents(current))
     dry_run = call.params.dry_run
     if steps and not dry_run:
-        await asyncio.to_thread(run_steps, ctx.repository, steps)
+        await asyncio.to_thread(run_steps, ctx.repository, steps, current.version)
     changes = [step.describe() for step in steps]
     body = {"dry_run": dry_run, "applied": bool(steps) and not dry_run, "changes": changes}
     return Outcome(body, 200, "configuration", body)

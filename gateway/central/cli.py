@@ -114,13 +114,14 @@ def serve(config_path: Path) -> None:
     from gateway.central.repository import RegistryError
     from gateway.central.server import run
     from gateway.configfile import ConfigError, check_database_directory, ensure_data_dir
+    from gateway.db import SchemaTooNew
 
     try:
         config = load_config(config_path)
         ensure_data_dir(config.data_dir, "registry.data_dir", "set up a registry with `xgate central init`")
         check_database_directory(config.database_url, "registry.database_url")
         run(config_path)
-    except (ConfigError, RegistryError, OSError) as exc:
+    except (ConfigError, RegistryError, OSError, SchemaTooNew) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

@@ -37,7 +37,12 @@ from gateway.serverconf.model import (
     ServiceKind,
     SubsystemConf,
 )
-from gateway.serverconf.repository.errors import AlreadyExists, NotFound, ServerConfError
+from gateway.serverconf.repository.errors import (
+    AlreadyExists,
+    ConfigurationChanged,
+    NotFound,
+    ServerConfError,
+)
 from gateway.serverconf.repository.snapshot import load_snapshot
 from gateway.serverconf.repository.store import ServerConfRepository
 
@@ -59,6 +64,7 @@ __all__ = [
     "BackendTls",
     "CachePolicyRecord",
     "ClientAuthMode",
+    "ConfigurationChanged",
     "KeyRecord",
     "KeyUsage",
     "LocalGroup",

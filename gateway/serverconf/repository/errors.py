@@ -13,3 +13,7 @@ class NotFound(ServerConfError):
 
 class AlreadyExists(ServerConfError):
     """The change would register something a second time."""
+
+
+class ConfigurationChanged(ServerConfError):
+    """The configuration moved on since a change was planned against it (someone else changed it)."""

@@ -143,19 +143,25 @@ class ServerConfRepository:
             return cached
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> Iterator[int]:
         """The changes made in this block (by this thread) as one transaction: all or none of them.
 
         For a declarative apply (gateway.admin.declarative): each change method still checks
         what it checks, but within one transaction that bumps config_version once, so other
-        nodes never load half of it and a failure midway leaves nothing behind.
+        nodes never load half of it and a failure midway leaves nothing behind. Yields the
+        configuration version the batch will commit as (the one before it, plus one).
         """
         if getattr(self._batch, "connection", None) is not None:
             raise ServerConfError("a batch of changes is open already")
         with self._change() as connection:
             self._batch.connection = connection
             try:
-                yield
+                yield int(
+                    connection.scalar(
+                        sa.select(config_version.c.version).where(config_version.c.id == CONFIG_ROW)
+                    )
+                    or 0
+                )
             finally:
                 self._batch.connection = None
 
