@@ -324,6 +324,41 @@ def test_connections_beyond_the_cap_are_closed_at_once_while_held_ones_are_serve
             sock.close()
 
 
+def test_a_burst_of_connections_up_to_the_cap_waits_in_the_kernel_while_the_loop_is_busy(
+    new_loop: NewLoop,
+) -> None:
+    """The listen backlog is the cap, not aiohttp's 128: with 128, the 130th connection of a burst
+    that arrives while the loop is busy is dropped by the kernel and waits a second or more for
+    TCP's retransmission; here every one is queued and served once the loop is free."""
+    burst = 300
+    limits = ConnectionLimits(header_timeout_seconds=30.0, max_connections=burst + 10)
+    with serving(new_loop, limits) as served:
+        busy = threading.Event()
+
+        async def block() -> None:
+            busy.set()
+            time.sleep(2.0)  # the loop does nothing else meanwhile
+
+        blocked = asyncio.run_coroutine_threadsafe(block(), served.loop)
+        assert busy.wait(SOCKET_TIMEOUT_SECONDS)
+        sockets = []
+        try:
+            started = time.monotonic()
+            for _ in range(burst):
+                sock = socket.socket()
+                sock.settimeout(SOCKET_TIMEOUT_SECONDS)
+                sock.connect(("127.0.0.1", served.port))
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+                sockets.append(sock)
+            assert time.monotonic() - started < 1.0, "connections waited for the kernel to retransmit"
+            blocked.result(SOCKET_TIMEOUT_SECONDS)
+            for sock in sockets:
+                assert read_response(sock).startswith(b"HTTP/1.1 200")
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
 # --- TLS ----------------------------------------------------------------------------------------
 
 
