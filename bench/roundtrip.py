@@ -2,6 +2,7 @@
 gateways (mutual TLS, batch signing, verification, message log), in the same run.
 
 Usage: .venv/bin/python bench/roundtrip.py [--seconds 8] [--dir DIR] [--cache-only] [--profile-cache FILE]
+       [--no-monitoring | --monitoring-cost]
 
 Starts a development federation (gateway.dev.federation), then drives SOAP getPerson with wrk
 (a C load generator, so the client is not the bottleneck) at concurrency 1 and 32, against
@@ -24,6 +25,12 @@ added p50 c = Y ms vs b = Z ms (concurrency 1)" (the issue's targets: X >= 2, Y 
 with "met" or "NOT met". `--cache-only` skips the message-log runs (the direct and normal paths
 are still measured, in the same run, for the cache's ratios). Each run prints the machine's
 1-minute load average beside it: on a shared machine a ratio means little without it.
+
+`--no-monitoring` runs gw-a and gw-b with operational monitoring off (`[monitoring] enabled =
+false`: no exchange observer, so the proxy keeps no watch of its exchanges), for a run to set
+beside one with it on. `--monitoring-cost` measures only that, in one run: (b) at concurrency 32
+with monitoring on, off, and on again, and prints "monitoring cost: throughput on/off = X" (the
+issue's target with metrics: X >= 0.95), both runs with it on averaged against the one between.
 """
 
 from __future__ import annotations
@@ -166,6 +173,33 @@ def switch_message_log(fed: Path, description: dict[str, Any], enabled: bool) ->
                 time.sleep(0.2)
 
 
+def switch_monitoring(fed: Path, description: dict[str, Any], enabled: bool) -> None:
+    """Restart gw-a and gw-b with `[monitoring] enabled` set (a table of the file's end), and wait."""
+    for gw in description["gateways"]:
+        if gw["name"] not in GATEWAYS:
+            continue
+        config = Path(gw["config"])
+        text = config.read_text().split(MONITORING_SWITCH, 1)[0]
+        config.write_text(f"{text}{MONITORING_SWITCH}enabled = {'true' if enabled else 'false'}\n")
+        federation.stop_process(fed, gw["name"])
+        federation.start_process(fed, gw["name"])
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    for gw in description["gateways"]:
+        if gw["name"] in GATEWAYS:
+            while not (_serves(gw, True) and _monitoring_as(gw, enabled)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{gw['name']} did not come back with monitoring switched")
+                time.sleep(0.2)
+
+
+MONITORING_SWITCH = "\n[monitoring]  # bench/roundtrip.py\n"
+
+
+def _monitoring_as(gw: dict[str, Any], enabled: bool) -> bool:
+    health = federation.gateway_health(gw) or {}
+    return (health.get("monitoring") is not None) == enabled
+
+
 def _serves(gw: dict[str, Any], log_enabled: bool) -> bool:
     """The gateway runs on a configuration, with fresh OCSP responses, and its log as asked."""
     health = federation.gateway_health(gw)
@@ -209,6 +243,17 @@ def main() -> None:
         action="store_true",
         help="measure the direct, normal and cache-hit paths only (skip the message-log on/off runs)",
     )
+    observers = parser.add_mutually_exclusive_group()
+    observers.add_argument(
+        "--no-monitoring",
+        action="store_true",
+        help="run gw-a and gw-b with operational monitoring off ([monitoring] enabled = false)",
+    )
+    observers.add_argument(
+        "--monitoring-cost",
+        action="store_true",
+        help="measure only the two gateways at concurrency 32 with monitoring on, off and on again",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
@@ -225,6 +270,11 @@ def main() -> None:
         gateway_a = (
             next(gw for gw in description["gateways"] if gw["name"] == "gw-a")["internal_http_url"] + "/"
         )
+        if args.no_monitoring:
+            switch_monitoring(fed, description, False)
+        if args.monitoring_cost:
+            monitoring_cost(monitoring_runs(fed, description, script, gateway_a, args.seconds))
+            return
         # Warm both paths (connections, caches) before measuring.
         wrk(direct, script, 4, 2, "warm")
         wrk(gateway_a, script, 4, 2, "warm")
@@ -288,6 +338,46 @@ def main() -> None:
         "load": [r.load for r in runs],
     }
     print(json.dumps(result))
+
+
+def monitoring_runs(
+    fed: Path, description: dict[str, Any], script: Path, url: str, seconds: int
+) -> list[Run]:
+    """(b) at concurrency 32 with operational monitoring on, off, and on again."""
+    runs = []
+    for enabled, label in ((True, "monitoring on"), (False, "monitoring off"), (True, "monitoring on")):
+        switch_monitoring(fed, description, enabled)
+        wrk(url, script, 4, 2, "warm")
+        runs.append(wrk(url, script, 32, seconds, label, gateway_pids(fed)))
+    return runs
+
+
+def monitoring_cost(runs: list[Run]) -> dict[str, float]:
+    """Throughput with monitoring on (both runs averaged) against the run with it off."""
+    for run in runs:
+        print(
+            f"{run.label:<15} c={run.concurrency} {run.requests_per_second:>7.0f} req/s "
+            f"p50 {run.p50_ms:.2f} ms p99 {run.p99_ms:.2f} ms non-2xx {run.errors} "
+            f"CPU {run.cpu_ms_per_request:.2f} ms/req load {run.load:.2f}"
+        )
+    on = [r for r in runs if r.label == "monitoring on"]
+    off = next(r for r in runs if r.label == "monitoring off")
+    on_rps = sum(r.requests_per_second for r in on) / len(on)
+    on_cpu = sum(r.cpu_ms_per_request for r in on) / len(on)
+    cost = on_rps / off.requests_per_second
+    print(
+        f"monitoring cost: throughput on/off = {cost:.3f} (concurrency 32); "
+        f"gateways' CPU per request on/off = {on_cpu:.2f}/{off.cpu_ms_per_request:.2f} ms"
+    )
+    result = {
+        "throughput_on_off": cost,
+        "rps_on": on_rps,
+        "rps_off": off.requests_per_second,
+        "cpu_ms_per_request_on": on_cpu,
+        "cpu_ms_per_request_off": off.cpu_ms_per_request,
+    }
+    print(json.dumps({"monitoring_cost": result}))
+    return result
 
 
 def _met(ok: bool) -> str:

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import click
 
-from gateway.admin.cli import DEFAULT_KEY_ENV, URL_ENV, AdminSettings
-from gateway.admin.client import DEFAULT_URL
-from gateway.apicli import ApiGroup, api_options
-from gateway.monitoring.operational.cli import records, services
+from gateway.apicli import GATEWAY_API_KEY_ENV, GATEWAY_API_URL, GATEWAY_API_URL_ENV, ApiGroup, api_options
+from gateway.monitoring.operational.cli import MonitorSettings, records, services
+
+URL_ENV: Final = GATEWAY_API_URL_ENV
 
 
 @click.group(name="monitor", cls=ApiGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @api_options(
     url_env=URL_ENV,
-    default_url=DEFAULT_URL,
-    default_key_env=DEFAULT_KEY_ENV,
+    default_url=GATEWAY_API_URL,
+    default_key_env=GATEWAY_API_KEY_ENV,
     url_help=f"The node's admin listener (or set {URL_ENV}).",
 )
 @click.pass_context
 def cli(ctx: click.Context, url: str, key_env: str) -> None:
     """Operational records, per-service statistics and the node's environment."""
-    ctx.obj = AdminSettings(url, key_env)
+    ctx.obj = MonitorSettings(url, key_env)
 
 
 cli.add_command(records)

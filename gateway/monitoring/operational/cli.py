@@ -7,10 +7,10 @@ from typing import Any, Final
 
 import click
 
-from gateway.admin.cli import AdminSettings, pass_settings
 from gateway.apicli import (
     CLIENT_ID,
     SERVICE_ID,
+    ApiSettings,
     echo_next_page,
     emit,
     json_option,
@@ -19,9 +19,20 @@ from gateway.apicli import (
     rfc3339,
     with_next_page,
 )
+from gateway.monitoring.operational.client import MonitoringClient
 from gateway.timetext import EXAMPLES, TimeTextError, parse_duration
 
 RECORDS_LISTING: Final = "monitor records"
+
+
+class MonitorSettings(ApiSettings[MonitoringClient]):
+    """Where a gateway's management API is and where its key comes from."""
+
+    def _connect(self, url: str, key: str) -> MonitoringClient:
+        return MonitoringClient(url, key)
+
+
+pass_settings = click.make_pass_decorator(MonitorSettings)
 
 _RECORD_COLUMNS: Final = (
     ("request_in", "at"),
@@ -67,7 +78,7 @@ def _outcome(record: dict[str, Any]) -> str:
 @json_option
 @pass_settings
 def records(
-    settings: AdminSettings,
+    settings: MonitorSettings,
     since: str | None,
     until: str | None,
     client: str | None,
@@ -115,7 +126,7 @@ def _window(text: str) -> float:
 @json_option
 @pass_settings
 def services(
-    settings: AdminSettings, window: str, service: str | None, role: str | None, as_json: bool
+    settings: MonitorSettings, window: str, service: str | None, role: str | None, as_json: bool
 ) -> None:
     """Per-service health over a sliding window: successes, failures, last of each, durations."""
     found = settings.client().monitoring_services(window_seconds=_window(window), service=service, role=role)
