@@ -140,7 +140,11 @@ async def serve(
     if watch is not None or not runtime.exchange_observers:
         return await _serve(runtime, peer_cert, headers, body, watch)
     watch = Watch(Role.PRODUCER)
-    answer = await _serve(runtime, peer_cert, headers, body, watch)
+    try:
+        answer = await _serve(runtime, peer_cert, headers, body, watch)
+    except asyncio.CancelledError:  # the calling gateway went away
+        runtime.observe_exchange(watch.abandoned())
+        raise
     runtime.observe_exchange(watch.record(answer.status, len(answer.body)))
     return answer
 
