@@ -82,7 +82,7 @@ class Watch:
     def identified(self, ids: ExchangeIds) -> None:
         """The message is read and checked: the ids are known and the parse step ends here."""
         self.ids = ids
-        self.timer.steps[Step.PARSE.value] = self.timer.elapsed()
+        self.timer.steps[Step.PARSE._value_] = self.timer.elapsed()
 
     def failed(self, code: str, string: str | None) -> None:
         """The answer given is a fault (the last one named wins: it is the one the client got)."""
