@@ -8,7 +8,7 @@ same signatures, verification and message log as processes, no sockets between t
 SOAP getPerson through gw-a -> gw-b one after another, in rounds alternating metrics off (no
 exchange observer: the proxy times nothing) and on (each gateway's NodeRegistry observing, and
 scraped once per round). Prints the process's CPU time per exchange for each round and the
-ratio of the medians. bench/roundtrip.py --metrics-only measures throughput with processes.
+ratio of the medians. bench/roundtrip.py --monitoring-cost measures throughput with processes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Round-trip throughput and latency: a client calling the service directly, and through two
 gateways (mutual TLS, batch signing, verification, message log), in the same run.
 
-Usage: .venv/bin/python bench/roundtrip.py [--seconds 8] [--dir DIR] [--cache-only] [--metrics-only]
+Usage: .venv/bin/python bench/roundtrip.py [--seconds 8] [--dir DIR] [--cache-only] [--monitoring-cost]
        [--profile-cache FILE] [--workers N] [--workers-only]
 
 Starts a development federation (gateway.dev.federation), then drives SOAP getPerson with wrk
@@ -23,11 +23,12 @@ measured again at concurrency 1 and 32, every answer now from its cache (the cir
 open, so no connection is tried). It prints "cache hit: throughput c/b = X (concurrency 32);
 added p50 c = Y ms vs b = Z ms (concurrency 1)" (the issue's targets: X >= 2, Y <= Z), each
 with "met" or "NOT met". `--cache-only` skips the message-log runs (the direct and normal paths
-are still measured, in the same run, for the cache's ratios). `--metrics-only` measures instead
-what Prometheus metrics cost (docs/metrics.md): concurrency 32 through gw-a and gw-b with
-`[metrics] enabled` on (scraped every second) and off, three runs each, alternating, and prints
-"metrics cost: throughput on/off = X" (the issue's target: X >= 0.95). Each run prints the machine's
-1-minute load average beside it: on a shared machine a ratio means little without it.
+are still measured, in the same run, for the cache's ratios). `--monitoring-cost` measures instead
+what watching the exchanges costs: concurrency 32 through gw-a and gw-b with Prometheus metrics
+(scraped every second, docs/metrics.md), operational monitoring (docs/monitoring.md) and the
+access log (docs/logging.md) all on, and all off, three runs each, alternating, and prints
+"metrics + monitoring + access log cost: throughput on/off = X" (the issue's target: X >= 0.95).
+Each run prints the machine's 1-minute load average beside it: on a shared machine a ratio means little without it.
 
 `--workers N` restarts gw-a and gw-b as nodes of N worker processes each (gateway.workers)
 before measuring; `--workers-only` stops after the direct and two-gateway runs, which is what
@@ -194,15 +195,22 @@ def switch_message_log(fed: Path, description: dict[str, Any], enabled: bool) ->
                 time.sleep(0.2)
 
 
-def switch_metrics(fed: Path, description: dict[str, Any], enabled: bool) -> None:
-    """Restart gw-a and gw-b with `[metrics] enabled` set (off: no exchange observer at all, so the
-    proxy does not time exchanges either), and wait until they serve again."""
+OBSERVERS_SWITCH = "\n# bench/roundtrip.py: operational monitoring and the access log\n"
+
+
+def switch_observers(fed: Path, description: dict[str, Any], enabled: bool) -> None:
+    """Restart gw-a and gw-b with Prometheus metrics, operational monitoring and the access log all
+    on or all off (off: no exchange observer at all, so the proxy does not time exchanges either),
+    and wait until they serve again."""
+    flag = str(enabled).lower()
     for gw in description["gateways"]:
         if gw["name"] not in GATEWAYS:
             continue
         config = Path(gw["config"])
         text = re.sub(r"(?m)^\[metrics\]\nenabled = (true|false)\n", "[metrics]\n", config.read_text())
-        config.write_text(text.replace("[metrics]\n", f"[metrics]\nenabled = {str(enabled).lower()}\n", 1))
+        text = text.replace("[metrics]\n", f"[metrics]\nenabled = {flag}\n", 1).split(OBSERVERS_SWITCH, 1)[0]
+        tables = f"[monitoring]\nenabled = {flag}\n\n[logging]\naccess_log = {flag}\n"
+        config.write_text(f"{text}{OBSERVERS_SWITCH}{tables}")
         federation.stop_process(fed, gw["name"])
         federation.start_process(fed, gw["name"])
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
@@ -210,7 +218,7 @@ def switch_metrics(fed: Path, description: dict[str, Any], enabled: bool) -> Non
         if gw["name"] in GATEWAYS:
             while not _serves(gw, True):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{gw['name']} did not come back with its metrics switched")
+                    raise RuntimeError(f"{gw['name']} did not come back with its observers switched")
                 time.sleep(0.2)
 
 
@@ -242,15 +250,16 @@ class Scraper:
                 self.scrapes += 1
 
 
-def metrics_runs(fed: Path, description: dict[str, Any], script: Path, url: str, seconds: int) -> list[Run]:
-    """Concurrency 32 through gw-a and gw-b with metrics on (scraped every second) and off, three
-    runs each, alternating so that the machine's drift falls on both alike."""
+def observer_runs(fed: Path, description: dict[str, Any], script: Path, url: str, seconds: int) -> list[Run]:
+    """Concurrency 32 through gw-a and gw-b with metrics (scraped every second), operational
+    monitoring and the access log on, and all off; three runs each, alternating so that the
+    machine's drift falls on both alike."""
     runs = []
     for _ in range(3):
         for enabled in (True, False):
-            switch_metrics(fed, description, enabled)
+            switch_observers(fed, description, enabled)
             wrk(url, script, 4, 2, "warm")
-            label = "metrics on" if enabled else "metrics off"
+            label = "observers on" if enabled else "observers off"
             if enabled:
                 with Scraper(description):
                     runs.append(wrk(url, script, 32, seconds, label, gateway_pids(fed)))
@@ -259,17 +268,18 @@ def metrics_runs(fed: Path, description: dict[str, Any], script: Path, url: str,
     return runs
 
 
-def metrics_cost(runs: list[Run]) -> dict[str, Any]:
-    """Throughput with metrics on against off at concurrency 32 (means of the runs), and each run."""
-    on = [r for r in runs if r.label == "metrics on"]
-    off = [r for r in runs if r.label == "metrics off"]
+def observers_cost(runs: list[Run]) -> dict[str, Any]:
+    """Throughput with the observers on against off at concurrency 32 (means of the runs), and each run."""
+    on = [r for r in runs if r.label == "observers on"]
+    off = [r for r in runs if r.label == "observers off"]
     on_rps = sum(r.requests_per_second for r in on) / len(on)
     off_rps = sum(r.requests_per_second for r in off) / len(off)
     on_cpu = sum(r.cpu_ms_per_request for r in on) / len(on)
     off_cpu = sum(r.cpu_ms_per_request for r in off) / len(off)
     ratio = on_rps / off_rps
     print(
-        f"metrics cost: throughput on/off = {on_rps:.0f}/{off_rps:.0f} = {ratio:.3f} (concurrency 32, "
+        f"metrics + monitoring + access log cost: throughput on/off = {on_rps:.0f}/{off_rps:.0f} = "
+        f"{ratio:.3f} (concurrency 32, "
         f"3 runs each); gateways' CPU per request on/off = {on_cpu:.2f}/{off_cpu:.2f} ms; "
         f"criterion on/off >= 0.95: {_met(ratio >= 0.95)}"
     )
@@ -327,9 +337,10 @@ def main() -> None:
         help="measure the direct, normal and cache-hit paths only (skip the message-log on/off runs)",
     )
     parser.add_argument(
-        "--metrics-only",
+        "--monitoring-cost",
         action="store_true",
-        help="measure concurrency 32 through two gateways with metrics on and off only (3 runs each)",
+        help="measure concurrency 32 through two gateways with metrics, operational monitoring and "
+        "the access log on and off only (3 runs each)",
     )
     parser.add_argument(
         "--workers",
@@ -363,10 +374,10 @@ def main() -> None:
         # Warm both paths (connections, caches) before measuring.
         wrk(direct, script, 4, 2, "warm")
         wrk(gateway_a, script, 4, 2, "warm")
-        if args.metrics_only:
-            runs = metrics_runs(fed, description, script, gateway_a, args.seconds)
+        if args.monitoring_cost:
+            runs = observer_runs(fed, description, script, gateway_a, args.seconds)
             _table(runs)
-            print(json.dumps({"metrics_cost": metrics_cost(runs)}))
+            print(json.dumps({"monitoring_cost": observers_cost(runs)}))
             return
         runs = []
         for concurrency in (1, 32):

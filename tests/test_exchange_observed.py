@@ -175,16 +175,17 @@ async def test_a_failing_service_is_a_fault_on_both_sides(local: InProcessFedera
 
 async def test_cache_answers_are_marked_and_succeed(local: InProcessFederation) -> None:
     gw_a = local["gw-a"]
+    seen = observe(local)
     set_policy(gw_a, person_policy(mode=CacheMode.REFRESH, ttl_seconds=600.0))
     await gw_a.post("/", soap_request(GET_PERSON, get_person_body(KNOWN_PERSON)), SOAP_HEADERS)
-    seen = observe(local)
+    await settled(seen, {"gw-a": 1, "gw-b": 1})  # kept
 
     hit = await gw_a.post("/", soap_request(GET_PERSON, get_person_body(KNOWN_PERSON)), SOAP_HEADERS)
     assert hit.headers["XGate-Cache"].startswith("hit")
     assert gw_a.runtime.cache is not None
     await gw_a.runtime.cache.drain()  # the background revalidation is not a client's exchange...
-    got = await settled(seen, {"gw-a": 1, "gw-b": 1})  # ...though the provider served it
-    record = got["gw-a"][0]
+    got = await settled(seen, {"gw-a": 2, "gw-b": 2})  # ...though the provider served it
+    record = got["gw-a"][1]
     assert record.served_from_cache == "hit" and record.succeeded and record.status == 200
     assert Step.CACHE in record.steps and Step.SIGN in record.steps
 
@@ -192,8 +193,8 @@ async def test_cache_answers_are_marked_and_succeed(local: InProcessFederation) 
     gw_a.peers.handler = refused
     stale = await gw_a.post("/", soap_request(GET_PERSON, get_person_body(KNOWN_PERSON)), SOAP_HEADERS)
     assert stale.headers["XGate-Cache"].startswith("stale")
-    got = await settled(seen, {"gw-a": 2, "gw-b": 1})
-    record = got["gw-a"][1]
+    got = await settled(seen, {"gw-a": 3, "gw-b": 2})
+    record = got["gw-a"][2]
     assert record.served_from_cache == "stale" and record.succeeded and record.fault_code is None
 
 
@@ -248,3 +249,26 @@ async def test_an_observer_that_fails_does_not_fail_the_exchange_nor_the_others(
             break
         await asyncio.sleep(0.01)
     assert len(kept.records) == 1 and kept.records[0].succeeded
+
+
+async def test_a_client_gone_before_its_answer_is_still_one_record_and_no_error(
+    local: InProcessFederation, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen = observe(local)
+    answering = local["gw-b"].backends.handler
+
+    async def slow(request: OutboundRequest) -> OutboundResponse:
+        await asyncio.sleep(0.3)
+        return await answering(request)
+
+    local["gw-b"].backends.handler = slow
+    request = soap_request(GET_PERSON, get_person_body(KNOWN_PERSON))
+    held = await HeldRequest.open(local["gw-a"], request, len(request))  # all of it sent
+    await asyncio.sleep(0.05)
+    held.abort()  # gone while the provider works
+
+    got = await settled(seen, {"gw-a": 1, "gw-b": 1})
+    for record in (got["gw-a"][0], got["gw-b"][0]):
+        assert record.status == 0 and not record.succeeded and record.fault_code is None
+        assert record.fault_string == "the client went away before its answer"
+    assert not [r for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("aiohttp")]

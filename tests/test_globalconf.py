@@ -329,6 +329,21 @@ def test_content_is_canonical_json(conf: GlobalConf) -> None:
     assert globalconf_from_json(content) == conf
 
 
+def test_the_monitoring_client_is_optional_and_written_only_when_set(conf: GlobalConf) -> None:
+    assert conf.monitoring_client is None
+    assert "monitoring_client" not in json.loads(globalconf_to_json(conf))  # as before it existed
+    monitored = dataclasses.replace(conf, monitoring_client=FIRM_CRM)
+    content = globalconf_to_json(monitored)
+    assert json.loads(content)["monitoring_client"] == FIRM_CRM.to_text()
+    assert globalconf_from_json(content) == monitored
+    with pytest.raises(MalformedGlobalConf, match=r"monitoring client .* is not a registered client"):
+        dataclasses.replace(conf, monitoring_client=ClientId(INSTANCE, "GOV", "1111", "ghost"))
+    broken = json.loads(content)
+    broken["monitoring_client"] = "not an identifier"
+    with pytest.raises(MalformedGlobalConf, match="monitoring_client"):
+        globalconf_from_json(canonical_json(broken))
+
+
 def test_tampered_content_is_refused(conf: GlobalConf, anchor_ca: Signer, signer: Signer) -> None:
     data = sign_globalconf(conf, signer.key, signer.cert)
     content = _content_of(data)

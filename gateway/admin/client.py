@@ -13,6 +13,7 @@ from typing import Any, Final
 from gateway.apicli import GATEWAY_API_URL, ApiCallError, path_segment
 from gateway.ids import ClientId, slash_form
 from gateway.messagelog.apiclient import MessageLogClient
+from gateway.monitoring.operational.client import MonitoringClient
 
 DEFAULT_URL: Final = GATEWAY_API_URL
 """The admin listener of config/gateway.example.toml."""
@@ -34,7 +35,7 @@ def _version(version: str | None) -> dict[str, str]:
     return {"version": version} if version is not None else {}
 
 
-class AdminClient(MessageLogClient):
+class AdminClient(MessageLogClient, MonitoringClient):
     """The management API at `base_url`, called with `api_key` (sent as X-Road's Authorization form)."""
 
     # --- subsystems
@@ -401,19 +402,6 @@ class AdminClient(MessageLogClient):
 
     def cache_stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self._api("GET", "/cache/stats")
-        return result
-
-    # --- operational monitoring
-
-    def monitoring_records(self, **filters: Any) -> dict[str, Any]:
-        """A page of records; `filters` as the operation's parameters (None: not given)."""
-        params = {name: str(value) for name, value in filters.items() if value is not None}
-        result: dict[str, Any] = self._api("GET", "/monitoring/records", params=params)
-        return result
-
-    def monitoring_services(self, **filters: Any) -> dict[str, Any]:
-        params = {name: str(value) for name, value in filters.items() if value is not None}
-        result: dict[str, Any] = self._api("GET", "/monitoring/services", params=params)
         return result
 
     def purge_cache(self, **filters: Any) -> int:

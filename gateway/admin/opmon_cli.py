@@ -23,6 +23,7 @@ from gateway.timetext import EXAMPLES, TimeTextError, parse_duration
 
 RECORDS_LISTING: Final = "monitor records"
 
+
 _RECORD_COLUMNS: Final = (
     ("request_in", "at"),
     ("role", "role"),

@@ -728,11 +728,27 @@ def settings_show(settings: RegistrySettings, as_json: bool) -> None:
 @click.option(
     "--timestamping-interval", "timestamping_interval_seconds", type=int, help="Seconds between stamps."
 )
+@click.option(
+    "--monitoring-client",
+    type=CLIENT_ID,
+    help="The client that may read every gateway's operational monitoring records.",
+)
+@click.option("--no-monitoring-client", is_flag=True, help="Name no monitoring client.")
 @json_option
 @pass_registry
-def settings_set(settings: RegistrySettings, as_json: bool, **values: int | None) -> None:
+def settings_set(
+    settings: RegistrySettings,
+    as_json: bool,
+    monitoring_client: str | None,
+    no_monitoring_client: bool,
+    **values: int | None,
+) -> None:
     """Change some federation-wide settings (a new configuration is published)."""
-    changes = {name: value for name, value in values.items() if value is not None}
+    changes: dict[str, int | str] = {name: value for name, value in values.items() if value is not None}
+    if monitoring_client is not None and no_monitoring_client:
+        raise click.UsageError("give --monitoring-client or --no-monitoring-client, not both")
+    if monitoring_client is not None or no_monitoring_client:
+        changes["monitoring_client"] = monitoring_client or ""
     if not changes:
         raise click.UsageError("give at least one setting")
     _emit(settings.client().put("/settings", changes), as_json)

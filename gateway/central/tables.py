@@ -162,6 +162,7 @@ settings: Final = sa.Table(
     sa.Column("timestamping_interval_seconds", sa.Integer, nullable=False),
     sa.Column("refresh_interval_seconds", sa.Integer, nullable=False),
     sa.Column("validity_seconds", sa.Integer, nullable=False),
+    sa.Column("monitoring_client", sa.Text, nullable=True),  # the federation's monitoring system
     sa.CheckConstraint("id = 1", name="single_row"),
     sa.CheckConstraint(
         "ocsp_freshness_seconds > 0 AND timestamping_interval_seconds > 0 "

@@ -254,6 +254,9 @@ class GlobalConf:
     timestamping_authorities: tuple[TimestampingAuthority, ...] = ()
     global_groups: tuple[GlobalGroup, ...] = ()
     settings: GlobalConfSettings = field(default_factory=GlobalConfSettings)
+    monitoring_client: ClientId | None = None
+    """The federation's monitoring system (X-Road's optional `monitoringClient`): the client that
+    may read every gateway's operational monitoring records (getSecurityServerOperationalData)."""
     _index: _Index = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -270,6 +273,11 @@ class GlobalConf:
             object.__setattr__(self, name, value.astimezone(dt.UTC))
         _require(self.expires_at > self.generated_at, "expires_at must be after generated_at")
         object.__setattr__(self, "_index", self._build_index())
+        if self.monitoring_client is not None:
+            _require(
+                self.is_known(self.monitoring_client),
+                f"monitoring client {self.monitoring_client.to_text()} is not a registered client",
+            )
 
     # --- construction -----------------------------------------------------------------------
 

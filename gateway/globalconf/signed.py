@@ -106,11 +106,11 @@ def _strict_loads(data: bytes, what: str) -> object:
 class _Fields:
     """One JSON object read strictly: exactly the expected keys, each of the expected type."""
 
-    def __init__(self, value: object, where: str, keys: Iterable[str]) -> None:
+    def __init__(self, value: object, where: str, keys: Iterable[str], optional: Iterable[str] = ()) -> None:
         if not isinstance(value, dict):
             raise MalformedGlobalConf(f"{where}: expected a JSON object")
-        expected = set(keys)
-        missing = sorted(expected - value.keys())
+        expected = set(keys) | set(optional)
+        missing = sorted(expected - set(optional) - value.keys())
         unknown = sorted(value.keys() - expected)
         if missing:
             raise MalformedGlobalConf(f"{where}: missing field(s) {', '.join(missing)}")
@@ -134,6 +134,10 @@ class _Fields:
 
     def optional_text(self, key: str) -> str | None:
         return None if self._value[key] is None else self.text(key)
+
+    def absent_or(self, key: str, parse: Callable[[str], _T]) -> _T | None:
+        """An optional key's identifier: None when the key is not there."""
+        return None if key not in self._value else self.identifier(key, parse)
 
     def integer(self, key: str) -> int:
         return self._typed(key, int, "an integer")
@@ -216,6 +220,9 @@ _CONTENT_KEYS: Final = (
     "timestamping_authorities",
     "global_groups",
 )
+_OPTIONAL_CONTENT_KEYS: Final = ("monitoring_client",)
+"""Written only when set, so a configuration without them is what it was before they existed
+(and gateways that predate them read it)."""
 _SETTINGS_KEYS: Final = tuple(f.name for f in dataclasses.fields(GlobalConfSettings))
 _MEMBER_KEYS: Final = ("member_class", "member_code", "name", "subsystems")
 _SERVER_KEYS: Final = ("id", "address", "auth_certificates", "clients")
@@ -269,12 +276,19 @@ def globalconf_to_json(conf: GlobalConf) -> bytes:
             for g in conf.global_groups
         ],
     }
+    if conf.monitoring_client is not None:
+        content["monitoring_client"] = conf.monitoring_client.to_text()
     return canonical_json(content)
 
 
 def globalconf_from_json(content: bytes) -> GlobalConf:
     """Parse content bytes strictly into a consistent GlobalConf; MalformedGlobalConf otherwise."""
-    top = _Fields(_strict_loads(content, "global configuration content"), "content", _CONTENT_KEYS)
+    top = _Fields(
+        _strict_loads(content, "global configuration content"),
+        "content",
+        _CONTENT_KEYS,
+        _OPTIONAL_CONTENT_KEYS,
+    )
     _check_format(top, CONTENT_FORMAT)
     settings = _Fields(top.raw("settings"), "content.settings", _SETTINGS_KEYS)
     return GlobalConf(
@@ -319,6 +333,7 @@ def globalconf_from_json(content: bytes) -> GlobalConf:
             )
             for g in top.objects("global_groups", _GROUP_KEYS)
         ),
+        monitoring_client=top.absent_or("monitoring_client", ClientId.from_text),
     )
 
 

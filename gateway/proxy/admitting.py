@@ -17,6 +17,7 @@ goes to the node's observers once the answer is written, refusals included.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Final
 
@@ -59,6 +60,10 @@ def admission_middleware(
             ) as ticket:
                 request[TICKET] = ticket
                 response = await handler(request)
+        except asyncio.CancelledError:  # the client went away: no answer, the exchange ended all the same
+            if watch is not None and not watch.ignored:
+                runtime.observe_exchange(watch.abandoned())
+            raise
         except Overloaded as fault:
             if watch is not None:
                 watch.failed(fault.code, fault.message)
@@ -74,10 +79,13 @@ async def _written_then_observed(
     runtime: GatewayRuntime, request: web.Request, response: web.StreamResponse, watch: Watch
 ) -> None:
     """Write the answer now (aiohttp leaves a prepared answer as it is), then report the
-    exchange, whether or not the client was still there to take it."""
+    exchange, whether or not the client was still there to take it. A client gone before its
+    answer is left to aiohttp, which ignores it when it writes the answer again."""
     try:
         await response.prepare(request)
         await response.write_eof()
+    except ConnectionError:
+        pass
     finally:
         body = response.body if isinstance(response, web.Response) else None
         size = len(body) if isinstance(body, bytes) else 0

@@ -13,6 +13,7 @@ no status for its certificate), and the consumer then answers with a fault of it
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -35,6 +36,7 @@ from gateway.ids import ClientId, ServiceId
 from gateway.messagelog.record import Direction as LogDirection
 from gateway.messagelog.record import Side
 from gateway.monitoring.exchange import Role, Step
+from gateway.monitoring.operational import xroad as opdata
 from gateway.outbound import Headers, OutboundResponse, header
 from gateway.protocol import mime, rest, soap
 from gateway.protocol.soapaction import FIELD as SOAP_ACTION
@@ -138,7 +140,11 @@ async def serve(
     if watch is not None or not runtime.exchange_observers:
         return await _serve(runtime, peer_cert, headers, body, watch)
     watch = Watch(Role.PRODUCER)
-    answer = await _serve(runtime, peer_cert, headers, body, watch)
+    try:
+        answer = await _serve(runtime, peer_cert, headers, body, watch)
+    except asyncio.CancelledError:  # the calling gateway went away
+        runtime.observe_exchange(watch.abandoned())
+        raise
     runtime.observe_exchange(watch.record(answer.status, len(answer.body)))
     return answer
 
@@ -300,6 +306,9 @@ async def _serve_soap(
     if request.service.service_code in metadata.SOAP_METADATA_SERVICES:
         body, content_type = metadata.answer_soap_metadata(runtime.snapshot, conf, request)
         answer = SoapPayload(content_type, with_request_hash(request, body, content_type))
+    elif opdata.is_request(request, runtime.config.server_id.owner):
+        body, content_type = await _operational_data(runtime, conf, request)
+        answer = SoapPayload(content_type, with_request_hash(request, body, content_type))
     else:
         backend = await cached.backend_answer(
             runtime.cache,
@@ -375,6 +384,22 @@ def _checked_soap_answer(
     if watch is not None:
         watch.response_attachments = len(response.attachments)
     return answer.content_type, with_request_hash(request, body, answer.content_type)
+
+
+async def _operational_data(
+    runtime: GatewayRuntime, conf: GlobalConf, request: soap.SoapMessage
+) -> tuple[bytes, str]:
+    """getSecurityServerOperationalData (gateway/monitoring/operational/xroad.py): every record
+    for the federation's monitoring client and the owner's own clients, else the caller's own."""
+    monitor = runtime.opmonitor
+    if monitor is None:
+        raise XRoadFault(faults.UNKNOWN_SERVICE, "this gateway keeps no operational monitoring records")
+    criteria = opdata.parse_criteria(request.body)
+    requester = request.client
+    sees_all = requester == conf.monitoring_client or requester.member == runtime.config.server_id.owner
+    plan = opdata.plan(criteria, time.time(), sees_all, requester)
+    found, _ = await asyncio.to_thread(monitor.store.search, plan.query)
+    return opdata.answer(request, plan, criteria, found)
 
 
 def _with_close_delimiter(answer: OutboundResponse) -> bytes:

@@ -73,13 +73,16 @@ class Watch:
         """Not an exchange (the internal interface's `listClients`): no record."""
 
     def add(self, step: Step, started: float) -> None:
-        """`step` ran from `started` (time.perf_counter) until now."""
-        self.timer.add(step, time.perf_counter() - started)
+        """`step` ran from `started` (time.perf_counter) until now: ExchangeTimer.add's sum, a
+        step at a time on the hot path (the member's `_value_`, not the slower `value` property)."""
+        steps = self.timer.steps
+        key = step._value_
+        steps[key] = steps.get(key, 0.0) + (time.perf_counter() - started)
 
     def identified(self, ids: ExchangeIds) -> None:
         """The message is read and checked: the ids are known and the parse step ends here."""
         self.ids = ids
-        self.timer.steps[Step.PARSE.value] = self.timer.elapsed()
+        self.timer.steps[Step.PARSE._value_] = self.timer.elapsed()
 
     def failed(self, code: str, string: str | None) -> None:
         """The answer given is a fault (the last one named wins: it is the one the client got)."""
@@ -93,6 +96,12 @@ class Watch:
         """The answer given is a stored copy (`hit` or `stale`), not the failure it replaced."""
         self.served_from_cache = status
         self.fault_code = self.fault_string = None
+
+    def abandoned(self) -> ExchangeRecord:
+        """The exchange as it stood when its client went away (status 0: nothing was answered)."""
+        if self.fault_code is None:
+            self.fault_string = "the client went away before its answer"
+        return self.record(0)
 
     def record(self, status: int, response_size: int = 0) -> ExchangeRecord:
         """The finished exchange; `response_size` unless a handler counted the message itself."""
@@ -118,7 +127,7 @@ class Watch:
             request_attachments=self.request_attachments,
             response_attachments=self.response_attachments,
             status=status,
-            succeeded=self.fault_code is None,
+            succeeded=self.fault_code is None and status > 0,
             fault_code=self.fault_code,
             fault_string=self.fault_string,
             peer=peer,

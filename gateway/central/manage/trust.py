@@ -19,8 +19,9 @@ from gateway.central.manage.context import (
 )
 from gateway.central.roles import Permission as P
 from gateway.globalconf import OcspResponder, TimestampingAuthority, TrustedCa
+from gateway.ids import ClientId, slash_form
 from gateway.webapi import Call, Outcome, not_found
-from gateway.webapi.types import MAX_SQL_INTEGER, Answer, Body, HttpUrl, Params, Pem
+from gateway.webapi.types import CLIENT_PATTERN, MAX_SQL_INTEGER, Answer, Body, HttpUrl, Params, Pem
 
 MAX_RESPONDERS: Final = 100
 """A CA names one OCSP responder or a few; a hundred is a mistake."""
@@ -181,6 +182,10 @@ class Settings(Answer):
     timestamping_interval_seconds: int
     refresh_interval_seconds: int
     validity_seconds: int
+    monitoring_client: str | None = Field(
+        description="The federation's monitoring client: it may read every gateway's operational "
+        "monitoring records (getSecurityServerOperationalData); null: none."
+    )
 
 
 class SettingsChange(Body):
@@ -188,10 +193,18 @@ class SettingsChange(Body):
     timestamping_interval_seconds: Seconds | None = None
     refresh_interval_seconds: Seconds | None = None
     validity_seconds: Seconds | None = None
+    monitoring_client: str | None = Field(
+        None,
+        pattern=f"^$|{CLIENT_PATTERN}",
+        description="A registered client INSTANCE/CLASS/MEMBER[/SUBSYSTEM]; an empty string unnames it.",
+    )
 
 
-async def _settings_json(ctx: RegistryContext) -> dict[str, int]:
-    return dataclasses.asdict(await run(ctx.repository.settings))
+async def _settings_json(ctx: RegistryContext) -> dict[str, object]:
+    document: dict[str, object] = dataclasses.asdict(await run(ctx.repository.settings))
+    client = await run(ctx.repository.monitoring_client)
+    document["monitoring_client"] = None if client is None else client.to_text()
+    return document
 
 
 @TABLE.read("/settings", "settings.read", P.READ_REGISTRY, Settings)
@@ -204,5 +217,11 @@ async def read_settings(ctx: RegistryContext, call: Call[None, None]) -> Outcome
 async def update_settings(ctx: RegistryContext, call: Call[None, SettingsChange]) -> Outcome:
     """Change some federation-wide settings."""
     changes = call.body.model_dump(exclude_none=True)
-    await run(ctx.repository.update_settings, **changes)
+    monitoring = changes.pop("monitoring_client", None)
+    if changes:
+        await run(ctx.repository.update_settings, **changes)
+    if monitoring is not None:
+        client = ClientId.from_text(slash_form(monitoring)) if monitoring else None
+        await run(ctx.repository.set_monitoring_client, client)
+        changes["monitoring_client"] = monitoring or None
     return Outcome(await _settings_json(ctx), 200, "settings", changes)

@@ -16,7 +16,7 @@ from gateway.central.requests import RequestRefused, check_address, read_signed_
 from gateway.central.tables import RequestState, SigningKeyStatus
 from gateway.crypto.certs import certificate_to_pem, fingerprint_sha256, load_single_pem_certificate
 from gateway.globalconf.model import GlobalConfSettings
-from gateway.ids import IdentifierError, validate_code
+from gateway.ids import ClientId, IdentifierError, validate_code
 
 _SINGLE_ROW: Final = 1
 
@@ -89,6 +89,12 @@ def _needs(value: _T | None, name: str) -> _T:
 
 def _settings_values(settings: GlobalConfSettings) -> dict[str, int]:
     return {item.name: getattr(settings, item.name) for item in fields(settings)}
+
+
+def _read_monitoring_client(connection: Connection) -> ClientId | None:
+    """The client the configuration names its monitoring client (getSecurityServerOperationalData)."""
+    text = connection.scalar(sa.select(t.settings.c.monitoring_client))
+    return None if text is None else ClientId.from_text(text)
 
 
 def _read_settings(connection: Connection) -> GlobalConfSettings:

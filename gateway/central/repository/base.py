@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gateway.adminstore import AdminStore
 from gateway.central import tables as t
-from gateway.central.repository._rows import _code, _read_settings
+from gateway.central.repository._rows import _code, _read_monitoring_client, _read_settings
 from gateway.central.repository.errors import Conflict, InvalidChange, NotFound
 from gateway.central.repository.values import MemberClass
 from gateway.db import begin_snapshot_read, begin_write
@@ -243,6 +243,7 @@ class RegistryBase:
             timestamping_authorities=tsas,
             global_groups=groups,
             settings=settings,
+            monitoring_client=_read_monitoring_client(connection),
         )
 
 

@@ -12,6 +12,7 @@ from gateway.central import tables as t
 from gateway.central.repository._rows import (
     _SINGLE_ROW,
     _new_id,
+    _read_monitoring_client,
     _read_settings,
     _settings_values,
     _signing_key_record,
@@ -23,6 +24,7 @@ from gateway.central.tables import SigningKeyStatus
 from gateway.crypto.certs import certificate_to_pem, fingerprint_sha256
 from gateway.db import begin_write
 from gateway.globalconf.model import GlobalConfError, GlobalConfSettings
+from gateway.ids import ClientId
 
 
 class Publishing(RegistryBase):
@@ -48,6 +50,21 @@ class Publishing(RegistryBase):
             if connection.execute(sa.update(t.settings).values(**values)).rowcount == 0:
                 connection.execute(sa.insert(t.settings).values(id=_SINGLE_ROW, **values))
             return updated
+
+    def monitoring_client(self) -> ClientId | None:
+        with self._engine.connect() as connection:
+            return _read_monitoring_client(connection)
+
+    def set_monitoring_client(self, client: ClientId | None) -> ClientId | None:
+        """Name (or with None, unname) the federation's monitoring client; it must be registered."""
+        with self._change() as connection:
+            value = None if client is None else client.to_text()
+            if connection.execute(sa.update(t.settings).values(monitoring_client=value)).rowcount == 0:
+                defaults = _settings_values(_read_settings(connection))
+                connection.execute(
+                    sa.insert(t.settings).values(id=_SINGLE_ROW, monitoring_client=value, **defaults)
+                )
+            return client
 
     # --- configuration-signing keys
 
