@@ -28,7 +28,8 @@ what watching the exchanges costs: concurrency 32 through gw-a and gw-b with Pro
 (scraped every second, docs/metrics.md), operational monitoring (docs/monitoring.md) and the
 access log (docs/logging.md) all on, and all off, three runs each, alternating, and prints
 "metrics + monitoring + access log cost: throughput on/off = X" (the issue's target: X >= 0.95).
-Each run prints the machine's 1-minute load average beside it: on a shared machine a ratio means little without it.
+Each run prints the machine's 1-minute load average beside it: on a shared machine a ratio means
+little without it.
 
 `--workers N` restarts gw-a and gw-b as nodes of N worker processes each (gateway.workers)
 before measuring; `--workers-only` stops after the direct and two-gateway runs, which is what
