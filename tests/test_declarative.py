@@ -26,6 +26,7 @@ from gateway.admin.declarative import config_schema, run_steps
 from gateway.cli import main
 from gateway.ids import ClientId, LocalGroupId, ServiceId
 from gateway.node import _admin_app
+from gateway.proxy.health import NodeHealth
 from gateway.serverconf.access import AccessRight
 from gateway.serverconf.db import migrate
 from gateway.serverconf.declared import Step
@@ -73,7 +74,7 @@ async def node(local: InProcessFederation) -> AsyncIterator[Node]:
     repository = runtime.repository
     _, admin_key = repository.create_api_key("declarative-admin", "system_administrator")
     _, service_admin_key = repository.create_api_key("declarative-services", "service_administrator")
-    runner = web.AppRunner(_admin_app(runtime))
+    runner = web.AppRunner(_admin_app(runtime, NodeHealth.of_node(runtime)))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     host, port = runner.addresses[0][:2]

@@ -56,15 +56,21 @@ def gateway_of(built: dict[str, Any], name: str) -> dict[str, Any]:
     return next(gw for gw in built["gateways"] if gw["name"] == name)
 
 
-def serve_command(config: str | Path) -> list[str]:
-    return [sys.executable, "-m", "gateway.cli", "gateway", "serve", "--config", str(config)]
+def serve_command(config: str | Path, workers: int | None = None) -> list[str]:
+    """`xgate gateway serve`: as many workers as cores unless `workers` says."""
+    command = [sys.executable, "-m", "gateway.cli", "gateway", "serve", "--config", str(config)]
+    return command if workers is None else [*command, "--workers", str(workers)]
 
 
 @contextlib.contextmanager
-def node_process(config: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def node_process(config: str, log: Path, workers: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         process = subprocess.Popen(
-            serve_command(config), stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+            serve_command(config, workers),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
         )
     try:
         yield process

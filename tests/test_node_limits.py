@@ -47,7 +47,8 @@ def node(built: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any
         f"idle_timeout_seconds = 30.0\nmax_connections = {MAX_CONNECTIONS}\n"
     )
     config.write_text(re.sub(r"\[limits\]\n", limits, config.read_text(), count=1))
-    with node_process(gw["config"], tmp_path_factory.mktemp("node") / "gw-a.log"):
+    # One worker: the cap is each worker process's (docs/configuration.md "Connection limits").
+    with node_process(gw["config"], tmp_path_factory.mktemp("node") / "gw-a.log", workers=1):
         wait_until(lambda: _healthy(gw), NODE_START_SECONDS, "gw-a to start")
         yield gw
 

@@ -550,7 +550,8 @@ def _add_second_node(fed: Path, gateways: list[dict[str, Any]], ports: Ports) ->
     gw = next(gw for gw in gateways if gw["name"] == TWO_NODE_GATEWAY)
     name = f"{gw['name']}-2"
     (fed / name).mkdir(mode=0o700)
-    held = {k: ports.reserve() for k in ("internal_http", "internal_https", "external", "admin")}
+    names = ("internal_http", "internal_https", "external", "admin", "health", "metrics")
+    held = {k: ports.reserve() for k in names}
     gw["more_nodes"] = [
         {
             **{k: v for k, v in gw.items() if k != "more_nodes"},
@@ -561,6 +562,8 @@ def _add_second_node(fed: Path, gateways: list[dict[str, Any]], ports: Ports) ->
             "internal_https_url": f"https://127.0.0.1:{held['internal_https']}",
             "external_address": f"127.0.0.1:{held['external']}",
             "admin_url": f"http://127.0.0.1:{held['admin']}",
+            "health_url": f"http://127.0.0.1:{held['health']}/health",
+            "metrics_url": f"http://127.0.0.1:{held['metrics']}/metrics",
             "config": str(fed / name / "gateway.toml"),
         }
     ]
