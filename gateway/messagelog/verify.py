@@ -57,7 +57,7 @@ from typing import Final, TypeVar
 
 from cryptography import x509
 
-from gateway.crypto.hashtree import DIGEST_SIZE, leaf_hash, node_hash
+from gateway.crypto.hashtree import DIGEST_SIZE, LEAF_PREFIX, NODE_PREFIX, leaf_hash, node_hash
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_root_signature
 from gateway.lru import BoundedLru
 from gateway.messagelog.asice import PROOF_FORMAT, ContainerError, parse_manifest
@@ -826,7 +826,8 @@ class _PathMemo:
         """Whether the steps (packing.read_packed_steps) climb from `leaf` to `root`."""
         last = self._path if root == self._root else []
         shift = self._count - count  # the last path's place for this path's step
-        value = leaf_hash(leaf)
+        sha256 = hashlib.sha256  # hashtree.leaf_hash and node_hash, without a call each
+        value = sha256(LEAF_PREFIX + leaf).digest()
         path = [value]
         for step in range(count):
             seen = step + shift
@@ -839,7 +840,8 @@ class _PathMemo:
                 path += last[seen + 1 :]
                 break
             sibling = siblings[step * DIGEST_SIZE : (step + 1) * DIGEST_SIZE]
-            value = node_hash(sibling, value) if sides >> step & 1 else node_hash(value, sibling)
+            pair = sibling + value if sides >> step & 1 else value + sibling
+            value = sha256(NODE_PREFIX + pair).digest()
             path.append(value)
         else:
             if value != root:
