@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import hashlib
 import random
@@ -443,3 +444,16 @@ def _climb(leaf: bytes, count: int, sides: int, siblings: bytes) -> bytes:
         sibling = siblings[step * 32 : step * 32 + 32]
         value = node_hash(sibling, value) if sides >> step & 1 else node_hash(value, sibling)
     return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.datetimes(min_value=dt.datetime(2, 1, 1), max_value=dt.datetime(9999, 12, 30)),
+    st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=2)), dt.timezone(dt.timedelta(0))]),
+)
+def test_a_log_time_reads_as_it_always_did(moment: dt.datetime, zone: dt.tzinfo) -> None:
+    """log_time (a record hash's `logged_at`) is the UTC time written out as strftime would."""
+    aware = moment.replace(tzinfo=zone)
+    utc = aware.astimezone(dt.UTC)
+    if utc.year >= 1000:
+        assert log_time(aware) == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
