@@ -190,7 +190,7 @@ class ChainVerifier:
         the chain must reach it, through a record of that hash."""
         self._require_record_signatures = require_record_signatures
         self._expect_head = expect_head
-        self._last: StoredRecord | _RowEnds | None = None
+        self._last: StoredRecord | _RowEnds | None = None  # the last good record, or its row's ends
         self._record_roots: _Recent[bytes, VerifiedRoot] = _Recent(KNOWN_VERDICTS)
         self._next_seq = start_seq
         self._status_policy = status_policy
@@ -284,13 +284,14 @@ class ChainVerifier:
         last = self._last
         if last is None:
             return None
-        ends = last.ends() if isinstance(last, _RowEnds) else _stored_ends(last)
+        seq = last[0] if isinstance(last, tuple) else last.seq
+        ends = _row_ends(last) if isinstance(last, tuple) else _stored_ends(last)
         for what, rightmost in ends:
             if rightmost is False:
                 return BadRecord(
-                    last.seq + 1,
+                    seq + 1,
                     Problem.TRUNCATED,
-                    f"the chain ends inside a {what} batch: record {last.seq} is not the last of its "
+                    f"the chain ends inside a {what} batch: record {seq} is not the last of its "
                     "batch, so records after it were removed",
                 )
         return None
@@ -316,16 +317,15 @@ class ChainVerifier:
             return False
         if found is None:
             return False
-        ends, unstamped = found
         self._next_seq += 1
-        self._prev_hash = ends.record_hash
-        self._last = ends
+        self._prev_hash = found[1]
+        self._last = found
         self.checked += 1
         self.rows_checked += 1
-        self.unstamped += unstamped
+        self.unstamped += found[5]
         return True
 
-    def _fast(self, row: RecordRow, page: ChainPage) -> tuple[_RowEnds, int] | None:
+    def _fast(self, row: RecordRow, page: ChainPage) -> _RowEnds | None:
         (
             gateway,
             _node,
@@ -404,7 +404,9 @@ class ChainVerifier:
             signed_root = blobs.get(bytes(signed_root_sha256), b"")
             if _listed_message(manifest, content_type) != message_sha256:
                 return None
-            verified = self._verified_root(self._roots, signed_root, trusted, Problem.SIGNATURE)
+            verified = self._roots.get(signed_root) or self._verified_root(
+                self._roots, signed_root, trusted, Problem.SIGNATURE
+            )
             count, sides, siblings = read_packed_steps(bytes(proof_steps))
             if not self._message_paths.leads_to(verified.root, manifest_digest, count, sides, siblings):
                 return None
@@ -484,18 +486,15 @@ class ChainVerifier:
         else:
             if log_signature_proof != "" or log_signature_steps is None:
                 return None
-            verified = self._verified_root(
-                self._record_roots,
-                blobs.get(bytes(log_signature_sha256), b""),
-                trusted,
-                Problem.RECORD_SIGNATURE,
-                owner_of=gateway,
+            record_root = blobs.get(bytes(log_signature_sha256), b"")
+            verified = self._record_roots.get(record_root) or self._verified_root(
+                self._record_roots, record_root, trusted, Problem.RECORD_SIGNATURE, owner_of=gateway
             )
             count, sides, siblings = read_packed_steps(bytes(log_signature_steps))
             if not self._record_paths.leads_to(verified.root, record_hash, count, sides, siblings):
                 return None
             log_rightmost = sides == (1 << count) - 1
-        return _RowEnds(seq, record_hash, log_rightmost, tree, index), unstamped
+        return seq, record_hash, log_rightmost, tree, index, unstamped
 
     def _check(self, stored: StoredRecord) -> None:
         if stored.seq > self._head_seq:
@@ -769,24 +768,17 @@ def _blob_hex(hashed: dict[bytes, str], blob: bytes | None) -> str | None:
     return found
 
 
-class _RowEnds:
-    """What :meth:`ChainVerifier.finish` needs of the last record check_row verified: whether it
-    is the last leaf of its signing batch, and where it is in its timestamp batch's tree."""
+_RowEnds = tuple[int, bytes, bool | None, BatchTree | None, int, int]
+"""What check_row keeps of the last record it verified, for :meth:`ChainVerifier.finish`: its seq
+and hash, whether it is the last leaf of its signing batch, its timestamp batch's tree and its
+place there, and whether it is unstamped (1) or not (0)."""
 
-    __slots__ = ("index", "log_rightmost", "record_hash", "seq", "tree")
 
-    def __init__(
-        self, seq: int, record_hash: bytes, log_rightmost: bool | None, tree: BatchTree | None, index: int
-    ) -> None:
-        self.seq = seq
-        self.record_hash = record_hash
-        self.log_rightmost = log_rightmost
-        self.tree = tree
-        self.index = index
-
-    def ends(self) -> list[tuple[str, bool | None]]:
-        stamped = None if self.tree is None else is_rightmost(self.tree.proof(self.index))
-        return [("signing", self.log_rightmost), ("timestamp", stamped)]
+def _row_ends(ends: _RowEnds) -> list[tuple[str, bool | None]]:
+    """Whether a row's record is the last leaf of its signing and timestamp batches (None: none)."""
+    _, _, log_rightmost, tree, index, _ = ends
+    stamped = None if tree is None else is_rightmost(tree.proof(index))
+    return [("signing", log_rightmost), ("timestamp", stamped)]
 
 
 def _stored_ends(stored: StoredRecord) -> list[tuple[str, bool | None]]:
