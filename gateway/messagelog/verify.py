@@ -61,7 +61,7 @@ from gateway.crypto.hashtree import DIGEST_SIZE, LEAF_PREFIX, NODE_PREFIX, leaf_
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_root_signature
 from gateway.lru import BoundedLru
 from gateway.messagelog.asice import PROOF_FORMAT, ContainerError, parse_manifest
-from gateway.messagelog.crypto_at_rest import BodyCipher, BodyDecryptionError
+from gateway.messagelog.crypto_at_rest import BodyCipher, BodyDecryptionError, EncryptedBody
 from gateway.messagelog.evidence import (
     DEFAULT_STATUS_POLICY,
     EvidenceError,
@@ -304,7 +304,8 @@ class ChainVerifier:
         the row's StoredRecord (`page.stored(row)`), which also names what is wrong.
 
         The same checks as :meth:`check`, for a record in the lean layout (gateway.messagelog.
-        packing) whose evidence is all there: a SOAP record, its body in clear, its signature
+        packing) whose evidence is all there: a SOAP record, its body in clear or encrypted (decrypted
+        when a cipher is given, else left to its GCM tag as by :meth:`check`), its signature
         and record signature as packed steps, its timestamp proof rebuilt from its batch's
         tree. What a page's records share is checked once for the page or the batch: a blob's
         digest, a signed root's signature, a tree's root; each record then costs its own parts
@@ -313,7 +314,16 @@ class ChainVerifier:
         """
         try:
             found = self._fast(row, page)
-        except (_Bad, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError):
+        except (
+            _Bad,
+            BodyDecryptionError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            KeyError,
+            IndexError,
+            OverflowError,
+        ):
             return False
         if found is None:
             return False
@@ -346,7 +356,7 @@ class ChainVerifier:
             content_type,
             message,
             body_key_id,
-            _body_nonce,
+            body_nonce,
             message_sha256,
             rest_head,
             logged_parts,
@@ -375,7 +385,6 @@ class ChainVerifier:
             or prev_hash != self._prev_hash
             or kind != _SOAP
             or rest_head is not None
-            or body_key_id is not None
             or side not in _SIDES
             or direction not in _DIRECTIONS
             or message_sha256 is None
@@ -386,11 +395,15 @@ class ChainVerifier:
         head = self._expect_head
         if head is not None and seq == head[0] and record_hash != head[1]:
             return None
-        # 4. the body (in clear, maybe compressed) is the one its digest names
+        # 4. the body (in clear or encrypted at rest, maybe compressed) is the one its digest names
         body = None
         if message is not None:
-            body = decompress_body(body_codec, bytes(message))
-            if hashlib.sha256(body).hexdigest() != message_sha256:
+            if body_key_id is None:
+                body = decompress_body(body_codec, bytes(message))
+            elif self._cipher is not None:
+                encrypted = EncryptedBody(body_key_id, bytes(body_nonce), bytes(message), body_codec)
+                body = self._cipher.decrypt(encrypted, None)
+            if body is not None and hashlib.sha256(body).hexdigest() != message_sha256:
                 return None
         manifest = unpack_manifest(bytes(manifest), content_type)
         manifest_digest = hashlib.sha256(manifest).digest()
