@@ -210,7 +210,6 @@ class ChainVerifier:
         self._headers = HeaderIdsReader()  # a batch's messages mostly repeat a few Headers
         self._record_paths = _PathMemo()
         self.checked = 0
-        self.rows_checked = 0  # of `checked`, the records check_row verified without a StoredRecord
         self.unstamped = 0
         self.legacy_records = 0
 
@@ -331,7 +330,6 @@ class ChainVerifier:
         self._prev_hash = found[1]
         self._last = found
         self.checked += 1
-        self.rows_checked += 1
         self.unstamped += found[5]
         return True
 
