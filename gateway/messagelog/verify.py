@@ -70,6 +70,7 @@ from gateway.messagelog.evidence import (
     check_parts_present,
     check_signer,
     check_status,
+    soap_header_names,
 )
 from gateway.messagelog.logsig import is_rightmost, signed_by_owner
 from gateway.messagelog.packing import (
@@ -80,6 +81,7 @@ from gateway.messagelog.packing import (
     unpack_manifest,
 )
 from gateway.messagelog.record import (
+    OUTCOME_CACHE_PREFIX,
     OUTCOME_OK,
     Direction,
     LoggedPart,
@@ -686,18 +688,26 @@ class ChainVerifier:
                 raise _Bad(Problem.SIGNER, str(exc)) from exc
             self._signers.put(signer_key, verdict)
         try:
-            check_header_ids(
-                kind=kind,
-                direction=direction,
-                outcome=outcome,
-                content_type=content_type,
-                message=message,
-                rest_head=rest_head,
-                client=client,
-                service=service,
-                message_id=message_id,
-                header_ids=self._headers.read,
-            )
+            if (
+                kind != _SOAP
+                or message is None
+                or outcome.startswith(OUTCOME_CACHE_PREFIX)
+                or not soap_header_names(
+                    self._headers.read, content_type, message, client, service, message_id
+                )
+            ):
+                check_header_ids(
+                    kind=kind,
+                    direction=direction,
+                    outcome=outcome,
+                    content_type=content_type,
+                    message=message,
+                    rest_head=rest_head,
+                    client=client,
+                    service=service,
+                    message_id=message_id,
+                    header_ids=self._headers.read,
+                )
         except EvidenceError as exc:
             raise _Bad(Problem.IDENTIFIERS, str(exc)) from exc
         key = (ocsp, signed_root_xml)  # bytes keys: their hash is computed once per object
