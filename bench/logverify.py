@@ -72,11 +72,36 @@ general encoder (the same text); the verifier's caches answer a repeated key wit
       400,000: 5,286 records/s per core, RSS +24.4 MB
     1,000,000: 5,771 records/s per core, RSS +24.8 MB (peak 99 MB; 197 s wall, 234 s to write)
 
-So a record's cost no longer grows with its message's size, but a core still verifies ~5,000
+So a record's cost no longer grows with its message's size, but a core still verified ~5,000
 records/s: the storage read (~50 µs, store.queries: one row, its blobs and its dataclasses)
-and the verifier's own Python (~100 µs) bound it. Reaching 20,000 needs the read path to
-build no per-record objects verification does not look at, and the proofs of a batch to be
-read and climbed once per batch rather than per record.
+and the verifier's own Python (~100 µs) bound it.
+
+Since then (issue 16 item 3, 2026-12-06): the chain is read as rows (store.read_chain_page)
+and checked against what a page shares, without building records (ChainVerifier.check_row):
+blobs hashed and signatures, signer, OCSP and token verdicts checked once per batch; a
+record's packed proofs climbed only until they meet the previous record's path (verify.
+_PathMemo, exactly a full climb's answer); its timestamp proof its place among the batch's
+stored leaves; its record hash written by record.content_json; its Header, when a recent one's
+but for the free fields' texts, read without a parser (soap.HeaderIdsReader). Rows it cannot
+vouch for go the full way (ChainVerifier.check), which gives the same verdict
+(tests/test_messagelog_verify_fast.py). The verifier before and after on the same 100,000-record
+log, one after the other, the least CPU of three runs each (`bench/logverify.py verify DB CA`):
+
+    load 8-10:  before 27.2 s CPU, 3,673 records/s per core; after 7.72 s, 12,952 records/s
+    load 2.5-3: before 22.6 s CPU, 4,433 records/s per core; after 5.91 s, 16,933 records/s
+    bench/logverify.py 1000000 --db DB   (load 4-7, after)
+    1,000,000: 14,786 records/s per core, RSS +18.3 MB (peak 92 MB; 82 s wall, 658 s to write)
+
+A record now costs ~60 µs of CPU on this machine at light load: no one part dominates any more
+(cProfile, shares of the total): the row's own Python in check_row ~13%, the two proofs'
+climbs ~12%, reading (SQLite, SQLAlchemy's rows, the page's blobs) ~12%, the evidence checks
+(signer and OCSP verdicts looked up, the header's identifiers) ~16%, the record hash's JSON
+~7% and its proof text ~5%, the body's decompression and digest ~5%, the batch signatures
+and OCSP responses themselves ~6%. The target of 20,000 records/s per core is within ~15% on
+a quiet core and not met under this machine's usual load; going further means fewer Python
+operations per record: reading rows through the driver without SQLAlchemy's row processing,
+or the per-record checks (proof climbs, the record's JSON, the header's bytes) in a compiled
+extension.
 
 `--cost` first prints what the log costs the gateway per record, in CPU time of the whole process
 (every thread): appending 10,000 records from 32 concurrent appenders that each wait for their

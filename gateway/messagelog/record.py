@@ -94,6 +94,8 @@ def _sha256_hex(data: bytes | None) -> str | None:
 
 
 def _time(value: dt.datetime) -> str:
+    if value.tzinfo is dt.UTC and value.year >= 1000:  # as read back (db.UtcDateTime): the text below
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"  # without "+00:00"
     if value.tzinfo is None:
         raise ValueError("log times must be timezone-aware")
     utc = value.astimezone(dt.UTC)

@@ -57,11 +57,11 @@ from typing import Final, TypeVar
 
 from cryptography import x509
 
-from gateway.crypto.hashtree import DIGEST_SIZE, leaf_hash, node_hash
+from gateway.crypto.hashtree import DIGEST_SIZE, LEAF_PREFIX, NODE_PREFIX, leaf_hash, node_hash
 from gateway.crypto.rootsig import SignatureVerificationError, VerifiedRoot, verify_root_signature
 from gateway.lru import BoundedLru
 from gateway.messagelog.asice import PROOF_FORMAT, ContainerError, parse_manifest
-from gateway.messagelog.crypto_at_rest import BodyCipher, BodyDecryptionError
+from gateway.messagelog.crypto_at_rest import BodyCipher, BodyDecryptionError, EncryptedBody
 from gateway.messagelog.evidence import (
     DEFAULT_STATUS_POLICY,
     EvidenceError,
@@ -70,6 +70,7 @@ from gateway.messagelog.evidence import (
     check_parts_present,
     check_signer,
     check_status,
+    soap_header_names,
 )
 from gateway.messagelog.logsig import is_rightmost, signed_by_owner
 from gateway.messagelog.packing import (
@@ -80,6 +81,7 @@ from gateway.messagelog.packing import (
     unpack_manifest,
 )
 from gateway.messagelog.record import (
+    OUTCOME_CACHE_PREFIX,
     OUTCOME_OK,
     Direction,
     LoggedPart,
@@ -190,7 +192,7 @@ class ChainVerifier:
         the chain must reach it, through a record of that hash."""
         self._require_record_signatures = require_record_signatures
         self._expect_head = expect_head
-        self._last: StoredRecord | _RowEnds | None = None
+        self._last: StoredRecord | _RowEnds | None = None  # the last good record, or its row's ends
         self._record_roots: _Recent[bytes, VerifiedRoot] = _Recent(KNOWN_VERDICTS)
         self._next_seq = start_seq
         self._status_policy = status_policy
@@ -210,7 +212,6 @@ class ChainVerifier:
         self._headers = HeaderIdsReader()  # a batch's messages mostly repeat a few Headers
         self._record_paths = _PathMemo()
         self.checked = 0
-        self.rows_checked = 0  # of `checked`, the records check_row verified without a StoredRecord
         self.unstamped = 0
         self.legacy_records = 0
 
@@ -284,13 +285,14 @@ class ChainVerifier:
         last = self._last
         if last is None:
             return None
-        ends = last.ends() if isinstance(last, _RowEnds) else _stored_ends(last)
+        seq = last[0] if isinstance(last, tuple) else last.seq
+        ends = _row_ends(last) if isinstance(last, tuple) else _stored_ends(last)
         for what, rightmost in ends:
             if rightmost is False:
                 return BadRecord(
-                    last.seq + 1,
+                    seq + 1,
                     Problem.TRUNCATED,
-                    f"the chain ends inside a {what} batch: record {last.seq} is not the last of its "
+                    f"the chain ends inside a {what} batch: record {seq} is not the last of its "
                     "batch, so records after it were removed",
                 )
         return None
@@ -303,7 +305,8 @@ class ChainVerifier:
         the row's StoredRecord (`page.stored(row)`), which also names what is wrong.
 
         The same checks as :meth:`check`, for a record in the lean layout (gateway.messagelog.
-        packing) whose evidence is all there: a SOAP record, its body in clear, its signature
+        packing) whose evidence is all there: a SOAP record, its body in clear or encrypted (decrypted
+        when a cipher is given, else left to its GCM tag as by :meth:`check`), its signature
         and record signature as packed steps, its timestamp proof rebuilt from its batch's
         tree. What a page's records share is checked once for the page or the batch: a blob's
         digest, a signed root's signature, a tree's root; each record then costs its own parts
@@ -312,20 +315,27 @@ class ChainVerifier:
         """
         try:
             found = self._fast(row, page)
-        except (_Bad, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError):
+        except (
+            _Bad,
+            BodyDecryptionError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            KeyError,
+            IndexError,
+            OverflowError,
+        ):
             return False
         if found is None:
             return False
-        ends, unstamped = found
         self._next_seq += 1
-        self._prev_hash = ends.record_hash
-        self._last = ends
+        self._prev_hash = found[1]
+        self._last = found
         self.checked += 1
-        self.rows_checked += 1
-        self.unstamped += unstamped
+        self.unstamped += found[5]
         return True
 
-    def _fast(self, row: RecordRow, page: ChainPage) -> tuple[_RowEnds, int] | None:
+    def _fast(self, row: RecordRow, page: ChainPage) -> _RowEnds | None:
         (
             gateway,
             _node,
@@ -346,7 +356,7 @@ class ChainVerifier:
             content_type,
             message,
             body_key_id,
-            _body_nonce,
+            body_nonce,
             message_sha256,
             rest_head,
             logged_parts,
@@ -375,7 +385,6 @@ class ChainVerifier:
             or prev_hash != self._prev_hash
             or kind != _SOAP
             or rest_head is not None
-            or body_key_id is not None
             or side not in _SIDES
             or direction not in _DIRECTIONS
             or message_sha256 is None
@@ -386,11 +395,15 @@ class ChainVerifier:
         head = self._expect_head
         if head is not None and seq == head[0] and record_hash != head[1]:
             return None
-        # 4. the body (in clear, maybe compressed) is the one its digest names
+        # 4. the body (in clear or encrypted at rest, maybe compressed) is the one its digest names
         body = None
         if message is not None:
-            body = decompress_body(body_codec, bytes(message))
-            if hashlib.sha256(body).hexdigest() != message_sha256:
+            if body_key_id is None:
+                body = decompress_body(body_codec, bytes(message))
+            elif self._cipher is not None:
+                encrypted = EncryptedBody(body_key_id, bytes(body_nonce), bytes(message), body_codec)
+                body = self._cipher.decrypt(encrypted, None)
+            if body is not None and hashlib.sha256(body).hexdigest() != message_sha256:
                 return None
         manifest = unpack_manifest(bytes(manifest), content_type)
         manifest_digest = hashlib.sha256(manifest).digest()
@@ -404,7 +417,9 @@ class ChainVerifier:
             signed_root = blobs.get(bytes(signed_root_sha256), b"")
             if _listed_message(manifest, content_type) != message_sha256:
                 return None
-            verified = self._verified_root(self._roots, signed_root, trusted, Problem.SIGNATURE)
+            verified = self._roots.get(signed_root) or self._verified_root(
+                self._roots, signed_root, trusted, Problem.SIGNATURE
+            )
             count, sides, siblings = read_packed_steps(bytes(proof_steps))
             if not self._message_paths.leads_to(verified.root, manifest_digest, count, sides, siblings):
                 return None
@@ -484,18 +499,15 @@ class ChainVerifier:
         else:
             if log_signature_proof != "" or log_signature_steps is None:
                 return None
-            verified = self._verified_root(
-                self._record_roots,
-                blobs.get(bytes(log_signature_sha256), b""),
-                trusted,
-                Problem.RECORD_SIGNATURE,
-                owner_of=gateway,
+            record_root = blobs.get(bytes(log_signature_sha256), b"")
+            verified = self._record_roots.get(record_root) or self._verified_root(
+                self._record_roots, record_root, trusted, Problem.RECORD_SIGNATURE, owner_of=gateway
             )
             count, sides, siblings = read_packed_steps(bytes(log_signature_steps))
             if not self._record_paths.leads_to(verified.root, record_hash, count, sides, siblings):
                 return None
             log_rightmost = sides == (1 << count) - 1
-        return _RowEnds(seq, record_hash, log_rightmost, tree, index), unstamped
+        return seq, record_hash, log_rightmost, tree, index, unstamped
 
     def _check(self, stored: StoredRecord) -> None:
         if stored.seq > self._head_seq:
@@ -676,18 +688,26 @@ class ChainVerifier:
                 raise _Bad(Problem.SIGNER, str(exc)) from exc
             self._signers.put(signer_key, verdict)
         try:
-            check_header_ids(
-                kind=kind,
-                direction=direction,
-                outcome=outcome,
-                content_type=content_type,
-                message=message,
-                rest_head=rest_head,
-                client=client,
-                service=service,
-                message_id=message_id,
-                header_ids=self._headers.read,
-            )
+            if (
+                kind != _SOAP
+                or message is None
+                or outcome.startswith(OUTCOME_CACHE_PREFIX)
+                or not soap_header_names(
+                    self._headers.read, content_type, message, client, service, message_id
+                )
+            ):
+                check_header_ids(
+                    kind=kind,
+                    direction=direction,
+                    outcome=outcome,
+                    content_type=content_type,
+                    message=message,
+                    rest_head=rest_head,
+                    client=client,
+                    service=service,
+                    message_id=message_id,
+                    header_ids=self._headers.read,
+                )
         except EvidenceError as exc:
             raise _Bad(Problem.IDENTIFIERS, str(exc)) from exc
         key = (ocsp, signed_root_xml)  # bytes keys: their hash is computed once per object
@@ -769,24 +789,17 @@ def _blob_hex(hashed: dict[bytes, str], blob: bytes | None) -> str | None:
     return found
 
 
-class _RowEnds:
-    """What :meth:`ChainVerifier.finish` needs of the last record check_row verified: whether it
-    is the last leaf of its signing batch, and where it is in its timestamp batch's tree."""
+_RowEnds = tuple[int, bytes, bool | None, BatchTree | None, int, int]
+"""What check_row keeps of the last record it verified, for :meth:`ChainVerifier.finish`: its seq
+and hash, whether it is the last leaf of its signing batch, its timestamp batch's tree and its
+place there, and whether it is unstamped (1) or not (0)."""
 
-    __slots__ = ("index", "log_rightmost", "record_hash", "seq", "tree")
 
-    def __init__(
-        self, seq: int, record_hash: bytes, log_rightmost: bool | None, tree: BatchTree | None, index: int
-    ) -> None:
-        self.seq = seq
-        self.record_hash = record_hash
-        self.log_rightmost = log_rightmost
-        self.tree = tree
-        self.index = index
-
-    def ends(self) -> list[tuple[str, bool | None]]:
-        stamped = None if self.tree is None else is_rightmost(self.tree.proof(self.index))
-        return [("signing", self.log_rightmost), ("timestamp", stamped)]
+def _row_ends(ends: _RowEnds) -> list[tuple[str, bool | None]]:
+    """Whether a row's record is the last leaf of its signing and timestamp batches (None: none)."""
+    _, _, log_rightmost, tree, index, _ = ends
+    stamped = None if tree is None else is_rightmost(tree.proof(index))
+    return [("signing", log_rightmost), ("timestamp", stamped)]
 
 
 def _stored_ends(stored: StoredRecord) -> list[tuple[str, bool | None]]:
@@ -826,7 +839,8 @@ class _PathMemo:
         """Whether the steps (packing.read_packed_steps) climb from `leaf` to `root`."""
         last = self._path if root == self._root else []
         shift = self._count - count  # the last path's place for this path's step
-        value = leaf_hash(leaf)
+        sha256 = hashlib.sha256  # hashtree.leaf_hash and node_hash, without a call each
+        value = sha256(LEAF_PREFIX + leaf).digest()
         path = [value]
         for step in range(count):
             seen = step + shift
@@ -839,7 +853,8 @@ class _PathMemo:
                 path += last[seen + 1 :]
                 break
             sibling = siblings[step * DIGEST_SIZE : (step + 1) * DIGEST_SIZE]
-            value = node_hash(sibling, value) if sides >> step & 1 else node_hash(value, sibling)
+            pair = sibling + value if sides >> step & 1 else value + sibling
+            value = sha256(NODE_PREFIX + pair).digest()
             path.append(value)
         else:
             if value != root:

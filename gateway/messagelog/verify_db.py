@@ -24,7 +24,7 @@ from gateway.messagelog.crypto_at_rest import BodyCipher
 from gateway.messagelog.db import begin_snapshot_read, begin_write
 from gateway.messagelog.evidence import DEFAULT_STATUS_POLICY, StatusPolicy
 from gateway.messagelog.record import GENESIS_HASH
-from gateway.messagelog.store import UnreadableRecord, chain_state, read_chain_page
+from gateway.messagelog.store import ChainPage, UnreadableRecord, chain_state, read_chain_page
 from gateway.messagelog.tables import heads, verified
 from gateway.messagelog.verify import (
     PAGE_SIZE,
@@ -137,25 +137,40 @@ class _Feed:
                 after_seq=after_seq,
                 limit=page_size,
             )
+            before = verifier.last_verified[0]
             for row in page.rows:
                 if not verifier.check_row(row, page):  # the fast way could not tell: the full one
                     try:
                         stored = page.stored(row)
                     except UnreadableRecord as exc:  # a finding about the record, never a traceback
+                        self._settle(page, before)
                         seq = exc.seq if isinstance(exc.seq, int) else verifier.last_verified[0] + 1
                         return BadRecord(seq, Problem.UNREADABLE, str(exc))
                     bad = verifier.check(stored)
                     if bad is not None:
+                        self._settle(page, before)
                         return bad
-                seq, record_hash = verifier.last_verified
-                if seq <= self._stamped_seq:
-                    self.settled = (seq, record_hash)
+            self._settle(page, before)
             if self._progress is not None:
                 self._progress(verifier.checked, total)
             if len(page.rows) < page_size:
                 return verifier.finish()
             after_seq = page.rows[-1].seq
             del page  # the next page replaces it, not joins it
+
+    def _settle(self, page: ChainPage, before: int) -> None:
+        """`settled` after the page's good records (`before`: the last good seq before the page):
+        the last of them, or the record at the stamped watermark among them."""
+        seq, record_hash = self._verifier.last_verified
+        if seq == before:
+            return  # none of the page's records verified
+        if seq <= self._stamped_seq:
+            self.settled = (seq, record_hash)
+            return
+        for row in page.rows:  # records up to `seq` verified, the watermark's among them
+            if row.seq == self._stamped_seq:
+                self.settled = (row.seq, bytes(row.record_hash))
+                return
 
 
 # --- where verification reached --------------------------------------------------------------

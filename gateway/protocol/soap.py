@@ -291,9 +291,11 @@ class HeaderIdsReader:
         self._known: list[_KnownHeader] = []
 
     def read(self, body: bytes, content_type: str | None) -> HeaderIds:
-        for known in self._known:
+        for at, known in enumerate(self._known):
             found = known.ids_of(body, content_type)
             if found is not None:
+                if at:  # the Header met last is tried first: a batch's messages share one
+                    self._known.insert(0, self._known.pop(at))
                 return found
         ids = parse_header_ids(body, content_type)
         learnt = _KnownHeader.learn(body, content_type, ids)
@@ -389,7 +391,7 @@ class _KnownHeader:
         probe = pieces[0] + b"".join(b"x-probe-%d%s" % (i, piece) for i, piece in enumerate(pieces[1:]))
         try:
             again = parse_header_ids(probe + body[len(head) :], content_type)
-        except XRoadFault:
+        except (XRoadFault, UnsafeXml, ValueError, LookupError):  # learning is only ever a shortcut
             return None
         if again != HeaderIds(ids.client, ids.service, f"x-probe-{id_at[0]}"):
             return None
