@@ -267,21 +267,13 @@ def _issue_gateway(
     sign = issue(
         pki_dir, ca, MemberSigningProfile(plan.member, plan.member_name), out_prefix=fed / plan.name / "sign"
     )
-    names = ("internal_http", "internal_https", "external", "admin", "health", "metrics")
-    held = {k: ports.reserve() for k in names}
     return {
         "name": plan.name,
         "server_id": server.to_text(),
         "member": plan.member.to_text(),
         "member_name": plan.member_name,
         "subsystem": _subsystem(plan).to_text(),
-        "ports": held,
-        "internal_http_url": f"http://127.0.0.1:{held['internal_http']}",
-        "internal_https_url": f"https://127.0.0.1:{held['internal_https']}",
-        "external_address": f"127.0.0.1:{held['external']}",
-        "admin_url": f"http://127.0.0.1:{held['admin']}",
-        "health_url": f"http://127.0.0.1:{held['health']}/health",
-        "metrics_url": f"http://127.0.0.1:{held['metrics']}/metrics",
+        **_node_addresses(ports),
         "auth_cert": str(auth.certificate_path),
         "auth_key": str(auth.key_path),
         "tls_cert": str(tls.certificate_path),
@@ -550,23 +542,30 @@ def _add_second_node(fed: Path, gateways: list[dict[str, Any]], ports: Ports) ->
     gw = next(gw for gw in gateways if gw["name"] == TWO_NODE_GATEWAY)
     name = f"{gw['name']}-2"
     (fed / name).mkdir(mode=0o700)
-    names = ("internal_http", "internal_https", "external", "admin", "health", "metrics")
-    held = {k: ports.reserve() for k in names}
     gw["more_nodes"] = [
         {
             **{k: v for k, v in gw.items() if k != "more_nodes"},
             "name": name,
             "node_name": "node2",
-            "ports": held,
-            "internal_http_url": f"http://127.0.0.1:{held['internal_http']}",
-            "internal_https_url": f"https://127.0.0.1:{held['internal_https']}",
-            "external_address": f"127.0.0.1:{held['external']}",
-            "admin_url": f"http://127.0.0.1:{held['admin']}",
-            "health_url": f"http://127.0.0.1:{held['health']}/health",
-            "metrics_url": f"http://127.0.0.1:{held['metrics']}/metrics",
+            **_node_addresses(ports),
             "config": str(fed / name / "gateway.toml"),
         }
     ]
+
+
+def _node_addresses(ports: Ports) -> dict[str, Any]:
+    """A gateway node's ports, held for it, and the addresses federation.json gives for them."""
+    names = ("internal_http", "internal_https", "external", "admin", "health", "metrics")
+    held = {k: ports.reserve() for k in names}
+    return {
+        "ports": held,
+        "internal_http_url": f"http://127.0.0.1:{held['internal_http']}",
+        "internal_https_url": f"https://127.0.0.1:{held['internal_https']}",
+        "external_address": f"127.0.0.1:{held['external']}",
+        "admin_url": f"http://127.0.0.1:{held['admin']}",
+        "health_url": f"http://127.0.0.1:{held['health']}/health",
+        "metrics_url": f"http://127.0.0.1:{held['metrics']}/metrics",
+    }
 
 
 def _up_through_registry(
