@@ -227,7 +227,20 @@ async def _start_interfaces(
         from gateway.metrics import start_metrics_listener
 
         # Each worker counts its own exchanges: worker i serves them on the port + i (docs/metrics.md).
-        await start_metrics_listener(runtime.worker.metrics(config.metrics), runtime, runners, limits, grace)
+        settings = runtime.worker.metrics(config.metrics)
+        try:
+            await start_metrics_listener(settings, runtime, runners, limits, grace)
+        except OSError as exc:
+            if runtime.worker.index == 0:
+                raise
+            # Worker 0's port is the configured one; another worker's port + i may be taken by
+            # someone else: that worker serves without metrics rather than take the node down.
+            log.warning(
+                "metrics of worker %d not served on port %d: %s",
+                runtime.worker.index,
+                settings.listener.port,
+                exc,
+            )
 
     internal = web.AppRunner(make_internal_app(runtime), shutdown_timeout=grace, access_log=None, **options)
     await internal.setup()

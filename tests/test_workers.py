@@ -49,10 +49,12 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def call(fed: Federation, message_id: str) -> int:
-    """getPerson through gw-a on a new connection each time, so the kernel picks the worker."""
+def call(fed: Federation, message_id: str) -> tuple[int, str]:
+    """getPerson through gw-a on a new connection each time, so the kernel picks the worker;
+    the status, and the answer's text when it is not 200 (the fault says what went wrong)."""
     body = soap_request(GET_PERSON, get_person_body(KNOWN_PERSON), message_id=message_id)
-    return post_soap(fed.internal_url("gw-a"), body).status_code
+    answer = post_soap(fed.internal_url("gw-a"), body)
+    return answer.status_code, "" if answer.status_code == 200 else answer.text[:600]
 
 
 def logged_by_chain(fed: Federation, name: str) -> dict[str, set[str]]:
@@ -102,7 +104,7 @@ def test_two_workers_serve_log_their_own_chains_restart_and_drain(fed: Federatio
     ids = [f"workers-{uuid.uuid4()}" for _ in range(CLIENTS * REQUESTS_PER_CLIENT)]
     with ThreadPoolExecutor(CLIENTS) as pool:
         statuses = list(pool.map(lambda message_id: call(fed, message_id), ids))
-    assert statuses == [200] * len(ids)
+    assert statuses == [(200, "")] * len(ids)
 
     node = node_name()
     for name in NODES:
@@ -121,7 +123,7 @@ def test_two_workers_serve_log_their_own_chains_restart_and_drain(fed: Federatio
     wait_until(lambda: killed not in children(consumer) and len(children(consumer)) == 2, 30, "a restart")
     more = [f"workers-{uuid.uuid4()}" for _ in range(CLIENTS * REQUESTS_PER_CLIENT)]
     with ThreadPoolExecutor(CLIENTS) as pool:
-        assert list(pool.map(lambda message_id: call(fed, message_id), more)) == [200] * len(more)
+        assert list(pool.map(lambda message_id: call(fed, message_id), more)) == [(200, "")] * len(more)
     assert set(more) <= set().union(*logged_by_chain(fed, "gw-a").values())
     workers = [*workers, *children(consumer)]
 
